@@ -1,0 +1,10 @@
+"""The one exception type that reaches users.
+
+Anything the user can cause (a missing file, a corrupt file, a nonsense option value) raises
+:class:`AevbError` with a one-line message; the CLI prints it and exits with status 2.
+Everything else is a bug and keeps its traceback.
+"""
+
+
+class AevbError(Exception):
+    """A user-facing error: its message is one line that says what is wrong and what to do."""
