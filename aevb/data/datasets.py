@@ -1,0 +1,365 @@
+"""The :class:`Dataset` container, the named datasets with their splits, and :func:`load_dataset`.
+
+See the package docstring of :mod:`aevb.data` for the datasets, files and splits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aevb.errors import AevbError
+
+from .download import DATASET_SUBDIRS, REMOTE_FILES, fetch_file, sha256_file
+from .formats import (
+    read_amat_binary,
+    read_frey_mat,
+    read_mnist_images,
+    read_mnist_labels,
+    read_npy,
+    read_npz,
+)
+from .splits import FREY_SPLIT_SEED, USER_SPLIT_SEED, holdout_size, permutation_split
+
+__all__ = ["Dataset", "DATASET_NAMES", "EMBEDDED_DIR", "load_dataset", "resolve_data_dir"]
+
+DATASET_NAMES = ("mnist-sample", "mnist", "binarized-mnist", "frey")
+
+EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
+
+MNIST_TRAIN_SIZE = 50_000  # the classic mnist.pkl.gz split of the 60000 training images
+MNIST_TRAIN_FILE_SIZE = 60_000
+FREY_SIZES = (1565, 200, 200)  # train, valid, test of the 1965 faces
+SAMPLE_TRAIN_FILE_SIZE, SAMPLE_TEST_SIZE, SAMPLE_VALID_SIZE = 10_000, 2_000, 1_000
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A dataset split into train/valid/test, each a float32 matrix with one example a row.
+
+    Attributes:
+        name: ``"mnist"``, ``"binarized-mnist"``, ``"frey"``, ``"mnist-sample"`` or the stem of
+            the user's file.
+        train, valid, test: float32 contiguous tensors of shape ``(N_split, D)``.
+        image_shape: ``(H, W)`` with ``H * W == D`` when examples are images ((28, 28) for
+            MNIST, (28, 20) for Frey Face), ``None`` when unknown.
+        is_binary: True iff every value in all three splits is exactly 0 or 1.
+        source: one line saying where the data was read from.
+        train_labels, valid_labels, test_labels: int64 tensors ``(N_split,)`` or ``None``.
+    """
+
+    name: str
+    train: torch.Tensor
+    valid: torch.Tensor
+    test: torch.Tensor
+    image_shape: tuple[int, int] | None
+    is_binary: bool
+    source: str
+    train_labels: torch.Tensor | None = None
+    valid_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        dims = set()
+        for split in ("train", "valid", "test"):
+            x = getattr(self, split)
+            if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.dtype != torch.float32:
+                raise ValueError(f"Dataset.{split} must be a 2-D float32 tensor")
+            dims.add(x.shape[1])
+            labels = getattr(self, f"{split}_labels")
+            if labels is not None and (labels.dtype != torch.int64 or labels.shape != (x.shape[0],)):
+                raise ValueError(f"Dataset.{split}_labels must be int64 of shape ({x.shape[0]},)")
+        if len(dims) != 1:
+            raise ValueError("Dataset splits must have the same number of columns")
+        if self.image_shape is not None and self.image_shape[0] * self.image_shape[1] != dims.pop():
+            raise ValueError("Dataset.image_shape does not match the number of columns")
+
+    @property
+    def data_dim(self) -> int:
+        """D, the number of values per example (784 for MNIST, 560 for Frey Face)."""
+        return int(self.train.shape[1])
+
+    def to(self, device: torch.device | str) -> "Dataset":
+        """A copy with all tensors (data and labels) on ``device``."""
+        moved = {
+            field: getattr(self, field).to(device)
+            for field in ("train", "valid", "test", "train_labels", "valid_labels", "test_labels")
+            if getattr(self, field) is not None
+        }
+        return dataclasses.replace(self, **moved)
+
+    def __repr__(self) -> str:
+        sizes = "/".join(str(int(getattr(self, s).shape[0])) for s in ("train", "valid", "test"))
+        return (
+            f"Dataset(name={self.name!r}, train/valid/test={sizes}, D={self.data_dim}, "
+            f"image_shape={self.image_shape}, is_binary={self.is_binary}, "
+            f"labels={self.train_labels is not None}, source={self.source!r})"
+        )
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data directory: ``data_dir`` if given, else ``$AEVB_DATA_DIR``, else
+    ``$XDG_CACHE_HOME/aevb`` (``~/.cache/aevb`` when XDG_CACHE_HOME is unset). Not created here."""
+    if data_dir is not None and str(data_dir) != "":
+        return Path(data_dir).expanduser()
+    env = os.environ.get("AEVB_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "aevb"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _is_binary(*arrays: np.ndarray) -> bool:
+    return all(bool(((a == 0) | (a == 1)).all()) for a in arrays)
+
+
+def _as_features(array: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """Flatten ``(N, ...)`` to float32 ``(N, D)``; uint8 is divided by ``scale`` (default 255)."""
+    x = array.reshape(array.shape[0], -1)
+    if x.dtype == np.uint8:
+        out = x.astype(np.float32)
+        out /= np.float32(255.0 if scale is None else scale)
+        return out
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _make(
+    name: str,
+    splits: Sequence[np.ndarray],
+    image_shape: tuple[int, int] | None,
+    source: str,
+    labels: Sequence[np.ndarray | None] = (None, None, None),
+    is_binary: bool | None = None,
+) -> Dataset:
+    """Build a Dataset from float32 ``(N, D)`` numpy splits; ``is_binary`` is computed unless
+    the reader already guarantees it."""
+    train, valid, test = (torch.from_numpy(np.ascontiguousarray(s, dtype=np.float32)) for s in splits)
+    tl, vl, sl = (None if y is None else torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)) for y in labels)
+    return Dataset(
+        name=name,
+        train=train,
+        valid=valid,
+        test=test,
+        image_shape=None if image_shape is None else (int(image_shape[0]), int(image_shape[1])),
+        is_binary=_is_binary(*splits) if is_binary is None else is_binary,
+        source=source,
+        train_labels=tl,
+        valid_labels=vl,
+        test_labels=sl,
+    )
+
+
+def _source(description: str, paths: Sequence[Path]) -> str:
+    folders = {p.parent for p in paths}
+    if len(folders) == 1:
+        return f"{description} in {folders.pop()} ({', '.join(p.name for p in paths)})"
+    return f"{description}: {', '.join(str(p) for p in paths)}"
+
+
+def _locate(dataset: str, data_dir: Path, download: bool) -> list[Path]:
+    """Paths of the files of a named dataset, in the order of ``REMOTE_FILES[dataset]``.
+
+    Each file is looked for, gzipped or not, first in ``<data_dir>/<subdir>/`` then directly
+    in ``<data_dir>/``. Missing files are downloaded into ``<data_dir>/<subdir>/`` when
+    ``download`` is true; otherwise they are reported all at once.
+    """
+    subdir = data_dir / DATASET_SUBDIRS[dataset]
+    found: list[Path | None] = []
+    for remote in REMOTE_FILES[dataset]:
+        base = remote.filename.removesuffix(".gz")
+        candidates = [folder / name for folder in (subdir, data_dir) for name in (base + ".gz", base)]
+        found.append(next((c for c in candidates if c.is_file()), None))
+    missing = [r for r, f in zip(REMOTE_FILES[dataset], found) if f is None]
+    if missing and not download:
+        names = ", ".join(r.filename for r in missing) + " (plain or gzipped)"
+        raise AevbError(
+            f"{dataset}: {names} not found in {subdir} or {data_dir}; "
+            f"pass --data-dir DIR, set AEVB_DATA_DIR, or add --download"
+        )
+    return [
+        f if f is not None else fetch_file(r.urls, subdir / r.filename, r.sha256)
+        for r, f in zip(REMOTE_FILES[dataset], found)
+    ]
+
+
+# --------------------------------------------------------------------------- named datasets
+
+
+def _read_mnist_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    images = read_mnist_images(images_path)
+    labels = read_mnist_labels(labels_path)
+    if labels.shape[0] != images.shape[0]:
+        raise AevbError(
+            f"{labels_path}: {labels.shape[0]} labels but {images_path.name} has {images.shape[0]} images"
+        )
+    return images, labels
+
+
+def _load_mnist(data_dir: Path, download: bool) -> Dataset:
+    paths = _locate("mnist", data_dir, download)
+    train_x, train_y = _read_mnist_pair(paths[0], paths[1])
+    test_x, test_y = _read_mnist_pair(paths[2], paths[3])
+    if train_x.shape[0] != MNIST_TRAIN_FILE_SIZE:
+        raise AevbError(
+            f"{paths[0]}: {train_x.shape[0]} images, expected the {MNIST_TRAIN_FILE_SIZE} of the MNIST training file"
+        )
+    x, n = _as_features(train_x), MNIST_TRAIN_SIZE
+    return _make(
+        "mnist",
+        (x[:n], x[n:], _as_features(test_x)),
+        (28, 28),
+        _source("MNIST IDX files", paths),
+        (train_y[:n], train_y[n:], test_y),
+    )
+
+
+def _load_binarized_mnist(data_dir: Path, download: bool) -> Dataset:
+    paths = _locate("binarized-mnist", data_dir, download)
+    splits = [read_amat_binary(p, 784).astype(np.float32) for p in paths]
+    source = _source("binarized MNIST AMAT files", paths)
+    return _make("binarized-mnist", splits, (28, 28), source, is_binary=True)  # 0/1 by the reader
+
+
+def _load_frey(data_dir: Path, download: bool) -> Dataset:
+    (path,) = _locate("frey", data_dir, download)
+    faces = read_frey_mat(path)
+    if faces.shape[0] != sum(FREY_SIZES):
+        raise AevbError(f"{path}: {faces.shape[0]} faces, expected {sum(FREY_SIZES)} (frey_rawface.mat)")
+    x = _as_features(faces, scale=256.0)
+    parts = permutation_split(x.shape[0], FREY_SIZES, FREY_SPLIT_SEED)
+    return _make("frey", [x[idx] for idx in parts], (28, 20), _source("Frey Face MAT file", [path]))
+
+
+def _verify_embedded() -> None:
+    sums = EMBEDDED_DIR / "SHA256SUMS"
+    try:
+        lines = sums.read_text().split("\n")
+    except OSError as exc:
+        raise AevbError(f"{sums}: cannot read the embedded sample's checksums ({exc}); reinstall aevb") from None
+    for line in filter(None, (l.strip() for l in lines)):
+        digest, _, name = line.partition("  ")
+        path = EMBEDDED_DIR / name
+        if not path.is_file() or sha256_file(path) != digest:
+            raise AevbError(f"{path}: missing or corrupt (SHA-256 mismatch with {sums.name}); reinstall aevb")
+
+
+def _load_mnist_sample() -> Dataset:
+    _verify_embedded()
+    d = EMBEDDED_DIR
+    train_x, train_y = _read_mnist_pair(d / "train-images-idx3-ubyte.gz", d / "train-labels-idx1-ubyte.gz")
+    test_x, test_y = _read_mnist_pair(d / "t10k-images-idx3-ubyte.gz", d / "t10k-labels-idx1-ubyte.gz")
+    if train_x.shape[0] != SAMPLE_TRAIN_FILE_SIZE or test_x.shape[0] != SAMPLE_TEST_SIZE:
+        raise AevbError(f"{d}: embedded sample has unexpected sizes; reinstall aevb")
+    x, n = _as_features(train_x), SAMPLE_TRAIN_FILE_SIZE - SAMPLE_VALID_SIZE
+    return _make(
+        "mnist-sample",
+        (x[:n], x[n:], _as_features(test_x)),
+        (28, 28),
+        f"MNIST sample embedded in the aevb package ({d})",
+        (train_y[:n], train_y[n:], test_y),
+    )
+
+
+# --------------------------------------------------------------------------- user files
+
+
+def _image_shape(array: np.ndarray) -> tuple[int, int] | None:
+    return (array.shape[1], array.shape[2]) if array.ndim == 3 else None
+
+
+def _too_small(path: Path, n: int) -> AevbError:
+    return AevbError(
+        f"{path}: only {n} training rows; need at least 10 to hold out 10% each for valid/test"
+    )
+
+
+def _load_npy(path: Path) -> Dataset:
+    array = read_npy(path)
+    n, h = array.shape[0], holdout_size(array.shape[0])
+    if h < 1:
+        raise _too_small(path, n)
+    x = _as_features(array)
+    parts = permutation_split(n, (n - 2 * h, h, h), USER_SPLIT_SEED)
+    return _make(path.stem, [x[idx] for idx in parts], _image_shape(array), f"numpy file {path}")
+
+
+def _load_npz(path: Path) -> Dataset:
+    data = read_npz(path)
+    train, train_labels = data["train"], data.get("train_labels")
+    missing = [s for s in ("valid", "test") if s not in data]
+    if missing:
+        n, h = train.shape[0], holdout_size(train.shape[0])
+        if h < 1:
+            raise _too_small(path, n)
+        parts = permutation_split(n, (n - h * len(missing), *([h] * len(missing))), USER_SPLIT_SEED)
+        for split, idx in zip(missing, parts[1:]):
+            data[split] = train[idx]
+            if train_labels is not None:
+                data[f"{split}_labels"] = train_labels[idx]
+        data["train"] = train[parts[0]]
+        if train_labels is not None:
+            data["train_labels"] = train_labels[parts[0]]
+    splits = ("train", "valid", "test")
+    carved = f" (valid/test carved from train: {', '.join(missing)})" if missing else ""
+    return _make(
+        path.stem,
+        [_as_features(data[s]) for s in splits],
+        _image_shape(train),
+        f"numpy archive {path}{carved}",
+        [data.get(f"{s}_labels") for s in splits],
+    )
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_dataset(
+    name_or_path: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = False,
+) -> Dataset:
+    """Load a named dataset or a user's ``.npy``/``.npz`` file, split into train/valid/test.
+
+    Args:
+        name_or_path: one of :data:`DATASET_NAMES` (a name wins over a file of the same name),
+            or the path of a ``.npy`` or ``.npz`` file.
+        data_dir: folder holding the named datasets' files (see :func:`resolve_data_dir`);
+            ignored for ``mnist-sample`` (embedded in the package) and for user files.
+        download: fetch missing files of a named dataset (checksum-verified). Without it the
+            network is never touched.
+
+    Returns:
+        A :class:`Dataset` of float32 ``(N, D)`` splits.
+
+    Raises:
+        AevbError: unknown name, missing or corrupt files, unusable arrays.
+    """
+    key = os.fspath(name_or_path)
+    if isinstance(name_or_path, str) and key in DATASET_NAMES:
+        if key == "mnist-sample":
+            return _load_mnist_sample()
+        directory = resolve_data_dir(data_dir)
+        loader = {"mnist": _load_mnist, "binarized-mnist": _load_binarized_mnist, "frey": _load_frey}[key]
+        return loader(directory, download)
+    path = Path(key).expanduser()
+    known = ", ".join(DATASET_NAMES)
+    if not path.exists():
+        raise AevbError(f"{key}: no such dataset or file; known datasets: {known}; or give a .npy/.npz file")
+    if not path.is_file():
+        raise AevbError(f"{path}: not a file; give a .npy/.npz file or one of: {known}")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return _load_npy(path)
+    if suffix == ".npz":
+        return _load_npz(path)
+    raise AevbError(f"{path}: unsupported file type {suffix or '(none)'!r}; expected .npy or .npz, or one of: {known}")

@@ -1,0 +1,161 @@
+"""Where the named datasets come from, and a checksum-verified, atomic downloader.
+
+Nothing here touches the network unless asked: :func:`aevb.data.load_dataset` calls
+:func:`fetch_file` only with ``download=True`` and only for files it cannot find locally.
+
+Each file of each dataset is listed in :data:`REMOTE_FILES` with its mirrors (tried in order)
+and its pinned SHA-256:
+
+- ``mnist``: the four IDX ``.gz`` files (byte-identical to Yann LeCun's originals), from the
+  PyTorch S3 mirror, then yann.lecun.com.
+- ``binarized-mnist``: Larochelle & Murray's ``binarized_mnist_{train,valid,test}.amat``, served
+  uncompressed from Hugo Larochelle's storage (the hashes are of the uncompressed text).
+- ``frey``: ``frey_rawface.mat`` from Sam Roweis' data page (MD5 5aeb024d42b8a6091f30e5eb18c8a48d).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aevb.errors import AevbError
+
+__all__ = ["RemoteFile", "REMOTE_FILES", "DATASET_SUBDIRS", "fetch_file", "sha256_file"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One downloadable file: its name on disk, its SHA-256 and the URLs to try in order."""
+
+    filename: str
+    sha256: str
+    urls: tuple[str, ...]
+
+
+_MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+_BINARIZED_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+_FREY_URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
+
+
+def _mnist(filename: str, sha256: str) -> RemoteFile:
+    return RemoteFile(filename, sha256, tuple(m + filename for m in _MNIST_MIRRORS))
+
+
+def _binarized(split: str, sha256: str) -> RemoteFile:
+    name = f"binarized_mnist_{split}.amat"
+    return RemoteFile(name, sha256, (_BINARIZED_URL + name,))
+
+
+REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
+    "mnist": (
+        _mnist("train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+        _mnist("train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+        _mnist("t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+        _mnist("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    ),
+    "binarized-mnist": (
+        _binarized("train", "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d"),
+        _binarized("valid", "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2"),
+        _binarized("test", "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c"),
+    ),
+    "frey": (
+        RemoteFile("frey_rawface.mat", "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64", (_FREY_URL,)),
+    ),
+}
+
+# Sub-folder of the data directory that holds each dataset's files.
+DATASET_SUBDIRS = {"mnist": "mnist", "binarized-mnist": "binarized_mnist", "frey": "frey"}
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _describe(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def fetch_file(
+    urls: Sequence[str],
+    dest: str | os.PathLike,
+    sha256: str,
+    *,
+    timeout: float = 60.0,
+    opener: Callable[..., object] = urllib.request.urlopen,
+) -> Path:
+    """Make sure ``dest`` holds the file with SHA-256 ``sha256``, downloading it if needed.
+
+    If ``dest`` already exists with the right checksum it is returned at once (no network).
+    Otherwise each URL is tried in order: the body is streamed into a temporary file in
+    ``dest``'s folder while hashing, and only a file with the right checksum is moved into
+    place with :func:`os.replace` (atomic), so ``dest`` is never left half-written. A bad
+    temporary file is always removed.
+
+    Args:
+        urls: mirrors, tried in order.
+        dest: where the file goes; its folder is created if needed.
+        sha256: expected hex digest (lowercase).
+        timeout: seconds for each connection.
+        opener: ``urllib.request.urlopen``-like callable ``(url, timeout=...)`` returning a
+            context manager with ``read(n)``; replaceable in tests.
+
+    Raises:
+        AevbError: when no URL yields the file with the right checksum, or the folder cannot be
+            written.
+    """
+    dest = Path(dest)
+    sha256 = sha256.lower()
+    if dest.is_file():
+        if sha256_file(dest) == sha256:
+            return dest
+        log.warning("%s exists but its SHA-256 does not match; downloading it again", dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AevbError(f"{dest.parent}: cannot create folder ({_describe(exc)})") from None
+    if not urls:
+        raise AevbError(f"{dest}: missing and no download URL is known for it")
+    failures: list[str] = []
+    for url in urls:
+        log.info("downloading %s -> %s", url, dest)
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        except OSError as exc:
+            raise AevbError(f"{dest.parent}: cannot write a file there ({_describe(exc)})") from None
+        tmp = Path(tmp_name)
+        try:
+            h = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out, opener(url, timeout=timeout) as response:
+                while chunk := response.read(1 << 20):
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            digest = h.hexdigest()
+            if digest != sha256:
+                failures.append(f"{url}: SHA-256 mismatch (got {digest}, expected {sha256})")
+                continue
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+            return dest
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            # URLError/HTTPError, timeouts and connection resets (OSError), bad URLs (ValueError)
+            failures.append(f"{url}: {_describe(exc)}")
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise AevbError(f"could not download {dest.name} into {dest.parent}: " + "; ".join(failures))

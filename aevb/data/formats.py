@@ -1,0 +1,362 @@
+"""Readers for the on-disk formats of the datasets, each returning a validated numpy array.
+
+Every reader takes a path, checks the file thoroughly and raises :class:`aevb.errors.AevbError`
+with a one-line message that starts with the path when anything is wrong. No numpy, struct,
+zlib, gzip, zipfile or scipy exception escapes on bad input.
+
+Formats
+-------
+IDX (MNIST)
+    Big-endian binary: two zero bytes, a type code (``0x08`` = uint8, ...), the number of
+    dimensions ``n``, then ``n`` big-endian uint32 sizes, then the data in C order. Images have
+    magic 2051 (``00 00 08 03``, dims ``(N, 28, 28)``), labels magic 2049 (``00 00 08 01``,
+    dims ``(N,)``). The file may be gzip-compressed (detected from its first bytes; a name
+    ending in ``.gz`` must be gzip).
+AMAT (binarized MNIST of Larochelle & Murray)
+    Text, one image a line, ``D`` values ``0``/``1`` separated by single spaces. Optionally gzip.
+MAT (Frey Face)
+    MATLAB 5 file ``frey_rawface.mat`` with one variable ``ff``: uint8 ``(560, N)``, column ``j``
+    is face ``j`` of 28 x 20 pixels in row-major order, i.e. faces are ``ff.T.reshape(-1, 28, 20)``.
+NPY / NPZ (user data)
+    numpy files, read with ``allow_pickle=False``; numeric, finite, non-empty arrays only.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from aevb.errors import AevbError
+
+__all__ = [
+    "read_file_bytes",
+    "read_idx",
+    "read_mnist_images",
+    "read_mnist_labels",
+    "read_amat_binary",
+    "read_frey_mat",
+    "read_npy",
+    "read_npz",
+    "check_features",
+    "check_labels",
+]
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+# IDX type code -> big-endian numpy dtype.
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+IDX_IMAGES_MAGIC = 2051  # uint8, 3 dimensions
+IDX_LABELS_MAGIC = 2049  # uint8, 1 dimension
+
+FREY_ROWS = 28 * 20
+FREY_IMAGE_SHAPE = (28, 20)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` squeezed onto one line (library messages may span several)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def read_file_bytes(path: str | os.PathLike) -> bytes:
+    """Return the contents of ``path``, gunzipped when it is a gzip file.
+
+    A file whose first two bytes are the gzip magic is decompressed whatever its name; a file
+    whose name ends in ``.gz`` but is not gzip is an error.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise AevbError(f"{path}: cannot read file ({_one_line(exc)})") from None
+    if raw[:2] == GZIP_MAGIC:
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise AevbError(f"{path}: corrupt or truncated gzip data ({_one_line(exc)})") from None
+    if path.suffix == ".gz":
+        raise AevbError(f"{path}: not a gzip file (name ends in .gz but the gzip magic bytes are missing)")
+    return raw
+
+
+def read_idx(path: str | os.PathLike, *, magic: int | None = None) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) into a numpy array in native byte order.
+
+    Args:
+        path: the file.
+        magic: when given, the expected 32-bit magic number (2051 for MNIST images, 2049 for
+            labels); it fixes both the element type and the number of dimensions.
+
+    Returns:
+        An array with the dimensions stored in the header, e.g. uint8 ``(N, 28, 28)``.
+    """
+    path = Path(path)
+    data = read_file_bytes(path)
+    if len(data) < 4:
+        raise AevbError(f"{path}: not an IDX file (only {len(data)} bytes)")
+    found = int.from_bytes(data[:4], "big")
+    if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES or data[3] == 0:
+        raise AevbError(f"{path}: not an IDX file (bad magic number 0x{found:08x})")
+    if magic is not None and found != magic:
+        raise AevbError(f"{path}: wrong IDX magic number {found} (expected {magic})")
+    dtype, ndim = _IDX_DTYPES[data[2]], data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise AevbError(f"{path}: truncated IDX header ({len(data)} bytes, need {header})")
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + math.prod(dims) * dtype.itemsize
+    if len(data) < expected:
+        raise AevbError(
+            f"{path}: truncated IDX file ({len(data)} bytes, header dims {dims} need {expected})"
+        )
+    if len(data) > expected:
+        raise AevbError(
+            f"{path}: {len(data) - expected} unexpected trailing bytes after IDX data of dims {dims}"
+        )
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    return array.astype(dtype.newbyteorder("="), copy=True)
+
+
+def read_mnist_images(path: str | os.PathLike, image_shape: tuple[int, int] = (28, 28)) -> np.ndarray:
+    """Read MNIST images from an IDX file: uint8 ``(N, 28, 28)``, grey levels 0..255, N >= 1."""
+    images = read_idx(path, magic=IDX_IMAGES_MAGIC)
+    if images.ndim != 3 or images.shape[1:] != tuple(image_shape):
+        raise AevbError(f"{path}: images have dims {images.shape}, expected (N, {image_shape[0]}, {image_shape[1]})")
+    if images.shape[0] == 0:
+        raise AevbError(f"{path}: contains no images")
+    return images
+
+
+def read_mnist_labels(path: str | os.PathLike) -> np.ndarray:
+    """Read MNIST labels from an IDX file: int64 ``(N,)`` with values 0..9."""
+    labels = read_idx(path, magic=IDX_LABELS_MAGIC)
+    if labels.size and labels.max() > 9:
+        raise AevbError(f"{path}: label value {int(labels.max())} out of range 0..9")
+    return labels.astype(np.int64)
+
+
+def read_amat_binary(path: str | os.PathLike, dim: int = 784) -> np.ndarray:
+    """Read a binary AMAT text file (optionally gzipped): uint8 ``(N, dim)`` of 0/1.
+
+    Every non-blank line must hold exactly ``dim`` whitespace-separated values, each the
+    single character ``0`` or ``1``. Parsing works on the raw bytes with numpy, so the 78 MB
+    training file of binarized MNIST takes well under a second.
+    """
+    path = Path(path)
+    buf = np.frombuffer(read_file_bytes(path), dtype=np.uint8)
+    if buf.size == 0:
+        raise AevbError(f"{path}: empty file")
+    fast = _parse_regular_amat(buf, dim)
+    if fast is not None:
+        return fast
+    # General path: tolerant of CRLF, tabs, blank lines; finds the first error precisely.
+    # Character classes: 0 = invalid, 1 = digit 0/1, 2 = blank (space, tab, CR), 3 = newline.
+    classes = np.zeros(256, dtype=np.uint8)
+    classes[[ord("0"), ord("1")]] = 1
+    classes[[ord(" "), ord("\t"), ord("\r")]] = 2
+    classes[ord("\n")] = 3
+    cls = classes[buf]
+    is_digit = cls == 1
+    newlines = np.flatnonzero(cls == 3)
+
+    def line_of(pos: int) -> int:
+        return int(np.searchsorted(newlines, pos, side="right")) + 1
+
+    def token_at(pos: int) -> str:
+        start = pos
+        while start > 0 and cls[start - 1] < 2:
+            start -= 1
+        end = pos
+        while end < buf.size and cls[end] < 2 and end - start < 20:
+            end += 1
+        return bytes(buf[start:end]).decode("latin-1")
+
+    bad = np.flatnonzero(cls == 0)
+    if bad.size:
+        pos = int(bad[0])
+        raise AevbError(
+            f"{path}: line {line_of(pos)}: invalid value {token_at(pos)!r} (expected 0 or 1)"
+        )
+    glued = np.flatnonzero(is_digit[1:] & is_digit[:-1])
+    if glued.size:
+        pos = int(glued[0])
+        raise AevbError(
+            f"{path}: line {line_of(pos)}: invalid value {token_at(pos)!r} (expected 0 or 1)"
+        )
+    starts = np.concatenate(([0], newlines + 1))
+    starts = starts[starts < buf.size]
+    counts = np.add.reduceat(is_digit, starts, dtype=np.int64)
+    wrong = np.flatnonzero((counts != dim) & (counts != 0))
+    if wrong.size:
+        i = int(wrong[0])
+        raise AevbError(f"{path}: line {i + 1} has {int(counts[i])} values, expected {dim}")
+    n_rows = int(np.count_nonzero(counts))
+    if n_rows == 0:
+        raise AevbError(f"{path}: contains no data lines")
+    return (buf[is_digit] - ord("0")).reshape(n_rows, dim)
+
+
+def _parse_regular_amat(buf: np.ndarray, dim: int) -> np.ndarray | None:
+    """Fast path for the exact layout of the distributed files: every line is ``dim`` single
+    characters 0/1 joined by single spaces and ended by ``\\n``. Returns None otherwise."""
+    width = 2 * dim
+    if buf.size % width:
+        return None
+    grid = buf.reshape(-1, width)
+    seps = grid[:, 1::2]
+    if not ((seps[:, :-1] == ord(" ")).all() and (seps[:, -1] == ord("\n")).all()):
+        return None
+    values = grid[:, 0::2] - np.uint8(ord("0"))
+    if (values > 1).any():
+        return None
+    return values
+
+
+def read_frey_mat(path: str | os.PathLike) -> np.ndarray:
+    """Read ``frey_rawface.mat``: uint8 faces ``(N, 28, 20)`` (N = 1965 for the real file).
+
+    The file must be a MATLAB 5 MAT file holding a variable ``ff`` of dtype uint8 and shape
+    ``(560, N)``; column ``j`` is face ``j``.
+    """
+    import scipy.io  # deferred: scipy is only needed for this format
+
+    path = Path(path)
+    if not path.is_file():
+        raise AevbError(f"{path}: not a file")
+    try:
+        contents = scipy.io.loadmat(path, variable_names=["ff"])
+    except Exception as exc:  # scipy raises many types (ValueError, TypeError, MatReadError, ...)
+        raise AevbError(f"{path}: cannot read MATLAB file ({_one_line(exc)})") from None
+    if "ff" not in contents:
+        raise AevbError(f"{path}: no variable 'ff' in MATLAB file (not frey_rawface.mat?)")
+    ff = contents["ff"]
+    if not isinstance(ff, np.ndarray) or ff.dtype != np.uint8:
+        kind = ff.dtype if isinstance(ff, np.ndarray) else type(ff).__name__
+        raise AevbError(f"{path}: variable 'ff' has type {kind}, expected uint8")
+    if ff.ndim != 2 or ff.shape[0] != FREY_ROWS or ff.shape[1] == 0:
+        raise AevbError(f"{path}: variable 'ff' has shape {ff.shape}, expected ({FREY_ROWS}, N)")
+    return np.ascontiguousarray(ff.T).reshape(-1, *FREY_IMAGE_SHAPE)
+
+
+def check_features(array: object, path: str | os.PathLike, what: str) -> np.ndarray:
+    """Validate a user data array: numeric (bool/int/uint/float), shape ``(N, D)`` or
+    ``(N, H, W)`` with every size >= 1, all values finite (also after conversion to float32).
+
+    Returns the array unchanged.
+    """
+    if not isinstance(array, np.ndarray):
+        raise AevbError(f"{path}: {what} is a {type(array).__name__}, not a numpy array")
+    if array.dtype.kind not in "biuf":
+        raise AevbError(f"{path}: {what} has non-numeric dtype {array.dtype}")
+    if array.ndim not in (2, 3):
+        raise AevbError(f"{path}: {what} has shape {array.shape}, expected (N, D) or (N, H, W)")
+    if array.size == 0:
+        raise AevbError(f"{path}: {what} is empty (shape {array.shape})")
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise AevbError(f"{path}: {what} contains NaN or infinite values")
+        if array.dtype.itemsize > 4 and np.abs(array).max() > np.finfo(np.float32).max:
+            raise AevbError(f"{path}: {what} has values too large for float32")
+    return array
+
+
+def check_labels(array: object, path: str | os.PathLike, what: str, n: int) -> np.ndarray:
+    """Validate a label array: integer ``(n,)``. Returns it as int64."""
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "iu":
+        kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+        raise AevbError(f"{path}: {what} has type {kind}, expected integers")
+    if array.shape != (n,):
+        raise AevbError(f"{path}: {what} has shape {array.shape}, expected ({n},)")
+    if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
+        raise AevbError(f"{path}: {what} has values too large for int64")
+    return array.astype(np.int64)
+
+
+def _np_load(path: Path):
+    if not path.is_file():
+        raise AevbError(f"{path}: not a file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise AevbError(
+                f"{path}: holds pickled Python objects (e.g. an object array), which are not "
+                "loaded for safety; save a numeric array"
+            ) from None
+        raise AevbError(f"{path}: cannot read numpy file ({_one_line(exc)})") from None
+    except Exception as exc:  # np.load raises OSError, EOFError, BadZipFile, UnicodeError, ...
+        raise AevbError(f"{path}: cannot read numpy file ({_one_line(exc)})") from None
+
+
+def read_npy(path: str | os.PathLike) -> np.ndarray:
+    """Read a user ``.npy`` file: a numeric finite array ``(N, D)`` or ``(N, H, W)``."""
+    path = Path(path)
+    array = _np_load(path)
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise AevbError(f"{path}: is an .npz archive, not a single .npy array; rename it to .npz")
+    return check_features(array, path, "the array")
+
+
+NPZ_KEYS = ("train", "valid", "test", "train_labels", "valid_labels", "test_labels")
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a user ``.npz`` archive into a dict with a subset of :data:`NPZ_KEYS`.
+
+    ``train`` is required; ``valid``/``test`` are optional data arrays (validated as in
+    :func:`check_features`); ``<split>_labels`` are optional integer arrays ``(N_split,)`` and
+    only allowed alongside their split. Unknown keys are an error (likely a typo).
+    """
+    path = Path(path)
+    archive = _np_load(path)
+    if isinstance(archive, np.ndarray):
+        raise AevbError(f"{path}: is a single .npy array, not an .npz archive; rename it to .npy")
+    with archive:
+        keys = list(archive.files)
+        unknown = sorted(set(keys) - set(NPZ_KEYS))
+        if unknown:
+            raise AevbError(
+                f"{path}: unexpected key(s) {', '.join(unknown)}; allowed: {', '.join(NPZ_KEYS)}"
+            )
+        if "train" not in keys:
+            raise AevbError(f"{path}: no 'train' array (keys: {', '.join(keys) or 'none'})")
+        out: dict[str, np.ndarray] = {}
+        for key in keys:
+            try:
+                out[key] = archive[key]
+            except ValueError as exc:
+                if "pickle" in str(exc):
+                    raise AevbError(
+                        f"{path}: array '{key}' holds pickled Python objects, which are not loaded"
+                    ) from None
+                raise AevbError(f"{path}: cannot read array '{key}' ({_one_line(exc)})") from None
+            except Exception as exc:  # corrupt member: BadZipFile, zlib.error, EOFError, ...
+                raise AevbError(f"{path}: cannot read array '{key}' ({_one_line(exc)})") from None
+    for split in ("train", "valid", "test"):
+        if split in out:
+            check_features(out[split], path, f"array '{split}'")
+        key = f"{split}_labels"
+        if key in out:
+            if split not in out:
+                raise AevbError(f"{path}: '{key}' given without '{split}'")
+            out[key] = check_labels(out[key], path, f"array '{key}'", out[split].shape[0])
+    shapes = {out[s].shape[1:] for s in ("train", "valid", "test") if s in out}
+    if len(shapes) > 1:
+        raise AevbError(
+            f"{path}: splits disagree in per-example shape: "
+            + ", ".join(f"{s} {out[s].shape}" for s in ("train", "valid", "test") if s in out)
+        )
+    return out
