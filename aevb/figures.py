@@ -1,0 +1,110 @@
+"""Figures of a run, drawn like the paper's: sample grids (Figs. 7–11), reconstructions, the bound
+against training samples (Fig. 2), and the learned 2-D manifold (Figs. 4–5).
+
+All functions write a PNG and return its path; they use matplotlib's non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.distributions import Normal  # noqa: E402
+
+
+def tile_images(images: np.ndarray | torch.Tensor, image_shape: tuple[int, int], columns: int,
+                padding: int = 1) -> np.ndarray:
+    """Arrange (N, H·W) images row by row into one (rows·(H+p)−p, columns·(W+p)−p) array."""
+    images = np.asarray(images.detach().cpu() if isinstance(images, torch.Tensor) else images, dtype=np.float32)
+    height, width = image_shape
+    count = images.shape[0]
+    rows = -(-count // columns)
+    canvas = np.ones((rows * (height + padding) - padding, columns * (width + padding) - padding), np.float32)
+    for index in range(count):
+        row, column = divmod(index, columns)
+        top, left = row * (height + padding), column * (width + padding)
+        canvas[top:top + height, left:left + width] = images[index].reshape(height, width)
+    return canvas
+
+
+def _save_image(canvas: np.ndarray, path: Path, title: str | None = None, scale: float = 0.035) -> Path:
+    height, width = canvas.shape
+    figure = plt.figure(figsize=(max(2.0, width * scale), max(2.0, height * scale) + (0.3 if title else 0)))
+    axes = figure.add_axes([0, 0, 1, 1 if not title else 1 - 0.3 / figure.get_figheight()])
+    axes.imshow(np.clip(canvas, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axes.set_axis_off()
+    if title:
+        figure.suptitle(title, fontsize=9, y=0.995)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def save_samples(images: torch.Tensor, image_shape: tuple[int, int], path: str | Path,
+                 columns: int = 10, title: str | None = None) -> Path:
+    """A grid of generated images (N, D), like the paper's Figures 7–11."""
+    return _save_image(tile_images(images, image_shape, columns), Path(path), title)
+
+
+def save_reconstructions(inputs: torch.Tensor, reconstructions: torch.Tensor, image_shape: tuple[int, int],
+                         path: str | Path, columns: int = 10) -> Path:
+    """Inputs (odd rows) above their reconstructions E[x | z = μ(x)] (even rows)."""
+    rows = []
+    for start in range(0, inputs.shape[0], columns):
+        rows += [inputs[start:start + columns], reconstructions[start:start + columns]]
+    stacked = torch.cat([r.detach().cpu() for r in rows])
+    return _save_image(tile_images(stacked, image_shape, columns), Path(path),
+                       "inputs (odd rows) and reconstructions (even rows)")
+
+
+@torch.no_grad()
+def manifold_images(decoder_mean, grid_size: int = 20, device=None) -> torch.Tensor:
+    """Decoder means over a 2-D latent grid (Figs. 4–5, App. A): (grid_size², D).
+
+    A linearly spaced grid on the unit square (cell centres) is mapped through the inverse CDF of
+    the Gaussian to z, so the grid covers the prior evenly in probability. Rows run from high z₂
+    (top) to low z₂, columns from low z₁ (left) to high z₁.
+    """
+    quantiles = (torch.arange(grid_size, dtype=torch.float32, device=device) + 0.5) / grid_size
+    values = Normal(0.0, 1.0).icdf(quantiles)
+    z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")
+    return decoder_mean(torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1))
+
+
+def save_manifold(decoder_mean, image_shape: tuple[int, int], path: str | Path, grid_size: int = 20,
+                  device=None) -> Path:
+    """Draw the learned 2-D manifold like the paper's Figures 4 and 5."""
+    images = manifold_images(decoder_mean, grid_size, device)
+    return _save_image(tile_images(images, image_shape, grid_size, padding=0), Path(path),
+                       "learned manifold: E[x|z] over Φ⁻¹ of a uniform grid")
+
+
+def save_bound_curve(history: Sequence[dict], path: str | Path, title: str | None = None) -> Path:
+    """Lower bound per datapoint (nats) against training samples seen, log x-axis (like Fig. 2)."""
+    samples = [h["samples"] for h in history]
+    figure, axes = plt.subplots(figsize=(5, 3.6))
+    axes.plot(samples, [h["train_bound"] for h in history], "-", color="tab:red", label="train")
+    valid = [(h["samples"], h["valid_bound"]) for h in history if h.get("valid_bound") is not None]
+    if valid:
+        axes.plot(*zip(*valid), "--", color="tab:red", label="validation")
+    axes.set_xscale("log")
+    axes.set_xlabel("# training samples evaluated")
+    axes.set_ylabel("lower bound per datapoint (nats)")
+    if title:
+        axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend()
+    finite = [v for h in history for v in (h["train_bound"], h.get("valid_bound")) if v is not None and np.isfinite(v)]
+    if finite:  # keep the early, very negative points from flattening the interesting part
+        top, spread = max(finite), max(finite) - np.percentile(finite, 10)
+        axes.set_ylim(top - 1.3 * spread - 1e-6, top + 0.1 * spread + 1e-6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)

@@ -1,0 +1,200 @@
+"""The variational auto-encoder (paper §3 and Appendix C).
+
+* Encoder q_φ(z|x) = N(μ(x), diag σ²(x)): an MLP with two linear heads, μ and log σ² (App. C.2).
+* Decoder p_θ(x|z): Bernoulli MLP from logits for binary data (App. C.1), or Gaussian MLP with
+  a mean head and a per-dimension log-variance head (App. C.2); for Frey Face the mean goes
+  through a sigmoid so it lies in (0, 1) (§5).
+* Prior p(z) = N(0, I), no parameters.
+
+The defaults are the paper's: one tanh hidden layer in each network, equal hidden sizes
+(500 for MNIST, 200 for Frey Face, §5), all parameters initialised from N(0, 0.01²) (§5 says
+"N(0, 0.01)"; we read 0.01 as the standard deviation, as the authors' released code does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from .distributions import bernoulli_from_logits, diagonal_gaussian, standard_normal_prior
+from .errors import AevbError
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,  # the paper's choice (App. C)
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+    "sigmoid": nn.Sigmoid,
+}
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a :class:`VAE`; saved as JSON beside its weights."""
+
+    data_dim: int                  # D, pixels per image
+    latent_dim: int = 20           # J = Nz
+    hidden_units: int = 500        # §5: 500 for MNIST, 200 for Frey Face
+    hidden_layers: int = 1         # §5 / App. C: one hidden layer
+    activation: str = "tanh"       # App. C
+    likelihood: str = "bernoulli"  # "bernoulli" (binary or grey-level in [0,1]) or "gaussian"
+    sigmoid_mean: bool = False     # Gaussian decoder mean through a sigmoid (Frey Face, §5)
+    init_std: float = 0.01         # §5: parameters ~ N(0, 0.01)
+    image_shape: tuple[int, int] | None = None  # for figures only
+
+    def __post_init__(self) -> None:
+        for name in ("data_dim", "latent_dim", "hidden_units"):
+            if int(getattr(self, name)) < 1:
+                raise AevbError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if self.hidden_layers < 0:
+            raise AevbError(f"hidden-layers must be >= 0, got {self.hidden_layers}")
+        if self.activation not in ACTIVATIONS:
+            raise AevbError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if self.likelihood not in LIKELIHOODS:
+            raise AevbError(f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+        if not self.init_std > 0:
+            raise AevbError(f"init-std must be positive, got {self.init_std}")
+        if self.image_shape is not None:
+            self.image_shape = tuple(int(s) for s in self.image_shape)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise AevbError(f"model config has unknown keys {sorted(unknown)}: written by a newer aevb?")
+        return cls(**values)
+
+
+class MLP(nn.Module):
+    """Hidden stack of `hidden_layers` (linear → activation) blocks followed by one linear head per
+    output. With ``hidden_layers=0`` the heads act on the input directly (a linear model, e.g.
+    factor analysis for a Gaussian decoder)."""
+
+    def __init__(self, in_features: int, hidden_units: int, hidden_layers: int, activation: str,
+                 head_features: tuple[int, ...]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for _ in range(hidden_layers):
+            layers += [nn.Linear(width, hidden_units), ACTIVATIONS[activation]()]
+            width = hidden_units
+        self.hidden = nn.Sequential(*layers)
+        # One matrix product for all heads: the heads are the column blocks of one Linear.
+        self.heads = nn.Linear(width, sum(head_features))
+        self.head_features = head_features
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.split(self.heads(self.hidden(inputs)), self.head_features, dim=-1)
+
+
+class GaussianEncoder(nn.Module):
+    """q_φ(z|x) = N(μ(x), diag σ²(x)) (App. C.2 with x and z swapped)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.net = MLP(config.data_dim, config.hidden_units, config.hidden_layers, config.activation,
+                       (config.latent_dim, config.latent_dim))
+
+    def forward(self, x: torch.Tensor) -> Distribution:
+        """x: (..., D) → distribution with batch shape (...), event shape (J,)."""
+        mean, log_var = self.net(x)
+        return diagonal_gaussian(mean, log_var)
+
+
+class BernoulliDecoder(nn.Module):
+    """p_θ(x|z) = Π_d Bernoulli(x_d; sigmoid(logits_d(z))) (App. C.1)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.net = MLP(config.latent_dim, config.hidden_units, config.hidden_layers, config.activation,
+                       (config.data_dim,))
+
+    def forward(self, z: torch.Tensor) -> Distribution:
+        """z: (..., J) → distribution with batch shape (...), event shape (D,)."""
+        (logits,) = self.net(z)
+        return bernoulli_from_logits(logits)
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z] = sigmoid(logits), (..., D): what the paper's figures show."""
+        (logits,) = self.net(z)
+        return torch.sigmoid(logits)
+
+
+class GaussianDecoder(nn.Module):
+    """p_θ(x|z) = N(μ(z), diag σ²(z)) (App. C.2); μ through a sigmoid when ``sigmoid_mean`` (§5)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.sigmoid_mean = config.sigmoid_mean
+        self.net = MLP(config.latent_dim, config.hidden_units, config.hidden_layers, config.activation,
+                       (config.data_dim, config.data_dim))
+
+    def _mean_and_log_var(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_var = self.net(z)
+        return (torch.sigmoid(mean) if self.sigmoid_mean else mean), log_var
+
+    def forward(self, z: torch.Tensor) -> Distribution:
+        """z: (..., J) → distribution with batch shape (...), event shape (D,)."""
+        return diagonal_gaussian(*self._mean_and_log_var(z))
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z] = μ(z), (..., D)."""
+        return self._mean_and_log_var(z)[0]
+
+
+DECODERS: dict[str, type[nn.Module]] = {"bernoulli": BernoulliDecoder, "gaussian": GaussianDecoder}
+
+
+class VAE(nn.Module):
+    """The variational auto-encoder of §3: encoder, decoder and the N(0, I) prior."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = GaussianEncoder(config)
+        self.decoder = DECODERS[config.likelihood](config)
+        self.register_buffer("_prior_loc", torch.zeros(config.latent_dim), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Draw every weight and bias from N(0, init_std²) (§5)."""
+        with torch.no_grad():
+            for parameter in self.parameters():
+                parameter.normal_(0.0, self.config.init_std, generator=generator)
+
+    def prior(self) -> Distribution:
+        """p(z) = N(0, I), event shape (J,)."""
+        return standard_normal_prior(self.config.latent_dim, device=self._prior_loc.device,
+                                     dtype=self._prior_loc.dtype)
+
+    def encode(self, x: torch.Tensor) -> Distribution:
+        """q_φ(z|x) for x of shape (..., D)."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> Distribution:
+        """p_θ(x|z) for z of shape (..., J)."""
+        return self.decoder(z)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean images E[x|z] for z ~ p(z): (num_samples, D) — how the paper draws its samples."""
+        # Drawn on the CPU so that a seeded CPU generator gives the same images on any device.
+        z = torch.randn(num_samples, self.config.latent_dim, generator=generator).to(self._prior_loc.device)
+        return self.decoder.mean(z)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """E[x|z] at z = μ(x), the posterior mean: (M, D) for x of shape (M, D)."""
+        return self.decoder.mean(self.encode(x).mean)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

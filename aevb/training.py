@@ -1,0 +1,339 @@
+"""The AEVB algorithm (paper Algorithm 1) with the training procedure of §5.
+
+Each iteration draws a random minibatch of M datapoints (without replacement within an epoch),
+draws ε for L samples per datapoint, and takes a gradient step on the minibatch estimate of the
+bound. The settings are the paper's: M = 100, L = 1, Adagrad with a global step size chosen from
+{0.01, 0.02, 0.1} by the training bound of the first iterations, and MAP training with a N(0, I)
+prior on the parameters (weight decay).
+
+Scaling. The MAP objective is (N/M) Σ_minibatch 𝓛̃(x⁽ⁱ⁾) + log p(θ), with log p(θ) = −½‖θ‖²
+(+ const). We minimise it divided by N, i.e. the loss
+
+    −(1/M) Σ_minibatch 𝓛̃(x⁽ⁱ⁾) + (λ / 2N) ‖θ‖²,       λ = prior precision (1 for N(0, I)),
+
+so the reported numbers are nats per datapoint and the weight decay handed to the optimiser is
+exactly λ / N. Dividing by N leaves Adagrad's and Adam's steps unchanged (both are invariant to
+the scale of the gradient, up to their ε).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from .errors import AevbError
+from .estimators import get_estimator
+from .evaluation import evaluate_bound
+from .model import VAE
+
+OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}
+BINARIZATIONS = ("none", "dynamic")
+PAPER_STEP_SIZES = (0.01, 0.02, 0.1)  # §5
+
+
+@dataclass
+class TrainConfig:
+    """Settings of Algorithm 1; the defaults are the paper's (§5)."""
+
+    batch_size: int = 100                    # M (§5)
+    num_samples: int = 1                     # L (§5)
+    estimator: str = "B"                     # §2.3; B is what the paper uses for the VAE
+    optimizer: str = "adagrad"               # §5; "adam" as an option
+    step_size: float | None = None           # None: choose from step_size_candidates (§5)
+    step_size_candidates: tuple[float, ...] = PAPER_STEP_SIZES
+    selection_steps: int = 200               # "first iterations" used to choose the step size
+    prior_precision: float = 1.0             # λ of the N(0, I/λ) prior on θ, φ (MAP, §5); 0 = none
+    max_samples: int | None = None           # stop after this many training samples ...
+    epochs: float | None = None              # ... or epochs, whichever comes first
+    binarize: str = "none"                   # "dynamic": fresh Bernoulli draw of x at every use
+    seed: int = 0
+    evals_per_decade: int = 8                # evaluation points, log-spaced in samples seen
+    first_eval: int = 10_000                 # samples seen at the first evaluation point
+    eval_subset: int | None = None           # evaluate on at most this many points per split
+    eval_batch_size: int = 10_000
+
+    def __post_init__(self) -> None:
+        positive = {"batch-size": self.batch_size, "samples-per-point": self.num_samples,
+                    "selection-steps": self.selection_steps, "evals-per-decade": self.evals_per_decade,
+                    "first-eval": self.first_eval, "eval-batch-size": self.eval_batch_size}
+        for name, value in positive.items():
+            if int(value) < 1:
+                raise AevbError(f"{name} must be a positive integer, got {value}")
+        if self.optimizer not in OPTIMIZERS:
+            raise AevbError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.binarize not in BINARIZATIONS:
+            raise AevbError(f"unknown binarization {self.binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
+        get_estimator(self.estimator)
+        self.estimator = self.estimator.upper()
+        if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
+            raise AevbError(f"step-size must be a positive number, got {self.step_size}")
+        self.step_size_candidates = tuple(float(c) for c in self.step_size_candidates)
+        if not self.step_size_candidates or any(not (c > 0) for c in self.step_size_candidates):
+            raise AevbError("step-size candidates must be positive numbers")
+        if not (math.isfinite(self.prior_precision) and self.prior_precision >= 0):
+            raise AevbError(f"prior-precision must be >= 0, got {self.prior_precision}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise AevbError(f"max-samples must be a positive integer, got {self.max_samples}")
+        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise AevbError(f"epochs must be a positive number, got {self.epochs}")
+        if self.max_samples is None and self.epochs is None:
+            raise AevbError("give a stopping point: max-samples or epochs")
+        if self.eval_subset is not None and self.eval_subset < 1:
+            raise AevbError(f"eval-subset must be a positive integer, got {self.eval_subset}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise AevbError(f"training config has unknown keys {sorted(unknown)}: written by a newer aevb?")
+        return cls(**values)
+
+    def total_samples(self, dataset_size: int) -> int:
+        """Training samples to process: the tighter of max_samples and epochs × N."""
+        limits = [self.max_samples] if self.max_samples is not None else []
+        if self.epochs is not None:
+            limits.append(max(1, round(self.epochs * dataset_size)))
+        return int(min(limits))
+
+
+@dataclass
+class Metrics:
+    """One evaluation point: a line of ``metrics.jsonl``. Bounds are nats per datapoint."""
+
+    epoch: float
+    samples: int
+    train_bound: float
+    valid_bound: float | None
+    minibatch_bound: float          # running mean of the minibatch estimates since the last point
+    seconds: float                  # wall time spent training (evaluation excluded)
+    samples_per_second: float       # training throughput over the whole run so far
+    step_size: float
+    steps: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class StepSizeTrial:
+    step_size: float
+    mean_bound: float               # mean minibatch bound over the second half of the trial
+
+
+@dataclass
+class TrainResult:
+    step_size: float
+    history: list[Metrics] = field(default_factory=list)
+    step_size_trials: list[StepSizeTrial] = field(default_factory=list)
+
+
+EVALUATION_BINARIZATION_SEED = 1234
+
+
+def evaluation_data(data: torch.Tensor, binarize: str) -> torch.Tensor:
+    """The data a model trained with ``binarize`` is scored on.
+
+    With dynamic binarisation the model is scored on one fixed Bernoulli draw of each image
+    (seeded with a constant), so every evaluation point, ``aevb evaluate`` and every run see the
+    same binary images.
+    """
+    if binarize != "dynamic":
+        return data
+    generator = torch.Generator(device="cpu").manual_seed(EVALUATION_BINARIZATION_SEED)
+    return torch.bernoulli(data.cpu(), generator=generator).to(data.device)
+
+
+def evaluation_points(total: int, first: int, per_decade: int) -> list[int]:
+    """Sample counts at which to evaluate: log-spaced from ``first``, always ending at ``total``."""
+    points = []
+    k = math.ceil(per_decade * math.log10(first))
+    while (value := round(10 ** (k / per_decade))) < total:
+        if not points or value > points[-1]:
+            points.append(value)
+        k += 1
+    return points + [total]
+
+
+class Trainer:
+    """Runs Algorithm 1 on a model and a training set held in memory.
+
+    Args:
+        model: the VAE (or any module with ``encode``/``decode``/``prior``).
+        train: (N, D) training data, on the device to train on.
+        config: the settings.
+        valid: optional (N_valid, D) validation data, evaluated at each evaluation point.
+    """
+
+    def __init__(self, model: VAE, train: torch.Tensor, config: TrainConfig,
+                 valid: torch.Tensor | None = None):
+        if train.ndim != 2 or train.shape[0] < 1:
+            raise AevbError(f"training data must be a non-empty (N, D) array, got shape {tuple(train.shape)}")
+        self.model = model
+        self.train_data = train
+        self.valid_data = valid
+        self.config = config
+        self.dataset_size = train.shape[0]
+        self.estimate = get_estimator(config.estimator)
+        self.train_eval = self._eval_view(train)
+        self.valid_eval = None if valid is None else self._eval_view(valid)
+
+    def _eval_view(self, data: torch.Tensor) -> torch.Tensor:
+        if self.config.eval_subset is not None:
+            data = data[: self.config.eval_subset]
+        return evaluation_data(data, self.config.binarize)
+
+    def _optimizer(self, step_size: float) -> torch.optim.Optimizer:
+        weight_decay = self.config.prior_precision / self.dataset_size
+        return OPTIMIZERS[self.config.optimizer](self.model.parameters(), lr=step_size,
+                                                 weight_decay=weight_decay)
+
+    def _minibatches(self) -> Iterator[torch.Tensor]:
+        """Endless random minibatches, an epoch being one pass through a fresh permutation."""
+        device = self.train_data.device
+        size = self.config.batch_size
+        while True:
+            order = torch.randperm(self.dataset_size, device=device)
+            for start in range(0, self.dataset_size, size):
+                x = self.train_data[order[start:start + size]]
+                yield torch.bernoulli(x) if self.config.binarize == "dynamic" else x
+
+    def _step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> torch.Tensor:
+        bound = self.estimate(self.model, x, self.config.num_samples)
+        loss = -bound.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return bound.detach().sum()
+
+    def select_step_size(self) -> tuple[float, list[StepSizeTrial], dict]:
+        """§5: train from the same start with each candidate step size for ``selection_steps``
+        iterations and keep the one with the highest training bound over the second half.
+
+        Returns the chosen step size, the trials, and the winner's state to continue from: model
+        and optimiser state dicts, the RNG state, its minibatch iterator (mid-epoch) and samples seen.
+        """
+        initial_model = copy.deepcopy(self.model.state_dict())
+        initial_rng = torch.get_rng_state()
+        trials, states = [], []
+        steps = self.config.selection_steps
+        for step_size in self.config.step_size_candidates:
+            self.model.load_state_dict(initial_model)
+            torch.set_rng_state(initial_rng)
+            optimizer = self._optimizer(step_size)
+            batches = self._minibatches()
+            total, count, seen = torch.zeros(()), 0, 0
+            for step in range(steps):
+                x = next(batches)
+                seen += x.shape[0]
+                bound_sum = self._step(optimizer, x)
+                if step >= steps // 2:
+                    total += bound_sum.cpu()
+                    count += x.shape[0]
+            mean = total.item() / max(count, 1)
+            trials.append(StepSizeTrial(step_size, mean if math.isfinite(mean) else -math.inf))
+            states.append({"model": copy.deepcopy(self.model.state_dict()),
+                           "optimizer": copy.deepcopy(optimizer.state_dict()),
+                           "rng": torch.get_rng_state(), "batches": batches, "samples": seen})
+        best = max(range(len(trials)), key=lambda i: trials[i].mean_bound)
+        if not math.isfinite(trials[best].mean_bound):
+            raise AevbError("training diverged for every candidate step size; pass a smaller --step-size")
+        return trials[best].step_size, trials, states[best]
+
+    def fit(self, on_metrics: Callable[[Metrics], None] | None = None,
+            progress: bool = False) -> TrainResult:
+        """Train until the configured number of samples; evaluate at log-spaced points.
+
+        ``on_metrics`` is called with each :class:`Metrics` as soon as it is measured (the run
+        directory writes it to ``metrics.jsonl`` there and then).
+        """
+        config = self.config
+        torch.manual_seed(config.seed)
+        self.model.reset_parameters()
+        self.model.train()
+        total = config.total_samples(self.dataset_size)
+        start_time = time.perf_counter()
+
+        samples = steps = 0
+        trials: list[StepSizeTrial] = []
+        if config.step_size is None:
+            step_size, trials, state = self.select_step_size()
+            self.model.load_state_dict(state["model"])
+            optimizer = self._optimizer(step_size)
+            optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
+            # The winner's iterations are part of this run: continue its data order and counts.
+            batches = state["batches"]
+            steps = config.selection_steps
+            samples = state["samples"]
+        else:
+            step_size = config.step_size
+            optimizer = self._optimizer(step_size)
+            batches = self._minibatches()
+
+        result = TrainResult(step_size=step_size, step_size_trials=trials)
+        bar = _progress_bar(total, samples) if progress else None
+        training_seconds = time.perf_counter() - start_time
+        running, running_count = torch.zeros((), device=self.train_data.device), 0
+        for target in evaluation_points(total, config.first_eval, config.evals_per_decade):
+            if target <= samples:
+                continue
+            tick = time.perf_counter()
+            while samples < target:
+                x = next(batches)
+                running += self._step(optimizer, x)
+                running_count += x.shape[0]
+                samples += x.shape[0]
+                steps += 1
+                if bar is not None and steps % 50 == 0:
+                    bar.update(samples - bar.n)
+            training_seconds += time.perf_counter() - tick
+            metrics = self._evaluate(samples, steps, step_size, training_seconds,
+                                     running.item() / max(running_count, 1))
+            running.zero_()
+            running_count = 0
+            result.history.append(metrics)
+            if bar is not None:
+                bar.update(samples - bar.n)
+                bar.set_postfix(train=f"{metrics.train_bound:.2f}", samples_per_s=f"{metrics.samples_per_second:,.0f}")
+            if on_metrics is not None:
+                on_metrics(metrics)
+            if not math.isfinite(metrics.train_bound):
+                if bar is not None:
+                    bar.close()
+                raise AevbError(f"training diverged at {samples} samples (bound {metrics.train_bound}); "
+                                "try a smaller --step-size")
+        if bar is not None:
+            bar.close()
+        self.model.eval()
+        return result
+
+    def _evaluate(self, samples: int, steps: int, step_size: float, seconds: float,
+                  minibatch_bound: float) -> Metrics:
+        batch = self.config.eval_batch_size
+        train_bound = evaluate_bound(self.model, self.train_eval, estimator=self.config.estimator,
+                                     batch_size=batch).mean
+        valid_bound = None
+        if self.valid_eval is not None:
+            valid_bound = evaluate_bound(self.model, self.valid_eval, estimator=self.config.estimator,
+                                         batch_size=batch).mean
+        self.model.train()
+        return Metrics(epoch=samples / self.dataset_size, samples=samples, train_bound=train_bound,
+                       valid_bound=valid_bound, minibatch_bound=minibatch_bound, seconds=seconds,
+                       samples_per_second=samples / max(seconds, 1e-9), step_size=step_size, steps=steps)
+
+
+def _progress_bar(total: int, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="sample", unit_scale=True, dynamic_ncols=True,
+                desc="training")
