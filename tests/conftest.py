@@ -15,3 +15,9 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "mnist").is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+import torch  # noqa: E402
+
+# The tests are many small operations: one thread avoids OpenMP contention on small, shared machines.
+torch.set_num_threads(int(os.environ.get("AEVB_TEST_THREADS", "1")))

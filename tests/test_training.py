@@ -1,0 +1,116 @@
+"""Algorithm 1 with the §5 procedure: MAP scaling, step-size choice, determinism, progress."""
+
+import pytest
+import torch
+
+from aevb import VAE, AevbError, ModelConfig, Trainer, TrainConfig, estimator_b
+from aevb.data import load_dataset
+from aevb.training import evaluation_data, evaluation_points
+
+
+@pytest.fixture(scope="module")
+def sample_data():
+    return load_dataset("mnist-sample")
+
+
+def tiny_model(data_dim=784, hidden=32, latent=4):
+    return VAE(ModelConfig(data_dim=data_dim, latent_dim=latent, hidden_units=hidden))
+
+
+def test_evaluation_points_are_log_spaced_and_end_at_the_total():
+    points = evaluation_points(total=1_000_000, first=10_000, per_decade=4)
+    assert points[0] == 10_000 and points[-1] == 1_000_000
+    assert points == sorted(set(points))
+    assert len(points) == 9                       # 10^4 .. 10^6 at 4 per decade
+    assert evaluation_points(total=500, first=10_000, per_decade=4) == [500]
+
+
+def test_weight_decay_is_the_n01_prior_scaled_by_the_dataset_size():
+    torch.manual_seed(0)
+    data = torch.rand(250, 12)
+    model = VAE(ModelConfig(data_dim=12, latent_dim=2, hidden_units=6, init_std=0.3))
+    config = TrainConfig(max_samples=100, step_size=0.01, batch_size=50, prior_precision=2.0)
+    trainer = Trainer(model, data, config)
+    start = [p.detach().clone() for p in model.parameters()]
+    optimizer = trainer._optimizer(0.01)
+    x = data[:50]
+    torch.manual_seed(5)
+    trainer._step(optimizer, x)
+    # By hand: d/dθ of −(1/M) Σ 𝓛̃ + (λ / 2N) ‖θ‖², with the same ε.
+    reference = VAE(model.config)
+    with torch.no_grad():
+        for target, value in zip(reference.parameters(), start):
+            target.copy_(value)
+    torch.manual_seed(5)
+    loss = -estimator_b(reference, x, 1).mean()
+    loss = loss + 2.0 / (2 * 250) * sum(p.square().sum() for p in reference.parameters())
+    loss.backward()
+    for parameter, ref in zip(model.parameters(), reference.parameters()):
+        # Adagrad's accumulator after one step is the square of the gradient it was given.
+        torch.testing.assert_close(optimizer.state[parameter]["sum"], ref.grad.square(), rtol=1e-4, atol=1e-10)
+
+
+def test_short_run_on_real_data_improves_the_bound(sample_data):
+    torch.manual_seed(0)
+    model = tiny_model(hidden=64, latent=8)
+    config = TrainConfig(max_samples=40_000, step_size=0.02, first_eval=2_000, evals_per_decade=2,
+                         eval_subset=1000)
+    result = Trainer(model, sample_data.train, config, valid=sample_data.valid).fit()
+    first, last = result.history[0], result.history[-1]
+    assert last.samples == 40_000
+    assert last.valid_bound > first.valid_bound + 15       # nats per datapoint
+    assert last.train_bound > -210
+    assert [m.samples for m in result.history] == sorted(m.samples for m in result.history)
+
+
+def test_same_seed_same_run_and_other_seed_other_run(sample_data):
+    def run(seed):
+        model = tiny_model(hidden=16)
+        config = TrainConfig(max_samples=3_000, seed=seed, step_size=0.02, eval_subset=200)
+        Trainer(model, sample_data.train[:2000], config).fit()
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    assert torch.equal(run(3), run(3))
+    assert not torch.equal(run(3), run(4))
+
+
+def test_step_size_selection_keeps_the_best_candidate_and_continues_from_it(sample_data):
+    config = TrainConfig(max_samples=6_000, step_size_candidates=(1e-5, 0.02, 1e5), selection_steps=10,
+                         eval_subset=200)
+    result = Trainer(tiny_model(hidden=16), sample_data.train[:3000], config).fit()
+    assert result.step_size == 0.02
+    assert [t.step_size for t in result.step_size_trials] == [1e-5, 0.02, 1e5]
+    bounds = {t.step_size: t.mean_bound for t in result.step_size_trials}
+    assert bounds[0.02] == max(bounds.values())
+    assert result.history[0].steps > 10 and result.history[-1].samples == 6_000
+
+
+def test_training_stops_after_the_given_epochs(sample_data):
+    data = sample_data.train[:1000]
+    config = TrainConfig(epochs=2.5, step_size=0.02, eval_subset=100)
+    result = Trainer(tiny_model(hidden=8), data, config).fit()
+    assert result.history[-1].samples == 2500 and result.history[-1].epoch == pytest.approx(2.5)
+
+
+def test_dynamic_binarisation_draws_fresh_binary_images(sample_data):
+    config = TrainConfig(max_samples=1000, binarize="dynamic", step_size=0.02)
+    trainer = Trainer(tiny_model(hidden=8), sample_data.train[:500], config)
+    batches = trainer._minibatches()
+    first = next(batches)
+    assert set(first.unique().tolist()) <= {0.0, 1.0}
+    # Fresh draws: the same image binarised twice differs somewhere.
+    image = sample_data.train[:1].repeat(200, 1)
+    assert not torch.equal(torch.bernoulli(image)[0], torch.bernoulli(image)[1])
+    fixed = evaluation_data(sample_data.valid, "dynamic")
+    assert torch.equal(fixed, evaluation_data(sample_data.valid, "dynamic"))    # one fixed draw
+    assert set(fixed.unique().tolist()) == {0.0, 1.0}
+    assert evaluation_data(sample_data.valid, "none") is sample_data.valid
+
+
+@pytest.mark.parametrize("bad", [dict(), dict(max_samples=0), dict(max_samples=10, batch_size=0),
+                                 dict(max_samples=10, optimizer="sgd"), dict(max_samples=10, estimator="C"),
+                                 dict(max_samples=10, step_size=float("nan")),
+                                 dict(max_samples=10, prior_precision=-1.0), dict(epochs=-1.0)])
+def test_bad_training_settings_are_user_errors(bad):
+    with pytest.raises(AevbError):
+        TrainConfig(**bad)
