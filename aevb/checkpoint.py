@@ -1,0 +1,100 @@
+"""Saving and loading models: safetensors for the weights, JSON for the configuration.
+
+Never pickle: a model file is ``model.safetensors`` (tensors only, no code) beside
+``model.json`` (the :class:`~aevb.model.ModelConfig` and a format version). Files are written to a
+temporary name and renamed into place, so a crash leaves the old file or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .errors import AevbError
+from .model import VAE, ModelConfig
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "model.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, value) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: Path) -> dict:
+    """Read a JSON object, with a one-line error for a missing or malformed file."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise AevbError(f"{path} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise AevbError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise AevbError(f"{path} does not hold a JSON object")
+    return value
+
+
+def save_model(model: VAE, directory: str | os.PathLike) -> None:
+    """Write ``model.safetensors`` and ``model.json`` into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    # One metadata entry only: safetensors writes the metadata map in hash order, so two entries
+    # would make the bytes of the same weights differ between processes (same seed, other file).
+    # Written through atomic_write_bytes (a unique temporary file, fsync, rename), like the JSON.
+    atomic_write_bytes(directory / WEIGHTS_FILE, save(tensors, metadata={"aevb_format_version": str(FORMAT_VERSION)}))
+    atomic_write_json(directory / CONFIG_FILE, {"format_version": FORMAT_VERSION,
+                                                "model": model.config.to_dict()})
+
+
+def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> VAE:
+    """Rebuild a :class:`VAE` from ``model.json`` and load ``model.safetensors``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise AevbError(f"{directory} is not a directory")
+    meta = read_json(directory / CONFIG_FILE)
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise AevbError(f"{directory / CONFIG_FILE} has format version {version!r}; this aevb reads "
+                        f"version {FORMAT_VERSION}")
+    if not isinstance(meta.get("model"), dict):
+        raise AevbError(f"{directory / CONFIG_FILE} has no model configuration")
+    try:
+        model = VAE(ModelConfig.from_dict(meta["model"]))
+    except (TypeError, ValueError, OverflowError) as error:
+        raise AevbError(f"{directory / CONFIG_FILE}: bad model configuration ({error})") from None
+    weights = directory / WEIGHTS_FILE
+    try:
+        tensors = load_file(str(weights))
+    except FileNotFoundError:
+        raise AevbError(f"{weights} not found") from None
+    except (SafetensorError, OSError, ValueError) as error:
+        raise AevbError(f"{weights} is not a readable safetensors file ({error})") from None
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise AevbError(f"{weights} does not match {CONFIG_FILE}: {first_line}") from None
+    return model.to(device).eval()

@@ -1,0 +1,259 @@
+"""The ``aevb`` command: train, evaluate and sample from variational auto-encoders.
+
+Every user error ends in one line on stderr, ``aevb <command>: error: ...``, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+
+from . import __version__
+from .errors import AevbError
+
+DEFAULT_MAX_SAMPLES = 1_000_000
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) and exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(text: str) -> int:
+    """A positive count; accepts 1000000, 1_000_000 and 1e6."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if not math.isfinite(value) or value < 1 or value != int(value):
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(value)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help, unless the help already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if "default" in help_text.lower():
+            return help_text
+        return super()._get_help_string(action)
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", metavar="DIR", default=None,
+                        help="directory holding the data files (default: $AEVB_DATA_DIR, else the cache "
+                             "directory ~/.cache/aevb)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    formatter = _HelpFormatter
+    parser = _Parser(prog="aevb", description="Auto-Encoding Variational Bayes (Kingma & Welling, 2014).",
+                     formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"aevb {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    train = commands.add_parser("train", formatter_class=formatter,
+                                help="train a variational auto-encoder (Algorithm 1, paper settings)",
+                                description="Train a VAE with the AEVB algorithm. Defaults are the paper's "
+                                            "(§5); with no options it trains on the embedded MNIST sample.")
+    data = train.add_argument_group("data")
+    data.add_argument("--dataset", default="mnist-sample",
+                      help="mnist-sample (embedded, offline), mnist, binarized-mnist, frey, or a path to "
+                           "a .npy/.npz file")
+    _add_data_options(data)
+    data.add_argument("--download", action="store_true",
+                      help="download missing data files into the data directory (checksums verified)")
+    data.add_argument("--binarize", choices=("none", "dynamic"), default="none",
+                      help="dynamic: a fresh Bernoulli draw of each image every time it is used")
+
+    model = train.add_argument_group("model (paper §3, App. C)")
+    model.add_argument("--latent-dim", type=_count, default=20, help="Nz, dimension of z")
+    model.add_argument("--hidden-units", type=_count, default=None,
+                       help="units per hidden layer (default: 500; 200 for frey, as in §5)")
+    model.add_argument("--hidden-layers", type=int, default=1, help="hidden layers in encoder and decoder")
+    model.add_argument("--activation", default="tanh", help="tanh, relu, softplus, elu or sigmoid")
+    model.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=None,
+                       help="decoder (default: bernoulli for data in [0,1]; gaussian for frey and other data)")
+    model.add_argument("--sigmoid-mean", action=argparse.BooleanOptionalAction, default=None,
+                       help="Gaussian decoder mean through a sigmoid (default: on for frey)")
+    model.add_argument("--init-std", type=_positive_float, default=0.01,
+                       help="standard deviation of the N(0, σ²) initialisation (§5)")
+
+    algorithm = train.add_argument_group("training (Algorithm 1, §5)")
+    algorithm.add_argument("--estimator", choices=("A", "B", "a", "b"), default="B", help="SGVB estimator (§2.3)")
+    algorithm.add_argument("--batch-size", type=_count, default=100, help="minibatch size M")
+    algorithm.add_argument("--samples-per-datapoint", type=_count, default=1, help="L, samples of z per datapoint")
+    algorithm.add_argument("--optimizer", choices=("adagrad", "adam"), default="adagrad", help="optimiser")
+    algorithm.add_argument("--step-size", type=_positive_float, default=None,
+                           help="global step size (default: chosen from 0.01, 0.02, 0.1 by the training "
+                                "bound of the first iterations, as in §5)")
+    algorithm.add_argument("--selection-steps", type=_count, default=200,
+                           help="iterations per candidate when choosing the step size")
+    algorithm.add_argument("--prior-precision", type=_non_negative_float, default=1.0,
+                           help="precision of the N(0, I) prior on the parameters (MAP weight decay); 0 = none")
+    algorithm.add_argument("--max-samples", type=_count, default=None,
+                           help=f"stop after this many training samples (default: {DEFAULT_MAX_SAMPLES:,} "
+                                "unless --epochs is given)")
+    algorithm.add_argument("--epochs", type=_positive_float, default=None,
+                           help="stop after this many epochs, whichever of --epochs and --max-samples comes first "
+                                "(default: none)")
+    algorithm.add_argument("--seed", type=_seed, default=0, help="random seed; the same seed gives the same run")
+
+    output = train.add_argument_group("output")
+    output.add_argument("--out", metavar="RUN_DIR", default=None,
+                        help="run directory (default: runs/DATASET-zNz-TIMESTAMP)")
+    output.add_argument("--overwrite", action="store_true", help="replace a run already in RUN_DIR")
+    output.add_argument("--evals-per-decade", type=_count, default=8,
+                        help="evaluation points per decade of training samples (log-spaced)")
+    output.add_argument("--eval-subset", type=_count, default=None,
+                        help="evaluate the bound on at most this many points of each split (default: all)")
+    output.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars")
+    output.add_argument("--threads", type=_count, default=None, help="CPU threads (default: torch's choice)")
+    output.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser("evaluate", formatter_class=formatter,
+                                   help="lower bound of a trained run on the test set",
+                                   description="Estimate the variational lower bound of a trained run on a "
+                                               "data split, with many samples of z per datapoint.")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train")
+    evaluate.add_argument("--split", choices=("test", "valid", "train"), default="test", help="data split")
+    evaluate.add_argument("--samples", type=_count, default=100, help="samples of z per datapoint")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_data_options(evaluate)
+
+    sample = commands.add_parser("sample", formatter_class=formatter, help="draw samples from a trained run",
+                                 description="Draw images E[x|z], z ~ N(0, I), from a trained run.")
+    sample.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train")
+    sample.add_argument("--num", type=_count, default=100, help="number of samples")
+    sample.add_argument("--seed", type=_seed, default=0, help="random seed")
+    sample.add_argument("--out", metavar="FILE", default=None,
+                        help="output .png (grid) or .npy (array) (default: RUN_DIR/samples-seedN.png)")
+    sample.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .runs import DataConfig, default_run_dir, train_run
+    from .training import TrainConfig
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    max_samples = args.max_samples
+    if max_samples is None and args.epochs is None:
+        max_samples = DEFAULT_MAX_SAMPLES
+    if args.hidden_layers < 0:
+        raise AevbError(f"--hidden-layers must be >= 0, got {args.hidden_layers}")
+    train_config = TrainConfig(
+        batch_size=args.batch_size, num_samples=args.samples_per_datapoint, estimator=args.estimator,
+        optimizer=args.optimizer, step_size=args.step_size, selection_steps=args.selection_steps,
+        prior_precision=args.prior_precision, max_samples=max_samples, epochs=args.epochs,
+        binarize=args.binarize, seed=args.seed, evals_per_decade=args.evals_per_decade,
+        eval_subset=args.eval_subset)
+    model_options = dict(latent_dim=args.latent_dim, hidden_units=args.hidden_units,
+                         hidden_layers=args.hidden_layers, activation=args.activation,
+                         likelihood=args.likelihood, sigmoid_mean=args.sigmoid_mean, init_std=args.init_std)
+    out = args.out or default_run_dir(args.dataset, args.latent_dim)
+    run_dir = train_run(out, DataConfig(args.dataset, args.data_dir, args.download), model_options, train_config,
+                        device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
+                        tensorboard=args.tensorboard, command=shlex.join(["aevb", *args.argv]))
+    from .checkpoint import read_json
+
+    summary = read_json(run_dir / "summary.json")
+    valid = summary["valid_bound"]
+    print(f"run written to {run_dir}: {summary['samples']:,} samples in {summary['training_seconds']:.0f} s "
+          f"({summary['samples_per_second']:,.0f} samples/s), step size {summary['step_size']}, "
+          f"train bound {summary['train_bound']:.2f}"
+          + (f", validation bound {valid:.2f}" if valid is not None else "") + " nats per datapoint")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .runs import evaluate_run
+
+    result = evaluate_run(args.run_dir, split=args.split, num_samples=args.samples, data_dir=args.data_dir,
+                          device=args.device)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        split = args.split
+        print(f"{result['dataset']} {split} set ({result['num_datapoints']:,} points), lower bound with "
+              f"L = {args.samples}: {result[f'{split}_bound']:.3f} ± {result[f'{split}_bound_stderr']:.3f} "
+              f"nats per datapoint (a lower bound on log p(x); standard error over datapoints)")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .runs import sample_run
+
+    path = sample_run(args.run_dir, num_samples=args.num, seed=args.seed, out=args.out, device=args.device)
+    print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``aevb`` console script; returns the exit status."""
+    parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv  # recorded in config.json: the command that made a run, also when called in-process
+    try:
+        return COMMANDS[args.command](args)
+    except AevbError as error:
+        print(f"aevb {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"aevb {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as error:
+        # Disk full, permission denied, ...: the user's environment, not a bug.
+        print(f"aevb {args.command}: error: {error.strerror or error}"
+              + (f": {error.filename}" if getattr(error, "filename", None) else ""), file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

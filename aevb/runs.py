@@ -1,0 +1,348 @@
+"""A run is a directory: everything needed to inspect, evaluate, sample from and rerun a training.
+
+Layout of ``RUN_DIR``::
+
+    config.json          full configuration (data, model, training, device), written first
+    metrics.jsonl        one JSON object per evaluation point (see aevb.training.Metrics)
+    model.safetensors    weights (no pickle) ...
+    model.json           ... and the model configuration to rebuild it
+    summary.json         final numbers: chosen step size, bounds, wall time, throughput
+    samples.png          samples E[x|z], z ~ p(z) (Figs. 7–11)
+    reconstructions.png  validation images above their reconstructions
+    bound.png            bound against training samples (Fig. 2)
+    manifold.png         for a 2-D latent space, the learned manifold (Figs. 4–5)
+    tensorboard/         TensorBoard scalars, when asked for
+
+``train_run`` never writes into a directory that already holds a run unless told to overwrite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .checkpoint import atomic_write_json, load_model, read_json, save_model
+from .data import DATASET_NAMES, Dataset, load_dataset
+from .errors import AevbError
+from .evaluation import evaluate_bound
+from .figures import save_bound_curve, save_manifold, save_reconstructions, save_samples
+from .model import VAE, ModelConfig
+from .training import Metrics, Trainer, TrainConfig, evaluation_data
+
+RUN_FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+FIGURE_FILES = ("samples.png", "reconstructions.png", "bound.png", "manifold.png")
+#: What ``--overwrite`` removes before a new run starts: every file a run writes, so that nothing
+#: of the old run (weights, a manifold of another latent dimension, ...) is mixed with the new one.
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "model.safetensors", "model.json", *FIGURE_FILES)
+
+#: §5: hidden units per dataset (500 for MNIST, 200 for the smaller Frey Face).
+PAPER_HIDDEN_UNITS = {"frey": 200}
+DEFAULT_HIDDEN_UNITS = 500
+
+
+@dataclass
+class DataConfig:
+    """Which data a run uses; enough to load it again for evaluation."""
+
+    dataset: str = "mnist-sample"
+    data_dir: str | None = None
+    download: bool = False
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' → CUDA when available, else CPU; anything else must be a valid, available device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise AevbError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise AevbError("device cuda was asked for but no CUDA device is available")
+    return resolved
+
+
+def model_config_for(data: Dataset, latent_dim: int = 20, hidden_units: int | None = None,
+                     likelihood: str | None = None, sigmoid_mean: bool | None = None,
+                     **overrides) -> ModelConfig:
+    """The paper's model for ``data``, with explicit choices taking precedence.
+
+    Defaults: 500 hidden units (200 for Frey Face); a Bernoulli decoder when every value lies in
+    [0, 1] except for Frey Face, whose decoder is Gaussian with a sigmoid mean (§5); Gaussian
+    otherwise.
+    """
+    if likelihood is None:
+        in_unit_interval = all(float(split.min()) >= 0 and float(split.max()) <= 1
+                               for split in (data.train, data.valid, data.test) if split.numel())
+        likelihood = "bernoulli" if in_unit_interval and data.name != "frey" else "gaussian"
+    if sigmoid_mean is None:
+        sigmoid_mean = likelihood == "gaussian" and data.name == "frey"
+    if hidden_units is None:
+        hidden_units = PAPER_HIDDEN_UNITS.get(data.name, DEFAULT_HIDDEN_UNITS)
+    return ModelConfig(data_dim=data.data_dim, latent_dim=latent_dim, hidden_units=hidden_units,
+                       likelihood=likelihood, sigmoid_mean=sigmoid_mean, image_shape=data.image_shape,
+                       **overrides)
+
+
+def check_data_fits_model(data: Dataset, model: ModelConfig, train: TrainConfig) -> None:
+    """A Bernoulli decoder and dynamic binarisation need every value in [0, 1]."""
+    needs_unit_interval = model.likelihood == "bernoulli" or train.binarize == "dynamic"
+    for split_name in ("train", "valid", "test"):
+        split = getattr(data, split_name)
+        if split.numel() == 0:
+            continue
+        if not bool(torch.isfinite(split).all()):
+            raise AevbError(f"{data.name}: the {split_name} split holds NaN or infinite values")
+        low, high = float(split.min()), float(split.max())
+        if needs_unit_interval and (low < 0 or high > 1):
+            why = "a Bernoulli decoder" if model.likelihood == "bernoulli" else "dynamic binarization"
+            raise AevbError(f"{data.name}: {split_name} values lie in [{low:g}, {high:g}], but {why} needs "
+                            "values in [0, 1]; rescale the data or use --likelihood gaussian")
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> Path:
+    """Create ``out`` or check that it holds no run; refuse to clobber one unless ``overwrite``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise AevbError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any((out / name).exists() for name in (CONFIG_FILE, METRICS_FILE, "model.safetensors")):
+        if not overwrite:
+            raise AevbError(f"{out} already holds a run; choose another --out or pass --overwrite")
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AevbError(f"cannot create run directory {out}: {error.strerror}") from None
+    return out
+
+
+def fit_selection_to_budget(config: TrainConfig, dataset_size: int) -> TrainConfig:
+    """Shorten the step-size selection so that it leaves training samples to the run.
+
+    The selection's iterations count towards the run (the winner continues from them), so with
+    ``selection_steps`` minibatches reaching the total the run would overshoot --max-samples /
+    --epochs and have no evaluation point. The number of steps actually used is what config.json
+    records.
+    """
+    if config.step_size is not None:
+        return config
+    total = config.total_samples(dataset_size)
+    per_step = min(config.batch_size, dataset_size)
+    fitting = (total - 1) // per_step
+    if fitting < 1:
+        raise AevbError(f"{total:,} training samples are too few to choose the step size (one minibatch is "
+                        f"{per_step:,}); pass --step-size or train on more samples")
+    if config.selection_steps > fitting:
+        return dataclasses.replace(config, selection_steps=fitting)
+    return config
+
+
+def _stored_data_config(data_config: DataConfig) -> dict:
+    """The data configuration as config.json keeps it: paths made absolute, so that evaluate and
+    sample find the data from any working directory."""
+    stored = dataclasses.asdict(data_config)
+    if data_config.dataset not in DATASET_NAMES:
+        stored["dataset"] = str(Path(data_config.dataset).expanduser().resolve())
+    if data_config.data_dir:
+        stored["data_dir"] = str(Path(data_config.data_dir).expanduser().resolve())
+    return stored
+
+
+def default_run_dir(dataset: str, latent_dim: int) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{Path(dataset).stem}-z{latent_dim}-{stamp}"
+
+
+class _TensorBoard:
+    """Scalars for TensorBoard, written with torch's SummaryWriter (needs the tensorboard package)."""
+
+    def __init__(self, directory: Path):
+        self.writer = self.check_available()(str(directory))
+
+    @staticmethod
+    def check_available():
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise AevbError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        return SummaryWriter
+
+    def log(self, metrics: Metrics) -> None:
+        for key in ("train_bound", "valid_bound", "minibatch_bound", "samples_per_second"):
+            value = getattr(metrics, key)
+            if value is not None:
+                self.writer.add_scalar(key, value, metrics.samples)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: dict, train_config: TrainConfig,
+              *, device: str = "auto", overwrite: bool = False, progress: bool = True,
+              tensorboard: bool = False, data: Dataset | None = None, command: str | None = None) -> Path:
+    """Train a VAE and write the whole run into ``out``; return the run directory.
+
+    ``model_options`` are keyword arguments of :func:`model_config_for` (latent_dim, hidden_units,
+    ...). ``data`` may be given to skip loading (it must be what ``data_config`` names).
+    ``command`` is the command line recorded in config.json (default: this process's sys.argv).
+    """
+    torch_device = resolve_device(device)
+    if data is None:
+        data = load_dataset(data_config.dataset, data_config.data_dir, download=data_config.download)
+    model_config = model_config_for(data, **model_options)
+    check_data_fits_model(data, model_config, train_config)
+    train_config = fit_selection_to_budget(train_config, data.train.shape[0])
+    if tensorboard:
+        _TensorBoard.check_available()  # before anything is written into the run directory
+    out = prepare_run_dir(Path(out), overwrite)
+
+    config = {
+        "format_version": RUN_FORMAT_VERSION,
+        "aevb_version": __version__,
+        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "data": _stored_data_config(data_config) | {
+            "name": data.name, "source": data.source, "train_size": data.train.shape[0],
+            "valid_size": data.valid.shape[0], "test_size": data.test.shape[0]},
+        "model": model_config.to_dict(),
+        "training": train_config.to_dict(),
+        "device": str(torch_device),
+        "threads": torch.get_num_threads(),
+    }
+    atomic_write_json(out / CONFIG_FILE, config)
+
+    data = data.to(torch_device)
+    model = VAE(model_config).to(torch_device)
+    trainer = Trainer(model, data.train, train_config, valid=data.valid)
+    board = _TensorBoard(out / "tensorboard") if tensorboard else None
+    started = time.perf_counter()
+    with open(out / METRICS_FILE, "a") as metrics_file:
+        def record(metrics: Metrics) -> None:
+            metrics_file.write(json.dumps(metrics.to_dict()) + "\n")
+            metrics_file.flush()
+            os.fsync(metrics_file.fileno())
+            if board is not None:
+                board.log(metrics)
+
+        try:
+            result = trainer.fit(on_metrics=record, progress=progress)
+        finally:
+            if board is not None:
+                board.close()
+    save_model(model, out)
+    last = result.history[-1]
+    atomic_write_json(out / SUMMARY_FILE, {
+        "step_size": result.step_size,
+        "step_size_trials": [dataclasses.asdict(t) for t in result.step_size_trials],
+        "samples": last.samples, "epochs": last.epoch, "train_bound": last.train_bound,
+        "valid_bound": last.valid_bound, "training_seconds": last.seconds,
+        "samples_per_second": last.samples_per_second,
+        "wall_seconds": time.perf_counter() - started,
+    })
+    write_figures(out, model, data, train_config.binarize, result.history)
+    return out
+
+
+def write_figures(out: Path, model: VAE, data: Dataset, binarize: str, history: list[Metrics]) -> None:
+    """The run's PNGs: samples, reconstructions, the bound curve and, for J = 2, the manifold."""
+    title = f"{data.name}, Nz = {model.config.latent_dim}"
+    save_bound_curve([m.to_dict() for m in history], out / "bound.png", title)
+    shape = data.image_shape
+    if shape is None:
+        return
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    save_samples(model.sample(100, generator=generator).cpu(), shape, out / "samples.png",
+                 title=f"samples, {title}")
+    inputs = evaluation_data(data.valid[:50], binarize)
+    save_reconstructions(inputs, model.reconstruct(inputs), shape, out / "reconstructions.png")
+    if model.config.latent_dim == 2:
+        save_manifold(model.decoder.mean, shape, out / "manifold.png", device=inputs.device)
+
+
+def load_run(run_dir: str | os.PathLike, device: str = "auto") -> tuple[VAE, dict]:
+    """The trained model of a run and its configuration."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AevbError(f"run directory {run_dir} not found")
+    config = read_json(run_dir / CONFIG_FILE)
+    if config.get("format_version") != RUN_FORMAT_VERSION:
+        raise AevbError(f"{run_dir / CONFIG_FILE} has run format {config.get('format_version')!r}; "
+                        f"this aevb reads format {RUN_FORMAT_VERSION}")
+    if not (run_dir / "model.safetensors").exists():
+        raise AevbError(f"{run_dir} holds no trained model (model.safetensors); did the run finish?")
+    return load_model(run_dir, resolve_device(device)), config
+
+
+def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples: int = 100,
+                 data_dir: str | None = None, device: str = "auto", batch_size: int = 20_000) -> dict:
+    """The bound of a trained run on a data split with ``num_samples`` samples of z per datapoint.
+
+    Returns a JSON-ready dict with ``{split}_bound`` and ``{split}_bound_stderr`` (nats per
+    datapoint, standard error over datapoints) and what was measured.
+    """
+    if num_samples < 1:
+        raise AevbError(f"--samples must be a positive integer, got {num_samples}")
+    if split not in ("train", "valid", "test"):
+        raise AevbError(f"unknown split {split!r}; choose train, valid or test")
+    model, config = load_run(run_dir, device)
+    data_config, training = config.get("data"), config.get("training")
+    if not (isinstance(data_config, dict) and isinstance(data_config.get("dataset"), str)
+            and isinstance(training, dict)):
+        raise AevbError(f"{Path(run_dir) / CONFIG_FILE} lacks the data or training configuration")
+    data = load_dataset(data_config["dataset"], data_dir or data_config.get("data_dir"),
+                        download=bool(data_config.get("download")))
+    device_of_model = next(model.parameters()).device
+    values = evaluation_data(getattr(data, split), training.get("binarize", "none")).to(device_of_model)
+    if values.shape[1] != model.config.data_dim:
+        raise AevbError(f"{data.name} has {values.shape[1]} dimensions but the model expects {model.config.data_dim}")
+    started = time.perf_counter()
+    estimate = evaluate_bound(model, values, estimator=training.get("estimator", "B"),
+                              num_samples=num_samples, batch_size=batch_size)
+    return {
+        f"{split}_bound": estimate.mean,
+        f"{split}_bound_stderr": estimate.stderr,
+        "split": split,
+        "num_datapoints": estimate.num_datapoints,
+        "samples_per_datapoint": num_samples,
+        "estimator": training.get("estimator", "B"),
+        "dataset": data.name,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int = 0, out: str | None = None,
+               device: str = "auto") -> Path:
+    """Draw ``num_samples`` images E[x|z], z ~ p(z), from a run; write a PNG grid (and .npy)."""
+    if num_samples < 1:
+        raise AevbError(f"--num must be a positive integer, got {num_samples}")
+    target = Path(out) if out else Path(run_dir) / f"samples-seed{seed}.png"
+    if target.suffix.lower() not in (".png", ".npy"):
+        raise AevbError(f"--out {target}: unsupported file type {target.suffix or '(none)'!r}; use .png or .npy")
+    model, _ = load_run(run_dir, device)
+    images = model.sample(num_samples, generator=torch.Generator().manual_seed(seed)).cpu()
+    if target.suffix.lower() == ".npy":
+        import numpy as np
+
+        with open(target, "wb") as stream:  # a file object: np.save adds no second suffix to .NPY
+            np.save(stream, images.numpy())
+        return target
+    if model.config.image_shape is None:
+        raise AevbError("the model's data have no image shape; write samples to a .npy file with --out FILE.npy")
+    save_samples(images, model.config.image_shape, target, columns=min(10, num_samples),
+                 title=f"{num_samples} samples, seed {seed}")
+    return target
