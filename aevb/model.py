@@ -13,7 +13,6 @@ The defaults are the paper's: one tanh hidden layer in each network, equal hidde
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from .distributions import bernoulli_from_logits, diagonal_gaussian, standard_normal_prior
+from .config import JsonConfig
 from .errors import AevbError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -34,7 +34,7 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Everything needed to rebuild a :class:`VAE`; saved as JSON beside its weights."""
 
     data_dim: int                  # D, pixels per image
@@ -61,17 +61,6 @@ class ModelConfig:
             raise AevbError(f"init-std must be positive, got {self.init_std}")
         if self.image_shape is not None:
             self.image_shape = tuple(int(s) for s in self.image_shape)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise AevbError(f"model config has unknown keys {sorted(unknown)}: written by a newer aevb?")
-        return cls(**values)
 
 
 class MLP(nn.Module):

@@ -19,7 +19,6 @@ the scale of the gradient, up to their ε).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from .config import JsonConfig
 from .errors import AevbError
 from .estimators import get_estimator
 from .evaluation import evaluate_bound
@@ -38,7 +38,7 @@ PAPER_STEP_SIZES = (0.01, 0.02, 0.1)  # §5
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """Settings of Algorithm 1; the defaults are the paper's (§5)."""
 
     batch_size: int = 100                    # M (§5)
@@ -87,17 +87,6 @@ class TrainConfig:
         if self.eval_subset is not None and self.eval_subset < 1:
             raise AevbError(f"eval-subset must be a positive integer, got {self.eval_subset}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise AevbError(f"training config has unknown keys {sorted(unknown)}: written by a newer aevb?")
-        return cls(**values)
-
     def total_samples(self, dataset_size: int) -> int:
         """Training samples to process: the tighter of max_samples and epochs × N."""
         limits = [self.max_samples] if self.max_samples is not None else []
@@ -107,7 +96,7 @@ class TrainConfig:
 
 
 @dataclass
-class Metrics:
+class Metrics(JsonConfig):
     """One evaluation point: a line of ``metrics.jsonl``. Bounds are nats per datapoint."""
 
     epoch: float
@@ -119,9 +108,6 @@ class Metrics:
     samples_per_second: float       # training throughput over the whole run so far
     step_size: float
     steps: int
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass

@@ -4,11 +4,9 @@ import math
 
 import pytest
 import torch
-from torch import nn
 from torch.distributions import Independent, StudentT
 
 from aevb import ESTIMATORS, estimator_a, estimator_b, minibatch_bound
-from aevb.distributions import diagonal_gaussian, standard_normal_prior
 from helpers import LinearGaussianModel
 
 
