@@ -276,6 +276,8 @@ class Trainer:
             tick = time.perf_counter()
             while samples < target:
                 x = next(batches)
+                if samples + x.shape[0] > total:   # stop exactly at the requested number of samples
+                    x = x[: total - samples]
                 running += self._step(optimizer, x)
                 running_count += x.shape[0]
                 samples += x.shape[0]

@@ -568,3 +568,10 @@ def test_load_dataset_download(tmp_path, monkeypatch, frey):
     monkeypatch.setitem(dl.REMOTE_FILES, "frey", (dl.RemoteFile(remote.filename, "f" * 64, (mat.as_uri(),)),))
     assert_user_error(lambda: load_dataset("frey", tmp_path / "other", download=True), "frey_rawface.mat")
     assert not (tmp_path / "other" / "frey" / "frey_rawface.mat").exists()
+
+
+def test_random_bytes_are_not_mistaken_for_a_pickle(tmp_path):
+    path = tmp_path / "noise.npy"
+    path.write_bytes(np.random.default_rng(1).bytes(500))
+    with pytest.raises(AevbError, match="not a NumPy"):
+        load_dataset(str(path))

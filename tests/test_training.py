@@ -114,3 +114,9 @@ def test_dynamic_binarisation_draws_fresh_binary_images(sample_data):
 def test_bad_training_settings_are_user_errors(bad):
     with pytest.raises(AevbError):
         TrainConfig(**bad)
+
+
+def test_training_stops_exactly_at_a_sample_count_off_the_batch_grid(sample_data):
+    config = TrainConfig(max_samples=2_550, step_size=0.02, eval_subset=100)
+    result = Trainer(tiny_model(hidden=8), sample_data.train[:1000], config).fit()
+    assert result.history[-1].samples == 2_550 and result.history[-1].steps == 26

@@ -287,6 +287,11 @@ def check_labels(array: object, path: str | os.PathLike, what: str, n: int) -> n
 def _np_load(path: Path):
     if not path.is_file():
         raise AevbError(f"{path}: not a file")
+    # np.load treats any file without a NumPy or zip header as a pickle; say what it really is.
+    with open(path, "rb") as stream:
+        header = stream.read(6)
+    if not (header.startswith(b"\x93NUMPY") or header.startswith(b"PK\x03\x04")):
+        raise AevbError(f"{path}: not a NumPy .npy/.npz file (no NumPy or zip header)")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
