@@ -105,7 +105,7 @@ class Metrics(JsonConfig):
     valid_bound: float | None
     minibatch_bound: float          # running mean of the minibatch estimates since the last point
     seconds: float                  # wall time spent training (evaluation excluded)
-    samples_per_second: float       # training throughput over the whole run so far
+    samples_per_second: float       # training throughput so far (step-size selection included)
     step_size: float
     steps: int
 
@@ -323,5 +323,6 @@ class Trainer:
 def _progress_bar(total: int, initial: int):
     from tqdm.auto import tqdm
 
+    # disable=None: no bar when stderr is not a terminal (log files, CI), where it would only spam.
     return tqdm(total=total, initial=initial, unit="sample", unit_scale=True, dynamic_ncols=True,
-                desc="training")
+                desc="training", disable=None)
