@@ -115,11 +115,16 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="decoder (default: bernoulli for data in [0,1]; gaussian for frey and other data)")
     model.add_argument("--sigmoid-mean", action=argparse.BooleanOptionalAction, default=None,
                        help="Gaussian decoder mean through a sigmoid (default: on for frey)")
+    model.add_argument("--decoder-variance", choices=("network", "per-dimension"), default="network",
+                       help="Gaussian decoder: log σ² output by the network (App. C.2), or a learned "
+                            "per-dimension vector independent of z")
     model.add_argument("--init-std", type=_positive_float, default=0.01,
                        help="standard deviation of the N(0, σ²) initialisation (§5)")
 
     algorithm = train.add_argument_group("training (Algorithm 1, §5)")
-    algorithm.add_argument("--estimator", choices=("A", "B", "a", "b"), default="B", help="SGVB estimator (§2.3)")
+    algorithm.add_argument("--estimator", type=str.upper, choices=("A", "B", "IWAE"), default="B",
+                           help="SGVB estimator A or B (§2.3), or IWAE, the importance-weighted bound of Burda et "
+                                "al. (2015) with k = --samples-per-datapoint (A at k = 1)")
     algorithm.add_argument("--batch-size", type=_count, default=100, help="minibatch size M")
     algorithm.add_argument("--samples-per-datapoint", type=_count, default=1, help="L, samples of z per datapoint")
     algorithm.add_argument("--optimizer", choices=("adagrad", "adam"), default="adagrad", help="optimiser")
@@ -157,6 +162,18 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train")
     evaluate.add_argument("--split", choices=("test", "valid", "train"), default="test", help="data split")
     evaluate.add_argument("--samples", type=_count, default=100, help="samples of z per datapoint")
+    evaluate.add_argument("--num-points", type=_count, default=None,
+                          help="evaluate only the first N points of the split (default: all)")
+    evaluate.add_argument("--nll", action="store_true",
+                          help="also estimate log p(x) by importance sampling with the encoder as proposal")
+    evaluate.add_argument("--k", type=_count, default=5000, help="importance samples per datapoint for --nll")
+    evaluate.add_argument("--hmc", action="store_true",
+                          help="also estimate log p(x) with the paper's HMC estimator (Appendix D; reliable "
+                               "only for a low-dimensional z, the paper used Nz = 3)")
+    evaluate.add_argument("--hmc-samples", type=_count, default=50,
+                          help="posterior samples per datapoint in each of the two HMC sets (App. D: 50)")
+    evaluate.add_argument("--leapfrog-steps", type=_count, default=4, help="leapfrog steps per HMC move (App. D: 4)")
+    evaluate.add_argument("--seed", type=_seed, default=0, help="random seed of the estimates")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     _add_data_options(evaluate)
 
@@ -192,7 +209,8 @@ def _train(args: argparse.Namespace) -> int:
         eval_subset=args.eval_subset)
     model_options = dict(latent_dim=args.latent_dim, hidden_units=args.hidden_units,
                          hidden_layers=args.hidden_layers, activation=args.activation,
-                         likelihood=args.likelihood, sigmoid_mean=args.sigmoid_mean, init_std=args.init_std)
+                         likelihood=args.likelihood, sigmoid_mean=args.sigmoid_mean, init_std=args.init_std,
+                         decoder_variance=args.decoder_variance)
     out = args.out or default_run_dir(args.dataset, args.latent_dim)
     run_dir = train_run(out, DataConfig(args.dataset, args.data_dir, args.download), model_options, train_config,
                         device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
@@ -212,14 +230,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .runs import evaluate_run
 
     result = evaluate_run(args.run_dir, split=args.split, num_samples=args.samples, data_dir=args.data_dir,
-                          device=args.device)
+                          device=args.device, num_points=args.num_points,
+                          log_likelihood_samples=args.k if args.nll else None, hmc=args.hmc,
+                          hmc_samples=args.hmc_samples, leapfrog_steps=args.leapfrog_steps, seed=args.seed)
     if args.json:
         print(json.dumps(result))
-    else:
-        split = args.split
-        print(f"{result['dataset']} {split} set ({result['num_datapoints']:,} points), lower bound with "
-              f"L = {args.samples}: {result[f'{split}_bound']:.3f} ± {result[f'{split}_bound_stderr']:.3f} "
-              f"nats per datapoint (a lower bound on log p(x); standard error over datapoints)")
+        return 0
+    split = args.split
+    print(f"{result['dataset']} {split} set, {result['num_datapoints']:,} points; nats per datapoint, "
+          "± one standard error")
+    print(f"  lower bound (estimator {result['estimator']}, L = {args.samples}): "
+          f"{result[f'{split}_bound']:.3f} ± {result[f'{split}_bound_stderr']:.3f} (over datapoints)")
+    if "log_likelihood" in result:
+        print(f"  log p(x), importance sampling, k = {args.k}: {result['log_likelihood']:.3f} "
+              f"± {result['log_likelihood_stderr']:.3f} (Monte Carlo); negative log-likelihood "
+              f"{-result['log_likelihood']:.3f}; {result['log_likelihood_seconds']:.1f} s")
+    if "hmc_log_likelihood" in result:
+        print(f"  log p(x), HMC estimator (App. D), L = {args.hmc_samples}: {result['hmc_log_likelihood']:.3f} "
+              f"± {result['hmc_log_likelihood_stderr']:.3f}; negative log-likelihood "
+              f"{-result['hmc_log_likelihood']:.3f}; acceptance {result['hmc_acceptance']:.2f}; "
+              f"{result['hmc_seconds']:.1f} s")
     return 0
 
 

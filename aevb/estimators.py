@@ -23,6 +23,8 @@ from typing import Callable, Protocol
 import torch
 from torch.distributions import Distribution, kl_divergence
 
+from .importance_sampling import iwae_bound
+
 
 class LatentVariableModel(Protocol):
     def encode(self, x: torch.Tensor) -> Distribution: ...
@@ -48,18 +50,28 @@ def estimator_b(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 
 
 Estimator = Callable[[LatentVariableModel, torch.Tensor, int], torch.Tensor]
 
-#: Estimators by the names the paper gives them; the CLI's ``--estimator`` takes these keys.
-ESTIMATORS: dict[str, Estimator] = {"A": estimator_a, "B": estimator_b}
+#: Estimators by the names the paper gives them, plus the importance-weighted bound of Burda et
+#: al. (2015) with k = L samples, which is estimator A at k = 1; ``--estimator`` takes these keys.
+ESTIMATORS: dict[str, Estimator] = {"A": estimator_a, "B": estimator_b, "IWAE": iwae_bound}
 
 
 def get_estimator(name: str) -> Estimator:
-    """Look up an estimator by name ('A' or 'B', case-insensitive)."""
+    """Look up an estimator by name ('A', 'B' or 'IWAE', case-insensitive)."""
     try:
         return ESTIMATORS[name.upper()]
     except KeyError:
         from .errors import AevbError
 
         raise AevbError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}") from None
+
+
+def bound_estimator(training_estimator: str) -> str:
+    """The estimator of the plain lower bound 𝓛 to report for a model trained with another.
+
+    IWAE trains a different objective; its k = 1 case, estimator A, is the bound itself.
+    """
+    name = training_estimator.upper()
+    return "A" if name == "IWAE" else name
 
 
 def minibatch_bound(per_datapoint: torch.Tensor, dataset_size: int) -> torch.Tensor:

@@ -31,6 +31,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
 }
 LIKELIHOODS = ("bernoulli", "gaussian")
+DECODER_VARIANCES = ("network", "per-dimension")
 
 
 @dataclass
@@ -44,6 +45,8 @@ class ModelConfig(JsonConfig):
     activation: str = "tanh"       # App. C
     likelihood: str = "bernoulli"  # "bernoulli" (binary or grey-level in [0,1]) or "gaussian"
     sigmoid_mean: bool = False     # Gaussian decoder mean through a sigmoid (Frey Face, §5)
+    decoder_variance: str = "network"  # Gaussian decoder: log σ² from the network (App. C.2) or
+                                       # "per-dimension", a learned vector independent of z
     init_std: float = 0.01         # §5: parameters ~ N(0, 0.01)
     image_shape: tuple[int, int] | None = None  # for figures only
 
@@ -57,6 +60,9 @@ class ModelConfig(JsonConfig):
             raise AevbError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if self.likelihood not in LIKELIHOODS:
             raise AevbError(f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+        if self.decoder_variance not in DECODER_VARIANCES:
+            raise AevbError(f"unknown decoder variance {self.decoder_variance!r}; choose one of "
+                            f"{', '.join(DECODER_VARIANCES)}")
         if not self.init_std > 0:
             raise AevbError(f"init-std must be positive, got {self.init_std}")
         if self.image_shape is not None:
@@ -119,16 +125,26 @@ class BernoulliDecoder(nn.Module):
 
 
 class GaussianDecoder(nn.Module):
-    """p_θ(x|z) = N(μ(z), diag σ²(z)) (App. C.2); μ through a sigmoid when ``sigmoid_mean`` (§5)."""
+    """p_θ(x|z) = N(μ(z), diag σ²(z)) (App. C.2); μ through a sigmoid when ``sigmoid_mean`` (§5).
+
+    With ``decoder_variance="per-dimension"`` σ² is a learned vector that does not depend on z;
+    with no hidden layer this is factor analysis, whose log p(x) is known in closed form.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.sigmoid_mean = config.sigmoid_mean
-        self.net = MLP(config.latent_dim, config.hidden_units, config.hidden_layers, config.activation,
-                       (config.data_dim, config.data_dim))
+        shared_variance = config.decoder_variance == "per-dimension"
+        heads = (config.data_dim,) if shared_variance else (config.data_dim, config.data_dim)
+        self.net = MLP(config.latent_dim, config.hidden_units, config.hidden_layers, config.activation, heads)
+        self.log_var = nn.Parameter(torch.zeros(config.data_dim)) if shared_variance else None
 
     def _mean_and_log_var(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_var = self.net(z)
+        if self.log_var is None:
+            mean, log_var = self.net(z)
+        else:
+            (mean,) = self.net(z)
+            log_var = self.log_var.expand_as(mean)
         return (torch.sigmoid(mean) if self.sigmoid_mean else mean), log_var
 
     def forward(self, z: torch.Tensor) -> Distribution:

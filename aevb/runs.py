@@ -34,7 +34,10 @@ from . import __version__
 from .checkpoint import atomic_write_json, load_model, read_json, save_model
 from .data import DATASET_NAMES, Dataset, load_dataset
 from .errors import AevbError
+from .estimators import bound_estimator
 from .evaluation import evaluate_bound
+from .hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
+from .importance_sampling import estimate_log_likelihood
 from .figures import save_bound_curve, save_manifold, save_reconstructions, save_samples
 from .model import VAE, ModelConfig
 from .training import Metrics, Trainer, TrainConfig, evaluation_data
@@ -289,14 +292,24 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto") -> tuple[VAE, dic
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples: int = 100,
-                 data_dir: str | None = None, device: str = "auto", batch_size: int = 20_000) -> dict:
-    """The bound of a trained run on a data split with ``num_samples`` samples of z per datapoint.
+                 data_dir: str | None = None, device: str = "auto", batch_size: int = 20_000,
+                 num_points: int | None = None, log_likelihood_samples: int | None = None,
+                 hmc: bool = False, hmc_samples: int = PAPER_POSTERIOR_SAMPLES,
+                 leapfrog_steps: int = PAPER_LEAPFROG_STEPS, seed: int = 0) -> dict:
+    """Evaluate a trained run on a data split; every number is in nats per datapoint.
 
-    Returns a JSON-ready dict with ``{split}_bound`` and ``{split}_bound_stderr`` (nats per
-    datapoint, standard error over datapoints) and what was measured.
+    Always: the lower bound with ``num_samples`` samples of z per datapoint (``{split}_bound``,
+    ``{split}_bound_stderr``, the standard error over datapoints). With
+    ``log_likelihood_samples=k``: the importance-sampled log p(x) (``log_likelihood``,
+    ``log_likelihood_stderr``: Monte Carlo standard error of the mean). With ``hmc``: the
+    Appendix D estimate (``hmc_log_likelihood``, ...). ``num_points`` keeps the first N points.
     """
     if num_samples < 1:
         raise AevbError(f"--samples must be a positive integer, got {num_samples}")
+    for name, value in (("--k", log_likelihood_samples), ("--num-points", num_points),
+                        ("--hmc-samples", hmc_samples), ("--leapfrog-steps", leapfrog_steps)):
+        if value is not None and value < 1:
+            raise AevbError(f"{name} must be a positive integer, got {value}")
     if split not in ("train", "valid", "test"):
         raise AevbError(f"unknown split {split!r}; choose train, valid or test")
     model, config = load_run(run_dir, device)
@@ -307,22 +320,38 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     data = load_dataset(data_config["dataset"], data_dir or data_config.get("data_dir"),
                         download=bool(data_config.get("download")))
     device_of_model = next(model.parameters()).device
-    values = evaluation_data(getattr(data, split), training.get("binarize", "none")).to(device_of_model)
+    values = evaluation_data(getattr(data, split), training.get("binarize", "none"))[:num_points]
+    values = values.to(device_of_model)
     if values.shape[1] != model.config.data_dim:
         raise AevbError(f"{data.name} has {values.shape[1]} dimensions but the model expects {model.config.data_dim}")
+    torch.manual_seed(seed)
     started = time.perf_counter()
-    estimate = evaluate_bound(model, values, estimator=training.get("estimator", "B"),
-                              num_samples=num_samples, batch_size=batch_size)
-    return {
+    estimator = bound_estimator(training.get("estimator", "B"))
+    estimate = evaluate_bound(model, values, estimator=estimator, num_samples=num_samples, batch_size=batch_size)
+    result = {
         f"{split}_bound": estimate.mean,
         f"{split}_bound_stderr": estimate.stderr,
         "split": split,
         "num_datapoints": estimate.num_datapoints,
         "samples_per_datapoint": num_samples,
-        "estimator": training.get("estimator", "B"),
+        "estimator": estimator,
         "dataset": data.name,
         "seconds": time.perf_counter() - started,
     }
+    if log_likelihood_samples is not None:
+        nll = estimate_log_likelihood(model, values, num_samples=log_likelihood_samples)
+        result.update(log_likelihood=nll.mean, log_likelihood_stderr=nll.stderr,
+                      log_likelihood_spread_stderr=nll.spread_stderr, log_likelihood_samples=log_likelihood_samples,
+                      log_likelihood_seconds=nll.seconds,
+                      decoder_evaluations_per_second=values.shape[0] * log_likelihood_samples / nll.seconds)
+    if hmc:
+        generator = torch.Generator().manual_seed(seed)
+        hmc_estimate, acceptance = hmc_log_likelihood(model, values, num_samples=hmc_samples,
+                                                      leapfrog_steps=leapfrog_steps, generator=generator)
+        result.update(hmc_log_likelihood=hmc_estimate.mean, hmc_log_likelihood_stderr=hmc_estimate.stderr,
+                      hmc_log_likelihood_spread_stderr=hmc_estimate.spread_stderr, hmc_samples=hmc_samples,
+                      hmc_leapfrog_steps=leapfrog_steps, hmc_acceptance=acceptance, hmc_seconds=hmc_estimate.seconds)
+    return result
 
 
 def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int = 0, out: str | None = None,

@@ -28,7 +28,7 @@ import torch
 
 from .config import JsonConfig
 from .errors import AevbError
-from .estimators import get_estimator
+from .estimators import bound_estimator, get_estimator
 from .evaluation import evaluate_bound
 from .model import VAE
 
@@ -307,13 +307,11 @@ class Trainer:
 
     def _evaluate(self, samples: int, steps: int, step_size: float, seconds: float,
                   minibatch_bound: float) -> Metrics:
-        batch = self.config.eval_batch_size
-        train_bound = evaluate_bound(self.model, self.train_eval, estimator=self.config.estimator,
-                                     batch_size=batch).mean
+        batch, estimator = self.config.eval_batch_size, bound_estimator(self.config.estimator)
+        train_bound = evaluate_bound(self.model, self.train_eval, estimator=estimator, batch_size=batch).mean
         valid_bound = None
         if self.valid_eval is not None:
-            valid_bound = evaluate_bound(self.model, self.valid_eval, estimator=self.config.estimator,
-                                         batch_size=batch).mean
+            valid_bound = evaluate_bound(self.model, self.valid_eval, estimator=estimator, batch_size=batch).mean
         self.model.train()
         return Metrics(epoch=samples / self.dataset_size, samples=samples, train_bound=train_bound,
                        valid_bound=valid_bound, minibatch_bound=minibatch_bound, seconds=seconds,

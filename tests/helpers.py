@@ -53,3 +53,42 @@ class LinearGaussianModel(nn.Module):
         """log p(x) = log N(x; b, W Wᵀ + S), (M,)."""
         covariance = self.W @ self.W.T + torch.diag(self.log_noise_var.exp())
         return torch.distributions.MultivariateNormal(self.b, covariance).log_prob(x)
+
+
+def factor_analysis_vae(data_dim: int = 5, latent_dim: int = 2, seed: int = 0, encoder_noise: float = 0.3):
+    """A VAE that *is* factor analysis, x = W z + b + ε, ε ~ N(0, diag ψ): a Gaussian decoder with
+    no hidden layer and a per-dimension variance. Its encoder is set near the exact posterior
+    (mean exact up to ``encoder_noise`` · noise, variances the posterior's diagonal), so q is a
+    good but imperfect proposal, as a trained encoder would be.
+
+    Returns the model (float64) and a function x ↦ exact log p(x) = log N(x; b, W Wᵀ + diag ψ).
+    """
+    from aevb import VAE, ModelConfig
+
+    g = torch.Generator().manual_seed(seed)
+    model = VAE(ModelConfig(data_dim=data_dim, latent_dim=latent_dim, hidden_layers=0, likelihood="gaussian",
+                            decoder_variance="per-dimension")).double()
+    W = torch.randn(data_dim, latent_dim, generator=g, dtype=torch.float64)
+    b = 0.5 * torch.randn(data_dim, generator=g, dtype=torch.float64)
+    log_psi = torch.log(0.2 + 0.5 * torch.rand(data_dim, generator=g, dtype=torch.float64))
+    psi_inv = torch.exp(-log_psi)
+    posterior_cov = torch.linalg.inv(torch.eye(latent_dim, dtype=torch.float64) + W.T @ (psi_inv[:, None] * W))
+    gain = posterior_cov @ W.T * psi_inv                       # μ_post = gain (x − b)
+    with torch.no_grad():
+        model.decoder.net.heads.weight.copy_(W)
+        model.decoder.net.heads.bias.copy_(b)
+        model.decoder.log_var.copy_(log_psi)
+        heads = model.encoder.net.heads                        # rows: μ (J), then log σ² (J)
+        heads.weight.zero_()
+        heads.weight[:latent_dim] = gain + encoder_noise * 0.1 * torch.randn(gain.shape, generator=g, dtype=torch.float64)
+        heads.bias[:latent_dim] = -gain @ b
+        heads.bias[latent_dim:] = torch.log(posterior_cov.diagonal())
+    covariance = W @ W.T + torch.diag(log_psi.exp())
+
+    def exact_log_likelihood(x: torch.Tensor) -> torch.Tensor:
+        return torch.distributions.MultivariateNormal(b, covariance).log_prob(x)
+
+    def sample(count: int) -> torch.Tensor:
+        return torch.distributions.MultivariateNormal(b, covariance).sample((count,))
+
+    return model, exact_log_likelihood, sample

@@ -235,6 +235,36 @@ def test_evaluate_json_is_one_object_close_to_the_validation_bound(tiny_run, cap
     assert "lower bound" in out and "valid" in out
 
 
+def test_evaluate_log_likelihood_by_importance_sampling_and_hmc(tiny_run, capsys):
+    code, out, err = run_cli(capsys, ["evaluate", tiny_run, "--json", "--samples", "5", "--num-points", "40",
+                                      "--nll", "--k", "200", "--hmc", "--hmc-samples", "20"])
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["num_datapoints"] == 40 and result["log_likelihood_samples"] == 200
+    bound, log_likelihood = result["test_bound"], result["log_likelihood"]
+    assert bound < 0 and log_likelihood < 0
+    # log p(x) lies above the bound (same 40 points); the IS error is small compared with the gap.
+    assert log_likelihood > bound
+    assert 0 < result["log_likelihood_stderr"] < log_likelihood - bound
+    assert math.isfinite(result["hmc_log_likelihood"]) and 0 < result["hmc_acceptance"] <= 1
+    # Appendix D and importance sampling estimate the same quantity (loose: Nz = 3, tiny model).
+    assert abs(result["hmc_log_likelihood"] - log_likelihood) < 0.1 * abs(log_likelihood)
+
+    code, out, err = run_cli(capsys, ["evaluate", tiny_run, "--num-points", "10", "--nll", "--k", "50"])
+    assert code == 0, err
+    assert "log p(x), importance sampling, k = 50" in out and "negative log-likelihood" in out
+
+
+def test_iwae_training_objective(tmp_path, capsys):
+    run = tmp_path / "iwae"
+    code, _, err = run_cli(capsys, ["train", "--estimator", "iwae", "--samples-per-datapoint", "5",
+                                    "--latent-dim", "3", *TINY, "--out", run])
+    assert code == 0, err
+    config = json.loads((run / "config.json").read_text())
+    assert config["training"]["estimator"] == "IWAE" and config["training"]["num_samples"] == 5
+    assert all(math.isfinite(line["valid_bound"]) for line in read_metrics(run))
+
+
 # ----------------------------------------------------------------------------------- sample
 
 
@@ -347,6 +377,9 @@ BAD_INPUTS = {
     "sample --num 0": lambda tmp, run: ["sample", run, "--num", "0"],
     "sample to an unknown file type": lambda tmp, run: ["sample", run, "--out", tmp / "samples.txt"],
     "sample missing dir": lambda tmp, run: ["sample", tmp / "no-such-run"],
+    "evaluate --k 0": lambda tmp, run: ["evaluate", run, "--nll", "--k", "0"],
+    "evaluate --num-points 0": lambda tmp, run: ["evaluate", run, "--num-points", "0"],
+    "unknown estimator": lambda tmp, run: ["train", "--estimator", "C"],
 }
 
 

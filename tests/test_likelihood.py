@@ -1,0 +1,113 @@
+"""Honest log-likelihood: importance sampling, the Appendix D HMC estimator and the IWAE bound,
+checked against the exact log p(x) of factor analysis expressed as a VAE."""
+
+import math
+
+import pytest
+import torch
+
+from aevb import estimator_b
+from aevb.hmc import sample_hmc
+from aevb.hmc_estimator import hmc_log_likelihood
+from aevb.importance_sampling import estimate_log_likelihood, iwae_bound
+from aevb.estimators import ESTIMATORS, estimator_a
+from helpers import factor_analysis_vae
+
+
+@pytest.fixture(scope="module")
+def factor_analysis():
+    torch.manual_seed(0)
+    model, exact, sample = factor_analysis_vae(data_dim=5, latent_dim=2, seed=1, encoder_noise=1.0)
+    x = sample(300)
+    return model, x, exact(x)
+
+
+def test_importance_sampling_converges_to_the_exact_log_likelihood(factor_analysis):
+    model, x, exact = factor_analysis
+    torch.manual_seed(1)
+    errors = {}
+    for k in (1, 10, 100, 5000):
+        estimate = estimate_log_likelihood(model, x, num_samples=k)
+        errors[k] = abs(estimate.mean - exact.mean().item())
+        if k == 5000:
+            # Within its own standard error of the truth, per datapoint and for the mean.
+            assert errors[k] < 4 * estimate.stderr + 1e-3, (estimate.mean, exact.mean().item(), estimate.stderr)
+            z = (estimate.per_datapoint - exact) / estimate.per_datapoint_stderr
+            assert z.abs().max() < 6 and z.abs().mean() < 1.5
+    assert errors[5000] < errors[100] < errors[10] < errors[1]
+
+
+def test_importance_sampling_is_not_below_the_k1_bound_on_average(factor_analysis):
+    model, x, _ = factor_analysis
+    torch.manual_seed(2)
+    with torch.no_grad():
+        bound = estimator_b(model, x, 1000).mean().item()
+    estimate = estimate_log_likelihood(model, x, num_samples=100)
+    assert estimate.mean >= bound
+    assert estimate.mean - bound > 10 * estimate.stderr          # strictly, by far more than the noise
+
+
+def test_importance_sampling_streams_any_k_in_a_small_memory_budget(factor_analysis):
+    model, x, _ = factor_analysis
+    torch.manual_seed(3)
+    small = estimate_log_likelihood(model, x[:7], num_samples=2000, max_rows=300)   # many passes
+    torch.manual_seed(3)
+    large = estimate_log_likelihood(model, x[:7], num_samples=2000, max_rows=10**6)  # one pass
+    assert small.per_datapoint.shape == (7,)
+    assert abs(small.mean - large.mean) < 4 * math.hypot(small.stderr, large.stderr) + 1e-6
+
+
+def test_iwae_bound_increases_with_k_towards_the_exact_value(factor_analysis):
+    model, x, exact = factor_analysis
+    torch.manual_seed(4)
+    means = []
+    with torch.no_grad():
+        for k in (1, 5, 50, 500):
+            repeats = torch.stack([iwae_bound(model, x, k) for _ in range(20)])
+            means.append(repeats.mean().item())
+    assert means == sorted(means), means
+    assert means[-1] < exact.mean().item() + 0.01
+    assert exact.mean().item() - means[-1] < 0.1 * (exact.mean().item() - means[0])
+
+
+def test_iwae_at_k1_is_estimator_a(factor_analysis):
+    model, x, _ = factor_analysis
+    torch.manual_seed(5)
+    a = estimator_a(model, x, 1)
+    torch.manual_seed(5)
+    torch.testing.assert_close(iwae_bound(model, x, 1), a)
+    assert ESTIMATORS["IWAE"] is iwae_bound
+
+
+def test_hmc_samples_the_exact_posterior():
+    model, exact, sample = factor_analysis_vae(data_dim=4, latent_dim=2, seed=2)
+    x = sample(1).repeat(2000, 1)                                # 2000 chains on one datapoint
+    W = model.decoder.net.heads.weight.detach()
+    psi_inv = torch.exp(-model.decoder.log_var.detach())
+    posterior_cov = torch.linalg.inv(torch.eye(2, dtype=torch.float64) + W.T @ (psi_inv[:, None] * W))
+    posterior_mean = posterior_cov @ W.T @ (psi_inv * (x[0] - model.decoder.net.heads.bias.detach()))
+
+    def log_joint(z):
+        return model.prior().log_prob(z) + model.decode(z).log_prob(x)
+
+    generator = torch.Generator().manual_seed(0)
+    samples, _, acceptance = sample_hmc(log_joint, torch.zeros(2000, 2, dtype=torch.float64), 5,
+                                        leapfrog_steps=4, burn_in=300, generator=generator)
+    z = samples[-1]
+    assert (acceptance.mean() - 0.9).abs() < 0.07
+    torch.testing.assert_close(z.mean(0), posterior_mean, atol=5 * posterior_cov.diagonal().max().sqrt() / 2000**0.5,
+                               rtol=0)
+    torch.testing.assert_close(torch.cov(z.T), posterior_cov, atol=0.1 * posterior_cov.abs().max(), rtol=0)
+
+
+def test_appendix_d_estimator_lands_within_its_error_of_the_exact_value(factor_analysis):
+    model, x, exact = factor_analysis
+    # The paper's settings (L = 50, 4 leapfrog steps): close, with a small upward (Jensen) bias.
+    estimate, acceptance = hmc_log_likelihood(model, x, generator=torch.Generator().manual_seed(6))
+    assert 0.8 < acceptance <= 1.0
+    assert abs(estimate.mean - exact.mean().item()) < 0.05
+    assert (estimate.per_datapoint - exact).abs().median() < 0.1
+    # More posterior samples: within its statistical error of the exact value.
+    estimate, _ = hmc_log_likelihood(model, x[:100], num_samples=400, generator=torch.Generator().manual_seed(7))
+    error = estimate.mean - exact[:100].mean().item()
+    assert abs(error) < 4 * estimate.stderr + 0.003, (error, estimate.stderr)
