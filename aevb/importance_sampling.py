@@ -82,15 +82,31 @@ def log_mean_exp_with_stderr(log_sum: torch.Tensor, log_sum_squares: torch.Tenso
     return estimate, torch.sqrt(relative_variance.clamp(min=0.0) / (count - 1))
 
 
+def rows_within_budget(model, data_dim: int, memory_budget: int) -> int:
+    """How many (datapoint, sample) pairs to decode at once within ``memory_budget`` bytes.
+
+    Per pair the decoder holds a few D-sized tensors (logits or mean and log-variance, the
+    log-density terms) and its hidden activations; counted generously in float32/64.
+    """
+    config = getattr(model, "config", None)
+    hidden = getattr(config, "hidden_units", 0) * max(getattr(config, "hidden_layers", 1), 1)
+    latent = getattr(config, "latent_dim", 0)
+    bytes_per_row = 8 * (4 * data_dim + 2 * hidden + 4 * latent)
+    return max(1, memory_budget // bytes_per_row)
+
+
 @torch.no_grad()
 def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, num_samples: int = 5000,
-                            max_rows: int = 32_768) -> LogLikelihoodEstimate:
+                            memory_budget: int = 256 * 2**20, max_rows: int | None = None) -> LogLikelihoodEstimate:
     """Importance-sampled log p(x) for every row of ``data`` (N, D) with k = ``num_samples``.
 
     Work is batched over datapoints and samples: at most ``max_rows`` (datapoint, sample) pairs are
-    decoded at once, which bounds memory at roughly max_rows × D floats for any k.
+    decoded at once (by default as many as fit in ``memory_budget`` bytes), so memory stays
+    bounded for any k and any N.
     """
     started = time.perf_counter()
+    if max_rows is None:
+        max_rows = rows_within_budget(model, data.shape[1], memory_budget)
     was_training = getattr(model, "training", False)
     if was_training:
         model.eval()

@@ -11,15 +11,15 @@ from aevb.hmc import sample_hmc
 from aevb.hmc_estimator import hmc_log_likelihood
 from aevb.importance_sampling import estimate_log_likelihood, iwae_bound
 from aevb.estimators import ESTIMATORS, estimator_a
-from helpers import factor_analysis_vae
+from aevb.factor_analysis import exact_log_likelihood, exact_posterior, marginal, random_factor_analysis_vae
 
 
 @pytest.fixture(scope="module")
 def factor_analysis():
     torch.manual_seed(0)
-    model, exact, sample = factor_analysis_vae(data_dim=5, latent_dim=2, seed=1, encoder_noise=1.0)
-    x = sample(300)
-    return model, x, exact(x)
+    model = random_factor_analysis_vae(data_dim=5, latent_dim=2, seed=1, encoder_perturbation=0.1)
+    x = marginal(model).sample((300,))
+    return model, x, exact_log_likelihood(model, x)
 
 
 def test_importance_sampling_converges_to_the_exact_log_likelihood(factor_analysis):
@@ -80,12 +80,11 @@ def test_iwae_at_k1_is_estimator_a(factor_analysis):
 
 
 def test_hmc_samples_the_exact_posterior():
-    model, exact, sample = factor_analysis_vae(data_dim=4, latent_dim=2, seed=2)
-    x = sample(1).repeat(2000, 1)                                # 2000 chains on one datapoint
-    W = model.decoder.net.heads.weight.detach()
-    psi_inv = torch.exp(-model.decoder.log_var.detach())
-    posterior_cov = torch.linalg.inv(torch.eye(2, dtype=torch.float64) + W.T @ (psi_inv[:, None] * W))
-    posterior_mean = posterior_cov @ W.T @ (psi_inv * (x[0] - model.decoder.net.heads.bias.detach()))
+    torch.manual_seed(0)
+    model = random_factor_analysis_vae(data_dim=4, latent_dim=2, seed=2)
+    x = marginal(model).sample((1,)).repeat(2000, 1)           # 2000 chains on one datapoint
+    posterior = exact_posterior(model, x[:1])
+    posterior_mean, posterior_cov = posterior.mean[0], posterior.covariance_matrix[0]
 
     def log_joint(z):
         return model.prior().log_prob(z) + model.decode(z).log_prob(x)
@@ -111,3 +110,12 @@ def test_appendix_d_estimator_lands_within_its_error_of_the_exact_value(factor_a
     estimate, _ = hmc_log_likelihood(model, x[:100], num_samples=400, generator=torch.Generator().manual_seed(7))
     error = estimate.mean - exact[:100].mean().item()
     assert abs(error) < 4 * estimate.stderr + 0.003, (error, estimate.stderr)
+
+
+def test_factor_analysis_closed_forms_agree_with_each_other():
+    model = random_factor_analysis_vae(data_dim=4, latent_dim=2, seed=3)
+    x = marginal(model).sample((5,))
+    z = torch.randn(5, 2, dtype=torch.float64)
+    # Bayes: log p(x) = log p(z) + log p(x|z) − log p(z|x) for any z.
+    via_bayes = model.prior().log_prob(z) + model.decode(z).log_prob(x) - exact_posterior(model, x).log_prob(z)
+    torch.testing.assert_close(via_bayes, exact_log_likelihood(model, x))
