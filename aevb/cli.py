@@ -175,6 +175,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--leapfrog-steps", type=_count, default=4, help="leapfrog steps per HMC move (App. D: 4)")
     evaluate.add_argument("--seed", type=_seed, default=0, help="random seed of the estimates")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--threads", type=_count, default=None, help="CPU threads (default: torch's choice)")
     _add_data_options(evaluate)
 
     sample = commands.add_parser("sample", formatter_class=formatter, help="draw samples from a trained run",
@@ -188,14 +189,18 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _train(args: argparse.Namespace) -> int:
     from .runs import DataConfig, default_run_dir, train_run
     from .training import TrainConfig
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     max_samples = args.max_samples
     if max_samples is None and args.epochs is None:
         max_samples = DEFAULT_MAX_SAMPLES
@@ -229,6 +234,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from .runs import evaluate_run
 
+    _set_threads(args.threads)
     result = evaluate_run(args.run_dir, split=args.split, num_samples=args.samples, data_dir=args.data_dir,
                           device=args.device, num_points=args.num_points,
                           log_likelihood_samples=args.k if args.nll else None, hmc=args.hmc,

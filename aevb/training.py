@@ -22,7 +22,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import torch
 
@@ -150,18 +150,54 @@ def evaluation_points(total: int, first: int, per_decade: int) -> list[int]:
     return points + [total]
 
 
+class Algorithm(Protocol):
+    """One iteration of a learning algorithm on a minibatch. AEVB is the paper's; the baselines
+    it is compared with (wake-sleep, Monte Carlo EM) plug in here with the same optimiser, data
+    order and evaluation."""
+
+    def setup(self, model: VAE, train: torch.Tensor) -> None:
+        """Called once before training (e.g. to allocate per-datapoint state)."""
+
+    def step(self, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+             indices: torch.Tensor) -> torch.Tensor:
+        """Update the parameters on minibatch x (M, D) of training rows ``indices`` (M,); return
+        the sum over the minibatch of a per-datapoint bound estimate (0-dim tensor, nats), NaN
+        when the algorithm has none."""
+
+
+class AEVB:
+    """Algorithm 1: a gradient step on the minibatch SGVB estimate of the bound (per datapoint)."""
+
+    def __init__(self, estimator: str = "B", num_samples: int = 1):
+        self.estimate = get_estimator(estimator)
+        self.num_samples = num_samples
+
+    def setup(self, model: VAE, train: torch.Tensor) -> None:
+        pass
+
+    def step(self, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+             indices: torch.Tensor) -> torch.Tensor:
+        bound = self.estimate(model, x, self.num_samples)
+        loss = -bound.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return bound.detach().sum()
+
+
 class Trainer:
-    """Runs Algorithm 1 on a model and a training set held in memory.
+    """Runs Algorithm 1 (or another :class:`Algorithm`) on a model and a training set in memory.
 
     Args:
         model: the VAE (or any module with ``encode``/``decode``/``prior``).
         train: (N, D) training data, on the device to train on.
         config: the settings.
         valid: optional (N_valid, D) validation data, evaluated at each evaluation point.
+        algorithm: what one iteration does; default AEVB with ``config``'s estimator and L.
     """
 
     def __init__(self, model: VAE, train: torch.Tensor, config: TrainConfig,
-                 valid: torch.Tensor | None = None):
+                 valid: torch.Tensor | None = None, algorithm: Algorithm | None = None):
         if train.ndim != 2 or train.shape[0] < 1:
             raise AevbError(f"training data must be a non-empty (N, D) array, got shape {tuple(train.shape)}")
         self.model = model
@@ -169,7 +205,7 @@ class Trainer:
         self.valid_data = valid
         self.config = config
         self.dataset_size = train.shape[0]
-        self.estimate = get_estimator(config.estimator)
+        self.algorithm = algorithm if algorithm is not None else AEVB(config.estimator, config.num_samples)
         self.train_eval = self._eval_view(train)
         self.valid_eval = None if valid is None else self._eval_view(valid)
 
@@ -183,23 +219,21 @@ class Trainer:
         return OPTIMIZERS[self.config.optimizer](self.model.parameters(), lr=step_size,
                                                  weight_decay=weight_decay)
 
-    def _minibatches(self) -> Iterator[torch.Tensor]:
-        """Endless random minibatches, an epoch being one pass through a fresh permutation."""
+    def _minibatches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless random minibatches (indices, x), an epoch being one pass through a fresh
+        permutation."""
         device = self.train_data.device
         size = self.config.batch_size
         while True:
             order = torch.randperm(self.dataset_size, device=device)
             for start in range(0, self.dataset_size, size):
-                x = self.train_data[order[start:start + size]]
-                yield torch.bernoulli(x) if self.config.binarize == "dynamic" else x
+                indices = order[start:start + size]
+                x = self.train_data[indices]
+                yield indices, (torch.bernoulli(x) if self.config.binarize == "dynamic" else x)
 
-    def _step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> torch.Tensor:
-        bound = self.estimate(self.model, x, self.config.num_samples)
-        loss = -bound.mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return bound.detach().sum()
+    def _step(self, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        indices, x = batch
+        return self.algorithm.step(self.model, optimizer, x, indices)
 
     def select_step_size(self) -> tuple[float, list[StepSizeTrial], dict]:
         """§5: train from the same start with each candidate step size for ``selection_steps``
@@ -219,12 +253,13 @@ class Trainer:
             batches = self._minibatches()
             total, count, seen = torch.zeros(()), 0, 0
             for step in range(steps):
-                x = next(batches)
-                seen += x.shape[0]
-                bound_sum = self._step(optimizer, x)
+                batch = next(batches)
+                size = batch[1].shape[0]
+                seen += size
+                bound_sum = self._step(optimizer, batch)
                 if step >= steps // 2:
                     total += bound_sum.cpu()
-                    count += x.shape[0]
+                    count += size
             mean = total.item() / max(count, 1)
             trials.append(StepSizeTrial(step_size, mean if math.isfinite(mean) else -math.inf))
             states.append({"model": copy.deepcopy(self.model.state_dict()),
@@ -246,6 +281,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model.reset_parameters()
         self.model.train()
+        self.algorithm.setup(self.model, self.train_data)
         total = config.total_samples(self.dataset_size)
         start_time = time.perf_counter()
 
@@ -275,10 +311,10 @@ class Trainer:
                 continue
             tick = time.perf_counter()
             while samples < target:
-                x = next(batches)
+                indices, x = next(batches)
                 if samples + x.shape[0] > total:   # stop exactly at the requested number of samples
-                    x = x[: total - samples]
-                running += self._step(optimizer, x)
+                    indices, x = indices[: total - samples], x[: total - samples]
+                running += self._step(optimizer, (indices, x))
                 running_count += x.shape[0]
                 samples += x.shape[0]
                 steps += 1
