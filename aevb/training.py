@@ -108,6 +108,7 @@ class Metrics(JsonConfig):
     samples_per_second: float       # training throughput so far (step-size selection included)
     step_size: float
     steps: int
+    test_bound: float | None = None  # only when the trainer was given test data (figure reproduction)
 
 
 @dataclass
@@ -193,11 +194,14 @@ class Trainer:
         train: (N, D) training data, on the device to train on.
         config: the settings.
         valid: optional (N_valid, D) validation data, evaluated at each evaluation point.
+        test: optional (N_test, D) test data, likewise — for reproducing the paper's train/test
+            curves; leave it out when choosing settings, which is what the validation set is for.
         algorithm: what one iteration does; default AEVB with ``config``'s estimator and L.
     """
 
     def __init__(self, model: VAE, train: torch.Tensor, config: TrainConfig,
-                 valid: torch.Tensor | None = None, algorithm: Algorithm | None = None):
+                 valid: torch.Tensor | None = None, algorithm: Algorithm | None = None,
+                 test: torch.Tensor | None = None):
         if train.ndim != 2 or train.shape[0] < 1:
             raise AevbError(f"training data must be a non-empty (N, D) array, got shape {tuple(train.shape)}")
         self.model = model
@@ -208,6 +212,7 @@ class Trainer:
         self.algorithm = algorithm if algorithm is not None else AEVB(config.estimator, config.num_samples)
         self.train_eval = self._eval_view(train)
         self.valid_eval = None if valid is None else self._eval_view(valid)
+        self.test_eval = None if test is None else self._eval_view(test)
 
     def _eval_view(self, data: torch.Tensor) -> torch.Tensor:
         if self.config.eval_subset is not None:
@@ -345,13 +350,14 @@ class Trainer:
                   minibatch_bound: float) -> Metrics:
         batch, estimator = self.config.eval_batch_size, bound_estimator(self.config.estimator)
         train_bound = evaluate_bound(self.model, self.train_eval, estimator=estimator, batch_size=batch).mean
-        valid_bound = None
-        if self.valid_eval is not None:
-            valid_bound = evaluate_bound(self.model, self.valid_eval, estimator=estimator, batch_size=batch).mean
+        valid_bound, test_bound = (None if data is None else
+                                   evaluate_bound(self.model, data, estimator=estimator, batch_size=batch).mean
+                                   for data in (self.valid_eval, self.test_eval))
         self.model.train()
         return Metrics(epoch=samples / self.dataset_size, samples=samples, train_bound=train_bound,
                        valid_bound=valid_bound, minibatch_bound=minibatch_bound, seconds=seconds,
-                       samples_per_second=samples / max(seconds, 1e-9), step_size=step_size, steps=steps)
+                       samples_per_second=samples / max(seconds, 1e-9), step_size=step_size, steps=steps,
+                       test_bound=test_bound)
 
 
 def _progress_bar(total: int, initial: int):
