@@ -3,7 +3,8 @@
 For each datapoint x:
 
 1. draw L samples from the posterior p(z|x) ∝ p(z) p(x|z) with HMC (§5: L = 50, 4 leapfrog
-   steps; chains start at the encoder's mean when there is an encoder, and burn in first);
+   steps; chains start at the encoder's mean when there is an encoder — or where ``initial``
+   says, e.g. for a model trained without one (Monte Carlo EM) — and burn in first);
 2. fit a density q(z) to them — here a full-covariance Gaussian, per datapoint;
 3. draw L new posterior samples — from independent chains — and estimate
 
@@ -25,6 +26,7 @@ import time
 import torch
 from torch.distributions import MultivariateNormal
 
+from .errors import AevbError
 from .hmc import sample_hmc
 from .importance_sampling import LogLikelihoodEstimate, log_mean_exp_with_stderr
 
@@ -56,11 +58,24 @@ def fit_gaussian(samples: torch.Tensor, covariance_scale: float = 1.0, jitter: f
 def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_POSTERIOR_SAMPLES,
                        leapfrog_steps: int = PAPER_LEAPFROG_STEPS, burn_in: int = 200,
                        target_acceptance: float = 0.9, covariance_scale: float = 1.0, batch_size: int = 1000,
-                       generator: torch.Generator | None = None) -> tuple[LogLikelihoodEstimate, float]:
+                       generator: torch.Generator | None = None,
+                       initial: torch.Tensor | str = "encoder") -> tuple[LogLikelihoodEstimate, float]:
     """Appendix D estimate of log p(x) for every row of ``data`` (N, D), nats.
+
+    ``initial`` is where the chains start: ``"encoder"`` (default) the encoder's mean q(z|x), or
+    z = 0 for a model without ``encode``; ``"zeros"`` z = 0, the prior's mode; ``"prior"`` draws
+    from p(z) = N(0, I) (with ``generator``); or an (N, J) tensor of starting points, one per row
+    of ``data`` (both groups of chains of a datapoint start there). Use anything but the encoder
+    for a model whose encoder was not trained (Monte Carlo EM).
 
     Returns the estimate and the mean HMC acceptance rate over the retained transitions.
     """
+    latent_dim = model.prior().event_shape[0]
+    if isinstance(initial, torch.Tensor):
+        if initial.shape != (data.shape[0], latent_dim):
+            raise AevbError(f"initial must have shape {(data.shape[0], latent_dim)}, got {tuple(initial.shape)}")
+    elif initial not in ("encoder", "zeros", "prior"):
+        raise AevbError(f"initial must be a tensor, 'encoder', 'zeros' or 'prior'; got {initial!r}")
     started = time.perf_counter()
     values, stderrs, acceptance = [], [], []
     was_training = getattr(model, "training", False)
@@ -74,9 +89,16 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
             doubled = torch.cat([x, x])
             log_density = _log_joint(model, doubled)
             with torch.no_grad():
-                initial = model.encode(doubled).mean if hasattr(model, "encode") else \
-                    torch.zeros(doubled.shape[0], model.prior().event_shape[0], dtype=x.dtype, device=x.device)
-            samples, _, accepted = sample_hmc(log_density, initial, num_samples, leapfrog_steps=leapfrog_steps,
+                if isinstance(initial, torch.Tensor):
+                    start_z = initial[start:start + batch_size].to(device=x.device, dtype=x.dtype).repeat(2, 1)
+                elif initial == "encoder" and hasattr(model, "encode"):
+                    start_z = model.encode(doubled).mean
+                elif initial == "prior":
+                    start_z = torch.randn(doubled.shape[0], latent_dim, generator=generator,
+                                          dtype=x.dtype).to(x.device)
+                else:
+                    start_z = torch.zeros(doubled.shape[0], latent_dim, dtype=x.dtype, device=x.device)
+            samples, _, accepted = sample_hmc(log_density, start_z, num_samples, leapfrog_steps=leapfrog_steps,
                                               burn_in=burn_in, target_acceptance=target_acceptance,
                                               generator=generator)
             first, second = samples[:, : x.shape[0]], samples[:, x.shape[0]:]

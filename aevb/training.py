@@ -153,8 +153,16 @@ def evaluation_points(total: int, first: int, per_decade: int) -> list[int]:
 
 class Algorithm(Protocol):
     """One iteration of a learning algorithm on a minibatch. AEVB is the paper's; the baselines
-    it is compared with (wake-sleep, Monte Carlo EM) plug in here with the same optimiser, data
-    order and evaluation."""
+    it is compared with (wake-sleep, Monte Carlo EM; :mod:`aevb.baselines`) plug in here with the
+    same optimiser, data order and evaluation.
+
+    ``has_bound`` (default True when absent) says whether the encoder-based lower bound means
+    anything for the model the algorithm trains. When False (Monte Carlo EM trains no encoder)
+    the trainer reports NaN bounds, checks the parameters for divergence instead, and needs an
+    explicit step size, as the step-size selection of §5 ranks candidates by the bound.
+    """
+
+    has_bound: bool = True
 
     def setup(self, model: VAE, train: torch.Tensor) -> None:
         """Called once before training (e.g. to allocate per-datapoint state)."""
@@ -168,6 +176,8 @@ class Algorithm(Protocol):
 
 class AEVB:
     """Algorithm 1: a gradient step on the minibatch SGVB estimate of the bound (per datapoint)."""
+
+    has_bound = True
 
     def __init__(self, estimator: str = "B", num_samples: int = 1):
         self.estimate = get_estimator(estimator)
@@ -210,6 +220,10 @@ class Trainer:
         self.config = config
         self.dataset_size = train.shape[0]
         self.algorithm = algorithm if algorithm is not None else AEVB(config.estimator, config.num_samples)
+        self.has_bound = bool(getattr(self.algorithm, "has_bound", True))
+        if not self.has_bound and config.step_size is None:
+            raise AevbError(f"{type(self.algorithm).__name__} has no lower bound to choose a step size by; "
+                            "give one (--step-size)")
         self.train_eval = self._eval_view(train)
         self.valid_eval = None if valid is None else self._eval_view(valid)
         self.test_eval = None if test is None else self._eval_view(test)
@@ -336,11 +350,11 @@ class Trainer:
                 bar.set_postfix(train=f"{metrics.train_bound:.2f}", samples_per_s=f"{metrics.samples_per_second:,.0f}")
             if on_metrics is not None:
                 on_metrics(metrics)
-            if not math.isfinite(metrics.train_bound):
+            if not (math.isfinite(metrics.train_bound) if self.has_bound else self._parameters_finite()):
                 if bar is not None:
                     bar.close()
-                raise AevbError(f"training diverged at {samples} samples (bound {metrics.train_bound}); "
-                                "try a smaller --step-size")
+                what = f"bound {metrics.train_bound}" if self.has_bound else "non-finite parameters"
+                raise AevbError(f"training diverged at {samples} samples ({what}); try a smaller --step-size")
         if bar is not None:
             bar.close()
         self.model.eval()
@@ -349,15 +363,24 @@ class Trainer:
     def _evaluate(self, samples: int, steps: int, step_size: float, seconds: float,
                   minibatch_bound: float) -> Metrics:
         batch, estimator = self.config.eval_batch_size, bound_estimator(self.config.estimator)
-        train_bound = evaluate_bound(self.model, self.train_eval, estimator=estimator, batch_size=batch).mean
-        valid_bound, test_bound = (None if data is None else
-                                   evaluate_bound(self.model, data, estimator=estimator, batch_size=batch).mean
-                                   for data in (self.valid_eval, self.test_eval))
+
+        def bound(data: torch.Tensor | None) -> float | None:
+            if data is None:
+                return None
+            if not self.has_bound:   # no trained encoder: its bound would be meaningless
+                return math.nan
+            return evaluate_bound(self.model, data, estimator=estimator, batch_size=batch).mean
+
+        train_bound, valid_bound, test_bound = (bound(data) for data in
+                                                (self.train_eval, self.valid_eval, self.test_eval))
         self.model.train()
         return Metrics(epoch=samples / self.dataset_size, samples=samples, train_bound=train_bound,
                        valid_bound=valid_bound, minibatch_bound=minibatch_bound, seconds=seconds,
                        samples_per_second=samples / max(seconds, 1e-9), step_size=step_size, steps=steps,
                        test_bound=test_bound)
+
+    def _parameters_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
 
 def _progress_bar(total: int, initial: int):
