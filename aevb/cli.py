@@ -178,6 +178,33 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threads", type=_count, default=None, help="CPU threads (default: torch's choice)")
     _add_data_options(evaluate)
 
+    reproduce = commands.add_parser(
+        "reproduce", formatter_class=formatter, help="reproduce a figure of the paper",
+        description="Train the runs behind one of the paper's figures (resumable: complete runs in OUT are "
+                    "kept) and draw it, with the numbers behind it as CSV/JSON. fig2: bound vs training "
+                    "samples, AEVB vs wake-sleep; fig3: marginal likelihood, AEVB vs wake-sleep vs MCEM; "
+                    "fig4/fig5: Frey Face/MNIST 2-D manifolds; samples: Figs. 7-11.")
+    reproduce.add_argument("figure", choices=("fig2", "fig3", "fig4", "fig5", "samples"), help="which figure")
+    reproduce.add_argument("--budget", type=_count, default=1_000_000,
+                           help="training samples per curve (the paper: 1e8)")
+    reproduce.add_argument("--out", metavar="DIR", default=None, help="output directory (default: reproduce/FIGURE)")
+    reproduce.add_argument("--jobs", type=_count, default=1, help="runs trained in parallel processes")
+    reproduce.add_argument("--seed", type=_seed, default=0, help="random seed of every run")
+    reproduce.add_argument("--datasets", nargs="+", choices=("mnist", "frey"), default=None,
+                           help="fig2: only these datasets (default: both)")
+    reproduce.add_argument("--latent-dims", nargs="+", type=_count, default=None,
+                           help="fig2/samples: only these Nz (default: the paper's)")
+    reproduce.add_argument("--methods", nargs="+", choices=("aevb", "wake-sleep", "mcem"), default=None,
+                           help="fig2/fig3: only these algorithms (default: the paper's)")
+    reproduce.add_argument("--train-sizes", nargs="+", type=_count, default=None,
+                           help="fig3: Ntrain values (default: 1000 50000)")
+    reproduce.add_argument("--points", type=_count, default=1000,
+                           help="fig3: train and test points for the marginal-likelihood estimate (paper: 1000)")
+    reproduce.add_argument("--mcem-step-size", type=_positive_float, default=0.01,
+                           help="fig3: Adagrad step size of MCEM, which has no bound to choose one by")
+    _add_data_options(reproduce)
+    reproduce.add_argument("--threads", type=_count, default=None, help="CPU threads (default: torch's choice)")
+
     sample = commands.add_parser("sample", formatter_class=formatter, help="draw samples from a trained run",
                                  description="Draw images E[x|z], z ~ N(0, I), from a trained run.")
     sample.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train")
@@ -267,7 +294,24 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample}
+def _reproduce(args: argparse.Namespace) -> int:
+    import time
+
+    from .experiments import reproduce
+
+    _set_threads(args.threads)
+    if args.datasets and args.figure != "fig2":
+        raise AevbError("--datasets applies to fig2 only")
+    started = time.perf_counter()
+    paths = reproduce(args.figure, args.out or f"reproduce/{args.figure}", args.budget, args.data_dir,
+                      jobs=args.jobs, device=args.device, seed=args.seed, datasets=args.datasets,
+                      latent_dims=args.latent_dims, methods=args.methods, train_sizes=args.train_sizes,
+                      points=args.points, mcem_step_size=args.mcem_step_size)
+    print(f"{args.figure} reproduced in {time.perf_counter() - started:.0f} s: " + ", ".join(map(str, paths)))
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample, "reproduce": _reproduce}
 
 
 def main(argv: list[str] | None = None) -> int:

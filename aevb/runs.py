@@ -21,11 +21,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 import shlex
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import torch
@@ -63,6 +65,19 @@ class DataConfig:
     dataset: str = "mnist-sample"
     data_dir: str | None = None
     download: bool = False
+    train_limit: int | None = None    # use only the first N training points (Fig. 3's Ntrain)
+
+
+def load_data(data_config: DataConfig) -> Dataset:
+    """The dataset a run uses, its training split cut to ``train_limit`` points when given."""
+    data = load_dataset(data_config.dataset, data_config.data_dir, download=data_config.download)
+    limit = data_config.train_limit
+    if limit is None:
+        return data
+    if not 1 <= limit <= data.train.shape[0]:
+        raise AevbError(f"train limit {limit} is outside 1..{data.train.shape[0]} for {data.name}")
+    labels = None if data.train_labels is None else data.train_labels[:limit]
+    return dataclasses.replace(data, train=data.train[:limit], train_labels=labels)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -197,16 +212,25 @@ class _TensorBoard:
 
 def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: dict, train_config: TrainConfig,
               *, device: str = "auto", overwrite: bool = False, progress: bool = True,
-              tensorboard: bool = False, data: Dataset | None = None, command: str | None = None) -> Path:
+              tensorboard: bool = False, data: Dataset | None = None, command: str | None = None,
+              algorithm: str = "aevb", track_test: bool = False,
+              extra_metrics: Callable[[VAE], dict] | None = None) -> Path:
     """Train a VAE and write the whole run into ``out``; return the run directory.
 
     ``model_options`` are keyword arguments of :func:`model_config_for` (latent_dim, hidden_units,
     ...). ``data`` may be given to skip loading (it must be what ``data_config`` names).
     ``command`` is the command line recorded in config.json (default: this process's sys.argv).
+    ``algorithm`` names the learning algorithm (``aevb``, or a baseline: ``wake-sleep``, ``mcem``);
+    ``track_test`` adds the test bound to every metrics line; ``extra_metrics(model)`` returns
+    more values for each metrics line (e.g. marginal-likelihood estimates for Fig. 3).
     """
+    from .baselines import ALGORITHMS
+
+    if algorithm not in ALGORITHMS:
+        raise AevbError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
     torch_device = resolve_device(device)
     if data is None:
-        data = load_dataset(data_config.dataset, data_config.data_dir, download=data_config.download)
+        data = load_data(data_config)
     model_config = model_config_for(data, **model_options)
     check_data_fits_model(data, model_config, train_config)
     train_config = fit_selection_to_budget(train_config, data.train.shape[0])
@@ -224,6 +248,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
             "valid_size": data.valid.shape[0], "test_size": data.test.shape[0]},
         "model": model_config.to_dict(),
         "training": train_config.to_dict(),
+        "algorithm": algorithm,
         "device": str(torch_device),
         "threads": torch.get_num_threads(),
     }
@@ -231,12 +256,14 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
 
     data = data.to(torch_device)
     model = VAE(model_config).to(torch_device)
-    trainer = Trainer(model, data.train, train_config, valid=data.valid)
+    trainer = Trainer(model, data.train, train_config, valid=data.valid, test=data.test if track_test else None,
+                      algorithm=ALGORITHMS[algorithm](train_config))
     board = _TensorBoard(out / "tensorboard") if tensorboard else None
     started = time.perf_counter()
     with open(out / METRICS_FILE, "a") as metrics_file:
         def record(metrics: Metrics) -> None:
-            metrics_file.write(json.dumps(metrics.to_dict()) + "\n")
+            line = metrics.to_dict() | (extra_metrics(model) if extra_metrics is not None else {})
+            metrics_file.write(json.dumps(_strict_json(line)) + "\n")
             metrics_file.flush()
             os.fsync(metrics_file.fileno())
             if board is not None:
@@ -249,16 +276,25 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
                 board.close()
     save_model(model, out)
     last = result.history[-1]
-    atomic_write_json(out / SUMMARY_FILE, {
+    atomic_write_json(out / SUMMARY_FILE, _strict_json({
         "step_size": result.step_size,
         "step_size_trials": [dataclasses.asdict(t) for t in result.step_size_trials],
         "samples": last.samples, "epochs": last.epoch, "train_bound": last.train_bound,
-        "valid_bound": last.valid_bound, "training_seconds": last.seconds,
+        "valid_bound": last.valid_bound, "test_bound": last.test_bound, "training_seconds": last.seconds,
         "samples_per_second": last.samples_per_second,
         "wall_seconds": time.perf_counter() - started,
-    })
+    }))
     write_figures(out, model, data, train_config.binarize, result.history)
     return out
+
+
+def _strict_json(value):
+    """NaN and ±inf (e.g. the bound of an algorithm that has none) as null: JSON has no NaN."""
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_strict_json(item) for item in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def write_figures(out: Path, model: VAE, data: Dataset, binarize: str, history: list[Metrics]) -> None:
@@ -317,8 +353,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     if not (isinstance(data_config, dict) and isinstance(data_config.get("dataset"), str)
             and isinstance(training, dict)):
         raise AevbError(f"{Path(run_dir) / CONFIG_FILE} lacks the data or training configuration")
-    data = load_dataset(data_config["dataset"], data_dir or data_config.get("data_dir"),
-                        download=bool(data_config.get("download")))
+    data = load_data(DataConfig(data_config["dataset"], data_dir or data_config.get("data_dir"),
+                                bool(data_config.get("download")), data_config.get("train_limit")))
     device_of_model = next(model.parameters()).device
     values = evaluation_data(getattr(data, split), training.get("binarize", "none"))[:num_points]
     values = values.to(device_of_model)

@@ -1,0 +1,57 @@
+"""Reproducing the paper's experiments, one command per figure (``aevb reproduce FIGURE``).
+
+* ``fig2`` — lower bound vs training samples, AEVB vs wake-sleep (:mod:`.fig2`);
+* ``fig3`` — marginal likelihood vs training samples, AEVB vs wake-sleep vs MCEM (:mod:`.fig3`);
+* ``fig4``, ``fig5`` — learned 2-D manifolds of Frey Face and MNIST (:mod:`.manifolds`);
+* ``samples`` — random MNIST samples for Nz = 2, 5, 10, 20, Figs. 7–11 (:mod:`.manifolds`).
+
+Each trains its runs into ``OUT/<run>/`` (resumable: complete runs are kept), then writes the
+figure as PNG and the numbers behind it as CSV/JSON into ``OUT``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import fig2, fig3, manifolds
+from .runner import RunSpec, run_specs
+
+FIGURES = ("fig2", "fig3", "fig4", "fig5", "samples")
+PAPER_BUDGET = 10**8   # §5: training samples per curve in Figs. 2 and 3
+
+
+def plan(figure: str, budget: int, data_dir: str | None, seed: int = 0, **options) -> list[RunSpec]:
+    """The runs behind ``figure``; ``options`` narrow them (datasets, latent_dims, methods, ...)."""
+    if figure == "fig2":
+        return fig2.specs(budget, data_dir, datasets=options.get("datasets") or tuple(fig2.PANELS),
+                          latent_dims=options.get("latent_dims"), methods=options.get("methods") or fig2.METHODS,
+                          seed=seed)
+    if figure == "fig3":
+        return fig3.specs(budget, data_dir, train_sizes=options.get("train_sizes") or fig3.TRAIN_SIZES,
+                          methods=options.get("methods") or fig3.METHODS, seed=seed,
+                          points=options.get("points") or 1000,
+                          mcem_step_size=options.get("mcem_step_size") or 0.01)
+    if figure in manifolds.MANIFOLD_DATASETS:
+        return manifolds.manifold_specs(figure, budget, data_dir, seed)
+    if figure == "samples":
+        return manifolds.sample_specs(budget, data_dir, seed,
+                                      latent_dims=options.get("latent_dims") or manifolds.SAMPLE_LATENT_DIMS)
+    raise ValueError(figure)
+
+
+def reproduce(figure: str, out: str | Path, budget: int, data_dir: str | None = None, *, jobs: int = 1,
+              device: str = "auto", seed: int = 0, **options) -> list[Path]:
+    """Train what ``figure`` needs into ``out`` (skipping complete runs) and draw it."""
+    out = Path(out)
+    runs = plan(figure, budget, data_dir, seed, **options)
+    run_specs(runs, out, jobs=jobs, device=device)
+    if figure == "fig2":
+        return fig2.write_outputs(runs, out, budget)
+    if figure == "fig3":
+        return fig3.write_outputs(runs, out, budget)
+    if figure in manifolds.MANIFOLD_DATASETS:
+        return manifolds.draw_manifold(figure, out)
+    return manifolds.draw_samples(runs, out)
+
+
+__all__ = ["FIGURES", "PAPER_BUDGET", "plan", "reproduce"]

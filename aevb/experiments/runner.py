@@ -1,0 +1,95 @@
+"""Running the many training runs behind a figure: one run directory per curve, resumable.
+
+A reproduction is a list of :class:`RunSpec`; each becomes ``OUT/<name>/``, a normal run
+directory (see :mod:`aevb.runs`). A run whose ``summary.json`` exists is complete and is never
+redone, so a killed reproduction restarts where it stopped (a run cut off midway starts again).
+Independent runs can go to several processes (``jobs``); each then gets cores / jobs threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import AevbError
+from ..runs import SUMMARY_FILE, DataConfig, train_run
+from ..training import TrainConfig
+
+
+@dataclass
+class RunSpec:
+    """One curve of a figure: a named training run."""
+
+    name: str
+    data: DataConfig
+    model_options: dict
+    train: TrainConfig
+    algorithm: str = "aevb"
+    track_test: bool = True
+    # Called with (model, data) at every evaluation point; must be picklable for jobs > 1.
+    extra_metrics: Callable | None = None
+    tags: dict = field(default_factory=dict)   # what the figure needs to place the curve
+
+
+def is_complete(run_dir: Path) -> bool:
+    return (run_dir / SUMMARY_FILE).is_file()
+
+
+def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None) -> str:
+    if threads:
+        torch.set_num_threads(threads)
+    run_dir = out / spec.name
+    extra = None
+    if spec.extra_metrics is not None:
+        from ..runs import load_data
+
+        data = load_data(spec.data)
+        extra = lambda model: spec.extra_metrics(model, data)  # noqa: E731
+    train_run(run_dir, spec.data, spec.model_options, spec.train, device=device, overwrite=True,
+              progress=False, algorithm=spec.algorithm, track_test=spec.track_test, extra_metrics=extra,
+              command=f"aevb reproduce ({spec.name})")
+    return spec.name
+
+
+def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, device: str = "auto",
+              log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)) -> None:
+    """Train every run in ``specs`` into ``out/<name>`` that is not complete yet."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pending = [spec for spec in specs if not is_complete(out / spec.name)]
+    done = len(specs) - len(pending)
+    if done:
+        log(f"{done} of {len(specs)} runs already complete in {out}; {len(pending)} to go")
+    if not pending:
+        return
+    if jobs < 1:
+        raise AevbError(f"--jobs must be a positive integer, got {jobs}")
+    if jobs == 1 or len(pending) == 1:
+        for index, spec in enumerate(pending, 1):
+            log(f"[{index}/{len(pending)}] {spec.name}")
+            _run_one(spec, out, device, None)
+        return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_run_one, spec, out, device, threads) for spec in pending]
+        for index, future in enumerate(futures, 1):
+            log(f"[{index}/{len(pending)}] {future.result()} done")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The metrics lines of a run, in order."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / SUMMARY_FILE).read_text())

@@ -1,0 +1,93 @@
+"""`aevb reproduce`: the runs behind each figure, resumable, with figure and numbers written."""
+
+import csv
+import json
+
+import pytest
+
+from aevb.cli import main
+from aevb.experiments import fig2, plan
+
+
+def test_figure_2_plan_is_the_papers_grid():
+    runs = plan("fig2", budget=10**8, data_dir=None)
+    panels = {(r.tags["dataset"], r.tags["latent_dim"]) for r in runs}
+    assert panels == {("mnist", n) for n in (3, 5, 10, 20, 200)} | {("frey", n) for n in (2, 5, 10, 20)}
+    assert {r.algorithm for r in runs} == {"aevb", "wake-sleep"} and len(runs) == 18
+    assert all(r.train.max_samples == 10**8 and r.train.batch_size == 100 and r.track_test for r in runs)
+
+
+def test_figure_3_plan_is_the_papers_grid():
+    runs = plan("fig3", budget=10**8, data_dir=None)
+    assert {(r.tags["train_size"], r.algorithm) for r in runs} == {
+        (n, m) for n in (1000, 50000) for m in ("aevb", "wake-sleep", "mcem")}
+    assert all(r.model_options == {"latent_dim": 3, "hidden_units": 100} for r in runs)
+    assert all(r.data.train_limit == r.tags["train_size"] for r in runs)
+
+
+def test_fig2_end_to_end_and_resume(shared_data, tmp_path, capsys):
+    out = tmp_path / "fig2"
+    argv = ["reproduce", "fig2", "--budget", "2000", "--datasets", "frey", "--latent-dims", "2",
+            "--data-dir", str(shared_data), "--out", str(out)]
+    assert main(argv) == 0
+    for name in ("fig2.png", "fig2.csv", "fig2.json", "frey-z2-aevb/summary.json", "frey-z2-wake-sleep/summary.json"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader(open(out / "fig2.csv")))
+    assert {row["method"] for row in rows} == {"aevb", "wake-sleep"}
+    assert all(row["test_bound"] not in ("", "None") for row in rows)
+    final = json.loads((out / "fig2.json").read_text())["final"]
+    assert final[0]["dataset"] == "frey" and "aevb_beats_wake_sleep" in final[0]
+    # A second call finds every run complete and trains nothing.
+    stamp = (out / "frey-z2-aevb" / "model.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "2 of 2 runs already complete" in capsys.readouterr().err
+    assert (out / "frey-z2-aevb" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_an_interrupted_run_is_redone(shared_data, tmp_path):
+    out = tmp_path / "fig4"
+    argv = ["reproduce", "fig4", "--budget", "1500", "--data-dir", str(shared_data), "--out", str(out)]
+    assert main(argv) == 0
+    (out / "frey-z2-aevb" / "summary.json").unlink()        # as if killed before it finished
+    (out / "fig4.png").unlink()
+    assert main(argv) == 0
+    assert (out / "frey-z2-aevb" / "summary.json").is_file() and (out / "fig4.png").is_file()
+
+
+def test_fig3_end_to_end_small(shared_data, tmp_path):
+    out = tmp_path / "fig3"
+    assert main(["reproduce", "fig3", "--budget", "1000", "--train-sizes", "200", "--points", "10",
+                 "--data-dir", str(shared_data), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "fig3.csv")))
+    assert {row["method"] for row in rows} == {"aevb", "wake-sleep", "mcem"}
+    assert all(float(row["test_log_likelihood"]) < 0 for row in rows)
+    assert (out / "fig3.png").is_file()
+    config = json.loads((out / "mnist-n200-mcem" / "config.json").read_text())
+    assert config["algorithm"] == "mcem" and config["data"]["train_limit"] == 200
+
+
+def test_samples_figure(shared_data, tmp_path):
+    out = tmp_path / "samples"
+    assert main(["reproduce", "samples", "--budget", "1000", "--latent-dims", "2", "5",
+                 "--data-dir", str(shared_data), "--out", str(out)]) == 0
+    assert (out / "samples.png").is_file() and (out / "mnist-z5-aevb" / "model.safetensors").is_file()
+
+
+def test_reproduce_bad_options_are_user_errors(capsys):
+    assert main(["reproduce", "fig3", "--datasets", "frey"]) == 2
+    assert "applies to fig2 only" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "fig9"])
+    assert exit_info.value.code == 2
+
+
+def test_fig2_focus_keeps_the_top_of_the_curves():
+    from aevb.figures import plt
+
+    figure, ax = plt.subplots()
+    ax.plot(range(20), [-500, -400] + [-120 + 20 * i / 17 for i in range(18)])
+    fig2._focus(ax)
+    low, high = ax.get_ylim()
+    assert high > -100 and -400 < low < -120
+    plt.close(figure)
