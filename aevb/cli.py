@@ -122,6 +122,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="standard deviation of the N(0, σ²) initialisation (§5)")
 
     algorithm = train.add_argument_group("training (Algorithm 1, §5)")
+    algorithm.add_argument("--algorithm", choices=("aevb", "wake-sleep", "mcem"), default="aevb",
+                           help="learning algorithm: AEVB (Algorithm 1) or a baseline of §5 — wake-sleep, or "
+                                "Monte Carlo EM with HMC (App. E; needs --step-size, reports no bound)")
     algorithm.add_argument("--estimator", type=str.upper, choices=("A", "B", "IWAE"), default="B",
                            help="SGVB estimator A or B (§2.3), or IWAE, the importance-weighted bound of Burda et "
                                 "al. (2015) with k = --samples-per-datapoint (A at k = 1)")
@@ -246,15 +249,16 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or default_run_dir(args.dataset, args.latent_dim)
     run_dir = train_run(out, DataConfig(args.dataset, args.data_dir, args.download), model_options, train_config,
                         device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
+                        algorithm=args.algorithm,
                         tensorboard=args.tensorboard, command=shlex.join(["aevb", *args.argv]))
     from .checkpoint import read_json
 
     summary = read_json(run_dir / "summary.json")
-    valid = summary["valid_bound"]
+    bounds = [f"{name} bound {summary[key]:.2f}" for name, key in (("train", "train_bound"), ("validation", "valid_bound"))
+              if summary.get(key) is not None]
     print(f"run written to {run_dir}: {summary['samples']:,} samples in {summary['training_seconds']:.0f} s "
-          f"({summary['samples_per_second']:,.0f} samples/s), step size {summary['step_size']}, "
-          f"train bound {summary['train_bound']:.2f}"
-          + (f", validation bound {valid:.2f}" if valid is not None else "") + " nats per datapoint")
+          f"({summary['samples_per_second']:,.0f} samples/s), step size {summary['step_size']}"
+          + (f", {', '.join(bounds)} nats per datapoint" if bounds else " (this algorithm has no bound)"))
     return 0
 
 

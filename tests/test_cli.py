@@ -437,3 +437,18 @@ def test_frey_with_a_2d_latent_space_on_real_data(shared_data, tmp_path, monkeyp
     assert code == 0, err
     result = json.loads(out)
     assert result["dataset"] == "frey" and math.isfinite(result["test_bound"])
+
+
+@pytest.mark.parametrize("algorithm", ["wake-sleep", "mcem"])
+def test_train_with_a_baseline_algorithm(algorithm, tmp_path, capsys):
+    run = tmp_path / algorithm
+    code, out, err = run_cli(capsys, ["train", "--algorithm", algorithm, "--latent-dim", "2", *TINY,
+                                      "--step-size", "0.02", "--out", run])
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["algorithm"] == algorithm
+    lines = read_metrics(run)
+    if algorithm == "mcem":     # no encoder, no bound: null in strict JSON, said so on the console
+        assert all(line["train_bound"] is None for line in lines) and "has no bound" in out
+        assert "NaN" not in (run / "metrics.jsonl").read_text()
+    else:
+        assert all(math.isfinite(line["train_bound"]) for line in lines)
