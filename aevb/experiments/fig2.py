@@ -65,13 +65,7 @@ def draw(run_specs: list[RunSpec], out: Path, path: Path, budget: int) -> Path:
             for spec in run_specs:
                 if spec.tags["dataset"] != dataset or spec.tags["latent_dim"] != dims[column]:
                     continue
-                lines = read_metrics(out / spec.name)
-                method = spec.tags["method"]
-                samples = [line["samples"] for line in lines]
-                ax.plot(samples, [line["train_bound"] for line in lines], "-", marker="o", markersize=2.5, color=COLOURS[method],
-                        label=f"{LABELS[method]} (train)")
-                ax.plot(samples, [line.get("test_bound") for line in lines], "--", marker="o", markersize=2.5, color=COLOURS[method],
-                        label=f"{LABELS[method]} (test)")
+                plot_train_test(ax, read_metrics(out / spec.name), spec.tags["method"], "train_bound", "test_bound")
             ax.set_xscale("log")
             ax.set_title(f"{'MNIST' if dataset == 'mnist' else 'Frey Face'}, $N_z = {dims[column]}$", fontsize=9)
             ax.set_xlabel("# training samples evaluated", fontsize=8)
@@ -86,6 +80,14 @@ def draw(run_specs: list[RunSpec], out: Path, path: Path, budget: int) -> Path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def plot_train_test(ax, lines: list[dict], method: str, train_key: str, test_key: str) -> None:
+    """One algorithm's curves in the paper's style: train solid, test dashed, one colour per method."""
+    samples = [line["samples"] for line in lines]
+    for key, style, split in ((train_key, "-", "train"), (test_key, "--", "test")):
+        ax.plot(samples, [line.get(key) for line in lines], style, marker="o", markersize=2.5,
+                color=COLOURS[method], label=f"{LABELS[method]} ({split})")
 
 
 def _focus(ax) -> None:

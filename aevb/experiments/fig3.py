@@ -20,7 +20,7 @@ from ..figures import plt
 from ..hmc_estimator import hmc_log_likelihood
 from ..runs import DataConfig
 from ..training import TrainConfig
-from .fig2 import COLOURS, LABELS
+from .fig2 import plot_train_test
 from .runner import RunSpec, read_metrics
 
 TRAIN_SIZES = (1000, 50000)           # Fig. 3
@@ -86,13 +86,8 @@ def write_outputs(run_specs: list[RunSpec], out: Path, budget: int) -> list[Path
         for spec in run_specs:
             if spec.tags["train_size"] != size:
                 continue
-            lines = read_metrics(out / spec.name)
-            method = spec.tags["method"]
-            samples = [line["samples"] for line in lines]
-            ax.plot(samples, [line["train_log_likelihood"] for line in lines], "-", marker="o", markersize=2.5, color=COLOURS[method],
-                    label=f"{LABELS[method]} (train)")
-            ax.plot(samples, [line["test_log_likelihood"] for line in lines], "--", marker="o", markersize=2.5, color=COLOURS[method],
-                    label=f"{LABELS[method]} (test)")
+            plot_train_test(ax, read_metrics(out / spec.name), spec.tags["method"], "train_log_likelihood",
+                            "test_log_likelihood")
         ax.set_xscale("log")
         ax.set_title(f"$N_{{train}} = {size}$", fontsize=10)
         ax.set_xlabel("# training samples evaluated")
