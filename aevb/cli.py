@@ -170,6 +170,9 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--nll", action="store_true",
                           help="also estimate log p(x) by importance sampling with the encoder as proposal")
     evaluate.add_argument("--k", type=_count, default=5000, help="importance samples per datapoint for --nll")
+    evaluate.add_argument("--prior-mixture", type=_non_negative_float, default=0.0,
+                          help="--nll proposal (1 - a) q(z|x) + a p(z): a > 0 finds posterior mass the encoder "
+                               "misses, at the cost of a fraction a of the samples")
     evaluate.add_argument("--hmc", action="store_true",
                           help="also estimate log p(x) with the paper's HMC estimator (Appendix D; reliable "
                                "only for a low-dimensional z, the paper used Nz = 3)")
@@ -268,7 +271,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     result = evaluate_run(args.run_dir, split=args.split, num_samples=args.samples, data_dir=args.data_dir,
                           device=args.device, num_points=args.num_points,
-                          log_likelihood_samples=args.k if args.nll else None, hmc=args.hmc,
+                          log_likelihood_samples=args.k if args.nll else None, prior_mixture=args.prior_mixture,
+                          hmc=args.hmc,
                           hmc_samples=args.hmc_samples, leapfrog_steps=args.leapfrog_steps, seed=args.seed)
     if args.json:
         print(json.dumps(result))

@@ -28,11 +28,25 @@ if TYPE_CHECKING:
 
 
 def log_importance_weights(model: "LatentVariableModel", x: torch.Tensor, num_samples: int,
-                           reparameterize: bool = True, posterior=None) -> torch.Tensor:
-    """log w = log p(x, z) − log q(z|x) for z ~ q(z|x): shape (k, M) for x of shape (M, D), nats."""
+                           reparameterize: bool = True, posterior=None, prior_mixture: float = 0.0) -> torch.Tensor:
+    """log w = log p(x, z) − log r(z|x) for z ~ r: shape (k, M) for x of shape (M, D), nats.
+
+    The proposal r is the encoder q(z|x), or with ``prior_mixture = α > 0`` the defensive mixture
+    (1 − α) q(z|x) + α p(z) (Hesterberg, 1995): its weights are bounded by p(x|z)/α, so posterior
+    mass that the encoder misses is still found (for sampling only; no reparameterisation).
+    """
     posterior = model.encode(x) if posterior is None else posterior
-    z = posterior.rsample((num_samples,)) if reparameterize else posterior.sample((num_samples,))
-    return model.decode(z).log_prob(x) + model.prior().log_prob(z) - posterior.log_prob(z)
+    prior = model.prior()
+    if prior_mixture <= 0:
+        z = posterior.rsample((num_samples,)) if reparameterize else posterior.sample((num_samples,))
+        return model.decode(z).log_prob(x) + prior.log_prob(z) - posterior.log_prob(z)
+    z = posterior.sample((num_samples,))
+    from_prior = torch.rand(z.shape[:-1], device=z.device) < prior_mixture
+    z = torch.where(from_prior.unsqueeze(-1), prior.sample(z.shape[:-1]), z)
+    log_prior = prior.log_prob(z)
+    log_proposal = torch.logaddexp(math.log1p(-prior_mixture) + posterior.log_prob(z),
+                                   math.log(prior_mixture) + log_prior)
+    return model.decode(z).log_prob(x) + log_prior - log_proposal
 
 
 def iwae_bound(model: "LatentVariableModel", x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
@@ -97,13 +111,19 @@ def rows_within_budget(model, data_dim: int, memory_budget: int) -> int:
 
 @torch.no_grad()
 def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, num_samples: int = 5000,
-                            memory_budget: int = 256 * 2**20, max_rows: int | None = None) -> LogLikelihoodEstimate:
+                            memory_budget: int = 256 * 2**20, max_rows: int | None = None,
+                            prior_mixture: float = 0.0) -> LogLikelihoodEstimate:
     """Importance-sampled log p(x) for every row of ``data`` (N, D) with k = ``num_samples``.
 
     Work is batched over datapoints and samples: at most ``max_rows`` (datapoint, sample) pairs are
     decoded at once (by default as many as fit in ``memory_budget`` bytes), so memory stays
-    bounded for any k and any N.
+    bounded for any k and any N. ``prior_mixture`` = α mixes the prior into the proposal (see
+    :func:`log_importance_weights`); α = 0 is the usual encoder proposal.
     """
+    if not 0 <= prior_mixture < 1:
+        from .errors import AevbError
+
+        raise AevbError(f"prior mixture must lie in [0, 1), got {prior_mixture}")
     started = time.perf_counter()
     if max_rows is None:
         max_rows = rows_within_budget(model, data.shape[1], memory_budget)
@@ -121,8 +141,8 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
             log_sum_squares = log_sum.clone()
             for drawn in range(0, num_samples, samples_per_pass):
                 count = min(samples_per_pass, num_samples - drawn)
-                log_w = log_importance_weights(model, x, count, reparameterize=False,
-                                               posterior=posterior).double()
+                log_w = log_importance_weights(model, x, count, reparameterize=False, posterior=posterior,
+                                               prior_mixture=prior_mixture).double()
                 log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, dim=0))
                 log_sum_squares = torch.logaddexp(log_sum_squares, torch.logsumexp(2 * log_w, dim=0))
             estimate, stderr = log_mean_exp_with_stderr(log_sum, log_sum_squares, num_samples)

@@ -329,7 +329,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto") -> tuple[VAE, dic
 
 def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples: int = 100,
                  data_dir: str | None = None, device: str = "auto", batch_size: int = 20_000,
-                 num_points: int | None = None, log_likelihood_samples: int | None = None,
+                 num_points: int | None = None, log_likelihood_samples: int | None = None, prior_mixture: float = 0.0,
                  hmc: bool = False, hmc_samples: int = PAPER_POSTERIOR_SAMPLES,
                  leapfrog_steps: int = PAPER_LEAPFROG_STEPS, seed: int = 0) -> dict:
     """Evaluate a trained run on a data split; every number is in nats per datapoint.
@@ -375,8 +375,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
         "seconds": time.perf_counter() - started,
     }
     if log_likelihood_samples is not None:
-        nll = estimate_log_likelihood(model, values, num_samples=log_likelihood_samples)
-        result.update(log_likelihood=nll.mean, log_likelihood_stderr=nll.stderr,
+        nll = estimate_log_likelihood(model, values, num_samples=log_likelihood_samples, prior_mixture=prior_mixture)
+        result.update(log_likelihood=nll.mean, log_likelihood_stderr=nll.stderr, log_likelihood_prior_mixture=prior_mixture,
                       log_likelihood_spread_stderr=nll.spread_stderr, log_likelihood_samples=log_likelihood_samples,
                       log_likelihood_seconds=nll.seconds,
                       decoder_evaluations_per_second=values.shape[0] * log_likelihood_samples / nll.seconds)
