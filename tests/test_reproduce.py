@@ -91,3 +91,13 @@ def test_fig2_focus_keeps_the_top_of_the_curves():
     low, high = ax.get_ylim()
     assert high > -100 and -400 < low < -120
     plt.close(figure)
+
+
+def test_runs_in_parallel_processes(shared_data, tmp_path, capsys):
+    out = tmp_path / "fig2"
+    assert main(["reproduce", "fig2", "--budget", "1000", "--datasets", "frey", "--latent-dims", "2",
+                 "--jobs", "2", "--data-dir", str(shared_data), "--out", str(out)]) == 0
+    assert "done" in capsys.readouterr().err
+    for method in ("aevb", "wake-sleep"):
+        summary = json.loads((out / f"frey-z2-{method}" / "summary.json").read_text())
+        assert summary["samples"] == 1000

@@ -9,6 +9,7 @@ Independent runs can go to several processes (``jobs``); each then gets cores / 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -77,7 +78,8 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
             _run_one(spec, out, device, None)
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    # spawn, not fork: a forked child of a process that has used OpenMP threads can deadlock.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_run_one, spec, out, device, threads) for spec in pending]
         for index, future in enumerate(futures, 1):
             log(f"[{index}/{len(pending)}] {future.result()} done")
