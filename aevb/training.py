@@ -235,8 +235,14 @@ class Trainer:
 
     def _optimizer(self, step_size: float) -> torch.optim.Optimizer:
         weight_decay = self.config.prior_precision / self.dataset_size
-        return OPTIMIZERS[self.config.optimizer](self.model.parameters(), lr=step_size,
-                                                 weight_decay=weight_decay)
+        optimizer_class = OPTIMIZERS[self.config.optimizer]
+        parameters = list(self.model.parameters())
+        try:
+            # The fused kernel does Adagrad's five elementwise passes in one; the optimiser step is
+            # over a third of a CPU training step of the paper's MNIST model otherwise.
+            return optimizer_class(parameters, lr=step_size, weight_decay=weight_decay, fused=True)
+        except (RuntimeError, TypeError, ValueError):   # older torch, or a device without it
+            return optimizer_class(parameters, lr=step_size, weight_decay=weight_decay)
 
     def _minibatches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Endless random minibatches (indices, x), an epoch being one pass through a fresh
