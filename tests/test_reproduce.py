@@ -53,6 +53,8 @@ def test_an_interrupted_run_is_redone(shared_data, tmp_path):
     (out / "fig4.png").unlink()
     assert main(argv) == 0
     assert (out / "frey-z2-aevb" / "summary.json").is_file() and (out / "fig4.png").is_file()
+    numbers = json.loads((out / "fig4.json").read_text())
+    assert numbers["run"]["samples"] == 1500 and len(numbers["grid_z"]) == 20
 
 
 def test_fig3_end_to_end_small(shared_data, tmp_path):
@@ -72,6 +74,8 @@ def test_samples_figure(shared_data, tmp_path):
     assert main(["reproduce", "samples", "--budget", "1000", "--latent-dims", "2", "5",
                  "--data-dir", str(shared_data), "--out", str(out)]) == 0
     assert (out / "samples.png").is_file() and (out / "mnist-z5-aevb" / "model.safetensors").is_file()
+    numbers = json.loads((out / "samples.json").read_text())
+    assert numbers["mnist-z5-aevb"]["samples"] == 1000 and numbers["mnist-z5-aevb"]["latent_dim"] == 5
 
 
 def test_reproduce_bad_options_are_user_errors(capsys):

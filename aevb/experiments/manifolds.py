@@ -8,13 +8,15 @@ decoder means E[x|z] for z ~ N(0, I).
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from ..checkpoint import load_model
 from ..figures import manifold_images, plt, tile_images
 from ..runs import DataConfig
 from ..training import TrainConfig
-from .runner import RunSpec
+from .runner import RunSpec, read_summary
 
 MANIFOLD_DATASETS = {"fig4": "frey", "fig5": "mnist"}
 SAMPLE_LATENT_DIMS = (2, 5, 10, 20)    # Figs. 7–11 (MNIST)
@@ -43,7 +45,23 @@ def draw_manifold(figure: str, out, grid_size: int = 20):
     path = out / f"{figure}.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return [path]
+    quantiles = [(i + 0.5) / grid_size for i in range(grid_size)]
+    numbers = {"figure": figure, "run": _run_numbers(out / f"{dataset}-z2-aevb"),
+               "grid_quantiles": quantiles, "grid_z": torch.distributions.Normal(0.0, 1.0).icdf(
+                   torch.tensor(quantiles)).tolist()}
+    return [path, _write_json(out / f"{figure}.json", numbers)]
+
+
+def _run_numbers(run_dir) -> dict:
+    """The final numbers of a run behind a figure (from its summary.json)."""
+    summary = read_summary(run_dir)
+    return {key: summary.get(key) for key in ("samples", "train_bound", "valid_bound", "test_bound",
+                                                "step_size", "training_seconds")}
+
+
+def _write_json(path, value):
+    path.write_text(json.dumps(value, indent=2) + "\n")
+    return path
 
 
 def sample_specs(budget: int, data_dir: str | None, seed: int = 0, latent_dims=SAMPLE_LATENT_DIMS) -> list[RunSpec]:
@@ -67,4 +85,5 @@ def draw_samples(run_specs: list[RunSpec], out, count: int = 100, seed: int = 0)
     path = out / "samples.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return [path]
+    numbers = {spec.name: _run_numbers(out / spec.name) | {"latent_dim": spec.tags["latent_dim"]} for spec in run_specs}
+    return [path, _write_json(out / "samples.json", numbers)]
