@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .estimators import LatentVariableModel, get_estimator
+from .model import evaluation_mode
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,9 @@ def per_datapoint_bound(model: LatentVariableModel, data: torch.Tensor, *, estim
     """
     estimate = get_estimator(estimator)
     chunk = _chunk_size(num_samples, batch_size)
-    was_training = getattr(model, "training", False)
-    if was_training:
-        model.eval()
-    try:
+    with evaluation_mode(model):
         parts = [estimate(model, data[start:start + chunk], num_samples)
                  for start in range(0, data.shape[0], chunk)]
-    finally:
-        if was_training:
-            model.train()
     return torch.cat(parts)
 
 

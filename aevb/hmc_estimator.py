@@ -27,6 +27,7 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from .errors import AevbError
+from .model import evaluation_mode
 from .hmc import sample_hmc
 from .importance_sampling import LogLikelihoodEstimate, log_mean_exp_with_stderr
 
@@ -78,9 +79,7 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
         raise AevbError(f"initial must be a tensor, 'encoder', 'zeros' or 'prior'; got {initial!r}")
     started = time.perf_counter()
     values, stderrs, acceptance = [], [], []
-    was_training = getattr(model, "training", False)
-    model.eval()
-    try:
+    with evaluation_mode(model):
         for start in range(0, data.shape[0], batch_size):
             x = data[start:start + batch_size]
             # Two independent groups of chains per datapoint, run side by side: the first fits q,
@@ -111,8 +110,6 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
             values.append(-log_mean_u)
             stderrs.append(stderr)
             acceptance.append(accepted)
-    finally:
-        model.train(was_training)
     estimate = LogLikelihoodEstimate.from_per_datapoint(torch.cat(values), torch.cat(stderrs), num_samples,
                                                         time.perf_counter() - started)
     mean_acceptance = torch.cat(acceptance).mean().item()

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .model import evaluation_mode
+
 if TYPE_CHECKING:
     from .estimators import LatentVariableModel
 
@@ -127,13 +129,10 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
     started = time.perf_counter()
     if max_rows is None:
         max_rows = rows_within_budget(model, data.shape[1], memory_budget)
-    was_training = getattr(model, "training", False)
-    if was_training:
-        model.eval()
     points_per_pass = max(1, min(data.shape[0], max_rows // num_samples))
     samples_per_pass = max(1, min(num_samples, max_rows // points_per_pass))
     estimates, stderrs = [], []
-    try:
+    with evaluation_mode(model):
         for start in range(0, data.shape[0], points_per_pass):
             x = data[start:start + points_per_pass]
             posterior = model.encode(x)
@@ -148,8 +147,5 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
             estimate, stderr = log_mean_exp_with_stderr(log_sum, log_sum_squares, num_samples)
             estimates.append(estimate)
             stderrs.append(stderr)
-    finally:
-        if was_training:
-            model.train()
     return LogLikelihoodEstimate.from_per_datapoint(torch.cat(estimates), torch.cat(stderrs), num_samples,
                                                     time.perf_counter() - started)

@@ -13,6 +13,7 @@ The defaults are the paper's: one tanh hidden layer in each network, equal hidde
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +68,19 @@ class ModelConfig(JsonConfig):
             raise AevbError(f"init-std must be positive, got {self.init_std}")
         if self.image_shape is not None:
             self.image_shape = tuple(int(s) for s in self.image_shape)
+
+
+@contextmanager
+def evaluation_mode(model):
+    """``model.eval()`` for the duration (no dropout/batch-norm updates), then its previous mode."""
+    was_training = getattr(model, "training", False)
+    if was_training:
+        model.eval()
+    try:
+        yield model
+    finally:
+        if was_training:
+            model.train()
 
 
 class MLP(nn.Module):

@@ -216,7 +216,6 @@ class Trainer:
             raise AevbError(f"training data must be a non-empty (N, D) array, got shape {tuple(train.shape)}")
         self.model = model
         self.train_data = train
-        self.valid_data = valid
         self.config = config
         self.dataset_size = train.shape[0]
         self.algorithm = algorithm if algorithm is not None else AEVB(config.estimator, config.num_samples)
