@@ -93,8 +93,11 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
                 elif initial == "encoder" and hasattr(model, "encode"):
                     start_z = model.encode(doubled).mean
                 elif initial == "prior":
-                    start_z = torch.randn(doubled.shape[0], latent_dim, generator=generator,
-                                          dtype=x.dtype).to(x.device)
+                    # One draw per datapoint, shared by its two groups of chains: with a multimodal
+                    # posterior, groups started apart can settle in different modes, and a q fitted
+                    # in one mode then scores the other group's samples near zero (log p(x) → +∞).
+                    start_z = torch.randn(x.shape[0], latent_dim, generator=generator,
+                                          dtype=x.dtype).to(x.device).repeat(2, 1)
                 else:
                     start_z = torch.zeros(doubled.shape[0], latent_dim, dtype=x.dtype, device=x.device)
             samples, _, accepted = sample_hmc(log_density, start_z, num_samples, leapfrog_steps=leapfrog_steps,
