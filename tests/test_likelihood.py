@@ -137,3 +137,28 @@ def test_defensive_prior_mixture_rescues_a_poor_encoder():
     assert ((mixed.per_datapoint - exact) / mixed.per_datapoint_stderr).abs().max() < 6
     with pytest.raises(Exception, match="prior mixture"):
         estimate_log_likelihood(model, x[:2], num_samples=10, prior_mixture=1.0)
+
+
+def test_appendix_d_estimator_on_a_bimodal_posterior_never_overshoots():
+    """p(x|z) symmetric in z gives a posterior with two separated modes. Chains that stay in one
+    mode make the App. D estimate low by up to log 2; chains of the two sets in different modes
+    would make it absurdly high. Starting from the prior, it must stay in [exact − log 2, exact]."""
+    from aevb import VAE, ModelConfig
+
+    model = VAE(ModelConfig(data_dim=1, latent_dim=1, hidden_units=2, likelihood="gaussian",
+                            decoder_variance="per-dimension")).double()
+    with torch.no_grad():
+        hidden = model.decoder.net.hidden[0]                   # tanh(3z + 1), tanh(−3z + 1)
+        hidden.weight.copy_(torch.tensor([[3.0], [-3.0]]))
+        hidden.bias.fill_(1.0)
+        model.decoder.net.heads.weight.fill_(1.0)               # mean = sum, symmetric in z
+        model.decoder.net.heads.bias.zero_()
+        model.decoder.log_var.fill_(math.log(0.01))
+    x = torch.full((200, 1), 0.8, dtype=torch.float64)          # modes near z = ±0.45
+    grid = torch.linspace(-8, 8, 400_001, dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        log_joint = model.prior().log_prob(grid) + model.decode(grid).log_prob(x[:1])
+    exact = (torch.logsumexp(log_joint, 0) + math.log(16 / 400_000)).item()
+    estimate, _ = hmc_log_likelihood(model, x, initial="prior", generator=torch.Generator().manual_seed(0))
+    assert estimate.per_datapoint.max().item() < exact + 0.3
+    assert estimate.per_datapoint.min().item() > exact - math.log(2) - 0.3
