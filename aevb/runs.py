@@ -103,8 +103,7 @@ def model_config_for(data: Dataset, latent_dim: int = 20, hidden_units: int | No
     otherwise.
     """
     if likelihood is None:
-        in_unit_interval = all(float(split.min()) >= 0 and float(split.max()) <= 1
-                               for split in (data.train, data.valid, data.test) if split.numel())
+        in_unit_interval = all(0 <= low and high <= 1 for low, high in _value_ranges(data).values())
         likelihood = "bernoulli" if in_unit_interval and data.name != "frey" else "gaussian"
     if sigmoid_mean is None:
         sigmoid_mean = likelihood == "gaussian" and data.name == "frey"
@@ -115,16 +114,18 @@ def model_config_for(data: Dataset, latent_dim: int = 20, hidden_units: int | No
                        **overrides)
 
 
+def _value_ranges(data: Dataset) -> dict[str, tuple[float, float]]:
+    """(min, max) of each non-empty split; NaN or ±inf show up in them (min/max propagate NaN)."""
+    return {name: (float(split.min()), float(split.max())) for name in ("train", "valid", "test")
+            if (split := getattr(data, name)).numel()}
+
+
 def check_data_fits_model(data: Dataset, model: ModelConfig, train: TrainConfig) -> None:
     """A Bernoulli decoder and dynamic binarisation need every value in [0, 1]."""
     needs_unit_interval = model.likelihood == "bernoulli" or train.binarize == "dynamic"
-    for split_name in ("train", "valid", "test"):
-        split = getattr(data, split_name)
-        if split.numel() == 0:
-            continue
-        if not bool(torch.isfinite(split).all()):
+    for split_name, (low, high) in _value_ranges(data).items():
+        if not (math.isfinite(low) and math.isfinite(high)):
             raise AevbError(f"{data.name}: the {split_name} split holds NaN or infinite values")
-        low, high = float(split.min()), float(split.max())
         if needs_unit_interval and (low < 0 or high > 1):
             why = "a Bernoulli decoder" if model.likelihood == "bernoulli" else "dynamic binarization"
             raise AevbError(f"{data.name}: {split_name} values lie in [{low:g}, {high:g}], but {why} needs "
@@ -214,14 +215,14 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
               *, device: str = "auto", overwrite: bool = False, progress: bool = True,
               tensorboard: bool = False, data: Dataset | None = None, command: str | None = None,
               algorithm: str = "aevb", track_test: bool = False,
-              extra_metrics: Callable[[VAE], dict] | None = None) -> Path:
+              extra_metrics: Callable[[VAE, Dataset], dict] | None = None) -> Path:
     """Train a VAE and write the whole run into ``out``; return the run directory.
 
     ``model_options`` are keyword arguments of :func:`model_config_for` (latent_dim, hidden_units,
     ...). ``data`` may be given to skip loading (it must be what ``data_config`` names).
     ``command`` is the command line recorded in config.json (default: this process's sys.argv).
     ``algorithm`` names the learning algorithm (``aevb``, or a baseline: ``wake-sleep``, ``mcem``);
-    ``track_test`` adds the test bound to every metrics line; ``extra_metrics(model)`` returns
+    ``track_test`` adds the test bound to every metrics line; ``extra_metrics(model, data)`` returns
     more values for each metrics line (e.g. marginal-likelihood estimates for Fig. 3).
     """
     from .baselines import ALGORITHMS
@@ -262,7 +263,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     started = time.perf_counter()
     with open(out / METRICS_FILE, "a") as metrics_file:
         def record(metrics: Metrics) -> None:
-            line = metrics.to_dict() | (extra_metrics(model) if extra_metrics is not None else {})
+            line = metrics.to_dict() | (extra_metrics(model, data) if extra_metrics is not None else {})
             metrics_file.write(json.dumps(_strict_json(line)) + "\n")
             metrics_file.flush()
             os.fsync(metrics_file.fileno())

@@ -47,14 +47,8 @@ def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None) -> str:
     if threads:
         torch.set_num_threads(threads)
     run_dir = out / spec.name
-    extra = None
-    if spec.extra_metrics is not None:
-        from ..runs import load_data
-
-        data = load_data(spec.data)
-        extra = lambda model: spec.extra_metrics(model, data)  # noqa: E731
     train_run(run_dir, spec.data, spec.model_options, spec.train, device=device, overwrite=True,
-              progress=False, algorithm=spec.algorithm, track_test=spec.track_test, extra_metrics=extra,
+              progress=False, algorithm=spec.algorithm, track_test=spec.track_test, extra_metrics=spec.extra_metrics,
               command=f"aevb reproduce ({spec.name})")
     return spec.name
 
