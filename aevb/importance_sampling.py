@@ -118,7 +118,8 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
     """Importance-sampled log p(x) for every row of ``data`` (N, D) with k = ``num_samples``.
 
     Work is batched over datapoints and samples: at most ``max_rows`` (datapoint, sample) pairs are
-    decoded at once (by default as many as fit in ``memory_budget`` bytes), so memory stays
+    decoded at once (by default as many as fit in ``memory_budget`` bytes, and on a CPU no more
+    than a cache-sized chunk, :func:`aevb.evaluation.default_chunk_rows`), so memory stays
     bounded for any k and any N. ``prior_mixture`` = α mixes the prior into the proposal (see
     :func:`log_importance_weights`); α = 0 is the usual encoder proposal.
     """
@@ -128,7 +129,9 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
         raise AevbError(f"prior mixture must lie in [0, 1), got {prior_mixture}")
     started = time.perf_counter()
     if max_rows is None:
-        max_rows = rows_within_budget(model, data.shape[1], memory_budget)
+        from .evaluation import default_chunk_rows
+
+        max_rows = min(rows_within_budget(model, data.shape[1], memory_budget), default_chunk_rows(data.device))
     points_per_pass = max(1, min(data.shape[0], max_rows // num_samples))
     samples_per_pass = max(1, min(num_samples, max_rows // points_per_pass))
     estimates, stderrs = [], []

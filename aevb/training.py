@@ -30,10 +30,12 @@ from .config import JsonConfig
 from .errors import AevbError
 from .estimators import bound_estimator, get_estimator
 from .evaluation import evaluate_bound
+from .fused import FusedStep, unsupported_reason
 from .model import VAE
+from .optimizers import OPTIMIZERS
 
-OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}
 BINARIZATIONS = ("none", "dynamic")
+ENGINES = ("auto", "fused", "autograd")
 PAPER_STEP_SIZES = (0.01, 0.02, 0.1)  # §5
 
 
@@ -56,12 +58,16 @@ class TrainConfig(JsonConfig):
     evals_per_decade: int = 8                # evaluation points, log-spaced in samples seen
     first_eval: int = 10_000                 # samples seen at the first evaluation point
     eval_subset: int | None = None           # evaluate on at most this many points per split
-    eval_batch_size: int = 10_000
+    eval_batch_size: int | None = None       # rows evaluated at once (None: aevb.evaluation.default_chunk_rows)
+    engine: str = "auto"                     # gradients: "fused" (hand-derived, aevb.fused), "autograd",
+                                             # or "auto": fused where the model and estimator allow it
 
     def __post_init__(self) -> None:
         positive = {"batch-size": self.batch_size, "samples-per-point": self.num_samples,
                     "selection-steps": self.selection_steps, "evals-per-decade": self.evals_per_decade,
-                    "first-eval": self.first_eval, "eval-batch-size": self.eval_batch_size}
+                    "first-eval": self.first_eval}
+        if self.eval_batch_size is not None:
+            positive["eval-batch-size"] = self.eval_batch_size
         for name, value in positive.items():
             if int(value) < 1:
                 raise AevbError(f"{name} must be a positive integer, got {value}")
@@ -71,6 +77,8 @@ class TrainConfig(JsonConfig):
             raise AevbError(f"unknown binarization {self.binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
         get_estimator(self.estimator)
         self.estimator = self.estimator.upper()
+        if self.engine not in ENGINES:
+            raise AevbError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
             raise AevbError(f"step-size must be a positive number, got {self.step_size}")
         self.step_size_candidates = tuple(float(c) for c in self.step_size_candidates)
@@ -175,25 +183,45 @@ class Algorithm(Protocol):
 
 
 class AEVB:
-    """Algorithm 1: a gradient step on the minibatch SGVB estimate of the bound (per datapoint)."""
+    """Algorithm 1: a gradient step on the minibatch SGVB estimate of the bound (per datapoint).
+
+    ``engine`` chooses how the gradient is computed: "autograd" (``loss.backward()`` on the
+    estimators of :mod:`aevb.estimators`), "fused" (:class:`aevb.fused.FusedStep`, the same
+    gradient with hand-derived formulas and preallocated buffers, about 1.3× faster on a CPU), or
+    "auto", fused whenever the model and estimator allow it.
+    """
 
     has_bound = True
 
-    def __init__(self, estimator: str = "B", num_samples: int = 1):
+    def __init__(self, estimator: str = "B", num_samples: int = 1, engine: str = "auto"):
+        self.estimator = estimator.upper()
         self.estimate = get_estimator(estimator)
         self.num_samples = num_samples
+        self.engine = engine
+        self._fused: FusedStep | None = None
+        self.uses_fused = False
 
     def setup(self, model: VAE, train: torch.Tensor) -> None:
-        pass
+        self._fused = None
+        reason = None if self.engine == "autograd" else unsupported_reason(model, self.estimator)
+        if self.engine == "fused" and reason is not None:
+            raise AevbError(f"--engine fused cannot train this model: {reason}")
+        self.uses_fused = self.engine != "autograd" and reason is None
 
     def step(self, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
              indices: torch.Tensor) -> torch.Tensor:
-        bound = self.estimate(model, x, self.num_samples)
-        loss = -bound.mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.uses_fused:
+            if self._fused is None or self._fused.batch_size < x.shape[0] or self._fused.model is not model:
+                self._fused = FusedStep(model, self.estimator, self.num_samples, x.shape[0])
+            bound_sum = self._fused(x)
+        else:
+            bound = self.estimate(model, x, self.num_samples)
+            loss = -bound.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            bound_sum = bound.detach().sum()
         optimizer.step()
-        return bound.detach().sum()
+        return bound_sum
 
 
 class Trainer:
@@ -218,7 +246,7 @@ class Trainer:
         self.train_data = train
         self.config = config
         self.dataset_size = train.shape[0]
-        self.algorithm = algorithm if algorithm is not None else AEVB(config.estimator, config.num_samples)
+        self.algorithm = algorithm if algorithm is not None else AEVB(config.estimator, config.num_samples, config.engine)
         self.has_bound = bool(getattr(self.algorithm, "has_bound", True))
         if not self.has_bound and config.step_size is None:
             raise AevbError(f"{type(self.algorithm).__name__} has no lower bound to choose a step size by; "
@@ -234,14 +262,7 @@ class Trainer:
 
     def _optimizer(self, step_size: float) -> torch.optim.Optimizer:
         weight_decay = self.config.prior_precision / self.dataset_size
-        optimizer_class = OPTIMIZERS[self.config.optimizer]
-        parameters = list(self.model.parameters())
-        try:
-            # The fused kernel does Adagrad's five elementwise passes in one; the optimiser step is
-            # over a third of a CPU training step of the paper's MNIST model otherwise.
-            return optimizer_class(parameters, lr=step_size, weight_decay=weight_decay, fused=True)
-        except (RuntimeError, TypeError, ValueError):   # older torch, or a device without it
-            return optimizer_class(parameters, lr=step_size, weight_decay=weight_decay)
+        return OPTIMIZERS[self.config.optimizer](self.model.parameters(), lr=step_size, weight_decay=weight_decay)
 
     def _minibatches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Endless random minibatches (indices, x), an epoch being one pass through a fresh

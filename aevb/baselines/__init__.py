@@ -23,7 +23,7 @@ from .wake_sleep import WakeSleep
 #: MCEM uses the paper's settings (10 leapfrog steps, 5 weight updates, 90% acceptance) and, having
 #: no bound to choose a step size by, needs ``config.step_size``.
 ALGORITHMS: dict[str, Callable[[TrainConfig], Algorithm]] = {
-    "aevb": lambda config: AEVB(config.estimator, config.num_samples),
+    "aevb": lambda config: AEVB(config.estimator, config.num_samples, config.engine),
     "wake-sleep": lambda config: WakeSleep(num_samples=config.num_samples),
     "mcem": lambda config: MonteCarloEM(),
 }

@@ -1,0 +1,225 @@
+"""aevb's speed against its peers, measured in one run: ``python benchmarks/bench.py``.
+
+Times, on the paper's MNIST model (784-500-20, tanh, Bernoulli decoder, M = 100, L = 1, §5):
+
+* training throughput (samples/s) of aevb (its default fused step, and plain autograd), of a plain
+  PyTorch loop written like the PyTorch examples, of pythae when a Python with pythae is given
+  (``--pythae-python``; pythae lives in its own virtual environment, never in aevb's), and the
+  GEMM-only bound (the step's matrix products alone);
+* importance-sampled log-likelihood throughput (decoder evaluations/s, k = ``--nll-samples``) of
+  aevb, pythae and the GEMM-only bound;
+* the peak resident memory of every peer's process, and of a process that only imports torch.
+
+Every peer runs in its own process and is kept alive between repeats; the harness asks each for
+one repeat in turn, round after round (the order rotating), so the peers share whatever the
+machine's speed does meanwhile. It prints medians over the rounds with their range and the
+ratios aevb / peer, and with ``--json`` writes everything (schema ``aevb-bench/1``, stable) for
+comparisons over time. The data are the embedded MNIST sample (10,000 images), binarised once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PEERS = HERE / "peers"
+SCHEMA = "aevb-bench/1"
+# Issue targets on a 2-core machine: (measure, peer, minimum ratio aevb / peer).
+TARGETS = [("train", "plain PyTorch loop", 2.0), ("train", "pythae", 1.6), ("train", "GEMM-only bound", 0.7),
+           ("nll", "pythae", 3.0)]
+
+
+@dataclass
+class Peer:
+    key: str
+    command: list[str]
+    measures: tuple[str, ...]
+    name: str = ""
+    process: subprocess.Popen | None = None
+    values: dict[str, list[float]] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    peak_rss_mb: float | None = None
+
+    def start(self, log) -> None:
+        self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                        text=True, bufsize=1, cwd=PEERS)
+        self.info = self._read()
+        if not self.info.get("ready"):
+            raise RuntimeError(f"{self.key} did not start: {self.info}")
+        self.name = self.info["peer"]
+
+    def measure(self, what: str) -> float:
+        self.process.stdin.write(what + "\n")
+        reply = self._read()
+        if "value" not in reply:
+            raise RuntimeError(f"{self.key}: {reply}")
+        self.values.setdefault(what, []).append(reply["value"])
+        return reply["value"]
+
+    def stop(self) -> None:
+        self.process.stdin.write("quit\n")
+        self.process.stdin.close()
+        self.peak_rss_mb = self._read().get("peak_rss_mb")
+        self.process.wait(timeout=60)
+
+    def _read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"peer {self.key} exited (rc {self.process.wait()}); see the log")
+        return json.loads(line)
+
+
+def embedded_sample(path: Path) -> Path:
+    """The embedded MNIST sample's training images, binarised with a fixed seed, as float32 .npy."""
+    from aevb.data import load_dataset
+
+    images = load_dataset("mnist-sample").train.numpy()
+    binary = (np.random.default_rng(0).random(images.shape) < images).astype(np.float32)
+    np.save(path, binary)
+    return path
+
+
+def torch_baseline_rss(python: str) -> float:
+    code = "import resource, torch; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    return float(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+
+
+def summarise(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="aevb against its peers: training and likelihood throughput.")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads in every peer")
+    parser.add_argument("--rounds", type=int, default=5, help="repeats of every measurement (medians reported)")
+    parser.add_argument("--train-samples", type=int, default=20000, help="samples per training repeat")
+    parser.add_argument("--nll-points", type=int, default=100, help="datapoints per likelihood repeat")
+    parser.add_argument("--nll-samples", type=int, default=1000, help="importance samples per datapoint, k")
+    parser.add_argument("--pythae-python", default=os.environ.get("AEVB_BENCH_PYTHAE_PYTHON"),
+                        help="a Python with pythae installed (default: $AEVB_BENCH_PYTHAE_PYTHON; skipped if unset)")
+    parser.add_argument("--no-autograd", action="store_true", help="leave out aevb's autograd engine")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    if min(args.threads, args.rounds, args.train_samples, args.nll_points, args.nll_samples) < 1:
+        parser.error("every count must be at least 1")
+
+    with tempfile.TemporaryDirectory(prefix="aevb-bench-") as scratch:
+        data = embedded_sample(Path(scratch) / "mnist-sample-binary.npy")
+        common = ["--data", str(data), "--threads", str(args.threads), "--train-samples", str(args.train_samples),
+                  "--nll-points", str(args.nll_points), "--nll-samples", str(args.nll_samples)]
+        me = sys.executable
+        peers = [Peer("aevb", [me, "aevb_peer.py", *common], ("train", "nll"))]
+        if not args.no_autograd:
+            peers.append(Peer("aevb-autograd", [me, "aevb_peer.py", *common, "--engine", "autograd"], ("train",)))
+        peers.append(Peer("plain", [me, "plain_pytorch.py", *common], ("train",)))
+        if args.pythae_python:
+            peers.append(Peer("pythae", [args.pythae_python, "pythae_peer.py", *common], ("train", "nll")))
+        peers.append(Peer("gemm", [me, "gemm_bound.py", *common], ("train", "nll")))
+
+        log_path = Path(scratch) / "peers.log"
+        with open(log_path, "w") as log:
+            try:
+                for peer in peers:
+                    print(f"starting {peer.key} ...", file=sys.stderr, flush=True)
+                    peer.start(log)
+                for round_index in range(args.rounds):
+                    order = peers[round_index % len(peers):] + peers[:round_index % len(peers)]
+                    for peer in order:
+                        for what in peer.measures:
+                            value = peer.measure(what)
+                            print(f"round {round_index + 1}/{args.rounds} {peer.name:<28} {what:<5} {value:>10,.0f}",
+                                  file=sys.stderr, flush=True)
+                for peer in peers:
+                    peer.stop()
+            except (RuntimeError, json.JSONDecodeError, subprocess.TimeoutExpired) as error:
+                log.flush()
+                print(f"bench: {error}\n--- peer log ---\n{log_path.read_text()[-4000:]}", file=sys.stderr)
+                for peer in peers:
+                    if peer.process is not None and peer.process.poll() is None:
+                        peer.process.kill()
+                return 1
+
+    report = {
+        "schema": SCHEMA,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {"threads": args.threads, "rounds": args.rounds, "train_samples": args.train_samples,
+                     "batch_size": 100, "model": "784-500-20 tanh, Bernoulli decoder, L = 1",
+                     "nll_points": args.nll_points, "nll_samples": args.nll_samples},
+        "torch_import_rss_mb": torch_baseline_rss(me),
+        "peers": [{"key": p.key, "name": p.name, "peak_rss_mb": p.peak_rss_mb,
+                   **{what: summarise(values) for what, values in p.values.items()}} for p in peers],
+    }
+    report["ratios"] = ratios(report["peers"])
+    print_report(report)
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+def ratios(peers: list[dict]) -> list[dict]:
+    """aevb's median over each other peer's median, per measure."""
+    aevb = next(p for p in peers if p["key"] == "aevb")
+    out = []
+    for what in ("train", "nll"):
+        for peer in peers:
+            if peer["key"] == "aevb" or what not in peer or what not in aevb:
+                continue
+            ratio = aevb[what]["median"] / peer[what]["median"]
+            target = next((t for m, name, t in TARGETS if m == what and peer["name"].startswith(name)), None)
+            out.append({"measure": what, "peer": peer["name"], "ratio": ratio, "target": target})
+    return out
+
+
+def print_report(report: dict) -> None:
+    m, s = report["machine"], report["settings"]
+    print(f"# {SCHEMA}  {report['date']}")
+    print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {s['threads']} threads, "
+          f"{s['rounds']} rounds (median [min-max])")
+    units = {"train": f"training, samples/s ({s['model']}, M = {s['batch_size']})",
+             "nll": f"importance-sampled log p(x), decoder evaluations/s (k = {s['nll_samples']}, "
+                    f"{s['nll_points']} points)"}
+    for what, title in units.items():
+        print(f"\n{title}")
+        for peer in report["peers"]:
+            if what in peer:
+                v = peer[what]
+                print(f"  {peer['name']:<30} {v['median']:>10,.0f}  [{v['min']:,.0f}-{v['max']:,.0f}]")
+    print("\nratios aevb / peer (target)")
+    for r in report["ratios"]:
+        target = "" if r["target"] is None else f"  (target >= {r['target']:g}: {'met' if r['ratio'] >= r['target'] else 'MISSED'})"
+        print(f"  {r['measure']:<5} / {r['peer']:<30} {r['ratio']:6.2f}x{target}")
+    print(f"\npeak memory, MB (resident; a process that only imports torch: {report['torch_import_rss_mb']:.0f})")
+    for peer in report["peers"]:
+        print(f"  {peer['name']:<30} {peer['peak_rss_mb']:>8.0f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

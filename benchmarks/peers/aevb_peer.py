@@ -1,0 +1,57 @@
+"""aevb itself, timed as a user runs it: training through :meth:`aevb.training.Trainer.fit`
+(Algorithm 1 with everything around the step: data order, the optimiser, the running bound), and
+the likelihood through :func:`aevb.importance_sampling.estimate_log_likelihood`.
+
+``--engine fused`` (aevb's default on this model) or ``--engine autograd`` (``loss.backward()``
+on the same estimators) picks how gradients are computed, so the benchmark shows what the fused
+step is worth.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from common import DATA_DIM, LATENT_DIM, LEARNING_RATE, load_data, log, parse_args, serve
+
+import aevb
+from aevb.importance_sampling import estimate_log_likelihood
+from aevb.model import VAE, ModelConfig
+from aevb.training import Trainer, TrainConfig
+
+
+def main(argv=None) -> None:
+    engine_parser = argparse.ArgumentParser(add_help=False)
+    engine_parser.add_argument("--engine", choices=("auto", "fused", "autograd"), default="auto")
+    engine_args, rest = engine_parser.parse_known_args(argv)
+    args = parse_args(__doc__.splitlines()[0], rest)
+    torch.set_num_threads(args.threads)
+    data = torch.from_numpy(load_data(args.data, args.nll_points))
+    model = VAE(ModelConfig(data_dim=DATA_DIM, latent_dim=LATENT_DIM, hidden_units=args.hidden_units))
+    config = TrainConfig(batch_size=args.batch_size, step_size=LEARNING_RATE, max_samples=args.train_samples,
+                         first_eval=args.train_samples, eval_subset=100, engine=engine_args.engine)
+    trainer = Trainer(model, data, config)
+    trainer.fit()   # warm-up
+
+    def train() -> float:
+        metrics = trainer.fit().history[-1]   # evaluation at the end is not in samples_per_second
+        log(f"aevb ({engine_args.engine}) train: {metrics.samples_per_second:.0f} samples/s")
+        return metrics.samples_per_second
+
+    points = data[: args.nll_points]
+    estimate_log_likelihood(model, points[:2], num_samples=args.nll_samples)
+
+    def nll() -> float:
+        estimate = estimate_log_likelihood(model, points, num_samples=args.nll_samples)
+        rate = args.nll_points * args.nll_samples / estimate.seconds
+        log(f"aevb nll: {rate:.0f} decoder evaluations/s, mean log p(x) {estimate.mean:.2f}")
+        return rate
+
+    engine = "fused" if getattr(trainer.algorithm, "uses_fused", False) else "autograd"
+    serve({"peer": f"aevb {aevb.__version__} ({engine})", "version": torch.__version__},
+          {"train": train, "nll": nll}, args)
+
+
+if __name__ == "__main__":
+    main()

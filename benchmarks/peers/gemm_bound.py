@@ -1,0 +1,79 @@
+"""The GEMM-only bound: the matrix products of one training step (or of one importance-sampling
+chunk) of the paper's MNIST model, timed with nothing else — no activations, no loss, no
+optimiser, no allocation (outputs are preallocated).
+
+A training step of an MLP VAE with one hidden layer does eleven products, the same in any
+implementation: four forward ``addmm`` (encoder hidden, encoder heads, decoder hidden, decoder
+output, with the layouts nn.Linear uses), and backward, for each layer the weight gradient and,
+except for the encoder's first layer (whose input is data), the input gradient. No
+implementation that does these products can be faster, so aevb's speed over this is the share
+of the step it spends on anything but them.
+
+The importance-sampling bound is the two decoder products per decoded z, in chunks of
+``--nll-batch-size`` × 100 rows (the encoder runs once per datapoint, negligible at large k).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from common import DATA_DIM, LATENT_DIM, parse_args, serve
+
+
+def training_products(batch: int, hidden: int):
+    """Closures doing one step's products, on preallocated operands and outputs."""
+    shapes = [(DATA_DIM, hidden), (hidden, 2 * LATENT_DIM), (LATENT_DIM, hidden), (hidden, DATA_DIM)]
+    weights = [torch.randn(out_f, in_f) * 0.01 for in_f, out_f in shapes]
+    biases = [torch.zeros(out_f) for _, out_f in shapes]
+    inputs = [torch.rand(batch, in_f) for in_f, _ in shapes]
+    outputs = [torch.empty(batch, out_f) for _, out_f in shapes]
+    grads_out = [torch.randn(batch, out_f) for _, out_f in shapes]
+    grads_w = [torch.empty_like(w) for w in weights]
+    grads_in = [torch.empty(batch, in_f) for in_f, _ in shapes]
+
+    def step():
+        for w, b, x, out in zip(weights, biases, inputs, outputs):
+            torch.addmm(b, x, w.t(), out=out)
+        for layer in reversed(range(len(weights))):
+            torch.mm(grads_out[layer].t(), inputs[layer], out=grads_w[layer])
+            if layer > 0:
+                torch.mm(grads_out[layer], weights[layer], out=grads_in[layer])
+    return step
+
+
+def decoder_products(rows: int, hidden: int):
+    w1, b1 = torch.randn(hidden, LATENT_DIM), torch.zeros(hidden)
+    w2, b2 = torch.randn(DATA_DIM, hidden), torch.zeros(DATA_DIM)
+    z, h, out = torch.randn(rows, LATENT_DIM), torch.empty(rows, hidden), torch.empty(rows, DATA_DIM)
+
+    def chunk():
+        torch.addmm(b1, z, w1.t(), out=h)
+        torch.addmm(b2, h, w2.t(), out=out)
+    return chunk
+
+
+def rate(work, units: int, seconds: float = 2.0) -> float:
+    """units per second of ``work``, over about ``seconds`` after a warm-up."""
+    for _ in range(10):
+        work()
+    calls, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        work()
+        calls += 1
+    return calls * units / elapsed
+
+
+def main(argv=None) -> None:
+    args = parse_args(__doc__.splitlines()[0], argv)
+    torch.set_num_threads(args.threads)
+    step = training_products(args.batch_size, args.hidden_units)
+    rows = args.nll_batch_size * 100
+    chunk = decoder_products(rows, args.hidden_units)
+    serve({"peer": "GEMM-only bound", "version": torch.__version__},
+          {"train": lambda: rate(step, args.batch_size), "nll": lambda: rate(chunk, rows)}, args)
+
+
+if __name__ == "__main__":
+    main()
