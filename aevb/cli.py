@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 
@@ -145,6 +146,9 @@ def _build_parser() -> argparse.ArgumentParser:
                            help="stop after this many epochs, whichever of --epochs and --max-samples comes first "
                                 "(default: none)")
     algorithm.add_argument("--seed", type=_seed, default=0, help="random seed; the same seed gives the same run")
+    algorithm.add_argument("--engine", choices=("auto", "fused", "autograd"), default="auto",
+                           help="how gradients are computed: fused (hand-derived, fastest on a CPU), autograd, "
+                                "or auto (fused when the model and estimator allow it)")
 
     output = train.add_argument_group("output")
     output.add_argument("--out", metavar="RUN_DIR", default=None,
@@ -244,16 +248,23 @@ def _train(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, step_size=args.step_size, selection_steps=args.selection_steps,
         prior_precision=args.prior_precision, max_samples=max_samples, epochs=args.epochs,
         binarize=args.binarize, seed=args.seed, evals_per_decade=args.evals_per_decade,
-        eval_subset=args.eval_subset)
+        eval_subset=args.eval_subset, engine=args.engine)
     model_options = dict(latent_dim=args.latent_dim, hidden_units=args.hidden_units,
                          hidden_layers=args.hidden_layers, activation=args.activation,
                          likelihood=args.likelihood, sigmoid_mean=args.sigmoid_mean, init_std=args.init_std,
                          decoder_variance=args.decoder_variance)
     out = args.out or default_run_dir(args.dataset, args.latent_dim)
-    run_dir = train_run(out, DataConfig(args.dataset, args.data_dir, args.download), model_options, train_config,
-                        device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
-                        algorithm=args.algorithm,
-                        tensorboard=args.tensorboard, command=shlex.join(["aevb", *args.argv]))
+    from .distributed import shutdown
+
+    try:
+        run_dir = train_run(out, DataConfig(args.dataset, args.data_dir, args.download), model_options,
+                            train_config, device=args.device, overwrite=args.overwrite,
+                            progress=not args.no_progress, algorithm=args.algorithm,
+                            tensorboard=args.tensorboard, command=shlex.join(["aevb", *args.argv]))
+    finally:
+        shutdown()   # under torchrun: leave the process group cleanly
+    if os.environ.get("RANK", "0") != "0":   # one report per run, from rank 0
+        return 0
     from .checkpoint import read_json
 
     summary = read_json(run_dir / "summary.json")
@@ -328,6 +339,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv  # recorded in config.json: the command that made a run, also when called in-process
+    status = _run_command(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # One of several torchrun processes: everything is written and flushed; leave without
+        # C++ static destructors, where torch 2.x's distributed runtime now and then aborts
+        # ("terminate called without an active exception", about 1 exit in 12 here) and would
+        # turn a finished run into a failed one.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
     except AevbError as error:

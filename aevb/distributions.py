@@ -28,6 +28,7 @@ __all__ = [
     "bernoulli_from_logits",
     "gaussian_kl_to_standard_normal",
     "kl_divergence",
+    "draw_posterior",
 ]
 
 
@@ -64,3 +65,19 @@ def gaussian_kl_to_standard_normal(mean: torch.Tensor, log_var: torch.Tensor) ->
     """
     return -0.5 * torch.sum(1.0 + log_var - mean.square() - log_var.exp(), dim=-1)
 
+
+
+def draw_posterior(posterior, num_samples: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """z⁽ˡ⁾ ~ q(z|x), l = 1..L, reparameterised (§2.4): (L, ..., J).
+
+    Without ``noise`` this is ``posterior.rsample((L,))``. With ``noise`` — ε of shape (L, M, J),
+    drawn by the caller, e.g. one shard of a minibatch's ε in multi-process training
+    (:mod:`aevb.distributed`) — a location-scale posterior gives z = μ + σ ⊙ ε with exactly the
+    arithmetic of ``Normal.rsample``; other families cannot take external ε and raise.
+    """
+    if noise is None:
+        return posterior.rsample((num_samples,))
+    base = posterior.base_dist if isinstance(posterior, Independent) else posterior
+    if not isinstance(base, Normal):
+        raise TypeError(f"external noise needs a location-scale posterior, got {type(base).__name__}")
+    return base.loc + noise * base.scale

@@ -23,6 +23,7 @@ from typing import Callable, Protocol
 import torch
 from torch.distributions import Distribution, kl_divergence
 
+from .distributions import draw_posterior
 from .importance_sampling import iwae_bound
 
 
@@ -32,23 +33,31 @@ class LatentVariableModel(Protocol):
     def prior(self) -> Distribution: ...
 
 
-def estimator_a(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
-    """SGVB estimator A (eq. 6): per-datapoint bound, shape (M,) for x of shape (M, D), nats."""
+def estimator_a(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 1,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+    """SGVB estimator A (eq. 6): per-datapoint bound, shape (M,) for x of shape (M, D), nats.
+
+    ``noise``: optional ε (L, M, J) to use instead of fresh draws (see :func:`draw_posterior`).
+    """
     posterior = model.encode(x)
-    z = posterior.rsample((num_samples,))                       # (L, M, J)
+    z = draw_posterior(posterior, num_samples, noise)          # (L, M, J)
     log_joint = model.decode(z).log_prob(x) + model.prior().log_prob(z)
     return (log_joint - posterior.log_prob(z)).mean(dim=0)
 
 
-def estimator_b(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
-    """SGVB estimator B (eq. 7): per-datapoint bound, shape (M,) for x of shape (M, D), nats."""
+def estimator_b(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 1,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+    """SGVB estimator B (eq. 7): per-datapoint bound, shape (M,) for x of shape (M, D), nats.
+
+    ``noise``: optional ε (L, M, J) to use instead of fresh draws (see :func:`draw_posterior`).
+    """
     posterior = model.encode(x)
-    z = posterior.rsample((num_samples,))                       # (L, M, J)
+    z = draw_posterior(posterior, num_samples, noise)          # (L, M, J)
     reconstruction = model.decode(z).log_prob(x).mean(dim=0)    # (M,)
     return reconstruction - kl_divergence(posterior, model.prior())
 
 
-Estimator = Callable[[LatentVariableModel, torch.Tensor, int], torch.Tensor]
+Estimator = Callable[..., torch.Tensor]   # (model, x (M, D), L, noise=None) -> (M,) nats
 
 #: Estimators by the names the paper gives them, plus the importance-weighted bound of Burda et
 #: al. (2015) with k = L samples, which is estimator A at k = 1; ``--estimator`` takes these keys.

@@ -202,7 +202,8 @@ class FusedStep:
                 parameter.grad = torch.zeros_like(parameter)
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (M, D); ``noise``: optional ε (L, M, J), else drawn here. Returns Σ_i 𝓛̃ᵢ (0-dim)."""
         self._ensure_gradient_buffers()
         batch, samples, latent = x.shape[0], self.num_samples, self.latent_dim
         # Encoder q(z|x) = N(μ, diag σ²).
@@ -212,7 +213,7 @@ class FusedStep:
         mean, log_var = h[:, :latent], h[:, latent:]
         std = torch.exp(0.5 * log_var)
         # Same call, shape and generator as Normal.rsample((L,)) in the autograd estimators.
-        eps = torch.empty(samples, batch, latent, dtype=x.dtype, device=x.device).normal_()
+        eps = torch.empty(samples, batch, latent, dtype=x.dtype, device=x.device).normal_() if noise is None else noise
         z = torch.addcmul(mean, std, eps).view(samples * batch, latent)
 
         g = z

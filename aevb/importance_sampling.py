@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .distributions import draw_posterior
 from .model import evaluation_mode
 
 if TYPE_CHECKING:
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
 
 
 def log_importance_weights(model: "LatentVariableModel", x: torch.Tensor, num_samples: int,
-                           reparameterize: bool = True, posterior=None, prior_mixture: float = 0.0) -> torch.Tensor:
+                           reparameterize: bool = True, posterior=None, prior_mixture: float = 0.0,
+                           noise: torch.Tensor | None = None) -> torch.Tensor:
     """log w = log p(x, z) − log r(z|x) for z ~ r: shape (k, M) for x of shape (M, D), nats.
 
     The proposal r is the encoder q(z|x), or with ``prior_mixture = α > 0`` the defensive mixture
@@ -40,7 +42,10 @@ def log_importance_weights(model: "LatentVariableModel", x: torch.Tensor, num_sa
     posterior = model.encode(x) if posterior is None else posterior
     prior = model.prior()
     if prior_mixture <= 0:
-        z = posterior.rsample((num_samples,)) if reparameterize else posterior.sample((num_samples,))
+        if reparameterize:
+            z = draw_posterior(posterior, num_samples, noise)
+        else:
+            z = posterior.sample((num_samples,))
         return model.decode(z).log_prob(x) + prior.log_prob(z) - posterior.log_prob(z)
     z = posterior.sample((num_samples,))
     from_prior = torch.rand(z.shape[:-1], device=z.device) < prior_mixture
@@ -51,12 +56,14 @@ def log_importance_weights(model: "LatentVariableModel", x: torch.Tensor, num_sa
     return model.decode(z).log_prob(x) + log_prior - log_proposal
 
 
-def iwae_bound(model: "LatentVariableModel", x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+def iwae_bound(model: "LatentVariableModel", x: torch.Tensor, num_samples: int = 1,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
     """The k-sample importance-weighted bound, k = ``num_samples``: (M,), nats.
 
     log (1/k) Σ_k w_k; differentiable through the reparameterisation; equals estimator A at k = 1.
+    ``noise``: optional ε (k, M, J) instead of fresh draws.
     """
-    log_w = log_importance_weights(model, x, num_samples)
+    log_w = log_importance_weights(model, x, num_samples, noise=noise)
     return torch.logsumexp(log_w, dim=0) - math.log(num_samples)
 
 

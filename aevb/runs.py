@@ -35,6 +35,7 @@ import torch
 from . import __version__
 from .checkpoint import atomic_write_json, load_model, read_json, save_model
 from .data import DATASET_NAMES, Dataset, load_dataset
+from .distributed import from_environment, local_device
 from .errors import AevbError
 from .estimators import bound_estimator
 from .evaluation import evaluate_bound
@@ -230,6 +231,12 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     if algorithm not in ALGORITHMS:
         raise AevbError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
     torch_device = resolve_device(device)
+    group = from_environment(torch_device)          # several processes under torchrun, else one
+    torch_device = local_device(torch_device, group)
+    if group.distributed and algorithm != "aevb":
+        raise AevbError(f"multi-process training runs AEVB only, not {algorithm}")
+    if group.distributed and train_config.batch_size < group.world_size:
+        raise AevbError(f"batch-size {train_config.batch_size} is smaller than the {group.world_size} processes")
     if data is None:
         data = load_data(data_config)
     model_config = model_config_for(data, **model_options)
@@ -237,7 +244,15 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     train_config = fit_selection_to_budget(train_config, data.train.shape[0])
     if tensorboard:
         _TensorBoard.check_available()  # before anything is written into the run directory
-    out = prepare_run_dir(Path(out), overwrite)
+    out = Path(out)
+    if group.is_main:   # only rank 0 writes; the others learn whether it could
+        try:
+            out = prepare_run_dir(out, overwrite)
+        except AevbError:
+            group.all_agree(False, torch_device)
+            raise
+    if not group.all_agree(True, torch_device):
+        raise AevbError(f"rank 0 could not prepare the run directory {out}")
 
     config = {
         "format_version": RUN_FORMAT_VERSION,
@@ -252,13 +267,19 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
         "algorithm": algorithm,
         "device": str(torch_device),
         "threads": torch.get_num_threads(),
+        "processes": group.world_size,
     }
-    atomic_write_json(out / CONFIG_FILE, config)
+    if group.is_main:
+        atomic_write_json(out / CONFIG_FILE, config)
 
     data = data.to(torch_device)
     model = VAE(model_config).to(torch_device)
     trainer = Trainer(model, data.train, train_config, valid=data.valid, test=data.test if track_test else None,
-                      algorithm=ALGORITHMS[algorithm](train_config))
+                      algorithm=ALGORITHMS[algorithm](train_config), group=group)
+    if not group.is_main:   # the other processes train in step with rank 0 and write nothing
+        trainer.fit(progress=False)
+        group.all_agree(True, torch_device)   # wait for rank 0 to finish writing
+        return out
     board = _TensorBoard(out / "tensorboard") if tensorboard else None
     started = time.perf_counter()
     with open(out / METRICS_FILE, "a") as metrics_file:
@@ -286,6 +307,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
         "wall_seconds": time.perf_counter() - started,
     }))
     write_figures(out, model, data, train_config.binarize, result.history)
+    group.all_agree(True, torch_device)
     return out
 
 

@@ -30,6 +30,7 @@ from .config import JsonConfig
 from .errors import AevbError
 from .estimators import bound_estimator, get_estimator
 from .evaluation import evaluate_bound
+from .distributed import SINGLE_PROCESS, ProcessGroup, SGVBObjective, data_parallel
 from .fused import FusedStep, unsupported_reason
 from .model import VAE
 from .optimizers import OPTIMIZERS
@@ -182,13 +183,23 @@ class Algorithm(Protocol):
         when the algorithm has none."""
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of a minibatch in multi-process training (:mod:`aevb.distributed`):
+    ``rows`` of the whole minibatch of ``size`` points."""
+
+    rows: slice
+    size: int
+    group: ProcessGroup
+
+
 class AEVB:
     """Algorithm 1: a gradient step on the minibatch SGVB estimate of the bound (per datapoint).
 
     ``engine`` chooses how the gradient is computed: "autograd" (``loss.backward()`` on the
     estimators of :mod:`aevb.estimators`), "fused" (:class:`aevb.fused.FusedStep`, the same
-    gradient with hand-derived formulas and preallocated buffers, about 1.3× faster on a CPU), or
-    "auto", fused whenever the model and estimator allow it.
+    gradient with hand-derived formulas and preallocated buffers, faster on a CPU), or "auto",
+    fused whenever the model and estimator allow it.
     """
 
     has_bound = True
@@ -199,25 +210,47 @@ class AEVB:
         self.num_samples = num_samples
         self.engine = engine
         self._fused: FusedStep | None = None
+        self._data_parallel = None
         self.uses_fused = False
 
-    def setup(self, model: VAE, train: torch.Tensor) -> None:
+    def setup(self, model: VAE, train: torch.Tensor, group: ProcessGroup = SINGLE_PROCESS) -> None:
         self._fused = None
         reason = None if self.engine == "autograd" else unsupported_reason(model, self.estimator)
         if self.engine == "fused" and reason is not None:
             raise AevbError(f"--engine fused cannot train this model: {reason}")
         self.uses_fused = self.engine != "autograd" and reason is None
+        self._data_parallel = None
+        if group.distributed and not self.uses_fused:
+            self._data_parallel = data_parallel(SGVBObjective(model, self.estimate, self.num_samples), train.device)
+
+    def teardown(self) -> None:
+        """Drop the step's buffers and the DDP wrapper (before the process group goes away: a
+        DDP reducer outliving its group aborts the process at exit)."""
+        self._fused = None
+        self._data_parallel = None
 
     def step(self, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-             indices: torch.Tensor) -> torch.Tensor:
+             indices: torch.Tensor, shard: Shard | None = None) -> torch.Tensor:
+        noise = None
+        if shard is not None:   # the whole minibatch's ε, as one process draws it; keep our rows
+            latent = model.prior().event_shape
+            noise = torch.empty(self.num_samples, shard.size, *latent, dtype=x.dtype,
+                                device=x.device).normal_()[:, shard.rows]
         if self.uses_fused:
             if self._fused is None or self._fused.batch_size < x.shape[0] or self._fused.model is not model:
                 self._fused = FusedStep(model, self.estimator, self.num_samples, x.shape[0])
-            bound_sum = self._fused(x)
+            bound_sum = self._fused(x, noise)
+            if shard is not None:
+                shard.group.sum_gradients_(self._fused.parameters, weight=x.shape[0] / shard.size)
         else:
-            bound = self.estimate(model, x, self.num_samples)
-            loss = -bound.mean()
             optimizer.zero_grad(set_to_none=True)
+            if self._data_parallel is not None:
+                # DDP averages over the P processes: scale so the average is −(1/M) Σ over all M.
+                bound = self._data_parallel(x, noise)
+                loss = -bound.sum() * (shard.group.world_size / shard.size)
+            else:
+                bound = self.estimate(model, x, self.num_samples, noise=noise)
+                loss = -bound.mean()
             loss.backward()
             bound_sum = bound.detach().sum()
         optimizer.step()
@@ -235,18 +268,25 @@ class Trainer:
         test: optional (N_test, D) test data, likewise — for reproducing the paper's train/test
             curves; leave it out when choosing settings, which is what the validation set is for.
         algorithm: what one iteration does; default AEVB with ``config``'s estimator and L.
+        group: this process's place in multi-process training (:mod:`aevb.distributed`); each
+            process is given the whole training set and reads only its shard of every minibatch.
     """
 
     def __init__(self, model: VAE, train: torch.Tensor, config: TrainConfig,
                  valid: torch.Tensor | None = None, algorithm: Algorithm | None = None,
-                 test: torch.Tensor | None = None):
+                 test: torch.Tensor | None = None, group: ProcessGroup = SINGLE_PROCESS):
         if train.ndim != 2 or train.shape[0] < 1:
             raise AevbError(f"training data must be a non-empty (N, D) array, got shape {tuple(train.shape)}")
+        self.group = group
         self.model = model
         self.train_data = train
         self.config = config
         self.dataset_size = train.shape[0]
         self.algorithm = algorithm if algorithm is not None else AEVB(config.estimator, config.num_samples, config.engine)
+        if group.distributed and not isinstance(self.algorithm, AEVB):
+            raise AevbError(f"multi-process training runs AEVB only, not {type(self.algorithm).__name__}")
+        if group.distributed and config.batch_size < group.world_size:
+            raise AevbError(f"batch-size {config.batch_size} is smaller than the {group.world_size} processes")
         self.has_bound = bool(getattr(self.algorithm, "has_bound", True))
         if not self.has_bound and config.step_size is None:
             raise AevbError(f"{type(self.algorithm).__name__} has no lower bound to choose a step size by; "
@@ -264,20 +304,33 @@ class Trainer:
         weight_decay = self.config.prior_precision / self.dataset_size
         return OPTIMIZERS[self.config.optimizer](self.model.parameters(), lr=step_size, weight_decay=weight_decay)
 
-    def _minibatches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless random minibatches (indices, x), an epoch being one pass through a fresh
-        permutation."""
-        device = self.train_data.device
+    def _minibatches(self) -> Iterator[torch.Tensor]:
+        """Endless random minibatches of training-row indices, an epoch being one pass through a
+        fresh permutation (the same on every process: identically seeded generators)."""
         size = self.config.batch_size
         while True:
-            order = torch.randperm(self.dataset_size, device=device)
+            order = torch.randperm(self.dataset_size, device=self.train_data.device)
             for start in range(0, self.dataset_size, size):
-                indices = order[start:start + size]
-                x = self.train_data[indices]
-                yield indices, (torch.bernoulli(x) if self.config.binarize == "dynamic" else x)
+                yield order[start:start + size]
 
-    def _step(self, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        indices, x = batch
+    def _load(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's shard of minibatch ``batch`` (all of it on one process): its indices and
+        data rows, freshly binarised with dynamic binarisation. The binarisation noise is drawn
+        for the whole minibatch, so that every process's draws match a one-process run."""
+        rows = self.group.shard(batch.shape[0])
+        indices = batch[rows]
+        x = self.train_data[indices]
+        if self.config.binarize == "dynamic":
+            uniform = torch.rand(batch.shape[0], x.shape[1], device=x.device, dtype=x.dtype)[rows]
+            x = (uniform < x).to(x.dtype)
+        return indices, x
+
+    def _step(self, optimizer: torch.optim.Optimizer, batch: torch.Tensor) -> torch.Tensor:
+        """One iteration on minibatch ``batch``; returns the bound sum over this process's shard."""
+        indices, x = self._load(batch)
+        if self.group.distributed:
+            shard = Shard(self.group.shard(batch.shape[0]), batch.shape[0], self.group)
+            return self.algorithm.step(self.model, optimizer, x, indices, shard=shard)
         return self.algorithm.step(self.model, optimizer, x, indices)
 
     def select_step_size(self) -> tuple[float, list[StepSizeTrial], dict]:
@@ -296,16 +349,15 @@ class Trainer:
             torch.set_rng_state(initial_rng)
             optimizer = self._optimizer(step_size)
             batches = self._minibatches()
-            total, count, seen = torch.zeros(()), 0, 0
+            total, count, seen = torch.zeros((), device=self.train_data.device), 0, 0
             for step in range(steps):
                 batch = next(batches)
-                size = batch[1].shape[0]
-                seen += size
+                seen += batch.shape[0]
                 bound_sum = self._step(optimizer, batch)
                 if step >= steps // 2:
-                    total += bound_sum.cpu()
-                    count += size
-            mean = total.item() / max(count, 1)
+                    total += bound_sum
+                    count += batch.shape[0]
+            mean = self.group.sum_(total).item() / max(count, 1)
             trials.append(StepSizeTrial(step_size, mean if math.isfinite(mean) else -math.inf))
             states.append({"model": copy.deepcopy(self.model.state_dict()),
                            "optimizer": copy.deepcopy(optimizer.state_dict()),
@@ -322,11 +374,22 @@ class Trainer:
         ``on_metrics`` is called with each :class:`Metrics` as soon as it is measured (the run
         directory writes it to ``metrics.jsonl`` there and then).
         """
+        try:
+            return self._fit(on_metrics, progress)
+        finally:
+            teardown = getattr(self.algorithm, "teardown", None)
+            if teardown is not None:
+                teardown()
+
+    def _fit(self, on_metrics: Callable[[Metrics], None] | None, progress: bool) -> TrainResult:
         config = self.config
         torch.manual_seed(config.seed)
         self.model.reset_parameters()
         self.model.train()
-        self.algorithm.setup(self.model, self.train_data)
+        if self.group.distributed:
+            self.algorithm.setup(self.model, self.train_data, self.group)
+        else:
+            self.algorithm.setup(self.model, self.train_data)
         total = config.total_samples(self.dataset_size)
         start_time = time.perf_counter()
 
@@ -348,7 +411,7 @@ class Trainer:
             batches = self._minibatches()
 
         result = TrainResult(step_size=step_size, step_size_trials=trials)
-        bar = _progress_bar(total, samples) if progress else None
+        bar = _progress_bar(total, samples) if progress and self.group.is_main else None
         training_seconds = time.perf_counter() - start_time
         running, running_count = torch.zeros((), device=self.train_data.device), 0
         for target in evaluation_points(total, config.first_eval, config.evals_per_decade):
@@ -356,18 +419,18 @@ class Trainer:
                 continue
             tick = time.perf_counter()
             while samples < target:
-                indices, x = next(batches)
-                if samples + x.shape[0] > total:   # stop exactly at the requested number of samples
-                    indices, x = indices[: total - samples], x[: total - samples]
-                running += self._step(optimizer, (indices, x))
-                running_count += x.shape[0]
-                samples += x.shape[0]
+                batch = next(batches)
+                if samples + batch.shape[0] > total:   # stop exactly at the requested number of samples
+                    batch = batch[: total - samples]
+                running += self._step(optimizer, batch)
+                running_count += batch.shape[0]
+                samples += batch.shape[0]
                 steps += 1
                 if bar is not None and steps % 50 == 0:
                     bar.update(samples - bar.n)
             training_seconds += time.perf_counter() - tick
             metrics = self._evaluate(samples, steps, step_size, training_seconds,
-                                     running.item() / max(running_count, 1))
+                                     self.group.sum_(running).item() / max(running_count, 1))
             running.zero_()
             running_count = 0
             result.history.append(metrics)

@@ -1,0 +1,134 @@
+"""Training on several processes with ``torch.distributed``, launched by ``torchrun``.
+
+    torchrun --nproc-per-node 2 --no-python aevb train ...      # the same command, two processes
+
+Data parallelism that reproduces a single process. Every process holds the model and the data,
+seeds its generator identically and so draws the same permutation of the training set, and the
+same ε and binarisation noise, as a one-process run would for the *whole* minibatch of M points
+(M = ``--batch-size`` stays the global minibatch of Algorithm 1). Each process then reads only
+its own shard of every minibatch — a contiguous block of about M / P rows — and the noise rows
+that go with it. The gradients of the shards are summed with weights (rows in shard) / M, so
+the averaged gradient is that of the minibatch estimator −(1/M) Σᵢ 𝓛̃(x⁽ⁱ⁾) (eq. 8), whatever
+the shard sizes: the step size needs no rescaling and the run matches a one-process run to
+rounding. The autograd engine does this through ``DistributedDataParallel`` (its loss scaled by
+P · rows / M, since DDP averages over processes); the fused engine computes gradients outside
+autograd, so it all-reduces them itself in one flat bucket, as DDP would. Evaluation is
+replicated rather than sharded: every process evaluates the same points, which keeps every
+generator in step with the one-process run. Only rank 0 writes the run directory.
+
+Backends: gloo on CPU, NCCL on CUDA (each process on ``cuda:LOCAL_RANK``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .errors import AevbError
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
+    """Where this process stands among those training one model. ``world_size`` 1: no distribution."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, batch_size: int) -> slice:
+        """The rows of a minibatch of ``batch_size`` that this process reads: a contiguous block,
+        sizes differing by at most one (``torch.tensor_split``'s rule)."""
+        base, extra = divmod(batch_size, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (1 if self.rank < extra else 0))
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over the processes, in place (a no-op on one process)."""
+        if self.distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def sum_gradients_(self, parameters: list[torch.Tensor], weight: float) -> None:
+        """param.grad ← Σ_processes weight_p · param.grad_p, in one all-reduce of a flat buffer."""
+        if not self.distributed:
+            return
+        grads = [p.grad for p in parameters]
+        flat = torch._utils._flatten_dense_tensors(grads).mul_(weight)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        for grad, reduced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            grad.copy_(reduced)
+
+    def all_agree(self, ok: bool, device: torch.device) -> bool:
+        """True when ``ok`` on every process: lets all stop together when one of them cannot go on
+        (rank 0 failing to create the run directory must not leave the others waiting)."""
+        if not self.distributed:
+            return ok
+        flag = torch.tensor([1.0 if ok else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item() > 0)
+
+
+class SGVBObjective(nn.Module):
+    """The per-datapoint SGVB estimate as a module's ``forward``, the form DistributedDataParallel
+    wraps: its forward prepares the gradient all-reduce that the backward pass then runs."""
+
+    def __init__(self, model: nn.Module, estimator, num_samples: int):
+        super().__init__()
+        self.model = model
+        self.estimator = estimator
+        self.num_samples = num_samples
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """(M, D), ε (L, M, J) → per-datapoint bound (M,), nats."""
+        return self.estimator(self.model, x, self.num_samples, noise=noise)
+
+
+def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
+    """``DistributedDataParallel`` around ``module`` (gloo on CPU, NCCL on its GPU)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+
+
+SINGLE_PROCESS = ProcessGroup()
+
+
+def from_environment(device: torch.device) -> ProcessGroup:
+    """The process group torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR/PORT), initialised with gloo (CPU) or NCCL (CUDA); one process without them."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return SINGLE_PROCESS
+    if not dist.is_available():
+        raise AevbError("this torch build has no torch.distributed; run on one process")
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        options = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30), **options)
+    return ProcessGroup(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def local_device(device: torch.device, group: ProcessGroup) -> torch.device:
+    """On CUDA each process takes the GPU of its local rank."""
+    if device.type == "cuda" and group.distributed and device.index is None:
+        return torch.device("cuda", group.local_rank)
+    return device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
