@@ -24,6 +24,7 @@ import torch
 from torch.distributions import Distribution, kl_divergence
 
 from .distributions import draw_posterior
+from .fused import decoder_log_prob
 from .importance_sampling import iwae_bound
 
 
@@ -41,7 +42,7 @@ def estimator_a(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 
     """
     posterior = model.encode(x)
     z = draw_posterior(posterior, num_samples, noise)          # (L, M, J)
-    log_joint = model.decode(z).log_prob(x) + model.prior().log_prob(z)
+    log_joint = decoder_log_prob(model, z, x) + model.prior().log_prob(z)
     return (log_joint - posterior.log_prob(z)).mean(dim=0)
 
 
@@ -53,7 +54,7 @@ def estimator_b(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 
     """
     posterior = model.encode(x)
     z = draw_posterior(posterior, num_samples, noise)          # (L, M, J)
-    reconstruction = model.decode(z).log_prob(x).mean(dim=0)    # (M,)
+    reconstruction = decoder_log_prob(model, z, x).mean(dim=0)  # (M,)
     return reconstruction - kl_divergence(posterior, model.prior())
 
 

@@ -240,19 +240,24 @@ class FusedStep:
                 weights = torch.softmax(log_w, dim=0).div_(batch)               # (L, M)
 
         # Backward. ∂loss/∂(decoder output) = −w · ∂log p/∂out.
-        if weights is None:
-            weights = torch.tensor(weight, dtype=x.dtype, device=x.device).expand(samples, batch)
-        weights_lm = weights.unsqueeze(-1)
-        grad_out.view(samples, batch, -1).mul_(weights_lm).neg_()
+        def scale_(tensor: torch.Tensor) -> torch.Tensor:   # tensor ← −w · tensor, per (sample, point)
+            if weights is None:
+                return tensor.mul_(-weight)
+            return tensor.view(samples, batch, -1).mul_(weights.unsqueeze(-1)).neg_()
+
+        scale_(grad_out)
         if self._log_var_source is not None:   # a per-dimension decoder variance: sum over rows
-            source = self._log_var_source.view(samples, batch, -1).mul_(weights_lm).neg_()
-            torch.sum(source, dim=(0, 1), out=self.shared_log_var.grad)
+            scale_(self._log_var_source)
+            torch.sum(self._log_var_source, dim=0, out=self.shared_log_var.grad)
         grad = grad_out
         for layer in reversed(self.decoder):
             grad = layer.backward(grad)
         grad_z = grad.view(samples, batch, latent)                                # ∂loss/∂z
         if self.estimator != "B":   # log p(z) = −½‖z‖²: ∂(−w log p(z))/∂z = w z
-            grad_z.addcmul_(z_lm, weights_lm)
+            if weights is None:
+                grad_z.add_(z_lm, alpha=weight)
+            else:
+                grad_z.addcmul_(z_lm, weights.unsqueeze(-1))
 
         grad_heads = self._grad_heads[:batch]
         grad_mean, grad_log_var = grad_heads[:, :latent], grad_heads[:, latent:]
@@ -305,3 +310,51 @@ class FusedStep:
         else:
             self._log_var_source = grad_log_var
         return log_lik.view(samples, batch), grad
+
+
+def fast_decoder_log_prob(model: nn.Module, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    """log p(x|z) for evaluation (no gradients) of an :class:`aevb.model.VAE`, or None when this
+    fast path does not apply (gradients wanted, or not a plain MLP VAE).
+
+    z: (..., M, J) with x: (M, D) → (..., M) nats; the same value as
+    ``model.decode(z).log_prob(x)`` to float rounding, in fewer passes over the (…·M, D) output:
+    tanh through the sigmoid kernel, the Bernoulli term as Σ_d x·l − softplus(l) with the first
+    sum a batched matrix-vector product.
+    """
+    if torch.is_grad_enabled() or unsupported_reason(model, "B") is not None:
+        return None
+    return _decoder_log_prob_no_grad(model, z, x)
+
+
+@torch.no_grad()
+def _decoder_log_prob_no_grad(model: VAE, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    config = model.config
+    net = model.decoder.net
+    activation = FUSED_ACTIVATIONS[config.activation]
+    batch_shape = z.shape[:-1]
+    h = z.reshape(-1, z.shape[-1])
+    for layer in net.hidden:
+        if isinstance(layer, nn.Linear):
+            h = torch.addmm(layer.bias, h, layer.weight.t())
+            h = activation.forward(h, h)
+    out = torch.addmm(net.heads.bias, h, net.heads.weight.t())
+    points, data_dim = x.shape[-2], x.shape[-1]
+    out = out.view(-1, points, out.shape[-1])                     # (S, M, outputs)
+    if config.likelihood == "bernoulli":
+        dot = torch.einsum("smd,md->sm", out, x)
+        return (dot - F.softplus(out).sum(dim=-1)).view(batch_shape)
+    if model.decoder.log_var is None:
+        mean, log_var = out[..., :data_dim], out[..., data_dim:]
+    else:
+        mean, log_var = out, model.decoder.log_var.expand_as(out)
+    if config.sigmoid_mean:
+        mean = torch.sigmoid(mean)
+    squared = (x - mean).square_().mul_(torch.exp(-log_var))
+    return (-0.5 * (LOG_2PI * data_dim + log_var.sum(dim=-1) + squared.sum(dim=-1))).view(batch_shape)
+
+
+def decoder_log_prob(model: nn.Module, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(x|z), (L, M) for z (L, M, J) and x (M, D), nats: ``model.decode(z).log_prob(x)``, or
+    the same number by :func:`fast_decoder_log_prob` when nothing needs its gradient."""
+    fast = fast_decoder_log_prob(model, z, x)
+    return model.decode(z).log_prob(x) if fast is None else fast

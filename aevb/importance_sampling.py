@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .distributions import draw_posterior
+from .fused import decoder_log_prob
 from .model import evaluation_mode
 
 if TYPE_CHECKING:
@@ -46,14 +47,14 @@ def log_importance_weights(model: "LatentVariableModel", x: torch.Tensor, num_sa
             z = draw_posterior(posterior, num_samples, noise)
         else:
             z = posterior.sample((num_samples,))
-        return model.decode(z).log_prob(x) + prior.log_prob(z) - posterior.log_prob(z)
+        return decoder_log_prob(model, z, x) + prior.log_prob(z) - posterior.log_prob(z)
     z = posterior.sample((num_samples,))
     from_prior = torch.rand(z.shape[:-1], device=z.device) < prior_mixture
     z = torch.where(from_prior.unsqueeze(-1), prior.sample(z.shape[:-1]), z)
     log_prior = prior.log_prob(z)
     log_proposal = torch.logaddexp(math.log1p(-prior_mixture) + posterior.log_prob(z),
                                    math.log(prior_mixture) + log_prior)
-    return model.decode(z).log_prob(x) + log_prior - log_proposal
+    return decoder_log_prob(model, z, x) + log_prior - log_proposal
 
 
 def iwae_bound(model: "LatentVariableModel", x: torch.Tensor, num_samples: int = 1,

@@ -9,7 +9,7 @@ from torch import nn
 
 from aevb import VAE, ModelConfig
 from aevb.estimators import get_estimator
-from aevb.fused import FusedStep, unsupported_reason
+from aevb.fused import FusedStep, fast_decoder_log_prob, unsupported_reason
 
 
 def _autograd(model, x, estimator, samples, seed):
@@ -71,3 +71,19 @@ def test_fused_step_refuses_what_it_cannot_differentiate():
     assert unsupported_reason(model, "B") == "network is not a plain MLP"
     with pytest.raises(ValueError):
         FusedStep(model, "B", 1, 10)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_fast_decoder_log_prob_equals_the_distribution(config):
+    likelihood, sigmoid_mean, variance, activation, layers = config
+    torch.manual_seed(1)
+    model = VAE(ModelConfig(data_dim=7, latent_dim=3, hidden_units=5, hidden_layers=layers, activation=activation,
+                            likelihood=likelihood, sigmoid_mean=sigmoid_mean, decoder_variance=variance,
+                            init_std=0.5)).double()
+    x, z = torch.rand(4, 7, dtype=torch.float64), torch.randn(6, 4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        fast = fast_decoder_log_prob(model, z, x)
+        expected = model.decode(z).log_prob(x)
+    assert fast is not None and fast.shape == (6, 4)
+    torch.testing.assert_close(fast, expected, rtol=1e-12, atol=1e-10)
+    assert fast_decoder_log_prob(model, z, x) is None   # gradients wanted: the generic path
