@@ -219,7 +219,8 @@ class FusedStep:
         g = z
         for layer in self.decoder:
             g = layer.forward(g)
-        log_lik, grad_out = self._decoder_terms(g, x, samples, batch)     # (L, M), ∂log p/∂out
+        # log p(x|z): per (sample, point), (L, M), for IWAE's weights; A and B need only its total.
+        log_lik, grad_out = self._decoder_terms(g, x, samples, batch, per_point=self.estimator == "IWAE")
 
         z_lm = z.view(samples, batch, latent)
         if self.estimator == "B":
@@ -230,12 +231,12 @@ class FusedStep:
         else:
             log_prior = -0.5 * (z_lm.square().sum(dim=2) + latent * LOG_2PI)
             log_q = -0.5 * (eps.square().sum(dim=2) + log_var.sum(dim=1) + latent * LOG_2PI)
-            log_w = log_lik + log_prior - log_q                                   # (L, M)
             if self.estimator == "A":
-                bound_sum = log_w.sum() / samples
+                bound_sum = (log_lik + log_prior.sum() - log_q.sum()) / samples
                 weights = None
                 weight = 1.0 / (samples * batch)
             else:
+                log_w = log_lik + log_prior - log_q                               # (L, M)
                 bound_sum = (torch.logsumexp(log_w, dim=0) - math.log(samples)).sum()
                 weights = torch.softmax(log_w, dim=0).div_(batch)               # (L, M)
 
@@ -274,9 +275,10 @@ class FusedStep:
             grad = layer.backward(grad, need_input_grad=index > 0)
         return bound_sum.detach()
 
-    def _decoder_terms(self, out: torch.Tensor, x: torch.Tensor, samples: int,
-                       batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """log p(x|z) per (sample, point), (L, M), and ∂log p/∂(decoder output), (L·M, outputs).
+    def _decoder_terms(self, out: torch.Tensor, x: torch.Tensor, samples: int, batch: int,
+                       per_point: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(x|z) per (sample, point), (L, M) — or only its total, 0-dim, unless ``per_point``
+        — and ∂log p/∂(decoder output), (L·M, outputs).
 
         For a per-dimension decoder variance, ∂log p/∂log σ² per row is left in
         ``self._log_var_source`` (L·M, D); otherwise that is None.
@@ -288,7 +290,10 @@ class FusedStep:
         if self.likelihood == "bernoulli":
             # log p = Σ_d x·l − softplus(l); ∂/∂l = x − sigmoid(l). Grey levels x ∈ [0, 1] too.
             logits = out.view(samples, batch, data_dim)
-            log_lik = (logits * x_lm).sum(dim=2) - F.softplus(logits).sum(dim=2)
+            if per_point:
+                log_lik = (logits * x_lm).sum(dim=2) - F.softplus(logits).sum(dim=2)
+            else:   # Σ x·l as matrix-vector products: no (L, M, D) temporary
+                log_lik = torch.mv(out.view(samples, -1), x.reshape(-1)).sum() - F.softplus(out).sum()
             torch.sigmoid(out, out=grad)
             grad.view(samples, batch, data_dim).sub_(x_lm).neg_()
             return log_lik, grad
@@ -301,6 +306,7 @@ class FusedStep:
         scaled = residual * torch.exp(-log_var)                                  # (x − μ)/σ²
         squared = scaled * residual                                              # (x − μ)²/σ²
         log_lik = -0.5 * (LOG_2PI * data_dim + log_var.sum(dim=1) + squared.sum(dim=1))
+        log_lik = log_lik.view(samples, batch) if per_point else log_lik.sum()
         grad_log_var = squared.sub_(1.0).mul_(0.5)                               # ½((x − μ)²/σ² − 1)
         if self.sigmoid_mean:
             scaled.mul_(mean * (1.0 - mean))
@@ -309,7 +315,7 @@ class FusedStep:
             grad[:, data_dim:].copy_(grad_log_var)
         else:
             self._log_var_source = grad_log_var
-        return log_lik.view(samples, batch), grad
+        return log_lik, grad
 
 
 def fast_decoder_log_prob(model: nn.Module, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:

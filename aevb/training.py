@@ -319,7 +319,7 @@ class Trainer:
         for the whole minibatch, so that every process's draws match a one-process run."""
         rows = self.group.shard(batch.shape[0])
         indices = batch[rows]
-        x = self.train_data[indices]
+        x = torch.index_select(self.train_data, 0, indices)   # a row copy each; [indices] is slower
         if self.config.binarize == "dynamic":
             uniform = torch.rand(batch.shape[0], x.shape[1], device=x.device, dtype=x.dtype)[rows]
             x = (uniform < x).to(x.dtype)
