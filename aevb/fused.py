@@ -332,6 +332,26 @@ def fast_decoder_log_prob(model: nn.Module, z: torch.Tensor, x: torch.Tensor) ->
     return _decoder_log_prob_no_grad(model, z, x)
 
 
+class _Scratch:
+    """Reusable output buffers for evaluation chunks of one shape: importance sampling decodes
+    thousands of equal chunks, and fresh multi-megabyte tensors cost a page fault per 4 KiB.
+    One per process, not for concurrent use from several threads."""
+
+    def __init__(self):
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        key = (name, like.dtype, like.device)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < math.prod(shape):
+            buffer = torch.empty(math.prod(shape), dtype=like.dtype, device=like.device)
+            self._buffers[key] = buffer
+        return buffer[: math.prod(shape)].view(shape)
+
+
+_SCRATCH = _Scratch()
+
+
 @torch.no_grad()
 def _decoder_log_prob_no_grad(model: VAE, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     config = model.config
@@ -339,16 +359,18 @@ def _decoder_log_prob_no_grad(model: VAE, z: torch.Tensor, x: torch.Tensor) -> t
     activation = FUSED_ACTIVATIONS[config.activation]
     batch_shape = z.shape[:-1]
     h = z.reshape(-1, z.shape[-1])
-    for layer in net.hidden:
-        if isinstance(layer, nn.Linear):
-            h = torch.addmm(layer.bias, h, layer.weight.t())
-            h = activation.forward(h, h)
-    out = torch.addmm(net.heads.bias, h, net.heads.weight.t())
+    rows = h.shape[0]
+    linears = [layer for layer in net.hidden if isinstance(layer, nn.Linear)]
+    for index, layer in enumerate(linears):
+        buffer = _SCRATCH.get(f"hidden{index % 2}", (rows, layer.weight.shape[0]), h)
+        h = activation.forward(torch.addmm(layer.bias, h, layer.weight.t(), out=buffer), buffer)
+    out = torch.addmm(net.heads.bias, h, net.heads.weight.t(),
+                      out=_SCRATCH.get("out", (rows, net.heads.weight.shape[0]), h))
     points, data_dim = x.shape[-2], x.shape[-1]
     out = out.view(-1, points, out.shape[-1])                     # (S, M, outputs)
     if config.likelihood == "bernoulli":
         dot = torch.einsum("smd,md->sm", out, x)
-        return (dot - F.softplus(out).sum(dim=-1)).view(batch_shape)
+        return (dot - _softplus_(out).sum(dim=-1)).view(batch_shape)
     if model.decoder.log_var is None:
         mean, log_var = out[..., :data_dim], out[..., data_dim:]
     else:
@@ -357,6 +379,14 @@ def _decoder_log_prob_no_grad(model: VAE, z: torch.Tensor, x: torch.Tensor) -> t
         mean = torch.sigmoid(mean)
     squared = (x - mean).square_().mul_(torch.exp(-log_var))
     return (-0.5 * (LOG_2PI * data_dim + log_var.sum(dim=-1) + squared.sum(dim=-1))).view(batch_shape)
+
+
+def _softplus_(tensor: torch.Tensor) -> torch.Tensor:
+    """softplus in place (F.softplus has no in-place form; its out= variant aliases safely)."""
+    try:
+        return torch._C._nn.softplus(tensor, 1.0, 20.0, out=tensor)
+    except (AttributeError, RuntimeError, TypeError):
+        return F.softplus(tensor)
 
 
 def decoder_log_prob(model: nn.Module, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,38 @@
+"""The benchmark suite runs end to end and writes its stable JSON (timings themselves are not
+tested: these machines are shared and noisy)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_bench_runs_every_peer_and_reports_ratios(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench.py"), "--rounds", "2", "--threads", "1",
+                           "--train-samples", "500", "--nll-points", "2", "--nll-samples", "50", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["schema"] == "aevb-bench/1"
+    keys = [peer["key"] for peer in report["peers"]]
+    assert keys == ["aevb", "aevb-autograd", "plain", "gemm"]
+    for peer in report["peers"]:
+        assert len(peer["train"]["values"]) == 2 and all(v > 0 for v in peer["train"]["values"])
+        assert peer["peak_rss_mb"] > report["torch_import_rss_mb"] * 0.5
+    aevb = report["peers"][0]
+    assert aevb["name"].endswith("(fused)") and len(aevb["nll"]["values"]) == 2
+    measured = {(r["measure"], r["peer"]) for r in report["ratios"]}
+    assert ("train", "plain PyTorch loop") in measured and ("nll", "GEMM-only bound") in measured
+    assert "ratios aevb / peer" in done.stdout and "peak memory" in done.stdout
+
+
+def test_step_multiply_adds_counts_the_products_of_a_step():
+    sys.path.insert(0, str(BENCHMARKS))
+    from scaling import step_multiply_adds
+
+    # 784-500-20: forward 784·500 + 500·40 + 20·500 + 500·784; backward twice that, less the data's gradient.
+    forward = 784 * 500 + 500 * 40 + 20 * 500 + 500 * 784
+    assert step_multiply_adds(500) == 3 * forward - 784 * 500
