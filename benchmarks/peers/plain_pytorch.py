@@ -74,7 +74,9 @@ def main(argv=None) -> None:
     data = torch.from_numpy(load_data(args.data))
     rows = data.repeat((args.train_samples + data.shape[0] - 1) // data.shape[0], 1)[: args.train_samples]
     loader = DataLoader(TensorDataset(rows, torch.zeros(rows.shape[0])), batch_size=args.batch_size, shuffle=True)
-    warmup = DataLoader(TensorDataset(rows[:1000], torch.zeros(1000)), batch_size=args.batch_size, shuffle=True)
+    warm_rows = rows[:1000]
+    warmup = DataLoader(TensorDataset(warm_rows, torch.zeros(warm_rows.shape[0])), batch_size=args.batch_size,
+                        shuffle=True)
     model = VAE(args.hidden_units)
     optimizer = torch.optim.Adagrad(model.parameters(), lr=LEARNING_RATE)
     train_epoch(model, optimizer, warmup)
