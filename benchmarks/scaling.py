@@ -136,33 +136,28 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def against_bound(ax, rows, x_key, aevb_key="aevb", bound_key="gemm_bound", **labels):
+        xs = [r[x_key] for r in rows]
+        ax.plot(xs, [r[aevb_key] for r in rows], "o-", label="aevb (fused)")
+        ax.plot(xs, [r[bound_key] for r in rows], "k--", label="GEMM-only bound")
+        ax.set(**labels)
+        ax.legend()
+
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
-    ax = axes[0, 0]
-    rows = results["batch_size"]
-    ax.plot([r["batch_size"] for r in rows], [r["aevb"] for r in rows], "o-", label="aevb (fused)")
-    ax.plot([r["batch_size"] for r in rows], [r["gemm_bound"] for r in rows], "k--", label="GEMM-only bound")
-    ax.set(xscale="log", yscale="log", xlabel="minibatch size M", ylabel="training samples/s",
-           title="784-500-20 against M")
-    ax.legend()
-    ax = axes[0, 1]
+    against_bound(axes[0, 0], results["batch_size"], "batch_size", xscale="log", yscale="log",
+                  xlabel="minibatch size M", ylabel="training samples/s", title="784-500-20 against M")
     rows = results["width"]
-    ax.plot([r["hidden_units"] for r in rows], [r["aevb_gflops"] for r in rows], "o-", label="aevb (fused)")
-    ax.plot([r["hidden_units"] for r in rows], [r["gemm_bound_gflops"] for r in rows], "k--", label="GEMM-only bound")
+    against_bound(axes[0, 1], rows, "hidden_units", "aevb_gflops", "gemm_bound_gflops", xscale="log",
+                  xlabel="hidden units (encoder and decoder)", ylabel="GFLOP/s (samples/s annotated)",
+                  title="cost against width, M = 100")
     for r in rows:
-        ax.annotate(f"{r['aevb']:,.0f}/s", (r["hidden_units"], r["aevb_gflops"]), fontsize=7,
-                    textcoords="offset points", xytext=(0, -12), ha="center")
-    ax.set(xscale="log", xlabel="hidden units (encoder and decoder)", ylabel="GFLOP/s (samples/s annotated)",
-           title="cost against width, M = 100")
-    ax.legend()
-    ax = axes[1, 0]
+        axes[0, 1].annotate(f"{r['aevb']:,.0f}/s", (r["hidden_units"], r["aevb_gflops"]), fontsize=7,
+                            textcoords="offset points", xytext=(0, -12), ha="center")
     rows = results["threads"]
-    ax.plot([r["threads"] for r in rows], [r["aevb"] for r in rows], "o-", label="aevb (fused)")
-    ax.plot([r["threads"] for r in rows], [r["gemm_bound"] for r in rows], "k--", label="GEMM-only bound")
-    ax.set(xlabel="CPU threads (one process)", ylabel="training samples/s", title="threads, 784-500-20, M = 100")
-    ax.set_xticks([r["threads"] for r in rows])
-    ax.legend()
-    ax = axes[1, 1]
+    against_bound(axes[1, 0], rows, "threads", xlabel="CPU threads (one process)", ylabel="training samples/s",
+                  title="threads, 784-500-20, M = 100", xticks=[r["threads"] for r in rows])
     rows = results["processes"]
+    ax = axes[1, 1]
     ax.bar([str(r["processes"]) for r in rows], [r["aevb"] for r in rows])
     ax.set(xlabel="processes (torchrun; cores split among them)", ylabel="training samples/s",
            title="processes, same global minibatch M = 100")
