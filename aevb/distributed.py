@@ -66,10 +66,10 @@ class ProcessGroup:
         if not self.distributed:
             return
         grads = [p.grad for p in parameters]
-        flat = torch._utils._flatten_dense_tensors(grads).mul_(weight)
+        flat = torch.cat([grad.reshape(-1) for grad in grads]).mul_(weight)
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        for grad, reduced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
-            grad.copy_(reduced)
+        for grad, reduced in zip(grads, flat.split([grad.numel() for grad in grads])):
+            grad.copy_(reduced.view_as(grad))
 
     def all_agree(self, ok: bool, device: torch.device) -> bool:
         """True when ``ok`` on every process: lets all stop together when one of them cannot go on

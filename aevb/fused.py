@@ -151,10 +151,13 @@ class _Layer:
         return torch.mm(grad_out, self.weight, out=self.grad_in[:rows])
 
 
+def _hidden_linears(net: MLP) -> list[nn.Linear]:
+    return [module for module in net.hidden if isinstance(module, nn.Linear)]
+
+
 def _layers(net: MLP, activation: str, rows: int) -> list[_Layer]:
-    linears = [m for m in net.hidden if isinstance(m, nn.Linear)]
     act = FUSED_ACTIVATIONS[activation]
-    return [_Layer(linear, act, rows) for linear in linears] + [_Layer(net.heads, None, rows)]
+    return [_Layer(linear, act, rows) for linear in _hidden_linears(net)] + [_Layer(net.heads, None, rows)]
 
 
 class FusedStep:
@@ -360,8 +363,7 @@ def _decoder_log_prob_no_grad(model: VAE, z: torch.Tensor, x: torch.Tensor) -> t
     batch_shape = z.shape[:-1]
     h = z.reshape(-1, z.shape[-1])
     rows = h.shape[0]
-    linears = [layer for layer in net.hidden if isinstance(layer, nn.Linear)]
-    for index, layer in enumerate(linears):
+    for index, layer in enumerate(_hidden_linears(net)):
         buffer = _SCRATCH.get(f"hidden{index % 2}", (rows, layer.weight.shape[0]), h)
         h = activation.forward(torch.addmm(layer.bias, h, layer.weight.t(), out=buffer), buffer)
     out = torch.addmm(net.heads.bias, h, net.heads.weight.t(),

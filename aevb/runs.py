@@ -235,6 +235,8 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     torch_device = local_device(torch_device, group)
     if group.distributed and algorithm != "aevb":
         raise AevbError(f"multi-process training runs AEVB only, not {algorithm}")
+    if group.distributed and extra_metrics is not None:   # it would draw noise on rank 0 alone
+        raise AevbError("figure reproduction trains on one process; run it without torchrun")
     if group.distributed and train_config.batch_size < group.world_size:
         raise AevbError(f"batch-size {train_config.batch_size} is smaller than the {group.world_size} processes")
     if data is None:
