@@ -19,10 +19,11 @@ the scale of the gradient, up to their ε).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -257,6 +258,46 @@ class AEVB:
         return bound_sum
 
 
+class DataOrder:
+    """Endless random minibatches of training-row indices, an epoch being one pass through a fresh
+    permutation (the same on every process: identically seeded generators). Its whole state is the
+    permutation and a position, so a checkpoint can hold it and a resumed run continue mid-epoch."""
+
+    def __init__(self, dataset_size: int, batch_size: int, device: torch.device):
+        self.dataset_size, self.batch_size, self.device = dataset_size, batch_size, device
+        self.order: torch.Tensor | None = None
+        self.position = dataset_size
+
+    def next(self) -> torch.Tensor:
+        if self.order is None or self.position >= self.dataset_size:
+            self.order = torch.randperm(self.dataset_size, device=self.device)
+            self.position = 0
+        batch = self.order[self.position:self.position + self.batch_size]
+        self.position += batch.shape[0]
+        return batch
+
+
+@dataclass
+class TrainingState:
+    """Everything a run needs to continue exactly where it was (at a step boundary): written as a
+    checkpoint, handed back to :meth:`Trainer.fit` as ``resume``."""
+
+    samples: int
+    steps: int
+    step_size: float
+    trials: list[StepSizeTrial]
+    history: list[Metrics]
+    training_seconds: float
+    running_sum: torch.Tensor           # minibatch bound summed since the last evaluation point
+    running_count: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+    rng: torch.Tensor                   # torch.get_rng_state()
+    order: torch.Tensor | None          # the epoch's permutation, and where in it we are
+    position: int
+    algorithm: dict = field(default_factory=dict)   # the algorithm's own state (MCEM's chains), if any
+
+
 class Trainer:
     """Runs Algorithm 1 (or another :class:`Algorithm`) on a model and a training set in memory.
 
@@ -304,14 +345,8 @@ class Trainer:
         weight_decay = self.config.prior_precision / self.dataset_size
         return OPTIMIZERS[self.config.optimizer](self.model.parameters(), lr=step_size, weight_decay=weight_decay)
 
-    def _minibatches(self) -> Iterator[torch.Tensor]:
-        """Endless random minibatches of training-row indices, an epoch being one pass through a
-        fresh permutation (the same on every process: identically seeded generators)."""
-        size = self.config.batch_size
-        while True:
-            order = torch.randperm(self.dataset_size, device=self.train_data.device)
-            for start in range(0, self.dataset_size, size):
-                yield order[start:start + size]
+    def _data_order(self) -> DataOrder:
+        return DataOrder(self.dataset_size, self.config.batch_size, self.train_data.device)
 
     def _load(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's shard of minibatch ``batch`` (all of it on one process): its indices and
@@ -348,10 +383,10 @@ class Trainer:
             self.model.load_state_dict(initial_model)
             torch.set_rng_state(initial_rng)
             optimizer = self._optimizer(step_size)
-            batches = self._minibatches()
+            batches = self._data_order()
             total, count, seen = torch.zeros((), device=self.train_data.device), 0, 0
             for step in range(steps):
-                batch = next(batches)
+                batch = batches.next()
                 seen += batch.shape[0]
                 bound_sum = self._step(optimizer, batch)
                 if step >= steps // 2:
@@ -367,32 +402,39 @@ class Trainer:
             raise AevbError("training diverged for every candidate step size; pass a smaller --step-size")
         return trials[best].step_size, trials, states[best]
 
-    def fit(self, on_metrics: Callable[[Metrics], None] | None = None,
-            progress: bool = False) -> TrainResult:
+    def fit(self, on_metrics: Callable[[Metrics], None] | None = None, progress: bool = False,
+            on_checkpoint: Callable[[TrainingState], None] | None = None, checkpoint_every: int | None = None,
+            resume: TrainingState | None = None) -> TrainResult:
         """Train until the configured number of samples; evaluate at log-spaced points.
 
         ``on_metrics`` is called with each :class:`Metrics` as soon as it is measured (the run
-        directory writes it to ``metrics.jsonl`` there and then).
+        directory writes it to ``metrics.jsonl`` there and then). ``on_checkpoint`` is called with
+        the :class:`TrainingState` after every ``checkpoint_every`` steps and after every
+        evaluation point (its tensors are the live ones: write them before returning). ``resume``
+        continues from such a state; the run then ends with the parameters, bit for bit, of a run
+        that was never interrupted (on the same device and number of threads).
         """
         try:
-            return self._fit(on_metrics, progress)
+            return self._fit(on_metrics, progress, on_checkpoint, checkpoint_every, resume)
         finally:
             teardown = getattr(self.algorithm, "teardown", None)
             if teardown is not None:
                 teardown()
 
-    def _fit(self, on_metrics: Callable[[Metrics], None] | None, progress: bool) -> TrainResult:
-        config = self.config
-        torch.manual_seed(config.seed)
-        self.model.reset_parameters()
-        self.model.train()
+    def _setup_algorithm(self) -> None:
         if self.group.distributed:
             self.algorithm.setup(self.model, self.train_data, self.group)
         else:
             self.algorithm.setup(self.model, self.train_data)
-        total = config.total_samples(self.dataset_size)
-        start_time = time.perf_counter()
 
+    def _start(self) -> tuple[TrainingState, torch.optim.Optimizer, DataOrder]:
+        """A fresh run: seed, initialise (§5), choose the step size (§5) unless given."""
+        config = self.config
+        torch.manual_seed(config.seed)
+        self.model.reset_parameters()
+        self.model.train()
+        self._setup_algorithm()
+        started = time.perf_counter()
         samples = steps = 0
         trials: list[StepSizeTrial] = []
         if config.step_size is None:
@@ -402,40 +444,75 @@ class Trainer:
             optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"])
             # The winner's iterations are part of this run: continue its data order and counts.
-            batches = state["batches"]
+            order = state["batches"]
             steps = config.selection_steps
             samples = state["samples"]
         else:
             step_size = config.step_size
             optimizer = self._optimizer(step_size)
-            batches = self._minibatches()
+            order = self._data_order()
+        state = TrainingState(samples=samples, steps=steps, step_size=step_size, trials=trials, history=[],
+                              training_seconds=time.perf_counter() - started,
+                              running_sum=torch.zeros((), device=self.train_data.device), running_count=0,
+                              model={}, optimizer={}, rng=torch.empty(0), order=None, position=0)
+        return state, optimizer, order
 
-        result = TrainResult(step_size=step_size, step_size_trials=trials)
-        bar = _progress_bar(total, samples) if progress and self.group.is_main else None
-        training_seconds = time.perf_counter() - start_time
-        running, running_count = torch.zeros((), device=self.train_data.device), 0
+    def _restore(self, resume: TrainingState) -> tuple[TrainingState, torch.optim.Optimizer, DataOrder]:
+        """Put model, optimiser, algorithm, generator and data order back as ``resume`` has them."""
+        self.model.train()
+        self._setup_algorithm()
+        self.model.load_state_dict(resume.model)
+        optimizer = self._optimizer(resume.step_size)
+        optimizer.load_state_dict(resume.optimizer)
+        if resume.algorithm:
+            self.algorithm.load_state_dict(resume.algorithm)
+        torch.set_rng_state(resume.rng)
+        order = self._data_order()
+        order.order = None if resume.order is None else resume.order.to(self.train_data.device)
+        order.position = resume.position
+        state = dataclasses.replace(resume, history=list(resume.history), trials=list(resume.trials),
+                                    running_sum=resume.running_sum.to(self.train_data.device).clone())
+        return state, optimizer, order
+
+    def _snapshot(self, state: TrainingState, optimizer: torch.optim.Optimizer, order: DataOrder) -> TrainingState:
+        algorithm_state = getattr(self.algorithm, "state_dict", None)
+        return dataclasses.replace(state, model=self.model.state_dict(), optimizer=optimizer.state_dict(),
+                                   rng=torch.get_rng_state(), order=order.order, position=order.position,
+                                   algorithm=algorithm_state() if algorithm_state is not None else {})
+
+    def _fit(self, on_metrics, progress, on_checkpoint, checkpoint_every, resume) -> TrainResult:
+        config = self.config
+        total = config.total_samples(self.dataset_size)
+        state, optimizer, order = self._start() if resume is None else self._restore(resume)
+        result = TrainResult(step_size=state.step_size, step_size_trials=state.trials, history=state.history)
+        bar = _progress_bar(total, state.samples) if progress and self.group.is_main else None
         for target in evaluation_points(total, config.first_eval, config.evals_per_decade):
-            if target <= samples:
+            if target <= state.samples:
                 continue
             tick = time.perf_counter()
-            while samples < target:
-                batch = next(batches)
-                if samples + batch.shape[0] > total:   # stop exactly at the requested number of samples
-                    batch = batch[: total - samples]
-                running += self._step(optimizer, batch)
-                running_count += batch.shape[0]
-                samples += batch.shape[0]
-                steps += 1
-                if bar is not None and steps % 50 == 0:
-                    bar.update(samples - bar.n)
-            training_seconds += time.perf_counter() - tick
-            metrics = self._evaluate(samples, steps, step_size, training_seconds,
-                                     self.group.sum_(running).item() / max(running_count, 1))
-            running.zero_()
-            running_count = 0
-            result.history.append(metrics)
+            while state.samples < target:
+                batch = order.next()
+                if state.samples + batch.shape[0] > total:   # stop exactly at the requested number of samples
+                    batch = batch[: total - state.samples]
+                state.running_sum += self._step(optimizer, batch)
+                state.running_count += batch.shape[0]
+                state.samples += batch.shape[0]
+                state.steps += 1
+                if bar is not None and state.steps % 50 == 0:
+                    bar.update(state.samples - bar.n)
+                if on_checkpoint is not None and checkpoint_every and state.steps % checkpoint_every == 0 \
+                        and state.samples < target:   # (at an evaluation point it comes after the evaluation)
+                    state.training_seconds += time.perf_counter() - tick
+                    on_checkpoint(self._snapshot(state, optimizer, order))
+                    tick = time.perf_counter()          # writing it is not training time
+            state.training_seconds += time.perf_counter() - tick
+            metrics = self._evaluate(state.samples, state.steps, state.step_size, state.training_seconds,
+                                     self.group.sum_(state.running_sum).item() / max(state.running_count, 1))
+            state.running_sum.zero_()
+            state.running_count = 0
+            state.history.append(metrics)
             if bar is not None:
-                bar.update(samples - bar.n)
+                bar.update(state.samples - bar.n)
                 bar.set_postfix(train=f"{metrics.train_bound:.2f}", samples_per_s=f"{metrics.samples_per_second:,.0f}")
             if on_metrics is not None:
                 on_metrics(metrics)
@@ -443,7 +520,9 @@ class Trainer:
                 if bar is not None:
                     bar.close()
                 what = f"bound {metrics.train_bound}" if self.has_bound else "non-finite parameters"
-                raise AevbError(f"training diverged at {samples} samples ({what}); try a smaller --step-size")
+                raise AevbError(f"training diverged at {state.samples} samples ({what}); try a smaller --step-size")
+            if on_checkpoint is not None:
+                on_checkpoint(self._snapshot(state, optimizer, order))
         if bar is not None:
             bar.close()
         self.model.eval()

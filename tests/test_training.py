@@ -95,7 +95,7 @@ def test_training_stops_after_the_given_epochs(sample_data):
 def test_dynamic_binarisation_draws_fresh_binary_images(sample_data):
     config = TrainConfig(max_samples=1000, binarize="dynamic", step_size=0.02)
     trainer = Trainer(tiny_model(hidden=8), sample_data.train[:500], config)
-    batch = next(trainer._minibatches())
+    batch = trainer._data_order().next()
     indices, first = trainer._load(batch)
     assert set(first.unique().tolist()) <= {0.0, 1.0} and indices.shape == (100,)
     # Fresh draws: the same minibatch binarised again differs, and x ~ Bernoulli(grey level).

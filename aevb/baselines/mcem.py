@@ -131,6 +131,17 @@ class MonteCarloEM:
         self.acceptance = torch.full((size,), math.nan, dtype=train.dtype, device=train.device)
         self.visits = torch.zeros(size, dtype=torch.long, device=train.device)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The per-datapoint chains and step sizes, for a checkpoint."""
+        return {"z": self.z, "step_sizes": self.step_sizes, "acceptance": self.acceptance, "visits": self.visits}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name in ("z", "step_sizes", "acceptance", "visits"):
+            current = getattr(self, name)
+            if state[name].shape != current.shape:
+                raise ValueError(f"MCEM state {name} has shape {tuple(state[name].shape)}, expected {tuple(current.shape)}")
+            current.copy_(state[name])
+
     def _check_setup(self) -> None:
         if self.z is None:
             raise AevbError("MonteCarloEM.setup(model, train) must be called before training")
