@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from . import __version__
-from .errors import AevbError
+from .errors import AevbError, TrainingInterrupted
 
 DEFAULT_MAX_SAMPLES = 1_000_000
 EXIT_USAGE = 2
@@ -159,6 +159,12 @@ def _build_parser() -> argparse.ArgumentParser:
     output.add_argument("--eval-subset", type=_count, default=None,
                         help="evaluate the bound on at most this many points of each split (default: all)")
     output.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars")
+    output.add_argument("--checkpoint-every", type=_count, default=2000, metavar="STEPS",
+                        help="steps between checkpoints (there is one at every evaluation point too)")
+    output.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue the interrupted run in RUN_DIR from its newest checkpoint, with its "
+                             "own settings (only --device, --threads, --no-progress, --tensorboard and "
+                             "--checkpoint-every apply)")
     output.add_argument("--threads", type=_count, default=None, help="CPU threads (default: torch's choice)")
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -234,10 +240,19 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .runs import DataConfig, default_run_dir, train_run
+    from .runs import DataConfig, default_run_dir, resume_run, train_run
     from .training import TrainConfig
 
     _set_threads(args.threads)
+    if args.resume is not None:
+        from .distributed import shutdown
+
+        try:
+            run_dir = resume_run(args.resume, device=args.device, progress=not args.no_progress,
+                                 tensorboard=args.tensorboard, checkpoint_every=args.checkpoint_every)
+        finally:
+            shutdown()
+        return _report(run_dir)
     max_samples = args.max_samples
     if max_samples is None and args.epochs is None:
         max_samples = DEFAULT_MAX_SAMPLES
@@ -254,15 +269,21 @@ def _train(args: argparse.Namespace) -> int:
                          likelihood=args.likelihood, sigmoid_mean=args.sigmoid_mean, init_std=args.init_std,
                          decoder_variance=args.decoder_variance)
     out = args.out or default_run_dir(args.dataset, args.latent_dim)
+    args.out = str(out)   # for the message of an interrupted run
     from .distributed import shutdown
 
     try:
         run_dir = train_run(out, DataConfig(args.dataset, args.data_dir, args.download), model_options,
                             train_config, device=args.device, overwrite=args.overwrite,
                             progress=not args.no_progress, algorithm=args.algorithm,
-                            tensorboard=args.tensorboard, command=shlex.join(["aevb", *args.argv]))
+                            tensorboard=args.tensorboard, command=shlex.join(["aevb", *args.argv]),
+                            checkpoint_every=args.checkpoint_every)
     finally:
         shutdown()   # under torchrun: leave the process group cleanly
+    return _report(run_dir)
+
+
+def _report(run_dir) -> int:
     if os.environ.get("RANK", "0") != "0":   # one report per run, from rank 0
         return 0
     from .checkpoint import read_json
@@ -357,6 +378,11 @@ def _run_command(args: argparse.Namespace) -> int:
     except AevbError as error:
         print(f"aevb {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except TrainingInterrupted as interrupted:
+        run = getattr(args, "resume", None) or getattr(args, "out", None) or "RUN_DIR"
+        print(f"aevb {args.command}: {interrupted}; checkpoint saved. Continue with: aevb train --resume {run}",
+              file=sys.stderr)
+        return 128 + (getattr(interrupted, "signal", None) or 2)
     except KeyboardInterrupt:
         print(f"aevb {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -8,3 +8,11 @@ Everything else is a bug and keeps its traceback.
 
 class AevbError(Exception):
     """A user-facing error: its message is one line that says what is wrong and what to do."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on request (SIGINT/SIGTERM) after saving a checkpoint at ``samples``."""
+
+    def __init__(self, samples: int):
+        super().__init__(f"interrupted at {samples:,} samples")
+        self.samples = samples

@@ -24,7 +24,10 @@ import json
 import math
 import os
 import shlex
+import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -33,10 +36,10 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checkpoint import atomic_write_json, load_model, read_json, save_model
+from .checkpoint import atomic_write_bytes, atomic_write_json, load_model, read_json, save_model
 from .data import DATASET_NAMES, Dataset, load_dataset
 from .distributed import from_environment, local_device
-from .errors import AevbError
+from .errors import AevbError, TrainingInterrupted
 from .estimators import bound_estimator
 from .evaluation import evaluate_bound
 from .hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
@@ -44,8 +47,11 @@ from .importance_sampling import estimate_log_likelihood
 from .figures import save_bound_curve, save_manifold, save_reconstructions, save_samples
 from .model import VAE, ModelConfig
 from .training import Metrics, Trainer, TrainConfig, evaluation_data
+from .training_checkpoints import DIRECTORY as CHECKPOINTS
+from .training_checkpoints import has_checkpoint, load_checkpoint, save_checkpoint
 
 RUN_FORMAT_VERSION = 1
+DEFAULT_CHECKPOINT_EVERY = 2000   # steps between checkpoints, besides one at every evaluation point
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -216,7 +222,8 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
               *, device: str = "auto", overwrite: bool = False, progress: bool = True,
               tensorboard: bool = False, data: Dataset | None = None, command: str | None = None,
               algorithm: str = "aevb", track_test: bool = False,
-              extra_metrics: Callable[[VAE, Dataset], dict] | None = None) -> Path:
+              extra_metrics: Callable[[VAE, Dataset], dict] | None = None,
+              checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY) -> Path:
     """Train a VAE and write the whole run into ``out``; return the run directory.
 
     ``model_options`` are keyword arguments of :func:`model_config_for` (latent_dim, hidden_units,
@@ -274,32 +281,128 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     if group.is_main:
         atomic_write_json(out / CONFIG_FILE, config)
 
+    return _train_into(out, data, model_config, train_config, algorithm, group, torch_device, progress=progress,
+                       tensorboard=tensorboard, track_test=track_test, extra_metrics=extra_metrics,
+                       checkpoint_every=checkpoint_every)
+
+
+def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bool = True,
+               tensorboard: bool = False, checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
+               extra_metrics: Callable[[VAE, Dataset], dict] | None = None, track_test: bool = False) -> Path:
+    """Continue the run in ``run_dir`` from its newest checkpoint, with the settings in its
+    config.json, to the end it was asked for. On the same device and number of threads the run
+    ends with the parameters, bit for bit, that it would have had uninterrupted."""
+    from .baselines import ALGORITHMS
+
+    out = Path(run_dir)
+    config = read_json(out / CONFIG_FILE) if out.is_dir() else None
+    if config is None:
+        raise AevbError(f"{out} is not a run directory")
+    if config.get("format_version") != RUN_FORMAT_VERSION:
+        raise AevbError(f"{out / CONFIG_FILE} has run format {config.get('format_version')!r}; "
+                        f"this aevb resumes format {RUN_FORMAT_VERSION}")
+    if (out / SUMMARY_FILE).exists():
+        raise AevbError(f"{out} is a finished run; nothing to resume")
+    if config.get("algorithm") not in ALGORITHMS:
+        raise AevbError(f"{out / CONFIG_FILE} names an unknown algorithm {config.get('algorithm')!r}")
+    stored = config.get("data", {})
+    fields = {f.name for f in dataclasses.fields(DataConfig)}
+    data_config = DataConfig(**{key: value for key, value in stored.items() if key in fields})
+    model_config = ModelConfig.from_dict(config.get("model", {}))
+    train_config = TrainConfig.from_dict(config.get("training", {}))
+    torch_device = resolve_device(device)
+    group = from_environment(torch_device)
+    torch_device = local_device(torch_device, group)
+    # Killed before its first checkpoint: start again, which is the same run (it is seeded).
+    state = load_checkpoint(out) if has_checkpoint(out) else None
+    samples = state.samples if state is not None else 0
+    data = load_data(data_config)
+    if group.is_main:   # metrics after the checkpoint are measured again
+        kept = [line for line in _metrics_lines(out) if json.loads(line)["samples"] <= samples]
+        atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
+    return _train_into(out, data, model_config, train_config, config["algorithm"], group, torch_device,
+                       progress=progress, tensorboard=tensorboard, track_test=track_test,
+                       extra_metrics=extra_metrics, checkpoint_every=checkpoint_every, resume=state)
+
+
+def _metrics_lines(out: Path) -> list[str]:
+    try:
+        lines = (out / METRICS_FILE).read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return []
+    return [line for line in lines if line.strip()]
+
+
+class _StopOnSignal:
+    """SIGINT and SIGTERM ask training to stop at the next step (after a checkpoint) instead of
+    killing it; a second signal of the same kind is not caught (the user insists)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for number in self.SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame) -> None:
+        self.received = number
+        signal.signal(number, self._previous.get(number, signal.SIG_DFL))
+
+    def __call__(self) -> bool:
+        return self.received is not None
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_config: TrainConfig, algorithm: str,
+                group, torch_device: torch.device, *, progress: bool, tensorboard: bool, track_test: bool,
+                extra_metrics, checkpoint_every: int | None, resume=None) -> Path:
+    """Train (or continue training) in the prepared run directory ``out``, checkpointing as it goes;
+    then write the model, summary and figures."""
+    from .baselines import ALGORITHMS
+
     data = data.to(torch_device)
     model = VAE(model_config).to(torch_device)
     trainer = Trainer(model, data.train, train_config, valid=data.valid, test=data.test if track_test else None,
                       algorithm=ALGORITHMS[algorithm](train_config), group=group)
-    if not group.is_main:   # the other processes train in step with rank 0 and write nothing
-        trainer.fit(progress=False)
-        group.all_agree(True, torch_device)   # wait for rank 0 to finish writing
-        return out
-    board = _TensorBoard(out / "tensorboard") if tensorboard else None
-    started = time.perf_counter()
-    with open(out / METRICS_FILE, "a") as metrics_file:
-        def record(metrics: Metrics) -> None:
-            line = metrics.to_dict() | (extra_metrics(model, data) if extra_metrics is not None else {})
-            metrics_file.write(json.dumps(_strict_json(line)) + "\n")
-            metrics_file.flush()
-            os.fsync(metrics_file.fileno())
-            if board is not None:
-                board.log(metrics)
+    checkpoint = (lambda state: save_checkpoint(out, state)) if group.is_main else None
+    with _StopOnSignal() as stop:
+        if not group.is_main:   # the other processes train in step with rank 0 and write nothing
+            trainer.fit(progress=False, resume=resume)
+            group.all_agree(True, torch_device)   # wait for rank 0 to finish writing
+            return out
+        board = _TensorBoard(out / "tensorboard") if tensorboard else None
+        started = time.perf_counter()
+        with open(out / METRICS_FILE, "a") as metrics_file:
+            def record(metrics: Metrics) -> None:
+                line = metrics.to_dict() | (extra_metrics(model, data) if extra_metrics is not None else {})
+                metrics_file.write(json.dumps(_strict_json(line)) + "\n")
+                metrics_file.flush()
+                os.fsync(metrics_file.fileno())
+                if board is not None:
+                    board.log(metrics)
 
-        try:
-            result = trainer.fit(on_metrics=record, progress=progress)
-        finally:
-            if board is not None:
-                board.close()
+            try:
+                result = trainer.fit(on_metrics=record, progress=progress, on_checkpoint=checkpoint,
+                                     checkpoint_every=checkpoint_every, resume=resume,
+                                     stop_requested=stop if group.world_size == 1 else None)
+            except TrainingInterrupted as interrupted:
+                interrupted.signal = stop.received
+                raise
+            finally:
+                if board is not None:
+                    board.close()
     save_model(model, out)
+    write_figures(out, model, data, train_config.binarize, result.history)
     last = result.history[-1]
+    # summary.json comes last: it marks the run finished (resume refuses a finished run).
     atomic_write_json(out / SUMMARY_FILE, _strict_json({
         "step_size": result.step_size,
         "step_size_trials": [dataclasses.asdict(t) for t in result.step_size_trials],
@@ -308,7 +411,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
         "samples_per_second": last.samples_per_second,
         "wall_seconds": time.perf_counter() - started,
     }))
-    write_figures(out, model, data, train_config.binarize, result.history)
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)   # the run is complete: its model is the result
     group.all_agree(True, torch_device)
     return out
 

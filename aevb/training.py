@@ -28,7 +28,7 @@ from typing import Callable, Protocol
 import torch
 
 from .config import JsonConfig
-from .errors import AevbError
+from .errors import AevbError, TrainingInterrupted
 from .estimators import bound_estimator, get_estimator
 from .evaluation import evaluate_bound
 from .distributed import SINGLE_PROCESS, ProcessGroup, SGVBObjective, data_parallel
@@ -404,7 +404,7 @@ class Trainer:
 
     def fit(self, on_metrics: Callable[[Metrics], None] | None = None, progress: bool = False,
             on_checkpoint: Callable[[TrainingState], None] | None = None, checkpoint_every: int | None = None,
-            resume: TrainingState | None = None) -> TrainResult:
+            resume: TrainingState | None = None, stop_requested: Callable[[], bool] | None = None) -> TrainResult:
         """Train until the configured number of samples; evaluate at log-spaced points.
 
         ``on_metrics`` is called with each :class:`Metrics` as soon as it is measured (the run
@@ -412,10 +412,12 @@ class Trainer:
         the :class:`TrainingState` after every ``checkpoint_every`` steps and after every
         evaluation point (its tensors are the live ones: write them before returning). ``resume``
         continues from such a state; the run then ends with the parameters, bit for bit, of a run
-        that was never interrupted (on the same device and number of threads).
+        that was never interrupted (on the same device and number of threads). When
+        ``stop_requested()`` turns true (checked after every step), the state goes to
+        ``on_checkpoint`` and :class:`~aevb.errors.TrainingInterrupted` is raised.
         """
         try:
-            return self._fit(on_metrics, progress, on_checkpoint, checkpoint_every, resume)
+            return self._fit(on_metrics, progress, on_checkpoint, checkpoint_every, resume, stop_requested)
         finally:
             teardown = getattr(self.algorithm, "teardown", None)
             if teardown is not None:
@@ -480,7 +482,7 @@ class Trainer:
                                    rng=torch.get_rng_state(), order=order.order, position=order.position,
                                    algorithm=algorithm_state() if algorithm_state is not None else {})
 
-    def _fit(self, on_metrics, progress, on_checkpoint, checkpoint_every, resume) -> TrainResult:
+    def _fit(self, on_metrics, progress, on_checkpoint, checkpoint_every, resume, stop_requested) -> TrainResult:
         config = self.config
         total = config.total_samples(self.dataset_size)
         state, optimizer, order = self._start() if resume is None else self._restore(resume)
@@ -500,6 +502,13 @@ class Trainer:
                 state.steps += 1
                 if bar is not None and state.steps % 50 == 0:
                     bar.update(state.samples - bar.n)
+                if stop_requested is not None and stop_requested():
+                    state.training_seconds += time.perf_counter() - tick
+                    if on_checkpoint is not None:
+                        on_checkpoint(self._snapshot(state, optimizer, order))
+                    if bar is not None:
+                        bar.close()
+                    raise TrainingInterrupted(state.samples)
                 if on_checkpoint is not None and checkpoint_every and state.steps % checkpoint_every == 0 \
                         and state.samples < target:   # (at an evaluation point it comes after the evaluation)
                     state.training_seconds += time.perf_counter() - tick

@@ -5,6 +5,7 @@ engines and for the baselines (MCEM carries per-datapoint chains in its state)."
 from __future__ import annotations
 
 import copy
+import json
 import random
 
 import pytest
@@ -47,3 +48,87 @@ def test_resuming_from_any_checkpoint_reproduces_the_uninterrupted_run(algorithm
         assert torch.allclose(bounds, torch.tensor([m.minibatch_bound for m in expected.history]),
                               rtol=0, atol=0, equal_nan=True)   # NaN for MCEM, which has no bound
         assert result.step_size == expected.step_size
+
+
+def test_checkpoints_on_disk_round_trip_to_the_same_end(tmp_path):
+    from aevb.training_checkpoints import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    data = torch.rand(230, 12)
+    config = TrainConfig(batch_size=20, max_samples=1500, step_size=0.05, first_eval=400, evals_per_decade=4, seed=2)
+    reference, _ = _train(data, config, "aevb")
+    saved = []
+
+    def checkpoint(state):
+        if state.steps in (13, 40):
+            saved.append(save_checkpoint(tmp_path / f"run{state.steps}", state, keep=1))
+
+    _train(data, config, "aevb", checkpoint_every=1, on_checkpoint=checkpoint)
+    assert len(saved) == 2
+    for path in saved:
+        model, _ = _train(data, config, "aevb", resume=load_checkpoint(path.parent.parent))
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.state_dict().items())
+
+
+ARGS = ["--hidden-units", "16", "--latent-dim", "3", "--max-samples", "40000", "--step-size", "0.02",
+        "--threads", "1", "--checkpoint-every", "15", "--eval-subset", "200", "--no-progress"]
+
+
+def _cli(*args, **options):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "aevb.cli", "train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **options)
+
+
+def test_a_run_killed_again_and_again_resumes_to_the_uninterrupted_parameters(tmp_path):
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    reference = _cli(*ARGS, "--out", str(tmp_path / "reference"))
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+    run = tmp_path / "run"
+    latest = run / "checkpoints" / "latest.json"
+    process, rng, kill_points = _cli(*ARGS, "--out", str(run)), random.Random(7), []
+    for _ in range(3):   # kill at a random moment after the next checkpoint, resume, again
+        seen = latest.read_text() if latest.exists() else None
+        deadline = time.time() + 120
+        while (not latest.exists() or latest.read_text() == seen) and process.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.15))
+        if process.poll() is not None:
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kill_points.append(json.loads(latest.read_text())["latest"])
+        if (run / "summary.json").exists():   # killed after it had finished
+            break
+        process = _cli("--resume", str(run), "--threads", "1", "--no-progress")
+    assert process.wait(timeout=300) in (0, -signal.SIGKILL), process.stderr.read()
+    assert len(kill_points) == 3 and len(set(kill_points)) == 3, kill_points
+    expected, got = load_file(tmp_path / "reference" / "model.safetensors"), load_file(run / "model.safetensors")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert (run / "metrics.jsonl").read_text().count("\n") == (tmp_path / "reference" / "metrics.jsonl").read_text().count("\n")
+    if process.returncode == 0:
+        assert not (run / "checkpoints").exists()   # a finished run keeps its model, not its checkpoints
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_continue(tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    process = _cli(*ARGS, "--out", str(run))
+    deadline = time.time() + 60
+    while not (run / "checkpoints" / "latest.json").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    message = process.stderr.read()
+    assert "checkpoint saved" in message and f"aevb train --resume {run}" in message
+    assert "Traceback" not in message
+    done = _cli("--resume", str(run), "--threads", "1", "--no-progress")
+    assert done.wait(timeout=300) == 0 and (run / "model.safetensors").exists()

@@ -1,0 +1,189 @@
+"""Training checkpoints on disk: a run's whole :class:`~aevb.training.TrainingState`, so that a
+killed run continues exactly (``aevb train --resume RUN_DIR``).
+
+Layout, inside the run directory::
+
+    checkpoints/
+        step-000012000/state.safetensors   every tensor: weights, optimiser state, generator
+                                           state, the epoch's permutation, the algorithm's state
+        step-000012000/state.json          everything else: counters, step size, trials, metrics
+        latest.json                        which checkpoint is the newest, and which is the best
+
+A checkpoint is written into a temporary directory, flushed to disk, and renamed into place; only
+then does ``latest.json`` (itself replaced atomically) point at it, and only then are checkpoints
+beyond the retention (the last ``keep``, and the one with the best validation bound) deleted. A
+crash at any instant therefore leaves the previous checkpoint intact and named in
+``latest.json``; a checkpoint that is unreadable anyway (a disk fault) is skipped for the newest
+readable one. Tensors are safetensors, everything else JSON: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .checkpoint import atomic_write_json, read_json
+from .errors import AevbError
+from .training import Metrics, StepSizeTrial, TrainingState
+
+CHECKPOINT_FORMAT_VERSION = 1
+DIRECTORY = "checkpoints"
+LATEST = "latest.json"
+TENSORS, FIELDS = "state.safetensors", "state.json"
+
+
+def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """torch.optim state dict → tensors by flat name, and the JSON-able rest (with tensor slots)."""
+    tensors, per_param = {}, {}
+    for index, values in state["state"].items():
+        slots = {}
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{key}"] = value
+                slots[key] = {"tensor": f"optimizer.{index}.{key}"}
+            else:
+                slots[key] = value
+        per_param[str(index)] = slots
+    return tensors, {"state": per_param, "param_groups": state["param_groups"]}
+
+
+def _join_optimizer(layout: dict, tensors: dict[str, torch.Tensor]) -> dict:
+    state = {int(index): {key: tensors[value["tensor"]] if isinstance(value, dict) else value
+                          for key, value in slots.items()}
+             for index, slots in layout["state"].items()}
+    return {"state": state, "param_groups": layout["param_groups"]}
+
+
+def save_checkpoint(run_dir: str | os.PathLike, state: TrainingState, keep: int = 2) -> Path:
+    """Write ``state`` as ``checkpoints/step-N`` of ``run_dir`` atomically; keep the last ``keep``
+    and the best by validation bound. Returns the checkpoint's directory."""
+    root = Path(run_dir) / DIRECTORY
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{state.steps:09d}"
+    optimizer_tensors, optimizer_layout = _split_optimizer(state.optimizer)
+    tensors = {f"model.{key}": value for key, value in state.model.items()}
+    tensors |= optimizer_tensors
+    tensors |= {f"algorithm.{key}": value for key, value in state.algorithm.items()}
+    tensors["rng"] = state.rng
+    tensors["running_sum"] = state.running_sum.reshape(1)
+    if state.order is not None:
+        tensors["order"] = state.order
+    tensors = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+    fields = {
+        "format_version": CHECKPOINT_FORMAT_VERSION, "samples": state.samples, "steps": state.steps,
+        "step_size": state.step_size, "trials": [vars(t) for t in state.trials],
+        "history": [m.to_dict() for m in state.history], "training_seconds": state.training_seconds,
+        "running_count": state.running_count, "position": state.position, "optimizer": optimizer_layout,
+        "has_order": state.order is not None,
+    }
+    temporary = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    try:
+        for filename, data in ((TENSORS, save(tensors)), (FIELDS, (json.dumps(fields) + "\n").encode())):
+            with open(temporary / filename, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+        target = root / name
+        if target.exists():        # the same step written again (a resumed run): replace it
+            shutil.rmtree(target)
+        os.replace(temporary, target)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    _fsync_directory(root)
+    previous = _read_latest(root)
+    best = previous.get("best")
+    valid = state.history[-1].valid_bound if state.history else None
+    best_valid = previous.get("best_valid_bound")
+    if valid is not None and valid == valid and (best_valid is None or valid > best_valid):
+        best, best_valid = name, valid
+    atomic_write_json(root / LATEST, {"latest": name, "best": best, "best_valid_bound": best_valid})
+    _retain(root, keep, {name, best})
+    return target
+
+
+def _fsync_directory(path: Path) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _read_latest(root: Path) -> dict:
+    try:
+        return read_json(root / LATEST)
+    except AevbError:
+        return {}
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    return sorted(path for path in root.glob("step-*") if path.is_dir())
+
+
+def _retain(root: Path, keep: int, protected: set) -> None:
+    for stale in root.glob(".step-*"):   # temporaries of an interrupted write
+        shutil.rmtree(stale, ignore_errors=True)
+    for path in _checkpoints(root)[:-keep] if keep > 0 else _checkpoints(root):
+        if path.name not in protected:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def has_checkpoint(run_dir: str | os.PathLike) -> bool:
+    return bool(_checkpoints(Path(run_dir) / DIRECTORY))
+
+
+def load_checkpoint(run_dir: str | os.PathLike) -> TrainingState:
+    """The newest readable checkpoint of ``run_dir`` (the one ``latest.json`` names, else the newest
+    that reads), as a :class:`TrainingState`; a one-line error when there is none."""
+    root = Path(run_dir) / DIRECTORY
+    candidates = _checkpoints(root)
+    if not candidates:
+        raise AevbError(f"{run_dir} has no checkpoint to resume from")
+    named = _read_latest(root).get("latest")
+    ordered = sorted(candidates, key=lambda path: (path.name == named, path.name), reverse=True)
+    problems = []
+    for path in ordered:
+        try:
+            return _read(path)
+        except AevbError as error:
+            problems.append(str(error))
+    raise AevbError(f"no readable checkpoint in {root}: {problems[0]}")
+
+
+def _read(path: Path) -> TrainingState:
+    fields = read_json(path / FIELDS)
+    if fields.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise AevbError(f"{path} has checkpoint format {fields.get('format_version')!r}; this aevb reads "
+                        f"{CHECKPOINT_FORMAT_VERSION}")
+    try:
+        tensors = load_file(str(path / TENSORS))
+    except (FileNotFoundError, SafetensorError, OSError, ValueError) as error:
+        raise AevbError(f"{path / TENSORS} is not a readable checkpoint ({error})") from None
+    try:
+        return TrainingState(
+            samples=int(fields["samples"]), steps=int(fields["steps"]), step_size=float(fields["step_size"]),
+            trials=[StepSizeTrial(**t) for t in fields["trials"]],
+            history=[Metrics.from_dict(m) for m in fields["history"]],
+            training_seconds=float(fields["training_seconds"]), running_sum=tensors["running_sum"].reshape(()),
+            running_count=int(fields["running_count"]),
+            model={key[len("model."):]: value for key, value in tensors.items() if key.startswith("model.")},
+            optimizer=_join_optimizer(fields["optimizer"], tensors), rng=tensors["rng"],
+            order=tensors["order"] if fields["has_order"] else None, position=int(fields["position"]),
+            algorithm={key[len("algorithm."):]: value for key, value in tensors.items()
+                       if key.startswith("algorithm.")},
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise AevbError(f"{path} is an incomplete checkpoint ({error!r})") from None
