@@ -164,7 +164,7 @@ def _build_parser() -> argparse.ArgumentParser:
     output.add_argument("--resume", metavar="RUN_DIR", default=None,
                         help="continue the interrupted run in RUN_DIR from its newest checkpoint, with its "
                              "own settings (only --device, --threads, --no-progress, --tensorboard and "
-                             "--checkpoint-every apply)")
+                             "--checkpoint-every apply) (default: start a new run)")
     output.add_argument("--threads", type=_count, default=None, help="CPU threads (default: torch's choice)")
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
 
