@@ -27,6 +27,7 @@ class Adagrad(torch.optim.Adagrad):
     def step(self, closure=None):
         if closure is not None or not self._direct:
             return super().step(closure)
+        found_inf = getattr(self, "found_inf", None)   # set by guarded_step (and by AMP's GradScaler)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -39,7 +40,9 @@ class Adagrad(torch.optim.Adagrad):
             torch._foreach_add_(steps, 1)
             torch._fused_adagrad_(params, [p.grad for p in params], [state["sum"] for state in states], steps,
                                   lr=group["lr"], lr_decay=group["lr_decay"], weight_decay=group["weight_decay"],
-                                  eps=group["eps"], maximize=group["maximize"])
+                                  eps=group["eps"], maximize=group["maximize"], found_inf=found_inf)
+            if found_inf is not None:   # a skipped step does not count, as in torch.optim
+                torch._foreach_sub_(steps, [found_inf] * len(steps))
         return None
 
 
@@ -49,6 +52,28 @@ def adam(params, lr: float = 1e-3, weight_decay: float = 0.0) -> torch.optim.Ada
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def non_finite(parameters: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+    """1.0 (float32, 0-dim, on the parameters' device) when ``loss`` or any gradient is NaN or
+    infinite, else 0.0 — computed without a host synchronisation (one pass over the gradients)."""
+    largest = torch._foreach_norm([p.grad for p in parameters], float("inf"))   # NaN and inf propagate
+    total = torch.stack(largest).sum() + loss.detach().to(largest[0].dtype)
+    return (~torch.isfinite(total)).to(torch.float32)
+
+
+def guarded_step(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
+    """``optimizer.step()`` unless ``bad`` (from :func:`non_finite`) is 1: a non-finite gradient
+    never reaches the parameters or the optimiser's state. Fused optimisers take ``bad`` as their
+    ``found_inf`` and skip on the device (no host synchronisation); others check it on the host."""
+    if all(group.get("fused") for group in optimizer.param_groups):
+        optimizer.found_inf = bad
+        try:
+            optimizer.step()
+        finally:
+            optimizer.found_inf = None
+    elif not bad.item():
+        optimizer.step()
 
 
 #: Optimisers by the names ``--optimizer`` takes; each is called as ``factory(params, lr=, weight_decay=)``.

@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -34,11 +35,12 @@ from .evaluation import evaluate_bound
 from .distributed import SINGLE_PROCESS, ProcessGroup, SGVBObjective, data_parallel
 from .fused import FusedStep, unsupported_reason
 from .model import VAE
-from .optimizers import OPTIMIZERS
+from .optimizers import OPTIMIZERS, guarded_step, non_finite
 
 BINARIZATIONS = ("none", "dynamic")
 ENGINES = ("auto", "fused", "autograd")
 PAPER_STEP_SIZES = (0.01, 0.02, 0.1)  # §5
+MAX_ROLLBACKS = 3                     # then give up: the step size has been halved three times
 
 
 @dataclass
@@ -119,6 +121,8 @@ class Metrics(JsonConfig):
     step_size: float
     steps: int
     test_bound: float | None = None  # only when the trainer was given test data (figure reproduction)
+    skipped_steps: int = 0           # steps skipped so far for a non-finite loss or gradient
+    rollbacks: int = 0               # returns to the last good evaluation point, step size halved each time
 
 
 @dataclass
@@ -241,8 +245,9 @@ class AEVB:
             if self._fused is None or self._fused.batch_size < x.shape[0] or self._fused.model is not model:
                 self._fused = FusedStep(model, self.estimator, self.num_samples, x.shape[0])
             bound_sum = self._fused(x, noise)
+            parameters = self._fused.parameters
             if shard is not None:
-                shard.group.sum_gradients_(self._fused.parameters, weight=x.shape[0] / shard.size)
+                shard.group.sum_gradients_(parameters, weight=x.shape[0] / shard.size)
         else:
             optimizer.zero_grad(set_to_none=True)
             if self._data_parallel is not None:
@@ -254,8 +259,12 @@ class AEVB:
                 loss = -bound.mean()
             loss.backward()
             bound_sum = bound.detach().sum()
-        optimizer.step()
-        return bound_sum
+            parameters = [p for p in model.parameters() if p.grad is not None]
+        # A non-finite loss or gradient never reaches the parameters: the step is skipped (on the
+        # device, no host sync) and reported as a NaN bound, which the trainer counts.
+        bad = non_finite(parameters, bound_sum)
+        guarded_step(optimizer, bad)
+        return torch.where(bad > 0, torch.full_like(bound_sum, math.nan), bound_sum)
 
 
 class DataOrder:
@@ -296,6 +305,8 @@ class TrainingState:
     order: torch.Tensor | None          # the epoch's permutation, and where in it we are
     position: int
     algorithm: dict = field(default_factory=dict)   # the algorithm's own state (MCEM's chains), if any
+    skipped_steps: int = 0
+    rollbacks: int = 0
 
 
 class Trainer:
@@ -486,17 +497,31 @@ class Trainer:
         config = self.config
         total = config.total_samples(self.dataset_size)
         state, optimizer, order = self._start() if resume is None else self._restore(resume)
-        result = TrainResult(step_size=state.step_size, step_size_trials=state.trials, history=state.history)
         bar = _progress_bar(total, state.samples) if progress and self.group.is_main else None
-        for target in evaluation_points(total, config.first_eval, config.evals_per_decade):
+        guarded = isinstance(self.algorithm, AEVB)   # its skipped steps come back as NaN bounds
+        device = self.train_data.device
+        # The state to return to when an interval goes bad: the last evaluation point that passed.
+        good = copy.deepcopy(self._snapshot(state, optimizer, order))
+        targets = evaluation_points(total, config.first_eval, config.evals_per_decade)
+        index = 0
+        while index < len(targets):
+            target = targets[index]
             if target <= state.samples:
+                index += 1
                 continue
-            tick = time.perf_counter()
+            tick, interval_steps = time.perf_counter(), state.steps
+            skipped, skipped_samples = torch.zeros((), device=device), torch.zeros((), device=device)
             while state.samples < target:
                 batch = order.next()
                 if state.samples + batch.shape[0] > total:   # stop exactly at the requested number of samples
                     batch = batch[: total - state.samples]
-                state.running_sum += self._step(optimizer, batch)
+                bound_sum = self._step(optimizer, batch)
+                if guarded:
+                    bad = torch.isnan(bound_sum)
+                    skipped += bad
+                    skipped_samples += bad * batch.shape[0]
+                    bound_sum = torch.where(bad, torch.zeros_like(bound_sum), bound_sum)
+                state.running_sum += bound_sum
                 state.running_count += batch.shape[0]
                 state.samples += batch.shape[0]
                 state.steps += 1
@@ -515,8 +540,29 @@ class Trainer:
                     on_checkpoint(self._snapshot(state, optimizer, order))
                     tick = time.perf_counter()          # writing it is not training time
             state.training_seconds += time.perf_counter() - tick
+            skipped_now = int(self.group.sum_(skipped).item()) if guarded else 0
+            counted = state.running_count - (int(skipped_samples.item()) if guarded else 0)
+            state.skipped_steps += skipped_now
             metrics = self._evaluate(state.samples, state.steps, state.step_size, state.training_seconds,
-                                     self.group.sum_(state.running_sum).item() / max(state.running_count, 1))
+                                     self.group.sum_(state.running_sum).item() / max(counted, 1))
+            metrics.skipped_steps, metrics.rollbacks = state.skipped_steps, state.rollbacks
+            finite = math.isfinite(metrics.train_bound) if self.has_bound else self._parameters_finite()
+            if not finite or skipped_now > (state.steps - interval_steps) // 2:
+                what = (f"bound {metrics.train_bound}" if self.has_bound else "non-finite parameters") if not finite \
+                    else f"{skipped_now} of {state.steps - interval_steps} steps had a non-finite loss or gradient"
+                if not guarded or state.rollbacks >= MAX_ROLLBACKS:
+                    if bar is not None:
+                        bar.close()
+                    tried = f" (after {state.rollbacks} rollbacks halving the step size)" if state.rollbacks else ""
+                    raise AevbError(f"training diverged at {state.samples} samples ({what}){tried}; "
+                                    "try a smaller --step-size")
+                state, optimizer, order = self._roll_back(good, state.rollbacks + 1, state.skipped_steps)
+                warnings.warn(f"training went bad at {metrics.samples} samples ({what}); back to {state.samples} "
+                              f"samples with step size {state.step_size:g}", RuntimeWarning, stacklevel=2)
+                if bar is not None:
+                    bar.reset(total)
+                    bar.update(state.samples)
+                continue
             state.running_sum.zero_()
             state.running_count = 0
             state.history.append(metrics)
@@ -525,17 +571,23 @@ class Trainer:
                 bar.set_postfix(train=f"{metrics.train_bound:.2f}", samples_per_s=f"{metrics.samples_per_second:,.0f}")
             if on_metrics is not None:
                 on_metrics(metrics)
-            if not (math.isfinite(metrics.train_bound) if self.has_bound else self._parameters_finite()):
-                if bar is not None:
-                    bar.close()
-                what = f"bound {metrics.train_bound}" if self.has_bound else "non-finite parameters"
-                raise AevbError(f"training diverged at {state.samples} samples ({what}); try a smaller --step-size")
+            good = copy.deepcopy(self._snapshot(state, optimizer, order))
             if on_checkpoint is not None:
-                on_checkpoint(self._snapshot(state, optimizer, order))
+                on_checkpoint(good)
+            index += 1
         if bar is not None:
             bar.close()
         self.model.eval()
-        return result
+        return TrainResult(step_size=state.step_size, step_size_trials=state.trials, history=state.history)
+
+    def _roll_back(self, good: TrainingState, rollbacks: int, skipped_steps: int):
+        """Continue from ``good`` with half its step size (numeric guard, after a bad interval)."""
+        state, optimizer, order = self._restore(good)
+        state.step_size = good.step_size / 2
+        for group in optimizer.param_groups:
+            group["lr"] = state.step_size
+        state.rollbacks, state.skipped_steps = rollbacks, skipped_steps
+        return state, optimizer, order
 
     def _evaluate(self, samples: int, steps: int, step_size: float, seconds: float,
                   minibatch_bound: float) -> Metrics:

@@ -81,7 +81,7 @@ def save_checkpoint(run_dir: str | os.PathLike, state: TrainingState, keep: int 
         "step_size": state.step_size, "trials": [vars(t) for t in state.trials],
         "history": [m.to_dict() for m in state.history], "training_seconds": state.training_seconds,
         "running_count": state.running_count, "position": state.position, "optimizer": optimizer_layout,
-        "has_order": state.order is not None,
+        "has_order": state.order is not None, "skipped_steps": state.skipped_steps, "rollbacks": state.rollbacks,
     }
     temporary = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
@@ -98,6 +98,9 @@ def save_checkpoint(run_dir: str | os.PathLike, state: TrainingState, keep: int 
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     _fsync_directory(root)
+    for abandoned in _checkpoints(root):   # later than this one: a future that was rolled back from
+        if abandoned.name > name:
+            shutil.rmtree(abandoned, ignore_errors=True)
     previous = _read_latest(root)
     best = previous.get("best")
     valid = state.history[-1].valid_bound if state.history else None
@@ -184,6 +187,7 @@ def _read(path: Path) -> TrainingState:
             order=tensors["order"] if fields["has_order"] else None, position=int(fields["position"]),
             algorithm={key[len("algorithm."):]: value for key, value in tensors.items()
                        if key.startswith("algorithm.")},
+            skipped_steps=int(fields.get("skipped_steps", 0)), rollbacks=int(fields.get("rollbacks", 0)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise AevbError(f"{path} is an incomplete checkpoint ({error!r})") from None

@@ -5,6 +5,7 @@ engines and for the baselines (MCEM carries per-datapoint chains in its state)."
 from __future__ import annotations
 
 import copy
+import math
 import json
 import random
 
@@ -132,3 +133,51 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_continue(tmp_path):
     assert "Traceback" not in message
     done = _cli("--resume", str(run), "--threads", "1", "--no-progress")
     assert done.wait(timeout=300) == 0 and (run / "model.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------ numeric guards
+
+
+def _poisoned(monkeypatch, bad_steps):
+    """Make the fused step leave a NaN in one gradient on the given step numbers (1-based)."""
+    from aevb import fused
+
+    original, calls = fused.FusedStep.__call__, {"n": 0}
+
+    def call(self, x, noise=None):
+        result = original(self, x, noise)
+        calls["n"] += 1
+        if calls["n"] in bad_steps:
+            self.parameters[0].grad[0, 0] = float("nan")
+        return result
+
+    monkeypatch.setattr(fused.FusedStep, "__call__", call)
+    return calls
+
+
+def test_a_nan_gradient_is_skipped_counted_and_never_reaches_the_parameters(monkeypatch):
+    torch.manual_seed(0)
+    data = torch.rand(230, 12)
+    config = TrainConfig(batch_size=20, max_samples=1200, step_size=0.05, first_eval=400, evals_per_decade=4)
+    _poisoned(monkeypatch, {5, 9})
+    model, result = _train(data, config, "aevb")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert result.history[-1].skipped_steps == 2 and result.history[-1].rollbacks == 0
+    assert all(math.isfinite(m.minibatch_bound) for m in result.history)
+
+
+def test_an_interval_of_bad_steps_rolls_back_with_half_the_step_size_then_gives_up(monkeypatch):
+    from aevb.errors import AevbError
+
+    torch.manual_seed(0)
+    data = torch.rand(230, 12)
+    config = TrainConfig(batch_size=20, max_samples=1200, step_size=0.05, first_eval=400, evals_per_decade=4)
+    _poisoned(monkeypatch, set(range(30, 46)))   # most of the interval 562 → 1000 samples (steps 30-50)
+    with pytest.warns(RuntimeWarning, match="step size 0.025"):
+        model, result = _train(data, config, "aevb")
+    assert result.history[-1].rollbacks == 1 and result.step_size == 0.025
+    assert [m.samples for m in result.history] == sorted({m.samples for m in result.history})
+
+    _poisoned(monkeypatch, set(range(1, 10_000)))   # every step: three rollbacks, then a clear error
+    with pytest.warns(RuntimeWarning), pytest.raises(AevbError, match="after 3 rollbacks halving the step size"):
+        _train(data, config, "aevb")
