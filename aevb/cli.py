@@ -379,9 +379,12 @@ def _run_command(args: argparse.Namespace) -> int:
         print(f"aevb {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingInterrupted as interrupted:
-        run = getattr(args, "resume", None) or getattr(args, "out", None) or "RUN_DIR"
-        print(f"aevb {args.command}: {interrupted}; checkpoint saved. Continue with: aevb train --resume {run}",
-              file=sys.stderr)
+        if args.command == "train":
+            run = getattr(args, "resume", None) or getattr(args, "out", None) or "RUN_DIR"
+            how = f"aevb train --resume {run}"
+        else:
+            how = "the same command again"
+        print(f"aevb {args.command}: {interrupted}; checkpoint saved. Continue with: {how}", file=sys.stderr)
         return 128 + (getattr(interrupted, "signal", None) or 2)
     except KeyboardInterrupt:
         print(f"aevb {args.command}: interrupted", file=sys.stderr)

@@ -223,7 +223,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
               tensorboard: bool = False, data: Dataset | None = None, command: str | None = None,
               algorithm: str = "aevb", track_test: bool = False,
               extra_metrics: Callable[[VAE, Dataset], dict] | None = None,
-              checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY) -> Path:
+              checkpoint_every: int | None = None) -> Path:
     """Train a VAE and write the whole run into ``out``; return the run directory.
 
     ``model_options`` are keyword arguments of :func:`model_config_for` (latent_dim, hidden_units,
@@ -287,7 +287,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
 
 
 def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bool = True,
-               tensorboard: bool = False, checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
+               tensorboard: bool = False, checkpoint_every: int | None = None,
                extra_metrics: Callable[[VAE, Dataset], dict] | None = None, track_test: bool = False) -> Path:
     """Continue the run in ``run_dir`` from its newest checkpoint, with the settings in its
     config.json, to the end it was asked for. On the same device and number of threads the run
@@ -364,9 +364,13 @@ class _StopOnSignal:
 def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_config: TrainConfig, algorithm: str,
                 group, torch_device: torch.device, *, progress: bool, tensorboard: bool, track_test: bool,
                 extra_metrics, checkpoint_every: int | None, resume=None) -> Path:
-    """Train (or continue training) in the prepared run directory ``out``, checkpointing as it goes;
-    then write the model, summary and figures."""
+    """Train (or continue training) in the prepared run directory ``out``, checkpointing as it goes
+    (every ``checkpoint_every`` steps, default :data:`DEFAULT_CHECKPOINT_EVERY`, and at every
+    evaluation point); then write the model, figures and summary."""
     from .baselines import ALGORITHMS
+
+    if checkpoint_every is None:
+        checkpoint_every = DEFAULT_CHECKPOINT_EVERY
 
     data = data.to(torch_device)
     model = VAE(model_config).to(torch_device)

@@ -4,6 +4,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from aevb.cli import main
 from aevb.experiments import fig2, plan
@@ -105,3 +106,36 @@ def test_runs_in_parallel_processes(shared_data, tmp_path, capsys):
     for method in ("aevb", "wake-sleep"):
         summary = json.loads((out / f"frey-z2-{method}" / "summary.json").read_text())
         assert summary["samples"] == 1000
+
+
+def test_a_reproduction_stopped_mid_run_continues_from_its_checkpoint(shared_data, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from safetensors.torch import load_file
+
+    import aevb.runs
+
+    argv = ["reproduce", "fig4", "--budget", "30000", "--data-dir", str(shared_data)]   # beyond the 200 selection steps
+    assert main([*argv, "--out", str(tmp_path / "reference")]) == 0   # checkpointing does not change a run
+
+    original, calls = aevb.runs.save_checkpoint, []
+
+    def save_then_terminate(out, state, **options):   # SIGTERM right after the second checkpoint
+        path = original(out, state, **options)
+        calls.append(state.samples)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return path
+
+    monkeypatch.setattr(aevb.runs, "save_checkpoint", save_then_terminate)
+    monkeypatch.setattr(aevb.runs, "DEFAULT_CHECKPOINT_EVERY", 7)
+    out = tmp_path / "stopped"
+    assert main([*argv, "--out", str(out)]) == 128 + signal.SIGTERM
+    assert not (out / "frey-z2-aevb" / "summary.json").exists()
+    assert (out / "frey-z2-aevb" / "checkpoints" / "latest.json").is_file()
+    monkeypatch.setattr(aevb.runs, "save_checkpoint", original)
+    assert main([*argv, "--out", str(out)]) == 0
+    expected = load_file(tmp_path / "reference" / "frey-z2-aevb" / "model.safetensors")
+    got = load_file(out / "frey-z2-aevb" / "model.safetensors")
+    assert all(torch.equal(expected[name], got[name]) for name in expected)

@@ -2,7 +2,8 @@
 
 A reproduction is a list of :class:`RunSpec`; each becomes ``OUT/<name>/``, a normal run
 directory (see :mod:`aevb.runs`). A run whose ``summary.json`` exists is complete and is never
-redone, so a killed reproduction restarts where it stopped (a run cut off midway starts again).
+redone, and a run cut off midway continues from its newest checkpoint (exactly: see
+:func:`aevb.runs.resume_run`), so a killed reproduction goes on where it stopped.
 Independent runs can go to several processes (``jobs``); each then gets cores / jobs threads.
 """
 
@@ -20,7 +21,8 @@ from typing import Callable
 import torch
 
 from ..errors import AevbError
-from ..runs import SUMMARY_FILE, DataConfig, train_run
+from ..runs import SUMMARY_FILE, DataConfig, resume_run, train_run
+from ..training_checkpoints import has_checkpoint
 from ..training import TrainConfig
 
 
@@ -43,10 +45,27 @@ def is_complete(run_dir: Path) -> bool:
     return (run_dir / SUMMARY_FILE).is_file()
 
 
+def _resumable(spec: RunSpec, run_dir: Path) -> bool:
+    """An interrupted run of this very spec (same algorithm, budget and seed) with a checkpoint."""
+    if not has_checkpoint(run_dir):
+        return False
+    try:
+        stored = json.loads((run_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    training = stored.get("training", {})
+    return (stored.get("algorithm") == spec.algorithm and training.get("max_samples") == spec.train.max_samples
+            and training.get("seed") == spec.train.seed and training.get("epochs") == spec.train.epochs)
+
+
 def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None) -> str:
     if threads:
         torch.set_num_threads(threads)
     run_dir = out / spec.name
+    if _resumable(spec, run_dir):
+        resume_run(run_dir, device=device, progress=False, extra_metrics=spec.extra_metrics,
+                   track_test=spec.track_test)
+        return spec.name
     train_run(run_dir, spec.data, spec.model_options, spec.train, device=device, overwrite=True,
               progress=False, algorithm=spec.algorithm, track_test=spec.track_test, extra_metrics=spec.extra_metrics,
               command=f"aevb reproduce ({spec.name})")
