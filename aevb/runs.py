@@ -48,7 +48,7 @@ from .figures import save_bound_curve, save_manifold, save_reconstructions, save
 from .model import VAE, ModelConfig
 from .training import Metrics, Trainer, TrainConfig, evaluation_data
 from .training_checkpoints import DIRECTORY as CHECKPOINTS
-from .training_checkpoints import has_checkpoint, load_checkpoint, save_checkpoint
+from .training_checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
 
 RUN_FORMAT_VERSION = 1
 DEFAULT_CHECKPOINT_EVERY = 2000   # steps between checkpoints, besides one at every evaluation point
@@ -317,6 +317,8 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
     state = load_checkpoint(out) if has_checkpoint(out) else None
     samples = state.samples if state is not None else 0
     data = load_data(data_config)
+    if state is not None:
+        check_checkpoint_fits(state, VAE(model_config), data.train.shape[0], out)
     if group.is_main:   # metrics after the checkpoint are measured again
         kept = [line for line in _metrics_lines(out) if json.loads(line)["samples"] <= samples]
         atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())

@@ -191,3 +191,26 @@ def _read(path: Path) -> TrainingState:
         )
     except (KeyError, TypeError, ValueError) as error:
         raise AevbError(f"{path} is an incomplete checkpoint ({error!r})") from None
+
+
+def check_checkpoint_fits(state: TrainingState, model: torch.nn.Module, dataset_size: int, run_dir) -> None:
+    """A one-line error unless ``state`` can continue training ``model`` on ``dataset_size`` points:
+    the same weights by name and shape, a generator state, a permutation of the training set."""
+    try:
+        model.load_state_dict(state.model)
+    except RuntimeError as error:
+        raise AevbError(f"the checkpoint in {run_dir} does not fit its model: "
+                        f"{str(error).strip().splitlines()[0]}") from None
+    if state.rng.dtype != torch.uint8 or state.rng.dim() != 1:
+        raise AevbError(f"the checkpoint in {run_dir} has no valid generator state")
+    if state.order is not None and (state.order.shape != (dataset_size,) or not 0 <= state.position <= dataset_size):
+        raise AevbError(f"the checkpoint in {run_dir} is for a training set of another size")
+    parameters = dict(model.named_parameters())
+    for index, slots in state.optimizer.get("state", {}).items():
+        names = list(parameters)
+        if not 0 <= index < len(names):
+            raise AevbError(f"the checkpoint in {run_dir} has optimiser state for an unknown parameter")
+        shape = parameters[names[index]].shape
+        for value in slots.values():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != shape:
+                raise AevbError(f"the checkpoint in {run_dir} has optimiser state of the wrong shape")

@@ -181,3 +181,53 @@ def test_an_interval_of_bad_steps_rolls_back_with_half_the_step_size_then_gives_
     _poisoned(monkeypatch, set(range(1, 10_000)))   # every step: three rollbacks, then a clear error
     with pytest.warns(RuntimeWarning), pytest.raises(AevbError, match="after 3 rollbacks halving the step size"):
         _train(data, config, "aevb")
+
+
+def test_a_damaged_checkpoint_is_refused_with_one_line(tmp_path):
+    import json as json_module
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    process = _cli(*ARGS, "--out", str(run))
+    latest = run / "checkpoints" / "latest.json"
+    import time
+
+    deadline = time.time() + 60
+    while not latest.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    name = json_module.loads(latest.read_text())["latest"]
+    for other in (run / "checkpoints").glob("step-*"):
+        if other.name != name:
+            import shutil
+
+            shutil.rmtree(other)
+    fields_path = run / "checkpoints" / name / "state.json"
+    fields = json_module.loads(fields_path.read_text())
+    damages = {
+        "missing field": {k: v for k, v in fields.items() if k != "samples"},
+        "other format": fields | {"format_version": 99},
+        "other data size": fields,   # with the permutation cut below
+    }
+    tensors_path = run / "checkpoints" / name / "state.safetensors"
+    original_tensors = tensors_path.read_bytes()
+    for what, damaged in damages.items():
+        fields_path.write_text(json_module.dumps(damaged))
+        tensors_path.write_bytes(original_tensors)
+        if what == "other data size":
+            from safetensors.torch import load_file, save_file
+
+            tensors = load_file(tensors_path)
+            tensors["order"] = tensors["order"][:-5]
+            save_file(tensors, tensors_path)
+        done = subprocess.run([sys.executable, "-m", "aevb.cli", "train", "--resume", str(run), "--threads", "1",
+                               "--no-progress"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, (what, done.stderr)
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, (what, done.stderr)
+    tensors_path.write_bytes(b"\x00garbage")
+    fields_path.write_text(json_module.dumps(fields))
+    done = subprocess.run([sys.executable, "-m", "aevb.cli", "train", "--resume", str(run), "--no-progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no readable checkpoint" in done.stderr
