@@ -320,11 +320,19 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
     if state is not None:
         check_checkpoint_fits(state, VAE(model_config), data.train.shape[0], out)
     if group.is_main:   # metrics after the checkpoint are measured again
-        kept = [line for line in _metrics_lines(out) if json.loads(line)["samples"] <= samples]
+        kept = [line for line in _metrics_lines(out) if _line_samples(line) <= samples]
         atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
     return _train_into(out, data, model_config, train_config, config["algorithm"], group, torch_device,
                        progress=progress, tensorboard=tensorboard, track_test=track_test,
                        extra_metrics=extra_metrics, checkpoint_every=checkpoint_every, resume=state)
+
+
+def _line_samples(line: str) -> float:
+    """The samples count of a metrics line; a line cut off by a kill counts as after everything."""
+    try:
+        return json.loads(line)["samples"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
 
 
 def _metrics_lines(out: Path) -> list[str]:
