@@ -121,6 +121,10 @@ def _build_parser() -> argparse.ArgumentParser:
                             "per-dimension vector independent of z")
     model.add_argument("--init-std", type=_positive_float, default=0.01,
                        help="standard deviation of the N(0, σ²) initialisation (§5)")
+    model.add_argument("--log-variance-bound", type=_positive_float, default=None, metavar="B",
+                       help="bound every log σ² (encoder, Gaussian decoder) smoothly to (-B, B) as B·tanh(raw/B), "
+                            "part of the model, so no variance overflows or vanishes (default: unbounded, as in "
+                            "the paper; non-finite steps are then caught by the numeric guard)")
 
     algorithm = train.add_argument_group("training (Algorithm 1, §5)")
     algorithm.add_argument("--algorithm", choices=("aevb", "wake-sleep", "mcem"), default="aevb",
@@ -267,7 +271,7 @@ def _train(args: argparse.Namespace) -> int:
     model_options = dict(latent_dim=args.latent_dim, hidden_units=args.hidden_units,
                          hidden_layers=args.hidden_layers, activation=args.activation,
                          likelihood=args.likelihood, sigmoid_mean=args.sigmoid_mean, init_std=args.init_std,
-                         decoder_variance=args.decoder_variance)
+                         decoder_variance=args.decoder_variance, log_variance_bound=args.log_variance_bound)
     out = args.out or default_run_dir(args.dataset, args.latent_dim)
     args.out = str(out)   # for the message of an interrupted run
     from .distributed import shutdown

@@ -23,9 +23,10 @@ from .model import VAE, ModelConfig
 def _parameters(model: VAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     config = model.config
     if not (config.hidden_layers == 0 and config.likelihood == "gaussian"
-            and config.decoder_variance == "per-dimension" and not config.sigmoid_mean):
+            and config.decoder_variance == "per-dimension" and not config.sigmoid_mean
+            and config.log_variance_bound is None):
         raise AevbError("not a factor-analysis model: needs hidden_layers=0, a Gaussian decoder with "
-                        "per-dimension variance and no sigmoid mean")
+                        "per-dimension variance, no sigmoid mean and no log-variance bound")
     heads = model.decoder.net.heads
     return heads.weight.detach(), heads.bias.detach(), model.decoder.log_var.detach()
 

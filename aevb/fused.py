@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import ACTIVATIONS, VAE, BernoulliDecoder, GaussianDecoder, GaussianEncoder, MLP
+from .model import ACTIVATIONS, MLP, VAE, BernoulliDecoder, GaussianDecoder, GaussianEncoder, bounded_log_variance
 
 LOG_2PI = math.log(2.0 * math.pi)
 FUSED_ESTIMATORS = ("A", "B", "IWAE")
@@ -187,6 +187,7 @@ class FusedStep:
         self.likelihood = config.likelihood
         self.sigmoid_mean = config.sigmoid_mean
         self.shared_log_var = getattr(model.decoder, "log_var", None)
+        self.bound = config.log_variance_bound
         rows = batch_size * num_samples
         self.encoder = _layers(model.encoder.net, config.activation, batch_size)
         self.decoder = _layers(model.decoder.net, config.activation, rows)
@@ -213,7 +214,7 @@ class FusedStep:
         h = x
         for layer in self.encoder:
             h = layer.forward(h)
-        mean, log_var = h[:, :latent], h[:, latent:]
+        mean, log_var = h[:, :latent], bounded_log_variance(h[:, latent:], self.bound)
         std = torch.exp(0.5 * log_var)
         # Same call, shape and generator as Normal.rsample((L,)) in the autograd estimators.
         eps = torch.empty(samples, batch, latent, dtype=x.dtype, device=x.device).normal_() if noise is None else noise
@@ -253,6 +254,7 @@ class FusedStep:
         if self._log_var_source is not None:   # a per-dimension decoder variance: sum over rows
             scale_(self._log_var_source)
             torch.sum(self._log_var_source, dim=0, out=self.shared_log_var.grad)
+            self._through_bound_(self.shared_log_var.grad, bounded_log_variance(self.shared_log_var.detach(), self.bound))
         grad = grad_out
         for layer in reversed(self.decoder):
             grad = layer.backward(grad)
@@ -273,10 +275,16 @@ class FusedStep:
             grad_log_var.add_(std.square().sub_(1.0), alpha=0.5 / batch)
         else:                       # entropy of q along the path: −½ per dimension per point
             grad_log_var.sub_(0.5 / batch)
+        self._through_bound_(grad_log_var, log_var)
         grad = grad_heads
         for index, layer in reversed(list(enumerate(self.encoder))):
             grad = layer.backward(grad, need_input_grad=index > 0)
         return bound_sum.detach()
+
+    def _through_bound_(self, grad: torch.Tensor, log_var: torch.Tensor) -> None:
+        """∂/∂raw = ∂/∂log σ² · (1 − (log σ² / B)²) under log σ² = B·tanh(raw/B), in place."""
+        if self.bound is not None:
+            grad.mul_(1.0 - (log_var / self.bound).square())
 
     def _decoder_terms(self, out: torch.Tensor, x: torch.Tensor, samples: int, batch: int,
                        per_point: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,9 +309,10 @@ class FusedStep:
             grad.view(samples, batch, data_dim).sub_(x_lm).neg_()
             return log_lik, grad
         if self.shared_log_var is None:
-            mean_raw, log_var = out[:, :data_dim], out[:, data_dim:]
+            mean_raw, log_var = out[:, :data_dim], bounded_log_variance(out[:, data_dim:], self.bound)
         else:
-            mean_raw, log_var = out, self.shared_log_var.detach().expand(rows, data_dim)
+            mean_raw = out
+            log_var = bounded_log_variance(self.shared_log_var.detach(), self.bound).expand(rows, data_dim)
         mean = torch.sigmoid(mean_raw) if self.sigmoid_mean else mean_raw
         residual = (x_lm - mean.reshape(samples, batch, data_dim)).view(rows, data_dim)
         scaled = residual * torch.exp(-log_var)                                  # (x − μ)/σ²
@@ -315,6 +324,7 @@ class FusedStep:
             scaled.mul_(mean * (1.0 - mean))
         grad[:, :data_dim].copy_(scaled)
         if self.shared_log_var is None:
+            self._through_bound_(grad_log_var, log_var)
             grad[:, data_dim:].copy_(grad_log_var)
         else:
             self._log_var_source = grad_log_var
@@ -373,10 +383,11 @@ def _decoder_log_prob_no_grad(model: VAE, z: torch.Tensor, x: torch.Tensor) -> t
     if config.likelihood == "bernoulli":
         dot = torch.einsum("smd,md->sm", out, x)
         return (dot - _softplus_(out).sum(dim=-1)).view(batch_shape)
+    bound = config.log_variance_bound
     if model.decoder.log_var is None:
-        mean, log_var = out[..., :data_dim], out[..., data_dim:]
+        mean, log_var = out[..., :data_dim], bounded_log_variance(out[..., data_dim:], bound)
     else:
-        mean, log_var = out, model.decoder.log_var.expand_as(out)
+        mean, log_var = out, bounded_log_variance(model.decoder.log_var, bound).expand_as(out)
     if config.sigmoid_mean:
         mean = torch.sigmoid(mean)
     squared = (x - mean).square_().mul_(torch.exp(-log_var))

@@ -49,6 +49,8 @@ class ModelConfig(JsonConfig):
     decoder_variance: str = "network"  # Gaussian decoder: log σ² from the network (App. C.2) or
                                        # "per-dimension", a learned vector independent of z
     init_std: float = 0.01         # §5: parameters ~ N(0, 0.01)
+    log_variance_bound: float | None = None  # log σ² of encoder and Gaussian decoder = B·tanh(raw/B), so
+                                             # σ² ∈ (e^-B, e^B); None: unbounded, as in the paper
     image_shape: tuple[int, int] | None = None  # for figures only
 
     def __post_init__(self) -> None:
@@ -66,8 +68,17 @@ class ModelConfig(JsonConfig):
                             f"{', '.join(DECODER_VARIANCES)}")
         if not self.init_std > 0:
             raise AevbError(f"init-std must be positive, got {self.init_std}")
+        if self.log_variance_bound is not None and not (0 < self.log_variance_bound < float("inf")):
+            raise AevbError(f"log-variance-bound must be a positive number, got {self.log_variance_bound}")
         if self.image_shape is not None:
             self.image_shape = tuple(int(s) for s in self.image_shape)
+
+
+def bounded_log_variance(raw: torch.Tensor, bound: float | None) -> torch.Tensor:
+    """log σ² = B·tanh(raw / B): a smooth bound to (−B, B) that is the identity near zero, part of
+    the model's definition (the bound of the model is computed exactly, nothing is clipped), so
+    that no variance can overflow or vanish. ``bound`` None: raw, unbounded (the paper's model)."""
+    return raw if bound is None else bound * torch.tanh(raw / bound)
 
 
 @contextmanager
@@ -112,11 +123,12 @@ class GaussianEncoder(nn.Module):
         super().__init__()
         self.net = MLP(config.data_dim, config.hidden_units, config.hidden_layers, config.activation,
                        (config.latent_dim, config.latent_dim))
+        self.log_variance_bound = config.log_variance_bound
 
     def forward(self, x: torch.Tensor) -> Distribution:
         """x: (..., D) → distribution with batch shape (...), event shape (J,)."""
         mean, log_var = self.net(x)
-        return diagonal_gaussian(mean, log_var)
+        return diagonal_gaussian(mean, bounded_log_variance(log_var, self.log_variance_bound))
 
 
 class BernoulliDecoder(nn.Module):
@@ -152,6 +164,7 @@ class GaussianDecoder(nn.Module):
         heads = (config.data_dim,) if shared_variance else (config.data_dim, config.data_dim)
         self.net = MLP(config.latent_dim, config.hidden_units, config.hidden_layers, config.activation, heads)
         self.log_var = nn.Parameter(torch.zeros(config.data_dim)) if shared_variance else None
+        self.log_variance_bound = config.log_variance_bound
 
     def _mean_and_log_var(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.log_var is None:
@@ -159,7 +172,7 @@ class GaussianDecoder(nn.Module):
         else:
             (mean,) = self.net(z)
             log_var = self.log_var.expand_as(mean)
-        return (torch.sigmoid(mean) if self.sigmoid_mean else mean), log_var
+        return (torch.sigmoid(mean) if self.sigmoid_mean else mean), bounded_log_variance(log_var, self.log_variance_bound)
 
     def forward(self, z: torch.Tensor) -> Distribution:
         """z: (..., J) → distribution with batch shape (...), event shape (D,)."""

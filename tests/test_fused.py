@@ -2,6 +2,7 @@
 estimators of §2.3, for every configuration it accepts — checked in float64 to 1e-10."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ def _fused(model, x, estimator, samples, seed, batch_size):
 
 
 CONFIGS = [
-    # (likelihood, sigmoid mean, decoder variance, activation, hidden layers)
+    # (likelihood, sigmoid mean, decoder variance, activation, hidden layers[, log-variance bound])
     ("bernoulli", False, "network", "tanh", 1),
     ("bernoulli", False, "network", "relu", 2),
     ("bernoulli", False, "network", "softplus", 0),
@@ -36,17 +37,23 @@ CONFIGS = [
     ("gaussian", False, "network", "elu", 2),
     ("gaussian", False, "per-dimension", "sigmoid", 1),
     ("gaussian", True, "per-dimension", "tanh", 0),
+    ("bernoulli", False, "network", "tanh", 1, 0.7),
+    ("gaussian", True, "network", "relu", 1, 0.7),
+    ("gaussian", False, "per-dimension", "tanh", 1, 0.7),
 ]
 
 
 @pytest.mark.parametrize("config, estimator, samples",
                          list(itertools.product(CONFIGS, ["A", "B", "IWAE"], [1, 3])))
 def test_fused_gradients_equal_autograd(config, estimator, samples):
-    likelihood, sigmoid_mean, variance, activation, layers = config
+    likelihood, sigmoid_mean, variance, activation, layers, *bound = config
     torch.manual_seed(0)
     model = VAE(ModelConfig(data_dim=7, latent_dim=3, hidden_units=5, hidden_layers=layers,
                             activation=activation, likelihood=likelihood, sigmoid_mean=sigmoid_mean,
-                            decoder_variance=variance, init_std=0.5)).double()
+                            decoder_variance=variance, init_std=0.5, log_variance_bound=(bound or [None])[0])).double()
+    if variance == "per-dimension":   # a per-dimension variance away from zero, where the bound bends
+        with torch.no_grad():
+            model.decoder.log_var.uniform_(-1.0, 1.0)
     x = torch.rand(6, 7, dtype=torch.float64)
     if likelihood == "bernoulli":
         x = torch.bernoulli(x)
@@ -75,11 +82,11 @@ def test_fused_step_refuses_what_it_cannot_differentiate():
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_fast_decoder_log_prob_equals_the_distribution(config):
-    likelihood, sigmoid_mean, variance, activation, layers = config
+    likelihood, sigmoid_mean, variance, activation, layers, *bound = config
     torch.manual_seed(1)
     model = VAE(ModelConfig(data_dim=7, latent_dim=3, hidden_units=5, hidden_layers=layers, activation=activation,
                             likelihood=likelihood, sigmoid_mean=sigmoid_mean, decoder_variance=variance,
-                            init_std=0.5)).double()
+                            init_std=0.5, log_variance_bound=(bound or [None])[0])).double()
     x, z = torch.rand(4, 7, dtype=torch.float64), torch.randn(6, 4, 3, dtype=torch.float64)
     with torch.no_grad():
         fast = fast_decoder_log_prob(model, z, x)
@@ -87,3 +94,19 @@ def test_fast_decoder_log_prob_equals_the_distribution(config):
     assert fast is not None and fast.shape == (6, 4)
     torch.testing.assert_close(fast, expected, rtol=1e-12, atol=1e-10)
     assert fast_decoder_log_prob(model, z, x) is None   # gradients wanted: the generic path
+
+
+def test_a_log_variance_bound_keeps_every_variance_finite():
+    model = VAE(ModelConfig(data_dim=4, latent_dim=2, hidden_units=3, likelihood="gaussian",
+                            log_variance_bound=5.0))
+    with torch.no_grad():   # outputs that would overflow exp() without the bound
+        model.encoder.net.heads.bias[2:] = 1e4
+        model.decoder.net.heads.bias[4:] = -1e4
+    x = torch.rand(3, 4)
+    q = model.encode(x)
+    assert torch.allclose(q.base_dist.scale, torch.full_like(q.base_dist.scale, math.exp(2.5)))
+    assert torch.isfinite(model.decode(q.rsample()).log_prob(x)).all()
+    step = FusedStep(model, "B", 1, 3)
+    assert torch.isfinite(step(x)) and all(torch.isfinite(p.grad).all() for p in model.parameters())
+    with pytest.raises(Exception, match="log-variance-bound"):
+        ModelConfig(data_dim=4, log_variance_bound=0.0)
