@@ -24,6 +24,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from .formats import FREY_SHA256
 from pathlib import Path
 
 from aevb.errors import AevbError
@@ -69,7 +71,7 @@ REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
         _binarized("test", "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c"),
     ),
     "frey": (
-        RemoteFile("frey_rawface.mat", "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64", (_FREY_URL,)),
+        RemoteFile("frey_rawface.mat", FREY_SHA256, (_FREY_URL,)),
     ),
 }
 

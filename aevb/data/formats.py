@@ -224,24 +224,86 @@ def _parse_regular_amat(buf: np.ndarray, dim: int) -> np.ndarray | None:
     return values
 
 
+#: SHA-256 of the published frey_rawface.mat (aevb.data.download pins the same file).
+FREY_SHA256 = "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64"
+
+# Run in a child process for MAT files that are not the published one: scipy's MAT reader is C
+# code that a corrupt file can crash (fuzzing found a segmentation fault), which must not take the
+# caller down. Exit 3: unreadable (message on stderr), 4: no variable ff, 5: ff not an array.
+_LOADMAT_CHILD = """
+import sys
+import numpy as np
+import scipy.io
+try:
+    ff = scipy.io.loadmat(sys.argv[1], variable_names=["ff"]).get("ff")
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}".splitlines()[0][:300], file=sys.stderr)
+    sys.exit(3)
+if ff is None:
+    sys.exit(4)
+if not isinstance(ff, np.ndarray) or ff.dtype == object:
+    print(type(ff).__name__ if not isinstance(ff, np.ndarray) else "object", file=sys.stderr)
+    sys.exit(5)
+np.save(sys.argv[2], ff, allow_pickle=False)
+"""
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_frey_variable(path: Path):
+    """The variable ``ff`` of a MAT file (None when absent): in this process for the published
+    file, in a child process for any other bytes."""
+    if _sha256(path) == FREY_SHA256:
+        import scipy.io  # deferred: scipy is only needed for this format
+
+        return scipy.io.loadmat(path, variable_names=["ff"]).get("ff")
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="aevb-mat-") as scratch:
+        out = Path(scratch) / "ff.npy"
+        done = subprocess.run([sys.executable, "-c", _LOADMAT_CHILD, str(path), str(out)],
+                              capture_output=True, text=True, timeout=600)
+        message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+        if done.returncode == 0:
+            return np.load(out, allow_pickle=False)
+        if done.returncode == 3:
+            raise AevbError(f"{path}: cannot read MATLAB file ({message})")
+        if done.returncode == 4:
+            return None
+        if done.returncode == 5:
+            raise AevbError(f"{path}: variable 'ff' has type {message}, expected uint8")
+        raise AevbError(f"{path}: the MATLAB reader crashed on this file (exit {done.returncode}); "
+                        "it is corrupt or not frey_rawface.mat")
+
+
 def read_frey_mat(path: str | os.PathLike) -> np.ndarray:
     """Read ``frey_rawface.mat``: uint8 faces ``(N, 28, 20)`` (N = 1965 for the real file).
 
     The file must be a MATLAB 5 MAT file holding a variable ``ff`` of dtype uint8 and shape
-    ``(560, N)``; column ``j`` is face ``j``.
+    ``(560, N)``; column ``j`` is face ``j``. Any file other than the published one is parsed in a
+    child process, so that a corrupt file gives this one-line error, never a crash.
     """
-    import scipy.io  # deferred: scipy is only needed for this format
-
     path = Path(path)
     if not path.is_file():
         raise AevbError(f"{path}: not a file")
     try:
-        contents = scipy.io.loadmat(path, variable_names=["ff"])
+        ff = _load_frey_variable(path)
+    except AevbError:
+        raise
     except Exception as exc:  # scipy raises many types (ValueError, TypeError, MatReadError, ...)
         raise AevbError(f"{path}: cannot read MATLAB file ({_one_line(exc)})") from None
-    if "ff" not in contents:
+    if ff is None:
         raise AevbError(f"{path}: no variable 'ff' in MATLAB file (not frey_rawface.mat?)")
-    ff = contents["ff"]
     if not isinstance(ff, np.ndarray) or ff.dtype != np.uint8:
         kind = ff.dtype if isinstance(ff, np.ndarray) else type(ff).__name__
         raise AevbError(f"{path}: variable 'ff' has type {kind}, expected uint8")
