@@ -121,10 +121,10 @@ def _build_parser() -> argparse.ArgumentParser:
                             "per-dimension vector independent of z")
     model.add_argument("--init-std", type=_positive_float, default=0.01,
                        help="standard deviation of the N(0, σ²) initialisation (§5)")
-    model.add_argument("--log-variance-bound", type=_positive_float, default=None, metavar="B",
+    model.add_argument("--log-variance-bound", type=_non_negative_float, default=30.0, metavar="B",
                        help="bound every log σ² (encoder, Gaussian decoder) smoothly to (-B, B) as B·tanh(raw/B), "
-                            "part of the model, so no variance overflows or vanishes (default: unbounded, as in "
-                            "the paper; non-finite steps are then caught by the numeric guard)")
+                            "part of the model, so no variance overflows or vanishes; 0: unbounded, the paper's "
+                            "exact parameterisation")
 
     algorithm = train.add_argument_group("training (Algorithm 1, §5)")
     algorithm.add_argument("--algorithm", choices=("aevb", "wake-sleep", "mcem"), default="aevb",
