@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
 
 from . import __version__
@@ -383,6 +384,8 @@ def _run_command(args: argparse.Namespace) -> int:
         print(f"aevb {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingInterrupted as interrupted:
+        if os.environ.get("RANK", "0") != "0":   # rank 0 says it, once
+            return 128 + (getattr(interrupted, "signal", None) or signal.SIGTERM)
         if args.command == "train":
             run = getattr(args, "resume", None) or getattr(args, "out", None) or "RUN_DIR"
             how = f"aevb train --resume {run}"

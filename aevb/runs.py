@@ -377,6 +377,20 @@ class _StopOnSignal:
             signal.signal(number, handler)
 
 
+class _AgreedStop:
+    """A stop request under torchrun: every process must stop after the same step, so every
+    ``every`` steps they agree (one all-reduce of a flag) whether any of them was signalled."""
+
+    def __init__(self, local: Callable[[], bool], group, device: torch.device, every: int = 20):
+        self.local, self.group, self.device, self.every, self.calls = local, group, device, every, 0
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        if self.calls % self.every:
+            return False
+        return not self.group.all_agree(not self.local(), self.device)
+
+
 def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_config: TrainConfig, algorithm: str,
                 group, torch_device: torch.device, *, progress: bool, tensorboard: bool, track_test: bool,
                 extra_metrics, checkpoint_every: int | None, resume=None) -> Path:
@@ -393,9 +407,10 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
     trainer = Trainer(model, data.train, train_config, valid=data.valid, test=data.test if track_test else None,
                       algorithm=ALGORITHMS[algorithm](train_config), group=group)
     checkpoint = (lambda state: save_checkpoint(out, state)) if group.is_main else None
-    with _StopOnSignal() as stop:
+    with _StopOnSignal() as signalled:
+        stop = signalled if group.world_size == 1 else _AgreedStop(signalled, group, torch_device)
         if not group.is_main:   # the other processes train in step with rank 0 and write nothing
-            trainer.fit(progress=False, resume=resume)
+            trainer.fit(progress=False, resume=resume, stop_requested=stop)
             group.all_agree(True, torch_device)   # wait for rank 0 to finish writing
             return out
         board = _TensorBoard(out / "tensorboard") if tensorboard else None
@@ -411,10 +426,9 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
 
             try:
                 result = trainer.fit(on_metrics=record, progress=progress, on_checkpoint=checkpoint,
-                                     checkpoint_every=checkpoint_every, resume=resume,
-                                     stop_requested=stop if group.world_size == 1 else None)
+                                     checkpoint_every=checkpoint_every, resume=resume, stop_requested=stop)
             except TrainingInterrupted as interrupted:
-                interrupted.signal = stop.received
+                interrupted.signal = signalled.received
                 raise
             finally:
                 if board is not None:

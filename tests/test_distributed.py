@@ -64,3 +64,31 @@ def test_two_processes_refuse_a_baseline_with_one_line(tmp_path):
     assert done.returncode != 0
     assert "multi-process training runs AEVB only" in done.stderr
     assert "Traceback" not in done.stderr.split("multi-process")[0][-200:]
+
+
+def test_sigterm_under_torchrun_checkpoints_and_resume_under_torchrun_is_exact(tmp_path):
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    options = [*SETTINGS, "--max-samples", "120000", "--checkpoint-every", "20"]
+    _torchrun([*options, "--out", str(tmp_path / "reference")], tmp_path)
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "aevb.cli"]
+    agent = subprocess.Popen([*launcher, "train", *options, "--out", str(run)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    latest = run / "checkpoints" / "latest.json"
+    deadline = time.time() + 120
+    while not latest.exists() and time.time() < deadline and agent.poll() is None:
+        time.sleep(0.05)
+    agent.send_signal(signal.SIGTERM)   # what torchrun does to its processes on Ctrl-C or a scheduler's stop
+    _, stderr = agent.communicate(timeout=120)
+    if (run / "summary.json").exists():
+        pytest.skip("the run finished before the signal arrived")
+    assert "checkpoint saved. Continue with: aevb train --resume" in stderr
+    assert stderr.count("checkpoint saved") == 1          # said once, by rank 0
+    _torchrun(["--resume", str(run), "--threads", "1", "--no-progress"], tmp_path)
+    expected, got = _parameters(tmp_path / "reference"), _parameters(run)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
