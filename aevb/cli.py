@@ -245,19 +245,27 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .runs import DataConfig, default_run_dir, resume_run, train_run
-    from .training import TrainConfig
+    from .distributed import shutdown
 
     _set_threads(args.threads)
-    if args.resume is not None:
-        from .distributed import shutdown
+    try:
+        run_dir = _resume(args) if args.resume is not None else _new_run(args)
+    finally:
+        shutdown()   # under torchrun: leave the process group cleanly
+    return _report(run_dir)
 
-        try:
-            run_dir = resume_run(args.resume, device=args.device, progress=not args.no_progress,
-                                 tensorboard=args.tensorboard, checkpoint_every=args.checkpoint_every)
-        finally:
-            shutdown()
-        return _report(run_dir)
+
+def _resume(args: argparse.Namespace):
+    from .runs import resume_run
+
+    return resume_run(args.resume, device=args.device, progress=not args.no_progress,
+                      tensorboard=args.tensorboard, checkpoint_every=args.checkpoint_every)
+
+
+def _new_run(args: argparse.Namespace):
+    from .runs import DataConfig, default_run_dir, train_run
+    from .training import TrainConfig
+
     max_samples = args.max_samples
     if max_samples is None and args.epochs is None:
         max_samples = DEFAULT_MAX_SAMPLES
@@ -275,17 +283,10 @@ def _train(args: argparse.Namespace) -> int:
                          decoder_variance=args.decoder_variance, log_variance_bound=args.log_variance_bound)
     out = args.out or default_run_dir(args.dataset, args.latent_dim)
     args.out = str(out)   # for the message of an interrupted run
-    from .distributed import shutdown
-
-    try:
-        run_dir = train_run(out, DataConfig(args.dataset, args.data_dir, args.download), model_options,
-                            train_config, device=args.device, overwrite=args.overwrite,
-                            progress=not args.no_progress, algorithm=args.algorithm,
-                            tensorboard=args.tensorboard, command=shlex.join(["aevb", *args.argv]),
-                            checkpoint_every=args.checkpoint_every)
-    finally:
-        shutdown()   # under torchrun: leave the process group cleanly
-    return _report(run_dir)
+    return train_run(out, DataConfig(args.dataset, args.data_dir, args.download), model_options, train_config,
+                     device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
+                     algorithm=args.algorithm, tensorboard=args.tensorboard,
+                     command=shlex.join(["aevb", *args.argv]), checkpoint_every=args.checkpoint_every)
 
 
 def _report(run_dir) -> int:

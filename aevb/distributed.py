@@ -106,6 +106,20 @@ def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
 SINGLE_PROCESS = ProcessGroup()
 
 
+def check_distributable(group: ProcessGroup, algorithm: str, batch_size: int, extra_metrics: bool = False) -> None:
+    """A one-line error when several processes cannot train this run: only AEVB is sharded, a
+    minibatch needs a row per process, and per-point extras (figure reproduction) would draw noise
+    on rank 0 alone."""
+    if not group.distributed:
+        return
+    if algorithm != "aevb":
+        raise AevbError(f"multi-process training runs AEVB only, not {algorithm}")
+    if extra_metrics:
+        raise AevbError("figure reproduction trains on one process; run it without torchrun")
+    if batch_size < group.world_size:
+        raise AevbError(f"batch-size {batch_size} is smaller than the {group.world_size} processes")
+
+
 def from_environment(device: torch.device) -> ProcessGroup:
     """The process group torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK,
     MASTER_ADDR/PORT), initialised with gloo (CPU) or NCCL (CUDA); one process without them."""

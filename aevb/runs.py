@@ -38,7 +38,7 @@ import torch
 from . import __version__
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_model, read_json, save_model
 from .data import DATASET_NAMES, Dataset, load_dataset
-from .distributed import from_environment, local_device
+from .distributed import check_distributable, from_environment, local_device
 from .errors import AevbError, TrainingInterrupted
 from .estimators import bound_estimator
 from .evaluation import evaluate_bound
@@ -246,12 +246,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     torch_device = resolve_device(device)
     group = from_environment(torch_device)          # several processes under torchrun, else one
     torch_device = local_device(torch_device, group)
-    if group.distributed and algorithm != "aevb":
-        raise AevbError(f"multi-process training runs AEVB only, not {algorithm}")
-    if group.distributed and extra_metrics is not None:   # it would draw noise on rank 0 alone
-        raise AevbError("figure reproduction trains on one process; run it without torchrun")
-    if group.distributed and train_config.batch_size < group.world_size:
-        raise AevbError(f"batch-size {train_config.batch_size} is smaller than the {group.world_size} processes")
+    check_distributable(group, algorithm, train_config.batch_size, extra_metrics is not None)
     if data is None:
         data = load_data(data_config)
     model_config = model_config_for(data, **model_options)
@@ -301,12 +296,7 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
     from .baselines import ALGORITHMS
 
     out = Path(run_dir)
-    config = read_json(out / CONFIG_FILE) if out.is_dir() else None
-    if config is None:
-        raise AevbError(f"{out} is not a run directory")
-    if config.get("format_version") != RUN_FORMAT_VERSION:
-        raise AevbError(f"{out / CONFIG_FILE} has run format {config.get('format_version')!r}; "
-                        f"this aevb resumes format {RUN_FORMAT_VERSION}")
+    config = read_run_config(out)
     if (out / SUMMARY_FILE).exists():
         raise AevbError(f"{out} is a finished run; nothing to resume")
     if config.get("algorithm") not in ALGORITHMS:
@@ -319,6 +309,7 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
     torch_device = resolve_device(device)
     group = from_environment(torch_device)
     torch_device = local_device(torch_device, group)
+    check_distributable(group, config["algorithm"], train_config.batch_size, extra_metrics is not None)
     # Killed before its first checkpoint: start again, which is the same run (it is seeded).
     state = load_checkpoint(out) if has_checkpoint(out) else None
     samples = state.samples if state is not None else 0
@@ -475,15 +466,21 @@ def write_figures(out: Path, model: VAE, data: Dataset, binarize: str, history: 
         save_manifold(model.decoder.mean, shape, out / "manifold.png", device=inputs.device)
 
 
-def load_run(run_dir: str | os.PathLike, device: str = "auto") -> tuple[VAE, dict]:
-    """The trained model of a run and its configuration."""
-    run_dir = Path(run_dir)
+def read_run_config(run_dir: Path) -> dict:
+    """A run's config.json, with one-line errors for a missing run or another run format."""
     if not run_dir.is_dir():
         raise AevbError(f"run directory {run_dir} not found")
     config = read_json(run_dir / CONFIG_FILE)
     if config.get("format_version") != RUN_FORMAT_VERSION:
         raise AevbError(f"{run_dir / CONFIG_FILE} has run format {config.get('format_version')!r}; "
                         f"this aevb reads format {RUN_FORMAT_VERSION}")
+    return config
+
+
+def load_run(run_dir: str | os.PathLike, device: str = "auto") -> tuple[VAE, dict]:
+    """The trained model of a run and its configuration."""
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
     if not (run_dir / "model.safetensors").exists():
         raise AevbError(f"{run_dir} holds no trained model (model.safetensors); did the run finish?")
     return load_model(run_dir, resolve_device(device)), config

@@ -32,7 +32,7 @@ from .config import JsonConfig
 from .errors import AevbError, TrainingInterrupted
 from .estimators import bound_estimator, get_estimator
 from .evaluation import evaluate_bound
-from .distributed import SINGLE_PROCESS, ProcessGroup, SGVBObjective, data_parallel
+from .distributed import SINGLE_PROCESS, ProcessGroup, SGVBObjective, check_distributable, data_parallel
 from .fused import FusedStep, unsupported_reason
 from .model import VAE
 from .optimizers import OPTIMIZERS, guarded_step, non_finite
@@ -335,10 +335,8 @@ class Trainer:
         self.config = config
         self.dataset_size = train.shape[0]
         self.algorithm = algorithm if algorithm is not None else AEVB(config.estimator, config.num_samples, config.engine)
-        if group.distributed and not isinstance(self.algorithm, AEVB):
-            raise AevbError(f"multi-process training runs AEVB only, not {type(self.algorithm).__name__}")
-        if group.distributed and config.batch_size < group.world_size:
-            raise AevbError(f"batch-size {config.batch_size} is smaller than the {group.world_size} processes")
+        check_distributable(group, "aevb" if isinstance(self.algorithm, AEVB) else type(self.algorithm).__name__,
+                            config.batch_size)
         self.has_bound = bool(getattr(self.algorithm, "has_bound", True))
         if not self.has_bound and config.step_size is None:
             raise AevbError(f"{type(self.algorithm).__name__} has no lower bound to choose a step size by; "
@@ -359,11 +357,11 @@ class Trainer:
     def _data_order(self) -> DataOrder:
         return DataOrder(self.dataset_size, self.config.batch_size, self.train_data.device)
 
-    def _load(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _load(self, batch: torch.Tensor, rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's shard of minibatch ``batch`` (all of it on one process): its indices and
         data rows, freshly binarised with dynamic binarisation. The binarisation noise is drawn
         for the whole minibatch, so that every process's draws match a one-process run."""
-        rows = self.group.shard(batch.shape[0])
+        rows = self.group.shard(batch.shape[0]) if rows is None else rows
         indices = batch[rows]
         x = torch.index_select(self.train_data, 0, indices)   # a row copy each; [indices] is slower
         if self.config.binarize == "dynamic":
@@ -373,10 +371,11 @@ class Trainer:
 
     def _step(self, optimizer: torch.optim.Optimizer, batch: torch.Tensor) -> torch.Tensor:
         """One iteration on minibatch ``batch``; returns the bound sum over this process's shard."""
-        indices, x = self._load(batch)
+        rows = self.group.shard(batch.shape[0])
+        indices, x = self._load(batch, rows)
         if self.group.distributed:
-            shard = Shard(self.group.shard(batch.shape[0]), batch.shape[0], self.group)
-            return self.algorithm.step(self.model, optimizer, x, indices, shard=shard)
+            return self.algorithm.step(self.model, optimizer, x, indices,
+                                       shard=Shard(rows, batch.shape[0], self.group))
         return self.algorithm.step(self.model, optimizer, x, indices)
 
     def select_step_size(self) -> tuple[float, list[StepSizeTrial], dict]:
