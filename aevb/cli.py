@@ -356,7 +356,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"  lower bound (estimator {result['estimator']}, L = {args.samples}): "
           f"{result[f'{split}_bound']:.3f} ± {result[f'{split}_bound_stderr']:.3f} (over datapoints)")
     if "log_likelihood" in result:
-        print(f"  log p(x), importance sampling, k = {args.k}: {result['log_likelihood']:.3f} "
+        what = "log p(x|y)" if result.get("conditional") else "log p(x)"   # a conditional VAE: given the label
+        print(f"  {what}, importance sampling, k = {args.k}: {result['log_likelihood']:.3f} "
               f"± {result['log_likelihood_stderr']:.3f} (Monte Carlo); negative log-likelihood "
               f"{-result['log_likelihood']:.3f}; {result['log_likelihood_seconds']:.1f} s")
     if "hmc_log_likelihood" in result:

@@ -553,6 +553,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
         "dataset": data.name,
         "seconds": time.perf_counter() - started,
     }
+    if model.config.num_classes is not None:   # every number is of log p(x|y), y the datapoint's label
+        result["conditional"] = True
     if log_likelihood_samples is not None:
         nll = estimate_log_likelihood(model, values, num_samples=log_likelihood_samples, prior_mixture=prior_mixture)
         result.update(log_likelihood=nll.mean, log_likelihood_stderr=nll.stderr, log_likelihood_prior_mixture=prior_mixture,
