@@ -397,3 +397,18 @@ def test_cli_refuses_conditional_and_conv_on_data_without_labels_or_image_shape(
     assert_usage_error(*run_cli(capsys, [*common, "--architecture", "conv", "--out", tmp_path / "b"]))
     assert_usage_error(*run_cli(capsys, [*common, "--hidden-units", "4,5", "--hidden-layers", "3",
                                          "--out", tmp_path / "c"]))
+
+
+def test_two_processes_train_the_conditional_conv_model_one_process_trains(tmp_path):
+    from aevb.cli import main
+    from test_distributed import SETTINGS, _parameters, _torchrun
+
+    # Labels travel in the rows: each process's shard carries its own; M = 15 splits 8 + 7.
+    options = [*SETTINGS, "--conditional", "--architecture", "conv", "--conv-channels", "2,4", "--binarize", "dynamic",
+               "--batch-size", "15", "--max-samples", "600"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["train", *options, "--out", str(one)]) == 0
+    _torchrun([*options, "--out", str(two)], tmp_path)
+    expected, got = _parameters(one), _parameters(two)
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-4, atol=2e-5, msg=name)
