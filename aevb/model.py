@@ -93,8 +93,10 @@ class ModelConfig(JsonConfig):
             raise AevbError(f"conv-channels must be positive integers, got {self.conv_channels}")
         if self.architecture == "conv" and self.image_shape is None:
             raise AevbError("--architecture conv needs image data; these data have no image shape")
-        if self.num_classes is not None and int(self.num_classes) < 2:
-            raise AevbError(f"a conditional model needs at least 2 classes, got {self.num_classes}")
+        if self.num_classes is not None:
+            self.num_classes = int(self.num_classes)
+            if self.num_classes < 2:
+                raise AevbError(f"a conditional model needs at least 2 classes, got {self.num_classes}")
 
 
 def hidden_widths(config: ModelConfig) -> tuple[int, ...]:
