@@ -106,6 +106,18 @@ def hidden_widths(config: ModelConfig) -> tuple[int, ...]:
     return (int(config.hidden_units),) * config.hidden_layers
 
 
+def hidden_activations_per_row(config: ModelConfig) -> int:
+    """Floats of hidden activations the decoder holds per decoded row (for memory budgets): its
+    hidden layers, and for ``conv`` its feature maps."""
+    floats = sum(hidden_widths(config))
+    if config.architecture == "conv":
+        from .networks import feature_map_shapes
+
+        shapes = feature_map_shapes(config.image_shape, len(config.conv_channels))[1:]
+        floats += sum(channels * height * width for channels, (height, width) in zip(config.conv_channels, shapes))
+    return floats
+
+
 def build_network(config: ModelConfig, role: str, head_features: tuple[int, ...]) -> nn.Module:
     """The encoder's (``role="encoder"``, input (..., D + C)) or decoder's (``"decoder"``, input
     (..., J + C)) network for ``config.architecture``; C = num_classes of a conditional model, else 0.

@@ -412,3 +412,28 @@ def test_two_processes_train_the_conditional_conv_model_one_process_trains(tmp_p
     expected, got = _parameters(one), _parameters(two)
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, rtol=1e-4, atol=2e-5, msg=name)
+
+
+def test_cli_deeper_mlp_with_per_layer_widths_trains_fused_and_evaluates(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "deep"
+    code, out, err = run_cli(capsys, ["train", *TINY, "--hidden-units", "12,8,6", "--engine", "fused", "--out", run])
+    assert code == 0, err
+    model = json.loads((run / "model.json").read_text())["model"]
+    assert model["hidden_units"] == [12, 8, 6] and model["hidden_layers"] == 3
+    code, out, err = run_cli(capsys, ["evaluate", run, "--nll", "--k", "20", "--num-points", "30", "--json"])
+    assert code == 0, err
+    assert json.loads(out)["log_likelihood"] < 0
+
+
+def test_importance_sampling_memory_budget_counts_hidden_layers_and_feature_maps():
+    from aevb.importance_sampling import rows_within_budget
+
+    budget = 8 * 10_000
+    mlp = VAE(ModelConfig(data_dim=10, latent_dim=2, hidden_units=(30, 20), hidden_layers=2))
+    assert rows_within_budget(mlp, 10, budget) == budget // (8 * (4 * 10 + 2 * 50 + 4 * 2))
+    conv = build_model(ModelConfig(data_dim=16, latent_dim=2, hidden_layers=0, architecture="conv",
+                                   image_shape=(4, 4), conv_channels=(3, 5)))
+    maps = 3 * 2 * 2 + 5 * 1 * 1    # 4×4 → 2×2 → 1×1
+    assert rows_within_budget(conv, 16, budget) == budget // (8 * (4 * 16 + 2 * maps + 4 * 2))
