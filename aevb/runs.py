@@ -104,7 +104,7 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def model_config_for(data: Dataset, latent_dim: int = 20, hidden_units: int | None = None,
+def model_config_for(data: Dataset, latent_dim: int = 20, hidden_units: int | tuple[int, ...] | None = None,
                      likelihood: str | None = None, sigmoid_mean: bool | None = None,
                      **overrides) -> ModelConfig:
     """The paper's model for ``data``, with explicit choices taking precedence.
