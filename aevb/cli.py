@@ -54,6 +54,23 @@ def _number(minimum: float, inclusive: bool):
     return parse
 
 
+def _counts(text: str) -> int | tuple[int, ...]:
+    """One positive count, or several separated by commas (one per layer): 500 or 500,200."""
+    if "," not in text:
+        return _count(text)
+    return tuple(_count(part) for part in text.split(","))
+
+
+def _label(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class label 0, 1, ..., got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a class label 0, 1, ..., got {text!r}")
+    return value
+
+
 _positive_float = _number(0.0, inclusive=False)
 _non_negative_float = _number(0.0, inclusive=True)
 
@@ -109,9 +126,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
     model = train.add_argument_group("model (paper §3, App. C)")
     model.add_argument("--latent-dim", type=_count, default=20, help="Nz, dimension of z")
-    model.add_argument("--hidden-units", type=_count, default=None,
-                       help="units per hidden layer (default: 500; 200 for frey, as in §5)")
-    model.add_argument("--hidden-layers", type=int, default=1, help="hidden layers in encoder and decoder")
+    model.add_argument("--hidden-units", type=_counts, default=None,
+                       help="units per hidden layer (default: 500; 200 for frey, as in §5), or one width per "
+                            "layer from the data side, e.g. 500,200 (the decoder mirrors them)")
+    model.add_argument("--hidden-layers", type=int, default=None,
+                       help="hidden layers in encoder and decoder (default: 1, or as many as --hidden-units lists)")
+    model.add_argument("--architecture", choices=("mlp", "conv"), default="mlp",
+                       help="mlp (App. C) or conv: stride-2 convolutions on the images (--conv-channels), then "
+                            "the hidden layers; the decoder mirrors them with transposed convolutions")
+    model.add_argument("--conv-channels", type=_counts, default=(32, 64), metavar="C1,C2,...",
+                       help="channels of each stride-2 convolution of --architecture conv")
+    model.add_argument("--conditional", action="store_true",
+                       help="conditional VAE p(x|z,y), q(z|x,y) on the data's class labels y (one-hot inputs)")
     model.add_argument("--activation", default="tanh", help="tanh, relu, softplus, elu or sigmoid")
     model.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=None,
                        help="decoder (default: bernoulli for data in [0,1]; gaussian for frey and other data)")
@@ -234,6 +260,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", metavar="FILE", default=None,
                         help="output .png (grid) or .npy (array) (default: RUN_DIR/samples-seedN.png)")
     sample.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    sample.add_argument("--label", type=_label, default=None,
+                        help="conditional runs: draw every sample of this class (default: a grid with one row "
+                             "per class, the same z down each column)")
     return parser
 
 
@@ -269,8 +298,13 @@ def _new_run(args: argparse.Namespace):
     max_samples = args.max_samples
     if max_samples is None and args.epochs is None:
         max_samples = DEFAULT_MAX_SAMPLES
+    if args.hidden_layers is None:
+        args.hidden_layers = len(args.hidden_units) if isinstance(args.hidden_units, tuple) else 1
     if args.hidden_layers < 0:
         raise AevbError(f"--hidden-layers must be >= 0, got {args.hidden_layers}")
+    if isinstance(args.hidden_units, tuple) and len(args.hidden_units) != args.hidden_layers:
+        raise AevbError(f"--hidden-units lists {len(args.hidden_units)} widths but --hidden-layers is {args.hidden_layers}")
+    channels = args.conv_channels if isinstance(args.conv_channels, tuple) else (args.conv_channels,)
     train_config = TrainConfig(
         batch_size=args.batch_size, num_samples=args.samples_per_datapoint, estimator=args.estimator,
         optimizer=args.optimizer, step_size=args.step_size, selection_steps=args.selection_steps,
@@ -280,7 +314,8 @@ def _new_run(args: argparse.Namespace):
     model_options = dict(latent_dim=args.latent_dim, hidden_units=args.hidden_units,
                          hidden_layers=args.hidden_layers, activation=args.activation,
                          likelihood=args.likelihood, sigmoid_mean=args.sigmoid_mean, init_std=args.init_std,
-                         decoder_variance=args.decoder_variance, log_variance_bound=args.log_variance_bound)
+                         decoder_variance=args.decoder_variance, log_variance_bound=args.log_variance_bound,
+                         architecture=args.architecture, conv_channels=channels, conditional=args.conditional)
     out = args.out or default_run_dir(args.dataset, args.latent_dim)
     args.out = str(out)   # for the message of an interrupted run
     return train_run(out, DataConfig(args.dataset, args.data_dir, args.download), model_options, train_config,
@@ -321,7 +356,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"  lower bound (estimator {result['estimator']}, L = {args.samples}): "
           f"{result[f'{split}_bound']:.3f} ± {result[f'{split}_bound_stderr']:.3f} (over datapoints)")
     if "log_likelihood" in result:
-        print(f"  log p(x), importance sampling, k = {args.k}: {result['log_likelihood']:.3f} "
+        what = "log p(x|y)" if result.get("conditional") else "log p(x)"   # a conditional VAE: given the label
+        print(f"  {what}, importance sampling, k = {args.k}: {result['log_likelihood']:.3f} "
               f"± {result['log_likelihood_stderr']:.3f} (Monte Carlo); negative log-likelihood "
               f"{-result['log_likelihood']:.3f}; {result['log_likelihood_seconds']:.1f} s")
     if "hmc_log_likelihood" in result:
@@ -335,7 +371,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from .runs import sample_run
 
-    path = sample_run(args.run_dir, num_samples=args.num, seed=args.seed, out=args.out, device=args.device)
+    path = sample_run(args.run_dir, num_samples=args.num, seed=args.seed, out=args.out, device=args.device,
+                      label=args.label)
     print(f"wrote {path}")
     return 0
 

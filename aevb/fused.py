@@ -106,6 +106,11 @@ assert set(FUSED_ACTIVATIONS) == set(ACTIVATIONS), "every model activation needs
 
 def unsupported_reason(model: nn.Module, estimator: str) -> str | None:
     """Why :class:`FusedStep` cannot train this model with this estimator, or None if it can."""
+    config = getattr(model, "config", None)
+    if getattr(config, "num_classes", None) is not None:
+        return "conditional models (class labels as inputs) train with autograd"
+    if getattr(config, "architecture", "mlp") != "mlp":
+        return f"{config.architecture} networks train with autograd"
     if type(model) is not VAE:
         return f"model is a {type(model).__name__}, not an aevb VAE"
     if type(model.encoder) is not GaussianEncoder or type(model.decoder) not in (BernoulliDecoder, GaussianDecoder):
@@ -404,6 +409,10 @@ def _softplus_(tensor: torch.Tensor) -> torch.Tensor:
 
 def decoder_log_prob(model: nn.Module, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """log p(x|z), (L, M) for z (L, M, J) and x (M, D), nats: ``model.decode(z).log_prob(x)``, or
-    the same number by :func:`fast_decoder_log_prob` when nothing needs its gradient."""
+    the same number by :func:`fast_decoder_log_prob` when nothing needs its gradient. A model whose
+    datapoints hold more than x (a conditional VAE's labels) computes it itself: ``model.decoder_log_prob``."""
+    own = getattr(model, "decoder_log_prob", None)
+    if own is not None:
+        return own(z, x)
     fast = fast_decoder_log_prob(model, z, x)
     return model.decode(z).log_prob(x) if fast is None else fast

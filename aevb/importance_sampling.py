@@ -25,7 +25,7 @@ import torch
 
 from .distributions import draw_posterior
 from .fused import decoder_log_prob
-from .model import evaluation_mode
+from .model import ModelConfig, evaluation_mode, hidden_activations_per_row
 
 if TYPE_CHECKING:
     from .estimators import LatentVariableModel
@@ -113,7 +113,7 @@ def rows_within_budget(model, data_dim: int, memory_budget: int) -> int:
     log-density terms) and its hidden activations; counted generously in float32/64.
     """
     config = getattr(model, "config", None)
-    hidden = getattr(config, "hidden_units", 0) * max(getattr(config, "hidden_layers", 1), 1)
+    hidden = hidden_activations_per_row(config) if isinstance(config, ModelConfig) else 0
     latent = getattr(config, "latent_dim", 0)
     bytes_per_row = 8 * (4 * data_dim + 2 * hidden + 4 * latent)
     return max(1, memory_budget // bytes_per_row)

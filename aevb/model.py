@@ -32,6 +32,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
 }
 LIKELIHOODS = ("bernoulli", "gaussian")
+ARCHITECTURES = ("mlp", "conv")
 DECODER_VARIANCES = ("network", "per-dimension")
 
 
@@ -41,7 +42,8 @@ class ModelConfig(JsonConfig):
 
     data_dim: int                  # D, pixels per image
     latent_dim: int = 20           # J = Nz
-    hidden_units: int = 500        # §5: 500 for MNIST, 200 for Frey Face
+    hidden_units: int | tuple[int, ...] = 500  # §5: 500 for MNIST, 200 for Frey Face; or one width per
+                                               # hidden layer, input side first (the decoder mirrors them)
     hidden_layers: int = 1         # §5 / App. C: one hidden layer
     activation: str = "tanh"       # App. C
     likelihood: str = "bernoulli"  # "bernoulli" (binary or grey-level in [0,1]) or "gaussian"
@@ -51,14 +53,26 @@ class ModelConfig(JsonConfig):
     init_std: float = 0.01         # §5: parameters ~ N(0, 0.01)
     log_variance_bound: float | None = None  # log σ² of encoder and Gaussian decoder = B·tanh(raw/B), so
                                              # σ² ∈ (e^-B, e^B); None: unbounded, as in the paper
-    image_shape: tuple[int, int] | None = None  # for figures only
+    image_shape: tuple[int, int] | None = None  # for figures and convolutional networks
+    architecture: str = "mlp"      # "mlp" (App. C) or "conv": convolutions on image_shape (aevb.networks)
+    conv_channels: tuple[int, ...] = (32, 64)  # channels of each stride-2 convolution ("conv" only)
+    num_classes: int | None = None  # conditional VAE p(x|z,y), q(z|x,y) with y one of this many classes
+                                    # (aevb.conditional); None: unconditional
 
     def __post_init__(self) -> None:
-        for name in ("data_dim", "latent_dim", "hidden_units"):
+        for name in ("data_dim", "latent_dim"):
             if int(getattr(self, name)) < 1:
                 raise AevbError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
         if self.hidden_layers < 0:
             raise AevbError(f"hidden-layers must be >= 0, got {self.hidden_layers}")
+        if isinstance(self.hidden_units, (list, tuple)):
+            self.hidden_units = tuple(int(width) for width in self.hidden_units)
+            if len(self.hidden_units) != self.hidden_layers:
+                raise AevbError(f"hidden-units gives {len(self.hidden_units)} widths for {self.hidden_layers} "
+                                "hidden layers")
+        if any(int(width) < 1 for width in (self.hidden_units if isinstance(self.hidden_units, tuple)
+                                            else (self.hidden_units,))):
+            raise AevbError(f"hidden-units must be positive integers, got {self.hidden_units}")
         if self.activation not in ACTIVATIONS:
             raise AevbError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if self.likelihood not in LIKELIHOODS:
@@ -72,6 +86,64 @@ class ModelConfig(JsonConfig):
             raise AevbError(f"log-variance-bound must be a positive number, got {self.log_variance_bound}")
         if self.image_shape is not None:
             self.image_shape = tuple(int(s) for s in self.image_shape)
+        if self.architecture not in ARCHITECTURES:
+            raise AevbError(f"unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+        self.conv_channels = tuple(int(c) for c in self.conv_channels)
+        if not self.conv_channels or any(c < 1 for c in self.conv_channels):
+            raise AevbError(f"conv-channels must be positive integers, got {self.conv_channels}")
+        if self.architecture == "conv" and self.image_shape is None:
+            raise AevbError("--architecture conv needs image data; these data have no image shape")
+        if self.num_classes is not None:
+            self.num_classes = int(self.num_classes)
+            if self.num_classes < 2:
+                raise AevbError(f"a conditional model needs at least 2 classes, got {self.num_classes}")
+
+
+def hidden_widths(config: ModelConfig) -> tuple[int, ...]:
+    """Widths of the encoder's hidden layers, input side first (the decoder uses them reversed)."""
+    if isinstance(config.hidden_units, tuple):
+        return config.hidden_units
+    return (int(config.hidden_units),) * config.hidden_layers
+
+
+def hidden_activations_per_row(config: ModelConfig) -> int:
+    """Floats of hidden activations the decoder holds per decoded row (for memory budgets): its
+    hidden layers, and for ``conv`` its feature maps."""
+    floats = sum(hidden_widths(config))
+    if config.architecture == "conv":
+        from .networks import feature_map_shapes
+
+        shapes = feature_map_shapes(config.image_shape, len(config.conv_channels))[1:]
+        floats += sum(channels * height * width for channels, (height, width) in zip(config.conv_channels, shapes))
+    return floats
+
+
+def build_network(config: ModelConfig, role: str, head_features: tuple[int, ...]) -> nn.Module:
+    """The encoder's (``role="encoder"``, input (..., D + C)) or decoder's (``"decoder"``, input
+    (..., J + C)) network for ``config.architecture``; C = num_classes of a conditional model, else 0.
+    Returns an :class:`MLP` or a network of :mod:`aevb.networks`, all with the same interface."""
+    extra = config.num_classes or 0
+    widths = hidden_widths(config)
+    activation = ACTIVATIONS[config.activation]
+    if config.architecture == "conv":
+        from .networks import ConvDecoderNet, ConvEncoderNet
+
+        if role == "encoder":
+            return ConvEncoderNet(config.image_shape, config.conv_channels, extra, widths, activation, head_features)
+        return ConvDecoderNet(config.latent_dim + extra, config.image_shape, config.conv_channels,
+                              tuple(reversed(widths)), activation, head_features)
+    if role == "encoder":
+        return MLP(config.data_dim + extra, widths, len(widths), config.activation, head_features)
+    return MLP(config.latent_dim + extra, tuple(reversed(widths)), len(widths), config.activation, head_features)
+
+
+def build_model(config: ModelConfig) -> "VAE":
+    """The model ``config`` describes: a :class:`VAE`, or a conditional one when ``num_classes`` is set."""
+    if config.num_classes is not None:
+        from .conditional import ConditionalVAE
+
+        return ConditionalVAE(config)
+    return VAE(config)
 
 
 def bounded_log_variance(raw: torch.Tensor, bound: float | None) -> torch.Tensor:
@@ -99,14 +171,15 @@ class MLP(nn.Module):
     output. With ``hidden_layers=0`` the heads act on the input directly (a linear model, e.g.
     factor analysis for a Gaussian decoder)."""
 
-    def __init__(self, in_features: int, hidden_units: int, hidden_layers: int, activation: str,
+    def __init__(self, in_features: int, hidden_units: int | tuple[int, ...], hidden_layers: int, activation: str,
                  head_features: tuple[int, ...]):
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
-        for _ in range(hidden_layers):
-            layers += [nn.Linear(width, hidden_units), ACTIVATIONS[activation]()]
-            width = hidden_units
+        widths = tuple(hidden_units) if isinstance(hidden_units, (list, tuple)) else (hidden_units,) * hidden_layers
+        for units in widths:
+            layers += [nn.Linear(width, units), ACTIVATIONS[activation]()]
+            width = units
         self.hidden = nn.Sequential(*layers)
         # One matrix product for all heads: the heads are the column blocks of one Linear.
         self.heads = nn.Linear(width, sum(head_features))
@@ -121,8 +194,7 @@ class GaussianEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.net = MLP(config.data_dim, config.hidden_units, config.hidden_layers, config.activation,
-                       (config.latent_dim, config.latent_dim))
+        self.net = build_network(config, "encoder", (config.latent_dim, config.latent_dim))
         self.log_variance_bound = config.log_variance_bound
 
     def forward(self, x: torch.Tensor) -> Distribution:
@@ -136,8 +208,7 @@ class BernoulliDecoder(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.net = MLP(config.latent_dim, config.hidden_units, config.hidden_layers, config.activation,
-                       (config.data_dim,))
+        self.net = build_network(config, "decoder", (config.data_dim,))
 
     def forward(self, z: torch.Tensor) -> Distribution:
         """z: (..., J) → distribution with batch shape (...), event shape (D,)."""
@@ -162,7 +233,7 @@ class GaussianDecoder(nn.Module):
         self.sigmoid_mean = config.sigmoid_mean
         shared_variance = config.decoder_variance == "per-dimension"
         heads = (config.data_dim,) if shared_variance else (config.data_dim, config.data_dim)
-        self.net = MLP(config.latent_dim, config.hidden_units, config.hidden_layers, config.activation, heads)
+        self.net = build_network(config, "decoder", heads)
         self.log_var = nn.Parameter(torch.zeros(config.data_dim)) if shared_variance else None
         self.log_variance_bound = config.log_variance_bound
 

@@ -45,7 +45,8 @@ from .evaluation import evaluate_bound
 from .hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 from .importance_sampling import estimate_log_likelihood
 from .figures import save_bound_curve, save_manifold, save_reconstructions, save_samples
-from .model import VAE, ModelConfig
+from .conditional import model_inputs, number_of_classes
+from .model import VAE, ModelConfig, build_model
 from .training import Metrics, Trainer, TrainConfig, evaluation_data
 from .training_checkpoints import DIRECTORY as CHECKPOINTS
 from .training_checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
@@ -103,7 +104,7 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def model_config_for(data: Dataset, latent_dim: int = 20, hidden_units: int | None = None,
+def model_config_for(data: Dataset, latent_dim: int = 20, hidden_units: int | tuple[int, ...] | None = None,
                      likelihood: str | None = None, sigmoid_mean: bool | None = None,
                      **overrides) -> ModelConfig:
     """The paper's model for ``data``, with explicit choices taking precedence.
@@ -111,8 +112,11 @@ def model_config_for(data: Dataset, latent_dim: int = 20, hidden_units: int | No
     Defaults: 500 hidden units (200 for Frey Face); a Bernoulli decoder when every value lies in
     [0, 1] except for Frey Face, whose decoder is Gaussian with a sigmoid mean (§5); Gaussian
     otherwise; log-variances bounded to ±:data:`DEFAULT_LOG_VARIANCE_BOUND` (``0`` or ``None``:
-    unbounded).
+    unbounded). ``conditional=True``: a conditional VAE on the data's class labels (aevb.conditional).
     """
+    if overrides.pop("conditional", False):
+        overrides["num_classes"] = number_of_classes([data.train_labels, data.valid_labels, data.test_labels],
+                                                     data.name)
     bound = overrides.pop("log_variance_bound", DEFAULT_LOG_VARIANCE_BOUND)
     overrides["log_variance_bound"] = bound or None
     if likelihood is None:
@@ -250,6 +254,8 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     if data is None:
         data = load_data(data_config)
     model_config = model_config_for(data, **model_options)
+    if model_config.num_classes is not None and algorithm != "aevb":
+        raise AevbError(f"--conditional trains with --algorithm aevb only, not {algorithm}")
     check_data_fits_model(data, model_config, train_config)
     train_config = fit_selection_to_budget(train_config, data.train.shape[0])
     if tensorboard:
@@ -315,7 +321,7 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
     samples = state.samples if state is not None else 0
     data = load_data(data_config)
     if state is not None:
-        check_checkpoint_fits(state, VAE(model_config), data.train.shape[0], out)
+        check_checkpoint_fits(state, build_model(model_config), data.train.shape[0], out)
     if group.is_main:   # metrics after the checkpoint are measured again
         kept = [line for line in _metrics_lines(out) if _line_samples(line) <= samples]
         atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
@@ -394,8 +400,11 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
         checkpoint_every = DEFAULT_CHECKPOINT_EVERY
 
     data = data.to(torch_device)
-    model = VAE(model_config).to(torch_device)
-    trainer = Trainer(model, data.train, train_config, valid=data.valid, test=data.test if track_test else None,
+    model = build_model(model_config).to(torch_device)
+    # A conditional model's datapoints are rows [x, one-hot(y)]: labels travel with their images.
+    train, valid, test = (model_inputs(getattr(data, split), getattr(data, f"{split}_labels"), model_config)
+                          for split in ("train", "valid", "test"))
+    trainer = Trainer(model, train, train_config, valid=valid, test=test if track_test else None,
                       algorithm=ALGORITHMS[algorithm](train_config), group=group)
     checkpoint = (lambda state: save_checkpoint(out, state)) if group.is_main else None
     with _StopOnSignal() as signalled:
@@ -458,11 +467,17 @@ def write_figures(out: Path, model: VAE, data: Dataset, binarize: str, history: 
     if shape is None:
         return
     generator = torch.Generator(device="cpu").manual_seed(0)
-    save_samples(model.sample(100, generator=generator).cpu(), shape, out / "samples.png",
-                 title=f"samples, {title}")
-    inputs = evaluation_data(data.valid[:50], binarize)
-    save_reconstructions(inputs, model.reconstruct(inputs), shape, out / "reconstructions.png")
-    if model.config.latent_dim == 2:
+    if model.config.num_classes is not None:   # one row per class, the same z down each column
+        save_samples(model.class_grid(10, generator=generator).cpu(), shape, out / "samples.png",
+                     columns=10, title=f"class-conditional samples (row = class), {title}")
+    else:
+        save_samples(model.sample(100, generator=generator).cpu(), shape, out / "samples.png",
+                     title=f"samples, {title}")
+    inputs = evaluation_data(model_inputs(data.valid[:50], None if data.valid_labels is None else
+                                          data.valid_labels[:50], model.config), binarize)
+    save_reconstructions(inputs[:, : model.config.data_dim], model.reconstruct(inputs), shape,
+                         out / "reconstructions.png")
+    if model.config.latent_dim == 2 and model.config.num_classes is None:
         save_manifold(model.decoder.mean, shape, out / "manifold.png", device=inputs.device)
 
 
@@ -515,10 +530,15 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     data = load_data(DataConfig(data_config["dataset"], data_dir or data_config.get("data_dir"),
                                 bool(data_config.get("download")), data_config.get("train_limit")))
     device_of_model = next(model.parameters()).device
-    values = evaluation_data(getattr(data, split), training.get("binarize", "none"))[:num_points]
+    if getattr(data, split).shape[1] != model.config.data_dim:
+        raise AevbError(f"{data.name} has {getattr(data, split).shape[1]} dimensions but the model expects "
+                        f"{model.config.data_dim}")
+    if hmc and model.config.num_classes is not None:
+        raise AevbError("--hmc does not handle conditional models; use --nll")
+    # For a conditional model: rows [x, one-hot(y)], binarised as the trainer binarises them.
+    values = model_inputs(getattr(data, split), getattr(data, f"{split}_labels"), model.config)
+    values = evaluation_data(values, training.get("binarize", "none"))[:num_points]
     values = values.to(device_of_model)
-    if values.shape[1] != model.config.data_dim:
-        raise AevbError(f"{data.name} has {values.shape[1]} dimensions but the model expects {model.config.data_dim}")
     torch.manual_seed(seed)
     started = time.perf_counter()
     estimator = bound_estimator(training.get("estimator", "B"))
@@ -533,6 +553,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
         "dataset": data.name,
         "seconds": time.perf_counter() - started,
     }
+    if model.config.num_classes is not None:   # every number is of log p(x|y), y the datapoint's label
+        result["conditional"] = True
     if log_likelihood_samples is not None:
         nll = estimate_log_likelihood(model, values, num_samples=log_likelihood_samples, prior_mixture=prior_mixture)
         result.update(log_likelihood=nll.mean, log_likelihood_stderr=nll.stderr, log_likelihood_prior_mixture=prior_mixture,
@@ -550,15 +572,32 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
 
 
 def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int = 0, out: str | None = None,
-               device: str = "auto") -> Path:
-    """Draw ``num_samples`` images E[x|z], z ~ p(z), from a run; write a PNG grid (and .npy)."""
+               device: str = "auto", label: int | None = None) -> Path:
+    """Draw ``num_samples`` images E[x|z], z ~ p(z), from a run; write a PNG grid (and .npy).
+
+    A conditional run draws E[x|z, y]: all of class ``label`` when given; otherwise the
+    class-conditional grid, one row per class and ⌈num_samples / C⌉ columns, each column one z.
+    """
     if num_samples < 1:
         raise AevbError(f"--num must be a positive integer, got {num_samples}")
     target = Path(out) if out else Path(run_dir) / f"samples-seed{seed}.png"
     if target.suffix.lower() not in (".png", ".npy"):
         raise AevbError(f"--out {target}: unsupported file type {target.suffix or '(none)'!r}; use .png or .npy")
     model, _ = load_run(run_dir, device)
-    images = model.sample(num_samples, generator=torch.Generator().manual_seed(seed)).cpu()
+    generator = torch.Generator().manual_seed(seed)
+    classes = model.config.num_classes
+    columns = min(10, num_samples)
+    if classes is None:
+        if label is not None:
+            raise AevbError("--label needs a conditional run (aevb train --conditional)")
+        images = model.sample(num_samples, generator=generator).cpu()
+    elif label is None:
+        columns = -(-num_samples // classes)
+        images = model.class_grid(columns, generator=generator).cpu()
+    else:
+        if not 0 <= label < classes:
+            raise AevbError(f"--label {label} is outside the run's classes 0..{classes - 1}")
+        images = model.sample(num_samples, generator=generator, labels=torch.full((num_samples,), label)).cpu()
     if target.suffix.lower() == ".npy":
         import numpy as np
 
@@ -567,6 +606,7 @@ def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int 
         return target
     if model.config.image_shape is None:
         raise AevbError("the model's data have no image shape; write samples to a .npy file with --out FILE.npy")
-    save_samples(images, model.config.image_shape, target, columns=min(10, num_samples),
-                 title=f"{num_samples} samples, seed {seed}")
+    what = ("one row per class" if label is None else f"class {label}") if classes is not None else "samples"
+    save_samples(images, model.config.image_shape, target, columns=columns,
+                 title=f"{images.shape[0]} {'samples, ' if classes is not None else ''}{what}, seed {seed}")
     return target

@@ -1,0 +1,141 @@
+"""Convolutional network bodies for image data (the paper's future work (i): "deeper neural
+networks (e.g. convolutional networks) ... for the encoder and decoder", §6).
+
+Each network here is a drop-in replacement for :class:`aevb.model.MLP`: a body ``hidden`` that
+turns the input into features, and ``heads`` that map the features to the outputs, returned as a
+tuple of (..., features) tensors split like ``head_features``. The encoder and decoder classes of
+:mod:`aevb.model` (and the distributions they build from the heads) do not change, so every
+estimator, importance-sampled log-likelihood and run-directory function works unchanged: inputs
+and outputs stay flat, (..., D) pixels, and any leading sample dimensions (L, M, ...) are
+flattened into one batch dimension for the convolutions and restored afterwards.
+
+* :class:`ConvEncoderNet`: image (H, W) → Conv2d(k=3, stride 2, padding 1) per entry of
+  ``channels`` → flatten → optional dense hidden layers → one Linear for all heads. Extra input
+  columns after the D pixels (a conditional VAE's one-hot label) join the flattened features.
+* :class:`ConvDecoderNet`: input → dense hidden layers → Linear to the smallest feature map →
+  ConvTranspose2d(k=3, stride 2) per entry of ``channels`` in reverse; the last one outputs one
+  channel per head (logits; or mean and log σ²), each a full (H, W) image flattened to (..., D).
+
+Every stride-2 convolution maps a side of n pixels to ⌈n/2⌉; its transposed partner maps ⌈n/2⌉
+back to exactly n (``output_padding`` 1 for even n, 0 for odd), so any image shape works (MNIST
+28×28 → 14×14 → 7×7; Frey Face 28×20 → 14×10 → 7×5).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+KERNEL, STRIDE, PADDING = 3, 2, 1
+
+
+def feature_map_shapes(image_shape: tuple[int, int], layers: int) -> list[tuple[int, int]]:
+    """Spatial shapes after 0, 1, ..., ``layers`` stride-2 convolutions: [(H, W), (⌈H/2⌉, ⌈W/2⌉), ...]."""
+    shapes = [tuple(image_shape)]
+    for _ in range(layers):
+        height, width = shapes[-1]
+        shapes.append((math.ceil(height / 2), math.ceil(width / 2)))
+    return shapes
+
+
+def _dense_stack(in_features: int, widths: tuple[int, ...], activation: type[nn.Module]) -> tuple[list[nn.Module], int]:
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Linear(in_features, width), activation()]
+        in_features = width
+    return layers, in_features
+
+
+class _EncoderBody(nn.Module):
+    """(..., D + C) → (..., F): the D pixels through the convolutions, the C extra columns
+    appended to the flattened feature maps, then the dense layers."""
+
+    def __init__(self, image_shape, channels, extra_features, widths, activation):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.pixels = self.image_shape[0] * self.image_shape[1]
+        convolutions: list[nn.Module] = []
+        previous = 1
+        for count in channels:
+            convolutions += [nn.Conv2d(previous, count, KERNEL, STRIDE, PADDING), activation()]
+            previous = count
+        self.convolutions = nn.Sequential(*convolutions)
+        height, width = feature_map_shapes(self.image_shape, len(channels))[-1]
+        dense, self.out_features = _dense_stack(previous * height * width + extra_features, widths, activation)
+        self.dense = nn.Sequential(*dense)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        leading = inputs.shape[:-1]
+        flat = inputs.reshape(-1, inputs.shape[-1])
+        images = flat[:, : self.pixels].reshape(-1, 1, *self.image_shape)
+        features = torch.cat([self.convolutions(images).flatten(1), flat[:, self.pixels:]], dim=-1)
+        return self.dense(features).reshape(*leading, -1)
+
+
+class ConvEncoderNet(nn.Module):
+    """Convolutional encoder network: (..., D [+ C]) → tuple of (..., head) tensors.
+
+    Args:
+        image_shape: (H, W), H·W = D.
+        channels: output channels of each stride-2 convolution, e.g. (32, 64).
+        extra_features: C, input columns after the pixels (0 unless conditional).
+        widths: dense hidden layers after the convolutions (may be empty).
+        activation: the activation module class after every layer but the heads.
+        head_features: sizes of the outputs, e.g. (J, J) for μ and log σ².
+    """
+
+    def __init__(self, image_shape: tuple[int, int], channels: tuple[int, ...], extra_features: int,
+                 widths: tuple[int, ...], activation: type[nn.Module], head_features: tuple[int, ...]):
+        super().__init__()
+        self.hidden = _EncoderBody(image_shape, channels, extra_features, widths, activation)
+        self.heads = nn.Linear(self.hidden.out_features, sum(head_features))
+        self.head_features = tuple(head_features)
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.split(self.heads(self.hidden(inputs)), self.head_features, dim=-1)
+
+
+class ConvDecoderNet(nn.Module):
+    """Convolutional decoder network: (..., J [+ C]) → tuple of (..., D) tensors, one per head.
+
+    Args:
+        in_features: J (+ C when conditional).
+        image_shape: (H, W), H·W = D; every head must have D features.
+        channels: the encoder's channels; the transposed convolutions use them in reverse.
+        widths: dense hidden layers before the feature map (may be empty).
+        activation: the activation module class after every layer but the last.
+        head_features: (D,) for Bernoulli logits or (D, D) for a Gaussian mean and log σ².
+    """
+
+    def __init__(self, in_features: int, image_shape: tuple[int, int], channels: tuple[int, ...],
+                 widths: tuple[int, ...], activation: type[nn.Module], head_features: tuple[int, ...]):
+        super().__init__()
+        pixels = image_shape[0] * image_shape[1]
+        if any(features != pixels for features in head_features):
+            raise ValueError(f"every head of a convolutional decoder has H·W = {pixels} features, got {head_features}")
+        self.image_shape = tuple(image_shape)
+        self.head_features = tuple(head_features)
+        shapes = feature_map_shapes(image_shape, len(channels))
+        reversed_channels = tuple(reversed(channels))
+        self.map_shape = (reversed_channels[0], *shapes[-1])
+        dense, width = _dense_stack(in_features, widths, activation)
+        body: list[nn.Module] = [*dense, nn.Linear(width, math.prod(self.map_shape)), activation(),
+                                 nn.Unflatten(1, self.map_shape)]
+        # Transposed convolution i takes shapes[-1 - i] back to shapes[-2 - i]; the last is the head.
+        outputs = (*reversed_channels[1:], len(head_features))
+        layers = []
+        for index, (previous, count) in enumerate(zip(reversed_channels, outputs)):
+            target = shapes[-2 - index]
+            padding = tuple(1 - side % 2 for side in target)   # even side: one more output row/column
+            layers.append(nn.ConvTranspose2d(previous, count, KERNEL, STRIDE, PADDING, output_padding=padding))
+        for layer in layers[:-1]:
+            body += [layer, activation()]
+        self.hidden = nn.Sequential(*body)
+        self.heads = layers[-1]
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        leading = inputs.shape[:-1]
+        maps = self.heads(self.hidden(inputs.reshape(-1, inputs.shape[-1])))   # (N, heads, H, W)
+        return tuple(maps[:, index].reshape(*leading, -1) for index in range(len(self.head_features)))
