@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .errors import AevbError
-from .model import VAE, ModelConfig
+from .model import VAE, ModelConfig, build_model
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -70,7 +70,7 @@ def save_model(model: VAE, directory: str | os.PathLike) -> None:
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> VAE:
-    """Rebuild a :class:`VAE` from ``model.json`` and load ``model.safetensors``."""
+    """Rebuild a :class:`VAE` (or the full-VB model) from ``model.json`` and load ``model.safetensors``."""
     directory = Path(directory)
     if not directory.is_dir():
         raise AevbError(f"{directory} is not a directory")
@@ -82,7 +82,7 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
     if not isinstance(meta.get("model"), dict):
         raise AevbError(f"{directory / CONFIG_FILE} has no model configuration")
     try:
-        model = VAE(ModelConfig.from_dict(meta["model"]))
+        model = build_model(ModelConfig.from_dict(meta["model"]))
     except (TypeError, ValueError, OverflowError) as error:
         raise AevbError(f"{directory / CONFIG_FILE}: bad model configuration ({error})") from None
     weights = directory / WEIGHTS_FILE

@@ -106,6 +106,8 @@ assert set(FUSED_ACTIVATIONS) == set(ACTIVATIONS), "every model activation needs
 
 def unsupported_reason(model: nn.Module, estimator: str) -> str | None:
     """Why :class:`FusedStep` cannot train this model with this estimator, or None if it can."""
+    if getattr(getattr(model, "config", None), "decoder_posterior", "point") != "point":
+        return "full variational Bayes (a posterior over the decoder's parameters, App. F) has no fused gradient"
     if type(model) is not VAE:
         return f"model is a {type(model).__name__}, not an aevb VAE"
     if type(model.encoder) is not GaussianEncoder or type(model.decoder) not in (BernoulliDecoder, GaussianDecoder):

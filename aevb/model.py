@@ -33,6 +33,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 LIKELIHOODS = ("bernoulli", "gaussian")
 DECODER_VARIANCES = ("network", "per-dimension")
+DECODER_POSTERIORS = ("point", "gaussian")
 
 
 @dataclass
@@ -52,6 +53,9 @@ class ModelConfig(JsonConfig):
     log_variance_bound: float | None = None  # log σ² of encoder and Gaussian decoder = B·tanh(raw/B), so
                                              # σ² ∈ (e^-B, e^B); None: unbounded, as in the paper
     image_shape: tuple[int, int] | None = None  # for figures only
+    decoder_posterior: str = "point"   # θ, the decoder's parameters: "point" (ML/MAP estimate, §5) or
+                                       # "gaussian", a factorised Gaussian q(θ) (full VB, App. F; aevb.full_vb)
+    decoder_posterior_init_std: float = 1e-3   # full VB: σ_θ of q(θ) at initialisation (μ_θ as above)
 
     def __post_init__(self) -> None:
         for name in ("data_dim", "latent_dim", "hidden_units"):
@@ -70,6 +74,11 @@ class ModelConfig(JsonConfig):
             raise AevbError(f"init-std must be positive, got {self.init_std}")
         if self.log_variance_bound is not None and not (0 < self.log_variance_bound < float("inf")):
             raise AevbError(f"log-variance-bound must be a positive number, got {self.log_variance_bound}")
+        if self.decoder_posterior not in DECODER_POSTERIORS:
+            raise AevbError(f"unknown decoder posterior {self.decoder_posterior!r}; choose one of "
+                            f"{', '.join(DECODER_POSTERIORS)}")
+        if not (0 < self.decoder_posterior_init_std < float("inf")):
+            raise AevbError(f"posterior-init-std must be a positive number, got {self.decoder_posterior_init_std}")
         if self.image_shape is not None:
             self.image_shape = tuple(int(s) for s in self.image_shape)
 
@@ -230,3 +239,13 @@ class VAE(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def build_model(config: ModelConfig) -> VAE:
+    """The model ``config`` describes: a :class:`VAE`, or with ``decoder_posterior="gaussian"`` the
+    full-VB model of Appendix F (:class:`aevb.full_vb.FullVBVAE`)."""
+    if config.decoder_posterior == "gaussian":
+        from .full_vb import FullVBVAE   # (it builds on VAE: imported here, not at the top)
+
+        return FullVBVAE(config)
+    return VAE(config)

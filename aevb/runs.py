@@ -44,8 +44,9 @@ from .estimators import bound_estimator
 from .evaluation import evaluate_bound
 from .hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 from .importance_sampling import estimate_log_likelihood
+from .full_vb import FullVBVAE, predictive_log_likelihood
 from .figures import save_bound_curve, save_manifold, save_reconstructions, save_samples
-from .model import VAE, ModelConfig
+from .model import VAE, ModelConfig, build_model
 from .training import Metrics, Trainer, TrainConfig, evaluation_data
 from .training_checkpoints import DIRECTORY as CHECKPOINTS
 from .training_checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
@@ -249,7 +250,11 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     check_distributable(group, algorithm, train_config.batch_size, extra_metrics is not None)
     if data is None:
         data = load_data(data_config)
+    if algorithm == "full-vb":   # App. F: a Gaussian posterior over the decoder's parameters
+        model_options = {**model_options, "decoder_posterior": "gaussian"}
     model_config = model_config_for(data, **model_options)
+    if (model_config.decoder_posterior == "gaussian") != (algorithm == "full-vb"):
+        raise AevbError("a posterior over the decoder's parameters is trained by --algorithm full-vb only")
     check_data_fits_model(data, model_config, train_config)
     train_config = fit_selection_to_budget(train_config, data.train.shape[0])
     if tensorboard:
@@ -315,7 +320,7 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
     samples = state.samples if state is not None else 0
     data = load_data(data_config)
     if state is not None:
-        check_checkpoint_fits(state, VAE(model_config), data.train.shape[0], out)
+        check_checkpoint_fits(state, build_model(model_config), data.train.shape[0], out)
     if group.is_main:   # metrics after the checkpoint are measured again
         kept = [line for line in _metrics_lines(out) if _line_samples(line) <= samples]
         atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
@@ -394,7 +399,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
         checkpoint_every = DEFAULT_CHECKPOINT_EVERY
 
     data = data.to(torch_device)
-    model = VAE(model_config).to(torch_device)
+    model = build_model(model_config).to(torch_device)
     trainer = Trainer(model, data.train, train_config, valid=data.valid, test=data.test if track_test else None,
                       algorithm=ALGORITHMS[algorithm](train_config), group=group)
     checkpoint = (lambda state: save_checkpoint(out, state)) if group.is_main else None
@@ -427,6 +432,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
     save_model(model, out)
     write_figures(out, model, data, train_config.binarize, result.history)
     last = result.history[-1]
+    run_summary = getattr(trainer.algorithm, "run_summary", None)   # full VB: its KL term and full bound
     # summary.json comes last: it marks the run finished (resume refuses a finished run).
     atomic_write_json(out / SUMMARY_FILE, _strict_json({
         "step_size": result.step_size,
@@ -435,7 +441,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
         "valid_bound": last.valid_bound, "test_bound": last.test_bound, "training_seconds": last.seconds,
         "samples_per_second": last.samples_per_second,
         "wall_seconds": time.perf_counter() - started,
-    }))
+    } | (run_summary(model, last.train_bound) if run_summary is not None else {})))
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)   # the run is complete: its model is the result
     group.all_agree(True, torch_device)
     return out
@@ -490,7 +496,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
                  data_dir: str | None = None, device: str = "auto", batch_size: int = 20_000,
                  num_points: int | None = None, log_likelihood_samples: int | None = None, prior_mixture: float = 0.0,
                  hmc: bool = False, hmc_samples: int = PAPER_POSTERIOR_SAMPLES,
-                 leapfrog_steps: int = PAPER_LEAPFROG_STEPS, seed: int = 0) -> dict:
+                 leapfrog_steps: int = PAPER_LEAPFROG_STEPS, seed: int = 0, parameter_draws: int = 10) -> dict:
     """Evaluate a trained run on a data split; every number is in nats per datapoint.
 
     Always: the lower bound with ``num_samples`` samples of z per datapoint (``{split}_bound``,
@@ -498,10 +504,16 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     ``log_likelihood_samples=k``: the importance-sampled log p(x) (``log_likelihood``,
     ``log_likelihood_stderr``: Monte Carlo standard error of the mean). With ``hmc``: the
     Appendix D estimate (``hmc_log_likelihood``, ...). ``num_points`` keeps the first N points.
+
+    A full-VB run (App. F) averages over q(θ): the bound is E_q(θ)[𝓛_θ(x)] (a fresh θ per batch of
+    points), log p(x) the predictive log E_q(θ)[p_θ(x)] from ``parameter_draws`` draws of θ with k
+    importance samples each (:func:`aevb.full_vb.predictive_log_likelihood`); the result adds
+    KL(q(θ) ‖ p(θ)) and, on the training split, the full bound 𝓛(φ; X)/N.
     """
     if num_samples < 1:
         raise AevbError(f"--samples must be a positive integer, got {num_samples}")
     for name, value in (("--k", log_likelihood_samples), ("--num-points", num_points),
+                        ("--parameter-draws", parameter_draws),
                         ("--hmc-samples", hmc_samples), ("--leapfrog-steps", leapfrog_steps)):
         if value is not None and value < 1:
             raise AevbError(f"{name} must be a positive integer, got {value}")
@@ -533,12 +545,27 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
         "dataset": data.name,
         "seconds": time.perf_counter() - started,
     }
+    full_vb = isinstance(model, FullVBVAE)
+    if full_vb and hmc:
+        raise AevbError("--hmc estimates log p(x) at one θ; a full-VB run has a posterior over θ (use --nll)")
+    if full_vb:
+        with torch.no_grad():
+            kl = model.decoder_parameter_kl(training.get("prior_precision", 1.0)).item()
+        result.update(decoder_parameter_kl=kl, decoder_parameter_kl_per_datapoint=kl / data.train.shape[0])
+        if split == "train":
+            result["train_full_bound"] = estimate.mean - kl / data.train.shape[0]
     if log_likelihood_samples is not None:
-        nll = estimate_log_likelihood(model, values, num_samples=log_likelihood_samples, prior_mixture=prior_mixture)
+        if full_vb:
+            nll = predictive_log_likelihood(model, values, num_samples=log_likelihood_samples,
+                                            parameter_draws=parameter_draws, prior_mixture=prior_mixture)
+            result["parameter_draws"] = parameter_draws
+        else:
+            nll = estimate_log_likelihood(model, values, num_samples=log_likelihood_samples,
+                                          prior_mixture=prior_mixture)
         result.update(log_likelihood=nll.mean, log_likelihood_stderr=nll.stderr, log_likelihood_prior_mixture=prior_mixture,
                       log_likelihood_spread_stderr=nll.spread_stderr, log_likelihood_samples=log_likelihood_samples,
                       log_likelihood_seconds=nll.seconds,
-                      decoder_evaluations_per_second=values.shape[0] * log_likelihood_samples / nll.seconds)
+                      decoder_evaluations_per_second=values.shape[0] * nll.num_samples / nll.seconds)
     if hmc:
         generator = torch.Generator().manual_seed(seed)
         hmc_estimate, acceptance = hmc_log_likelihood(model, values, num_samples=hmc_samples,
@@ -551,7 +578,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
 
 def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int = 0, out: str | None = None,
                device: str = "auto") -> Path:
-    """Draw ``num_samples`` images E[x|z], z ~ p(z), from a run; write a PNG grid (and .npy)."""
+    """Draw ``num_samples`` images E[x|z], z ~ p(z), from a run; write a PNG grid (and .npy). A full-VB
+    run decodes with θ = μ_θ, the mean of q(θ)."""
     if num_samples < 1:
         raise AevbError(f"--num must be a positive integer, got {num_samples}")
     target = Path(out) if out else Path(run_dir) / f"samples-seed{seed}.png"
