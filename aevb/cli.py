@@ -129,7 +129,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     model.add_argument("--posterior-init-std", type=_positive_float, default=None,
                        help="full-vb: σ of the posterior over the decoder's parameters at initialisation "
-                            "(default: 0.001; the means start as the MAP model's weights)")
+                            "(default: 0.01; the means start as the MAP model's weights)")
 
     algorithm = train.add_argument_group("training (Algorithm 1, §5)")
     algorithm.add_argument("--algorithm", choices=("aevb", "wake-sleep", "mcem", "full-vb"), default="aevb",

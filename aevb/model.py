@@ -55,7 +55,8 @@ class ModelConfig(JsonConfig):
     image_shape: tuple[int, int] | None = None  # for figures only
     decoder_posterior: str = "point"   # θ, the decoder's parameters: "point" (ML/MAP estimate, §5) or
                                        # "gaussian", a factorised Gaussian q(θ) (full VB, App. F; aevb.full_vb)
-    decoder_posterior_init_std: float = 1e-3   # full VB: σ_θ of q(θ) at initialisation (μ_θ as above)
+    decoder_posterior_init_std: float = 0.01   # full VB: σ_θ of q(θ) at initialisation, the scale of the
+                                               # means' N(0, 0.01²) (smaller only costs Adagrad steps)
 
     def __post_init__(self) -> None:
         for name in ("data_dim", "latent_dim", "hidden_units"):
