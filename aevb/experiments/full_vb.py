@@ -11,7 +11,10 @@ prior as its KL term). Then, per run, in nats per datapoint:
 * ``test_bound``: the same on the test points (L = 10), a lower bound on (predictive) log p(x);
 * ``test_log_likelihood``: importance-sampled log p(x) — MAP with k samples of z; full VB the
   predictive log E_q(θ)[p_θ(x)] with ``parameter_draws`` draws of θ × k/``parameter_draws``
-  samples of z each (the same number of decoder evaluations), with Monte Carlo standard errors.
+  samples of z each (the same number of decoder evaluations), with its Monte Carlo standard
+  error and (``_spread_stderr``) the standard deviation over test points / √(test points);
+* ``minibatch_bound_at``: the running minibatch bound (full VB: the full bound) at the last
+  evaluation points, to show whether training had levelled off.
 
 Usage (writes the runs into OUT and the table as JSON)::
 
@@ -34,7 +37,7 @@ from ..full_vb import FullVBVAE, expected_bound, predictive_log_likelihood
 from ..importance_sampling import estimate_log_likelihood
 from ..runs import DataConfig, load_data, load_run
 from ..training import TrainConfig
-from .runner import RunSpec, is_complete, read_summary, run_specs
+from .runner import RunSpec, is_complete, read_metrics, read_summary, run_specs
 
 #: (dataset, Nz, hidden units): Frey Face with the repo's defaults (Gaussian decoder, sigmoid mean,
 #: 200 hidden units, §5); MNIST with a smaller hidden layer than §5's 500 to fit the time budget.
@@ -91,7 +94,10 @@ def evaluate(run_dir: Path, test_points: int, k: int, parameter_draws: int, seed
         result["test_bound"] = evaluate_bound(model, test, num_samples=10).mean
         estimate = estimate_log_likelihood(model, test, num_samples=k)
     result.update(test_log_likelihood=estimate.mean, test_log_likelihood_stderr=estimate.stderr,
+                  test_log_likelihood_spread_stderr=estimate.spread_stderr,
                   importance_samples=estimate.num_samples, seconds=time.perf_counter() - started)
+    # Still climbing? The minibatch bound (full VB: the full bound) at the last evaluation points.
+    result["minibatch_bound_at"] = {line["samples"]: line["minibatch_bound"] for line in read_metrics(run_dir)[-3:]}
     atomic_write_json(cached, result)
     return result
 
