@@ -70,7 +70,7 @@ def save_model(model: VAE, directory: str | os.PathLike) -> None:
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> VAE:
-    """Rebuild a :class:`VAE` from ``model.json`` and load ``model.safetensors``."""
+    """Rebuild a :class:`VAE` (or the full-VB model) from ``model.json`` and load ``model.safetensors``."""
     directory = Path(directory)
     if not directory.is_dir():
         raise AevbError(f"{directory} is not a directory")

@@ -153,10 +153,16 @@ def _build_parser() -> argparse.ArgumentParser:
                             "part of the model, so no variance overflows or vanishes; 0: unbounded, the paper's "
                             "exact parameterisation")
 
+    model.add_argument("--posterior-init-std", type=_positive_float, default=None,
+                       help="full-vb: σ of the posterior over the decoder's parameters at initialisation "
+                            "(default: 0.01; the means start as the MAP model's weights)")
+
     algorithm = train.add_argument_group("training (Algorithm 1, §5)")
-    algorithm.add_argument("--algorithm", choices=("aevb", "wake-sleep", "mcem"), default="aevb",
-                           help="learning algorithm: AEVB (Algorithm 1) or a baseline of §5 — wake-sleep, or "
-                                "Monte Carlo EM with HMC (App. E; needs --step-size, reports no bound)")
+    algorithm.add_argument("--algorithm", choices=("aevb", "wake-sleep", "mcem", "full-vb"), default="aevb",
+                           help="learning algorithm: AEVB (Algorithm 1), a baseline of §5 — wake-sleep, or "
+                                "Monte Carlo EM with HMC (App. E; needs --step-size, reports no bound) — or full-vb: "
+                                "full variational Bayes, a Gaussian posterior over the decoder's parameters with "
+                                "the N(0, I/--prior-precision) prior as its KL term (App. F)")
     algorithm.add_argument("--estimator", type=str.upper, choices=("A", "B", "IWAE"), default="B",
                            help="SGVB estimator A or B (§2.3), or IWAE, the importance-weighted bound of Burda et "
                                 "al. (2015) with k = --samples-per-datapoint (A at k = 1)")
@@ -214,6 +220,8 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--prior-mixture", type=_non_negative_float, default=0.0,
                           help="--nll proposal (1 - a) q(z|x) + a p(z): a > 0 finds posterior mass the encoder "
                                "misses, at the cost of a fraction a of the samples")
+    evaluate.add_argument("--parameter-draws", type=_count, default=10,
+                          help="full-vb runs: draws of the decoder's parameters for --nll, k importance samples each")
     evaluate.add_argument("--hmc", action="store_true",
                           help="also estimate log p(x) with the paper's HMC estimator (Appendix D; reliable "
                                "only for a low-dimensional z, the paper used Nz = 3)")
@@ -253,7 +261,8 @@ def _build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--threads", type=_count, default=None, help="CPU threads (default: torch's choice)")
 
     sample = commands.add_parser("sample", formatter_class=formatter, help="draw samples from a trained run",
-                                 description="Draw images E[x|z], z ~ N(0, I), from a trained run.")
+                                 description="Draw images E[x|z], z ~ N(0, I), from a trained run (a full-vb run "
+                                             "decodes with its parameters at their posterior mean).")
     sample.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train")
     sample.add_argument("--num", type=_count, default=100, help="number of samples")
     sample.add_argument("--seed", type=_seed, default=0, help="random seed")
@@ -316,6 +325,10 @@ def _new_run(args: argparse.Namespace):
                          likelihood=args.likelihood, sigmoid_mean=args.sigmoid_mean, init_std=args.init_std,
                          decoder_variance=args.decoder_variance, log_variance_bound=args.log_variance_bound,
                          architecture=args.architecture, conv_channels=channels, conditional=args.conditional)
+    if args.posterior_init_std is not None:
+        if args.algorithm != "full-vb":
+            raise AevbError("--posterior-init-std applies to --algorithm full-vb only")
+        model_options["decoder_posterior_init_std"] = args.posterior_init_std
     out = args.out or default_run_dir(args.dataset, args.latent_dim)
     args.out = str(out)   # for the message of an interrupted run
     return train_run(out, DataConfig(args.dataset, args.data_dir, args.download), model_options, train_config,
@@ -346,7 +359,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                           device=args.device, num_points=args.num_points,
                           log_likelihood_samples=args.k if args.nll else None, prior_mixture=args.prior_mixture,
                           hmc=args.hmc,
-                          hmc_samples=args.hmc_samples, leapfrog_steps=args.leapfrog_steps, seed=args.seed)
+                          hmc_samples=args.hmc_samples, leapfrog_steps=args.leapfrog_steps, seed=args.seed,
+                          parameter_draws=args.parameter_draws)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -355,9 +369,14 @@ def _evaluate(args: argparse.Namespace) -> int:
           "± one standard error")
     print(f"  lower bound (estimator {result['estimator']}, L = {args.samples}): "
           f"{result[f'{split}_bound']:.3f} ± {result[f'{split}_bound_stderr']:.3f} (over datapoints)")
+    if "decoder_parameter_kl" in result:
+        print(f"  full VB: KL(q(θ) ‖ p(θ)) = {result['decoder_parameter_kl']:.1f} nats, "
+              f"{result['decoder_parameter_kl_per_datapoint']:.3f} per training point"
+              + (f"; full bound {result['train_full_bound']:.3f}" if "train_full_bound" in result else ""))
     if "log_likelihood" in result:
         what = "log p(x|y)" if result.get("conditional") else "log p(x)"   # a conditional VAE: given the label
-        print(f"  {what}, importance sampling, k = {args.k}: {result['log_likelihood']:.3f} "
+        draws = f"{result['parameter_draws']} draws of θ × " if "parameter_draws" in result else ""
+        print(f"  {what}, importance sampling, {draws}k = {args.k}: {result['log_likelihood']:.3f} "
               f"± {result['log_likelihood_stderr']:.3f} (Monte Carlo); negative log-likelihood "
               f"{-result['log_likelihood']:.3f}; {result['log_likelihood_seconds']:.1f} s")
     if "hmc_log_likelihood" in result:

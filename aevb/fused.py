@@ -111,6 +111,8 @@ def unsupported_reason(model: nn.Module, estimator: str) -> str | None:
         return "conditional models (class labels as inputs) train with autograd"
     if getattr(config, "architecture", "mlp") != "mlp":
         return f"{config.architecture} networks train with autograd"
+    if getattr(getattr(model, "config", None), "decoder_posterior", "point") != "point":
+        return "full variational Bayes (a posterior over the decoder's parameters, App. F) has no fused gradient"
     if type(model) is not VAE:
         return f"model is a {type(model).__name__}, not an aevb VAE"
     if type(model.encoder) is not GaussianEncoder or type(model.decoder) not in (BernoulliDecoder, GaussianDecoder):

@@ -34,6 +34,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 LIKELIHOODS = ("bernoulli", "gaussian")
 ARCHITECTURES = ("mlp", "conv")
 DECODER_VARIANCES = ("network", "per-dimension")
+DECODER_POSTERIORS = ("point", "gaussian")
 
 
 @dataclass
@@ -58,6 +59,10 @@ class ModelConfig(JsonConfig):
     conv_channels: tuple[int, ...] = (32, 64)  # channels of each stride-2 convolution ("conv" only)
     num_classes: int | None = None  # conditional VAE p(x|z,y), q(z|x,y) with y one of this many classes
                                     # (aevb.conditional); None: unconditional
+    decoder_posterior: str = "point"   # θ, the decoder's parameters: "point" (ML/MAP estimate, §5) or
+                                       # "gaussian", a factorised Gaussian q(θ) (full VB, App. F; aevb.full_vb)
+    decoder_posterior_init_std: float = 0.01   # full VB: σ_θ of q(θ) at initialisation, the scale of the
+                                               # means' N(0, 0.01²) (smaller only costs Adagrad steps)
 
     def __post_init__(self) -> None:
         for name in ("data_dim", "latent_dim"):
@@ -84,6 +89,11 @@ class ModelConfig(JsonConfig):
             raise AevbError(f"init-std must be positive, got {self.init_std}")
         if self.log_variance_bound is not None and not (0 < self.log_variance_bound < float("inf")):
             raise AevbError(f"log-variance-bound must be a positive number, got {self.log_variance_bound}")
+        if self.decoder_posterior not in DECODER_POSTERIORS:
+            raise AevbError(f"unknown decoder posterior {self.decoder_posterior!r}; choose one of "
+                            f"{', '.join(DECODER_POSTERIORS)}")
+        if not (0 < self.decoder_posterior_init_std < float("inf")):
+            raise AevbError(f"posterior-init-std must be a positive number, got {self.decoder_posterior_init_std}")
         if self.image_shape is not None:
             self.image_shape = tuple(int(s) for s in self.image_shape)
         if self.architecture not in ARCHITECTURES:
@@ -97,6 +107,8 @@ class ModelConfig(JsonConfig):
             self.num_classes = int(self.num_classes)
             if self.num_classes < 2:
                 raise AevbError(f"a conditional model needs at least 2 classes, got {self.num_classes}")
+        if self.num_classes is not None and self.decoder_posterior != "point":
+            raise AevbError("full variational Bayes (--algorithm full-vb) is not available for conditional models")
 
 
 def hidden_widths(config: ModelConfig) -> tuple[int, ...]:
@@ -138,11 +150,18 @@ def build_network(config: ModelConfig, role: str, head_features: tuple[int, ...]
 
 
 def build_model(config: ModelConfig) -> "VAE":
-    """The model ``config`` describes: a :class:`VAE`, or a conditional one when ``num_classes`` is set."""
+    """The model ``config`` describes: a :class:`VAE`; a conditional one when ``num_classes`` is set
+    (:class:`aevb.conditional.ConditionalVAE`); with ``decoder_posterior="gaussian"`` the full-VB
+    model of Appendix F (:class:`aevb.full_vb.FullVBVAE`). The subclasses build on VAE, so they are
+    imported here, not at the top."""
     if config.num_classes is not None:
         from .conditional import ConditionalVAE
 
         return ConditionalVAE(config)
+    if config.decoder_posterior == "gaussian":
+        from .full_vb import FullVBVAE
+
+        return FullVBVAE(config)
     return VAE(config)
 
 

@@ -44,6 +44,7 @@ from .estimators import bound_estimator
 from .evaluation import evaluate_bound
 from .hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 from .importance_sampling import estimate_log_likelihood
+from .full_vb import FullVBVAE, predictive_log_likelihood
 from .figures import save_bound_curve, save_manifold, save_reconstructions, save_samples
 from .conditional import model_inputs, number_of_classes
 from .model import VAE, ModelConfig, build_model
@@ -253,9 +254,13 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     check_distributable(group, algorithm, train_config.batch_size, extra_metrics is not None)
     if data is None:
         data = load_data(data_config)
+    if algorithm == "full-vb":   # App. F: a Gaussian posterior over the decoder's parameters
+        model_options = {**model_options, "decoder_posterior": "gaussian"}
     model_config = model_config_for(data, **model_options)
     if model_config.num_classes is not None and algorithm != "aevb":
         raise AevbError(f"--conditional trains with --algorithm aevb only, not {algorithm}")
+    if (model_config.decoder_posterior == "gaussian") != (algorithm == "full-vb"):
+        raise AevbError("a posterior over the decoder's parameters is trained by --algorithm full-vb only")
     check_data_fits_model(data, model_config, train_config)
     train_config = fit_selection_to_budget(train_config, data.train.shape[0])
     if tensorboard:
@@ -436,6 +441,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
     save_model(model, out)
     write_figures(out, model, data, train_config.binarize, result.history)
     last = result.history[-1]
+    run_summary = getattr(trainer.algorithm, "run_summary", None)   # full VB: its KL term and full bound
     # summary.json comes last: it marks the run finished (resume refuses a finished run).
     atomic_write_json(out / SUMMARY_FILE, _strict_json({
         "step_size": result.step_size,
@@ -444,7 +450,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
         "valid_bound": last.valid_bound, "test_bound": last.test_bound, "training_seconds": last.seconds,
         "samples_per_second": last.samples_per_second,
         "wall_seconds": time.perf_counter() - started,
-    }))
+    } | (run_summary(model, last.train_bound) if run_summary is not None else {})))
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)   # the run is complete: its model is the result
     group.all_agree(True, torch_device)
     return out
@@ -505,7 +511,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
                  data_dir: str | None = None, device: str = "auto", batch_size: int = 20_000,
                  num_points: int | None = None, log_likelihood_samples: int | None = None, prior_mixture: float = 0.0,
                  hmc: bool = False, hmc_samples: int = PAPER_POSTERIOR_SAMPLES,
-                 leapfrog_steps: int = PAPER_LEAPFROG_STEPS, seed: int = 0) -> dict:
+                 leapfrog_steps: int = PAPER_LEAPFROG_STEPS, seed: int = 0, parameter_draws: int = 10) -> dict:
     """Evaluate a trained run on a data split; every number is in nats per datapoint.
 
     Always: the lower bound with ``num_samples`` samples of z per datapoint (``{split}_bound``,
@@ -513,10 +519,16 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     ``log_likelihood_samples=k``: the importance-sampled log p(x) (``log_likelihood``,
     ``log_likelihood_stderr``: Monte Carlo standard error of the mean). With ``hmc``: the
     Appendix D estimate (``hmc_log_likelihood``, ...). ``num_points`` keeps the first N points.
+
+    A full-VB run (App. F) averages over q(θ): the bound is E_q(θ)[𝓛_θ(x)] (a fresh θ per batch of
+    points), log p(x) the predictive log E_q(θ)[p_θ(x)] from ``parameter_draws`` draws of θ with k
+    importance samples each (:func:`aevb.full_vb.predictive_log_likelihood`); the result adds
+    KL(q(θ) ‖ p(θ)) and, on the training split, the full bound 𝓛(φ; X)/N.
     """
     if num_samples < 1:
         raise AevbError(f"--samples must be a positive integer, got {num_samples}")
     for name, value in (("--k", log_likelihood_samples), ("--num-points", num_points),
+                        ("--parameter-draws", parameter_draws),
                         ("--hmc-samples", hmc_samples), ("--leapfrog-steps", leapfrog_steps)):
         if value is not None and value < 1:
             raise AevbError(f"{name} must be a positive integer, got {value}")
@@ -555,12 +567,27 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     }
     if model.config.num_classes is not None:   # every number is of log p(x|y), y the datapoint's label
         result["conditional"] = True
+    full_vb = isinstance(model, FullVBVAE)
+    if full_vb and hmc:
+        raise AevbError("--hmc estimates log p(x) at one θ; a full-VB run has a posterior over θ (use --nll)")
+    if full_vb:
+        with torch.no_grad():
+            kl = model.decoder_parameter_kl(training.get("prior_precision", 1.0)).item()
+        result.update(decoder_parameter_kl=kl, decoder_parameter_kl_per_datapoint=kl / data.train.shape[0])
+        if split == "train":
+            result["train_full_bound"] = estimate.mean - kl / data.train.shape[0]
     if log_likelihood_samples is not None:
-        nll = estimate_log_likelihood(model, values, num_samples=log_likelihood_samples, prior_mixture=prior_mixture)
+        if full_vb:
+            nll = predictive_log_likelihood(model, values, num_samples=log_likelihood_samples,
+                                            parameter_draws=parameter_draws, prior_mixture=prior_mixture)
+            result["parameter_draws"] = parameter_draws
+        else:
+            nll = estimate_log_likelihood(model, values, num_samples=log_likelihood_samples,
+                                          prior_mixture=prior_mixture)
         result.update(log_likelihood=nll.mean, log_likelihood_stderr=nll.stderr, log_likelihood_prior_mixture=prior_mixture,
                       log_likelihood_spread_stderr=nll.spread_stderr, log_likelihood_samples=log_likelihood_samples,
                       log_likelihood_seconds=nll.seconds,
-                      decoder_evaluations_per_second=values.shape[0] * log_likelihood_samples / nll.seconds)
+                      decoder_evaluations_per_second=values.shape[0] * nll.num_samples / nll.seconds)
     if hmc:
         generator = torch.Generator().manual_seed(seed)
         hmc_estimate, acceptance = hmc_log_likelihood(model, values, num_samples=hmc_samples,
@@ -577,6 +604,7 @@ def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int 
 
     A conditional run draws E[x|z, y]: all of class ``label`` when given; otherwise the
     class-conditional grid, one row per class and ⌈num_samples / C⌉ columns, each column one z.
+    A full-VB run decodes with θ = μ_θ, the mean of q(θ).
     """
     if num_samples < 1:
         raise AevbError(f"--num must be a positive integer, got {num_samples}")

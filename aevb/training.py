@@ -352,7 +352,10 @@ class Trainer:
 
     def _optimizer(self, step_size: float) -> torch.optim.Optimizer:
         weight_decay = self.config.prior_precision / self.dataset_size
-        return OPTIMIZERS[self.config.optimizer](self.model.parameters(), lr=step_size, weight_decay=weight_decay)
+        # An algorithm may group the parameters (full VB: no weight decay where a KL term is the prior).
+        groups = getattr(self.algorithm, "parameter_groups", None)
+        parameters = self.model.parameters() if groups is None else groups(self.model, weight_decay)
+        return OPTIMIZERS[self.config.optimizer](parameters, lr=step_size, weight_decay=weight_decay)
 
     def _data_order(self) -> DataOrder:
         return DataOrder(self.dataset_size, self.config.batch_size, self.train_data.device)

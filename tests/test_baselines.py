@@ -33,7 +33,7 @@ def factor_analysis_config(data_dim=5, latent_dim=2):
 
 def test_registry_builds_each_algorithm_from_the_config():
     config = TrainConfig(max_samples=10, num_samples=3, estimator="A")
-    assert set(ALGORITHMS) == {"aevb", "wake-sleep", "mcem"}
+    assert set(ALGORITHMS) == {"aevb", "wake-sleep", "mcem", "full-vb"}
     aevb = make_algorithm("aevb", config)
     assert isinstance(aevb, AEVB) and aevb.num_samples == 3 and aevb.has_bound
     wake_sleep = make_algorithm("wake-sleep", config)
@@ -41,6 +41,8 @@ def test_registry_builds_each_algorithm_from_the_config():
     mcem = make_algorithm("mcem", config)
     assert isinstance(mcem, MonteCarloEM) and not mcem.has_bound
     assert (mcem.leapfrog_steps, mcem.weight_updates, mcem.target_acceptance) == (10, 5, 0.9)   # App. E
+    with pytest.raises(AevbError, match="estimator B"):   # full VB (App. F) has estimator B inside
+        make_algorithm("full-vb", config)
     with pytest.raises(AevbError, match="unknown algorithm"):
         make_algorithm("gibbs", config)
 

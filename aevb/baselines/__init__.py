@@ -15,17 +15,21 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import AevbError
+from ..full_vb import FullVariationalBayes
 from ..training import AEVB, Algorithm, TrainConfig
 from .mcem import MonteCarloEM
 from .wake_sleep import WakeSleep
 
 #: Algorithm factories by name. Wake-sleep takes L (wake samples per datapoint) from the config;
 #: MCEM uses the paper's settings (10 leapfrog steps, 5 weight updates, 90% acceptance) and, having
-#: no bound to choose a step size by, needs ``config.step_size``.
+#: no bound to choose a step size by, needs ``config.step_size``. Full VB (App. F, not a baseline
+#: but trained by the same machinery) puts a Gaussian posterior on the decoder's parameters.
 ALGORITHMS: dict[str, Callable[[TrainConfig], Algorithm]] = {
     "aevb": lambda config: AEVB(config.estimator, config.num_samples, config.engine),
     "wake-sleep": lambda config: WakeSleep(num_samples=config.num_samples),
     "mcem": lambda config: MonteCarloEM(),
+    "full-vb": lambda config: FullVariationalBayes(config.prior_precision, config.num_samples, config.engine,
+                                                   config.estimator),
 }
 
 
