@@ -15,6 +15,9 @@ import sys
 
 from . import __version__
 from .errors import AevbError, TrainingInterrupted
+from .families import FAMILIES, default_estimator
+
+FAMILY_NAMES = tuple(FAMILIES)
 
 DEFAULT_MAX_SAMPLES = 1_000_000
 EXIT_USAGE = 2
@@ -120,6 +123,12 @@ def _build_parser() -> argparse.ArgumentParser:
     model.add_argument("--decoder-variance", choices=("network", "per-dimension"), default="network",
                        help="Gaussian decoder: log σ² output by the network (App. C.2), or a learned "
                             "per-dimension vector independent of z")
+    model.add_argument("--posterior", choices=FAMILY_NAMES, default="gaussian", metavar="FAMILY",
+                       help="approximate posterior q(z|x), a reparameterisable family of §2.4: "
+                            + ", ".join(FAMILY_NAMES) + " (default: gaussian, N(μ, diag σ²))")
+    model.add_argument("--prior", choices=FAMILY_NAMES, default="gaussian", metavar="FAMILY",
+                       help="prior p(z): the standard member of a family on the posterior's support, e.g. "
+                            "laplace = Laplace(0, 1)^J (default: gaussian, N(0, I))")
     model.add_argument("--init-std", type=_positive_float, default=0.01,
                        help="standard deviation of the N(0, σ²) initialisation (§5)")
     model.add_argument("--log-variance-bound", type=_non_negative_float, default=30.0, metavar="B",
@@ -131,9 +140,10 @@ def _build_parser() -> argparse.ArgumentParser:
     algorithm.add_argument("--algorithm", choices=("aevb", "wake-sleep", "mcem"), default="aevb",
                            help="learning algorithm: AEVB (Algorithm 1) or a baseline of §5 — wake-sleep, or "
                                 "Monte Carlo EM with HMC (App. E; needs --step-size, reports no bound)")
-    algorithm.add_argument("--estimator", type=str.upper, choices=("A", "B", "IWAE"), default="B",
+    algorithm.add_argument("--estimator", type=str.upper, choices=("A", "B", "IWAE"), default=None,
                            help="SGVB estimator A or B (§2.3), or IWAE, the importance-weighted bound of Burda et "
-                                "al. (2015) with k = --samples-per-datapoint (A at k = 1)")
+                                "al. (2015) with k = --samples-per-datapoint (A at k = 1) (default: B, the "
+                                "paper's; A when the --posterior/--prior pair has no closed-form KL)")
     algorithm.add_argument("--batch-size", type=_count, default=100, help="minibatch size M")
     algorithm.add_argument("--samples-per-datapoint", type=_count, default=1, help="L, samples of z per datapoint")
     algorithm.add_argument("--optimizer", choices=("adagrad", "adam"), default="adagrad", help="optimiser")
@@ -271,8 +281,14 @@ def _new_run(args: argparse.Namespace):
         max_samples = DEFAULT_MAX_SAMPLES
     if args.hidden_layers < 0:
         raise AevbError(f"--hidden-layers must be >= 0, got {args.hidden_layers}")
+    estimator = args.estimator
+    if estimator is None:
+        estimator = default_estimator(args.posterior, args.prior)
+        if estimator != "B":
+            print(f"note: KL({args.posterior} || {args.prior}) has no closed form; training with estimator A "
+                  "(eq. 6) instead of B", file=sys.stderr)
     train_config = TrainConfig(
-        batch_size=args.batch_size, num_samples=args.samples_per_datapoint, estimator=args.estimator,
+        batch_size=args.batch_size, num_samples=args.samples_per_datapoint, estimator=estimator,
         optimizer=args.optimizer, step_size=args.step_size, selection_steps=args.selection_steps,
         prior_precision=args.prior_precision, max_samples=max_samples, epochs=args.epochs,
         binarize=args.binarize, seed=args.seed, evals_per_decade=args.evals_per_decade,
@@ -280,7 +296,8 @@ def _new_run(args: argparse.Namespace):
     model_options = dict(latent_dim=args.latent_dim, hidden_units=args.hidden_units,
                          hidden_layers=args.hidden_layers, activation=args.activation,
                          likelihood=args.likelihood, sigmoid_mean=args.sigmoid_mean, init_std=args.init_std,
-                         decoder_variance=args.decoder_variance, log_variance_bound=args.log_variance_bound)
+                         decoder_variance=args.decoder_variance, log_variance_bound=args.log_variance_bound,
+                         posterior=args.posterior, prior=args.prior)
     out = args.out or default_run_dir(args.dataset, args.latent_dim)
     args.out = str(out)   # for the message of an interrupted run
     return train_run(out, DataConfig(args.dataset, args.data_dir, args.download), model_options, train_config,

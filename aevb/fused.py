@@ -108,6 +108,10 @@ def unsupported_reason(model: nn.Module, estimator: str) -> str | None:
     """Why :class:`FusedStep` cannot train this model with this estimator, or None if it can."""
     if type(model) is not VAE:
         return f"model is a {type(model).__name__}, not an aevb VAE"
+    families = (getattr(model.config, "posterior", "gaussian"), getattr(model.config, "prior", "gaussian"))
+    if families != ("gaussian", "gaussian"):
+        return (f"posterior {families[0]} with prior {families[1]}: the fused gradients are derived for the "
+                "Gaussian posterior and N(0, I) prior only")
     if type(model.encoder) is not GaussianEncoder or type(model.decoder) not in (BernoulliDecoder, GaussianDecoder):
         return "encoder or decoder replaced"
     if estimator.upper() not in FUSED_ESTIMATORS:

@@ -52,6 +52,8 @@ class ModelConfig(JsonConfig):
     log_variance_bound: float | None = None  # log σ² of encoder and Gaussian decoder = B·tanh(raw/B), so
                                              # σ² ∈ (e^-B, e^B); None: unbounded, as in the paper
     image_shape: tuple[int, int] | None = None  # for figures only
+    posterior: str = "gaussian"    # q(z|x) family of §2.4 by name (aevb.families); "gaussian" = N(μ, diag σ²)
+    prior: str = "gaussian"        # p(z) family by name; "gaussian" = N(0, I) (§3)
 
     def __post_init__(self) -> None:
         for name in ("data_dim", "latent_dim", "hidden_units"):
@@ -72,6 +74,10 @@ class ModelConfig(JsonConfig):
             raise AevbError(f"log-variance-bound must be a positive number, got {self.log_variance_bound}")
         if self.image_shape is not None:
             self.image_shape = tuple(int(s) for s in self.image_shape)
+        if (self.posterior, self.prior) != ("gaussian", "gaussian"):
+            from .families import check_pair
+
+            check_pair(self.posterior, self.prior)
 
 
 def bounded_log_variance(raw: torch.Tensor, bound: float | None) -> torch.Tensor:
@@ -192,7 +198,12 @@ class VAE(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.encoder = GaussianEncoder(config)
+        if config.posterior == "gaussian":
+            self.encoder = GaussianEncoder(config)
+        else:
+            from .families import FamilyEncoder
+
+            self.encoder = FamilyEncoder(config)
         self.decoder = DECODERS[config.likelihood](config)
         self.register_buffer("_prior_loc", torch.zeros(config.latent_dim), persistent=False)
         self.reset_parameters()
@@ -204,7 +215,12 @@ class VAE(nn.Module):
                 parameter.normal_(0.0, self.config.init_std, generator=generator)
 
     def prior(self) -> Distribution:
-        """p(z) = N(0, I), event shape (J,)."""
+        """p(z), event shape (J,): N(0, I), or the standard prior of the family ``config.prior``."""
+        if self.config.prior != "gaussian":
+            from .families import get_family
+
+            return get_family(self.config.prior).prior(self.config.latent_dim, device=self._prior_loc.device,
+                                                       dtype=self._prior_loc.dtype)
         return standard_normal_prior(self.config.latent_dim, device=self._prior_loc.device,
                                      dtype=self._prior_loc.dtype)
 
@@ -220,13 +236,29 @@ class VAE(nn.Module):
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean images E[x|z] for z ~ p(z): (num_samples, D) — how the paper draws its samples."""
         # Drawn on the CPU so that a seeded CPU generator gives the same images on any device.
+        if self.config.prior != "gaussian":   # torch.distributions take no generator: seed a forked RNG
+            seed = None if generator is None else int(torch.randint(2**62, (), generator=generator))
+            with torch.random.fork_rng(devices=[]):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                from .families import get_family
+
+                prior = get_family(self.config.prior).prior(self.config.latent_dim, device="cpu",
+                                                            dtype=self._prior_loc.dtype)
+                z = prior.sample((num_samples,))
+            return self.decoder.mean(z.to(self._prior_loc.device))
         z = torch.randn(num_samples, self.config.latent_dim, generator=generator).to(self._prior_loc.device)
         return self.decoder.mean(z)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """E[x|z] at z = μ(x), the posterior mean: (M, D) for x of shape (M, D)."""
-        return self.decoder.mean(self.encode(x).mean)
+        posterior = self.encode(x)
+        if self.config.posterior == "gaussian":
+            return self.decoder.mean(posterior.mean)
+        from .families import posterior_centre
+
+        return self.decoder.mean(posterior_centre(posterior))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

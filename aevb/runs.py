@@ -42,6 +42,7 @@ from .distributed import check_distributable, from_environment, local_device
 from .errors import AevbError, TrainingInterrupted
 from .estimators import bound_estimator
 from .evaluation import evaluate_bound
+from .families import check_hmc_prior, check_training, prior_icdf
 from .hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 from .importance_sampling import estimate_log_likelihood
 from .figures import save_bound_curve, save_manifold, save_reconstructions, save_samples
@@ -251,6 +252,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
         data = load_data(data_config)
     model_config = model_config_for(data, **model_options)
     check_data_fits_model(data, model_config, train_config)
+    check_training(model_config, train_config.estimator, algorithm)
     train_config = fit_selection_to_budget(train_config, data.train.shape[0])
     if tensorboard:
         _TensorBoard.check_available()  # before anything is written into the run directory
@@ -462,8 +464,10 @@ def write_figures(out: Path, model: VAE, data: Dataset, binarize: str, history: 
                  title=f"samples, {title}")
     inputs = evaluation_data(data.valid[:50], binarize)
     save_reconstructions(inputs, model.reconstruct(inputs), shape, out / "reconstructions.png")
-    if model.config.latent_dim == 2:
-        save_manifold(model.decoder.mean, shape, out / "manifold.png", device=inputs.device)
+    icdf = prior_icdf(model.prior()) if model.config.prior != "gaussian" else None
+    if model.config.latent_dim == 2 and (model.config.prior == "gaussian" or icdf is not None):
+        # A non-Gaussian prior maps the grid through its own inverse CDF (none: no manifold figure).
+        save_manifold(model.decoder.mean, shape, out / "manifold.png", device=inputs.device, icdf=icdf)
 
 
 def read_run_config(run_dir: Path) -> dict:
@@ -540,6 +544,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
                       log_likelihood_seconds=nll.seconds,
                       decoder_evaluations_per_second=values.shape[0] * log_likelihood_samples / nll.seconds)
     if hmc:
+        check_hmc_prior(model.config)
         generator = torch.Generator().manual_seed(seed)
         hmc_estimate, acceptance = hmc_log_likelihood(model, values, num_samples=hmc_samples,
                                                       leapfrog_steps=leapfrog_steps, generator=generator)
