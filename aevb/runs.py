@@ -252,7 +252,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
         data = load_data(data_config)
     model_config = model_config_for(data, **model_options)
     check_data_fits_model(data, model_config, train_config)
-    check_training(model_config, train_config.estimator, algorithm)
+    check_training(model_config, train_config.estimator, algorithm, train_config.engine)
     train_config = fit_selection_to_budget(train_config, data.train.shape[0])
     if tensorboard:
         _TensorBoard.check_available()  # before anything is written into the run directory
