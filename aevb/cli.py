@@ -15,7 +15,7 @@ import sys
 
 from . import __version__
 from .errors import AevbError, TrainingInterrupted
-from .families import FAMILIES, default_estimator
+from .families import FAMILIES, check_pair, default_estimator
 
 FAMILY_NAMES = tuple(FAMILIES)
 
@@ -282,7 +282,10 @@ def _new_run(args: argparse.Namespace):
     if args.hidden_layers < 0:
         raise AevbError(f"--hidden-layers must be >= 0, got {args.hidden_layers}")
     estimator = args.estimator
-    if estimator is None:
+    check_pair(args.posterior, args.prior)   # before any note below: a refused pair is one line
+    if estimator is None and args.algorithm != "aevb":
+        estimator = "B"
+    elif estimator is None:
         estimator = default_estimator(args.posterior, args.prior)
         if estimator != "B":
             print(f"note: KL({args.posterior} || {args.prior}) has no closed form; training with estimator A "

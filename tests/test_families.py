@@ -197,8 +197,8 @@ def test_samples_follow_scipy_moments_support_and_distribution(name):
             sample = z[:, row].numpy()
             assert np.all(np.abs(sample.mean(0) - mean) < 5 * np.sqrt(variance / count)), name
             np.testing.assert_allclose(sample.var(0), variance, rtol=0.05)
-            torch.testing.assert_close(dist.mean[row], torch.as_tensor(mean))
-            torch.testing.assert_close(dist.variance[row], torch.as_tensor(variance))
+            torch.testing.assert_close(dist.mean[row], torch.tensor(np.array(mean)))
+            torch.testing.assert_close(dist.variance[row], torch.tensor(np.array(variance)))
         return
     for frozen, sample in checks:
         # The whole distribution: Kolmogorov-Smirnov against scipy's CDF.
@@ -295,7 +295,8 @@ def test_closed_form_kl_matches_monte_carlo(posterior, prior):
 def test_kls_this_project_registers_are_exercised():
     pairs = set(_closed_form_pairs())
     for pair in [("logistic", "gaussian"), ("triangular", "gaussian"), ("student-t", "gaussian"),
-                 ("rayleigh", "rayleigh"), ("full-covariance-gaussian", "gaussian"), ("beta", "uniform")]:
+                 ("rayleigh", "rayleigh"), ("full-covariance-gaussian", "gaussian"), ("beta", "uniform"),
+                 ("gaussian", "full-covariance-gaussian")]:
         assert pair in pairs
 
 
@@ -391,6 +392,8 @@ def test_train_and_evaluate_non_gaussian_pairs(capsys, tmp_path, posterior, prio
 def test_cli_refusals_are_one_line(capsys, tmp_path):
     out = tmp_path / "run"
     assert_usage_error(*run_cli(capsys, ["train", *TINY, "--posterior", "beta", "--prior", "gaussian", "--out", out]))
+    # A pair with neither a finite KL nor a closed form: still one line (no note about estimator A).
+    assert_usage_error(*run_cli(capsys, ["train", *TINY, "--posterior", "weibull", "--prior", "gaussian", "--out", out]))
     code, stdout, err = run_cli(capsys, ["train", *TINY, "--posterior", "weibull", "--prior", "exponential",
                                          "--estimator", "B", "--out", out])
     assert_usage_error(code, stdout, err)

@@ -66,6 +66,15 @@ def _kl_full_covariance_diagonal(p: MultivariateNormal, q: Independent) -> torch
     return 0.5 * (trace + mahalanobis - dim + log_det_q - log_det_p)
 
 
+@register_kl(Independent, MultivariateNormal)
+def _kl_diagonal_full_covariance(p: Independent, q: MultivariateNormal) -> torch.Tensor:
+    """KL(N(μ, diag σ²) ‖ N(m, Σ)): the diagonal Gaussian is the full-covariance one with L = diag σ."""
+    if not (isinstance(p.base_dist, Normal) and p.reinterpreted_batch_ndims == 1):
+        raise NotImplementedError
+    as_full = MultivariateNormal(p.base_dist.loc, scale_tril=torch.diag_embed(p.base_dist.scale), validate_args=False)
+    return kl_divergence(as_full, q)
+
+
 @register_kl(Beta, Uniform)
 def _kl_beta_uniform(p: Beta, q: Uniform) -> torch.Tensor:
     # Replaces torch's entry, whose support mask fails to broadcast a (J,) prior against (M, J).
