@@ -154,9 +154,8 @@ def _full_covariance_parts(raw, latent_dim, bound):
 
 
 def _latent_dim_of_full(outputs: int, extra: int) -> int:
-    # outputs = 2J + J(J−1)/2 + extra = J(J+3)/2 + extra
-    dim = int(round((-3 + math.sqrt(9 + 8 * (outputs - extra))) / 2))
-    return dim
+    """J from the head width of a full-covariance family: outputs = 2J + J(J−1)/2 + extra."""
+    return int(round((-3 + math.sqrt(9 + 8 * (outputs - extra))) / 2))
 
 
 def _full_covariance_gaussian(raw, bound):
@@ -379,7 +378,13 @@ def posterior_centre(posterior: Distribution) -> torch.Tensor:
     except NotImplementedError:
         pass
     base = posterior.base_dist if isinstance(posterior, Independent) else posterior
-    return base.icdf(torch.full_like(base.sample(), 0.5))
+    return base.icdf(_halves(base))
+
+
+def _halves(base: Distribution) -> torch.Tensor:
+    """0.5 in the batch shape, dtype and device of a univariate distribution (no random draw)."""
+    like = next(value for value in vars(base).values() if torch.is_tensor(value))
+    return torch.full(base.batch_shape, 0.5, dtype=like.dtype, device=like.device)
 
 
 def prior_icdf(prior: Distribution):
@@ -389,7 +394,7 @@ def prior_icdf(prior: Distribution):
         return None
     base = prior.base_dist
     try:
-        base.icdf(torch.full(base.batch_shape, 0.5, device=base.sample().device))
+        base.icdf(_halves(base))
     except (NotImplementedError, AttributeError):
         return None
     # The prior is i.i.d. over dimensions: the first marginal's inverse CDF serves the grid.
