@@ -252,7 +252,8 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """E[x|z] at z = μ(x), the posterior mean: (M, D) for x of shape (M, D)."""
+        """E[x|z] at z = μ(x), the posterior mean (the median where a family has no mean, e.g.
+        Cauchy): (M, D) for x of shape (M, D)."""
         posterior = self.encode(x)
         if self.config.posterior == "gaussian":
             return self.decoder.mean(posterior.mean)

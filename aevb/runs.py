@@ -42,7 +42,7 @@ from .distributed import check_distributable, from_environment, local_device
 from .errors import AevbError, TrainingInterrupted
 from .estimators import bound_estimator
 from .evaluation import evaluate_bound
-from .families import check_hmc_prior, check_training, prior_icdf
+from .families import check_training, prior_icdf
 from .hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 from .importance_sampling import estimate_log_likelihood
 from .figures import save_bound_curve, save_manifold, save_reconstructions, save_samples
@@ -544,7 +544,6 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
                       log_likelihood_seconds=nll.seconds,
                       decoder_evaluations_per_second=values.shape[0] * log_likelihood_samples / nll.seconds)
     if hmc:
-        check_hmc_prior(model.config)
         generator = torch.Generator().manual_seed(seed)
         hmc_estimate, acceptance = hmc_log_likelihood(model, values, num_samples=hmc_samples,
                                                       leapfrog_steps=leapfrog_steps, generator=generator)
