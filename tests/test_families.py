@@ -416,3 +416,17 @@ def test_hmc_refuses_a_prior_off_the_real_line(capsys, tmp_path):
     code, stdout, err = run_cli(capsys, ["evaluate", run, "--hmc", "--hmc-samples", "2", "--num-points", "2"])
     assert_usage_error(code, stdout, err)
     assert "HMC needs a prior on the whole real line" in err
+
+
+def test_families_table_writes_one_row_per_family(tmp_path):
+    from aevb.experiments.families import families_table, table_prior
+
+    assert table_prior("cauchy") == "student-t" and table_prior("f") == "exponential"
+    assert table_prior("uniform") == "gaussian" and table_prior("beta") == "beta"
+    rows = families_table(tmp_path, dataset="mnist-sample", posteriors=["gaussian", "weibull"], latent_dim=2,
+                          hidden_units=8, max_samples=2000, bound_samples=5, log_likelihood_samples=20,
+                          num_points=20, log=lambda text: None)
+    stored = json.loads((tmp_path / "families.json").read_text())["rows"]
+    assert [row["posterior"] for row in stored] == ["gaussian", "weibull"] == [row["posterior"] for row in rows]
+    assert [row["estimator"] for row in rows] == ["B", "A"]
+    assert all(math.isfinite(row["test_bound"]) and math.isfinite(row["log_likelihood"]) for row in rows)
