@@ -15,6 +15,9 @@ import sys
 
 from . import __version__
 from .errors import AevbError, TrainingInterrupted
+from .families import FAMILIES, check_pair, default_estimator
+
+FAMILY_NAMES = tuple(FAMILIES)
 
 DEFAULT_MAX_SAMPLES = 1_000_000
 EXIT_USAGE = 2
@@ -146,6 +149,12 @@ def _build_parser() -> argparse.ArgumentParser:
     model.add_argument("--decoder-variance", choices=("network", "per-dimension"), default="network",
                        help="Gaussian decoder: log σ² output by the network (App. C.2), or a learned "
                             "per-dimension vector independent of z")
+    model.add_argument("--posterior", choices=FAMILY_NAMES, default="gaussian", metavar="FAMILY",
+                       help="approximate posterior q(z|x), a reparameterisable family of §2.4: "
+                            + ", ".join(FAMILY_NAMES) + " (default: gaussian, N(μ, diag σ²))")
+    model.add_argument("--prior", choices=FAMILY_NAMES, default="gaussian", metavar="FAMILY",
+                       help="prior p(z): the standard member of a family on the posterior's support, e.g. "
+                            "laplace = Laplace(0, 1)^J (default: gaussian, N(0, I))")
     model.add_argument("--init-std", type=_positive_float, default=0.01,
                        help="standard deviation of the N(0, σ²) initialisation (§5)")
     model.add_argument("--log-variance-bound", type=_non_negative_float, default=30.0, metavar="B",
@@ -163,9 +172,10 @@ def _build_parser() -> argparse.ArgumentParser:
                                 "Monte Carlo EM with HMC (App. E; needs --step-size, reports no bound) — or full-vb: "
                                 "full variational Bayes, a Gaussian posterior over the decoder's parameters with "
                                 "the N(0, I/--prior-precision) prior as its KL term (App. F)")
-    algorithm.add_argument("--estimator", type=str.upper, choices=("A", "B", "IWAE"), default="B",
+    algorithm.add_argument("--estimator", type=str.upper, choices=("A", "B", "IWAE"), default=None,
                            help="SGVB estimator A or B (§2.3), or IWAE, the importance-weighted bound of Burda et "
-                                "al. (2015) with k = --samples-per-datapoint (A at k = 1)")
+                                "al. (2015) with k = --samples-per-datapoint (A at k = 1) (default: B, the "
+                                "paper's; A when the --posterior/--prior pair has no closed-form KL)")
     algorithm.add_argument("--batch-size", type=_count, default=100, help="minibatch size M")
     algorithm.add_argument("--samples-per-datapoint", type=_count, default=1, help="L, samples of z per datapoint")
     algorithm.add_argument("--optimizer", choices=("adagrad", "adam"), default="adagrad", help="optimiser")
@@ -314,8 +324,17 @@ def _new_run(args: argparse.Namespace):
     if isinstance(args.hidden_units, tuple) and len(args.hidden_units) != args.hidden_layers:
         raise AevbError(f"--hidden-units lists {len(args.hidden_units)} widths but --hidden-layers is {args.hidden_layers}")
     channels = args.conv_channels if isinstance(args.conv_channels, tuple) else (args.conv_channels,)
+    estimator = args.estimator
+    check_pair(args.posterior, args.prior)   # before any note below: a refused pair is one line
+    if estimator is None and args.algorithm != "aevb":
+        estimator = "B"
+    elif estimator is None:
+        estimator = default_estimator(args.posterior, args.prior)
+        if estimator != "B":
+            print(f"note: KL({args.posterior} || {args.prior}) has no closed form; training with estimator A "
+                  "(eq. 6) instead of B", file=sys.stderr)
     train_config = TrainConfig(
-        batch_size=args.batch_size, num_samples=args.samples_per_datapoint, estimator=args.estimator,
+        batch_size=args.batch_size, num_samples=args.samples_per_datapoint, estimator=estimator,
         optimizer=args.optimizer, step_size=args.step_size, selection_steps=args.selection_steps,
         prior_precision=args.prior_precision, max_samples=max_samples, epochs=args.epochs,
         binarize=args.binarize, seed=args.seed, evals_per_decade=args.evals_per_decade,
@@ -324,7 +343,8 @@ def _new_run(args: argparse.Namespace):
                          hidden_layers=args.hidden_layers, activation=args.activation,
                          likelihood=args.likelihood, sigmoid_mean=args.sigmoid_mean, init_std=args.init_std,
                          decoder_variance=args.decoder_variance, log_variance_bound=args.log_variance_bound,
-                         architecture=args.architecture, conv_channels=channels, conditional=args.conditional)
+                         architecture=args.architecture, conv_channels=channels, conditional=args.conditional,
+                         posterior=args.posterior, prior=args.prior)
     if args.posterior_init_std is not None:
         if args.algorithm != "full-vb":
             raise AevbError("--posterior-init-std applies to --algorithm full-vb only")

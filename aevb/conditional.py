@@ -107,8 +107,7 @@ class ConditionalVAE(VAE):
         labels = torch.as_tensor(labels)
         if labels.shape != (num_samples,) or int(labels.min()) < 0 or int(labels.max()) >= self.num_classes:
             raise AevbError(f"labels must be {num_samples} classes in 0..{self.num_classes - 1}")
-        z = torch.randn(num_samples, self.config.latent_dim, generator=generator).to(self._prior_loc.device)
-        return self.mean(z, labels)
+        return self.mean(self.draw_prior(num_samples, generator), labels)
 
     @torch.no_grad()
     def mean(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -119,11 +118,11 @@ class ConditionalVAE(VAE):
     def class_grid(self, columns: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Class-conditional samples E[x|z_j, y = c]: (C · columns, D), row c of the grid holding class
         c, column j the same z_j ~ p(z) in every row (so a column shares its style across classes)."""
-        z = torch.randn(columns, self.config.latent_dim, generator=generator).to(self._prior_loc.device)
+        z = self.draw_prior(columns, generator)
         labels = torch.arange(self.num_classes).repeat_interleave(columns)
         return self.mean(z.repeat(self.num_classes, 1), labels)
 
     @torch.no_grad()
     def reconstruct(self, rows: torch.Tensor) -> torch.Tensor:
         """E[x|z, y] at z = μ(x, y): (M, D) for rows [x, one-hot(y)] (M, D + C)."""
-        return self.decoder.mean(torch.cat([self.encode(rows).mean, self.split(rows)[1]], dim=-1))
+        return self.decoder.mean(torch.cat([self.posterior_centre(self.encode(rows)), self.split(rows)[1]], dim=-1))

@@ -64,23 +64,24 @@ def save_reconstructions(inputs: torch.Tensor, reconstructions: torch.Tensor, im
 
 
 @torch.no_grad()
-def manifold_images(decoder_mean, grid_size: int = 20, device=None) -> torch.Tensor:
+def manifold_images(decoder_mean, grid_size: int = 20, device=None, icdf=None) -> torch.Tensor:
     """Decoder means over a 2-D latent grid (Figs. 4–5, App. A): (grid_size², D).
 
     A linearly spaced grid on the unit square (cell centres) is mapped through the inverse CDF of
     the Gaussian to z, so the grid covers the prior evenly in probability. Rows run from high z₂
-    (top) to low z₂, columns from low z₁ (left) to high z₁.
+    (top) to low z₂, columns from low z₁ (left) to high z₁. ``icdf``: the inverse CDF of another
+    factorised prior's marginal (quantiles (G,) → z (G,)) instead of the Gaussian's.
     """
     quantiles = (torch.arange(grid_size, dtype=torch.float32, device=device) + 0.5) / grid_size
-    values = Normal(0.0, 1.0).icdf(quantiles)
+    values = Normal(0.0, 1.0).icdf(quantiles) if icdf is None else icdf(quantiles)
     z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")
     return decoder_mean(torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1))
 
 
 def save_manifold(decoder_mean, image_shape: tuple[int, int], path: str | Path, grid_size: int = 20,
-                  device=None) -> Path:
-    """Draw the learned 2-D manifold like the paper's Figures 4 and 5."""
-    images = manifold_images(decoder_mean, grid_size, device)
+                  device=None, icdf=None) -> Path:
+    """Draw the learned 2-D manifold like the paper's Figures 4 and 5 (``icdf``: see manifold_images)."""
+    images = manifold_images(decoder_mean, grid_size, device, icdf)
     return _save_image(tile_images(images, image_shape, grid_size, padding=0), Path(path),
                        "learned manifold: E[x|z] over Φ⁻¹ of a uniform grid")
 

@@ -115,6 +115,10 @@ def unsupported_reason(model: nn.Module, estimator: str) -> str | None:
         return "full variational Bayes (a posterior over the decoder's parameters, App. F) has no fused gradient"
     if type(model) is not VAE:
         return f"model is a {type(model).__name__}, not an aevb VAE"
+    families = (getattr(model.config, "posterior", "gaussian"), getattr(model.config, "prior", "gaussian"))
+    if families != ("gaussian", "gaussian"):
+        return (f"posterior {families[0]} with prior {families[1]}: the fused gradients are derived for the "
+                "Gaussian posterior and N(0, I) prior only")
     if type(model.encoder) is not GaussianEncoder or type(model.decoder) not in (BernoulliDecoder, GaussianDecoder):
         return "encoder or decoder replaced"
     if estimator.upper() not in FUSED_ESTIMATORS:

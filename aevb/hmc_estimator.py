@@ -72,6 +72,11 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
 
     Returns the estimate and the mean HMC acceptance rate over the retained transitions.
     """
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "prior", "gaussian") != "gaussian":
+        from .families import check_hmc_prior
+
+        check_hmc_prior(config)   # HMC moves z in all of R^J
     latent_dim = model.prior().event_shape[0]
     if isinstance(initial, torch.Tensor):
         if initial.shape != (data.shape[0], latent_dim):
@@ -94,7 +99,13 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
                 if isinstance(initial, torch.Tensor):
                     start_z = initial[start:start + batch_size].to(device=x.device, dtype=x.dtype)
                 elif initial == "encoder" and hasattr(model, "encode"):
-                    start_z = model.encode(x).mean
+                    posterior = model.encode(x)
+                    if getattr(config, "posterior", "gaussian") == "gaussian":
+                        start_z = posterior.mean
+                    else:   # a Cauchy posterior has no mean: start at its median
+                        from .families import posterior_centre
+
+                        start_z = posterior_centre(posterior)
                 elif initial == "prior":
                     start_z = torch.randn(x.shape[0], latent_dim, generator=generator, dtype=x.dtype).to(x.device)
                 else:

@@ -63,6 +63,8 @@ class ModelConfig(JsonConfig):
                                        # "gaussian", a factorised Gaussian q(θ) (full VB, App. F; aevb.full_vb)
     decoder_posterior_init_std: float = 0.01   # full VB: σ_θ of q(θ) at initialisation, the scale of the
                                                # means' N(0, 0.01²) (smaller only costs Adagrad steps)
+    posterior: str = "gaussian"    # q(z|x) family of §2.4 by name (aevb.families); "gaussian" = N(μ, diag σ²)
+    prior: str = "gaussian"        # p(z) family by name; "gaussian" = N(0, I) (§3)
 
     def __post_init__(self) -> None:
         for name in ("data_dim", "latent_dim"):
@@ -109,6 +111,11 @@ class ModelConfig(JsonConfig):
                 raise AevbError(f"a conditional model needs at least 2 classes, got {self.num_classes}")
         if self.num_classes is not None and self.decoder_posterior != "point":
             raise AevbError("full variational Bayes (--algorithm full-vb) is not available for conditional models")
+
+        if (self.posterior, self.prior) != ("gaussian", "gaussian"):
+            from .families import check_pair
+
+            check_pair(self.posterior, self.prior)
 
 
 def hidden_widths(config: ModelConfig) -> tuple[int, ...]:
@@ -282,7 +289,12 @@ class VAE(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.encoder = GaussianEncoder(config)
+        if config.posterior == "gaussian":
+            self.encoder = GaussianEncoder(config)
+        else:
+            from .families import FamilyEncoder
+
+            self.encoder = FamilyEncoder(config)
         self.decoder = DECODERS[config.likelihood](config)
         self.register_buffer("_prior_loc", torch.zeros(config.latent_dim), persistent=False)
         self.reset_parameters()
@@ -294,7 +306,12 @@ class VAE(nn.Module):
                 parameter.normal_(0.0, self.config.init_std, generator=generator)
 
     def prior(self) -> Distribution:
-        """p(z) = N(0, I), event shape (J,)."""
+        """p(z), event shape (J,): N(0, I), or the standard prior of the family ``config.prior``."""
+        if self.config.prior != "gaussian":
+            from .families import get_family
+
+            return get_family(self.config.prior).prior(self.config.latent_dim, device=self._prior_loc.device,
+                                                       dtype=self._prior_loc.dtype)
         return standard_normal_prior(self.config.latent_dim, device=self._prior_loc.device,
                                      dtype=self._prior_loc.dtype)
 
@@ -307,16 +324,41 @@ class VAE(nn.Module):
         return self.decoder(z)
 
     @torch.no_grad()
+    def draw_prior(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z ~ p(z): (num_samples, J) on the model's device, drawn on the CPU so that a seeded CPU
+        generator gives the same z on any device."""
+        if self.config.prior == "gaussian":
+            z = torch.randn(num_samples, self.config.latent_dim, generator=generator)
+        else:   # torch.distributions take no generator: seed a forked RNG from it
+            seed = None if generator is None else int(torch.randint(2**62, (), generator=generator))
+            with torch.random.fork_rng(devices=[]):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                from .families import get_family
+
+                prior = get_family(self.config.prior).prior(self.config.latent_dim, device="cpu",
+                                                            dtype=self._prior_loc.dtype)
+                z = prior.sample((num_samples,))
+        return z.to(self._prior_loc.device)
+
+    @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean images E[x|z] for z ~ p(z): (num_samples, D) — how the paper draws its samples."""
-        # Drawn on the CPU so that a seeded CPU generator gives the same images on any device.
-        z = torch.randn(num_samples, self.config.latent_dim, generator=generator).to(self._prior_loc.device)
-        return self.decoder.mean(z)
+        return self.decoder.mean(self.draw_prior(num_samples, generator))
+
+    def posterior_centre(self, posterior: Distribution) -> torch.Tensor:
+        """The posterior's mean, or its median where the family has no mean (e.g. Cauchy): (M, J)."""
+        if self.config.posterior == "gaussian":
+            return posterior.mean
+        from .families import posterior_centre
+
+        return posterior_centre(posterior)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """E[x|z] at z = μ(x), the posterior mean: (M, D) for x of shape (M, D)."""
-        return self.decoder.mean(self.encode(x).mean)
+        """E[x|z] at z = μ(x), the posterior mean (the median where a family has no mean, e.g.
+        Cauchy): (M, D) for x of shape (M, D)."""
+        return self.decoder.mean(self.posterior_centre(self.encode(x)))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -42,6 +42,7 @@ from .distributed import check_distributable, from_environment, local_device
 from .errors import AevbError, TrainingInterrupted
 from .estimators import bound_estimator
 from .evaluation import evaluate_bound
+from .families import check_training, prior_icdf
 from .hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 from .importance_sampling import estimate_log_likelihood
 from .full_vb import FullVBVAE, predictive_log_likelihood
@@ -262,6 +263,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     if (model_config.decoder_posterior == "gaussian") != (algorithm == "full-vb"):
         raise AevbError("a posterior over the decoder's parameters is trained by --algorithm full-vb only")
     check_data_fits_model(data, model_config, train_config)
+    check_training(model_config, train_config.estimator, algorithm, train_config.engine)
     train_config = fit_selection_to_budget(train_config, data.train.shape[0])
     if tensorboard:
         _TensorBoard.check_available()  # before anything is written into the run directory
@@ -483,8 +485,11 @@ def write_figures(out: Path, model: VAE, data: Dataset, binarize: str, history: 
                                           data.valid_labels[:50], model.config), binarize)
     save_reconstructions(inputs[:, : model.config.data_dim], model.reconstruct(inputs), shape,
                          out / "reconstructions.png")
-    if model.config.latent_dim == 2 and model.config.num_classes is None:
-        save_manifold(model.decoder.mean, shape, out / "manifold.png", device=inputs.device)
+    icdf = prior_icdf(model.prior()) if model.config.prior != "gaussian" else None
+    if (model.config.latent_dim == 2 and model.config.num_classes is None
+            and (model.config.prior == "gaussian" or icdf is not None)):
+        # A non-Gaussian prior maps the grid through its own inverse CDF (none: no manifold figure).
+        save_manifold(model.decoder.mean, shape, out / "manifold.png", device=inputs.device, icdf=icdf)
 
 
 def read_run_config(run_dir: Path) -> dict:

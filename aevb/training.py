@@ -220,6 +220,11 @@ class AEVB:
 
     def setup(self, model: VAE, train: torch.Tensor, group: ProcessGroup = SINGLE_PROCESS) -> None:
         self._fused = None
+        posterior = getattr(getattr(model, "config", None), "posterior", "gaussian")
+        if group.distributed and posterior != "gaussian":
+            # Processes share one minibatch's ε ~ N(0, I) (draw_posterior(noise=...)): Gaussian only.
+            raise AevbError(f"multi-process training needs the Gaussian posterior, not {posterior}; "
+                            "run without torchrun")
         reason = None if self.engine == "autograd" else unsupported_reason(model, self.estimator)
         if self.engine == "fused" and reason is not None:
             raise AevbError(f"--engine fused cannot train this model: {reason}")

@@ -1,0 +1,20 @@
+"""The reparameterisable families of paper §2.4 as approximate posteriors and priors.
+
+* :mod:`.inverse_cdf` — Logistic, Rayleigh, Reciprocal, Gompertz (z = F⁻¹(u; φ));
+* :mod:`.location_scale` — symmetric Triangular, elliptical multivariate Student-t;
+* :mod:`.composition` — Erlang (a sum of exponentials);
+* :mod:`.kl` — closed-form KL divergences torch lacks, registered with ``register_kl``;
+* :mod:`.registry` — every family by its CLI name (``--posterior``, ``--prior``), with torch's own
+  reparameterisable distributions for the rest, the encoder head → distribution maps, the standard
+  priors and the compatibility rules.
+"""
+
+from .composition import Erlang
+from .inverse_cdf import Gompertz, Logistic, Rayleigh, Reciprocal
+from .location_scale import MultivariateStudentT, Triangular
+from .registry import (FAMILIES, Family, FamilyEncoder, check_hmc_prior, check_pair, check_training,
+                       default_estimator, get_family, has_closed_form_kl, posterior_centre, prior_icdf, prior_names)
+
+__all__ = ["Erlang", "Gompertz", "Logistic", "Rayleigh", "Reciprocal", "MultivariateStudentT", "Triangular",
+           "FAMILIES", "Family", "FamilyEncoder", "check_hmc_prior", "check_pair", "check_training",
+           "default_estimator", "get_family", "has_closed_form_kl", "posterior_centre", "prior_icdf", "prior_names"]
