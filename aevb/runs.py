@@ -252,7 +252,8 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     torch_device = resolve_device(device)
     group = from_environment(torch_device)          # several processes under torchrun, else one
     torch_device = local_device(torch_device, group)
-    check_distributable(group, algorithm, train_config.batch_size, extra_metrics is not None)
+    check_distributable(group, algorithm, train_config.batch_size, extra_metrics is not None,
+                        model_options.get("posterior", "gaussian"))
     if data is None:
         data = load_data(data_config)
     if algorithm == "full-vb":   # App. F: a Gaussian posterior over the decoder's parameters
@@ -322,7 +323,8 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
     torch_device = resolve_device(device)
     group = from_environment(torch_device)
     torch_device = local_device(torch_device, group)
-    check_distributable(group, config["algorithm"], train_config.batch_size, extra_metrics is not None)
+    check_distributable(group, config["algorithm"], train_config.batch_size, extra_metrics is not None,
+                        model_config.posterior)
     # Killed before its first checkpoint: start again, which is the same run (it is seeded).
     state = load_checkpoint(out) if has_checkpoint(out) else None
     samples = state.samples if state is not None else 0

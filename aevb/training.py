@@ -220,11 +220,6 @@ class AEVB:
 
     def setup(self, model: VAE, train: torch.Tensor, group: ProcessGroup = SINGLE_PROCESS) -> None:
         self._fused = None
-        posterior = getattr(getattr(model, "config", None), "posterior", "gaussian")
-        if group.distributed and posterior != "gaussian":
-            # Processes share one minibatch's ε ~ N(0, I) (draw_posterior(noise=...)): Gaussian only.
-            raise AevbError(f"multi-process training needs the Gaussian posterior, not {posterior}; "
-                            "run without torchrun")
         reason = None if self.engine == "autograd" else unsupported_reason(model, self.estimator)
         if self.engine == "fused" and reason is not None:
             raise AevbError(f"--engine fused cannot train this model: {reason}")
@@ -340,8 +335,8 @@ class Trainer:
         self.config = config
         self.dataset_size = train.shape[0]
         self.algorithm = algorithm if algorithm is not None else AEVB(config.estimator, config.num_samples, config.engine)
-        check_distributable(group, "aevb" if isinstance(self.algorithm, AEVB) else type(self.algorithm).__name__,
-                            config.batch_size)
+        check_distributable(group, "aevb" if type(self.algorithm) is AEVB else type(self.algorithm).__name__,
+                            config.batch_size, posterior=getattr(getattr(model, "config", None), "posterior", "gaussian"))
         self.has_bound = bool(getattr(self.algorithm, "has_bound", True))
         if not self.has_bound and config.step_size is None:
             raise AevbError(f"{type(self.algorithm).__name__} has no lower bound to choose a step size by; "

@@ -357,9 +357,17 @@ def test_manifold_grid_uses_the_prior_inverse_cdf():
 
 
 def test_multi_process_training_refuses_non_gaussian_posteriors():
+    """Refused before anything is written (train_run and resume_run check first), and by the Trainer."""
+    from aevb.distributed import check_distributable
+    from aevb.training import Trainer, TrainConfig
+
+    two = ProcessGroup(rank=0, world_size=2)
+    check_distributable(two, "aevb", 10, posterior="gaussian")
+    with pytest.raises(AevbError, match="multi-process training needs the Gaussian posterior, not laplace"):
+        check_distributable(two, "aevb", 10, posterior="laplace")
     model = VAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4, posterior="laplace", prior="gaussian"))
     with pytest.raises(AevbError, match="multi-process training needs the Gaussian posterior"):
-        AEVB("B").setup(model, torch.rand(10, 6), ProcessGroup(rank=0, world_size=2))
+        Trainer(model, torch.rand(10, 6), TrainConfig(batch_size=4, step_size=0.01, max_samples=8), group=two)
 
 
 # --- end to end through the command line ---------------------------------------------------
