@@ -70,8 +70,6 @@ def test_sigterm_under_torchrun_checkpoints_and_resume_under_torchrun_is_exact(t
     import signal
     import time
 
-    from safetensors.torch import load_file
-
     options = [*SETTINGS, "--max-samples", "120000", "--checkpoint-every", "20"]
     _torchrun([*options, "--out", str(tmp_path / "reference")], tmp_path)
     env = os.environ | {"OMP_NUM_THREADS": "1"}

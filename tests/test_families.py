@@ -25,7 +25,6 @@ from aevb.families import (FAMILIES, check_pair, default_estimator, get_family, 
                            prior_names)
 from aevb.fused import unsupported_reason
 from aevb.model import VAE, ModelConfig
-from aevb.training import AEVB
 
 LATENT = 2
 BATCH = 2

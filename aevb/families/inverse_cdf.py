@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.distributions import Distribution, constraints
-from torch.distributions.utils import broadcast_all
+from torch.distributions import constraints
+
+from .base import ElementwiseDistribution
 
 EULER_GAMMA = 0.5772156649015329
 
@@ -26,7 +27,7 @@ def open_uniform(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
     return u.clamp(min=torch.finfo(like.dtype).tiny)
 
 
-class Logistic(Distribution):
+class Logistic(ElementwiseDistribution):
     """Logistic(loc μ, scale s): F(z) = sigmoid((z − μ)/s); F⁻¹(u) = μ + s·logit(u).
 
     Both an inverse-CDF and a location-scale family (§2.4 names it under both routes).
@@ -38,15 +39,7 @@ class Logistic(Distribution):
     has_rsample = True
 
     def __init__(self, loc, scale, validate_args=None):
-        self.loc, self.scale = broadcast_all(loc, scale)
-        super().__init__(self.loc.shape, validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Logistic, _instance)
-        new.loc, new.scale = self.loc.expand(batch_shape), self.scale.expand(batch_shape)
-        super(Logistic, new).__init__(torch.Size(batch_shape), validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        super().__init__(loc, scale, validate_args=validate_args)
 
     def rsample(self, sample_shape=torch.Size()):
         u = open_uniform(self._extended_shape(sample_shape), self.loc)
@@ -81,7 +74,7 @@ class Logistic(Distribution):
         return self.scale.log() + 2.0
 
 
-class Rayleigh(Distribution):
+class Rayleigh(ElementwiseDistribution):
     """Rayleigh(scale σ) on (0, ∞): F(z) = 1 − exp(−z²/2σ²); z = σ √(−2 log u).
 
     Mean σ √(π/2), variance (4 − π)σ²/2, entropy 1 + log(σ/√2) + γ/2.
@@ -92,15 +85,7 @@ class Rayleigh(Distribution):
     has_rsample = True
 
     def __init__(self, scale, validate_args=None):
-        (self.scale,) = broadcast_all(scale)
-        super().__init__(self.scale.shape, validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Rayleigh, _instance)
-        new.scale = self.scale.expand(batch_shape)
-        super(Rayleigh, new).__init__(torch.Size(batch_shape), validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        super().__init__(scale, validate_args=validate_args)
 
     def rsample(self, sample_shape=torch.Size()):
         # F⁻¹(1 − u) with 1 − u ~ U(0, 1): the same distribution, one log1p fewer.
@@ -134,7 +119,7 @@ class Rayleigh(Distribution):
         return 1 + torch.log(self.scale / math.sqrt(2)) + EULER_GAMMA / 2
 
 
-class Reciprocal(Distribution):
+class Reciprocal(ElementwiseDistribution):
     """Reciprocal (log-uniform) on [low, high], 0 < low < high: density 1/(z log(high/low));
     F⁻¹(u) = low·(high/low)^u, i.e. log z ~ U(log low, log high)."""
 
@@ -142,15 +127,7 @@ class Reciprocal(Distribution):
     has_rsample = True
 
     def __init__(self, low, high, validate_args=None):
-        self.low, self.high = broadcast_all(low, high)
-        super().__init__(self.low.shape, validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Reciprocal, _instance)
-        new.low, new.high = self.low.expand(batch_shape), self.high.expand(batch_shape)
-        super(Reciprocal, new).__init__(torch.Size(batch_shape), validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        super().__init__(low, high, validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=False, event_dim=0)
     def support(self):
@@ -189,7 +166,7 @@ class Reciprocal(Distribution):
         return 0.5 * (self.low.log() + self.high.log()) + self._log_ratio.log()
 
 
-class Gompertz(Distribution):
+class Gompertz(ElementwiseDistribution):
     """Gompertz(concentration c, scale s) on (0, ∞) in scipy's parameterisation
     (``scipy.stats.gompertz(c, scale=s)``): F(z) = 1 − exp(−c (e^{z/s} − 1));
     F⁻¹(u) = s·log(1 − log(1 − u)/c), drawn as s·log1p(E/c) with E = −log u ~ Exp(1).
@@ -203,15 +180,7 @@ class Gompertz(Distribution):
     has_rsample = True
 
     def __init__(self, concentration, scale, validate_args=None):
-        self.concentration, self.scale = broadcast_all(concentration, scale)
-        super().__init__(self.scale.shape, validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Gompertz, _instance)
-        new.concentration, new.scale = self.concentration.expand(batch_shape), self.scale.expand(batch_shape)
-        super(Gompertz, new).__init__(torch.Size(batch_shape), validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        super().__init__(concentration, scale, validate_args=validate_args)
 
     def rsample(self, sample_shape=torch.Size()):
         exponential = -torch.log(open_uniform(self._extended_shape(sample_shape), self.scale))

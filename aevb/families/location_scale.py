@@ -11,12 +11,13 @@ import math
 
 import torch
 from torch.distributions import Chi2, Distribution, constraints
-from torch.distributions.utils import broadcast_all
+
+from .base import ElementwiseDistribution
 
 from .inverse_cdf import open_uniform
 
 
-class Triangular(Distribution):
+class Triangular(ElementwiseDistribution):
     """Symmetric triangular on (loc − scale, loc + scale) with its peak at loc:
     density (1 − |z − loc|/scale)/scale. ε = u₁ − u₂ (u ~ U(0, 1)) is the standard member on (−1, 1).
 
@@ -28,15 +29,7 @@ class Triangular(Distribution):
     has_rsample = True
 
     def __init__(self, loc, scale, validate_args=None):
-        self.loc, self.scale = broadcast_all(loc, scale)
-        super().__init__(self.loc.shape, validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Triangular, _instance)
-        new.loc, new.scale = self.loc.expand(batch_shape), self.scale.expand(batch_shape)
-        super(Triangular, new).__init__(torch.Size(batch_shape), validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        super().__init__(loc, scale, validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=False, event_dim=0)
     def support(self):
