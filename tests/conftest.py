@@ -21,3 +21,12 @@ import torch  # noqa: E402
 
 # The tests are many small operations: one thread avoids OpenMP contention on small, shared machines.
 torch.set_num_threads(int(os.environ.get("AEVB_TEST_THREADS", "1")))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One thread for a module whose in-process CLI calls may set another (``--threads``), restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -29,13 +29,7 @@ FAST = ["--hidden-units", "16", "--selection-steps", "5", "--eval-subset", "500"
 TINY = [*FAST, "--max-samples", "2000", "--step-size", "0.02"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The machine may be busy; one thread is as fast as more for these small models."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def call(argv: list[str]) -> int:

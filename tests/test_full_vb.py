@@ -26,12 +26,7 @@ from aevb.training import Trainer, TrainConfig
 LOG_2PI = math.log(2 * math.pi)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0, hidden_layers: int = 1, log_scale_range=(-2.0, -0.5), **options) -> FullVBVAE:
