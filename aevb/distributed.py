@@ -61,9 +61,14 @@ class ProcessGroup:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
-    def sum_gradients_(self, parameters: list[torch.Tensor], weight: float) -> None:
-        """param.grad ← Σ_processes weight_p · param.grad_p, in one all-reduce of a flat buffer."""
+    def sum_gradients_(self, parameters: list[torch.Tensor], weight: float,
+                       flat_gradient: torch.Tensor | None = None) -> None:
+        """param.grad ← Σ_processes weight_p · param.grad_p, in one all-reduce of a flat buffer
+        (in place when the gradients are views of ``flat_gradient``, as the fused step's are)."""
         if not self.distributed:
+            return
+        if flat_gradient is not None:
+            dist.all_reduce(flat_gradient.mul_(weight), op=dist.ReduceOp.SUM)
             return
         grads = [p.grad for p in parameters]
         flat = torch.cat([grad.reshape(-1) for grad in grads]).mul_(weight)

@@ -210,11 +210,21 @@ class FusedStep:
         self._grad_heads = torch.empty(batch_size, 2 * config.latent_dim, **options)
 
     def _ensure_gradient_buffers(self) -> None:
-        # The gradients are written into param.grad; something else (zero_grad(set_to_none=True),
-        # a user) may have dropped them since the last step.
-        for parameter in self.parameters:
-            if parameter.grad is None:
-                parameter.grad = torch.zeros_like(parameter)
+        # The gradients are written into param.grad, views of one flat buffer (so that the numeric
+        # guard checks them in one reduction); something else (zero_grad(set_to_none=True), a
+        # user) may have dropped or replaced them since the last step.
+        flat = getattr(self, "flat_gradient", None)
+        if flat is not None and all(p.grad is view for p, view in zip(self.parameters, self._gradient_views)):
+            return
+        first = self.parameters[0]
+        self.flat_gradient = torch.zeros(sum(p.numel() for p in self.parameters), dtype=first.dtype,
+                                         device=first.device)
+        self._gradient_views = [view.view_as(p) for p, view in
+                                zip(self.parameters, self.flat_gradient.split([p.numel() for p in self.parameters]))]
+        for parameter, view in zip(self.parameters, self._gradient_views):
+            if parameter.grad is not None:
+                view.copy_(parameter.grad)
+            parameter.grad = view
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:

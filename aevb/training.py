@@ -245,9 +245,9 @@ class AEVB:
             if self._fused is None or self._fused.batch_size < x.shape[0] or self._fused.model is not model:
                 self._fused = FusedStep(model, self.estimator, self.num_samples, x.shape[0])
             bound_sum = self._fused(x, noise)
-            parameters = self._fused.parameters
+            parameters, flat_gradient = self._fused.parameters, self._fused.flat_gradient
             if shard is not None:
-                shard.group.sum_gradients_(parameters, weight=x.shape[0] / shard.size)
+                shard.group.sum_gradients_(parameters, weight=x.shape[0] / shard.size, flat_gradient=flat_gradient)
         else:
             optimizer.zero_grad(set_to_none=True)
             if self._data_parallel is not None:
@@ -259,10 +259,10 @@ class AEVB:
                 loss = -bound.mean()
             loss.backward()
             bound_sum = bound.detach().sum()
-            parameters = [p for p in model.parameters() if p.grad is not None]
+            parameters, flat_gradient = [p for p in model.parameters() if p.grad is not None], None
         # A non-finite loss or gradient never reaches the parameters: the step is skipped (on the
         # device, no host sync) and reported as a NaN bound, which the trainer counts.
-        bad = non_finite(parameters, bound_sum)
+        bad = non_finite(parameters, bound_sum, flat_gradient)
         guarded_step(optimizer, bad)
         return torch.where(bad > 0, torch.full_like(bound_sum, math.nan), bound_sum)
 

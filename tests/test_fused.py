@@ -110,3 +110,29 @@ def test_a_log_variance_bound_keeps_every_variance_finite():
     assert torch.isfinite(step(x)) and all(torch.isfinite(p.grad).all() for p in model.parameters())
     with pytest.raises(Exception, match="log-variance-bound"):
         ModelConfig(data_dim=4, log_variance_bound=0.0)
+
+
+def test_gradients_live_in_one_flat_buffer_even_after_someone_drops_them():
+    """The fused step's gradients are views of ``flat_gradient`` (the numeric guard and the
+    multi-process all-reduce read it in one piece); a gradient set to None or replaced between
+    steps is put back into the buffer, and the next step's gradients are still exact."""
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(data_dim=7, latent_dim=2, hidden_units=5)).double()
+    x = torch.rand(6, 7, dtype=torch.float64)
+    step = FusedStep(model, "B", 1, 6)
+    for tamper in (None, "drop", "replace"):
+        if tamper == "drop":
+            model.decoder.net.heads.weight.grad = None
+        elif tamper == "replace":
+            model.encoder.net.heads.bias.grad = torch.full_like(model.encoder.net.heads.bias, 5.0)
+        torch.manual_seed(1)
+        step(x)
+        flat = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        assert torch.equal(step.flat_gradient, flat)
+        assert all(p.grad.data_ptr() >= step.flat_gradient.data_ptr() for p in model.parameters())
+        fused = {name: p.grad.clone() for name, p in model.named_parameters()}
+        _, expected = _autograd(model, x, "B", 1, seed=1)
+        for name, value in expected.items():
+            torch.testing.assert_close(fused[name], value, rtol=1e-9, atol=1e-12)
+        for p, view in zip(step.parameters, step._gradient_views):   # (autograd replaced them)
+            p.grad = view
