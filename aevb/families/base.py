@@ -26,3 +26,15 @@ class ElementwiseDistribution(Distribution):
         Distribution.__init__(new, torch.Size(batch_shape), validate_args=False)
         new._validate_args = self._validate_args
         return new
+
+
+class SymmetricAboutLoc:
+    """For a family symmetric and unimodal about ``loc``: its mean and its mode are ``loc``."""
+
+    @property
+    def mean(self):
+        return self.loc
+
+    @property
+    def mode(self):
+        return self.loc

@@ -15,7 +15,7 @@ import math
 import torch
 from torch.distributions import constraints
 
-from .base import ElementwiseDistribution
+from .base import ElementwiseDistribution, SymmetricAboutLoc
 
 EULER_GAMMA = 0.5772156649015329
 
@@ -27,7 +27,7 @@ def open_uniform(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
     return u.clamp(min=torch.finfo(like.dtype).tiny)
 
 
-class Logistic(ElementwiseDistribution):
+class Logistic(SymmetricAboutLoc, ElementwiseDistribution):
     """Logistic(loc μ, scale s): F(z) = sigmoid((z − μ)/s); F⁻¹(u) = μ + s·logit(u).
 
     Both an inverse-CDF and a location-scale family (§2.4 names it under both routes).
@@ -57,14 +57,6 @@ class Logistic(ElementwiseDistribution):
 
     def icdf(self, value):
         return self.loc + self.scale * (torch.log(value) - torch.log1p(-value))
-
-    @property
-    def mean(self):
-        return self.loc
-
-    @property
-    def mode(self):
-        return self.loc
 
     @property
     def variance(self):

@@ -12,12 +12,12 @@ import math
 import torch
 from torch.distributions import Chi2, Distribution, constraints
 
-from .base import ElementwiseDistribution
+from .base import ElementwiseDistribution, SymmetricAboutLoc
 
 from .inverse_cdf import open_uniform
 
 
-class Triangular(ElementwiseDistribution):
+class Triangular(SymmetricAboutLoc, ElementwiseDistribution):
     """Symmetric triangular on (loc − scale, loc + scale) with its peak at loc:
     density (1 − |z − loc|/scale)/scale. ε = u₁ − u₂ (u ~ U(0, 1)) is the standard member on (−1, 1).
 
@@ -55,14 +55,6 @@ class Triangular(ElementwiseDistribution):
     def icdf(self, value):
         standard = torch.where(value < 0.5, torch.sqrt(2 * value) - 1, 1 - torch.sqrt(2 * (1 - value)))
         return self.loc + self.scale * standard
-
-    @property
-    def mean(self):
-        return self.loc
-
-    @property
-    def mode(self):
-        return self.loc
 
     @property
     def variance(self):
