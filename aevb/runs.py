@@ -554,6 +554,9 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
                         f"{model.config.data_dim}")
     if hmc and model.config.num_classes is not None:
         raise AevbError("--hmc does not handle conditional models; use --nll")
+    full_vb = isinstance(model, FullVBVAE)
+    if full_vb and hmc:   # (checked before any work is done)
+        raise AevbError("--hmc estimates log p(x) at one θ; a full-VB run has a posterior over θ (use --nll)")
     # For a conditional model: rows [x, one-hot(y)], binarised as the trainer binarises them.
     values = model_inputs(getattr(data, split), getattr(data, f"{split}_labels"), model.config)
     values = evaluation_data(values, training.get("binarize", "none"))[:num_points]
@@ -574,9 +577,6 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     }
     if model.config.num_classes is not None:   # every number is of log p(x|y), y the datapoint's label
         result["conditional"] = True
-    full_vb = isinstance(model, FullVBVAE)
-    if full_vb and hmc:
-        raise AevbError("--hmc estimates log p(x) at one θ; a full-VB run has a posterior over θ (use --nll)")
     if full_vb:
         with torch.no_grad():
             kl = model.decoder_parameter_kl(training.get("prior_precision", 1.0)).item()
