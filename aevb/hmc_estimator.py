@@ -100,12 +100,9 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
                     start_z = initial[start:start + batch_size].to(device=x.device, dtype=x.dtype)
                 elif initial == "encoder" and hasattr(model, "encode"):
                     posterior = model.encode(x)
-                    if getattr(config, "posterior", "gaussian") == "gaussian":
-                        start_z = posterior.mean
-                    else:   # a Cauchy posterior has no mean: start at its median
-                        from .families import posterior_centre
-
-                        start_z = posterior_centre(posterior)
+                    # The mean, or the median where a family has none (Cauchy): VAE.posterior_centre.
+                    centre = getattr(model, "posterior_centre", None)
+                    start_z = centre(posterior) if centre is not None else posterior.mean
                 elif initial == "prior":
                     start_z = torch.randn(x.shape[0], latent_dim, generator=generator, dtype=x.dtype).to(x.device)
                 else:
