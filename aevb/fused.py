@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native
+from .optimizers import Adagrad
 from .model import ACTIVATIONS, MLP, VAE, BernoulliDecoder, GaussianDecoder, GaussianEncoder, bounded_log_variance
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -90,16 +92,17 @@ def _elu_grad(grad, a, h):
 
 @dataclass(frozen=True)
 class _Activation:
+    name: str
     forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     backward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 FUSED_ACTIVATIONS: dict[str, _Activation] = {
-    "tanh": _Activation(_tanh, _tanh_grad),
-    "relu": _Activation(_relu, _relu_grad),
-    "sigmoid": _Activation(_sigmoid, _sigmoid_grad),
-    "softplus": _Activation(_softplus, _softplus_grad),
-    "elu": _Activation(_elu, _elu_grad),
+    "tanh": _Activation("tanh", _tanh, _tanh_grad),
+    "relu": _Activation("relu", _relu, _relu_grad),
+    "sigmoid": _Activation("sigmoid", _sigmoid, _sigmoid_grad),
+    "softplus": _Activation("softplus", _softplus, _softplus_grad),
+    "elu": _Activation("elu", _elu, _elu_grad),
 }
 assert set(FUSED_ACTIVATIONS) == set(ACTIVATIONS), "every model activation needs a fused derivative"
 
@@ -161,6 +164,39 @@ class _Layer:
             return None
         return torch.mm(grad_out, self.weight, out=self.grad_in[:rows])
 
+    # The native path (aevb.native) splits the backward: first the chain of input gradients (the
+    # activation's derivative and the bias gradient in one kernel), and only once all of them are
+    # known — and bound every weight gradient — the weight gradients, each followed by its update.
+
+    def native_forward(self, inputs: torch.Tensor, kernels: native.Kernels) -> tuple[torch.Tensor, float]:
+        """The layer's output and Σ|output| (for the numeric guard of the next layer)."""
+        rows = inputs.shape[0]
+        self.input = inputs
+        pre = torch.addmm(self.bias, inputs, self.weight.t(), out=self.pre[:rows])
+        if self.activation is None:
+            return pre, math.nan   # a head: its output feeds no linear layer
+        if self.activation.name in native.ACTIVATION_CODES:
+            out = self.out[:rows]
+            return out, kernels.activation_forward(pre, out, self.activation.name)
+        out = self.activation.forward(pre, self.out[:rows])
+        return out, kernels.abs_sum(out)
+
+    def native_backward(self, grad_out: torch.Tensor, kernels: native.Kernels) -> float:
+        """grad_out ← ∂loss/∂(pre-activation) in place and the bias gradient; returns Σ|grad_out|."""
+        rows = grad_out.shape[0]
+        activation = self.activation
+        if activation is None or activation.name in native.ACTIVATION_CODES:
+            return kernels.activation_backward(grad_out, self.pre[:rows], self.out[:rows],
+                                               None if activation is None else activation.name, self.bias.grad)
+        activation.backward(grad_out, self.pre[:rows], self.out[:rows])
+        return kernels.activation_backward(grad_out, None, None, None, self.bias.grad)
+
+    def input_gradient(self, grad_pre: torch.Tensor) -> torch.Tensor:
+        return torch.mm(grad_pre, self.weight, out=self.grad_in[:grad_pre.shape[0]])
+
+    def weight_gradient(self, grad_pre: torch.Tensor) -> None:
+        torch.mm(grad_pre.t(), self.input, out=self.weight.grad)
+
 
 def _hidden_linears(net: MLP) -> list[nn.Linear]:
     return [module for module in net.hidden if isinstance(module, nn.Linear)]
@@ -183,9 +219,16 @@ class FusedStep:
     Calling it on x of shape (M, D) returns the sum over the minibatch of the per-datapoint bound
     estimates (0-dim tensor, nats), exactly like :meth:`aevb.training.AEVB.step` before the
     optimiser step. Gradients are of the loss −(1/M) Σ 𝓛̃ᵢ, as ``loss.backward()`` would leave them.
+
+    With the native kernels (:mod:`aevb.native`: float32 on a CPU) it can also apply the
+    optimiser's step: ``step(x, optimizer=adagrad)`` updates each layer right after its weight
+    gradient, the same arithmetic as ``adagrad.step()`` after the call, in one pass less over the
+    gradients; ``step.skipped`` then says whether a non-finite loss or gradient skipped the update
+    (:meth:`applies_optimizer` says when this is possible).
     """
 
-    def __init__(self, model: VAE, estimator: str, num_samples: int, batch_size: int):
+    def __init__(self, model: VAE, estimator: str, num_samples: int, batch_size: int,
+                 use_native: bool | None = None):
         reason = unsupported_reason(model, estimator)
         if reason is not None:
             raise ValueError(f"no fused step: {reason}")
@@ -208,6 +251,21 @@ class FusedStep:
         self._grad_out = torch.empty(rows, self.decoder[-1].weight.shape[0], **options)
         self._log_var_source: torch.Tensor | None = None
         self._grad_heads = torch.empty(batch_size, 2 * config.latent_dim, **options)
+        # The native kernels (aevb.native) do the work between the matrix products on a CPU in
+        # float32; ``use_native`` None: whenever they can be built, False: never, True: required.
+        self.kernels: native.Kernels | None = None
+        if use_native is not False and options["device"].type == "cpu" and options["dtype"] == torch.float32:
+            self.kernels = native.load()
+        if use_native and self.kernels is None:
+            raise ValueError("no fused step with native kernels: they need float32 on a CPU and a C compiler "
+                             "(and AEVB_NATIVE not set to 0)")
+        if self.kernels is not None:
+            latent = config.latent_dim
+            self._z = torch.empty(rows, latent, **options)
+            self._std = torch.empty(batch_size, latent, **options)
+            self._log_var = torch.empty(batch_size, latent, **options)
+            self._term = torch.empty(rows, **options)            # KL per point (B) or log p(z) − log q per sample
+            self._log_lik = torch.empty(rows, **options)
 
     def _ensure_gradient_buffers(self) -> None:
         # The gradients are written into param.grad, views of one flat buffer (so that the numeric
@@ -227,9 +285,16 @@ class FusedStep:
             parameter.grad = view
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, noise: torch.Tensor | None = None,
+                 optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
         """x: (M, D); ``noise``: optional ε (L, M, J), else drawn here. Returns Σ_i 𝓛̃ᵢ (0-dim)."""
         self._ensure_gradient_buffers()
+        native_path = self.kernels is not None and x.dtype == torch.float32 and x.device.type == "cpu"
+        if optimizer is not None and not (native_path and self.applies_optimizer(optimizer)):
+            raise ValueError("this fused step cannot apply that optimiser (see applies_optimizer)")
+        self.skipped = False
+        if native_path:
+            return self._native_step(x.contiguous(), noise, optimizer)
         batch, samples, latent = x.shape[0], self.num_samples, self.latent_dim
         # Encoder q(z|x) = N(μ, diag σ²).
         h = x
@@ -301,6 +366,133 @@ class FusedStep:
         for index, layer in reversed(list(enumerate(self.encoder))):
             grad = layer.backward(grad, need_input_grad=index > 0)
         return bound_sum.detach()
+
+    def applies_optimizer(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether ``self(x, optimizer=optimizer)`` can apply the optimiser's step itself: native
+        kernels, and an :class:`aevb.optimizers.Adagrad` over exactly this model's parameters."""
+        if self.kernels is None or not isinstance(optimizer, Adagrad) or not optimizer.direct:
+            return False
+        groups = optimizer.param_groups
+        return len(groups) == 1 and not groups[0]["maximize"] and not isinstance(groups[0]["lr"], torch.Tensor) \
+            and len(groups[0]["params"]) == len(self.parameters) \
+            and all(a is b for a, b in zip(groups[0]["params"], self.parameters))
+
+    def _native_step(self, x: torch.Tensor, noise: torch.Tensor | None,
+                     optimizer: Adagrad | None) -> torch.Tensor:
+        """The same step with the work between the matrix products in :mod:`aevb.native`; with an
+        ``optimizer``, also its update, each layer's right after its weight gradient (while that
+        is still in cache) — unless the loss or a gradient is not finite, which is known before
+        the first weight gradient (see :meth:`_gradients_finite`)."""
+        kernels = self.kernels
+        batch, samples, latent = x.shape[0], self.num_samples, self.latent_dim
+        rows = samples * batch
+        magnitudes = [kernels.abs_sum(x)]                     # Σ|input| of every linear layer, in order
+        h = x
+        for layer in self.encoder:
+            h, magnitude = layer.native_forward(h, kernels)
+            magnitudes.append(magnitude)
+        magnitudes.pop()                                        # the heads feed no linear layer
+        heads = h                                               # (M, 2J): μ, raw log σ²
+        eps = torch.empty(samples, batch, latent, dtype=x.dtype, device=x.device).normal_() if noise is None \
+            else noise.contiguous()
+        closed_form_kl = self.estimator == "B"
+        z, std, log_var = self._z[:rows], self._std[:batch], self._log_var[:batch]
+        term = self._term[:batch] if closed_form_kl else self._term[:rows]
+        magnitudes.append(kernels.latent_forward(heads, eps, self.bound, closed_form_kl, z, std, log_var, term))
+        g = z
+        for layer in self.decoder:
+            g, magnitude = layer.native_forward(g, kernels)
+            magnitudes.append(magnitude)
+        magnitudes.pop()
+
+        weights = None
+        if self.likelihood == "bernoulli":
+            # the loss gradient w (sigmoid − x), w = 1/(LM) for A and B; for IWAE w is known only
+            # after the log-likelihoods: first 1, then each row times its weight
+            scale = 1.0 if self.estimator == "IWAE" else 1.0 / rows
+            kernels.bernoulli(g, x, samples, scale, self._log_lik[:rows])
+            log_lik, grad_out = self._log_lik[:rows], g
+        else:
+            log_lik, grad_out = self._decoder_terms(g, x, samples, batch, per_point=True)
+            log_lik = log_lik.reshape(rows)
+        if self.estimator == "B":
+            bound_sum = log_lik.sum() / samples - term.sum()
+        elif self.estimator == "A":
+            bound_sum = (log_lik.sum() + term.sum()) / samples
+        else:
+            log_w = (log_lik + term).view(samples, batch)
+            bound_sum = (torch.logsumexp(log_w, dim=0) - math.log(samples)).sum()
+            weights = torch.softmax(log_w, dim=0).div_(batch).view(rows)          # self-normalised, / M
+        if self.likelihood == "bernoulli":
+            if weights is not None:
+                kernels.scale_rows(grad_out, weights)
+        else:   # ∂log p/∂out → −w ∂log p/∂out, as in the torch path
+            factor = weights.unsqueeze(-1) if weights is not None else 1.0 / rows
+            grad_out.mul_(factor).neg_()
+            if self._log_var_source is not None:
+                self._log_var_source.mul_(factor).neg_()
+                torch.sum(self._log_var_source, dim=0, out=self.shared_log_var.grad)
+                self._through_bound_(self.shared_log_var.grad,
+                                     bounded_log_variance(self.shared_log_var.detach(), self.bound))
+
+        # Backward, first the chain of input gradients: (layer, ∂loss/∂pre-activation, Σ|that|).
+        pending = []
+        grad = grad_out
+        for layer in reversed(self.decoder):
+            magnitude = layer.native_backward(grad, kernels)
+            pending.append((layer, grad, magnitude))
+            grad = layer.input_gradient(grad)
+        grad_heads = self._grad_heads[:batch]
+        magnitude = kernels.latent_backward(grad, eps, z, std, log_var, heads, self.bound, closed_form_kl,
+                                            weights, grad_heads)
+        grad = grad_heads
+        for index, layer in reversed(list(enumerate(self.encoder))):
+            magnitude = layer.native_backward(grad, kernels)
+            pending.append((layer, grad, magnitude))
+            if index > 0:
+                grad = layer.input_gradient(grad)
+
+        layers = self.encoder + self.decoder
+        input_magnitudes = {id(layer): m for layer, m in zip(layers, magnitudes)}
+        update = optimizer is not None and self._gradients_finite(
+            bound_sum, [(m, input_magnitudes[id(layer)]) for layer, _, m in pending])
+        self.skipped = optimizer is not None and not update
+        if update:
+            group = optimizer.param_groups[0]
+            params, _, sums, steps = optimizer.kernel_lists(0, group)
+            state = {id(p): (s, t) for p, s, t in zip(params, sums, steps)}
+            torch._foreach_add_(steps, 1)
+            hyper = (group["lr"], group["lr_decay"], group["weight_decay"], group["eps"])
+        for layer, grad_pre, _ in pending:
+            layer.weight_gradient(grad_pre)
+            if update:
+                for parameter in (layer.weight, layer.bias):
+                    self._adagrad(parameter, *state[id(parameter)], *hyper)
+        if update and self.shared_log_var is not None:
+            self._adagrad(self.shared_log_var, *state[id(self.shared_log_var)], *hyper)
+        return bound_sum
+
+    def _adagrad(self, parameter, state_sum, step, lr, lr_decay, weight_decay, eps) -> None:
+        if lr_decay:
+            lr = lr / (1.0 + (step.item() - 1.0) * lr_decay)   # as torch.optim.Adagrad
+        self.kernels.adagrad(parameter.detach(), parameter.grad, state_sum, lr, weight_decay, eps)
+
+    def _gradients_finite(self, bound_sum: torch.Tensor, layers: list[tuple[float, float]]) -> bool:
+        """Whether the loss and every gradient are finite, before any weight gradient is computed.
+
+        A weight gradient Gᵀ·X (G the layer's ∂loss/∂pre-activation, X its input) has entries
+        |Σ_r G_ri X_rj| ≤ Σ|G| · Σ|X|; the bias gradient is bounded by Σ|G|. Both sums are NaN or
+        infinite when an element is. So when every such product stays below float32's largest
+        number (with a margin for rounding), no gradient can be NaN or infinite; a product above it
+        means values near 1e19, i.e. a diverged run, and the step is skipped as for a non-finite one.
+        """
+        limit = 1e37
+        if not math.isfinite(bound_sum.item()):
+            return False
+        for grad_magnitude, input_magnitude in layers:
+            if not (grad_magnitude < limit and grad_magnitude * input_magnitude < limit):   # False for NaN
+                return False
+        return self.shared_log_var is None or bool(torch.isfinite(self.shared_log_var.grad).all())
 
     def _through_bound_(self, grad: torch.Tensor, log_var: torch.Tensor) -> None:
         """∂/∂raw = ∂/∂log σ² · (1 − (log σ² / B)²) under log σ² = B·tanh(raw/B), in place."""

@@ -21,15 +21,15 @@ class Adagrad(torch.optim.Adagrad):
             super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
         except (RuntimeError, TypeError, ValueError):   # a device or torch without the fused kernel
             super().__init__(params, lr=lr, weight_decay=weight_decay, **kwargs)
-        self._direct = hasattr(torch, "_fused_adagrad_") and all(group.get("fused") for group in self.param_groups)
+        self.direct = hasattr(torch, "_fused_adagrad_") and all(group.get("fused") for group in self.param_groups)
 
     @torch.no_grad()
     def step(self, closure=None):
-        if closure is not None or not self._direct:
+        if closure is not None or not self.direct:
             return super().step(closure)
         found_inf = getattr(self, "found_inf", None)   # set by guarded_step (and by AMP's GradScaler)
         for index, group in enumerate(self.param_groups):
-            lists = self._kernel_lists(index, group)
+            lists = self.kernel_lists(index, group)
             if lists is None:
                 return super().step(closure)
             if not lists[0]:
@@ -42,7 +42,7 @@ class Adagrad(torch.optim.Adagrad):
                                   maximize=group["maximize"], found_inf=found_inf)
         return None
 
-    def _kernel_lists(self, index: int, group: dict):
+    def kernel_lists(self, index: int, group: dict):
         """(params, grads, sums, steps) of a group for the fused kernel, or None where it does not
         apply. Kept between steps (building them costs about a third of the kernel's time on the
         paper's model) and rebuilt when a gradient tensor is not the one seen last time."""

@@ -244,6 +244,11 @@ class AEVB:
         if self.uses_fused:
             if self._fused is None or self._fused.batch_size < x.shape[0] or self._fused.model is not model:
                 self._fused = FusedStep(model, self.estimator, self.num_samples, x.shape[0])
+            if shard is None and self._fused.applies_optimizer(optimizer):
+                # The native step applies the update itself, each layer's while its gradient is in
+                # cache, and skips it (reported as NaN) on a non-finite loss or gradient.
+                bound_sum = self._fused(x, noise, optimizer=optimizer)
+                return torch.full_like(bound_sum, math.nan) if self._fused.skipped else bound_sum
             bound_sum = self._fused(x, noise)
             parameters, flat_gradient = self._fused.parameters, self._fused.flat_gradient
             if shard is not None:

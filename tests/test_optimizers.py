@@ -21,7 +21,7 @@ def _run(optimizer_class, steps=5, **kwargs):
 def test_direct_fused_adagrad_equals_torch_adagrad():
     ours, optimizer = _run(Adagrad)
     reference, reference_optimizer = _run(torch.optim.Adagrad)
-    assert optimizer._direct
+    assert optimizer.direct
     for a, b in zip(ours, reference):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     for a, b in zip(optimizer.state.values(), reference_optimizer.state.values()):

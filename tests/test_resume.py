@@ -144,15 +144,20 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_continue(tmp_path):
 
 
 def _poisoned(monkeypatch, bad_steps):
-    """Make the fused step leave a NaN in one gradient on the given step numbers (1-based)."""
+    """Make the fused step see a NaN on the given step numbers (1-based): in a gradient after the
+    step, or — when the step applies the optimiser itself (native kernels) — in its data."""
     from aevb import fused
 
     original, calls = fused.FusedStep.__call__, {"n": 0}
 
-    def call(self, x, noise=None):
-        result = original(self, x, noise)
+    def call(self, x, noise=None, optimizer=None):
         calls["n"] += 1
-        if calls["n"] in bad_steps:
+        bad = calls["n"] in bad_steps
+        if bad and optimizer is not None:
+            x = x.clone()
+            x[0, 0] = float("nan")
+        result = original(self, x, noise, optimizer=optimizer)
+        if bad and optimizer is None:
             self.parameters[0].grad[0, 0] = float("nan")
         return result
 
@@ -160,7 +165,9 @@ def _poisoned(monkeypatch, bad_steps):
     return calls
 
 
-def test_a_nan_gradient_is_skipped_counted_and_never_reaches_the_parameters(monkeypatch):
+@pytest.mark.parametrize("native_kernels", ["1", "0"])
+def test_a_nan_gradient_is_skipped_counted_and_never_reaches_the_parameters(monkeypatch, native_kernels):
+    monkeypatch.setenv("AEVB_NATIVE", native_kernels)
     torch.manual_seed(0)
     data = torch.rand(230, 12)
     config = TrainConfig(batch_size=20, max_samples=1200, step_size=0.05, first_eval=400, evals_per_decade=4)

@@ -1,0 +1,245 @@
+"""Native (C) kernels for the fused CPU training step, built on first use and cached.
+
+:mod:`aevb.fused` computes the SGVB gradient of an MLP VAE by hand; on a CPU its matrix products
+run in torch (MKL/oneDNN) and everything between them — activations and their derivatives, the
+Bernoulli log-likelihood and its gradient, the reparameterised latent layer forwards and
+backwards, bias sums — runs here, one pass each (``kernels.c`` says why and how).
+
+The library is compiled from ``kernels.c`` with the machine's C compiler the first time it is
+needed (about a second), with ``-march=native`` and OpenMP, into
+``$XDG_CACHE_HOME/aevb/native/`` under a name that hashes the source, the flags, the compiler and
+the CPU, so an upgrade or another machine sharing the home directory rebuilds. Without a C
+compiler, or with ``AEVB_NATIVE=0``, :func:`load` returns None and the fused step uses torch
+operations for the same work (same mathematics, slower).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("kernels.c")
+
+#: Activation codes of kernels.c, by the names of :data:`aevb.model.ACTIVATIONS`.
+ACTIVATION_CODES = {"tanh": 1, "relu": 2, "sigmoid": 3, "softplus": 4}
+_IDENTITY = 0
+
+_lock = threading.Lock()
+_loaded: dict[str, "Kernels | None"] = {}
+
+
+def cache_dir() -> Path:
+    """Where built libraries are kept: ``$AEVB_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/aevb/native``."""
+    override = os.environ.get("AEVB_NATIVE_CACHE")
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "aevb" / "native"
+
+
+def enabled() -> bool:
+    """False when the environment turns the kernels off (``AEVB_NATIVE=0``)."""
+    return os.environ.get("AEVB_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def load() -> "Kernels | None":
+    """The kernels, built if needed; None where they cannot be had (then a warning says why once)."""
+    if not enabled():
+        return None
+    key = str(cache_dir())
+    with _lock:
+        if key not in _loaded:
+            try:
+                _loaded[key] = _open()
+            except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+                warnings.warn(f"aevb: native kernels unavailable ({error}); the fused step uses torch "
+                              "operations instead (set AEVB_NATIVE=0 to silence this)", RuntimeWarning,
+                              stacklevel=2)
+                _loaded[key] = None
+        return _loaded[key]
+
+
+def _compiler() -> str:
+    for candidate in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if candidate and shutil.which(candidate):
+            return candidate
+    raise RuntimeError("no C compiler found (set CC)")
+
+
+def _cpu_signature() -> str:
+    """What -march=native depends on: the CPU's feature flags where the system says them."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() + platform.machine()
+
+
+def _openmp_runtimes() -> set[str]:
+    """The OpenMP runtimes mapped into this process (Linux; empty elsewhere)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return {line.split()[-1] for line in maps
+                    if any(name in line for name in ("libgomp", "libiomp", "libomp"))}
+    except OSError:
+        return set()
+
+
+def _flag_sets() -> list[list[str]]:
+    base = ["-O3", "-fPIC", "-shared", "-fno-math-errno"]
+    # Threads only where our OpenMP can be torch's own (one thread pool, sized by torch.set_num_threads).
+    openmp = sys.platform.startswith("linux") and "parallel backend: OpenMP" in torch.__config__.parallel_info()
+    return ([base + ["-march=native", "-fopenmp"]] if openmp else []) + \
+        [base + ["-march=native", "-fopenmp-simd"], base]
+
+
+def _open() -> "Kernels":
+    """Build (or find in the cache) and load the first flag set that compiles and, with OpenMP,
+    shares torch's runtime rather than starting a second thread pool."""
+    errors = []
+    for flags in _flag_sets():
+        try:
+            path = _build(flags)
+        except RuntimeError as error:
+            errors.append(str(error))
+            continue
+        before = _openmp_runtimes()
+        kernels = Kernels(path)
+        if "-fopenmp" in flags and len(_openmp_runtimes() - before) > 0 and before:
+            continue   # a second OpenMP runtime was loaded: use a build without threads
+        return kernels
+    raise RuntimeError(errors[-1] if errors else "no usable build")
+
+
+def _build(flags: list[str]) -> Path:
+    compiler = _compiler()
+    source = SOURCE.read_bytes()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    digest = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(),
+                                        _cpu_signature().encode()])).hexdigest()[:16]
+    target = cache_dir() / f"kernels-{digest}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename: processes started together (torchrun) may all build.
+    handle, scratch = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(handle)
+    try:
+        result = subprocess.run([compiler, *flags, "-o", scratch, str(SOURCE)], capture_output=True,
+                                text=True, timeout=300)
+        if result.returncode != 0:
+            lines = result.stderr.strip().splitlines()
+            raise RuntimeError(f"{compiler} {' '.join(flags)} failed: {lines[-1] if lines else 'no message'}")
+        os.replace(scratch, target)
+        return target
+    finally:
+        if os.path.exists(scratch):
+            os.unlink(scratch)
+
+
+_f32 = ctypes.c_float
+_i64 = ctypes.c_int64
+_ptr = ctypes.c_void_p
+
+
+def _pointer(tensor: torch.Tensor | None):
+    return None if tensor is None else tensor.data_ptr()
+
+
+class Kernels:
+    """Typed entry points of the compiled library. Every tensor is float32, on the CPU and
+    contiguous (the callers in :mod:`aevb.fused` guarantee it); shapes are as documented there."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        library = ctypes.CDLL(str(path))
+        def function(name, argtypes, restype=None):
+            entry = getattr(library, name)
+            entry.argtypes, entry.restype = argtypes, restype
+            return entry
+
+        _int, _double = ctypes.c_int, ctypes.c_double
+        self._forward = function("aevb_activation_forward", [_ptr, _ptr, _i64, _int], _double)
+        self._backward = function("aevb_activation_backward", [_ptr, _ptr, _ptr, _i64, _i64, _int, _ptr], _double)
+        self._bernoulli = function("aevb_bernoulli", [_ptr, _ptr, _i64, _i64, _i64, _f32, _ptr], _double)
+        self._scale_rows = function("aevb_scale_rows", [_ptr, _ptr, _i64, _i64])
+        self._latent_forward = function("aevb_latent_forward", [_ptr, _ptr, _i64, _i64, _i64, _f32, _int,
+                                                                _ptr, _ptr, _ptr, _ptr], _double)
+        self._latent_backward = function("aevb_latent_backward", [_ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64,
+                                                                  _i64, _f32, _int, _ptr, _ptr], _double)
+        self._abs_sum = function("aevb_abs_sum", [_ptr, _i64], _double)
+        self._adagrad = function("aevb_adagrad", [_ptr, _ptr, _ptr, _i64, _f32, _f32, _f32])
+        self.threads = function("aevb_threads", [], _int)
+
+    # The functions returning a float return Σ|·| of what they wrote (NaN or inf when any element
+    # is): the fused step's numeric guard bounds every weight gradient by such sums.
+
+    def activation_forward(self, pre: torch.Tensor, out: torch.Tensor, activation: str | None) -> float:
+        """out ← activation(pre), elementwise (out may be pre; None: the identity). Returns Σ|out|."""
+        code = _IDENTITY if activation is None else ACTIVATION_CODES[activation]
+        return self._forward(pre.data_ptr(), out.data_ptr(), pre.numel(), code)
+
+    def activation_backward(self, grad: torch.Tensor, pre: torch.Tensor | None, out: torch.Tensor | None,
+                            activation: str | None, bias_grad: torch.Tensor) -> float:
+        """grad (R, C) ← grad · activation′ in place (None: the identity), and bias_grad (C) ← its
+        column sums. Returns Σ|grad|."""
+        code = _IDENTITY if activation is None else ACTIVATION_CODES[activation]
+        rows, cols = grad.shape
+        return self._backward(grad.data_ptr(), _pointer(pre if pre is not None else grad),
+                              _pointer(out if out is not None else grad), rows, cols, code, bias_grad.data_ptr())
+
+    def bernoulli(self, logits: torch.Tensor, x: torch.Tensor, samples: int, scale: float,
+                  log_lik: torch.Tensor) -> float:
+        """logits (L·M, D), x (M, D): log_lik (L·M) ← Σ_d log Bernoulli(x | sigmoid(logits)), nats;
+        logits ← scale · (sigmoid(logits) − x) in place. Returns Σ|scale · (sigmoid − x)|."""
+        points, dim = x.shape
+        return self._bernoulli(logits.data_ptr(), x.data_ptr(), samples, points, dim, scale, log_lik.data_ptr())
+
+    def abs_sum(self, tensor: torch.Tensor) -> float:
+        """Σ|tensor| (NaN or inf when any element is)."""
+        return self._abs_sum(tensor.data_ptr(), tensor.numel())
+
+    def adagrad(self, param: torch.Tensor, grad: torch.Tensor, state_sum: torch.Tensor, lr: float,
+                weight_decay: float, eps: float) -> None:
+        """One Adagrad step in place, the arithmetic of ``torch._fused_adagrad_`` (``lr`` already
+        decayed): g′ = g + wd·p; s += g′²; p −= lr·g′/(√s + eps)."""
+        self._adagrad(param.data_ptr(), grad.data_ptr(), state_sum.data_ptr(), param.numel(), lr, weight_decay, eps)
+
+    def scale_rows(self, matrix: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """matrix (R, C) ← weight[r] · matrix[r] in place."""
+        rows, cols = matrix.shape
+        self._scale_rows(matrix.data_ptr(), weight.data_ptr(), rows, cols)
+        return matrix
+
+    def latent_forward(self, heads: torch.Tensor, eps: torch.Tensor, bound: float | None, closed_form_kl: bool,
+                       z: torch.Tensor, std: torch.Tensor, log_var: torch.Tensor, term: torch.Tensor) -> float:
+        """heads (M, 2J) = [μ, raw log σ²], eps (L, M, J) → z (L·M, J), std and log_var (M, J), and
+        term: KL(q‖p) per point (M) when ``closed_form_kl``, else log p(z) − log q(z|x) per (l, i) (L·M).
+        Returns Σ|z|."""
+        samples, points, latent = eps.shape
+        return self._latent_forward(heads.data_ptr(), eps.data_ptr(), samples, points, latent, bound or 0.0,
+                             int(closed_form_kl), z.data_ptr(), std.data_ptr(), log_var.data_ptr(), term.data_ptr())
+
+    def latent_backward(self, grad_z: torch.Tensor, eps: torch.Tensor, z: torch.Tensor, std: torch.Tensor,
+                        log_var: torch.Tensor, heads: torch.Tensor, bound: float | None, closed_form_kl: bool,
+                        weight: torch.Tensor | None, grad_heads: torch.Tensor) -> float:
+        """grad_heads (M, 2J) ← ∂loss/∂heads from ∂loss/∂z (L·M, J) (``weight``: IWAE's per (l, i)
+        weights / M, or None for 1/(L M)). Returns Σ|grad_heads|."""
+        samples, points, latent = eps.shape
+        return self._latent_backward(grad_z.data_ptr(), eps.data_ptr(), z.data_ptr(), std.data_ptr(), log_var.data_ptr(),
+                              heads.data_ptr(), samples, points, latent, bound or 0.0, int(closed_form_kl),
+                              _pointer(weight), grad_heads.data_ptr())

@@ -1,0 +1,277 @@
+"""The native kernels (aevb.native) against float64 torch references, and the fused step that uses
+them against the same step in torch operations, for every configuration the fused step accepts.
+Without a C compiler these tests skip (the fused step then runs on torch operations)."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aevb import VAE, ModelConfig, native
+from aevb.fused import FusedStep
+
+from test_fused import CONFIGS
+
+KERNELS = native.load()
+needs_kernels = pytest.mark.skipif(KERNELS is None, reason="native kernels could not be built here")
+
+REFERENCES = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "softplus": lambda a: torch.log1p(torch.exp(-a.abs())) + a.clamp(min=0),
+}
+DERIVATIVES = {   # from the pre-activation a and the output h
+    "tanh": lambda a, h: 1 - h * h,
+    "relu": lambda a, h: (a > 0).to(a.dtype),
+    "sigmoid": lambda a, h: h * (1 - h),
+    "softplus": lambda a, h: torch.sigmoid(a),
+}
+
+
+def _inputs(seed=0):
+    """Typical, large and tiny values, and the edges of float32's exp."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.randn(20000, generator=generator) * 3, torch.randn(2000, generator=generator) * 40,
+                      torch.tensor([0.0, -0.0, 1e-8, -1e-8, 1e-30, 0.6249, 0.6251, -0.625, 30.0, -30.0,
+                                    87.0, -87.0, 89.0, -89.0, 1e3, -1e3])])
+
+
+@needs_kernels
+@pytest.mark.parametrize("activation", sorted(REFERENCES))
+def test_activations_match_float64_to_float32_rounding(activation):
+    a = _inputs()
+    out = torch.empty_like(a)
+    KERNELS.activation_forward(a, out, activation)
+    expected = REFERENCES[activation](a.double())
+    torch.testing.assert_close(out.double(), expected, rtol=4e-7, atol=2e-38)
+
+
+@needs_kernels
+@pytest.mark.parametrize("activation", sorted(REFERENCES))
+def test_non_finite_inputs_give_what_torch_gives(activation):
+    a = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    out = torch.empty_like(a)
+    KERNELS.activation_forward(a, out, activation)
+    assert torch.isnan(out[0])
+    expected = REFERENCES[activation](a[1:])
+    torch.testing.assert_close(out[1:], expected, rtol=0, atol=2e-38)
+
+
+@needs_kernels
+@pytest.mark.parametrize("activation", [*sorted(REFERENCES), None])
+def test_activation_backward_and_bias_sums(activation):
+    generator = torch.Generator().manual_seed(1)
+    rows, cols = 37, 203                     # not a multiple of the kernels' 64-column blocks
+    a = torch.randn(rows, cols, generator=generator) * 2
+    h = a.clone() if activation is None else REFERENCES[activation](a)
+    grad = torch.randn(rows, cols, generator=generator)
+    expected = grad.double() * (1 if activation is None else DERIVATIVES[activation](a.double(), h.double()))
+    bias_grad = torch.empty(cols)
+    KERNELS.activation_backward(grad, a, h, activation, bias_grad)
+    torch.testing.assert_close(grad.double(), expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(bias_grad.double(), expected.sum(dim=0), rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize("samples", [1, 3])
+def test_bernoulli_log_likelihood_and_gradient(samples):
+    generator = torch.Generator().manual_seed(2)
+    points, dim = 11, 50
+    logits = torch.randn(samples * points, dim, generator=generator) * 6
+    x = torch.rand(points, dim, generator=generator)
+    x[:5] = x[:5].round()                    # binary and grey-level rows
+    x_rows = x.double().repeat(samples, 1)
+    expected_log_lik = (x_rows * logits.double() - F.softplus(logits.double())).sum(dim=1)
+    expected_grad = 0.25 * (torch.sigmoid(logits.double()) - x_rows)      # the loss gradient for w = 0.25
+    log_lik = torch.empty(samples * points)
+    grad = logits.clone()
+    KERNELS.bernoulli(grad, x, samples, 0.25, log_lik)
+    torch.testing.assert_close(log_lik.double(), expected_log_lik, rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-6, atol=5e-8)   # float32 rounding of 0.25·O(1)
+
+
+@needs_kernels
+def test_kernels_give_the_same_bits_on_any_number_of_threads():
+    """Threads split rows or columns only; every sum keeps its order."""
+    generator = torch.Generator().manual_seed(3)
+    a = torch.randn(300, 700, generator=generator)
+    grad = torch.randn(300, 700, generator=generator)
+    x = torch.rand(100, 700, generator=generator).round()
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            out, g, bias = torch.empty_like(a), grad.clone(), torch.empty(700)
+            KERNELS.activation_forward(a, out, "tanh")
+            KERNELS.activation_backward(g, a, out, "tanh", bias)
+            logits, log_lik = a.clone(), torch.empty(300)
+            KERNELS.bernoulli(logits, x, 3, 0.01, log_lik)
+            results.append((out, g, bias, logits, log_lik))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for first, second in zip(results[0], other):
+            assert torch.equal(first, second)
+
+
+def _model(config):
+    likelihood, sigmoid_mean, variance, activation, layers, *bound = config
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(data_dim=7, latent_dim=3, hidden_units=5, hidden_layers=layers, activation=activation,
+                            likelihood=likelihood, sigmoid_mean=sigmoid_mean, decoder_variance=variance,
+                            init_std=0.5, log_variance_bound=(bound or [None])[0]))
+    if variance == "per-dimension":
+        with torch.no_grad():
+            model.decoder.log_var.uniform_(-1.0, 1.0)
+    return model
+
+
+@needs_kernels
+@pytest.mark.parametrize("config, estimator, samples", list(itertools.product(CONFIGS, ["A", "B", "IWAE"], [1, 3])))
+def test_native_step_equals_the_torch_step(config, estimator, samples):
+    """The torch step equals autograd in float64 (test_fused); the native one equals it in float32."""
+    model = _model(config)
+    x = torch.rand(6, 7)
+    if config[0] == "bernoulli":
+        x = torch.bernoulli(x)
+    results = []
+    for use_native in (False, True):
+        step = FusedStep(model, estimator, samples, batch_size=10, use_native=use_native)
+        assert (step.kernels is not None) == use_native
+        torch.manual_seed(5)
+        bound = step(x).item()
+        results.append((bound, {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (torch_bound, torch_grads), (native_bound, native_grads) = results
+    assert native_bound == pytest.approx(torch_bound, rel=1e-6, abs=1e-5)
+    for name, grad in torch_grads.items():
+        scale = grad.abs().max().item() + 1e-12
+        torch.testing.assert_close(native_grads[name], grad, rtol=1e-5, atol=2e-6 * scale, msg=name)
+
+
+@needs_kernels
+def test_native_step_trains_the_paper_model_like_the_torch_step():
+    """Many steps on real shapes: torch step + optimiser, native step + optimiser, and the native
+    step applying the optimiser itself. The last two are the same arithmetic: equal bit for bit."""
+    from aevb.optimizers import Adagrad, guarded_step, non_finite
+    x = torch.bernoulli(torch.rand(100, 784, generator=torch.Generator().manual_seed(4)) * 0.3)
+    runs = {}
+    for mode in ("torch", "native", "native, optimiser inside"):
+        torch.manual_seed(0)
+        model = VAE(ModelConfig(data_dim=784, latent_dim=20, hidden_units=500))
+        step = FusedStep(model, "B", 1, 100, use_native=mode != "torch")
+        optimizer = Adagrad(model.parameters(), lr=0.01, weight_decay=1e-3)
+        bounds = []
+        for _ in range(40):
+            if mode == "native, optimiser inside":
+                assert step.applies_optimizer(optimizer)
+                bounds.append(step(x, optimizer=optimizer).item() / 100)
+                assert not step.skipped
+            else:
+                bound = step(x)
+                guarded_step(optimizer, non_finite(step.parameters, bound, step.flat_gradient))
+                bounds.append(bound.item() / 100)
+        runs[mode] = (bounds, torch.nn.utils.parameters_to_vector(model.parameters()).detach(),
+                      optimizer.state_dict()["state"])
+    torch_bounds, torch_params, _ = runs["torch"]
+    native_bounds, native_params, native_state = runs["native"]
+    inside_bounds, inside_params, inside_state = runs["native, optimiser inside"]
+    assert native_bounds[-1] > native_bounds[0] + 100           # it learns
+    # float32 rounding differences grow over the steps (the early steps are chaotic), but stay small
+    assert native_bounds == pytest.approx(torch_bounds, rel=1e-2)
+    assert (native_params - torch_params).norm() < 1e-2 * torch_params.norm()
+    assert inside_bounds == native_bounds and torch.equal(inside_params, native_params)
+    for index, state in native_state.items():
+        assert torch.equal(inside_state[index]["sum"], state["sum"])
+        assert torch.equal(inside_state[index]["step"], state["step"])
+
+
+@needs_kernels
+def test_the_adagrad_kernel_is_torchs_arithmetic():
+    generator = torch.Generator().manual_seed(6)
+    for weight_decay in (0.0, 1e-3):
+        for size in (392000, 500, 13):
+            param = torch.randn(size, generator=generator)
+            grad = torch.randn(size, generator=generator) * 10 ** (torch.rand(size, generator=generator) * 8 - 6)
+            state_sum = torch.rand(size, generator=generator)
+            ours, our_sum = param.clone(), state_sum.clone()
+            torch._fused_adagrad_([param], [grad], [state_sum], [torch.tensor(3.0)], lr=0.02, lr_decay=0.0,
+                                  weight_decay=weight_decay, eps=1e-10, maximize=False)
+            KERNELS.adagrad(ours, grad, our_sum, 0.02, weight_decay, 1e-10)
+            assert torch.equal(our_sum, state_sum) and torch.equal(ours, param)
+
+
+@needs_kernels
+@pytest.mark.parametrize("poison", ["nan-data", "inf-weight", "huge-input"])
+def test_the_optimiser_inside_skips_a_step_with_a_non_finite_gradient(poison):
+    """Nothing moves — parameters, Adagrad's sums, its step counts — and the step says so."""
+    from aevb.optimizers import Adagrad
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(data_dim=30, latent_dim=4, hidden_units=20, activation="relu"))
+    step = FusedStep(model, "B", 1, 8)
+    optimizer = Adagrad(model.parameters(), lr=0.05)
+    x = torch.rand(8, 30).round()
+    step(x, optimizer=optimizer)
+    assert not step.skipped
+    before = ([p.detach().clone() for p in model.parameters()], optimizer.state_dict())
+    if poison == "nan-data":
+        x[3, 5] = float("nan")
+    elif poison == "inf-weight":
+        with torch.no_grad():
+            model.decoder.net.heads.weight[2, 1] = float("inf")
+    else:   # finite, but the first layer's weight gradient could overflow float32
+        x[0, 0] = 1e36
+    step(x, optimizer=optimizer)
+    assert step.skipped
+    after_params = [p.detach() for p in model.parameters()]
+    if poison != "inf-weight":
+        assert all(torch.equal(a, b) for a, b in zip(before[0], after_params))
+    state_before, state_after = before[1]["state"], optimizer.state_dict()["state"]
+    for index in state_before:
+        assert torch.equal(state_before[index]["sum"], state_after[index]["sum"])
+        assert torch.equal(state_before[index]["step"], state_after[index]["step"])
+
+
+def test_turned_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv("AEVB_NATIVE", "0")
+    assert native.load() is None
+    step = FusedStep(VAE(ModelConfig(data_dim=4, latent_dim=2, hidden_units=3)), "B", 1, 5)
+    assert step.kernels is None
+    with pytest.raises(ValueError, match="native kernels"):
+        FusedStep(VAE(ModelConfig(data_dim=4, latent_dim=2, hidden_units=3)), "B", 1, 5, use_native=True)
+
+
+def test_without_a_compiler_it_warns_once_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setenv("AEVB_NATIVE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", "false")                    # a "compiler" that always fails
+    monkeypatch.setattr(native.shutil, "which", lambda name: "/bin/false" if name == "false" else None)
+    with pytest.warns(RuntimeWarning, match="native kernels unavailable"):
+        assert native.load() is None
+    assert native.load() is None                          # remembered: no second warning, no rebuild
+    step = FusedStep(VAE(ModelConfig(data_dim=4, latent_dim=2, hidden_units=3)), "B", 1, 5)
+    assert step.kernels is None
+    assert step(torch.rand(5, 4).round()).isfinite()
+
+
+@needs_kernels
+def test_a_fresh_cache_builds_and_loads(monkeypatch, tmp_path):
+    monkeypatch.setenv("AEVB_NATIVE_CACHE", str(tmp_path))
+    kernels = native.load()
+    assert kernels is not None and kernels.path.parent == tmp_path and kernels.path.exists()
+    assert list(tmp_path.iterdir()) == [kernels.path]          # no scratch files left behind
+    a = torch.linspace(-3, 3, 101)
+    out = torch.empty_like(a)
+    magnitude = kernels.activation_forward(a, out, "tanh")
+    torch.testing.assert_close(out, torch.tanh(a), rtol=4e-7, atol=1e-7)
+    assert magnitude == pytest.approx(torch.tanh(a).abs().sum().item(), rel=1e-6)
+
+
+@needs_kernels
+def test_the_kernels_share_torchs_openmp_runtime():
+    """One thread pool: the library must not bring a second OpenMP runtime into the process."""
+    runtimes = native._openmp_runtimes()
+    assert len(runtimes) <= 1, runtimes
+    assert KERNELS.threads() == torch.get_num_threads()
+
