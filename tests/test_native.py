@@ -275,3 +275,80 @@ def test_the_kernels_share_torchs_openmp_runtime():
     assert len(runtimes) <= 1, runtimes
     assert KERNELS.threads() == torch.get_num_threads()
 
+
+
+def _mostly_zeros(rows, dim, density, seed):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(rows, dim, generator=generator)
+    return torch.where(torch.rand(rows, dim, generator=generator) < density, x, torch.zeros(()))
+
+
+@needs_kernels
+@pytest.mark.parametrize("rows, in_features, out_features", [(100, 784, 500), (7, 33, 5), (3, 16, 64), (1, 1, 130)])
+def test_sparse_products_equal_the_dense_ones(rows, in_features, out_features):
+    generator = torch.Generator().manual_seed(7)
+    x = _mostly_zeros(rows, in_features, 0.15, seed=8)
+    x[0, :5] = torch.tensor([1.0, 0.0, -2.5, 0.0, 1e-30])[: min(5, in_features)]
+    weight = torch.randn(out_features, in_features, generator=generator)
+    bias = torch.randn(out_features, generator=generator)
+    grad = torch.randn(rows, out_features, generator=generator)
+    sparse = native.SparseRows(rows, in_features, threads=torch.get_num_threads())
+    magnitude = KERNELS.sparse_rows(x, sparse)
+    assert magnitude == pytest.approx(x.abs().sum().item(), rel=1e-5)
+    assert sparse.density() == (x != 0).sum().item() / x.numel()
+    out, grad_weight = torch.empty(rows, out_features), torch.empty(out_features, in_features)
+    KERNELS.sparse_linear(sparse, weight, bias, out)
+    KERNELS.sparse_weight_gradient(sparse, grad, grad_weight)
+    torch.testing.assert_close(out.double(), torch.addmm(bias.double(), x.double(), weight.double().t()),
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_weight.double(), grad.double().t() @ x.double(), rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+def test_sparse_products_give_the_same_bits_on_any_number_of_threads_and_never_use_more_tiles():
+    x = _mostly_zeros(50, 200, 0.2, seed=9)
+    weight, grad = torch.randn(300, 200), torch.randn(50, 300)
+    sparse = native.SparseRows(50, 200, threads=2)             # tiles for two threads only
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 4):
+            torch.set_num_threads(count)
+            KERNELS.sparse_rows(x, sparse)
+            out, grad_weight = torch.empty(50, 300), torch.empty(300, 200)
+            KERNELS.sparse_linear(sparse, weight, torch.zeros(300), out)
+            KERNELS.sparse_weight_gradient(sparse, grad, grad_weight)
+            results.append((out, grad_weight))
+    finally:
+        torch.set_num_threads(threads)
+    for out, grad_weight in results[1:]:
+        assert torch.equal(out, results[0][0]) and torch.equal(grad_weight, results[0][1])
+
+
+@needs_kernels
+@pytest.mark.parametrize("estimator", ["A", "B", "IWAE"])
+def test_the_step_on_mostly_zero_data_takes_the_sparse_path_and_equals_the_torch_step(estimator):
+    results = []
+    x = (_mostly_zeros(9, 40, 0.2, seed=10) > 0).float()
+    for use_native in (False, True):
+        torch.manual_seed(0)
+        model = VAE(ModelConfig(data_dim=40, latent_dim=3, hidden_units=70, init_std=0.3))
+        step = FusedStep(model, estimator, 2, batch_size=12, use_native=use_native)
+        torch.manual_seed(5)
+        bound = step(x).item()
+        if use_native:
+            assert step.encoder[0].sparse_input is not None      # the sparse products were used
+        results.append((bound, {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (torch_bound, torch_grads), (native_bound, native_grads) = results
+    assert native_bound == pytest.approx(torch_bound, rel=1e-6)
+    for name, grad in torch_grads.items():
+        torch.testing.assert_close(native_grads[name], grad, rtol=1e-5, atol=2e-6 * grad.abs().max().item(), msg=name)
+
+
+@needs_kernels
+def test_dense_data_keep_the_dense_products():
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(data_dim=40, latent_dim=3, hidden_units=7))
+    step = FusedStep(model, "B", 1, batch_size=12)
+    step(torch.rand(12, 40) + 0.1)
+    assert step.encoder[0].sparse_input is None and step._dense_steps == 100

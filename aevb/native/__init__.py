@@ -160,6 +160,26 @@ def _pointer(tensor: torch.Tensor | None):
     return None if tensor is None else tensor.data_ptr()
 
 
+class SparseRows:
+    """Buffers for the nonzeros of up to ``max_rows`` rows of ``dim`` columns (row r's at r·dim),
+    and per-thread tiles for the sparse products (``threads`` of them: a later
+    ``torch.set_num_threads`` above that uses no more)."""
+
+    TILE = 64   # SPARSE_BLOCK in kernels.c
+
+    def __init__(self, max_rows: int, dim: int, threads: int):
+        self.index = torch.empty(max_rows, dim, dtype=torch.int32)
+        self.value = torch.empty(max_rows, dim, dtype=torch.float32)
+        self.count = torch.zeros(max_rows, dtype=torch.int64)
+        self.scratch_threads = max(1, threads)
+        self.scratch = torch.empty(self.scratch_threads * dim * self.TILE, dtype=torch.float32)
+        self.size = 0
+
+    def density(self) -> float:
+        """Fraction of nonzeros among the rows collected last."""
+        return float(self.count[: self.size].sum()) / max(1, self.size * self.index.shape[1])
+
+
 class Kernels:
     """Typed entry points of the compiled library. Every tensor is float32, on the CPU and
     contiguous (the callers in :mod:`aevb.fused` guarantee it); shapes are as documented there."""
@@ -176,12 +196,18 @@ class Kernels:
         self._forward = function("aevb_activation_forward", [_ptr, _ptr, _i64, _int], _double)
         self._backward = function("aevb_activation_backward", [_ptr, _ptr, _ptr, _i64, _i64, _int, _ptr], _double)
         self._bernoulli = function("aevb_bernoulli", [_ptr, _ptr, _i64, _i64, _i64, _f32, _ptr], _double)
+        self._bernoulli_log_lik = function("aevb_bernoulli_log_lik", [_ptr, _ptr, _i64, _i64, _i64, _ptr])
         self._scale_rows = function("aevb_scale_rows", [_ptr, _ptr, _i64, _i64])
         self._latent_forward = function("aevb_latent_forward", [_ptr, _ptr, _i64, _i64, _i64, _f32, _int,
                                                                 _ptr, _ptr, _ptr, _ptr], _double)
         self._latent_backward = function("aevb_latent_backward", [_ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64,
                                                                   _i64, _f32, _int, _ptr, _ptr], _double)
         self._abs_sum = function("aevb_abs_sum", [_ptr, _i64], _double)
+        self._sparse_rows = function("aevb_sparse_rows", [_ptr, _i64, _i64, _ptr, _ptr, _ptr], _double)
+        self._sparse_linear = function("aevb_sparse_linear", [_ptr, _ptr, _ptr, _i64, _ptr, _ptr, _i64, _i64, _ptr,
+                                                              _ptr, _int])
+        self._sparse_weight_gradient = function("aevb_sparse_weight_gradient", [_ptr, _ptr, _ptr, _i64, _ptr, _i64,
+                                                                                _i64, _ptr, _ptr, _int])
         self._adagrad = function("aevb_adagrad", [_ptr, _ptr, _ptr, _i64, _f32, _f32, _f32])
         self.threads = function("aevb_threads", [], _int)
 
@@ -208,6 +234,34 @@ class Kernels:
         logits ← scale · (sigmoid(logits) − x) in place. Returns Σ|scale · (sigmoid − x)|."""
         points, dim = x.shape
         return self._bernoulli(logits.data_ptr(), x.data_ptr(), samples, points, dim, scale, log_lik.data_ptr())
+
+    def bernoulli_log_lik(self, logits: torch.Tensor, x: torch.Tensor, samples: int,
+                          log_lik: torch.Tensor) -> torch.Tensor:
+        """log_lik (L·M) ← Σ_d log Bernoulli(x | sigmoid(logits)), nats, for logits (L·M, D) and
+        x (M, D); nothing else is written. Returns log_lik."""
+        points, dim = x.shape
+        self._bernoulli_log_lik(logits.data_ptr(), x.data_ptr(), samples, points, dim, log_lik.data_ptr())
+        return log_lik
+
+    def sparse_rows(self, x: torch.Tensor, rows: "SparseRows") -> float:
+        """Collect the nonzeros of x (M, D) into ``rows``. Returns Σ|x|."""
+        rows.size = x.shape[0]
+        return self._sparse_rows(x.data_ptr(), x.shape[0], x.shape[1], rows.index.data_ptr(), rows.value.data_ptr(),
+                                 rows.count.data_ptr())
+
+    def sparse_linear(self, rows: "SparseRows", weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> None:
+        """out (M, out) ← x Wᵀ + b for the x held in ``rows``, W (out, in) in nn.Linear's layout."""
+        out_features, in_features = weight.shape
+        self._sparse_linear(rows.index.data_ptr(), rows.value.data_ptr(), rows.count.data_ptr(), rows.size,
+                            weight.data_ptr(), bias.data_ptr(), out_features, in_features, out.data_ptr(),
+                            rows.scratch.data_ptr(), rows.scratch_threads)
+
+    def sparse_weight_gradient(self, rows: "SparseRows", grad: torch.Tensor, grad_weight: torch.Tensor) -> None:
+        """grad_weight (out, in) ← Gᵀ x for G (M, out) and the x held in ``rows``."""
+        out_features, in_features = grad_weight.shape
+        self._sparse_weight_gradient(rows.index.data_ptr(), rows.value.data_ptr(), rows.count.data_ptr(), rows.size,
+                                     grad.data_ptr(), out_features, in_features, grad_weight.data_ptr(),
+                                     rows.scratch.data_ptr(), rows.scratch_threads)
 
     def abs_sum(self, tensor: torch.Tensor) -> float:
         """Σ|tensor| (NaN or inf when any element is)."""
