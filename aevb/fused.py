@@ -180,7 +180,7 @@ class _Layer:
         if isinstance(inputs, native.SparseRows):
             rows, self.input, self.sparse_input = inputs.size, None, inputs
             pre = self.pre[:rows]
-            kernels.sparse_linear(inputs, self.weight.detach(), self.bias.detach(), pre)
+            kernels.sparse_linear(inputs, self.weight, self.bias, pre)
         else:
             rows, self.input, self.sparse_input = inputs.shape[0], inputs, None
             pre = torch.addmm(self.bias, inputs, self.weight.t(), out=self.pre[:rows])
@@ -389,9 +389,13 @@ class FusedStep:
         if self.kernels is None or not isinstance(optimizer, Adagrad) or not optimizer.direct:
             return False
         groups = optimizer.param_groups
-        return len(groups) == 1 and not groups[0]["maximize"] and not isinstance(groups[0]["lr"], torch.Tensor) \
-            and len(groups[0]["params"]) == len(self.parameters) \
-            and all(a is b for a, b in zip(groups[0]["params"], self.parameters))
+        if not (len(groups) == 1 and not groups[0]["maximize"] and not isinstance(groups[0]["lr"], torch.Tensor)
+                and len(groups[0]["params"]) == len(self.parameters)
+                and all(a is b for a, b in zip(groups[0]["params"], self.parameters))):
+            return False
+        lists = optimizer.kernel_lists(0, groups[0])
+        return lists is not None and all(step.dtype == torch.float32 and step.device.type == "cpu"
+                                         for step in lists[3])
 
     def _native_step(self, x: torch.Tensor, noise: torch.Tensor | None,
                      optimizer: Adagrad | None) -> torch.Tensor:
@@ -417,7 +421,8 @@ class FusedStep:
         closed_form_kl = self.estimator == "B"
         z, std, log_var = self._z[:rows], self._std[:batch], self._log_var[:batch]
         term = self._term[:batch] if closed_form_kl else self._term[:rows]
-        magnitudes.append(kernels.latent_forward(heads, eps, self.bound, closed_form_kl, z, std, log_var, term))
+        z_magnitude, term_total = kernels.latent_forward(heads, eps, self.bound, closed_form_kl, z, std, log_var, term)
+        magnitudes.append(z_magnitude)
         g = z
         for layer in self.decoder:
             g, magnitude = layer.native_forward(g, kernels)
@@ -429,15 +434,17 @@ class FusedStep:
             # the loss gradient w (sigmoid − x), w = 1/(LM) for A and B; for IWAE w is known only
             # after the log-likelihoods: first 1, then each row times its weight
             scale = 1.0 if self.estimator == "IWAE" else 1.0 / rows
-            kernels.bernoulli(g, x, samples, scale, self._log_lik[:rows])
+            log_lik_total = kernels.bernoulli(g, x, samples, scale, self._log_lik[:rows])
             log_lik, grad_out = self._log_lik[:rows], g
         else:
             log_lik, grad_out = self._decoder_terms(g, x, samples, batch, per_point=True)
             log_lik = log_lik.reshape(rows)
+            log_lik_total = log_lik.sum().item()
+        # totals in double on the host (a CPU step: no device to wait for)
         if self.estimator == "B":
-            bound_sum = log_lik.sum() / samples - term.sum()
+            bound_sum = torch.scalar_tensor(log_lik_total / samples - term_total, dtype=x.dtype)
         elif self.estimator == "A":
-            bound_sum = (log_lik.sum() + term.sum()) / samples
+            bound_sum = torch.scalar_tensor((log_lik_total + term_total) / samples, dtype=x.dtype)
         else:
             log_w = (log_lik + term).view(samples, batch)
             bound_sum = (torch.logsumexp(log_w, dim=0) - math.log(samples)).sum()
@@ -478,18 +485,25 @@ class FusedStep:
         self.skipped = optimizer is not None and not update
         if update:
             group = optimizer.param_groups[0]
-            params, _, sums, steps = optimizer.kernel_lists(0, group)
-            state = {id(p): (s, t) for p, s, t in zip(params, sums, steps)}
-            torch._foreach_add_(steps, 1)
+            state = self._adagrad_state(optimizer.kernel_lists(0, group))
             hyper = (group["lr"], group["lr_decay"], group["weight_decay"], group["eps"])
         for layer, grad_pre, _ in pending:
             layer.weight_gradient(grad_pre, kernels)
             if update:
                 for parameter in (layer.weight, layer.bias):
-                    self._adagrad(parameter, *state[id(parameter)], *hyper)
+                    kernels.adagrad(parameter, parameter.grad, *state[id(parameter)], *hyper)
         if update and self.shared_log_var is not None:
-            self._adagrad(self.shared_log_var, *state[id(self.shared_log_var)], *hyper)
+            parameter = self.shared_log_var
+            kernels.adagrad(parameter, parameter.grad, *state[id(parameter)], *hyper)
         return bound_sum
+
+    def _adagrad_state(self, lists) -> dict:
+        """{id(parameter): (Adagrad sum, step count)}, rebuilt only when the optimiser's tensors change."""
+        cached = getattr(self, "_state_cache", None)
+        if cached is None or cached[0] is not lists:
+            params, _, sums, steps = lists
+            self._state_cache = cached = (lists, {id(p): (s, t) for p, s, t in zip(params, sums, steps)})
+        return cached[1]
 
     def _sparse_input(self, x: torch.Tensor) -> float | None:
         """Collects x's nonzeros for the first layer's sparse products when x is mostly zeros
@@ -503,11 +517,6 @@ class FusedStep:
         self._dense_steps = 100
         return None
 
-    def _adagrad(self, parameter, state_sum, step, lr, lr_decay, weight_decay, eps) -> None:
-        if lr_decay:
-            lr = lr / (1.0 + (step.item() - 1.0) * lr_decay)   # as torch.optim.Adagrad
-        self.kernels.adagrad(parameter.detach(), parameter.grad, state_sum, lr, weight_decay, eps)
-
     def _gradients_finite(self, bound_sum: torch.Tensor, layers: list[tuple[float, float]]) -> bool:
         """Whether the loss and every gradient are finite, before any weight gradient is computed.
 
@@ -518,7 +527,7 @@ class FusedStep:
         means values near 1e19, i.e. a diverged run, and the step is skipped as for a non-finite one.
         """
         limit = 1e37
-        if not math.isfinite(bound_sum.item()):
+        if not math.isfinite(float(bound_sum)):
             return False
         for grad_magnitude, input_magnitude in layers:
             if not (grad_magnitude < limit and grad_magnitude * input_magnitude < limit):   # False for NaN

@@ -36,3 +36,14 @@ def test_step_multiply_adds_counts_the_products_of_a_step():
     # 784-500-20: forward 784·500 + 500·40 + 20·500 + 500·784; backward twice that, less the data's gradient.
     forward = 784 * 500 + 500 * 40 + 20 * 500 + 500 * 784
     assert step_multiply_adds(500) == 3 * forward - 784 * 500
+
+
+def test_the_step_profile_accounts_for_the_whole_step():
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_step.py"), "--steps", "20", "--threads", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    total = float(lines[0].split(": ")[1].split()[0])
+    parts = [float(line.split()[-3]) for line in lines[1:]]
+    assert len(parts) == 5 and abs(sum(parts) - total) < 0.02 * total + 0.02
+    assert parts[0] > 0.3 * total            # the matrix products are the largest part of a step

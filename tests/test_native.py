@@ -3,6 +3,7 @@ them against the same step in torch operations, for every configuration the fuse
 Without a C compiler these tests skip (the fused step then runs on torch operations)."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -189,17 +190,21 @@ def test_native_step_trains_the_paper_model_like_the_torch_step():
 
 
 @needs_kernels
-def test_the_adagrad_kernel_is_torchs_arithmetic():
+@pytest.mark.parametrize("lr_decay", [0.0, 0.01])
+def test_the_adagrad_kernel_is_torchs_arithmetic(lr_decay):
     generator = torch.Generator().manual_seed(6)
     for weight_decay in (0.0, 1e-3):
         for size in (392000, 500, 13):
             param = torch.randn(size, generator=generator)
             grad = torch.randn(size, generator=generator) * 10 ** (torch.rand(size, generator=generator) * 8 - 6)
             state_sum = torch.rand(size, generator=generator)
-            ours, our_sum = param.clone(), state_sum.clone()
-            torch._fused_adagrad_([param], [grad], [state_sum], [torch.tensor(3.0)], lr=0.02, lr_decay=0.0,
+            step = torch.tensor(3.0)
+            ours, our_sum, our_step = param.clone(), state_sum.clone(), step.clone()
+            torch._foreach_add_([step], 1)                   # as torch.optim.Adagrad does before its kernel
+            torch._fused_adagrad_([param], [grad], [state_sum], [step], lr=0.02, lr_decay=lr_decay,
                                   weight_decay=weight_decay, eps=1e-10, maximize=False)
-            KERNELS.adagrad(ours, grad, our_sum, 0.02, weight_decay, 1e-10)
+            KERNELS.adagrad(ours, grad, our_sum, our_step, 0.02, lr_decay, weight_decay, 1e-10)
+            assert torch.equal(our_step, step)
             assert torch.equal(our_sum, state_sum) and torch.equal(ours, param)
 
 
@@ -352,3 +357,37 @@ def test_dense_data_keep_the_dense_products():
     step = FusedStep(model, "B", 1, batch_size=12)
     step(torch.rand(12, 40) + 0.1)
     assert step.encoder[0].sparse_input is None and step._dense_steps == 100
+
+
+@needs_kernels
+def test_an_unusable_cache_builds_in_a_private_temporary_directory(monkeypatch, tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv("AEVB_NATIVE_CACHE", str(tmp_path / "a-file" / "cache"))   # cannot be created
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    kernels = native.load()
+    assert kernels is not None and kernels.path.parent.name.startswith("aevb-native-")
+    assert kernels.path.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_library_in_a_directory_others_can_write_is_not_trusted(tmp_path, monkeypatch):
+    shared = tmp_path / "aevb-native-shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("AEVB_NATIVE_CACHE", str(tmp_path / "cache"))
+    assert native._trusted(tmp_path / "cache")          # the configured cache is the user's choice
+    assert not native._trusted(shared)
+    shared.chmod(0o700)
+    assert native._trusted(shared)
+
+
+@needs_kernels
+def test_a_nan_in_mostly_zero_data_reaches_the_output_and_the_guard():
+    x = _mostly_zeros(4, 40, 0.2, seed=11)
+    x[2, 17] = float("nan")
+    x[1, 3] = -0.0
+    sparse = native.SparseRows(4, 40, threads=1)
+    assert math.isnan(KERNELS.sparse_rows(x, sparse))
+    out = torch.empty(4, 3)
+    KERNELS.sparse_linear(sparse, torch.ones(3, 40), torch.zeros(3), out)
+    assert torch.isnan(out[2]).all() and torch.isfinite(out[[0, 1, 3]]).all()

@@ -125,16 +125,50 @@ def _open() -> "Kernels":
     raise RuntimeError(errors[-1] if errors else "no usable build")
 
 
+def _directories() -> list[Path]:
+    """Where built libraries may live: the cache, then (for a read-only home) a private
+    per-user temporary directory."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return [cache_dir(), Path(tempfile.gettempdir()) / f"aevb-native-{uid}"]
+
+
+def _trusted(directory: Path) -> bool:
+    """A library is only loaded from the configured cache, or from a temporary directory that this
+    user owns and nobody else can write (a shared /tmp must not hand us someone else's code)."""
+    if directory == cache_dir():
+        return True
+    try:
+        info = directory.stat()
+    except OSError:
+        return False
+    return not hasattr(os, "getuid") or (info.st_uid == os.getuid() and not info.st_mode & 0o022)
+
+
+def _writable_directory() -> Path | None:
+    for directory in _directories():
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if _trusted(directory) and os.access(directory, os.W_OK):
+            return directory
+    return None
+
+
 def _build(flags: list[str]) -> Path:
     compiler = _compiler()
     source = SOURCE.read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     digest = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(),
                                         _cpu_signature().encode()])).hexdigest()[:16]
-    target = cache_dir() / f"kernels-{digest}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    name = f"kernels-{digest}.so"
+    for directory in _directories():
+        if (directory / name).exists() and _trusted(directory):
+            return directory / name
+    directory = _writable_directory()
+    if directory is None:
+        raise RuntimeError(f"no writable directory for the built kernels ({cache_dir()}; set AEVB_NATIVE_CACHE)")
+    target = directory / name
     # Build beside the target and rename: processes started together (torchrun) may all build.
     handle, scratch = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(handle)
@@ -161,23 +195,25 @@ def _pointer(tensor: torch.Tensor | None):
 
 
 class SparseRows:
-    """Buffers for the nonzeros of up to ``max_rows`` rows of ``dim`` columns (row r's at r·dim),
-    and per-thread tiles for the sparse products (``threads`` of them: a later
-    ``torch.set_num_threads`` above that uses no more)."""
+    """Buffers for the nonzeros of up to ``max_rows`` rows of ``dim`` columns (row r's from
+    r·stride, stride = dim + 16 for the vector stores), and per-thread tiles for the sparse
+    products (``threads`` of them: a later ``torch.set_num_threads`` above that uses no more)."""
 
     TILE = 64   # SPARSE_BLOCK in kernels.c
 
     def __init__(self, max_rows: int, dim: int, threads: int):
-        self.index = torch.empty(max_rows, dim, dtype=torch.int32)
-        self.value = torch.empty(max_rows, dim, dtype=torch.float32)
+        self.dim, self.stride = dim, dim + 16
+        self.index = torch.empty(max_rows, self.stride, dtype=torch.int32)
+        self.value = torch.empty(max_rows, self.stride, dtype=torch.float32)
         self.count = torch.zeros(max_rows, dtype=torch.int64)
+        self.nonzeros = ctypes.c_int64(0)
         self.scratch_threads = max(1, threads)
         self.scratch = torch.empty(self.scratch_threads * dim * self.TILE, dtype=torch.float32)
         self.size = 0
 
     def density(self) -> float:
         """Fraction of nonzeros among the rows collected last."""
-        return float(self.count[: self.size].sum()) / max(1, self.size * self.index.shape[1])
+        return self.nonzeros.value / max(1, self.size * self.dim)
 
 
 class Kernels:
@@ -199,16 +235,17 @@ class Kernels:
         self._bernoulli_log_lik = function("aevb_bernoulli_log_lik", [_ptr, _ptr, _i64, _i64, _i64, _ptr])
         self._scale_rows = function("aevb_scale_rows", [_ptr, _ptr, _i64, _i64])
         self._latent_forward = function("aevb_latent_forward", [_ptr, _ptr, _i64, _i64, _i64, _f32, _int,
-                                                                _ptr, _ptr, _ptr, _ptr], _double)
+                                                                _ptr, _ptr, _ptr, _ptr, _ptr], _double)
+        self._term_total = ctypes.c_double(0.0)
         self._latent_backward = function("aevb_latent_backward", [_ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64,
                                                                   _i64, _f32, _int, _ptr, _ptr], _double)
         self._abs_sum = function("aevb_abs_sum", [_ptr, _i64], _double)
-        self._sparse_rows = function("aevb_sparse_rows", [_ptr, _i64, _i64, _ptr, _ptr, _ptr], _double)
-        self._sparse_linear = function("aevb_sparse_linear", [_ptr, _ptr, _ptr, _i64, _ptr, _ptr, _i64, _i64, _ptr,
-                                                              _ptr, _int])
-        self._sparse_weight_gradient = function("aevb_sparse_weight_gradient", [_ptr, _ptr, _ptr, _i64, _ptr, _i64,
-                                                                                _i64, _ptr, _ptr, _int])
-        self._adagrad = function("aevb_adagrad", [_ptr, _ptr, _ptr, _i64, _f32, _f32, _f32])
+        self._sparse_rows = function("aevb_sparse_rows", [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr], _double)
+        self._sparse_linear = function("aevb_sparse_linear", [_ptr, _ptr, _ptr, _i64, _i64, _ptr, _ptr, _i64, _i64,
+                                                              _ptr, _ptr, _int])
+        self._sparse_weight_gradient = function("aevb_sparse_weight_gradient", [_ptr, _ptr, _ptr, _i64, _i64, _ptr,
+                                                                                _i64, _i64, _ptr, _ptr, _int])
+        self._adagrad = function("aevb_adagrad", [_ptr, _ptr, _ptr, _i64, _ptr, _double, _double, _f32, _f32])
         self.threads = function("aevb_threads", [], _int)
 
     # The functions returning a float return Σ|·| of what they wrote (NaN or inf when any element
@@ -231,7 +268,7 @@ class Kernels:
     def bernoulli(self, logits: torch.Tensor, x: torch.Tensor, samples: int, scale: float,
                   log_lik: torch.Tensor) -> float:
         """logits (L·M, D), x (M, D): log_lik (L·M) ← Σ_d log Bernoulli(x | sigmoid(logits)), nats;
-        logits ← scale · (sigmoid(logits) − x) in place. Returns Σ|scale · (sigmoid − x)|."""
+        logits ← scale · (sigmoid(logits) − x) in place. Returns Σ log_lik (summed in double)."""
         points, dim = x.shape
         return self._bernoulli(logits.data_ptr(), x.data_ptr(), samples, points, dim, scale, log_lik.data_ptr())
 
@@ -246,32 +283,35 @@ class Kernels:
     def sparse_rows(self, x: torch.Tensor, rows: "SparseRows") -> float:
         """Collect the nonzeros of x (M, D) into ``rows``. Returns Σ|x|."""
         rows.size = x.shape[0]
-        return self._sparse_rows(x.data_ptr(), x.shape[0], x.shape[1], rows.index.data_ptr(), rows.value.data_ptr(),
-                                 rows.count.data_ptr())
+        magnitude = self._sparse_rows(x.data_ptr(), x.shape[0], x.shape[1], rows.stride, rows.index.data_ptr(),
+                                      rows.value.data_ptr(), rows.count.data_ptr(), ctypes.byref(rows.nonzeros))
+        return magnitude
 
     def sparse_linear(self, rows: "SparseRows", weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> None:
         """out (M, out) ← x Wᵀ + b for the x held in ``rows``, W (out, in) in nn.Linear's layout."""
         out_features, in_features = weight.shape
         self._sparse_linear(rows.index.data_ptr(), rows.value.data_ptr(), rows.count.data_ptr(), rows.size,
-                            weight.data_ptr(), bias.data_ptr(), out_features, in_features, out.data_ptr(),
+                            rows.stride, weight.data_ptr(), bias.data_ptr(), out_features, in_features, out.data_ptr(),
                             rows.scratch.data_ptr(), rows.scratch_threads)
 
     def sparse_weight_gradient(self, rows: "SparseRows", grad: torch.Tensor, grad_weight: torch.Tensor) -> None:
         """grad_weight (out, in) ← Gᵀ x for G (M, out) and the x held in ``rows``."""
         out_features, in_features = grad_weight.shape
         self._sparse_weight_gradient(rows.index.data_ptr(), rows.value.data_ptr(), rows.count.data_ptr(), rows.size,
-                                     grad.data_ptr(), out_features, in_features, grad_weight.data_ptr(),
+                                     rows.stride, grad.data_ptr(), out_features, in_features, grad_weight.data_ptr(),
                                      rows.scratch.data_ptr(), rows.scratch_threads)
 
     def abs_sum(self, tensor: torch.Tensor) -> float:
         """Σ|tensor| (NaN or inf when any element is)."""
         return self._abs_sum(tensor.data_ptr(), tensor.numel())
 
-    def adagrad(self, param: torch.Tensor, grad: torch.Tensor, state_sum: torch.Tensor, lr: float,
-                weight_decay: float, eps: float) -> None:
-        """One Adagrad step in place, the arithmetic of ``torch._fused_adagrad_`` (``lr`` already
-        decayed): g′ = g + wd·p; s += g′²; p −= lr·g′/(√s + eps)."""
-        self._adagrad(param.data_ptr(), grad.data_ptr(), state_sum.data_ptr(), param.numel(), lr, weight_decay, eps)
+    def adagrad(self, param: torch.Tensor, grad: torch.Tensor, state_sum: torch.Tensor, step: torch.Tensor,
+                lr: float, lr_decay: float, weight_decay: float, eps: float) -> None:
+        """One Adagrad step in place, the arithmetic of ``torch.optim.Adagrad`` with its fused
+        kernel: step += 1 (a float32 0-dim tensor), lr / (1 + (step − 1)·lr_decay), g′ = g + wd·p,
+        s += g′², p −= lr·g′/(√s + eps)."""
+        self._adagrad(param.data_ptr(), grad.data_ptr(), state_sum.data_ptr(), param.numel(), step.data_ptr(),
+                      lr, lr_decay, weight_decay, eps)
 
     def scale_rows(self, matrix: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """matrix (R, C) ← weight[r] · matrix[r] in place."""
@@ -280,13 +320,16 @@ class Kernels:
         return matrix
 
     def latent_forward(self, heads: torch.Tensor, eps: torch.Tensor, bound: float | None, closed_form_kl: bool,
-                       z: torch.Tensor, std: torch.Tensor, log_var: torch.Tensor, term: torch.Tensor) -> float:
+                       z: torch.Tensor, std: torch.Tensor, log_var: torch.Tensor,
+                       term: torch.Tensor) -> tuple[float, float]:
         """heads (M, 2J) = [μ, raw log σ²], eps (L, M, J) → z (L·M, J), std and log_var (M, J), and
         term: KL(q‖p) per point (M) when ``closed_form_kl``, else log p(z) − log q(z|x) per (l, i) (L·M).
-        Returns Σ|z|."""
+        Returns (Σ|z|, Σ term)."""
         samples, points, latent = eps.shape
-        return self._latent_forward(heads.data_ptr(), eps.data_ptr(), samples, points, latent, bound or 0.0,
-                             int(closed_form_kl), z.data_ptr(), std.data_ptr(), log_var.data_ptr(), term.data_ptr())
+        magnitude = self._latent_forward(heads.data_ptr(), eps.data_ptr(), samples, points, latent, bound or 0.0,
+                                         int(closed_form_kl), z.data_ptr(), std.data_ptr(), log_var.data_ptr(),
+                                         term.data_ptr(), ctypes.byref(self._term_total))
+        return magnitude, self._term_total.value
 
     def latent_backward(self, grad_z: torch.Tensor, eps: torch.Tensor, z: torch.Tensor, std: torch.Tensor,
                         log_var: torch.Tensor, heads: torch.Tensor, bound: float | None, closed_form_kl: bool,

@@ -16,6 +16,9 @@
 
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -189,28 +192,27 @@ API double aevb_activation_backward(float *grad, const float *pre, const float *
 /* The Bernoulli decoder (eq. 11 of App. C) for L samples of M points: logits (L*M x D), x (M x D).
  * log_lik[l*M + i] = sum_d x*l - softplus(l) (nats); logits are overwritten with
  * scale * (sigmoid(l) - x), the loss gradient when scale = w (the weight of each term in -loss).
- * Returns the sum of |gradient| for the numeric guard. */
+ * Returns the sum of log_lik over all rows (in double). */
 API double aevb_bernoulli(float *logits, const float *x, int64_t samples, int64_t points, int64_t dim,
                           float scale, float *log_lik) {
     int64_t rows = samples * points, r;
-    float magnitude = 0.0f;
-#pragma omp parallel for schedule(static) reduction(+:magnitude) if (rows * dim > 16384)
+    double sum = 0.0;
+#pragma omp parallel for schedule(static) if (rows * dim > 16384)
     for (r = 0; r < rows; r++) {
         float *l = logits + r * dim;
         const float *xr = x + (r % points) * dim;
-        float total = 0.0f, row_magnitude = 0.0f;
+        float total = 0.0f;
         int64_t d;
-#pragma omp simd reduction(+:total, row_magnitude)
+#pragma omp simd reduction(+:total)
         for (d = 0; d < dim; d++) {
             float s, sp = softplus_sigmoid(l[d], &s);
             total += xr[d] * l[d] - sp;
             l[d] = scale * (s - xr[d]);
-            row_magnitude += fabs_f(l[d]);
         }
         log_lik[r] = total;
-        magnitude += row_magnitude;
     }
-    return magnitude;
+    for (r = 0; r < rows; r++) sum += log_lik[r];        /* in order: independent of the threads */
+    return sum;
 }
 
 /* The same log-likelihoods without the gradient (evaluation: importance sampling decodes many z). */
@@ -256,10 +258,10 @@ static inline float bounded(float raw, float bound, float *through) {
 /* The Gaussian posterior's reparameterised layer (section 2.4): heads (M x 2J) = [mu, raw log sigma^2],
  * eps (L x M x J) -> z (L x M x J), std and log_var (M x J), and per datapoint (B) the closed-form
  * KL (App. B) into term[i], or per sample (A, IWAE) log p(z) - log q(z|x) into term[l*M + i].
- * Returns sum |z| for the numeric guard. */
+ * *term_total = the sum of term. Returns sum |z| for the numeric guard. */
 API double aevb_latent_forward(const float *heads, const float *eps, int64_t samples, int64_t points,
-                             int64_t latent, float bound, int closed_form_kl, float *z, float *std,
-                             float *log_var, float *term) {
+                               int64_t latent, float bound, int closed_form_kl, float *z, float *std,
+                               float *log_var, float *term, double *term_total) {
     int64_t i, j, l;
     for (i = 0; i < points; i++) {
         float kl = 0.0f, log_var_sum = 0.0f;
@@ -289,6 +291,9 @@ API double aevb_latent_forward(const float *heads, const float *eps, int64_t sam
             term[l * points + i] = -0.5f * prior + 0.5f * posterior + 0.5f * log_var_sum;
         }
     }
+    double total = 0.0;
+    for (i = 0; i < (closed_form_kl ? points : samples * points); i++) total += term[i];
+    *term_total = total;
     return aevb_abs_sum(z, samples * points * latent);
 }
 
@@ -332,10 +337,13 @@ API double aevb_latent_backward(float *grad_z, const float *eps, const float *z,
 /* One Adagrad step (Duchi et al. 2011; section 5) on n parameters, in the arithmetic of
  * torch.optim.Adagrad's fused CPU kernel (the same operations in the same order, contracted into
  * FMAs as the compiler contracts torch's), so that either continues the other's state:
- * g' = g + wd p;  s += g' g';  p -= clr g' / (sqrt(s) + eps). */
-API void aevb_adagrad(float *param, const float *grad, float *state_sum, int64_t n, float clr,
-                      float weight_decay, float eps) {
+ * step += 1;  clr = lr / (1 + (step - 1) lr_decay);  g' = g + wd p;  s += g' g';
+ * p -= clr g' / (sqrt(s) + eps). step is the optimiser's float32 step count. */
+API void aevb_adagrad(float *param, const float *grad, float *state_sum, int64_t n, float *step, double lr,
+                      double lr_decay, float weight_decay, float eps) {
     int64_t i;
+    *step += 1.0f;
+    const float clr = (float)(lr / (1.0 + ((double)*step - 1.0) * lr_decay));
     if (weight_decay != 0.0f) {
 #pragma omp parallel for simd schedule(static) if (n > 16384)
         for (i = 0; i < n; i++) {
@@ -364,27 +372,46 @@ API void aevb_adagrad(float *param, const float *grad, float *state_sum, int64_t
 #define SPARSE_BLOCK 64
 typedef float vec16 __attribute__((vector_size(64)));   /* 16 floats; narrower ISAs split it */
 
-/* The nonzeros of each row of x (rows x dim), row r's in index/value[r*dim ...] (count[r] of
- * them, in column order). Returns sum |x| (NaN or inf if any element is) for the numeric guard. */
-API double aevb_sparse_rows(const float *x, int64_t rows, int64_t dim, int32_t *index, float *value,
-                            int64_t *count) {
-    int64_t r;
+/* The nonzeros of each row of x (rows x dim): row r's in index/value[r*stride ...] (count[r] of
+ * them, in column order; stride >= dim + 16, the vector path stores 16 at a time). Returns
+ * sum |x| (NaN or inf if any element is) for the numeric guard; *nonzeros = sum of count. */
+API double aevb_sparse_rows(const float *x, int64_t rows, int64_t dim, int64_t stride, int32_t *index,
+                            float *value, int64_t *count, int64_t *nonzeros) {
+    int64_t r, total = 0;
     float magnitude = 0.0f;
-#pragma omp parallel for schedule(static) reduction(+:magnitude) if (rows * dim > 16384)
+#pragma omp parallel for schedule(static) reduction(+:magnitude, total) if (rows * dim > 16384)
     for (r = 0; r < rows; r++) {
         const float *xr = x + r * dim;
-        int32_t *ir = index + r * dim;
-        float *vr = value + r * dim, row_magnitude = 0.0f;
-        int64_t n = 0, d;
-        for (d = 0; d < dim; d++) {               /* branch-free compaction */
+        int32_t *ir = index + r * stride;
+        float *vr = value + r * stride, row_magnitude = 0.0f;
+        int64_t n = 0, d = 0;
+#if defined(__AVX512F__)
+        /* compress in registers and store 16 lanes (the rest is overwritten or past the row's
+         * count): the memory form of vcompressps is microcoded and slow on some CPUs */
+        const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+        __m512 sum = _mm512_setzero_ps();
+        for (; d + 16 <= dim; d += 16) {
+            __m512 v = _mm512_loadu_ps(xr + d);
+            __mmask16 keep = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);   /* NaN is kept */
+            __m512i columns = _mm512_add_epi32(_mm512_set1_epi32((int)d), lanes);
+            _mm512_storeu_ps(vr + n, _mm512_maskz_compress_ps(keep, v));
+            _mm512_storeu_si512((void *)(ir + n), _mm512_maskz_compress_epi32(keep, columns));
+            n += __builtin_popcount((unsigned)keep);
+            sum = _mm512_add_ps(sum, _mm512_abs_ps(v));
+        }
+        row_magnitude = _mm512_reduce_add_ps(sum);
+#endif
+        for (; d < dim; d++) {                    /* branch-free compaction */
             ir[n] = (int32_t)d;
             vr[n] = xr[d];
             n += xr[d] != 0.0f;
             row_magnitude += fabs_f(xr[d]);
         }
         count[r] = n;
+        total += n;
         magnitude += row_magnitude;
     }
+    *nonzeros = total;
     return magnitude;
 }
 
@@ -409,10 +436,10 @@ static inline int thread_number(void) {
 #endif
 }
 
-/* out (rows x out_f) = x W^T + bias for x in aevb_sparse_rows' form; W (out_f x in_f).
+/* out (rows x out_f) = x W^T + bias for x in aevb_sparse_rows' form (same stride); W (out_f x in_f).
  * scratch: scratch_threads * in_f * 64 floats. Each output is summed over x's nonzeros in order. */
 API void aevb_sparse_linear(const int32_t *index, const float *value, const int64_t *count, int64_t rows,
-                            const float *weight, const float *bias, int64_t out_f, int64_t in_f, float *out,
+                            int64_t stride, const float *weight, const float *bias, int64_t out_f, int64_t in_f, float *out,
                             float *scratch, int scratch_threads) {
     int64_t blocks = (out_f + SPARSE_BLOCK - 1) / SPARSE_BLOCK;
 #pragma omp parallel num_threads(sparse_threads(scratch_threads)) if (rows * in_f > 16384)
@@ -431,8 +458,8 @@ API void aevb_sparse_linear(const int32_t *index, const float *value, const int6
                 float acc[SPARSE_BLOCK];
                 for (jj = 0; jj < SPARSE_BLOCK; jj++) acc[jj] = jj < width ? bias[j0 + jj] : 0.0f;
                 vec16 a0 = load16(acc), a1 = load16(acc + 16), a2 = load16(acc + 32), a3 = load16(acc + 48);
-                const int32_t *ir = index + r * in_f;
-                const float *vr = value + r * in_f;
+                const int32_t *ir = index + r * stride;
+                const float *vr = value + r * stride;
                 int64_t k;
                 for (k = 0; k < count[r]; k++) {
                     const float v = vr[k], *t = tile + (int64_t)ir[k] * SPARSE_BLOCK;
@@ -448,7 +475,7 @@ API void aevb_sparse_linear(const int32_t *index, const float *value, const int6
 /* grad_weight (out_f x in_f) = G^T x for G (rows x out_f) and x in aevb_sparse_rows' form; each
  * element summed over the rows in order. scratch as for aevb_sparse_linear. */
 API void aevb_sparse_weight_gradient(const int32_t *index, const float *value, const int64_t *count, int64_t rows,
-                                     const float *grad, int64_t out_f, int64_t in_f, float *grad_weight,
+                                     int64_t stride, const float *grad, int64_t out_f, int64_t in_f, float *grad_weight,
                                      float *scratch, int scratch_threads) {
     int64_t blocks = (out_f + SPARSE_BLOCK - 1) / SPARSE_BLOCK;
 #pragma omp parallel num_threads(sparse_threads(scratch_threads)) if (rows * in_f > 16384)
@@ -463,8 +490,8 @@ API void aevb_sparse_weight_gradient(const int32_t *index, const float *value, c
                 float g[SPARSE_BLOCK];
                 for (jj = 0; jj < SPARSE_BLOCK; jj++) g[jj] = jj < width ? grad[r * out_f + j0 + jj] : 0.0f;
                 vec16 g0 = load16(g), g1 = load16(g + 16), g2 = load16(g + 32), g3 = load16(g + 48);
-                const int32_t *ir = index + r * in_f;
-                const float *vr = value + r * in_f;
+                const int32_t *ir = index + r * stride;
+                const float *vr = value + r * stride;
                 int64_t k;
                 for (k = 0; k < count[r]; k++) {
                     const float v = vr[k];
