@@ -155,36 +155,44 @@ API double aevb_activation_backward(float *grad, const float *pre, const float *
 #pragma omp parallel for schedule(static) reduction(+:total) if (rows * cols > 16384)
     for (b = 0; b < blocks; b++) {
         int64_t c0 = b * block, c1 = c0 + block < cols ? c0 + block : cols, r, c;
-        float acc[64];
-        for (c = 0; c < c1 - c0; c++) acc[c] = 0.0f;
+        float acc[64], mag[64];
+        for (c = 0; c < c1 - c0; c++) acc[c] = mag[c] = 0.0f;
         for (r = 0; r < rows; r++) {
             float *g = grad + r * cols;
             const float *a = pre + r * cols, *h = out + r * cols;
             switch (act) {
             case ACT_TANH:
 #pragma omp simd
-                for (c = c0; c < c1; c++) { g[c] *= 1.0f - h[c] * h[c]; acc[c - c0] += g[c]; }
+                for (c = c0; c < c1; c++) { g[c] *= 1.0f - h[c] * h[c]; acc[c - c0] += g[c]; mag[c - c0] += fabs_f(g[c]); }
                 break;
             case ACT_RELU:
 #pragma omp simd
-                for (c = c0; c < c1; c++) { g[c] = a[c] > 0.0f ? g[c] : 0.0f * g[c]; acc[c - c0] += g[c]; }
+                for (c = c0; c < c1; c++) {
+                    g[c] = a[c] > 0.0f ? g[c] : 0.0f * g[c];
+                    acc[c - c0] += g[c];
+                    mag[c - c0] += fabs_f(g[c]);
+                }
                 break;
             case ACT_SIGMOID:
 #pragma omp simd
-                for (c = c0; c < c1; c++) { g[c] *= h[c] * (1.0f - h[c]); acc[c - c0] += g[c]; }
+                for (c = c0; c < c1; c++) { g[c] *= h[c] * (1.0f - h[c]); acc[c - c0] += g[c]; mag[c - c0] += fabs_f(g[c]); }
                 break;
             case ACT_SOFTPLUS:
 #pragma omp simd
-                for (c = c0; c < c1; c++) { float s; softplus_sigmoid(a[c], &s); g[c] *= s; acc[c - c0] += g[c]; }
+                for (c = c0; c < c1; c++) {
+                    float s;
+                    softplus_sigmoid(a[c], &s);
+                    g[c] *= s;
+                    acc[c - c0] += g[c];
+                    mag[c - c0] += fabs_f(g[c]);
+                }
                 break;
             default:
 #pragma omp simd
-                for (c = c0; c < c1; c++) acc[c - c0] += g[c];
+                for (c = c0; c < c1; c++) { acc[c - c0] += g[c]; mag[c - c0] += fabs_f(g[c]); }
             }
         }
-        for (c = c0; c < c1; c++) bias_grad[c] = acc[c - c0];
-        for (r = 0; r < rows; r++)
-            for (c = c0; c < c1; c++) total += fabs_f(grad[r * cols + c]);
+        for (c = c0; c < c1; c++) { bias_grad[c] = acc[c - c0]; total += mag[c - c0]; }
     }
     return total;
 }
