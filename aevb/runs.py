@@ -453,6 +453,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
         "samples": last.samples, "epochs": last.epoch, "train_bound": last.train_bound,
         "valid_bound": last.valid_bound, "test_bound": last.test_bound, "training_seconds": last.seconds,
         "samples_per_second": last.samples_per_second,
+        "engine": getattr(trainer.algorithm, "engine_used", None),   # how gradients were computed
         "wall_seconds": time.perf_counter() - started,
     } | (run_summary(model, last.train_bound) if run_summary is not None else {})))
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)   # the run is complete: its model is the result

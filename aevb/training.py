@@ -244,6 +244,8 @@ class AEVB:
         if self.uses_fused:
             if self._fused is None or self._fused.batch_size < x.shape[0] or self._fused.model is not model:
                 self._fused = FusedStep(model, self.estimator, self.num_samples, x.shape[0])
+                self.engine_used = "fused, native kernels" if self._fused.kernels is not None else \
+                    "fused, torch operations"
             if shard is None and self._fused.applies_optimizer(optimizer):
                 # The native step applies the update itself, each layer's while its gradient is in
                 # cache, and skips it (reported as NaN) on a non-finite loss or gradient.
@@ -254,6 +256,7 @@ class AEVB:
             if shard is not None:
                 shard.group.sum_gradients_(parameters, weight=x.shape[0] / shard.size, flat_gradient=flat_gradient)
         else:
+            self.engine_used = "autograd"
             optimizer.zero_grad(set_to_none=True)
             if self._data_parallel is not None:
                 # DDP averages over the P processes: scale so the average is −(1/M) Σ over all M.

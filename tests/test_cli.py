@@ -115,6 +115,8 @@ def test_train_writes_a_complete_run(tiny_run):
     assert summary["samples"] == 2000
     assert summary["step_size"] == 0.02
     assert summary["valid_bound"] == metrics[-1]["valid_bound"] < 0
+    from aevb import native
+    assert summary["engine"] == ("fused, native kernels" if native.load() is not None else "fused, torch operations")
 
 
 def test_same_seed_reproduces_the_run_from_its_config(tiny_run, tmp_path):

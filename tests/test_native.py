@@ -391,3 +391,32 @@ def test_a_nan_in_mostly_zero_data_reaches_the_output_and_the_guard():
     out = torch.empty(4, 3)
     KERNELS.sparse_linear(sparse, torch.ones(3, 40), torch.zeros(3), out)
     assert torch.isnan(out[2]).all() and torch.isfinite(out[[0, 1, 3]]).all()
+
+
+@needs_kernels
+@pytest.mark.parametrize("config", [CONFIGS[5], CONFIGS[9], CONFIGS[1]], ids=str)
+def test_the_optimiser_inside_equals_the_optimiser_after_bit_for_bit(config):
+    """Every decoder (here a per-dimension Gaussian variance, a bounded one, a deeper ReLU
+    Bernoulli model) and IWAE: the same weights, sums and step counts as optimizer.step()."""
+    from aevb.optimizers import Adagrad, guarded_step, non_finite
+    x = torch.rand(6, 7)
+    if config[0] == "bernoulli":
+        x = torch.bernoulli(x)
+    states = []
+    for inside in (False, True):
+        model = _model(config)
+        step = FusedStep(model, "IWAE", 2, batch_size=6)
+        optimizer = Adagrad(model.parameters(), lr=0.05, weight_decay=0.01, lr_decay=0.1)
+        torch.manual_seed(3)
+        for _ in range(5):
+            if inside:
+                step(x, optimizer=optimizer)
+            else:
+                bound = step(x)
+                guarded_step(optimizer, non_finite(step.parameters, bound, step.flat_gradient))
+        states.append(([p.detach().clone() for p in model.parameters()], optimizer.state_dict()["state"]))
+    (params_after, state_after), (params_inside, state_inside) = states
+    assert all(torch.equal(a, b) for a, b in zip(params_after, params_inside))
+    for index, entry in state_after.items():
+        assert torch.equal(state_inside[index]["sum"], entry["sum"])
+        assert torch.equal(state_inside[index]["step"], entry["step"])

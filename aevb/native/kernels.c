@@ -426,6 +426,56 @@ API double aevb_sparse_rows(const float *x, int64_t rows, int64_t dim, int64_t s
 static inline vec16 load16(const float *p) { vec16 v; memcpy(&v, p, sizeof v); return v; }
 static inline void store16(float *p, vec16 v) { memcpy(p, &v, sizeof v); }
 
+/* dst[i][j] = src[j][i] for a 16 x 16 block (row strides in floats). */
+static inline void transpose16(const float *src, int64_t src_stride, float *dst, int64_t dst_stride) {
+#if defined(__AVX512F__)
+    __m512 r[16], t[16];
+    int i;
+    for (i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * src_stride);
+    for (i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (i = 0; i < 16; i += 8) {
+        int k;
+        for (k = 0; k < 4; k++) {
+            t[i + k] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0x88);
+            t[i + k + 4] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0xDD);
+        }
+    }
+    for (i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+    }
+    for (i = 0; i < 16; i++) _mm512_storeu_ps(dst + i * dst_stride, r[i]);
+#else
+    int i, j;
+    for (i = 0; i < 16; i++)
+        for (j = 0; j < 16; j++) dst[i * dst_stride + j] = src[j * src_stride + i];
+#endif
+}
+
+/* dst[i][j] = src[j][i] for i < rows, j < cols (a block of W or of a gradient), 16 x 16 at a time. */
+static void transpose_block(const float *src, int64_t src_stride, float *dst, int64_t dst_stride,
+                            int64_t rows, int64_t cols) {
+    int64_t i0, j0, i, j;
+    for (j0 = 0; j0 < cols; j0 += 16)
+        for (i0 = 0; i0 < rows; i0 += 16) {
+            if (i0 + 16 <= rows && j0 + 16 <= cols) {
+                transpose16(src + j0 * src_stride + i0, src_stride, dst + i0 * dst_stride + j0, dst_stride);
+                continue;
+            }
+            for (j = j0; j < cols && j < j0 + 16; j++)
+                for (i = i0; i < rows && i < i0 + 16; i++) dst[i * dst_stride + j] = src[j * src_stride + i];
+        }
+}
+
 static int sparse_threads(int scratch_threads) {
 #ifdef _OPENMP
     int wanted = omp_get_max_threads();
@@ -456,12 +506,8 @@ API void aevb_sparse_linear(const int32_t *index, const float *value, const int6
         int64_t b;
 #pragma omp for schedule(static)
         for (b = 0; b < blocks; b++) {
-            int64_t j0 = b * SPARSE_BLOCK, width = out_f - j0 < SPARSE_BLOCK ? out_f - j0 : SPARSE_BLOCK, r, d0, jj;
-            for (d0 = 0; d0 < in_f; d0 += 16) {       /* tile[d][jj] = W[j0 + jj][d], 16 columns at a time */
-                int64_t dn = in_f - d0 < 16 ? in_f - d0 : 16, dd;
-                for (jj = 0; jj < width; jj++)
-                    for (dd = 0; dd < dn; dd++) tile[(d0 + dd) * SPARSE_BLOCK + jj] = weight[(j0 + jj) * in_f + d0 + dd];
-            }
+            int64_t j0 = b * SPARSE_BLOCK, width = out_f - j0 < SPARSE_BLOCK ? out_f - j0 : SPARSE_BLOCK, r, jj;
+            transpose_block(weight + j0 * in_f, in_f, tile, SPARSE_BLOCK, in_f, width);   /* tile[d][jj] = W[j0+jj][d] */
             for (r = 0; r < rows; r++) {
                 float acc[SPARSE_BLOCK];
                 for (jj = 0; jj < SPARSE_BLOCK; jj++) acc[jj] = jj < width ? bias[j0 + jj] : 0.0f;
@@ -492,7 +538,7 @@ API void aevb_sparse_weight_gradient(const int32_t *index, const float *value, c
         int64_t b;
 #pragma omp for schedule(static)
         for (b = 0; b < blocks; b++) {
-            int64_t j0 = b * SPARSE_BLOCK, width = out_f - j0 < SPARSE_BLOCK ? out_f - j0 : SPARSE_BLOCK, r, d0, jj;
+            int64_t j0 = b * SPARSE_BLOCK, width = out_f - j0 < SPARSE_BLOCK ? out_f - j0 : SPARSE_BLOCK, r, jj;
             memset(tile, 0, (size_t)in_f * SPARSE_BLOCK * sizeof(float));
             for (r = 0; r < rows; r++) {
                 float g[SPARSE_BLOCK];
@@ -510,11 +556,7 @@ API void aevb_sparse_weight_gradient(const int32_t *index, const float *value, c
                     store16(t + 48, load16(t + 48) + v * g3);
                 }
             }
-            for (d0 = 0; d0 < in_f; d0 += 16) {       /* grad_weight[j0 + jj][d] = tile[d][jj] */
-                int64_t dn = in_f - d0 < 16 ? in_f - d0 : 16, dd;
-                for (jj = 0; jj < width; jj++)
-                    for (dd = 0; dd < dn; dd++) grad_weight[(j0 + jj) * in_f + d0 + dd] = tile[(d0 + dd) * SPARSE_BLOCK + jj];
-            }
+            transpose_block(tile, SPARSE_BLOCK, grad_weight + j0 * in_f, in_f, width, in_f);   /* dW[j0+jj][d] = tile[d][jj] */
         }
     }
 }
