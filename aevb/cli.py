@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import sys
+import warnings
 
 from . import __version__
 from .errors import AevbError, TrainingInterrupted
@@ -442,7 +443,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv  # recorded in config.json: the command that made a run, also when called in-process
-    status = _run_command(args)
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning   # a user reads "aevb: warning: ...", not our source lines
+    try:
+        status = _run_command(args)
+    finally:
+        warnings.formatwarning = previous_format
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # One of several torchrun processes: everything is written and flushed; leave without
         # C++ static destructors, where torch 2.x's distributed runtime now and then aborts
@@ -452,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(status)
     return status
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    text = str(message)
+    return f"{text if text.startswith('aevb') else 'aevb: warning: ' + text}\n"
 
 
 def _run_command(args: argparse.Namespace) -> int:

@@ -397,13 +397,18 @@ class FusedStep:
         if self.kernels is None or not isinstance(optimizer, Adagrad) or not optimizer.direct:
             return False
         groups = optimizer.param_groups
-        if not (len(groups) == 1 and not groups[0]["maximize"] and not isinstance(groups[0]["lr"], torch.Tensor)
-                and len(groups[0]["params"]) == len(self.parameters)
-                and all(a is b for a, b in zip(groups[0]["params"], self.parameters))):
+        if len(groups) != 1 or groups[0]["maximize"] or isinstance(groups[0]["lr"], torch.Tensor):
             return False
         lists = optimizer.kernel_lists(0, groups[0])
-        return lists is not None and all(step.dtype == torch.float32 and step.device.type == "cpu"
-                                         for step in lists[3])
+        if lists is not None and getattr(self, "_applies_to", None) is lists:   # checked at an earlier step
+            return True
+        if not (len(groups[0]["params"]) == len(self.parameters)
+                and all(a is b for a, b in zip(groups[0]["params"], self.parameters))):
+            return False
+        if lists is None or not all(step.dtype == torch.float32 and step.device.type == "cpu" for step in lists[3]):
+            return False
+        self._applies_to = lists
+        return True
 
     def _native_step(self, x: torch.Tensor, noise: torch.Tensor | None,
                      optimizer: Adagrad | None) -> torch.Tensor:
