@@ -71,8 +71,10 @@ class Peer:
     def stop(self) -> None:
         self.process.stdin.write("quit\n")
         self.process.stdin.close()
-        self.peak_rss_mb = self._read().get("peak_rss_mb")
+        peak = self._read().get("peak_rss_mb")
+        self.peak_rss_mb = peak if self.peak_rss_mb is None or peak is None else max(self.peak_rss_mb, peak)
         self.process.wait(timeout=60)
+        self.process = None
 
     def _read(self) -> dict:
         line = self.process.stdout.readline()
@@ -126,6 +128,10 @@ def main(argv=None) -> int:
                         help="a Python with pythae installed (default: $AEVB_BENCH_PYTHAE_PYTHON; skipped if unset)")
     parser.add_argument("--no-autograd", action="store_true", help="leave out aevb's autograd engine")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--keep-processes", action="store_true",
+                        help="start every peer once for all rounds (default: fresh processes every round, so that "
+                             "the luck of one process's memory placement, which on a shared VM moved one aevb "
+                             "process 35%% against another, averages out over the rounds for every peer)")
     args = parser.parse_args(argv)
     if min(args.threads, args.rounds, args.train_samples, args.nll_points, args.nll_samples) < 1:
         parser.error("every count must be at least 1")
@@ -150,6 +156,10 @@ def main(argv=None) -> int:
                     print(f"starting {peer.key} ...", file=sys.stderr, flush=True)
                     peer.start(log)
                 for round_index in range(args.rounds):
+                    if round_index > 0 and not args.keep_processes:
+                        for peer in peers:   # every peer started anew, then all measured in turn
+                            peer.stop()
+                            peer.start(log)
                     order = peers[round_index % len(peers):] + peers[:round_index % len(peers)]
                     for peer in order:
                         for what in peer.measures:
@@ -171,6 +181,7 @@ def main(argv=None) -> int:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(),
         "settings": {"threads": args.threads, "rounds": args.rounds, "train_samples": args.train_samples,
+                     "fresh_processes_every_round": not args.keep_processes,
                      "batch_size": 100, "model": "784-500-20 tanh, Bernoulli decoder, L = 1",
                      "nll_points": args.nll_points, "nll_samples": args.nll_samples},
         "torch_import_rss_mb": torch_baseline_rss(me),
@@ -205,7 +216,8 @@ def print_report(report: dict) -> None:
     m, s = report["machine"], report["settings"]
     print(f"# {SCHEMA}  {report['date']}")
     print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {s['threads']} threads, "
-          f"{s['rounds']} rounds (median [min-max])")
+          f"{s['rounds']} rounds{', fresh processes each' if s.get('fresh_processes_every_round') else ''} "
+          "(median [min-max])")
     units = {"train": f"training, samples/s ({s['model']}, M = {s['batch_size']})",
              "nll": f"importance-sampled log p(x), decoder evaluations/s (k = {s['nll_samples']}, "
                     f"{s['nll_points']} points)"}
