@@ -482,7 +482,7 @@ class FusedStep:
             pending.append((layer, grad, magnitude))
             grad = layer.input_gradient(grad)
         grad_heads = self._grad_heads[:batch]
-        magnitude = kernels.latent_backward(grad, eps, z, std, log_var, heads, self.bound, closed_form_kl,
+        kernels.latent_backward(grad, eps, z, std, log_var, heads, self.bound, closed_form_kl,
                                             weights, grad_heads)
         grad = grad_heads
         for index, layer in reversed(list(enumerate(self.encoder))):

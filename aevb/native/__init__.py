@@ -238,7 +238,7 @@ class Kernels:
                                                                 _ptr, _ptr, _ptr, _ptr, _ptr], _double)
         self._term_total = ctypes.c_double(0.0)
         self._latent_backward = function("aevb_latent_backward", [_ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64,
-                                                                  _i64, _f32, _int, _ptr, _ptr], _double)
+                                                                  _i64, _f32, _int, _ptr, _ptr])
         self._abs_sum = function("aevb_abs_sum", [_ptr, _i64], _double)
         self._sparse_rows = function("aevb_sparse_rows", [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr], _double)
         self._sparse_linear = function("aevb_sparse_linear", [_ptr, _ptr, _ptr, _i64, _i64, _ptr, _ptr, _i64, _i64,
@@ -333,10 +333,10 @@ class Kernels:
 
     def latent_backward(self, grad_z: torch.Tensor, eps: torch.Tensor, z: torch.Tensor, std: torch.Tensor,
                         log_var: torch.Tensor, heads: torch.Tensor, bound: float | None, closed_form_kl: bool,
-                        weight: torch.Tensor | None, grad_heads: torch.Tensor) -> float:
+                        weight: torch.Tensor | None, grad_heads: torch.Tensor) -> None:
         """grad_heads (M, 2J) ← ∂loss/∂heads from ∂loss/∂z (L·M, J) (``weight``: IWAE's per (l, i)
-        weights / M, or None for 1/(L M)). Returns Σ|grad_heads|."""
+        weights / M, or None for 1/(L M))."""
         samples, points, latent = eps.shape
-        return self._latent_backward(grad_z.data_ptr(), eps.data_ptr(), z.data_ptr(), std.data_ptr(), log_var.data_ptr(),
+        self._latent_backward(grad_z.data_ptr(), eps.data_ptr(), z.data_ptr(), std.data_ptr(), log_var.data_ptr(),
                               heads.data_ptr(), samples, points, latent, bound or 0.0, int(closed_form_kl),
                               _pointer(weight), grad_heads.data_ptr())

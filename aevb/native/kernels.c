@@ -309,8 +309,8 @@ API double aevb_latent_forward(const float *heads, const float *eps, int64_t sam
  * grad_z = d loss / d z (L x M x J) from the decoder. weight: per (l, i) weights of the
  * self-normalised IWAE estimator (already divided by M), or NULL for uniform 1/(L M) (A, B).
  * closed_form_kl: estimator B (KL of App. B); else A/IWAE (log p(z) and the entropy along the path).
- * Returns sum |grad_heads| for the numeric guard. */
-API double aevb_latent_backward(float *grad_z, const float *eps, const float *z, const float *std,
+ * (The heads layer's backward sums |grad_heads| for the numeric guard.) */
+API void aevb_latent_backward(float *grad_z, const float *eps, const float *z, const float *std,
                               const float *log_var, const float *heads, int64_t samples, int64_t points,
                               int64_t latent, float bound, int closed_form_kl, const float *weight,
                               float *grad_heads) {
@@ -339,7 +339,6 @@ API double aevb_latent_backward(float *grad_z, const float *eps, const float *z,
             grad_heads[i * 2 * latent + latent + j] = glv * through;
         }
     }
-    return aevb_abs_sum(grad_heads, points * 2 * latent);
 }
 
 /* One Adagrad step (Duchi et al. 2011; section 5) on n parameters, in the arithmetic of
