@@ -118,7 +118,7 @@ def unsupported_reason(model: nn.Module, estimator: str) -> str | None:
         return "conditional models (class labels as inputs) train with autograd"
     if getattr(config, "architecture", "mlp") != "mlp":
         return f"{config.architecture} networks train with autograd"
-    if getattr(getattr(model, "config", None), "decoder_posterior", "point") != "point":
+    if getattr(config, "decoder_posterior", "point") != "point":
         return "full variational Bayes (a posterior over the decoder's parameters, App. F) has no fused gradient"
     if type(model) is not VAE:
         return f"model is a {type(model).__name__}, not an aevb VAE"
@@ -149,6 +149,7 @@ class _Layer:
         self.grad_in = torch.empty(rows, in_features, **options)
         self.input: torch.Tensor | None = None
         self.sparse_input: native.SparseRows | None = None
+        self.input_magnitude = math.nan                  # Σ|input| of the last native forward
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         rows = inputs.shape[0]
@@ -173,10 +174,12 @@ class _Layer:
     # activation's derivative and the bias gradient in one kernel), and only once all of them are
     # known — and bound every weight gradient — the weight gradients, each followed by its update.
 
-    def native_forward(self, inputs: torch.Tensor | native.SparseRows,
+    def native_forward(self, inputs: torch.Tensor | native.SparseRows, input_magnitude: float,
                        kernels: native.Kernels) -> tuple[torch.Tensor, float]:
-        """The layer's output and Σ|output| (for the numeric guard of the next layer). ``inputs``
-        may be the nonzeros of a mostly-zero minibatch (:class:`aevb.native.SparseRows`)."""
+        """The layer's output and Σ|output| (the next layer's ``input_magnitude``, which the
+        numeric guard uses). ``inputs`` may be the nonzeros of a mostly-zero minibatch
+        (:class:`aevb.native.SparseRows`)."""
+        self.input_magnitude = input_magnitude
         if isinstance(inputs, native.SparseRows):
             rows, self.input, self.sparse_input = inputs.size, None, inputs
             pre = self.pre[:rows]
@@ -407,6 +410,9 @@ class FusedStep:
             return False
         if lists is None or not all(step.dtype == torch.float32 and step.device.type == "cpu" for step in lists[3]):
             return False
+        params, _, sums, steps = lists
+        # {id(parameter): (Adagrad sum, step count)}, rebuilt only when the optimiser's tensors change
+        self._adagrad_state = {id(p): (s, t) for p, s, t in zip(params, sums, steps)}
         self._applies_to = lists
         return True
 
@@ -419,28 +425,23 @@ class FusedStep:
         kernels = self.kernels
         batch, samples, latent = x.shape[0], self.num_samples, self.latent_dim
         rows = samples * batch
-        sparse_magnitude = self._sparse_input(x)
-        if sparse_magnitude is None:
-            magnitudes, h = [kernels.abs_sum(x)], x            # Σ|input| of every linear layer, in order
+        magnitude = self._sparse_input(x)                      # Σ|x|, or None for dense data
+        if magnitude is None:
+            magnitude, h = kernels.abs_sum(x), x
         else:
-            magnitudes, h = [sparse_magnitude], self._sparse
+            h = self._sparse
         for layer in self.encoder:
-            h, magnitude = layer.native_forward(h, kernels)
-            magnitudes.append(magnitude)
-        magnitudes.pop()                                        # the heads feed no linear layer
+            h, magnitude = layer.native_forward(h, magnitude, kernels)
         heads = h                                               # (M, 2J): μ, raw log σ²
         eps = torch.empty(samples, batch, latent, dtype=x.dtype, device=x.device).normal_() if noise is None \
             else noise.contiguous()
         closed_form_kl = self.estimator == "B"
         z, std, log_var = self._z[:rows], self._std[:batch], self._log_var[:batch]
         term = self._term[:batch] if closed_form_kl else self._term[:rows]
-        z_magnitude, term_total = kernels.latent_forward(heads, eps, self.bound, closed_form_kl, z, std, log_var, term)
-        magnitudes.append(z_magnitude)
+        magnitude, term_total = kernels.latent_forward(heads, eps, self.bound, closed_form_kl, z, std, log_var, term)
         g = z
         for layer in self.decoder:
-            g, magnitude = layer.native_forward(g, kernels)
-            magnitudes.append(magnitude)
-        magnitudes.pop()
+            g, magnitude = layer.native_forward(g, magnitude, kernels)
 
         weights = None
         if self.likelihood == "bernoulli":
@@ -482,8 +483,7 @@ class FusedStep:
             pending.append((layer, grad, magnitude))
             grad = layer.input_gradient(grad)
         grad_heads = self._grad_heads[:batch]
-        kernels.latent_backward(grad, eps, z, std, log_var, heads, self.bound, closed_form_kl,
-                                            weights, grad_heads)
+        kernels.latent_backward(grad, eps, z, std, log_var, heads, self.bound, closed_form_kl, weights, grad_heads)
         grad = grad_heads
         for index, layer in reversed(list(enumerate(self.encoder))):
             magnitude = layer.native_backward(grad, kernels)
@@ -491,14 +491,12 @@ class FusedStep:
             if index > 0:
                 grad = layer.input_gradient(grad)
 
-        layers = self.encoder + self.decoder
-        input_magnitudes = {id(layer): m for layer, m in zip(layers, magnitudes)}
         update = optimizer is not None and self._gradients_finite(
-            bound_sum, [(m, input_magnitudes[id(layer)]) for layer, _, m in pending])
+            bound_sum, [(m, layer.input_magnitude) for layer, _, m in pending])
         self.skipped = optimizer is not None and not update
         if update:
             group = optimizer.param_groups[0]
-            state = self._adagrad_state(optimizer.kernel_lists(0, group))
+            state = self._adagrad_state                        # set by applies_optimizer for these lists
             hyper = (group["lr"], group["lr_decay"], group["weight_decay"], group["eps"])
         for layer, grad_pre, _ in pending:
             layer.weight_gradient(grad_pre, kernels)
@@ -509,14 +507,6 @@ class FusedStep:
             parameter = self.shared_log_var
             kernels.adagrad(parameter, parameter.grad, *state[id(parameter)], *hyper)
         return bound_sum
-
-    def _adagrad_state(self, lists) -> dict:
-        """{id(parameter): (Adagrad sum, step count)}, rebuilt only when the optimiser's tensors change."""
-        cached = getattr(self, "_state_cache", None)
-        if cached is None or cached[0] is not lists:
-            params, _, sums, steps = lists
-            self._state_cache = cached = (lists, {id(p): (s, t) for p, s, t in zip(params, sums, steps)})
-        return cached[1]
 
     def _sparse_input(self, x: torch.Tensor) -> float | None:
         """Collects x's nonzeros for the first layer's sparse products when x is mostly zeros

@@ -111,6 +111,11 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     env = os.environ.get("AEVB_DATA_DIR")
     if env:
         return Path(env).expanduser()
+    return cache_root()
+
+
+def cache_root() -> Path:
+    """aevb's cache: ``$XDG_CACHE_HOME/aevb`` (``~/.cache/aevb`` when XDG_CACHE_HOME is unset)."""
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache).expanduser() / "aevb"
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from ..data.datasets import cache_root
+
 SOURCE = Path(__file__).with_name("kernels.c")
 
 #: Activation codes of kernels.c, by the names of :data:`aevb.model.ACTIVATIONS`.
@@ -44,8 +46,7 @@ def cache_dir() -> Path:
     override = os.environ.get("AEVB_NATIVE_CACHE")
     if override:
         return Path(override).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "aevb" / "native"
+    return cache_root() / "native"
 
 
 def enabled() -> bool:
@@ -283,9 +284,8 @@ class Kernels:
     def sparse_rows(self, x: torch.Tensor, rows: "SparseRows") -> float:
         """Collect the nonzeros of x (M, D) into ``rows``. Returns Σ|x|."""
         rows.size = x.shape[0]
-        magnitude = self._sparse_rows(x.data_ptr(), x.shape[0], x.shape[1], rows.stride, rows.index.data_ptr(),
-                                      rows.value.data_ptr(), rows.count.data_ptr(), ctypes.byref(rows.nonzeros))
-        return magnitude
+        return self._sparse_rows(x.data_ptr(), x.shape[0], x.shape[1], rows.stride, rows.index.data_ptr(),
+                                  rows.value.data_ptr(), rows.count.data_ptr(), ctypes.byref(rows.nonzeros))
 
     def sparse_linear(self, rows: "SparseRows", weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> None:
         """out (M, out) ← x Wᵀ + b for the x held in ``rows``, W (out, in) in nn.Linear's layout."""
