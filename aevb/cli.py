@@ -17,6 +17,7 @@ import warnings
 from . import __version__
 from .errors import AevbError, TrainingInterrupted
 from .families import FAMILIES, check_pair, default_estimator
+from .model import PAPER_INIT_STD
 
 FAMILY_NAMES = tuple(FAMILIES)
 
@@ -125,6 +126,12 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_data_options(data)
     data.add_argument("--download", action="store_true",
                       help="download missing data files into the data directory (checksums verified)")
+    data.add_argument("--pixel-divisor", type=_number(255.0, inclusive=True), default=None,
+                      help="grey levels k become k / this (default: 256 for mnist, mnist-sample and frey, as in "
+                           "the authors' mnist.pkl.gz; 255 for your files)")
+    data.add_argument("--merge-valid", action="store_true",
+                      help="train on the training and validation splits together (MNIST: all 60,000 images), "
+                           "with no validation split")
     data.add_argument("--binarize", choices=("none", "dynamic"), default="none",
                       help="dynamic: a fresh Bernoulli draw of each image every time it is used")
 
@@ -156,8 +163,13 @@ def _build_parser() -> argparse.ArgumentParser:
     model.add_argument("--prior", choices=FAMILY_NAMES, default="gaussian", metavar="FAMILY",
                        help="prior p(z): the standard member of a family on the posterior's support, e.g. "
                             "laplace = Laplace(0, 1)^J (default: gaussian, N(0, I))")
-    model.add_argument("--init-std", type=_positive_float, default=0.01,
-                       help="standard deviation of the N(0, σ²) initialisation (§5)")
+    model.add_argument("--init", choices=("normal", "glorot"), default="normal",
+                       help="normal: every parameter from N(0, σ²) (§5); glorot: Glorot-uniform weights, zero "
+                            "biases, a Bernoulli decoder's output bias at the logit of the mean training image "
+                            "(Burda et al.'s code)")
+    model.add_argument("--init-std", type=_positive_float, default=None,
+                       help="σ of the normal initialisation (default: %s, reading §5's N(0, 0.01) as a variance; "
+                            "see docs/results.md)" % PAPER_INIT_STD)
     model.add_argument("--log-variance-bound", type=_non_negative_float, default=30.0, metavar="B",
                        help="bound every log σ² (encoder, Gaussian decoder) smoothly to (-B, B) as B·tanh(raw/B), "
                             "part of the model, so no variance overflows or vanishes; 0: unbounded, the paper's "
@@ -180,6 +192,11 @@ def _build_parser() -> argparse.ArgumentParser:
     algorithm.add_argument("--batch-size", type=_count, default=100, help="minibatch size M")
     algorithm.add_argument("--samples-per-datapoint", type=_count, default=1, help="L, samples of z per datapoint")
     algorithm.add_argument("--optimizer", choices=("adagrad", "adam"), default="adagrad", help="optimiser")
+    algorithm.add_argument("--optimizer-eps", type=_positive_float, default=None,
+                           help="the optimiser's ε (default: torch's, 1e-10 for Adagrad and 1e-8 for Adam)")
+    algorithm.add_argument("--schedule", choices=("constant", "iwae"), default="constant",
+                           help="step size over the run: constant (§5), or iwae: Burda et al.'s eight stages of "
+                                "3^i passes at step size × 10^(-i/7), stretched over the run")
     algorithm.add_argument("--step-size", type=_positive_float, default=None,
                            help="global step size (default: chosen from 0.01, 0.02, 0.1 by the training "
                                 "bound of the first iterations, as in §5)")
@@ -250,9 +267,11 @@ def _build_parser() -> argparse.ArgumentParser:
                     "kept) and draw it, with the numbers behind it as CSV/JSON. fig2: bound vs training "
                     "samples, AEVB vs wake-sleep; fig3: marginal likelihood, AEVB vs wake-sleep vs MCEM; "
                     "fig4/fig5: Frey Face/MNIST 2-D manifolds; samples: Figs. 7-11.")
-    reproduce.add_argument("figure", choices=("fig2", "fig3", "fig4", "fig5", "samples"), help="which figure")
-    reproduce.add_argument("--budget", type=_count, default=1_000_000,
-                           help="training samples per curve (the paper: 1e8)")
+    reproduce.add_argument("figure", choices=("fig2", "fig3", "fig4", "fig5", "samples", "nll"),
+                           help="which figure; nll: the log-likelihood benchmark of later work (IWAE protocol)")
+    reproduce.add_argument("--budget", type=_positive_float, default=1_000_000,
+                           help="training samples per curve (the paper: 1e8); nll: a fraction <= 1 of each "
+                                "model's published schedule, or training samples per model")
     reproduce.add_argument("--out", metavar="DIR", default=None, help="output directory (default: reproduce/FIGURE)")
     reproduce.add_argument("--jobs", type=_count, default=1, help="runs trained in parallel processes")
     reproduce.add_argument("--seed", type=_seed, default=0, help="random seed of every run")
@@ -264,8 +283,14 @@ def _build_parser() -> argparse.ArgumentParser:
                            help="fig2/fig3: only these algorithms (default: the paper's)")
     reproduce.add_argument("--train-sizes", nargs="+", type=_count, default=None,
                            help="fig3: Ntrain values (default: 1000 50000)")
-    reproduce.add_argument("--points", type=_count, default=1000,
-                           help="fig3: train and test points for the marginal-likelihood estimate (paper: 1000)")
+    reproduce.add_argument("--points", type=_count, default=None,
+                           help="fig3: train and test points for the marginal-likelihood estimate (default: 1000, "
+                                "the paper's); nll: test points (default: all 10,000)")
+    reproduce.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                           help="nll: only these of paper-z20, paper-z50, iwae-vae, iwae-k5, iwae-k50 (default: "
+                                "all but iwae-k50, which runs where CUDA is)")
+    reproduce.add_argument("--k", type=_count, default=5000,
+                           help="nll: importance samples per test image (Burda et al.: 5000)")
     reproduce.add_argument("--mcem-step-size", type=_positive_float, default=0.01,
                            help="fig3: Adagrad step size of MCEM, which has no bound to choose one by")
     _add_data_options(reproduce)
@@ -339,20 +364,24 @@ def _new_run(args: argparse.Namespace):
         optimizer=args.optimizer, step_size=args.step_size, selection_steps=args.selection_steps,
         prior_precision=args.prior_precision, max_samples=max_samples, epochs=args.epochs,
         binarize=args.binarize, seed=args.seed, evals_per_decade=args.evals_per_decade,
-        eval_subset=args.eval_subset, engine=args.engine)
+        eval_subset=args.eval_subset, engine=args.engine, optimizer_eps=args.optimizer_eps, schedule=args.schedule)
     model_options = dict(latent_dim=args.latent_dim, hidden_units=args.hidden_units,
                          hidden_layers=args.hidden_layers, activation=args.activation,
-                         likelihood=args.likelihood, sigmoid_mean=args.sigmoid_mean, init_std=args.init_std,
+                         likelihood=args.likelihood, sigmoid_mean=args.sigmoid_mean, init=args.init,
                          decoder_variance=args.decoder_variance, log_variance_bound=args.log_variance_bound,
                          architecture=args.architecture, conv_channels=channels, conditional=args.conditional,
                          posterior=args.posterior, prior=args.prior)
+    if args.init_std is not None:
+        model_options["init_std"] = args.init_std
     if args.posterior_init_std is not None:
         if args.algorithm != "full-vb":
             raise AevbError("--posterior-init-std applies to --algorithm full-vb only")
         model_options["decoder_posterior_init_std"] = args.posterior_init_std
     out = args.out or default_run_dir(args.dataset, args.latent_dim)
     args.out = str(out)   # for the message of an interrupted run
-    return train_run(out, DataConfig(args.dataset, args.data_dir, args.download), model_options, train_config,
+    data_config = DataConfig(args.dataset, args.data_dir, args.download, pixel_divisor=args.pixel_divisor,
+                             merge_valid=args.merge_valid)
+    return train_run(out, data_config, model_options, train_config,
                      device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
                      algorithm=args.algorithm, tensorboard=args.tensorboard,
                      command=shlex.join(["aevb", *args.argv]), checkpoint_every=args.checkpoint_every)
@@ -425,11 +454,13 @@ def _reproduce(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     if args.datasets and args.figure != "fig2":
         raise AevbError("--datasets applies to fig2 only")
+    if args.models and args.figure != "nll":
+        raise AevbError("--models applies to nll only")
     started = time.perf_counter()
     paths = reproduce(args.figure, args.out or f"reproduce/{args.figure}", args.budget, args.data_dir,
                       jobs=args.jobs, device=args.device, seed=args.seed, datasets=args.datasets,
                       latent_dims=args.latent_dims, methods=args.methods, train_sizes=args.train_sizes,
-                      points=args.points, mcem_step_size=args.mcem_step_size)
+                      points=args.points, mcem_step_size=args.mcem_step_size, models=args.models, k=args.k)
     print(f"{args.figure} reproduced in {time.perf_counter() - started:.0f} s: " + ", ".join(map(str, paths)))
     return 0
 

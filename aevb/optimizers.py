@@ -1,4 +1,5 @@
-"""The optimisers of §5 (Adagrad; Adam as an option), as ``torch.optim`` classes.
+"""The optimisers of §5 (Adagrad; Adam as an option), as ``torch.optim`` classes, and the
+step-size schedules a run can follow (:data:`SCHEDULES`).
 
 :class:`Adagrad` is ``torch.optim.Adagrad`` with a shorter path to the same fused kernel: the
 library's ``step`` regroups every tensor by device and dtype on every call, which on the paper's
@@ -9,6 +10,8 @@ with the state ``torch.optim.Adagrad`` keeps, so state dicts, checkpoints and re
 """
 
 from __future__ import annotations
+
+import bisect
 
 import torch
 
@@ -67,12 +70,12 @@ class Adagrad(torch.optim.Adagrad):
         super().load_state_dict(state_dict)
 
 
-def adam(params, lr: float = 1e-3, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """``torch.optim.Adam``, fused where the device supports it."""
+def adam(params, lr: float = 1e-3, weight_decay: float = 0.0, **kwargs) -> torch.optim.Adam:
+    """``torch.optim.Adam``, fused where the device supports it; ``kwargs`` as torch's (eps, betas)."""
     try:
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **kwargs)
 
 
 def non_finite(parameters: list[torch.Tensor], loss: torch.Tensor,
@@ -104,5 +107,39 @@ def guarded_step(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
         optimizer.step()
 
 
-#: Optimisers by the names ``--optimizer`` takes; each is called as ``factory(params, lr=, weight_decay=)``.
+#: Optimisers by the names ``--optimizer`` takes; each is called as ``factory(params, lr=, weight_decay=)``,
+#: with ``eps=`` where a run sets the optimiser's ε.
 OPTIMIZERS = {"adagrad": Adagrad, "adam": adam}
+
+
+class ConstantSchedule:
+    """The step size stays where it was chosen (the paper's Adagrad runs, §5)."""
+
+    def factor(self, progress: float) -> float:
+        """Multiplier of the run's step size after a fraction ``progress`` in [0, 1] of its samples."""
+        return 1.0
+
+
+class StagedSchedule:
+    """Stages of ``passes[i]`` passes at step size × ``factors[i]``, stretched over the run.
+
+    The stages keep their proportions whatever the run's length, so a run of a fraction of the
+    published number of samples follows the same shape of decay, each stage shortened alike.
+    """
+
+    def __init__(self, passes: tuple[float, ...], factors: tuple[float, ...]):
+        total = float(sum(passes))
+        self.boundaries = [sum(passes[: i + 1]) / total for i in range(len(passes) - 1)]
+        self.factors = tuple(factors)
+
+    def factor(self, progress: float) -> float:
+        return self.factors[bisect.bisect_right(self.boundaries, progress)]
+
+
+#: Burda, Grosse & Salakhutdinov (2015), §5: 3^i passes at 0.001 · 10^(−i/7), i = 0 … 7 (3280 passes).
+IWAE_PASSES = tuple(3 ** i for i in range(8))
+IWAE_SCHEDULE = StagedSchedule(IWAE_PASSES, tuple(10 ** (-i / 7) for i in range(8)))
+
+#: Step-size schedules by the names ``TrainConfig.schedule`` takes.
+SCHEDULES = {"constant": ConstantSchedule(), "iwae": IWAE_SCHEDULE}
+

@@ -37,7 +37,7 @@ import torch
 
 from . import __version__
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_model, read_json, save_model
-from .data import DATASET_NAMES, Dataset, load_dataset
+from .data import DATASET_NAMES, USER_PIXEL_DIVISOR, Dataset, load_dataset
 from .distributed import check_distributable, from_environment, local_device
 from .errors import AevbError, TrainingInterrupted
 from .estimators import bound_estimator
@@ -79,11 +79,21 @@ class DataConfig:
     data_dir: str | None = None
     download: bool = False
     train_limit: int | None = None    # use only the first N training points (Fig. 3's Ntrain)
+    pixel_divisor: float | None = None   # grey level k → k / divisor; None: the dataset's (256 for the paper's data)
+    merge_valid: bool = False         # train on train + valid, no validation split (the IWAE protocol: 60000 MNIST)
 
 
 def load_data(data_config: DataConfig) -> Dataset:
-    """The dataset a run uses, its training split cut to ``train_limit`` points when given."""
-    data = load_dataset(data_config.dataset, data_config.data_dir, download=data_config.download)
+    """The dataset a run uses: its validation split appended to the training split when
+    ``merge_valid``, then the training split cut to ``train_limit`` points when given."""
+    data = load_dataset(data_config.dataset, data_config.data_dir, download=data_config.download,
+                        pixel_divisor=data_config.pixel_divisor)
+    if data_config.merge_valid:
+        labels = None if data.train_labels is None or data.valid_labels is None else \
+            torch.cat([data.train_labels, data.valid_labels])
+        data = dataclasses.replace(data, train=torch.cat([data.train, data.valid]), train_labels=labels,
+                                   valid=data.valid[:0], valid_labels=None if data.valid_labels is None
+                                   else data.valid_labels[:0])
     limit = data_config.train_limit
     if limit is None:
         return data
@@ -200,6 +210,18 @@ def _stored_data_config(data_config: DataConfig) -> dict:
     return stored
 
 
+def data_config_of_run(stored: dict, data_dir: str | None = None) -> DataConfig:
+    """The :class:`DataConfig` a run's config.json describes (``data_dir`` overriding its own).
+    Runs written before the grey levels of named datasets were k/256 (all but Frey Face) had k/255."""
+    fields = {f.name for f in dataclasses.fields(DataConfig)}
+    values = {key: value for key, value in stored.items() if key in fields}
+    if "pixel_divisor" not in stored and stored.get("dataset") != "frey":
+        values["pixel_divisor"] = USER_PIXEL_DIVISOR
+    if data_dir:
+        values["data_dir"] = data_dir
+    return DataConfig(**values)
+
+
 def default_run_dir(dataset: str, latent_dim: int) -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{Path(dataset).stem}-z{latent_dim}-{stamp}"
@@ -284,7 +306,8 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "data": _stored_data_config(data_config) | {
-            "name": data.name, "source": data.source, "train_size": data.train.shape[0],
+            "name": data.name, "source": data.source, "pixel_divisor": data.pixel_divisor,
+            "train_size": data.train.shape[0],
             "valid_size": data.valid.shape[0], "test_size": data.test.shape[0]},
         "model": model_config.to_dict(),
         "training": train_config.to_dict(),
@@ -315,9 +338,7 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
         raise AevbError(f"{out} is a finished run; nothing to resume")
     if config.get("algorithm") not in ALGORITHMS:
         raise AevbError(f"{out / CONFIG_FILE} names an unknown algorithm {config.get('algorithm')!r}")
-    stored = config.get("data", {})
-    fields = {f.name for f in dataclasses.fields(DataConfig)}
-    data_config = DataConfig(**{key: value for key, value in stored.items() if key in fields})
+    data_config = data_config_of_run(config.get("data", {}))
     model_config = ModelConfig.from_dict(config.get("model", {}))
     train_config = TrainConfig.from_dict(config.get("training", {}))
     torch_device = resolve_device(device)
@@ -413,8 +434,8 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
     # A conditional model's datapoints are rows [x, one-hot(y)]: labels travel with their images.
     train, valid, test = (model_inputs(getattr(data, split), getattr(data, f"{split}_labels"), model_config)
                           for split in ("train", "valid", "test"))
-    trainer = Trainer(model, train, train_config, valid=valid, test=test if track_test else None,
-                      algorithm=ALGORITHMS[algorithm](train_config), group=group)
+    trainer = Trainer(model, train, train_config, valid=valid if valid.shape[0] else None,
+                      test=test if track_test else None, algorithm=ALGORITHMS[algorithm](train_config), group=group)
     checkpoint = (lambda state: save_checkpoint(out, state)) if group.is_main else None
     with _StopOnSignal() as signalled:
         stop = signalled if group.world_size == 1 else _AgreedStop(signalled, group, torch_device)
@@ -484,8 +505,10 @@ def write_figures(out: Path, model: VAE, data: Dataset, binarize: str, history: 
     else:
         save_samples(model.sample(100, generator=generator).cpu(), shape, out / "samples.png",
                      title=f"samples, {title}")
-    inputs = evaluation_data(model_inputs(data.valid[:50], None if data.valid_labels is None else
-                                          data.valid_labels[:50], model.config), binarize)
+    shown = "valid" if data.valid.shape[0] else "test"   # a run trained on train + valid shows test images
+    labels = getattr(data, f"{shown}_labels")
+    inputs = evaluation_data(model_inputs(getattr(data, shown)[:50], None if labels is None else labels[:50],
+                                          model.config), binarize)
     save_reconstructions(inputs[:, : model.config.data_dim], model.reconstruct(inputs), shape,
                          out / "reconstructions.png")
     icdf = prior_icdf(model.prior()) if model.config.prior != "gaussian" else None
@@ -547,8 +570,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     if not (isinstance(data_config, dict) and isinstance(data_config.get("dataset"), str)
             and isinstance(training, dict)):
         raise AevbError(f"{Path(run_dir) / CONFIG_FILE} lacks the data or training configuration")
-    data = load_data(DataConfig(data_config["dataset"], data_dir or data_config.get("data_dir"),
-                                bool(data_config.get("download")), data_config.get("train_limit")))
+    data = load_data(data_config_of_run(data_config, data_dir))
     device_of_model = next(model.parameters()).device
     if getattr(data, split).shape[1] != model.config.data_dim:
         raise AevbError(f"{data.name} has {getattr(data, split).shape[1]} dimensions but the model expects "

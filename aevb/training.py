@@ -35,7 +35,7 @@ from .evaluation import evaluate_bound
 from .distributed import SINGLE_PROCESS, ProcessGroup, SGVBObjective, check_distributable, data_parallel
 from .fused import FusedStep, unsupported_reason
 from .model import VAE
-from .optimizers import OPTIMIZERS, guarded_step, non_finite
+from .optimizers import OPTIMIZERS, SCHEDULES, guarded_step, non_finite
 
 BINARIZATIONS = ("none", "dynamic")
 ENGINES = ("auto", "fused", "autograd")
@@ -51,6 +51,8 @@ class TrainConfig(JsonConfig):
     num_samples: int = 1                     # L (§5)
     estimator: str = "B"                     # §2.3; B is what the paper uses for the VAE
     optimizer: str = "adagrad"               # §5; "adam" as an option
+    optimizer_eps: float | None = None       # the optimiser's ε (None: torch's default)
+    schedule: str = "constant"               # step size over the run: "constant" (§5) or "iwae" (Burda et al.)
     step_size: float | None = None           # None: choose from step_size_candidates (§5)
     step_size_candidates: tuple[float, ...] = PAPER_STEP_SIZES
     selection_steps: int = 200               # "first iterations" used to choose the step size
@@ -77,6 +79,10 @@ class TrainConfig(JsonConfig):
                 raise AevbError(f"{name} must be a positive integer, got {value}")
         if self.optimizer not in OPTIMIZERS:
             raise AevbError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise AevbError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.optimizer_eps is not None and not (math.isfinite(self.optimizer_eps) and self.optimizer_eps > 0):
+            raise AevbError(f"optimizer-eps must be a positive number, got {self.optimizer_eps}")
         if self.binarize not in BINARIZATIONS:
             raise AevbError(f"unknown binarization {self.binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
         get_estimator(self.estimator)
@@ -363,7 +369,8 @@ class Trainer:
         # An algorithm may group the parameters (full VB: no weight decay where a KL term is the prior).
         groups = getattr(self.algorithm, "parameter_groups", None)
         parameters = self.model.parameters() if groups is None else groups(self.model, weight_decay)
-        return OPTIMIZERS[self.config.optimizer](parameters, lr=step_size, weight_decay=weight_decay)
+        eps = {} if self.config.optimizer_eps is None else {"eps": self.config.optimizer_eps}
+        return OPTIMIZERS[self.config.optimizer](parameters, lr=step_size, weight_decay=weight_decay, **eps)
 
     def _data_order(self) -> DataOrder:
         return DataOrder(self.dataset_size, self.config.batch_size, self.train_data.device)
@@ -455,6 +462,9 @@ class Trainer:
         config = self.config
         torch.manual_seed(config.seed)
         self.model.reset_parameters()
+        initialise_from_data = getattr(self.model, "initialise_from_data", None)
+        if initialise_from_data is not None:
+            initialise_from_data(self.train_data)
         self.model.train()
         self._setup_algorithm()
         started = time.perf_counter()
@@ -513,6 +523,7 @@ class Trainer:
         # The state to return to when an interval goes bad: the last evaluation point that passed.
         good = copy.deepcopy(self._snapshot(state, optimizer, order))
         targets = evaluation_points(total, config.first_eval, config.evals_per_decade)
+        schedule = SCHEDULES[config.schedule]
         index = 0
         while index < len(targets):
             target = targets[index]
@@ -525,6 +536,10 @@ class Trainer:
                 batch = order.next()
                 if state.samples + batch.shape[0] > total:   # stop exactly at the requested number of samples
                     batch = batch[: total - state.samples]
+                step_size = state.step_size * schedule.factor(state.samples / total)
+                if optimizer.param_groups[0]["lr"] != step_size:   # a new stage (or a rollback)
+                    for group in optimizer.param_groups:
+                        group["lr"] = step_size
                 bound_sum = self._step(optimizer, batch)
                 if guarded:
                     bad = torch.isnan(bound_sum)
@@ -553,7 +568,7 @@ class Trainer:
             skipped_now = int(self.group.sum_(skipped).item()) if guarded else 0
             counted = state.running_count - (int(skipped_samples.item()) if guarded else 0)
             state.skipped_steps += skipped_now
-            metrics = self._evaluate(state.samples, state.steps, state.step_size, state.training_seconds,
+            metrics = self._evaluate(state.samples, state.steps, optimizer.param_groups[0]["lr"], state.training_seconds,
                                      self.group.sum_(state.running_sum).item() / max(counted, 1))
             metrics.skipped_steps, metrics.rollbacks = state.skipped_steps, state.rollbacks
             finite = math.isfinite(metrics.train_bound) if self.has_bound else self._parameters_finite()

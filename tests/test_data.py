@@ -96,14 +96,15 @@ def check_common(ds: Dataset, sizes, dim, image_shape):
 def test_mnist(mnist):
     check_common(mnist, (50000, 10000, 10000), 784, (28, 28))
     assert mnist.name == "mnist" and not mnist.is_binary
+    # Grey levels are k/256, as in the authors' mnist.pkl.gz: 0 and 255/256 are the extremes.
     for x in (mnist.train, mnist.valid, mnist.test):
-        assert x.min() == 0.0 and x.max() == 1.0
-    # Pixel means from the README, over all 60000 training images and over t10k.
-    all_train = torch.cat([mnist.train, mnist.valid]).double()
+        assert x.min() == 0.0 and x.max() == 255 / 256
+    assert mnist.pixel_divisor == 256
+    assert torch.equal(torch.round(mnist.test * 256) / 256, mnist.test)
+    # Pixel means from the README (which divides by 255), over all 60000 training images and over t10k.
+    all_train = torch.cat([mnist.train, mnist.valid]).double() * 256 / 255
     assert abs(all_train.mean().item() - 0.13066) < 5e-5
-    assert abs(mnist.test.double().mean().item() - 0.13251) < 5e-5
-    # Grey levels are k/255.
-    assert torch.equal(torch.round(mnist.test * 255) / 255, mnist.test)
+    assert abs(mnist.test.double().mean().item() * 256 / 255 - 0.13251) < 5e-5
     # Labels: counts, range and the well-known first labels of each file.
     for x, y in ((mnist.train, mnist.train_labels), (mnist.valid, mnist.valid_labels), (mnist.test, mnist.test_labels)):
         assert y.dtype == torch.int64 and y.shape == (x.shape[0],)
@@ -111,6 +112,24 @@ def test_mnist(mnist):
     assert mnist.train_labels[:5].tolist() == [5, 0, 4, 1, 9]
     assert mnist.test_labels[:5].tolist() == [7, 2, 1, 0, 4]
     assert torch.bincount(mnist.test_labels).tolist()[:2] == [980, 1135]
+
+
+def test_pixel_divisor_255_gives_the_iwae_protocols_grey_levels(mnist):
+    iwae = load_dataset("mnist", DATA_DIR, pixel_divisor=255)
+    assert iwae.pixel_divisor == 255 and iwae.train.max() == 1.0
+    assert torch.allclose(iwae.test * 255, mnist.test * 256, atol=1e-4)
+    for bad in (254, 0, float("nan"), float("inf")):
+        with pytest.raises(AevbError, match="pixel-divisor"):
+            load_dataset("mnist-sample", pixel_divisor=bad)
+
+
+def test_merged_validation_split_trains_on_all_60000_images(mnist):
+    from aevb.runs import DataConfig, load_data
+
+    merged = load_data(DataConfig("mnist", str(DATA_DIR), merge_valid=True))
+    assert merged.train.shape == (60000, 784) and merged.valid.shape == (0, 784)
+    assert torch.equal(merged.train[50000:], mnist.valid) and torch.equal(merged.test, mnist.test)
+    assert merged.train_labels.shape == (60000,) and merged.valid_labels.shape == (0,)
 
 
 def test_mnist_plain_files_in_data_dir_root(mnist, tmp_path):

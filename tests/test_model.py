@@ -24,21 +24,46 @@ def test_paper_architecture_and_shapes():
     assert p.log_prob(x).shape == (3, 7)
 
 
-def test_initialisation_is_n_0_001():
+def test_initialisation_is_n_0_001_with_001_the_variance():
     torch.manual_seed(0)
     model = VAE(ModelConfig(data_dim=784, latent_dim=20, hidden_units=500))
     values = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    assert values.mean().abs() < 1e-4
-    assert values.std().item() == pytest.approx(0.01, rel=0.01)
+    assert values.mean().abs() < 1e-3
+    assert values.var().item() == pytest.approx(0.01, rel=0.01)
+    other = VAE(ModelConfig(data_dim=784, latent_dim=20, hidden_units=500, init_std=0.01))
+    assert torch.cat([p.detach().reshape(-1) for p in other.parameters()]).std().item() == pytest.approx(0.01, rel=0.01)
+
+
+def test_glorot_initialisation_and_the_output_bias_at_the_data_means_logit():
+    config = ModelConfig(data_dim=784, latent_dim=50, hidden_units=(200, 200), hidden_layers=2, init="glorot")
+    model = VAE(config)
+    for name, parameter in model.named_parameters():
+        if parameter.ndim == 1:
+            assert torch.count_nonzero(parameter) == 0, name
+        else:
+            fan_out, fan_in = parameter.shape
+            limit = (6 / (fan_in + fan_out)) ** 0.5
+            assert parameter.abs().max() <= limit and parameter.abs().max() > 0.95 * limit, name
+            assert parameter.var().item() == pytest.approx(limit ** 2 / 3, rel=0.05), name
+    data = torch.rand(500, 784) * torch.linspace(0, 1, 784)   # column means 0 … 0.5
+    model.initialise_from_data(data)
+    expected = torch.logit(data.mean(0).clamp(1e-3, 1 - 1e-3))
+    assert torch.allclose(model.decoder.net.heads.bias, expected)
+    assert torch.allclose(model.decoder.mean(torch.zeros(1, 50))[0], data.mean(0).clamp(1e-3, 1 - 1e-3), atol=1e-5)
+    plain = VAE(ModelConfig(data_dim=784, latent_dim=5, hidden_units=10))
+    before = plain.decoder.net.heads.bias.clone()
+    plain.initialise_from_data(data)                      # the paper's init ignores the data
+    assert torch.equal(plain.decoder.net.heads.bias, before)
 
 
 def test_gaussian_decoder_with_sigmoid_mean_stays_in_unit_interval():
+    torch.manual_seed(0)
     config = ModelConfig(data_dim=6, latent_dim=2, hidden_units=8, likelihood="gaussian", sigmoid_mean=True,
                          init_std=3.0)
-    model = VAE(config)
-    mean = model.decoder.mean(torch.randn(100, 2) * 10)
+    model = VAE(config).double()   # float32's sigmoid rounds to exactly 1 above a logit of 17; float64's above 37
+    mean = model.decoder.mean(torch.randn(100, 2, dtype=torch.float64) * 10)
     assert torch.all((mean > 0) & (mean < 1))
-    z = torch.randn(4, 2)
+    z = torch.randn(4, 2, dtype=torch.float64)
     torch.testing.assert_close(model.decode(z).mean, model.decoder.mean(z))
 
 

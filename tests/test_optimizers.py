@@ -69,3 +69,13 @@ def test_gradients_written_in_place_skipped_steps_and_a_reloaded_state_match_tor
     for p, q in zip(ours, reference):
         torch.testing.assert_close(optimizer.state[p]["sum"], reference_optimizer.state[q]["sum"])
         assert optimizer.state[p]["step"].item() == reference_optimizer.state[q]["step"].item() == 5
+
+
+def test_staged_schedule_keeps_its_proportions_over_any_run_length():
+    from aevb.optimizers import IWAE_SCHEDULE, SCHEDULES, StagedSchedule
+
+    schedule = StagedSchedule((1, 3), (1.0, 0.5))
+    assert [schedule.factor(p) for p in (0.0, 0.2499, 0.25, 0.9999, 1.0)] == [1.0, 1.0, 0.5, 0.5, 0.5]
+    starts = [(3 ** i - 1) / 2 / 3280 for i in range(8)]   # stage i starts after 1 + 3 + … + 3^(i−1) passes
+    assert [IWAE_SCHEDULE.factor(start) for start in starts] == [10 ** (-i / 7) for i in range(8)]
+    assert SCHEDULES["constant"].factor(0.5) == 1.0

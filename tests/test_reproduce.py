@@ -139,3 +139,58 @@ def test_a_reproduction_stopped_mid_run_continues_from_its_checkpoint(shared_dat
     expected = load_file(tmp_path / "reference" / "frey-z2-aevb" / "model.safetensors")
     got = load_file(out / "frey-z2-aevb" / "model.safetensors")
     assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+def test_nll_plan_follows_the_iwae_protocol():
+    runs = {r.name: r for r in plan("nll", budget=0.01, data_dir=None, device="cpu")}
+    assert set(runs) == {"paper-z20", "paper-z50", "iwae-vae", "iwae-k5"}          # k = 50 only where CUDA is
+    for run in runs.values():
+        assert (run.data.dataset, run.data.pixel_divisor, run.data.merge_valid) == ("mnist", 255.0, True)
+        assert run.train.binarize == "dynamic" and run.final.k == 5000 and run.final.points is None
+    paper, vae, k5 = runs["paper-z20"], runs["iwae-vae"], runs["iwae-k5"]
+    assert paper.train.max_samples == 10**6 and paper.train.optimizer == "adagrad" and paper.train.step_size is None
+    assert paper.model_options == {"latent_dim": 20} and runs["paper-z50"].model_options == {"latent_dim": 50}
+    assert vae.train.max_samples == round(0.01 * 3280 * 60000)
+    assert (vae.train.optimizer, vae.train.step_size, vae.train.schedule, vae.train.batch_size,
+            vae.train.prior_precision, vae.train.estimator) == ("adam", 1e-3, "iwae", 20, 0.0, "B")
+    assert vae.model_options == {"latent_dim": 50, "hidden_units": (200, 200), "hidden_layers": 2, "init": "glorot"}
+    assert (k5.train.estimator, k5.train.num_samples) == ("IWAE", 5)
+    assert all(r.train.max_samples == 5000 for r in plan("nll", budget=5000, data_dir=None, device="cpu"))
+    assert {r.name for r in plan("nll", budget=0.5, data_dir=None, models=("iwae-k50",))} == {"iwae-k50"}
+
+
+def test_nll_end_to_end_writes_the_table_and_reuses_finished_work(shared_data, tmp_path, capsys):
+    out = tmp_path / "nll"
+    argv = ["reproduce", "nll", "--budget", "600", "--models", "iwae-vae", "iwae-k5", "--k", "10",
+            "--points", "50", "--data-dir", str(shared_data), "--out", str(out)]
+    assert main(argv) == 0
+    table = json.loads((out / "nll_binarized_mnist.json").read_text())
+    rows = {row["model"]: row for row in table["models"]}
+    assert set(rows) == {"iwae-vae", "iwae-k5"}
+    for row in rows.values():
+        assert row["budget_samples"] == 600 and row["k"] == 10 and row["num_points"] == 50
+        assert row["log_likelihood"] > row["test_bound"]          # k = 10 importance samples beat the bound
+        assert row["log_likelihood_stderr"] > 0 and row["negative_log_likelihood"] == -row["log_likelihood"]
+    assert (rows["iwae-vae"]["published"], rows["iwae-k5"]["published"]) == (86.76, 85.54)
+    assert "| iwae-k5: IWAE k = 5" in (out / "nll_binarized_mnist.md").read_text()
+    config = json.loads((out / "iwae-vae" / "config.json").read_text())
+    assert config["data"]["train_size"] == 60000 and config["data"]["pixel_divisor"] == 255
+    # Finished runs are kept; a lost evaluation is redone without training again.
+    model_stamp = (out / "iwae-k5" / "model.safetensors").stat().st_mtime_ns
+    (out / "iwae-k5" / "nll_evaluation.json").unlink()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "1 of 2 runs already complete" in capsys.readouterr().err
+    assert (out / "iwae-k5" / "nll_evaluation.json").is_file()
+    assert (out / "iwae-k5" / "model.safetensors").stat().st_mtime_ns == model_stamp
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reproduce", "nll", "--models", "vae"], "unknown model 'vae'"),
+    (["reproduce", "fig2", "--models", "iwae-vae"], "--models applies to nll only"),
+    (["reproduce", "fig2", "--budget", "0.5"], "whole number of training samples"),
+])
+def test_bad_nll_requests_are_one_line_errors(argv, message, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1

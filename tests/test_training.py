@@ -122,3 +122,28 @@ def test_training_stops_exactly_at_a_sample_count_off_the_batch_grid(sample_data
     config = TrainConfig(max_samples=2_550, step_size=0.02, eval_subset=100)
     result = Trainer(tiny_model(hidden=8), sample_data.train[:1000], config).fit()
     assert result.history[-1].samples == 2_550 and result.history[-1].steps == 26
+
+
+def test_iwae_schedule_runs_each_stage_for_its_share_of_the_samples(sample_data, monkeypatch):
+    # 3280 steps of 10 samples: stage i of Burda et al.'s schedule is 3^i steps at 1e-3 · 10^(−i/7).
+    config = TrainConfig(max_samples=3280 * 10, batch_size=10, optimizer="adam", step_size=1e-3, schedule="iwae",
+                         optimizer_eps=5e-6, eval_subset=10, evals_per_decade=1)
+    trainer = Trainer(tiny_model(hidden=4), sample_data.train[:100], config)
+    step_sizes = []
+
+    def record(optimizer, batch):
+        assert optimizer.param_groups[0]["eps"] == 5e-6
+        step_sizes.append(optimizer.param_groups[0]["lr"])
+        return torch.zeros(())
+
+    monkeypatch.setattr(trainer, "_step", record)
+    history = trainer.fit().history
+    expected = [1e-3 * 10 ** (-i / 7) for i in range(8) for _ in range(3 ** i)]
+    assert step_sizes == pytest.approx(expected, rel=1e-12)
+    assert history[-1].step_size == pytest.approx(1e-4)        # metrics record the scheduled step size
+
+
+@pytest.mark.parametrize("bad", [dict(schedule="cosine"), dict(optimizer_eps=0.0), dict(optimizer_eps=float("inf"))])
+def test_bad_schedule_and_optimizer_eps_are_user_errors(bad):
+    with pytest.raises(AevbError):
+        TrainConfig(max_samples=10, **bad)

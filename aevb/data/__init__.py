@@ -9,7 +9,8 @@ Named datasets (files looked up in ``<data_dir>/<subdir>/`` and then directly in
 ``mnist`` (subdir ``mnist/``)
     The four IDX files ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``. Splits as in the
     classic ``mnist.pkl.gz``: train = training images 0..49999 (50000), valid = 50000..59999
-    (10000), test = the t10k file (10000). Grey levels /255 in [0, 1]; labels 0..9.
+    (10000), test = the t10k file (10000). Grey levels k/256, as in the authors' mnist.pkl.gz
+    (``pixel_divisor=255`` gives k/255, the IWAE protocol's); labels 0..9.
 ``binarized-mnist`` (subdir ``binarized_mnist/``)
     Larochelle & Murray's statically binarized MNIST, ``binarized_mnist_{train,valid,test}.amat
     [.gz]``, 784 values 0/1 per line, split as distributed: 50000 / 10000 / 10000 (the test
@@ -24,13 +25,13 @@ Named datasets (files looked up in ``<data_dir>/<subdir>/`` and then directly in
     ``python -m aevb.data.make_embedded``) so that training works offline: the first 10000
     training images and the first 2000 t10k images with labels. Splits: train = embedded
     training images 0..8999 (9000), valid = 9000..9999 (1000), test = the 2000 test images.
-    Grey levels /255.
+    Grey levels k/256, like ``mnist``.
 
 User files (``name_or_path`` a path; the dataset's name is the file's stem):
 
 ``.npy``
     One numeric array ``(N, D)`` or ``(N, H, W)`` (then ``image_shape = (H, W)``). uint8 is
-    divided by 255, other types are converted to float32 unchanged. Split 80/10/10 by a fixed
+    divided by 255 (or ``pixel_divisor``), other types are converted to float32 unchanged. Split 80/10/10 by a fixed
     permutation (valid and test get ``N // 10`` rows each, so N >= 10 is needed).
 ``.npz``
     Keys ``train`` (required), ``valid``, ``test`` (each missing one is carved from train:
@@ -45,6 +46,8 @@ Every problem a user can cause raises :class:`aevb.errors.AevbError` with a one-
 naming the file. The network is used only with ``download=True`` (see :mod:`aevb.data.download`).
 """
 
-from .datasets import DATASET_NAMES, Dataset, load_dataset, resolve_data_dir
+from .datasets import (DATASET_NAMES, PAPER_PIXEL_DIVISOR, USER_PIXEL_DIVISOR, Dataset, load_dataset,
+                       resolve_data_dir)
 
-__all__ = ["DATASET_NAMES", "Dataset", "load_dataset", "resolve_data_dir"]
+__all__ = ["DATASET_NAMES", "PAPER_PIXEL_DIVISOR", "USER_PIXEL_DIVISOR", "Dataset", "load_dataset",
+           "resolve_data_dir"]

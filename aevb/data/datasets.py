@@ -6,6 +6,7 @@ See the package docstring of :mod:`aevb.data` for the datasets, files and splits
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ DATASET_NAMES = ("mnist-sample", "mnist", "binarized-mnist", "frey")
 EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
 
 MNIST_TRAIN_SIZE = 50_000  # the classic mnist.pkl.gz split of the 60000 training images
+# Grey levels k in 0..255 become k / PAPER_PIXEL_DIVISOR: the authors' mnist.pkl.gz held k/256, and
+# their Frey Face loader divided by 256 too. User files and the IWAE protocol divide by 255.
+PAPER_PIXEL_DIVISOR = 256.0
+USER_PIXEL_DIVISOR = 255.0
 MNIST_TRAIN_FILE_SIZE = 60_000
 FREY_SIZES = (1565, 200, 200)  # train, valid, test of the 1965 faces
 SAMPLE_TRAIN_FILE_SIZE, SAMPLE_TEST_SIZE, SAMPLE_VALID_SIZE = 10_000, 2_000, 1_000
@@ -52,6 +57,8 @@ class Dataset:
         is_binary: True iff every value in all three splits is exactly 0 or 1.
         source: one line saying where the data was read from.
         train_labels, valid_labels, test_labels: int64 tensors ``(N_split,)`` or ``None``.
+        pixel_divisor: 256 or 255 where the files held uint8 grey levels k, stored as k / divisor;
+            ``None`` for data that were not grey levels (binarized MNIST, float arrays).
     """
 
     name: str
@@ -64,6 +71,7 @@ class Dataset:
     train_labels: torch.Tensor | None = None
     valid_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
+    pixel_divisor: float | None = None   # uint8 grey level k became k / pixel_divisor; None: not grey levels
 
     def __post_init__(self) -> None:
         dims = set()
@@ -127,12 +135,12 @@ def _is_binary(*arrays: np.ndarray) -> bool:
     return all(bool(((a == 0) | (a == 1)).all()) for a in arrays)
 
 
-def _as_features(array: np.ndarray, scale: float | None = None) -> np.ndarray:
-    """Flatten ``(N, ...)`` to float32 ``(N, D)``; uint8 is divided by ``scale`` (default 255)."""
+def _as_features(array: np.ndarray, divisor: float) -> np.ndarray:
+    """Flatten ``(N, ...)`` to float32 ``(N, D)``; uint8 grey levels are divided by ``divisor``."""
     x = array.reshape(array.shape[0], -1)
     if x.dtype == np.uint8:
         out = x.astype(np.float32)
-        out /= np.float32(255.0 if scale is None else scale)
+        out /= np.float32(divisor)
         return out
     return np.ascontiguousarray(x, dtype=np.float32)
 
@@ -144,6 +152,7 @@ def _make(
     source: str,
     labels: Sequence[np.ndarray | None] = (None, None, None),
     is_binary: bool | None = None,
+    pixel_divisor: float | None = None,
 ) -> Dataset:
     """Build a Dataset from float32 ``(N, D)`` numpy splits; ``is_binary`` is computed unless
     the reader already guarantees it."""
@@ -160,6 +169,7 @@ def _make(
         train_labels=tl,
         valid_labels=vl,
         test_labels=sl,
+        pixel_divisor=pixel_divisor,
     )
 
 
@@ -209,7 +219,7 @@ def _read_mnist_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, 
     return images, labels
 
 
-def _load_mnist(data_dir: Path, download: bool) -> Dataset:
+def _load_mnist(data_dir: Path, download: bool, divisor: float) -> Dataset:
     paths = _locate("mnist", data_dir, download)
     train_x, train_y = _read_mnist_pair(paths[0], paths[1])
     test_x, test_y = _read_mnist_pair(paths[2], paths[3])
@@ -217,31 +227,33 @@ def _load_mnist(data_dir: Path, download: bool) -> Dataset:
         raise AevbError(
             f"{paths[0]}: {train_x.shape[0]} images, expected the {MNIST_TRAIN_FILE_SIZE} of the MNIST training file"
         )
-    x, n = _as_features(train_x), MNIST_TRAIN_SIZE
+    x, n = _as_features(train_x, divisor), MNIST_TRAIN_SIZE
     return _make(
         "mnist",
-        (x[:n], x[n:], _as_features(test_x)),
+        (x[:n], x[n:], _as_features(test_x, divisor)),
         (28, 28),
         _source("MNIST IDX files", paths),
         (train_y[:n], train_y[n:], test_y),
+        pixel_divisor=divisor,
     )
 
 
-def _load_binarized_mnist(data_dir: Path, download: bool) -> Dataset:
+def _load_binarized_mnist(data_dir: Path, download: bool, divisor: float) -> Dataset:
     paths = _locate("binarized-mnist", data_dir, download)
     splits = [read_amat_binary(p, 784).astype(np.float32) for p in paths]
     source = _source("binarized MNIST AMAT files", paths)
     return _make("binarized-mnist", splits, (28, 28), source, is_binary=True)  # 0/1 by the reader
 
 
-def _load_frey(data_dir: Path, download: bool) -> Dataset:
+def _load_frey(data_dir: Path, download: bool, divisor: float) -> Dataset:
     (path,) = _locate("frey", data_dir, download)
     faces = read_frey_mat(path)
     if faces.shape[0] != sum(FREY_SIZES):
         raise AevbError(f"{path}: {faces.shape[0]} faces, expected {sum(FREY_SIZES)} (frey_rawface.mat)")
-    x = _as_features(faces, scale=256.0)
+    x = _as_features(faces, divisor)
     parts = permutation_split(x.shape[0], FREY_SIZES, FREY_SPLIT_SEED)
-    return _make("frey", [x[idx] for idx in parts], (28, 20), _source("Frey Face MAT file", [path]))
+    return _make("frey", [x[idx] for idx in parts], (28, 20), _source("Frey Face MAT file", [path]),
+                 pixel_divisor=divisor)
 
 
 def _verify_embedded() -> None:
@@ -257,20 +269,21 @@ def _verify_embedded() -> None:
             raise AevbError(f"{path}: missing or corrupt (SHA-256 mismatch with {sums.name}); reinstall aevb")
 
 
-def _load_mnist_sample() -> Dataset:
+def _load_mnist_sample(divisor: float) -> Dataset:
     _verify_embedded()
     d = EMBEDDED_DIR
     train_x, train_y = _read_mnist_pair(d / "train-images-idx3-ubyte.gz", d / "train-labels-idx1-ubyte.gz")
     test_x, test_y = _read_mnist_pair(d / "t10k-images-idx3-ubyte.gz", d / "t10k-labels-idx1-ubyte.gz")
     if train_x.shape[0] != SAMPLE_TRAIN_FILE_SIZE or test_x.shape[0] != SAMPLE_TEST_SIZE:
         raise AevbError(f"{d}: embedded sample has unexpected sizes; reinstall aevb")
-    x, n = _as_features(train_x), SAMPLE_TRAIN_FILE_SIZE - SAMPLE_VALID_SIZE
+    x, n = _as_features(train_x, divisor), SAMPLE_TRAIN_FILE_SIZE - SAMPLE_VALID_SIZE
     return _make(
         "mnist-sample",
-        (x[:n], x[n:], _as_features(test_x)),
+        (x[:n], x[n:], _as_features(test_x, divisor)),
         (28, 28),
         f"MNIST sample embedded in the aevb package ({d})",
         (train_y[:n], train_y[n:], test_y),
+        pixel_divisor=divisor,
     )
 
 
@@ -287,17 +300,18 @@ def _too_small(path: Path, n: int) -> AevbError:
     )
 
 
-def _load_npy(path: Path) -> Dataset:
+def _load_npy(path: Path, divisor: float) -> Dataset:
     array = read_npy(path)
     n, h = array.shape[0], holdout_size(array.shape[0])
     if h < 1:
         raise _too_small(path, n)
-    x = _as_features(array)
+    x = _as_features(array, divisor)
     parts = permutation_split(n, (n - 2 * h, h, h), USER_SPLIT_SEED)
-    return _make(path.stem, [x[idx] for idx in parts], _image_shape(array), f"numpy file {path}")
+    return _make(path.stem, [x[idx] for idx in parts], _image_shape(array), f"numpy file {path}",
+                 pixel_divisor=divisor if array.dtype == np.uint8 else None)
 
 
-def _load_npz(path: Path) -> Dataset:
+def _load_npz(path: Path, divisor: float) -> Dataset:
     data = read_npz(path)
     train, train_labels = data["train"], data.get("train_labels")
     missing = [s for s in ("valid", "test") if s not in data]
@@ -317,10 +331,11 @@ def _load_npz(path: Path) -> Dataset:
     carved = f" (valid/test carved from train: {', '.join(missing)})" if missing else ""
     return _make(
         path.stem,
-        [_as_features(data[s]) for s in splits],
+        [_as_features(data[s], divisor) for s in splits],
         _image_shape(train),
         f"numpy archive {path}{carved}",
         [data.get(f"{s}_labels") for s in splits],
+        pixel_divisor=divisor if train.dtype == np.uint8 else None,
     )
 
 
@@ -332,6 +347,7 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     *,
     download: bool = False,
+    pixel_divisor: float | None = None,
 ) -> Dataset:
     """Load a named dataset or a user's ``.npy``/``.npz`` file, split into train/valid/test.
 
@@ -342,6 +358,9 @@ def load_dataset(
             ignored for ``mnist-sample`` (embedded in the package) and for user files.
         download: fetch missing files of a named dataset (checksum-verified). Without it the
             network is never touched.
+        pixel_divisor: uint8 grey levels k become k / pixel_divisor. Default: 256 for the named
+            datasets (:data:`PAPER_PIXEL_DIVISOR`, the authors' mnist.pkl.gz and Frey Face), 255 for
+            user files; the IWAE protocol (:mod:`aevb.experiments.nll`) asks for 255.
 
     Returns:
         A :class:`Dataset` of float32 ``(N, D)`` splits.
@@ -349,13 +368,17 @@ def load_dataset(
     Raises:
         AevbError: unknown name, missing or corrupt files, unusable arrays.
     """
+    if pixel_divisor is not None and not (math.isfinite(pixel_divisor) and pixel_divisor >= 255):
+        raise AevbError(f"pixel-divisor must be at least 255 (grey levels 0..255 into [0, 1]), got {pixel_divisor}")
     key = os.fspath(name_or_path)
     if isinstance(name_or_path, str) and key in DATASET_NAMES:
+        divisor = PAPER_PIXEL_DIVISOR if pixel_divisor is None else float(pixel_divisor)
         if key == "mnist-sample":
-            return _load_mnist_sample()
+            return _load_mnist_sample(divisor)
         directory = resolve_data_dir(data_dir)
         loader = {"mnist": _load_mnist, "binarized-mnist": _load_binarized_mnist, "frey": _load_frey}[key]
-        return loader(directory, download)
+        return loader(directory, download, divisor)
+    divisor = USER_PIXEL_DIVISOR if pixel_divisor is None else float(pixel_divisor)
     path = Path(key).expanduser()
     known = ", ".join(DATASET_NAMES)
     if not path.exists():
@@ -364,7 +387,7 @@ def load_dataset(
         raise AevbError(f"{path}: not a file; give a .npy/.npz file or one of: {known}")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return _load_npy(path)
+        return _load_npy(path, divisor)
     if suffix == ".npz":
-        return _load_npz(path)
+        return _load_npz(path, divisor)
     raise AevbError(f"{path}: unsupported file type {suffix or '(none)'!r}; expected .npy or .npz, or one of: {known}")

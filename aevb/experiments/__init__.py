@@ -3,7 +3,9 @@
 * ``fig2`` — lower bound vs training samples, AEVB vs wake-sleep (:mod:`.fig2`);
 * ``fig3`` — marginal likelihood vs training samples, AEVB vs wake-sleep vs MCEM (:mod:`.fig3`);
 * ``fig4``, ``fig5`` — learned 2-D manifolds of Frey Face and MNIST (:mod:`.manifolds`);
-* ``samples`` — random MNIST samples for Nz = 2, 5, 10, 20, Figs. 7–11 (:mod:`.manifolds`).
+* ``samples`` — random MNIST samples for Nz = 2, 5, 10, 20, Figs. 7–11 (:mod:`.manifolds`);
+* ``nll`` — not a figure of the paper: test log p(x) on dynamically binarised MNIST with the IWAE
+  paper's protocol, the number later work reports (:mod:`.nll`).
 
 Each trains its runs into ``OUT/<run>/`` (resumable: complete runs are kept), then writes the
 figure as PNG and the numbers behind it as CSV/JSON into ``OUT``.
@@ -13,15 +15,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import fig2, fig3, manifolds
+from ..errors import AevbError
+from ..runs import resolve_device
+from . import fig2, fig3, manifolds, nll
 from .runner import RunSpec, run_specs
 
-FIGURES = ("fig2", "fig3", "fig4", "fig5", "samples")
+FIGURES = ("fig2", "fig3", "fig4", "fig5", "samples", "nll")
 PAPER_BUDGET = 10**8   # §5: training samples per curve in Figs. 2 and 3
 
 
-def plan(figure: str, budget: int, data_dir: str | None, seed: int = 0, **options) -> list[RunSpec]:
-    """The runs behind ``figure``; ``options`` narrow them (datasets, latent_dims, methods, ...)."""
+def plan(figure: str, budget: float, data_dir: str | None, seed: int = 0, **options) -> list[RunSpec]:
+    """The runs behind ``figure``; ``options`` narrow them (datasets, latent_dims, methods, ...).
+    ``budget``: training samples per run; for ``nll`` also a fraction (<= 1) of each schedule."""
+    if figure == "nll":
+        device = options.get("device", "auto")
+        models = options.get("models") or nll.default_models(resolve_device(device).type == "cuda")
+        return nll.specs(budget, data_dir, models=models, seed=seed, k=options.get("k") or 5000,
+                         points=options.get("points"), device=device)
+    budget = whole_budget(budget)
     if figure == "fig2":
         return fig2.specs(budget, data_dir, datasets=options.get("datasets") or tuple(fig2.PANELS),
                           latent_dims=options.get("latent_dims"), methods=options.get("methods") or fig2.METHODS,
@@ -39,12 +50,21 @@ def plan(figure: str, budget: int, data_dir: str | None, seed: int = 0, **option
     raise ValueError(figure)
 
 
-def reproduce(figure: str, out: str | Path, budget: int, data_dir: str | None = None, *, jobs: int = 1,
+def whole_budget(budget: float) -> int:
+    """A figure's budget: a whole number of training samples per curve."""
+    if not (budget >= 1 and budget == int(budget)):
+        raise AevbError(f"budget must be a whole number of training samples per curve, got {budget:g}")
+    return int(budget)
+
+
+def reproduce(figure: str, out: str | Path, budget: float, data_dir: str | None = None, *, jobs: int = 1,
               device: str = "auto", seed: int = 0, **options) -> list[Path]:
     """Train what ``figure`` needs into ``out`` (skipping complete runs) and draw it."""
     out = Path(out)
-    runs = plan(figure, budget, data_dir, seed, **options)
+    runs = plan(figure, budget, data_dir, seed, device=device, **options)
     run_specs(runs, out, jobs=jobs, device=device)
+    if figure == "nll":
+        return nll.write_outputs(runs, out, budget)
     if figure == "fig2":
         return fig2.write_outputs(runs, out, budget)
     if figure == "fig3":

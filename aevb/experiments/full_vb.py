@@ -35,7 +35,7 @@ from ..checkpoint import atomic_write_json
 from ..evaluation import evaluate_bound
 from ..full_vb import FullVBVAE, expected_bound, predictive_log_likelihood
 from ..importance_sampling import estimate_log_likelihood
-from ..runs import DataConfig, load_data, load_run
+from ..runs import DataConfig, data_config_of_run, load_data, load_run
 from ..training import TrainConfig
 from .runner import RunSpec, is_complete, read_metrics, read_summary, run_specs
 
@@ -70,7 +70,7 @@ def evaluate(run_dir: Path, test_points: int, k: int, parameter_draws: int, seed
     if cached.is_file():
         return json.loads(cached.read_text())
     model, config = load_run(run_dir, device="cpu")
-    data = load_data(DataConfig(**{key: config["data"][key] for key in ("dataset", "data_dir", "train_limit")}))
+    data = load_data(data_config_of_run(config["data"]))
     train, test = data.train, data.test[:test_points]
     torch.manual_seed(seed)
     started = time.perf_counter()

@@ -39,10 +39,18 @@ class RunSpec:
     # Called with (model, data) at every evaluation point; must be picklable for jobs > 1.
     extra_metrics: Callable | None = None
     tags: dict = field(default_factory=dict)   # what the figure needs to place the curve
+    # A measurement of the finished run in the same process (picklable), e.g. a long log p(x)
+    # estimate: ``final(run_dir)`` writes its result into run_dir, ``final.done(run_dir)`` says it has.
+    final: Callable | None = None
 
 
 def is_complete(run_dir: Path) -> bool:
     return (run_dir / SUMMARY_FILE).is_file()
+
+
+def is_finished(spec: RunSpec, run_dir: Path) -> bool:
+    """Trained, and its final measurement (if any) written."""
+    return is_complete(run_dir) and (spec.final is None or spec.final.done(run_dir))
 
 
 def _resumable(spec: RunSpec, run_dir: Path) -> bool:
@@ -62,13 +70,17 @@ def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None) -> str:
     if threads:
         torch.set_num_threads(threads)
     run_dir = out / spec.name
-    if _resumable(spec, run_dir):
+    if is_complete(run_dir):
+        pass
+    elif _resumable(spec, run_dir):
         resume_run(run_dir, device=device, progress=False, extra_metrics=spec.extra_metrics,
                    track_test=spec.track_test)
-        return spec.name
-    train_run(run_dir, spec.data, spec.model_options, spec.train, device=device, overwrite=True,
-              progress=False, algorithm=spec.algorithm, track_test=spec.track_test, extra_metrics=spec.extra_metrics,
-              command=f"aevb reproduce ({spec.name})")
+    else:
+        train_run(run_dir, spec.data, spec.model_options, spec.train, device=device, overwrite=True,
+                  progress=False, algorithm=spec.algorithm, track_test=spec.track_test,
+                  extra_metrics=spec.extra_metrics, command=f"aevb reproduce ({spec.name})")
+    if spec.final is not None and not spec.final.done(run_dir):
+        spec.final(run_dir)
     return spec.name
 
 
@@ -77,7 +89,7 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
     """Train every run in ``specs`` into ``out/<name>`` that is not complete yet."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pending = [spec for spec in specs if not is_complete(out / spec.name)]
+    pending = [spec for spec in specs if not is_finished(spec, out / spec.name)]
     done = len(specs) - len(pending)
     if done:
         log(f"{done} of {len(specs)} runs already complete in {out}; {len(pending)} to go")
