@@ -571,6 +571,9 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
             and isinstance(training, dict)):
         raise AevbError(f"{Path(run_dir) / CONFIG_FILE} lacks the data or training configuration")
     data = load_data(data_config_of_run(data_config, data_dir))
+    if getattr(data, split).shape[0] == 0:
+        merged = " (the run trained on train + valid)" if data_config.get("merge_valid") else ""
+        raise AevbError(f"{data.name} has no {split} split{merged}; evaluate another split")
     device_of_model = next(model.parameters()).device
     if getattr(data, split).shape[1] != model.config.data_dim:
         raise AevbError(f"{data.name} has {getattr(data, split).shape[1]} dimensions but the model expects "

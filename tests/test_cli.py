@@ -261,6 +261,24 @@ def test_iwae_training_objective(tmp_path, capsys):
     assert all(math.isfinite(line["valid_bound"]) for line in read_metrics(run))
 
 
+def test_the_iwae_protocols_training_options(tmp_path, capsys):
+    run = tmp_path / "protocol"
+    code, _, err = run_cli(capsys, ["train", "--merge-valid", "--pixel-divisor", "255", "--binarize", "dynamic",
+                                    "--hidden-units", "16,16", "--init", "glorot", "--optimizer", "adam",
+                                    "--step-size", "1e-3", "--optimizer-eps", "5e-6", "--schedule", "iwae",
+                                    "--batch-size", "20", "--prior-precision", "0", "--max-samples", "3280",
+                                    "--eval-subset", "200", "--no-progress", "--out", run])
+    assert code == 0, err
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["train_size"] == 10000 and config["data"]["valid_size"] == 0
+    assert config["data"]["pixel_divisor"] == 255 and config["model"]["init"] == "glorot"
+    assert (config["training"]["schedule"], config["training"]["optimizer_eps"]) == ("iwae", 5e-6)
+    lines = read_metrics(run)
+    assert lines[-1]["valid_bound"] is None and lines[-1]["step_size"] == pytest.approx(1e-4)
+    code, _, err = run_cli(capsys, ["evaluate", run, "--split", "valid"])
+    assert code == 2 and "no valid split (the run trained on train + valid)" in err
+
+
 # ----------------------------------------------------------------------------------- sample
 
 
@@ -376,6 +394,9 @@ BAD_INPUTS = {
     "evaluate --k 0": lambda tmp, run: ["evaluate", run, "--nll", "--k", "0"],
     "evaluate --num-points 0": lambda tmp, run: ["evaluate", run, "--num-points", "0"],
     "unknown estimator": lambda tmp, run: ["train", "--estimator", "C"],
+    "pixel divisor below 255": lambda tmp, run: ["train", "--pixel-divisor", "100"],
+    "unknown schedule": lambda tmp, run: ["train", "--schedule", "cosine"],
+    "optimizer-eps 0": lambda tmp, run: ["train", "--optimizer-eps", "0"],
 }
 
 
