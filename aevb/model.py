@@ -9,8 +9,8 @@
 The defaults are the paper's: one tanh hidden layer in each network, equal hidden sizes
 (500 for MNIST, 200 for Frey Face, §5), all parameters initialised from N(0, 0.1²): §5 says
 "N(0, 0.01)", which in the paper's own notation (N(0, I)) names a variance. Read as a standard
-deviation (0.01, as the authors' 2013 anglepy code has it) every early bound of Figure 2 comes out
-20-30 nats lower, below the range the paper plots; docs/results.md has the comparison.
+deviation (0.01, as the authors' 2013 anglepy code has it) the early bounds of Figure 2 come out
+up to 30 nats lower and wake-sleep stalls on Frey Face; docs/results.md has the comparison.
 """
 
 from __future__ import annotations

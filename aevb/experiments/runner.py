@@ -70,7 +70,7 @@ def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None) -> str:
     if threads:
         torch.set_num_threads(threads)
     run_dir = out / spec.name
-    if is_complete(run_dir):
+    if is_complete(run_dir):   # here only for its final measurement
         pass
     elif _resumable(spec, run_dir):
         resume_run(run_dir, device=device, progress=False, extra_metrics=spec.extra_metrics,
