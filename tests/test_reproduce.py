@@ -36,14 +36,30 @@ def test_fig2_end_to_end_and_resume(shared_data, tmp_path, capsys):
     rows = list(csv.DictReader(open(out / "fig2.csv")))
     assert {row["method"] for row in rows} == {"aevb", "wake-sleep"}
     assert all(row["test_bound"] not in ("", "None") for row in rows)
-    final = json.loads((out / "fig2.json").read_text())["final"]
+    numbers = json.loads((out / "fig2.json").read_text())
+    final = numbers["final"]
     assert final[0]["dataset"] == "frey" and "aevb_beats_wake_sleep" in final[0]
+    assert numbers["milestones"] == []          # 2000 samples: no power of ten among the evaluation points
     # A second call finds every run complete and trains nothing.
     stamp = (out / "frey-z2-aevb" / "model.safetensors").stat().st_mtime_ns
     capsys.readouterr()
     assert main(argv) == 0
     assert "2 of 2 runs already complete" in capsys.readouterr().err
     assert (out / "frey-z2-aevb" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_milestones_are_the_bounds_at_powers_of_ten(tmp_path):
+    runs = plan("fig2", budget=10**6, data_dir=None, datasets=("mnist",), latent_dims=(3,))
+    for spec, offset in zip(runs, (0.0, -10.0)):
+        (tmp_path / spec.name).mkdir()
+        lines = [{"samples": n, "train_bound": -100.0 - n / 1e5 + offset, "test_bound": -101.0 + offset}
+                 for n in (31623, 100000, 316228, 1000000)]
+        (tmp_path / spec.name / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    rows = fig2.milestone_table(runs, tmp_path)
+    assert [(row["method"], row["samples"], row["train_bound"]) for row in rows] == [
+        ("aevb", 100000, -101.0), ("aevb", 1000000, -110.0),
+        ("wake-sleep", 100000, -111.0), ("wake-sleep", 1000000, -120.0)]
+    assert all(row["dataset"] == "mnist" and row["latent_dim"] == 3 for row in rows)
 
 
 def test_an_interrupted_run_is_redone(shared_data, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 from ..figures import plt
@@ -116,6 +117,20 @@ def final_table(run_specs: list[RunSpec], out: Path) -> list[dict]:
     return list(table.values())
 
 
+def milestone_table(run_specs: list[RunSpec], out: Path) -> list[dict]:
+    """Train and test bound of every run at each power of ten of training samples it reached
+    (evaluation points are log-spaced with a whole number per decade, so powers of ten are among
+    them), for tables against the paper's curves."""
+    rows = []
+    for spec in run_specs:
+        for line in read_metrics(out / spec.name):
+            exponent = math.log10(line["samples"])
+            if abs(exponent - round(exponent)) < 1e-9:
+                rows.append({**spec.tags, "samples": line["samples"], "train_bound": line["train_bound"],
+                             "test_bound": line.get("test_bound")})
+    return rows
+
+
 def write_outputs(run_specs: list[RunSpec], out: Path, budget: int) -> list[Path]:
     rows = collect(run_specs, out)
     csv_path = out / "fig2.csv"
@@ -125,5 +140,6 @@ def write_outputs(run_specs: list[RunSpec], out: Path, budget: int) -> list[Path
         writer.writeheader()
         writer.writerows(rows)
     table_path = out / "fig2.json"
-    table_path.write_text(json.dumps({"budget": budget, "final": final_table(run_specs, out)}, indent=2) + "\n")
+    table_path.write_text(json.dumps({"budget": budget, "final": final_table(run_specs, out),
+                                      "milestones": milestone_table(run_specs, out)}, indent=2) + "\n")
     return [draw(run_specs, out, out / "fig2.png", budget), csv_path, table_path]
