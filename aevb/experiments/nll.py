@@ -150,6 +150,7 @@ def table(run_specs: list[RunSpec], out: Path) -> list[dict]:
             "passes": spec.tags["budget_samples"] / MNIST_TRAIN_IMAGES,
             "log_likelihood": evaluation["log_likelihood"],
             "log_likelihood_stderr": evaluation["log_likelihood_stderr"],
+            "log_likelihood_spread_stderr": evaluation["log_likelihood_spread_stderr"],
             "negative_log_likelihood": -evaluation["log_likelihood"],
             "test_bound": evaluation["test_bound"], "test_bound_stderr": evaluation["test_bound_stderr"],
             "k": evaluation["k"], "num_points": evaluation["num_datapoints"],
