@@ -172,7 +172,7 @@ def markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {row['model']}: {row['description']} | {row['budget_samples']:.3g} ({row['passes']:.0f}, "
             f"{100 * row['budget_fraction']:.3g}%) | {row['training_seconds'] / 60:.0f} min "
-            f"| {row['negative_log_likelihood']:.2f} ± {row['log_likelihood_stderr']:.2f} "
+            f"| {row['negative_log_likelihood']:.2f} ± {row['log_likelihood_stderr']:.3f} "
             f"| {-row['test_bound']:.2f} | {published} |")
     return "\n".join(lines) + "\n"
 
