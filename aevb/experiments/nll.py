@@ -36,12 +36,12 @@ from pathlib import Path
 from ..checkpoint import atomic_write_json
 from ..errors import AevbError
 from ..optimizers import IWAE_PASSES
-from ..runs import DataConfig, evaluate_run
+from ..data.datasets import MNIST_TRAIN_FILE_SIZE
+from ..runs import DataConfig, evaluate_run, read_run_config
 from ..training import TrainConfig
 from .runner import RunSpec, read_summary
 
-MNIST_TRAIN_IMAGES = 60_000
-IWAE_SAMPLES = sum(IWAE_PASSES) * MNIST_TRAIN_IMAGES   # 3280 passes over 60,000 images
+IWAE_SAMPLES = sum(IWAE_PASSES) * MNIST_TRAIN_FILE_SIZE   # 3280 passes over 60,000 images
 PAPER_SAMPLES = 10**8                                  # AEVB §5, Fig. 2
 IWAE_PIXEL_DIVISOR = 255.0                             # Burda et al.'s code reads the IDX files as k/255
 EVALUATION_FILE = "nll_evaluation.json"
@@ -142,12 +142,12 @@ def table(run_specs: list[RunSpec], out: Path) -> list[dict]:
         run_dir = out / spec.name
         evaluation = json.loads((run_dir / EVALUATION_FILE).read_text())
         summary = read_summary(run_dir)
-        config = json.loads((run_dir / "config.json").read_text())
+        config = read_run_config(run_dir)
         model = MODELS[spec.name]
         rows.append({
             "model": spec.name, "description": model.description,
             "budget_samples": spec.tags["budget_samples"], "budget_fraction": spec.tags["budget_fraction"],
-            "passes": spec.tags["budget_samples"] / MNIST_TRAIN_IMAGES,
+            "passes": spec.tags["budget_samples"] / MNIST_TRAIN_FILE_SIZE,
             "log_likelihood": evaluation["log_likelihood"],
             "log_likelihood_stderr": evaluation["log_likelihood_stderr"],
             "log_likelihood_spread_stderr": evaluation["log_likelihood_spread_stderr"],

@@ -70,15 +70,14 @@ def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None) -> str:
     if threads:
         torch.set_num_threads(threads)
     run_dir = out / spec.name
-    if is_complete(run_dir):   # here only for its final measurement
-        pass
-    elif _resumable(spec, run_dir):
-        resume_run(run_dir, device=device, progress=False, extra_metrics=spec.extra_metrics,
-                   track_test=spec.track_test)
-    else:
-        train_run(run_dir, spec.data, spec.model_options, spec.train, device=device, overwrite=True,
-                  progress=False, algorithm=spec.algorithm, track_test=spec.track_test,
-                  extra_metrics=spec.extra_metrics, command=f"aevb reproduce ({spec.name})")
+    if not is_complete(run_dir):   # (a complete run comes here only for its final measurement)
+        if _resumable(spec, run_dir):
+            resume_run(run_dir, device=device, progress=False, extra_metrics=spec.extra_metrics,
+                       track_test=spec.track_test)
+        else:
+            train_run(run_dir, spec.data, spec.model_options, spec.train, device=device, overwrite=True,
+                      progress=False, algorithm=spec.algorithm, track_test=spec.track_test,
+                      extra_metrics=spec.extra_metrics, command=f"aevb reproduce ({spec.name})")
     if spec.final is not None and not spec.final.done(run_dir):
         spec.final(run_dir)
     return spec.name
