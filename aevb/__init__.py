@@ -9,16 +9,31 @@ Where the paper's parts live:
 * evaluation of the bound .................................. :mod:`aevb.evaluation`
 * data sets of §5 .......................................... :mod:`aevb.data`
 * run directories, checkpoints, figures .................... :mod:`aevb.runs`, :mod:`aevb.checkpoint`, :mod:`aevb.figures`
-* command line ............................................. :mod:`aevb.cli`
+* command line ............................................. :mod:`aevb.cli` (script: :mod:`aevb.console`)
 """
 
 __version__ = "0.1.0"
 
 from .errors import AevbError  # noqa: E402
-from .estimators import ESTIMATORS, estimator_a, estimator_b, minibatch_bound  # noqa: E402
-from .evaluation import BoundEstimate, evaluate_bound  # noqa: E402
-from .model import VAE, ModelConfig  # noqa: E402
-from .training import Trainer, TrainConfig  # noqa: E402
+
+# The rest is imported on first use (PEP 562): importing torch takes a second or more, and the
+# console script (aevb.console) must be able to catch a Ctrl-C pressed meanwhile.
+_LAZY = {
+    "ESTIMATORS": "estimators", "estimator_a": "estimators", "estimator_b": "estimators",
+    "minibatch_bound": "estimators", "BoundEstimate": "evaluation", "evaluate_bound": "evaluation",
+    "VAE": "model", "ModelConfig": "model", "Trainer": "training", "TrainConfig": "training",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AevbError", "ESTIMATORS", "estimator_a", "estimator_b", "minibatch_bound", "BoundEstimate",

@@ -24,16 +24,51 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux ≥ 4.7);
+    elsewhere set and restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give ``path`` the permissions a plain ``open`` (or ``mkdir``) would have: mkstemp and
+    mkdtemp create private files, but a run's files are meant to be read like any other."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def named_os_error(error: OSError, path: str | os.PathLike) -> OSError:
+    """``error`` with ``path`` as its file name when it has none (a full disk reports none on write)."""
+    if getattr(error, "filename", None) or error.errno is None:
+        return error
+    return type(error)(error.errno, error.strerror, str(path))
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename;
+    the file gets the umask's permissions, and an OS error names ``path``."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise named_os_error(error, path) from None
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
+        apply_umask(temporary)
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise named_os_error(error, path) from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -75,15 +110,12 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
     if not directory.is_dir():
         raise AevbError(f"{directory} is not a directory")
     meta = read_json(directory / CONFIG_FILE)
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise AevbError(f"{directory / CONFIG_FILE} has format version {version!r}; this aevb reads "
-                        f"version {FORMAT_VERSION}")
+    check_format_version(meta, FORMAT_VERSION, directory / CONFIG_FILE)
     if not isinstance(meta.get("model"), dict):
         raise AevbError(f"{directory / CONFIG_FILE} has no model configuration")
     try:
-        model = build_model(ModelConfig.from_dict(meta["model"]))
-    except (TypeError, ValueError, OverflowError) as error:
+        model = build_model(ModelConfig.from_dict(meta["model"], f"{directory / CONFIG_FILE}: model"))
+    except (TypeError, ValueError, OverflowError, RuntimeError) as error:
         raise AevbError(f"{directory / CONFIG_FILE}: bad model configuration ({error})") from None
     weights = directory / WEIGHTS_FILE
     try:
@@ -97,4 +129,18 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[0]
         raise AevbError(f"{weights} does not match {CONFIG_FILE}: {first_line}") from None
+    # A model with NaN or infinite weights answers every question with NaN: refuse it here, once.
+    broken = [name for name, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise AevbError(f"{weights} holds NaN or infinite weights ({', '.join(broken[:3])}"
+                        f"{', ...' if len(broken) > 3 else ''}); the model is unusable")
     return model.to(device).eval()
+
+
+def check_format_version(values: dict, expected: int, path: str | os.PathLike) -> None:
+    """A one-line error unless ``values["format_version"]`` is the number ``expected``."""
+    version = values.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise AevbError(f"{path}: format_version must be the number {expected}, found {version!r}")
+    if version != expected:
+        raise AevbError(f"{path} has format version {version}; this aevb reads format version {expected}")

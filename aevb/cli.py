@@ -15,7 +15,7 @@ import sys
 import warnings
 
 from . import __version__
-from .errors import AevbError, TrainingInterrupted
+from .errors import AevbError, TrainingDiverged, TrainingInterrupted
 from .families import FAMILIES, check_pair, default_estimator
 from .model import PAPER_INIT_STD
 
@@ -57,6 +57,24 @@ def _number(minimum: float, inclusive: bool):
         return value
 
     return parse
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity where the system reports it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _threads(text: str) -> int:
+    """A thread count up to the CPUs available: far more threads than CPUs only slows training
+    down, and tens of thousands exhaust the process (torch segfaults at 100000)."""
+    value = _count(text)
+    cpus = available_cpus()
+    if value > cpus:
+        raise argparse.ArgumentTypeError(f"expected at most {cpus} (the CPUs available to aevb), got {text!r}")
+    return value
 
 
 def _counts(text: str) -> int | tuple[int, ...]:
@@ -230,7 +248,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="continue the interrupted run in RUN_DIR from its newest checkpoint, with its "
                              "own settings (only --device, --threads, --no-progress, --tensorboard and "
                              "--checkpoint-every apply) (default: start a new run)")
-    output.add_argument("--threads", type=_count, default=None, help="CPU threads (default: torch's choice)")
+    output.add_argument("--threads", type=_threads, default=None, help="CPU threads (default: torch's choice)")
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     evaluate = commands.add_parser("evaluate", formatter_class=formatter,
@@ -258,7 +276,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--leapfrog-steps", type=_count, default=4, help="leapfrog steps per HMC move (App. D: 4)")
     evaluate.add_argument("--seed", type=_seed, default=0, help="random seed of the estimates")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--threads", type=_count, default=None, help="CPU threads (default: torch's choice)")
+    evaluate.add_argument("--threads", type=_threads, default=None, help="CPU threads (default: torch's choice)")
     _add_data_options(evaluate)
 
     reproduce = commands.add_parser(
@@ -294,7 +312,7 @@ def _build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--mcem-step-size", type=_positive_float, default=0.01,
                            help="fig3: Adagrad step size of MCEM, which has no bound to choose one by")
     _add_data_options(reproduce)
-    reproduce.add_argument("--threads", type=_count, default=None, help="CPU threads (default: torch's choice)")
+    reproduce.add_argument("--threads", type=_threads, default=None, help="CPU threads (default: torch's choice)")
 
     sample = commands.add_parser("sample", formatter_class=formatter, help="draw samples from a trained run",
                                  description="Draw images E[x|z], z ~ N(0, I), from a trained run (a full-vb run "
@@ -329,9 +347,31 @@ def _train(args: argparse.Namespace) -> int:
     return _report(run_dir)
 
 
+#: What ``--resume`` takes besides the run: how to run it, never what to train (config.json says that).
+RESUME_OPTIONS = ("resume", "device", "threads", "no_progress", "tensorboard", "checkpoint_every")
+
+
+def _options_given(argv: list[str], command: str) -> list[str]:
+    """The options of ``command`` that ``argv`` sets explicitly (to any value, the default too), by
+    their flag: argparse fills in defaults, so parse again with every default suppressed."""
+    parser = _build_parser()
+    subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    actions = [action for action in subcommands.choices[command]._actions if action.option_strings]
+    for action in actions:
+        action.default = argparse.SUPPRESS
+    given = vars(parser.parse_args(argv))
+    return [action.option_strings[0] for action in actions if action.dest in given]
+
+
 def _resume(args: argparse.Namespace):
     from .runs import resume_run
 
+    ignored = [flag for flag in _options_given(args.argv, "train")
+               if flag.lstrip("-").replace("-", "_") not in RESUME_OPTIONS]
+    if ignored:
+        raise AevbError(f"--resume continues a run with the settings in its config.json; {', '.join(ignored)} "
+                        f"cannot change them (only --device, --threads, --no-progress, --tensorboard and "
+                        f"--checkpoint-every apply; start a new run with --out to train otherwise)")
     return resume_run(args.resume, device=args.device, progress=not args.no_progress,
                       tensorboard=args.tensorboard, checkpoint_every=args.checkpoint_every)
 
@@ -411,8 +451,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                           hmc=args.hmc,
                           hmc_samples=args.hmc_samples, leapfrog_steps=args.leapfrog_steps, seed=args.seed,
                           parameter_draws=args.parameter_draws)
-    if args.json:
-        print(json.dumps(result))
+    if args.json:   # strict JSON: no NaN tokens, whatever the model gives
+        print(json.dumps(_strict_json(result), allow_nan=False))
         return 0
     split = args.split
     print(f"{result['dataset']} {split} set, {result['num_datapoints']:,} points; nats per datapoint, "
@@ -435,6 +475,15 @@ def _evaluate(args: argparse.Namespace) -> int:
               f"{-result['hmc_log_likelihood']:.3f}; acceptance {result['hmc_acceptance']:.2f}; "
               f"{result['hmc_seconds']:.1f} s")
     return 0
+
+
+def _strict_json(value):
+    """NaN and ±inf as null (JSON has neither)."""
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -496,9 +545,21 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"{text if text.startswith('aevb') else 'aevb: warning: ' + text}\n"
 
 
+def _run_directory(args: argparse.Namespace) -> str | None:
+    """The run directory a train command writes into, once known."""
+    if args.command != "train":
+        return None
+    return getattr(args, "resume", None) or getattr(args, "out", None)
+
+
 def _run_command(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
+    except TrainingDiverged as error:
+        run = _run_directory(args)
+        reuse = f"; {run} keeps the diverged run, so a new run there needs --overwrite" if run else ""
+        print(f"aevb {args.command}: error: {error}{reuse}", file=sys.stderr)
+        return EXIT_USAGE
     except AevbError as error:
         print(f"aevb {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -518,8 +579,21 @@ def _run_command(args: argparse.Namespace) -> int:
     except OSError as error:
         # Disk full, permission denied, ...: the user's environment, not a bug.
         print(f"aevb {args.command}: error: {error.strerror or error}"
-              + (f": {error.filename}" if getattr(error, "filename", None) else ""), file=sys.stderr)
+              + (f": {error.filename}" if getattr(error, "filename", None) else "") + _resume_hint(args),
+              file=sys.stderr)
         return EXIT_USAGE
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How to continue a training that an OS error (a full disk) stopped, when it has a checkpoint."""
+    run = _run_directory(args)
+    if run is None:
+        return ""
+    from .training_checkpoints import has_checkpoint
+
+    if not has_checkpoint(run):
+        return ""
+    return f"; once fixed, continue with: aevb train --resume {run}"
 
 
 if __name__ == "__main__":

@@ -30,17 +30,27 @@ from torch.distributions import Distribution
 from torch.nn import functional as F
 
 from .errors import AevbError
+from .memory import FLOAT_BYTES, format_count, require_memory
 from .model import VAE, ModelConfig
 
 
 def number_of_classes(labels: list[torch.Tensor | None], name: str) -> int:
-    """C = 1 + the largest label over the splits; a one-line error when a split has no labels."""
+    """C = 1 + the largest label over the splits; a one-line error when a split has no labels, or
+    when the one-hot labels of all the splits' datapoints, (N, C) floats, cannot fit in memory
+    (labels up to 10¹² would ask for 4 TB per datapoint)."""
     if any(split is None for split in labels):
         raise AevbError(f"--conditional needs class labels, and {name} has none")
     present = [split for split in labels if split.numel()]
     if not present or min(int(split.min()) for split in present) < 0:
         raise AevbError(f"{name}: class labels must be integers 0, 1, ...")
-    return 1 + max(int(split.max()) for split in present)
+    classes = 1 + max(int(split.max()) for split in present)
+    datapoints = sum(int(split.numel()) for split in present)
+    # Every split becomes rows [x, one-hot(y)] (conditioned_rows), all held at once for training.
+    require_memory(FLOAT_BYTES * datapoints * classes,
+                   f"{name}: one-hot encoding the class labels of its {format_count(datapoints, separators=True)} "
+                   f"datapoints ({format_count(classes)} classes, labels up to {format_count(classes - 1)})",
+                   advice="number the classes 0, 1, ..., C - 1")
+    return classes
 
 
 def conditioned_rows(x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

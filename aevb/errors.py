@@ -16,3 +16,8 @@ class TrainingInterrupted(Exception):
     def __init__(self, samples: int):
         super().__init__(f"interrupted at {samples:,} samples")
         self.samples = samples
+
+
+class TrainingDiverged(AevbError):
+    """Training gave up: the bound stayed non-finite after every rollback allowed. The run
+    directory keeps what was written (its checkpoints are of the diverged run)."""

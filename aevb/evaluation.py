@@ -39,9 +39,38 @@ def default_chunk_rows(device: torch.device | str) -> int:
     return CPU_CHUNK_ROWS if torch.device(device).type == "cpu" else GPU_CHUNK_ROWS
 
 
-def _chunk_size(num_samples: int, batch_size: int) -> int:
-    # Keep L × chunk roughly constant so memory does not grow with the number of samples.
-    return max(1, batch_size // max(1, num_samples))
+#: How each estimator's value for L samples follows from its values on disjoint chunks of them:
+#: estimators A and B average per-sample terms over the L samples (eq. 6, 7; B's KL term is the
+#: same in every chunk), so the chunk values weighted by their sizes average to it; the IWAE bound
+#: is the log of an average of weights, log (1/L) Σ_l w_l, so chunk values combine by log-sum-exp.
+LOG_MEAN_EXP_ESTIMATORS = frozenset({"IWAE"})
+
+
+def chunk_shape(num_points: int, num_samples: int, max_rows: int) -> tuple[int, int]:
+    """(datapoints, samples of each) to evaluate at once so that at most ``max_rows`` (datapoint,
+    sample) pairs are in memory, whatever L = ``num_samples`` is: as many whole datapoints (all L
+    samples) as fit, else one datapoint with its samples streamed ``max_rows`` at a time."""
+    points = max(1, min(num_points, max_rows // num_samples))
+    return points, max(1, min(num_samples, max_rows // points))
+
+
+def _streamed_estimate(estimate, model: LatentVariableModel, x: torch.Tensor, num_samples: int,
+                       samples_per_pass: int, log_mean_exp: bool) -> torch.Tensor:
+    """The L-sample estimate (M,) for x (M, D), computed ``samples_per_pass`` samples at a time and
+    combined exactly (see :data:`LOG_MEAN_EXP_ESTIMATORS`), in float64 so that a million chunks add
+    up without losing digits."""
+    combined = None
+    for drawn in range(0, num_samples, samples_per_pass):
+        count = min(samples_per_pass, num_samples - drawn)
+        value = estimate(model, x, count)
+        if log_mean_exp:   # log Σ_l w_l over the chunk = its log-mean + log count
+            part = value.double() + math.log(count)
+            combined = part if combined is None else torch.logaddexp(combined, part)
+        else:              # Σ_l of the per-sample terms over the chunk = its mean × count
+            part = value.double() * count
+            combined = part if combined is None else combined + part
+    mean = combined - math.log(num_samples) if log_mean_exp else combined / num_samples
+    return mean.to(value.dtype)
 
 
 @torch.no_grad()
@@ -50,15 +79,23 @@ def per_datapoint_bound(model: LatentVariableModel, data: torch.Tensor, *, estim
     """Per-datapoint bound estimates, shape (N,), nats, for data of shape (N, D).
 
     ``batch_size`` bounds the number of (datapoint, sample) pairs evaluated at once (default:
-    :func:`default_chunk_rows` of the data's device).
+    :func:`default_chunk_rows` of the data's device), for any L = ``num_samples``: when the L
+    samples of one datapoint are more than that, they are streamed in chunks whose estimates
+    are combined into the L-sample estimate (:func:`chunk_shape`).
     """
     estimate = get_estimator(estimator)
     if batch_size is None:
         batch_size = default_chunk_rows(data.device)
-    chunk = _chunk_size(num_samples, batch_size)
+    points_per_pass, samples_per_pass = chunk_shape(data.shape[0], num_samples, batch_size)
+    log_mean_exp = estimator.upper() in LOG_MEAN_EXP_ESTIMATORS
+    parts = []
     with evaluation_mode(model):
-        parts = [estimate(model, data[start:start + chunk], num_samples)
-                 for start in range(0, data.shape[0], chunk)]
+        for start in range(0, data.shape[0], points_per_pass):
+            x = data[start:start + points_per_pass]
+            if samples_per_pass == num_samples:   # the whole L in one pass
+                parts.append(estimate(model, x, num_samples))
+            else:
+                parts.append(_streamed_estimate(estimate, model, x, num_samples, samples_per_pass, log_mean_exp))
     return torch.cat(parts)
 
 

@@ -87,25 +87,83 @@ def save_manifold(decoder_mean, image_shape: tuple[int, int], path: str | Path, 
 
 
 def save_bound_curve(history: Sequence[dict], path: str | Path, title: str | None = None) -> Path:
-    """Lower bound per datapoint (nats) against training samples seen, log x-axis (like Fig. 2)."""
-    samples = [h["samples"] for h in history]
+    """Lower bound per datapoint (nats) against training samples seen, log x-axis (like Fig. 2).
+
+    Degenerate histories (one evaluation point, a constant bound, no finite bound at all, points
+    at zero samples) still give a figure, with limits chosen here rather than by matplotlib,
+    which would warn about a singular or non-positive range.
+    """
     figure, axes = plt.subplots(figsize=(5, 3.6))
-    axes.plot(samples, [h["train_bound"] for h in history], "-", color="tab:red", label="train")
-    valid = [(h["samples"], h["valid_bound"]) for h in history if h.get("valid_bound") is not None]
-    if valid:
-        axes.plot(*zip(*valid), "--", color="tab:red", label="validation")
+    train = _curve_points(history, "train_bound")
+    valid = _curve_points(history, "valid_bound")
+    for points, style, label in ((train, "-", "train"), (valid, "--", "validation")):
+        finite_count = sum(np.isfinite(bound) for _, bound in points)
+        if finite_count:  # a lone point draws no line segment, so it gets a marker
+            axes.plot(*zip(*points), style, color="tab:red", label=label, marker="o" if finite_count == 1 else None)
     axes.set_xscale("log")
     axes.set_xlabel("# training samples evaluated")
     axes.set_ylabel("lower bound per datapoint (nats)")
     if title:
         axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3, which="both")
-    axes.legend()
-    finite = [v for h in history for v in (h["train_bound"], h.get("valid_bound")) if v is not None and np.isfinite(v)]
-    if finite:  # keep the early, very negative points from flattening the interesting part
-        top, spread = max(finite), max(finite) - np.percentile(finite, 10)
-        axes.set_ylim(top - 1.3 * spread - 1e-6, top + 0.1 * spread + 1e-6)
+    finite = [bound for _, bound in train + valid if np.isfinite(bound)]
+    if finite:
+        axes.legend()
+    else:
+        axes.text(0.5, 0.5, "no finite bound to plot", transform=axes.transAxes, ha="center", va="center")
+    axes.set_xlim(*_samples_range([samples for samples, _ in train + valid]))
+    axes.set_ylim(*_bound_range(finite))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return Path(path)
+
+
+def _curve_points(history: Sequence[dict], key: str) -> list[tuple[float, float]]:
+    """(samples, bound) of the points a log x-axis can show; a bound that is not finite (or too
+    large to plot) becomes NaN, a gap in the line, so a diverged or bound-less evaluation neither
+    hides nor stretches the rest."""
+    points = []
+    for entry in history:
+        samples, bound = entry.get("samples"), entry.get(key)
+        if samples is None or bound is None or not 0 < samples <= _LARGEST_AXIS_VALUE:
+            continue
+        points.append((float(samples), float(bound) if abs(bound) <= _LARGEST_AXIS_VALUE else np.nan))
+    return points
+
+
+# Values beyond this (a diverged bound) are left out: far enough below the largest float (1.8e308)
+# that the margins below and matplotlib's tick spacing cannot overflow.
+_LARGEST_AXIS_VALUE = 1e300
+
+
+def _samples_range(samples: list[float]) -> tuple[float, float]:
+    """Log x-axis limits around ``samples`` (all positive and finite)."""
+    if not samples:
+        return 1.0, 10.0  # nothing to show: one decade keeps the log axis valid
+    low, high = min(samples), max(samples)
+    if low == high:  # one evaluation point: half a decade either side
+        return low / np.sqrt(10), high * np.sqrt(10)
+    margin = (high / low) ** 0.05  # matplotlib's own default: 5% of the (log) span each side
+    return low / margin, high * margin
+
+
+# A constant bound or a single point still gets a band this wide (in nats, and relative to the
+# bound's size, so that it stays far above float rounding when the bound is huge).
+_MIN_BOUND_BAND = 1.0
+_MIN_RELATIVE_BOUND_BAND = 1e-6
+
+
+def _bound_range(finite: list[float]) -> tuple[float, float]:
+    """y-axis limits for the finite bounds: from the best one down past the 10th percentile, so the
+    early, very negative points do not flatten the interesting part."""
+    if not finite:
+        return -1.0, 1.0
+    top = max(finite)
+    spread = top - float(np.percentile(finite, 10))
+    low, high = top - 1.3 * spread, top + 0.1 * spread
+    band = max(_MIN_BOUND_BAND, _MIN_RELATIVE_BOUND_BAND * abs(top))
+    if high - low < band:
+        middle = (low + high) / 2
+        low, high = middle - band / 2, middle + band / 2
+    return low, high

@@ -45,6 +45,7 @@ FUSED_ESTIMATORS = ("A", "B", "IWAE")
 #: (aevb.native): at MNIST's 13-20% they cost about a third of the dense ones; the two are even
 #: near 40% on the development machine.
 SPARSE_DENSITY = 0.3
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 # Activations: forward into a buffer, and the derivative from pre-activation a and output h,
@@ -213,6 +214,15 @@ class _Layer:
             kernels.sparse_weight_gradient(self.sparse_input, grad_pre, self.weight.grad)
         else:
             torch.mm(grad_pre.t(), self.input, out=self.weight.grad)
+
+
+def _float32_total(total: float) -> torch.Tensor:
+    """The native step's bound, a total summed in double on the host, as a 0-dim float32 tensor.
+    A total beyond float32's range becomes ±inf, as autograd's float32 sum gives: a diverged step
+    that the numeric guard skips (``torch.scalar_tensor`` alone raises on it, issue 14)."""
+    if abs(total) > _FLOAT32_MAX:   # False for NaN, which stays NaN
+        total = math.copysign(math.inf, total)
+    return torch.scalar_tensor(total, dtype=torch.float32)
 
 
 def _hidden_linears(net: MLP) -> list[nn.Linear]:
@@ -456,9 +466,9 @@ class FusedStep:
             log_lik_total = log_lik.sum().item()
         # totals in double on the host (a CPU step: no device to wait for)
         if self.estimator == "B":
-            bound_sum = torch.scalar_tensor(log_lik_total / samples - term_total, dtype=x.dtype)
+            bound_sum = _float32_total(log_lik_total / samples - term_total)
         elif self.estimator == "A":
-            bound_sum = torch.scalar_tensor((log_lik_total + term_total) / samples, dtype=x.dtype)
+            bound_sum = _float32_total((log_lik_total + term_total) / samples)
         else:
             log_w = (log_lik + term).view(samples, batch)
             bound_sum = (torch.logsumexp(log_w, dim=0) - math.log(samples)).sum()

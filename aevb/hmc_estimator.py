@@ -45,15 +45,47 @@ def _log_joint(model, x: torch.Tensor):
     return log_density
 
 
+#: (sample, chain) pairs of HMC samples held, and decoded, at once: the paper's 50 samples of 1000
+#: chains (50,000 rows) fit in one chunk, as before; more samples per chain are streamed through
+#: running moments and running log-sum-exps, so memory stays bounded for any L.
+HMC_CHUNK_ROWS = 65536
+
+
+def sample_moments(samples: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Moments of samples (L, C, J) per chain: (L, mean (C, J), scatter Σ (z − mean)(z − mean)ᵀ (C, J, J))."""
+    mean = samples.mean(0)
+    centred = samples - mean
+    return samples.shape[0], mean, torch.einsum("lci,lcj->cij", centred, centred)
+
+
+def merge_moments(first: tuple[int, torch.Tensor, torch.Tensor],
+                  second: tuple[int, torch.Tensor, torch.Tensor]) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """The moments of two disjoint sets of samples from theirs (Chan, Golub & LeVeque, 1979): exact,
+    and without the cancellation of Σzzᵀ − L·mean·meanᵀ."""
+    count_a, mean_a, scatter_a = first
+    count_b, mean_b, scatter_b = second
+    count = count_a + count_b
+    delta = mean_b - mean_a
+    mean = mean_a + delta * (count_b / count)
+    scatter = scatter_a + scatter_b + torch.einsum("ci,cj->cij", delta, delta) * (count_a * count_b / count)
+    return count, mean, scatter
+
+
+def gaussian_from_moments(moments: tuple[int, torch.Tensor, torch.Tensor], covariance_scale: float = 1.0,
+                          jitter: float = 1e-6) -> MultivariateNormal:
+    """Per-chain Gaussian with the samples' mean and covariance (× ``covariance_scale``) from their
+    :func:`sample_moments`: batch shape (C,)."""
+    count, mean, scatter = moments
+    covariance = covariance_scale * scatter / max(count - 1, 1)
+    scale = covariance.diagonal(dim1=-2, dim2=-1).mean(-1).clamp(min=1e-12)
+    identity = torch.eye(mean.shape[-1], dtype=mean.dtype, device=mean.device)
+    return MultivariateNormal(mean, covariance + jitter * scale[:, None, None] * identity)
+
+
 def fit_gaussian(samples: torch.Tensor, covariance_scale: float = 1.0, jitter: float = 1e-6) -> MultivariateNormal:
     """Per-chain Gaussian fitted by moments to samples (L, C, J), its covariance multiplied by
     ``covariance_scale``: batch shape (C,)."""
-    mean = samples.mean(0)
-    centred = samples - mean
-    covariance = covariance_scale * torch.einsum("lci,lcj->cij", centred, centred) / max(samples.shape[0] - 1, 1)
-    scale = covariance.diagonal(dim1=-2, dim2=-1).mean(-1).clamp(min=1e-12)
-    identity = torch.eye(samples.shape[-1], dtype=samples.dtype, device=samples.device)
-    return MultivariateNormal(mean, covariance + jitter * scale[:, None, None] * identity)
+    return gaussian_from_moments(sample_moments(samples), covariance_scale, jitter)
 
 
 def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_POSTERIOR_SAMPLES,
@@ -107,16 +139,35 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
                     start_z = torch.randn(x.shape[0], latent_dim, generator=generator, dtype=x.dtype).to(x.device)
                 else:
                     start_z = torch.zeros(x.shape[0], latent_dim, dtype=x.dtype, device=x.device)
-            first, state, _ = sample_hmc(log_density, start_z, num_samples, leapfrog_steps=leapfrog_steps,
+            # Both sets are drawn a chunk of samples at a time (the chains run on unchanged, so the
+            # draws are those of one long run) and never held whole: the first through its running
+            # moments, the second through running log Σu and log Σu².
+            chunk = max(1, HMC_CHUNK_ROWS // x.shape[0])
+            first, state, _ = sample_hmc(log_density, start_z, min(chunk, num_samples), leapfrog_steps=leapfrog_steps,
                                          burn_in=burn_in, target_acceptance=target_acceptance, generator=generator)
-            density = fit_gaussian(first, covariance_scale)
+            moments = sample_moments(first)
+            del first
+            while moments[0] < num_samples:
+                more, state, _ = continue_hmc(log_density, state, min(chunk, num_samples - moments[0]),
+                                              leapfrog_steps=leapfrog_steps, generator=generator)
+                moments = merge_moments(moments, sample_moments(more))
+            density = gaussian_from_moments(moments, covariance_scale)
             _, state, _ = continue_hmc(log_density, state, gap, leapfrog_steps=leapfrog_steps, generator=generator)
-            second, _, accepted = continue_hmc(log_density, state, num_samples, leapfrog_steps=leapfrog_steps,
-                                               generator=generator)
-            with torch.no_grad():
-                log_u = (density.log_prob(second) - log_density(second)).double()    # (L, B)
-                log_mean_u, stderr = log_mean_exp_with_stderr(torch.logsumexp(log_u, 0),
-                                                              torch.logsumexp(2 * log_u, 0), num_samples)
+            log_sum = log_sum_squares = accepted = None
+            for drawn in range(0, num_samples, chunk):
+                count = min(chunk, num_samples - drawn)
+                second, state, chunk_accepted = continue_hmc(log_density, state, count, leapfrog_steps=leapfrog_steps,
+                                                             generator=generator)
+                with torch.no_grad():
+                    log_u = (density.log_prob(second) - log_density(second)).double()    # (chunk, B)
+                    chunk_sum, chunk_squares = torch.logsumexp(log_u, 0), torch.logsumexp(2 * log_u, 0)
+                if log_sum is None:
+                    log_sum, log_sum_squares, accepted = chunk_sum, chunk_squares, chunk_accepted
+                else:   # accepted: the running mean acceptance per chain over the second set
+                    log_sum = torch.logaddexp(log_sum, chunk_sum)
+                    log_sum_squares = torch.logaddexp(log_sum_squares, chunk_squares)
+                    accepted = accepted + (chunk_accepted - accepted) * (count / (drawn + count))
+            log_mean_u, stderr = log_mean_exp_with_stderr(log_sum, log_sum_squares, num_samples)
             values.append(-log_mean_u)
             stderrs.append(stderr)
             acceptance.append(accepted)

@@ -25,6 +25,7 @@ from torch.distributions import Distribution
 from .distributions import bernoulli_from_logits, diagonal_gaussian, standard_normal_prior
 from .config import JsonConfig
 from .errors import AevbError
+from .memory import FLOAT_BYTES, format_count, require_memory
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,  # the paper's choice (App. C)
@@ -110,6 +111,13 @@ class ModelConfig(JsonConfig):
             raise AevbError(f"posterior-init-std must be a positive number, got {self.decoder_posterior_init_std}")
         if self.image_shape is not None:
             self.image_shape = tuple(int(s) for s in self.image_shape)
+            # Images are one channel of H × W pixels, flattened to the D columns of a datapoint
+            # (aevb.data); a shape of another size would only fail when a figure or sample is drawn.
+            if len(self.image_shape) != 2 or min(self.image_shape) < 1:
+                raise AevbError(f"image-shape must be two positive integers (height, width), got {self.image_shape}")
+            if self.image_shape[0] * self.image_shape[1] != int(self.data_dim):
+                raise AevbError(f"image-shape {self.image_shape[0]}×{self.image_shape[1]} has "
+                                f"{self.image_shape[0] * self.image_shape[1]} pixels but data-dim is {self.data_dim}")
         if self.architecture not in ARCHITECTURES:
             raise AevbError(f"unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
         self.conv_channels = tuple(int(c) for c in self.conv_channels)
@@ -128,6 +136,26 @@ class ModelConfig(JsonConfig):
             from .families import check_pair
 
             check_pair(self.posterior, self.prior)
+        self._check_fits_in_memory()
+
+    def _check_fits_in_memory(self) -> None:
+        """Refuse, in one line, a model whose parameters alone exceed the host's memory (the model is
+        always built on the host, then moved): counted in Python ints before anything is
+        allocated, so that hidden-units 10¹⁰ or latent-dim 10³⁰ is an error message, not a C++
+        traceback, and hidden-layers 10⁹ is refused at once instead of building layers for hours."""
+        needed = model_bytes(self)
+        sizes = [f"data-dim {format_count(self.data_dim)}", f"latent-dim {format_count(self.latent_dim)}"]
+        if isinstance(self.hidden_units, tuple):
+            sizes.append(f"hidden-units {','.join(map(format_count, self.hidden_units))}")
+        else:
+            sizes.append(f"hidden-units {format_count(self.hidden_units)} × hidden-layers "
+                         f"{format_count(self.hidden_layers)}")
+        if self.architecture == "conv":
+            sizes.append(f"conv-channels {','.join(map(format_count, self.conv_channels))}")
+        if self.num_classes is not None:
+            sizes.append(f"{format_count(self.num_classes)} classes")
+        require_memory(needed, f"a model of {format_count(parameter_count(self), separators=True)} parameters "
+                               f"({', '.join(sizes)})", advice="choose smaller sizes")
 
 
 def hidden_widths(config: ModelConfig) -> tuple[int, ...]:
@@ -135,6 +163,81 @@ def hidden_widths(config: ModelConfig) -> tuple[int, ...]:
     if isinstance(config.hidden_units, tuple):
         return config.hidden_units
     return (int(config.hidden_units),) * config.hidden_layers
+
+
+#: Host memory of one hidden layer's modules (nn.Linear and its activation) apart from the parameters:
+#: Python objects and tensor headers, measured at about 6 kB with torch 2.x; counted low, as the
+#: estimates that refuse a size are lower bounds.
+LAYER_OVERHEAD_BYTES = 4096
+
+
+def _stack_parameters(in_features: int, runs: list[tuple[int, int]]) -> tuple[int, int]:
+    """Parameters of a stack of Linear layers (weights and biases) from ``in_features``, the
+    layers given as runs (width, count) so that a billion equal layers cost one multiplication;
+    returns the count and the width of the last layer's output."""
+    total, width = 0, in_features
+    for units, count in runs:
+        if count > 0:
+            total += width * units + units + (count - 1) * (units * units + units)
+            width = units
+    return total, width
+
+
+def _width_runs(config: ModelConfig) -> list[tuple[int, int]]:
+    """The encoder's hidden widths as runs (width, count), input side first, without building a
+    tuple of ``hidden_layers`` entries."""
+    if isinstance(config.hidden_units, tuple):
+        return [(int(width), 1) for width in config.hidden_units]
+    return [(int(config.hidden_units), int(config.hidden_layers))]
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """Number of parameters (scalars) of ``build_model(config)``: encoder, decoder (twice for full
+    VB, whose q(θ) keeps a log σ_θ per decoder parameter) and a per-dimension log-variance.
+    Computed from the configuration alone, as a Python int of any size, allocating nothing."""
+    extra = int(config.num_classes or 0)
+    data_dim, latent_dim = int(config.data_dim), int(config.latent_dim)
+    if config.posterior == "gaussian":
+        encoder_outputs = 2 * latent_dim   # μ and log σ² (App. C.2)
+    else:
+        from .families import get_family
+
+        encoder_outputs = int(get_family(config.posterior).num_outputs(latent_dim))
+    shared_variance = config.likelihood == "gaussian" and config.decoder_variance == "per-dimension"
+    decoder_heads = 2 if config.likelihood == "gaussian" and not shared_variance else 1
+    runs = _width_runs(config)
+    if config.architecture == "conv":
+        from .networks import KERNEL, feature_map_shapes
+
+        channels = [int(c) for c in config.conv_channels]
+        height, width = feature_map_shapes(config.image_shape, len(channels))[-1]
+        kernel = KERNEL * KERNEL
+        convolutions = sum(previous * count * kernel + count for previous, count in zip([1, *channels], channels))
+        body, features = _stack_parameters(channels[-1] * height * width + extra, runs)
+        encoder = convolutions + body + features * encoder_outputs + encoder_outputs
+        dense, features = _stack_parameters(latent_dim + extra, runs[::-1])
+        feature_map = channels[-1] * height * width
+        reversed_channels = channels[::-1]
+        transposed = sum(previous * count * kernel + count for previous, count in
+                         zip(reversed_channels, [*reversed_channels[1:], decoder_heads]))
+        decoder = dense + features * feature_map + feature_map + transposed
+    else:
+        body, features = _stack_parameters(data_dim + extra, runs)
+        encoder = body + features * encoder_outputs + encoder_outputs
+        body, features = _stack_parameters(latent_dim + extra, runs[::-1])
+        decoder = body + features * decoder_heads * data_dim + decoder_heads * data_dim
+    if shared_variance:
+        decoder += data_dim
+    if config.decoder_posterior == "gaussian":
+        decoder *= 2
+    return encoder + decoder
+
+
+def model_bytes(config: ModelConfig) -> int:
+    """Host memory the model of ``config`` takes at least, bytes: float32 parameters and the
+    modules of its hidden layers (encoder and decoder)."""
+    layers = sum(count for _, count in _width_runs(config))
+    return FLOAT_BYTES * parameter_count(config) + 2 * layers * LAYER_OVERHEAD_BYTES
 
 
 def hidden_activations_per_row(config: ModelConfig) -> int:

@@ -18,8 +18,10 @@ Layout of ``RUN_DIR``::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -36,8 +38,10 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checkpoint import atomic_write_bytes, atomic_write_json, load_model, read_json, save_model
-from .data import DATASET_NAMES, USER_PIXEL_DIVISOR, Dataset, load_dataset
+from .checkpoint import (atomic_write_bytes, atomic_write_json, check_format_version, load_model, named_os_error,
+                         read_json, save_model)
+from .config import check_fields
+from .data import DATASET_NAMES, USER_PIXEL_DIVISOR, Dataset, load_dataset, resolve_data_dir
 from .distributed import check_distributable, from_environment, local_device
 from .errors import AevbError, TrainingInterrupted
 from .estimators import bound_estimator
@@ -49,6 +53,8 @@ from .full_vb import FullVBVAE, predictive_log_likelihood
 from .figures import save_bound_curve, save_manifold, save_reconstructions, save_samples
 from .conditional import model_inputs, number_of_classes
 from .model import VAE, ModelConfig, build_model
+from .memory import require_sampling_memory, require_training_step_memory
+from .run_lock import RunLock
 from .training import Metrics, Trainer, TrainConfig, evaluation_data
 from .training_checkpoints import DIRECTORY as CHECKPOINTS
 from .training_checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
@@ -62,9 +68,13 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 FIGURE_FILES = ("samples.png", "reconstructions.png", "bound.png", "manifold.png")
+TENSORBOARD_DIRECTORY = "tensorboard"
 #: What ``--overwrite`` removes before a new run starts: every file a run writes, so that nothing
-#: of the old run (weights, a manifold of another latent dimension, ...) is mixed with the new one.
+#: of the old run (weights, checkpoints, a manifold of another latent dimension, ...) is mixed with
+#: the new one or resumed under its configuration.
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "model.safetensors", "model.json", *FIGURE_FILES)
+RUN_DIRECTORIES = (CHECKPOINTS, TENSORBOARD_DIRECTORY)
+RUN_FILE_PATTERNS = ("samples-seed*.png", "samples-seed*.npy")   # aevb sample's default outputs
 
 #: §5: hidden units per dataset (500 for MNIST, 200 for the smaller Frey Face).
 PAPER_HIDDEN_UNITS = {"frey": 200}
@@ -161,21 +171,42 @@ def check_data_fits_model(data: Dataset, model: ModelConfig, train: TrainConfig)
                             "values in [0, 1]; rescale the data or use --likelihood gaussian")
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> Path:
-    """Create ``out`` or check that it holds no run; refuse to clobber one unless ``overwrite``."""
+def create_run_dir(out: Path) -> Path:
+    """``out`` as a directory, created if missing; a one-line error when it cannot be."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise AevbError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any((out / name).exists() for name in (CONFIG_FILE, METRICS_FILE, "model.safetensors")):
-        if not overwrite:
-            raise AevbError(f"{out} already holds a run; choose another --out or pass --overwrite")
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise AevbError(f"cannot create run directory {out}: {error.strerror}") from None
     return out
+
+
+def holds_run(out: Path) -> bool:
+    return out.is_dir() and any((out / name).exists() for name in
+                                (CONFIG_FILE, METRICS_FILE, "model.safetensors", CHECKPOINTS))
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> Path:
+    """Create ``out`` or check that it holds no run; refuse to clobber one unless ``overwrite``,
+    which removes everything a run wrote there (files, checkpoints, TensorBoard logs)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise AevbError(f"--out {out} exists and is not a directory")
+    if holds_run(out):
+        if not overwrite:
+            raise AevbError(f"{out} already holds a run; choose another --out or pass --overwrite")
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for pattern in RUN_FILE_PATTERNS:
+            for path in out.glob(pattern):
+                path.unlink(missing_ok=True)
+        for name in RUN_DIRECTORIES:
+            shutil.rmtree(out / name, ignore_errors=True)
+            if (out / name).exists():
+                raise AevbError(f"cannot remove {out / name} of the run being replaced")
+    return create_run_dir(out)
 
 
 def fit_selection_to_budget(config: TrainConfig, dataset_size: int) -> TrainConfig:
@@ -200,26 +231,51 @@ def fit_selection_to_budget(config: TrainConfig, dataset_size: int) -> TrainConf
 
 
 def _stored_data_config(data_config: DataConfig) -> dict:
-    """The data configuration as config.json keeps it: paths made absolute, so that evaluate and
-    sample find the data from any working directory."""
+    """The data configuration as config.json keeps it: paths made absolute, and for a dataset read
+    from a data directory the directory actually used (also when it came from ``$AEVB_DATA_DIR``),
+    so that evaluate and sample find the data from any working directory and any shell."""
     stored = dataclasses.asdict(data_config)
     if data_config.dataset not in DATASET_NAMES:
         stored["dataset"] = str(Path(data_config.dataset).expanduser().resolve())
-    if data_config.data_dir:
-        stored["data_dir"] = str(Path(data_config.data_dir).expanduser().resolve())
+    elif data_config.dataset != "mnist-sample" or data_config.data_dir:   # (the sample is embedded)
+        stored["data_dir"] = str(resolve_data_dir(data_config.data_dir).expanduser().resolve())
     return stored
 
 
-def data_config_of_run(stored: dict, data_dir: str | None = None) -> DataConfig:
-    """The :class:`DataConfig` a run's config.json describes (``data_dir`` overriding its own).
+def data_config_of_run(stored: dict, data_dir: str | None = None, where: str = "config.json") -> DataConfig:
+    """The :class:`DataConfig` a run's config.json describes (``data_dir`` overriding its own; its
+    own is used while it exists, else the default directory is searched).
     Runs written before the grey levels of named datasets were k/256 (all but Frey Face) had k/255."""
+    if not isinstance(stored, dict):
+        raise AevbError(f"{where}: data must be a JSON object, got {stored!r}")
     fields = {f.name for f in dataclasses.fields(DataConfig)}
     values = {key: value for key, value in stored.items() if key in fields}
+    check_fields(DataConfig, values, f"{where}: data")
+    if not isinstance(values.get("dataset"), str):
+        raise AevbError(f"{where}: data names no dataset")
+    if values.get("train_limit") is not None and values["train_limit"] < 1:
+        raise AevbError(f"{where}: data.train_limit must be a positive integer, got {values['train_limit']}")
+    if values.get("pixel_divisor") is not None and not (math.isfinite(values["pixel_divisor"])
+                                                         and values["pixel_divisor"] > 0):
+        raise AevbError(f"{where}: data.pixel_divisor must be a positive number, got {values['pixel_divisor']}")
     if "pixel_divisor" not in stored and stored.get("dataset") != "frey":
         values["pixel_divisor"] = USER_PIXEL_DIVISOR
     if data_dir:
         values["data_dir"] = data_dir
+    elif values.get("data_dir") and not Path(values["data_dir"]).is_dir():
+        values["data_dir"] = None   # moved or deleted: look where a new run would
     return DataConfig(**values)
+
+
+def configuration_id(config: dict) -> str:
+    """What identifies a run's settings in its checkpoints: a hash of the data (not where it is
+    stored), model, training and algorithm sections of its config.json."""
+    data = config.get("data")
+    data = {key: value for key, value in data.items() if key not in ("data_dir", "download")} \
+        if isinstance(data, dict) else data
+    identity = {"data": data, "model": config.get("model"), "training": config.get("training"),
+                "algorithm": config.get("algorithm")}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def default_run_dir(dataset: str, latent_dim: int) -> Path:
@@ -287,19 +343,38 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
         raise AevbError("a posterior over the decoder's parameters is trained by --algorithm full-vb only")
     check_data_fits_model(data, model_config, train_config)
     check_training(model_config, train_config.estimator, algorithm, train_config.engine)
+    # As the Trainer will, but before the run directory is made, so that a refusal leaves no run behind.
+    require_training_step_memory(model_config, train_config.batch_size,
+                                 getattr(ALGORITHMS[algorithm](train_config), "num_samples", 1), torch_device,
+                                 processes=group.world_size)
     train_config = fit_selection_to_budget(train_config, data.train.shape[0])
     if tensorboard:
         _TensorBoard.check_available()  # before anything is written into the run directory
     out = Path(out)
-    if group.is_main:   # only rank 0 writes; the others learn whether it could
-        try:
-            out = prepare_run_dir(out, overwrite)
-        except AevbError:
-            group.all_agree(False, torch_device)
-            raise
-    if not group.all_agree(True, torch_device):
-        raise AevbError(f"rank 0 could not prepare the run directory {out}")
+    with contextlib.ExitStack() as held:
+        if group.is_main:   # only rank 0 writes; the others learn whether it could
+            try:
+                # Locked before anything is removed: --overwrite must not pull a run from under
+                # a process still training it.
+                if holds_run(out) and not overwrite:   # refused before the lock touches anything
+                    prepare_run_dir(out, overwrite)
+                held.enter_context(RunLock(create_run_dir(out)))
+                out = prepare_run_dir(out, overwrite)
+            except AevbError:
+                group.all_agree(False, torch_device)
+                raise
+        if not group.all_agree(True, torch_device):
+            raise AevbError(f"rank 0 could not prepare the run directory {out}")
+        return _write_config_and_train(out, data, data_config, model_config, train_config, algorithm, group,
+                                       torch_device, command, progress=progress, tensorboard=tensorboard,
+                                       track_test=track_test, extra_metrics=extra_metrics,
+                                       checkpoint_every=checkpoint_every)
 
+
+def _write_config_and_train(out: Path, data: Dataset, data_config: DataConfig, model_config: ModelConfig,
+                            train_config: TrainConfig, algorithm: str, group, torch_device: torch.device,
+                            command: str | None, **training) -> Path:
+    """Record the run's configuration in ``out``/config.json (rank 0), then train."""
     config = {
         "format_version": RUN_FORMAT_VERSION,
         "aevb_version": __version__,
@@ -318,10 +393,8 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     }
     if group.is_main:
         atomic_write_json(out / CONFIG_FILE, config)
-
-    return _train_into(out, data, model_config, train_config, algorithm, group, torch_device, progress=progress,
-                       tensorboard=tensorboard, track_test=track_test, extra_metrics=extra_metrics,
-                       checkpoint_every=checkpoint_every)
+    return _train_into(out, data, model_config, train_config, algorithm, group, torch_device,
+                       configuration=configuration_id(config), **training)
 
 
 def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bool = True,
@@ -336,28 +409,44 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
     config = read_run_config(out)
     if (out / SUMMARY_FILE).exists():
         raise AevbError(f"{out} is a finished run; nothing to resume")
-    if config.get("algorithm") not in ALGORITHMS:
-        raise AevbError(f"{out / CONFIG_FILE} names an unknown algorithm {config.get('algorithm')!r}")
-    data_config = data_config_of_run(config.get("data", {}))
-    model_config = ModelConfig.from_dict(config.get("model", {}))
-    train_config = TrainConfig.from_dict(config.get("training", {}))
+    where = str(out / CONFIG_FILE)
+    algorithm = config.get("algorithm")
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise AevbError(f"{where} names an unknown algorithm {algorithm!r}")
+    data_config = data_config_of_run(config.get("data"), where=where)
+    model_config, train_config = run_configs(config, where)
     torch_device = resolve_device(device)
     group = from_environment(torch_device)
     torch_device = local_device(torch_device, group)
-    check_distributable(group, config["algorithm"], train_config.batch_size, extra_metrics is not None,
+    check_distributable(group, algorithm, train_config.batch_size, extra_metrics is not None,
                         model_config.posterior)
-    # Killed before its first checkpoint: start again, which is the same run (it is seeded).
-    state = load_checkpoint(out) if has_checkpoint(out) else None
-    samples = state.samples if state is not None else 0
-    data = load_data(data_config)
-    if state is not None:
-        check_checkpoint_fits(state, build_model(model_config), data.train.shape[0], out)
-    if group.is_main:   # metrics after the checkpoint are measured again
-        kept = [line for line in _metrics_lines(out) if _line_samples(line) <= samples]
-        atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
-    return _train_into(out, data, model_config, train_config, config["algorithm"], group, torch_device,
-                       progress=progress, tensorboard=tensorboard, track_test=track_test,
-                       extra_metrics=extra_metrics, checkpoint_every=checkpoint_every, resume=state)
+    with contextlib.ExitStack() as held:
+        if group.is_main:
+            held.enter_context(RunLock(out))
+        identity = configuration_id(config)
+        # Killed before its first checkpoint: start again, which is the same run (it is seeded).
+        state = load_checkpoint(out, configuration=identity) if has_checkpoint(out) else None
+        samples = state.samples if state is not None else 0
+        data = load_data(data_config)
+        if state is not None:
+            check_checkpoint_fits(state, build_model(model_config), data.train.shape[0], out)
+        if group.is_main:   # metrics after the checkpoint are measured again
+            kept = [line for line in _metrics_lines(out) if _line_samples(line) <= samples]
+            atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
+        return _train_into(out, data, model_config, train_config, algorithm, group, torch_device,
+                           progress=progress, tensorboard=tensorboard, track_test=track_test,
+                           extra_metrics=extra_metrics, checkpoint_every=checkpoint_every, resume=state,
+                           configuration=identity)
+
+
+def run_configs(config: dict, where: str) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configurations of a run's config.json, checked with the rules of a
+    new run (one-line errors naming ``where`` and the setting)."""
+    for section in ("model", "training"):
+        if not isinstance(config.get(section), dict):
+            raise AevbError(f"{where}: {section} must be a JSON object, got {config.get(section)!r}")
+    return (ModelConfig.from_dict(config["model"], f"{where}: model"),
+            TrainConfig.from_dict(config["training"], f"{where}: training"))
 
 
 def _line_samples(line: str) -> float:
@@ -420,7 +509,7 @@ class _AgreedStop:
 
 def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_config: TrainConfig, algorithm: str,
                 group, torch_device: torch.device, *, progress: bool, tensorboard: bool, track_test: bool,
-                extra_metrics, checkpoint_every: int | None, resume=None) -> Path:
+                extra_metrics, checkpoint_every: int | None, resume=None, configuration: str | None = None) -> Path:
     """Train (or continue training) in the prepared run directory ``out``, checkpointing as it goes
     (every ``checkpoint_every`` steps, default :data:`DEFAULT_CHECKPOINT_EVERY`, and at every
     evaluation point); then write the model, figures and summary."""
@@ -436,7 +525,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
                           for split in ("train", "valid", "test"))
     trainer = Trainer(model, train, train_config, valid=valid if valid.shape[0] else None,
                       test=test if track_test else None, algorithm=ALGORITHMS[algorithm](train_config), group=group)
-    checkpoint = (lambda state: save_checkpoint(out, state)) if group.is_main else None
+    checkpoint = (lambda state: save_checkpoint(out, state, configuration=configuration)) if group.is_main else None
     with _StopOnSignal() as signalled:
         stop = signalled if group.world_size == 1 else _AgreedStop(signalled, group, torch_device)
         if not group.is_main:   # the other processes train in step with rank 0 and write nothing
@@ -448,9 +537,12 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
         with open(out / METRICS_FILE, "a") as metrics_file:
             def record(metrics: Metrics) -> None:
                 line = metrics.to_dict() | (extra_metrics(model, data) if extra_metrics is not None else {})
-                metrics_file.write(json.dumps(_strict_json(line)) + "\n")
-                metrics_file.flush()
-                os.fsync(metrics_file.fileno())
+                try:
+                    metrics_file.write(json.dumps(_strict_json(line)) + "\n")
+                    metrics_file.flush()
+                    os.fsync(metrics_file.fileno())
+                except OSError as error:   # a full disk names no file by itself
+                    raise named_os_error(error, out / METRICS_FILE) from None
                 if board is not None:
                     board.log(metrics)
 
@@ -523,9 +615,7 @@ def read_run_config(run_dir: Path) -> dict:
     if not run_dir.is_dir():
         raise AevbError(f"run directory {run_dir} not found")
     config = read_json(run_dir / CONFIG_FILE)
-    if config.get("format_version") != RUN_FORMAT_VERSION:
-        raise AevbError(f"{run_dir / CONFIG_FILE} has run format {config.get('format_version')!r}; "
-                        f"this aevb reads format {RUN_FORMAT_VERSION}")
+    check_format_version(config, RUN_FORMAT_VERSION, run_dir / CONFIG_FILE)
     return config
 
 
@@ -566,11 +656,12 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     if split not in ("train", "valid", "test"):
         raise AevbError(f"unknown split {split!r}; choose train, valid or test")
     model, config = load_run(run_dir, device)
-    data_config, training = config.get("data"), config.get("training")
-    if not (isinstance(data_config, dict) and isinstance(data_config.get("dataset"), str)
-            and isinstance(training, dict)):
-        raise AevbError(f"{Path(run_dir) / CONFIG_FILE} lacks the data or training configuration")
-    data = load_data(data_config_of_run(data_config, data_dir))
+    where = str(Path(run_dir) / CONFIG_FILE)
+    data_config = config.get("data")
+    if not isinstance(config.get("training"), dict):
+        raise AevbError(f"{where} lacks the training configuration")
+    train_config = TrainConfig.from_dict(config["training"], f"{where}: training")
+    data = load_data(data_config_of_run(data_config, data_dir, where))
     if getattr(data, split).shape[0] == 0:
         merged = " (the run trained on train + valid)" if data_config.get("merge_valid") else ""
         raise AevbError(f"{data.name} has no {split} split{merged}; evaluate another split")
@@ -585,11 +676,11 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
         raise AevbError("--hmc estimates log p(x) at one θ; a full-VB run has a posterior over θ (use --nll)")
     # For a conditional model: rows [x, one-hot(y)], binarised as the trainer binarises them.
     values = model_inputs(getattr(data, split), getattr(data, f"{split}_labels"), model.config)
-    values = evaluation_data(values, training.get("binarize", "none"))[:num_points]
+    values = evaluation_data(values, train_config.binarize)[:num_points]
     values = values.to(device_of_model)
     torch.manual_seed(seed)
     started = time.perf_counter()
-    estimator = bound_estimator(training.get("estimator", "B"))
+    estimator = bound_estimator(train_config.estimator)
     estimate = evaluate_bound(model, values, estimator=estimator, num_samples=num_samples, batch_size=batch_size)
     result = {
         f"{split}_bound": estimate.mean,
@@ -605,7 +696,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
         result["conditional"] = True
     if full_vb:
         with torch.no_grad():
-            kl = model.decoder_parameter_kl(training.get("prior_precision", 1.0)).item()
+            kl = model.decoder_parameter_kl(train_config.prior_precision).item()
         result.update(decoder_parameter_kl=kl, decoder_parameter_kl_per_datapoint=kl / data.train.shape[0])
         if split == "train":
             result["train_full_bound"] = estimate.mean - kl / data.train.shape[0]
@@ -648,6 +739,9 @@ def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int 
     generator = torch.Generator().manual_seed(seed)
     classes = model.config.num_classes
     columns = min(10, num_samples)
+    # Before anything is drawn: all the images are decoded at once, so too many cannot be streamed.
+    require_sampling_memory(model.config, num_samples, class_grid=classes is not None and label is None,
+                            png=target.suffix.lower() == ".png", device=next(model.parameters()).device)
     if classes is None:
         if label is not None:
             raise AevbError("--label needs a conditional run (aevb train --conditional)")

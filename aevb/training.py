@@ -29,18 +29,30 @@ from typing import Callable, Protocol
 import torch
 
 from .config import JsonConfig
-from .errors import AevbError, TrainingInterrupted
+from .errors import AevbError, TrainingDiverged, TrainingInterrupted
 from .estimators import bound_estimator, get_estimator
 from .evaluation import evaluate_bound
 from .distributed import SINGLE_PROCESS, ProcessGroup, SGVBObjective, check_distributable, data_parallel
 from .fused import FusedStep, unsupported_reason
 from .model import VAE
+from .memory import require_training_step_memory
 from .optimizers import OPTIMIZERS, SCHEDULES, guarded_step, non_finite
 
 BINARIZATIONS = ("none", "dynamic")
 ENGINES = ("auto", "fused", "autograd")
 PAPER_STEP_SIZES = (0.01, 0.02, 0.1)  # §5
 MAX_ROLLBACKS = 3                     # then give up: the step size has been halved three times
+
+
+class TrainingWarning(RuntimeWarning):
+    """Something a user should know about a run that still goes on (a rollback, a bound that
+    never improved)."""
+
+
+# Each rollback is news, also when its text repeats one of an earlier run in this process
+# (Python's default filter shows a warning once per text and place). Appended, so that a
+# user's own filters still win.
+warnings.filterwarnings("always", category=TrainingWarning, append=True)
 
 
 @dataclass
@@ -321,6 +333,13 @@ class TrainingState:
     algorithm: dict = field(default_factory=dict)   # the algorithm's own state (MCEM's chains), if any
     skipped_steps: int = 0
     rollbacks: int = 0
+    initial_bound: float | None = None  # of the untrained model, on a few training points: the floor a run must beat
+
+
+#: Training points on which the untrained model's bound is measured: enough to tell a run that
+#: learned from one that made its model worse (a bound tens of nats lower), cheap to evaluate.
+INITIAL_BOUND_POINTS = 1000
+UNTRAINED_MARGIN_NATS = 1.0
 
 
 class Trainer:
@@ -351,6 +370,10 @@ class Trainer:
         self.algorithm = algorithm if algorithm is not None else AEVB(config.estimator, config.num_samples, config.engine)
         check_distributable(group, "aevb" if type(self.algorithm) is AEVB else type(self.algorithm).__name__,
                             config.batch_size, posterior=getattr(getattr(model, "config", None), "posterior", "gaussian"))
+        # Before any step: a step's L × M decoded rows cannot be streamed (the gradient needs them all).
+        require_training_step_memory(getattr(model, "config", None), config.batch_size,
+                                     getattr(self.algorithm, "num_samples", 1),
+                                     train.device, processes=group.world_size)
         self.has_bound = bool(getattr(self.algorithm, "has_bound", True))
         if not self.has_bound and config.step_size is None:
             raise AevbError(f"{type(self.algorithm).__name__} has no lower bound to choose a step size by; "
@@ -467,6 +490,7 @@ class Trainer:
             initialise_from_data(self.train_data)
         self.model.train()
         self._setup_algorithm()
+        initial_bound = self._initial_bound()
         started = time.perf_counter()
         samples = steps = 0
         trials: list[StepSizeTrial] = []
@@ -487,8 +511,20 @@ class Trainer:
         state = TrainingState(samples=samples, steps=steps, step_size=step_size, trials=trials, history=[],
                               training_seconds=time.perf_counter() - started,
                               running_sum=torch.zeros((), device=self.train_data.device), running_count=0,
-                              model={}, optimizer={}, rng=torch.empty(0), order=None, position=0)
+                              model={}, optimizer={}, rng=torch.empty(0), order=None, position=0,
+                              initial_bound=initial_bound)
         return state, optimizer, order
+
+    def _initial_bound(self) -> float | None:
+        """The untrained model's bound on the first training points (nats per datapoint), drawn
+        from a forked generator so that the run's random stream is the one it would have without."""
+        if not self.has_bound:
+            return None
+        devices = [self.train_data.device] if self.train_data.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return evaluate_bound(self.model, self.train_eval[:INITIAL_BOUND_POINTS],
+                                  estimator=bound_estimator(self.config.estimator),
+                                  batch_size=self.config.eval_batch_size).mean
 
     def _restore(self, resume: TrainingState) -> tuple[TrainingState, torch.optim.Optimizer, DataOrder]:
         """Put model, optimiser, algorithm, generator and data order back as ``resume`` has them."""
@@ -579,11 +615,13 @@ class Trainer:
                     if bar is not None:
                         bar.close()
                     tried = f" (after {state.rollbacks} rollbacks halving the step size)" if state.rollbacks else ""
-                    raise AevbError(f"training diverged at {state.samples} samples ({what}){tried}; "
-                                    "try a smaller --step-size")
-                state, optimizer, order = self._roll_back(good, state.rollbacks + 1, state.skipped_steps)
-                warnings.warn(f"training went bad at {metrics.samples} samples ({what}); back to {state.samples} "
-                              f"samples with step size {state.step_size:g}", RuntimeWarning, stacklevel=2)
+                    raise TrainingDiverged(f"training diverged at {state.samples} samples ({what}){tried}; "
+                                           "try a smaller --step-size")
+                state, optimizer, order = self._roll_back(good, state.step_size / 2, state.rollbacks + 1,
+                                                          state.skipped_steps)
+                warnings.warn(f"training went bad at {metrics.samples} samples ({what}); rollback {state.rollbacks} "
+                              f"of at most {MAX_ROLLBACKS}: back to {state.samples} samples with step size "
+                              f"{state.step_size:g}, half the last", TrainingWarning, stacklevel=2)
                 if bar is not None:
                     bar.reset(total)
                     bar.update(state.samples)
@@ -603,12 +641,14 @@ class Trainer:
         if bar is not None:
             bar.close()
         self.model.eval()
+        _warn_if_worse_than_untrained(state.history, state.initial_bound, state.step_size)
         return TrainResult(step_size=state.step_size, step_size_trials=state.trials, history=state.history)
 
-    def _roll_back(self, good: TrainingState, rollbacks: int, skipped_steps: int):
-        """Continue from ``good`` with half its step size (numeric guard, after a bad interval)."""
+    def _roll_back(self, good: TrainingState, step_size: float, rollbacks: int, skipped_steps: int):
+        """Continue from ``good`` with ``step_size`` (half the last one: numeric guard, after a bad
+        interval; the last one, not ``good``'s, so that every rollback halves it again)."""
         state, optimizer, order = self._restore(good)
-        state.step_size = good.step_size / 2
+        state.step_size = step_size
         for group in optimizer.param_groups:
             group["lr"] = state.step_size
         state.rollbacks, state.skipped_steps = rollbacks, skipped_steps
@@ -635,6 +675,20 @@ class Trainer:
 
     def _parameters_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+
+def _warn_if_worse_than_untrained(history: list[Metrics], initial_bound: float | None, step_size: float) -> None:
+    """A run that ends with a lower training bound than its untrained model had learned nothing
+    (e.g. a step size so large that every step overshoots): say so instead of reporting success."""
+    if not history or initial_bound is None or not math.isfinite(initial_bound):
+        return
+    final = history[-1].train_bound
+    # A margin of a nat: the two are measured on different points, and a run too short to learn
+    # much is not a failure.
+    if final is not None and math.isfinite(final) and final < initial_bound - UNTRAINED_MARGIN_NATS:
+        warnings.warn(f"the training bound ended at {final:.4g} nats, below the untrained model's {initial_bound:.4g}: "
+                      f"the run learned nothing; try a smaller step size than {step_size:g}", TrainingWarning,
+                      stacklevel=3)
 
 
 def _progress_bar(total: int, initial: int):

@@ -20,6 +20,7 @@ readable one. Tensors are safetensors, everything else JSON: nothing is unpickle
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -29,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .checkpoint import atomic_write_json, read_json
+from .checkpoint import apply_umask, atomic_write_json, check_format_version, named_os_error, read_json
 from .errors import AevbError
 from .training import Metrics, StepSizeTrial, TrainingState
 
@@ -61,11 +62,16 @@ def _join_optimizer(layout: dict, tensors: dict[str, torch.Tensor]) -> dict:
     return {"state": state, "param_groups": layout["param_groups"]}
 
 
-def save_checkpoint(run_dir: str | os.PathLike, state: TrainingState, keep: int = 2) -> Path:
+def save_checkpoint(run_dir: str | os.PathLike, state: TrainingState, keep: int = 2,
+                    configuration: str | None = None) -> Path:
     """Write ``state`` as ``checkpoints/step-N`` of ``run_dir`` atomically; keep the last ``keep``
-    and the best by validation bound. Returns the checkpoint's directory."""
+    and the best by validation bound. ``configuration`` identifies the run's settings (see
+    :func:`load_checkpoint`). Returns the checkpoint's directory."""
     root = Path(run_dir) / DIRECTORY
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise named_os_error(error, root) from None
     name = f"step-{state.steps:09d}"
     optimizer_tensors, optimizer_layout = _split_optimizer(state.optimizer)
     tensors = {f"model.{key}": value for key, value in state.model.items()}
@@ -82,14 +88,22 @@ def save_checkpoint(run_dir: str | os.PathLike, state: TrainingState, keep: int 
         "history": [m.to_dict() for m in state.history], "training_seconds": state.training_seconds,
         "running_count": state.running_count, "position": state.position, "optimizer": optimizer_layout,
         "has_order": state.order is not None, "skipped_steps": state.skipped_steps, "rollbacks": state.rollbacks,
+        "configuration": configuration, "initial_bound": state.initial_bound,
     }
-    temporary = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
+        temporary = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    except OSError as error:
+        raise named_os_error(error, root) from None
+    try:
+        apply_umask(temporary, directory=True)
         for filename, data in ((TENSORS, save(tensors)), (FIELDS, (json.dumps(fields) + "\n").encode())):
-            with open(temporary / filename, "wb") as stream:
-                stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
+            try:
+                with open(temporary / filename, "wb") as stream:
+                    stream.write(data)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+            except OSError as error:
+                raise named_os_error(error, root / name / filename) from None
         target = root / name
         if target.exists():        # the same step written again (a resumed run): replace it
             shutil.rmtree(target)
@@ -148,9 +162,14 @@ def has_checkpoint(run_dir: str | os.PathLike) -> bool:
     return bool(_checkpoints(Path(run_dir) / DIRECTORY))
 
 
-def load_checkpoint(run_dir: str | os.PathLike) -> TrainingState:
+def load_checkpoint(run_dir: str | os.PathLike, configuration: str | None = None) -> TrainingState:
     """The newest readable checkpoint of ``run_dir`` (the one ``latest.json`` names, else the newest
-    that reads), as a :class:`TrainingState`; a one-line error when there is none."""
+    that reads), as a :class:`TrainingState`; a one-line error when there is none.
+
+    With ``configuration``, a checkpoint written under other settings (it names another
+    configuration; checkpoints of aevb before 0.1.0's run identities name none) is refused: it
+    belongs to another run, e.g. one that was replaced without removing its checkpoints.
+    """
     root = Path(run_dir) / DIRECTORY
     candidates = _checkpoints(root)
     if not candidates:
@@ -160,17 +179,20 @@ def load_checkpoint(run_dir: str | os.PathLike) -> TrainingState:
     problems = []
     for path in ordered:
         try:
-            return _read(path)
+            return _read(path, configuration)
         except AevbError as error:
             problems.append(str(error))
     raise AevbError(f"no readable checkpoint in {root}: {problems[0]}")
 
 
-def _read(path: Path) -> TrainingState:
+def _read(path: Path, configuration: str | None = None) -> TrainingState:
     fields = read_json(path / FIELDS)
-    if fields.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-        raise AevbError(f"{path} has checkpoint format {fields.get('format_version')!r}; this aevb reads "
-                        f"{CHECKPOINT_FORMAT_VERSION}")
+    check_format_version(fields, CHECKPOINT_FORMAT_VERSION, path / FIELDS)
+    written_for = fields.get("configuration")
+    if configuration is not None and written_for is not None and written_for != configuration:
+        raise AevbError(f"{path} was written by a run with other settings than {path.parent.parent / 'config.json'} "
+                        "(the run was replaced or its config.json edited); it cannot be resumed")
+    _check_param_groups(fields.get("optimizer"), path / FIELDS)
     try:
         tensors = load_file(str(path / TENSORS))
     except (FileNotFoundError, SafetensorError, OSError, ValueError) as error:
@@ -188,9 +210,34 @@ def _read(path: Path) -> TrainingState:
             algorithm={key[len("algorithm."):]: value for key, value in tensors.items()
                        if key.startswith("algorithm.")},
             skipped_steps=int(fields.get("skipped_steps", 0)), rollbacks=int(fields.get("rollbacks", 0)),
+            initial_bound=None if fields.get("initial_bound") is None else float(fields["initial_bound"]),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise AevbError(f"{path} is an incomplete checkpoint ({error!r})") from None
+
+
+def _check_param_groups(layout, path: Path) -> None:
+    """The optimiser's hyper-parameters as torch and the native kernels take them: numbers,
+    flags, lists of numbers and parameter indices (a hand-edited ``"lr": "x"`` would otherwise
+    reach a C kernel)."""
+    groups = layout.get("param_groups") if isinstance(layout, dict) else None
+    if not isinstance(groups, list) or not all(isinstance(group, dict) for group in groups):
+        raise AevbError(f"{path}: the optimiser state has no parameter groups")
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    for group in groups:
+        for key, value in group.items():
+            if key == "params":
+                ok = isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+            elif key in ("lr", "initial_lr", "weight_decay", "eps", "lr_decay", "initial_accumulator_value"):
+                ok = number(value) and value >= 0
+            else:
+                ok = value is None or isinstance(value, bool) or number(value) or (
+                    isinstance(value, list) and all(number(item) for item in value))
+            if not ok:
+                raise AevbError(f"{path}: optimiser setting {key} has the invalid value {value!r}")
 
 
 def check_checkpoint_fits(state: TrainingState, model: torch.nn.Module, dataset_size: int, run_dir) -> None:

@@ -537,9 +537,11 @@ def test_pinned_checksums_match_shared_files():
         for remote in dl.REMOTE_FILES[dataset]:
             (path,) = need(f"{subdir}/{remote.filename}")
             assert dl.sha256_file(path) == remote.sha256
+            assert path.stat().st_size == remote.size
     for remote in dl.REMOTE_FILES["binarized-mnist"]:
         (path,) = need(f"binarized_mnist/{remote.filename}.gz")
-        assert hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest() == remote.sha256
+        text = gzip.decompress(path.read_bytes())
+        assert hashlib.sha256(text).hexdigest() == remote.sha256 and len(text) == remote.size
         assert remote.urls[0].startswith("http://www.cs.toronto.edu/~larocheh/") and remote.urls[0].endswith(".amat")
     assert dl.REMOTE_FILES["mnist"][0].urls[0].startswith("https://ossci-datasets.s3.amazonaws.com/mnist/")
 
@@ -587,6 +589,114 @@ def test_load_dataset_download(tmp_path, monkeypatch, frey):
     monkeypatch.setitem(dl.REMOTE_FILES, "frey", (dl.RemoteFile(remote.filename, "f" * 64, (mat.as_uri(),)),))
     assert_user_error(lambda: load_dataset("frey", tmp_path / "other", download=True), "frey_rawface.mat")
     assert not (tmp_path / "other" / "frey" / "frey_rawface.mat").exists()
+
+
+class FakeResponse:
+    """What the URL opener returns: ``body`` (bytes) or, without one, an endless body of zeros made
+    as it is read, never held; ``headers`` like an HTTP response's."""
+
+    # Far past every cap below: a download that is not stopped fails the test instead of filling the disk.
+    MOST_A_DOWNLOAD_MAY_READ = 8 << 20
+
+    def __init__(self, body: bytes | None = None, headers: dict | None = None):
+        self.body, self.headers, self.bytes_sent = body, headers or {}, 0
+
+    def read(self, size: int = -1) -> bytes:
+        assert size is not None and size >= 0, "an unbounded read"
+        if self.body is None:
+            assert self.bytes_sent <= self.MOST_A_DOWNLOAD_MAY_READ, "the download of an endless body did not stop"
+            chunk = bytes(size)
+        else:
+            chunk = self.body[self.bytes_sent:self.bytes_sent + size]
+        self.bytes_sent += len(chunk)
+        return chunk
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+def serve(responses: dict[str, FakeResponse]):
+    """A URL opener that answers each URL with its response."""
+    def opener(url, timeout):
+        return responses[url]
+    return opener
+
+
+def cache_with_stale_copy(tmp_path: Path, name: str = "payload.bin") -> tuple[Path, dict[str, bytes]]:
+    """A cache folder holding a stale copy of ``name`` and another file; returns dest and contents."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / name).write_bytes(b"an older, stale copy")
+    (cache / "neighbour.bin").write_bytes(b"some other file")
+    return cache / name, {p.name: p.read_bytes() for p in cache.iterdir()}
+
+
+def test_download_of_an_endless_body_stops_at_the_files_size(tmp_path):
+    (frey,) = dl.REMOTE_FILES["frey"]
+    dest, before = cache_with_stale_copy(tmp_path, frey.filename)
+    endless = FakeResponse()
+    evil = "https://evil.invalid/frey_rawface.mat"
+    # The size cap comes from the pinned checksum, as for load_dataset's downloads.
+    message = assert_user_error(lambda: dl.fetch_file([evil], dest, frey.sha256, opener=serve({evil: endless})), evil)
+    assert "frey_rawface.mat" in message and "1,100,584-byte cap" in message
+    assert endless.bytes_sent == 1_100_585  # stopped at the first byte too many
+    assert {p.name: p.read_bytes() for p in dest.parent.iterdir()} == before  # no partial file, nothing replaced
+
+    # With a size given: the next mirror is still tried, and a body of the right size goes through.
+    payload = b"the right bytes" * 100
+    digest = hashlib.sha256(payload).hexdigest()
+    dest = dest.parent / "payload.bin"
+    good = "https://good.invalid/payload.bin"
+    opener = serve({evil: FakeResponse(), good: FakeResponse(payload)})
+    assert dl.fetch_file([evil, good], dest, digest, size=len(payload), opener=opener).read_bytes() == payload
+
+
+def test_download_announcing_too_many_bytes_is_not_read(tmp_path):
+    payload = b"x" * 1000
+    digest = hashlib.sha256(payload).hexdigest()
+    dest, before = cache_with_stale_copy(tmp_path)
+    url = "https://mirror.invalid/payload.bin"
+    announced = FakeResponse(b"", headers={"Content-Length": str(10 ** 12)})
+    message = assert_user_error(lambda: dl.fetch_file([url], dest, digest, size=1000,
+                                                      opener=serve({url: announced})), url)
+    assert "1,000,000,000,000 bytes" in message and "1,000-byte cap" in message
+    assert announced.bytes_sent == 0
+    assert {p.name: p.read_bytes() for p in dest.parent.iterdir()} == before
+    # urllib's own responses announce a length too (here a file:// one).
+    source = tmp_path / "remote.bin"
+    source.write_bytes(payload + b"and then some")
+    message = assert_user_error(lambda: dl.fetch_file([source.as_uri()], dest, digest, size=1000), "payload.bin")
+    assert "announces 1,013 bytes" in message
+    assert {p.name: p.read_bytes() for p in dest.parent.iterdir()} == before
+
+
+def test_download_of_unknown_size_is_capped(tmp_path, monkeypatch):
+    largest = max(r.size for remotes in dl.REMOTE_FILES.values() for r in remotes)
+    assert largest < dl.MAX_DOWNLOAD_BYTES <= 100_000_000
+    monkeypatch.setattr(dl, "MAX_DOWNLOAD_BYTES", 50_000)  # the real cap, scaled down to keep the test quick
+    dest, before = cache_with_stale_copy(tmp_path)
+    endless = FakeResponse()
+    url = "https://mirror.invalid/payload.bin"
+    message = assert_user_error(lambda: dl.fetch_file([url], dest, "0" * 64, opener=serve({url: endless})), url)
+    assert "50,000-byte cap" in message and "size is not known" in message
+    assert endless.bytes_sent == 50_001
+    assert {p.name: p.read_bytes() for p in dest.parent.iterdir()} == before
+
+
+def test_load_dataset_download_is_capped_at_the_pinned_size(tmp_path, monkeypatch):
+    """Through load_dataset and urllib's opener: the real Frey Face entry caps its download."""
+    import urllib.request
+
+    (remote,) = dl.REMOTE_FILES["frey"]
+    endless = FakeResponse()
+    monkeypatch.setattr(urllib.request, "urlopen", serve({url: endless for url in remote.urls}))
+    message = assert_user_error(lambda: load_dataset("frey", tmp_path, download=True), remote.urls[0])
+    assert "frey_rawface.mat" in message and "1,100,584-byte cap" in message
+    assert endless.bytes_sent == 1_100_585
+    assert list((tmp_path / "frey").iterdir()) == []
 
 
 def test_random_bytes_are_not_mistaken_for_a_pickle(tmp_path):

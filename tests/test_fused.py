@@ -136,3 +136,52 @@ def test_gradients_live_in_one_flat_buffer_even_after_someone_drops_them():
             torch.testing.assert_close(fused[name], value, rtol=1e-9, atol=1e-12)
         for p, view in zip(step.parameters, step._gradient_views):   # (autograd replaced them)
             p.grad = view
+
+
+@pytest.mark.parametrize("use_native", [False, True], ids=["torch-operations", "native-kernels"])
+@pytest.mark.parametrize("estimator", ["A", "B", "IWAE"])
+@pytest.mark.parametrize("huge", ["log-likelihood", "posterior-variance"])
+def test_a_bound_beyond_float32s_range_is_a_non_finite_step_not_an_error(huge, estimator, use_native):
+    """Issue 14. Every term fits float32 but the minibatch's total does not: −1e37 nats a pixel
+    (logits of 1e37 where x = 0), or posterior variances e⁸⁸ ≈ 1.7e38 (an unbounded log σ², as a
+    diverging run reaches) in the KL. The step reports a non-finite bound, as autograd's float32
+    sum does, and the optimiser inside the native step skips the update: no "cannot be converted
+    to type float without overflow"."""
+    from aevb import native
+    from aevb.optimizers import Adagrad
+    if use_native and native.load() is None:
+        pytest.skip("native kernels could not be built here")
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(data_dim=20, latent_dim=2, hidden_units=5))
+    with torch.no_grad():
+        if huge == "log-likelihood":
+            model.decoder.net.heads.bias.fill_(1e37)
+        else:
+            model.encoder.net.heads.bias[2:] = 88.0
+    x = torch.zeros(4, 20)
+    step = FusedStep(model, estimator, 1, 4, use_native=use_native)
+    assert not torch.isfinite(step(x))
+    if use_native:
+        optimizer = Adagrad(model.parameters(), lr=0.05)
+        before = [p.detach().clone() for p in model.parameters()]
+        assert not torch.isfinite(step(x, optimizer=optimizer)) and step.skipped
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_a_diverging_run_on_the_fused_engine_rolls_back_and_stops_with_one_error_line(tmp_path, capsys):
+    """Issue 14: a step size far too large on the default (fused) engine went from a float32
+    overflow of the bound to a traceback; like autograd, it must roll back and end cleanly."""
+    import warnings
+    from aevb.cli import main
+    threads = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings(record=True) as rollbacks:   # one per rollback (aevb.training)
+            warnings.simplefilter("always")
+            status = main(["train", "--hidden-units", "50", "--latent-dim", "5", "--max-samples", "5e4",
+                           "--threads", "1", "--step-size", "60", "--log-variance-bound", "0",
+                           "--eval-subset", "1000", "--no-progress", "--out", str(tmp_path / "run")])
+    finally:
+        torch.set_num_threads(threads)
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert status == 0 and not errors or status == 2 and len(errors) == 1 and len(rollbacks) > 0 and \
+        errors[0].startswith("aevb train: error: training diverged"), errors

@@ -4,6 +4,11 @@ Without a C compiler these tests skip (the fused step then runs on torch operati
 
 import itertools
 import math
+import os
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -263,6 +268,8 @@ def test_without_a_compiler_it_warns_once_and_falls_back(monkeypatch, tmp_path):
 @needs_kernels
 def test_a_fresh_cache_builds_and_loads(monkeypatch, tmp_path):
     monkeypatch.setenv("AEVB_NATIVE_CACHE", str(tmp_path))
+    # a build left in the real temporary directory would be found before building here
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "no-such-tmp"))
     kernels = native.load()
     assert kernels is not None and kernels.path.parent == tmp_path and kernels.path.exists()
     assert list(tmp_path.iterdir()) == [kernels.path]          # no scratch files left behind
@@ -370,15 +377,127 @@ def test_an_unusable_cache_builds_in_a_private_temporary_directory(monkeypatch, 
     assert kernels.path.parent.stat().st_mode & 0o777 == 0o700
 
 
-def test_a_library_in_a_directory_others_can_write_is_not_trusted(tmp_path, monkeypatch):
-    shared = tmp_path / "aevb-native-shared"
+def test_a_directory_others_can_write_or_own_is_not_trusted_even_as_the_configured_cache(tmp_path, monkeypatch):
+    """Issue 14: the configured cache gets the checks of the temporary directory: one that another
+    user owns, or that anyone but us can write, could hand us their code."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    monkeypatch.setenv("AEVB_NATIVE_CACHE", str(cache))
+    assert native._trusted(cache)
+    cache.chmod(0o777)
+    assert not native._trusted(cache)
+    cache.chmod(0o770)
+    assert not native._trusted(cache)
+    cache.chmod(0o700)
+    uid = os.getuid()
+    monkeypatch.setattr(native.os, "getuid", lambda: uid + 1)   # as if another user had made it
+    assert not native._trusted(cache)
+
+
+def _planted_library(path, marker):
+    """Someone else's code under aevb's file name: a library whose loading creates ``marker``."""
+    source = path.with_suffix(".c")
+    source.write_text('#include <stdio.h>\n'
+                      'static void __attribute__((constructor)) planted(void) {\n'
+                      f'    FILE *marker = fopen("{marker}", "w");\n'
+                      '    if (marker) fclose(marker);\n'
+                      '}\n')
+    subprocess.run([native._compiler(), "-shared", "-fPIC", "-o", str(path), str(source)], check=True)
+    source.unlink()
+    return path
+
+
+def _runtime_warnings(record):
+    return [str(warning.message) for warning in record if issubclass(warning.category, RuntimeWarning)]
+
+
+@needs_kernels
+def test_a_library_planted_in_a_cache_others_can_write_is_never_loaded(tmp_path, monkeypatch):
+    """Issue 14: with AEVB_NATIVE_CACHE on a world-writable directory, another user's
+    ``kernels-<hash>.so`` there must not run; the kernels are built in the private directory."""
+    shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    monkeypatch.setenv("AEVB_NATIVE_CACHE", str(tmp_path / "cache"))
-    assert native._trusted(tmp_path / "cache")          # the configured cache is the user's choice
-    assert not native._trusted(shared)
-    shared.chmod(0o700)
-    assert native._trusted(shared)
+    marker = tmp_path / "planted-code-ran"
+    planted = _planted_library(shared / KERNELS.path.name, marker)   # the name load() looks for
+    monkeypatch.setenv("AEVB_NATIVE_CACHE", str(shared))
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(native, "_loaded", {})
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        kernels = native.load()
+    assert not marker.exists()
+    assert kernels is not None and kernels.path.parent == tmp_path / "tmp" / f"aevb-native-{os.getuid()}"
+    messages = _runtime_warnings(record)
+    assert len(messages) == 1 and str(shared) in messages[0] and "others can write" in messages[0], messages
+    assert list(shared.iterdir()) == [planted]                  # nothing written there either
+
+
+@needs_kernels
+def test_a_library_file_others_can_write_is_rebuilt_not_loaded(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    marker = tmp_path / "planted-code-ran"
+    planted = _planted_library(cache / KERNELS.path.name, marker)
+    planted.chmod(0o777)
+    monkeypatch.setenv("AEVB_NATIVE_CACHE", str(cache))
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "no-such-tmp"))
+    monkeypatch.setattr(native, "_loaded", {})
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        kernels = native.load()
+    assert not marker.exists()
+    messages = _runtime_warnings(record)
+    assert len(messages) == 1 and str(planted) in messages[0], messages
+    assert kernels is not None and kernels.path == planted and not planted.stat().st_mode & 0o022
+    a = torch.linspace(-3, 3, 11)
+    out = torch.empty_like(a)
+    kernels.activation_forward(a, out, "tanh")                 # the rebuilt library works
+    torch.testing.assert_close(out, torch.tanh(a), rtol=4e-7, atol=1e-7)
+
+
+def _system_library() -> Path | None:
+    """A shared library of the system mapped into this process (libm), or None."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = Path(line.split()[-1])
+                if path.name.startswith(("libm.so", "libm-")) and path.is_file():
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+@needs_kernels
+@pytest.mark.parametrize("planted", ["another library", "not a library"])
+def test_a_foreign_file_under_the_expected_name_falls_back_to_torch_with_one_warning(planted, tmp_path,
+                                                                                      monkeypatch):
+    """Issue 14: a library without aevb's functions, or no library at all, under the file name of
+    the kernels: one warning naming the file, then torch operations (no AttributeError, no OSError)."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    target = cache / KERNELS.path.name
+    if planted == "another library":
+        system = _system_library()
+        if system is None:
+            pytest.skip("no libm mapped into this process")
+        shutil.copyfile(system, target)
+    else:
+        target.write_bytes(b"\x7fELF but not really")
+    target.chmod(0o700)
+    monkeypatch.setenv("AEVB_NATIVE_CACHE", str(cache))
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "no-such-tmp"))
+    monkeypatch.setattr(native, "_loaded", {})
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert native.load() is None
+        assert native.load() is None                          # remembered: no second warning
+        step = FusedStep(VAE(ModelConfig(data_dim=4, latent_dim=2, hidden_units=3)), "B", 1, 5)
+    messages = _runtime_warnings(record)
+    assert len(messages) == 1 and str(target) in messages[0] and "torch operations" in messages[0], messages
+    assert step.kernels is None and step(torch.rand(5, 4).round()).isfinite()
 
 
 @needs_kernels

@@ -201,7 +201,7 @@ def _locate(dataset: str, data_dir: Path, download: bool) -> list[Path]:
             f"pass --data-dir DIR, set AEVB_DATA_DIR, or add --download"
         )
     return [
-        f if f is not None else fetch_file(r.urls, subdir / r.filename, r.sha256)
+        f if f is not None else fetch_file(r.urls, subdir / r.filename, r.sha256, size=r.size)
         for r, f in zip(REMOTE_FILES[dataset], found)
     ]
 

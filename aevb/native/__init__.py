@@ -11,6 +11,15 @@ needed (about a second), with ``-march=native`` and OpenMP, into
 the CPU, so an upgrade or another machine sharing the home directory rebuilds. Without a C
 compiler, or with ``AEVB_NATIVE=0``, :func:`load` returns None and the fused step uses torch
 operations for the same work (same mathematics, slower).
+
+Loading a library runs its code, so only one that nobody else can have written is loaded: its
+directory — the configured ``AEVB_NATIVE_CACHE`` as much as the default cache — and the file itself
+must be owned by this user and writable by neither group nor others. A directory that fails this is
+neither read nor written (one warning says which and why); the kernels are then found or built in
+the next trusted one, a private ``aevb-native-<uid>`` in the temporary directory, as for a cache
+that cannot be created. A library file that fails it is not loaded; a fresh build replaces it. A
+file under the kernels' name that is not a build of them (another library, a damaged file) is left
+alone: the fused step uses torch operations, with one warning naming the file (delete it to rebuild).
 """
 
 from __future__ import annotations
@@ -112,9 +121,10 @@ def _open() -> "Kernels":
     """Build (or find in the cache) and load the first flag set that compiles and, with OpenMP,
     shares torch's runtime rather than starting a second thread pool."""
     errors = []
+    refused: set[Path] = set()   # untrusted directories and files, each warned about once
     for flags in _flag_sets():
         try:
-            path = _build(flags)
+            path = _build(flags, refused)
         except RuntimeError as error:
             errors.append(str(error))
             continue
@@ -127,46 +137,76 @@ def _open() -> "Kernels":
 
 
 def _directories() -> list[Path]:
-    """Where built libraries may live: the cache, then (for a read-only home) a private
-    per-user temporary directory."""
+    """Where built libraries may live: the cache, then (for a read-only home, or a cache that
+    others can write) a private per-user temporary directory."""
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return [cache_dir(), Path(tempfile.gettempdir()) / f"aevb-native-{uid}"]
 
 
-def _trusted(directory: Path) -> bool:
-    """A library is only loaded from the configured cache, or from a temporary directory that this
-    user owns and nobody else can write (a shared /tmp must not hand us someone else's code)."""
-    if directory == cache_dir():
-        return True
+def _why_untrusted(path: Path) -> str | None:
+    """Why a directory or library file may hold someone else's code, or None when only this user
+    can have written it: owned by us and writable by neither group nor others (a shared /tmp, or
+    a shared AEVB_NATIVE_CACHE, must not hand us another user's library). No owners on Windows."""
     try:
-        info = directory.stat()
-    except OSError:
-        return False
-    return not hasattr(os, "getuid") or (info.st_uid == os.getuid() and not info.st_mode & 0o022)
+        info = path.stat()
+    except OSError as error:
+        return f"it cannot be inspected ({error.strerror})"
+    if not hasattr(os, "getuid"):
+        return None
+    if info.st_uid != os.getuid():
+        return f"it is owned by uid {info.st_uid}, not by you (uid {os.getuid()})"
+    if info.st_mode & 0o022:
+        return f"its group or others can write it (mode {info.st_mode & 0o777:#o})"
+    return None
 
 
-def _writable_directory() -> Path | None:
+def _trusted(path: Path) -> bool:
+    return _why_untrusted(path) is None
+
+
+def _usable(path: Path, refused: set[Path]) -> bool:
+    """Whether ``path`` is trusted; one warning for each that is not, however often it is asked."""
+    reason = _why_untrusted(path)
+    if reason is None:
+        return True
+    if path not in refused:
+        refused.add(path)
+        directory = path.is_dir()
+        warnings.warn(f"aevb: native kernels: not {'using' if directory else 'loading'} {path}: {reason}, so it "
+                      "may hold another user's code; " + ("set AEVB_NATIVE_CACHE to a directory only you can write"
+                                                          if directory else "using another build instead"),
+                      RuntimeWarning, stacklevel=2)
+    return False
+
+
+def _writable_directory(refused: set[Path]) -> Path | None:
     for directory in _directories():
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError:
-            continue
-        if _trusted(directory) and os.access(directory, os.W_OK):
+            continue   # e.g. a read-only home: the next candidate
+        if _usable(directory, refused) and os.access(directory, os.W_OK):
             return directory
     return None
 
 
-def _build(flags: list[str]) -> Path:
-    compiler = _compiler()
+def _library_name(compiler: str, flags: list[str]) -> str:
+    """The file name of the kernels built by ``compiler`` with ``flags`` on this CPU."""
     source = SOURCE.read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     digest = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(),
                                         _cpu_signature().encode()])).hexdigest()[:16]
-    name = f"kernels-{digest}.so"
+    return f"kernels-{digest}.so"
+
+
+def _build(flags: list[str], refused: set[Path]) -> Path:
+    compiler = _compiler()
+    name = _library_name(compiler, flags)
     for directory in _directories():
-        if (directory / name).exists() and _trusted(directory):
-            return directory / name
-    directory = _writable_directory()
+        library = directory / name
+        if library.exists() and _usable(directory, refused) and _usable(library, refused):
+            return library
+    directory = _writable_directory(refused)
     if directory is None:
         raise RuntimeError(f"no writable directory for the built kernels ({cache_dir()}; set AEVB_NATIVE_CACHE)")
     target = directory / name
@@ -179,6 +219,7 @@ def _build(flags: list[str]) -> Path:
         if result.returncode != 0:
             lines = result.stderr.strip().splitlines()
             raise RuntimeError(f"{compiler} {' '.join(flags)} failed: {lines[-1] if lines else 'no message'}")
+        os.chmod(scratch, 0o700)   # whatever the linker and umask made of it: ours alone, as loading requires
         os.replace(scratch, target)
         return target
     finally:
@@ -223,9 +264,17 @@ class Kernels:
 
     def __init__(self, path: Path):
         self.path = path
-        library = ctypes.CDLL(str(path))
+        try:
+            library = ctypes.CDLL(str(path))
+        except OSError as error:   # not a library, or not one for this machine
+            raise RuntimeError(f"{path} cannot be loaded: {str(error).replace(f'{path}: ', '')}") from None
+
         def function(name, argtypes, restype=None):
-            entry = getattr(library, name)
+            try:
+                entry = getattr(library, name)
+            except AttributeError:   # another library under our name
+                raise RuntimeError(f"{path} is not a build of aevb's kernels, it lacks {name}; "
+                                   "delete it to rebuild") from None
             entry.argtypes, entry.restype = argtypes, restype
             return entry
 

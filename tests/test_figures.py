@@ -1,0 +1,75 @@
+"""Tests of aevb.figures: every figure is written, and degenerate inputs (one evaluation point, a
+constant or missing bound, constant images) give no matplotlib warning for the user to puzzle over."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from aevb.figures import save_bound_curve, save_manifold, save_reconstructions, save_samples
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def point(samples, train_bound, valid_bound=None) -> dict:
+    """One evaluation point, with the keys of aevb.training.Metrics that the figure may read."""
+    return dict(epoch=samples / 1000, samples=samples, train_bound=train_bound, valid_bound=valid_bound,
+                minibatch_bound=train_bound, test_bound=None)
+
+
+def write_without_warnings(draw, path):
+    """``draw(path)`` must write a PNG and emit no warning at all."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert draw(path) == path
+    assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+NAN = math.nan
+DEGENERATE_HISTORIES = {
+    "one point": [point(1000, -120.0, -121.0)],
+    "one point, no validation": [point(1000, -120.0)],
+    "constant bound": [point(s, -95.0, -95.0) for s in (1000, 10_000, 100_000)],
+    "one point, huge bound": [point(1000, -1e12)],  # a diverged run: ±1e-6 padding vanished in rounding
+    "constant huge bound": [point(s, -3e15, -3e15) for s in (1000, 10_000)],
+    "no bound (NaN)": [point(s, NAN, NAN) for s in (1000, 10_000)],
+    "one NaN point": [point(1000, NAN)],
+    "infinite bounds": [point(s, -math.inf, math.inf) for s in (1000, 10_000)],
+    "bound beyond plotting": [point(1000, -1e308), point(10_000, 1e308)],
+    "evaluated before training": [point(0, -540.0, -541.0)],  # nothing positive on the log axis
+    "zero samples then one point": [point(0, -540.0), point(1000, -200.0)],
+    "same samples twice": [point(1000, -200.0), point(1000, -190.0)],
+    "empty": [],
+}
+
+
+@pytest.mark.parametrize("case", DEGENERATE_HISTORIES)
+def test_bound_curve_of_a_degenerate_history_gives_no_warning(tmp_path, case):
+    write_without_warnings(lambda path: save_bound_curve(DEGENERATE_HISTORIES[case], path, title=case),
+                           tmp_path / "bound.png")
+
+
+def test_bound_curve_of_an_ordinary_history(tmp_path):
+    history = [point(s, -100 - 4e3 / s ** 0.5, -102 - 4e3 / s ** 0.5) for s in (100, 1000, 10_000, 100_000)]
+    history[1]["valid_bound"] = None  # validation skipped at one point
+    write_without_warnings(lambda path: save_bound_curve(history, path), tmp_path / "bound.png")
+
+
+CONSTANT_IMAGES = {"zeros": 0.0, "ones": 1.0, "grey": 0.5, "NaN": NAN, "inf": math.inf}
+
+
+@pytest.mark.parametrize("value", CONSTANT_IMAGES)
+def test_image_grids_of_constant_images_give_no_warning(tmp_path, value):
+    fill = CONSTANT_IMAGES[value]
+    images = torch.full((6, 12), fill)
+    write_without_warnings(lambda path: save_samples(images, (3, 4), path, columns=4, title=value),
+                           tmp_path / "samples.png")
+    write_without_warnings(lambda path: save_reconstructions(images, images, (3, 4), path, columns=4),
+                           tmp_path / "reconstructions.png")
+    write_without_warnings(lambda path: save_manifold(lambda z: torch.full((z.shape[0], 12), fill), (3, 4), path,
+                                                      grid_size=3),
+                           tmp_path / "manifold.png")
+    write_without_warnings(lambda path: save_samples(images[:1], (3, 4), path), tmp_path / "one.png")

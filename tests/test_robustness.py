@@ -1,0 +1,377 @@
+"""The README's promises under abuse (issue 14): no run is lost or mixed with another, a diverging
+run rolls back with half the step size each time, and bad input of any kind ends in one line and
+exit status 2. Each test here failed on the code before its fix; the item numbers are the issue's.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from test_cli import FAST, assert_usage_error, call, run_cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = ["--hidden-units", "16", "--latent-dim", "3", "--step-size", "0.02", "--eval-subset", "200",
+         "--no-progress", "--threads", "1"]
+
+
+def _interrupted_run(monkeypatch, run: Path, *extra: str, after_checks: int = 40, samples: str = "30000") -> None:
+    """A run stopped as SIGTERM stops it, after ``after_checks`` steps: a checkpoint and no model."""
+    from aevb import runs
+
+    calls = {"n": 0}
+
+    def stop(self):
+        calls["n"] += 1
+        return calls["n"] > after_checks
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runs._StopOnSignal, "__call__", stop)
+        assert call(["train", *SMALL, "--max-samples", samples, "--checkpoint-every", "5", "--out", run, *extra]) == 130
+    assert (run / "checkpoints").is_dir() and not (run / "model.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("robustness") / "finished"
+    assert call(["train", *SMALL, "--max-samples", "2000", "--out", run]) == 0
+    return run
+
+
+def _edit_json(path: Path, edit) -> None:
+    value = json.loads(path.read_text())
+    edit(value)
+    path.write_text(json.dumps(value))
+
+
+# ---------------------------------------------------------------- 1. --overwrite and foreign checkpoints
+
+
+def test_overwrite_removes_the_old_runs_checkpoints_so_resume_continues_the_new_run(tmp_path, monkeypatch, capsys):
+    from aevb import runs
+
+    run = tmp_path / "run"
+    _interrupted_run(monkeypatch, run, "--tensorboard" if _has_tensorboard() else "--seed=0")
+
+    def killed_before_its_first_checkpoint(*args, **kwargs):
+        raise KeyboardInterrupt   # as SIGKILL would leave it: config.json written, nothing else
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runs, "_train_into", killed_before_its_first_checkpoint)
+        call(["train", "--hidden-units", "12", "--latent-dim", "2", "--max-samples", "3000", "--seed", "7",
+              "--step-size", "0.02", "--eval-subset", "200", "--no-progress", "--out", run, "--overwrite"])
+    assert not (run / "checkpoints").exists() and not (run / "tensorboard").exists()
+    assert json.loads((run / "config.json").read_text())["training"]["seed"] == 7
+
+    code, _, err = run_cli(capsys, ["train", "--resume", run, "--no-progress"])
+    assert code == 0, err
+    model = json.loads((run / "model.json").read_text())["model"]
+    assert (model["hidden_units"], model["latent_dim"]) == (12, 2)   # the new run's model, trained afresh
+    assert (run / "metrics.jsonl").read_text().strip()
+
+
+def _has_tensorboard() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def test_resume_refuses_a_checkpoint_written_under_other_settings(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    _interrupted_run(monkeypatch, run)
+    _edit_json(run / "config.json", lambda config: config["training"].update(seed=7))
+    code, out, err = run_cli(capsys, ["train", "--resume", run, "--no-progress"])
+    assert_usage_error(code, out, err)
+    assert "other settings" in err
+
+
+# ------------------------------------------------------------------------ 3. every rollback halves
+
+
+def test_each_rollback_halves_the_step_size_again_and_is_reported(monkeypatch):
+    from test_resume import _poisoned, _train
+
+    from aevb.errors import AevbError
+    from aevb.training import TrainConfig
+
+    torch.manual_seed(0)
+    data = torch.rand(230, 12)
+    config = TrainConfig(batch_size=20, max_samples=1200, step_size=0.05, first_eval=400, evals_per_decade=4)
+    _poisoned(monkeypatch, set(range(1, 10_000)))
+    with pytest.warns(RuntimeWarning) as caught, pytest.raises(AevbError, match="after 3 rollbacks"):
+        _train(data, config, "aevb")
+    messages = [str(warning.message) for warning in caught if "rollback" in str(warning.message)]
+    assert len(messages) == 3, messages
+    for message, step_size in zip(messages, ("0.025", "0.0125", "0.00625")):
+        assert f"step size {step_size}," in message, message
+
+
+def test_rollbacks_reach_the_user_each_time_also_in_a_second_run(tmp_path):
+    """Python's default warning filter shows a text once per place and process; each rollback is
+    news, so a second identical run in the same process must show its rollbacks again."""
+    argv = ["train", "--hidden-units", "50", "--latent-dim", "5", "--max-samples", "30000", "--threads", "1",
+            "--step-size", "60", "--log-variance-bound", "0", "--engine", "autograd", "--eval-subset", "200",
+            "--no-progress"]
+    script = (f"from aevb.cli import main\n"
+              f"for name in ('first', 'second'):\n"
+              f"    main({argv!r} + ['--out', {str(tmp_path)!r} + '/' + name])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    rollbacks = [line for line in done.stderr.splitlines() if "rollback" in line and "warning" in line]
+    assert len(rollbacks) == 6, done.stderr
+    assert [line.count("rollback 1 of") for line in rollbacks] == [1, 0, 0, 1, 0, 0]
+
+
+# --------------------------------------------------------------------------- 4. --threads bounded
+
+
+@pytest.mark.parametrize("command", [["train"], ["evaluate", "RUN"], ["reproduce", "fig2"]])
+def test_threads_beyond_the_cpus_are_refused_in_one_line(capsys, command):
+    code, out, err = run_cli(capsys, [*command, "--threads", "100000"])
+    assert_usage_error(code, out, err)
+    assert "at most" in err
+
+
+# ------------------------------------------------------------------------------ 7. the run lock
+
+
+def test_a_run_in_use_by_another_process_is_refused(tmp_path, monkeypatch, capsys):
+    from aevb.run_lock import RunLock
+
+    run = tmp_path / "run"
+    _interrupted_run(monkeypatch, run)
+    before = (run / "metrics.jsonl").read_text()
+    with RunLock(run):   # another training holds the run
+        for argv in (["train", "--resume", run, "--no-progress"],
+                     ["train", *SMALL, "--max-samples", "2000", "--out", run, "--overwrite"]):
+            code, out, err = run_cli(capsys, argv)
+            assert_usage_error(code, out, err)
+            assert "in use by another aevb process" in err
+            assert (run / "checkpoints").is_dir() and (run / "metrics.jsonl").read_text() == before
+    assert call(["train", "--resume", run, "--no-progress"]) == 0   # free again
+
+
+def test_two_resumes_at_once_the_second_is_refused_and_each_metrics_line_is_written_once(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    _interrupted_run(monkeypatch, run, samples="300000")   # ~10 s left to train: the second comes meanwhile
+    command = [sys.executable, "-m", "aevb.cli", "train", "--resume", str(run), "--no-progress", "--threads", "1"]
+    first = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (run / ".lock").exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(2.0)   # (the code before the fix has no lock file: by now it is training)
+    second = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=600)
+    assert first.wait(timeout=600) == 0, first.stderr.read()
+    assert second.returncode == 2 and "in use by another aevb process" in second.stderr, second.stderr
+    samples = [json.loads(line)["samples"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert samples == sorted(set(samples)), samples
+
+
+# ------------------------------------------------------------------------ 8. hand-edited run files
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c["training"].update(estimator=5), "estimator must be a string"),
+    (lambda c: c["training"].update(batch_size="x"), "batch_size must be an integer"),
+    (lambda c: c["data"].update(train_limit="x"), "train_limit must be an integer or null"),
+    (lambda c: c.update(data="mnist"), "data must be a JSON object"),
+])
+def test_evaluate_refuses_a_hand_edited_config_in_one_line(finished_run, tmp_path, capsys, edit, words):
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    _edit_json(run / "config.json", edit)
+    code, out, err = run_cli(capsys, ["evaluate", run, "--num-points", "10"])
+    assert_usage_error(code, out, err)
+    assert words in err
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c.update(algorithm=["x"]), "unknown algorithm"),
+    (lambda c: c.update(data="mnist"), "data must be a JSON object"),
+    (lambda c: c["training"].update(batch_size="x"), "batch_size must be an integer"),
+    (lambda c: c["data"].update(train_limit="x"), "train_limit must be an integer or null"),
+    (lambda c: c["model"].update(latent_dim=1e30), "latent_dim must be an integer"),
+    (lambda c: c["model"].update(hidden_layers=1e9), "hidden_layers must be an integer"),
+])
+def test_resume_refuses_a_hand_edited_config_in_one_line(tmp_path, monkeypatch, capsys, edit, words):
+    run = tmp_path / "run"
+    _interrupted_run(monkeypatch, run)
+    _edit_json(run / "config.json", edit)
+    code, out, err = run_cli(capsys, ["train", "--resume", run, "--no-progress"])
+    assert_usage_error(code, out, err)
+    assert words in err
+
+
+def test_resume_refuses_a_checkpoint_with_a_hand_edited_optimiser_setting(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    _interrupted_run(monkeypatch, run)
+    for state in (run / "checkpoints").glob("step-*/state.json"):
+        _edit_json(state, lambda fields: fields["optimizer"]["param_groups"][0].update(lr="x"))
+    code, out, err = run_cli(capsys, ["train", "--resume", run, "--no-progress"])
+    assert_usage_error(code, out, err)
+    assert "lr" in err
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda m: m["model"].update(hidden_layers=1e9), "hidden_layers must be an integer"),
+    (lambda m: m["model"].update(latent_dim=1e30), "latent_dim must be an integer"),
+    (lambda m: m["model"].update(likelihood=3), "likelihood must be a string"),
+])
+def test_a_hand_edited_model_file_is_refused_in_one_line(finished_run, tmp_path, capsys, edit, words):
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    _edit_json(run / "model.json", edit)
+    for argv in (["evaluate", run, "--num-points", "10"], ["sample", run, "--num", "4"]):
+        code, out, err = run_cli(capsys, argv)
+        assert_usage_error(code, out, err)
+        assert words in err
+
+
+# ---------------------------------------------------------------------------- 9. NaN weights
+
+
+def test_a_model_with_nan_weights_is_refused_when_loaded(finished_run, tmp_path, capsys):
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    weights = load_file(run / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name][0] = float("nan")
+    save_file(weights, run / "model.safetensors")
+    for argv in (["evaluate", run, "--json", "--num-points", "10"], ["sample", run, "--num", "4"]):
+        code, out, err = run_cli(capsys, argv)
+        assert_usage_error(code, out, err)
+        assert "NaN or infinite weights" in err
+
+
+def test_evaluate_json_is_strict_json(finished_run, capsys):
+    code, out, err = run_cli(capsys, ["evaluate", finished_run, "--json", "--num-points", "1"])
+    assert code == 0, err
+    json.loads(out, parse_constant=lambda token: pytest.fail(f"{token} in --json output"))   # stderr of 1 point: NaN
+
+
+# ---------------------------------------------------------------------- 10. permissions of run files
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_run_files_follow_the_umask(tmp_path, monkeypatch, umask):
+    run = tmp_path / "run"
+    previous = os.umask(umask)
+    try:
+        _interrupted_run(monkeypatch, run)
+        assert call(["train", "--resume", run, "--no-progress"]) == 0
+        interrupted = tmp_path / "interrupted"
+        _interrupted_run(monkeypatch, interrupted)
+    finally:
+        os.umask(previous)
+    for name in ("config.json", "model.json", "model.safetensors", "summary.json", "metrics.jsonl", "bound.png"):
+        assert stat.S_IMODE((run / name).stat().st_mode) == 0o666 & ~umask, name
+    checkpoint = next((interrupted / "checkpoints").glob("step-*"))
+    assert stat.S_IMODE(checkpoint.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((interrupted / "checkpoints" / "latest.json").stat().st_mode) == 0o666 & ~umask
+
+
+# ---------------------------------------------------------------------- 11. where the data came from
+
+
+def test_a_run_records_the_data_directory_it_read_from_the_environment(shared_data, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    monkeypatch.setenv("AEVB_DATA_DIR", str(shared_data))
+    assert call(["train", "--dataset", "frey", *FAST, "--latent-dim", "2", "--max-samples", "1000",
+                 "--step-size", "0.01", "--out", run]) == 0
+    assert json.loads((run / "config.json").read_text())["data"]["data_dir"] == str(shared_data.resolve())
+    monkeypatch.delenv("AEVB_DATA_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    code, out, err = run_cli(capsys, ["evaluate", run, "--num-points", "20", "--json"])
+    assert code == 0, err
+    assert json.loads(out)["dataset"] == "frey"
+
+
+# ----------------------------------------------------------------------------------- 12. smaller
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.7, 1.2, 2.0])   # (in its first ~0.1 s, Python's own start-up)
+def test_ctrl_c_while_starting_up_ends_in_one_line(tmp_path, delay):
+    process = subprocess.Popen([sys.executable, "-m", "aevb.console", "train", *SMALL, "--max-samples", "1e6",
+                                "--out", str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_full_disk_names_the_file_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    real_fsync = os.fsync
+
+    def disk_full_for_the_model(descriptor):
+        if "model.safetensors" in os.readlink(f"/proc/self/fd/{descriptor}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(descriptor)
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to tell the files apart")
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", disk_full_for_the_model)
+        code, out, err = run_cli(capsys, ["train", *SMALL, "--max-samples", "3000", "--out", run])
+    assert_usage_error(code, out, err)
+    assert f"No space left on device: {run / 'model.safetensors'}" in err
+    assert f"aevb train --resume {run}" in err
+    assert not list(run.glob(".model.safetensors.*"))   # no temporary left behind
+    assert call(["train", "--resume", run, "--no-progress"]) == 0 and (run / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("option", [["--max-samples", "5000"], ["--latent-dim", "5"], ["--hidden-units", "30"],
+                                    ["--out", "elsewhere"], ["--seed", "0"]])
+def test_resume_refuses_options_it_would_ignore(tmp_path, monkeypatch, capsys, option):
+    run = tmp_path / "run"
+    _interrupted_run(monkeypatch, run)
+    code, out, err = run_cli(capsys, ["train", "--resume", run, *option])
+    assert_usage_error(code, out, err)
+    assert option[0] in err
+
+
+def test_a_run_that_ends_worse_than_its_untrained_model_says_so(tmp_path, capsys):
+    import warnings
+
+    from aevb.training import TrainingWarning
+
+    with pytest.warns(TrainingWarning, match="below the untrained model's .* learned nothing"):
+        code, out, err = run_cli(capsys, ["train", *SMALL[:4], "--step-size", "1e6", "--eval-subset", "100",
+                                          "--max-samples", "20000", "--no-progress", "--threads", "1",
+                                          "--out", tmp_path / "run"])
+    assert code == 0, err
+    with warnings.catch_warnings(record=True) as caught:
+        code, out, err = run_cli(capsys, ["train", *SMALL, "--max-samples", "20000", "--out", tmp_path / "good"])
+    assert code == 0 and not [w for w in caught if "learned nothing" in str(w.message)], err
+
+
+def test_after_divergence_the_message_says_overwrite_is_needed(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, ["train", "--hidden-units", "50", "--latent-dim", "5", "--max-samples", "2e5",
+                                      "--threads", "1", "--step-size", "60", "--log-variance-bound", "0",
+                                      "--engine", "autograd", "--eval-subset", "200", "--no-progress",
+                                      "--out", run])
+    err = "\n".join(line for line in err.splitlines() if not line.startswith("aevb: warning"))   # rollbacks
+    assert_usage_error(code, out, err)
+    assert "diverged" in err and "--overwrite" in err
+
+
+@pytest.mark.parametrize("version, words", [("1", "must be the number 1, found '1'"),
+                                            (2, "has format version 2; this aevb reads format version 1")])
+def test_a_run_format_of_the_wrong_type_or_number_is_explained(finished_run, tmp_path, capsys, version, words):
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    _edit_json(run / "config.json", lambda config: config.update(format_version=version))
+    code, out, err = run_cli(capsys, ["evaluate", run, "--num-points", "10"])
+    assert_usage_error(code, out, err)
+    assert words in err
