@@ -434,6 +434,14 @@ def test_a_library_planted_in_a_cache_others_can_write_is_never_loaded(tmp_path,
     assert list(shared.iterdir()) == [planted]                  # nothing written there either
 
 
+def _load_from_only(cache: Path, tmp_path: Path, monkeypatch) -> None:
+    """Make ``cache`` the configured cache, with no temporary directory to fall back on and
+    nothing loaded yet in this process."""
+    monkeypatch.setenv("AEVB_NATIVE_CACHE", str(cache))
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "no-such-tmp"))
+    monkeypatch.setattr(native, "_loaded", {})
+
+
 @needs_kernels
 def test_a_library_file_others_can_write_is_rebuilt_not_loaded(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
@@ -441,9 +449,7 @@ def test_a_library_file_others_can_write_is_rebuilt_not_loaded(tmp_path, monkeyp
     marker = tmp_path / "planted-code-ran"
     planted = _planted_library(cache / KERNELS.path.name, marker)
     planted.chmod(0o777)
-    monkeypatch.setenv("AEVB_NATIVE_CACHE", str(cache))
-    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "no-such-tmp"))
-    monkeypatch.setattr(native, "_loaded", {})
+    _load_from_only(cache, tmp_path, monkeypatch)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         kernels = native.load()
@@ -487,9 +493,7 @@ def test_a_foreign_file_under_the_expected_name_falls_back_to_torch_with_one_war
     else:
         target.write_bytes(b"\x7fELF but not really")
     target.chmod(0o700)
-    monkeypatch.setenv("AEVB_NATIVE_CACHE", str(cache))
-    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "no-such-tmp"))
-    monkeypatch.setattr(native, "_loaded", {})
+    _load_from_only(cache, tmp_path, monkeypatch)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         assert native.load() is None
