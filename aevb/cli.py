@@ -452,7 +452,9 @@ def _evaluate(args: argparse.Namespace) -> int:
                           hmc_samples=args.hmc_samples, leapfrog_steps=args.leapfrog_steps, seed=args.seed,
                           parameter_draws=args.parameter_draws)
     if args.json:   # strict JSON: no NaN tokens, whatever the model gives
-        print(json.dumps(_strict_json(result), allow_nan=False))
+        from .checkpoint import strict_json
+
+        print(json.dumps(strict_json(result), allow_nan=False))
         return 0
     split = args.split
     print(f"{result['dataset']} {split} set, {result['num_datapoints']:,} points; nats per datapoint, "
@@ -475,15 +477,6 @@ def _evaluate(args: argparse.Namespace) -> int:
               f"{-result['hmc_log_likelihood']:.3f}; acceptance {result['hmc_acceptance']:.2f}; "
               f"{result['hmc_seconds']:.1f} s")
     return 0
-
-
-def _strict_json(value):
-    """NaN and ±inf as null (JSON has neither)."""
-    if isinstance(value, dict):
-        return {key: _strict_json(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict_json(item) for item in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -532,8 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # One of several torchrun processes: everything is written and flushed; leave without
         # C++ static destructors, where torch 2.x's distributed runtime now and then aborts
-        # ("terminate called without an active exception", about 1 exit in 12 here) and would
-        # turn a finished run into a failed one.
+        # ("terminate called without an active exception"; how often: docs/performance.md) and
+        # would turn a finished run into a failed one.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)

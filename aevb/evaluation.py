@@ -28,8 +28,8 @@ class BoundEstimate:
 
 
 #: Rows (datapoint-sample pairs) evaluated at once on a CPU: the activations of about a thousand
-#: rows of the paper's models stay in cache; 10,000-row chunks measured 1.5× slower. A GPU wants
-#: large batches instead.
+#: rows of the paper's models stay in cache, those of much larger chunks do not (timings in
+#: docs/performance.md). A GPU wants large batches instead.
 CPU_CHUNK_ROWS = 1024
 GPU_CHUNK_ROWS = 65536
 

@@ -3,12 +3,13 @@ gradients, written into preallocated buffers (the fast CPU path of Algorithm 1).
 
 Why. The paper's MNIST model does eleven matrix products per step; everything else (autograd's
 graph, about sixty small elementwise kernels, a fresh allocation for every activation and
-gradient, the optimiser's bookkeeping) costs a third as much again on a CPU. Here the same
-products write into buffers that live for the whole run (``torch.addmm(..., out=)``), gradients go
-straight into ``param.grad``, and the elementwise work is a handful of in-place kernels. The
-result is the same gradient as ``loss.backward()`` on the estimators of :mod:`aevb.estimators`,
-to rounding (the tests check this in float64 for every supported configuration), with the same
-draws of ε from the global generator, so either engine continues the other's run.
+gradient, the optimiser's bookkeeping) adds much to that on a CPU (the measured share is in
+docs/performance.md). Here the same products write into buffers that live for the whole run
+(``torch.addmm(..., out=)``), gradients go straight into ``param.grad``, and the elementwise work
+is a handful of in-place kernels. The result is the same gradient as ``loss.backward()`` on the
+estimators of :mod:`aevb.estimators`, to rounding (the tests check this in float64 for every
+supported configuration), with the same draws of ε from the global generator, so either engine
+continues the other's run.
 
 Derivation (per minibatch of M points, L samples, loss = −(1/M) Σ_i 𝓛̃ᵢ, weights wₗᵢ):
 
@@ -42,8 +43,9 @@ from .model import ACTIVATIONS, MLP, VAE, BernoulliDecoder, GaussianDecoder, Gau
 LOG_2PI = math.log(2.0 * math.pi)
 FUSED_ESTIMATORS = ("A", "B", "IWAE")
 #: Largest fraction of nonzeros in a minibatch for which the first layer's products go sparse
-#: (aevb.native): at MNIST's 13-20% they cost about a third of the dense ones; the two are even
-#: near 40% on the development machine.
+#: (aevb.native): their cost follows the nonzeros, so they win on mostly-zero data such as MNIST
+#: (13-20% nonzeros); the threshold stays below the density where sparse and dense cost the same.
+#: Timings in docs/performance.md.
 SPARSE_DENSITY = 0.3
 _FLOAT32_MAX = torch.finfo(torch.float32).max
 
@@ -51,8 +53,8 @@ _FLOAT32_MAX = torch.finfo(torch.float32).max
 # Activations: forward into a buffer, and the derivative from pre-activation a and output h,
 # multiplied into the incoming gradient in place. Keyed like model.ACTIVATIONS.
 def _tanh(a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    # tanh(a) = 2 sigmoid(2a) − 1: torch's CPU sigmoid kernel is about three times faster than its
-    # tanh kernel; the absolute difference is at float rounding (~1e-7).
+    # tanh(a) = 2 sigmoid(2a) − 1: torch's CPU sigmoid kernel is faster than its tanh kernel
+    # (docs/performance.md); the absolute difference is at float rounding (~1e-7).
     torch.mul(a, 2.0, out=out)
     return torch.sigmoid(out, out=out).mul_(2.0).sub_(1.0)
 
@@ -316,7 +318,7 @@ class FusedStep:
     def __call__(self, x: torch.Tensor, noise: torch.Tensor | None = None,
                  optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
         """x: (M, D); ``noise``: optional ε (L, M, J), else drawn here. Returns Σ_i 𝓛̃ᵢ (0-dim)."""
-        # (no autograd here: set directly, the no_grad context manager costs ~10 µs a step)
+        # (no autograd here: set directly, cheaper than the no_grad context manager; docs/performance.md)
         grad_enabled = torch.is_grad_enabled()
         torch.set_grad_enabled(False)
         try:

@@ -166,7 +166,7 @@ def hidden_widths(config: ModelConfig) -> tuple[int, ...]:
 
 
 #: Host memory of one hidden layer's modules (nn.Linear and its activation) apart from the parameters:
-#: Python objects and tensor headers, measured at about 6 kB with torch 2.x; counted low, as the
+#: Python objects and tensor headers; counted below what was measured (docs/performance.md), as the
 #: estimates that refuse a size are lower bounds.
 LAYER_OVERHEAD_BYTES = 4096
 

@@ -2,11 +2,12 @@
 step-size schedules a run can follow (:data:`SCHEDULES`).
 
 :class:`Adagrad` is ``torch.optim.Adagrad`` with a shorter path to the same fused kernel: the
-library's ``step`` regroups every tensor by device and dtype on every call, which on the paper's
-MNIST model costs about as much as a sixth of the kernel itself. When all parameters share one
-device and dtype (always, for an aevb model) this class calls ``torch._fused_adagrad_`` directly
-with the state ``torch.optim.Adagrad`` keeps, so state dicts, checkpoints and results are those of
-``torch.optim.Adagrad(fused=True)``; anything else falls back to the library's step.
+library's ``step`` regroups every tensor by device and dtype on every call, Python work that is
+not small next to the kernel itself on a model of a few tensors (measured: docs/performance.md).
+When all parameters share one device and dtype (always, for an aevb model) this class calls
+``torch._fused_adagrad_`` directly with the state ``torch.optim.Adagrad`` keeps, so state dicts,
+checkpoints and results are those of ``torch.optim.Adagrad(fused=True)``; anything else falls back
+to the library's step.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ class Adagrad(torch.optim.Adagrad):
 
     def kernel_lists(self, index: int, group: dict):
         """(params, grads, sums, steps) of a group for the fused kernel, or None where it does not
-        apply. Kept between steps (building them costs about a third of the kernel's time on the
-        paper's model) and rebuilt when a gradient tensor is not the one seen last time."""
+        apply. Kept between steps (building them is a sizeable fraction of the kernel's time on
+        the paper's model; docs/performance.md) and rebuilt when a gradient tensor is not the one
+        seen last time."""
         cache = self.__dict__.setdefault("_lists", {})
         cached = cache.get(index)
         if cached is not None and len(cached[0]) == len(group["params"]) and \
@@ -86,7 +88,7 @@ def non_finite(parameters: list[torch.Tensor], loss: torch.Tensor,
 
     A sum is NaN or infinite when one of its terms is (finite gradients overflowing float32 in a
     sum would need elements near 1e32); it is the cheapest reduction — torch's max-norm kernel
-    took 20 times as long here.
+    is far slower (docs/performance.md).
     """
     total = flat_gradient.sum() if flat_gradient is not None else torch.stack([p.grad.sum() for p in parameters]).sum()
     total = total + loss.detach().to(total.dtype)

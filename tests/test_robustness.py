@@ -30,7 +30,7 @@ SMALL = ["--hidden-units", "16", "--latent-dim", "3", "--step-size", "0.02", "--
 
 def _interrupted_run(monkeypatch, run: Path, *extra: str, after_checks: int = 40, samples: str = "30000") -> None:
     """A run stopped as SIGTERM stops it, after ``after_checks`` steps: a checkpoint and no model."""
-    from aevb import runs
+    from aevb.runs.process import StopOnSignal
 
     calls = {"n": 0}
 
@@ -39,7 +39,7 @@ def _interrupted_run(monkeypatch, run: Path, *extra: str, after_checks: int = 40
         return calls["n"] > after_checks
 
     with monkeypatch.context() as patch:
-        patch.setattr(runs._StopOnSignal, "__call__", stop)
+        patch.setattr(StopOnSignal, "__call__", stop)
         assert call(["train", *SMALL, "--max-samples", samples, "--checkpoint-every", "5", "--out", run, *extra]) == 130
     assert (run / "checkpoints").is_dir() and not (run / "model.safetensors").exists()
 
@@ -61,7 +61,7 @@ def _edit_json(path: Path, edit) -> None:
 
 
 def test_overwrite_removes_the_old_runs_checkpoints_so_resume_continues_the_new_run(tmp_path, monkeypatch, capsys):
-    from aevb import runs
+    from aevb.runs import train
 
     run = tmp_path / "run"
     _interrupted_run(monkeypatch, run, "--tensorboard" if _has_tensorboard() else "--seed=0")
@@ -70,7 +70,7 @@ def test_overwrite_removes_the_old_runs_checkpoints_so_resume_continues_the_new_
         raise KeyboardInterrupt   # as SIGKILL would leave it: config.json written, nothing else
 
     with monkeypatch.context() as patch:
-        patch.setattr(runs, "_train_into", killed_before_its_first_checkpoint)
+        patch.setattr(train, "_train_into", killed_before_its_first_checkpoint)
         call(["train", "--hidden-units", "12", "--latent-dim", "2", "--max-samples", "3000", "--seed", "7",
               "--step-size", "0.02", "--eval-subset", "200", "--no-progress", "--out", run, "--overwrite"])
     assert not (run / "checkpoints").exists() and not (run / "tensorboard").exists()
@@ -148,7 +148,7 @@ def test_threads_beyond_the_cpus_are_refused_in_one_line(capsys, command):
 
 
 def test_a_run_in_use_by_another_process_is_refused(tmp_path, monkeypatch, capsys):
-    from aevb.run_lock import RunLock
+    from aevb.runs.lock import RunLock
 
     run = tmp_path / "run"
     _interrupted_run(monkeypatch, run)

@@ -6,7 +6,7 @@ Bernoulli log-likelihood and its gradient, the reparameterised latent layer forw
 backwards, bias sums — runs here, one pass each (``kernels.c`` says why and how).
 
 The library is compiled from ``kernels.c`` with the machine's C compiler the first time it is
-needed (about a second), with ``-march=native`` and OpenMP, into
+needed (once; docs/performance.md gives the time), with ``-march=native`` and OpenMP, into
 ``$XDG_CACHE_HOME/aevb/native/`` under a name that hashes the source, the flags, the compiler and
 the CPU, so an upgrade or another machine sharing the home directory rebuilds. Without a C
 compiler, or with ``AEVB_NATIVE=0``, :func:`load` returns None and the fused step uses torch

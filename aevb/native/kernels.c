@@ -1,17 +1,37 @@
 /* Native kernels for the fused training step of aevb.fused (float32, CPU, row-major contiguous).
  *
- * Why C. On the paper's MNIST model the eleven matrix products are ~65% of a step; the rest is
- * about a hundred small torch operations (activations, the Bernoulli terms, the latent layer of
- * eqs. 7 and 10, bias sums), each a separate pass over memory and a separate dispatch of 3-10 us.
+ * Why C. On the paper's MNIST model a step in torch operations runs, besides the eleven matrix
+ * products, about a hundred small operations (activations, the Bernoulli terms, the latent
+ * layer of eqs. 7 and 10, bias sums), each a separate pass over memory and a separate dispatch:
+ * together a large share of the step (measured: docs/performance.md, item 7).
  * Here each of those groups is one pass: an activation and its derivative, the Bernoulli
  * log-likelihood with its gradient, the whole reparameterised latent layer forwards and
  * backwards. The matrix products stay in torch (MKL/oneDNN).
  *
  * No libm: exp and log are the Cephes single-precision polynomials (relative error ~1e-7, as
  * accurate as float32 rounding), written so that the compiler vectorises the loops, and NaN
- * inputs stay NaN (the numeric guard of aevb.optimizers relies on that). Results do not depend
- * on the number of threads: every sum runs in a fixed order (rows within a column, or the
- * elements of a row), threads only split independent rows or columns.
+ * inputs stay NaN (the numeric guard of aevb.optimizers relies on that).
+ *
+ * Threads. Everything the kernels write is independent of the number of threads, bit for bit:
+ * elementwise results, and every sum that feeds a gradient, a log-likelihood or a total (bias
+ * gradients: the rows of a column in order; a row's log-likelihood: its elements in the order of
+ * the compiled SIMD loop, fixed by the build, not by the threads; the sparse products: the
+ * nonzeros or the rows in order; the latent layer and the double totals: one thread, in order).
+ * Threads only split independent rows, columns or blocks.
+ * Not so the sums of |.| that aevb_activation_forward, aevb_activation_backward, aevb_abs_sum
+ * (and through it aevb_latent_forward) and aevb_sparse_rows return for the fused step's numeric
+ * guard. Above 16384 elements they are OpenMP reductions: each thread sums its share and the
+ * partial sums are combined in an order OpenMP leaves open (GCC's code adds them as the threads
+ * arrive), so their last bits can differ between thread counts, and between runs on the same
+ * count. They decide only whether a step is skipped, and for that the order rarely matters: their
+ * terms are >= 0, so one NaN makes the sum NaN and one +inf (without a NaN) makes it +inf
+ * whatever the order. But the order can matter when the sum is finite: a float32 sum of n terms
+ * can round to +inf in one order and to a finite number in another when it lies within a relative
+ * ~n * 2^-24 of FLT_MAX (3.4e38), and the guard's comparison with its limit (1e37, in
+ * aevb.fused's _gradients_finite) can come out either way when a bound lies that close to it. Both
+ * happen only at values a diverging run reaches, and either verdict is safe (a step is taken
+ * only when the bound proves every gradient finite), but there two thread counts can part:
+ * one skips the step, the other takes it.
  */
 
 #include <stdint.h>
@@ -103,7 +123,8 @@ static inline float tanh_f(float a) {
 enum { ACT_NONE = 0, ACT_TANH = 1, ACT_RELU = 2, ACT_SIGMOID = 3, ACT_SOFTPLUS = 4 };
 
 /* out[i] = act(pre[i]); n elements (out may be pre). Returns sum |out[i]| (NaN or inf if any is),
- * which the fused step's numeric guard uses to bound the weight gradients computed from out. */
+ * which the fused step's numeric guard uses to bound the weight gradients computed from out
+ * (an OpenMP reduction: its last bits may depend on the threads, see the header). */
 API double aevb_activation_forward(const float *pre, float *out, int64_t n, int act) {
     int64_t i;
     float total = 0.0f;
@@ -135,7 +156,7 @@ API double aevb_activation_forward(const float *pre, float *out, int64_t n, int 
     return total;
 }
 
-/* sum |a[i]| over n elements (NaN or inf if any is). */
+/* sum |a[i]| over n elements (NaN or inf if any is); an OpenMP reduction, as above. */
 API double aevb_abs_sum(const float *a, int64_t n) {
     int64_t i;
     float total = 0.0f;
@@ -146,7 +167,8 @@ API double aevb_abs_sum(const float *a, int64_t n) {
 
 /* grad (rows x cols) *= act'(pre, out) in place, and bias_grad[c] = sum over rows of the result
  * (rows summed in order, so the value does not depend on the number of threads). Returns the sum
- * of |grad| after the product, for the numeric guard. */
+ * of |grad| after the product, for the numeric guard (the blocks' sums combined by an OpenMP
+ * reduction: its last bits may depend on the threads, see the header). */
 API double aevb_activation_backward(float *grad, const float *pre, const float *out, int64_t rows,
                                     int64_t cols, int act, float *bias_grad) {
     const int64_t block = 64;
@@ -266,7 +288,7 @@ static inline float bounded(float raw, float bound, float *through) {
 /* The Gaussian posterior's reparameterised layer (section 2.4): heads (M x 2J) = [mu, raw log sigma^2],
  * eps (L x M x J) -> z (L x M x J), std and log_var (M x J), and per datapoint (B) the closed-form
  * KL (App. B) into term[i], or per sample (A, IWAE) log p(z) - log q(z|x) into term[l*M + i].
- * *term_total = the sum of term. Returns sum |z| for the numeric guard. */
+ * *term_total = the sum of term, in order. Returns sum |z| for the numeric guard (aevb_abs_sum). */
 API double aevb_latent_forward(const float *heads, const float *eps, int64_t samples, int64_t points,
                                int64_t latent, float bound, int closed_form_kl, float *z, float *std,
                                float *log_var, float *term, double *term_total) {
@@ -372,7 +394,8 @@ API void aevb_adagrad(float *param, const float *grad, float *state_sum, int64_t
 
 /* ---- Sparse inputs: the first layer of the encoder on data that are mostly zeros (MNIST: 80-87%).
  * x W^T and the weight gradient G^T x then cost a multiply-add per nonzero of x and output unit
- * instead of per element: about a third of the two dense products at MNIST's density. W stays in
+ * instead of per element, far less than the dense products at MNIST's density (measured:
+ * docs/performance.md, item 9). W stays in
  * nn.Linear's (out, in) layout; blocks of 64 output units are transposed into a per-thread tile
  * (in x 64, in L2), so the inner loops run over 64 contiguous floats. */
 
@@ -381,7 +404,8 @@ typedef float vec16 __attribute__((vector_size(64)));   /* 16 floats; narrower I
 
 /* The nonzeros of each row of x (rows x dim): row r's in index/value[r*stride ...] (count[r] of
  * them, in column order; stride >= dim + 16, the vector path stores 16 at a time). Returns
- * sum |x| (NaN or inf if any element is) for the numeric guard; *nonzeros = sum of count. */
+ * sum |x| (NaN or inf if any element is) for the numeric guard, an OpenMP reduction whose last
+ * bits may depend on the threads (see the header); *nonzeros = sum of count (exact). */
 API double aevb_sparse_rows(const float *x, int64_t rows, int64_t dim, int64_t stride, int32_t *index,
                             float *value, int64_t *count, int64_t *nonzeros) {
     int64_t r, total = 0;

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import AevbError
+from ..errors import AevbError
 
 LOCK_FILE = ".lock"
 

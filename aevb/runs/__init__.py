@@ -1,0 +1,46 @@
+"""A run is a directory: everything needed to inspect, evaluate, sample from and rerun a training.
+
+Layout of ``RUN_DIR``::
+
+    config.json          full configuration (data, model, training, device), written first
+    metrics.jsonl        one JSON object per evaluation point (see aevb.training.Metrics)
+    model.safetensors    weights (no pickle) ...
+    model.json           ... and the model configuration to rebuild it
+    summary.json         final numbers: chosen step size, bounds, wall time, throughput
+    samples.png          samples E[x|z], z ~ p(z) (Figs. 7–11)
+    reconstructions.png  validation images above their reconstructions
+    bound.png            bound against training samples (Fig. 2)
+    manifold.png         for a 2-D latent space, the learned manifold (Figs. 4–5)
+    checkpoints/         while training (aevb.training_checkpoints); removed when the run finishes
+    tensorboard/         TensorBoard scalars, when asked for
+    .lock                held by the process training the run (aevb.runs.lock)
+
+One module per concern:
+
+* :mod:`~aevb.runs.layout` ........ the directory's files, claiming one, a run's identity
+* :mod:`~aevb.runs.data_config` ... which data a run uses, as config.json records it
+* :mod:`~aevb.runs.settings` ...... the library's defaults for a new run (the paper's, §5)
+* :mod:`~aevb.runs.train` ......... train a run, resume one
+* :mod:`~aevb.runs.process` ....... stopping on a signal, agreed across processes
+* :mod:`~aevb.runs.lock` .......... one process at a time in a run
+* :mod:`~aevb.runs.outputs` ....... figures and TensorBoard scalars
+* :mod:`~aevb.runs.evaluate` ...... bound and log-likelihood of a trained run
+* :mod:`~aevb.runs.sample` ........ samples from a trained run
+
+``train_run`` never writes into a directory that already holds a run unless told to overwrite.
+"""
+
+from .data_config import DataConfig, check_data_fits_model, data_config_of_run, load_data
+from .evaluate import evaluate_run, load_run
+from .layout import (CONFIG_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, default_run_dir, prepare_run_dir,
+                     read_run_config)
+from .sample import sample_run
+from .settings import DEFAULT_HIDDEN_UNITS, DEFAULT_LOG_VARIANCE_BOUND, model_config_for, resolve_device
+from .train import DEFAULT_CHECKPOINT_EVERY, resume_run, run_configs, train_run
+
+__all__ = [
+    "CONFIG_FILE", "DEFAULT_CHECKPOINT_EVERY", "DEFAULT_HIDDEN_UNITS", "DEFAULT_LOG_VARIANCE_BOUND", "METRICS_FILE",
+    "RUN_FORMAT_VERSION", "SUMMARY_FILE", "DataConfig", "check_data_fits_model", "data_config_of_run",
+    "default_run_dir", "evaluate_run", "load_data", "load_run", "model_config_for", "prepare_run_dir",
+    "read_run_config", "resolve_device", "resume_run", "run_configs", "sample_run", "train_run",
+]

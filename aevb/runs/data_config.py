@@ -1,0 +1,103 @@
+"""Which data a run uses, as config.json records it, and the checks that the data fit the model."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import check_fields
+from ..data import DATASET_NAMES, USER_PIXEL_DIVISOR, Dataset, load_dataset, resolve_data_dir
+from ..errors import AevbError
+from ..model import ModelConfig
+from ..training import TrainConfig
+
+
+@dataclass
+class DataConfig:
+    """Which data a run uses; enough to load it again for evaluation."""
+
+    dataset: str = "mnist-sample"
+    data_dir: str | None = None
+    download: bool = False
+    train_limit: int | None = None    # use only the first N training points (Fig. 3's Ntrain)
+    pixel_divisor: float | None = None   # grey level k → k / divisor; None: the dataset's (256 for the paper's data)
+    merge_valid: bool = False         # train on train + valid, no validation split (the IWAE protocol: 60000 MNIST)
+
+
+def load_data(data_config: DataConfig) -> Dataset:
+    """The dataset a run uses: its validation split appended to the training split when
+    ``merge_valid``, then the training split cut to ``train_limit`` points when given."""
+    data = load_dataset(data_config.dataset, data_config.data_dir, download=data_config.download,
+                        pixel_divisor=data_config.pixel_divisor)
+    if data_config.merge_valid:
+        labels = None if data.train_labels is None or data.valid_labels is None else \
+            torch.cat([data.train_labels, data.valid_labels])
+        data = dataclasses.replace(data, train=torch.cat([data.train, data.valid]), train_labels=labels,
+                                   valid=data.valid[:0], valid_labels=None if data.valid_labels is None
+                                   else data.valid_labels[:0])
+    limit = data_config.train_limit
+    if limit is None:
+        return data
+    if not 1 <= limit <= data.train.shape[0]:
+        raise AevbError(f"train limit {limit} is outside 1..{data.train.shape[0]} for {data.name}")
+    labels = None if data.train_labels is None else data.train_labels[:limit]
+    return dataclasses.replace(data, train=data.train[:limit], train_labels=labels)
+
+
+def value_ranges(data: Dataset) -> dict[str, tuple[float, float]]:
+    """(min, max) of each non-empty split; NaN or ±inf show up in them (min/max propagate NaN)."""
+    return {name: (float(split.min()), float(split.max())) for name in ("train", "valid", "test")
+            if (split := getattr(data, name)).numel()}
+
+
+def check_data_fits_model(data: Dataset, model: ModelConfig, train: TrainConfig) -> None:
+    """A Bernoulli decoder and dynamic binarisation need every value in [0, 1]."""
+    needs_unit_interval = model.likelihood == "bernoulli" or train.binarize == "dynamic"
+    for split_name, (low, high) in value_ranges(data).items():
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise AevbError(f"{data.name}: the {split_name} split holds NaN or infinite values")
+        if needs_unit_interval and (low < 0 or high > 1):
+            why = "a Bernoulli decoder" if model.likelihood == "bernoulli" else "dynamic binarization"
+            raise AevbError(f"{data.name}: {split_name} values lie in [{low:g}, {high:g}], but {why} needs "
+                            "values in [0, 1]; rescale the data or use --likelihood gaussian")
+
+
+def stored_data_config(data_config: DataConfig) -> dict:
+    """The data configuration as config.json keeps it: paths made absolute, and for a dataset read
+    from a data directory the directory actually used (also when it came from ``$AEVB_DATA_DIR``),
+    so that evaluate and sample find the data from any working directory and any shell."""
+    stored = dataclasses.asdict(data_config)
+    if data_config.dataset not in DATASET_NAMES:
+        stored["dataset"] = str(Path(data_config.dataset).expanduser().resolve())
+    elif data_config.dataset != "mnist-sample" or data_config.data_dir:   # (the sample is embedded)
+        stored["data_dir"] = str(resolve_data_dir(data_config.data_dir).expanduser().resolve())
+    return stored
+
+
+def data_config_of_run(stored: dict, data_dir: str | None = None, where: str = "config.json") -> DataConfig:
+    """The :class:`DataConfig` a run's config.json describes (``data_dir`` overriding its own; its
+    own is used while it exists, else the default directory is searched).
+    Runs written before the grey levels of named datasets were k/256 (all but Frey Face) had k/255."""
+    if not isinstance(stored, dict):
+        raise AevbError(f"{where}: data must be a JSON object, got {stored!r}")
+    fields = {f.name for f in dataclasses.fields(DataConfig)}
+    values = {key: value for key, value in stored.items() if key in fields}
+    check_fields(DataConfig, values, f"{where}: data")
+    if not isinstance(values.get("dataset"), str):
+        raise AevbError(f"{where}: data names no dataset")
+    if values.get("train_limit") is not None and values["train_limit"] < 1:
+        raise AevbError(f"{where}: data.train_limit must be a positive integer, got {values['train_limit']}")
+    if values.get("pixel_divisor") is not None and not (math.isfinite(values["pixel_divisor"])
+                                                         and values["pixel_divisor"] > 0):
+        raise AevbError(f"{where}: data.pixel_divisor must be a positive number, got {values['pixel_divisor']}")
+    if "pixel_divisor" not in stored and stored.get("dataset") != "frey":
+        values["pixel_divisor"] = USER_PIXEL_DIVISOR
+    if data_dir:
+        values["data_dir"] = data_dir
+    elif values.get("data_dir") and not Path(values["data_dir"]).is_dir():
+        values["data_dir"] = None   # moved or deleted: look where a new run would
+    return DataConfig(**values)

@@ -1,0 +1,126 @@
+"""Evaluating a trained run: the bound, importance-sampled log p(x) and the HMC estimator (App. D)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import load_model
+from ..conditional import model_inputs
+from ..errors import AevbError
+from ..estimators import bound_estimator
+from ..evaluation import evaluate_bound
+from ..full_vb import FullVBVAE, predictive_log_likelihood
+from ..hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
+from ..importance_sampling import estimate_log_likelihood
+from ..model import VAE
+from ..training import TrainConfig, evaluation_data
+from .data_config import data_config_of_run, load_data
+from .layout import CONFIG_FILE, read_run_config
+from .settings import resolve_device
+
+
+def load_run(run_dir: str | os.PathLike, device: str = "auto") -> tuple[VAE, dict]:
+    """The trained model of a run and its configuration."""
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    if not (run_dir / "model.safetensors").exists():
+        raise AevbError(f"{run_dir} holds no trained model (model.safetensors); did the run finish?")
+    return load_model(run_dir, resolve_device(device)), config
+
+
+def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples: int = 100,
+                 data_dir: str | None = None, device: str = "auto", batch_size: int = 20_000,
+                 num_points: int | None = None, log_likelihood_samples: int | None = None, prior_mixture: float = 0.0,
+                 hmc: bool = False, hmc_samples: int = PAPER_POSTERIOR_SAMPLES,
+                 leapfrog_steps: int = PAPER_LEAPFROG_STEPS, seed: int = 0, parameter_draws: int = 10) -> dict:
+    """Evaluate a trained run on a data split; every number is in nats per datapoint.
+
+    Always: the lower bound with ``num_samples`` samples of z per datapoint (``{split}_bound``,
+    ``{split}_bound_stderr``, the standard error over datapoints). With
+    ``log_likelihood_samples=k``: the importance-sampled log p(x) (``log_likelihood``,
+    ``log_likelihood_stderr``: Monte Carlo standard error of the mean). With ``hmc``: the
+    Appendix D estimate (``hmc_log_likelihood``, ...). ``num_points`` keeps the first N points.
+
+    A full-VB run (App. F) averages over q(θ): the bound is E_q(θ)[𝓛_θ(x)] (a fresh θ per batch of
+    points), log p(x) the predictive log E_q(θ)[p_θ(x)] from ``parameter_draws`` draws of θ with k
+    importance samples each (:func:`aevb.full_vb.predictive_log_likelihood`); the result adds
+    KL(q(θ) ‖ p(θ)) and, on the training split, the full bound 𝓛(φ; X)/N.
+    """
+    if num_samples < 1:
+        raise AevbError(f"--samples must be a positive integer, got {num_samples}")
+    for name, value in (("--k", log_likelihood_samples), ("--num-points", num_points),
+                        ("--parameter-draws", parameter_draws),
+                        ("--hmc-samples", hmc_samples), ("--leapfrog-steps", leapfrog_steps)):
+        if value is not None and value < 1:
+            raise AevbError(f"{name} must be a positive integer, got {value}")
+    if split not in ("train", "valid", "test"):
+        raise AevbError(f"unknown split {split!r}; choose train, valid or test")
+    model, config = load_run(run_dir, device)
+    where = str(Path(run_dir) / CONFIG_FILE)
+    data_config = config.get("data")
+    if not isinstance(config.get("training"), dict):
+        raise AevbError(f"{where} lacks the training configuration")
+    train_config = TrainConfig.from_dict(config["training"], f"{where}: training")
+    data = load_data(data_config_of_run(data_config, data_dir, where))
+    if getattr(data, split).shape[0] == 0:
+        merged = " (the run trained on train + valid)" if data_config.get("merge_valid") else ""
+        raise AevbError(f"{data.name} has no {split} split{merged}; evaluate another split")
+    device_of_model = next(model.parameters()).device
+    if getattr(data, split).shape[1] != model.config.data_dim:
+        raise AevbError(f"{data.name} has {getattr(data, split).shape[1]} dimensions but the model expects "
+                        f"{model.config.data_dim}")
+    if hmc and model.config.num_classes is not None:
+        raise AevbError("--hmc does not handle conditional models; use --nll")
+    full_vb = isinstance(model, FullVBVAE)
+    if full_vb and hmc:   # (checked before any work is done)
+        raise AevbError("--hmc estimates log p(x) at one θ; a full-VB run has a posterior over θ (use --nll)")
+    # For a conditional model: rows [x, one-hot(y)], binarised as the trainer binarises them.
+    values = model_inputs(getattr(data, split), getattr(data, f"{split}_labels"), model.config)
+    values = evaluation_data(values, train_config.binarize)[:num_points]
+    values = values.to(device_of_model)
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    estimator = bound_estimator(train_config.estimator)
+    estimate = evaluate_bound(model, values, estimator=estimator, num_samples=num_samples, batch_size=batch_size)
+    result = {
+        f"{split}_bound": estimate.mean,
+        f"{split}_bound_stderr": estimate.stderr,
+        "split": split,
+        "num_datapoints": estimate.num_datapoints,
+        "samples_per_datapoint": num_samples,
+        "estimator": estimator,
+        "dataset": data.name,
+        "seconds": time.perf_counter() - started,
+    }
+    if model.config.num_classes is not None:   # every number is of log p(x|y), y the datapoint's label
+        result["conditional"] = True
+    if full_vb:
+        with torch.no_grad():
+            kl = model.decoder_parameter_kl(train_config.prior_precision).item()
+        result.update(decoder_parameter_kl=kl, decoder_parameter_kl_per_datapoint=kl / data.train.shape[0])
+        if split == "train":
+            result["train_full_bound"] = estimate.mean - kl / data.train.shape[0]
+    if log_likelihood_samples is not None:
+        if full_vb:
+            nll = predictive_log_likelihood(model, values, num_samples=log_likelihood_samples,
+                                            parameter_draws=parameter_draws, prior_mixture=prior_mixture)
+            result["parameter_draws"] = parameter_draws
+        else:
+            nll = estimate_log_likelihood(model, values, num_samples=log_likelihood_samples,
+                                          prior_mixture=prior_mixture)
+        result.update(log_likelihood=nll.mean, log_likelihood_stderr=nll.stderr, log_likelihood_prior_mixture=prior_mixture,
+                      log_likelihood_spread_stderr=nll.spread_stderr, log_likelihood_samples=log_likelihood_samples,
+                      log_likelihood_seconds=nll.seconds,
+                      decoder_evaluations_per_second=values.shape[0] * nll.num_samples / nll.seconds)
+    if hmc:
+        generator = torch.Generator().manual_seed(seed)
+        hmc_estimate, acceptance = hmc_log_likelihood(model, values, num_samples=hmc_samples,
+                                                      leapfrog_steps=leapfrog_steps, generator=generator)
+        result.update(hmc_log_likelihood=hmc_estimate.mean, hmc_log_likelihood_stderr=hmc_estimate.stderr,
+                      hmc_log_likelihood_spread_stderr=hmc_estimate.spread_stderr, hmc_samples=hmc_samples,
+                      hmc_leapfrog_steps=leapfrog_steps, hmc_acceptance=acceptance, hmc_seconds=hmc_estimate.seconds)
+    return result

@@ -1,0 +1,123 @@
+"""A run's directory: its files, how a new run claims one, and what identifies a run's settings."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+from ..checkpoint import check_format_version, read_json
+from ..errors import AevbError
+from ..training_checkpoints import DIRECTORY as CHECKPOINTS
+
+
+RUN_FORMAT_VERSION = 1
+
+
+CONFIG_FILE = "config.json"
+
+
+METRICS_FILE = "metrics.jsonl"
+
+
+SUMMARY_FILE = "summary.json"
+
+
+FIGURE_FILES = ("samples.png", "reconstructions.png", "bound.png", "manifold.png")
+
+
+TENSORBOARD_DIRECTORY = "tensorboard"
+
+
+#: What ``--overwrite`` removes before a new run starts: every file a run writes, so that nothing
+#: of the old run (weights, checkpoints, a manifold of another latent dimension, ...) is mixed with
+#: the new one or resumed under its configuration.
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "model.safetensors", "model.json", *FIGURE_FILES)
+
+
+RUN_DIRECTORIES = (CHECKPOINTS, TENSORBOARD_DIRECTORY)
+
+
+RUN_FILE_PATTERNS = ("samples-seed*.png", "samples-seed*.npy")   # aevb sample's default outputs
+
+
+def create_run_dir(out: Path) -> Path:
+    """``out`` as a directory, created if missing; a one-line error when it cannot be."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise AevbError(f"--out {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AevbError(f"cannot create run directory {out}: {error.strerror}") from None
+    return out
+
+
+def holds_run(out: Path) -> bool:
+    return out.is_dir() and any((out / name).exists() for name in
+                                (CONFIG_FILE, METRICS_FILE, "model.safetensors", CHECKPOINTS))
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> Path:
+    """Create ``out`` or check that it holds no run; refuse to clobber one unless ``overwrite``,
+    which removes everything a run wrote there (files, checkpoints, TensorBoard logs)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise AevbError(f"--out {out} exists and is not a directory")
+    if holds_run(out):
+        if not overwrite:
+            raise AevbError(f"{out} already holds a run; choose another --out or pass --overwrite")
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for pattern in RUN_FILE_PATTERNS:
+            for path in out.glob(pattern):
+                path.unlink(missing_ok=True)
+        for name in RUN_DIRECTORIES:
+            shutil.rmtree(out / name, ignore_errors=True)
+            if (out / name).exists():
+                raise AevbError(f"cannot remove {out / name} of the run being replaced")
+    return create_run_dir(out)
+
+
+def default_run_dir(dataset: str, latent_dim: int) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{Path(dataset).stem}-z{latent_dim}-{stamp}"
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """A run's config.json, with one-line errors for a missing run or another run format."""
+    if not run_dir.is_dir():
+        raise AevbError(f"run directory {run_dir} not found")
+    config = read_json(run_dir / CONFIG_FILE)
+    check_format_version(config, RUN_FORMAT_VERSION, run_dir / CONFIG_FILE)
+    return config
+
+
+def configuration_id(config: dict) -> str:
+    """What identifies a run's settings in its checkpoints: a hash of the data (not where it is
+    stored), model, training and algorithm sections of its config.json."""
+    data = config.get("data")
+    data = {key: value for key, value in data.items() if key not in ("data_dir", "download")} \
+        if isinstance(data, dict) else data
+    identity = {"data": data, "model": config.get("model"), "training": config.get("training"),
+                "algorithm": config.get("algorithm")}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def line_samples(line: str) -> float:
+    """The samples count of a metrics line; a line cut off by a kill counts as after everything."""
+    try:
+        return json.loads(line)["samples"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
+def metrics_lines(out: Path) -> list[str]:
+    try:
+        lines = (out / METRICS_FILE).read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return []
+    return [line for line in lines if line.strip()]

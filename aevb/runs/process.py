@@ -1,0 +1,52 @@
+"""Process control while a run trains: stopping on SIGINT/SIGTERM after a checkpoint, agreed by
+every process under torchrun."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Callable
+
+import torch
+
+
+class StopOnSignal:
+    """SIGINT and SIGTERM ask training to stop at the next step (after a checkpoint) instead of
+    killing it; a second signal of the same kind is not caught (the user insists)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for number in self.SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame) -> None:
+        self.received = number
+        signal.signal(number, self._previous.get(number, signal.SIG_DFL))
+
+    def __call__(self) -> bool:
+        return self.received is not None
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+class AgreedStop:
+    """A stop request under torchrun: every process must stop after the same step, so every
+    ``every`` steps they agree (one all-reduce of a flag) whether any of them was signalled."""
+
+    def __init__(self, local: Callable[[], bool], group, device: torch.device, every: int = 20):
+        self.local, self.group, self.device, self.every, self.calls = local, group, device, every, 0
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        if self.calls % self.every:
+            return False
+        return not self.group.all_agree(not self.local(), self.device)

@@ -1,0 +1,248 @@
+"""Training a run into its directory, and resuming one from its newest checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import __version__
+from ..checkpoint import atomic_write_bytes, atomic_write_json, named_os_error, save_model, strict_json
+from ..conditional import model_inputs
+from ..data import Dataset
+from ..distributed import check_distributable, from_environment, local_device
+from ..errors import AevbError, TrainingInterrupted
+from ..families import check_training
+from ..memory import require_training_step_memory
+from ..model import VAE, ModelConfig, build_model
+from ..training import Metrics, Trainer, TrainConfig
+from ..training_checkpoints import DIRECTORY as CHECKPOINTS
+from ..training_checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
+from .data_config import DataConfig, check_data_fits_model, data_config_of_run, load_data, stored_data_config
+from .layout import (CONFIG_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, configuration_id, create_run_dir,
+                     holds_run, line_samples, metrics_lines, prepare_run_dir, read_run_config)
+from .lock import RunLock
+from .outputs import TensorBoardLog, write_figures
+from .process import AgreedStop, StopOnSignal
+from .settings import fit_selection_to_budget, model_config_for, resolve_device
+
+
+DEFAULT_CHECKPOINT_EVERY = 2000   # steps between checkpoints, besides one at every evaluation point
+
+
+def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: dict, train_config: TrainConfig,
+              *, device: str = "auto", overwrite: bool = False, progress: bool = True,
+              tensorboard: bool = False, data: Dataset | None = None, command: str | None = None,
+              algorithm: str = "aevb", track_test: bool = False,
+              extra_metrics: Callable[[VAE, Dataset], dict] | None = None,
+              checkpoint_every: int | None = None) -> Path:
+    """Train a VAE and write the whole run into ``out``; return the run directory.
+
+    ``model_options`` are keyword arguments of :func:`model_config_for` (latent_dim, hidden_units,
+    ...). ``data`` may be given to skip loading (it must be what ``data_config`` names).
+    ``command`` is the command line recorded in config.json (default: this process's sys.argv).
+    ``algorithm`` names the learning algorithm (``aevb``, or a baseline: ``wake-sleep``, ``mcem``);
+    ``track_test`` adds the test bound to every metrics line; ``extra_metrics(model, data)`` returns
+    more values for each metrics line (e.g. marginal-likelihood estimates for Fig. 3).
+    """
+    from ..baselines import ALGORITHMS
+
+    if algorithm not in ALGORITHMS:
+        raise AevbError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    torch_device = resolve_device(device)
+    group = from_environment(torch_device)          # several processes under torchrun, else one
+    torch_device = local_device(torch_device, group)
+    check_distributable(group, algorithm, train_config.batch_size, extra_metrics is not None,
+                        model_options.get("posterior", "gaussian"))
+    if data is None:
+        data = load_data(data_config)
+    if algorithm == "full-vb":   # App. F: a Gaussian posterior over the decoder's parameters
+        model_options = {**model_options, "decoder_posterior": "gaussian"}
+    model_config = model_config_for(data, **model_options)
+    if model_config.num_classes is not None and algorithm != "aevb":
+        raise AevbError(f"--conditional trains with --algorithm aevb only, not {algorithm}")
+    if (model_config.decoder_posterior == "gaussian") != (algorithm == "full-vb"):
+        raise AevbError("a posterior over the decoder's parameters is trained by --algorithm full-vb only")
+    check_data_fits_model(data, model_config, train_config)
+    check_training(model_config, train_config.estimator, algorithm, train_config.engine)
+    # As the Trainer will, but before the run directory is made, so that a refusal leaves no run behind.
+    require_training_step_memory(model_config, train_config.batch_size,
+                                 getattr(ALGORITHMS[algorithm](train_config), "num_samples", 1), torch_device,
+                                 processes=group.world_size)
+    train_config = fit_selection_to_budget(train_config, data.train.shape[0])
+    if tensorboard:
+        TensorBoardLog.check_available()  # before anything is written into the run directory
+    out = Path(out)
+    with contextlib.ExitStack() as held:
+        if group.is_main:   # only rank 0 writes; the others learn whether it could
+            try:
+                # Locked before anything is removed: --overwrite must not pull a run from under
+                # a process still training it.
+                if holds_run(out) and not overwrite:   # refused before the lock touches anything
+                    prepare_run_dir(out, overwrite)
+                held.enter_context(RunLock(create_run_dir(out)))
+                out = prepare_run_dir(out, overwrite)
+            except AevbError:
+                group.all_agree(False, torch_device)
+                raise
+        if not group.all_agree(True, torch_device):
+            raise AevbError(f"rank 0 could not prepare the run directory {out}")
+        return _write_config_and_train(out, data, data_config, model_config, train_config, algorithm, group,
+                                       torch_device, command, progress=progress, tensorboard=tensorboard,
+                                       track_test=track_test, extra_metrics=extra_metrics,
+                                       checkpoint_every=checkpoint_every)
+
+
+def _write_config_and_train(out: Path, data: Dataset, data_config: DataConfig, model_config: ModelConfig,
+                            train_config: TrainConfig, algorithm: str, group, torch_device: torch.device,
+                            command: str | None, **training) -> Path:
+    """Record the run's configuration in ``out``/config.json (rank 0), then train."""
+    config = {
+        "format_version": RUN_FORMAT_VERSION,
+        "aevb_version": __version__,
+        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "data": stored_data_config(data_config) | {
+            "name": data.name, "source": data.source, "pixel_divisor": data.pixel_divisor,
+            "train_size": data.train.shape[0],
+            "valid_size": data.valid.shape[0], "test_size": data.test.shape[0]},
+        "model": model_config.to_dict(),
+        "training": train_config.to_dict(),
+        "algorithm": algorithm,
+        "device": str(torch_device),
+        "threads": torch.get_num_threads(),
+        "processes": group.world_size,
+    }
+    if group.is_main:
+        atomic_write_json(out / CONFIG_FILE, config)
+    return _train_into(out, data, model_config, train_config, algorithm, group, torch_device,
+                       configuration=configuration_id(config), **training)
+
+
+def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bool = True,
+               tensorboard: bool = False, checkpoint_every: int | None = None,
+               extra_metrics: Callable[[VAE, Dataset], dict] | None = None, track_test: bool = False) -> Path:
+    """Continue the run in ``run_dir`` from its newest checkpoint, with the settings in its
+    config.json, to the end it was asked for. On the same device and number of threads the run
+    ends with the parameters, bit for bit, that it would have had uninterrupted."""
+    from ..baselines import ALGORITHMS
+
+    out = Path(run_dir)
+    config = read_run_config(out)
+    if (out / SUMMARY_FILE).exists():
+        raise AevbError(f"{out} is a finished run; nothing to resume")
+    where = str(out / CONFIG_FILE)
+    algorithm = config.get("algorithm")
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise AevbError(f"{where} names an unknown algorithm {algorithm!r}")
+    data_config = data_config_of_run(config.get("data"), where=where)
+    model_config, train_config = run_configs(config, where)
+    torch_device = resolve_device(device)
+    group = from_environment(torch_device)
+    torch_device = local_device(torch_device, group)
+    check_distributable(group, algorithm, train_config.batch_size, extra_metrics is not None,
+                        model_config.posterior)
+    with contextlib.ExitStack() as held:
+        if group.is_main:
+            held.enter_context(RunLock(out))
+        identity = configuration_id(config)
+        # Killed before its first checkpoint: start again, which is the same run (it is seeded).
+        state = load_checkpoint(out, configuration=identity) if has_checkpoint(out) else None
+        samples = state.samples if state is not None else 0
+        data = load_data(data_config)
+        if state is not None:
+            check_checkpoint_fits(state, build_model(model_config), data.train.shape[0], out)
+        if group.is_main:   # metrics after the checkpoint are measured again
+            kept = [line for line in metrics_lines(out) if line_samples(line) <= samples]
+            atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
+        return _train_into(out, data, model_config, train_config, algorithm, group, torch_device,
+                           progress=progress, tensorboard=tensorboard, track_test=track_test,
+                           extra_metrics=extra_metrics, checkpoint_every=checkpoint_every, resume=state,
+                           configuration=identity)
+
+
+def run_configs(config: dict, where: str) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configurations of a run's config.json, checked with the rules of a
+    new run (one-line errors naming ``where`` and the setting)."""
+    for section in ("model", "training"):
+        if not isinstance(config.get(section), dict):
+            raise AevbError(f"{where}: {section} must be a JSON object, got {config.get(section)!r}")
+    return (ModelConfig.from_dict(config["model"], f"{where}: model"),
+            TrainConfig.from_dict(config["training"], f"{where}: training"))
+
+
+def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_config: TrainConfig, algorithm: str,
+                group, torch_device: torch.device, *, progress: bool, tensorboard: bool, track_test: bool,
+                extra_metrics, checkpoint_every: int | None, resume=None, configuration: str | None = None) -> Path:
+    """Train (or continue training) in the prepared run directory ``out``, checkpointing as it goes
+    (every ``checkpoint_every`` steps, default :data:`DEFAULT_CHECKPOINT_EVERY`, and at every
+    evaluation point); then write the model, figures and summary."""
+    from ..baselines import ALGORITHMS
+
+    if checkpoint_every is None:
+        checkpoint_every = DEFAULT_CHECKPOINT_EVERY
+
+    data = data.to(torch_device)
+    model = build_model(model_config).to(torch_device)
+    # A conditional model's datapoints are rows [x, one-hot(y)]: labels travel with their images.
+    train, valid, test = (model_inputs(getattr(data, split), getattr(data, f"{split}_labels"), model_config)
+                          for split in ("train", "valid", "test"))
+    trainer = Trainer(model, train, train_config, valid=valid if valid.shape[0] else None,
+                      test=test if track_test else None, algorithm=ALGORITHMS[algorithm](train_config), group=group)
+    checkpoint = (lambda state: save_checkpoint(out, state, configuration=configuration)) if group.is_main else None
+    with StopOnSignal() as signalled:
+        stop = signalled if group.world_size == 1 else AgreedStop(signalled, group, torch_device)
+        if not group.is_main:   # the other processes train in step with rank 0 and write nothing
+            trainer.fit(progress=False, resume=resume, stop_requested=stop)
+            group.all_agree(True, torch_device)   # wait for rank 0 to finish writing
+            return out
+        board = TensorBoardLog(out / "tensorboard") if tensorboard else None
+        started = time.perf_counter()
+        with open(out / METRICS_FILE, "a") as metrics_file:
+            def record(metrics: Metrics) -> None:
+                line = metrics.to_dict() | (extra_metrics(model, data) if extra_metrics is not None else {})
+                try:
+                    metrics_file.write(json.dumps(strict_json(line)) + "\n")
+                    metrics_file.flush()
+                    os.fsync(metrics_file.fileno())
+                except OSError as error:   # a full disk names no file by itself
+                    raise named_os_error(error, out / METRICS_FILE) from None
+                if board is not None:
+                    board.log(metrics)
+
+            try:
+                result = trainer.fit(on_metrics=record, progress=progress, on_checkpoint=checkpoint,
+                                     checkpoint_every=checkpoint_every, resume=resume, stop_requested=stop)
+            except TrainingInterrupted as interrupted:
+                interrupted.signal = signalled.received
+                raise
+            finally:
+                if board is not None:
+                    board.close()
+    save_model(model, out)
+    write_figures(out, model, data, train_config.binarize, result.history)
+    last = result.history[-1]
+    run_summary = getattr(trainer.algorithm, "run_summary", None)   # full VB: its KL term and full bound
+    # summary.json comes last: it marks the run finished (resume refuses a finished run).
+    atomic_write_json(out / SUMMARY_FILE, strict_json({
+        "step_size": result.step_size,
+        "step_size_trials": [dataclasses.asdict(t) for t in result.step_size_trials],
+        "samples": last.samples, "epochs": last.epoch, "train_bound": last.train_bound,
+        "valid_bound": last.valid_bound, "test_bound": last.test_bound, "training_seconds": last.seconds,
+        "samples_per_second": last.samples_per_second,
+        "engine": getattr(trainer.algorithm, "engine_used", None),   # how gradients were computed
+        "wall_seconds": time.perf_counter() - started,
+    } | (run_summary(model, last.train_bound) if run_summary is not None else {})))
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)   # the run is complete: its model is the result
+    group.all_agree(True, torch_device)
+    return out
