@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import signal
 import sys
@@ -21,7 +22,6 @@ from .model import PAPER_INIT_STD
 
 FAMILY_NAMES = tuple(FAMILIES)
 
-DEFAULT_MAX_SAMPLES = 1_000_000
 EXIT_USAGE = 2
 
 
@@ -125,6 +125,200 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
+#: An option of ``aevb train`` the user did not give is absent from the parsed arguments, so that
+#: the library's default applies (one default per setting, owned by the library); the help
+#: quotes it from there.
+UNSET = argparse.SUPPRESS
+
+
+def _default(config: type, name: str):
+    """The library's default of setting ``name`` of the dataclass ``config``."""
+    import dataclasses
+
+    field = next(field for field in dataclasses.fields(config) if field.name == name)
+    return field.default if field.default is not dataclasses.MISSING else field.default_factory()
+
+
+def _add_train_options(train: argparse.ArgumentParser) -> None:
+    from .model import ModelConfig
+    from .runs import DataConfig
+    from .runs.train import DEFAULT_CHECKPOINT_EVERY
+    from .training import DEFAULT_MAX_SAMPLES, TrainConfig
+
+    def t(name: str):
+        return _default(TrainConfig, name)
+
+    def m(name: str):
+        return _default(ModelConfig, name)
+
+    data = train.add_argument_group("data")
+    data.add_argument("--dataset", default=UNSET,
+                      help="mnist-sample (embedded, offline), mnist, binarized-mnist, frey, or a path to "
+                           f"a .npy/.npz file (default: {_default(DataConfig, 'dataset')})")
+    data.add_argument("--data-dir", metavar="DIR", default=UNSET,
+                      help="directory holding the data files (default: $AEVB_DATA_DIR, else the cache "
+                           "directory ~/.cache/aevb)")
+    data.add_argument("--device", default=UNSET, help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    data.add_argument("--download", action="store_true", default=UNSET,
+                      help="download missing data files into the data directory (checksums verified) (default: off)")
+    data.add_argument("--pixel-divisor", type=_number(255.0, inclusive=True), default=UNSET,
+                      help="grey levels k become k / this (default: 256 for mnist, mnist-sample and frey, as in "
+                           "the authors' mnist.pkl.gz; 255 for your files)")
+    data.add_argument("--merge-valid", action="store_true", default=UNSET,
+                      help="train on the training and validation splits together (MNIST: all 60,000 images), "
+                           "with no validation split (default: off)")
+    data.add_argument("--binarize", choices=("none", "dynamic"), default=UNSET,
+                      help=f"dynamic: a fresh Bernoulli draw of each image every time it is used (default: "
+                           f"{t('binarize')})")
+
+    model = train.add_argument_group("model (paper §3, App. C)")
+    model.add_argument("--latent-dim", type=_count, default=UNSET, help=f"Nz, dimension of z (default: {m('latent_dim')})")
+    model.add_argument("--hidden-units", type=_counts, default=UNSET,
+                       help=f"units per hidden layer (default: {m('hidden_units')}; 200 for frey, as in §5), or one "
+                            "width per layer from the data side, e.g. 500,200 (the decoder mirrors them)")
+    model.add_argument("--hidden-layers", type=int, default=UNSET,
+                       help=f"hidden layers in encoder and decoder (default: {m('hidden_layers')}, or as many as "
+                            "--hidden-units lists)")
+    model.add_argument("--architecture", choices=("mlp", "conv"), default=UNSET,
+                       help="mlp (App. C) or conv: stride-2 convolutions on the images (--conv-channels), then "
+                            "the hidden layers; the decoder mirrors them with transposed convolutions "
+                            f"(default: {m('architecture')})")
+    model.add_argument("--conv-channels", type=_counts, default=UNSET, metavar="C1,C2,...",
+                       help="channels of each stride-2 convolution of --architecture conv (default: "
+                            f"{','.join(map(str, m('conv_channels')))})")
+    model.add_argument("--conditional", action="store_true", default=UNSET,
+                       help="conditional VAE p(x|z,y), q(z|x,y) on the data's class labels y (one-hot inputs) (default: off)")
+    model.add_argument("--activation", default=UNSET,
+                       help=f"tanh, relu, softplus, elu or sigmoid (default: {m('activation')})")
+    model.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=UNSET,
+                       help="decoder (default: bernoulli for data in [0,1]; gaussian for frey and other data)")
+    model.add_argument("--sigmoid-mean", action=argparse.BooleanOptionalAction, default=UNSET,
+                       help="Gaussian decoder mean through a sigmoid (default: on for frey)")
+    model.add_argument("--decoder-variance", choices=("network", "per-dimension"), default=UNSET,
+                       help="Gaussian decoder: log σ² output by the network (App. C.2), or a learned "
+                            f"per-dimension vector independent of z (default: {m('decoder_variance')})")
+    model.add_argument("--posterior", choices=FAMILY_NAMES, default=UNSET, metavar="FAMILY",
+                       help="approximate posterior q(z|x), a reparameterisable family of §2.4: "
+                            + ", ".join(FAMILY_NAMES) + f" (default: {m('posterior')}, N(μ, diag σ²))")
+    model.add_argument("--prior", choices=FAMILY_NAMES, default=UNSET, metavar="FAMILY",
+                       help="prior p(z): the standard member of a family on the posterior's support, e.g. "
+                            f"laplace = Laplace(0, 1)^J (default: {m('prior')}, N(0, I))")
+    model.add_argument("--init", choices=("normal", "glorot"), default=UNSET,
+                       help="normal: every parameter from N(0, σ²) (§5); glorot: Glorot-uniform weights, zero "
+                            "biases, a Bernoulli decoder's output bias at the logit of the mean training image "
+                            f"(Burda et al.'s code) (default: {m('init')})")
+    model.add_argument("--init-std", type=_positive_float, default=UNSET,
+                       help=f"σ of the normal initialisation (default: {m('init_std')}, reading §5's N(0, 0.01) as a "
+                            "variance; see docs/results.md)")
+    model.add_argument("--log-variance-bound", type=_non_negative_float, default=UNSET, metavar="B",
+                       help="bound every log σ² (encoder, Gaussian decoder) smoothly to (-B, B) as B·tanh(raw/B), "
+                            "part of the model, so no variance overflows or vanishes; 0: unbounded, the paper's "
+                            f"exact parameterisation (default: {m('log_variance_bound'):g})")
+    model.add_argument("--posterior-init-std", type=_positive_float, default=UNSET, dest="decoder_posterior_init_std",
+                       help="full-vb: σ of the posterior over the decoder's parameters at initialisation "
+                            f"(default: {m('decoder_posterior_init_std')}; the means start as the MAP model's weights)")
+
+    algorithm = train.add_argument_group("training (Algorithm 1, §5)")
+    algorithm.add_argument("--algorithm", choices=("aevb", "wake-sleep", "mcem", "full-vb"), default=UNSET,
+                           help="learning algorithm: AEVB (Algorithm 1), a baseline of §5 — wake-sleep, or "
+                                "Monte Carlo EM with HMC (App. E; needs --step-size, reports no bound) — or full-vb: "
+                                "full variational Bayes, a Gaussian posterior over the decoder's parameters with "
+                                "the N(0, I/--prior-precision) prior as its KL term (App. F) (default: aevb)")
+    algorithm.add_argument("--estimator", type=str.upper, choices=("A", "B", "IWAE"), default=UNSET,
+                           help="SGVB estimator A or B (§2.3), or IWAE, the importance-weighted bound of Burda et "
+                                "al. (2015) with k = --samples-per-datapoint (A at k = 1) (default: "
+                                f"{t('estimator')}, the paper's; A when the --posterior/--prior pair has no "
+                                "closed-form KL)")
+    algorithm.add_argument("--batch-size", type=_count, default=UNSET,
+                           help=f"minibatch size M (default: {t('batch_size')})")
+    algorithm.add_argument("--samples-per-datapoint", type=_count, default=UNSET, dest="num_samples",
+                           help=f"L, samples of z per datapoint (default: {t('num_samples')})")
+    algorithm.add_argument("--optimizer", choices=("adagrad", "adam"), default=UNSET,
+                           help=f"optimiser (default: {t('optimizer')})")
+    algorithm.add_argument("--optimizer-eps", type=_positive_float, default=UNSET,
+                           help="the optimiser's ε (default: torch's, 1e-10 for Adagrad and 1e-8 for Adam)")
+    algorithm.add_argument("--schedule", choices=("constant", "iwae"), default=UNSET,
+                           help="step size over the run: constant (§5), or iwae: Burda et al.'s eight stages of "
+                                "3^i passes at step size × 10^(-i/7), stretched over the run "
+                                f"(default: {t('schedule')})")
+    algorithm.add_argument("--step-size", type=_positive_float, default=UNSET,
+                           help="global step size (default: chosen from "
+                                f"{', '.join(f'{c:g}' for c in t('step_size_candidates'))} by the training "
+                                "bound of the first iterations, as in §5)")
+    algorithm.add_argument("--selection-steps", type=_count, default=UNSET,
+                           help=f"iterations per candidate when choosing the step size (default: {t('selection_steps')})")
+    algorithm.add_argument("--prior-precision", type=_non_negative_float, default=UNSET,
+                           help="precision of the N(0, I) prior on the parameters (MAP weight decay); 0 = none "
+                                f"(default: {t('prior_precision'):g})")
+    algorithm.add_argument("--max-samples", type=_count, default=UNSET,
+                           help=f"stop after this many training samples (default: {DEFAULT_MAX_SAMPLES:,} "
+                                "unless --epochs is given)")
+    algorithm.add_argument("--epochs", type=_positive_float, default=UNSET,
+                           help="stop after this many epochs, whichever of --epochs and --max-samples comes first "
+                                "(default: none)")
+    algorithm.add_argument("--seed", type=_seed, default=UNSET,
+                           help=f"random seed; the same seed gives the same run (default: {t('seed')})")
+    algorithm.add_argument("--engine", choices=("auto", "fused", "autograd"), default=UNSET,
+                           help="how gradients are computed: fused (hand-derived, fastest on a CPU), autograd, "
+                                f"or auto (fused when the model and estimator allow it) (default: {t('engine')})")
+
+    output = train.add_argument_group("output")
+    output.add_argument("--out", metavar="RUN_DIR", default=UNSET,
+                        help="run directory (default: runs/DATASET-zNz-TIMESTAMP)")
+    output.add_argument("--overwrite", action="store_true", default=UNSET, help="replace a run already in RUN_DIR (default: off)")
+    output.add_argument("--evals-per-decade", type=_count, default=UNSET,
+                        help=f"evaluation points per decade of training samples, log-spaced (default: "
+                             f"{t('evals_per_decade')})")
+    output.add_argument("--eval-subset", type=_count, default=UNSET,
+                        help="evaluate the bound on at most this many points of each split (default: all)")
+    output.add_argument("--tensorboard", action="store_true", default=UNSET, help="also write TensorBoard scalars (default: off)")
+    output.add_argument("--checkpoint-every", type=_count, default=UNSET, metavar="STEPS",
+                        help="steps between checkpoints; there is one at every evaluation point too (default: "
+                             f"{DEFAULT_CHECKPOINT_EVERY})")
+    output.add_argument("--resume", metavar="RUN_DIR", default=UNSET,
+                        help="continue the interrupted run in RUN_DIR from its newest checkpoint, with its "
+                             "own settings (only --device, --threads, --no-progress, --tensorboard and "
+                             "--checkpoint-every apply) (default: start a new run)")
+    output.add_argument("--threads", type=_threads, default=UNSET, help="CPU threads (default: torch's choice)")
+    output.add_argument("--no-progress", action="store_true", default=UNSET, help="no progress bar (default: off)")
+
+
+def _add_evaluate_options(evaluate: argparse.ArgumentParser) -> None:
+    import inspect
+
+    from .importance_sampling import PROTOCOL_SAMPLES
+    from .runs import evaluate_run
+
+    defaults = {name: parameter.default for name, parameter in inspect.signature(evaluate_run).parameters.items()}
+    evaluate.add_argument("--split", choices=("test", "valid", "train"), default=UNSET,
+                          help=f"data split (default: {defaults['split']})")
+    evaluate.add_argument("--samples", type=_count, default=UNSET, dest="num_samples",
+                          help=f"samples of z per datapoint (default: {defaults['num_samples']})")
+    evaluate.add_argument("--num-points", type=_count, default=UNSET,
+                          help="evaluate only the first N points of the split (default: all)")
+    evaluate.add_argument("--nll", action="store_true", default=UNSET,
+                          help="also estimate log p(x) by importance sampling with the encoder as proposal (default: off)")
+    evaluate.add_argument("--k", type=_count, default=UNSET,
+                          help=f"importance samples per datapoint for --nll (default: {PROTOCOL_SAMPLES}, Burda et al.'s)")
+    evaluate.add_argument("--prior-mixture", type=_non_negative_float, default=UNSET,
+                          help="--nll proposal (1 - a) q(z|x) + a p(z): a > 0 finds posterior mass the encoder "
+                               f"misses, at the cost of a fraction a of the samples (default: {defaults['prior_mixture']:g})")
+    evaluate.add_argument("--parameter-draws", type=_count, default=UNSET,
+                          help="full-vb runs: draws of the decoder's parameters for --nll, k importance samples each "
+                               f"(default: {defaults['parameter_draws']})")
+    evaluate.add_argument("--hmc", action="store_true", default=UNSET,
+                          help="also estimate log p(x) with the paper's HMC estimator (Appendix D; reliable "
+                               "only for a low-dimensional z, the paper used Nz = 3) (default: off)")
+    evaluate.add_argument("--hmc-samples", type=_count, default=UNSET,
+                          help="posterior samples per datapoint in each of the two HMC sets (default: "
+                               f"{defaults['hmc_samples']}, App. D)")
+    evaluate.add_argument("--leapfrog-steps", type=_count, default=UNSET,
+                          help=f"leapfrog steps per HMC move (default: {defaults['leapfrog_steps']}, App. D)")
+    evaluate.add_argument("--seed", type=_seed, default=UNSET, help=f"random seed of the estimates (default: {defaults['seed']})")
+    evaluate.add_argument("--json", action="store_true", default=UNSET, help="print one JSON object (default: off)")
+    evaluate.add_argument("--threads", type=_threads, default=UNSET, help="CPU threads (default: torch's choice)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     formatter = _HelpFormatter
     parser = _Parser(prog="aevb", description="Auto-Encoding Variational Bayes (Kingma & Welling, 2014).",
@@ -137,146 +331,14 @@ def _build_parser() -> argparse.ArgumentParser:
                                 help="train a variational auto-encoder (Algorithm 1, paper settings)",
                                 description="Train a VAE with the AEVB algorithm. Defaults are the paper's "
                                             "(§5); with no options it trains on the embedded MNIST sample.")
-    data = train.add_argument_group("data")
-    data.add_argument("--dataset", default="mnist-sample",
-                      help="mnist-sample (embedded, offline), mnist, binarized-mnist, frey, or a path to "
-                           "a .npy/.npz file")
-    _add_data_options(data)
-    data.add_argument("--download", action="store_true",
-                      help="download missing data files into the data directory (checksums verified)")
-    data.add_argument("--pixel-divisor", type=_number(255.0, inclusive=True), default=None,
-                      help="grey levels k become k / this (default: 256 for mnist, mnist-sample and frey, as in "
-                           "the authors' mnist.pkl.gz; 255 for your files)")
-    data.add_argument("--merge-valid", action="store_true",
-                      help="train on the training and validation splits together (MNIST: all 60,000 images), "
-                           "with no validation split")
-    data.add_argument("--binarize", choices=("none", "dynamic"), default="none",
-                      help="dynamic: a fresh Bernoulli draw of each image every time it is used")
-
-    model = train.add_argument_group("model (paper §3, App. C)")
-    model.add_argument("--latent-dim", type=_count, default=20, help="Nz, dimension of z")
-    model.add_argument("--hidden-units", type=_counts, default=None,
-                       help="units per hidden layer (default: 500; 200 for frey, as in §5), or one width per "
-                            "layer from the data side, e.g. 500,200 (the decoder mirrors them)")
-    model.add_argument("--hidden-layers", type=int, default=None,
-                       help="hidden layers in encoder and decoder (default: 1, or as many as --hidden-units lists)")
-    model.add_argument("--architecture", choices=("mlp", "conv"), default="mlp",
-                       help="mlp (App. C) or conv: stride-2 convolutions on the images (--conv-channels), then "
-                            "the hidden layers; the decoder mirrors them with transposed convolutions")
-    model.add_argument("--conv-channels", type=_counts, default=(32, 64), metavar="C1,C2,...",
-                       help="channels of each stride-2 convolution of --architecture conv")
-    model.add_argument("--conditional", action="store_true",
-                       help="conditional VAE p(x|z,y), q(z|x,y) on the data's class labels y (one-hot inputs)")
-    model.add_argument("--activation", default="tanh", help="tanh, relu, softplus, elu or sigmoid")
-    model.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=None,
-                       help="decoder (default: bernoulli for data in [0,1]; gaussian for frey and other data)")
-    model.add_argument("--sigmoid-mean", action=argparse.BooleanOptionalAction, default=None,
-                       help="Gaussian decoder mean through a sigmoid (default: on for frey)")
-    model.add_argument("--decoder-variance", choices=("network", "per-dimension"), default="network",
-                       help="Gaussian decoder: log σ² output by the network (App. C.2), or a learned "
-                            "per-dimension vector independent of z")
-    model.add_argument("--posterior", choices=FAMILY_NAMES, default="gaussian", metavar="FAMILY",
-                       help="approximate posterior q(z|x), a reparameterisable family of §2.4: "
-                            + ", ".join(FAMILY_NAMES) + " (default: gaussian, N(μ, diag σ²))")
-    model.add_argument("--prior", choices=FAMILY_NAMES, default="gaussian", metavar="FAMILY",
-                       help="prior p(z): the standard member of a family on the posterior's support, e.g. "
-                            "laplace = Laplace(0, 1)^J (default: gaussian, N(0, I))")
-    model.add_argument("--init", choices=("normal", "glorot"), default="normal",
-                       help="normal: every parameter from N(0, σ²) (§5); glorot: Glorot-uniform weights, zero "
-                            "biases, a Bernoulli decoder's output bias at the logit of the mean training image "
-                            "(Burda et al.'s code)")
-    model.add_argument("--init-std", type=_positive_float, default=None,
-                       help="σ of the normal initialisation (default: %s, reading §5's N(0, 0.01) as a variance; "
-                            "see docs/results.md)" % PAPER_INIT_STD)
-    model.add_argument("--log-variance-bound", type=_non_negative_float, default=30.0, metavar="B",
-                       help="bound every log σ² (encoder, Gaussian decoder) smoothly to (-B, B) as B·tanh(raw/B), "
-                            "part of the model, so no variance overflows or vanishes; 0: unbounded, the paper's "
-                            "exact parameterisation")
-
-    model.add_argument("--posterior-init-std", type=_positive_float, default=None,
-                       help="full-vb: σ of the posterior over the decoder's parameters at initialisation "
-                            "(default: 0.01; the means start as the MAP model's weights)")
-
-    algorithm = train.add_argument_group("training (Algorithm 1, §5)")
-    algorithm.add_argument("--algorithm", choices=("aevb", "wake-sleep", "mcem", "full-vb"), default="aevb",
-                           help="learning algorithm: AEVB (Algorithm 1), a baseline of §5 — wake-sleep, or "
-                                "Monte Carlo EM with HMC (App. E; needs --step-size, reports no bound) — or full-vb: "
-                                "full variational Bayes, a Gaussian posterior over the decoder's parameters with "
-                                "the N(0, I/--prior-precision) prior as its KL term (App. F)")
-    algorithm.add_argument("--estimator", type=str.upper, choices=("A", "B", "IWAE"), default=None,
-                           help="SGVB estimator A or B (§2.3), or IWAE, the importance-weighted bound of Burda et "
-                                "al. (2015) with k = --samples-per-datapoint (A at k = 1) (default: B, the "
-                                "paper's; A when the --posterior/--prior pair has no closed-form KL)")
-    algorithm.add_argument("--batch-size", type=_count, default=100, help="minibatch size M")
-    algorithm.add_argument("--samples-per-datapoint", type=_count, default=1, help="L, samples of z per datapoint")
-    algorithm.add_argument("--optimizer", choices=("adagrad", "adam"), default="adagrad", help="optimiser")
-    algorithm.add_argument("--optimizer-eps", type=_positive_float, default=None,
-                           help="the optimiser's ε (default: torch's, 1e-10 for Adagrad and 1e-8 for Adam)")
-    algorithm.add_argument("--schedule", choices=("constant", "iwae"), default="constant",
-                           help="step size over the run: constant (§5), or iwae: Burda et al.'s eight stages of "
-                                "3^i passes at step size × 10^(-i/7), stretched over the run")
-    algorithm.add_argument("--step-size", type=_positive_float, default=None,
-                           help="global step size (default: chosen from 0.01, 0.02, 0.1 by the training "
-                                "bound of the first iterations, as in §5)")
-    algorithm.add_argument("--selection-steps", type=_count, default=200,
-                           help="iterations per candidate when choosing the step size")
-    algorithm.add_argument("--prior-precision", type=_non_negative_float, default=1.0,
-                           help="precision of the N(0, I) prior on the parameters (MAP weight decay); 0 = none")
-    algorithm.add_argument("--max-samples", type=_count, default=None,
-                           help=f"stop after this many training samples (default: {DEFAULT_MAX_SAMPLES:,} "
-                                "unless --epochs is given)")
-    algorithm.add_argument("--epochs", type=_positive_float, default=None,
-                           help="stop after this many epochs, whichever of --epochs and --max-samples comes first "
-                                "(default: none)")
-    algorithm.add_argument("--seed", type=_seed, default=0, help="random seed; the same seed gives the same run")
-    algorithm.add_argument("--engine", choices=("auto", "fused", "autograd"), default="auto",
-                           help="how gradients are computed: fused (hand-derived, fastest on a CPU), autograd, "
-                                "or auto (fused when the model and estimator allow it)")
-
-    output = train.add_argument_group("output")
-    output.add_argument("--out", metavar="RUN_DIR", default=None,
-                        help="run directory (default: runs/DATASET-zNz-TIMESTAMP)")
-    output.add_argument("--overwrite", action="store_true", help="replace a run already in RUN_DIR")
-    output.add_argument("--evals-per-decade", type=_count, default=8,
-                        help="evaluation points per decade of training samples (log-spaced)")
-    output.add_argument("--eval-subset", type=_count, default=None,
-                        help="evaluate the bound on at most this many points of each split (default: all)")
-    output.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars")
-    output.add_argument("--checkpoint-every", type=_count, default=2000, metavar="STEPS",
-                        help="steps between checkpoints (there is one at every evaluation point too)")
-    output.add_argument("--resume", metavar="RUN_DIR", default=None,
-                        help="continue the interrupted run in RUN_DIR from its newest checkpoint, with its "
-                             "own settings (only --device, --threads, --no-progress, --tensorboard and "
-                             "--checkpoint-every apply) (default: start a new run)")
-    output.add_argument("--threads", type=_threads, default=None, help="CPU threads (default: torch's choice)")
-    output.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_train_options(train)
 
     evaluate = commands.add_parser("evaluate", formatter_class=formatter,
                                    help="lower bound of a trained run on the test set",
                                    description="Estimate the variational lower bound of a trained run on a "
                                                "data split, with many samples of z per datapoint.")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train")
-    evaluate.add_argument("--split", choices=("test", "valid", "train"), default="test", help="data split")
-    evaluate.add_argument("--samples", type=_count, default=100, help="samples of z per datapoint")
-    evaluate.add_argument("--num-points", type=_count, default=None,
-                          help="evaluate only the first N points of the split (default: all)")
-    evaluate.add_argument("--nll", action="store_true",
-                          help="also estimate log p(x) by importance sampling with the encoder as proposal")
-    evaluate.add_argument("--k", type=_count, default=5000, help="importance samples per datapoint for --nll")
-    evaluate.add_argument("--prior-mixture", type=_non_negative_float, default=0.0,
-                          help="--nll proposal (1 - a) q(z|x) + a p(z): a > 0 finds posterior mass the encoder "
-                               "misses, at the cost of a fraction a of the samples")
-    evaluate.add_argument("--parameter-draws", type=_count, default=10,
-                          help="full-vb runs: draws of the decoder's parameters for --nll, k importance samples each")
-    evaluate.add_argument("--hmc", action="store_true",
-                          help="also estimate log p(x) with the paper's HMC estimator (Appendix D; reliable "
-                               "only for a low-dimensional z, the paper used Nz = 3)")
-    evaluate.add_argument("--hmc-samples", type=_count, default=50,
-                          help="posterior samples per datapoint in each of the two HMC sets (App. D: 50)")
-    evaluate.add_argument("--leapfrog-steps", type=_count, default=4, help="leapfrog steps per HMC move (App. D: 4)")
-    evaluate.add_argument("--seed", type=_seed, default=0, help="random seed of the estimates")
-    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--threads", type=_threads, default=None, help="CPU threads (default: torch's choice)")
+    _add_evaluate_options(evaluate)
     _add_data_options(evaluate)
 
     reproduce = commands.add_parser(
@@ -336,12 +398,18 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _given(args: argparse.Namespace) -> dict:
+    """The options the user gave (``aevb train`` leaves the others out: the library's defaults apply)."""
+    return {key: value for key, value in vars(args).items() if key not in ("command", "argv")}
+
+
 def _train(args: argparse.Namespace) -> int:
     from .distributed import shutdown
 
-    _set_threads(args.threads)
+    given = _given(args)
+    _set_threads(given.get("threads"))
     try:
-        run_dir = _resume(args) if args.resume is not None else _new_run(args)
+        run_dir = _resume(given) if "resume" in given else _new_run(args, given)
     finally:
         shutdown()   # under torchrun: leave the process group cleanly
     return _report(run_dir)
@@ -351,80 +419,69 @@ def _train(args: argparse.Namespace) -> int:
 RESUME_OPTIONS = ("resume", "device", "threads", "no_progress", "tensorboard", "checkpoint_every")
 
 
-def _options_given(argv: list[str], command: str) -> list[str]:
-    """The options of ``command`` that ``argv`` sets explicitly (to any value, the default too), by
-    their flag: argparse fills in defaults, so parse again with every default suppressed."""
-    parser = _build_parser()
-    subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    actions = [action for action in subcommands.choices[command]._actions if action.option_strings]
-    for action in actions:
-        action.default = argparse.SUPPRESS
-    given = vars(parser.parse_args(argv))
-    return [action.option_strings[0] for action in actions if action.dest in given]
-
-
-def _resume(args: argparse.Namespace):
+def _resume(given: dict):
     from .runs import resume_run
 
-    ignored = [flag for flag in _options_given(args.argv, "train")
-               if flag.lstrip("-").replace("-", "_") not in RESUME_OPTIONS]
+    ignored = [name for name in given if name not in RESUME_OPTIONS]
     if ignored:
-        raise AevbError(f"--resume continues a run with the settings in its config.json; {', '.join(ignored)} "
-                        f"cannot change them (only --device, --threads, --no-progress, --tensorboard and "
-                        f"--checkpoint-every apply; start a new run with --out to train otherwise)")
-    return resume_run(args.resume, device=args.device, progress=not args.no_progress,
-                      tensorboard=args.tensorboard, checkpoint_every=args.checkpoint_every)
+        raise AevbError(f"--resume continues a run with the settings in its config.json; "
+                        f"{', '.join(_flag('train', name) for name in ignored)} cannot change them (only --device, "
+                        "--threads, --no-progress, --tensorboard and --checkpoint-every apply; start a new run "
+                        "with --out to train otherwise)")
+    options = {key: given[key] for key in ("device", "tensorboard", "checkpoint_every") if key in given}
+    return resume_run(given["resume"], progress=not given.get("no_progress", False), **options)
 
 
-def _new_run(args: argparse.Namespace):
+def _new_run(args: argparse.Namespace, given: dict):
+    import dataclasses
+
+    from .model import ModelConfig
     from .runs import DataConfig, default_run_dir, train_run
     from .training import TrainConfig
 
-    max_samples = args.max_samples
-    if max_samples is None and args.epochs is None:
-        max_samples = DEFAULT_MAX_SAMPLES
-    if args.hidden_layers is None:
-        args.hidden_layers = len(args.hidden_units) if isinstance(args.hidden_units, tuple) else 1
-    if args.hidden_layers < 0:
-        raise AevbError(f"--hidden-layers must be >= 0, got {args.hidden_layers}")
-    if isinstance(args.hidden_units, tuple) and len(args.hidden_units) != args.hidden_layers:
-        raise AevbError(f"--hidden-units lists {len(args.hidden_units)} widths but --hidden-layers is {args.hidden_layers}")
-    channels = args.conv_channels if isinstance(args.conv_channels, tuple) else (args.conv_channels,)
-    estimator = args.estimator
-    check_pair(args.posterior, args.prior)   # before any note below: a refused pair is one line
-    if estimator is None and args.algorithm != "aevb":
-        estimator = "B"
-    elif estimator is None:
-        estimator = default_estimator(args.posterior, args.prior)
-        if estimator != "B":
-            print(f"note: KL({args.posterior} || {args.prior}) has no closed form; training with estimator A "
+    def pick(config: type, renamed: dict | None = None) -> dict:
+        names = {field.name for field in dataclasses.fields(config)}
+        return {name: value for name, value in given.items() if name in names}
+
+    train_options = pick(TrainConfig)
+    model_options = pick(ModelConfig)
+    for name in ("conditional", "latent_dim"):
+        if name in given:
+            model_options[name] = given[name]
+    algorithm = given.get("algorithm", "aevb")
+    units = model_options.get("hidden_units")
+    if "hidden_layers" not in model_options and isinstance(units, tuple):
+        model_options["hidden_layers"] = len(units)
+    layers = model_options.get("hidden_layers", _default(ModelConfig, "hidden_layers"))
+    if layers < 0:
+        raise AevbError(f"`hidden_layers` must be >= 0, got {layers}")
+    if isinstance(units, tuple) and len(units) != layers:
+        raise AevbError(f"--hidden-units lists {len(units)} widths but --hidden-layers is {layers}")
+    if "conv_channels" in model_options and not isinstance(model_options["conv_channels"], tuple):
+        model_options["conv_channels"] = (model_options["conv_channels"],)
+    if model_options.get("log_variance_bound") == 0:
+        model_options["log_variance_bound"] = None   # 0 on the command line: unbounded
+    posterior = model_options.get("posterior", _default(ModelConfig, "posterior"))
+    prior = model_options.get("prior", _default(ModelConfig, "prior"))
+    check_pair(posterior, prior)   # before any note below: a refused pair is one line
+    if "estimator" not in train_options and algorithm == "aevb":
+        estimator = default_estimator(posterior, prior)
+        if estimator != _default(TrainConfig, "estimator"):
+            print(f"note: KL({posterior} || {prior}) has no closed form; training with estimator {estimator} "
                   "(eq. 6) instead of B", file=sys.stderr)
-    train_config = TrainConfig(
-        batch_size=args.batch_size, num_samples=args.samples_per_datapoint, estimator=estimator,
-        optimizer=args.optimizer, step_size=args.step_size, selection_steps=args.selection_steps,
-        prior_precision=args.prior_precision, max_samples=max_samples, epochs=args.epochs,
-        binarize=args.binarize, seed=args.seed, evals_per_decade=args.evals_per_decade,
-        eval_subset=args.eval_subset, engine=args.engine, optimizer_eps=args.optimizer_eps, schedule=args.schedule)
-    model_options = dict(latent_dim=args.latent_dim, hidden_units=args.hidden_units,
-                         hidden_layers=args.hidden_layers, activation=args.activation,
-                         likelihood=args.likelihood, sigmoid_mean=args.sigmoid_mean, init=args.init,
-                         decoder_variance=args.decoder_variance, log_variance_bound=args.log_variance_bound,
-                         architecture=args.architecture, conv_channels=channels, conditional=args.conditional,
-                         posterior=args.posterior, prior=args.prior)
-    if args.init_std is not None:
-        model_options["init_std"] = args.init_std
-    if args.posterior_init_std is not None:
-        if args.algorithm != "full-vb":
-            raise AevbError("--posterior-init-std applies to --algorithm full-vb only")
-        model_options["decoder_posterior_init_std"] = args.posterior_init_std
-    out = args.out or default_run_dir(args.dataset, args.latent_dim)
+            train_options["estimator"] = estimator
+    if "decoder_posterior_init_std" in model_options and algorithm != "full-vb":
+        raise AevbError("--posterior-init-std applies to --algorithm full-vb only")
+    train_config = TrainConfig(**train_options)
+    data_config = DataConfig(**{name: given[name] for name in ("dataset", "data_dir", "download", "pixel_divisor",
+                                                                "merge_valid") if name in given})
+    out = given.get("out") or default_run_dir(data_config.dataset,
+                                              model_options.get("latent_dim", _default(ModelConfig, "latent_dim")))
     args.out = str(out)   # for the message of an interrupted run
-    data_config = DataConfig(args.dataset, args.data_dir, args.download, pixel_divisor=args.pixel_divisor,
-                             merge_valid=args.merge_valid)
-    return train_run(out, data_config, model_options, train_config,
-                     device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
-                     algorithm=args.algorithm, tensorboard=args.tensorboard,
-                     command=shlex.join(["aevb", *args.argv]), checkpoint_every=args.checkpoint_every)
+    run_options = {name: given[name] for name in ("device", "overwrite", "tensorboard", "checkpoint_every")
+                   if name in given}
+    return train_run(out, data_config, model_options, train_config, progress=not given.get("no_progress", False),
+                     algorithm=algorithm, command=shlex.join(["aevb", *args.argv]), **run_options)
 
 
 def _report(run_dir) -> int:
@@ -442,24 +499,27 @@ def _report(run_dir) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    import inspect
+
+    from .importance_sampling import PROTOCOL_SAMPLES
     from .runs import evaluate_run
 
-    _set_threads(args.threads)
-    result = evaluate_run(args.run_dir, split=args.split, num_samples=args.samples, data_dir=args.data_dir,
-                          device=args.device, num_points=args.num_points,
-                          log_likelihood_samples=args.k if args.nll else None, prior_mixture=args.prior_mixture,
-                          hmc=args.hmc,
-                          hmc_samples=args.hmc_samples, leapfrog_steps=args.leapfrog_steps, seed=args.seed,
-                          parameter_draws=args.parameter_draws)
-    if args.json:   # strict JSON: no NaN tokens, whatever the model gives
+    given = _given(args)
+    _set_threads(given.get("threads"))
+    accepted = inspect.signature(evaluate_run).parameters
+    options = {name: value for name, value in given.items() if name in accepted}
+    if given.get("nll"):
+        options["log_likelihood_samples"] = given.get("k", PROTOCOL_SAMPLES)
+    result = evaluate_run(**options)
+    if given.get("json"):   # strict JSON: no NaN tokens, whatever the model gives
         from .checkpoint import strict_json
 
         print(json.dumps(strict_json(result), allow_nan=False))
         return 0
-    split = args.split
+    split = result["split"]
     print(f"{result['dataset']} {split} set, {result['num_datapoints']:,} points; nats per datapoint, "
           "± one standard error")
-    print(f"  lower bound (estimator {result['estimator']}, L = {args.samples}): "
+    print(f"  lower bound (estimator {result['estimator']}, L = {result['samples_per_datapoint']}): "
           f"{result[f'{split}_bound']:.3f} ± {result[f'{split}_bound_stderr']:.3f} (over datapoints)")
     if "decoder_parameter_kl" in result:
         print(f"  full VB: KL(q(θ) ‖ p(θ)) = {result['decoder_parameter_kl']:.1f} nats, "
@@ -468,11 +528,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     if "log_likelihood" in result:
         what = "log p(x|y)" if result.get("conditional") else "log p(x)"   # a conditional VAE: given the label
         draws = f"{result['parameter_draws']} draws of θ × " if "parameter_draws" in result else ""
-        print(f"  {what}, importance sampling, {draws}k = {args.k}: {result['log_likelihood']:.3f} "
+        print(f"  {what}, importance sampling, {draws}k = {result['log_likelihood_samples']}: {result['log_likelihood']:.3f} "
               f"± {result['log_likelihood_stderr']:.3f} (Monte Carlo); negative log-likelihood "
               f"{-result['log_likelihood']:.3f}; {result['log_likelihood_seconds']:.1f} s")
     if "hmc_log_likelihood" in result:
-        print(f"  log p(x), HMC estimator (App. D), L = {args.hmc_samples}: {result['hmc_log_likelihood']:.3f} "
+        print(f"  log p(x), HMC estimator (App. D), L = {result['hmc_samples']}: {result['hmc_log_likelihood']:.3f} "
               f"± {result['hmc_log_likelihood_stderr']:.3f}; negative log-likelihood "
               f"{-result['hmc_log_likelihood']:.3f}; acceptance {result['hmc_acceptance']:.2f}; "
               f"{result['hmc_seconds']:.1f} s")
@@ -538,6 +598,26 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"{text if text.startswith('aevb') else 'aevb: warning: ' + text}\n"
 
 
+def _flag(command: str, name: str) -> str:
+    """The flag of ``aevb command`` that sets the library setting ``name`` (``step_size`` →
+    ``--step-size``); the name itself where the command has none."""
+    parser = _build_parser()
+    subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    for action in subcommands.choices[command]._actions:
+        if action.dest == name and action.option_strings:
+            return action.option_strings[0]
+    return FLAG_ALIASES.get((command, name), name)
+
+
+#: Library settings that no single option of the command sets.
+FLAG_ALIASES = {("evaluate", "log_likelihood_samples"): "--nll (--k)", ("sample", "num_samples"): "--num"}
+
+
+def _in_flags(message: str, command: str) -> str:
+    """A library message with its settings (written `name`) turned into the command's flags."""
+    return re.sub(r"`([a-z_][a-z0-9_]*)`", lambda match: _flag(command, match.group(1)), message)
+
+
 def _run_directory(args: argparse.Namespace) -> str | None:
     """The run directory a train command writes into, once known."""
     if args.command != "train":
@@ -551,10 +631,10 @@ def _run_command(args: argparse.Namespace) -> int:
     except TrainingDiverged as error:
         run = _run_directory(args)
         reuse = f"; {run} keeps the diverged run, so a new run there needs --overwrite" if run else ""
-        print(f"aevb {args.command}: error: {error}{reuse}", file=sys.stderr)
+        print(f"aevb {args.command}: error: {_in_flags(str(error), args.command)}{reuse}", file=sys.stderr)
         return EXIT_USAGE
     except AevbError as error:
-        print(f"aevb {args.command}: error: {error}", file=sys.stderr)
+        print(f"aevb {args.command}: error: {_in_flags(str(error), args.command)}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingInterrupted as interrupted:
         if os.environ.get("RANK", "0") != "0":   # rank 0 says it, once

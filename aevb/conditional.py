@@ -39,7 +39,7 @@ def number_of_classes(labels: list[torch.Tensor | None], name: str) -> int:
     when the one-hot labels of all the splits' datapoints, (N, C) floats, cannot fit in memory
     (labels up to 10¹² would ask for 4 TB per datapoint)."""
     if any(split is None for split in labels):
-        raise AevbError(f"--conditional needs class labels, and {name} has none")
+        raise AevbError(f"`conditional` needs class labels, and {name} has none")
     present = [split for split in labels if split.numel()]
     if not present or min(int(split.min()) for split in present) < 0:
         raise AevbError(f"{name}: class labels must be integers 0, 1, ...")

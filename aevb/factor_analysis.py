@@ -1,8 +1,8 @@
 """Factor analysis as a VAE: the linear-Gaussian latent model whose log p(x) is known exactly.
 
 x = W z + b + ε, z ~ N(0, I), ε ~ N(0, diag ψ). As an aevb model it is a Gaussian decoder with no
-hidden layer and a per-dimension variance (``ModelConfig(hidden_layers=0, likelihood="gaussian",
-decoder_variance="per-dimension")``). Then
+hidden layer, a per-dimension variance and no bound on it (``ModelConfig(hidden_layers=0,
+likelihood="gaussian", decoder_variance="per-dimension", log_variance_bound=None)``). Then
 
     log p(x) = log N(x; b, W Wᵀ + diag ψ),
     p(z|x)   = N(Σ Wᵀ ψ⁻¹ (x − b), Σ),  Σ = (I + Wᵀ ψ⁻¹ W)⁻¹,
@@ -67,7 +67,7 @@ def factor_analysis_vae(loading: torch.Tensor, mean: torch.Tensor, log_noise_var
     """
     data_dim, latent_dim = loading.shape
     model = VAE(ModelConfig(data_dim=data_dim, latent_dim=latent_dim, hidden_layers=0, likelihood="gaussian",
-                            decoder_variance="per-dimension")).to(loading.dtype)
+                            decoder_variance="per-dimension", log_variance_bound=None)).to(loading.dtype)
     with torch.no_grad():
         model.decoder.net.heads.weight.copy_(loading)
         model.decoder.net.heads.bias.copy_(mean)

@@ -255,7 +255,7 @@ class FullVariationalBayes(AEVB):
     def __init__(self, prior_precision: float = 1.0, num_samples: int = 1, engine: str = "auto",
                  estimator: str = "B"):
         if not prior_precision > 0:
-            raise AevbError("full-vb needs a proper prior N(0, I/λ) on θ: --prior-precision must be > 0")
+            raise AevbError("full-vb needs a proper prior N(0, I/λ) on θ: `prior_precision` must be > 0")
         if estimator.upper() != "B":
             raise AevbError(f"full-vb uses estimator B inside its bound (App. F, Example F.1), not {estimator}")
         super().__init__("B", num_samples, engine)
@@ -269,7 +269,7 @@ class FullVariationalBayes(AEVB):
         if group.distributed:
             raise AevbError("multi-process training runs AEVB only, not full-vb")
         if self.engine == "fused":
-            raise AevbError(f"--engine fused cannot train this model: {unsupported_reason(model, 'B')}")
+            raise AevbError(f"`engine` fused cannot train this model: {unsupported_reason(model, 'B')}")
         self._fused, self._data_parallel, self.uses_fused = None, None, False
         self.dataset_size = train.shape[0]
 

@@ -30,6 +30,10 @@ from .model import ModelConfig, evaluation_mode, hidden_activations_per_row
 if TYPE_CHECKING:
     from .estimators import LatentVariableModel
 
+#: Importance samples per datapoint of the log-likelihood protocol every VAE paper reports
+#: (Burda, Grosse & Salakhutdinov 2015, Table 1: k = 5000).
+PROTOCOL_SAMPLES = 5000
+
 
 def log_importance_weights(model: "LatentVariableModel", x: torch.Tensor, num_samples: int,
                            reparameterize: bool = True, posterior=None, prior_mixture: float = 0.0,
@@ -120,7 +124,7 @@ def rows_within_budget(model, data_dim: int, memory_budget: int) -> int:
 
 
 @torch.no_grad()
-def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, num_samples: int = 5000,
+def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, num_samples: int = PROTOCOL_SAMPLES,
                             memory_budget: int = 256 * 2**20, max_rows: int | None = None,
                             prior_mixture: float = 0.0) -> LogLikelihoodEstimate:
     """Importance-sampled log p(x) for every row of ``data`` (N, D) with k = ``num_samples``.

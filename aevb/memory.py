@@ -158,9 +158,9 @@ def require_training_step_memory(config, batch_size: int, num_samples: int, devi
     rows = int(num_samples) * -(-int(batch_size) // max(1, int(processes)))
     per_row = hidden_activations_per_row(config) + _decoder_outputs_per_row(config) + int(config.latent_dim)
     needed = FLOAT_BYTES * (rows * per_row + 2 * parameter_count(config))
-    require_memory(needed, f"a training step with samples-per-datapoint {format_count(num_samples)} and batch-size "
+    require_memory(needed, f"a training step with `num_samples` {format_count(num_samples)} and `batch_size` "
                            f"{format_count(batch_size)} ({format_count(rows, separators=True)} decoded rows)",
-                   device=device, advice="lower samples-per-datapoint or batch-size")
+                   device=device, advice="lower `num_samples` or `batch_size`")
 
 
 def require_sampling_memory(config, num_samples: int, *, class_grid: bool, png: bool,

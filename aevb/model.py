@@ -40,6 +40,9 @@ DECODER_VARIANCES = ("network", "per-dimension")
 DECODER_POSTERIORS = ("point", "gaussian")
 INITIALISATIONS = ("normal", "glorot")
 PAPER_INIT_STD = 0.1      # §5's N(0, 0.01), read as a variance (module docstring)
+# log σ² = B·tanh(raw/B) with B = 30 keeps every variance in (1e-13, 1e13), finite in float32 with
+# its inverse, and bends log σ² by under 4% where |log σ²| < 10, where trained VAEs live.
+DEFAULT_LOG_VARIANCE_BOUND = 30.0
 OUTPUT_MEAN_CLIP = 1e-3   # Burda et al.'s code clips the data mean to [0.001, 0.999] before its logit
 
 
@@ -60,8 +63,8 @@ class ModelConfig(JsonConfig):
     init: str = "normal"           # "normal": every parameter ~ N(0, init_std²) (§5); "glorot": Glorot-uniform
                                    # weights, zero biases, Bernoulli output bias at the data's logit (Burda et al.)
     init_std: float = PAPER_INIT_STD   # §5: parameters ~ N(0, 0.01), 0.01 the variance
-    log_variance_bound: float | None = None  # log σ² of encoder and Gaussian decoder = B·tanh(raw/B), so
-                                             # σ² ∈ (e^-B, e^B); None: unbounded, as in the paper
+    log_variance_bound: float | None = DEFAULT_LOG_VARIANCE_BOUND  # log σ² of encoder and Gaussian decoder =
+                                   # B·tanh(raw/B), so σ² ∈ (e^-B, e^B); None: unbounded, as in the paper
     image_shape: tuple[int, int] | None = None  # for figures and convolutional networks
     architecture: str = "mlp"      # "mlp" (App. C) or "conv": convolutions on image_shape (aevb.networks)
     conv_channels: tuple[int, ...] = (32, 64)  # channels of each stride-2 convolution ("conv" only)
@@ -77,17 +80,17 @@ class ModelConfig(JsonConfig):
     def __post_init__(self) -> None:
         for name in ("data_dim", "latent_dim"):
             if int(getattr(self, name)) < 1:
-                raise AevbError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+                raise AevbError(f"`{name}` must be a positive integer, got {getattr(self, name)}")
         if self.hidden_layers < 0:
-            raise AevbError(f"hidden-layers must be >= 0, got {self.hidden_layers}")
+            raise AevbError(f"`hidden_layers` must be >= 0, got {self.hidden_layers}")
         if isinstance(self.hidden_units, (list, tuple)):
             self.hidden_units = tuple(int(width) for width in self.hidden_units)
             if len(self.hidden_units) != self.hidden_layers:
-                raise AevbError(f"hidden-units gives {len(self.hidden_units)} widths for {self.hidden_layers} "
+                raise AevbError(f"`hidden_units` gives {len(self.hidden_units)} widths for {self.hidden_layers} "
                                 "hidden layers")
         if any(int(width) < 1 for width in (self.hidden_units if isinstance(self.hidden_units, tuple)
                                             else (self.hidden_units,))):
-            raise AevbError(f"hidden-units must be positive integers, got {self.hidden_units}")
+            raise AevbError(f"`hidden_units` must be positive integers, got {self.hidden_units}")
         if self.activation not in ACTIVATIONS:
             raise AevbError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if self.likelihood not in LIKELIHOODS:
@@ -96,41 +99,41 @@ class ModelConfig(JsonConfig):
             raise AevbError(f"unknown decoder variance {self.decoder_variance!r}; choose one of "
                             f"{', '.join(DECODER_VARIANCES)}")
         if not self.init_std > 0:
-            raise AevbError(f"init-std must be positive, got {self.init_std}")
+            raise AevbError(f"`init_std` must be positive, got {self.init_std}")
         if self.init not in INITIALISATIONS:
             raise AevbError(f"unknown init {self.init!r}; choose one of {', '.join(INITIALISATIONS)}")
         if self.init != "normal" and self.decoder_posterior != "point":
-            raise AevbError("full variational Bayes (--algorithm full-vb) starts from the normal init (§5); "
+            raise AevbError("full variational Bayes (`algorithm` full-vb) starts from the normal init (§5); "
                             f"init {self.init!r} is for point estimates")
         if self.log_variance_bound is not None and not (0 < self.log_variance_bound < float("inf")):
-            raise AevbError(f"log-variance-bound must be a positive number, got {self.log_variance_bound}")
+            raise AevbError(f"`log_variance_bound` must be a positive number, got {self.log_variance_bound}")
         if self.decoder_posterior not in DECODER_POSTERIORS:
             raise AevbError(f"unknown decoder posterior {self.decoder_posterior!r}; choose one of "
                             f"{', '.join(DECODER_POSTERIORS)}")
         if not (0 < self.decoder_posterior_init_std < float("inf")):
-            raise AevbError(f"posterior-init-std must be a positive number, got {self.decoder_posterior_init_std}")
+            raise AevbError(f"`decoder_posterior_init_std` must be a positive number, got {self.decoder_posterior_init_std}")
         if self.image_shape is not None:
             self.image_shape = tuple(int(s) for s in self.image_shape)
             # Images are one channel of H × W pixels, flattened to the D columns of a datapoint
             # (aevb.data); a shape of another size would only fail when a figure or sample is drawn.
             if len(self.image_shape) != 2 or min(self.image_shape) < 1:
-                raise AevbError(f"image-shape must be two positive integers (height, width), got {self.image_shape}")
+                raise AevbError(f"`image_shape` must be two positive integers (height, width), got {self.image_shape}")
             if self.image_shape[0] * self.image_shape[1] != int(self.data_dim):
-                raise AevbError(f"image-shape {self.image_shape[0]}×{self.image_shape[1]} has "
-                                f"{self.image_shape[0] * self.image_shape[1]} pixels but data-dim is {self.data_dim}")
+                raise AevbError(f"`image_shape` {self.image_shape[0]}×{self.image_shape[1]} has "
+                                f"{self.image_shape[0] * self.image_shape[1]} pixels but `data_dim` is {self.data_dim}")
         if self.architecture not in ARCHITECTURES:
             raise AevbError(f"unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
         self.conv_channels = tuple(int(c) for c in self.conv_channels)
         if not self.conv_channels or any(c < 1 for c in self.conv_channels):
-            raise AevbError(f"conv-channels must be positive integers, got {self.conv_channels}")
+            raise AevbError(f"`conv_channels` must be positive integers, got {self.conv_channels}")
         if self.architecture == "conv" and self.image_shape is None:
-            raise AevbError("--architecture conv needs image data; these data have no image shape")
+            raise AevbError("`architecture` conv needs image data; these data have no image shape")
         if self.num_classes is not None:
             self.num_classes = int(self.num_classes)
             if self.num_classes < 2:
                 raise AevbError(f"a conditional model needs at least 2 classes, got {self.num_classes}")
         if self.num_classes is not None and self.decoder_posterior != "point":
-            raise AevbError("full variational Bayes (--algorithm full-vb) is not available for conditional models")
+            raise AevbError("full variational Bayes (`algorithm` full-vb) is not available for conditional models")
 
         if (self.posterior, self.prior) != ("gaussian", "gaussian"):
             from .families import check_pair
@@ -144,14 +147,14 @@ class ModelConfig(JsonConfig):
         allocated, so that hidden-units 10¹⁰ or latent-dim 10³⁰ is an error message, not a C++
         traceback, and hidden-layers 10⁹ is refused at once instead of building layers for hours."""
         needed = model_bytes(self)
-        sizes = [f"data-dim {format_count(self.data_dim)}", f"latent-dim {format_count(self.latent_dim)}"]
+        sizes = [f"`data_dim` {format_count(self.data_dim)}", f"`latent_dim` {format_count(self.latent_dim)}"]
         if isinstance(self.hidden_units, tuple):
-            sizes.append(f"hidden-units {','.join(map(format_count, self.hidden_units))}")
+            sizes.append(f"`hidden_units` {','.join(map(format_count, self.hidden_units))}")
         else:
-            sizes.append(f"hidden-units {format_count(self.hidden_units)} × hidden-layers "
+            sizes.append(f"`hidden_units` {format_count(self.hidden_units)} × `hidden_layers` "
                          f"{format_count(self.hidden_layers)}")
         if self.architecture == "conv":
-            sizes.append(f"conv-channels {','.join(map(format_count, self.conv_channels))}")
+            sizes.append(f"`conv_channels` {','.join(map(format_count, self.conv_channels))}")
         if self.num_classes is not None:
             sizes.append(f"{format_count(self.num_classes)} classes")
         require_memory(needed, f"a model of {format_count(parameter_count(self), separators=True)} parameters "

@@ -41,6 +41,9 @@ from .optimizers import OPTIMIZERS, SCHEDULES, guarded_step, non_finite
 BINARIZATIONS = ("none", "dynamic")
 ENGINES = ("auto", "fused", "autograd")
 PAPER_STEP_SIZES = (0.01, 0.02, 0.1)  # §5
+#: Training samples of a run that names no stopping point: minutes on a laptop (the paper trains
+#: 10⁸ per curve, §5 / Fig. 2: ``max_samples=10**8``).
+DEFAULT_MAX_SAMPLES = 1_000_000
 MAX_ROLLBACKS = 3                     # then give up: the step size has been halved three times
 
 
@@ -70,7 +73,7 @@ class TrainConfig(JsonConfig):
     selection_steps: int = 200               # "first iterations" used to choose the step size
     prior_precision: float = 1.0             # λ of the N(0, I/λ) prior on θ, φ (MAP, §5); 0 = none
     max_samples: int | None = None           # stop after this many training samples ...
-    epochs: float | None = None              # ... or epochs, whichever comes first
+    epochs: float | None = None              # ... or epochs, whichever comes first (neither: DEFAULT_MAX_SAMPLES)
     binarize: str = "none"                   # "dynamic": fresh Bernoulli draw of x at every use
     seed: int = 0
     evals_per_decade: int = 8                # evaluation points, log-spaced in samples seen
@@ -81,20 +84,20 @@ class TrainConfig(JsonConfig):
                                              # or "auto": fused where the model and estimator allow it
 
     def __post_init__(self) -> None:
-        positive = {"batch-size": self.batch_size, "samples-per-point": self.num_samples,
-                    "selection-steps": self.selection_steps, "evals-per-decade": self.evals_per_decade,
-                    "first-eval": self.first_eval}
+        positive = {"batch_size": self.batch_size, "num_samples": self.num_samples,
+                    "selection_steps": self.selection_steps, "evals_per_decade": self.evals_per_decade,
+                    "first_eval": self.first_eval}
         if self.eval_batch_size is not None:
-            positive["eval-batch-size"] = self.eval_batch_size
+            positive["eval_batch_size"] = self.eval_batch_size
         for name, value in positive.items():
             if int(value) < 1:
-                raise AevbError(f"{name} must be a positive integer, got {value}")
+                raise AevbError(f"`{name}` must be a positive integer, got {value}")
         if self.optimizer not in OPTIMIZERS:
             raise AevbError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise AevbError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.optimizer_eps is not None and not (math.isfinite(self.optimizer_eps) and self.optimizer_eps > 0):
-            raise AevbError(f"optimizer-eps must be a positive number, got {self.optimizer_eps}")
+            raise AevbError(f"`optimizer_eps` must be a positive number, got {self.optimizer_eps}")
         if self.binarize not in BINARIZATIONS:
             raise AevbError(f"unknown binarization {self.binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
         get_estimator(self.estimator)
@@ -102,20 +105,20 @@ class TrainConfig(JsonConfig):
         if self.engine not in ENGINES:
             raise AevbError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
-            raise AevbError(f"step-size must be a positive number, got {self.step_size}")
+            raise AevbError(f"`step_size` must be a positive number, got {self.step_size}")
         self.step_size_candidates = tuple(float(c) for c in self.step_size_candidates)
         if not self.step_size_candidates or any(not (c > 0) for c in self.step_size_candidates):
-            raise AevbError("step-size candidates must be positive numbers")
+            raise AevbError("`step_size_candidates` must be positive numbers")
         if not (math.isfinite(self.prior_precision) and self.prior_precision >= 0):
-            raise AevbError(f"prior-precision must be >= 0, got {self.prior_precision}")
+            raise AevbError(f"`prior_precision` must be >= 0, got {self.prior_precision}")
         if self.max_samples is not None and self.max_samples < 1:
-            raise AevbError(f"max-samples must be a positive integer, got {self.max_samples}")
+            raise AevbError(f"`max_samples` must be a positive integer, got {self.max_samples}")
         if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
-            raise AevbError(f"epochs must be a positive number, got {self.epochs}")
+            raise AevbError(f"`epochs` must be a positive number, got {self.epochs}")
         if self.max_samples is None and self.epochs is None:
-            raise AevbError("give a stopping point: max-samples or epochs")
+            self.max_samples = DEFAULT_MAX_SAMPLES
         if self.eval_subset is not None and self.eval_subset < 1:
-            raise AevbError(f"eval-subset must be a positive integer, got {self.eval_subset}")
+            raise AevbError(f"`eval_subset` must be a positive integer, got {self.eval_subset}")
 
     def total_samples(self, dataset_size: int) -> int:
         """Training samples to process: the tighter of max_samples and epochs × N."""
@@ -240,7 +243,7 @@ class AEVB:
         self._fused = None
         reason = None if self.engine == "autograd" else unsupported_reason(model, self.estimator)
         if self.engine == "fused" and reason is not None:
-            raise AevbError(f"--engine fused cannot train this model: {reason}")
+            raise AevbError(f"`engine` fused cannot train this model: {reason}")
         self.uses_fused = self.engine != "autograd" and reason is None
         self._data_parallel = None
         if group.distributed and not self.uses_fused:
@@ -377,7 +380,7 @@ class Trainer:
         self.has_bound = bool(getattr(self.algorithm, "has_bound", True))
         if not self.has_bound and config.step_size is None:
             raise AevbError(f"{type(self.algorithm).__name__} has no lower bound to choose a step size by; "
-                            "give one (--step-size)")
+                            "give one (`step_size`)")
         self.train_eval = self._eval_view(train)
         self.valid_eval = None if valid is None else self._eval_view(valid)
         self.test_eval = None if test is None else self._eval_view(test)
@@ -450,7 +453,7 @@ class Trainer:
                            "rng": torch.get_rng_state(), "batches": batches, "samples": seen})
         best = max(range(len(trials)), key=lambda i: trials[i].mean_bound)
         if not math.isfinite(trials[best].mean_bound):
-            raise AevbError("training diverged for every candidate step size; pass a smaller --step-size")
+            raise AevbError("training diverged for every candidate step size; pass a smaller `step_size`")
         return trials[best].step_size, trials, states[best]
 
     def fit(self, on_metrics: Callable[[Metrics], None] | None = None, progress: bool = False,
@@ -616,7 +619,7 @@ class Trainer:
                         bar.close()
                     tried = f" (after {state.rollbacks} rollbacks halving the step size)" if state.rollbacks else ""
                     raise TrainingDiverged(f"training diverged at {state.samples} samples ({what}){tried}; "
-                                           "try a smaller --step-size")
+                                           "try a smaller `step_size`")
                 state, optimizer, order = self._roll_back(good, state.step_size / 2, state.rollbacks + 1,
                                                           state.skipped_steps)
                 warnings.warn(f"training went bad at {metrics.samples} samples ({what}); rollback {state.rollbacks} "

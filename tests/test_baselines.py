@@ -28,7 +28,7 @@ def sample_data():
 
 def factor_analysis_config(data_dim=5, latent_dim=2):
     return ModelConfig(data_dim=data_dim, latent_dim=latent_dim, hidden_layers=0, likelihood="gaussian",
-                       decoder_variance="per-dimension")
+                       decoder_variance="per-dimension", log_variance_bound=None)
 
 
 def test_registry_builds_each_algorithm_from_the_config():

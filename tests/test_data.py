@@ -119,7 +119,7 @@ def test_pixel_divisor_255_gives_the_iwae_protocols_grey_levels(mnist):
     assert iwae.pixel_divisor == 255 and iwae.train.max() == 1.0
     assert torch.allclose(iwae.test * 255, mnist.test * 256, atol=1e-4)
     for bad in (254, 0, float("nan"), float("inf")):
-        with pytest.raises(AevbError, match="pixel-divisor"):
+        with pytest.raises(AevbError, match="pixel_divisor"):
             load_dataset("mnist-sample", pixel_divisor=bad)
 
 
@@ -447,7 +447,7 @@ def test_unknown_name_and_unsupported_paths(tmp_path):
 def test_missing_files_without_download(tmp_path):
     for name, missing in (("mnist", "train-images"), ("binarized-mnist", "binarized_mnist_train"), ("frey", "frey_rawface")):
         message = assert_user_error(lambda: load_dataset(name, tmp_path), tmp_path)
-        assert missing in message and "--download" in message and "AEVB_DATA_DIR" in message
+        assert missing in message and "`download`" in message and "AEVB_DATA_DIR" in message
 
 
 # --------------------------------------------------------------------------- user arrays and splits

@@ -242,7 +242,7 @@ def test_the_fused_engine_reports_full_vb():
     assert "full variational Bayes" in unsupported_reason(model, "B")
     with pytest.raises(Exception, match="full variational Bayes"):
         FullVariationalBayes(engine="fused").setup(model, torch.rand(10, 5))
-    with pytest.raises(Exception, match="prior-precision"):
+    with pytest.raises(Exception, match="prior_precision"):
         FullVariationalBayes(prior_precision=0.0)
 
 

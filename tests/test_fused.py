@@ -108,7 +108,7 @@ def test_a_log_variance_bound_keeps_every_variance_finite():
     assert torch.isfinite(model.decode(q.rsample()).log_prob(x)).all()
     step = FusedStep(model, "B", 1, 3)
     assert torch.isfinite(step(x)) and all(torch.isfinite(p.grad).all() for p in model.parameters())
-    with pytest.raises(Exception, match="log-variance-bound"):
+    with pytest.raises(Exception, match="log_variance_bound"):
         ModelConfig(data_dim=4, log_variance_bound=0.0)
 
 
@@ -152,7 +152,7 @@ def test_a_bound_beyond_float32s_range_is_a_non_finite_step_not_an_error(huge, e
     if use_native and native.load() is None:
         pytest.skip("native kernels could not be built here")
     torch.manual_seed(0)
-    model = VAE(ModelConfig(data_dim=20, latent_dim=2, hidden_units=5))
+    model = VAE(ModelConfig(data_dim=20, latent_dim=2, hidden_units=5, log_variance_bound=None))   # unbounded: a log σ² of 88
     with torch.no_grad():
         if huge == "log-likelihood":
             model.decoder.net.heads.bias.fill_(1e37)

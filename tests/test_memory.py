@@ -125,12 +125,12 @@ def test_parameter_count_from_the_config_is_that_of_the_built_model(options):
 
 
 @pytest.mark.parametrize("options, setting", [
-    (dict(hidden_units=10**10), "hidden-units 10000000000"),
-    (dict(latent_dim=10**9), "latent-dim 1000000000"),
-    (dict(hidden_layers=10**9), "hidden-layers 1000000000"),   # hung for hours building layers
-    (dict(latent_dim=10**30), "latent-dim 1.00e+30"),          # C++ frames from torch
+    (dict(hidden_units=10**10), "`hidden_units` 10000000000"),
+    (dict(latent_dim=10**9), "`latent_dim` 1000000000"),
+    (dict(hidden_layers=10**9), "`hidden_layers` 1000000000"),   # hung for hours building layers
+    (dict(latent_dim=10**30), "`latent_dim` 1.00e+30"),          # C++ frames from torch
     (dict(hidden_units=(10**9, 5), hidden_layers=2, architecture="conv", image_shape=(28, 28)),
-     "hidden-units 1000000000,5"),
+     "`hidden_units` 1000000000,5"),
 ])
 def test_a_model_too_large_for_memory_is_refused_before_anything_is_allocated(options, setting):
     from aevb.model import ModelConfig
@@ -143,8 +143,8 @@ def test_a_model_too_large_for_memory_is_refused_before_anything_is_allocated(op
 
 
 @pytest.mark.parametrize("flags, setting", [
-    (["--hidden-units", "1e10"], "hidden-units 10000000000"),
-    (["--latent-dim", "1e9", "--hidden-units", "500"], "latent-dim 1000000000"),
+    (["--hidden-units", "1e10"], "--hidden-units 10000000000"),
+    (["--latent-dim", "1e9", "--hidden-units", "500"], "--latent-dim 1000000000"),
 ])
 def test_train_refuses_a_model_too_large_for_memory_in_one_line(tmp_path, capsys, flags, setting):
     run = tmp_path / "huge"
@@ -159,9 +159,9 @@ def test_train_refuses_a_model_too_large_for_memory_in_one_line(tmp_path, capsys
 def test_an_image_shape_must_hold_data_dim_pixels():
     from aevb.model import ModelConfig
 
-    with pytest.raises(AevbError, match=r"image-shape 7×7 has 49 pixels but data-dim is 784"):
+    with pytest.raises(AevbError, match=r"`image_shape` 7×7 has 49 pixels but `data_dim` is 784"):
         ModelConfig(data_dim=784, image_shape=(7, 7))
-    with pytest.raises(AevbError, match="image-shape must be two positive integers"):
+    with pytest.raises(AevbError, match="`image_shape` must be two positive integers"):
         ModelConfig(data_dim=784, image_shape=(28, 28, 1))
     assert ModelConfig(data_dim=560, image_shape=(28, 20), architecture="conv").image_shape == (28, 20)
 
@@ -184,7 +184,7 @@ def test_the_trainer_itself_refuses_a_step_that_cannot_fit():
 
     model = build_model(ModelConfig(data_dim=784, latent_dim=2, hidden_units=20))
     config = TrainConfig(estimator="IWAE", num_samples=10**6, max_samples=1000, step_size=0.01)
-    with pytest.raises(AevbError, match="samples-per-datapoint 1000000 and batch-size 100"):
+    with pytest.raises(AevbError, match="`num_samples` 1000000 and `batch_size` 100"):
         Trainer(model, torch.rand(200, 784), config)
 
 

@@ -109,13 +109,19 @@ def test_dynamic_binarisation_draws_fresh_binary_images(sample_data):
     assert evaluation_data(sample_data.valid, "none") is sample_data.valid
 
 
-@pytest.mark.parametrize("bad", [dict(), dict(max_samples=0), dict(max_samples=10, batch_size=0),
+@pytest.mark.parametrize("bad", [dict(max_samples=0), dict(max_samples=10, batch_size=0),
                                  dict(max_samples=10, optimizer="sgd"), dict(max_samples=10, estimator="C"),
                                  dict(max_samples=10, step_size=float("nan")),
                                  dict(max_samples=10, prior_precision=-1.0), dict(epochs=-1.0)])
 def test_bad_training_settings_are_user_errors(bad):
     with pytest.raises(AevbError):
         TrainConfig(**bad)
+
+
+def test_a_run_that_names_no_stopping_point_trains_the_librarys_default_budget():
+    from aevb.training import DEFAULT_MAX_SAMPLES
+
+    assert TrainConfig().max_samples == DEFAULT_MAX_SAMPLES and TrainConfig(epochs=2).max_samples is None
 
 
 def test_training_stops_exactly_at_a_sample_count_off_the_batch_grid(sample_data):

@@ -198,7 +198,7 @@ def _locate(dataset: str, data_dir: Path, download: bool) -> list[Path]:
         names = ", ".join(r.filename for r in missing) + " (plain or gzipped)"
         raise AevbError(
             f"{dataset}: {names} not found in {subdir} or {data_dir}; "
-            f"pass --data-dir DIR, set AEVB_DATA_DIR, or add --download"
+            f"pass `data_dir`, set AEVB_DATA_DIR, or add `download`"
         )
     return [
         f if f is not None else fetch_file(r.urls, subdir / r.filename, r.sha256, size=r.size)
@@ -369,7 +369,7 @@ def load_dataset(
         AevbError: unknown name, missing or corrupt files, unusable arrays.
     """
     if pixel_divisor is not None and not (math.isfinite(pixel_divisor) and pixel_divisor >= 255):
-        raise AevbError(f"pixel-divisor must be at least 255 (grey levels 0..255 into [0, 1]), got {pixel_divisor}")
+        raise AevbError(f"`pixel_divisor` must be at least 255 (grey levels 0..255 into [0, 1]), got {pixel_divisor}")
     key = os.fspath(name_or_path)
     if isinstance(name_or_path, str) and key in DATASET_NAMES:
         divisor = PAPER_PIXEL_DIVISOR if pixel_divisor is None else float(pixel_divisor)

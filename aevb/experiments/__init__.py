@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import AevbError
+from ..importance_sampling import PROTOCOL_SAMPLES
 from ..runs import resolve_device
 from . import fig2, fig3, manifolds, nll
 from .runner import RunSpec, run_specs
@@ -30,7 +31,7 @@ def plan(figure: str, budget: float, data_dir: str | None, seed: int = 0, **opti
     if figure == "nll":
         device = options.get("device", "auto")
         models = options.get("models") or nll.default_models(resolve_device(device).type == "cuda")
-        return nll.specs(budget, data_dir, models=models, seed=seed, k=options.get("k") or 5000,
+        return nll.specs(budget, data_dir, models=models, seed=seed, k=options.get("k") or PROTOCOL_SAMPLES,
                          points=options.get("points"), device=device)
     budget = whole_budget(budget)
     if figure == "fig2":

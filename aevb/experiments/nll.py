@@ -35,6 +35,7 @@ from pathlib import Path
 
 from ..checkpoint import atomic_write_json
 from ..errors import AevbError
+from ..importance_sampling import PROTOCOL_SAMPLES
 from ..optimizers import IWAE_PASSES
 from ..data.datasets import MNIST_TRAIN_FILE_SIZE
 from ..runs import DataConfig, evaluate_run, read_run_config
@@ -97,7 +98,7 @@ class TestLogLikelihood:
     """The protocol's score of a finished run, written to ``run_dir/nll_evaluation.json`` (picklable,
     so that it runs in the worker that trained the run)."""
 
-    k: int = 5000
+    k: int = PROTOCOL_SAMPLES
     points: int | None = None        # None: the whole test set
     seed: int = 0
     device: str = "auto"
@@ -115,7 +116,7 @@ class TestLogLikelihood:
         atomic_write_json(Path(run_dir) / EVALUATION_FILE, result | {"k": self.k, "requested_points": self.points})
 
 
-def specs(budget: float, data_dir: str | None, models: tuple[str, ...], seed: int = 0, k: int = 5000,
+def specs(budget: float, data_dir: str | None, models: tuple[str, ...], seed: int = 0, k: int = PROTOCOL_SAMPLES,
           points: int | None = None, device: str = "auto") -> list[RunSpec]:
     """One run per model, each scored by :class:`TestLogLikelihood` when it finishes."""
     unknown = [name for name in models if name not in MODELS]

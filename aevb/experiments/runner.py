@@ -95,7 +95,7 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
     if not pending:
         return
     if jobs < 1:
-        raise AevbError(f"--jobs must be a positive integer, got {jobs}")
+        raise AevbError(f"`jobs` must be a positive integer, got {jobs}")
     if jobs == 1 or len(pending) == 1:
         for index, spec in enumerate(pending, 1):
             log(f"[{index}/{len(pending)}] {spec.name}")

@@ -109,7 +109,7 @@ class Family:
     def prior(self, latent_dim: int, device=None, dtype=torch.float32) -> Distribution:
         """The standard prior p(z) of this family, event shape (J,)."""
         if self.prior_builder is None:
-            raise AevbError(f"{self.name} has no standard prior ({self.prior_description}); choose another --prior")
+            raise AevbError(f"{self.name} has no standard prior ({self.prior_description}); choose another `prior`")
         zeros = torch.zeros(latent_dim, device=device, dtype=dtype)
         return self.prior_builder(zeros)
 
@@ -315,7 +315,7 @@ def check_pair(posterior: str, prior: str) -> None:
     """A one-line AevbError unless KL(q ‖ p) is finite for this posterior and prior family."""
     q, p = get_family(posterior), get_family(prior)
     if p.prior_builder is None:
-        raise AevbError(f"--prior {prior} is not available: {p.prior_description}")
+        raise AevbError(f"`prior` {prior} is not available: {p.prior_description}")
     if q.support != p.support_as_prior:
         raise AevbError(f"a {posterior} posterior lives on the {q.support} support but the {prior} prior on the "
                         f"{p.support_as_prior} one: KL(q || p) is infinite; choose a prior on the {q.support} support "
@@ -343,8 +343,8 @@ def check_training(model: ModelConfig, estimator: str, algorithm: str = "aevb", 
     if (posterior, prior) == ("gaussian", "gaussian"):
         return
     if engine == "fused" and algorithm == "aevb":
-        raise AevbError(f"--engine fused cannot train this model: posterior {posterior} with prior {prior}; the fused "
-                        "gradients are derived for the Gaussian posterior and N(0, I) prior only (use --engine auto)")
+        raise AevbError(f"`engine` fused cannot train this model: posterior {posterior} with prior {prior}; the fused "
+                        "gradients are derived for the Gaussian posterior and N(0, I) prior only (use `engine` auto)")
     if algorithm == "wake-sleep":
         raise AevbError(f"wake-sleep is implemented for the Gaussian posterior and prior, not {posterior}/{prior}")
     if algorithm == "mcem":
@@ -352,7 +352,7 @@ def check_training(model: ModelConfig, estimator: str, algorithm: str = "aevb", 
         return
     if estimator.upper() == "B" and not has_closed_form_kl(posterior, prior):
         raise AevbError(f"estimator B needs KL({posterior} || {prior}) in closed form and there is none; "
-                        f"train with --estimator A")
+                        f"train with `estimator` A")
 
 
 def check_hmc_prior(model: ModelConfig) -> None:

@@ -63,7 +63,7 @@ def check_data_fits_model(data: Dataset, model: ModelConfig, train: TrainConfig)
         if needs_unit_interval and (low < 0 or high > 1):
             why = "a Bernoulli decoder" if model.likelihood == "bernoulli" else "dynamic binarization"
             raise AevbError(f"{data.name}: {split_name} values lie in [{low:g}, {high:g}], but {why} needs "
-                            "values in [0, 1]; rescale the data or use --likelihood gaussian")
+                            "values in [0, 1]; rescale the data or use `likelihood` gaussian")
 
 
 def stored_data_config(data_config: DataConfig) -> dict:

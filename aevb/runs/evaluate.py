@@ -51,12 +51,12 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     KL(q(θ) ‖ p(θ)) and, on the training split, the full bound 𝓛(φ; X)/N.
     """
     if num_samples < 1:
-        raise AevbError(f"--samples must be a positive integer, got {num_samples}")
-    for name, value in (("--k", log_likelihood_samples), ("--num-points", num_points),
-                        ("--parameter-draws", parameter_draws),
-                        ("--hmc-samples", hmc_samples), ("--leapfrog-steps", leapfrog_steps)):
+        raise AevbError(f"`num_samples` must be a positive integer, got {num_samples}")
+    for name, value in (("log_likelihood_samples", log_likelihood_samples), ("num_points", num_points),
+                        ("parameter_draws", parameter_draws),
+                        ("hmc_samples", hmc_samples), ("leapfrog_steps", leapfrog_steps)):
         if value is not None and value < 1:
-            raise AevbError(f"{name} must be a positive integer, got {value}")
+            raise AevbError(f"`{name}` must be a positive integer, got {value}")
     if split not in ("train", "valid", "test"):
         raise AevbError(f"unknown split {split!r}; choose train, valid or test")
     model, config = load_run(run_dir, device)
@@ -74,10 +74,10 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
         raise AevbError(f"{data.name} has {getattr(data, split).shape[1]} dimensions but the model expects "
                         f"{model.config.data_dim}")
     if hmc and model.config.num_classes is not None:
-        raise AevbError("--hmc does not handle conditional models; use --nll")
+        raise AevbError("`hmc` does not handle conditional models; use `log_likelihood_samples`")
     full_vb = isinstance(model, FullVBVAE)
     if full_vb and hmc:   # (checked before any work is done)
-        raise AevbError("--hmc estimates log p(x) at one θ; a full-VB run has a posterior over θ (use --nll)")
+        raise AevbError("`hmc` estimates log p(x) at one θ; a full-VB run has a posterior over θ (use `log_likelihood_samples`)")
     # For a conditional model: rows [x, one-hot(y)], binarised as the trainer binarises them.
     values = model_inputs(getattr(data, split), getattr(data, f"{split}_labels"), model.config)
     values = evaluation_data(values, train_config.binarize)[:num_points]

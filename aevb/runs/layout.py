@@ -48,7 +48,7 @@ def create_run_dir(out: Path) -> Path:
     """``out`` as a directory, created if missing; a one-line error when it cannot be."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise AevbError(f"--out {out} exists and is not a directory")
+        raise AevbError(f"`out` {out} exists and is not a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -66,10 +66,10 @@ def prepare_run_dir(out: Path, overwrite: bool) -> Path:
     which removes everything a run wrote there (files, checkpoints, TensorBoard logs)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise AevbError(f"--out {out} exists and is not a directory")
+        raise AevbError(f"`out` {out} exists and is not a directory")
     if holds_run(out):
         if not overwrite:
-            raise AevbError(f"{out} already holds a run; choose another --out or pass --overwrite")
+            raise AevbError(f"{out} already holds a run; choose another `out` or pass `overwrite`")
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
         for pattern in RUN_FILE_PATTERNS:

@@ -22,10 +22,10 @@ def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int 
     A full-VB run decodes with θ = μ_θ, the mean of q(θ).
     """
     if num_samples < 1:
-        raise AevbError(f"--num must be a positive integer, got {num_samples}")
+        raise AevbError(f"`num_samples` must be a positive integer, got {num_samples}")
     target = Path(out) if out else Path(run_dir) / f"samples-seed{seed}.png"
     if target.suffix.lower() not in (".png", ".npy"):
-        raise AevbError(f"--out {target}: unsupported file type {target.suffix or '(none)'!r}; use .png or .npy")
+        raise AevbError(f"`out` {target}: unsupported file type {target.suffix or '(none)'!r}; use .png or .npy")
     model, _ = load_run(run_dir, device)
     generator = torch.Generator().manual_seed(seed)
     classes = model.config.num_classes
@@ -35,14 +35,14 @@ def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int 
                             png=target.suffix.lower() == ".png", device=next(model.parameters()).device)
     if classes is None:
         if label is not None:
-            raise AevbError("--label needs a conditional run (aevb train --conditional)")
+            raise AevbError("`label` needs a conditional run (trained with `conditional`)")
         images = model.sample(num_samples, generator=generator).cpu()
     elif label is None:
         columns = -(-num_samples // classes)
         images = model.class_grid(columns, generator=generator).cpu()
     else:
         if not 0 <= label < classes:
-            raise AevbError(f"--label {label} is outside the run's classes 0..{classes - 1}")
+            raise AevbError(f"`label` {label} is outside the run's classes 0..{classes - 1}")
         images = model.sample(num_samples, generator=generator, labels=torch.full((num_samples,), label)).cpu()
     if target.suffix.lower() == ".npy":
         import numpy as np
@@ -51,7 +51,7 @@ def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int 
             np.save(stream, images.numpy())
         return target
     if model.config.image_shape is None:
-        raise AevbError("the model's data have no image shape; write samples to a .npy file with --out FILE.npy")
+        raise AevbError("the model's data have no image shape; write samples to a .npy file (`out` FILE.npy)")
     what = ("one row per class" if label is None else f"class {label}") if classes is not None else "samples"
     save_samples(images, model.config.image_shape, target, columns=columns,
                  title=f"{images.shape[0]} {'samples, ' if classes is not None else ''}{what}, seed {seed}")

@@ -15,16 +15,13 @@ from ..training import TrainConfig
 from .data_config import value_ranges
 
 
-# log σ² = B·tanh(raw/B) with B = 30 keeps every variance in (1e-13, 1e13), finite in float32 with
-# its inverse, and bends log σ² by under 4% where |log σ²| < 10, where trained VAEs live.
-DEFAULT_LOG_VARIANCE_BOUND = 30.0
 
 
 #: §5: hidden units per dataset (500 for MNIST, 200 for the smaller Frey Face).
 PAPER_HIDDEN_UNITS = {"frey": 200}
 
 
-DEFAULT_HIDDEN_UNITS = 500
+DEFAULT_HIDDEN_UNITS = ModelConfig.hidden_units   # (ModelConfig owns it: 500, §5's MNIST width)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -40,21 +37,22 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def model_config_for(data: Dataset, latent_dim: int = 20, hidden_units: int | tuple[int, ...] | None = None,
+def model_config_for(data: Dataset, latent_dim: int | None = None, hidden_units: int | tuple[int, ...] | None = None,
                      likelihood: str | None = None, sigmoid_mean: bool | None = None,
                      **overrides) -> ModelConfig:
-    """The paper's model for ``data``, with explicit choices taking precedence.
+    """The paper's model for ``data``, with explicit choices taking precedence; any other keyword is
+    a :class:`~aevb.model.ModelConfig` field, and a field not given keeps ModelConfig's default.
 
-    Defaults: 500 hidden units (200 for Frey Face); a Bernoulli decoder when every value lies in
-    [0, 1] except for Frey Face, whose decoder is Gaussian with a sigmoid mean (§5); Gaussian
-    otherwise; log-variances bounded to ±:data:`DEFAULT_LOG_VARIANCE_BOUND` (``0`` or ``None``:
-    unbounded). ``conditional=True``: a conditional VAE on the data's class labels (aevb.conditional).
+    Defaults that depend on the data: 500 hidden units (200 for Frey Face, §5); a Bernoulli decoder
+    when every value lies in [0, 1] except for Frey Face, whose decoder is Gaussian with a sigmoid
+    mean (§5); Gaussian otherwise. ``conditional=True``: a conditional VAE on the data's class
+    labels (aevb.conditional).
     """
     if overrides.pop("conditional", False):
         overrides["num_classes"] = number_of_classes([data.train_labels, data.valid_labels, data.test_labels],
                                                      data.name)
-    bound = overrides.pop("log_variance_bound", DEFAULT_LOG_VARIANCE_BOUND)
-    overrides["log_variance_bound"] = bound or None
+    if latent_dim is not None:
+        overrides["latent_dim"] = latent_dim
     if likelihood is None:
         in_unit_interval = all(0 <= low and high <= 1 for low, high in value_ranges(data).values())
         likelihood = "bernoulli" if in_unit_interval and data.name != "frey" else "gaussian"
@@ -62,7 +60,7 @@ def model_config_for(data: Dataset, latent_dim: int = 20, hidden_units: int | tu
         sigmoid_mean = likelihood == "gaussian" and data.name == "frey"
     if hidden_units is None:
         hidden_units = PAPER_HIDDEN_UNITS.get(data.name, DEFAULT_HIDDEN_UNITS)
-    return ModelConfig(data_dim=data.data_dim, latent_dim=latent_dim, hidden_units=hidden_units,
+    return ModelConfig(data_dim=data.data_dim, hidden_units=hidden_units,
                        likelihood=likelihood, sigmoid_mean=sigmoid_mean, image_shape=data.image_shape,
                        **overrides)
 
@@ -82,7 +80,7 @@ def fit_selection_to_budget(config: TrainConfig, dataset_size: int) -> TrainConf
     fitting = (total - 1) // per_step
     if fitting < 1:
         raise AevbError(f"{total:,} training samples are too few to choose the step size (one minibatch is "
-                        f"{per_step:,}); pass --step-size or train on more samples")
+                        f"{per_step:,}); pass `step_size` or train on more samples")
     if config.selection_steps > fitting:
         return dataclasses.replace(config, selection_steps=fitting)
     return config

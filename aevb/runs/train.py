@@ -70,9 +70,9 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
         model_options = {**model_options, "decoder_posterior": "gaussian"}
     model_config = model_config_for(data, **model_options)
     if model_config.num_classes is not None and algorithm != "aevb":
-        raise AevbError(f"--conditional trains with --algorithm aevb only, not {algorithm}")
+        raise AevbError(f"`conditional` trains with `algorithm` aevb only, not {algorithm}")
     if (model_config.decoder_posterior == "gaussian") != (algorithm == "full-vb"):
-        raise AevbError("a posterior over the decoder's parameters is trained by --algorithm full-vb only")
+        raise AevbError("a posterior over the decoder's parameters is trained by `algorithm` full-vb only")
     check_data_fits_model(data, model_config, train_config)
     check_training(model_config, train_config.estimator, algorithm, train_config.engine)
     # As the Trainer will, but before the run directory is made, so that a refusal leaves no run behind.
