@@ -111,22 +111,23 @@ def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
 SINGLE_PROCESS = ProcessGroup()
 
 
-def check_distributable(group: ProcessGroup, algorithm: str, batch_size: int, extra_metrics: bool = False,
+def check_distributable(group: ProcessGroup, algorithm: str, batch_size: int, per_point_measurements: bool = False,
                         posterior: str = "gaussian") -> None:
     """A one-line error when several processes cannot train this run: only AEVB is sharded, a
-    minibatch needs a row per process, per-point extras (figure reproduction) would draw noise
-    on rank 0 alone, and processes share one minibatch's ε ~ N(0, I), which only the Gaussian
-    posterior takes from outside (:func:`aevb.distributions.draw_posterior`)."""
+    minibatch needs a row per process, measurements per evaluation point that draw their own
+    noise (``per_point_measurements``, e.g. marginal-likelihood estimates) would draw it on rank 0
+    alone, and processes share one minibatch's ε ~ N(0, I), which only the Gaussian posterior
+    takes from outside (:func:`aevb.distributions.draw_posterior`)."""
     if not group.distributed:
         return
     if algorithm != "aevb":
         raise AevbError(f"multi-process training runs AEVB only, not {algorithm}")
     if posterior != "gaussian":
         raise AevbError(f"multi-process training needs the Gaussian posterior, not {posterior}; run without torchrun")
-    if extra_metrics:
-        raise AevbError("figure reproduction trains on one process; run it without torchrun")
+    if per_point_measurements:
+        raise AevbError("extra measurements at every evaluation point are taken on one process; run without torchrun")
     if batch_size < group.world_size:
-        raise AevbError(f"batch-size {batch_size} is smaller than the {group.world_size} processes")
+        raise AevbError(f"`batch_size` {batch_size} is smaller than the {group.world_size} processes")
 
 
 def from_environment(device: torch.device) -> ProcessGroup:
