@@ -18,7 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .errors import AevbError
-from .model import VAE, ModelConfig, build_model
+from .build import build_model
+from .model import VAE, ModelConfig
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"

@@ -6,8 +6,8 @@ With z₁..z_k ~ q(z|x) and weights w_k = p(x, z_k) / q(z_k|x),
 
 which is the importance-weighted bound of Burda, Grosse & Salakhutdinov (2015): a lower bound in
 expectation that increases with k and converges to log p(x) as k → ∞; at k = 1 it is the
-paper's estimator A (§2.3). As a training objective (``iwae_bound``) the samples are
-reparameterised; as an evaluation (``estimate_log_likelihood``) they are streamed in chunks so
+paper's estimator A (§2.3). As a training objective (:func:`aevb.estimators.iwae_bound`) the
+samples are reparameterised; as an evaluation (``estimate_log_likelihood``) they are streamed in chunks so
 that any k fits in a fixed memory budget, and each datapoint gets a standard error.
 
 Standard error of log p̂ for one datapoint (delta method): se² ≈ Var(w) / (k · E[w]²), computed
@@ -19,57 +19,16 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-from .distributions import draw_posterior
-from .fused import decoder_log_prob
+from .estimators import LatentVariableModel, log_importance_weights
 from .model import ModelConfig, evaluation_mode, hidden_activations_per_row
 
-if TYPE_CHECKING:
-    from .estimators import LatentVariableModel
 
 #: Importance samples per datapoint of the log-likelihood protocol every VAE paper reports
 #: (Burda, Grosse & Salakhutdinov 2015, Table 1: k = 5000).
 PROTOCOL_SAMPLES = 5000
-
-
-def log_importance_weights(model: "LatentVariableModel", x: torch.Tensor, num_samples: int,
-                           reparameterize: bool = True, posterior=None, prior_mixture: float = 0.0,
-                           noise: torch.Tensor | None = None) -> torch.Tensor:
-    """log w = log p(x, z) − log r(z|x) for z ~ r: shape (k, M) for x of shape (M, D), nats.
-
-    The proposal r is the encoder q(z|x), or with ``prior_mixture = α > 0`` the defensive mixture
-    (1 − α) q(z|x) + α p(z) (Hesterberg, 1995): its weights are bounded by p(x|z)/α, so posterior
-    mass that the encoder misses is still found (for sampling only; no reparameterisation).
-    """
-    posterior = model.encode(x) if posterior is None else posterior
-    prior = model.prior()
-    if prior_mixture <= 0:
-        if reparameterize:
-            z = draw_posterior(posterior, num_samples, noise)
-        else:
-            z = posterior.sample((num_samples,))
-        return decoder_log_prob(model, z, x) + prior.log_prob(z) - posterior.log_prob(z)
-    z = posterior.sample((num_samples,))
-    from_prior = torch.rand(z.shape[:-1], device=z.device) < prior_mixture
-    z = torch.where(from_prior.unsqueeze(-1), prior.sample(z.shape[:-1]), z)
-    log_prior = prior.log_prob(z)
-    log_proposal = torch.logaddexp(math.log1p(-prior_mixture) + posterior.log_prob(z),
-                                   math.log(prior_mixture) + log_prior)
-    return decoder_log_prob(model, z, x) + log_prior - log_proposal
-
-
-def iwae_bound(model: "LatentVariableModel", x: torch.Tensor, num_samples: int = 1,
-               noise: torch.Tensor | None = None) -> torch.Tensor:
-    """The k-sample importance-weighted bound, k = ``num_samples``: (M,), nats.
-
-    log (1/k) Σ_k w_k; differentiable through the reparameterisation; equals estimator A at k = 1.
-    ``noise``: optional ε (k, M, J) instead of fresh draws.
-    """
-    log_w = log_importance_weights(model, x, num_samples, noise=noise)
-    return torch.logsumexp(log_w, dim=0) - math.log(num_samples)
 
 
 @dataclass(frozen=True)

@@ -133,36 +133,6 @@ def require_memory(needed: int, what: str, *, device: torch.device | str | None 
     raise AevbError(message + (f"; {advice}" if advice else ""))
 
 
-def _decoder_outputs_per_row(config) -> int:
-    """Floats the decoder outputs per decoded row: D logits, or D means and D log-variances."""
-    network_variance = config.likelihood == "gaussian" and config.decoder_variance == "network"
-    return (2 if network_variance else 1) * int(config.data_dim)
-
-
-def require_training_step_memory(config, batch_size: int, num_samples: int, device: torch.device | str,
-                                 processes: int = 1) -> None:
-    """Refuse, in one line, a training step of a model of ``config`` that cannot fit on ``device``.
-
-    The decoder runs on L × M rows (L = ``num_samples`` z per datapoint, M = ``batch_size``
-    datapoints, or this process's ⌈M / processes⌉ of them), and autograd keeps each row's hidden
-    activations (for ``conv`` its feature maps too), decoder outputs and z for the backward pass;
-    the parameters' gradients and the optimiser's state (at least one float each: Adagrad's sum
-    of squares) come on top. The parameters themselves are not counted (the model may already
-    be allocated). Anything but a :class:`~aevb.model.ModelConfig` (a model of another kind) is
-    not checked.
-    """
-    from .model import ModelConfig, hidden_activations_per_row, parameter_count
-
-    if not isinstance(config, ModelConfig):
-        return
-    rows = int(num_samples) * -(-int(batch_size) // max(1, int(processes)))
-    per_row = hidden_activations_per_row(config) + _decoder_outputs_per_row(config) + int(config.latent_dim)
-    needed = FLOAT_BYTES * (rows * per_row + 2 * parameter_count(config))
-    require_memory(needed, f"a training step with `num_samples` {format_count(num_samples)} and `batch_size` "
-                           f"{format_count(batch_size)} ({format_count(rows, separators=True)} decoded rows)",
-                   device=device, advice="lower `num_samples` or `batch_size`")
-
-
 def require_sampling_memory(config, num_samples: int, *, class_grid: bool, png: bool,
                             device: torch.device | str = "cpu") -> None:
     """Refuse, in one line, to draw ``num_samples`` images E[x|z] that cannot fit in memory.

@@ -24,9 +24,13 @@ back to exactly n (``output_padding`` 1 for even n, 0 for odd), so any image sha
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .model_config import ModelConfig
 
 KERNEL, STRIDE, PADDING = 3, 2, 1
 
@@ -139,3 +143,59 @@ class ConvDecoderNet(nn.Module):
         leading = inputs.shape[:-1]
         maps = self.heads(self.hidden(inputs.reshape(-1, inputs.shape[-1])))   # (N, heads, H, W)
         return tuple(maps[:, index].reshape(*leading, -1) for index in range(len(self.head_features)))
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,  # the paper's choice (App. C)
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+def bounded_log_variance(raw: torch.Tensor, bound: float | None) -> torch.Tensor:
+    """log σ² = B·tanh(raw / B): a smooth bound to (−B, B) that is the identity near zero, part of
+    the model's definition (the bound of the model is computed exactly, nothing is clipped), so
+    that no variance can overflow or vanish. ``bound`` None: raw, unbounded (the paper's model)."""
+    return raw if bound is None else bound * torch.tanh(raw / bound)
+
+
+class MLP(nn.Module):
+    """Hidden stack of `hidden_layers` (linear → activation) blocks followed by one linear head per
+    output. With ``hidden_layers=0`` the heads act on the input directly (a linear model, e.g.
+    factor analysis for a Gaussian decoder)."""
+
+    def __init__(self, in_features: int, hidden_units: int | tuple[int, ...], hidden_layers: int, activation: str,
+                 head_features: tuple[int, ...]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        widths = tuple(hidden_units) if isinstance(hidden_units, (list, tuple)) else (hidden_units,) * hidden_layers
+        for units in widths:
+            layers += [nn.Linear(width, units), ACTIVATIONS[activation]()]
+            width = units
+        self.hidden = nn.Sequential(*layers)
+        # One matrix product for all heads: the heads are the column blocks of one Linear.
+        self.heads = nn.Linear(width, sum(head_features))
+        self.head_features = head_features
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.split(self.heads(self.hidden(inputs)), self.head_features, dim=-1)
+
+
+def build_network(config: "ModelConfig", role: str, head_features: tuple[int, ...]) -> nn.Module:
+    """The encoder's (``role="encoder"``, input (..., D + C)) or decoder's (``"decoder"``, input
+    (..., J + C)) network for ``config.architecture``; C = num_classes of a conditional model, else 0.
+    Returns an :class:`MLP` or a network of :mod:`aevb.networks`, all with the same interface."""
+    extra = config.num_classes or 0
+    widths = config.hidden_widths()
+    activation = ACTIVATIONS[config.activation]
+    if config.architecture == "conv":
+        if role == "encoder":
+            return ConvEncoderNet(config.image_shape, config.conv_channels, extra, widths, activation, head_features)
+        return ConvDecoderNet(config.latent_dim + extra, config.image_shape, config.conv_channels,
+                              tuple(reversed(widths)), activation, head_features)
+    if role == "encoder":
+        return MLP(config.data_dim + extra, widths, len(widths), config.activation, head_features)
+    return MLP(config.latent_dim + extra, tuple(reversed(widths)), len(widths), config.activation, head_features)

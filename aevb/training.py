@@ -35,7 +35,8 @@ from .evaluation import evaluate_bound
 from .distributed import SINGLE_PROCESS, ProcessGroup, SGVBObjective, check_distributable, data_parallel
 from .fused import FusedStep, unsupported_reason
 from .model import VAE
-from .memory import require_training_step_memory
+from .memory import FLOAT_BYTES, format_count, require_memory
+from .model_config import ModelConfig, decoder_outputs_per_row, hidden_activations_per_row, parameter_count
 from .optimizers import OPTIMIZERS, SCHEDULES, guarded_step, non_finite
 
 BINARIZATIONS = ("none", "dynamic")
@@ -700,3 +701,25 @@ def _progress_bar(total: int, initial: int):
     # disable=None: no bar when stderr is not a terminal (log files, CI), where it would only spam.
     return tqdm(total=total, initial=initial, unit="sample", unit_scale=True, dynamic_ncols=True,
                 desc="training", disable=None)
+
+
+def require_training_step_memory(config, batch_size: int, num_samples: int, device: torch.device | str,
+                                 processes: int = 1) -> None:
+    """Refuse, in one line, a training step of a model of ``config`` that cannot fit on ``device``.
+
+    The decoder runs on L × M rows (L = ``num_samples`` z per datapoint, M = ``batch_size``
+    datapoints, or this process's ⌈M / processes⌉ of them), and autograd keeps each row's hidden
+    activations (for ``conv`` its feature maps too), decoder outputs and z for the backward pass;
+    the parameters' gradients and the optimiser's state (at least one float each: Adagrad's sum
+    of squares) come on top. The parameters themselves are not counted (the model may already
+    be allocated). Anything but a :class:`~aevb.model.ModelConfig` (a model of another kind) is
+    not checked.
+    """
+    if not isinstance(config, ModelConfig):
+        return
+    rows = int(num_samples) * -(-int(batch_size) // max(1, int(processes)))
+    per_row = hidden_activations_per_row(config) + decoder_outputs_per_row(config) + int(config.latent_dim)
+    needed = FLOAT_BYTES * (rows * per_row + 2 * parameter_count(config))
+    require_memory(needed, f"a training step with `num_samples` {format_count(num_samples)} and `batch_size` "
+                           f"{format_count(batch_size)} ({format_count(rows, separators=True)} decoded rows)",
+                   device=device, advice="lower `num_samples` or `batch_size`")

@@ -22,7 +22,7 @@ from aevb.errors import AevbError
 from aevb.estimators import estimator_a, estimator_b, get_estimator
 from aevb.fused import FusedStep, unsupported_reason
 from aevb.importance_sampling import estimate_log_likelihood
-from aevb.model import build_model
+from aevb.build import build_model
 from aevb.networks import ConvDecoderNet, ConvEncoderNet
 from aevb.training import AEVB, Trainer, TrainConfig, evaluation_data
 

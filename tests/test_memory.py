@@ -118,7 +118,8 @@ MODEL_CASES = [
 
 @pytest.mark.parametrize("options", MODEL_CASES)
 def test_parameter_count_from_the_config_is_that_of_the_built_model(options):
-    from aevb.model import ModelConfig, build_model, parameter_count
+    from aevb.build import build_model
+    from aevb.model import ModelConfig, parameter_count
 
     config = ModelConfig(**options)
     assert parameter_count(config) == build_model(config).num_parameters()
@@ -179,7 +180,8 @@ def test_iwae_training_with_a_million_samples_per_datapoint_is_refused_up_front(
 
 
 def test_the_trainer_itself_refuses_a_step_that_cannot_fit():
-    from aevb.model import ModelConfig, build_model
+    from aevb.build import build_model
+    from aevb.model import ModelConfig
     from aevb.training import TrainConfig, Trainer
 
     model = build_model(ModelConfig(data_dim=784, latent_dim=2, hidden_units=20))
@@ -237,7 +239,8 @@ def _record_rows(monkeypatch, owner, name) -> list[int]:
 def test_the_samples_of_one_datapoint_are_streamed_and_combined_exactly(monkeypatch, estimator):
     from aevb import estimators
     from aevb.evaluation import per_datapoint_bound
-    from aevb.model import ModelConfig, build_model
+    from aevb.build import build_model
+    from aevb.model import ModelConfig
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(data_dim=12, latent_dim=2, hidden_units=5, init_std=0.5))
@@ -259,7 +262,8 @@ def test_the_samples_of_one_datapoint_are_streamed_and_combined_exactly(monkeypa
 def test_many_datapoints_with_many_samples_each_stay_within_the_chunk(monkeypatch):
     from aevb import estimators
     from aevb.evaluation import evaluate_bound
-    from aevb.model import ModelConfig, build_model
+    from aevb.build import build_model
+    from aevb.model import ModelConfig
 
     model = build_model(ModelConfig(data_dim=12, latent_dim=2, hidden_units=5))
     rows = _record_rows(monkeypatch, estimators.ESTIMATORS, "B")
@@ -300,7 +304,8 @@ def test_importance_sampling_streams_the_samples_of_one_datapoint(monkeypatch):
     # Already streamed before issue 14 (a guard, not a regression test): k = 5,000 for one point
     # is decoded at most max_rows (datapoint, sample) pairs at a time.
     from aevb import importance_sampling
-    from aevb.model import ModelConfig, build_model
+    from aevb.build import build_model
+    from aevb.model import ModelConfig
 
     model = build_model(ModelConfig(data_dim=12, latent_dim=2, hidden_units=5))
     rows = _record_rows(monkeypatch, importance_sampling, "log_importance_weights")
@@ -310,7 +315,8 @@ def test_importance_sampling_streams_the_samples_of_one_datapoint(monkeypatch):
 
 def test_hmc_streams_its_samples_and_gives_the_numbers_of_one_pass(monkeypatch):
     from aevb import hmc_estimator
-    from aevb.model import ModelConfig, build_model
+    from aevb.build import build_model
+    from aevb.model import ModelConfig
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4, init_std=0.5))

@@ -8,7 +8,7 @@ in that order), and the posterior is an ``Independent`` with batch shape (M,) an
 (J,). Constraints keep every parameter numerically safe:
 
 * scales are exp(½ log σ²) with log σ² bounded exactly like the Gaussian encoder's
-  (:func:`aevb.model.bounded_log_variance`, ``--log-variance-bound``), so a zero output is scale 1;
+  (:func:`aevb.networks.bounded_log_variance`, ``--log-variance-bound``), so a zero output is scale 1;
 * shapes are softplus(raw) + a floor, and where a moment must exist for the KL to any prior to be
   finite, the floor says so (Student-t ν > 2, Pareto α > 2, F's d₂ > 4: finite variance, which
   a Gaussian, Rayleigh or Weibull prior's log-density needs).
@@ -22,6 +22,8 @@ priors. The Cauchy posterior has no mean: only priors whose log-density grows lo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -34,11 +36,14 @@ from torch.distributions import (Beta, Cauchy, Chi2, Dirichlet, Distribution, Ex
                                  StudentT, Uniform, Weibull, kl_divergence)
 
 from ..errors import AevbError
-from ..model import ModelConfig, bounded_log_variance, build_network
+from ..networks import bounded_log_variance, build_network
 from . import kl as _registered_kls  # noqa: F401  (registers the closed-form KLs)
 from .composition import Erlang
 from .inverse_cdf import Gompertz, Logistic, Rayleigh, Reciprocal
 from .location_scale import MultivariateStudentT, Triangular
+
+if TYPE_CHECKING:
+    from ..model_config import ModelConfig
 
 ROUTES = ("inverse-cdf", "location-scale", "composition")     # §2.4's three routes
 SUPPORTS = ("real", "positive", "unit-interval", "simplex")

@@ -23,9 +23,9 @@ from ..data import Dataset
 from ..distributed import check_distributable, from_environment, local_device
 from ..errors import AevbError, TrainingInterrupted
 from ..families import check_training
-from ..memory import require_training_step_memory
-from ..model import VAE, ModelConfig, build_model
-from ..training import Metrics, Trainer, TrainConfig
+from ..build import build_model
+from ..model import VAE, ModelConfig
+from ..training import Metrics, Trainer, TrainConfig, require_training_step_memory
 from ..training_checkpoints import DIRECTORY as CHECKPOINTS
 from ..training_checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
 from .data_config import DataConfig, check_data_fits_model, data_config_of_run, load_data, stored_data_config
