@@ -1,20 +1,5 @@
-"""The AEVB algorithm (paper Algorithm 1) with the training procedure of §5.
-
-Each iteration draws a random minibatch of M datapoints (without replacement within an epoch),
-draws ε for L samples per datapoint, and takes a gradient step on the minibatch estimate of the
-bound. The settings are the paper's: M = 100, L = 1, Adagrad with a global step size chosen from
-{0.01, 0.02, 0.1} by the training bound of the first iterations, and MAP training with a N(0, I)
-prior on the parameters (weight decay).
-
-Scaling. The MAP objective is (N/M) Σ_minibatch 𝓛̃(x⁽ⁱ⁾) + log p(θ), with log p(θ) = −½‖θ‖²
-(+ const). We minimise it divided by N, i.e. the loss
-
-    −(1/M) Σ_minibatch 𝓛̃(x⁽ⁱ⁾) + (λ / 2N) ‖θ‖²,       λ = prior precision (1 for N(0, I)),
-
-so the reported numbers are nats per datapoint and the weight decay handed to the optimiser is
-exactly λ / N. Dividing by N leaves Adagrad's and Adam's steps unchanged (both are invariant to
-the scale of the gradient, up to their ε).
-"""
+"""The trainer: minibatches, the step-size selection of §5, evaluation points, checkpoints and the
+numeric guard (skipped steps, rollbacks with half the step size)."""
 
 from __future__ import annotations
 
@@ -24,27 +9,22 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable
 
 import torch
 
-from .config import JsonConfig
-from .errors import AevbError, TrainingDiverged, TrainingInterrupted
-from .estimators import bound_estimator, get_estimator
-from .evaluation import evaluate_bound
-from .distributed import SINGLE_PROCESS, ProcessGroup, SGVBObjective, check_distributable, data_parallel
-from .fused import FusedStep, unsupported_reason
-from .model import VAE
-from .memory import FLOAT_BYTES, format_count, require_memory
-from .model_config import ModelConfig, decoder_outputs_per_row, hidden_activations_per_row, parameter_count
-from .optimizers import OPTIMIZERS, SCHEDULES, guarded_step, non_finite
+from ..distributed import SINGLE_PROCESS, ProcessGroup, check_distributable
+from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
+from ..estimators import bound_estimator
+from ..evaluation import evaluate_bound
+from ..memory import FLOAT_BYTES, format_count, require_memory
+from ..model import VAE
+from ..model_config import ModelConfig, decoder_outputs_per_row, hidden_activations_per_row, parameter_count
+from ..optimizers import OPTIMIZERS, SCHEDULES
+from .algorithm import AEVB, Algorithm, Shard
+from .config import Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points
 
-BINARIZATIONS = ("none", "dynamic")
-ENGINES = ("auto", "fused", "autograd")
-PAPER_STEP_SIZES = (0.01, 0.02, 0.1)  # §5
-#: Training samples of a run that names no stopping point: minutes on a laptop (the paper trains
-#: 10⁸ per curve, §5 / Fig. 2: ``max_samples=10**8``).
-DEFAULT_MAX_SAMPLES = 1_000_000
+
 MAX_ROLLBACKS = 3                     # then give up: the step size has been halved three times
 
 
@@ -57,244 +37,6 @@ class TrainingWarning(RuntimeWarning):
 # (Python's default filter shows a warning once per text and place). Appended, so that a
 # user's own filters still win.
 warnings.filterwarnings("always", category=TrainingWarning, append=True)
-
-
-@dataclass
-class TrainConfig(JsonConfig):
-    """Settings of Algorithm 1; the defaults are the paper's (§5)."""
-
-    batch_size: int = 100                    # M (§5)
-    num_samples: int = 1                     # L (§5)
-    estimator: str = "B"                     # §2.3; B is what the paper uses for the VAE
-    optimizer: str = "adagrad"               # §5; "adam" as an option
-    optimizer_eps: float | None = None       # the optimiser's ε (None: torch's default)
-    schedule: str = "constant"               # step size over the run: "constant" (§5) or "iwae" (Burda et al.)
-    step_size: float | None = None           # None: choose from step_size_candidates (§5)
-    step_size_candidates: tuple[float, ...] = PAPER_STEP_SIZES
-    selection_steps: int = 200               # "first iterations" used to choose the step size
-    prior_precision: float = 1.0             # λ of the N(0, I/λ) prior on θ, φ (MAP, §5); 0 = none
-    max_samples: int | None = None           # stop after this many training samples ...
-    epochs: float | None = None              # ... or epochs, whichever comes first (neither: DEFAULT_MAX_SAMPLES)
-    binarize: str = "none"                   # "dynamic": fresh Bernoulli draw of x at every use
-    seed: int = 0
-    evals_per_decade: int = 8                # evaluation points, log-spaced in samples seen
-    first_eval: int = 10_000                 # samples seen at the first evaluation point
-    eval_subset: int | None = None           # evaluate on at most this many points per split
-    eval_batch_size: int | None = None       # rows evaluated at once (None: aevb.evaluation.default_chunk_rows)
-    engine: str = "auto"                     # gradients: "fused" (hand-derived, aevb.fused), "autograd",
-                                             # or "auto": fused where the model and estimator allow it
-
-    def __post_init__(self) -> None:
-        positive = {"batch_size": self.batch_size, "num_samples": self.num_samples,
-                    "selection_steps": self.selection_steps, "evals_per_decade": self.evals_per_decade,
-                    "first_eval": self.first_eval}
-        if self.eval_batch_size is not None:
-            positive["eval_batch_size"] = self.eval_batch_size
-        for name, value in positive.items():
-            if int(value) < 1:
-                raise AevbError(f"`{name}` must be a positive integer, got {value}")
-        if self.optimizer not in OPTIMIZERS:
-            raise AevbError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise AevbError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if self.optimizer_eps is not None and not (math.isfinite(self.optimizer_eps) and self.optimizer_eps > 0):
-            raise AevbError(f"`optimizer_eps` must be a positive number, got {self.optimizer_eps}")
-        if self.binarize not in BINARIZATIONS:
-            raise AevbError(f"unknown binarization {self.binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
-        get_estimator(self.estimator)
-        self.estimator = self.estimator.upper()
-        if self.engine not in ENGINES:
-            raise AevbError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
-        if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
-            raise AevbError(f"`step_size` must be a positive number, got {self.step_size}")
-        self.step_size_candidates = tuple(float(c) for c in self.step_size_candidates)
-        if not self.step_size_candidates or any(not (c > 0) for c in self.step_size_candidates):
-            raise AevbError("`step_size_candidates` must be positive numbers")
-        if not (math.isfinite(self.prior_precision) and self.prior_precision >= 0):
-            raise AevbError(f"`prior_precision` must be >= 0, got {self.prior_precision}")
-        if self.max_samples is not None and self.max_samples < 1:
-            raise AevbError(f"`max_samples` must be a positive integer, got {self.max_samples}")
-        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
-            raise AevbError(f"`epochs` must be a positive number, got {self.epochs}")
-        if self.max_samples is None and self.epochs is None:
-            self.max_samples = DEFAULT_MAX_SAMPLES
-        if self.eval_subset is not None and self.eval_subset < 1:
-            raise AevbError(f"`eval_subset` must be a positive integer, got {self.eval_subset}")
-
-    def total_samples(self, dataset_size: int) -> int:
-        """Training samples to process: the tighter of max_samples and epochs × N."""
-        limits = [self.max_samples] if self.max_samples is not None else []
-        if self.epochs is not None:
-            limits.append(max(1, round(self.epochs * dataset_size)))
-        return int(min(limits))
-
-
-@dataclass
-class Metrics(JsonConfig):
-    """One evaluation point: a line of ``metrics.jsonl``. Bounds are nats per datapoint."""
-
-    epoch: float
-    samples: int
-    train_bound: float
-    valid_bound: float | None
-    minibatch_bound: float          # running mean of the minibatch estimates since the last point
-    seconds: float                  # wall time spent training (evaluation excluded)
-    samples_per_second: float       # training throughput so far (step-size selection included)
-    step_size: float
-    steps: int
-    test_bound: float | None = None  # only when the trainer was given test data (figure reproduction)
-    skipped_steps: int = 0           # steps skipped so far for a non-finite loss or gradient
-    rollbacks: int = 0               # returns to the last good evaluation point, step size halved each time
-
-
-@dataclass
-class StepSizeTrial:
-    step_size: float
-    mean_bound: float               # mean minibatch bound over the second half of the trial
-
-
-@dataclass
-class TrainResult:
-    step_size: float
-    history: list[Metrics] = field(default_factory=list)
-    step_size_trials: list[StepSizeTrial] = field(default_factory=list)
-
-
-EVALUATION_BINARIZATION_SEED = 1234
-
-
-def evaluation_data(data: torch.Tensor, binarize: str) -> torch.Tensor:
-    """The data a model trained with ``binarize`` is scored on.
-
-    With dynamic binarisation the model is scored on one fixed Bernoulli draw of each image
-    (seeded with a constant), so every evaluation point, ``aevb evaluate`` and every run see the
-    same binary images.
-    """
-    if binarize != "dynamic":
-        return data
-    generator = torch.Generator(device="cpu").manual_seed(EVALUATION_BINARIZATION_SEED)
-    return torch.bernoulli(data.cpu(), generator=generator).to(data.device)
-
-
-def evaluation_points(total: int, first: int, per_decade: int) -> list[int]:
-    """Sample counts at which to evaluate: log-spaced from ``first``, always ending at ``total``."""
-    points = []
-    k = math.ceil(per_decade * math.log10(first))
-    while (value := round(10 ** (k / per_decade))) < total:
-        if not points or value > points[-1]:
-            points.append(value)
-        k += 1
-    return points + [total]
-
-
-class Algorithm(Protocol):
-    """One iteration of a learning algorithm on a minibatch. AEVB is the paper's; the baselines
-    it is compared with (wake-sleep, Monte Carlo EM; :mod:`aevb.baselines`) plug in here with the
-    same optimiser, data order and evaluation.
-
-    ``has_bound`` (default True when absent) says whether the encoder-based lower bound means
-    anything for the model the algorithm trains. When False (Monte Carlo EM trains no encoder)
-    the trainer reports NaN bounds, checks the parameters for divergence instead, and needs an
-    explicit step size, as the step-size selection of §5 ranks candidates by the bound.
-    """
-
-    has_bound: bool = True
-
-    def setup(self, model: VAE, train: torch.Tensor) -> None:
-        """Called once before training (e.g. to allocate per-datapoint state)."""
-
-    def step(self, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-             indices: torch.Tensor) -> torch.Tensor:
-        """Update the parameters on minibatch x (M, D) of training rows ``indices`` (M,); return
-        the sum over the minibatch of a per-datapoint bound estimate (0-dim tensor, nats), NaN
-        when the algorithm has none."""
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's part of a minibatch in multi-process training (:mod:`aevb.distributed`):
-    ``rows`` of the whole minibatch of ``size`` points."""
-
-    rows: slice
-    size: int
-    group: ProcessGroup
-
-
-class AEVB:
-    """Algorithm 1: a gradient step on the minibatch SGVB estimate of the bound (per datapoint).
-
-    ``engine`` chooses how the gradient is computed: "autograd" (``loss.backward()`` on the
-    estimators of :mod:`aevb.estimators`), "fused" (:class:`aevb.fused.FusedStep`, the same
-    gradient with hand-derived formulas and preallocated buffers, faster on a CPU), or "auto",
-    fused whenever the model and estimator allow it.
-    """
-
-    has_bound = True
-
-    def __init__(self, estimator: str = "B", num_samples: int = 1, engine: str = "auto"):
-        self.estimator = estimator.upper()
-        self.estimate = get_estimator(estimator)
-        self.num_samples = num_samples
-        self.engine = engine
-        self._fused: FusedStep | None = None
-        self._data_parallel = None
-        self.uses_fused = False
-
-    def setup(self, model: VAE, train: torch.Tensor, group: ProcessGroup = SINGLE_PROCESS) -> None:
-        self._fused = None
-        reason = None if self.engine == "autograd" else unsupported_reason(model, self.estimator)
-        if self.engine == "fused" and reason is not None:
-            raise AevbError(f"`engine` fused cannot train this model: {reason}")
-        self.uses_fused = self.engine != "autograd" and reason is None
-        self._data_parallel = None
-        if group.distributed and not self.uses_fused:
-            self._data_parallel = data_parallel(SGVBObjective(model, self.estimate, self.num_samples), train.device)
-
-    def teardown(self) -> None:
-        """Drop the step's buffers and the DDP wrapper (before the process group goes away: a
-        DDP reducer outliving its group aborts the process at exit)."""
-        self._fused = None
-        self._data_parallel = None
-
-    def step(self, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-             indices: torch.Tensor, shard: Shard | None = None) -> torch.Tensor:
-        noise = None
-        if shard is not None:   # the whole minibatch's ε, as one process draws it; keep our rows
-            latent = model.prior().event_shape
-            noise = torch.empty(self.num_samples, shard.size, *latent, dtype=x.dtype,
-                                device=x.device).normal_()[:, shard.rows]
-        if self.uses_fused:
-            if self._fused is None or self._fused.batch_size < x.shape[0] or self._fused.model is not model:
-                self._fused = FusedStep(model, self.estimator, self.num_samples, x.shape[0])
-                self.engine_used = "fused, native kernels" if self._fused.kernels is not None else \
-                    "fused, torch operations"
-            if shard is None and self._fused.applies_optimizer(optimizer):
-                # The native step applies the update itself, each layer's while its gradient is in
-                # cache, and skips it (reported as NaN) on a non-finite loss or gradient.
-                bound_sum = self._fused(x, noise, optimizer=optimizer)
-                return torch.full_like(bound_sum, math.nan) if self._fused.skipped else bound_sum
-            bound_sum = self._fused(x, noise)
-            parameters, flat_gradient = self._fused.parameters, self._fused.flat_gradient
-            if shard is not None:
-                shard.group.sum_gradients_(parameters, weight=x.shape[0] / shard.size, flat_gradient=flat_gradient)
-        else:
-            self.engine_used = "autograd"
-            optimizer.zero_grad(set_to_none=True)
-            if self._data_parallel is not None:
-                # DDP averages over the P processes: scale so the average is −(1/M) Σ over all M.
-                bound = self._data_parallel(x, noise)
-                loss = -bound.sum() * (shard.group.world_size / shard.size)
-            else:
-                bound = self.estimate(model, x, self.num_samples, noise=noise)
-                loss = -bound.mean()
-            loss.backward()
-            bound_sum = bound.detach().sum()
-            parameters, flat_gradient = [p for p in model.parameters() if p.grad is not None], None
-        # A non-finite loss or gradient never reaches the parameters: the step is skipped (on the
-        # device, no host sync) and reported as a NaN bound, which the trainer counts.
-        bad = non_finite(parameters, bound_sum, flat_gradient)
-        guarded_step(optimizer, bad)
-        return torch.where(bad > 0, torch.full_like(bound_sum, math.nan), bound_sum)
 
 
 class DataOrder:
@@ -343,6 +85,8 @@ class TrainingState:
 #: Training points on which the untrained model's bound is measured: enough to tell a run that
 #: learned from one that made its model worse (a bound tens of nats lower), cheap to evaluate.
 INITIAL_BOUND_POINTS = 1000
+
+
 UNTRAINED_MARGIN_NATS = 1.0
 
 

@@ -1,0 +1,156 @@
+"""The settings of a training run (Algorithm 1, §5) and what it reports: a metrics line per evaluation
+point, the step-size trials, and the data a model is scored on."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..config import JsonConfig
+from ..errors import AevbError
+from ..estimators import get_estimator
+from ..optimizers import OPTIMIZERS, SCHEDULES
+
+
+BINARIZATIONS = ("none", "dynamic")
+
+
+ENGINES = ("auto", "fused", "autograd")
+
+
+PAPER_STEP_SIZES = (0.01, 0.02, 0.1)  # §5
+
+
+#: Training samples of a run that names no stopping point: minutes on a laptop (the paper trains
+#: 10⁸ per curve, §5 / Fig. 2: ``max_samples=10**8``).
+DEFAULT_MAX_SAMPLES = 1_000_000
+
+
+@dataclass
+class TrainConfig(JsonConfig):
+    """Settings of Algorithm 1; the defaults are the paper's (§5)."""
+
+    batch_size: int = 100                    # M (§5)
+    num_samples: int = 1                     # L (§5)
+    estimator: str = "B"                     # §2.3; B is what the paper uses for the VAE
+    optimizer: str = "adagrad"               # §5; "adam" as an option
+    optimizer_eps: float | None = None       # the optimiser's ε (None: torch's default)
+    schedule: str = "constant"               # step size over the run: "constant" (§5) or "iwae" (Burda et al.)
+    step_size: float | None = None           # None: choose from step_size_candidates (§5)
+    step_size_candidates: tuple[float, ...] = PAPER_STEP_SIZES
+    selection_steps: int = 200               # "first iterations" used to choose the step size
+    prior_precision: float = 1.0             # λ of the N(0, I/λ) prior on θ, φ (MAP, §5); 0 = none
+    max_samples: int | None = None           # stop after this many training samples ...
+    epochs: float | None = None              # ... or epochs, whichever comes first (neither: DEFAULT_MAX_SAMPLES)
+    binarize: str = "none"                   # "dynamic": fresh Bernoulli draw of x at every use
+    seed: int = 0
+    evals_per_decade: int = 8                # evaluation points, log-spaced in samples seen
+    first_eval: int = 10_000                 # samples seen at the first evaluation point
+    eval_subset: int | None = None           # evaluate on at most this many points per split
+    eval_batch_size: int | None = None       # rows evaluated at once (None: aevb.evaluation.default_chunk_rows)
+    engine: str = "auto"                     # gradients: "fused" (hand-derived, aevb.fused), "autograd",
+                                             # or "auto": fused where the model and estimator allow it
+
+    def __post_init__(self) -> None:
+        positive = {"batch_size": self.batch_size, "num_samples": self.num_samples,
+                    "selection_steps": self.selection_steps, "evals_per_decade": self.evals_per_decade,
+                    "first_eval": self.first_eval}
+        if self.eval_batch_size is not None:
+            positive["eval_batch_size"] = self.eval_batch_size
+        for name, value in positive.items():
+            if int(value) < 1:
+                raise AevbError(f"`{name}` must be a positive integer, got {value}")
+        if self.optimizer not in OPTIMIZERS:
+            raise AevbError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise AevbError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.optimizer_eps is not None and not (math.isfinite(self.optimizer_eps) and self.optimizer_eps > 0):
+            raise AevbError(f"`optimizer_eps` must be a positive number, got {self.optimizer_eps}")
+        if self.binarize not in BINARIZATIONS:
+            raise AevbError(f"unknown binarization {self.binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
+        get_estimator(self.estimator)
+        self.estimator = self.estimator.upper()
+        if self.engine not in ENGINES:
+            raise AevbError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
+            raise AevbError(f"`step_size` must be a positive number, got {self.step_size}")
+        self.step_size_candidates = tuple(float(c) for c in self.step_size_candidates)
+        if not self.step_size_candidates or any(not (c > 0) for c in self.step_size_candidates):
+            raise AevbError("`step_size_candidates` must be positive numbers")
+        if not (math.isfinite(self.prior_precision) and self.prior_precision >= 0):
+            raise AevbError(f"`prior_precision` must be >= 0, got {self.prior_precision}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise AevbError(f"`max_samples` must be a positive integer, got {self.max_samples}")
+        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise AevbError(f"`epochs` must be a positive number, got {self.epochs}")
+        if self.max_samples is None and self.epochs is None:
+            self.max_samples = DEFAULT_MAX_SAMPLES
+        if self.eval_subset is not None and self.eval_subset < 1:
+            raise AevbError(f"`eval_subset` must be a positive integer, got {self.eval_subset}")
+
+    def total_samples(self, dataset_size: int) -> int:
+        """Training samples to process: the tighter of max_samples and epochs × N."""
+        limits = [self.max_samples] if self.max_samples is not None else []
+        if self.epochs is not None:
+            limits.append(max(1, round(self.epochs * dataset_size)))
+        return int(min(limits))
+
+
+@dataclass
+class Metrics(JsonConfig):
+    """One evaluation point: a line of ``metrics.jsonl``. Bounds are nats per datapoint."""
+
+    epoch: float
+    samples: int
+    train_bound: float
+    valid_bound: float | None
+    minibatch_bound: float          # running mean of the minibatch estimates since the last point
+    seconds: float                  # wall time spent training (evaluation excluded)
+    samples_per_second: float       # training throughput so far (step-size selection included)
+    step_size: float
+    steps: int
+    test_bound: float | None = None  # only when the trainer was given test data (figure reproduction)
+    skipped_steps: int = 0           # steps skipped so far for a non-finite loss or gradient
+    rollbacks: int = 0               # returns to the last good evaluation point, step size halved each time
+
+
+@dataclass
+class StepSizeTrial:
+    step_size: float
+    mean_bound: float               # mean minibatch bound over the second half of the trial
+
+
+@dataclass
+class TrainResult:
+    step_size: float
+    history: list[Metrics] = field(default_factory=list)
+    step_size_trials: list[StepSizeTrial] = field(default_factory=list)
+
+
+EVALUATION_BINARIZATION_SEED = 1234
+
+
+def evaluation_data(data: torch.Tensor, binarize: str) -> torch.Tensor:
+    """The data a model trained with ``binarize`` is scored on.
+
+    With dynamic binarisation the model is scored on one fixed Bernoulli draw of each image
+    (seeded with a constant), so every evaluation point, ``aevb evaluate`` and every run see the
+    same binary images.
+    """
+    if binarize != "dynamic":
+        return data
+    generator = torch.Generator(device="cpu").manual_seed(EVALUATION_BINARIZATION_SEED)
+    return torch.bernoulli(data.cpu(), generator=generator).to(data.device)
+
+
+def evaluation_points(total: int, first: int, per_decade: int) -> list[int]:
+    """Sample counts at which to evaluate: log-spaced from ``first``, always ending at ``total``."""
+    points = []
+    k = math.ceil(per_decade * math.log10(first))
+    while (value := round(10 ** (k / per_decade))) < total:
+        if not points or value > points[-1]:
+            points.append(value)
+        k += 1
+    return points + [total]
