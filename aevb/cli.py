@@ -286,7 +286,7 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
 def _add_evaluate_options(evaluate: argparse.ArgumentParser) -> None:
     import inspect
 
-    from .importance_sampling import PROTOCOL_SAMPLES
+    from .evaluation.importance_sampling import PROTOCOL_SAMPLES
     from .runs import evaluate_run
 
     defaults = {name: parameter.default for name, parameter in inspect.signature(evaluate_run).parameters.items()}
@@ -501,7 +501,7 @@ def _report(run_dir) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import inspect
 
-    from .importance_sampling import PROTOCOL_SAMPLES
+    from .evaluation.importance_sampling import PROTOCOL_SAMPLES
     from .runs import evaluate_run
 
     given = _given(args)

@@ -52,7 +52,7 @@ from .errors import AevbError
 from .estimators import estimator_b
 from .evaluation import BoundEstimate, per_datapoint_bound
 from .fused import unsupported_reason
-from .importance_sampling import LogLikelihoodEstimate, estimate_log_likelihood, log_mean_exp_with_stderr
+from .evaluation.importance_sampling import LogLikelihoodEstimate, estimate_log_likelihood, log_mean_exp_with_stderr
 from .model import VAE, ModelConfig
 from .optimizers import guarded_step, non_finite
 from .training import AEVB
@@ -213,7 +213,7 @@ def predictive_log_likelihood(model: FullVBVAE, data: torch.Tensor, num_samples:
     """The predictive log-likelihood log p(x) = log E_q(θ)[p_θ(x)] of every row of ``data`` (N, D).
 
     For each of S = ``parameter_draws`` draws θ_s ~ q(θ), k = ``num_samples`` importance samples
-    of z (encoder proposal, :func:`aevb.importance_sampling.estimate_log_likelihood`) give
+    of z (encoder proposal, :func:`aevb.evaluation.importance_sampling.estimate_log_likelihood`) give
     û_s = (1/k) Σ_k p_θs(x, z_k)/q(z_k|x); the estimate is log (1/S) Σ_s û_s, the log-mean-exp of all
     S·k weights. The û_s are independent and identically distributed, so the standard error
     (delta method) comes from their spread: it includes the variation over θ, which the k weights

@@ -14,8 +14,9 @@ import time
 import torch
 
 from aevb.factor_analysis import exact_log_likelihood, marginal, random_factor_analysis_vae
-from aevb.hmc_estimator import hmc_log_likelihood
-from aevb.importance_sampling import estimate_log_likelihood, iwae_bound
+from aevb.evaluation.hmc_estimator import hmc_log_likelihood
+from aevb.estimators import iwae_bound
+from aevb.evaluation.importance_sampling import estimate_log_likelihood
 
 
 def main() -> None:

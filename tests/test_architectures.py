@@ -21,7 +21,7 @@ from aevb.conditional import ConditionalVAE, conditioned_rows
 from aevb.errors import AevbError
 from aevb.estimators import estimator_a, estimator_b, get_estimator
 from aevb.fused import FusedStep, unsupported_reason
-from aevb.importance_sampling import estimate_log_likelihood
+from aevb.evaluation.importance_sampling import estimate_log_likelihood
 from aevb.build import build_model
 from aevb.networks import ConvDecoderNet, ConvEncoderNet
 from aevb.training import AEVB, Trainer, TrainConfig, evaluation_data
@@ -424,7 +424,7 @@ def test_cli_deeper_mlp_with_per_layer_widths_trains_fused_and_evaluates(tmp_pat
 
 
 def test_importance_sampling_memory_budget_counts_hidden_layers_and_feature_maps():
-    from aevb.importance_sampling import rows_within_budget
+    from aevb.evaluation.importance_sampling import rows_within_budget
 
     budget = 8 * 10_000
     mlp = VAE(ModelConfig(data_dim=10, latent_dim=2, hidden_units=(30, 20), hidden_layers=2))

@@ -17,7 +17,7 @@ from aevb.baselines import ALGORITHMS, MonteCarloEM, WakeSleep, make_algorithm
 from aevb.data import load_dataset
 from aevb.factor_analysis import (_posterior_gain_and_covariance, exact_log_likelihood, exact_posterior, marginal,
                                   random_factor_analysis_vae)
-from aevb.hmc_estimator import hmc_log_likelihood
+from aevb.evaluation.hmc_estimator import hmc_log_likelihood
 from aevb.training import AEVB
 
 

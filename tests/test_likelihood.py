@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from aevb import estimator_b
-from aevb.hmc import sample_hmc
-from aevb.hmc_estimator import hmc_log_likelihood
+from aevb.evaluation.hmc import sample_hmc
+from aevb.evaluation.hmc_estimator import hmc_log_likelihood
 from aevb.estimators import iwae_bound
-from aevb.importance_sampling import estimate_log_likelihood
+from aevb.evaluation.importance_sampling import estimate_log_likelihood
 from aevb.estimators import ESTIMATORS, estimator_a
 from aevb.factor_analysis import exact_log_likelihood, exact_posterior, marginal, random_factor_analysis_vae
 

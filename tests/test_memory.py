@@ -303,7 +303,7 @@ def test_evaluate_with_many_samples_for_one_point_stays_in_bounded_memory(small_
 def test_importance_sampling_streams_the_samples_of_one_datapoint(monkeypatch):
     # Already streamed before issue 14 (a guard, not a regression test): k = 5,000 for one point
     # is decoded at most max_rows (datapoint, sample) pairs at a time.
-    from aevb import importance_sampling
+    from aevb.evaluation import importance_sampling
     from aevb.build import build_model
     from aevb.model import ModelConfig
 
@@ -314,7 +314,7 @@ def test_importance_sampling_streams_the_samples_of_one_datapoint(monkeypatch):
 
 
 def test_hmc_streams_its_samples_and_gives_the_numbers_of_one_pass(monkeypatch):
-    from aevb import hmc_estimator
+    from aevb.evaluation import hmc_estimator
     from aevb.build import build_model
     from aevb.model import ModelConfig
 

@@ -14,7 +14,7 @@ persistent HMC step size ε⁽ⁱ⁾. Each time a minibatch is drawn, for its ro
 Step-size adaptation. HMC leaves p_θ(z|x) invariant for any fixed ε, and the paper tunes ε
 "automatically to a 90% acceptance rate". Each chain gets one transition per visit, about once per
 epoch, and its target moves as θ is learned, so there is no burn-in phase to run dual averaging in
-(as :func:`aevb.hmc.sample_hmc` does for the fixed targets of Appendix D). Instead each datapoint's
+(as :func:`aevb.evaluation.hmc.sample_hmc` does for the fixed targets of Appendix D). Instead each datapoint's
 step size follows a constant-gain Robbins–Monro recursion on its log:
 
     log ε⁽ⁱ⁾ ← log ε⁽ⁱ⁾ + γ (a⁽ⁱ⁾ − 0.9),
@@ -58,8 +58,8 @@ import math
 import torch
 
 from ..errors import AevbError
-from ..hmc import HMCState, hmc_step, log_density_and_gradient
-from ..hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
+from ..evaluation.hmc import HMCState, hmc_step, log_density_and_gradient
+from ..evaluation.hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 
 PAPER_MCEM_LEAPFROG_STEPS = 10    # App. E
 PAPER_MCEM_WEIGHT_UPDATES = 5     # App. E
@@ -190,7 +190,7 @@ class MonteCarloEM:
 
         The chains start at the persistent samples of training rows ``indices`` (when given and
         :meth:`setup` has run), else at draws from the prior — never at the encoder, which MCEM
-        does not train. Other options as :func:`aevb.hmc_estimator.hmc_log_likelihood`; returns
+        does not train. Other options as :func:`aevb.evaluation.hmc_estimator.hmc_log_likelihood`; returns
         its (estimate, mean acceptance).
         """
         if indices is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import AevbError
-from ..importance_sampling import PROTOCOL_SAMPLES
+from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
 from ..runs import resolve_device
 from . import fig2, fig3, manifolds, nll
 from .runner import RunSpec, run_specs

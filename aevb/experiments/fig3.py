@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..figures import plt
-from ..hmc_estimator import hmc_log_likelihood
+from ..evaluation.hmc_estimator import hmc_log_likelihood
 from ..runs import DataConfig
 from ..training import TrainConfig
 from .fig2 import plot_train_test

@@ -34,7 +34,7 @@ import torch
 from ..checkpoint import atomic_write_json
 from ..evaluation import evaluate_bound
 from ..full_vb import FullVBVAE, expected_bound, predictive_log_likelihood
-from ..importance_sampling import estimate_log_likelihood
+from ..evaluation.importance_sampling import estimate_log_likelihood
 from ..runs import DataConfig, data_config_of_run, load_data, load_run
 from ..training import TrainConfig
 from .runner import RunSpec, is_complete, read_metrics, read_summary, run_specs

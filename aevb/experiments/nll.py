@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ..checkpoint import atomic_write_json
 from ..errors import AevbError
-from ..importance_sampling import PROTOCOL_SAMPLES
+from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
 from ..optimizers import IWAE_PASSES
 from ..data.datasets import MNIST_TRAIN_FILE_SIZE
 from ..runs import DataConfig, evaluate_run, read_run_config

@@ -14,8 +14,8 @@ from ..errors import AevbError
 from ..estimators import bound_estimator
 from ..evaluation import evaluate_bound
 from ..full_vb import FullVBVAE, predictive_log_likelihood
-from ..hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
-from ..importance_sampling import estimate_log_likelihood
+from ..evaluation.hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
+from ..evaluation.importance_sampling import estimate_log_likelihood
 from ..model import VAE
 from ..training import TrainConfig, evaluation_data
 from .data_config import data_config_of_run, load_data

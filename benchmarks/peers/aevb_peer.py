@@ -1,6 +1,6 @@
 """aevb itself, timed as a user runs it: training through :meth:`aevb.training.Trainer.fit`
 (Algorithm 1 with everything around the step: data order, the optimiser, the running bound), and
-the likelihood through :func:`aevb.importance_sampling.estimate_log_likelihood`.
+the likelihood through :func:`aevb.evaluation.importance_sampling.estimate_log_likelihood`.
 
 ``--engine fused`` (aevb's default on this model) or ``--engine autograd`` (``loss.backward()``
 on the same estimators) picks how gradients are computed, so the benchmark shows what the fused
@@ -16,7 +16,7 @@ import torch
 from common import DATA_DIM, LATENT_DIM, LEARNING_RATE, load_data, log, parse_args, serve
 
 import aevb
-from aevb.importance_sampling import estimate_log_likelihood
+from aevb.evaluation.importance_sampling import estimate_log_likelihood
 from aevb.model import VAE, ModelConfig
 from aevb.training import Trainer, TrainConfig
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .estimators import LatentVariableModel, get_estimator
-from .model import evaluation_mode
+from ..estimators import LatentVariableModel, get_estimator
+from ..model import evaluation_mode
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .estimators import LatentVariableModel, log_importance_weights
-from .model import ModelConfig, evaluation_mode, hidden_activations_per_row
+from ..estimators import LatentVariableModel, log_importance_weights
+from ..model import ModelConfig, evaluation_mode, hidden_activations_per_row
 
 
 #: Importance samples per datapoint of the log-likelihood protocol every VAE paper reports
@@ -90,17 +90,17 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
 
     Work is batched over datapoints and samples: at most ``max_rows`` (datapoint, sample) pairs are
     decoded at once (by default as many as fit in ``memory_budget`` bytes, and on a CPU no more
-    than a cache-sized chunk, :func:`aevb.evaluation.default_chunk_rows`), so memory stays
+    than a cache-sized chunk, :func:`aevb.evaluation.bound.default_chunk_rows`), so memory stays
     bounded for any k and any N. ``prior_mixture`` = α mixes the prior into the proposal (see
     :func:`log_importance_weights`); α = 0 is the usual encoder proposal.
     """
     if not 0 <= prior_mixture < 1:
-        from .errors import AevbError
+        from ..errors import AevbError
 
         raise AevbError(f"prior mixture must lie in [0, 1), got {prior_mixture}")
     started = time.perf_counter()
     if max_rows is None:
-        from .evaluation import default_chunk_rows
+        from .bound import default_chunk_rows
 
         max_rows = min(rows_within_budget(model, data.shape[1], memory_budget), default_chunk_rows(data.device))
     points_per_pass = max(1, min(data.shape[0], max_rows // num_samples))
