@@ -439,7 +439,7 @@ def _new_run(args: argparse.Namespace, given: dict):
     from .runs import DataConfig, default_run_dir, train_run
     from .training import TrainConfig
 
-    def pick(config: type, renamed: dict | None = None) -> dict:
+    def pick(config: type) -> dict:
         names = {field.name for field in dataclasses.fields(config)}
         return {name: value for name, value in given.items() if name in names}
 

@@ -61,15 +61,20 @@ def holds_run(out: Path) -> bool:
                                 (CONFIG_FILE, METRICS_FILE, "model.safetensors", CHECKPOINTS))
 
 
+def refuse_to_clobber(out: Path, overwrite: bool) -> None:
+    """A one-line error when ``out`` is a file, or holds a run and ``overwrite`` is not given."""
+    if out.exists() and not out.is_dir():
+        raise AevbError(f"`out` {out} exists and is not a directory")
+    if holds_run(out) and not overwrite:
+        raise AevbError(f"{out} already holds a run; choose another `out` or pass `overwrite`")
+
+
 def prepare_run_dir(out: Path, overwrite: bool) -> Path:
     """Create ``out`` or check that it holds no run; refuse to clobber one unless ``overwrite``,
     which removes everything a run wrote there (files, checkpoints, TensorBoard logs)."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise AevbError(f"`out` {out} exists and is not a directory")
+    refuse_to_clobber(out, overwrite)
     if holds_run(out):
-        if not overwrite:
-            raise AevbError(f"{out} already holds a run; choose another `out` or pass `overwrite`")
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
         for pattern in RUN_FILE_PATTERNS:

@@ -30,7 +30,7 @@ from ..training_checkpoints import DIRECTORY as CHECKPOINTS
 from ..training_checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
 from .data_config import DataConfig, check_data_fits_model, data_config_of_run, load_data, stored_data_config
 from .layout import (CONFIG_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, configuration_id, create_run_dir,
-                     holds_run, line_samples, metrics_lines, prepare_run_dir, read_run_config)
+                     line_samples, metrics_lines, prepare_run_dir, read_run_config, refuse_to_clobber)
 from .lock import RunLock
 from .outputs import TensorBoardLog, write_figures
 from .process import AgreedStop, StopOnSignal
@@ -88,8 +88,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
             try:
                 # Locked before anything is removed: --overwrite must not pull a run from under
                 # a process still training it.
-                if holds_run(out) and not overwrite:   # refused before the lock touches anything
-                    prepare_run_dir(out, overwrite)
+                refuse_to_clobber(out, overwrite)   # before the lock file touches the directory
                 held.enter_context(RunLock(create_run_dir(out)))
                 out = prepare_run_dir(out, overwrite)
             except AevbError:
