@@ -6,6 +6,7 @@ Every user error ends in one line on stderr, ``aevb <command>: error: ...``, and
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -601,12 +602,19 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 def _flag(command: str, name: str) -> str:
     """The flag of ``aevb command`` that sets the library setting ``name`` (``step_size`` →
     ``--step-size``); the name itself where the command has none."""
+    return _flags_of(command).get(name) or FLAG_ALIASES.get((command, name), name)
+
+
+@functools.cache
+def _flags_of(command: str) -> dict[str, str]:
+    """Setting → flag for every option of ``aevb command`` (the parser is built once, not per name)."""
     parser = _build_parser()
     subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    flags: dict[str, str] = {}
     for action in subcommands.choices[command]._actions:
-        if action.dest == name and action.option_strings:
-            return action.option_strings[0]
-    return FLAG_ALIASES.get((command, name), name)
+        if action.option_strings:
+            flags.setdefault(action.dest, action.option_strings[0])
+    return flags
 
 
 #: Library settings that no single option of the command sets.

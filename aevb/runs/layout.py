@@ -45,10 +45,9 @@ RUN_FILE_PATTERNS = ("samples-seed*.png", "samples-seed*.npy")   # aevb sample's
 
 
 def create_run_dir(out: Path) -> Path:
-    """``out`` as a directory, created if missing; a one-line error when it cannot be."""
+    """``out`` as a directory, created if missing (after :func:`refuse_to_clobber`); a one-line
+    error when it cannot be."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise AevbError(f"`out` {out} exists and is not a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
