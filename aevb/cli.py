@@ -17,6 +17,7 @@ import sys
 import warnings
 
 from . import __version__
+from .engines import ENGINE_CHOICES
 from .errors import AevbError, TrainingDiverged, TrainingInterrupted
 from .families import FAMILIES, check_pair, default_estimator
 from .model import PAPER_INIT_STD
@@ -259,9 +260,10 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
                                 "(default: none)")
     algorithm.add_argument("--seed", type=_seed, default=UNSET,
                            help=f"random seed; the same seed gives the same run (default: {t('seed')})")
-    algorithm.add_argument("--engine", choices=("auto", "fused", "autograd"), default=UNSET,
-                           help="how gradients are computed: fused (hand-derived, fastest on a CPU), autograd, "
-                                f"or auto (fused when the model and estimator allow it) (default: {t('engine')})")
+    algorithm.add_argument("--engine", choices=ENGINE_CHOICES, default=UNSET,
+                           help="how gradients are computed: native (hand-derived, C kernels; fastest on a CPU), "
+                                "fused (hand-derived, torch operations; any device), autograd, or auto (the fastest "
+                                f"that serves the model) (default: {t('engine')})")
 
     output = train.add_argument_group("output")
     output.add_argument("--out", metavar="RUN_DIR", default=UNSET,

@@ -86,6 +86,16 @@ class ProcessGroup:
         return bool(flag.item() > 0)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of a minibatch in multi-process training: ``rows`` of the whole
+    minibatch of ``size`` points."""
+
+    rows: slice
+    size: int
+    group: ProcessGroup
+
+
 class SGVBObjective(nn.Module):
     """The per-datapoint SGVB estimate as a module's ``forward``, the form DistributedDataParallel
     wraps: its forward prepares the gradient all-reduce that the backward pass then runs."""
@@ -111,17 +121,18 @@ def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
 SINGLE_PROCESS = ProcessGroup()
 
 
-def check_distributable(group: ProcessGroup, algorithm: str, batch_size: int, per_point_measurements: bool = False,
+def check_distributable(group: ProcessGroup, algorithm, batch_size: int, per_point_measurements: bool = False,
                         posterior: str = "gaussian") -> None:
-    """A one-line error when several processes cannot train this run: only AEVB is sharded, a
+    """A one-line error when several processes cannot train this run: only an algorithm that says
+    it is ``distributable`` (AEVB) is sharded, a
     minibatch needs a row per process, measurements per evaluation point that draw their own
     noise (``per_point_measurements``, e.g. marginal-likelihood estimates) would draw it on rank 0
     alone, and processes share one minibatch's ε ~ N(0, I), which only the Gaussian posterior
     takes from outside (:func:`aevb.distributions.draw_posterior`)."""
     if not group.distributed:
         return
-    if algorithm != "aevb":
-        raise AevbError(f"multi-process training runs AEVB only, not {algorithm}")
+    if not getattr(algorithm, "distributable", False):
+        raise AevbError(f"multi-process training runs AEVB only, not {getattr(algorithm, 'name', type(algorithm).__name__)}")
     if posterior != "gaussian":
         raise AevbError(f"multi-process training needs the Gaussian posterior, not {posterior}; run without torchrun")
     if per_point_measurements:

@@ -25,7 +25,7 @@ import torch
 from torch.distributions import Distribution, kl_divergence
 
 from .distributions import draw_posterior
-from .fused import decoder_log_prob
+from .engines.decoding import decoder_log_prob
 
 
 class LatentVariableModel(Protocol):

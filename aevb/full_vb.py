@@ -51,10 +51,8 @@ from .distributed import SINGLE_PROCESS, ProcessGroup
 from .errors import AevbError
 from .estimators import estimator_b
 from .evaluation import BoundEstimate, per_datapoint_bound
-from .fused import unsupported_reason
 from .evaluation.importance_sampling import LogLikelihoodEstimate, estimate_log_likelihood, log_mean_exp_with_stderr
 from .model import VAE, ModelConfig
-from .optimizers import guarded_step, non_finite
 from .training import AEVB
 
 DecoderParameters = dict[str, torch.Tensor]   # decoder parameter name (as in named_parameters) → tensor
@@ -237,10 +235,11 @@ def predictive_log_likelihood(model: FullVBVAE, data: torch.Tensor, num_samples:
 
 
 class FullVariationalBayes(AEVB):
-    """Algorithm 2 (App. F) as an :class:`aevb.training.Algorithm`: a gradient step on the full-bound
-    estimate of :func:`full_bound_estimate` per minibatch, with the optimiser, step-size
-    selection, data order, evaluation and checkpoints of AEVB (§5). All its state is the model's
-    parameters (μ_θ, log σ_θ, encoder), so checkpoints and exact resume need nothing more.
+    """Algorithm 2 (App. F) as an :class:`aevb.training.Algorithm`: AEVB's step on the full-bound
+    estimate of :func:`full_bound_estimate` per minibatch (its :meth:`objective`), with the
+    optimiser, step-size selection, data order, evaluation and checkpoints of AEVB (§5). All its
+    state is the model's parameters (μ_θ, log σ_θ, encoder), so checkpoints and exact resume need
+    nothing more. Only the autograd engine differentiates this objective.
 
     Each step returns its minibatch's share of the full-bound estimate, Σ_i 𝓛̃_θ̃(x⁽ⁱ⁾) − (M/N) KL,
     so that the step-size selection of §5 ranks the candidates by the bound this algorithm
@@ -250,7 +249,8 @@ class FullVariationalBayes(AEVB):
     ``valid_bound`` are E_q(θ)[𝓛_θ(x)], without the KL term; :meth:`run_summary` adds it.
     """
 
-    has_bound = True
+    name = "full-vb"
+    distributable = False
 
     def __init__(self, prior_precision: float = 1.0, num_samples: int = 1, engine: str = "auto",
                  estimator: str = "B"):
@@ -259,8 +259,16 @@ class FullVariationalBayes(AEVB):
         if estimator.upper() != "B":
             raise AevbError(f"full-vb uses estimator B inside its bound (App. F, Example F.1), not {estimator}")
         super().__init__("B", num_samples, engine)
+        self.estimator_name = None          # not an SGVB estimator of §2.3: autograd differentiates it
         self.prior_precision = prior_precision
         self.dataset_size: int | None = None
+
+    def objective(self, model: FullVBVAE, x: torch.Tensor, num_samples: int,
+                  noise: torch.Tensor | None = None) -> torch.Tensor:
+        """(M,) per-point shares of the full-bound estimate, 𝓛̃_θ̃(x⁽ⁱ⁾) − KL/N, nats: their mean is
+        :attr:`FullBoundEstimate.per_datapoint`, the objective of Algorithm 2 per datapoint."""
+        estimate = full_bound_estimate(model, x, self.dataset_size, self.prior_precision, num_samples, noise=noise)
+        return estimate.datapoint_bounds - estimate.parameter_kl / self.dataset_size
 
     def setup(self, model: VAE, train: torch.Tensor, group: ProcessGroup = SINGLE_PROCESS) -> None:
         if not isinstance(model, FullVBVAE):
@@ -268,10 +276,8 @@ class FullVariationalBayes(AEVB):
                             "(ModelConfig decoder_posterior='gaussian')")
         if group.distributed:
             raise AevbError("multi-process training runs AEVB only, not full-vb")
-        if self.engine == "fused":
-            raise AevbError(f"`engine` fused cannot train this model: {unsupported_reason(model, 'B')}")
-        self._fused, self._data_parallel, self.uses_fused = None, None, False
         self.dataset_size = train.shape[0]
+        super().setup(model, train, group)
 
     def parameter_groups(self, model: FullVBVAE, weight_decay: float) -> list[dict]:
         """Optimiser groups: the encoder with MAP's weight decay, μ_θ and log σ_θ with none (their
@@ -279,17 +285,6 @@ class FullVariationalBayes(AEVB):
         theta = {id(p) for p in chain(model.decoder.parameters(), model.decoder_log_scale.parameters())}
         return [{"params": [p for p in model.parameters() if id(p) not in theta], "weight_decay": weight_decay},
                 {"params": [p for p in model.parameters() if id(p) in theta], "weight_decay": 0.0}]
-
-    def step(self, model: FullVBVAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-             indices: torch.Tensor) -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        estimate = full_bound_estimate(model, x, self.dataset_size, self.prior_precision, self.num_samples)
-        (-estimate.per_datapoint).backward()
-        bound_sum = estimate.per_datapoint.detach() * x.shape[0]
-        parameters = [p for p in model.parameters() if p.grad is not None]
-        bad = non_finite(parameters, bound_sum)   # skipped and counted by the trainer, as for AEVB
-        guarded_step(optimizer, bad)
-        return torch.where(bad > 0, torch.full_like(bound_sum, math.nan), bound_sum)
 
     def run_summary(self, model: FullVBVAE, train_bound: float | None) -> dict:
         """For summary.json: KL(q(θ) ‖ p(θ)) (nats, and per training point) and the full bound per

@@ -1,6 +1,6 @@
 """Where one training step of the paper's MNIST model spends its time, by kind of work.
 
-Runs :class:`aevb.fused.FusedStep` with the optimiser inside (what ``aevb train`` does on a CPU)
+Runs :class:`aevb.engines.native.NativeStep` with the optimiser inside (what ``aevb train`` does on a CPU)
 on minibatches of the embedded MNIST sample, under cProfile (torch.profiler does not see the
 native kernels, which are ctypes calls), and prints milliseconds per step for: the matrix
 products (torch ``mm``/``addmm``), the sparse first-layer products, the Adagrad kernel, the other
@@ -27,7 +27,8 @@ sys.path.insert(0, str(HERE))
 
 from bench import embedded_sample  # noqa: E402
 
-from aevb.fused import FusedStep  # noqa: E402
+from aevb.engines.fused import FusedStep  # noqa: E402
+from aevb.engines.native import NativeStep, native_unavailable_reason  # noqa: E402
 from aevb.model import VAE, ModelConfig  # noqa: E402
 from aevb.optimizers import Adagrad, guarded_step, non_finite  # noqa: E402
 
@@ -52,9 +53,9 @@ def main(argv=None) -> int:
         data = torch.from_numpy(np.load(embedded_sample(Path(scratch) / "sample.npy")))
     torch.manual_seed(0)
     model = VAE(ModelConfig(data_dim=784, latent_dim=20, hidden_units=500))
-    step = FusedStep(model, "B", 1, 100, use_native=False if args.no_native else None)
+    native = not args.no_native and native_unavailable_reason(torch.device("cpu"), torch.float32) is None
+    step = (NativeStep if native else FusedStep)(model, "B", 1, 100)
     optimizer = Adagrad(model.parameters(), lr=0.02)
-    native = step.kernels is not None
     order = torch.randperm(data.shape[0])
 
     def run(steps: int) -> None:

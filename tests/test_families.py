@@ -23,7 +23,7 @@ from aevb.distributed import ProcessGroup
 from aevb.errors import AevbError
 from aevb.families import (FAMILIES, check_pair, default_estimator, get_family, has_closed_form_kl, prior_icdf,
                            prior_names)
-from aevb.fused import unsupported_reason
+from aevb.engines.fused import unsupported_reason
 from aevb.model import VAE, ModelConfig
 
 LATENT = 2
@@ -360,10 +360,12 @@ def test_multi_process_training_refuses_non_gaussian_posteriors():
     from aevb.distributed import check_distributable
     from aevb.training import Trainer, TrainConfig
 
+    from aevb.training import AEVB
+
     two = ProcessGroup(rank=0, world_size=2)
-    check_distributable(two, "aevb", 10, posterior="gaussian")
+    check_distributable(two, AEVB(), 10, posterior="gaussian")
     with pytest.raises(AevbError, match="multi-process training needs the Gaussian posterior, not laplace"):
-        check_distributable(two, "aevb", 10, posterior="laplace")
+        check_distributable(two, AEVB(), 10, posterior="laplace")
     model = VAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4, posterior="laplace", prior="gaussian"))
     with pytest.raises(AevbError, match="multi-process training needs the Gaussian posterior"):
         Trainer(model, torch.rand(10, 6), TrainConfig(batch_size=4, step_size=0.01, max_samples=8), group=two)

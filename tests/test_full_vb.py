@@ -19,7 +19,7 @@ from aevb.cli import main
 from aevb.estimators import estimator_b
 from aevb.factor_analysis import exact_log_likelihood, random_factor_analysis_vae
 from aevb.full_vb import FullVariationalBayes, FullVBVAE, full_bound_estimate, predictive_log_likelihood
-from aevb.fused import unsupported_reason
+from aevb.engines.fused import unsupported_reason
 from aevb.build import build_model
 from aevb.training import Trainer, TrainConfig
 

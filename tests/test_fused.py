@@ -1,4 +1,4 @@
-"""The fused training step (aevb.fused) computes the same bound and gradients as autograd on the
+"""The fused training step (aevb.engines.fused) computes the same bound and gradients as autograd on the
 estimators of §2.3, for every configuration it accepts — checked in float64 to 1e-10."""
 
 import itertools
@@ -10,7 +10,9 @@ from torch import nn
 
 from aevb import VAE, ModelConfig
 from aevb.estimators import get_estimator
-from aevb.fused import FusedStep, fast_decoder_log_prob, unsupported_reason
+from aevb.engines.decoding import fast_decoder_log_prob
+from aevb.engines.fused import FusedStep, unsupported_reason
+from aevb.engines.native import NativeStep
 
 
 def _autograd(model, x, estimator, samples, seed):
@@ -159,7 +161,7 @@ def test_a_bound_beyond_float32s_range_is_a_non_finite_step_not_an_error(huge, e
         else:
             model.encoder.net.heads.bias[2:] = 88.0
     x = torch.zeros(4, 20)
-    step = FusedStep(model, estimator, 1, 4, use_native=use_native)
+    step = (NativeStep if use_native else FusedStep)(model, estimator, 1, 4)
     assert not torch.isfinite(step(x))
     if use_native:
         optimizer = Adagrad(model.parameters(), lr=0.05)

@@ -146,7 +146,7 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_continue(tmp_path):
 def _poisoned(monkeypatch, bad_steps):
     """Make the fused step see a NaN on the given step numbers (1-based): in a gradient after the
     step, or — when the step applies the optimiser itself (native kernels) — in its data."""
-    from aevb import fused
+    from aevb.engines import fused
 
     original, calls = fused.FusedStep.__call__, {"n": 0}
 

@@ -93,6 +93,7 @@ class MonteCarloEM:
     of each chain's latest transition (NaN before its first), and ``visits`` (N,).
     """
 
+    name = "mcem"
     has_bound = False
 
     def __init__(self, leapfrog_steps: int = PAPER_MCEM_LEAPFROG_STEPS, weight_updates: int = PAPER_MCEM_WEIGHT_UPDATES,

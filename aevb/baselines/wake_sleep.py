@@ -40,6 +40,7 @@ class WakeSleep:
         dream_batch_size: dreams per sleep phase; ``None`` (default) uses the minibatch size.
     """
 
+    name = "wake-sleep"
     has_bound = True
 
     def __init__(self, num_samples: int = 1, dream_batch_size: int | None = None):

@@ -1,6 +1,6 @@
 """Native (C) kernels for the fused CPU training step, built on first use and cached.
 
-:mod:`aevb.fused` computes the SGVB gradient of an MLP VAE by hand; on a CPU its matrix products
+:mod:`aevb.engines.native` computes the SGVB gradient of an MLP VAE by hand; on a CPU its matrix products
 run in torch (MKL/oneDNN) and everything between them — activations and their derivatives, the
 Bernoulli log-likelihood and its gradient, the reparameterised latent layer forwards and
 backwards, bias sums — runs here, one pass each (``kernels.c`` says why and how).
@@ -260,7 +260,7 @@ class SparseRows:
 
 class Kernels:
     """Typed entry points of the compiled library. Every tensor is float32, on the CPU and
-    contiguous (the callers in :mod:`aevb.fused` guarantee it); shapes are as documented there."""
+    contiguous (the callers in :mod:`aevb.engines.native` guarantee it); shapes are as documented there."""
 
     def __init__(self, path: Path):
         self.path = path

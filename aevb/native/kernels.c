@@ -1,4 +1,4 @@
-/* Native kernels for the fused training step of aevb.fused (float32, CPU, row-major contiguous).
+/* Native kernels for the fused training step of aevb.engines.native (float32, CPU, row-major contiguous).
  *
  * Why C. On the paper's MNIST model a step in torch operations runs, besides the eleven matrix
  * products, about a hundred small operations (activations, the Bernoulli terms, the latent
@@ -28,7 +28,7 @@
  * whatever the order. But the order can matter when the sum is finite: a float32 sum of n terms
  * can round to +inf in one order and to a finite number in another when it lies within a relative
  * ~n * 2^-24 of FLT_MAX (3.4e38), and the guard's comparison with its limit (1e37, in
- * aevb.fused's _gradients_finite) can come out either way when a bound lies that close to it. Both
+ * aevb.engines.native's NativeStep._gradients_finite) can come out either way when a bound lies that close to it. Both
  * happen only at values a diverging run reaches, and either verdict is safe (a step is taken
  * only when the bound proves every gradient finite), but there two thread counts can part:
  * one skips the step, the other takes it.

@@ -55,15 +55,15 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     ``track_test`` adds the test bound to every metrics line; ``extra_metrics(model, data)`` returns
     more values for each metrics line (e.g. marginal-likelihood estimates for Fig. 3).
     """
-    from ..baselines import ALGORITHMS
+    from ..baselines import ALGORITHMS, make_algorithm
 
     if algorithm not in ALGORITHMS:
         raise AevbError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
     torch_device = resolve_device(device)
     group = from_environment(torch_device)          # several processes under torchrun, else one
     torch_device = local_device(torch_device, group)
-    check_distributable(group, algorithm, train_config.batch_size, extra_metrics is not None,
-                        model_options.get("posterior", "gaussian"))
+    check_distributable(group, make_algorithm(algorithm, train_config), train_config.batch_size,
+                        extra_metrics is not None, model_options.get("posterior", "gaussian"))
     if data is None:
         data = load_data(data_config)
     if algorithm == "full-vb":   # App. F: a Gaussian posterior over the decoder's parameters
@@ -74,11 +74,16 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     if (model_config.decoder_posterior == "gaussian") != (algorithm == "full-vb"):
         raise AevbError("a posterior over the decoder's parameters is trained by `algorithm` full-vb only")
     check_data_fits_model(data, model_config, train_config)
-    check_training(model_config, train_config.estimator, algorithm, train_config.engine)
+    check_training(model_config, train_config.estimator, algorithm)
     # As the Trainer will, but before the run directory is made, so that a refusal leaves no run behind.
+    trainer_algorithm = make_algorithm(algorithm, train_config)
     require_training_step_memory(model_config, train_config.batch_size,
-                                 getattr(ALGORITHMS[algorithm](train_config), "num_samples", 1), torch_device,
+                                 getattr(trainer_algorithm, "num_samples", 1), torch_device,
                                  processes=group.world_size)
+    check_engine = getattr(trainer_algorithm, "check_engine", None)
+    if check_engine is not None:   # on a model without memory: the check allocates nothing
+        with torch.device("meta"):
+            check_engine(build_model(model_config), torch_device, distributed=group.distributed)
     train_config = fit_selection_to_budget(train_config, data.train.shape[0])
     if tensorboard:
         TensorBoardLog.check_available()  # before anything is written into the run directory
@@ -134,7 +139,7 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
     """Continue the run in ``run_dir`` from its newest checkpoint, with the settings in its
     config.json, to the end it was asked for. On the same device and number of threads the run
     ends with the parameters, bit for bit, that it would have had uninterrupted."""
-    from ..baselines import ALGORITHMS
+    from ..baselines import ALGORITHMS, make_algorithm
 
     out = Path(run_dir)
     config = read_run_config(out)
@@ -149,8 +154,8 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
     torch_device = resolve_device(device)
     group = from_environment(torch_device)
     torch_device = local_device(torch_device, group)
-    check_distributable(group, algorithm, train_config.batch_size, extra_metrics is not None,
-                        model_config.posterior)
+    check_distributable(group, make_algorithm(algorithm, train_config), train_config.batch_size,
+                        extra_metrics is not None, model_config.posterior)
     with contextlib.ExitStack() as held:
         if group.is_main:
             held.enter_context(RunLock(out))
@@ -186,7 +191,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
     """Train (or continue training) in the prepared run directory ``out``, checkpointing as it goes
     (every ``checkpoint_every`` steps, default :data:`DEFAULT_CHECKPOINT_EVERY`, and at every
     evaluation point); then write the model, figures and summary."""
-    from ..baselines import ALGORITHMS
+    from ..baselines import ALGORITHMS, make_algorithm
 
     if checkpoint_every is None:
         checkpoint_every = DEFAULT_CHECKPOINT_EVERY

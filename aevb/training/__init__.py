@@ -16,14 +16,15 @@ exactly λ / N. Dividing by N leaves Adagrad's and Adam's steps unchanged (both 
 the scale of the gradient, up to their ε).
 """
 
-from .algorithm import AEVB, Algorithm, Shard
-from .config import (BINARIZATIONS, DEFAULT_MAX_SAMPLES, ENGINES, EVALUATION_BINARIZATION_SEED, PAPER_STEP_SIZES,
+from ..distributed import Shard
+from .algorithm import AEVB, Algorithm
+from .config import (BINARIZATIONS, DEFAULT_MAX_SAMPLES, EVALUATION_BINARIZATION_SEED, PAPER_STEP_SIZES,
                      Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points)
 from .trainer import (INITIAL_BOUND_POINTS, MAX_ROLLBACKS, DataOrder, Trainer, TrainingState, TrainingWarning,
                       require_training_step_memory)
 
 __all__ = [
-    "AEVB", "Algorithm", "BINARIZATIONS", "DEFAULT_MAX_SAMPLES", "DataOrder", "ENGINES", "EVALUATION_BINARIZATION_SEED",
+    "AEVB", "Algorithm", "BINARIZATIONS", "DEFAULT_MAX_SAMPLES", "DataOrder", "EVALUATION_BINARIZATION_SEED",
     "INITIAL_BOUND_POINTS", "MAX_ROLLBACKS", "Metrics", "PAPER_STEP_SIZES", "Shard", "StepSizeTrial", "TrainConfig",
     "TrainResult", "Trainer", "TrainingState", "TrainingWarning", "evaluation_data", "evaluation_points",
     "require_training_step_memory",

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from ..distributed import SINGLE_PROCESS, ProcessGroup, SGVBObjective, data_parallel
-from ..errors import AevbError
+from ..distributed import SINGLE_PROCESS, ProcessGroup, Shard
+from ..engines import Engine, EngineRequest, engine_class, select_engine
 from ..estimators import get_estimator
-from ..fused import FusedStep, unsupported_reason
 from ..model import VAE
 from ..optimizers import guarded_step, non_finite
 
@@ -27,7 +25,10 @@ class Algorithm(Protocol):
     explicit step size, as the step-size selection of §5 ranks candidates by the bound.
     """
 
+    name: str                             # as the ``algorithm`` setting names it
     has_bound: bool = True
+    reports_skipped_steps: bool = False   # True: a NaN bound from step() is a step the numeric guard skipped
+    distributable: bool = False           # True: several processes can share its minibatches (``shard``)
 
     def setup(self, model: VAE, train: torch.Tensor) -> None:
         """Called once before training (e.g. to allocate per-datapoint state)."""
@@ -39,51 +40,59 @@ class Algorithm(Protocol):
         when the algorithm has none."""
 
 
-@dataclass(frozen=True)
-class Shard:
-    """This process's part of a minibatch in multi-process training (:mod:`aevb.distributed`):
-    ``rows`` of the whole minibatch of ``size`` points."""
-
-    rows: slice
-    size: int
-    group: ProcessGroup
-
-
 class AEVB:
     """Algorithm 1: a gradient step on the minibatch SGVB estimate of the bound (per datapoint).
 
-    ``engine`` chooses how the gradient is computed: "autograd" (``loss.backward()`` on the
-    estimators of :mod:`aevb.estimators`), "fused" (:class:`aevb.fused.FusedStep`, the same
-    gradient with hand-derived formulas and preallocated buffers, faster on a CPU), or "auto",
-    fused whenever the model and estimator allow it.
+    ``estimator`` names the objective (§2.3: "A", "B"; or "IWAE"); ``engine`` how its gradient is
+    computed (:mod:`aevb.engines`: "native", "fused", "autograd", or "auto", the fastest that
+    serves the model), chosen once in :meth:`setup` by :func:`aevb.engines.select_engine`.
+    Subclasses with another objective (full VB, App. F) override :meth:`objective` and set
+    ``estimator_name`` None, which leaves them to autograd.
     """
 
+    name = "aevb"
     has_bound = True
+    reports_skipped_steps = True      # a step the numeric guard skipped returns a NaN bound
+    distributable = True              # several processes can share its minibatches
 
     def __init__(self, estimator: str = "B", num_samples: int = 1, engine: str = "auto"):
         self.estimator = estimator.upper()
         self.estimate = get_estimator(estimator)
+        self.estimator_name: str | None = self.estimator
         self.num_samples = num_samples
-        self.engine = engine
-        self._fused: FusedStep | None = None
-        self._data_parallel = None
-        self.uses_fused = False
+        self.engine_setting = engine
+        self.engine: Engine | None = None
+        self.engine_used: str | None = None          # the engine's description, for summary.json
+
+    def objective(self, model: VAE, x: torch.Tensor, num_samples: int,
+                  noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-datapoint bound estimates (M,) for x (M, D), nats: the estimator's."""
+        return self.estimate(model, x, num_samples, noise=noise)
+
+    def engine_request(self, model: VAE, device: torch.device, dtype: torch.dtype,
+                       distributed: bool = False) -> EngineRequest:
+        return EngineRequest(model, self.objective, self.estimator_name, self.num_samples, torch.device(device),
+                             dtype, distributed)
+
+    def check_engine(self, model: VAE, device: torch.device, dtype: torch.dtype = torch.float32,
+                     distributed: bool = False) -> None:
+        """A one-line AevbError now, before anything is written, when the ``engine`` setting cannot
+        train ``model`` (which may live on the meta device) on ``device``."""
+        engine_class(self.engine_setting, self.engine_request(model, device, dtype, distributed))
 
     def setup(self, model: VAE, train: torch.Tensor, group: ProcessGroup = SINGLE_PROCESS) -> None:
-        self._fused = None
-        reason = None if self.engine == "autograd" else unsupported_reason(model, self.estimator)
-        if self.engine == "fused" and reason is not None:
-            raise AevbError(f"`engine` fused cannot train this model: {reason}")
-        self.uses_fused = self.engine != "autograd" and reason is None
-        self._data_parallel = None
-        if group.distributed and not self.uses_fused:
-            self._data_parallel = data_parallel(SGVBObjective(model, self.estimate, self.num_samples), train.device)
+        self.teardown()
+        dtype = next(model.parameters()).dtype
+        self.engine = select_engine(self.engine_setting,
+                                    self.engine_request(model, train.device, dtype, group.distributed))
+        self.engine_used = self.engine.description
 
     def teardown(self) -> None:
-        """Drop the step's buffers and the DDP wrapper (before the process group goes away: a
-        DDP reducer outliving its group aborts the process at exit)."""
-        self._fused = None
-        self._data_parallel = None
+        """Drop the engine's buffers and process-group state (before the process group goes away:
+        a DDP reducer outliving its group aborts the process at exit)."""
+        if self.engine is not None:
+            self.engine.close()
+        self.engine = None
 
     def step(self, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
              indices: torch.Tensor, shard: Shard | None = None) -> torch.Tensor:
@@ -92,35 +101,14 @@ class AEVB:
             latent = model.prior().event_shape
             noise = torch.empty(self.num_samples, shard.size, *latent, dtype=x.dtype,
                                 device=x.device).normal_()[:, shard.rows]
-        if self.uses_fused:
-            if self._fused is None or self._fused.batch_size < x.shape[0] or self._fused.model is not model:
-                self._fused = FusedStep(model, self.estimator, self.num_samples, x.shape[0])
-                self.engine_used = "fused, native kernels" if self._fused.kernels is not None else \
-                    "fused, torch operations"
-            if shard is None and self._fused.applies_optimizer(optimizer):
-                # The native step applies the update itself, each layer's while its gradient is in
-                # cache, and skips it (reported as NaN) on a non-finite loss or gradient.
-                bound_sum = self._fused(x, noise, optimizer=optimizer)
-                return torch.full_like(bound_sum, math.nan) if self._fused.skipped else bound_sum
-            bound_sum = self._fused(x, noise)
-            parameters, flat_gradient = self._fused.parameters, self._fused.flat_gradient
-            if shard is not None:
-                shard.group.sum_gradients_(parameters, weight=x.shape[0] / shard.size, flat_gradient=flat_gradient)
-        else:
-            self.engine_used = "autograd"
-            optimizer.zero_grad(set_to_none=True)
-            if self._data_parallel is not None:
-                # DDP averages over the P processes: scale so the average is −(1/M) Σ over all M.
-                bound = self._data_parallel(x, noise)
-                loss = -bound.sum() * (shard.group.world_size / shard.size)
-            else:
-                bound = self.estimate(model, x, self.num_samples, noise=noise)
-                loss = -bound.mean()
-            loss.backward()
-            bound_sum = bound.detach().sum()
-            parameters, flat_gradient = [p for p in model.parameters() if p.grad is not None], None
+        engine = self.engine
+        if engine.applies_optimizer(optimizer, x, shard):
+            # The update inside the step, each layer's while its gradient is in cache; a skipped
+            # step (non-finite loss or gradient) comes back as NaN.
+            return engine.gradient_and_update(x, noise, optimizer)
+        gradient = engine.gradient(x, noise, shard)
         # A non-finite loss or gradient never reaches the parameters: the step is skipped (on the
         # device, no host sync) and reported as a NaN bound, which the trainer counts.
-        bad = non_finite(parameters, bound_sum, flat_gradient)
+        bad = non_finite(gradient.parameters, gradient.bound_sum, gradient.flat)
         guarded_step(optimizer, bad)
-        return torch.where(bad > 0, torch.full_like(bound_sum, math.nan), bound_sum)
+        return torch.where(bad > 0, torch.full_like(gradient.bound_sum, math.nan), gradient.bound_sum)

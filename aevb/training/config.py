@@ -9,15 +9,13 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import JsonConfig
+from ..engines import AUTO, ENGINES
 from ..errors import AevbError
 from ..estimators import get_estimator
 from ..optimizers import OPTIMIZERS, SCHEDULES
 
 
 BINARIZATIONS = ("none", "dynamic")
-
-
-ENGINES = ("auto", "fused", "autograd")
 
 
 PAPER_STEP_SIZES = (0.01, 0.02, 0.1)  # §5
@@ -50,8 +48,8 @@ class TrainConfig(JsonConfig):
     first_eval: int = 10_000                 # samples seen at the first evaluation point
     eval_subset: int | None = None           # evaluate on at most this many points per split
     eval_batch_size: int | None = None       # rows evaluated at once (None: aevb.evaluation.default_chunk_rows)
-    engine: str = "auto"                     # gradients: "fused" (hand-derived, aevb.fused), "autograd",
-                                             # or "auto": fused where the model and estimator allow it
+    engine: str = "auto"                     # how gradients are computed (aevb.engines): "native", "fused",
+                                             # "autograd", or "auto": the fastest that serves the model
 
     def __post_init__(self) -> None:
         positive = {"batch_size": self.batch_size, "num_samples": self.num_samples,
@@ -72,8 +70,8 @@ class TrainConfig(JsonConfig):
             raise AevbError(f"unknown binarization {self.binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
         get_estimator(self.estimator)
         self.estimator = self.estimator.upper()
-        if self.engine not in ENGINES:
-            raise AevbError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if self.engine != AUTO and self.engine not in ENGINES:
+            raise AevbError(f"unknown engine {self.engine!r}; choose one of {', '.join((AUTO, *ENGINES))}")
         if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
             raise AevbError(f"`step_size` must be a positive number, got {self.step_size}")
         self.step_size_candidates = tuple(float(c) for c in self.step_size_candidates)

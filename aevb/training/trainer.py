@@ -21,7 +21,8 @@ from ..memory import FLOAT_BYTES, format_count, require_memory
 from ..model import VAE
 from ..model_config import ModelConfig, decoder_outputs_per_row, hidden_activations_per_row, parameter_count
 from ..optimizers import OPTIMIZERS, SCHEDULES
-from .algorithm import AEVB, Algorithm, Shard
+from ..distributed import Shard
+from .algorithm import AEVB, Algorithm
 from .config import Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points
 
 
@@ -116,8 +117,8 @@ class Trainer:
         self.config = config
         self.dataset_size = train.shape[0]
         self.algorithm = algorithm if algorithm is not None else AEVB(config.estimator, config.num_samples, config.engine)
-        check_distributable(group, "aevb" if type(self.algorithm) is AEVB else type(self.algorithm).__name__,
-                            config.batch_size, posterior=getattr(getattr(model, "config", None), "posterior", "gaussian"))
+        check_distributable(group, self.algorithm, config.batch_size,
+                            posterior=getattr(getattr(model, "config", None), "posterior", "gaussian"))
         # Before any step: a step's L × M decoded rows cannot be streamed (the gradient needs them all).
         require_training_step_memory(getattr(model, "config", None), config.batch_size,
                                      getattr(self.algorithm, "num_samples", 1),
@@ -302,7 +303,7 @@ class Trainer:
         total = config.total_samples(self.dataset_size)
         state, optimizer, order = self._start() if resume is None else self._restore(resume)
         bar = _progress_bar(total, state.samples) if progress and self.group.is_main else None
-        guarded = isinstance(self.algorithm, AEVB)   # its skipped steps come back as NaN bounds
+        guarded = bool(getattr(self.algorithm, "reports_skipped_steps", False))   # skipped steps come back as NaN
         device = self.train_data.device
         # The state to return to when an interval goes bad: the last evaluation point that passed.
         good = copy.deepcopy(self._snapshot(state, optimizer, order))
