@@ -23,7 +23,9 @@ def test_bench_runs_every_peer_and_reports_ratios(tmp_path):
         assert len(peer["train"]["values"]) == 2 and all(v > 0 for v in peer["train"]["values"])
         assert peer["peak_rss_mb"] > report["torch_import_rss_mb"] * 0.5
     aevb = report["peers"][0]
-    assert aevb["name"].endswith("(fused)") and len(aevb["nll"]["values"]) == 2
+    # the engine auto chose, as summary.json names it: hand-derived (native kernels where they build)
+    assert aevb["name"].endswith(("(fused, native kernels)", "(fused, torch operations)"))
+    assert len(aevb["nll"]["values"]) == 2
     measured = {(r["measure"], r["peer"]) for r in report["ratios"]}
     assert ("train", "plain PyTorch loop") in measured and ("nll", "GEMM-only bound") in measured
     assert "ratios aevb / peer" in done.stdout and "peak memory" in done.stdout

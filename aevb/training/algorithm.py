@@ -101,6 +101,8 @@ class AEVB:
             latent = model.prior().event_shape
             noise = torch.empty(self.num_samples, shard.size, *latent, dtype=x.dtype,
                                 device=x.device).normal_()[:, shard.rows]
+        if self.engine is None or self.engine.model is not model:   # a step without setup(): one process
+            self.setup(model, x)
         engine = self.engine
         if engine.applies_optimizer(optimizer, x, shard):
             # The update inside the step, each layer's while its gradient is in cache; a skipped
