@@ -11,8 +11,9 @@ that go with it. The gradients of the shards are summed with weights (rows in sh
 the averaged gradient is that of the minibatch estimator −(1/M) Σᵢ 𝓛̃(x⁽ⁱ⁾) (eq. 8), whatever
 the shard sizes: the step size needs no rescaling and the run matches a one-process run to
 rounding. The autograd engine does this through ``DistributedDataParallel`` (its loss scaled by
-P · rows / M, since DDP averages over processes); the fused engine computes gradients outside
-autograd, so it all-reduces them itself in one flat bucket, as DDP would. Evaluation is
+P · rows / M, since DDP averages over processes; :mod:`aevb.engines.autograd`); the fused engines
+compute gradients outside autograd, so they all-reduce them themselves in one flat bucket, as DDP
+would. Evaluation is
 replicated rather than sharded: every process evaluates the same points, which keeps every
 generator in step with the one-process run. Only rank 0 writes the run directory.
 
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from .errors import AevbError
 
@@ -94,28 +94,6 @@ class Shard:
     rows: slice
     size: int
     group: ProcessGroup
-
-
-class SGVBObjective(nn.Module):
-    """The per-datapoint SGVB estimate as a module's ``forward``, the form DistributedDataParallel
-    wraps: its forward prepares the gradient all-reduce that the backward pass then runs."""
-
-    def __init__(self, model: nn.Module, estimator, num_samples: int):
-        super().__init__()
-        self.model = model
-        self.estimator = estimator
-        self.num_samples = num_samples
-
-    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """(M, D), ε (L, M, J) → per-datapoint bound (M,), nats."""
-        return self.estimator(self.model, x, self.num_samples, noise=noise)
-
-
-def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
-    """``DistributedDataParallel`` around ``module`` (gloo on CPU, NCCL on its GPU)."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
 
 
 SINGLE_PROCESS = ProcessGroup()

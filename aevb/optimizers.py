@@ -20,6 +20,8 @@ import torch
 class Adagrad(torch.optim.Adagrad):
     """``torch.optim.Adagrad`` (fused when possible); same arguments, same state, faster ``step``."""
 
+    update_rule = "adagrad"   # what the native engine's update kernel must match (aevb.engines.native)
+
     def __init__(self, params, lr: float = 1e-2, weight_decay: float = 0.0, **kwargs):
         try:
             super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)

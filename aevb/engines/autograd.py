@@ -4,10 +4,37 @@ objective, and is the reference the hand-derived engines are tested against."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from ..distributed import SGVBObjective, Shard, data_parallel
+import torch
+from torch import nn
+
 from .base import Engine, EngineRequest, Gradient
+
+if TYPE_CHECKING:
+    from ..distributed import Shard
+
+
+class SGVBObjective(nn.Module):
+    """The per-datapoint SGVB estimate as a module's ``forward``, the form DistributedDataParallel
+    wraps: its forward prepares the gradient all-reduce that the backward pass then runs."""
+
+    def __init__(self, model: nn.Module, estimator, num_samples: int):
+        super().__init__()
+        self.model = model
+        self.estimator = estimator
+        self.num_samples = num_samples
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """(M, D), ε (L, M, J) → per-datapoint bound (M,), nats."""
+        return self.estimator(self.model, x, self.num_samples, noise=noise)
+
+
+def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
+    """``DistributedDataParallel`` around ``module`` (gloo on CPU, NCCL on its GPU)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
 
 
 class AutogradEngine(Engine):

@@ -11,13 +11,17 @@ its step says so per optimiser (:meth:`Engine.applies_optimizer`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 import torch
 from torch import nn
 
-from ..distributed import Shard
+if TYPE_CHECKING:
+    from ..distributed import Shard
+
 
 #: (model, x (M, D), L, noise ε (L, M, J) or None) → per-datapoint bound estimates (M,), nats.
 Objective = Callable[..., torch.Tensor]

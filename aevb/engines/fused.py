@@ -31,17 +31,21 @@ modes) with estimators A, B and IWAE and any L (:func:`unsupported_reason`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
 import torch
 from torch import nn
 
-from ..distributed import Shard
 from ..distributions import bernoulli_from_logits, diagonal_gaussian, gaussian_kl_to_standard_normal
 from ..model import MLP, VAE, BernoulliDecoder, GaussianDecoder, GaussianEncoder
 from ..networks import ACTIVATIONS, bounded_log_variance
 from .activations import FUSED_ACTIVATIONS, FusedActivation
 from .base import Engine, EngineRequest, Gradient
+
+if TYPE_CHECKING:
+    from ..distributed import Shard
 
 FUSED_ESTIMATORS = ("A", "B", "IWAE")
 

@@ -12,16 +12,19 @@ torch references (``tests/test_native.py``), the step against :class:`aevb.engin
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
 import torch
 
 from .. import native
-from ..distributed import Shard
 from ..networks import bounded_log_variance
-from ..optimizers import Adagrad
 from .base import EngineRequest
 from .fused import FusedEngine, FusedStep, Layer
+
+if TYPE_CHECKING:
+    from ..distributed import Shard
 
 #: Largest fraction of nonzeros in a minibatch for which the first layer's products go sparse:
 #: their cost follows the nonzeros, so they win on mostly-zero data such as MNIST (13-20%
@@ -126,7 +129,9 @@ class NativeStep(FusedStep):
     def applies_optimizer(self, optimizer: torch.optim.Optimizer) -> bool:
         """Whether ``self(x, optimizer=optimizer)`` can apply the optimiser's step itself: an
         :class:`aevb.optimizers.Adagrad` over exactly this model's parameters, in one group."""
-        if not isinstance(optimizer, Adagrad) or not optimizer.direct:
+        # The kernel is Adagrad's arithmetic: only an optimiser that says it applies that update
+        # through torch's fused kernel lists (aevb.optimizers.Adagrad) qualifies.
+        if getattr(optimizer, "update_rule", None) != "adagrad" or not getattr(optimizer, "direct", False):
             return False
         groups = optimizer.param_groups
         if len(groups) != 1 or groups[0]["maximize"] or isinstance(groups[0]["lr"], torch.Tensor):
@@ -145,7 +150,7 @@ class NativeStep(FusedStep):
         self._applies_to = lists
         return True
 
-    def _step(self, x: torch.Tensor, noise: torch.Tensor | None, optimizer: Adagrad | None) -> torch.Tensor:
+    def _step(self, x: torch.Tensor, noise: torch.Tensor | None, optimizer: torch.optim.Optimizer | None) -> torch.Tensor:
         if x.dtype != torch.float32 or x.device.type != "cpu":   # data the kernels cannot take
             return super()._step(x, noise, optimizer)
         if optimizer is not None and not self.applies_optimizer(optimizer):
@@ -240,7 +245,7 @@ class NativeStep(FusedStep):
                 grad = layer.input_gradient(grad)
         return pending
 
-    def _weight_gradients(self, pending, optimizer: Adagrad | None) -> None:
+    def _weight_gradients(self, pending, optimizer: torch.optim.Optimizer | None) -> None:
         """Every weight gradient, each followed by its layer's Adagrad update when ``optimizer``."""
         kernels = self.kernels
         if optimizer is not None:
