@@ -2,9 +2,9 @@
 
 Where the paper's parts live:
 
-* §2.3 SGVB estimators A and B, minibatch estimator ........ :mod:`aevb.estimators`
-* §2.4 reparameterisation, App. B Gaussian KL .............. :mod:`aevb.distributions`
-* §3 / App. C the variational auto-encoder ................. :mod:`aevb.model`
+* §2.3 SGVB estimators A and B, minibatch estimator ........ :mod:`aevb.objectives.estimators`
+* §2.4 reparameterisation, App. B Gaussian KL .............. :mod:`aevb.models.distributions`
+* §3 / App. C the variational auto-encoder ................. :mod:`aevb.models.vae`
 * Algorithm 1 / §5 training procedure ...................... :mod:`aevb.training`
 * evaluation of the bound .................................. :mod:`aevb.evaluation`
 * data sets of §5 .......................................... :mod:`aevb.data`
@@ -19,9 +19,9 @@ from .errors import AevbError  # noqa: E402
 # The rest is imported on first use (PEP 562): importing torch takes a second or more, and the
 # console script (aevb.console) must be able to catch a Ctrl-C pressed meanwhile.
 _LAZY = {
-    "ESTIMATORS": "estimators", "estimator_a": "estimators", "estimator_b": "estimators",
-    "minibatch_bound": "estimators", "BoundEstimate": "evaluation", "evaluate_bound": "evaluation",
-    "VAE": "model", "ModelConfig": "model", "Trainer": "training", "TrainConfig": "training",
+    "ESTIMATORS": "objectives", "estimator_a": "objectives", "estimator_b": "objectives",
+    "minibatch_bound": "objectives", "BoundEstimate": "evaluation", "evaluate_bound": "evaluation",
+    "VAE": "models", "ModelConfig": "models", "Trainer": "training", "TrainConfig": "training",
 }
 
 

@@ -1,7 +1,7 @@
 """Saving and loading models: safetensors for the weights, JSON for the configuration.
 
 Never pickle: a model file is ``model.safetensors`` (tensors only, no code) beside
-``model.json`` (the :class:`~aevb.model.ModelConfig` and a format version). Files are written to a
+``model.json`` (the :class:`~aevb.models.vae.ModelConfig` and a format version). Files are written to a
 temporary name and renamed into place, so a crash leaves the old file or the new one, never half.
 """
 
@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .errors import AevbError
-from .build import build_model
-from .model import VAE, ModelConfig
+from .models.build import build_model
+from .models.vae import VAE, ModelConfig
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"

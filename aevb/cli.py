@@ -19,8 +19,8 @@ import warnings
 from . import __version__
 from .engines import ENGINE_CHOICES
 from .errors import AevbError, TrainingDiverged, TrainingInterrupted
-from .families import FAMILIES, check_pair, default_estimator
-from .model import PAPER_INIT_STD
+from .models.families import FAMILIES, check_pair, default_estimator
+from .models.vae import PAPER_INIT_STD
 
 FAMILY_NAMES = tuple(FAMILIES)
 
@@ -142,7 +142,7 @@ def _default(config: type, name: str):
 
 
 def _add_train_options(train: argparse.ArgumentParser) -> None:
-    from .model import ModelConfig
+    from .models.vae import ModelConfig
     from .runs import DataConfig
     from .runs.train import DEFAULT_CHECKPOINT_EVERY
     from .training import DEFAULT_MAX_SAMPLES, TrainConfig
@@ -407,7 +407,7 @@ def _given(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .distributed import shutdown
+    from .training.distributed import shutdown
 
     given = _given(args)
     _set_threads(given.get("threads"))
@@ -438,7 +438,7 @@ def _resume(given: dict):
 def _new_run(args: argparse.Namespace, given: dict):
     import dataclasses
 
-    from .model import ModelConfig
+    from .models.vae import ModelConfig
     from .runs import DataConfig, default_run_dir, train_run
     from .training import TrainConfig
 
@@ -672,7 +672,7 @@ def _resume_hint(args: argparse.Namespace) -> str:
     run = _run_directory(args)
     if run is None:
         return ""
-    from .training_checkpoints import has_checkpoint
+    from .training.checkpoints import has_checkpoint
 
     if not has_checkpoint(run):
         return ""

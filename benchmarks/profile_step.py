@@ -29,8 +29,8 @@ from bench import embedded_sample  # noqa: E402
 
 from aevb.engines.fused import FusedStep  # noqa: E402
 from aevb.engines.native import NativeStep, native_unavailable_reason  # noqa: E402
-from aevb.model import VAE, ModelConfig  # noqa: E402
-from aevb.optimizers import Adagrad, guarded_step, non_finite  # noqa: E402
+from aevb.models.vae import VAE, ModelConfig  # noqa: E402
+from aevb.training.optimizers import Adagrad, guarded_step, non_finite  # noqa: E402
 
 CATEGORIES = {   # (file substring, function name) → category
     "products": [("", "<built-in method torch.mm>"), ("", "<built-in method torch.addmm>")],

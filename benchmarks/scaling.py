@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE / "peers"))
 from bench import embedded_sample  # noqa: E402
 from gemm_bound import rate, training_products  # noqa: E402
 
-from aevb.model import VAE, ModelConfig  # noqa: E402
+from aevb.models.vae import VAE, ModelConfig  # noqa: E402
 from aevb.training import Trainer, TrainConfig  # noqa: E402
 
 DATA_DIM, LATENT_DIM = 784, 20

@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from aevb.factor_analysis import exact_log_likelihood, marginal, random_factor_analysis_vae
+from aevb.models.factor_analysis import exact_log_likelihood, marginal, random_factor_analysis_vae
 from aevb.evaluation.hmc_estimator import hmc_log_likelihood
-from aevb.estimators import iwae_bound
+from aevb.objectives.estimators import iwae_bound
 from aevb.evaluation.importance_sampling import estimate_log_likelihood
 
 

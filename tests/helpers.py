@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from aevb.distributions import diagonal_gaussian, standard_normal_prior
+from aevb.models.distributions import diagonal_gaussian, standard_normal_prior
 
 
 class LinearGaussianModel(nn.Module):

@@ -1,4 +1,4 @@
-"""Deeper and convolutional networks (aevb.networks) and the conditional VAE (aevb.conditional):
+"""Deeper and convolutional networks (aevb.models.networks) and the conditional VAE (aevb.models.conditional):
 geometry against hand-written convolutions, gradients against finite differences, the
 conditional bound and log p(x|y) against the exact values of a linear-Gaussian model, exact
 resume, and the command line end to end."""
@@ -17,13 +17,13 @@ from torch.distributions import MultivariateNormal
 from torch.func import functional_call
 
 from aevb import VAE, ModelConfig
-from aevb.conditional import ConditionalVAE, conditioned_rows
+from aevb.models.conditional import ConditionalVAE, conditioned_rows
 from aevb.errors import AevbError
-from aevb.estimators import estimator_a, estimator_b, get_estimator
+from aevb.objectives.estimators import estimator_a, estimator_b, get_estimator
 from aevb.engines.fused import FusedStep, unsupported_reason
 from aevb.evaluation.importance_sampling import estimate_log_likelihood
-from aevb.build import build_model
-from aevb.networks import ConvDecoderNet, ConvEncoderNet
+from aevb.models.build import build_model
+from aevb.models.networks import ConvDecoderNet, ConvEncoderNet
 from aevb.training import AEVB, Trainer, TrainConfig, evaluation_data
 
 from test_cli import assert_usage_error, is_png, run_cli

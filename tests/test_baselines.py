@@ -15,7 +15,7 @@ import torch
 from aevb import VAE, AevbError, ModelConfig, Trainer, TrainConfig
 from aevb.baselines import ALGORITHMS, MonteCarloEM, WakeSleep, make_algorithm
 from aevb.data import load_dataset
-from aevb.factor_analysis import (_posterior_gain_and_covariance, exact_log_likelihood, exact_posterior, marginal,
+from aevb.models.factor_analysis import (_posterior_gain_and_covariance, exact_log_likelihood, exact_posterior, marginal,
                                   random_factor_analysis_vae)
 from aevb.evaluation.hmc_estimator import hmc_log_likelihood
 from aevb.training import AEVB

@@ -1,4 +1,4 @@
-"""Several processes (torchrun, gloo on CPU) train the same model as one process (aevb.distributed).
+"""Several processes (torchrun, gloo on CPU) train the same model as one process (aevb.training.distributed).
 
 Every process draws the whole minibatch's permutation, binarisation and ε noise and keeps its
 shard, and the shards' gradients are summed with weights rows / M, so two processes must give the

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from aevb.distributions import (bernoulli_from_logits, diagonal_gaussian, gaussian_kl_to_standard_normal,
+from aevb.models.distributions import (bernoulli_from_logits, diagonal_gaussian, gaussian_kl_to_standard_normal,
                                 standard_normal_prior)
 
 

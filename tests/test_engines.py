@@ -1,6 +1,6 @@
 """The engines' seam (aevb.engines): one selection function, one training step whatever the engine,
 and the hand-derived pieces checked against the torch references they replace — the activations
-of aevb.networks (modules and their autograd derivatives), App. B's KL against the KL registry,
+of aevb.models.networks (modules and their autograd derivatives), App. B's KL against the KL registry,
 the bounded log-variance's derivative against autograd."""
 
 import math
@@ -10,17 +10,18 @@ import torch
 from torch import nn
 from torch.distributions import kl_divergence
 
-from aevb import VAE, ModelConfig, networks
-from aevb.build import build_model
-from aevb.distributions import diagonal_gaussian, gaussian_kl_to_standard_normal, standard_normal_prior
+from aevb import VAE, ModelConfig
+from aevb.models import networks
+from aevb.models.build import build_model
+from aevb.models.distributions import diagonal_gaussian, gaussian_kl_to_standard_normal, standard_normal_prior
 from aevb.engines import AUTO_ORDER, ENGINES, EngineRequest, engine_class, select_engine
 from aevb.engines.activations import FUSED_ACTIVATIONS
 from aevb.engines.autograd import AutogradEngine
 from aevb.engines.fused import FusedStep
 from aevb.engines.native import native_unavailable_reason
 from aevb.errors import AevbError
-from aevb.estimators import get_estimator
-from aevb.optimizers import Adagrad
+from aevb.objectives.estimators import get_estimator
+from aevb.training.optimizers import Adagrad
 from aevb.training import AEVB, Trainer, TrainConfig
 
 NATIVE = native_unavailable_reason(torch.device("cpu"), torch.float32) is None
@@ -98,7 +99,7 @@ def test_the_native_engine_steps_aside_when_turned_off(monkeypatch):
 
 
 def test_an_activation_added_to_the_networks_alone_trains_with_autograd(monkeypatch):
-    """Adding an activation is one line in aevb.networks; the hand-derived engines step aside."""
+    """Adding an activation is one line in aevb.models.networks; the hand-derived engines step aside."""
     monkeypatch.setitem(networks.ACTIVATIONS, "gelu", nn.GELU)
     model = VAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4, activation="gelu"))
     assert engine_class("auto", _request(model)).name == "autograd"

@@ -66,7 +66,7 @@ def test_estimator_output_shapes(model_and_data):
 
 class StudentEncoderModel(LinearGaussianModel):
     """The same linear-Gaussian decoder with a factorised Student-t q(z|x): torch has no closed-form
-    KL to N(0, I); aevb.families registers the exact one (ν > 2)."""
+    KL to N(0, I); aevb.models.families registers the exact one (ν > 2)."""
 
     def encode(self, x):
         mean = x @ self.A.T + self.c
@@ -87,7 +87,7 @@ def test_estimator_a_works_for_any_reparameterisable_posterior():
     assert torch.all((bound.detach() - terms.mean(0)).abs() < 5 * stderr)
     bound.sum().backward()                     # pathwise gradients reach the encoder
     assert model.A.grad is not None and torch.isfinite(model.A.grad).all()
-    import aevb.families  # noqa: F401  (registers KL(Student-t ‖ Normal))
+    import aevb.models.families  # noqa: F401  (registers KL(Student-t ‖ Normal))
 
     torch.manual_seed(1)
     bound_b = estimator_b(model, x, 50_000)     # the same bound, with the KL in closed form

@@ -1,4 +1,4 @@
-"""The reparameterisable families of §2.4 (aevb.families): every sampler against scipy.stats
+"""The reparameterisable families of §2.4 (aevb.models.families): every sampler against scipy.stats
 (log-density exactly in float64; moments and the whole distribution statistically), its support,
 its pathwise gradient against finite differences with common random numbers or the score-function
 estimator, every closed-form KL against Monte Carlo, the registry's rules, and end-to-end training
@@ -19,12 +19,12 @@ import scipy.stats as st
 import torch
 from torch.distributions import Independent, kl_divergence
 
-from aevb.distributed import ProcessGroup
+from aevb.training.distributed import ProcessGroup
 from aevb.errors import AevbError
-from aevb.families import (FAMILIES, check_pair, default_estimator, get_family, has_closed_form_kl, prior_icdf,
+from aevb.models.families import (FAMILIES, check_pair, default_estimator, get_family, has_closed_form_kl, prior_icdf,
                            prior_names)
 from aevb.engines.fused import unsupported_reason
-from aevb.model import VAE, ModelConfig
+from aevb.models.vae import VAE, ModelConfig
 
 LATENT = 2
 BATCH = 2
@@ -357,7 +357,7 @@ def test_manifold_grid_uses_the_prior_inverse_cdf():
 
 def test_multi_process_training_refuses_non_gaussian_posteriors():
     """Refused before anything is written (train_run and resume_run check first), and by the Trainer."""
-    from aevb.distributed import check_distributable
+    from aevb.training.distributed import check_distributable
     from aevb.training import Trainer, TrainConfig
 
     from aevb.training import AEVB

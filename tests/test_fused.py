@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from aevb import VAE, ModelConfig
-from aevb.estimators import get_estimator
+from aevb.objectives.estimators import get_estimator
 from aevb.engines.decoding import fast_decoder_log_prob
 from aevb.engines.fused import FusedStep, unsupported_reason
 from aevb.engines.native import NativeStep
@@ -150,7 +150,7 @@ def test_a_bound_beyond_float32s_range_is_a_non_finite_step_not_an_error(huge, e
     sum does, and the optimiser inside the native step skips the update: no "cannot be converted
     to type float without overflow"."""
     from aevb import native
-    from aevb.optimizers import Adagrad
+    from aevb.training.optimizers import Adagrad
     if use_native and native.load() is None:
         pytest.skip("native kernels could not be built here")
     torch.manual_seed(0)

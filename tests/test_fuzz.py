@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from aevb.checkpoint import load_model, save_model
 from aevb.data import formats
 from aevb.errors import AevbError
-from aevb.model import VAE, ModelConfig
+from aevb.models.vae import VAE, ModelConfig
 
 EMBEDDED = Path(formats.__file__).parent / "embedded"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -118,8 +118,8 @@ MODEL_CASES = [
 
 @pytest.mark.parametrize("options", MODEL_CASES)
 def test_parameter_count_from_the_config_is_that_of_the_built_model(options):
-    from aevb.build import build_model
-    from aevb.model import ModelConfig, parameter_count
+    from aevb.models.build import build_model
+    from aevb.models.vae import ModelConfig, parameter_count
 
     config = ModelConfig(**options)
     assert parameter_count(config) == build_model(config).num_parameters()
@@ -134,7 +134,7 @@ def test_parameter_count_from_the_config_is_that_of_the_built_model(options):
      "`hidden_units` 1000000000,5"),
 ])
 def test_a_model_too_large_for_memory_is_refused_before_anything_is_allocated(options, setting):
-    from aevb.model import ModelConfig
+    from aevb.models.vae import ModelConfig
 
     started = time.perf_counter()
     with pytest.raises(AevbError, match="needs at least .* more than the .* of memory available") as refused:
@@ -158,7 +158,7 @@ def test_train_refuses_a_model_too_large_for_memory_in_one_line(tmp_path, capsys
 
 
 def test_an_image_shape_must_hold_data_dim_pixels():
-    from aevb.model import ModelConfig
+    from aevb.models.vae import ModelConfig
 
     with pytest.raises(AevbError, match=r"`image_shape` 7×7 has 49 pixels but `data_dim` is 784"):
         ModelConfig(data_dim=784, image_shape=(7, 7))
@@ -180,8 +180,8 @@ def test_iwae_training_with_a_million_samples_per_datapoint_is_refused_up_front(
 
 
 def test_the_trainer_itself_refuses_a_step_that_cannot_fit():
-    from aevb.build import build_model
-    from aevb.model import ModelConfig
+    from aevb.models.build import build_model
+    from aevb.models.vae import ModelConfig
     from aevb.training import TrainConfig, Trainer
 
     model = build_model(ModelConfig(data_dim=784, latent_dim=2, hidden_units=20))
@@ -237,10 +237,10 @@ def _record_rows(monkeypatch, owner, name) -> list[int]:
 
 @pytest.mark.parametrize("estimator", ["A", "B", "IWAE"])
 def test_the_samples_of_one_datapoint_are_streamed_and_combined_exactly(monkeypatch, estimator):
-    from aevb import estimators
+    from aevb.objectives import estimators
     from aevb.evaluation import per_datapoint_bound
-    from aevb.build import build_model
-    from aevb.model import ModelConfig
+    from aevb.models.build import build_model
+    from aevb.models.vae import ModelConfig
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(data_dim=12, latent_dim=2, hidden_units=5, init_std=0.5))
@@ -260,10 +260,10 @@ def test_the_samples_of_one_datapoint_are_streamed_and_combined_exactly(monkeypa
 
 
 def test_many_datapoints_with_many_samples_each_stay_within_the_chunk(monkeypatch):
-    from aevb import estimators
+    from aevb.objectives import estimators
     from aevb.evaluation import evaluate_bound
-    from aevb.build import build_model
-    from aevb.model import ModelConfig
+    from aevb.models.build import build_model
+    from aevb.models.vae import ModelConfig
 
     model = build_model(ModelConfig(data_dim=12, latent_dim=2, hidden_units=5))
     rows = _record_rows(monkeypatch, estimators.ESTIMATORS, "B")
@@ -304,8 +304,8 @@ def test_importance_sampling_streams_the_samples_of_one_datapoint(monkeypatch):
     # Already streamed before issue 14 (a guard, not a regression test): k = 5,000 for one point
     # is decoded at most max_rows (datapoint, sample) pairs at a time.
     from aevb.evaluation import importance_sampling
-    from aevb.build import build_model
-    from aevb.model import ModelConfig
+    from aevb.models.build import build_model
+    from aevb.models.vae import ModelConfig
 
     model = build_model(ModelConfig(data_dim=12, latent_dim=2, hidden_units=5))
     rows = _record_rows(monkeypatch, importance_sampling, "log_importance_weights")
@@ -315,8 +315,8 @@ def test_importance_sampling_streams_the_samples_of_one_datapoint(monkeypatch):
 
 def test_hmc_streams_its_samples_and_gives_the_numbers_of_one_pass(monkeypatch):
     from aevb.evaluation import hmc_estimator
-    from aevb.build import build_model
-    from aevb.model import ModelConfig
+    from aevb.models.build import build_model
+    from aevb.models.vae import ModelConfig
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4, init_std=0.5))

@@ -1,5 +1,5 @@
 """The native kernels (aevb.native) against the float64 torch references they replace (the
-activation modules of aevb.networks and their autograd derivatives, the decoder's Bernoulli
+activation modules of aevb.models.networks and their autograd derivatives, the decoder's Bernoulli
 log_prob), and the native step (aevb.engines.native) against the same step in torch operations, for every configuration the fused step accepts.
 Without a C compiler these tests skip (the fused step then runs on torch operations)."""
 
@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from aevb import VAE, ModelConfig, native
-from aevb.distributions import bernoulli_from_logits
-from aevb.networks import ACTIVATIONS
+from aevb.models.distributions import bernoulli_from_logits
+from aevb.models.networks import ACTIVATIONS
 from aevb.engines.fused import FusedStep
 from aevb.engines.native import NativeStep, native_unavailable_reason
 
@@ -38,7 +38,7 @@ NATIVE_ACTIVATIONS = sorted(native.ACTIVATION_CODES)
 
 
 def _reference(activation, a):
-    """The activation as the model computes it: the module of aevb.networks.ACTIVATIONS."""
+    """The activation as the model computes it: the module of aevb.models.networks.ACTIVATIONS."""
     return ACTIVATIONS[activation]()(a)
 
 
@@ -178,7 +178,7 @@ def test_native_step_equals_the_torch_step(config, estimator, samples):
 def test_native_step_trains_the_paper_model_like_the_torch_step():
     """Many steps on real shapes: torch step + optimiser, native step + optimiser, and the native
     step applying the optimiser itself. The last two are the same arithmetic: equal bit for bit."""
-    from aevb.optimizers import Adagrad, guarded_step, non_finite
+    from aevb.training.optimizers import Adagrad, guarded_step, non_finite
     x = torch.bernoulli(torch.rand(100, 784, generator=torch.Generator().manual_seed(4)) * 0.3)
     runs = {}
     for mode in ("torch", "native", "native, optimiser inside"):
@@ -234,7 +234,7 @@ def test_the_adagrad_kernel_is_torchs_arithmetic(lr_decay):
 @pytest.mark.parametrize("poison", ["nan-data", "inf-weight", "huge-input"])
 def test_the_optimiser_inside_skips_a_step_with_a_non_finite_gradient(poison):
     """Nothing moves — parameters, Adagrad's sums, its step counts — and the step says so."""
-    from aevb.optimizers import Adagrad
+    from aevb.training.optimizers import Adagrad
     torch.manual_seed(0)
     model = VAE(ModelConfig(data_dim=30, latent_dim=4, hidden_units=20, activation="relu"))
     step = fused_step(model, "B", 1, 8)
@@ -538,7 +538,7 @@ def test_a_nan_in_mostly_zero_data_reaches_the_output_and_the_guard():
 def test_the_optimiser_inside_equals_the_optimiser_after_bit_for_bit(config):
     """Every decoder (here a per-dimension Gaussian variance, a bounded one, a deeper ReLU
     Bernoulli model) and IWAE: the same weights, sums and step counts as optimizer.step()."""
-    from aevb.optimizers import Adagrad, guarded_step, non_finite
+    from aevb.training.optimizers import Adagrad, guarded_step, non_finite
     x = torch.rand(6, 7)
     if config[0] == "bernoulli":
         x = torch.bernoulli(x)

@@ -1,10 +1,10 @@
-"""aevb.optimizers.Adagrad takes the same steps as torch.optim.Adagrad and keeps the same state."""
+"""aevb.training.optimizers.Adagrad takes the same steps as torch.optim.Adagrad and keeps the same state."""
 
 import copy
 
 import torch
 
-from aevb.optimizers import Adagrad
+from aevb.training.optimizers import Adagrad
 
 
 def _run(optimizer_class, steps=5, **kwargs):
@@ -43,7 +43,7 @@ def test_gradients_written_in_place_skipped_steps_and_a_reloaded_state_match_tor
     """The fused step writes into the same gradient tensors every step (aevb keeps the kernel's
     argument lists between steps); a step with found_inf = 1 changes nothing and is not counted;
     loading a state dict replaces the state tensors the lists point to."""
-    from aevb.optimizers import guarded_step
+    from aevb.training.optimizers import guarded_step
 
     torch.manual_seed(0)
     start = [torch.randn(4, 3), torch.randn(3)]
@@ -72,7 +72,7 @@ def test_gradients_written_in_place_skipped_steps_and_a_reloaded_state_match_tor
 
 
 def test_staged_schedule_keeps_its_proportions_over_any_run_length():
-    from aevb.optimizers import IWAE_SCHEDULE, SCHEDULES, StagedSchedule
+    from aevb.training.optimizers import IWAE_SCHEDULE, SCHEDULES, StagedSchedule
 
     schedule = StagedSchedule((1, 3), (1.0, 0.5))
     assert [schedule.factor(p) for p in (0.0, 0.2499, 0.25, 0.9999, 1.0)] == [1.0, 1.0, 0.5, 0.5, 0.5]

@@ -57,7 +57,7 @@ def test_resuming_from_any_checkpoint_reproduces_the_uninterrupted_run(algorithm
 
 
 def test_checkpoints_on_disk_round_trip_to_the_same_end(tmp_path):
-    from aevb.training_checkpoints import load_checkpoint, save_checkpoint
+    from aevb.training.checkpoints import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     data = torch.rand(230, 12)

@@ -15,6 +15,11 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
 def import_graph() -> dict[str, set[str]]:
     """aevb's modules → the aevb modules each imports when it runs (relative imports, as aevb uses)."""
     paths = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
@@ -35,6 +40,11 @@ def import_graph() -> dict[str, set[str]]:
             imported |= submodules
             if len(submodules) < len(node.names) and target in paths:
                 imported.add(target)
+        # Importing a.b.c runs a/__init__ and a/b/__init__ first, unless they are this module's
+        # own packages, which are already running when it is imported.
+        own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+        imported |= {parent for module in imported for parent in _parents(module)
+                     if parent in paths and parent not in own}
         graph[name] = imported - {name}
     return graph
 
@@ -77,5 +87,5 @@ def test_the_checker_finds_a_circle():
 
 def test_no_module_imports_itself_through_others():
     graph = import_graph()
-    assert {"aevb.model", "aevb.training", "aevb.runs.train"} <= set(graph)
+    assert {"aevb.models.vae", "aevb.training", "aevb.runs.train"} <= set(graph)
     assert circles(graph) == []

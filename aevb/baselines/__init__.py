@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import AevbError
-from ..full_vb import FullVariationalBayes
+from ..training.full_vb import FullVariationalBayes
 from ..training import AEVB, Algorithm, TrainConfig
 from .mcem import MonteCarloEM
 from .wake_sleep import WakeSleep

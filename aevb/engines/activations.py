@@ -1,7 +1,7 @@
 """The hand-derived engines' activations: forward into a preallocated buffer, and the derivative
 from pre-activation a and output h multiplied into the incoming gradient in place.
 
-The reference is the ``nn.Module`` of :data:`aevb.networks.ACTIVATIONS` and its autograd
+The reference is the ``nn.Module`` of :data:`aevb.models.networks.ACTIVATIONS` and its autograd
 derivative; ``tests/test_engines.py`` checks every entry here against it. An activation of the
 model that has no entry here simply trains with autograd (the fused engines say so).
 """
@@ -69,7 +69,7 @@ class FusedActivation:
     backward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
-#: Keyed like :data:`aevb.networks.ACTIVATIONS`.
+#: Keyed like :data:`aevb.models.networks.ACTIVATIONS`.
 FUSED_ACTIVATIONS: dict[str, FusedActivation] = {
     "tanh": FusedActivation("tanh", _tanh, _tanh_grad),
     "relu": FusedActivation("relu", _relu, _relu_grad),

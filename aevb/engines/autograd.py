@@ -1,5 +1,5 @@
 """The autograd engine: ``loss.backward()`` on the objective written in torch (the estimators of
-:mod:`aevb.estimators`, or an algorithm's own, such as full VB's). It serves every model and
+:mod:`aevb.objectives.estimators`, or an algorithm's own, such as full VB's). It serves every model and
 objective, and is the reference the hand-derived engines are tested against."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from torch import nn
 from .base import Engine, EngineRequest, Gradient
 
 if TYPE_CHECKING:
-    from ..distributed import Shard
+    from ..training.distributed import Shard
 
 
 class SGVBObjective(nn.Module):

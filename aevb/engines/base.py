@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from ..distributed import Shard
+    from ..training.distributed import Shard
 
 
 #: (model, x (M, D), L, noise ε (L, M, J) or None) → per-datapoint bound estimates (M,), nats.

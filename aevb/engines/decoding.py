@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import native
-from ..model import VAE
-from ..networks import bounded_log_variance
+from ..models.vae import VAE
+from ..models.networks import bounded_log_variance
 from .activations import FUSED_ACTIVATIONS
 from .fused import hidden_linears, unsupported_reason
 
@@ -21,7 +21,7 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 
 def fast_decoder_log_prob(model: nn.Module, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
-    """log p(x|z) for evaluation (no gradients) of an :class:`aevb.model.VAE`, or None when this
+    """log p(x|z) for evaluation (no gradients) of an :class:`aevb.models.vae.VAE`, or None when this
     fast path does not apply (gradients wanted, or not a plain MLP VAE).
 
     z: (..., M, J) with x: (M, D) → (..., M) nats; the same value as

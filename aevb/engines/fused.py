@@ -7,8 +7,8 @@ gradient, the optimiser's bookkeeping) adds much to that (the measured share is 
 docs/performance.md). Here the same products write into buffers that live for the whole run
 (``torch.addmm(..., out=)``), gradients go straight into ``param.grad``, and the elementwise work
 is a handful of in-place kernels. The values come from the torch references (App. B's KL
-:func:`aevb.distributions.gaussian_kl_to_standard_normal`, the decoders' ``log_prob``,
-:func:`aevb.networks.bounded_log_variance`); the gradients are derived by hand below and tested
+:func:`aevb.models.distributions.gaussian_kl_to_standard_normal`, the decoders' ``log_prob``,
+:func:`aevb.models.networks.bounded_log_variance`); the gradients are derived by hand below and tested
 against autograd on those references (``tests/test_fused.py``, ``tests/test_engines.py``). The
 draws of ε come from the global generator exactly as ``Normal.rsample`` takes them, so any
 engine continues another's run.
@@ -24,7 +24,7 @@ Derivation (per minibatch of M points, L samples, loss = −(1/M) Σ_i 𝓛̃ᵢ
   ∂/∂log σ² = ½((x − μ)²/σ² − 1), times μ(1 − μ) through a sigmoid mean (§5, Frey Face).
 * Bounded log-variance log σ² = B·tanh(raw/B): ∂/∂raw = ∂/∂log σ² · (1 − (log σ²/B)²).
 
-Serves :class:`aevb.model.VAE` exactly (any depth and width, the activations of
+Serves :class:`aevb.models.vae.VAE` exactly (any depth and width, the activations of
 :data:`aevb.engines.activations.FUSED_ACTIVATIONS`, both decoders and both decoder-variance
 modes) with estimators A, B and IWAE and any L (:func:`unsupported_reason`).
 """
@@ -38,14 +38,14 @@ import math
 import torch
 from torch import nn
 
-from ..distributions import bernoulli_from_logits, diagonal_gaussian, gaussian_kl_to_standard_normal
-from ..model import MLP, VAE, BernoulliDecoder, GaussianDecoder, GaussianEncoder
-from ..networks import ACTIVATIONS, bounded_log_variance
+from ..models.distributions import bernoulli_from_logits, diagonal_gaussian, gaussian_kl_to_standard_normal
+from ..models.vae import MLP, VAE, BernoulliDecoder, GaussianDecoder, GaussianEncoder
+from ..models.networks import ACTIVATIONS, bounded_log_variance
 from .activations import FUSED_ACTIVATIONS, FusedActivation
 from .base import Engine, EngineRequest, Gradient
 
 if TYPE_CHECKING:
-    from ..distributed import Shard
+    from ..training.distributed import Shard
 
 FUSED_ESTIMATORS = ("A", "B", "IWAE")
 
@@ -123,14 +123,14 @@ class FusedStep:
     """Computes the minibatch SGVB loss's gradient into ``param.grad`` for every parameter.
 
     Args:
-        model: an :class:`aevb.model.VAE` (see :func:`unsupported_reason`).
+        model: an :class:`aevb.models.vae.VAE` (see :func:`unsupported_reason`).
         estimator: "A", "B" or "IWAE" (§2.3; IWAE with k = L).
         num_samples: L.
         batch_size: the largest minibatch M it will see (buffers are sized for it).
 
     Calling it on x of shape (M, D) returns the sum over the minibatch of the per-datapoint bound
     estimates (0-dim tensor, nats). Gradients are of the loss −(1/M) Σ 𝓛̃ᵢ, as
-    ``loss.backward()`` on :mod:`aevb.estimators` would leave them (to rounding).
+    ``loss.backward()`` on :mod:`aevb.objectives.estimators` would leave them (to rounding).
     """
 
     layer_type: type[Layer] = Layer

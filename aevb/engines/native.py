@@ -19,12 +19,12 @@ import math
 import torch
 
 from .. import native
-from ..networks import bounded_log_variance
+from ..models.networks import bounded_log_variance
 from .base import EngineRequest
 from .fused import FusedEngine, FusedStep, Layer
 
 if TYPE_CHECKING:
-    from ..distributed import Shard
+    from ..training.distributed import Shard
 
 #: Largest fraction of nonzeros in a minibatch for which the first layer's products go sparse:
 #: their cost follows the nonzeros, so they win on mostly-zero data such as MNIST (13-20%
@@ -128,9 +128,9 @@ class NativeStep(FusedStep):
 
     def applies_optimizer(self, optimizer: torch.optim.Optimizer) -> bool:
         """Whether ``self(x, optimizer=optimizer)`` can apply the optimiser's step itself: an
-        :class:`aevb.optimizers.Adagrad` over exactly this model's parameters, in one group."""
+        :class:`aevb.training.optimizers.Adagrad` over exactly this model's parameters, in one group."""
         # The kernel is Adagrad's arithmetic: only an optimiser that says it applies that update
-        # through torch's fused kernel lists (aevb.optimizers.Adagrad) qualifies.
+        # through torch's fused kernel lists (aevb.training.optimizers.Adagrad) qualifies.
         if getattr(optimizer, "update_rule", None) != "adagrad" or not getattr(optimizer, "direct", False):
             return False
         groups = optimizer.param_groups

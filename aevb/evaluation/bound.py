@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..estimators import LatentVariableModel, get_estimator
-from ..model import evaluation_mode
+from ..objectives.estimators import LatentVariableModel, get_estimator
+from ..models.vae import evaluation_mode
 
 
 @dataclass(frozen=True)

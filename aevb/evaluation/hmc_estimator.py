@@ -27,7 +27,7 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from ..errors import AevbError
-from ..model import evaluation_mode
+from ..models.vae import evaluation_mode
 from .hmc import continue_hmc, sample_hmc
 from .importance_sampling import LogLikelihoodEstimate, log_mean_exp_with_stderr
 
@@ -106,7 +106,7 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
     """
     config = getattr(model, "config", None)
     if config is not None and getattr(config, "prior", "gaussian") != "gaussian":
-        from ..families import check_hmc_prior
+        from ..models.families import check_hmc_prior
 
         check_hmc_prior(config)   # HMC moves z in all of R^J
     latent_dim = model.prior().event_shape[0]

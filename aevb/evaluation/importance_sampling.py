@@ -6,7 +6,7 @@ With z₁..z_k ~ q(z|x) and weights w_k = p(x, z_k) / q(z_k|x),
 
 which is the importance-weighted bound of Burda, Grosse & Salakhutdinov (2015): a lower bound in
 expectation that increases with k and converges to log p(x) as k → ∞; at k = 1 it is the
-paper's estimator A (§2.3). As a training objective (:func:`aevb.estimators.iwae_bound`) the
+paper's estimator A (§2.3). As a training objective (:func:`aevb.objectives.estimators.iwae_bound`) the
 samples are reparameterised; as an evaluation (``estimate_log_likelihood``) they are streamed in chunks so
 that any k fits in a fixed memory budget, and each datapoint gets a standard error.
 
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..estimators import LatentVariableModel, log_importance_weights
-from ..model import ModelConfig, evaluation_mode, hidden_activations_per_row
+from ..objectives.estimators import LatentVariableModel, log_importance_weights
+from ..models.vae import ModelConfig, evaluation_mode, hidden_activations_per_row
 
 
 #: Importance samples per datapoint of the log-likelihood protocol every VAE paper reports

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..families import FAMILIES, check_pair, default_estimator
+from ..models.families import FAMILIES, check_pair, default_estimator
 from ..runs import SUMMARY_FILE, DataConfig, evaluate_run, train_run
 from ..training import TrainConfig
 

@@ -33,7 +33,8 @@ import torch
 
 from ..checkpoint import atomic_write_json
 from ..evaluation import evaluate_bound
-from ..full_vb import FullVBVAE, expected_bound, predictive_log_likelihood
+from ..evaluation.full_vb import expected_bound, predictive_log_likelihood
+from ..models.full_vb import FullVBVAE
 from ..evaluation.importance_sampling import estimate_log_likelihood
 from ..runs import DataConfig, data_config_of_run, load_data, load_run
 from ..training import TrainConfig

@@ -23,7 +23,7 @@ Models (:data:`MODELS`):
 
 ``budget`` scales every model's schedule: a number up to 1 is the fraction of its published
 number of training samples; a larger one is the number of training samples itself. A shortened
-schedule keeps its shape (each stage shortened alike, :class:`aevb.optimizers.StagedSchedule`).
+schedule keeps its shape (each stage shortened alike, :class:`aevb.training.optimizers.StagedSchedule`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 from ..checkpoint import atomic_write_json
 from ..errors import AevbError
 from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
-from ..optimizers import IWAE_PASSES
+from ..training.optimizers import IWAE_PASSES
 from ..data.datasets import MNIST_TRAIN_FILE_SIZE
 from ..runs import DataConfig, evaluate_run, read_run_config
 from ..training import TrainConfig

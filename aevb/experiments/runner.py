@@ -22,7 +22,7 @@ import torch
 
 from ..errors import AevbError
 from ..runs import SUMMARY_FILE, DataConfig, resume_run, train_run
-from ..training_checkpoints import has_checkpoint
+from ..training.checkpoints import has_checkpoint
 from ..training import TrainConfig
 
 

@@ -42,7 +42,7 @@ from ..data.datasets import cache_root
 
 SOURCE = Path(__file__).with_name("kernels.c")
 
-#: Activation codes of kernels.c, by the names of :data:`aevb.model.ACTIVATIONS`.
+#: Activation codes of kernels.c, by the names of :data:`aevb.models.vae.ACTIVATIONS`.
 ACTIVATION_CODES = {"tanh": 1, "relu": 2, "sigmoid": 3, "softplus": 4}
 _IDENTITY = 0
 

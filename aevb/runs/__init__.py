@@ -11,7 +11,7 @@ Layout of ``RUN_DIR``::
     reconstructions.png  validation images above their reconstructions
     bound.png            bound against training samples (Fig. 2)
     manifold.png         for a 2-D latent space, the learned manifold (Figs. 4–5)
-    checkpoints/         while training (aevb.training_checkpoints); removed when the run finishes
+    checkpoints/         while training (aevb.training.checkpoints); removed when the run finishes
     tensorboard/         TensorBoard scalars, when asked for
     .lock                held by the process training the run (aevb.runs.lock)
 

@@ -12,7 +12,7 @@ import torch
 from ..config import check_fields
 from ..data import DATASET_NAMES, USER_PIXEL_DIVISOR, Dataset, load_dataset, resolve_data_dir
 from ..errors import AevbError
-from ..model import ModelConfig
+from ..models.vae import ModelConfig
 from ..training import TrainConfig
 
 

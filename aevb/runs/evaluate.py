@@ -9,14 +9,15 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import load_model
-from ..conditional import model_inputs
+from ..models.conditional import model_inputs
 from ..errors import AevbError
-from ..estimators import bound_estimator
+from ..objectives.estimators import bound_estimator
 from ..evaluation import evaluate_bound
-from ..full_vb import FullVBVAE, predictive_log_likelihood
+from ..evaluation.full_vb import predictive_log_likelihood
+from ..models.full_vb import FullVBVAE
 from ..evaluation.hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 from ..evaluation.importance_sampling import estimate_log_likelihood
-from ..model import VAE
+from ..models.vae import VAE
 from ..training import TrainConfig, evaluation_data
 from .data_config import data_config_of_run, load_data
 from .layout import CONFIG_FILE, read_run_config
@@ -47,7 +48,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
 
     A full-VB run (App. F) averages over q(θ): the bound is E_q(θ)[𝓛_θ(x)] (a fresh θ per batch of
     points), log p(x) the predictive log E_q(θ)[p_θ(x)] from ``parameter_draws`` draws of θ with k
-    importance samples each (:func:`aevb.full_vb.predictive_log_likelihood`); the result adds
+    importance samples each (:func:`aevb.evaluation.full_vb.predictive_log_likelihood`); the result adds
     KL(q(θ) ‖ p(θ)) and, on the training split, the full bound 𝓛(φ; X)/N.
     """
     if num_samples < 1:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..checkpoint import check_format_version, read_json
 from ..errors import AevbError
-from ..training_checkpoints import DIRECTORY as CHECKPOINTS
+from ..training.checkpoints import DIRECTORY as CHECKPOINTS
 
 
 RUN_FORMAT_VERSION = 1

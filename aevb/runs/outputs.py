@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 
-from ..conditional import model_inputs
+from ..models.conditional import model_inputs
 from ..data import Dataset
 from ..errors import AevbError
-from ..families import prior_icdf
+from ..models.families import prior_icdf
 from ..figures import save_bound_curve, save_manifold, save_reconstructions, save_samples
-from ..model import VAE
+from ..models.vae import VAE
 from ..training import Metrics, evaluation_data
 
 

@@ -7,10 +7,10 @@ import dataclasses
 
 import torch
 
-from ..conditional import number_of_classes
+from ..models.conditional import number_of_classes
 from ..data import Dataset
 from ..errors import AevbError
-from ..model import ModelConfig
+from ..models.vae import ModelConfig
 from ..training import TrainConfig
 from .data_config import value_ranges
 
@@ -41,12 +41,12 @@ def model_config_for(data: Dataset, latent_dim: int | None = None, hidden_units:
                      likelihood: str | None = None, sigmoid_mean: bool | None = None,
                      **overrides) -> ModelConfig:
     """The paper's model for ``data``, with explicit choices taking precedence; any other keyword is
-    a :class:`~aevb.model.ModelConfig` field, and a field not given keeps ModelConfig's default.
+    a :class:`~aevb.models.vae.ModelConfig` field, and a field not given keeps ModelConfig's default.
 
     Defaults that depend on the data: 500 hidden units (200 for Frey Face, §5); a Bernoulli decoder
     when every value lies in [0, 1] except for Frey Face, whose decoder is Gaussian with a sigmoid
     mean (§5); Gaussian otherwise. ``conditional=True``: a conditional VAE on the data's class
-    labels (aevb.conditional).
+    labels (aevb.models.conditional).
     """
     if overrides.pop("conditional", False):
         overrides["num_classes"] = number_of_classes([data.train_labels, data.valid_labels, data.test_labels],

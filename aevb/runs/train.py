@@ -18,16 +18,16 @@ import torch
 
 from .. import __version__
 from ..checkpoint import atomic_write_bytes, atomic_write_json, named_os_error, save_model, strict_json
-from ..conditional import model_inputs
+from ..models.conditional import model_inputs
 from ..data import Dataset
-from ..distributed import check_distributable, from_environment, local_device
+from ..training.distributed import check_distributable, from_environment, local_device
 from ..errors import AevbError, TrainingInterrupted
-from ..families import check_training
-from ..build import build_model
-from ..model import VAE, ModelConfig
+from ..models.families import check_training
+from ..models.build import build_model
+from ..models.vae import VAE, ModelConfig
 from ..training import Metrics, Trainer, TrainConfig, require_training_step_memory
-from ..training_checkpoints import DIRECTORY as CHECKPOINTS
-from ..training_checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
+from ..training.checkpoints import DIRECTORY as CHECKPOINTS
+from ..training.checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
 from .data_config import DataConfig, check_data_fits_model, data_config_of_run, load_data, stored_data_config
 from .layout import (CONFIG_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, configuration_id, create_run_dir,
                      line_samples, metrics_lines, prepare_run_dir, read_run_config, refuse_to_clobber)

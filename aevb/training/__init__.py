@@ -16,7 +16,7 @@ exactly λ / N. Dividing by N leaves Adagrad's and Adam's steps unchanged (both 
 the scale of the gradient, up to their ε).
 """
 
-from ..distributed import Shard
+from .distributed import Shard
 from .algorithm import AEVB, Algorithm
 from .config import (BINARIZATIONS, DEFAULT_MAX_SAMPLES, EVALUATION_BINARIZATION_SEED, PAPER_STEP_SIZES,
                      Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points)

@@ -7,11 +7,11 @@ from typing import Protocol
 
 import torch
 
-from ..distributed import SINGLE_PROCESS, ProcessGroup, Shard
+from .distributed import SINGLE_PROCESS, ProcessGroup, Shard
 from ..engines import Engine, EngineRequest, engine_class, select_engine
-from ..estimators import get_estimator
-from ..model import VAE
-from ..optimizers import guarded_step, non_finite
+from ..objectives.estimators import get_estimator
+from ..models.vae import VAE
+from .optimizers import guarded_step, non_finite
 
 
 class Algorithm(Protocol):

@@ -11,8 +11,8 @@ import torch
 from ..config import JsonConfig
 from ..engines import AUTO, ENGINES
 from ..errors import AevbError
-from ..estimators import get_estimator
-from ..optimizers import OPTIMIZERS, SCHEDULES
+from ..objectives.estimators import get_estimator
+from .optimizers import OPTIMIZERS, SCHEDULES
 
 
 BINARIZATIONS = ("none", "dynamic")

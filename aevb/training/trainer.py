@@ -13,15 +13,15 @@ from typing import Callable
 
 import torch
 
-from ..distributed import SINGLE_PROCESS, ProcessGroup, check_distributable
+from .distributed import SINGLE_PROCESS, ProcessGroup, check_distributable
 from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
-from ..estimators import bound_estimator
+from ..objectives.estimators import bound_estimator
 from ..evaluation import evaluate_bound
 from ..memory import FLOAT_BYTES, format_count, require_memory
-from ..model import VAE
-from ..model_config import ModelConfig, decoder_outputs_per_row, hidden_activations_per_row, parameter_count
-from ..optimizers import OPTIMIZERS, SCHEDULES
-from ..distributed import Shard
+from ..models.vae import VAE
+from ..models.config import ModelConfig, decoder_outputs_per_row, hidden_activations_per_row, parameter_count
+from .optimizers import OPTIMIZERS, SCHEDULES
+from .distributed import Shard
 from .algorithm import AEVB, Algorithm
 from .config import Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points
 
@@ -102,7 +102,7 @@ class Trainer:
         test: optional (N_test, D) test data, likewise — for reproducing the paper's train/test
             curves; leave it out when choosing settings, which is what the validation set is for.
         algorithm: what one iteration does; default AEVB with ``config``'s estimator and L.
-        group: this process's place in multi-process training (:mod:`aevb.distributed`); each
+        group: this process's place in multi-process training (:mod:`aevb.training.distributed`); each
             process is given the whole training set and reads only its shard of every minibatch.
     """
 
@@ -457,7 +457,7 @@ def require_training_step_memory(config, batch_size: int, num_samples: int, devi
     activations (for ``conv`` its feature maps too), decoder outputs and z for the backward pass;
     the parameters' gradients and the optimiser's state (at least one float each: Adagrad's sum
     of squares) come on top. The parameters themselves are not counted (the model may already
-    be allocated). Anything but a :class:`~aevb.model.ModelConfig` (a model of another kind) is
+    be allocated). Anything but a :class:`~aevb.models.vae.ModelConfig` (a model of another kind) is
     not checked.
     """
     if not isinstance(config, ModelConfig):

@@ -18,7 +18,7 @@ from common import DATA_DIM, LATENT_DIM, LEARNING_RATE, load_data, log, parse_ar
 import aevb
 from aevb.engines import ENGINE_CHOICES
 from aevb.evaluation.importance_sampling import estimate_log_likelihood
-from aevb.model import VAE, ModelConfig
+from aevb.models.vae import VAE, ModelConfig
 from aevb.training import Trainer, TrainConfig
 
 

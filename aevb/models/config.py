@@ -1,15 +1,15 @@
 """The configuration of a variational auto-encoder (paper §3, App. C, §5) and what follows from it
 alone: its hidden widths, its number of parameters and the memory it needs, computed before anything
-is allocated. :mod:`aevb.model` builds the networks it describes."""
+is allocated. :mod:`aevb.models.vae` builds the networks it describes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import JsonConfig
-from .errors import AevbError
+from ..config import JsonConfig
+from ..errors import AevbError
 from .families import check_pair, get_family
-from .memory import FLOAT_BYTES, format_count, require_memory
+from ..memory import FLOAT_BYTES, format_count, require_memory
 from .networks import ACTIVATIONS, KERNEL, feature_map_shapes
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -45,15 +45,15 @@ class ModelConfig(JsonConfig):
     log_variance_bound: float | None = DEFAULT_LOG_VARIANCE_BOUND  # log σ² of encoder and Gaussian decoder =
                                    # B·tanh(raw/B), so σ² ∈ (e^-B, e^B); None: unbounded, as in the paper
     image_shape: tuple[int, int] | None = None  # for figures and convolutional networks
-    architecture: str = "mlp"      # "mlp" (App. C) or "conv": convolutions on image_shape (aevb.networks)
+    architecture: str = "mlp"      # "mlp" (App. C) or "conv": convolutions on image_shape (aevb.models.networks)
     conv_channels: tuple[int, ...] = (32, 64)  # channels of each stride-2 convolution ("conv" only)
     num_classes: int | None = None  # conditional VAE p(x|z,y), q(z|x,y) with y one of this many classes
-                                    # (aevb.conditional); None: unconditional
+                                    # (aevb.models.conditional); None: unconditional
     decoder_posterior: str = "point"   # θ, the decoder's parameters: "point" (ML/MAP estimate, §5) or
-                                       # "gaussian", a factorised Gaussian q(θ) (full VB, App. F; aevb.full_vb)
+                                       # "gaussian", a factorised Gaussian q(θ) (full VB, App. F; aevb.models.full_vb)
     decoder_posterior_init_std: float = 0.01   # full VB: σ_θ of q(θ) at initialisation, the scale of the
                                                # means' N(0, 0.01²) (smaller only costs Adagrad steps)
-    posterior: str = "gaussian"    # q(z|x) family of §2.4 by name (aevb.families); "gaussian" = N(μ, diag σ²)
+    posterior: str = "gaussian"    # q(z|x) family of §2.4 by name (aevb.models.families); "gaussian" = N(μ, diag σ²)
     prior: str = "gaussian"        # p(z) family by name; "gaussian" = N(0, I) (§3)
 
     def __post_init__(self) -> None:

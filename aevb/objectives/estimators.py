@@ -12,7 +12,7 @@ For one datapoint x the bound is 𝓛(θ, φ; x) = E_q[log p(x, z) − log q(z|x
 Both are unbiased for 𝓛 and differentiable in θ and φ through the reparameterisation. The
 minibatch estimator of the full-data bound is (N/M) Σ_{i ∈ minibatch} 𝓛̃(x⁽ⁱ⁾) (eq. 8).
 
-A model passed here needs three things (see :class:`aevb.model.VAE`): ``encode(x)`` → q(z|x) with
+A model passed here needs three things (see :class:`aevb.models.vae.VAE`): ``encode(x)`` → q(z|x) with
 batch shape (M,); ``decode(z)`` → p(x|z) with event shape (D,); ``prior()`` → p(z).
 """
 
@@ -24,8 +24,8 @@ from typing import Callable, Protocol
 import torch
 from torch.distributions import Distribution, kl_divergence
 
-from .distributions import draw_posterior
-from .engines.decoding import decoder_log_prob
+from ..models.distributions import draw_posterior
+from ..engines.decoding import decoder_log_prob
 
 
 class LatentVariableModel(Protocol):
@@ -107,7 +107,7 @@ def get_estimator(name: str) -> Estimator:
     try:
         return ESTIMATORS[name.upper()]
     except KeyError:
-        from .errors import AevbError
+        from ..errors import AevbError
 
         raise AevbError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}") from None
 

@@ -1,10 +1,10 @@
 """Convolutional network bodies for image data (the paper's future work (i): "deeper neural
 networks (e.g. convolutional networks) ... for the encoder and decoder", §6).
 
-Each network here is a drop-in replacement for :class:`aevb.model.MLP`: a body ``hidden`` that
+Each network here is a drop-in replacement for :class:`aevb.models.vae.MLP`: a body ``hidden`` that
 turns the input into features, and ``heads`` that map the features to the outputs, returned as a
 tuple of (..., features) tensors split like ``head_features``. The encoder and decoder classes of
-:mod:`aevb.model` (and the distributions they build from the heads) do not change, so every
+:mod:`aevb.models.vae` (and the distributions they build from the heads) do not change, so every
 estimator, importance-sampled log-likelihood and run-directory function works unchanged: inputs
 and outputs stay flat, (..., D) pixels, and any leading sample dimensions (L, M, ...) are
 flattened into one batch dimension for the convolutions and restored afterwards.
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from .model_config import ModelConfig
+    from .config import ModelConfig
 
 KERNEL, STRIDE, PADDING = 3, 2, 1
 
@@ -187,7 +187,7 @@ class MLP(nn.Module):
 def build_network(config: "ModelConfig", role: str, head_features: tuple[int, ...]) -> nn.Module:
     """The encoder's (``role="encoder"``, input (..., D + C)) or decoder's (``"decoder"``, input
     (..., J + C)) network for ``config.architecture``; C = num_classes of a conditional model, else 0.
-    Returns an :class:`MLP` or a network of :mod:`aevb.networks`, all with the same interface."""
+    Returns an :class:`MLP` or a network of :mod:`aevb.models.networks`, all with the same interface."""
     extra = config.num_classes or 0
     widths = config.hidden_widths()
     activation = ACTIVATIONS[config.activation]

@@ -30,9 +30,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .checkpoint import apply_umask, atomic_write_json, check_format_version, named_os_error, read_json
-from .errors import AevbError
-from .training import Metrics, StepSizeTrial, TrainingState
+from ..checkpoint import apply_umask, atomic_write_json, check_format_version, named_os_error, read_json
+from ..errors import AevbError
+from .config import Metrics, StepSizeTrial
+from .trainer import TrainingState
 
 CHECKPOINT_FORMAT_VERSION = 1
 DIRECTORY = "checkpoints"

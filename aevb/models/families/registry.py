@@ -8,7 +8,7 @@ in that order), and the posterior is an ``Independent`` with batch shape (M,) an
 (J,). Constraints keep every parameter numerically safe:
 
 * scales are exp(½ log σ²) with log σ² bounded exactly like the Gaussian encoder's
-  (:func:`aevb.networks.bounded_log_variance`, ``--log-variance-bound``), so a zero output is scale 1;
+  (:func:`aevb.models.networks.bounded_log_variance`, ``--log-variance-bound``), so a zero output is scale 1;
 * shapes are softplus(raw) + a floor, and where a moment must exist for the KL to any prior to be
   finite, the floor says so (Student-t ν > 2, Pareto α > 2, F's d₂ > 4: finite variance, which
   a Gaussian, Rayleigh or Weibull prior's log-density needs).
@@ -35,7 +35,7 @@ from torch.distributions import (Beta, Cauchy, Chi2, Dirichlet, Distribution, Ex
                                  Gumbel, Independent, Laplace, LogNormal, MultivariateNormal, Normal, Pareto,
                                  StudentT, Uniform, Weibull, kl_divergence)
 
-from ..errors import AevbError
+from ...errors import AevbError
 from ..networks import bounded_log_variance, build_network
 from . import kl as _registered_kls  # noqa: F401  (registers the closed-form KLs)
 from .composition import Erlang
@@ -43,7 +43,7 @@ from .inverse_cdf import Gompertz, Logistic, Rayleigh, Reciprocal
 from .location_scale import MultivariateStudentT, Triangular
 
 if TYPE_CHECKING:
-    from ..model_config import ModelConfig
+    from ..config import ModelConfig
 
 ROUTES = ("inverse-cdf", "location-scale", "composition")     # §2.4's three routes
 SUPPORTS = ("real", "positive", "unit-interval", "simplex")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import AevbError
+from ..errors import AevbError
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def check_distributable(group: ProcessGroup, algorithm, batch_size: int, per_poi
     minibatch needs a row per process, measurements per evaluation point that draw their own
     noise (``per_point_measurements``, e.g. marginal-likelihood estimates) would draw it on rank 0
     alone, and processes share one minibatch's ε ~ N(0, I), which only the Gaussian posterior
-    takes from outside (:func:`aevb.distributions.draw_posterior`)."""
+    takes from outside (:func:`aevb.models.distributions.draw_posterior`)."""
     if not group.distributed:
         return
     if not getattr(algorithm, "distributable", False):

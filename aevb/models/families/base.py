@@ -1,4 +1,4 @@
-"""What the scalar families of :mod:`aevb.families` share: parameters broadcast against each
+"""What the scalar families of :mod:`aevb.models.families` share: parameters broadcast against each
 other, stored under the names of ``arg_constraints`` (in its order), and ``expand`` as torch's own
 distributions implement it."""
 

@@ -23,8 +23,8 @@ from torch.distributions import Distribution
 
 from .distributions import bernoulli_from_logits, diagonal_gaussian, standard_normal_prior
 from .families import FamilyEncoder, get_family, posterior_centre
-# ModelConfig and the networks' parts are imported from here too (aevb.model is the public home).
-from .model_config import (ARCHITECTURES, DECODER_POSTERIORS, DECODER_VARIANCES, DEFAULT_LOG_VARIANCE_BOUND,
+# ModelConfig and the networks' parts are imported from here too (aevb.models.vae is the public home).
+from .config import (ARCHITECTURES, DECODER_POSTERIORS, DECODER_VARIANCES, DEFAULT_LOG_VARIANCE_BOUND,
                            INITIALISATIONS, LIKELIHOODS, OUTPUT_MEAN_CLIP, PAPER_INIT_STD, ModelConfig,
                            hidden_activations_per_row, hidden_widths, model_bytes, parameter_count)
 from .networks import ACTIVATIONS, MLP, bounded_log_variance, build_network

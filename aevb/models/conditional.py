@@ -3,7 +3,7 @@
 The model of a datapoint x with class label y ∈ {0, ..., C−1}:
 
 * prior p(z) = N(0, I), independent of y;
-* decoder p_θ(x|z, y): the decoder of :mod:`aevb.model` (Bernoulli or Gaussian, MLP or
+* decoder p_θ(x|z, y): the decoder of :mod:`aevb.models.vae` (Bernoulli or Gaussian, MLP or
   convolutional) with the one-hot y concatenated to its input z;
 * encoder q_φ(z|x, y) = N(μ(x, y), diag σ²(x, y)): the encoder with the one-hot y concatenated
   to its input x (a convolutional encoder appends it to its flattened feature maps).
@@ -29,9 +29,9 @@ import torch
 from torch.distributions import Distribution
 from torch.nn import functional as F
 
-from .errors import AevbError
-from .memory import FLOAT_BYTES, format_count, require_memory
-from .model import VAE, ModelConfig
+from ..errors import AevbError
+from ..memory import FLOAT_BYTES, format_count, require_memory
+from .vae import VAE, ModelConfig
 
 
 def number_of_classes(labels: list[torch.Tensor | None], name: str) -> int:
@@ -73,7 +73,7 @@ def model_inputs(x: torch.Tensor, labels: torch.Tensor | None, config: ModelConf
 
 
 class ConditionalVAE(VAE):
-    """The VAE of :mod:`aevb.model` with every network conditioned on a one-hot class label.
+    """The VAE of :mod:`aevb.models.vae` with every network conditioned on a one-hot class label.
 
     Datapoints are rows [x, one-hot(y)] of width D + C (see the module docstring); ``encode`` and
     :meth:`decoder_log_prob` take them, ``decode`` takes z and the one-hot labels.

@@ -72,7 +72,7 @@ def draw_posterior(posterior, num_samples: int, noise: torch.Tensor | None = Non
 
     Without ``noise`` this is ``posterior.rsample((L,))``. With ``noise`` — ε of shape (L, M, J),
     drawn by the caller, e.g. one shard of a minibatch's ε in multi-process training
-    (:mod:`aevb.distributed`) — a location-scale posterior gives z = μ + σ ⊙ ε with exactly the
+    (:mod:`aevb.training.distributed`) — a location-scale posterior gives z = μ + σ ⊙ ε with exactly the
     arithmetic of ``Normal.rsample``; other families cannot take external ε and raise.
     """
     if noise is None:

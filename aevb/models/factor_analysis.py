@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch.distributions import MultivariateNormal
 
-from .errors import AevbError
-from .model import VAE, ModelConfig
+from ..errors import AevbError
+from .vae import VAE, ModelConfig
 
 
 def _parameters(model: VAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

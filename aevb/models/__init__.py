@@ -1,0 +1,18 @@
+"""The models (§3, App. C and the paper's extensions): the VAE and its configuration, the
+networks, the distributions of §2.4 and App. B, the other posterior and prior families, the
+conditional VAE, full VB's model (App. F), and factor analysis, the exact yardstick.
+
+* :mod:`.vae` — the VAE of §3: Gaussian encoder, Bernoulli or Gaussian decoder, N(0, I) prior
+* :mod:`.config` — :class:`ModelConfig`, every model's settings and sizes
+* :mod:`.networks` — MLP and convolutional networks, activations, the bounded log-variance
+* :mod:`.distributions` — prior, posterior and decoder distributions; App. B's KL
+* :mod:`.families` — the §2.4 families (inverse CDF, location-scale, composition) and their KLs
+* :mod:`.conditional`, :mod:`.full_vb`, :mod:`.factor_analysis` — the other models
+* :mod:`.build` — which model a configuration names
+"""
+
+from .build import build_model
+from .config import ModelConfig
+from .vae import VAE
+
+__all__ = ["ModelConfig", "VAE", "build_model"]
