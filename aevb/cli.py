@@ -20,7 +20,6 @@ from . import __version__
 from .engines import ENGINE_CHOICES
 from .errors import AevbError, TrainingDiverged, TrainingInterrupted
 from .models.families import FAMILIES, check_pair, default_estimator
-from .models.vae import PAPER_INIT_STD
 
 FAMILY_NAMES = tuple(FAMILIES)
 

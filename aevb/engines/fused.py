@@ -65,8 +65,10 @@ def unsupported_reason(model: nn.Module, estimator: str | None) -> str | None:
     if families != ("gaussian", "gaussian"):
         return (f"posterior {families[0]} with prior {families[1]}: the fused gradients are derived for the "
                 "Gaussian posterior and N(0, I) prior only")
-    if type(model.encoder) is not GaussianEncoder or type(model.decoder) not in (BernoulliDecoder, GaussianDecoder):
-        return "encoder or decoder replaced"
+    if type(model.encoder) is not GaussianEncoder:
+        return f"encoder {type(model.encoder).__name__} has no fused gradient"
+    if type(model.decoder) not in (BernoulliDecoder, GaussianDecoder):   # the likelihoods derived above
+        return f"decoder {type(model.decoder).__name__} has no fused gradient"
     if estimator is None or estimator.upper() not in FUSED_ESTIMATORS:
         return f"estimator {estimator} has no fused gradient"
     if model.config.activation not in FUSED_ACTIVATIONS:

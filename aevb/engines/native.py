@@ -19,7 +19,6 @@ import math
 import torch
 
 from .. import native
-from ..models.networks import bounded_log_variance
 from .base import EngineRequest
 from .fused import FusedEngine, FusedStep, Layer
 

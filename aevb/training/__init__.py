@@ -20,8 +20,9 @@ from .distributed import Shard
 from .algorithm import AEVB, Algorithm
 from .config import (BINARIZATIONS, DEFAULT_MAX_SAMPLES, EVALUATION_BINARIZATION_SEED, PAPER_STEP_SIZES,
                      Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points)
-from .trainer import (INITIAL_BOUND_POINTS, MAX_ROLLBACKS, DataOrder, Trainer, TrainingState, TrainingWarning,
-                      require_training_step_memory)
+from .state import DataOrder, TrainingState
+from .step_memory import require_training_step_memory
+from .trainer import INITIAL_BOUND_POINTS, MAX_ROLLBACKS, Trainer, TrainingWarning
 
 __all__ = [
     "AEVB", "Algorithm", "BINARIZATIONS", "DEFAULT_MAX_SAMPLES", "DataOrder", "EVALUATION_BINARIZATION_SEED",

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save
 from ..checkpoint import apply_umask, atomic_write_json, check_format_version, named_os_error, read_json
 from ..errors import AevbError
 from .config import Metrics, StepSizeTrial
-from .trainer import TrainingState
+from .state import TrainingState
 
 CHECKPOINT_FORMAT_VERSION = 1
 DIRECTORY = "checkpoints"

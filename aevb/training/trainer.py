@@ -8,87 +8,30 @@ import dataclasses
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from .distributed import SINGLE_PROCESS, ProcessGroup, check_distributable
 from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
-from ..objectives.estimators import bound_estimator
 from ..evaluation import evaluate_bound
-from ..memory import FLOAT_BYTES, format_count, require_memory
 from ..models.vae import VAE
-from ..models.config import ModelConfig, decoder_outputs_per_row, hidden_activations_per_row, parameter_count
-from .optimizers import OPTIMIZERS, SCHEDULES
-from .distributed import Shard
+from ..objectives.estimators import bound_estimator
 from .algorithm import AEVB, Algorithm
 from .config import Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points
+from .distributed import SINGLE_PROCESS, ProcessGroup, Shard, check_distributable
+from .optimizers import OPTIMIZERS, SCHEDULES
+from .reporting import TrainingWarning, progress_bar, warn_if_worse_than_untrained
+from .state import DataOrder, TrainingState
+from .step_memory import require_training_step_memory
 
 
 MAX_ROLLBACKS = 3                     # then give up: the step size has been halved three times
 
 
-class TrainingWarning(RuntimeWarning):
-    """Something a user should know about a run that still goes on (a rollback, a bound that
-    never improved)."""
-
-
-# Each rollback is news, also when its text repeats one of an earlier run in this process
-# (Python's default filter shows a warning once per text and place). Appended, so that a
-# user's own filters still win.
-warnings.filterwarnings("always", category=TrainingWarning, append=True)
-
-
-class DataOrder:
-    """Endless random minibatches of training-row indices, an epoch being one pass through a fresh
-    permutation (the same on every process: identically seeded generators). Its whole state is the
-    permutation and a position, so a checkpoint can hold it and a resumed run continue mid-epoch."""
-
-    def __init__(self, dataset_size: int, batch_size: int, device: torch.device):
-        self.dataset_size, self.batch_size, self.device = dataset_size, batch_size, device
-        self.order: torch.Tensor | None = None
-        self.position = dataset_size
-
-    def next(self) -> torch.Tensor:
-        if self.order is None or self.position >= self.dataset_size:
-            self.order = torch.randperm(self.dataset_size, device=self.device)
-            self.position = 0
-        batch = self.order[self.position:self.position + self.batch_size]
-        self.position += batch.shape[0]
-        return batch
-
-
-@dataclass
-class TrainingState:
-    """Everything a run needs to continue exactly where it was (at a step boundary): written as a
-    checkpoint, handed back to :meth:`Trainer.fit` as ``resume``."""
-
-    samples: int
-    steps: int
-    step_size: float
-    trials: list[StepSizeTrial]
-    history: list[Metrics]
-    training_seconds: float
-    running_sum: torch.Tensor           # minibatch bound summed since the last evaluation point
-    running_count: int
-    model: dict[str, torch.Tensor]
-    optimizer: dict
-    rng: torch.Tensor                   # torch.get_rng_state()
-    order: torch.Tensor | None          # the epoch's permutation, and where in it we are
-    position: int
-    algorithm: dict = field(default_factory=dict)   # the algorithm's own state (MCEM's chains), if any
-    skipped_steps: int = 0
-    rollbacks: int = 0
-    initial_bound: float | None = None  # of the untrained model, on a few training points: the floor a run must beat
-
-
 #: Training points on which the untrained model's bound is measured: enough to tell a run that
 #: learned from one that made its model worse (a bound tens of nats lower), cheap to evaluate.
 INITIAL_BOUND_POINTS = 1000
-
-
-UNTRAINED_MARGIN_NATS = 1.0
 
 
 class Trainer:
@@ -299,99 +242,118 @@ class Trainer:
                                    algorithm=algorithm_state() if algorithm_state is not None else {})
 
     def _fit(self, on_metrics, progress, on_checkpoint, checkpoint_every, resume, stop_requested) -> TrainResult:
-        config = self.config
-        total = config.total_samples(self.dataset_size)
+        total = self.config.total_samples(self.dataset_size)
         state, optimizer, order = self._start() if resume is None else self._restore(resume)
-        bar = _progress_bar(total, state.samples) if progress and self.group.is_main else None
-        guarded = bool(getattr(self.algorithm, "reports_skipped_steps", False))   # skipped steps come back as NaN
-        device = self.train_data.device
+        bar = progress_bar(total, state.samples) if progress and self.group.is_main else None
         # The state to return to when an interval goes bad: the last evaluation point that passed.
         good = copy.deepcopy(self._snapshot(state, optimizer, order))
-        targets = evaluation_points(total, config.first_eval, config.evals_per_decade)
-        schedule = SCHEDULES[config.schedule]
+        targets = evaluation_points(total, self.config.first_eval, self.config.evals_per_decade)
         index = 0
-        while index < len(targets):
-            target = targets[index]
-            if target <= state.samples:
-                index += 1
-                continue
-            tick, interval_steps = time.perf_counter(), state.steps
-            skipped, skipped_samples = torch.zeros((), device=device), torch.zeros((), device=device)
-            while state.samples < target:
-                batch = order.next()
-                if state.samples + batch.shape[0] > total:   # stop exactly at the requested number of samples
-                    batch = batch[: total - state.samples]
-                step_size = state.step_size * schedule.factor(state.samples / total)
-                if optimizer.param_groups[0]["lr"] != step_size:   # a new stage (or a rollback)
-                    for group in optimizer.param_groups:
-                        group["lr"] = step_size
-                bound_sum = self._step(optimizer, batch)
-                if guarded:
-                    bad = torch.isnan(bound_sum)
-                    skipped += bad
-                    skipped_samples += bad * batch.shape[0]
-                    bound_sum = torch.where(bad, torch.zeros_like(bound_sum), bound_sum)
-                state.running_sum += bound_sum
-                state.running_count += batch.shape[0]
-                state.samples += batch.shape[0]
-                state.steps += 1
-                if bar is not None and state.steps % 50 == 0:
-                    bar.update(state.samples - bar.n)
-                if stop_requested is not None and stop_requested():
-                    state.training_seconds += time.perf_counter() - tick
-                    if on_checkpoint is not None:
-                        on_checkpoint(self._snapshot(state, optimizer, order))
-                    if bar is not None:
-                        bar.close()
-                    raise TrainingInterrupted(state.samples)
-                if on_checkpoint is not None and checkpoint_every and state.steps % checkpoint_every == 0 \
-                        and state.samples < target:   # (at an evaluation point it comes after the evaluation)
-                    state.training_seconds += time.perf_counter() - tick
-                    on_checkpoint(self._snapshot(state, optimizer, order))
-                    tick = time.perf_counter()          # writing it is not training time
-            state.training_seconds += time.perf_counter() - tick
-            skipped_now = int(self.group.sum_(skipped).item()) if guarded else 0
-            counted = state.running_count - (int(skipped_samples.item()) if guarded else 0)
-            state.skipped_steps += skipped_now
-            metrics = self._evaluate(state.samples, state.steps, optimizer.param_groups[0]["lr"], state.training_seconds,
-                                     self.group.sum_(state.running_sum).item() / max(counted, 1))
-            metrics.skipped_steps, metrics.rollbacks = state.skipped_steps, state.rollbacks
-            finite = math.isfinite(metrics.train_bound) if self.has_bound else self._parameters_finite()
-            if not finite or skipped_now > (state.steps - interval_steps) // 2:
-                what = (f"bound {metrics.train_bound}" if self.has_bound else "non-finite parameters") if not finite \
-                    else f"{skipped_now} of {state.steps - interval_steps} steps had a non-finite loss or gradient"
-                if not guarded or state.rollbacks >= MAX_ROLLBACKS:
-                    if bar is not None:
-                        bar.close()
-                    tried = f" (after {state.rollbacks} rollbacks halving the step size)" if state.rollbacks else ""
-                    raise TrainingDiverged(f"training diverged at {state.samples} samples ({what}){tried}; "
-                                           "try a smaller `step_size`")
-                state, optimizer, order = self._roll_back(good, state.step_size / 2, state.rollbacks + 1,
-                                                          state.skipped_steps)
-                warnings.warn(f"training went bad at {metrics.samples} samples ({what}); rollback {state.rollbacks} "
-                              f"of at most {MAX_ROLLBACKS}: back to {state.samples} samples with step size "
-                              f"{state.step_size:g}, half the last", TrainingWarning, stacklevel=2)
+        try:
+            while index < len(targets):
+                if targets[index] <= state.samples:
+                    index += 1
+                    continue
+                interval = _Interval(bar, on_checkpoint, checkpoint_every, stop_requested)
+                metrics = self._train_interval(targets[index], total, state, optimizer, order, interval)
+                problem = self._problem(metrics, interval)
+                if problem is not None:
+                    state, optimizer, order = self._recover(problem, good, state, metrics, bar, total)
+                    continue
+                state.running_sum.zero_()
+                state.running_count = 0
+                state.history.append(metrics)
                 if bar is not None:
-                    bar.reset(total)
-                    bar.update(state.samples)
-                continue
-            state.running_sum.zero_()
-            state.running_count = 0
-            state.history.append(metrics)
+                    bar.update(state.samples - bar.n)
+                    bar.set_postfix(train=f"{metrics.train_bound:.2f}", samples_per_s=f"{metrics.samples_per_second:,.0f}")
+                if on_metrics is not None:
+                    on_metrics(metrics)
+                good = copy.deepcopy(self._snapshot(state, optimizer, order))
+                if on_checkpoint is not None:
+                    on_checkpoint(good)
+                index += 1
+        finally:
             if bar is not None:
-                bar.update(state.samples - bar.n)
-                bar.set_postfix(train=f"{metrics.train_bound:.2f}", samples_per_s=f"{metrics.samples_per_second:,.0f}")
-            if on_metrics is not None:
-                on_metrics(metrics)
-            good = copy.deepcopy(self._snapshot(state, optimizer, order))
-            if on_checkpoint is not None:
-                on_checkpoint(good)
-            index += 1
-        if bar is not None:
-            bar.close()
+                bar.close()
         self.model.eval()
-        _warn_if_worse_than_untrained(state.history, state.initial_bound, state.step_size)
+        warn_if_worse_than_untrained(state.history, state.initial_bound, state.step_size)
         return TrainResult(step_size=state.step_size, step_size_trials=state.trials, history=state.history)
+
+    def _train_interval(self, target: int, total: int, state: TrainingState, optimizer: torch.optim.Optimizer,
+                        order: DataOrder, interval: "_Interval") -> Metrics:
+        """Steps until ``target`` samples (checkpointing every ``checkpoint_every`` steps, stopping
+        when asked), then the evaluation point's metrics; skipped steps counted in ``interval``."""
+        guarded = bool(getattr(self.algorithm, "reports_skipped_steps", False))   # skipped steps come back as NaN
+        device = self.train_data.device
+        schedule = SCHEDULES[self.config.schedule]
+        tick, interval.first_step = time.perf_counter(), state.steps
+        skipped, skipped_samples = torch.zeros((), device=device), torch.zeros((), device=device)
+        while state.samples < target:
+            batch = order.next()
+            if state.samples + batch.shape[0] > total:   # stop exactly at the requested number of samples
+                batch = batch[: total - state.samples]
+            step_size = state.step_size * schedule.factor(state.samples / total)
+            if optimizer.param_groups[0]["lr"] != step_size:   # a new stage (or a rollback)
+                for group in optimizer.param_groups:
+                    group["lr"] = step_size
+            bound_sum = self._step(optimizer, batch)
+            if guarded:
+                bad = torch.isnan(bound_sum)
+                skipped += bad
+                skipped_samples += bad * batch.shape[0]
+                bound_sum = torch.where(bad, torch.zeros_like(bound_sum), bound_sum)
+            state.running_sum += bound_sum
+            state.running_count += batch.shape[0]
+            state.samples += batch.shape[0]
+            state.steps += 1
+            if interval.bar is not None and state.steps % 50 == 0:
+                interval.bar.update(state.samples - interval.bar.n)
+            if interval.stop_requested is not None and interval.stop_requested():
+                state.training_seconds += time.perf_counter() - tick
+                if interval.on_checkpoint is not None:
+                    interval.on_checkpoint(self._snapshot(state, optimizer, order))
+                raise TrainingInterrupted(state.samples)
+            if interval.on_checkpoint is not None and interval.checkpoint_every and \
+                    state.steps % interval.checkpoint_every == 0 and state.samples < target:
+                # (at an evaluation point it comes after the evaluation)
+                state.training_seconds += time.perf_counter() - tick
+                interval.on_checkpoint(self._snapshot(state, optimizer, order))
+                tick = time.perf_counter()          # writing it is not training time
+        state.training_seconds += time.perf_counter() - tick
+        interval.skipped = int(self.group.sum_(skipped).item()) if guarded else 0
+        interval.steps = state.steps - interval.first_step
+        counted = state.running_count - (int(skipped_samples.item()) if guarded else 0)
+        state.skipped_steps += interval.skipped
+        metrics = self._evaluate(state.samples, state.steps, optimizer.param_groups[0]["lr"], state.training_seconds,
+                                 self.group.sum_(state.running_sum).item() / max(counted, 1))
+        metrics.skipped_steps, metrics.rollbacks = state.skipped_steps, state.rollbacks
+        return metrics
+
+    def _problem(self, metrics: Metrics, interval: "_Interval") -> str | None:
+        """What went bad in the interval that ended at ``metrics`` (a non-finite bound or
+        parameters, or most steps skipped), or None."""
+        finite = math.isfinite(metrics.train_bound) if self.has_bound else self._parameters_finite()
+        if not finite:
+            return f"bound {metrics.train_bound}" if self.has_bound else "non-finite parameters"
+        if interval.skipped > interval.steps // 2:
+            return f"{interval.skipped} of {interval.steps} steps had a non-finite loss or gradient"
+        return None
+
+    def _recover(self, problem: str, good: TrainingState, state: TrainingState, metrics: Metrics, bar, total: int):
+        """Roll back to ``good`` with half the step size (the numeric guard), or — for an algorithm
+        whose steps are not guarded, or after :data:`MAX_ROLLBACKS` — stop with TrainingDiverged."""
+        if not getattr(self.algorithm, "reports_skipped_steps", False) or state.rollbacks >= MAX_ROLLBACKS:
+            tried = f" (after {state.rollbacks} rollbacks halving the step size)" if state.rollbacks else ""
+            raise TrainingDiverged(f"training diverged at {state.samples} samples ({problem}){tried}; "
+                                   "try a smaller `step_size`")
+        state, optimizer, order = self._roll_back(good, state.step_size / 2, state.rollbacks + 1, state.skipped_steps)
+        warnings.warn(f"training went bad at {metrics.samples} samples ({problem}); rollback {state.rollbacks} "
+                      f"of at most {MAX_ROLLBACKS}: back to {state.samples} samples with step size "
+                      f"{state.step_size:g}, half the last", TrainingWarning, stacklevel=3)
+        if bar is not None:
+            bar.reset(total)
+            bar.update(state.samples)
+        return state, optimizer, order
 
     def _roll_back(self, good: TrainingState, step_size: float, rollbacks: int, skipped_steps: int):
         """Continue from ``good`` with ``step_size`` (half the last one: numeric guard, after a bad
@@ -426,45 +388,14 @@ class Trainer:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
 
-def _warn_if_worse_than_untrained(history: list[Metrics], initial_bound: float | None, step_size: float) -> None:
-    """A run that ends with a lower training bound than its untrained model had learned nothing
-    (e.g. a step size so large that every step overshoots): say so instead of reporting success."""
-    if not history or initial_bound is None or not math.isfinite(initial_bound):
-        return
-    final = history[-1].train_bound
-    # A margin of a nat: the two are measured on different points, and a run too short to learn
-    # much is not a failure.
-    if final is not None and math.isfinite(final) and final < initial_bound - UNTRAINED_MARGIN_NATS:
-        warnings.warn(f"the training bound ended at {final:.4g} nats, below the untrained model's {initial_bound:.4g}: "
-                      f"the run learned nothing; try a smaller step size than {step_size:g}", TrainingWarning,
-                      stacklevel=3)
+@dataclass
+class _Interval:
+    """The callbacks of one stretch of training between evaluation points, and what it counted."""
 
-
-def _progress_bar(total: int, initial: int):
-    from tqdm.auto import tqdm
-
-    # disable=None: no bar when stderr is not a terminal (log files, CI), where it would only spam.
-    return tqdm(total=total, initial=initial, unit="sample", unit_scale=True, dynamic_ncols=True,
-                desc="training", disable=None)
-
-
-def require_training_step_memory(config, batch_size: int, num_samples: int, device: torch.device | str,
-                                 processes: int = 1) -> None:
-    """Refuse, in one line, a training step of a model of ``config`` that cannot fit on ``device``.
-
-    The decoder runs on L × M rows (L = ``num_samples`` z per datapoint, M = ``batch_size``
-    datapoints, or this process's ⌈M / processes⌉ of them), and autograd keeps each row's hidden
-    activations (for ``conv`` its feature maps too), decoder outputs and z for the backward pass;
-    the parameters' gradients and the optimiser's state (at least one float each: Adagrad's sum
-    of squares) come on top. The parameters themselves are not counted (the model may already
-    be allocated). Anything but a :class:`~aevb.models.vae.ModelConfig` (a model of another kind) is
-    not checked.
-    """
-    if not isinstance(config, ModelConfig):
-        return
-    rows = int(num_samples) * -(-int(batch_size) // max(1, int(processes)))
-    per_row = hidden_activations_per_row(config) + decoder_outputs_per_row(config) + int(config.latent_dim)
-    needed = FLOAT_BYTES * (rows * per_row + 2 * parameter_count(config))
-    require_memory(needed, f"a training step with `num_samples` {format_count(num_samples)} and `batch_size` "
-                           f"{format_count(batch_size)} ({format_count(rows, separators=True)} decoded rows)",
-                   device=device, advice="lower `num_samples` or `batch_size`")
+    bar: object
+    on_checkpoint: Callable | None
+    checkpoint_every: int | None
+    stop_requested: Callable[[], bool] | None
+    first_step: int = 0
+    steps: int = 0
+    skipped: int = 0

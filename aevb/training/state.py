@@ -1,0 +1,53 @@
+"""What a training run is at a step boundary: its data order and its whole state, which a
+checkpoint holds (:mod:`aevb.training.checkpoints`) and :meth:`aevb.training.Trainer.fit` resumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import Metrics, StepSizeTrial
+
+
+class DataOrder:
+    """Endless random minibatches of training-row indices, an epoch being one pass through a fresh
+    permutation (the same on every process: identically seeded generators). Its whole state is the
+    permutation and a position, so a checkpoint can hold it and a resumed run continue mid-epoch."""
+
+    def __init__(self, dataset_size: int, batch_size: int, device: torch.device):
+        self.dataset_size, self.batch_size, self.device = dataset_size, batch_size, device
+        self.order: torch.Tensor | None = None
+        self.position = dataset_size
+
+    def next(self) -> torch.Tensor:
+        if self.order is None or self.position >= self.dataset_size:
+            self.order = torch.randperm(self.dataset_size, device=self.device)
+            self.position = 0
+        batch = self.order[self.position:self.position + self.batch_size]
+        self.position += batch.shape[0]
+        return batch
+
+
+@dataclass
+class TrainingState:
+    """Everything a run needs to continue exactly where it was (at a step boundary): written as a
+    checkpoint, handed back to :meth:`Trainer.fit` as ``resume``."""
+
+    samples: int
+    steps: int
+    step_size: float
+    trials: list[StepSizeTrial]
+    history: list[Metrics]
+    training_seconds: float
+    running_sum: torch.Tensor           # minibatch bound summed since the last evaluation point
+    running_count: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+    rng: torch.Tensor                   # torch.get_rng_state()
+    order: torch.Tensor | None          # the epoch's permutation, and where in it we are
+    position: int
+    algorithm: dict = field(default_factory=dict)   # the algorithm's own state (MCEM's chains), if any
+    skipped_steps: int = 0
+    rollbacks: int = 0
+    initial_bound: float | None = None  # of the untrained model, on a few training points: the floor a run must beat
