@@ -1,0 +1,95 @@
+"""The ``aevb`` command: train, evaluate and sample from variational auto-encoders.
+
+Every user error ends in one line on stderr, ``aevb <command>: error: ...``, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import warnings
+
+from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
+from .commands import COMMANDS
+from .parser import EXIT_USAGE, _build_parser, _in_flags
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``aevb`` console script; returns the exit status."""
+    parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv  # recorded in config.json: the command that made a run, also when called in-process
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning   # a user reads "aevb: warning: ...", not our source lines
+    try:
+        status = _run_command(args)
+    finally:
+        warnings.formatwarning = previous_format
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # One of several torchrun processes: everything is written and flushed; leave without
+        # C++ static destructors, where torch 2.x's distributed runtime now and then aborts
+        # ("terminate called without an active exception"; how often: docs/performance.md) and
+        # would turn a finished run into a failed one.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    text = str(message)
+    return f"{text if text.startswith('aevb') else 'aevb: warning: ' + text}\n"
+
+
+def _run_directory(args: argparse.Namespace) -> str | None:
+    """The run directory a train command writes into, once known."""
+    if args.command != "train":
+        return None
+    return getattr(args, "resume", None) or getattr(args, "out", None)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingDiverged as error:
+        run = _run_directory(args)
+        reuse = f"; {run} keeps the diverged run, so a new run there needs --overwrite" if run else ""
+        print(f"aevb {args.command}: error: {_in_flags(str(error), args.command)}{reuse}", file=sys.stderr)
+        return EXIT_USAGE
+    except AevbError as error:
+        print(f"aevb {args.command}: error: {_in_flags(str(error), args.command)}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingInterrupted as interrupted:
+        if os.environ.get("RANK", "0") != "0":   # rank 0 says it, once
+            return 128 + (getattr(interrupted, "signal", None) or signal.SIGTERM)
+        if args.command == "train":
+            run = getattr(args, "resume", None) or getattr(args, "out", None) or "RUN_DIR"
+            how = f"aevb train --resume {run}"
+        else:
+            how = "the same command again"
+        print(f"aevb {args.command}: {interrupted}; checkpoint saved. Continue with: {how}", file=sys.stderr)
+        return 128 + (getattr(interrupted, "signal", None) or 2)
+    except KeyboardInterrupt:
+        print(f"aevb {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as error:
+        # Disk full, permission denied, ...: the user's environment, not a bug.
+        print(f"aevb {args.command}: error: {error.strerror or error}"
+              + (f": {error.filename}" if getattr(error, "filename", None) else "") + _resume_hint(args),
+              file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How to continue a training that an OS error (a full disk) stopped, when it has a checkpoint."""
+    run = _run_directory(args)
+    if run is None:
+        return ""
+    from ..training.checkpoints import has_checkpoint
+
+    if not has_checkpoint(run):
+        return ""
+    return f"; once fixed, continue with: aevb train --resume {run}"

@@ -1,0 +1,7 @@
+"""``python -m aevb.cli``: the ``aevb`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""The command line's value types: each parses one option's text or says in one line what it expected."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+
+def _count(text: str) -> int:
+    """A positive count; accepts 1000000, 1_000_000 and 1e6."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if not math.isfinite(value) or value < 1 or value != int(value):
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(value)
+
+
+def _number(minimum: float, inclusive: bool):
+    """An argparse type for a finite float above (or at, when ``inclusive``) ``minimum``."""
+    wanted = f"a number {'>=' if inclusive else '>'} {minimum:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return value
+
+    return parse
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity where the system reports it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _threads(text: str) -> int:
+    """A thread count up to the CPUs available: far more threads than CPUs only slows training
+    down, and tens of thousands exhaust the process (torch segfaults at 100000)."""
+    value = _count(text)
+    cpus = available_cpus()
+    if value > cpus:
+        raise argparse.ArgumentTypeError(f"expected at most {cpus} (the CPUs available to aevb), got {text!r}")
+    return value
+
+
+def _counts(text: str) -> int | tuple[int, ...]:
+    """One positive count, or several separated by commas (one per layer): 500 or 500,200."""
+    if "," not in text:
+        return _count(text)
+    return tuple(_count(part) for part in text.split(","))
+
+
+def _label(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class label 0, 1, ..., got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a class label 0, 1, ..., got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+_positive_float = _number(0.0, inclusive=False)
+_non_negative_float = _number(0.0, inclusive=True)

@@ -1,0 +1,193 @@
+"""What each ``aevb`` command does with its parsed options: train (or resume), evaluate, sample,
+reproduce — through the library's run functions (:mod:`aevb.runs`, :mod:`aevb.experiments`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+
+from ..errors import AevbError
+from ..models.families import check_pair, default_estimator
+from .parser import _default, _flag
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _given(args: argparse.Namespace) -> dict:
+    """The options the user gave (``aevb train`` leaves the others out: the library's defaults apply)."""
+    return {key: value for key, value in vars(args).items() if key not in ("command", "argv")}
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ..training.distributed import shutdown
+
+    given = _given(args)
+    _set_threads(given.get("threads"))
+    try:
+        run_dir = _resume(given) if "resume" in given else _new_run(args, given)
+    finally:
+        shutdown()   # under torchrun: leave the process group cleanly
+    return _report(run_dir)
+
+
+#: What ``--resume`` takes besides the run: how to run it, never what to train (config.json says that).
+RESUME_OPTIONS = ("resume", "device", "threads", "no_progress", "tensorboard", "checkpoint_every")
+
+
+def _resume(given: dict):
+    from ..runs import resume_run
+
+    ignored = [name for name in given if name not in RESUME_OPTIONS]
+    if ignored:
+        raise AevbError(f"--resume continues a run with the settings in its config.json; "
+                        f"{', '.join(_flag('train', name) for name in ignored)} cannot change them (only --device, "
+                        "--threads, --no-progress, --tensorboard and --checkpoint-every apply; start a new run "
+                        "with --out to train otherwise)")
+    options = {key: given[key] for key in ("device", "tensorboard", "checkpoint_every") if key in given}
+    return resume_run(given["resume"], progress=not given.get("no_progress", False), **options)
+
+
+def _new_run(args: argparse.Namespace, given: dict):
+    import dataclasses
+
+    from ..models.vae import ModelConfig
+    from ..runs import DataConfig, default_run_dir, train_run
+    from ..training import TrainConfig
+
+    def pick(config: type) -> dict:
+        names = {field.name for field in dataclasses.fields(config)}
+        return {name: value for name, value in given.items() if name in names}
+
+    train_options = pick(TrainConfig)
+    model_options = pick(ModelConfig)
+    for name in ("conditional", "latent_dim"):
+        if name in given:
+            model_options[name] = given[name]
+    algorithm = given.get("algorithm", "aevb")
+    units = model_options.get("hidden_units")
+    if "hidden_layers" not in model_options and isinstance(units, tuple):
+        model_options["hidden_layers"] = len(units)
+    layers = model_options.get("hidden_layers", _default(ModelConfig, "hidden_layers"))
+    if layers < 0:
+        raise AevbError(f"`hidden_layers` must be >= 0, got {layers}")
+    if isinstance(units, tuple) and len(units) != layers:
+        raise AevbError(f"--hidden-units lists {len(units)} widths but --hidden-layers is {layers}")
+    if "conv_channels" in model_options and not isinstance(model_options["conv_channels"], tuple):
+        model_options["conv_channels"] = (model_options["conv_channels"],)
+    if model_options.get("log_variance_bound") == 0:
+        model_options["log_variance_bound"] = None   # 0 on the command line: unbounded
+    posterior = model_options.get("posterior", _default(ModelConfig, "posterior"))
+    prior = model_options.get("prior", _default(ModelConfig, "prior"))
+    check_pair(posterior, prior)   # before any note below: a refused pair is one line
+    if "estimator" not in train_options and algorithm == "aevb":
+        estimator = default_estimator(posterior, prior)
+        if estimator != _default(TrainConfig, "estimator"):
+            print(f"note: KL({posterior} || {prior}) has no closed form; training with estimator {estimator} "
+                  "(eq. 6) instead of B", file=sys.stderr)
+            train_options["estimator"] = estimator
+    if "decoder_posterior_init_std" in model_options and algorithm != "full-vb":
+        raise AevbError("--posterior-init-std applies to --algorithm full-vb only")
+    train_config = TrainConfig(**train_options)
+    data_config = DataConfig(**{name: given[name] for name in ("dataset", "data_dir", "download", "pixel_divisor",
+                                                                "merge_valid") if name in given})
+    out = given.get("out") or default_run_dir(data_config.dataset,
+                                              model_options.get("latent_dim", _default(ModelConfig, "latent_dim")))
+    args.out = str(out)   # for the message of an interrupted run
+    run_options = {name: given[name] for name in ("device", "overwrite", "tensorboard", "checkpoint_every")
+                   if name in given}
+    return train_run(out, data_config, model_options, train_config, progress=not given.get("no_progress", False),
+                     algorithm=algorithm, command=shlex.join(["aevb", *args.argv]), **run_options)
+
+
+def _report(run_dir) -> int:
+    if os.environ.get("RANK", "0") != "0":   # one report per run, from rank 0
+        return 0
+    from ..checkpoint import read_json
+
+    summary = read_json(run_dir / "summary.json")
+    bounds = [f"{name} bound {summary[key]:.2f}" for name, key in (("train", "train_bound"), ("validation", "valid_bound"))
+              if summary.get(key) is not None]
+    print(f"run written to {run_dir}: {summary['samples']:,} samples in {summary['training_seconds']:.0f} s "
+          f"({summary['samples_per_second']:,.0f} samples/s), step size {summary['step_size']}"
+          + (f", {', '.join(bounds)} nats per datapoint" if bounds else " (this algorithm has no bound)"))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import inspect
+
+    from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
+    from ..runs import evaluate_run
+
+    given = _given(args)
+    _set_threads(given.get("threads"))
+    accepted = inspect.signature(evaluate_run).parameters
+    options = {name: value for name, value in given.items() if name in accepted}
+    if given.get("nll"):
+        options["log_likelihood_samples"] = given.get("k", PROTOCOL_SAMPLES)
+    result = evaluate_run(**options)
+    if given.get("json"):   # strict JSON: no NaN tokens, whatever the model gives
+        from ..checkpoint import strict_json
+
+        print(json.dumps(strict_json(result), allow_nan=False))
+        return 0
+    split = result["split"]
+    print(f"{result['dataset']} {split} set, {result['num_datapoints']:,} points; nats per datapoint, "
+          "± one standard error")
+    print(f"  lower bound (estimator {result['estimator']}, L = {result['samples_per_datapoint']}): "
+          f"{result[f'{split}_bound']:.3f} ± {result[f'{split}_bound_stderr']:.3f} (over datapoints)")
+    if "decoder_parameter_kl" in result:
+        print(f"  full VB: KL(q(θ) ‖ p(θ)) = {result['decoder_parameter_kl']:.1f} nats, "
+              f"{result['decoder_parameter_kl_per_datapoint']:.3f} per training point"
+              + (f"; full bound {result['train_full_bound']:.3f}" if "train_full_bound" in result else ""))
+    if "log_likelihood" in result:
+        what = "log p(x|y)" if result.get("conditional") else "log p(x)"   # a conditional VAE: given the label
+        draws = f"{result['parameter_draws']} draws of θ × " if "parameter_draws" in result else ""
+        print(f"  {what}, importance sampling, {draws}k = {result['log_likelihood_samples']}: {result['log_likelihood']:.3f} "
+              f"± {result['log_likelihood_stderr']:.3f} (Monte Carlo); negative log-likelihood "
+              f"{-result['log_likelihood']:.3f}; {result['log_likelihood_seconds']:.1f} s")
+    if "hmc_log_likelihood" in result:
+        print(f"  log p(x), HMC estimator (App. D), L = {result['hmc_samples']}: {result['hmc_log_likelihood']:.3f} "
+              f"± {result['hmc_log_likelihood_stderr']:.3f}; negative log-likelihood "
+              f"{-result['hmc_log_likelihood']:.3f}; acceptance {result['hmc_acceptance']:.2f}; "
+              f"{result['hmc_seconds']:.1f} s")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from ..runs import sample_run
+
+    path = sample_run(args.run_dir, num_samples=args.num, seed=args.seed, out=args.out, device=args.device,
+                      label=args.label)
+    print(f"wrote {path}")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    import time
+
+    from ..experiments import reproduce
+
+    _set_threads(args.threads)
+    if args.datasets and args.figure != "fig2":
+        raise AevbError("--datasets applies to fig2 only")
+    if args.models and args.figure != "nll":
+        raise AevbError("--models applies to nll only")
+    started = time.perf_counter()
+    paths = reproduce(args.figure, args.out or f"reproduce/{args.figure}", args.budget, args.data_dir,
+                      jobs=args.jobs, device=args.device, seed=args.seed, datasets=args.datasets,
+                      latent_dims=args.latent_dims, methods=args.methods, train_sizes=args.train_sizes,
+                      points=args.points, mcem_step_size=args.mcem_step_size, models=args.models, k=args.k)
+    print(f"{args.figure} reproduced in {time.perf_counter() - started:.0f} s: " + ", ".join(map(str, paths)))
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample, "reproduce": _reproduce}
