@@ -94,6 +94,36 @@ MAX_DOWNLOAD_BYTES = 100_000_000
 _CHUNK_BYTES = 1 << 20
 
 
+def _download(url: str, dest: Path, sha256: str, cap: int, cap_reason: str, opener, timeout: float) -> str | None:
+    """One try: stream ``url`` into a temporary file beside ``dest`` while hashing, and move it into
+    place only with the right checksum. Returns None on success, else why it failed."""
+    log.info("downloading %s -> %s", url, dest)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as exc:
+        raise AevbError(f"{dest.parent}: cannot write a file there ({_describe(exc)})") from None
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, opener(url, timeout=timeout) as response:
+            _copy_capped(response, out, h, cap, cap_reason)
+            out.flush()
+            os.fsync(out.fileno())
+        digest = h.hexdigest()
+        if digest != sha256:
+            return f"SHA-256 mismatch (got {digest}, expected {sha256})"
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+        return None
+    except _TooLarge as exc:
+        return str(exc)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        # URLError/HTTPError, timeouts and connection resets (OSError), bad URLs (ValueError)
+        return _describe(exc)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _pinned_size(sha256: str) -> int | None:
     """The size of the file of :data:`REMOTE_FILES` with this checksum, if any: the checksum pins
     the bytes, so their number is known too."""
@@ -201,30 +231,8 @@ def fetch_file(
         cap, cap_reason = MAX_DOWNLOAD_BYTES, f"the limit for {dest.name}, whose size is not known"
     failures: list[str] = []
     for url in urls:
-        log.info("downloading %s -> %s", url, dest)
-        try:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        except OSError as exc:
-            raise AevbError(f"{dest.parent}: cannot write a file there ({_describe(exc)})") from None
-        tmp = Path(tmp_name)
-        try:
-            h = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, opener(url, timeout=timeout) as response:
-                _copy_capped(response, out, h, cap, cap_reason)
-                out.flush()
-                os.fsync(out.fileno())
-            digest = h.hexdigest()
-            if digest != sha256:
-                failures.append(f"{url}: SHA-256 mismatch (got {digest}, expected {sha256})")
-                continue
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
+        failure = _download(url, dest, sha256, cap, cap_reason, opener, timeout)
+        if failure is None:
             return dest
-        except _TooLarge as exc:
-            failures.append(f"{url}: {exc}")
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-            # URLError/HTTPError, timeouts and connection resets (OSError), bad URLs (ValueError)
-            failures.append(f"{url}: {_describe(exc)}")
-        finally:
-            tmp.unlink(missing_ok=True)
+        failures.append(f"{url}: {failure}")
     raise AevbError(f"could not download {dest.name} into {dest.parent}: " + "; ".join(failures))

@@ -127,46 +127,23 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
             # decorrelates the second set from the points q was fitted to, which otherwise biases
             # log p(x) low (−0.12 nats on factor analysis without it).
             log_density = _log_joint(model, x)
-            with torch.no_grad():
-                if isinstance(initial, torch.Tensor):
-                    start_z = initial[start:start + batch_size].to(device=x.device, dtype=x.dtype)
-                elif initial == "encoder" and hasattr(model, "encode"):
-                    posterior = model.encode(x)
-                    # The mean, or the median where a family has none (Cauchy): VAE.posterior_centre.
-                    centre = getattr(model, "posterior_centre", None)
-                    start_z = centre(posterior) if centre is not None else posterior.mean
-                elif initial == "prior":
-                    start_z = torch.randn(x.shape[0], latent_dim, generator=generator, dtype=x.dtype).to(x.device)
-                else:
-                    start_z = torch.zeros(x.shape[0], latent_dim, dtype=x.dtype, device=x.device)
+            initial_rows = initial[start:start + batch_size] if isinstance(initial, torch.Tensor) else initial
+            start_z = _starting_points(model, x, initial_rows, latent_dim, generator)
             # Both sets are drawn a chunk of samples at a time (the chains run on unchanged, so the
             # draws are those of one long run) and never held whole: the first through its running
             # moments, the second through running log Σu and log Σu².
             chunk = max(1, HMC_CHUNK_ROWS // x.shape[0])
-            first, state, _ = sample_hmc(log_density, start_z, min(chunk, num_samples), leapfrog_steps=leapfrog_steps,
-                                         burn_in=burn_in, target_acceptance=target_acceptance, generator=generator)
+            hmc = {"leapfrog_steps": leapfrog_steps, "generator": generator}
+            first, state, _ = sample_hmc(log_density, start_z, min(chunk, num_samples), burn_in=burn_in,
+                                         target_acceptance=target_acceptance, **hmc)
             moments = sample_moments(first)
             del first
             while moments[0] < num_samples:
-                more, state, _ = continue_hmc(log_density, state, min(chunk, num_samples - moments[0]),
-                                              leapfrog_steps=leapfrog_steps, generator=generator)
+                more, state, _ = continue_hmc(log_density, state, min(chunk, num_samples - moments[0]), **hmc)
                 moments = merge_moments(moments, sample_moments(more))
             density = gaussian_from_moments(moments, covariance_scale)
-            _, state, _ = continue_hmc(log_density, state, gap, leapfrog_steps=leapfrog_steps, generator=generator)
-            log_sum = log_sum_squares = accepted = None
-            for drawn in range(0, num_samples, chunk):
-                count = min(chunk, num_samples - drawn)
-                second, state, chunk_accepted = continue_hmc(log_density, state, count, leapfrog_steps=leapfrog_steps,
-                                                             generator=generator)
-                with torch.no_grad():
-                    log_u = (density.log_prob(second) - log_density(second)).double()    # (chunk, B)
-                    chunk_sum, chunk_squares = torch.logsumexp(log_u, 0), torch.logsumexp(2 * log_u, 0)
-                if log_sum is None:
-                    log_sum, log_sum_squares, accepted = chunk_sum, chunk_squares, chunk_accepted
-                else:   # accepted: the running mean acceptance per chain over the second set
-                    log_sum = torch.logaddexp(log_sum, chunk_sum)
-                    log_sum_squares = torch.logaddexp(log_sum_squares, chunk_squares)
-                    accepted = accepted + (chunk_accepted - accepted) * (count / (drawn + count))
+            _, state, _ = continue_hmc(log_density, state, gap, **hmc)
+            log_sum, log_sum_squares, accepted = _score_second_set(log_density, density, state, num_samples, chunk, hmc)
             log_mean_u, stderr = log_mean_exp_with_stderr(log_sum, log_sum_squares, num_samples)
             values.append(-log_mean_u)
             stderrs.append(stderr)
@@ -175,3 +152,39 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
                                                         time.perf_counter() - started)
     mean_acceptance = torch.cat(acceptance).mean().item()
     return estimate, mean_acceptance if math.isfinite(mean_acceptance) else float("nan")
+
+
+@torch.no_grad()
+def _starting_points(model, x: torch.Tensor, initial: torch.Tensor | str, latent_dim: int,
+                     generator: torch.Generator | None) -> torch.Tensor:
+    """Where the chains of the rows x (B, D) start, (B, J): see ``initial`` of :func:`hmc_log_likelihood`."""
+    if isinstance(initial, torch.Tensor):
+        return initial.to(device=x.device, dtype=x.dtype)
+    if initial == "encoder" and hasattr(model, "encode"):
+        posterior = model.encode(x)
+        # The mean, or the median where a family has none (Cauchy): VAE.posterior_centre.
+        centre = getattr(model, "posterior_centre", None)
+        return centre(posterior) if centre is not None else posterior.mean
+    if initial == "prior":
+        return torch.randn(x.shape[0], latent_dim, generator=generator, dtype=x.dtype).to(x.device)
+    return torch.zeros(x.shape[0], latent_dim, dtype=x.dtype, device=x.device)
+
+
+def _score_second_set(log_density, density, state, num_samples: int, chunk: int, hmc: dict):
+    """Run the chains on for the second set of ``num_samples`` and score it under the fitted
+    ``density``: running log Σu and log Σu² per chain, u = q(z)/p(x, z), and each chain's mean
+    acceptance over the set."""
+    log_sum = log_sum_squares = accepted = None
+    for drawn in range(0, num_samples, chunk):
+        count = min(chunk, num_samples - drawn)
+        second, state, chunk_accepted = continue_hmc(log_density, state, count, **hmc)
+        with torch.no_grad():
+            log_u = (density.log_prob(second) - log_density(second)).double()    # (chunk, B)
+            chunk_sum, chunk_squares = torch.logsumexp(log_u, 0), torch.logsumexp(2 * log_u, 0)
+        if log_sum is None:
+            log_sum, log_sum_squares, accepted = chunk_sum, chunk_squares, chunk_accepted
+        else:   # accepted: the running mean acceptance per chain over the second set
+            log_sum = torch.logaddexp(log_sum, chunk_sum)
+            log_sum_squares = torch.logaddexp(log_sum_squares, chunk_squares)
+            accepted = accepted + (chunk_accepted - accepted) * (count / (drawn + count))
+    return log_sum, log_sum_squares, accepted

@@ -14,7 +14,6 @@ from ..errors import AevbError
 from ..objectives.estimators import bound_estimator
 from ..evaluation import evaluate_bound
 from ..evaluation.full_vb import predictive_log_likelihood
-from ..models.full_vb import FullVBVAE
 from ..evaluation.hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 from ..evaluation.importance_sampling import estimate_log_likelihood
 from ..models.vae import VAE
@@ -51,38 +50,12 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     importance samples each (:func:`aevb.evaluation.full_vb.predictive_log_likelihood`); the result adds
     KL(q(θ) ‖ p(θ)) and, on the training split, the full bound 𝓛(φ; X)/N.
     """
-    if num_samples < 1:
-        raise AevbError(f"`num_samples` must be a positive integer, got {num_samples}")
-    for name, value in (("log_likelihood_samples", log_likelihood_samples), ("num_points", num_points),
-                        ("parameter_draws", parameter_draws),
-                        ("hmc_samples", hmc_samples), ("leapfrog_steps", leapfrog_steps)):
-        if value is not None and value < 1:
-            raise AevbError(f"`{name}` must be a positive integer, got {value}")
-    if split not in ("train", "valid", "test"):
-        raise AevbError(f"unknown split {split!r}; choose train, valid or test")
+    _check_settings(split=split, num_samples=num_samples, log_likelihood_samples=log_likelihood_samples,
+                    num_points=num_points, parameter_draws=parameter_draws, hmc_samples=hmc_samples,
+                    leapfrog_steps=leapfrog_steps)
     model, config = load_run(run_dir, device)
-    where = str(Path(run_dir) / CONFIG_FILE)
-    data_config = config.get("data")
-    if not isinstance(config.get("training"), dict):
-        raise AevbError(f"{where} lacks the training configuration")
-    train_config = TrainConfig.from_dict(config["training"], f"{where}: training")
-    data = load_data(data_config_of_run(data_config, data_dir, where))
-    if getattr(data, split).shape[0] == 0:
-        merged = " (the run trained on train + valid)" if data_config.get("merge_valid") else ""
-        raise AevbError(f"{data.name} has no {split} split{merged}; evaluate another split")
-    device_of_model = next(model.parameters()).device
-    if getattr(data, split).shape[1] != model.config.data_dim:
-        raise AevbError(f"{data.name} has {getattr(data, split).shape[1]} dimensions but the model expects "
-                        f"{model.config.data_dim}")
-    if hmc and model.config.num_classes is not None:
-        raise AevbError("`hmc` does not handle conditional models; use `log_likelihood_samples`")
-    full_vb = isinstance(model, FullVBVAE)
-    if full_vb and hmc:   # (checked before any work is done)
-        raise AevbError("`hmc` estimates log p(x) at one θ; a full-VB run has a posterior over θ (use `log_likelihood_samples`)")
-    # For a conditional model: rows [x, one-hot(y)], binarised as the trainer binarises them.
-    values = model_inputs(getattr(data, split), getattr(data, f"{split}_labels"), model.config)
-    values = evaluation_data(values, train_config.binarize)[:num_points]
-    values = values.to(device_of_model)
+    train_config, data, values = _evaluation_data(model, config, Path(run_dir), split, data_dir, num_points, hmc)
+    full_vb = hasattr(model, "decoder_parameter_kl")   # a posterior over θ (App. F)
     torch.manual_seed(seed)
     started = time.perf_counter()
     estimator = bound_estimator(train_config.estimator)
@@ -106,17 +79,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
         if split == "train":
             result["train_full_bound"] = estimate.mean - kl / data.train.shape[0]
     if log_likelihood_samples is not None:
-        if full_vb:
-            nll = predictive_log_likelihood(model, values, num_samples=log_likelihood_samples,
-                                            parameter_draws=parameter_draws, prior_mixture=prior_mixture)
-            result["parameter_draws"] = parameter_draws
-        else:
-            nll = estimate_log_likelihood(model, values, num_samples=log_likelihood_samples,
-                                          prior_mixture=prior_mixture)
-        result.update(log_likelihood=nll.mean, log_likelihood_stderr=nll.stderr, log_likelihood_prior_mixture=prior_mixture,
-                      log_likelihood_spread_stderr=nll.spread_stderr, log_likelihood_samples=log_likelihood_samples,
-                      log_likelihood_seconds=nll.seconds,
-                      decoder_evaluations_per_second=values.shape[0] * nll.num_samples / nll.seconds)
+        result.update(_log_likelihood(model, values, log_likelihood_samples, parameter_draws if full_vb else None,
+                                      prior_mixture))
     if hmc:
         generator = torch.Generator().manual_seed(seed)
         hmc_estimate, acceptance = hmc_log_likelihood(model, values, num_samples=hmc_samples,
@@ -125,3 +89,56 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
                       hmc_log_likelihood_spread_stderr=hmc_estimate.spread_stderr, hmc_samples=hmc_samples,
                       hmc_leapfrog_steps=leapfrog_steps, hmc_acceptance=acceptance, hmc_seconds=hmc_estimate.seconds)
     return result
+
+
+def _check_settings(*, split: str, num_samples: int, **counts: int | None) -> None:
+    """One-line errors for settings no evaluation can take, before anything is loaded."""
+    if num_samples < 1:
+        raise AevbError(f"`num_samples` must be a positive integer, got {num_samples}")
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            raise AevbError(f"`{name}` must be a positive integer, got {value}")
+    if split not in ("train", "valid", "test"):
+        raise AevbError(f"unknown split {split!r}; choose train, valid or test")
+
+
+def _evaluation_data(model, config: dict, run_dir: Path, split: str, data_dir: str | None, num_points: int | None,
+                     hmc: bool):
+    """The run's training settings, its data set, and the split's rows as the model reads them
+    (binarised as in training; with one-hot labels for a conditional model), on the model's device."""
+    where = str(run_dir / CONFIG_FILE)
+    data_config = config.get("data")
+    if not isinstance(config.get("training"), dict):
+        raise AevbError(f"{where} lacks the training configuration")
+    train_config = TrainConfig.from_dict(config["training"], f"{where}: training")
+    data = load_data(data_config_of_run(data_config, data_dir, where))
+    rows = getattr(data, split)
+    if rows.shape[0] == 0:
+        merged = " (the run trained on train + valid)" if data_config.get("merge_valid") else ""
+        raise AevbError(f"{data.name} has no {split} split{merged}; evaluate another split")
+    if rows.shape[1] != model.config.data_dim:
+        raise AevbError(f"{data.name} has {rows.shape[1]} dimensions but the model expects {model.config.data_dim}")
+    if hmc and model.config.num_classes is not None:
+        raise AevbError("`hmc` does not handle conditional models; use `log_likelihood_samples`")
+    if hmc and hasattr(model, "decoder_parameter_kl"):   # (checked before any work is done)
+        raise AevbError("`hmc` estimates log p(x) at one θ; a full-VB run has a posterior over θ (use `log_likelihood_samples`)")
+    values = model_inputs(rows, getattr(data, f"{split}_labels"), model.config)
+    values = evaluation_data(values, train_config.binarize)[:num_points]
+    return train_config, data, values.to(next(model.parameters()).device)
+
+
+def _log_likelihood(model, values: torch.Tensor, samples: int, parameter_draws: int | None,
+                    prior_mixture: float) -> dict:
+    """The importance-sampled log p(x) of ``values``; for full VB (``parameter_draws`` given) the
+    predictive log E_q(θ)[p_θ(x)]."""
+    extra = {}
+    if parameter_draws is not None:
+        nll = predictive_log_likelihood(model, values, num_samples=samples, parameter_draws=parameter_draws,
+                                        prior_mixture=prior_mixture)
+        extra["parameter_draws"] = parameter_draws
+    else:
+        nll = estimate_log_likelihood(model, values, num_samples=samples, prior_mixture=prior_mixture)
+    return dict(log_likelihood=nll.mean, log_likelihood_stderr=nll.stderr, log_likelihood_prior_mixture=prior_mixture,
+                log_likelihood_spread_stderr=nll.spread_stderr, log_likelihood_samples=samples,
+                log_likelihood_seconds=nll.seconds,
+                decoder_evaluations_per_second=values.shape[0] * nll.num_samples / nll.seconds, **extra)
