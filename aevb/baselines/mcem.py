@@ -58,6 +58,8 @@ import math
 import torch
 
 from ..errors import AevbError
+from ..models.families import check_hmc_prior
+from ..training.algorithm import refuse_conditional, refuse_decoder_posterior
 from ..evaluation.hmc import HMCState, hmc_step, log_density_and_gradient
 from ..evaluation.hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 
@@ -123,6 +125,11 @@ class MonteCarloEM:
         self.step_sizes: torch.Tensor | None = None
         self.acceptance: torch.Tensor | None = None
         self.visits: torch.Tensor | None = None
+
+    def check_model(self, config) -> None:
+        refuse_conditional(self.name, config)
+        refuse_decoder_posterior(config)
+        check_hmc_prior(config)   # HMC moves z in all of R^J
 
     def setup(self, model, train: torch.Tensor) -> None:
         """Allocate the per-datapoint state: z⁽ⁱ⁾ ~ p(z) (global RNG), ε⁽ⁱ⁾ = ``initial_step_size``."""

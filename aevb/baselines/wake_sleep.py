@@ -29,6 +29,7 @@ import torch
 from torch.distributions import kl_divergence
 
 from ..errors import AevbError
+from ..training.algorithm import refuse_conditional, refuse_decoder_posterior
 
 
 class WakeSleep:
@@ -50,6 +51,13 @@ class WakeSleep:
             raise AevbError(f"dream batch size must be a positive integer, got {dream_batch_size}")
         self.num_samples = num_samples
         self.dream_batch_size = dream_batch_size
+
+    def check_model(self, config) -> None:
+        refuse_conditional(self.name, config)
+        refuse_decoder_posterior(config)
+        pair = (getattr(config, "posterior", "gaussian"), getattr(config, "prior", "gaussian"))
+        if pair != ("gaussian", "gaussian"):
+            raise AevbError(f"wake-sleep is implemented for the Gaussian posterior and prior, not {pair[0]}/{pair[1]}")
 
     def setup(self, model, train: torch.Tensor) -> None:
         pass

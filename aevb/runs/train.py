@@ -22,7 +22,6 @@ from ..models.conditional import model_inputs
 from ..data import Dataset
 from ..training.distributed import check_distributable, from_environment, local_device
 from ..errors import AevbError, TrainingInterrupted
-from ..models.families import check_training
 from ..models.build import build_model
 from ..models.vae import VAE, ModelConfig
 from ..training import Metrics, Trainer, TrainConfig, require_training_step_memory
@@ -66,17 +65,14 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
                         extra_metrics is not None, model_options.get("posterior", "gaussian"))
     if data is None:
         data = load_data(data_config)
-    if algorithm == "full-vb":   # App. F: a Gaussian posterior over the decoder's parameters
-        model_options = {**model_options, "decoder_posterior": "gaussian"}
-    model_config = model_config_for(data, **model_options)
-    if model_config.num_classes is not None and algorithm != "aevb":
-        raise AevbError(f"`conditional` trains with `algorithm` aevb only, not {algorithm}")
-    if (model_config.decoder_posterior == "gaussian") != (algorithm == "full-vb"):
-        raise AevbError("a posterior over the decoder's parameters is trained by `algorithm` full-vb only")
-    check_data_fits_model(data, model_config, train_config)
-    check_training(model_config, train_config.estimator, algorithm)
-    # As the Trainer will, but before the run directory is made, so that a refusal leaves no run behind.
     trainer_algorithm = make_algorithm(algorithm, train_config)
+    # e.g. full VB (App. F): a Gaussian posterior over the decoder's parameters
+    model_config = model_config_for(data, **{**model_options, **getattr(trainer_algorithm, "model_options", {})})
+    check_model = getattr(trainer_algorithm, "check_model", None)
+    if check_model is not None:
+        check_model(model_config)
+    check_data_fits_model(data, model_config, train_config)
+    # As the Trainer will, but before the run directory is made, so that a refusal leaves no run behind.
     require_training_step_memory(model_config, train_config.batch_size,
                                  getattr(trainer_algorithm, "num_samples", 1), torch_device,
                                  processes=group.world_size)

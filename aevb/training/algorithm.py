@@ -10,6 +10,9 @@ import torch
 from .distributed import SINGLE_PROCESS, ProcessGroup, Shard
 from ..engines import Engine, EngineRequest, engine_class, select_engine
 from ..objectives.estimators import get_estimator
+from ..errors import AevbError
+from ..models.config import ModelConfig
+from ..models.families import check_estimator
 from ..models.vae import VAE
 from .optimizers import guarded_step, non_finite
 
@@ -29,6 +32,10 @@ class Algorithm(Protocol):
     has_bound: bool = True
     reports_skipped_steps: bool = False   # True: a NaN bound from step() is a step the numeric guard skipped
     distributable: bool = False           # True: several processes can share its minibatches (``shard``)
+
+    def check_model(self, config: ModelConfig) -> None:
+        """A one-line AevbError, before anything is written, when this algorithm cannot train a
+        model of ``config`` (optional: absent means any)."""
 
     def setup(self, model: VAE, train: torch.Tensor) -> None:
         """Called once before training (e.g. to allocate per-datapoint state)."""
@@ -63,6 +70,10 @@ class AEVB:
         self.engine_setting = engine
         self.engine: Engine | None = None
         self.engine_used: str | None = None          # the engine's description, for summary.json
+
+    def check_model(self, config: ModelConfig) -> None:
+        refuse_decoder_posterior(config)
+        check_estimator(config, self.estimator)
 
     def objective(self, model: VAE, x: torch.Tensor, num_samples: int,
                   noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -114,3 +125,15 @@ class AEVB:
         bad = non_finite(gradient.parameters, gradient.bound_sum, gradient.flat)
         guarded_step(optimizer, bad)
         return torch.where(bad > 0, torch.full_like(gradient.bound_sum, math.nan), gradient.bound_sum)
+
+
+def refuse_conditional(algorithm: str, config: ModelConfig) -> None:
+    """Only AEVB trains a conditional VAE (its labels reach the estimators, not other algorithms)."""
+    if getattr(config, "num_classes", None) is not None:
+        raise AevbError(f"`conditional` trains with `algorithm` aevb only, not {algorithm}")
+
+
+def refuse_decoder_posterior(config: ModelConfig) -> None:
+    """A posterior over the decoder's parameters (App. F) is full VB's to train."""
+    if getattr(config, "decoder_posterior", "point") != "point":
+        raise AevbError("a posterior over the decoder's parameters is trained by `algorithm` full-vb only")

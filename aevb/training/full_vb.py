@@ -12,7 +12,9 @@ from ..errors import AevbError
 from ..models.full_vb import FullVBVAE
 from ..models.vae import VAE
 from ..objectives.full_vb import full_bound_estimate
-from .algorithm import AEVB
+from ..models.config import ModelConfig
+from ..models.families import check_estimator
+from .algorithm import AEVB, refuse_conditional
 from .distributed import SINGLE_PROCESS, ProcessGroup
 
 
@@ -44,6 +46,16 @@ class FullVariationalBayes(AEVB):
         self.estimator_name = None          # not an SGVB estimator of §2.3: autograd differentiates it
         self.prior_precision = prior_precision
         self.dataset_size: int | None = None
+
+    #: Options every model it trains has: a Gaussian posterior over the decoder's parameters.
+    model_options = {"decoder_posterior": "gaussian"}
+
+    def check_model(self, config: ModelConfig) -> None:
+        refuse_conditional(self.name, config)
+        if config.decoder_posterior != "gaussian":
+            raise AevbError("full-vb trains a model with a posterior over the decoder's parameters "
+                            "(ModelConfig decoder_posterior='gaussian')")
+        check_estimator(config, self.estimator)
 
     def objective(self, model: FullVBVAE, x: torch.Tensor, num_samples: int,
                   noise: torch.Tensor | None = None) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
 from ..evaluation import evaluate_bound
+from ..models.config import ModelConfig
 from ..models.vae import VAE
 from ..objectives.estimators import bound_estimator
 from .algorithm import AEVB, Algorithm
@@ -60,6 +61,9 @@ class Trainer:
         self.config = config
         self.dataset_size = train.shape[0]
         self.algorithm = algorithm if algorithm is not None else AEVB(config.estimator, config.num_samples, config.engine)
+        check_model = getattr(self.algorithm, "check_model", None)
+        if check_model is not None and isinstance(getattr(model, "config", None), ModelConfig):
+            check_model(model.config)
         check_distributable(group, self.algorithm, config.batch_size,
                             posterior=getattr(getattr(model, "config", None), "posterior", "gaussian"))
         # Before any step: a step's L × M decoded rows cannot be streamed (the gradient needs them all).

@@ -12,9 +12,9 @@
 from .composition import Erlang
 from .inverse_cdf import Gompertz, Logistic, Rayleigh, Reciprocal
 from .location_scale import MultivariateStudentT, Triangular
-from .registry import (FAMILIES, Family, FamilyEncoder, check_hmc_prior, check_pair, check_training,
+from .registry import (FAMILIES, Family, FamilyEncoder, check_hmc_prior, check_pair, check_estimator,
                        default_estimator, get_family, has_closed_form_kl, posterior_centre, prior_icdf, prior_names)
 
 __all__ = ["Erlang", "Gompertz", "Logistic", "Rayleigh", "Reciprocal", "MultivariateStudentT", "Triangular",
-           "FAMILIES", "Family", "FamilyEncoder", "check_hmc_prior", "check_pair", "check_training",
+           "FAMILIES", "Family", "FamilyEncoder", "check_hmc_prior", "check_pair", "check_estimator",
            "default_estimator", "get_family", "has_closed_form_kl", "posterior_centre", "prior_icdf", "prior_names"]
