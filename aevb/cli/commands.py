@@ -165,10 +165,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from ..runs import sample_run
 
-    path = sample_run(args.run_dir, num_samples=args.num, seed=args.seed, out=args.out, device=args.device,
-                      label=args.label)
-    print(f"wrote {path}")
+    given = _given(args)
+    options = {FLAG_NAMES.get(name, name): value for name, value in given.items() if name != "run_dir"}
+    print(f"wrote {sample_run(given['run_dir'], **options)}")
     return 0
+
+
+#: Options whose flag is not the library's name for them.
+FLAG_NAMES = {"num": "num_samples"}
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -176,16 +180,14 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     from ..experiments import reproduce
 
-    _set_threads(args.threads)
-    if args.datasets and args.figure != "fig2":
+    given = _given(args)
+    _set_threads(given.pop("threads", None))
+    if given.get("datasets") and given["figure"] != "fig2":
         raise AevbError("--datasets applies to fig2 only")
-    if args.models and args.figure != "nll":
+    if given.get("models") and given["figure"] != "nll":
         raise AevbError("--models applies to nll only")
     started = time.perf_counter()
-    paths = reproduce(args.figure, args.out or f"reproduce/{args.figure}", args.budget, args.data_dir,
-                      jobs=args.jobs, device=args.device, seed=args.seed, datasets=args.datasets,
-                      latent_dims=args.latent_dims, methods=args.methods, train_sizes=args.train_sizes,
-                      points=args.points, mcem_step_size=args.mcem_step_size, models=args.models, k=args.k)
+    paths = reproduce(**given)
     print(f"{args.figure} reproduced in {time.perf_counter() - started:.0f} s: " + ", ".join(map(str, paths)))
     return 0
 

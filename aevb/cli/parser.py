@@ -59,6 +59,13 @@ def _default(config: type, name: str):
     return field.default if field.default is not dataclasses.MISSING else field.default_factory()
 
 
+def _parameter_default(function, name: str):
+    """The library's default of parameter ``name`` of ``function``."""
+    import inspect
+
+    return inspect.signature(function).parameters[name].default
+
+
 def _add_train_options(train: argparse.ArgumentParser) -> None:
     from ..models.vae import ModelConfig
     from ..runs import DataConfig
@@ -268,14 +275,23 @@ def _build_parser() -> argparse.ArgumentParser:
                     "kept) and draw it, with the numbers behind it as CSV/JSON. fig2: bound vs training "
                     "samples, AEVB vs wake-sleep; fig3: marginal likelihood, AEVB vs wake-sleep vs MCEM; "
                     "fig4/fig5: Frey Face/MNIST 2-D manifolds; samples: Figs. 7-11.")
+    from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
+    from ..experiments import reproduce as reproduce_figure
+    from ..experiments import fig3
+    from ..experiments.fig3 import DEFAULT_MCEM_STEP_SIZE
+    from ..runs import sample_run
+
+    r = functools.partial(_parameter_default, reproduce_figure)
+    d = functools.partial(_parameter_default, sample_run)
     reproduce.add_argument("figure", choices=("fig2", "fig3", "fig4", "fig5", "samples", "nll"),
                            help="which figure; nll: the log-likelihood benchmark of later work (IWAE protocol)")
-    reproduce.add_argument("--budget", type=_positive_float, default=1_000_000,
+    reproduce.add_argument("--budget", type=_positive_float, default=UNSET,
                            help="training samples per curve (the paper: 1e8); nll: a fraction <= 1 of each "
-                                "model's published schedule, or training samples per model")
+                                f"model's published schedule, or training samples per model (default: {r('budget'):g})")
     reproduce.add_argument("--out", metavar="DIR", default=None, help="output directory (default: reproduce/FIGURE)")
-    reproduce.add_argument("--jobs", type=_count, default=1, help="runs trained in parallel processes")
-    reproduce.add_argument("--seed", type=_seed, default=0, help="random seed of every run")
+    reproduce.add_argument("--jobs", type=_count, default=UNSET,
+                           help=f"runs trained in parallel processes (default: {r('jobs')})")
+    reproduce.add_argument("--seed", type=_seed, default=UNSET, help=f"random seed of every run (default: {r('seed')})")
     reproduce.add_argument("--datasets", nargs="+", choices=("mnist", "frey"), default=None,
                            help="fig2: only these datasets (default: both)")
     reproduce.add_argument("--latent-dims", nargs="+", type=_count, default=None,
@@ -283,17 +299,19 @@ def _build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--methods", nargs="+", choices=("aevb", "wake-sleep", "mcem"), default=None,
                            help="fig2/fig3: only these algorithms (default: the paper's)")
     reproduce.add_argument("--train-sizes", nargs="+", type=_count, default=None,
-                           help="fig3: Ntrain values (default: 1000 50000)")
+                           help=f"fig3: Ntrain values (default: {' '.join(map(str, fig3.TRAIN_SIZES))})")
     reproduce.add_argument("--points", type=_count, default=None,
-                           help="fig3: train and test points for the marginal-likelihood estimate (default: 1000, "
-                                "the paper's); nll: test points (default: all 10,000)")
+                           help="fig3: train and test points for the marginal-likelihood estimate (default: "
+                                f"{_parameter_default(fig3.specs, 'points')}, the paper's); nll: test points (default: "
+                                "all 10,000)")
     reproduce.add_argument("--models", nargs="+", default=None, metavar="MODEL",
                            help="nll: only these of paper-z20, paper-z50, iwae-vae, iwae-k5, iwae-k50 (default: "
                                 "all but iwae-k50, which runs where CUDA is)")
-    reproduce.add_argument("--k", type=_count, default=5000,
-                           help="nll: importance samples per test image (Burda et al.: 5000)")
-    reproduce.add_argument("--mcem-step-size", type=_positive_float, default=0.01,
-                           help="fig3: Adagrad step size of MCEM, which has no bound to choose one by")
+    reproduce.add_argument("--k", type=_count, default=UNSET,
+                           help=f"nll: importance samples per test image (default: {PROTOCOL_SAMPLES}, Burda et al.'s)")
+    reproduce.add_argument("--mcem-step-size", type=_positive_float, default=UNSET,
+                           help="fig3: Adagrad step size of MCEM, which has no bound to choose one by "
+                                f"(default: {DEFAULT_MCEM_STEP_SIZE})")
     _add_data_options(reproduce)
     reproduce.add_argument("--threads", type=_threads, default=None, help="CPU threads (default: torch's choice)")
 
@@ -301,11 +319,11 @@ def _build_parser() -> argparse.ArgumentParser:
                                  description="Draw images E[x|z], z ~ N(0, I), from a trained run (a full-vb run "
                                              "decodes with its parameters at their posterior mean).")
     sample.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train")
-    sample.add_argument("--num", type=_count, default=100, help="number of samples")
-    sample.add_argument("--seed", type=_seed, default=0, help="random seed")
+    sample.add_argument("--num", type=_count, default=UNSET, help=f"number of samples (default: {d('num_samples')})")
+    sample.add_argument("--seed", type=_seed, default=UNSET, help=f"random seed (default: {d('seed')})")
     sample.add_argument("--out", metavar="FILE", default=None,
                         help="output .png (grid) or .npy (array) (default: RUN_DIR/samples-seedN.png)")
-    sample.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    sample.add_argument("--device", default=UNSET, help=f"auto, cpu or cuda (default: {d('device')})")
     sample.add_argument("--label", type=_label, default=None,
                         help="conditional runs: draw every sample of this class (default: a grid with one row "
                              "per class, the same z down each column)")

@@ -16,38 +16,36 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import AevbError
-from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
 from ..runs import resolve_device
 from . import fig2, fig3, manifolds, nll
 from .runner import RunSpec, run_specs
 
 FIGURES = ("fig2", "fig3", "fig4", "fig5", "samples", "nll")
 PAPER_BUDGET = 10**8   # §5: training samples per curve in Figs. 2 and 3
+#: Training samples per curve when none is named: minutes per curve on a laptop.
+DEFAULT_BUDGET = 1_000_000
 
 
 def plan(figure: str, budget: float, data_dir: str | None, seed: int = 0, **options) -> list[RunSpec]:
-    """The runs behind ``figure``; ``options`` narrow them (datasets, latent_dims, methods, ...).
-    ``budget``: training samples per run; for ``nll`` also a fraction (<= 1) of each schedule."""
+    """The runs behind ``figure``; ``options`` narrow them (datasets, latent_dims, methods, ...);
+    an option left out or None takes the figure's own default. ``budget``: training samples per
+    run; for ``nll`` also a fraction (<= 1) of each schedule."""
+    def given(*names: str) -> dict:
+        return {name: options[name] for name in names if options.get(name) is not None}
+
     if figure == "nll":
         device = options.get("device", "auto")
         models = options.get("models") or nll.default_models(resolve_device(device).type == "cuda")
-        return nll.specs(budget, data_dir, models=models, seed=seed, k=options.get("k") or PROTOCOL_SAMPLES,
-                         points=options.get("points"), device=device)
+        return nll.specs(budget, data_dir, models=models, seed=seed, device=device, **given("k", "points"))
     budget = whole_budget(budget)
     if figure == "fig2":
-        return fig2.specs(budget, data_dir, datasets=options.get("datasets") or tuple(fig2.PANELS),
-                          latent_dims=options.get("latent_dims"), methods=options.get("methods") or fig2.METHODS,
-                          seed=seed)
+        return fig2.specs(budget, data_dir, seed=seed, **given("datasets", "latent_dims", "methods"))
     if figure == "fig3":
-        return fig3.specs(budget, data_dir, train_sizes=options.get("train_sizes") or fig3.TRAIN_SIZES,
-                          methods=options.get("methods") or fig3.METHODS, seed=seed,
-                          points=options.get("points") or 1000,
-                          mcem_step_size=options.get("mcem_step_size") or 0.01)
+        return fig3.specs(budget, data_dir, seed=seed, **given("train_sizes", "methods", "points", "mcem_step_size"))
     if figure in manifolds.MANIFOLD_DATASETS:
         return manifolds.manifold_specs(figure, budget, data_dir, seed)
     if figure == "samples":
-        return manifolds.sample_specs(budget, data_dir, seed,
-                                      latent_dims=options.get("latent_dims") or manifolds.SAMPLE_LATENT_DIMS)
+        return manifolds.sample_specs(budget, data_dir, seed, **given("latent_dims"))
     raise ValueError(figure)
 
 
@@ -58,10 +56,11 @@ def whole_budget(budget: float) -> int:
     return int(budget)
 
 
-def reproduce(figure: str, out: str | Path, budget: float, data_dir: str | None = None, *, jobs: int = 1,
-              device: str = "auto", seed: int = 0, **options) -> list[Path]:
-    """Train what ``figure`` needs into ``out`` (skipping complete runs) and draw it."""
-    out = Path(out)
+def reproduce(figure: str, out: str | Path | None = None, budget: float = DEFAULT_BUDGET, data_dir: str | None = None,
+              *, jobs: int = 1, device: str = "auto", seed: int = 0, **options) -> list[Path]:
+    """Train what ``figure`` needs into ``out`` (default reproduce/FIGURE; complete runs are
+    skipped) and draw it."""
+    out = Path(out if out is not None else f"reproduce/{figure}")
     runs = plan(figure, budget, data_dir, seed, device=device, **options)
     run_specs(runs, out, jobs=jobs, device=device)
     if figure == "nll":

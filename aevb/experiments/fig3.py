@@ -49,8 +49,12 @@ class MarginalLikelihoodProbe:
         return values
 
 
+#: MCEM's Adagrad step size: it has no bound to choose one by (§5's selection ranks by the bound).
+DEFAULT_MCEM_STEP_SIZE = 0.01
+
+
 def specs(budget: int, data_dir: str | None, train_sizes=TRAIN_SIZES, methods=METHODS, seed: int = 0,
-          points: int = 1000, mcem_step_size: float = 0.01, evals_per_decade: int = 2) -> list[RunSpec]:
+          points: int = 1000, mcem_step_size: float = DEFAULT_MCEM_STEP_SIZE, evals_per_decade: int = 2) -> list[RunSpec]:
     runs = []
     for size in train_sizes:
         for method in methods:
