@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aevb.checkpoint import load_model, save_model
-from aevb.data import formats
+from aevb.data import arrays, formats
 from aevb.errors import AevbError
 from aevb.models.vae import VAE, ModelConfig
 
@@ -28,8 +28,8 @@ LOADERS = {   # name → (loader, file suffix)
     "mnist labels": (formats.read_mnist_labels, "-idx1-ubyte.gz"),
     "amat": (formats.read_amat_binary, ".amat"),
     "frey mat": (formats.read_frey_mat, ".mat"),
-    "npy": (formats.read_npy, ".npy"),
-    "npz": (formats.read_npz, ".npz"),
+    "npy": (arrays.read_npy, ".npy"),
+    "npz": (arrays.read_npz, ".npz"),
 }
 
 

@@ -18,14 +18,8 @@ import torch
 from aevb.errors import AevbError
 
 from .download import DATASET_SUBDIRS, REMOTE_FILES, fetch_file, sha256_file
-from .formats import (
-    read_amat_binary,
-    read_frey_mat,
-    read_mnist_images,
-    read_mnist_labels,
-    read_npy,
-    read_npz,
-)
+from .arrays import read_npy, read_npz
+from .formats import read_amat_binary, read_frey_mat, read_mnist_images, read_mnist_labels
 from .splits import FREY_SPLIT_SEED, USER_SPLIT_SEED, holdout_size, permutation_split
 
 __all__ = ["Dataset", "DATASET_NAMES", "EMBEDDED_DIR", "load_dataset", "resolve_data_dir"]

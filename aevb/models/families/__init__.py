@@ -12,8 +12,9 @@
 from .composition import Erlang
 from .inverse_cdf import Gompertz, Logistic, Rayleigh, Reciprocal
 from .location_scale import MultivariateStudentT, Triangular
-from .registry import (FAMILIES, Family, FamilyEncoder, check_hmc_prior, check_pair, check_estimator,
-                       default_estimator, get_family, has_closed_form_kl, posterior_centre, prior_icdf, prior_names)
+from .encoder import FamilyEncoder, posterior_centre, prior_icdf
+from .registry import (FAMILIES, Family, check_estimator, check_hmc_prior, check_pair, default_estimator, get_family,
+                       has_closed_form_kl, prior_names)
 
 __all__ = ["Erlang", "Gompertz", "Logistic", "Rayleigh", "Reciprocal", "MultivariateStudentT", "Triangular",
            "FAMILIES", "Family", "FamilyEncoder", "check_hmc_prior", "check_pair", "check_estimator",
