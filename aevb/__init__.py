@@ -21,7 +21,7 @@ from .errors import AevbError  # noqa: E402
 _LAZY = {
     "ESTIMATORS": "objectives", "estimator_a": "objectives", "estimator_b": "objectives",
     "minibatch_bound": "objectives", "BoundEstimate": "evaluation", "evaluate_bound": "evaluation",
-    "VAE": "models", "ModelConfig": "models", "Trainer": "training", "TrainConfig": "training",
+    "VAE": "models", "ModelConfig": "models", "Trainer": "training", "TrainConfig": "training", "load": "runs",
 }
 
 
@@ -37,5 +37,5 @@ def __getattr__(name: str):
 
 __all__ = [
     "AevbError", "ESTIMATORS", "estimator_a", "estimator_b", "minibatch_bound", "BoundEstimate",
-    "evaluate_bound", "VAE", "ModelConfig", "Trainer", "TrainConfig", "__version__",
+    "evaluate_bound", "VAE", "ModelConfig", "Trainer", "TrainConfig", "load", "__version__",
 ]

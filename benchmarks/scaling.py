@@ -1,5 +1,6 @@
 """How aevb's training throughput scales: with the minibatch size M, the hidden width, CPU threads
-and processes — ``python benchmarks/scaling.py`` writes docs/figures/scaling.{png,json}.
+and processes — ``python benchmarks/scaling.py`` writes scaling/scaling.{png,json} (``--out docs/figures`` replaces
+the committed figure).
 
 Every point is aevb's fused training step on the embedded MNIST sample (binarised), timed through
 :meth:`aevb.training.Trainer.fit` (median of ``--repeats``), next to the GEMM-only bound of the same
@@ -71,7 +72,8 @@ def process_rate(processes: int, threads: int, dataset: Path, samples: int, scra
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=HERE.parent / "docs" / "figures", help="output directory")
+    parser.add_argument("--out", type=Path, default=Path("scaling"),
+                        help="output directory (the committed figure: --out docs/figures)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per timed repeat")
     parser.add_argument("--repeats", type=int, default=3, help="repeats per point (median)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 25, 50, 100, 200, 500, 1000])

@@ -35,7 +35,7 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = _resume(given) if "resume" in given else _new_run(args, given)
     finally:
         shutdown()   # under torchrun: leave the process group cleanly
-    return _report(run_dir)
+    return 0 if run_dir is None else _report(run_dir)   # None: --print-config, nothing trained
 
 
 #: What ``--resume`` takes besides the run: how to run it, never what to train (config.json says that).
@@ -55,12 +55,42 @@ def _resume(given: dict):
     return resume_run(given["resume"], progress=not given.get("no_progress", False), **options)
 
 
+def _settings_of_file(path: str) -> dict:
+    """The settings of a JSON file shaped like a run's config.json, by their library names (the
+    names the parsed options carry), checked as a run's config.json is."""
+    import dataclasses
+
+    from ..checkpoint import read_json
+    from ..runs.data_config import data_config_of_run
+    from ..runs.train import run_configs
+
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise AevbError(f"{path}: expected a JSON object shaped like a run's config.json")
+    model_config, train_config = run_configs(config, path)
+    data_config = data_config_of_run(config.get("data"), where=path)
+    settings = {**dataclasses.asdict(data_config), **dataclasses.asdict(train_config)}
+    # The data decide these; the run's own model fields are all kept.
+    settings.update({key: value for key, value in dataclasses.asdict(model_config).items()
+                     if key not in ("data_dim", "image_shape")})
+    settings = {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
+    algorithm = config.get("algorithm", "aevb")
+    if not isinstance(algorithm, str):
+        raise AevbError(f"{path}: algorithm must be a name, got {algorithm!r}")
+    settings["algorithm"] = algorithm
+    return settings
+
+
 def _new_run(args: argparse.Namespace, given: dict):
     import dataclasses
 
     from ..models.vae import ModelConfig
     from ..runs import DataConfig, default_run_dir, train_run
     from ..training import TrainConfig
+
+    flags = given
+    if "config" in given:   # the file's settings, under the options given on the command line
+        given = {**_settings_of_file(given["config"]), **{k: v for k, v in given.items() if k != "config"}}
 
     def pick(config: type) -> dict:
         names = {field.name for field in dataclasses.fields(config)}
@@ -93,11 +123,16 @@ def _new_run(args: argparse.Namespace, given: dict):
             print(f"note: KL({posterior} || {prior}) has no closed form; training with estimator {estimator} "
                   "(eq. 6) instead of B", file=sys.stderr)
             train_options["estimator"] = estimator
-    if "decoder_posterior_init_std" in model_options and algorithm != "full-vb":
+    if "decoder_posterior_init_std" in flags and algorithm != "full-vb":
         raise AevbError("--posterior-init-std applies to --algorithm full-vb only")
     train_config = TrainConfig(**train_options)
-    data_config = DataConfig(**{name: given[name] for name in ("dataset", "data_dir", "download", "pixel_divisor",
-                                                                "merge_valid") if name in given})
+    data_config = DataConfig(**{field.name: given[field.name] for field in dataclasses.fields(DataConfig)
+                                if field.name in given})
+    if given.get("print_config"):
+        from ..runs import resolved_config
+
+        print(json.dumps(resolved_config(data_config, model_options, train_config, algorithm), indent=2))
+        return None
     out = given.get("out") or default_run_dir(data_config.dataset,
                                               model_options.get("latent_dim", _default(ModelConfig, "latent_dim")))
     args.out = str(out)   # for the message of an interrupted run

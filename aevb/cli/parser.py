@@ -43,6 +43,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         help="directory holding the data files (default: $AEVB_DATA_DIR, else the cache "
                              "directory ~/.cache/aevb)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--download", action="store_true", default=UNSET,
+                        help="download data files that are missing (with checksum verification) into the data directory")
 
 
 #: An option of ``aevb train`` the user did not give is absent from the parsed arguments, so that
@@ -191,6 +193,13 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
                                 f"that serves the model) (default: {t('engine')})")
 
     output = train.add_argument_group("output")
+    output.add_argument("--config", metavar="FILE", default=UNSET,
+                        help="start from the settings of this JSON file, shaped like a run's config.json (data, "
+                             "model, training, algorithm), e.g. RUN_DIR/config.json to rerun a run; options given "
+                             "here override its fields")
+    output.add_argument("--print-config", action="store_true", default=UNSET,
+                        help="print the resolved configuration (JSON, as config.json would hold it) and exit "
+                             "without training")
     output.add_argument("--out", metavar="RUN_DIR", default=UNSET,
                         help="run directory (default: runs/DATASET-zNz-TIMESTAMP)")
     output.add_argument("--overwrite", action="store_true", default=UNSET, help="replace a run already in RUN_DIR (default: off)")
@@ -316,14 +325,16 @@ def _build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--threads", type=_threads, default=None, help="CPU threads (default: torch's choice)")
 
     sample = commands.add_parser("sample", formatter_class=formatter, help="draw samples from a trained run",
-                                 description="Draw images E[x|z], z ~ N(0, I), from a trained run (a full-vb run "
+                                 description="Draw images E[x|z], z ~ p(z) the run's prior, from a trained run (a full-vb run "
                                              "decodes with its parameters at their posterior mean).")
     sample.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train")
     sample.add_argument("--num", type=_count, default=UNSET, help=f"number of samples (default: {d('num_samples')})")
     sample.add_argument("--seed", type=_seed, default=UNSET, help=f"random seed (default: {d('seed')})")
     sample.add_argument("--out", metavar="FILE", default=None,
-                        help="output .png (grid) or .npy (array) (default: RUN_DIR/samples-seedN.png)")
-    sample.add_argument("--device", default=UNSET, help=f"auto, cpu or cuda (default: {d('device')})")
+                        help="output .png (grid) or .npy (array) (default: RUN_DIR/samples-seedN.png, "
+                             "RUN_DIR/samples-seedN-labelY.png with --label)")
+    sample.add_argument("--device", default=UNSET,
+                        help=f"auto (CUDA when available), cpu, cuda or cuda:N (default: {d('device')})")
     sample.add_argument("--label", type=_label, default=None,
                         help="conditional runs: draw every sample of this class (default: a grid with one row "
                              "per class, the same z down each column)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import time
 from pathlib import Path
@@ -32,11 +34,20 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto") -> tuple[VAE, dic
     return load_model(run_dir, resolve_device(device)), config
 
 
+def load(run_dir: str | os.PathLike, device: str = "auto") -> VAE:
+    """The trained model of a run, ready to use: in evaluation mode, on ``device`` (CUDA when
+    available under "auto"): ``model.sample(n)``, ``model.reconstruct(x)``, ``model.encode(x)``,
+    ``model.decode(z)``; its bound by :func:`aevb.evaluate_bound`."""
+    model, _ = load_run(run_dir, device)
+    return model.eval()
+
+
 def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples: int = 100,
                  data_dir: str | None = None, device: str = "auto", batch_size: int = 20_000,
                  num_points: int | None = None, log_likelihood_samples: int | None = None, prior_mixture: float = 0.0,
                  hmc: bool = False, hmc_samples: int = PAPER_POSTERIOR_SAMPLES,
-                 leapfrog_steps: int = PAPER_LEAPFROG_STEPS, seed: int = 0, parameter_draws: int = 10) -> dict:
+                 leapfrog_steps: int = PAPER_LEAPFROG_STEPS, seed: int = 0, parameter_draws: int = 10,
+                 download: bool = False) -> dict:
     """Evaluate a trained run on a data split; every number is in nats per datapoint.
 
     Always: the lower bound with ``num_samples`` samples of z per datapoint (``{split}_bound``,
@@ -44,6 +55,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     ``log_likelihood_samples=k``: the importance-sampled log p(x) (``log_likelihood``,
     ``log_likelihood_stderr``: Monte Carlo standard error of the mean). With ``hmc``: the
     Appendix D estimate (``hmc_log_likelihood``, ...). ``num_points`` keeps the first N points.
+    ``download``: fetch missing data files (checksums verified) instead of refusing.
 
     A full-VB run (App. F) averages over q(θ): the bound is E_q(θ)[𝓛_θ(x)] (a fresh θ per batch of
     points), log p(x) the predictive log E_q(θ)[p_θ(x)] from ``parameter_draws`` draws of θ with k
@@ -54,7 +66,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
                     num_points=num_points, parameter_draws=parameter_draws, hmc_samples=hmc_samples,
                     leapfrog_steps=leapfrog_steps)
     model, config = load_run(run_dir, device)
-    train_config, data, values = _evaluation_data(model, config, Path(run_dir), split, data_dir, num_points, hmc)
+    train_config, data, values = _evaluation_data(model, config, Path(run_dir), split, data_dir, num_points, hmc,
+                                                  download)
     full_vb = hasattr(model, "decoder_parameter_kl")   # a posterior over θ (App. F)
     torch.manual_seed(seed)
     started = time.perf_counter()
@@ -103,7 +116,7 @@ def _check_settings(*, split: str, num_samples: int, **counts: int | None) -> No
 
 
 def _evaluation_data(model, config: dict, run_dir: Path, split: str, data_dir: str | None, num_points: int | None,
-                     hmc: bool):
+                     hmc: bool, download: bool):
     """The run's training settings, its data set, and the split's rows as the model reads them
     (binarised as in training; with one-hot labels for a conditional model), on the model's device."""
     where = str(run_dir / CONFIG_FILE)
@@ -111,7 +124,7 @@ def _evaluation_data(model, config: dict, run_dir: Path, split: str, data_dir: s
     if not isinstance(config.get("training"), dict):
         raise AevbError(f"{where} lacks the training configuration")
     train_config = TrainConfig.from_dict(config["training"], f"{where}: training")
-    data = load_data(data_config_of_run(data_config, data_dir, where))
+    data = load_data(dataclasses.replace(data_config_of_run(data_config, data_dir, where), download=download))
     rows = getattr(data, split)
     if rows.shape[0] == 0:
         merged = " (the run trained on train + valid)" if data_config.get("merge_valid") else ""

@@ -26,7 +26,7 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise AevbError("`tensorboard` needs the tensorboard package: pip install tensorboard") from None
+            raise AevbError("`tensorboard` needs the tensorboard package: pip install 'aevb[tensorboard]' (or pip install tensorboard)") from None
         return SummaryWriter
 
     def log(self, metrics: Metrics) -> None:

@@ -23,7 +23,9 @@ def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int 
     """
     if num_samples < 1:
         raise AevbError(f"`num_samples` must be a positive integer, got {num_samples}")
-    target = Path(out) if out else Path(run_dir) / f"samples-seed{seed}.png"
+    # One file per (seed, label): a labelled draw never overwrites the class grid of the same seed.
+    default_name = f"samples-seed{seed}.png" if label is None else f"samples-seed{seed}-label{label}.png"
+    target = Path(out) if out else Path(run_dir) / default_name
     if target.suffix.lower() not in (".png", ".npy"):
         raise AevbError(f"`out` {target}: unsupported file type {target.suffix or '(none)'!r}; use .png or .npy")
     model, _ = load_run(run_dir, device)

@@ -171,6 +171,24 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
                            configuration=identity)
 
 
+def resolved_config(data_config: DataConfig, model_options: dict, train_config: TrainConfig,
+                    algorithm: str = "aevb", data: Dataset | None = None) -> dict:
+    """The data, model, training and algorithm sections a run with these settings would write into
+    its config.json (the model resolved against the data; the step-size selection fitted to the
+    training set), checked as :func:`train_run` checks them; nothing is trained or written."""
+    from ..baselines import make_algorithm
+
+    trainer_algorithm = make_algorithm(algorithm, train_config)
+    data = load_data(data_config) if data is None else data
+    model_config = model_config_for(data, **{**model_options, **getattr(trainer_algorithm, "model_options", {})})
+    check_model = getattr(trainer_algorithm, "check_model", None)
+    if check_model is not None:
+        check_model(model_config)
+    check_data_fits_model(data, model_config, train_config)
+    return {"data": stored_data_config(data_config), "model": model_config.to_dict(),
+            "training": fit_selection_to_budget(train_config, data.train.shape[0]).to_dict(), "algorithm": algorithm}
+
+
 def run_configs(config: dict, where: str) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configurations of a run's config.json, checked with the rules of a
     new run (one-line errors naming ``where`` and the setting)."""

@@ -1,0 +1,7 @@
+"""``python -m aevb``: the ``aevb`` command, for environments without the console script on PATH."""
+
+import sys
+
+from .console import main
+
+sys.exit(main())

@@ -1,0 +1,118 @@
+"""What users of pythae, Lightning and the Hugging Face tools expect (issue 16): configs in
+(``--config``, ``--print-config``), models out (``aevb.load``), ``python -m aevb``, the data
+download on every command that reads data, sample files that never overwrite each other."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import aevb
+from aevb.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--hidden-units", "12", "--latent-dim", "2", "--selection-steps", "4", "--eval-subset", "200",
+        "--max-samples", "2000", "--no-progress"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def call(argv) -> int:
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("runs") / "a"
+    assert call(["train", *TINY, "--seed", "3", "--out", out]) == 0
+    return out
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "model.safetensors")
+
+
+def test_a_runs_config_reruns_it_to_the_same_model_and_flags_override_its_fields(run, tmp_path):
+    assert call(["train", "--config", run / "config.json", "--out", tmp_path / "again", "--no-progress"]) == 0
+    first, again = _weights(run), _weights(tmp_path / "again")
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    stored = json.loads((tmp_path / "again" / "config.json").read_text())
+    original = json.loads((run / "config.json").read_text())
+    for section in ("model", "training", "algorithm"):
+        assert stored[section] == original[section], section
+
+    assert call(["train", "--config", run / "config.json", "--seed", "4", "--out", tmp_path / "other",
+                 "--no-progress"]) == 0
+    other = json.loads((tmp_path / "other" / "config.json").read_text())
+    assert other["training"]["seed"] == 4 and other["model"] == original["model"]
+    assert not all(torch.equal(first[k], _weights(tmp_path / "other")[k]) for k in first)
+
+
+def test_print_config_resolves_without_training(run, tmp_path, capsys):
+    capsys.readouterr()
+    assert call(["train", "--config", run / "config.json", "--latent-dim", "5", "--print-config",
+                 "--out", tmp_path / "never"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["model"]["latent_dim"] == 5 and printed["model"]["hidden_units"] == 12
+    assert printed["model"]["data_dim"] == 784 and printed["algorithm"] == "aevb"
+    assert printed["training"]["max_samples"] == 2000
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_config_file_that_is_not_a_runs_config_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"model": {"latent_dim": "three"}, "training": {}, "data": {"dataset": "mnist-sample"}}))
+    capsys.readouterr()
+    assert call(["train", "--config", bad, "--out", tmp_path / "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "latent_dim" in err and not (tmp_path / "x").exists()
+
+
+def test_load_returns_the_trained_model_ready_to_use(run):
+    model = aevb.load(run, device="cpu")
+    assert not model.training
+    weights = _weights(run)
+    assert all(torch.equal(model.state_dict()[name], value) for name, value in weights.items())
+    x = torch.rand(4, 784).round()
+    assert model.reconstruct(x).shape == (4, 784) and model.sample(3).shape == (3, 784)
+
+
+def test_python_dash_m_aevb_is_the_command():
+    done = subprocess.run([sys.executable, "-m", "aevb", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and aevb.__version__ in done.stdout + done.stderr
+
+
+def test_the_package_ships_its_license_and_type_marker():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == {"text": "MIT"} and "MIT License" in (ROOT / "LICENSE").read_text()
+    assert (ROOT / "aevb" / "py.typed").exists()
+    assert "tensorboard" in project["optional-dependencies"]
+
+
+def test_evaluate_and_reproduce_take_the_download_option_their_hint_names(run, capsys):
+    """The missing-data error says to add --download; both commands that read data accept it."""
+    assert call(["evaluate", run, "--num-points", "20", "--download"]) == 0   # data present: nothing fetched
+    capsys.readouterr()
+    assert call(["reproduce", "--help"]) == 0
+    assert "--download" in capsys.readouterr().out
+
+
+def test_a_labelled_sample_never_overwrites_the_unlabelled_one(tmp_path):
+    conditional = tmp_path / "cond"
+    assert call(["train", *TINY, "--conditional", "--out", conditional]) == 0
+    assert call(["sample", conditional, "--num", "10"]) == 0
+    grid = (conditional / "samples-seed0.png").read_bytes()
+    assert call(["sample", conditional, "--num", "10", "--label", "3"]) == 0
+    assert (conditional / "samples-seed0-label3.png").exists()
+    assert (conditional / "samples-seed0.png").read_bytes() == grid
