@@ -44,6 +44,8 @@ class TrainConfig(JsonConfig):
     epochs: float | None = None              # ... or epochs, whichever comes first (neither: DEFAULT_MAX_SAMPLES)
     binarize: str = "none"                   # "dynamic": fresh Bernoulli draw of x at every use
     seed: int = 0
+    initialise: bool = True                  # a fresh run starts from §5's initialisation (the model's
+                                             # reset_parameters); False: from the model's weights as given
     evals_per_decade: int = 8                # evaluation points, log-spaced in samples seen
     first_eval: int = 10_000                 # samples seen at the first evaluation point
     eval_subset: int | None = None           # evaluate on at most this many points per split

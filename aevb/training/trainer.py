@@ -39,7 +39,10 @@ class Trainer:
     """Runs Algorithm 1 (or another :class:`Algorithm`) on a model and a training set in memory.
 
     Args:
-        model: the VAE (or any module with ``encode``/``decode``/``prior``).
+        model: the VAE, or any ``nn.Module`` with ``encode(x)`` → q(z|x), ``decode(z)`` → p(x|z) and
+            ``prior()`` → p(z) (``torch.distributions``; see :mod:`aevb.objectives.estimators`). A
+            fresh run re-initialises it (§5) through its ``reset_parameters`` when it has one and
+            ``config.initialise`` is true; otherwise it trains from the weights it has.
         train: (N, D) training data, on the device to train on.
         config: the settings.
         valid: optional (N_valid, D) validation data, evaluated at each evaluation point.
@@ -180,10 +183,13 @@ class Trainer:
         """A fresh run: seed, initialise (§5), choose the step size (§5) unless given."""
         config = self.config
         torch.manual_seed(config.seed)
-        self.model.reset_parameters()
-        initialise_from_data = getattr(self.model, "initialise_from_data", None)
-        if initialise_from_data is not None:
-            initialise_from_data(self.train_data)
+        # A module of the user's own may have no reset_parameters: it starts from its weights.
+        reset = getattr(self.model, "reset_parameters", None) if config.initialise else None
+        if reset is not None:
+            reset()
+            initialise_from_data = getattr(self.model, "initialise_from_data", None)
+            if initialise_from_data is not None:
+                initialise_from_data(self.train_data)
         self.model.train()
         self._setup_algorithm()
         initial_bound = self._initial_bound()
