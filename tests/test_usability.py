@@ -166,3 +166,54 @@ def test_initialise_false_fine_tunes_the_weights_a_vae_has():
     assert all((p - 0.123).abs().max() < 0.01 for p in model.parameters())
     Trainer(model, torch.rand(40, 6).round(), config).fit()   # the default: §5's initialisation
     assert any((p - 0.123).abs().max() > 0.05 for p in model.parameters())
+
+
+def _stderr_of(argv: list, terminal: bool) -> str:
+    """The stderr of ``python -m aevb argv``, written to a pseudo-terminal or to a pipe."""
+    import os
+    import pty
+
+    if not terminal:
+        done = subprocess.run([sys.executable, "-m", "aevb", *map(str, argv)], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))   # a terminal has columns
+    process = subprocess.Popen([sys.executable, "-m", "aevb", *map(str, argv)], stdout=subprocess.DEVNULL,
+                               stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:   # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=300) == 0
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_long_commands_show_progress_with_the_time_left_on_a_terminal_only(run):
+    argv = ["evaluate", run, "--nll", "--k", "50", "--num-points", "200", "--threads", "1"]
+    shown = _stderr_of(argv, terminal=True)
+    assert "log p(x), k = 50" in shown and "100%|" in shown and "<00:00" in shown   # elapsed<remaining
+    assert "%|" not in _stderr_of(argv, terminal=False)            # a log file stays clean
+    assert "%|" not in _stderr_of([*argv, "--no-progress"], terminal=True)
+
+
+def test_the_training_bar_shows_one_throughput_figure(tmp_path):
+    shown = _stderr_of(["train", "--hidden-units", "12", "--latent-dim", "2", "--selection-steps", "4",
+                        "--eval-subset", "200", "--max-samples", "3000", "--out", tmp_path / "r", "--threads", "1"],
+                       terminal=True)
+    assert "choosing the step size" in shown and "training:" in shown
+    final = [line for line in shown.replace("\r", "\n").splitlines() if line.startswith("training:")][-1]
+    # ours (measured over training alone), not also tqdm's own rate (which counts the evaluations)
+    assert final.count("samples_per_s=") == 1 and "/s" not in final and "<00:00" in final, final

@@ -166,6 +166,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     _set_threads(given.get("threads"))
     accepted = inspect.signature(evaluate_run).parameters
     options = {name: value for name, value in given.items() if name in accepted}
+    options["progress"] = not given.get("no_progress", False)
     if given.get("nll"):
         options["log_likelihood_samples"] = given.get("k", PROTOCOL_SAMPLES)
     result = evaluate_run(**options)
@@ -217,6 +218,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     given = _given(args)
     _set_threads(given.pop("threads", None))
+    given["progress"] = not given.pop("no_progress", False)
     if given.get("datasets") and given["figure"] != "fig2":
         raise AevbError("--datasets applies to fig2 only")
     if given.get("models") and given["figure"] != "nll":

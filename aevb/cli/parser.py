@@ -44,7 +44,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                              "directory ~/.cache/aevb)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--download", action="store_true", default=UNSET,
-                        help="download data files that are missing (with checksum verification) into the data directory")
+                        help="download data files that are missing (with checksum verification) into the data "
+                             "directory (default: off)")
 
 
 #: An option of ``aevb train`` the user did not give is absent from the parsed arguments, so that
@@ -196,10 +197,10 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     output.add_argument("--config", metavar="FILE", default=UNSET,
                         help="start from the settings of this JSON file, shaped like a run's config.json (data, "
                              "model, training, algorithm), e.g. RUN_DIR/config.json to rerun a run; options given "
-                             "here override its fields")
+                             "here override its fields (default: none, the library's defaults)")
     output.add_argument("--print-config", action="store_true", default=UNSET,
                         help="print the resolved configuration (JSON, as config.json would hold it) and exit "
-                             "without training")
+                             "without training (default: off)")
     output.add_argument("--out", metavar="RUN_DIR", default=UNSET,
                         help="run directory (default: runs/DATASET-zNz-TIMESTAMP)")
     output.add_argument("--overwrite", action="store_true", default=UNSET, help="replace a run already in RUN_DIR (default: off)")
@@ -253,6 +254,9 @@ def _add_evaluate_options(evaluate: argparse.ArgumentParser) -> None:
                           help=f"leapfrog steps per HMC move (default: {defaults['leapfrog_steps']}, App. D)")
     evaluate.add_argument("--seed", type=_seed, default=UNSET, help=f"random seed of the estimates (default: {defaults['seed']})")
     evaluate.add_argument("--json", action="store_true", default=UNSET, help="print one JSON object (default: off)")
+    evaluate.add_argument("--no-progress", action="store_true", default=UNSET,
+                          help="no progress bars (default: shown on a terminal for --nll and --hmc, with the time "
+                               "left)")
     evaluate.add_argument("--threads", type=_threads, default=UNSET, help="CPU threads (default: torch's choice)")
 
 
@@ -323,6 +327,9 @@ def _build_parser() -> argparse.ArgumentParser:
                                 f"(default: {DEFAULT_MCEM_STEP_SIZE})")
     _add_data_options(reproduce)
     reproduce.add_argument("--threads", type=_threads, default=None, help="CPU threads (default: torch's choice)")
+    reproduce.add_argument("--no-progress", action="store_true", default=UNSET,
+                           help="no progress bars (default: shown on a terminal: the runs overall and, with --jobs "
+                                "1, each run's training, with the time left)")
 
     sample = commands.add_parser("sample", formatter_class=formatter, help="draw samples from a trained run",
                                  description="Draw images E[x|z], z ~ p(z) the run's prior, from a trained run (a full-vb run "

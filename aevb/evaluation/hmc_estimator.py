@@ -27,6 +27,7 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from ..errors import AevbError
+from ..progress import progress_bar
 from ..models.vae import evaluation_mode
 from .hmc import continue_hmc, sample_hmc
 from .importance_sampling import LogLikelihoodEstimate, log_mean_exp_with_stderr
@@ -93,7 +94,8 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
                        target_acceptance: float = 0.9, covariance_scale: float = 1.0, gap: int = 50,
                        batch_size: int = 1000,
                        generator: torch.Generator | None = None,
-                       initial: torch.Tensor | str = "encoder") -> tuple[LogLikelihoodEstimate, float]:
+                       initial: torch.Tensor | str = "encoder",
+                       progress: bool = False) -> tuple[LogLikelihoodEstimate, float]:
     """Appendix D estimate of log p(x) for every row of ``data`` (N, D), nats.
 
     ``initial`` is where the chains start: ``"encoder"`` (default) the encoder's mean q(z|x), or
@@ -103,6 +105,7 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
     for a model whose encoder was not trained (Monte Carlo EM).
 
     Returns the estimate and the mean HMC acceptance rate over the retained transitions.
+    ``progress``: a bar over the datapoints, with the time left.
     """
     config = getattr(model, "config", None)
     if config is not None and getattr(config, "prior", "gaussian") != "gaussian":
@@ -117,6 +120,8 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
         raise AevbError(f"initial must be a tensor, 'encoder', 'zeros' or 'prior'; got {initial!r}")
     started = time.perf_counter()
     values, stderrs, acceptance = [], [], []
+    bar = progress_bar(data.shape[0], unit="point", desc=f"log p(x), HMC (App. D), L = {num_samples}",
+                       enabled=progress)
     with evaluation_mode(model):
         for start in range(0, data.shape[0], batch_size):
             x = data[start:start + batch_size]
@@ -148,6 +153,8 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
             values.append(-log_mean_u)
             stderrs.append(stderr)
             acceptance.append(accepted)
+            bar.update(x.shape[0])
+    bar.close()
     estimate = LogLikelihoodEstimate.from_per_datapoint(torch.cat(values), torch.cat(stderrs), num_samples,
                                                         time.perf_counter() - started)
     mean_acceptance = torch.cat(acceptance).mean().item()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ..objectives.estimators import LatentVariableModel, log_importance_weights
+from ..progress import progress_bar
 from ..models.vae import ModelConfig, evaluation_mode, hidden_activations_per_row
 
 
@@ -85,14 +86,15 @@ def rows_within_budget(model, data_dim: int, memory_budget: int) -> int:
 @torch.no_grad()
 def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, num_samples: int = PROTOCOL_SAMPLES,
                             memory_budget: int = 256 * 2**20, max_rows: int | None = None,
-                            prior_mixture: float = 0.0) -> LogLikelihoodEstimate:
+                            prior_mixture: float = 0.0, progress: bool = False) -> LogLikelihoodEstimate:
     """Importance-sampled log p(x) for every row of ``data`` (N, D) with k = ``num_samples``.
 
     Work is batched over datapoints and samples: at most ``max_rows`` (datapoint, sample) pairs are
     decoded at once (by default as many as fit in ``memory_budget`` bytes, and on a CPU no more
     than a cache-sized chunk, :func:`aevb.evaluation.bound.default_chunk_rows`), so memory stays
     bounded for any k and any N. ``prior_mixture`` = α mixes the prior into the proposal (see
-    :func:`log_importance_weights`); α = 0 is the usual encoder proposal.
+    :func:`log_importance_weights`); α = 0 is the usual encoder proposal. ``progress``: a bar over
+    the N·k decoder evaluations, with the time left.
     """
     if not 0 <= prior_mixture < 1:
         from ..errors import AevbError
@@ -106,6 +108,8 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
     points_per_pass = max(1, min(data.shape[0], max_rows // num_samples))
     samples_per_pass = max(1, min(num_samples, max_rows // points_per_pass))
     estimates, stderrs = [], []
+    bar = progress_bar(data.shape[0] * num_samples, unit="sample", desc=f"log p(x), k = {num_samples}",
+                       enabled=progress)
     with evaluation_mode(model):
         for start in range(0, data.shape[0], points_per_pass):
             x = data[start:start + points_per_pass]
@@ -118,8 +122,10 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
                                                prior_mixture=prior_mixture).double()
                 log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, dim=0))
                 log_sum_squares = torch.logaddexp(log_sum_squares, torch.logsumexp(2 * log_w, dim=0))
+                bar.update(x.shape[0] * count)
             estimate, stderr = log_mean_exp_with_stderr(log_sum, log_sum_squares, num_samples)
             estimates.append(estimate)
             stderrs.append(stderr)
+    bar.close()
     return LogLikelihoodEstimate.from_per_datapoint(torch.cat(estimates), torch.cat(stderrs), num_samples,
                                                     time.perf_counter() - started)

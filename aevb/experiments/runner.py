@@ -13,7 +13,7 @@ import json
 import multiprocessing
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from ..errors import AevbError
+from ..progress import progress_bar
 from ..runs import SUMMARY_FILE, DataConfig, resume_run, train_run
 from ..training.checkpoints import has_checkpoint
 from ..training import TrainConfig
@@ -66,17 +67,17 @@ def _resumable(spec: RunSpec, run_dir: Path) -> bool:
             and training.get("seed") == spec.train.seed and training.get("epochs") == spec.train.epochs)
 
 
-def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None) -> str:
+def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None, progress: bool = False) -> str:
     if threads:
         torch.set_num_threads(threads)
     run_dir = out / spec.name
     if not is_complete(run_dir):   # (a complete run comes here only for its final measurement)
         if _resumable(spec, run_dir):
-            resume_run(run_dir, device=device, progress=False, extra_metrics=spec.extra_metrics,
+            resume_run(run_dir, device=device, progress=progress, extra_metrics=spec.extra_metrics,
                        track_test=spec.track_test)
         else:
             train_run(run_dir, spec.data, spec.model_options, spec.train, device=device, overwrite=True,
-                      progress=False, algorithm=spec.algorithm, track_test=spec.track_test,
+                      progress=progress, algorithm=spec.algorithm, track_test=spec.track_test,
                       extra_metrics=spec.extra_metrics, command=f"aevb reproduce ({spec.name})")
     if spec.final is not None and not spec.final.done(run_dir):
         spec.final(run_dir)
@@ -84,8 +85,11 @@ def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None) -> str:
 
 
 def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, device: str = "auto",
-              log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)) -> None:
-    """Train every run in ``specs`` into ``out/<name>`` that is not complete yet."""
+              log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True),
+              progress: bool = False) -> None:
+    """Train every run in ``specs`` into ``out/<name>`` that is not complete yet. ``progress``: a
+    bar over the runs with the time left (from the training samples done and to do), and with one
+    job each run's own training bar below it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pending = [spec for spec in specs if not is_finished(spec, out / spec.name)]
@@ -96,17 +100,29 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
         return
     if jobs < 1:
         raise AevbError(f"`jobs` must be a positive integer, got {jobs}")
+    # Progress counts training samples, so that the time left weighs long runs as they are.
+    work = {spec.name: max(1, spec.train.max_samples or 1) for spec in pending}
+    overall = progress_bar(sum(work.values()), unit="sample", desc=f"{len(pending)} runs", enabled=progress,
+                           position=0)
     if jobs == 1 or len(pending) == 1:
         for index, spec in enumerate(pending, 1):
-            log(f"[{index}/{len(pending)}] {spec.name}")
-            _run_one(spec, out, device, None)
+            overall.set_description(f"run {index}/{len(pending)}: {spec.name}")
+            if overall.disable:   # no bar on screen: a line per run instead
+                log(f"[{index}/{len(pending)}] {spec.name}")
+            _run_one(spec, out, device, None, progress)
+            overall.update(work[spec.name])
+        overall.close()
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     # spawn, not fork: a forked child of a process that has used OpenMP threads can deadlock.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_run_one, spec, out, device, threads) for spec in pending]
-        for index, future in enumerate(futures, 1):
-            log(f"[{index}/{len(pending)}] {future.result()} done")
+        futures = {pool.submit(_run_one, spec, out, device, threads): spec for spec in pending}
+        for index, future in enumerate(as_completed(futures), 1):
+            name = future.result()
+            overall.update(work[name])
+            if overall.disable:
+                log(f"[{index}/{len(pending)}] {name} done")
+    overall.close()
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -47,7 +47,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
                  num_points: int | None = None, log_likelihood_samples: int | None = None, prior_mixture: float = 0.0,
                  hmc: bool = False, hmc_samples: int = PAPER_POSTERIOR_SAMPLES,
                  leapfrog_steps: int = PAPER_LEAPFROG_STEPS, seed: int = 0, parameter_draws: int = 10,
-                 download: bool = False) -> dict:
+                 download: bool = False, progress: bool = False) -> dict:
     """Evaluate a trained run on a data split; every number is in nats per datapoint.
 
     Always: the lower bound with ``num_samples`` samples of z per datapoint (``{split}_bound``,
@@ -55,7 +55,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     ``log_likelihood_samples=k``: the importance-sampled log p(x) (``log_likelihood``,
     ``log_likelihood_stderr``: Monte Carlo standard error of the mean). With ``hmc``: the
     Appendix D estimate (``hmc_log_likelihood``, ...). ``num_points`` keeps the first N points.
-    ``download``: fetch missing data files (checksums verified) instead of refusing.
+    ``download``: fetch missing data files (checksums verified) instead of refusing. ``progress``:
+    bars with the time left for the log-likelihood estimates.
 
     A full-VB run (App. F) averages over q(θ): the bound is E_q(θ)[𝓛_θ(x)] (a fresh θ per batch of
     points), log p(x) the predictive log E_q(θ)[p_θ(x)] from ``parameter_draws`` draws of θ with k
@@ -93,11 +94,12 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
             result["train_full_bound"] = estimate.mean - kl / data.train.shape[0]
     if log_likelihood_samples is not None:
         result.update(_log_likelihood(model, values, log_likelihood_samples, parameter_draws if full_vb else None,
-                                      prior_mixture))
+                                      prior_mixture, progress))
     if hmc:
         generator = torch.Generator().manual_seed(seed)
         hmc_estimate, acceptance = hmc_log_likelihood(model, values, num_samples=hmc_samples,
-                                                      leapfrog_steps=leapfrog_steps, generator=generator)
+                                                      leapfrog_steps=leapfrog_steps, generator=generator,
+                                                      progress=progress)
         result.update(hmc_log_likelihood=hmc_estimate.mean, hmc_log_likelihood_stderr=hmc_estimate.stderr,
                       hmc_log_likelihood_spread_stderr=hmc_estimate.spread_stderr, hmc_samples=hmc_samples,
                       hmc_leapfrog_steps=leapfrog_steps, hmc_acceptance=acceptance, hmc_seconds=hmc_estimate.seconds)
@@ -141,7 +143,7 @@ def _evaluation_data(model, config: dict, run_dir: Path, split: str, data_dir: s
 
 
 def _log_likelihood(model, values: torch.Tensor, samples: int, parameter_draws: int | None,
-                    prior_mixture: float) -> dict:
+                    prior_mixture: float, progress: bool) -> dict:
     """The importance-sampled log p(x) of ``values``; for full VB (``parameter_draws`` given) the
     predictive log E_q(θ)[p_θ(x)]."""
     extra = {}
@@ -150,7 +152,8 @@ def _log_likelihood(model, values: torch.Tensor, samples: int, parameter_draws: 
                                         prior_mixture=prior_mixture)
         extra["parameter_draws"] = parameter_draws
     else:
-        nll = estimate_log_likelihood(model, values, num_samples=samples, prior_mixture=prior_mixture)
+        nll = estimate_log_likelihood(model, values, num_samples=samples, prior_mixture=prior_mixture,
+                                      progress=progress)
     return dict(log_likelihood=nll.mean, log_likelihood_stderr=nll.stderr, log_likelihood_prior_mixture=prior_mixture,
                 log_likelihood_spread_stderr=nll.spread_stderr, log_likelihood_samples=samples,
                 log_likelihood_seconds=nll.seconds,

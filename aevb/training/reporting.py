@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import warnings
 
+from ..progress import progress_bar
 from .config import Metrics
 
 
@@ -38,9 +39,8 @@ def warn_if_worse_than_untrained(history: list[Metrics], initial_bound: float | 
                       stacklevel=3)
 
 
-def progress_bar(total: int, initial: int):
-    from tqdm.auto import tqdm
-
-    # disable=None: no bar when stderr is not a terminal (log files, CI), where it would only spam.
-    return tqdm(total=total, initial=initial, unit="sample", unit_scale=True, dynamic_ncols=True,
-                desc="training", disable=None)
+def training_bar(total: int, initial: int, enabled: bool):
+    """The training bar: samples seen of ``total``, time left, and — in its postfix, set at each
+    evaluation point — the bound and the training throughput (tqdm's own rate, which counts the
+    evaluations too, is left out: one throughput figure)."""
+    return progress_bar(total, unit="sample", desc="training", enabled=enabled, initial=initial, rate=False)

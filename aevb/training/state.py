@@ -4,6 +4,7 @@ checkpoint holds (:mod:`aevb.training.checkpoints`) and :meth:`aevb.training.Tra
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -51,3 +52,16 @@ class TrainingState:
     skipped_steps: int = 0
     rollbacks: int = 0
     initial_bound: float | None = None  # of the untrained model, on a few training points: the floor a run must beat
+
+
+@dataclass
+class Interval:
+    """The callbacks of one stretch of training between evaluation points, and what it counted."""
+
+    bar: object
+    on_checkpoint: Callable | None
+    checkpoint_every: int | None
+    stop_requested: Callable[[], bool] | None
+    first_step: int = 0
+    steps: int = 0
+    skipped: int = 0

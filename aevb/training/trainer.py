@@ -8,7 +8,6 @@ import dataclasses
 import math
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -22,8 +21,9 @@ from .algorithm import AEVB, Algorithm
 from .config import Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points
 from .distributed import SINGLE_PROCESS, ProcessGroup, Shard, check_distributable
 from .optimizers import OPTIMIZERS, SCHEDULES
-from .reporting import TrainingWarning, progress_bar, warn_if_worse_than_untrained
-from .state import DataOrder, TrainingState
+from ..progress import progress_bar
+from .reporting import TrainingWarning, training_bar, warn_if_worse_than_untrained
+from .state import DataOrder, Interval, TrainingState
 from .step_memory import require_training_step_memory
 
 
@@ -118,17 +118,22 @@ class Trainer:
                                        shard=Shard(rows, batch.shape[0], self.group))
         return self.algorithm.step(self.model, optimizer, x, indices)
 
-    def select_step_size(self) -> tuple[float, list[StepSizeTrial], dict]:
+    def select_step_size(self, progress: bool = False) -> tuple[float, list[StepSizeTrial], dict]:
         """§5: train from the same start with each candidate step size for ``selection_steps``
         iterations and keep the one with the highest training bound over the second half.
 
         Returns the chosen step size, the trials, and the winner's state to continue from: model
         and optimiser state dicts, the RNG state, its minibatch iterator (mid-epoch) and samples seen.
+        ``progress``: a bar over the candidates' steps (before the training bar, which starts where
+        the winner stopped).
         """
         initial_model = copy.deepcopy(self.model.state_dict())
         initial_rng = torch.get_rng_state()
         trials, states = [], []
         steps = self.config.selection_steps
+        bar = progress_bar(steps * len(self.config.step_size_candidates), unit="step", leave=False,
+                           desc=f"choosing the step size of {len(self.config.step_size_candidates)} (§5)",
+                           enabled=progress)
         for step_size in self.config.step_size_candidates:
             self.model.load_state_dict(initial_model)
             torch.set_rng_state(initial_rng)
@@ -139,6 +144,7 @@ class Trainer:
                 batch = batches.next()
                 seen += batch.shape[0]
                 bound_sum = self._step(optimizer, batch)
+                bar.update()
                 if step >= steps // 2:
                     total += bound_sum
                     count += batch.shape[0]
@@ -147,6 +153,7 @@ class Trainer:
             states.append({"model": copy.deepcopy(self.model.state_dict()),
                            "optimizer": copy.deepcopy(optimizer.state_dict()),
                            "rng": torch.get_rng_state(), "batches": batches, "samples": seen})
+        bar.close()
         best = max(range(len(trials)), key=lambda i: trials[i].mean_bound)
         if not math.isfinite(trials[best].mean_bound):
             raise AevbError("training diverged for every candidate step size; pass a smaller `step_size`")
@@ -179,7 +186,7 @@ class Trainer:
         else:
             self.algorithm.setup(self.model, self.train_data)
 
-    def _start(self) -> tuple[TrainingState, torch.optim.Optimizer, DataOrder]:
+    def _start(self, progress: bool = False) -> tuple[TrainingState, torch.optim.Optimizer, DataOrder]:
         """A fresh run: seed, initialise (§5), choose the step size (§5) unless given."""
         config = self.config
         torch.manual_seed(config.seed)
@@ -197,7 +204,7 @@ class Trainer:
         samples = steps = 0
         trials: list[StepSizeTrial] = []
         if config.step_size is None:
-            step_size, trials, state = self.select_step_size()
+            step_size, trials, state = self.select_step_size(progress)
             self.model.load_state_dict(state["model"])
             optimizer = self._optimizer(step_size)
             optimizer.load_state_dict(state["optimizer"])
@@ -253,8 +260,9 @@ class Trainer:
 
     def _fit(self, on_metrics, progress, on_checkpoint, checkpoint_every, resume, stop_requested) -> TrainResult:
         total = self.config.total_samples(self.dataset_size)
-        state, optimizer, order = self._start() if resume is None else self._restore(resume)
-        bar = progress_bar(total, state.samples) if progress and self.group.is_main else None
+        show = progress and self.group.is_main
+        state, optimizer, order = self._start(show) if resume is None else self._restore(resume)
+        bar = training_bar(total, state.samples, show)
         # The state to return to when an interval goes bad: the last evaluation point that passed.
         good = copy.deepcopy(self._snapshot(state, optimizer, order))
         targets = evaluation_points(total, self.config.first_eval, self.config.evals_per_decade)
@@ -264,7 +272,7 @@ class Trainer:
                 if targets[index] <= state.samples:
                     index += 1
                     continue
-                interval = _Interval(bar, on_checkpoint, checkpoint_every, stop_requested)
+                interval = Interval(bar, on_checkpoint, checkpoint_every, stop_requested)
                 metrics = self._train_interval(targets[index], total, state, optimizer, order, interval)
                 problem = self._problem(metrics, interval)
                 if problem is not None:
@@ -273,9 +281,8 @@ class Trainer:
                 state.running_sum.zero_()
                 state.running_count = 0
                 state.history.append(metrics)
-                if bar is not None:
-                    bar.update(state.samples - bar.n)
-                    bar.set_postfix(train=f"{metrics.train_bound:.2f}", samples_per_s=f"{metrics.samples_per_second:,.0f}")
+                bar.update(state.samples - bar.n)
+                bar.set_postfix(bound=f"{metrics.train_bound:.2f}", samples_per_s=f"{metrics.samples_per_second:,.0f}")
                 if on_metrics is not None:
                     on_metrics(metrics)
                 good = copy.deepcopy(self._snapshot(state, optimizer, order))
@@ -283,14 +290,13 @@ class Trainer:
                     on_checkpoint(good)
                 index += 1
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         self.model.eval()
         warn_if_worse_than_untrained(state.history, state.initial_bound, state.step_size)
         return TrainResult(step_size=state.step_size, step_size_trials=state.trials, history=state.history)
 
     def _train_interval(self, target: int, total: int, state: TrainingState, optimizer: torch.optim.Optimizer,
-                        order: DataOrder, interval: "_Interval") -> Metrics:
+                        order: DataOrder, interval: Interval) -> Metrics:
         """Steps until ``target`` samples (checkpointing every ``checkpoint_every`` steps, stopping
         when asked), then the evaluation point's metrics; skipped steps counted in ``interval``."""
         guarded = bool(getattr(self.algorithm, "reports_skipped_steps", False))   # skipped steps come back as NaN
@@ -316,7 +322,7 @@ class Trainer:
             state.running_count += batch.shape[0]
             state.samples += batch.shape[0]
             state.steps += 1
-            if interval.bar is not None and state.steps % 50 == 0:
+            if state.steps % 50 == 0:
                 interval.bar.update(state.samples - interval.bar.n)
             if interval.stop_requested is not None and interval.stop_requested():
                 state.training_seconds += time.perf_counter() - tick
@@ -339,7 +345,7 @@ class Trainer:
         metrics.skipped_steps, metrics.rollbacks = state.skipped_steps, state.rollbacks
         return metrics
 
-    def _problem(self, metrics: Metrics, interval: "_Interval") -> str | None:
+    def _problem(self, metrics: Metrics, interval: Interval) -> str | None:
         """What went bad in the interval that ended at ``metrics`` (a non-finite bound or
         parameters, or most steps skipped), or None."""
         finite = math.isfinite(metrics.train_bound) if self.has_bound else self._parameters_finite()
@@ -360,9 +366,8 @@ class Trainer:
         warnings.warn(f"training went bad at {metrics.samples} samples ({problem}); rollback {state.rollbacks} "
                       f"of at most {MAX_ROLLBACKS}: back to {state.samples} samples with step size "
                       f"{state.step_size:g}, half the last", TrainingWarning, stacklevel=3)
-        if bar is not None:
-            bar.reset(total)
-            bar.update(state.samples)
+        bar.reset(total)
+        bar.update(state.samples)
         return state, optimizer, order
 
     def _roll_back(self, good: TrainingState, step_size: float, rollbacks: int, skipped_steps: int):
@@ -396,16 +401,3 @@ class Trainer:
 
     def _parameters_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
-
-
-@dataclass
-class _Interval:
-    """The callbacks of one stretch of training between evaluation points, and what it counted."""
-
-    bar: object
-    on_checkpoint: Callable | None
-    checkpoint_every: int | None
-    stop_requested: Callable[[], bool] | None
-    first_step: int = 0
-    steps: int = 0
-    skipped: int = 0
