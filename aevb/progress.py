@@ -16,7 +16,7 @@ class _NoBar:
     def set_postfix(self, **values) -> None:
         pass
 
-    def set_description(self, text: str) -> None:
+    def set_description_str(self, text: str) -> None:
         pass
 
     def reset(self, total: int | None = None) -> None:

@@ -106,7 +106,7 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
                            position=0)
     if jobs == 1 or len(pending) == 1:
         for index, spec in enumerate(pending, 1):
-            overall.set_description(f"run {index}/{len(pending)}: {spec.name}")
+            overall.set_description_str(f"run {index}/{len(pending)} {spec.name}")
             if overall.disable:   # no bar on screen: a line per run instead
                 log(f"[{index}/{len(pending)}] {spec.name}")
             _run_one(spec, out, device, None, progress)
