@@ -217,3 +217,26 @@ def test_the_training_bar_shows_one_throughput_figure(tmp_path):
     final = [line for line in shown.replace("\r", "\n").splitlines() if line.startswith("training:")][-1]
     # ours (measured over training alone), not also tqdm's own rate (which counts the evaluations)
     assert final.count("samples_per_s=") == 1 and "/s" not in final and "<00:00" in final, final
+
+
+@pytest.mark.parametrize("options", [{}, {"likelihood": "gaussian"}, {"posterior": "laplace", "prior": "gaussian"},
+                                     {"num_classes": 3}], ids=["bernoulli", "gaussian", "no-closed-form-kl", "conditional"])
+def test_a_vaes_forward_is_the_sgvb_estimate_a_users_loop_can_minimise(options):
+    from aevb.models import build_model
+    from aevb.models.config import ModelConfig
+    from aevb.models.families import has_closed_form_kl
+    from aevb.objectives.estimators import estimator_a, estimator_b
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(data_dim=6, latent_dim=2, hidden_units=5, **options))
+    x = torch.rand(4, 6).round()
+    if options.get("num_classes"):
+        x = torch.cat([x, torch.nn.functional.one_hot(torch.tensor([0, 2, 1, 0]), 3).float()], dim=1)
+    closed_form = has_closed_form_kl(options.get("posterior", "gaussian"), options.get("prior", "gaussian"))
+    reference = estimator_b if closed_form else estimator_a
+    torch.manual_seed(1)
+    bound = model(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(bound, reference(model, x, 1), rtol=1e-6, atol=1e-6)
+    (-bound.mean()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, kl_divergence
 
 from .distributions import bernoulli_from_logits, diagonal_gaussian, standard_normal_prior
 from .families import FamilyEncoder, get_family, posterior_centre
@@ -162,6 +162,22 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor) -> Distribution:
         """q_φ(z|x) for x of shape (..., D)."""
         return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The SGVB estimate of the bound 𝓛(θ, φ; x) of every row of x (M, D) with one reparameterised
+        sample (L = 1): (M,), nats, differentiable, so ``-model(x).mean()`` is Algorithm 1's loss per
+        datapoint in a loop of your own. Estimator B (eq. 7) where KL(q ‖ p) has a closed form, else
+        estimator A (eq. 6). The same numbers as :func:`aevb.objectives.estimators.estimator_b` (or
+        ``estimator_a``) under the same draw — the reference, with any L and the fast evaluation
+        path — which this module cannot import (objectives build on models)."""
+        posterior = self.encode(x)
+        z = posterior.rsample((1,))                                   # (1, M, J), as the estimators draw
+        own = getattr(self, "decoder_log_prob", None)                 # a conditional VAE's rows hold labels
+        log_likelihood = (own(z, x) if own is not None else self.decode(z).log_prob(x))[0]
+        try:
+            return log_likelihood - kl_divergence(posterior, self.prior())
+        except NotImplementedError:
+            return log_likelihood + self.prior().log_prob(z[0]) - posterior.log_prob(z[0])
 
     def decode(self, z: torch.Tensor) -> Distribution:
         """p_θ(x|z) for z of shape (..., J)."""
