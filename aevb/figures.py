@@ -119,6 +119,40 @@ def save_bound_curve(history: Sequence[dict], path: str | Path, title: str | Non
     return Path(path)
 
 
+def save_bound_comparison(runs: Sequence[tuple[str, Sequence[dict]]], path: str | Path,
+                          title: str | None = None) -> Path:
+    """Several runs' bound curves on one log x-axis: per run (label, metrics history) one colour,
+    training solid and validation dashed; nats per datapoint against training samples."""
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    finite, samples = [], []
+    colours = plt.get_cmap("tab10")
+    for index, (label, history) in enumerate(runs):
+        colour = colours(index % 10)
+        for key, style, split in (("train_bound", "-", "train"), ("valid_bound", "--", "validation")):
+            points = _curve_points(history, key)
+            count = sum(np.isfinite(bound) for _, bound in points)
+            if count:   # one legend entry per run; the line style says the split
+                axes.plot(*zip(*points), style, color=colour, marker="o" if count == 1 else None,
+                          label=label if split == "train" else None)
+            finite += [bound for _, bound in points if np.isfinite(bound)]
+            samples += [s for s, _ in points]
+    axes.set_xscale("log")
+    axes.set_xlabel("# training samples evaluated")
+    axes.set_ylabel("lower bound per datapoint (nats)")
+    axes.set_title((f"{title}\n" if title else "") + "solid: training, dashed: validation", fontsize=9)
+    axes.grid(alpha=0.3, which="both")
+    if finite:
+        axes.legend(fontsize=7, loc="best")
+    else:
+        axes.text(0.5, 0.5, "no finite bound to plot", transform=axes.transAxes, ha="center", va="center")
+    axes.set_xlim(*_samples_range(samples))
+    axes.set_ylim(*_bound_range(finite))
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)
+
+
 def _curve_points(history: Sequence[dict], key: str) -> list[tuple[float, float]]:
     """(samples, bound) of the points a log x-axis can show; a bound that is not finite (or too
     large to plot) becomes NaN, a gap in the line, so a diverged or bound-less evaluation neither

@@ -240,3 +240,27 @@ def test_a_vaes_forward_is_the_sgvb_estimate_a_users_loop_can_minimise(options):
     torch.testing.assert_close(bound, reference(model, x, 1), rtol=1e-6, atol=1e-6)
     (-bound.mean()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+def test_compare_overlays_runs_labelled_by_their_differing_settings(run, tmp_path, capsys):
+    other = tmp_path / "b"
+    assert call(["train", *TINY, "--seed", "3", "--latent-dim", "3", "--out", other]) == 0
+    figure = tmp_path / "compare.png"
+    capsys.readouterr()
+    assert call(["compare", run, other, "--out", figure]) == 0
+    table = capsys.readouterr().out
+    assert f"{run.name} (latent_dim=2)" in table and "b (latent_dim=3)" in table
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert call(["compare", run, other, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rows[0]["samples"] == 2000 and rows[0]["train_bound"] == final["train_bound"]
+    assert call(["compare", run, "--out", tmp_path / "figure.pdf"]) == 2
+    assert "figure is a .png" in capsys.readouterr().err
+
+
+def test_evaluate_takes_several_runs(run, tmp_path, capsys):
+    capsys.readouterr()
+    assert call(["evaluate", run, run, "--num-points", "20", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert isinstance(results, list) and len(results) == 2 and results[0]["num_datapoints"] == 20

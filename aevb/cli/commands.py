@@ -169,12 +169,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     options["progress"] = not given.get("no_progress", False)
     if given.get("nll"):
         options["log_likelihood_samples"] = given.get("k", PROTOCOL_SAMPLES)
-    result = evaluate_run(**options)
+    results = [evaluate_run(**{**options, "run_dir": run_dir}) for run_dir in given["run_dir"]]
     if given.get("json"):   # strict JSON: no NaN tokens, whatever the model gives
         from ..checkpoint import strict_json
 
-        print(json.dumps(strict_json(result), allow_nan=False))
+        print(json.dumps(strict_json(results if len(results) > 1 else results[0]), allow_nan=False))
         return 0
+    for run_dir, result in zip(given["run_dir"], results):
+        if len(results) > 1:
+            print(run_dir)
+        _print_evaluation(result)
+    return 0
+
+
+def _print_evaluation(result: dict) -> None:
     split = result["split"]
     print(f"{result['dataset']} {split} set, {result['num_datapoints']:,} points; nats per datapoint, "
           "± one standard error")
@@ -195,6 +203,32 @@ def _evaluate(args: argparse.Namespace) -> int:
               f"± {result['hmc_log_likelihood_stderr']:.3f}; negative log-likelihood "
               f"{-result['hmc_log_likelihood']:.3f}; acceptance {result['hmc_acceptance']:.2f}; "
               f"{result['hmc_seconds']:.1f} s")
+
+
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ..runs import compare_runs
+
+    given = _given(args)
+    rows = compare_runs(given["run_dir"], out=given.get("out"))
+    if given.get("json"):
+        from ..checkpoint import strict_json
+
+        print(json.dumps(strict_json(rows), allow_nan=False))
+        return 0
+
+    def number(value) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    width = max(len(row["label"]) for row in rows)
+    print(f"{'run':<{width}}  {'samples':>12}  {'train':>9}  {'valid':>9}  {'test':>9}   (bounds: nats per datapoint)")
+    for row in rows:
+        samples = "-" if row["samples"] is None else f"{row['samples']:,}"
+        print(f"{row['label']:<{width}}  {samples:>12}  {number(row['train_bound']):>9}  "
+              f"{number(row['valid_bound']):>9}  {number(row['test_bound']):>9}")
+    if given.get("out"):
+        print(f"wrote {given['out']}")
     return 0
 
 
@@ -229,4 +263,5 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample, "reproduce": _reproduce}
+COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample, "reproduce": _reproduce,
+            "compare": _compare}

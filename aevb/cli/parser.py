@@ -278,7 +278,8 @@ def _build_parser() -> argparse.ArgumentParser:
                                    help="lower bound of a trained run on the test set",
                                    description="Estimate the variational lower bound of a trained run on a "
                                                "data split, with many samples of z per datapoint.")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
+                          help="run directories written by aevb train (several: each in turn; --json prints a list)")
     _add_evaluate_options(evaluate)
     _add_data_options(evaluate)
 
@@ -330,6 +331,15 @@ def _build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--no-progress", action="store_true", default=UNSET,
                            help="no progress bars (default: shown on a terminal: the runs overall and, with --jobs "
                                 "1, each run's training, with the time left)")
+
+    compare = commands.add_parser("compare", formatter_class=formatter, help="compare runs by their bound curves",
+                                  description="Overlay the bound curves (training and validation against training "
+                                              "samples) of several runs, labelled by the settings in which they "
+                                              "differ, and print a table of their final bounds.")
+    compare.add_argument("run_dir", metavar="RUN_DIR", nargs="+", help="run directories written by aevb train")
+    compare.add_argument("--out", metavar="FILE.png", default=UNSET, help="write the figure here (default: none, "
+                                                                        "only the table)")
+    compare.add_argument("--json", action="store_true", default=UNSET, help="print the table as JSON (default: off)")
 
     sample = commands.add_parser("sample", formatter_class=formatter, help="draw samples from a trained run",
                                  description="Draw images E[x|z], z ~ p(z) the run's prior, from a trained run (a full-vb run "

@@ -16,7 +16,8 @@ from pathlib import Path
 from ..figures import plt
 from ..runs import DataConfig
 from ..training import TrainConfig
-from .runner import RunSpec, read_metrics, read_summary
+from ..runs.layout import read_metrics
+from .runner import RunSpec, read_summary
 
 PANELS = {"mnist": (3, 5, 10, 20, 200), "frey": (2, 5, 10, 20)}   # §5, Fig. 2
 METHODS = ("aevb", "wake-sleep")

@@ -21,7 +21,8 @@ from ..evaluation.hmc_estimator import hmc_log_likelihood
 from ..runs import DataConfig
 from ..training import TrainConfig
 from .fig2 import plot_train_test
-from .runner import RunSpec, read_metrics
+from ..runs.layout import read_metrics
+from .runner import RunSpec
 
 TRAIN_SIZES = (1000, 50000)           # Fig. 3
 METHODS = ("aevb", "wake-sleep", "mcem")

@@ -38,7 +38,8 @@ from ..models.full_vb import FullVBVAE
 from ..evaluation.importance_sampling import estimate_log_likelihood
 from ..runs import DataConfig, data_config_of_run, load_data, load_run
 from ..training import TrainConfig
-from .runner import RunSpec, is_complete, read_metrics, read_summary, run_specs
+from ..runs.layout import read_metrics
+from .runner import RunSpec, is_complete, read_summary, run_specs
 
 #: (dataset, Nz, hidden units): Frey Face with the repo's defaults (Gaussian decoder, sigmoid mean,
 #: 200 hidden units, §5); MNIST with a smaller hidden layer than §5's 500 to fit the time budget.

@@ -125,13 +125,5 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
     overall.close()
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The metrics lines of a run, in order."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / SUMMARY_FILE).read_text())

@@ -30,6 +30,7 @@ One module per concern:
 ``train_run`` never writes into a directory that already holds a run unless told to overwrite.
 """
 
+from .compare import compare_runs
 from .data_config import DataConfig, check_data_fits_model, data_config_of_run, load_data
 from .evaluate import evaluate_run, load, load_run
 from .layout import (CONFIG_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, default_run_dir, prepare_run_dir,
@@ -39,7 +40,7 @@ from .settings import DEFAULT_HIDDEN_UNITS, model_config_for, resolve_device
 from .train import DEFAULT_CHECKPOINT_EVERY, resolved_config, resume_run, run_configs, train_run
 
 __all__ = [
-    "CONFIG_FILE", "DEFAULT_CHECKPOINT_EVERY", "DEFAULT_HIDDEN_UNITS", "METRICS_FILE",
+    "CONFIG_FILE", "DEFAULT_CHECKPOINT_EVERY", "compare_runs", "DEFAULT_HIDDEN_UNITS", "METRICS_FILE",
     "RUN_FORMAT_VERSION", "SUMMARY_FILE", "DataConfig", "check_data_fits_model", "data_config_of_run",
     "default_run_dir", "evaluate_run", "load", "load_data", "load_run", "model_config_for", "prepare_run_dir",
     "read_run_config", "resolve_device", "resolved_config", "resume_run", "run_configs", "sample_run", "train_run",

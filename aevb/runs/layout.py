@@ -125,3 +125,16 @@ def metrics_lines(out: Path) -> list[str]:
     except FileNotFoundError:
         return []
     return [line for line in lines if line.strip()]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The metrics lines of a run, in order (a last line cut off by a kill is left out)."""
+    metrics = []
+    for line in metrics_lines(Path(run_dir)):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            metrics.append(entry)
+    return metrics

@@ -1,0 +1,64 @@
+"""Comparing runs: their bound curves on one figure, labelled by the settings in which they differ,
+and a table of their final numbers (``aevb compare``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import AevbError
+from .layout import read_metrics, read_run_config
+
+#: Settings that say where or how a run was made, not what it is: never a label.
+_INCIDENTAL = {"data.data_dir", "data.download", "data.source", "created", "command", "aevb_version", "device",
+               "threads", "processes", "format_version"}
+
+
+def _settings(config: dict) -> dict[str, object]:
+    """A run's config.json flattened to ``section.name`` → value (lists as tuples)."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{name}": tuple(item) if isinstance(item, list) else item
+                         for name, item in value.items()})
+        else:
+            flat[key] = value
+    return {key: value for key, value in flat.items() if key not in _INCIDENTAL}
+
+
+def differing_settings(configs: list[dict]) -> list[dict[str, object]]:
+    """For each run, the settings whose values are not the same in every run (by setting name)."""
+    flats = [_settings(config) for config in configs]
+    keys = sorted({key for flat in flats for key in flat})
+    differing = [key for key in keys if len({repr(flat.get(key)) for flat in flats}) > 1]
+    return [{key.split(".")[-1]: flat.get(key) for key in differing} for flat in flats]
+
+
+def compare_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike | None = None) -> list[dict]:
+    """One row per run: its directory, a label (the directory's name and the settings in which
+    the runs differ), and its last
+    evaluation point's samples and bounds (train, validation, test; nats per datapoint). With
+    ``out`` (.png), their bound curves on one figure."""
+    if not run_dirs:
+        raise AevbError("name at least one run directory to compare")
+    paths = [Path(run_dir) for run_dir in run_dirs]
+    configs = [read_run_config(path) for path in paths]
+    histories = [read_metrics(path) for path in paths]
+    labels = []
+    for path, differing in zip(paths, differing_settings(configs)):
+        settings = ", ".join(f"{name}={value}" for name, value in differing.items())
+        labels.append(f"{path.name} ({settings})" if settings else path.name)
+    if out is not None:
+        out = Path(out)
+        if out.suffix.lower() != ".png":
+            raise AevbError(f"`out` {out}: the comparison figure is a .png")
+        from ..figures import save_bound_comparison
+
+        save_bound_comparison(list(zip(labels, histories)), out)
+    rows = []
+    for path, label, history in zip(paths, labels, histories):
+        last = history[-1] if history else {}
+        rows.append({"run": str(path), "label": label, "samples": last.get("samples"),
+                     "train_bound": last.get("train_bound"), "valid_bound": last.get("valid_bound"),
+                     "test_bound": last.get("test_bound")})
+    return rows
