@@ -264,3 +264,67 @@ def test_evaluate_takes_several_runs(run, tmp_path, capsys):
     assert call(["evaluate", run, run, "--num-points", "20", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert isinstance(results, list) and len(results) == 2 and results[0]["num_datapoints"] == 20
+
+
+def _tiny_train_run(out: Path, **options):
+    from aevb.runs import DataConfig, train_run
+    from aevb.training import TrainConfig
+
+    return train_run(out, DataConfig("mnist-sample"), {"latent_dim": 2, "hidden_units": 8},
+                     TrainConfig(max_samples=2000, selection_steps=4, eval_subset=100, first_eval=500), progress=False,
+                     **options)
+
+
+def test_train_run_calls_a_metrics_callback_and_every_named_tracker(tmp_path, monkeypatch):
+    from aevb.runs import loggers
+
+    seen, events = [], []
+
+    class Recording(loggers.MetricsLogger):
+        name, package, extra = "recording", "json", "json"
+
+        def __init__(self, run_dir, config):
+            events.append(("open", run_dir.name, config["model"]["latent_dim"]))
+
+        def log(self, metrics):
+            events.append(("log", metrics.samples))
+
+        def close(self):
+            events.append(("close",))
+
+    monkeypatch.setitem(loggers.LOGGERS, "recording", Recording)
+    run = _tiny_train_run(tmp_path / "r", loggers=("recording",), on_metrics=seen.append)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m.samples for m in seen] == [line["samples"] for line in lines] and len(seen) >= 2
+    assert events[0] == ("open", "r", 2) and events[-1] == ("close",)
+    assert [event[1] for event in events[1:-1]] == [line["samples"] for line in lines]
+
+
+@pytest.mark.parametrize("tracker", ["tensorboard", "wandb", "mlflow"])
+def test_a_tracker_that_is_not_installed_is_one_line_and_leaves_no_run(tracker, tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec(tracker) is not None:
+        pytest.skip(f"{tracker} is installed")
+    capsys.readouterr()
+    assert call(["train", *TINY, "--logger", tracker, "--out", tmp_path / "r"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"pip install 'aevb[{tracker}]'" in err and f"--logger {tracker}" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_wandb_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = _tiny_train_run(tmp_path / "r", loggers=("wandb",))
+    assert list((run / "wandb").glob("offline-run-*"))
+
+
+def test_mlflow_local_file_store(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run = _tiny_train_run(tmp_path / "r", loggers=("mlflow",))
+    mlflow.set_tracking_uri((run / "mlruns").resolve().as_uri())
+    found = mlflow.search_runs(search_all_experiments=True)
+    assert len(found) == 1 and "metrics.train_bound" in found.columns

@@ -39,7 +39,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 #: What ``--resume`` takes besides the run: how to run it, never what to train (config.json says that).
-RESUME_OPTIONS = ("resume", "device", "threads", "no_progress", "tensorboard", "checkpoint_every")
+RESUME_OPTIONS = ("resume", "device", "threads", "no_progress", "tensorboard", "loggers", "checkpoint_every")
 
 
 def _resume(given: dict):
@@ -49,9 +49,9 @@ def _resume(given: dict):
     if ignored:
         raise AevbError(f"--resume continues a run with the settings in its config.json; "
                         f"{', '.join(_flag('train', name) for name in ignored)} cannot change them (only --device, "
-                        "--threads, --no-progress, --tensorboard and --checkpoint-every apply; start a new run "
+                        "--threads, --no-progress, --tensorboard, --logger and --checkpoint-every apply; start a new run "
                         "with --out to train otherwise)")
-    options = {key: given[key] for key in ("device", "tensorboard", "checkpoint_every") if key in given}
+    options = {key: given[key] for key in ("device", "tensorboard", "loggers", "checkpoint_every") if key in given}
     return resume_run(given["resume"], progress=not given.get("no_progress", False), **options)
 
 
@@ -136,7 +136,7 @@ def _new_run(args: argparse.Namespace, given: dict):
     out = given.get("out") or default_run_dir(data_config.dataset,
                                               model_options.get("latent_dim", _default(ModelConfig, "latent_dim")))
     args.out = str(out)   # for the message of an interrupted run
-    run_options = {name: given[name] for name in ("device", "overwrite", "tensorboard", "checkpoint_every")
+    run_options = {name: given[name] for name in ("device", "overwrite", "tensorboard", "loggers", "checkpoint_every")
                    if name in given}
     return train_run(out, data_config, model_options, train_config, progress=not given.get("no_progress", False),
                      algorithm=algorithm, command=shlex.join(["aevb", *args.argv]), **run_options)

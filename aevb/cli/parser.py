@@ -10,6 +10,7 @@ import re
 
 from .. import __version__
 from ..engines import ENGINE_CHOICES
+from ..runs.loggers import LOGGERS
 from ..models.families import FAMILIES
 from .arguments import (_count, _counts, _label, _non_negative_float, _number, _positive_float, _seed,
                         _threads)
@@ -210,12 +211,15 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     output.add_argument("--eval-subset", type=_count, default=UNSET,
                         help="evaluate the bound on at most this many points of each split (default: all)")
     output.add_argument("--tensorboard", action="store_true", default=UNSET, help="also write TensorBoard scalars (default: off)")
+    output.add_argument("--logger", action="append", choices=tuple(LOGGERS), default=UNSET, dest="loggers",
+                        help="also report every evaluation point to this experiment tracker (repeatable; each is "
+                             "an extra: pip install 'aevb[wandb]'; default: none)")
     output.add_argument("--checkpoint-every", type=_count, default=UNSET, metavar="STEPS",
                         help="steps between checkpoints; there is one at every evaluation point too (default: "
                              f"{DEFAULT_CHECKPOINT_EVERY})")
     output.add_argument("--resume", metavar="RUN_DIR", default=UNSET,
                         help="continue the interrupted run in RUN_DIR from its newest checkpoint, with its "
-                             "own settings (only --device, --threads, --no-progress, --tensorboard and "
+                             "own settings (only --device, --threads, --no-progress, --tensorboard, --logger and "
                              "--checkpoint-every apply) (default: start a new run)")
     output.add_argument("--threads", type=_threads, default=UNSET, help="CPU threads (default: torch's choice)")
     output.add_argument("--no-progress", action="store_true", default=UNSET, help="no progress bar (default: off)")

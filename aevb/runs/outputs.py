@@ -1,4 +1,4 @@
-"""What a run writes besides its model and metrics: figures and TensorBoard scalars."""
+"""What a run writes besides its model and metrics: its figures."""
 
 from __future__ import annotations
 
@@ -8,36 +8,10 @@ import torch
 
 from ..models.conditional import model_inputs
 from ..data import Dataset
-from ..errors import AevbError
 from ..models.families import prior_icdf
 from ..figures import save_bound_curve, save_manifold, save_reconstructions, save_samples
 from ..models.vae import VAE
 from ..training import Metrics, evaluation_data
-
-
-class TensorBoardLog:
-    """Scalars for TensorBoard, written with torch's SummaryWriter (needs the tensorboard package)."""
-
-    def __init__(self, directory: Path):
-        self.writer = self.check_available()(str(directory))
-
-    @staticmethod
-    def check_available():
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise AevbError("`tensorboard` needs the tensorboard package: pip install 'aevb[tensorboard]' (or pip install tensorboard)") from None
-        return SummaryWriter
-
-    def log(self, metrics: Metrics) -> None:
-        for key in ("train_bound", "valid_bound", "minibatch_bound", "samples_per_second"):
-            value = getattr(metrics, key)
-            if value is not None:
-                self.writer.add_scalar(key, value, metrics.samples)
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def write_figures(out: Path, model: VAE, data: Dataset, binarize: str, history: list[Metrics]) -> None:

@@ -31,7 +31,8 @@ from .data_config import DataConfig, check_data_fits_model, data_config_of_run, 
 from .layout import (CONFIG_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, configuration_id, create_run_dir,
                      line_samples, metrics_lines, prepare_run_dir, read_run_config, refuse_to_clobber)
 from .lock import RunLock
-from .outputs import TensorBoardLog, write_figures
+from .loggers import LOGGERS, check_loggers
+from .outputs import write_figures
 from .process import AgreedStop, StopOnSignal
 from .settings import fit_selection_to_budget, model_config_for, resolve_device
 
@@ -41,7 +42,8 @@ DEFAULT_CHECKPOINT_EVERY = 2000   # steps between checkpoints, besides one at ev
 
 def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: dict, train_config: TrainConfig,
               *, device: str = "auto", overwrite: bool = False, progress: bool = True,
-              tensorboard: bool = False, data: Dataset | None = None, command: str | None = None,
+              tensorboard: bool = False, loggers: tuple[str, ...] = (), data: Dataset | None = None,
+              command: str | None = None, on_metrics: Callable[[Metrics], None] | None = None,
               algorithm: str = "aevb", track_test: bool = False,
               extra_metrics: Callable[[VAE, Dataset], dict] | None = None,
               checkpoint_every: int | None = None) -> Path:
@@ -53,6 +55,10 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     ``algorithm`` names the learning algorithm (``aevb``, or a baseline: ``wake-sleep``, ``mcem``);
     ``track_test`` adds the test bound to every metrics line; ``extra_metrics(model, data)`` returns
     more values for each metrics line (e.g. marginal-likelihood estimates for Fig. 3).
+    ``loggers`` names experiment trackers of :data:`aevb.runs.loggers.LOGGERS` ("tensorboard",
+    "wandb", "mlflow"; ``tensorboard=True`` adds the first) that get every evaluation point;
+    ``on_metrics(metrics)`` is called with each :class:`~aevb.training.Metrics` once it is written,
+    the hook for any other tracker.
     """
     from ..baselines import ALGORITHMS, make_algorithm
 
@@ -81,8 +87,8 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
         with torch.device("meta"):
             check_engine(build_model(model_config), torch_device, distributed=group.distributed)
     train_config = fit_selection_to_budget(train_config, data.train.shape[0])
-    if tensorboard:
-        TensorBoardLog.check_available()  # before anything is written into the run directory
+    loggers = _logger_names(loggers, tensorboard)
+    check_loggers(loggers)   # before anything is written into the run directory
     out = Path(out)
     with contextlib.ExitStack() as held:
         if group.is_main:   # only rank 0 writes; the others learn whether it could
@@ -98,7 +104,8 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
         if not group.all_agree(True, torch_device):
             raise AevbError(f"rank 0 could not prepare the run directory {out}")
         return _write_config_and_train(out, data, data_config, model_config, train_config, algorithm, group,
-                                       torch_device, command, progress=progress, tensorboard=tensorboard,
+                                       torch_device, command, progress=progress, loggers=loggers,
+                                       on_metrics=on_metrics,
                                        track_test=track_test, extra_metrics=extra_metrics,
                                        checkpoint_every=checkpoint_every)
 
@@ -130,13 +137,16 @@ def _write_config_and_train(out: Path, data: Dataset, data_config: DataConfig, m
 
 
 def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bool = True,
-               tensorboard: bool = False, checkpoint_every: int | None = None,
+               tensorboard: bool = False, loggers: tuple[str, ...] = (), checkpoint_every: int | None = None,
+               on_metrics: Callable[[Metrics], None] | None = None,
                extra_metrics: Callable[[VAE, Dataset], dict] | None = None, track_test: bool = False) -> Path:
     """Continue the run in ``run_dir`` from its newest checkpoint, with the settings in its
     config.json, to the end it was asked for. On the same device and number of threads the run
-    ends with the parameters, bit for bit, that it would have had uninterrupted."""
+    ends with the parameters, bit for bit, that it would have had uninterrupted. ``loggers`` and
+    ``on_metrics`` as for :func:`train_run`."""
     from ..baselines import ALGORITHMS, make_algorithm
 
+    check_loggers(_logger_names(loggers, tensorboard))
     out = Path(run_dir)
     config = read_run_config(out)
     if (out / SUMMARY_FILE).exists():
@@ -166,7 +176,8 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
             kept = [line for line in metrics_lines(out) if line_samples(line) <= samples]
             atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
         return _train_into(out, data, model_config, train_config, algorithm, group, torch_device,
-                           progress=progress, tensorboard=tensorboard, track_test=track_test,
+                           progress=progress, loggers=_logger_names(loggers, tensorboard), on_metrics=on_metrics,
+                           track_test=track_test,
                            extra_metrics=extra_metrics, checkpoint_every=checkpoint_every, resume=state,
                            configuration=identity)
 
@@ -200,7 +211,8 @@ def run_configs(config: dict, where: str) -> tuple[ModelConfig, TrainConfig]:
 
 
 def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_config: TrainConfig, algorithm: str,
-                group, torch_device: torch.device, *, progress: bool, tensorboard: bool, track_test: bool,
+                group, torch_device: torch.device, *, progress: bool, loggers: tuple[str, ...], track_test: bool,
+                on_metrics: Callable[[Metrics], None] | None,
                 extra_metrics, checkpoint_every: int | None, resume=None, configuration: str | None = None) -> Path:
     """Train (or continue training) in the prepared run directory ``out``, checkpointing as it goes
     (every ``checkpoint_every`` steps, default :data:`DEFAULT_CHECKPOINT_EVERY`, and at every
@@ -224,7 +236,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
             trainer.fit(progress=False, resume=resume, stop_requested=stop)
             group.all_agree(True, torch_device)   # wait for rank 0 to finish writing
             return out
-        board = TensorBoardLog(out / "tensorboard") if tensorboard else None
+        trackers = _open_loggers(loggers, out)
         started = time.perf_counter()
         with open(out / METRICS_FILE, "a") as metrics_file:
             def record(metrics: Metrics) -> None:
@@ -235,8 +247,10 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
                     os.fsync(metrics_file.fileno())
                 except OSError as error:   # a full disk names no file by itself
                     raise named_os_error(error, out / METRICS_FILE) from None
-                if board is not None:
-                    board.log(metrics)
+                for tracker in trackers:
+                    tracker.log(metrics)
+                if on_metrics is not None:
+                    on_metrics(metrics)
 
             try:
                 result = trainer.fit(on_metrics=record, progress=progress, on_checkpoint=checkpoint,
@@ -245,8 +259,8 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
                 interrupted.signal = signalled.received
                 raise
             finally:
-                if board is not None:
-                    board.close()
+                for tracker in trackers:
+                    tracker.close()
     save_model(model, out)
     write_figures(out, model, data, train_config.binarize, result.history)
     last = result.history[-1]
@@ -264,3 +278,17 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)   # the run is complete: its model is the result
     group.all_agree(True, torch_device)
     return out
+
+
+def _logger_names(loggers, tensorboard: bool) -> tuple[str, ...]:
+    """The trackers asked for (``tensorboard`` True is ``loggers=("tensorboard",)``), each once."""
+    names = tuple(loggers) + (("tensorboard",) if tensorboard else ())
+    return tuple(dict.fromkeys(names))
+
+
+def _open_loggers(names: tuple[str, ...], out: Path) -> list:
+    """The trackers of a run in ``out``, given its config.json."""
+    if not names:
+        return []
+    config = read_run_config(out)
+    return [LOGGERS[name](out, config) for name in names]

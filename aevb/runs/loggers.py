@@ -1,0 +1,133 @@
+"""Experiment trackers a run can report its metrics to, besides its own metrics.jsonl: TensorBoard,
+Weights & Biases, MLflow. Each is an optional extra (``pip install 'aevb[wandb]'``), checked
+before anything is written; each gets every evaluation point's metrics (nats per datapoint,
+stepped by training samples) and the run's configuration.
+
+A tracker of another kind needs none of this: ``train_run(on_metrics=...)`` and
+``Trainer.fit(on_metrics=...)`` call any function with each :class:`~aevb.training.Metrics`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar
+
+from ..errors import AevbError
+from ..training import Metrics
+
+#: The metrics every tracker gets (the others stay in metrics.jsonl).
+LOGGED = ("train_bound", "valid_bound", "test_bound", "minibatch_bound", "samples_per_second", "step_size")
+
+
+class MetricsLogger:
+    """A tracker: ``name`` (the ``--logger`` value), ``package`` it imports, ``extra`` that installs it."""
+
+    name: ClassVar[str]
+    package: ClassVar[str]
+    extra: ClassVar[str]
+
+    @classmethod
+    def check_available(cls):
+        """The tracker's module, or a one-line AevbError saying how to install it."""
+        import importlib
+
+        try:
+            return importlib.import_module(cls.package)
+        except ImportError:
+            raise AevbError(f"`loggers` {cls.name} needs the {cls.extra} package: pip install 'aevb[{cls.extra}]' "
+                            f"(or pip install {cls.extra})") from None
+
+    def __init__(self, run_dir: Path, config: dict):
+        raise NotImplementedError
+
+    def log(self, metrics: Metrics) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and finish (also after an interrupted run: what was logged stays)."""
+
+
+def _values(metrics: Metrics) -> dict[str, float]:
+    return {key: value for key in LOGGED if (value := getattr(metrics, key, None)) is not None}
+
+
+def _flat(config: dict) -> dict[str, object]:
+    """``section.name`` → value, for trackers whose parameters are flat."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{name}": item for name, item in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+class TensorBoardLogger(MetricsLogger):
+    """Scalars in RUN_DIR/tensorboard, written with torch's SummaryWriter (``tensorboard --logdir``)."""
+
+    name, package, extra = "tensorboard", "tensorboard", "tensorboard"
+
+    def __init__(self, run_dir: Path, config: dict):
+        self.check_available()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def log(self, metrics: Metrics) -> None:
+        for key, value in _values(metrics).items():
+            self.writer.add_scalar(key, value, metrics.samples)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbLogger(MetricsLogger):
+    """A Weights & Biases run named after the run directory, its files under RUN_DIR/wandb; offline
+    with ``WANDB_MODE=offline`` (then ``wandb sync``), the project from ``WANDB_PROJECT`` (else aevb)."""
+
+    name, package, extra = "wandb", "wandb", "wandb"
+
+    def __init__(self, run_dir: Path, config: dict):
+        wandb = self.check_available()
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "aevb"), name=run_dir.name, dir=str(run_dir),
+                              config=config, reinit=True)
+
+    def log(self, metrics: Metrics) -> None:
+        self.run.log(_values(metrics), step=metrics.samples)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class MlflowLogger(MetricsLogger):
+    """An MLflow run named after the run directory, with the configuration as parameters; tracked
+    where ``MLFLOW_TRACKING_URI`` says, else in a local file store RUN_DIR/mlruns."""
+
+    name, package, extra = "mlflow", "mlflow", "mlflow"
+
+    def __init__(self, run_dir: Path, config: dict):
+        mlflow = self.check_available()
+        self.mlflow = mlflow
+        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlruns").resolve().as_uri())
+        self.run = mlflow.start_run(run_name=run_dir.name)
+        mlflow.log_params({key: str(value)[:500] for key, value in _flat(config).items()})
+
+    def log(self, metrics: Metrics) -> None:
+        self.mlflow.log_metrics(_values(metrics), step=metrics.samples)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+#: Trackers by their ``logger`` names.
+LOGGERS: dict[str, type[MetricsLogger]] = {cls.name: cls for cls in (TensorBoardLogger, WandbLogger, MlflowLogger)}
+
+
+def check_loggers(names) -> None:
+    """One-line AevbErrors, before anything is written, for an unknown or uninstalled tracker."""
+    for name in names:
+        if name not in LOGGERS:
+            raise AevbError(f"unknown logger {name!r}; choose one of {', '.join(LOGGERS)}")
+        LOGGERS[name].check_available()
