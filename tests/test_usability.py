@@ -321,10 +321,47 @@ def test_wandb_offline(tmp_path, monkeypatch):
     assert list((run / "wandb").glob("offline-run-*"))
 
 
-def test_mlflow_local_file_store(tmp_path, monkeypatch):
+def test_mlflow_local_store(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)   # nothing may land in the working directory
     run = _tiny_train_run(tmp_path / "r", loggers=("mlflow",))
-    mlflow.set_tracking_uri((run / "mlruns").resolve().as_uri())
+    mlflow.set_tracking_uri(f"sqlite:///{run / 'mlflow.db'}")
     found = mlflow.search_runs(search_all_experiments=True)
     assert len(found) == 1 and "metrics.train_bound" in found.columns
+    assert found["params.model.latent_dim"][0] == "2"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["r"]
+
+
+def test_the_hub_mixin_saves_and_loads_on_a_local_directory(run, tmp_path):
+    pytest.importorskip("huggingface_hub")
+    from aevb.hub import from_pretrained, save_pretrained
+
+    model = aevb.load(run, device="cpu")
+    save_pretrained(model, tmp_path / "shared")
+    files = {path.name for path in (tmp_path / "shared").iterdir()}
+    assert {"model.safetensors", "model.json", "config.json", "README.md"} <= files   # no pickle
+    again = from_pretrained(tmp_path / "shared")
+    assert not again.training and again.config == model.config
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    assert aevb.load(run, device="cpu").config == again.config   # also an aevb model directory
+    from aevb.checkpoint import load_model
+    assert torch.equal(load_model(tmp_path / "shared").decoder.net.heads.weight, model.decoder.net.heads.weight)
+
+
+def test_without_the_hub_extra_the_functions_say_how_to_install_it(run, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("huggingface_hub") is not None:
+        pytest.skip("huggingface_hub is installed")
+    from aevb.errors import AevbError
+    from aevb.hub import save_pretrained
+
+    with pytest.raises(AevbError, match=r"pip install 'aevb\[hub\]'"):
+        save_pretrained(aevb.load(run, device="cpu"), tmp_path / "shared")
+
+
+def test_tensorboard_logger_writes_event_files(tmp_path):
+    pytest.importorskip("tensorboard")
+    run = _tiny_train_run(tmp_path / "r", loggers=("tensorboard",))
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))

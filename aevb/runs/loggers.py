@@ -102,16 +102,23 @@ class WandbLogger(MetricsLogger):
 
 
 class MlflowLogger(MetricsLogger):
-    """An MLflow run named after the run directory, with the configuration as parameters; tracked
-    where ``MLFLOW_TRACKING_URI`` says, else in a local file store RUN_DIR/mlruns."""
+    """An MLflow run named after the run directory, with the configuration as parameters, in the
+    experiment ``MLFLOW_EXPERIMENT_NAME`` (else aevb); tracked where ``MLFLOW_TRACKING_URI`` says,
+    else in a local SQLite store RUN_DIR/mlflow.db (``mlflow ui --backend-store-uri sqlite:///...``;
+    MLflow's plain-file store is deprecated)."""
 
     name, package, extra = "mlflow", "mlflow", "mlflow"
+    STORE = "mlflow.db"
 
     def __init__(self, run_dir: Path, config: dict):
         mlflow = self.check_available()
         self.mlflow = mlflow
-        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlruns").resolve().as_uri())
-        self.run = mlflow.start_run(run_name=run_dir.name)
+        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(run_dir / self.STORE).resolve()}")
+        experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "aevb")
+        experiment = mlflow.get_experiment_by_name(experiment_name)
+        experiment_id = experiment.experiment_id if experiment is not None else mlflow.create_experiment(
+            experiment_name, artifact_location=(run_dir / "mlartifacts").resolve().as_uri())
+        self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_dir.name)
         mlflow.log_params({key: str(value)[:500] for key, value in _flat(config).items()})
 
     def log(self, metrics: Metrics) -> None:
