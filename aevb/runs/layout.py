@@ -35,10 +35,11 @@ TENSORBOARD_DIRECTORY = "tensorboard"
 #: What ``--overwrite`` removes before a new run starts: every file a run writes, so that nothing
 #: of the old run (weights, checkpoints, a manifold of another latent dimension, ...) is mixed with
 #: the new one or resumed under its configuration.
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "model.safetensors", "model.json", *FIGURE_FILES)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "model.safetensors", "model.json", *FIGURE_FILES,
+             "mlflow.db")                                     # (the last: aevb.runs.loggers.MlflowLogger's store)
 
 
-RUN_DIRECTORIES = (CHECKPOINTS, TENSORBOARD_DIRECTORY)
+RUN_DIRECTORIES = (CHECKPOINTS, TENSORBOARD_DIRECTORY, "wandb", "mlartifacts")   # (the trackers' files)
 
 
 RUN_FILE_PATTERNS = ("samples-seed*.png", "samples-seed*.npy")   # aevb sample's default outputs
