@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -49,3 +51,15 @@ def test_the_step_profile_accounts_for_the_whole_step():
     parts = [float(line.split()[-3]) for line in lines[1:]]
     assert len(parts) == 5 and abs(sum(parts) - total) < 0.02 * total + 0.02
     assert parts[0] > 0.3 * total            # the matrix products are the largest part of a step
+
+
+def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: the check would run")
+    out = tmp_path / "gpu.json"
+    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), str(out)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no CUDA device" in done.stderr
+    assert not out.exists()
