@@ -8,7 +8,9 @@ Times, on the paper's MNIST model (784-500-20, tanh, Bernoulli decoder, M = 100,
   GEMM-only bound (the step's matrix products alone);
 * importance-sampled log-likelihood throughput (decoder evaluations/s, k = ``--nll-samples``) of
   aevb, pythae and the GEMM-only bound;
-* the peak resident memory of every peer's process, and of a process that only imports torch.
+* the peak resident memory of every peer's process, and of a process that only imports torch;
+* with ``--busy``, all of it on a busy machine: one core kept busy by a plain Python loop for the
+  whole run, and aevb with one thread as a further peer (what its default gains or loses there).
 
 Every peer runs in its own process and is kept alive between repeats; the harness asks each for
 one repeat in turn, round after round (the order rotating), so the peers share whatever the
@@ -51,6 +53,7 @@ class Peer:
     values: dict[str, list[float]] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     peak_rss_mb: float | None = None
+    suffix: str = ""   # told apart from a peer of the same name (aevb with one thread)
 
     def start(self, log) -> None:
         self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
@@ -58,7 +61,7 @@ class Peer:
         self.info = self._read()
         if not self.info.get("ready"):
             raise RuntimeError(f"{self.key} did not start: {self.info}")
-        self.name = self.info["peer"]
+        self.name = self.info["peer"] + self.suffix
 
     def measure(self, what: str) -> float:
         self.process.stdin.write(what + "\n")
@@ -127,6 +130,9 @@ def main(argv=None) -> int:
     parser.add_argument("--pythae-python", default=os.environ.get("AEVB_BENCH_PYTHAE_PYTHON"),
                         help="a Python with pythae installed (default: $AEVB_BENCH_PYTHAE_PYTHON; skipped if unset)")
     parser.add_argument("--no-autograd", action="store_true", help="leave out aevb's autograd engine")
+    parser.add_argument("--busy", action="store_true",
+                        help="measure a busy machine: one core kept busy by a plain Python loop for the whole run "
+                             "(started and stopped here), and aevb with one thread as a further peer")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--keep-processes", action="store_true",
                         help="start every peer once for all rounds (default: fresh processes every round, so that "
@@ -144,12 +150,18 @@ def main(argv=None) -> int:
         peers = [Peer("aevb", [me, "aevb_peer.py", *common], ("train", "nll"))]
         if not args.no_autograd:
             peers.append(Peer("aevb-autograd", [me, "aevb_peer.py", *common, "--engine", "autograd"], ("train",)))
+        if args.busy and args.threads > 1:   # what aevb's default gains or loses against one thread there
+            one = [*common[:common.index("--threads")], "--threads", "1", *common[common.index("--threads") + 2:]]
+            peers.append(Peer("aevb-1-thread", [me, "aevb_peer.py", *one], ("train",), suffix=" 1 thread"))
         peers.append(Peer("plain", [me, "plain_pytorch.py", *common], ("train",)))
         if args.pythae_python:
             peers.append(Peer("pythae", [args.pythae_python, "pythae_peer.py", *common], ("train", "nll")))
         peers.append(Peer("gemm", [me, "gemm_bound.py", *common], ("train", "nll")))
 
         log_path = Path(scratch) / "peers.log"
+        # The busy machine of --busy: an ordinary process spinning on one core, as a browser or a
+        # second job would, for the whole measurement.
+        spinner = subprocess.Popen([me, "-c", "while True: pass"]) if args.busy else None
         with open(log_path, "w") as log:
             try:
                 for peer in peers:
@@ -175,12 +187,17 @@ def main(argv=None) -> int:
                     if peer.process is not None and peer.process.poll() is None:
                         peer.process.kill()
                 return 1
+            finally:
+                if spinner is not None:
+                    spinner.kill()
+                    spinner.wait()
 
     report = {
         "schema": SCHEMA,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(),
         "settings": {"threads": args.threads, "rounds": args.rounds, "train_samples": args.train_samples,
+                     "busy": args.busy,
                      "fresh_processes_every_round": not args.keep_processes,
                      "batch_size": 100, "model": "784-500-20 tanh, Bernoulli decoder, L = 1",
                      "nll_points": args.nll_points, "nll_samples": args.nll_samples},
@@ -216,7 +233,8 @@ def print_report(report: dict) -> None:
     m, s = report["machine"], report["settings"]
     print(f"# {SCHEMA}  {report['date']}")
     print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {s['threads']} threads, "
-          f"{s['rounds']} rounds{', fresh processes each' if s.get('fresh_processes_every_round') else ''} "
+          f"{s['rounds']} rounds{', fresh processes each' if s.get('fresh_processes_every_round') else ''}"
+          f"{', one core kept busy' if s.get('busy') else ''} "
           "(median [min-max])")
     units = {"train": f"training, samples/s ({s['model']}, M = {s['batch_size']})",
              "nll": f"importance-sampled log p(x), decoder evaluations/s (k = {s['nll_samples']}, "

@@ -63,3 +63,29 @@ def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu(tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no CUDA device" in done.stderr
     assert not out.exists()
+
+
+def _spinners() -> list[int]:
+    """Processes running the benchmark's busy loop."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"while True: pass" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_the_busy_machine_scenario_spins_one_core_and_adds_aevb_on_one_thread(tmp_path):
+    before = set(_spinners())
+    out = tmp_path / "busy.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench.py"), "--busy", "--rounds", "1", "--threads", "2",
+                           "--no-autograd", "--train-samples", "300", "--nll-points", "2", "--nll-samples", "20",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["settings"]["busy"] is True and "one core kept busy" in done.stdout
+    one_thread = next(peer for peer in report["peers"] if peer["key"] == "aevb-1-thread")
+    assert one_thread["name"].endswith(" 1 thread") and one_thread["train"]["values"][0] > 0
+    assert set(_spinners()) <= before   # the busy loop is gone with the benchmark
