@@ -110,9 +110,9 @@ class TestLogLikelihood:
             return False
         return stored.get("k") == self.k and stored.get("requested_points") == self.points
 
-    def __call__(self, run_dir: Path) -> None:
+    def __call__(self, run_dir: Path, progress: bool = False) -> None:
         result = evaluate_run(run_dir, split="test", num_points=self.points, log_likelihood_samples=self.k,
-                              seed=self.seed, device=self.device)
+                              seed=self.seed, device=self.device, progress=progress)
         atomic_write_json(Path(run_dir) / EVALUATION_FILE, result | {"k": self.k, "requested_points": self.points})
 
 

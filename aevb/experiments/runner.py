@@ -41,7 +41,8 @@ class RunSpec:
     extra_metrics: Callable | None = None
     tags: dict = field(default_factory=dict)   # what the figure needs to place the curve
     # A measurement of the finished run in the same process (picklable), e.g. a long log p(x)
-    # estimate: ``final(run_dir)`` writes its result into run_dir, ``final.done(run_dir)`` says it has.
+    # estimate: ``final(run_dir, progress=...)`` writes its result into run_dir, ``final.done(run_dir)``
+    # says it has.
     final: Callable | None = None
 
 
@@ -80,7 +81,7 @@ def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None, progres
                       progress=progress, algorithm=spec.algorithm, track_test=spec.track_test,
                       extra_metrics=spec.extra_metrics, command=f"aevb reproduce ({spec.name})")
     if spec.final is not None and not spec.final.done(run_dir):
-        spec.final(run_dir)
+        spec.final(run_dir, progress=progress)
     return spec.name
 
 
