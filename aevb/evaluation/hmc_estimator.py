@@ -107,17 +107,7 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
     Returns the estimate and the mean HMC acceptance rate over the retained transitions.
     ``progress``: a bar over the datapoints, with the time left.
     """
-    config = getattr(model, "config", None)
-    if config is not None and getattr(config, "prior", "gaussian") != "gaussian":
-        from ..models.families import check_hmc_prior
-
-        check_hmc_prior(config)   # HMC moves z in all of R^J
-    latent_dim = model.prior().event_shape[0]
-    if isinstance(initial, torch.Tensor):
-        if initial.shape != (data.shape[0], latent_dim):
-            raise AevbError(f"initial must have shape {(data.shape[0], latent_dim)}, got {tuple(initial.shape)}")
-    elif initial not in ("encoder", "zeros", "prior"):
-        raise AevbError(f"initial must be a tensor, 'encoder', 'zeros' or 'prior'; got {initial!r}")
+    latent_dim = _check_chains(model, data, initial)
     started = time.perf_counter()
     values, stderrs, acceptance = [], [], []
     bar = progress_bar(data.shape[0], unit="point", desc=f"log p(x), HMC (App. D), L = {num_samples}",
@@ -159,6 +149,23 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
                                                         time.perf_counter() - started)
     mean_acceptance = torch.cat(acceptance).mean().item()
     return estimate, mean_acceptance if math.isfinite(mean_acceptance) else float("nan")
+
+
+def _check_chains(model, data: torch.Tensor, initial: torch.Tensor | str) -> int:
+    """One-line errors for chains HMC cannot run (a prior off the real line, a bad ``initial``);
+    returns the latent dimension J."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "prior", "gaussian") != "gaussian":
+        from ..models.families import check_hmc_prior
+
+        check_hmc_prior(config)   # HMC moves z in all of R^J
+    latent_dim = model.prior().event_shape[0]
+    if isinstance(initial, torch.Tensor):
+        if initial.shape != (data.shape[0], latent_dim):
+            raise AevbError(f"initial must have shape {(data.shape[0], latent_dim)}, got {tuple(initial.shape)}")
+    elif initial not in ("encoder", "zeros", "prior"):
+        raise AevbError(f"initial must be a tensor, 'encoder', 'zeros' or 'prior'; got {initial!r}")
+    return latent_dim
 
 
 @torch.no_grad()

@@ -67,17 +67,12 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     torch_device = resolve_device(device)
     group = from_environment(torch_device)          # several processes under torchrun, else one
     torch_device = local_device(torch_device, group)
-    check_distributable(group, make_algorithm(algorithm, train_config), train_config.batch_size,
-                        extra_metrics is not None, model_options.get("posterior", "gaussian"))
+    trainer_algorithm = make_algorithm(algorithm, train_config)
+    check_distributable(group, trainer_algorithm, train_config.batch_size, extra_metrics is not None,
+                        model_options.get("posterior", "gaussian"))
     if data is None:
         data = load_data(data_config)
-    trainer_algorithm = make_algorithm(algorithm, train_config)
-    # e.g. full VB (App. F): a Gaussian posterior over the decoder's parameters
-    model_config = model_config_for(data, **{**model_options, **getattr(trainer_algorithm, "model_options", {})})
-    check_model = getattr(trainer_algorithm, "check_model", None)
-    if check_model is not None:
-        check_model(model_config)
-    check_data_fits_model(data, model_config, train_config)
+    model_config = _model_config(data, model_options, train_config, trainer_algorithm)
     # As the Trainer will, but before the run directory is made, so that a refusal leaves no run behind.
     require_training_step_memory(model_config, train_config.batch_size,
                                  getattr(trainer_algorithm, "num_samples", 1), torch_device,
@@ -189,15 +184,22 @@ def resolved_config(data_config: DataConfig, model_options: dict, train_config: 
     training set), checked as :func:`train_run` checks them; nothing is trained or written."""
     from ..baselines import make_algorithm
 
-    trainer_algorithm = make_algorithm(algorithm, train_config)
     data = load_data(data_config) if data is None else data
-    model_config = model_config_for(data, **{**model_options, **getattr(trainer_algorithm, "model_options", {})})
-    check_model = getattr(trainer_algorithm, "check_model", None)
+    model_config = _model_config(data, model_options, train_config, make_algorithm(algorithm, train_config))
+    return {"data": stored_data_config(data_config), "model": model_config.to_dict(),
+            "training": fit_selection_to_budget(train_config, data.train.shape[0]).to_dict(), "algorithm": algorithm}
+
+
+def _model_config(data: Dataset, model_options: dict, train_config: TrainConfig, algorithm) -> ModelConfig:
+    """The model a new run of ``algorithm`` trains on ``data``, checked: the algorithm's own model
+    options on top (full VB, App. F: a Gaussian posterior over the decoder's parameters), the models
+    it can train, and the data against the model."""
+    model_config = model_config_for(data, **{**model_options, **getattr(algorithm, "model_options", {})})
+    check_model = getattr(algorithm, "check_model", None)
     if check_model is not None:
         check_model(model_config)
     check_data_fits_model(data, model_config, train_config)
-    return {"data": stored_data_config(data_config), "model": model_config.to_dict(),
-            "training": fit_selection_to_budget(train_config, data.train.shape[0]).to_dict(), "algorithm": algorithm}
+    return model_config
 
 
 def run_configs(config: dict, where: str) -> tuple[ModelConfig, TrainConfig]:
@@ -263,21 +265,28 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
                     tracker.close()
     save_model(model, out)
     write_figures(out, model, data, train_config.binarize, result.history)
-    last = result.history[-1]
-    run_summary = getattr(trainer.algorithm, "run_summary", None)   # full VB: its KL term and full bound
     # summary.json comes last: it marks the run finished (resume refuses a finished run).
-    atomic_write_json(out / SUMMARY_FILE, strict_json({
+    atomic_write_json(out / SUMMARY_FILE, strict_json(_summary(result, trainer.algorithm, model,
+                                                               time.perf_counter() - started)))
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)   # the run is complete: its model is the result
+    group.all_agree(True, torch_device)
+    return out
+
+
+def _summary(result, algorithm, model: VAE, wall_seconds: float) -> dict:
+    """summary.json's numbers: the chosen step size and the trials, the last evaluation point,
+    the engine, and what the algorithm adds (full VB: its KL term and full bound)."""
+    last = result.history[-1]
+    run_summary = getattr(algorithm, "run_summary", None)
+    return {
         "step_size": result.step_size,
         "step_size_trials": [dataclasses.asdict(t) for t in result.step_size_trials],
         "samples": last.samples, "epochs": last.epoch, "train_bound": last.train_bound,
         "valid_bound": last.valid_bound, "test_bound": last.test_bound, "training_seconds": last.seconds,
         "samples_per_second": last.samples_per_second,
-        "engine": getattr(trainer.algorithm, "engine_used", None),   # how gradients were computed
-        "wall_seconds": time.perf_counter() - started,
-    } | (run_summary(model, last.train_bound) if run_summary is not None else {})))
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)   # the run is complete: its model is the result
-    group.all_agree(True, torch_device)
-    return out
+        "engine": getattr(algorithm, "engine_used", None),   # how gradients were computed
+        "wall_seconds": wall_seconds,
+    } | (run_summary(model, last.train_bound) if run_summary is not None else {})
 
 
 def _logger_names(loggers, tensorboard: bool) -> tuple[str, ...]:
