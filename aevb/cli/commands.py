@@ -170,16 +170,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     if given.get("nll"):
         options["log_likelihood_samples"] = given.get("k", PROTOCOL_SAMPLES)
     results = [evaluate_run(**{**options, "run_dir": run_dir}) for run_dir in given["run_dir"]]
-    if given.get("json"):   # strict JSON: no NaN tokens, whatever the model gives
-        from ..checkpoint import strict_json
-
-        print(json.dumps(strict_json(results if len(results) > 1 else results[0]), allow_nan=False))
+    if given.get("json"):
+        _print_json(results if len(results) > 1 else results[0])
         return 0
     for run_dir, result in zip(given["run_dir"], results):
         if len(results) > 1:
             print(run_dir)
         _print_evaluation(result)
     return 0
+
+
+def _print_json(value) -> None:
+    """One line of strict JSON: no NaN tokens, whatever the model gives."""
+    from ..checkpoint import strict_json
+
+    print(json.dumps(strict_json(value), allow_nan=False))
 
 
 def _print_evaluation(result: dict) -> None:
@@ -213,9 +218,7 @@ def _compare(args: argparse.Namespace) -> int:
     given = _given(args)
     rows = compare_runs(given["run_dir"], out=given.get("out"))
     if given.get("json"):
-        from ..checkpoint import strict_json
-
-        print(json.dumps(strict_json(rows), allow_nan=False))
+        _print_json(rows)
         return 0
 
     def number(value) -> str:

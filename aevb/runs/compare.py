@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import AevbError
-from .layout import read_metrics, read_run_config
+from .layout import flat_config, read_metrics, read_run_config
 
 #: Settings that say where or how a run was made, not what it is: never a label.
 _INCIDENTAL = {"data.data_dir", "data.download", "data.source", "created", "command", "aevb_version", "device",
@@ -15,15 +15,9 @@ _INCIDENTAL = {"data.data_dir", "data.download", "data.source", "created", "comm
 
 
 def _settings(config: dict) -> dict[str, object]:
-    """A run's config.json flattened to ``section.name`` → value (lists as tuples)."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{name}": tuple(item) if isinstance(item, list) else item
-                         for name, item in value.items()})
-        else:
-            flat[key] = value
-    return {key: value for key, value in flat.items() if key not in _INCIDENTAL}
+    """A run's settings by ``section.name`` (lists as tuples), without the incidental ones."""
+    return {key: tuple(value) if isinstance(value, list) else value
+            for key, value in flat_config(config).items() if key not in _INCIDENTAL}
 
 
 def differing_settings(configs: list[dict]) -> list[dict[str, object]]:

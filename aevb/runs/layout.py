@@ -139,3 +139,15 @@ def read_metrics(run_dir: Path) -> list[dict]:
         if isinstance(entry, dict):
             metrics.append(entry)
     return metrics
+
+
+def flat_config(config: dict) -> dict[str, object]:
+    """A run's config.json flattened to ``section.name`` → value (top-level values by their own
+    name): what trackers take as parameters and what runs are compared by."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{name}": item for name, item in value.items()})
+        else:
+            flat[key] = value
+    return flat

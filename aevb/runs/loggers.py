@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from ..errors import AevbError
 from ..training import Metrics
+from .layout import flat_config
 
 #: The metrics every tracker gets (the others stay in metrics.jsonl).
 LOGGED = ("train_bound", "valid_bound", "test_bound", "minibatch_bound", "samples_per_second", "step_size")
@@ -50,17 +51,6 @@ class MetricsLogger:
 
 def _values(metrics: Metrics) -> dict[str, float]:
     return {key: value for key in LOGGED if (value := getattr(metrics, key, None)) is not None}
-
-
-def _flat(config: dict) -> dict[str, object]:
-    """``section.name`` → value, for trackers whose parameters are flat."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{name}": item for name, item in value.items()})
-        else:
-            flat[key] = value
-    return flat
 
 
 class TensorBoardLogger(MetricsLogger):
@@ -119,7 +109,7 @@ class MlflowLogger(MetricsLogger):
         experiment_id = experiment.experiment_id if experiment is not None else mlflow.create_experiment(
             experiment_name, artifact_location=(run_dir / "mlartifacts").resolve().as_uri())
         self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_dir.name)
-        mlflow.log_params({key: str(value)[:500] for key, value in _flat(config).items()})
+        mlflow.log_params({key: str(value)[:500] for key, value in flat_config(config).items()})
 
     def log(self, metrics: Metrics) -> None:
         self.mlflow.log_metrics(_values(metrics), step=metrics.samples)
