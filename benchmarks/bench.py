@@ -1,6 +1,8 @@
 """aevb's speed against its peers, measured in one run: ``python benchmarks/bench.py``.
 
-Times, on the paper's MNIST model (784-500-20, tanh, Bernoulli decoder, M = 100, L = 1, §5):
+Times, on the paper's MNIST model (784-500-20, tanh, Bernoulli decoder, M = 100, L = 1, §5) and,
+for training, on its Frey Face model (560-200-20, Gaussian decoder with a sigmoid mean: dense
+data; when the Frey Face file is found, see ``--models``):
 
 * training throughput (samples/s) of aevb (its default fused step, and plain autograd), of a plain
   PyTorch loop written like the PyTorch examples, of pythae when a Python with pythae is given
@@ -10,13 +12,15 @@ Times, on the paper's MNIST model (784-500-20, tanh, Bernoulli decoder, M = 100,
   aevb, pythae and the GEMM-only bound;
 * the peak resident memory of every peer's process, and of a process that only imports torch;
 * with ``--busy``, all of it on a busy machine: one core kept busy by a plain Python loop for the
-  whole run, and aevb with one thread as a further peer (what its default gains or loses there).
+  whole run, and aevb with one thread as a further peer (what its default, adaptive thread
+  count gains or loses there).
 
 Every peer runs in its own process and is kept alive between repeats; the harness asks each for
 one repeat in turn, round after round (the order rotating), so the peers share whatever the
 machine's speed does meanwhile. It prints medians over the rounds with their range and the
-ratios aevb / peer, and with ``--json`` writes everything (schema ``aevb-bench/1``, stable) for
-comparisons over time. The data are the embedded MNIST sample (10,000 images), binarised once.
+ratios aevb / peer, and with ``--json`` writes everything (schema ``aevb-bench/1``, stable;
+each peer says its ``model``) for comparisons over time. The data are the embedded MNIST sample
+(10,000 images), binarised once, and Frey Face's training split (1,565 images, grey levels /256).
 """
 
 from __future__ import annotations
@@ -43,11 +47,16 @@ TARGETS = [("train", "plain PyTorch loop", 2.0), ("train", "pythae", 1.6), ("tra
            ("nll", "pythae", 3.0)]
 
 
+MODEL_TITLES = {"mnist": "784-500-20 tanh, Bernoulli decoder, L = 1",
+                "frey": "Frey Face 560-200-20 tanh, Gaussian decoder (sigmoid mean), L = 1"}
+
+
 @dataclass
 class Peer:
     key: str
     command: list[str]
     measures: tuple[str, ...]
+    model: str = "mnist"
     name: str = ""
     process: subprocess.Popen | None = None
     values: dict[str, list[float]] = field(default_factory=dict)
@@ -96,6 +105,20 @@ def embedded_sample(path: Path) -> Path:
     return path
 
 
+def frey_training_data(path: Path) -> tuple[Path | None, str]:
+    """Frey Face's training images as float32 .npy, from the data directory aevb finds
+    (``$AEVB_DATA_DIR``...); None and the reason when it is not there."""
+    from aevb.data import load_dataset
+    from aevb.errors import AevbError
+
+    try:
+        images = load_dataset("frey").train.numpy().astype(np.float32)
+    except AevbError as error:
+        return None, str(error)
+    np.save(path, images)
+    return path, ""
+
+
 def torch_baseline_rss(python: str) -> float:
     code = "import resource, torch; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     return float(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout)
@@ -120,6 +143,27 @@ def summarise(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
 
 
+def model_peers(model: str, data: Path, args: argparse.Namespace) -> list[Peer]:
+    """The peers timing ``model`` (keys prefixed by the model but for MNIST's, the first benchmark's)."""
+    common = ["--data", str(data), "--model", model, "--train-samples", str(args.train_samples),
+              "--nll-points", str(args.nll_points), "--nll-samples", str(args.nll_samples)]
+    threads = ["--threads", str(args.threads)]
+    me, prefix = sys.executable, "" if model == "mnist" else f"{model}-"
+    both = ("train", "nll") if model == "mnist" else ("train",)
+    peers = [Peer(prefix + "aevb", [me, "aevb_peer.py", *common, *threads], both, model)]
+    if not args.no_autograd:
+        peers.append(Peer(prefix + "aevb-autograd", [me, "aevb_peer.py", *common, *threads, "--engine", "autograd"],
+                          ("train",), model))
+    if args.busy and args.threads > 1:   # what aevb's default gains or loses against one thread there
+        peers.append(Peer(prefix + "aevb-1-thread", [me, "aevb_peer.py", *common, "--threads", "1"], ("train",), model,
+                          suffix=" 1 thread"))
+    peers.append(Peer(prefix + "plain", [me, "plain_pytorch.py", *common, *threads], ("train",), model))
+    if args.pythae_python and model == "mnist":
+        peers.append(Peer("pythae", [args.pythae_python, "pythae_peer.py", *common, *threads], both, model))
+    peers.append(Peer(prefix + "gemm", [me, "gemm_bound.py", *common, *threads], both, model))
+    return peers
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="aevb against its peers: training and likelihood throughput.")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads in every peer")
@@ -130,6 +174,9 @@ def main(argv=None) -> int:
     parser.add_argument("--pythae-python", default=os.environ.get("AEVB_BENCH_PYTHAE_PYTHON"),
                         help="a Python with pythae installed (default: $AEVB_BENCH_PYTHAE_PYTHON; skipped if unset)")
     parser.add_argument("--no-autograd", action="store_true", help="leave out aevb's autograd engine")
+    parser.add_argument("--models", default="mnist,frey",
+                        help="models to time, comma-separated: mnist, frey (Frey Face, training only; left out "
+                             "with a note when its file is not found) (default: mnist,frey)")
     parser.add_argument("--busy", action="store_true",
                         help="measure a busy machine: one core kept busy by a plain Python loop for the whole run "
                              "(started and stopped here), and aevb with one thread as a further peer")
@@ -141,24 +188,26 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if min(args.threads, args.rounds, args.train_samples, args.nll_points, args.nll_samples) < 1:
         parser.error("every count must be at least 1")
+    models = [name.strip() for name in args.models.split(",") if name.strip()]
+    if not models or any(name not in MODEL_TITLES for name in models):
+        parser.error(f"--models takes a comma-separated list of {', '.join(MODEL_TITLES)}, got {args.models!r}")
 
     with tempfile.TemporaryDirectory(prefix="aevb-bench-") as scratch:
-        data = embedded_sample(Path(scratch) / "mnist-sample-binary.npy")
-        common = ["--data", str(data), "--threads", str(args.threads), "--train-samples", str(args.train_samples),
-                  "--nll-points", str(args.nll_points), "--nll-samples", str(args.nll_samples)]
-        me = sys.executable
-        peers = [Peer("aevb", [me, "aevb_peer.py", *common], ("train", "nll"))]
-        if not args.no_autograd:
-            peers.append(Peer("aevb-autograd", [me, "aevb_peer.py", *common, "--engine", "autograd"], ("train",)))
-        if args.busy and args.threads > 1:   # what aevb's default gains or loses against one thread there
-            one = [*common[:common.index("--threads")], "--threads", "1", *common[common.index("--threads") + 2:]]
-            peers.append(Peer("aevb-1-thread", [me, "aevb_peer.py", *one], ("train",), suffix=" 1 thread"))
-        peers.append(Peer("plain", [me, "plain_pytorch.py", *common], ("train",)))
-        if args.pythae_python:
-            peers.append(Peer("pythae", [args.pythae_python, "pythae_peer.py", *common], ("train", "nll")))
-        peers.append(Peer("gemm", [me, "gemm_bound.py", *common], ("train", "nll")))
-
-        log_path = Path(scratch) / "peers.log"
+        data = {"mnist": embedded_sample(Path(scratch) / "mnist-sample-binary.npy")} if "mnist" in models else {}
+        if "frey" in models:
+            frey, why = frey_training_data(Path(scratch) / "frey-train.npy")
+            if frey is None:
+                print(f"bench: Frey Face left out: {why}", file=sys.stderr)
+                models.remove("frey")
+            else:
+                data["frey"] = frey
+        if not models:
+            print("bench: no model to time", file=sys.stderr)
+            return 1
+        peers = []
+        for model in models:
+            peers += model_peers(model, data[model], args)
+        log_path, me = Path(scratch) / "peers.log", sys.executable
         # The busy machine of --busy: an ordinary process spinning on one core, as a browser or a
         # second job would, for the whole measurement.
         spinner = subprocess.Popen([me, "-c", "while True: pass"]) if args.busy else None
@@ -176,7 +225,8 @@ def main(argv=None) -> int:
                     for peer in order:
                         for what in peer.measures:
                             value = peer.measure(what)
-                            print(f"round {round_index + 1}/{args.rounds} {peer.name:<28} {what:<5} {value:>10,.0f}",
+                            print(f"round {round_index + 1}/{args.rounds} {peer.model:<5} {peer.name:<28} {what:<5} "
+                                  f"{value:>10,.0f}",
                                   file=sys.stderr, flush=True)
                 for peer in peers:
                     peer.stop()
@@ -199,10 +249,11 @@ def main(argv=None) -> int:
         "settings": {"threads": args.threads, "rounds": args.rounds, "train_samples": args.train_samples,
                      "busy": args.busy,
                      "fresh_processes_every_round": not args.keep_processes,
-                     "batch_size": 100, "model": "784-500-20 tanh, Bernoulli decoder, L = 1",
+                     "batch_size": 100, "model": MODEL_TITLES["mnist"],
+                     "models": {name: MODEL_TITLES[name] for name in models},
                      "nll_points": args.nll_points, "nll_samples": args.nll_samples},
         "torch_import_rss_mb": torch_baseline_rss(me),
-        "peers": [{"key": p.key, "name": p.name, "peak_rss_mb": p.peak_rss_mb,
+        "peers": [{"key": p.key, "name": p.name, "model": p.model, "peak_rss_mb": p.peak_rss_mb,
                    **{what: summarise(values) for what, values in p.values.items()}} for p in peers],
     }
     report["ratios"] = ratios(report["peers"])
@@ -213,19 +264,23 @@ def main(argv=None) -> int:
 
 
 def ratios(peers: list[dict]) -> list[dict]:
-    """aevb / peer, per measure: the ratio of the medians, and the median of the ratios of the
-    same round (measured minutes apart at most, so less exposed to the machine's drift)."""
-    aevb = next(p for p in peers if p["key"] == "aevb")
+    """aevb / peer, per model and measure: the ratio of the medians, and the median of the ratios
+    of the same round (measured minutes apart at most, so less exposed to the machine's drift)."""
     out = []
-    for what in ("train", "nll"):
-        for peer in peers:
-            if peer["key"] == "aevb" or what not in peer or what not in aevb:
-                continue
-            ratio = aevb[what]["median"] / peer[what]["median"]
-            paired = statistics.median(a / b for a, b in zip(aevb[what]["values"], peer[what]["values"]))
-            target = next((t for m, name, t in TARGETS if m == what and peer["name"].startswith(name)), None)
-            out.append({"measure": what, "peer": peer["name"], "ratio": ratio, "paired_ratio": paired,
-                        "target": target})
+    for model in dict.fromkeys(p.get("model", "mnist") for p in peers):
+        same = [p for p in peers if p.get("model", "mnist") == model]
+        aevb = next((p for p in same if p["key"].endswith("aevb")), None)
+        if aevb is None:
+            continue
+        for what in ("train", "nll"):
+            for peer in same:
+                if peer is aevb or what not in peer or what not in aevb:
+                    continue
+                ratio = aevb[what]["median"] / peer[what]["median"]
+                paired = statistics.median(a / b for a, b in zip(aevb[what]["values"], peer[what]["values"]))
+                target = next((t for m, name, t in TARGETS if m == what and peer["name"].startswith(name)), None)
+                out.append({"model": model, "measure": what, "peer": peer["name"], "ratio": ratio,
+                            "paired_ratio": paired, "target": target if model == "mnist" else None})
     return out
 
 
@@ -236,23 +291,27 @@ def print_report(report: dict) -> None:
           f"{s['rounds']} rounds{', fresh processes each' if s.get('fresh_processes_every_round') else ''}"
           f"{', one core kept busy' if s.get('busy') else ''} "
           "(median [min-max])")
-    units = {"train": f"training, samples/s ({s['model']}, M = {s['batch_size']})",
-             "nll": f"importance-sampled log p(x), decoder evaluations/s (k = {s['nll_samples']}, "
-                    f"{s['nll_points']} points)"}
-    for what, title in units.items():
-        print(f"\n{title}")
-        for peer in report["peers"]:
-            if what in peer:
+    models = s.get("models", {"mnist": s["model"]})
+    for model, title in models.items():
+        units = {"train": f"training, samples/s ({title}, M = {s['batch_size']})",
+                 "nll": f"importance-sampled log p(x), decoder evaluations/s ({title}, k = {s['nll_samples']}, "
+                        f"{s['nll_points']} points)"}
+        for what, heading in units.items():
+            rows = [p for p in report["peers"] if what in p and p.get("model", "mnist") == model]
+            if rows:
+                print(f"\n{heading}")
+            for peer in rows:
                 v = peer[what]
                 print(f"  {peer['name']:<30} {v['median']:>10,.0f}  [{v['min']:,.0f}-{v['max']:,.0f}]")
     print("\nratios aevb / peer: of the medians, and median of same-round ratios (target)")
     for r in report["ratios"]:
         target = "" if r["target"] is None else \
             f"  (target >= {r['target']:g}: {'met' if min(r['ratio'], r['paired_ratio']) >= r['target'] else 'MISSED'})"
-        print(f"  {r['measure']:<5} / {r['peer']:<30} {r['ratio']:6.2f}x {r['paired_ratio']:6.2f}x{target}")
+        print(f"  {r.get('model', 'mnist'):<6} {r['measure']:<5} / {r['peer']:<44} {r['ratio']:6.2f}x "
+              f"{r['paired_ratio']:6.2f}x{target}")
     print(f"\npeak memory, MB (resident; a process that only imports torch: {report['torch_import_rss_mb']:.0f})")
     for peer in report["peers"]:
-        print(f"  {peer['name']:<30} {peer['peak_rss_mb']:>8.0f}")
+        print(f"  {peer.get('model', 'mnist'):<6} {peer['name']:<30} {peer['peak_rss_mb']:>8.0f}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from torch import nn
 
 from aevb import VAE, ModelConfig
 from aevb.objectives.estimators import get_estimator
-from aevb.engines.decoding import fast_decoder_log_prob
+from aevb.engines.decoding import fast_decoder_log_prob, fast_importance_weights, fast_importance_weights_apply
+from aevb.objectives.estimators import log_importance_weights
 from aevb.engines.fused import FusedStep, unsupported_reason
 from aevb.engines.native import NativeStep
 
@@ -96,6 +97,42 @@ def test_fast_decoder_log_prob_equals_the_distribution(config):
     assert fast is not None and fast.shape == (6, 4)
     torch.testing.assert_close(fast, expected, rtol=1e-12, atol=1e-10)
     assert fast_decoder_log_prob(model, z, x) is None   # gradients wanted: the generic path
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_fast_importance_weights_equal_the_reference(config):
+    likelihood, sigmoid_mean, variance, activation, layers, *bound = config
+    torch.manual_seed(2)
+    model = VAE(ModelConfig(data_dim=7, latent_dim=3, hidden_units=5, hidden_layers=layers, activation=activation,
+                            likelihood=likelihood, sigmoid_mean=sigmoid_mean, decoder_variance=variance,
+                            init_std=0.5, log_variance_bound=(bound or [None])[0])).double()
+    x, noise = torch.rand(4, 7, dtype=torch.float64), torch.randn(6, 4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        assert fast_importance_weights_apply(model)
+        posterior = model.encode(x)
+        fast = fast_importance_weights(model, x, posterior.mean, posterior.stddev, 6, noise=noise)
+        expected = log_importance_weights(model, x, 6, noise=noise)
+    assert fast.shape == (6, 4)
+    torch.testing.assert_close(fast, expected, rtol=1e-12, atol=1e-10)
+    assert not fast_importance_weights_apply(model)   # gradients wanted: the reference
+
+
+def test_importance_sampling_gives_the_same_estimate_on_the_fast_path_and_the_reference(monkeypatch):
+    import aevb.evaluation.importance_sampling as importance_sampling
+
+    torch.manual_seed(3)
+    model = VAE(ModelConfig(data_dim=30, latent_dim=2, hidden_units=20, init_std=0.5))
+    x = torch.bernoulli(torch.full((6, 30), 0.3))
+    used = []
+    monkeypatch.setattr(importance_sampling, "fast_importance_weights",
+                        lambda *args, **kwargs: used.append(1) or fast_importance_weights(*args, **kwargs))
+    fast = importance_sampling.estimate_log_likelihood(model, x, num_samples=3000, max_rows=700)
+    assert used   # the fast path served this VAE
+    monkeypatch.setattr(importance_sampling, "fast_importance_weights_apply", lambda model: False)
+    reference = importance_sampling.estimate_log_likelihood(model, x, num_samples=3000, max_rows=700)
+    combined = (fast.per_datapoint_stderr ** 2 + reference.per_datapoint_stderr ** 2).sqrt()
+    assert ((fast.per_datapoint - reference.per_datapoint).abs() < 5 * combined + 1e-6).all()
+
 
 
 def test_a_log_variance_bound_keeps_every_variance_finite():

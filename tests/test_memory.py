@@ -300,15 +300,27 @@ def test_evaluate_with_many_samples_for_one_point_stays_in_bounded_memory(small_
     assert peak - baseline < 400 * 10**6, (baseline, peak)
 
 
-def test_importance_sampling_streams_the_samples_of_one_datapoint(monkeypatch):
+@pytest.mark.parametrize("fast", [True, False])
+def test_importance_sampling_streams_the_samples_of_one_datapoint(monkeypatch, fast):
     # Already streamed before issue 14 (a guard, not a regression test): k = 5,000 for one point
-    # is decoded at most max_rows (datapoint, sample) pairs at a time.
+    # is decoded at most max_rows (datapoint, sample) pairs at a time, on the fast path
+    # (aevb.engines.decoding) and on the reference.
     from aevb.evaluation import importance_sampling
     from aevb.models.build import build_model
     from aevb.models.vae import ModelConfig
 
     model = build_model(ModelConfig(data_dim=12, latent_dim=2, hidden_units=5))
-    rows = _record_rows(monkeypatch, importance_sampling, "log_importance_weights")
+    if fast:
+        original, rows = importance_sampling.fast_importance_weights, []
+
+        def recorded(model, x, mean, std, num_samples, **kwargs):
+            rows.append(x.shape[0] * num_samples)
+            return original(model, x, mean, std, num_samples, **kwargs)
+
+        monkeypatch.setattr(importance_sampling, "fast_importance_weights", recorded)
+    else:
+        monkeypatch.setattr(importance_sampling, "fast_importance_weights_apply", lambda model: False)
+        rows = _record_rows(monkeypatch, importance_sampling, "log_importance_weights")
     estimate = importance_sampling.estimate_log_likelihood(model, torch.rand(1, 12), num_samples=5000, max_rows=256)
     assert max(rows) <= 256 and sum(rows) == 5000 and np.isfinite(estimate.mean)
 

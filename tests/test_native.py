@@ -560,3 +560,69 @@ def test_the_optimiser_inside_equals_the_optimiser_after_bit_for_bit(config):
     for index, entry in state_after.items():
         assert torch.equal(state_inside[index]["sum"], entry["sum"])
         assert torch.equal(state_inside[index]["step"], entry["step"])
+
+
+@needs_kernels
+@pytest.mark.parametrize("dim", [50, 200, 784])     # within one block of 64 elements, and across blocks
+@pytest.mark.parametrize("scale", [1.0, 12.0])      # 12: most |logit| > 16, where 1 + e^-|a| rounds to 1
+def test_evaluation_log_likelihood_with_the_bias_added_in_the_kernel(dim, scale):
+    generator = torch.Generator().manual_seed(3)
+    samples, points = 3, 7
+    logits = torch.randn(samples * points, dim, generator=generator) * scale
+    bias = torch.randn(dim, generator=generator) * scale
+    x = torch.rand(points, dim, generator=generator)
+    x[:4] = x[:4].round()
+    expected = bernoulli_from_logits(logits.double() + bias.double()).log_prob(x.double().repeat(samples, 1))
+    log_lik = torch.empty(samples * points)
+    KERNELS.bernoulli_log_lik(logits, x, samples, log_lik, bias=bias)
+    # float32 rounding of the logits themselves (a + b) is the error's floor: ~1e-7 relative per term
+    tolerance = 2e-7 * (logits.double() + bias.double()).abs().sum(dim=1).max().item() + 1e-5
+    torch.testing.assert_close(log_lik.double(), expected, rtol=0, atol=tolerance)
+    without = torch.empty(samples * points)
+    KERNELS.bernoulli_log_lik(logits + bias, x, samples, without)
+    torch.testing.assert_close(without, log_lik, rtol=0, atol=tolerance)
+
+
+@needs_kernels
+def test_evaluation_log_likelihood_keeps_a_nan_in_its_row():
+    logits, x = torch.zeros(3, 100), torch.ones(1, 100)
+    logits[1, 70] = math.nan
+    log_lik = torch.empty(3)
+    KERNELS.bernoulli_log_lik(logits, x, 3, log_lik)
+    assert math.isnan(log_lik[1]) and torch.allclose(log_lik[[0, 2]], torch.full((2,), -100 * math.log(2)))
+
+
+@needs_kernels
+@pytest.mark.parametrize("activation", sorted(native.ACTIVATION_CODES))
+def test_bias_activation_is_the_module_on_the_biased_input(activation):
+    generator = torch.Generator().manual_seed(4)
+    h = torch.randn(300, 70, generator=generator) * 3      # above the kernels' threading threshold
+    bias = torch.randn(70, generator=generator)
+    expected = ACTIVATIONS[activation]()(h.double() + bias.double())
+    out = KERNELS.bias_activation(h.clone(), bias, activation)
+    torch.testing.assert_close(out.double(), expected, rtol=2e-6, atol=2e-7)
+
+
+@needs_kernels
+def test_fast_evaluation_path_in_float32_matches_the_reference_in_float64():
+    from aevb.engines.decoding import fast_decoder_log_prob
+
+    torch.manual_seed(6)
+    model = VAE(ModelConfig(data_dim=784, latent_dim=20, hidden_units=500, init_std=0.3))
+    x = torch.bernoulli(torch.full((5, 784), 0.2))
+    z = torch.randn(40, 5, 20)
+    with torch.no_grad():
+        fast = fast_decoder_log_prob(model, z, x)
+        expected = model.double().decode(z.double()).log_prob(x.double())
+    assert fast.dtype == torch.float32 and fast.shape == (40, 5)
+    torch.testing.assert_close(fast.double(), expected, rtol=0, atol=2e-3)   # ~500 nats: float32 products
+
+
+@needs_kernels
+def test_evaluation_log_likelihood_keeps_the_terms_that_round_away_from_one_plus_e():
+    # softplus(-17) = 4.1e-8 < 2^-24: 1 + e^-17 is 1 in float32; the kernel carries what rounding lost.
+    logits, x = torch.full((2, 784), -17.0), torch.zeros(1, 784)
+    log_lik = torch.empty(2)
+    KERNELS.bernoulli_log_lik(logits, x, 2, log_lik)
+    expected = -784 * math.log1p(math.exp(-17.0))
+    torch.testing.assert_close(log_lik.double(), torch.full((2,), expected, dtype=torch.float64), rtol=1e-5, atol=0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
+
+from ..training.threads import available_cpus
 
 
 def _count(text: str) -> int:
@@ -32,14 +33,6 @@ def _number(minimum: float, inclusive: bool):
         return value
 
     return parse
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity where the system reports it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _threads(text: str) -> int:

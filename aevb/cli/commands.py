@@ -51,7 +51,8 @@ def _resume(given: dict):
                         f"{', '.join(_flag('train', name) for name in ignored)} cannot change them (only --device, "
                         "--threads, --no-progress, --tensorboard, --logger and --checkpoint-every apply; start a new run "
                         "with --out to train otherwise)")
-    options = {key: given[key] for key in ("device", "tensorboard", "loggers", "checkpoint_every") if key in given}
+    options = {key: given[key] for key in ("device", "tensorboard", "loggers", "checkpoint_every", "threads")
+               if key in given}
     return resume_run(given["resume"], progress=not given.get("no_progress", False), **options)
 
 
@@ -136,8 +137,8 @@ def _new_run(args: argparse.Namespace, given: dict):
     out = given.get("out") or default_run_dir(data_config.dataset,
                                               model_options.get("latent_dim", _default(ModelConfig, "latent_dim")))
     args.out = str(out)   # for the message of an interrupted run
-    run_options = {name: given[name] for name in ("device", "overwrite", "tensorboard", "loggers", "checkpoint_every")
-                   if name in given}
+    run_options = {name: given[name] for name in ("device", "overwrite", "tensorboard", "loggers", "checkpoint_every",
+                                                  "threads") if name in given}
     return train_run(out, data_config, model_options, train_config, progress=not given.get("no_progress", False),
                      algorithm=algorithm, command=shlex.join(["aevb", *args.argv]), **run_options)
 
@@ -254,7 +255,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     from ..experiments import reproduce
 
     given = _given(args)
-    _set_threads(given.pop("threads", None))
+    _set_threads(given.get("threads"))
     given["progress"] = not given.pop("no_progress", False)
     if given.get("datasets") and given["figure"] != "fig2":
         raise AevbError("--datasets applies to fig2 only")

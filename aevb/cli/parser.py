@@ -221,7 +221,9 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
                         help="continue the interrupted run in RUN_DIR from its newest checkpoint, with its "
                              "own settings (only --device, --threads, --no-progress, --tensorboard, --logger and "
                              "--checkpoint-every apply) (default: start a new run)")
-    output.add_argument("--threads", type=_threads, default=UNSET, help="CPU threads (default: torch's choice)")
+    output.add_argument("--threads", type=_threads, default=UNSET,
+                        help="CPU threads, fixed, for runs that repeat bit for bit (default: adaptive, the count "
+                             "that steps fastest now, measured again as the machine's load changes)")
     output.add_argument("--no-progress", action="store_true", default=UNSET, help="no progress bar (default: off)")
 
 
@@ -331,7 +333,9 @@ def _build_parser() -> argparse.ArgumentParser:
                            help="fig3: Adagrad step size of MCEM, which has no bound to choose one by "
                                 f"(default: {DEFAULT_MCEM_STEP_SIZE})")
     _add_data_options(reproduce)
-    reproduce.add_argument("--threads", type=_threads, default=None, help="CPU threads (default: torch's choice)")
+    reproduce.add_argument("--threads", type=_threads, default=None,
+                           help="CPU threads of every run, fixed (default: adaptive within each job's share of "
+                                "the CPUs)")
     reproduce.add_argument("--no-progress", action="store_true", default=UNSET,
                            help="no progress bars (default: shown on a terminal: the runs overall and, with --jobs "
                                 "1, each run's training, with the time left)")

@@ -27,10 +27,11 @@ class BoundEstimate:
     num_samples: int
 
 
-#: Rows (datapoint-sample pairs) evaluated at once on a CPU: the activations of about a thousand
-#: rows of the paper's models stay in cache, those of much larger chunks do not (timings in
-#: docs/performance.md). A GPU wants large batches instead.
-CPU_CHUNK_ROWS = 1024
+#: Rows (datapoint-sample pairs) evaluated at once on a CPU: enough that each chunk's fixed costs
+#: (a dozen small operations) vanish beside its matrix products, few enough that its activations
+#: (about 20 MB for the paper's MNIST model) do not strain memory (timings in docs/performance.md).
+#: A GPU wants large batches instead.
+CPU_CHUNK_ROWS = 4096
 GPU_CHUNK_ROWS = 65536
 
 

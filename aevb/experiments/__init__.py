@@ -60,14 +60,15 @@ def whole_budget(budget: float) -> int:
 
 def reproduce(figure: str, out: str | Path | None = None, budget: float = DEFAULT_BUDGET, data_dir: str | None = None,
               *, jobs: int = 1, device: str = "auto", seed: int = 0, download: bool = False, progress: bool = False,
-              **options) -> list[Path]:
+              threads: int | None = None, **options) -> list[Path]:
     """Train what ``figure`` needs into ``out`` (default reproduce/FIGURE; complete runs are
-    skipped) and draw it."""
+    skipped) and draw it; ``jobs`` runs at a time, ``threads`` fixing each one's CPU threads
+    (default: adaptive, :mod:`aevb.training.threads`)."""
     out = Path(out if out is not None else f"reproduce/{figure}")
     runs = plan(figure, budget, data_dir, seed, device=device, **options)
     if download:   # missing data files are fetched (checksums verified) by every run that needs them
         runs = [dataclasses.replace(run, data=dataclasses.replace(run.data, download=True)) for run in runs]
-    run_specs(runs, out, jobs=jobs, device=device, progress=progress)
+    run_specs(runs, out, jobs=jobs, device=device, progress=progress, threads=threads)
     if figure == "nll":
         return nll.write_outputs(runs, out, budget)
     if figure == "fig2":

@@ -25,6 +25,7 @@ from ..progress import progress_bar
 from ..runs import SUMMARY_FILE, DataConfig, resume_run, train_run
 from ..training.checkpoints import has_checkpoint
 from ..training import TrainConfig
+from ..training.threads import process_share
 
 
 @dataclass
@@ -68,18 +69,20 @@ def _resumable(spec: RunSpec, run_dir: Path) -> bool:
             and training.get("seed") == spec.train.seed and training.get("epochs") == spec.train.epochs)
 
 
-def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None, progress: bool = False) -> str:
-    if threads:
-        torch.set_num_threads(threads)
+def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None, share: int | None = None,
+             progress: bool = False) -> str:
+    """One run: ``threads`` fixes its CPU threads; None adapts among those of its ``share``."""
+    if share:
+        torch.set_num_threads(share)
     run_dir = out / spec.name
     if not is_complete(run_dir):   # (a complete run comes here only for its final measurement)
         if _resumable(spec, run_dir):
             resume_run(run_dir, device=device, progress=progress, extra_metrics=spec.extra_metrics,
-                       track_test=spec.track_test)
+                       track_test=spec.track_test, threads=threads)
         else:
             train_run(run_dir, spec.data, spec.model_options, spec.train, device=device, overwrite=True,
                       progress=progress, algorithm=spec.algorithm, track_test=spec.track_test,
-                      extra_metrics=spec.extra_metrics, command=f"aevb reproduce ({spec.name})")
+                      extra_metrics=spec.extra_metrics, command=f"aevb reproduce ({spec.name})", threads=threads)
     if spec.final is not None and not spec.final.done(run_dir):
         spec.final(run_dir, progress=progress)
     return spec.name
@@ -87,8 +90,10 @@ def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None, progres
 
 def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, device: str = "auto",
               log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True),
-              progress: bool = False) -> None:
-    """Train every run in ``specs`` into ``out/<name>`` that is not complete yet. ``progress``: a
+              progress: bool = False, threads: int | None = None) -> None:
+    """Train every run in ``specs`` into ``out/<name>`` that is not complete yet, ``jobs`` at a
+    time, each with its share of the CPUs; ``threads`` fixes each run's CPU threads (default: the
+    adaptive policy of :mod:`aevb.training.threads` within the share). ``progress``: a
     bar over the runs with the time left (from the training samples done and to do), and with one
     job each run's own training bar below it."""
     out = Path(out)
@@ -110,14 +115,14 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
             overall.set_description_str(f"run {index}/{len(pending)} {spec.name}")
             if overall.disable:   # no bar on screen: a line per run instead
                 log(f"[{index}/{len(pending)}] {spec.name}")
-            _run_one(spec, out, device, None, progress)
+            _run_one(spec, out, device, threads, progress=progress)
             overall.update(work[spec.name])
         overall.close()
         return
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    share = process_share(jobs)
     # spawn, not fork: a forked child of a process that has used OpenMP threads can deadlock.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_run_one, spec, out, device, threads): spec for spec in pending}
+        futures = {pool.submit(_run_one, spec, out, device, threads, share): spec for spec in pending}
         for index, future in enumerate(as_completed(futures), 1):
             name = future.result()
             overall.update(work[name])

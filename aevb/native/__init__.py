@@ -282,7 +282,8 @@ class Kernels:
         self._forward = function("aevb_activation_forward", [_ptr, _ptr, _i64, _int], _double)
         self._backward = function("aevb_activation_backward", [_ptr, _ptr, _ptr, _i64, _i64, _int, _ptr], _double)
         self._bernoulli = function("aevb_bernoulli", [_ptr, _ptr, _i64, _i64, _i64, _f32, _ptr], _double)
-        self._bernoulli_log_lik = function("aevb_bernoulli_log_lik", [_ptr, _ptr, _i64, _i64, _i64, _ptr])
+        self._bernoulli_log_lik = function("aevb_bernoulli_log_lik", [_ptr, _ptr, _ptr, _i64, _i64, _i64, _ptr])
+        self._bias_activation = function("aevb_bias_activation", [_ptr, _ptr, _i64, _i64, _int])
         self._scale_rows = function("aevb_scale_rows", [_ptr, _ptr, _i64, _i64])
         self._latent_forward = function("aevb_latent_forward", [_ptr, _ptr, _i64, _i64, _i64, _f32, _int,
                                                                 _ptr, _ptr, _ptr, _ptr, _ptr], _double)
@@ -323,12 +324,22 @@ class Kernels:
         return self._bernoulli(logits.data_ptr(), x.data_ptr(), samples, points, dim, scale, log_lik.data_ptr())
 
     def bernoulli_log_lik(self, logits: torch.Tensor, x: torch.Tensor, samples: int,
-                          log_lik: torch.Tensor) -> torch.Tensor:
-        """log_lik (L·M) ← Σ_d log Bernoulli(x | sigmoid(logits)), nats, for logits (L·M, D) and
-        x (M, D); nothing else is written. Returns log_lik."""
+                          log_lik: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """log_lik (L·M) ← Σ_d log Bernoulli(x | sigmoid(logits + bias)), nats, for logits (L·M, D),
+        x (M, D) and bias (D) (None: zero); nothing else is written. Returns log_lik."""
         points, dim = x.shape
-        self._bernoulli_log_lik(logits.data_ptr(), x.data_ptr(), samples, points, dim, log_lik.data_ptr())
+        if bias is None:
+            bias = torch.zeros(dim, dtype=torch.float32)
+        self._bernoulli_log_lik(logits.data_ptr(), bias.data_ptr(), x.data_ptr(), samples, points, dim,
+                                log_lik.data_ptr())
         return log_lik
+
+    def bias_activation(self, h: torch.Tensor, bias: torch.Tensor, activation: str | None) -> torch.Tensor:
+        """h (R, C) ← activation(h + bias) in place, bias (C) (None activation: the identity). Returns h."""
+        code = _IDENTITY if activation is None else ACTIVATION_CODES[activation]
+        rows, cols = h.shape
+        self._bias_activation(h.data_ptr(), bias.data_ptr(), rows, cols, code)
+        return h
 
     def sparse_rows(self, x: torch.Tensor, rows: "SparseRows") -> float:
         """Collect the nonzeros of x (M, D) into ``rows``. Returns Σ|x|."""

@@ -46,7 +46,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
               command: str | None = None, on_metrics: Callable[[Metrics], None] | None = None,
               algorithm: str = "aevb", track_test: bool = False,
               extra_metrics: Callable[[VAE, Dataset], dict] | None = None,
-              checkpoint_every: int | None = None) -> Path:
+              checkpoint_every: int | None = None, threads: int | None = None) -> Path:
     """Train a VAE and write the whole run into ``out``; return the run directory.
 
     ``model_options`` are keyword arguments of :func:`model_config_for` (latent_dim, hidden_units,
@@ -58,7 +58,8 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     ``loggers`` names experiment trackers of :data:`aevb.runs.loggers.LOGGERS` ("tensorboard",
     "wandb", "mlflow"; ``tensorboard=True`` adds the first) that get every evaluation point;
     ``on_metrics(metrics)`` is called with each :class:`~aevb.training.Metrics` once it is written,
-    the hook for any other tracker.
+    the hook for any other tracker. ``threads`` fixes the CPU threads of the training steps
+    (default: the adaptive policy of :mod:`aevb.training.threads`).
     """
     from ..baselines import ALGORITHMS, make_algorithm
 
@@ -102,7 +103,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
                                        torch_device, command, progress=progress, loggers=loggers,
                                        on_metrics=on_metrics,
                                        track_test=track_test, extra_metrics=extra_metrics,
-                                       checkpoint_every=checkpoint_every)
+                                       checkpoint_every=checkpoint_every, threads=threads)
 
 
 def _write_config_and_train(out: Path, data: Dataset, data_config: DataConfig, model_config: ModelConfig,
@@ -122,7 +123,7 @@ def _write_config_and_train(out: Path, data: Dataset, data_config: DataConfig, m
         "training": train_config.to_dict(),
         "algorithm": algorithm,
         "device": str(torch_device),
-        "threads": torch.get_num_threads(),
+        "threads": training.get("threads") or "adaptive",   # how many ran each step: summary.json
         "processes": group.world_size,
     }
     if group.is_main:
@@ -134,11 +135,13 @@ def _write_config_and_train(out: Path, data: Dataset, data_config: DataConfig, m
 def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bool = True,
                tensorboard: bool = False, loggers: tuple[str, ...] = (), checkpoint_every: int | None = None,
                on_metrics: Callable[[Metrics], None] | None = None,
-               extra_metrics: Callable[[VAE, Dataset], dict] | None = None, track_test: bool = False) -> Path:
+               extra_metrics: Callable[[VAE, Dataset], dict] | None = None, track_test: bool = False,
+               threads: int | None = None) -> Path:
     """Continue the run in ``run_dir`` from its newest checkpoint, with the settings in its
-    config.json, to the end it was asked for. On the same device and number of threads the run
-    ends with the parameters, bit for bit, that it would have had uninterrupted. ``loggers`` and
-    ``on_metrics`` as for :func:`train_run`."""
+    config.json, to the end it was asked for. With the same device and a fixed number of
+    ``threads`` (the run's and the resumed one's) the run ends with the parameters, bit for bit,
+    that it would have had uninterrupted. ``loggers``, ``on_metrics`` and ``threads`` as for
+    :func:`train_run`."""
     from ..baselines import ALGORITHMS, make_algorithm
 
     check_loggers(_logger_names(loggers, tensorboard))
@@ -174,7 +177,7 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
                            progress=progress, loggers=_logger_names(loggers, tensorboard), on_metrics=on_metrics,
                            track_test=track_test,
                            extra_metrics=extra_metrics, checkpoint_every=checkpoint_every, resume=state,
-                           configuration=identity)
+                           configuration=identity, threads=threads)
 
 
 def resolved_config(data_config: DataConfig, model_options: dict, train_config: TrainConfig,
@@ -215,7 +218,8 @@ def run_configs(config: dict, where: str) -> tuple[ModelConfig, TrainConfig]:
 def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_config: TrainConfig, algorithm: str,
                 group, torch_device: torch.device, *, progress: bool, loggers: tuple[str, ...], track_test: bool,
                 on_metrics: Callable[[Metrics], None] | None,
-                extra_metrics, checkpoint_every: int | None, resume=None, configuration: str | None = None) -> Path:
+                extra_metrics, checkpoint_every: int | None, resume=None, configuration: str | None = None,
+                threads: int | None = None) -> Path:
     """Train (or continue training) in the prepared run directory ``out``, checkpointing as it goes
     (every ``checkpoint_every`` steps, default :data:`DEFAULT_CHECKPOINT_EVERY`, and at every
     evaluation point); then write the model, figures and summary."""
@@ -230,7 +234,8 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
     train, valid, test = (model_inputs(getattr(data, split), getattr(data, f"{split}_labels"), model_config)
                           for split in ("train", "valid", "test"))
     trainer = Trainer(model, train, train_config, valid=valid if valid.shape[0] else None,
-                      test=test if track_test else None, algorithm=ALGORITHMS[algorithm](train_config), group=group)
+                      test=test if track_test else None, algorithm=ALGORITHMS[algorithm](train_config), group=group,
+                      threads=threads)
     checkpoint = (lambda state: save_checkpoint(out, state, configuration=configuration)) if group.is_main else None
     with StopOnSignal() as signalled:
         stop = signalled if group.world_size == 1 else AgreedStop(signalled, group, torch_device)
@@ -285,6 +290,7 @@ def _summary(result, algorithm, model: VAE, wall_seconds: float) -> dict:
         "valid_bound": last.valid_bound, "test_bound": last.test_bound, "training_seconds": last.seconds,
         "samples_per_second": last.samples_per_second,
         "engine": getattr(algorithm, "engine_used", None),   # how gradients were computed
+        "steps_by_threads": {str(count): steps for count, steps in result.steps_by_threads.items()},
         "wall_seconds": wall_seconds,
     } | (run_summary(model, last.train_bound) if run_summary is not None else {})
 

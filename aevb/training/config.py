@@ -114,6 +114,7 @@ class Metrics(JsonConfig):
     test_bound: float | None = None  # only when the trainer was given test data (figure reproduction)
     skipped_steps: int = 0           # steps skipped so far for a non-finite loss or gradient
     rollbacks: int = 0               # returns to the last good evaluation point, step size halved each time
+    threads: int | None = None       # CPU threads the steps ran with at this point (aevb.training.threads)
 
 
 @dataclass
@@ -127,6 +128,7 @@ class TrainResult:
     step_size: float
     history: list[Metrics] = field(default_factory=list)
     step_size_trials: list[StepSizeTrial] = field(default_factory=list)
+    steps_by_threads: dict[int, int] = field(default_factory=dict)   # CPU thread count → steps run with it
 
 
 EVALUATION_BINARIZATION_SEED = 1234

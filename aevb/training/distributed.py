@@ -39,6 +39,7 @@ class ProcessGroup:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1     # processes on this machine (torchrun's LOCAL_WORLD_SIZE)
 
     @property
     def distributed(self) -> bool:
@@ -132,7 +133,8 @@ def from_environment(device: torch.device) -> ProcessGroup:
     if not dist.is_initialized():
         options = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30), **options)
-    return ProcessGroup(rank=rank, world_size=world_size, local_rank=local_rank)
+    return ProcessGroup(rank=rank, world_size=world_size, local_rank=local_rank,
+                        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size))))
 
 
 def local_device(device: torch.device, group: ProcessGroup) -> torch.device:

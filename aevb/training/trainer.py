@@ -25,6 +25,7 @@ from ..progress import progress_bar
 from .reporting import TrainingWarning, training_bar, warn_if_worse_than_untrained
 from .state import DataOrder, Interval, TrainingState
 from .step_memory import require_training_step_memory
+from .threads import StepThreads
 
 
 MAX_ROLLBACKS = 3                     # then give up: the step size has been halved three times
@@ -51,14 +52,21 @@ class Trainer:
         algorithm: what one iteration does; default AEVB with ``config``'s estimator and L.
         group: this process's place in multi-process training (:mod:`aevb.training.distributed`); each
             process is given the whole training set and reads only its shard of every minibatch.
+        threads: CPU threads per step. None (the default) adapts: the count up to torch's current
+            one that steps fastest, measured again as the machine's load changes
+            (:mod:`aevb.training.threads`; several processes on one machine each keep their share).
+            A number fixes it, for runs that repeat bit for bit.
     """
 
     def __init__(self, model: VAE, train: torch.Tensor, config: TrainConfig,
                  valid: torch.Tensor | None = None, algorithm: Algorithm | None = None,
-                 test: torch.Tensor | None = None, group: ProcessGroup = SINGLE_PROCESS):
+                 test: torch.Tensor | None = None, group: ProcessGroup = SINGLE_PROCESS,
+                 threads: int | None = None):
         if train.ndim != 2 or train.shape[0] < 1:
             raise AevbError(f"training data must be a non-empty (N, D) array, got shape {tuple(train.shape)}")
         self.group = group
+        self.threads = StepThreads.for_training(threads, train.device,
+                                                group.local_world_size if group.distributed else 1)
         self.model = model
         self.train_data = train
         self.config = config
@@ -110,7 +118,11 @@ class Trainer:
         return indices, x
 
     def _step(self, optimizer: torch.optim.Optimizer, batch: torch.Tensor) -> torch.Tensor:
-        """One iteration on minibatch ``batch``; returns the bound sum over this process's shard."""
+        """One iteration on minibatch ``batch``, at the thread policy's count; returns the bound
+        sum over this process's shard."""
+        return self.threads.run(lambda: self._iteration(optimizer, batch), batch.shape[0])
+
+    def _iteration(self, optimizer: torch.optim.Optimizer, batch: torch.Tensor) -> torch.Tensor:
         rows = self.group.shard(batch.shape[0])
         indices, x = self._load(batch, rows)
         if self.group.distributed:
@@ -173,18 +185,21 @@ class Trainer:
         ``stop_requested()`` turns true (checked after every step), the state goes to
         ``on_checkpoint`` and :class:`~aevb.errors.TrainingInterrupted` is raised.
         """
+        self.threads.start()
         try:
             return self._fit(on_metrics, progress, on_checkpoint, checkpoint_every, resume, stop_requested)
         finally:
+            self.threads.stop()
             teardown = getattr(self.algorithm, "teardown", None)
             if teardown is not None:
                 teardown()
 
     def _setup_algorithm(self) -> None:
-        if self.group.distributed:
-            self.algorithm.setup(self.model, self.train_data, self.group)
-        else:
-            self.algorithm.setup(self.model, self.train_data)
+        with self.threads.at_most():   # per-thread buffers for every count the policy may choose
+            if self.group.distributed:
+                self.algorithm.setup(self.model, self.train_data, self.group)
+            else:
+                self.algorithm.setup(self.model, self.train_data)
 
     def _start(self, progress: bool = False) -> tuple[TrainingState, torch.optim.Optimizer, DataOrder]:
         """A fresh run: seed, initialise (§5), choose the step size (§5) unless given."""
@@ -293,7 +308,8 @@ class Trainer:
             bar.close()
         self.model.eval()
         warn_if_worse_than_untrained(state.history, state.initial_bound, state.step_size)
-        return TrainResult(step_size=state.step_size, step_size_trials=state.trials, history=state.history)
+        return TrainResult(step_size=state.step_size, step_size_trials=state.trials, history=state.history,
+                           steps_by_threads=dict(sorted(self.threads.steps_by_count.items())))
 
     def _train_interval(self, target: int, total: int, state: TrainingState, optimizer: torch.optim.Optimizer,
                         order: DataOrder, interval: Interval) -> Metrics:
@@ -343,6 +359,7 @@ class Trainer:
         metrics = self._evaluate(state.samples, state.steps, optimizer.param_groups[0]["lr"], state.training_seconds,
                                  self.group.sum_(state.running_sum).item() / max(counted, 1))
         metrics.skipped_steps, metrics.rollbacks = state.skipped_steps, state.rollbacks
+        metrics.threads = self.threads.current
         return metrics
 
     def _problem(self, metrics: Metrics, interval: Interval) -> str | None:

@@ -1,0 +1,155 @@
+"""The thread policy of training steps (aevb.training.threads): with a clock and a machine that the
+test controls, the adaptive policy keeps the count that steps fastest, measures again when the
+load changes, and a fixed count never moves."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aevb.errors import AevbError
+from aevb.models.vae import VAE, ModelConfig
+from aevb.training import TrainConfig, Trainer
+from aevb.training import threads as policy
+from aevb.training.threads import StepThreads, candidate_counts
+
+
+class Machine:
+    """A fake machine: a step of ``samples`` rows at ``count`` threads takes ``cost[count]`` seconds
+    of its clock; the test changes ``cost`` to model another process taking a core."""
+
+    def __init__(self, cost: dict[int, float], threads: int = 8):
+        self.cost, self.now, self.threads, self.sets = dict(cost), 0.0, threads, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def set_threads(self, count: int) -> None:
+        self.threads = count
+        self.sets.append(count)
+
+    def get_threads(self) -> int:
+        return self.threads
+
+    def step(self):
+        self.now += self.cost[self.threads]
+        return self.threads
+
+
+def _policy(machine: Machine, counts) -> StepThreads:
+    return StepThreads(tuple(counts), clock=machine.clock, set_threads=machine.set_threads,
+                       get_threads=machine.get_threads)
+
+
+def _run(threads: StepThreads, machine: Machine, seconds: float) -> list[int]:
+    """Steps for ``seconds`` of the machine's clock; the count each ran at."""
+    ran, end = [], machine.now + seconds
+    while machine.now < end:
+        ran.append(threads.run(machine.step, 100))
+    return ran
+
+
+def test_candidates_are_the_most_one_fewer_and_halvings():
+    assert candidate_counts(1) == (1,)
+    assert candidate_counts(2) == (2, 1)
+    assert candidate_counts(16) == (16, 15, 8, 4, 2, 1)
+    assert candidate_counts(6) == (6, 5, 3, 1)
+    with pytest.raises(AevbError, match="threads"):
+        candidate_counts(0)
+
+
+def test_adaptive_policy_keeps_the_fastest_count_and_gives_the_count_back():
+    machine = Machine({2: 0.004, 1: 0.006}, threads=2)   # a quiet machine: two threads win
+    threads = _policy(machine, (2, 1))
+    threads.start()
+    ran = _run(threads, machine, 30.0)
+    assert threads.current == 2
+    assert ran[-1] == 2
+    assert ran.count(1) < 0.02 * len(ran)                 # measuring the other count costs little
+    assert threads.choices[0][0] == 2
+    assert threads.choices[0][1] == pytest.approx({2: 100 / 0.004, 1: 100 / 0.006})
+    assert sum(threads.steps_by_count.values()) == len(ran)
+    threads.stop()
+    assert machine.threads == 2
+
+
+def test_adaptive_policy_moves_to_one_thread_when_a_core_is_taken_and_back_when_it_is_free():
+    machine = Machine({2: 0.004, 1: 0.006}, threads=2)
+    threads = _policy(machine, (2, 1))
+    threads.start()
+    _run(threads, machine, 5.0)
+    assert threads.current == 2
+    machine.cost[2] = 0.020                               # another process holds a core: barriers stall
+    ran = _run(threads, machine, 3.0)
+    assert threads.current == 1
+    # The slowdown is noticed within a watch window or two, not at the periodic re-check.
+    switched = next(i for i, count in enumerate(ran) if count == 1 and all(c == 1 for c in ran[i:i + 50]))
+    assert sum(0.020 if c == 2 else 0.006 for c in ran[:switched]) < 2.5 * policy.WATCH_SECONDS
+    machine.cost[2] = 0.004                               # the other process ended
+    _run(threads, machine, 3 * policy.RECHECK_SECONDS)
+    assert threads.current == 2
+
+
+def test_a_count_that_is_barely_faster_does_not_replace_the_current_one():
+    machine = Machine({2: 0.004, 1: 0.004 / (1 + policy.SWITCH_MARGIN / 2)}, threads=2)
+    threads = _policy(machine, (2, 1))
+    threads.start()
+    _run(threads, machine, 2.0)
+    assert threads.current == 2
+
+
+def test_re_checks_back_off_while_the_choice_holds():
+    machine = Machine({2: 0.004, 1: 0.006}, threads=2)
+    threads = _policy(machine, (2, 1))
+    threads.start()
+    _run(threads, machine, 400.0)
+    # A probe at 0 s, then 10, 20, 40, 80, 160 s apart (the longest), every one keeping two threads.
+    assert [count for count, _ in threads.choices] == [2] * len(threads.choices)
+    assert 5 <= len(threads.choices) <= 7
+
+
+def test_a_fixed_count_is_set_and_never_measured():
+    machine = Machine({3: 0.05, 1: 0.001}, threads=8)
+    threads = _policy(machine, (3,))
+    threads.start()
+    assert machine.threads == 3
+    ran = _run(threads, machine, 20.0)
+    assert set(ran) == {3} and threads.choices == []
+    threads.stop()
+    assert machine.threads == 8
+
+
+def test_the_policy_of_a_run(monkeypatch):
+    monkeypatch.setattr(policy, "available_cpus", lambda: 8)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert StepThreads.for_training(None, torch.device("cpu")).counts == (4, 3, 2, 1)
+        assert StepThreads.for_training(2, torch.device("cpu")).counts == (2,)
+        # torchrun's processes on one machine each keep their share of the CPUs
+        assert StepThreads.for_training(None, torch.device("cpu"), local_processes=3).counts == (2,)
+        assert StepThreads.for_training(None, torch.device("cuda")).counts == (4,)
+        with pytest.raises(AevbError, match="`threads` must be a positive integer"):
+            StepThreads.for_training(0, torch.device("cpu"))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_trainer_runs_with_the_policy_and_reports_the_counts_used():
+    previous = torch.get_num_threads()
+    torch.manual_seed(0)
+    data = (torch.rand(300, 12) < 0.3).float()
+    model = VAE(ModelConfig(data_dim=12, latent_dim=2, hidden_units=8))
+    config = TrainConfig(batch_size=20, step_size=0.02, max_samples=3000, first_eval=1000, eval_subset=50)
+    result = Trainer(model, data, config, threads=2).fit()
+    assert torch.get_num_threads() == previous              # given back after the run
+    assert result.steps_by_threads == {2: 150}
+    assert {m.threads for m in result.history} == {2}
+    torch.set_num_threads(2)
+    try:
+        adaptive = Trainer(VAE(ModelConfig(data_dim=12, latent_dim=2, hidden_units=8)), data, config).fit()
+    finally:
+        torch.set_num_threads(previous)
+    assert set(adaptive.steps_by_threads) <= {1, 2}
+    assert sum(adaptive.steps_by_threads.values()) == 150
+    assert adaptive.history[-1].threads in (1, 2)
