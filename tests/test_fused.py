@@ -83,13 +83,18 @@ def test_fused_step_refuses_what_it_cannot_differentiate():
         FusedStep(model, "B", 1, 10)
 
 
+def _evaluation_model(config, seed: int) -> VAE:
+    """A small float64 VAE of one of CONFIGS, for comparisons with its references at 1e-10."""
+    likelihood, sigmoid_mean, variance, activation, layers, *bound = config
+    torch.manual_seed(seed)
+    return VAE(ModelConfig(data_dim=7, latent_dim=3, hidden_units=5, hidden_layers=layers, activation=activation,
+                           likelihood=likelihood, sigmoid_mean=sigmoid_mean, decoder_variance=variance,
+                           init_std=0.5, log_variance_bound=(bound or [None])[0])).double()
+
+
 @pytest.mark.parametrize("config", CONFIGS)
 def test_fast_decoder_log_prob_equals_the_distribution(config):
-    likelihood, sigmoid_mean, variance, activation, layers, *bound = config
-    torch.manual_seed(1)
-    model = VAE(ModelConfig(data_dim=7, latent_dim=3, hidden_units=5, hidden_layers=layers, activation=activation,
-                            likelihood=likelihood, sigmoid_mean=sigmoid_mean, decoder_variance=variance,
-                            init_std=0.5, log_variance_bound=(bound or [None])[0])).double()
+    model = _evaluation_model(config, seed=1)
     x, z = torch.rand(4, 7, dtype=torch.float64), torch.randn(6, 4, 3, dtype=torch.float64)
     with torch.no_grad():
         fast = fast_decoder_log_prob(model, z, x)
@@ -101,11 +106,7 @@ def test_fast_decoder_log_prob_equals_the_distribution(config):
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_fast_importance_weights_equal_the_reference(config):
-    likelihood, sigmoid_mean, variance, activation, layers, *bound = config
-    torch.manual_seed(2)
-    model = VAE(ModelConfig(data_dim=7, latent_dim=3, hidden_units=5, hidden_layers=layers, activation=activation,
-                            likelihood=likelihood, sigmoid_mean=sigmoid_mean, decoder_variance=variance,
-                            init_std=0.5, log_variance_bound=(bound or [None])[0])).double()
+    model = _evaluation_model(config, seed=2)
     x, noise = torch.rand(4, 7, dtype=torch.float64), torch.randn(6, 4, 3, dtype=torch.float64)
     with torch.no_grad():
         assert fast_importance_weights_apply(model)

@@ -1,4 +1,4 @@
-"""The thread policy of training steps (aevb.training.threads): with a clock and a machine that the
+"""The thread policy of training and evaluation steps (aevb.threads): with a clock and a machine that the
 test controls, the adaptive policy keeps the count that steps fastest, measures again when the
 load changes, and a fixed count never moves."""
 
@@ -10,8 +10,8 @@ import torch
 from aevb.errors import AevbError
 from aevb.models.vae import VAE, ModelConfig
 from aevb.training import TrainConfig, Trainer
-from aevb.training import threads as policy
-from aevb.training.threads import StepThreads, candidate_counts
+from aevb import threads as policy
+from aevb.threads import StepThreads, candidate_counts
 
 
 class Machine:
@@ -39,6 +39,14 @@ class Machine:
 def _policy(machine: Machine, counts) -> StepThreads:
     return StepThreads(tuple(counts), clock=machine.clock, set_threads=machine.set_threads,
                        get_threads=machine.get_threads)
+
+
+def _started(cost: dict[int, float]) -> tuple[Machine, StepThreads]:
+    """A two-core fake machine with ``cost`` per step, and the adaptive policy started on it."""
+    machine = Machine(cost, threads=2)
+    threads = _policy(machine, (2, 1))
+    threads.start()
+    return machine, threads
 
 
 def _run(threads: StepThreads, machine: Machine, seconds: float) -> list[int]:
@@ -74,9 +82,7 @@ def test_adaptive_policy_keeps_the_fastest_count_and_gives_the_count_back():
 
 
 def test_adaptive_policy_moves_to_one_thread_when_a_core_is_taken_and_back_when_it_is_free():
-    machine = Machine({2: 0.004, 1: 0.006}, threads=2)
-    threads = _policy(machine, (2, 1))
-    threads.start()
+    machine, threads = _started({2: 0.004, 1: 0.006})
     _run(threads, machine, 5.0)
     assert threads.current == 2
     machine.cost[2] = 0.020                               # another process holds a core: barriers stall
@@ -90,22 +96,45 @@ def test_adaptive_policy_moves_to_one_thread_when_a_core_is_taken_and_back_when_
     assert threads.current == 2
 
 
-def test_a_count_that_is_barely_faster_does_not_replace_the_current_one():
-    machine = Machine({2: 0.004, 1: 0.004 / (1 + policy.SWITCH_MARGIN / 2)}, threads=2)
+def test_a_hopeless_candidate_is_dropped_after_two_steps():
+    machine = Machine({2: 0.004, 1: 0.020}, threads=2)   # one thread five times slower
     threads = _policy(machine, (2, 1))
     threads.start()
+    ran = _run(threads, machine, 1.0)
+    assert ran.count(1) == policy.WARMUP_STEPS + 2 and threads.current == 2
+
+
+def test_a_count_that_slows_down_but_stays_fastest_is_measured_again_once_not_every_window():
+    machine, threads = _started({2: 0.004, 1: 0.008})
+    _run(threads, machine, 1.0)
+    machine.cost[2] = 0.007                               # slower than measured, still the fastest
+    _run(threads, machine, 9.0)
+    assert threads.current == 2
+    assert len(threads.choices) == 2                      # the first choice, and one measurement after the slowdown
+
+
+def test_a_lucky_measurement_is_corrected_within_seconds():
+    machine, threads = _started({2: 0.004, 1: 0.006})
+    while not threads.choices:                            # two threads measured while the other process slept
+        threads.run(machine.step, 100)
+    assert threads.current == 2
+    machine.cost[2] = 0.020
+    _run(threads, machine, 2.5 * policy.WATCH_SECONDS)
+    assert threads.current == 1                           # not only at the re-check 10 s later
+
+
+def test_a_count_that_is_barely_faster_does_not_replace_the_current_one():
+    machine, threads = _started({2: 0.004, 1: 0.004 / (1 + policy.SWITCH_MARGIN / 2)})
     _run(threads, machine, 2.0)
     assert threads.current == 2
 
 
 def test_re_checks_back_off_while_the_choice_holds():
-    machine = Machine({2: 0.004, 1: 0.006}, threads=2)
-    threads = _policy(machine, (2, 1))
-    threads.start()
+    machine, threads = _started({2: 0.004, 1: 0.006})
     _run(threads, machine, 400.0)
-    # A probe at 0 s, then 10, 20, 40, 80, 160 s apart (the longest), every one keeping two threads.
+    # A probe at 0 s, then 10, 20, 40, 60 s apart (the longest) and so on, every one keeping two threads.
     assert [count for count, _ in threads.choices] == [2] * len(threads.choices)
-    assert 5 <= len(threads.choices) <= 7
+    assert 8 <= len(threads.choices) <= 10
 
 
 def test_a_fixed_count_is_set_and_never_measured():
@@ -124,13 +153,13 @@ def test_the_policy_of_a_run(monkeypatch):
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(4)
-        assert StepThreads.for_training(None, torch.device("cpu")).counts == (4, 3, 2, 1)
-        assert StepThreads.for_training(2, torch.device("cpu")).counts == (2,)
+        assert StepThreads.for_device(None, torch.device("cpu")).counts == (4, 3, 2, 1)
+        assert StepThreads.for_device(2, torch.device("cpu")).counts == (2,)
         # torchrun's processes on one machine each keep their share of the CPUs
-        assert StepThreads.for_training(None, torch.device("cpu"), local_processes=3).counts == (2,)
-        assert StepThreads.for_training(None, torch.device("cuda")).counts == (4,)
+        assert StepThreads.for_device(None, torch.device("cpu"), local_processes=3).counts == (2,)
+        assert StepThreads.for_device(None, torch.device("cuda")).counts == (4,)
         with pytest.raises(AevbError, match="`threads` must be a positive integer"):
-            StepThreads.for_training(0, torch.device("cpu"))
+            StepThreads.for_device(0, torch.device("cpu"))
     finally:
         torch.set_num_threads(previous)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..training.threads import available_cpus
+from ..threads import available_cpus
 
 
 def _count(text: str) -> int:

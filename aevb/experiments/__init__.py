@@ -63,7 +63,7 @@ def reproduce(figure: str, out: str | Path | None = None, budget: float = DEFAUL
               threads: int | None = None, **options) -> list[Path]:
     """Train what ``figure`` needs into ``out`` (default reproduce/FIGURE; complete runs are
     skipped) and draw it; ``jobs`` runs at a time, ``threads`` fixing each one's CPU threads
-    (default: adaptive, :mod:`aevb.training.threads`)."""
+    (default: adaptive, :mod:`aevb.threads`)."""
     out = Path(out if out is not None else f"reproduce/{figure}")
     runs = plan(figure, budget, data_dir, seed, device=device, **options)
     if download:   # missing data files are fetched (checksums verified) by every run that needs them

@@ -25,7 +25,7 @@ from ..progress import progress_bar
 from ..runs import SUMMARY_FILE, DataConfig, resume_run, train_run
 from ..training.checkpoints import has_checkpoint
 from ..training import TrainConfig
-from ..training.threads import process_share
+from ..threads import process_share
 
 
 @dataclass
@@ -93,7 +93,7 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
               progress: bool = False, threads: int | None = None) -> None:
     """Train every run in ``specs`` into ``out/<name>`` that is not complete yet, ``jobs`` at a
     time, each with its share of the CPUs; ``threads`` fixes each run's CPU threads (default: the
-    adaptive policy of :mod:`aevb.training.threads` within the share). ``progress``: a
+    adaptive policy of :mod:`aevb.threads` within the share). ``progress``: a
     bar over the runs with the time left (from the training samples done and to do), and with one
     job each run's own training bar below it."""
     out = Path(out)

@@ -47,7 +47,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
                  num_points: int | None = None, log_likelihood_samples: int | None = None, prior_mixture: float = 0.0,
                  hmc: bool = False, hmc_samples: int = PAPER_POSTERIOR_SAMPLES,
                  leapfrog_steps: int = PAPER_LEAPFROG_STEPS, seed: int = 0, parameter_draws: int = 10,
-                 download: bool = False, progress: bool = False) -> dict:
+                 download: bool = False, progress: bool = False, threads: int | None = None) -> dict:
     """Evaluate a trained run on a data split; every number is in nats per datapoint.
 
     Always: the lower bound with ``num_samples`` samples of z per datapoint (``{split}_bound``,
@@ -56,7 +56,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     ``log_likelihood_stderr``: Monte Carlo standard error of the mean). With ``hmc``: the
     Appendix D estimate (``hmc_log_likelihood``, ...). ``num_points`` keeps the first N points.
     ``download``: fetch missing data files (checksums verified) instead of refusing. ``progress``:
-    bars with the time left for the log-likelihood estimates.
+    bars with the time left for the log-likelihood estimates. ``threads`` fixes the CPU threads of
+    importance sampling (default: the count that evaluates fastest now, :mod:`aevb.threads`).
 
     A full-VB run (App. F) averages over q(θ): the bound is E_q(θ)[𝓛_θ(x)] (a fresh θ per batch of
     points), log p(x) the predictive log E_q(θ)[p_θ(x)] from ``parameter_draws`` draws of θ with k
@@ -94,7 +95,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
             result["train_full_bound"] = estimate.mean - kl / data.train.shape[0]
     if log_likelihood_samples is not None:
         result.update(_log_likelihood(model, values, log_likelihood_samples, parameter_draws if full_vb else None,
-                                      prior_mixture, progress))
+                                      prior_mixture, progress, threads))
     if hmc:
         generator = torch.Generator().manual_seed(seed)
         hmc_estimate, acceptance = hmc_log_likelihood(model, values, num_samples=hmc_samples,
@@ -143,7 +144,7 @@ def _evaluation_data(model, config: dict, run_dir: Path, split: str, data_dir: s
 
 
 def _log_likelihood(model, values: torch.Tensor, samples: int, parameter_draws: int | None,
-                    prior_mixture: float, progress: bool) -> dict:
+                    prior_mixture: float, progress: bool, threads: int | None = None) -> dict:
     """The importance-sampled log p(x) of ``values``; for full VB (``parameter_draws`` given) the
     predictive log E_q(θ)[p_θ(x)]."""
     extra = {}
@@ -153,7 +154,7 @@ def _log_likelihood(model, values: torch.Tensor, samples: int, parameter_draws: 
         extra["parameter_draws"] = parameter_draws
     else:
         nll = estimate_log_likelihood(model, values, num_samples=samples, prior_mixture=prior_mixture,
-                                      progress=progress)
+                                      progress=progress, threads=threads)
     return dict(log_likelihood=nll.mean, log_likelihood_stderr=nll.stderr, log_likelihood_prior_mixture=prior_mixture,
                 log_likelihood_spread_stderr=nll.spread_stderr, log_likelihood_samples=samples,
                 log_likelihood_seconds=nll.seconds,

@@ -59,7 +59,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     "wandb", "mlflow"; ``tensorboard=True`` adds the first) that get every evaluation point;
     ``on_metrics(metrics)`` is called with each :class:`~aevb.training.Metrics` once it is written,
     the hook for any other tracker. ``threads`` fixes the CPU threads of the training steps
-    (default: the adaptive policy of :mod:`aevb.training.threads`).
+    (default: the adaptive policy of :mod:`aevb.threads`).
     """
     from ..baselines import ALGORITHMS, make_algorithm
 

@@ -114,7 +114,7 @@ class Metrics(JsonConfig):
     test_bound: float | None = None  # only when the trainer was given test data (figure reproduction)
     skipped_steps: int = 0           # steps skipped so far for a non-finite loss or gradient
     rollbacks: int = 0               # returns to the last good evaluation point, step size halved each time
-    threads: int | None = None       # CPU threads the steps ran with at this point (aevb.training.threads)
+    threads: int | None = None       # CPU threads the steps ran with at this point (aevb.threads)
 
 
 @dataclass

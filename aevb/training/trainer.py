@@ -25,7 +25,7 @@ from ..progress import progress_bar
 from .reporting import TrainingWarning, training_bar, warn_if_worse_than_untrained
 from .state import DataOrder, Interval, TrainingState
 from .step_memory import require_training_step_memory
-from .threads import StepThreads
+from ..threads import StepThreads
 
 
 MAX_ROLLBACKS = 3                     # then give up: the step size has been halved three times
@@ -54,7 +54,7 @@ class Trainer:
             process is given the whole training set and reads only its shard of every minibatch.
         threads: CPU threads per step. None (the default) adapts: the count up to torch's current
             one that steps fastest, measured again as the machine's load changes
-            (:mod:`aevb.training.threads`; several processes on one machine each keep their share).
+            (:mod:`aevb.threads`; several processes on one machine each keep their share).
             A number fixes it, for runs that repeat bit for bit.
     """
 
@@ -65,7 +65,7 @@ class Trainer:
         if train.ndim != 2 or train.shape[0] < 1:
             raise AevbError(f"training data must be a non-empty (N, D) array, got shape {tuple(train.shape)}")
         self.group = group
-        self.threads = StepThreads.for_training(threads, train.device,
+        self.threads = StepThreads.for_device(threads, train.device,
                                                 group.local_world_size if group.distributed else 1)
         self.model = model
         self.train_data = train
@@ -181,7 +181,7 @@ class Trainer:
         the :class:`TrainingState` after every ``checkpoint_every`` steps and after every
         evaluation point (its tensors are the live ones: write them before returning). ``resume``
         continues from such a state; the run then ends with the parameters, bit for bit, of a run
-        that was never interrupted (on the same device and number of threads). When
+        that was never interrupted (on the same device, with a fixed ``threads`` count). When
         ``stop_requested()`` turns true (checked after every step), the state goes to
         ``on_checkpoint`` and :class:`~aevb.errors.TrainingInterrupted` is raised.
         """

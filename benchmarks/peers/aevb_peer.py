@@ -5,7 +5,7 @@ the likelihood through :func:`aevb.evaluation.importance_sampling.estimate_log_l
 ``--engine`` picks how gradients are computed (:mod:`aevb.engines`; ``auto``, the default, takes
 the native engine on this model), so the benchmark shows what the hand-derived step is worth
 against ``--engine autograd`` (``loss.backward()`` on the same estimators). The CPU threads are
-the trainer's default: adaptive within ``--threads`` (:mod:`aevb.training.threads`).
+the trainer's default: adaptive within ``--threads`` (:mod:`aevb.threads`).
 """
 
 from __future__ import annotations

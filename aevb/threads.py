@@ -1,13 +1,19 @@
-"""How many CPU threads a training step uses: a fixed count, or the count that steps fastest now.
+"""How many CPU threads a training step (or an evaluation chunk) uses: a fixed count, or the count
+that steps fastest now.
 
 A step's parallel regions (matrix products, the native kernels' loops) end at barriers where
 every thread waits for the last. On a machine where another process holds a core, the thread
 that is not scheduled holds all the others up, and two threads step several times slower than
-one (docs/performance.md, "a busy machine"). So by default the trainer measures steps at each
-candidate count, keeps the fastest, and measures again as the load changes: when the steps'
-speed moves by more than :data:`SPEED_CHANGE` from what it was just after the last choice, and
-at the latest every ``recheck_seconds`` (doubled, up to :data:`LONGEST_RECHECK_SECONDS`, while
-the choice holds). A fixed count (``threads``) is never changed.
+one (docs/performance.md, "A busy machine"). So by default the trainer (and importance sampling,
+chunk by chunk) measures steps at each
+candidate count, keeps the fastest, and measures again as the load changes: when the steps slow
+down by more than :data:`SLOWDOWN` from the chosen count's measured speed (another process took a
+core, or a lucky measurement chose the wrong count; when measuring again keeps the count, its
+slower speed becomes the reference), and at the latest every :data:`RECHECK_SECONDS` (doubled while the choice holds, up
+to :data:`LONGEST_RECHECK_SECONDS`: a core that became free speeds up no single-thread step). A
+candidate that steps at less than :data:`ABANDON_BELOW` of the best so far is dropped after two
+steps, so that a measurement on a busy machine costs little. A fixed count (``threads``) is never
+changed.
 
 Results depend on the count in last bits (reductions split differently), so a run with the
 adaptive policy is reproducible only to rounding; fix the count for bit-for-bit repeats.
@@ -22,17 +28,18 @@ from typing import Callable, Iterator, TypeVar
 
 import torch
 
-from ..errors import AevbError
+from .errors import AevbError
 
 T = TypeVar("T")
 
 PROBE_SECONDS = 0.05            # time measured at each candidate count ...
 PROBE_STEPS = 8                 # ... and steps, whichever is longer
 WARMUP_STEPS = 1                # steps after a change not measured (the thread team is re-formed)
+ABANDON_BELOW = 0.5             # ... or two, when a candidate is this much slower than the best so far
 RECHECK_SECONDS = 10.0          # the first re-measurement after a choice
-LONGEST_RECHECK_SECONDS = 160.0
+LONGEST_RECHECK_SECONDS = 60.0
 WATCH_SECONDS = 1.0             # the window over which the chosen count's speed is watched
-SPEED_CHANGE = 0.25             # a window this much slower or faster than the first: measure again
+SLOWDOWN = 0.3                  # a window this much slower than the first after a choice: measure again
 SWITCH_MARGIN = 0.03            # another count must step this much faster to replace the current one
 
 
@@ -92,13 +99,14 @@ class StepThreads:
         self._seconds = self._samples = self._steps = 0.0
         self._recheck = RECHECK_SECONDS
         self._next_probe = -float("inf")        # the first step starts a probe
-        self._baseline: float | None = None     # samples/s in the first window after a choice
+        self._baseline = 0.0                     # samples/s the chosen count is expected to keep
+        self._trigger: float | None = None      # the watched speed that started this probe
 
     @classmethod
-    def for_training(cls, threads: int | None, device: torch.device, local_processes: int = 1) -> "StepThreads":
-        """The policy of a run: ``threads`` fixes the count; None adapts among the counts up to
-        torch's current one on CPU (several processes on one machine: each keeps its share of the
-        CPUs, fixed); on a GPU the count stays as it is."""
+    def for_device(cls, threads: int | None, device: torch.device, local_processes: int = 1) -> "StepThreads":
+        """The policy of work on ``device``: ``threads`` fixes the count; None adapts among the
+        counts up to torch's current one on CPU (several processes on one machine: each keeps its
+        share of the CPUs, fixed); on a GPU the count stays as it is."""
         if threads is not None:
             if int(threads) < 1:
                 raise AevbError(f"`threads` must be a positive integer, got {threads}")
@@ -179,8 +187,10 @@ class StepThreads:
         self._samples += samples
         self._steps += 1
         if self._queue:
-            if self._steps >= PROBE_STEPS and self._seconds >= PROBE_SECONDS:
-                self._rates[self.current] = self._samples / self._seconds
+            rate = self._samples / self._seconds if self._seconds > 0 else float("inf")
+            hopeless = self._steps >= 2 and self._rates and rate < ABANDON_BELOW * max(self._rates.values())
+            if hopeless or (self._steps >= PROBE_STEPS and self._seconds >= PROBE_SECONDS):
+                self._rates[self.current] = rate
                 self._queue.pop(0)
                 if self._queue:
                     self._switch(self._queue[0])
@@ -189,9 +199,8 @@ class StepThreads:
         elif self._seconds >= WATCH_SECONDS:
             rate = self._samples / self._seconds
             self._seconds = self._samples = self._steps = 0.0
-            if self._baseline is None:
-                self._baseline = rate
-            elif abs(rate / self._baseline - 1.0) > SPEED_CHANGE:   # the load changed: measure again
+            if rate < (1.0 - SLOWDOWN) * self._baseline:   # another process took a core: measure again
+                self._trigger = rate
                 self._recheck = RECHECK_SECONDS
                 self._next_probe = -float("inf")
 
@@ -202,7 +211,22 @@ class StepThreads:
         changed = best != self._kept
         self.choices.append((best, dict(self._rates)))
         self._switch(best)
-        self._baseline = None
+        # Kept after its steps slowed down: the slower speed is what to expect from now on.
+        self._baseline = self._trigger if self._trigger is not None and not changed else self._rates[best]
+        self._trigger = None
         self._recheck = RECHECK_SECONDS if changed or len(self.choices) == 1 else \
             min(2.0 * self._recheck, LONGEST_RECHECK_SECONDS)
         self._next_probe = self._clock() + self._recheck
+
+
+_EVALUATION: dict[tuple, StepThreads] = {}
+
+
+def evaluation_threads(threads: int | None, device: torch.device) -> StepThreads:
+    """The policy of evaluation chunks on ``device``, one per process and setting, so that one
+    measurement serves every evaluation until the load changes (a short evaluation would otherwise
+    spend most of its time measuring)."""
+    key = (threads, torch.device(device).type, torch.get_num_threads() if threads is None else None)
+    if key not in _EVALUATION:
+        _EVALUATION[key] = StepThreads.for_device(threads, device)
+    return _EVALUATION[key]
