@@ -147,10 +147,6 @@ class StepThreads:
         finally:
             self._set(self.current)
 
-    def remeasure(self) -> None:
-        """Measure the counts again at the next step (after a pause: evaluation, a rollback)."""
-        self._next_probe = -float("inf")
-
     def run(self, step: Callable[[], T], samples: int) -> T:
         """``step()`` at the current count, timed (it must finish before returning: CPU tensors)."""
         if not self.adaptive:

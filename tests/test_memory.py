@@ -11,7 +11,6 @@ comparing streamed with unstreamed numbers drawn from the same random stream.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
