@@ -14,8 +14,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def test_bench_runs_every_peer_and_reports_ratios(tmp_path):
     out = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, str(BENCHMARKS / "bench.py"), "--rounds", "2", "--threads", "1",
-                           "--train-samples", "500", "--nll-points", "2", "--nll-samples", "50", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600)
+                           "--models", "mnist", "--train-samples", "500", "--nll-points", "2", "--nll-samples", "50",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["schema"] == "aevb-bench/1"
@@ -31,6 +31,28 @@ def test_bench_runs_every_peer_and_reports_ratios(tmp_path):
     measured = {(r["measure"], r["peer"]) for r in report["ratios"]}
     assert ("train", "plain PyTorch loop") in measured and ("nll", "GEMM-only bound") in measured
     assert "ratios aevb / peer" in done.stdout and "peak memory" in done.stdout
+
+
+def test_bench_times_frey_face_beside_mnist_when_its_file_is_found(tmp_path, shared_data):
+    import os
+
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench.py"), "--rounds", "1", "--threads", "1",
+                           "--no-autograd", "--train-samples", "300", "--nll-points", "2", "--nll-samples", "20",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "AEVB_DATA_DIR": str(shared_data)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    frey = [peer for peer in report["peers"] if peer["model"] == "frey"]
+    assert [peer["key"] for peer in frey] == ["frey-aevb", "frey-plain", "frey-gemm"]
+    assert all(peer["train"]["values"][0] > 0 and "nll" not in peer for peer in frey)
+    assert {(r["model"], r["peer"]) for r in report["ratios"] if r["model"] == "frey"} == \
+        {("frey", "plain PyTorch loop"), ("frey", "GEMM-only bound")}
+    assert "Frey Face 560-200-20" in done.stdout
+    missing = subprocess.run([sys.executable, str(BENCHMARKS / "bench.py"), "--models", "frey", "--rounds", "1"],
+                             capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "AEVB_DATA_DIR": str(tmp_path / "nothing-here")})
+    assert missing.returncode == 1 and "Frey Face left out" in missing.stderr and "no model to time" in missing.stderr
 
 
 def test_step_multiply_adds_counts_the_products_of_a_step():

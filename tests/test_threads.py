@@ -182,3 +182,22 @@ def test_trainer_runs_with_the_policy_and_reports_the_counts_used():
     assert set(adaptive.steps_by_threads) <= {1, 2}
     assert sum(adaptive.steps_by_threads.values()) == 150
     assert adaptive.history[-1].threads in (1, 2)
+
+
+@pytest.mark.parametrize("threads", [None, 1])
+def test_a_run_records_its_thread_setting_and_the_counts_its_steps_ran_with(tmp_path, threads):
+    import json
+
+    from aevb.runs import DataConfig, train_run
+
+    run = train_run(tmp_path / "run", DataConfig("mnist-sample"), {"latent_dim": 2, "hidden_units": 8},
+                    TrainConfig(step_size=0.02, max_samples=3000, first_eval=1000, eval_subset=100),
+                    progress=False, threads=threads)
+    config = json.loads((run / "config.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert config["threads"] == ("adaptive" if threads is None else 1)
+    assert sum(summary["steps_by_threads"].values()) == 30
+    assert all(line["threads"] >= 1 for line in metrics)
+    if threads == 1:
+        assert summary["steps_by_threads"] == {"1": 30}
