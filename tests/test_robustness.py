@@ -310,6 +310,22 @@ def test_ctrl_c_while_starting_up_ends_in_one_line(tmp_path, delay):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_the_meta_model_of_the_engine_check_imports_no_dynamo():
+    # A model on the meta device (train_run checks the engine on one before writing anything) used
+    # to draw its initial weights there, which imports torch._dynamo: about a second of start-up
+    # in which Ctrl-C ended the process by SIGINT (exit -2) instead of in one line with 130.
+    code = ("import sys, torch\n"
+            "from aevb.models.vae import VAE, ModelConfig\n"
+            "from aevb.models.full_vb import FullVBVAE\n"
+            "with torch.device('meta'):\n"
+            "    VAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4))\n"
+            "    FullVBVAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4, decoder_posterior='gaussian'))\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
 def test_a_full_disk_names_the_file_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     real_fsync = os.fsync

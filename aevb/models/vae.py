@@ -129,6 +129,10 @@ class VAE(nn.Module):
         """Draw every weight and bias from N(0, init_std²) (§5), or with ``init="glorot"`` every
         weight matrix from U(±√(6 / (fan_in + fan_out))) and everything else zero (Glorot & Bengio,
         2010; the initialisation of Burda et al.'s code)."""
+        if any(parameter.is_meta for parameter in self.parameters()):
+            # Nothing to draw (a model on the meta device only has shapes); drawing there would
+            # route through torch's reference ops and import torch._dynamo, seconds of start-up.
+            return
         with torch.no_grad():
             if self.config.init == "normal":
                 for parameter in self.parameters():
