@@ -5,15 +5,14 @@ A step's parallel regions (matrix products, the native kernels' loops) end at ba
 every thread waits for the last. On a machine where another process holds a core, the thread
 that is not scheduled holds all the others up, and two threads step several times slower than
 one (docs/performance.md, "A busy machine"). So by default the trainer (and importance sampling,
-chunk by chunk) measures steps at each
-candidate count, keeps the fastest, and measures again as the load changes: when the steps slow
-down by more than :data:`SLOWDOWN` from the chosen count's measured speed (another process took a
-core, or a lucky measurement chose the wrong count; when measuring again keeps the count, its
-slower speed becomes the reference), and at the latest every :data:`RECHECK_SECONDS` (doubled while the choice holds, up
-to :data:`LONGEST_RECHECK_SECONDS`: a core that became free speeds up no single-thread step). A
-candidate that steps at less than :data:`ABANDON_BELOW` of the best so far is dropped after two
-steps, so that a measurement on a busy machine costs little. A fixed count (``threads``) is never
-changed.
+chunk by chunk) measures steps at each candidate count, keeps the fastest, and measures again as
+the load changes: when the steps slow down by more than :data:`SLOWDOWN` from the chosen count's
+measured speed (another process took a core, or a lucky measurement chose the wrong count; when
+measuring again keeps the count, its slower speed becomes the reference), and at the latest every
+:data:`RECHECK_SECONDS` (doubled while the choice holds, up to :data:`LONGEST_RECHECK_SECONDS`: a
+core that became free speeds up no single-thread step). A candidate that steps at less than
+:data:`ABANDON_BELOW` of the best so far is dropped after two steps, so that a measurement on a
+busy machine costs little. A fixed count (``threads``) is never changed.
 
 Results depend on the count in last bits (reductions split differently), so a run with the
 adaptive policy is reproducible only to rounding; fix the count for bit-for-bit repeats.
@@ -33,13 +32,13 @@ from .errors import AevbError
 T = TypeVar("T")
 
 PROBE_SECONDS = 0.05            # time measured at each candidate count ...
-PROBE_STEPS = 8                 # ... and steps, whichever is longer
+PROBE_STEPS = 8                 # ... and steps, whichever is longer ...
+ABANDON_BELOW = 0.5             # ... or two steps, when a candidate is this much slower than the best so far
 WARMUP_STEPS = 1                # steps after a change not measured (the thread team is re-formed)
-ABANDON_BELOW = 0.5             # ... or two, when a candidate is this much slower than the best so far
 RECHECK_SECONDS = 10.0          # the first re-measurement after a choice
 LONGEST_RECHECK_SECONDS = 60.0
 WATCH_SECONDS = 1.0             # the window over which the chosen count's speed is watched
-SLOWDOWN = 0.3                  # a window this much slower than the first after a choice: measure again
+SLOWDOWN = 0.3                  # a window this much slower than the chosen count's speed: measure again
 SWITCH_MARGIN = 0.03            # another count must step this much faster to replace the current one
 
 
@@ -69,7 +68,7 @@ def process_share(local_processes: int) -> int:
 
 
 class StepThreads:
-    """The thread count of the steps of one trainer.
+    """The thread count of the steps of one trainer (or of importance sampling's chunks).
 
     Args:
         counts: the candidate counts; one count fixes it.

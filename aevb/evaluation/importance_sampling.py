@@ -115,15 +115,14 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
         max_rows = min(rows_within_budget(model, data.shape[1], memory_budget), default_chunk_rows(data.device))
     points_per_pass = max(1, min(data.shape[0], max_rows // num_samples))
     samples_per_pass = max(1, min(num_samples, max_rows // points_per_pass))
-    estimates, stderrs = [], []
     bar = progress_bar(data.shape[0] * num_samples, unit="sample", desc=f"log p(x), k = {num_samples}",
                        enabled=progress)
     policy = evaluation_threads(threads, data.device)
     policy.start()
     try:
         with evaluation_mode(model):
-            _accumulate(model, data, num_samples, points_per_pass, samples_per_pass, prior_mixture, policy, bar,
-                        estimates, stderrs)
+            estimates, stderrs = _per_datapoint(model, data, num_samples, points_per_pass, samples_per_pass,
+                                                prior_mixture, policy, bar)
     finally:
         policy.stop()
     bar.close()
@@ -131,11 +130,12 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
                                                     time.perf_counter() - started)
 
 
-def _accumulate(model, data: torch.Tensor, num_samples: int, points_per_pass: int, samples_per_pass: int,
-                prior_mixture: float, policy, bar, estimates: list, stderrs: list) -> None:
-    """log p̂(x) and its standard error for every row of ``data``, appended to ``estimates`` and
-    ``stderrs``: the weights of ``points_per_pass`` datapoints × ``samples_per_pass`` samples at a
-    time (each such chunk run by the thread ``policy``), combined by running log-sum-exps."""
+def _per_datapoint(model, data: torch.Tensor, num_samples: int, points_per_pass: int, samples_per_pass: int,
+                   prior_mixture: float, policy, bar) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """log p̂(x) and its standard error for every row of ``data``, in pieces of ``points_per_pass``
+    rows: the weights of ``points_per_pass`` datapoints × ``samples_per_pass`` samples at a time
+    (each such chunk run by the thread ``policy``), combined by running log-sum-exps."""
+    estimates, stderrs = [], []
     fast = prior_mixture <= 0 and fast_importance_weights_apply(model)
     # The fast path encodes many datapoints at once (the encoder's share of the work is then
     # negligible at any k); the reference encodes each pass's datapoints.
@@ -164,3 +164,4 @@ def _accumulate(model, data: torch.Tensor, num_samples: int, points_per_pass: in
             estimate, stderr = log_mean_exp_with_stderr(log_sum, log_sum_squares, num_samples)
             estimates.append(estimate)
             stderrs.append(stderr)
+    return estimates, stderrs
