@@ -1,35 +1,43 @@
 """How many CPU threads a training step (or an evaluation chunk) uses: a fixed count, or the count
 that steps fastest now.
 
-A step's parallel regions (matrix products, the native kernels' loops) end at barriers where
-every thread waits for the last. On a machine where another process holds a core, the thread
-that is not scheduled holds all the others up, and two threads step several times slower than
-one (docs/performance.md, "A busy machine"). So by default the trainer (and importance sampling,
-chunk by chunk) measures steps at each candidate count, keeps the fastest, and measures again as
-the load changes: when the steps slow down by more than :data:`SLOWDOWN` from the chosen count's
-measured speed (another process took a core, or a lucky measurement chose the wrong count; when
-measuring again keeps the count, its slower speed becomes the reference), and at the latest every
-:data:`RECHECK_SECONDS` (doubled while the choice holds, up to :data:`LONGEST_RECHECK_SECONDS`: a
-core that became free speeds up no single-thread step). A candidate that steps at less than
-:data:`ABANDON_BELOW` of the best so far is dropped after two steps, so that a measurement on a
-busy machine costs little. A fixed count (``threads``) is never changed.
+A step's parallel regions (matrix products, the native kernels' loops) end at barriers where every
+thread waits for the last. On a machine where another process holds a core, the thread that is not
+scheduled holds all the others up, and two threads step several times slower than one
+(docs/performance.md, "A busy machine"). So by default the trainer (and the reference path of
+importance sampling, chunk by chunk) measures steps at each candidate count, keeps the fastest,
+and measures again as the load changes: when the steps slow down by more than :data:`SLOWDOWN`
+from the chosen count's measured speed (another process took a core, or a lucky measurement chose
+the wrong count; when measuring again keeps the count, its slower speed becomes the reference),
+and at the latest every :data:`RECHECK_SECONDS` (doubled while the choice holds, up to
+:data:`LONGEST_RECHECK_SECONDS`: a core that became free speeds up no single-thread step). A
+candidate that steps at less than :data:`ABANDON_BELOW` of the best so far is dropped after two
+steps, so that a measurement on a busy machine costs little. A fixed count (``threads``) is never
+changed.
 
 Results depend on the count in last bits (reductions split differently), so a run with the
 adaptive policy is reproducible only to rounding; fix the count for bit-for-bit repeats.
+
+Work made of independent chunks (importance sampling's fast path) needs no barrier at all:
+:class:`ChunkWorkers` runs each chunk on one of several single-threaded workers, so a worker on a
+busy core simply takes fewer chunks, and the results do not depend on the count.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import time
-from typing import Callable, Iterator, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
 
 from .errors import AevbError
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 PROBE_SECONDS = 0.05            # time measured at each candidate count ...
 PROBE_STEPS = 8                 # ... and steps, whichever is longer ...
@@ -225,3 +233,50 @@ def evaluation_threads(threads: int | None, device: torch.device) -> StepThreads
     if key not in _EVALUATION:
         _EVALUATION[key] = StepThreads.for_device(threads, device)
     return _EVALUATION[key]
+
+
+class ChunkWorkers:
+    """Independent evaluation chunks on ``count`` threads of one intra-op thread each, with their
+    results in submission order.
+
+    Why not one chunk at a time on ``count`` intra-op threads: the matrix products then end at a
+    barrier per call (two MKL threads reach about 0.9 of twice one thread's speed; two workers of
+    one thread, 0.97-1.0, docs/performance.md), and on a busy machine every chunk waits for the
+    thread that is not scheduled, while here a worker that gets less CPU simply takes fewer chunks.
+    Each chunk runs single-threaded whatever ``count`` is, so results do not depend on it, bit for
+    bit, provided the chunks draw no random numbers themselves (draw them where the tasks are made).
+    torch operations release the GIL, so the workers run in parallel.
+    """
+
+    def __init__(self, count: int):
+        if int(count) < 1:
+            raise AevbError(f"`threads` must be a positive integer, got {count}")
+        self.count = int(count)
+
+    def map(self, tasks: Iterable[tuple[M, Callable[[], T]]]) -> Iterator[tuple[M, T]]:
+        """(meta, task()) for each (meta, task) of ``tasks``, in order; at most twice ``count``
+        tasks are made ahead of the results consumed (``tasks`` is iterated in this thread)."""
+        outside = torch.get_num_threads()
+        torch.set_num_threads(1)        # this thread makes the tasks (and runs them when count is 1)
+        try:
+            if self.count == 1:
+                for meta, task in tasks:
+                    yield meta, task()
+                return
+            with ThreadPoolExecutor(self.count, thread_name_prefix="aevb-chunk",
+                                    initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                pending: collections.deque = collections.deque()
+                try:
+                    for meta, task in tasks:
+                        pending.append((meta, pool.submit(task)))
+                        if len(pending) >= 2 * self.count:
+                            meta, future = pending.popleft()
+                            yield meta, future.result()
+                    while pending:
+                        meta, future = pending.popleft()
+                        yield meta, future.result()
+                finally:
+                    for _, future in pending:
+                        future.cancel()
+        finally:
+            torch.set_num_threads(outside)

@@ -312,9 +312,9 @@ def test_importance_sampling_streams_the_samples_of_one_datapoint(monkeypatch, f
     if fast:
         original, rows = importance_sampling.fast_importance_weights, []
 
-        def recorded(model, x, mean, std, num_samples, **kwargs):
+        def recorded(model, x, mean, std, num_samples, *args, **kwargs):
             rows.append(x.shape[0] * num_samples)
-            return original(model, x, mean, std, num_samples, **kwargs)
+            return original(model, x, mean, std, num_samples, *args, **kwargs)
 
         monkeypatch.setattr(importance_sampling, "fast_importance_weights", recorded)
     else:

@@ -563,7 +563,9 @@ def test_the_optimiser_inside_equals_the_optimiser_after_bit_for_bit(config):
 
 
 @needs_kernels
-@pytest.mark.parametrize("dim", [50, 200, 784])     # within one block of 64 elements, and across blocks
+# 50, 200: lanes left over (dim % 16); 784: MNIST; 1800, 3607: lanes whose products are folded
+# into logarithms mid-row (every 112 factors), then more left over
+@pytest.mark.parametrize("dim", [50, 200, 784, 1800, 3607])
 @pytest.mark.parametrize("scale", [1.0, 12.0])      # 12: most |logit| > 16, where 1 + e^-|a| rounds to 1
 def test_evaluation_log_likelihood_with_the_bias_added_in_the_kernel(dim, scale):
     generator = torch.Generator().manual_seed(3)
@@ -584,12 +586,16 @@ def test_evaluation_log_likelihood_with_the_bias_added_in_the_kernel(dim, scale)
 
 
 @needs_kernels
-def test_evaluation_log_likelihood_keeps_a_nan_in_its_row():
-    logits, x = torch.zeros(3, 100), torch.ones(1, 100)
-    logits[1, 70] = math.nan
+@pytest.mark.parametrize("dim, where", [(100, 70), (100, 98), (2000, 5), (2000, 1999)])
+def test_evaluation_log_likelihood_keeps_a_nan_in_its_row(dim, where):
+    # a NaN early in a lane folded mid-row, late in a full vector, and in the elements left over
+    logits, x = torch.zeros(3, dim), torch.ones(1, dim)
+    logits[1, where] = math.nan
     log_lik = torch.empty(3)
     KERNELS.bernoulli_log_lik(logits, x, 3, log_lik)
-    assert math.isnan(log_lik[1]) and torch.allclose(log_lik[[0, 2]], torch.full((2,), -100 * math.log(2)))
+    assert math.isnan(log_lik[1])
+    torch.testing.assert_close(log_lik[[0, 2]].double(), torch.full((2,), -dim * math.log(2), dtype=torch.float64),
+                               rtol=1e-6, atol=0)
 
 
 @needs_kernels

@@ -12,6 +12,7 @@ the references they are tested against (``tests/test_fused.py``, ``tests/test_na
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -40,10 +41,11 @@ def fast_decoder_log_prob(model: nn.Module, z: torch.Tensor, x: torch.Tensor) ->
     return _decoder_log_prob_no_grad(model, z, x)
 
 
-class _Scratch:
+class _Scratch(threading.local):
     """Reusable output buffers for evaluation chunks of one shape: importance sampling decodes
     thousands of equal chunks, and fresh multi-megabyte tensors cost a page fault per 4 KiB.
-    One per process, not for concurrent use from several threads."""
+    One set per thread (importance sampling decodes chunks on several, aevb.threads.ChunkWorkers),
+    freed with the thread."""
 
     def __init__(self):
         self._buffers: dict[tuple, torch.Tensor] = {}

@@ -20,13 +20,14 @@ import functools
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
 
 import torch
 
 from ..engines.decoding import fast_importance_weights, fast_importance_weights_apply
 from ..objectives.estimators import LatentVariableModel, log_importance_weights
 from ..progress import progress_bar
-from ..threads import evaluation_threads
+from ..threads import ChunkWorkers, evaluation_threads
 from ..models.vae import ModelConfig, evaluation_mode, hidden_activations_per_row
 
 
@@ -101,42 +102,57 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
     than a cache-sized chunk, :func:`aevb.evaluation.bound.default_chunk_rows`), so memory stays
     bounded for any k and any N. ``prior_mixture`` = α mixes the prior into the proposal (see
     :func:`log_importance_weights`); α = 0 is the usual encoder proposal. ``progress``: a bar over
-    the N·k decoder evaluations, with the time left. ``threads`` fixes the CPU threads; by default
-    the chunks run at the count that evaluates fastest now (:mod:`aevb.threads`).
+    the N·k decoder evaluations, with the time left.
+
+    Threads: on a CPU the fast path (:func:`fast_importance_weights`) decodes its chunks on
+    ``threads`` worker threads of one intra-op thread each (default: torch's current count;
+    :class:`aevb.threads.ChunkWorkers`), and its numbers are the same, bit for bit, for any count.
+    The reference path runs its chunks one at a time at ``threads`` intra-op threads, or by
+    default at the count that evaluates fastest now (:class:`aevb.threads.StepThreads`).
     """
     if not 0 <= prior_mixture < 1:
         from ..errors import AevbError
 
         raise AevbError(f"prior mixture must lie in [0, 1), got {prior_mixture}")
     started = time.perf_counter()
+    fast = prior_mixture <= 0 and fast_importance_weights_apply(model)
+    # On a CPU the fast path decodes chunks on worker threads (ChunkWorkers), each worker holding a chunk.
+    workers = ChunkWorkers(threads if threads is not None else torch.get_num_threads()) \
+        if fast and data.device.type == "cpu" else None
     if max_rows is None:
         from .bound import default_chunk_rows
 
-        max_rows = min(rows_within_budget(model, data.shape[1], memory_budget), default_chunk_rows(data.device))
+        budget = memory_budget // (workers.count if workers is not None else 1)
+        max_rows = min(rows_within_budget(model, data.shape[1], budget), default_chunk_rows(data.device))
     points_per_pass = max(1, min(data.shape[0], max_rows // num_samples))
     samples_per_pass = max(1, min(num_samples, max_rows // points_per_pass))
     bar = progress_bar(data.shape[0] * num_samples, unit="sample", desc=f"log p(x), k = {num_samples}",
                        enabled=progress)
-    policy = evaluation_threads(threads, data.device)
-    policy.start()
-    try:
-        with evaluation_mode(model):
-            estimates, stderrs = _per_datapoint(model, data, num_samples, points_per_pass, samples_per_pass,
-                                                prior_mixture, policy, bar)
-    finally:
-        policy.stop()
+    chunks = _chunks(model, data, num_samples, points_per_pass, samples_per_pass, prior_mixture, fast)
+    with evaluation_mode(model):
+        if workers is not None:
+            estimates, stderrs = _per_datapoint(workers.map(chunks), num_samples, bar)
+        else:
+            policy = evaluation_threads(threads, data.device)
+            policy.start()
+            try:
+                estimates, stderrs = _per_datapoint(
+                    ((pass_size, policy.run(task, pass_size[0] * pass_size[1])) for pass_size, task in chunks),
+                    num_samples, bar)
+            finally:
+                policy.stop()
     bar.close()
     return LogLikelihoodEstimate.from_per_datapoint(torch.cat(estimates), torch.cat(stderrs), num_samples,
                                                     time.perf_counter() - started)
 
 
-def _per_datapoint(model, data: torch.Tensor, num_samples: int, points_per_pass: int, samples_per_pass: int,
-                   prior_mixture: float, policy, bar) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """log p̂(x) and its standard error for every row of ``data``, in pieces of ``points_per_pass``
-    rows: the weights of ``points_per_pass`` datapoints × ``samples_per_pass`` samples at a time
-    (each such chunk run by the thread ``policy``), combined by running log-sum-exps."""
-    estimates, stderrs = [], []
-    fast = prior_mixture <= 0 and fast_importance_weights_apply(model)
+def _chunks(model, data: torch.Tensor, num_samples: int, points_per_pass: int, samples_per_pass: int,
+            prior_mixture: float, fast: bool) -> Iterator[tuple[tuple[int, int], Callable[[], LogSums]]]:
+    """The log-weight computations for every row of ``data``, in order: ((points, samples), task),
+    where ``task()`` returns the :data:`LogSums` over ``samples`` draws for each of ``points``
+    datapoints (a pass: ``points_per_pass`` rows, the last one fewer); a pass's ``num_samples``
+    draws come in chunks of at most ``samples_per_pass``. A fast-path task draws its noise from
+    a generator seeded here, in this order, so that it may run on any thread."""
     # The fast path encodes many datapoints at once (the encoder's share of the work is then
     # negligible at any k); the reference encodes each pass's datapoints.
     block_points = points_per_pass * max(1, ENCODER_BLOCK_POINTS // points_per_pass) if fast else points_per_pass
@@ -148,20 +164,51 @@ def _per_datapoint(model, data: torch.Tensor, num_samples: int, points_per_pass:
         for start in range(0, block.shape[0], points_per_pass):
             x = block[start:start + points_per_pass]
             if fast:
-                weights = functools.partial(fast_importance_weights, model, x, means[start:start + points_per_pass],
-                                            stds[start:start + points_per_pass])
+                mean, std = means[start:start + points_per_pass], stds[start:start + points_per_pass]
             else:
-                weights = functools.partial(log_importance_weights, model, x, reparameterize=False,
-                                            posterior=model.encode(x), prior_mixture=prior_mixture)
-            log_sum = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
-            log_sum_squares = log_sum.clone()
+                posterior = model.encode(x)
             for drawn in range(0, num_samples, samples_per_pass):
                 count = min(samples_per_pass, num_samples - drawn)
-                log_w = policy.run(functools.partial(weights, count), x.shape[0] * count).double()
-                log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, dim=0))
-                log_sum_squares = torch.logaddexp(log_sum_squares, torch.logsumexp(log_w.mul_(2), dim=0))
-                bar.update(x.shape[0] * count)
+                if fast:
+                    seed = int(torch.randint(2**62, ()))
+                    task = functools.partial(_fast_log_sums, model, x, mean, std, count, seed)
+                else:
+                    task = functools.partial(_log_sums, log_importance_weights, model, x, count, reparameterize=False,
+                                             posterior=posterior, prior_mixture=prior_mixture)
+                yield (x.shape[0], count), task
+
+
+#: log Σ_k w_k and log Σ_k w_k² over a chunk's draws, per datapoint: two (points,) float64 tensors.
+LogSums = tuple[torch.Tensor, torch.Tensor]
+
+
+def _log_sums(weights: Callable[..., torch.Tensor], *args, **kwargs) -> LogSums:
+    log_w = weights(*args, **kwargs).double()                # (samples, points)
+    return torch.logsumexp(log_w, dim=0), torch.logsumexp(log_w.mul_(2), dim=0)
+
+
+@torch.no_grad()
+def _fast_log_sums(model, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, count: int, seed: int) -> LogSums:
+    generator = torch.Generator(device=mean.device).manual_seed(seed)
+    noise = torch.randn(count, *mean.shape, dtype=mean.dtype, device=mean.device, generator=generator)
+    return _log_sums(fast_importance_weights, model, x, mean, std, count, noise)
+
+
+def _per_datapoint(chunks: Iterable[tuple[tuple[int, int], LogSums]], num_samples: int,
+                   bar) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """log p̂(x) and its standard error for every datapoint, from the chunks' :data:`LogSums` in
+    the order of :func:`_chunks`, combined by running log-sum-exps in float64."""
+    estimates, stderrs = [], []
+    log_sum = log_sum_squares = None
+    drawn = 0
+    for (points, count), (chunk_sum, chunk_sum_squares) in chunks:
+        log_sum = chunk_sum if drawn == 0 else torch.logaddexp(log_sum, chunk_sum)
+        log_sum_squares = chunk_sum_squares if drawn == 0 else torch.logaddexp(log_sum_squares, chunk_sum_squares)
+        bar.update(points * count)
+        drawn += count
+        if drawn == num_samples:
             estimate, stderr = log_mean_exp_with_stderr(log_sum, log_sum_squares, num_samples)
             estimates.append(estimate)
             stderrs.append(stderr)
+            drawn = 0
     return estimates, stderrs

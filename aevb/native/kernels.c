@@ -123,6 +123,60 @@ static inline float tanh_f(float a) {
     return m < 0.625f ? small : large;
 }
 
+/* 16 floats, and 16 int32 of the same bits, as GCC/Clang vector types: one AVX-512 register;
+ * narrower ISAs split them. The vector forms below are the scalar functions above lane by lane
+ * (the same polynomials), for loops whose lanes must stay apart (the compiler's own SIMD would
+ * reduce them across the vector at every block). */
+typedef float vec16 __attribute__((vector_size(64)));
+typedef int32_t ivec16 __attribute__((vector_size(64)));
+
+static inline vec16 load16(const float *p) { vec16 v; memcpy(&v, p, sizeof v); return v; }
+static inline void store16(float *p, vec16 v) { memcpy(p, &v, sizeof v); }
+static inline vec16 splat16(float value) { return (vec16){0} + value; }
+/* lanes of a where mask (all ones), else of b */
+static inline vec16 select16(ivec16 mask, vec16 a, vec16 b) {
+    return (vec16)(((ivec16)a & mask) | ((ivec16)b & ~mask));
+}
+static inline vec16 abs16(vec16 a) { return (vec16)((ivec16)a & 0x7fffffff); }
+
+static inline vec16 exp_nonpositive16(vec16 x) {
+    const vec16 lowest = splat16(-87.3365448f), shifter = splat16(12582912.0f);
+    x = select16(x < lowest, lowest, x);               /* a NaN compares false and stays NaN */
+    vec16 t = x * 1.44269504088896341f + shifter;
+    ivec16 n = (ivec16)t - (ivec16)shifter;
+    vec16 nf = t - shifter;
+    vec16 r = x - nf * 0.693359375f;
+    r = r - nf * -2.12194440e-4f;
+    vec16 p = splat16(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    return p * (vec16)((n + 127) << 23);
+}
+
+static inline vec16 log_one_to_two16(vec16 u) {
+    ivec16 high = u > 1.41421356f;
+    vec16 f = select16(high, 0.5f * u, u) - 1.0f;
+    vec16 e = (vec16)(high & (ivec16)splat16(1.0f));
+    vec16 z = f * f;
+    vec16 y = splat16(7.0376836292e-2f);
+    y = y * f - 1.1514610310e-1f;
+    y = y * f + 1.1676998740e-1f;
+    y = y * f - 1.2420140846e-1f;
+    y = y * f + 1.4249322787e-1f;
+    y = y * f - 1.6668057665e-1f;
+    y = y * f + 2.0000714765e-1f;
+    y = y * f - 2.4999993993e-1f;
+    y = y * f + 3.3333331174e-1f;
+    y = y * f * z;
+    y += e * -2.12194440e-4f;
+    y -= 0.5f * z;
+    return f + y + e * 0.693359375f;
+}
+
 enum { ACT_NONE = 0, ACT_TANH = 1, ACT_RELU = 2, ACT_SIGMOID = 3, ACT_SOFTPLUS = 4 };
 
 /* out[i] = act(pre[i]); n elements (out may be pre). Returns sum |out[i]| (NaN or inf if any is),
@@ -248,27 +302,36 @@ API double aevb_bernoulli(float *logits, const float *x, int64_t samples, int64_
     return sum;
 }
 
-/* log(y) for a finite y >= 1: its exponent times log 2 plus the logarithm of its mantissa, in double. */
-static inline double log_at_least_one(float y) {
-    int32_t bits = as_int(y);
-    int32_t exponent = ((bits >> 23) & 0xff) - 127;
-    float mantissa = as_float((bits & 0x007fffff) | 0x3f800000);      /* in [1, 2) */
-    return (double)exponent * 0.69314718055994530942 + (double)log_one_to_two(mantissa);
-}
+/* The Bernoulli log-likelihood of evaluation keeps 16 lanes apart along a row (element d in lane
+ * d % 16, one vector register on AVX-512) and combines them once at the row's end: a reduction
+ * across the vector and a logarithm cost tens of cycles of latency, which per block of elements
+ * took longer than the block's exponentials. Each lane multiplies at most LANE_FACTORS factors
+ * 1 + e^-|a| in (1, 2] before its logarithm is taken, so a product stays below 2^112, short of
+ * float overflow (2^128). */
+#define LANE_FACTORS 112
 
-/* Elements whose softplus terms share one logarithm. Each factor 1 + e^-|a| lies in (1, 2], so a
- * block's product stays below 2^112, short of float overflow (2^128), on any vector width; 112
- * divides MNIST's 784. */
-#define SOFTPLUS_BLOCK 112
+/* Adds the binary exponents of the 16 products to *exponents (exact) and returns the logarithms
+ * of their mantissas (NaN for a NaN product), lane by lane; the products are reset to 1. */
+static inline vec16 fold_lane_logs(vec16 *product, int64_t *exponents) {
+    ivec16 bits = (ivec16)*product;
+    ivec16 exponent = ((bits >> 23) & 0xff) - 127;
+    vec16 mantissa = (vec16)((bits & 0x007fffff) | 0x3f800000);          /* in [1, 2) */
+    int j;
+    for (j = 0; j < 16; j++) *exponents += exponent[j];
+    vec16 logs = select16(*product == *product, log_one_to_two16(mantissa), *product);   /* a NaN stays */
+    *product = splat16(1.0f);
+    return logs;
+}
 
 /* The same log-likelihoods without the gradient (evaluation: importance sampling decodes many z),
  * with the output layer's bias added here (the matrix product leaves it out: adding it there costs
  * a pass over the output). Per row, sum_d x*a - softplus(a) with a = logits + bias, and
- * softplus(a) = max(a, 0) + log(1 + e^-|a|): the logarithm is taken once per block, of the product
- * of its factors, so a row costs D exponentials and D / 112 logarithms instead of D of each. The
- * rounding of 1 + e^-|a| (which loses e^-|a| < 2^-24 entirely) is carried beside the product and
- * added back (log(f + r) = log f + r / f, r/f taken as r: |r| < 2^-25), and the blocks' sums are
- * added in double: the result is as accurate as the per-element form (tests/test_native.py). */
+ * softplus(a) = max(a, 0) + log(1 + e^-|a|): the logarithm is taken of products of the factors
+ * 1 + e^-|a| (lane by lane, at the row's end or every LANE_FACTORS of them), so a row costs D
+ * exponentials and 16 logarithms per 1,792 elements instead of D of each. The rounding of 1 + e^-|a|
+ * (which loses e^-|a| < 2^-24 entirely) is carried beside the product and added back
+ * (log(f + r) = log f + r / f, r/f taken as r: |r| < 2^-25), the exponents are summed as integers
+ * and the lanes in double: the result is as accurate as the per-element form (tests/test_native.py). */
 API void aevb_bernoulli_log_lik(const float *logits, const float *bias, const float *x, int64_t samples,
                                 int64_t points, int64_t dim, float *log_lik) {
     int64_t rows = samples * points, r;
@@ -276,24 +339,34 @@ API void aevb_bernoulli_log_lik(const float *logits, const float *bias, const fl
     for (r = 0; r < rows; r++) {
         const float *l = logits + r * dim;
         const float *xr = x + (r % points) * dim;
+        vec16 product = splat16(1.0f), linear = splat16(0.0f), lost = splat16(0.0f), logs = splat16(0.0f);
+        int64_t exponents = 0, full = dim - dim % 16, d, factors = 0;
         double total = 0.0;
-        int64_t start;
-        for (start = 0; start < dim; start += SOFTPLUS_BLOCK) {
-            int64_t end = start + SOFTPLUS_BLOCK < dim ? start + SOFTPLUS_BLOCK : dim, d;
-            float product = 1.0f, linear = 0.0f, lost = 0.0f;
-#pragma omp simd reduction(*:product) reduction(+:linear, lost)
-            for (d = start; d < end; d++) {
-                float a = l[d] + bias[d];
-                float e = exp_nonpositive(-fabs_f(a));
-                float f = 1.0f + e;
-                product *= f;
-                lost += e - (f - 1.0f);                    /* exact: the rounding of 1 + e */
-                linear += xr[d] * a - (a > 0.0f ? a : 0.0f);
+        int j;
+        for (d = 0; d < full; d += 16) {
+            vec16 a = load16(l + d) + load16(bias + d);
+            vec16 e = exp_nonpositive16(-abs16(a));
+            vec16 f = 1.0f + e;
+            product *= f;
+            lost += e - (f - 1.0f);                    /* exact: the rounding of 1 + e */
+            linear += load16(xr + d) * a - select16(a > 0.0f, a, splat16(0.0f));
+            if (++factors == LANE_FACTORS) {
+                logs += fold_lane_logs(&product, &exponents);
+                factors = 0;
             }
-            total += (double)linear - (double)lost
-                     - (product == product ? log_at_least_one(product) : (double)product);   /* a NaN stays */
         }
-        log_lik[r] = (float)total;
+        for (d = full; d < dim; d++) {                  /* the last dim % 16 elements, a lane each */
+            float a = l[d] + bias[d];
+            float e = exp_nonpositive(-fabs_f(a));
+            float f = 1.0f + e;
+            j = (int)(d - full);
+            product[j] *= f;
+            lost[j] += e - (f - 1.0f);
+            linear[j] += xr[d] * a - (a > 0.0f ? a : 0.0f);
+        }
+        logs += fold_lane_logs(&product, &exponents);
+        for (j = 0; j < 16; j++) total += (double)linear[j] - (double)lost[j] - (double)logs[j];
+        log_lik[r] = (float)(total - (double)exponents * 0.69314718055994530942);
     }
 }
 
@@ -455,7 +528,6 @@ API void aevb_adagrad(float *param, const float *grad, float *state_sum, int64_t
  * (in x 64, in L2), so the inner loops run over 64 contiguous floats. */
 
 #define SPARSE_BLOCK 64
-typedef float vec16 __attribute__((vector_size(64)));   /* 16 floats; narrower ISAs split it */
 
 /* The nonzeros of each row of x (rows x dim): row r's in index/value[r*stride ...] (count[r] of
  * them, in column order; stride >= dim + 16, the vector path stores 16 at a time). Returns
@@ -500,9 +572,6 @@ API double aevb_sparse_rows(const float *x, int64_t rows, int64_t dim, int64_t s
     *nonzeros = total;
     return magnitude;
 }
-
-static inline vec16 load16(const float *p) { vec16 v; memcpy(&v, p, sizeof v); return v; }
-static inline void store16(float *p, vec16 v) { memcpy(p, &v, sizeof v); }
 
 /* dst[i][j] = src[j][i] for a 16 x 16 block (row strides in floats). */
 static inline void transpose16(const float *src, int64_t src_stride, float *dst, int64_t dst_stride) {
