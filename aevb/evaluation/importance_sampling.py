@@ -38,6 +38,11 @@ PROTOCOL_SAMPLES = 5000
 #: Datapoints encoded at once on the fast path (an (N, J) mean and scale each: small).
 ENCODER_BLOCK_POINTS = 1024
 
+#: (datapoint, sample) rows each worker of the fast path decodes at once on a CPU: fewer, and a
+#: chunk's fixed costs show; more, and the workers' chunks together slow down in memory (timings
+#: from 512 to 8192 rows in docs/performance.md, "Importance sampling against the GEMM-only bound").
+CPU_WORKER_CHUNK_ROWS = 2048
+
 
 @dataclass(frozen=True)
 class LogLikelihoodEstimate:
@@ -99,7 +104,8 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
 
     Work is batched over datapoints and samples: at most ``max_rows`` (datapoint, sample) pairs are
     decoded at once (by default as many as fit in ``memory_budget`` bytes, and on a CPU no more
-    than a cache-sized chunk, :func:`aevb.evaluation.bound.default_chunk_rows`), so memory stays
+    than :data:`CPU_WORKER_CHUNK_ROWS` per worker on the fast path, or a cache-sized chunk,
+    :func:`aevb.evaluation.bound.default_chunk_rows`, on the reference), so memory stays
     bounded for any k and any N. ``prior_mixture`` = α mixes the prior into the proposal (see
     :func:`log_importance_weights`); α = 0 is the usual encoder proposal. ``progress``: a bar over
     the N·k decoder evaluations, with the time left.
@@ -122,8 +128,11 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
     if max_rows is None:
         from .bound import default_chunk_rows
 
-        budget = memory_budget // (workers.count if workers is not None else 1)
-        max_rows = min(rows_within_budget(model, data.shape[1], budget), default_chunk_rows(data.device))
+        if workers is None:
+            max_rows = min(rows_within_budget(model, data.shape[1], memory_budget), default_chunk_rows(data.device))
+        else:
+            max_rows = min(rows_within_budget(model, data.shape[1], memory_budget // workers.count),
+                           CPU_WORKER_CHUNK_ROWS)
     points_per_pass = max(1, min(data.shape[0], max_rows // num_samples))
     samples_per_pass = max(1, min(num_samples, max_rows // points_per_pass))
     bar = progress_bar(data.shape[0] * num_samples, unit="sample", desc=f"log p(x), k = {num_samples}",
