@@ -632,3 +632,15 @@ def test_evaluation_log_likelihood_keeps_the_terms_that_round_away_from_one_plus
     KERNELS.bernoulli_log_lik(logits, x, 2, log_lik)
     expected = -784 * math.log1p(math.exp(-17.0))
     torch.testing.assert_close(log_lik.double(), torch.full((2,), expected, dtype=torch.float64), rtol=1e-5, atol=0)
+
+
+@needs_kernels
+def test_evaluation_tanh_is_within_its_stated_absolute_error_everywhere():
+    # aevb_bias_activation's tanh (evaluation) promises an absolute error near 5e-8 at every input
+    # and keeps NaN and the limits at ±inf.
+    a = torch.cat([torch.linspace(-12, 12, 400_001), torch.logspace(-9, 0, 20_001), -torch.logspace(-9, 0, 20_001),
+                   torch.tensor([math.nan, math.inf, -math.inf])])
+    out = KERNELS.bias_activation(a.clone().view(1, -1), torch.zeros(a.numel()), "tanh").view(-1)
+    expected = torch.tanh(a.double())
+    assert (out[:-3].double() - expected[:-3]).abs().max().item() < 1.2e-7
+    assert math.isnan(out[-3]) and out[-2].item() == 1.0 and out[-1].item() == -1.0
