@@ -57,7 +57,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     Appendix D estimate (``hmc_log_likelihood``, ...). ``num_points`` keeps the first N points.
     ``download``: fetch missing data files (checksums verified) instead of refusing. ``progress``:
     bars with the time left for the log-likelihood estimates. ``threads`` fixes the CPU threads of
-    importance sampling (default: the count that evaluates fastest now, :mod:`aevb.threads`).
+    importance sampling (default: torch's current count; see
+    :func:`aevb.evaluation.importance_sampling.estimate_log_likelihood`).
 
     A full-VB run (App. F) averages over q(θ): the bound is E_q(θ)[𝓛_θ(x)] (a fresh θ per batch of
     points), log p(x) the predictive log E_q(θ)[p_θ(x)] from ``parameter_draws`` draws of θ with k
