@@ -49,47 +49,79 @@ static inline float fabs_f(float a) { return a < 0.0f ? -a : a; }
 static inline float as_float(int32_t bits) { float f; memcpy(&f, &bits, sizeof f); return f; }
 static inline int32_t as_int(float f) { int32_t bits; memcpy(&bits, &f, sizeof bits); return bits; }
 
+/* 16 floats, and 16 int32 of the same bits, as GCC/Clang vector types: one AVX-512 register;
+ * narrower ISAs split them. Loops whose lanes must stay apart use them directly (the compiler's
+ * own SIMD would reduce the lanes across the vector at every block). */
+typedef float vec16 __attribute__((vector_size(64)));
+typedef int32_t ivec16 __attribute__((vector_size(64)));
+
+static inline vec16 load16(const float *p) { vec16 v; memcpy(&v, p, sizeof v); return v; }
+static inline void store16(float *p, vec16 v) { memcpy(p, &v, sizeof v); }
+static inline vec16 splat16(float value) { return (vec16){0} + value; }
+static inline vec16 abs16(vec16 a) { return (vec16)((ivec16)a & 0x7fffffff); }
+
+/* The elementary functions below are written once for a float and for a vec16, lane by lane the
+ * same operations: a comparison gives 0/1 on a float and 0/-1 masks on a vector, and these pick
+ * the matching select, bit casts and broadcast. */
+static inline float select1(int condition, float a, float b) { return condition ? a : b; }
+static inline vec16 select16(ivec16 mask, vec16 a, vec16 b) {    /* lanes of a where mask, else of b */
+    return (vec16)(((ivec16)a & mask) | ((ivec16)b & ~mask));
+}
+static inline ivec16 bits16(vec16 v) { return (ivec16)v; }
+static inline vec16 floats16(ivec16 bits) { return (vec16)bits; }
+static inline float splat1(float value) { return value; }
+#define SELECT(condition, a, b) _Generic((a), float: select1, vec16: select16)((condition), (a), (b))
+#define BITS(v) _Generic((v), float: as_int, vec16: bits16)(v)
+#define FLOATS(bits) _Generic((bits), int32_t: as_float, ivec16: floats16)(bits)
+#define SPLAT_LIKE(like, value) _Generic((like), float: splat1, vec16: splat16)(value)
+
 /* exp(x) for x <= 0 (all callers need only that range): Cody-Waite reduction x = n ln 2 + r,
  * a degree-6 polynomial for e^r on |r| <= ln2/2, and 2^n put into the exponent. Below -87.3
  * the result is held at 2^-126 (~1e-38), where every caller's answer is exact to float. */
-static inline float exp_nonpositive(float x) {
-    x = x < -87.3365448f ? -87.3365448f : x;            /* a NaN compares false and stays NaN */
-    const float shifter = 12582912.0f;                 /* 1.5 * 2^23: adding it rounds to an integer */
-    float t = x * 1.44269504088896341f + shifter;
-    int32_t n = as_int(t) - as_int(shifter);
-    float nf = t - shifter;
-    float r = x - nf * 0.693359375f;
-    r = r - nf * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    return p * as_float((n + 127) << 23);
-}
+#define DEFINE_EXP_NONPOSITIVE(name, T)                                                            \
+    static inline T name(T x) {                                                                    \
+        const T lowest = SPLAT_LIKE(x, -87.3365448f);                                              \
+        const T shifter = SPLAT_LIKE(x, 12582912.0f);  /* 1.5 * 2^23: adding it rounds to an integer */ \
+        x = SELECT(x < lowest, lowest, x);             /* a NaN compares false and stays NaN */    \
+        T t = x * 1.44269504088896341f + shifter;                                                  \
+        T nf = t - shifter;                                                                        \
+        T r = x - nf * 0.693359375f;                                                               \
+        r = r - nf * -2.12194440e-4f;                                                              \
+        T p = SPLAT_LIKE(x, 1.9875691500e-4f);                                                     \
+        p = p * r + 1.3981999507e-3f;                                                              \
+        p = p * r + 8.3334519073e-3f;                                                              \
+        p = p * r + 4.1665795894e-2f;                                                              \
+        p = p * r + 1.6666665459e-1f;                                                              \
+        p = p * r + 5.0000001201e-1f;                                                              \
+        p = p * r * r + r + 1.0f;                                                                  \
+        return p * FLOATS((BITS(t) - BITS(shifter) + 127) << 23);                                  \
+    }
+DEFINE_EXP_NONPOSITIVE(exp_nonpositive, float)
+DEFINE_EXP_NONPOSITIVE(exp_nonpositive16, vec16)
 
 /* log(u) for u in [1, 2] (Cephes logf's polynomial after reducing to [sqrt(1/2), sqrt(2)]). */
-static inline float log_one_to_two(float u) {
-    int high = u > 1.41421356f;
-    float f = (high ? 0.5f * u : u) - 1.0f;
-    float e = high ? 1.0f : 0.0f;
-    float z = f * f;
-    float y = 7.0376836292e-2f;
-    y = y * f - 1.1514610310e-1f;
-    y = y * f + 1.1676998740e-1f;
-    y = y * f - 1.2420140846e-1f;
-    y = y * f + 1.4249322787e-1f;
-    y = y * f - 1.6668057665e-1f;
-    y = y * f + 2.0000714765e-1f;
-    y = y * f - 2.4999993993e-1f;
-    y = y * f + 3.3333331174e-1f;
-    y = y * f * z;
-    y += e * -2.12194440e-4f;
-    y -= 0.5f * z;
-    return f + y + e * 0.693359375f;
-}
+#define DEFINE_LOG_ONE_TO_TWO(name, T)                                                             \
+    static inline T name(T u) {                                                                    \
+        const T one = SPLAT_LIKE(u, 1.0f), zero = SPLAT_LIKE(u, 0.0f);                             \
+        T f = SELECT(u > 1.41421356f, 0.5f * u, u) - 1.0f;                                         \
+        T e = SELECT(u > 1.41421356f, one, zero);                                                  \
+        T z = f * f;                                                                               \
+        T y = SPLAT_LIKE(u, 7.0376836292e-2f);                                                     \
+        y = y * f - 1.1514610310e-1f;                                                              \
+        y = y * f + 1.1676998740e-1f;                                                              \
+        y = y * f - 1.2420140846e-1f;                                                              \
+        y = y * f + 1.4249322787e-1f;                                                              \
+        y = y * f - 1.6668057665e-1f;                                                              \
+        y = y * f + 2.0000714765e-1f;                                                              \
+        y = y * f - 2.4999993993e-1f;                                                              \
+        y = y * f + 3.3333331174e-1f;                                                              \
+        y = y * f * z;                                                                             \
+        y += e * -2.12194440e-4f;                                                                  \
+        y -= 0.5f * z;                                                                             \
+        return f + y + e * 0.693359375f;                                                           \
+    }
+DEFINE_LOG_ONE_TO_TWO(log_one_to_two, float)
+DEFINE_LOG_ONE_TO_TWO(log_one_to_two16, vec16)
 
 /* log(1 + t) for t in [0, 1], accurate also for tiny t (Goldberg: log(u) * t / (u - 1), u = 1 + t). */
 static inline float log1p_unit(float t) {
@@ -131,60 +163,6 @@ static inline float tanh_f(float a) {
     float large = (1.0f - t) / (1.0f + t);
     large = a < 0.0f ? -large : large;
     return m < 0.625f ? small : large;
-}
-
-/* 16 floats, and 16 int32 of the same bits, as GCC/Clang vector types: one AVX-512 register;
- * narrower ISAs split them. The vector forms below are the scalar functions above lane by lane
- * (the same polynomials), for loops whose lanes must stay apart (the compiler's own SIMD would
- * reduce them across the vector at every block). */
-typedef float vec16 __attribute__((vector_size(64)));
-typedef int32_t ivec16 __attribute__((vector_size(64)));
-
-static inline vec16 load16(const float *p) { vec16 v; memcpy(&v, p, sizeof v); return v; }
-static inline void store16(float *p, vec16 v) { memcpy(p, &v, sizeof v); }
-static inline vec16 splat16(float value) { return (vec16){0} + value; }
-/* lanes of a where mask (all ones), else of b */
-static inline vec16 select16(ivec16 mask, vec16 a, vec16 b) {
-    return (vec16)(((ivec16)a & mask) | ((ivec16)b & ~mask));
-}
-static inline vec16 abs16(vec16 a) { return (vec16)((ivec16)a & 0x7fffffff); }
-
-static inline vec16 exp_nonpositive16(vec16 x) {
-    const vec16 lowest = splat16(-87.3365448f), shifter = splat16(12582912.0f);
-    x = select16(x < lowest, lowest, x);               /* a NaN compares false and stays NaN */
-    vec16 t = x * 1.44269504088896341f + shifter;
-    ivec16 n = (ivec16)t - (ivec16)shifter;
-    vec16 nf = t - shifter;
-    vec16 r = x - nf * 0.693359375f;
-    r = r - nf * -2.12194440e-4f;
-    vec16 p = splat16(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    return p * (vec16)((n + 127) << 23);
-}
-
-static inline vec16 log_one_to_two16(vec16 u) {
-    ivec16 high = u > 1.41421356f;
-    vec16 f = select16(high, 0.5f * u, u) - 1.0f;
-    vec16 e = (vec16)(high & (ivec16)splat16(1.0f));
-    vec16 z = f * f;
-    vec16 y = splat16(7.0376836292e-2f);
-    y = y * f - 1.1514610310e-1f;
-    y = y * f + 1.1676998740e-1f;
-    y = y * f - 1.2420140846e-1f;
-    y = y * f + 1.4249322787e-1f;
-    y = y * f - 1.6668057665e-1f;
-    y = y * f + 2.0000714765e-1f;
-    y = y * f - 2.4999993993e-1f;
-    y = y * f + 3.3333331174e-1f;
-    y = y * f * z;
-    y += e * -2.12194440e-4f;
-    y -= 0.5f * z;
-    return f + y + e * 0.693359375f;
 }
 
 enum { ACT_NONE = 0, ACT_TANH = 1, ACT_RELU = 2, ACT_SIGMOID = 3, ACT_SOFTPLUS = 4 };
