@@ -240,12 +240,13 @@ class ChunkWorkers:
     results in submission order.
 
     Why not one chunk at a time on ``count`` intra-op threads: the matrix products then end at a
-    barrier per call (two MKL threads reach about 0.9 of twice one thread's speed; two workers of
-    one thread, 0.97-1.0, docs/performance.md), and on a busy machine every chunk waits for the
-    thread that is not scheduled, while here a worker that gets less CPU simply takes fewer chunks.
-    Each chunk runs single-threaded whatever ``count`` is, so results do not depend on it, bit for
-    bit, provided the chunks draw no random numbers themselves (draw them where the tasks are made).
-    torch operations release the GIL, so the workers run in parallel.
+    barrier per call, which costs a share of their speed even on a quiet machine (measured in
+    docs/performance.md, "Importance sampling against the GEMM-only bound"), and on a busy machine
+    every chunk waits for the thread that is not scheduled, while here a worker that gets less CPU
+    simply takes fewer chunks. Each chunk runs single-threaded whatever ``count`` is, so results do
+    not depend on it, bit for bit, provided each chunk's random numbers are fixed where the tasks
+    are made (e.g. a seed per chunk, drawn in order). torch operations release the GIL, so the
+    workers run in parallel.
     """
 
     def __init__(self, count: int):
