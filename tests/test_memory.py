@@ -357,3 +357,36 @@ def _recording_hmc(monkeypatch, module) -> list[int]:
 
     monkeypatch.setattr(module, "continue_hmc", recorded)
     return drawn
+
+
+@pytest.mark.parametrize("budget_rows, workers, rows", [(20000, 4, 2048), (5000, 4, 1250), (1100, 2, 550),
+                                                      (700, 1, 700)])
+def test_importance_sampling_workers_share_the_memory_budget(monkeypatch, budget_rows, workers, rows):
+    # The fast path's workers each hold a chunk: together within memory_budget, each chunk at most
+    # CPU_WORKER_CHUNK_ROWS, and fewer workers where the budget would leave them fewer than
+    # MIN_WORKER_CHUNK_ROWS rows.
+    from aevb.evaluation import importance_sampling
+    from aevb.models.build import build_model
+    from aevb.models.vae import ModelConfig
+
+    model = build_model(ModelConfig(data_dim=12, latent_dim=2, hidden_units=5))
+    per_row = importance_sampling.rows_within_budget(model, 12, 10**9)
+    budget = budget_rows * (10**9 // per_row)          # exactly budget_rows rows
+    assert importance_sampling.rows_within_budget(model, 12, budget) == budget_rows
+    original, chunk_rows, counts = importance_sampling.fast_importance_weights, [], []
+
+    def recorded(model, x, mean, std, num_samples, *args, **kwargs):
+        chunk_rows.append(x.shape[0] * num_samples)
+        return original(model, x, mean, std, num_samples, *args, **kwargs)
+
+    class Recorded(importance_sampling.ChunkWorkers):
+        def map(self, tasks):
+            counts.append(self.count)
+            return super().map(tasks)
+
+    monkeypatch.setattr(importance_sampling, "fast_importance_weights", recorded)
+    monkeypatch.setattr(importance_sampling, "ChunkWorkers", Recorded)
+    estimate = importance_sampling.estimate_log_likelihood(model, torch.rand(3, 12), num_samples=5000,
+                                                           memory_budget=budget, threads=4)
+    assert counts == [workers] and max(chunk_rows) == rows and sum(chunk_rows) == 3 * 5000
+    assert counts[0] * max(chunk_rows) <= budget_rows and np.isfinite(estimate.mean)

@@ -42,6 +42,8 @@ ENCODER_BLOCK_POINTS = 1024
 #: chunk's fixed costs show; more, and the workers' chunks together slow down in memory (timings
 #: from 512 to 8192 rows in docs/performance.md, "Importance sampling against the GEMM-only bound").
 CPU_WORKER_CHUNK_ROWS = 2048
+#: The fewest rows per worker chunk before a tight ``memory_budget`` means fewer workers instead.
+MIN_WORKER_CHUNK_ROWS = CPU_WORKER_CHUNK_ROWS // 4
 
 
 @dataclass(frozen=True)
@@ -103,12 +105,13 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
     """Importance-sampled log p(x) for every row of ``data`` (N, D) with k = ``num_samples``.
 
     Work is batched over datapoints and samples: at most ``max_rows`` (datapoint, sample) pairs are
-    decoded at once (by default as many as fit in ``memory_budget`` bytes, and on a CPU no more
-    than :data:`CPU_WORKER_CHUNK_ROWS` per worker on the fast path, or a cache-sized chunk,
-    :func:`aevb.evaluation.bound.default_chunk_rows`, on the reference), so memory stays
-    bounded for any k and any N. ``prior_mixture`` = α mixes the prior into the proposal (see
-    :func:`log_importance_weights`); α = 0 is the usual encoder proposal. ``progress``: a bar over
-    the N·k decoder evaluations, with the time left.
+    decoded at once (by default as many as fit in ``memory_budget`` bytes, shared by the workers of
+    the fast path, and on a CPU no more than :data:`CPU_WORKER_CHUNK_ROWS` per worker on the fast
+    path, or a cache-sized chunk, :func:`aevb.evaluation.bound.default_chunk_rows`, on the
+    reference; a budget that leaves a worker fewer than :data:`MIN_WORKER_CHUNK_ROWS` runs fewer
+    workers), so memory stays bounded for any k and any N. ``prior_mixture`` = α mixes the prior
+    into the proposal (see :func:`log_importance_weights`); α = 0 is the usual encoder proposal.
+    ``progress``: a bar over the N·k decoder evaluations, with the time left.
 
     Threads: on a CPU the fast path (:func:`fast_importance_weights`) decodes its chunks on
     ``threads`` worker threads of one intra-op thread each (default: torch's current count;
@@ -128,11 +131,12 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
     if max_rows is None:
         from .bound import default_chunk_rows
 
+        budget_rows = rows_within_budget(model, data.shape[1], memory_budget)
         if workers is None:
-            max_rows = min(rows_within_budget(model, data.shape[1], memory_budget), default_chunk_rows(data.device))
-        else:
-            max_rows = min(rows_within_budget(model, data.shape[1], memory_budget // workers.count),
-                           CPU_WORKER_CHUNK_ROWS)
+            max_rows = min(budget_rows, default_chunk_rows(data.device))
+        else:   # the workers' chunks share the budget; fewer workers rather than chunks too small to pay
+            workers = ChunkWorkers(min(workers.count, max(1, budget_rows // MIN_WORKER_CHUNK_ROWS)))
+            max_rows = max(1, min(budget_rows // workers.count, CPU_WORKER_CHUNK_ROWS))
     points_per_pass = max(1, min(data.shape[0], max_rows // num_samples))
     samples_per_pass = max(1, min(num_samples, max_rows // points_per_pass))
     bar = progress_bar(data.shape[0] * num_samples, unit="sample", desc=f"log p(x), k = {num_samples}",
