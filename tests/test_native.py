@@ -644,3 +644,14 @@ def test_evaluation_tanh_is_within_its_stated_absolute_error_everywhere():
     expected = torch.tanh(a.double())
     assert (out[:-3].double() - expected[:-3]).abs().max().item() < 1.2e-7
     assert math.isnan(out[-3]) and out[-2].item() == 1.0 and out[-1].item() == -1.0
+
+
+def test_a_threshold_on_a_parallel_simd_loop_leaves_its_simd_on():
+    # OpenMP 5.0: an if clause without a modifier on `parallel for simd` applies to the simd part too,
+    # so below the threshold (every small minibatch) the loop ran without vectors
+    # (docs/performance.md). The threshold belongs to the threads alone.
+    import re
+
+    source = (Path(native.__file__).parent / "kernels.c").read_text()
+    combined = [line for line in source.splitlines() if re.search(r"omp parallel for simd.*\bif\s*\(", line)]
+    assert combined and all(re.search(r"\bif\s*\(\s*parallel\s*:", line) for line in combined)

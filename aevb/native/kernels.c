@@ -175,27 +175,27 @@ API double aevb_activation_forward(const float *pre, float *out, int64_t n, int 
     float total = 0.0f;
     switch (act) {
     case ACT_TANH:
-#pragma omp parallel for simd schedule(static) reduction(+:total) if (n > 16384)
+#pragma omp parallel for simd schedule(static) reduction(+:total) if (parallel: n > 16384)
         for (i = 0; i < n; i++) { out[i] = tanh_f(pre[i]); total += fabs_f(out[i]); }
         break;
     case ACT_RELU:
-#pragma omp parallel for simd schedule(static) reduction(+:total) if (n > 16384)
+#pragma omp parallel for simd schedule(static) reduction(+:total) if (parallel: n > 16384)
         for (i = 0; i < n; i++) {
             out[i] = pre[i] > 0.0f ? pre[i] : (pre[i] != pre[i] ? pre[i] : 0.0f);
             total += out[i];
         }
         break;
     case ACT_SIGMOID:
-#pragma omp parallel for simd schedule(static) reduction(+:total) if (n > 16384)
+#pragma omp parallel for simd schedule(static) reduction(+:total) if (parallel: n > 16384)
         for (i = 0; i < n; i++) { float s; softplus_sigmoid(pre[i], &s); out[i] = s; total += s; }
         break;
     case ACT_SOFTPLUS:
-#pragma omp parallel for simd schedule(static) reduction(+:total) if (n > 16384)
+#pragma omp parallel for simd schedule(static) reduction(+:total) if (parallel: n > 16384)
         for (i = 0; i < n; i++) { float s; out[i] = softplus_sigmoid(pre[i], &s); total += out[i]; }
         break;
     default:
         if (out != pre) memcpy(out, pre, (size_t)n * sizeof(float));
-#pragma omp parallel for simd schedule(static) reduction(+:total) if (n > 16384)
+#pragma omp parallel for simd schedule(static) reduction(+:total) if (parallel: n > 16384)
         for (i = 0; i < n; i++) total += fabs_f(out[i]);
     }
     return total;
@@ -205,7 +205,7 @@ API double aevb_activation_forward(const float *pre, float *out, int64_t n, int 
 API double aevb_abs_sum(const float *a, int64_t n) {
     int64_t i;
     float total = 0.0f;
-#pragma omp parallel for simd schedule(static) reduction(+:total) if (n > 16384)
+#pragma omp parallel for simd schedule(static) reduction(+:total) if (parallel: n > 16384)
     for (i = 0; i < n; i++) total += fabs_f(a[i]);
     return total;
 }
@@ -490,7 +490,7 @@ API void aevb_adagrad(float *param, const float *grad, float *state_sum, int64_t
     *step += 1.0f;
     const float clr = (float)(lr / (1.0 + ((double)*step - 1.0) * lr_decay));
     if (weight_decay != 0.0f) {
-#pragma omp parallel for simd schedule(static) if (n > 16384)
+#pragma omp parallel for simd schedule(static) if (parallel: n > 16384)
         for (i = 0; i < n; i++) {
             float g = grad[i] + param[i] * weight_decay;
             float s = state_sum[i] + g * g;
@@ -498,7 +498,7 @@ API void aevb_adagrad(float *param, const float *grad, float *state_sum, int64_t
             param[i] = param[i] - clr * g / (__builtin_sqrtf(s) + eps);
         }
     } else {
-#pragma omp parallel for simd schedule(static) if (n > 16384)
+#pragma omp parallel for simd schedule(static) if (parallel: n > 16384)
         for (i = 0; i < n; i++) {
             float g = grad[i];
             float s = state_sum[i] + g * g;
