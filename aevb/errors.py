@@ -11,11 +11,17 @@ class AevbError(Exception):
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped on request (SIGINT/SIGTERM) after saving a checkpoint at ``samples``."""
+    """Training stopped on request (SIGINT/SIGTERM) after saving a checkpoint at ``samples``;
+    ``signal`` is the signal's number where one was received."""
 
-    def __init__(self, samples: int):
+    def __init__(self, samples: int, signal: int | None = None):
         super().__init__(f"interrupted at {samples:,} samples")
         self.samples = samples
+        self.signal = signal
+
+    def __reduce__(self):
+        # Rebuilt from its fields, not from its message: it crosses processes (aevb reproduce --jobs).
+        return type(self), (self.samples, self.signal)
 
 
 class TrainingDiverged(AevbError):
