@@ -310,6 +310,29 @@ def test_ctrl_c_while_starting_up_ends_in_one_line(tmp_path, delay):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_ctrl_c_during_reproduce_with_parallel_jobs_ends_in_one_line_and_keeps_both_checkpoints(shared_data, tmp_path):
+    # Ctrl-C reaches the whole process group: each job saves a checkpoint and raises
+    # TrainingInterrupted, which crosses back to the parent by pickling (it once failed to
+    # unpickle there, and the parent died in a BrokenProcessPool traceback).
+    out = tmp_path / "fig2"
+    process = subprocess.Popen([sys.executable, "-m", "aevb.console", "reproduce", "fig2", "--budget", "1e7",
+                                "--datasets", "frey", "--latent-dims", "2", "--jobs", "2", "--data-dir",
+                                str(shared_data), "--out", str(out)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    runs = [out / "frey-z2-aevb", out / "frey-z2-wake-sleep"]
+    deadline = time.monotonic() + 120
+    while not all((run / "metrics.jsonl").is_file() for run in runs) and time.monotonic() < deadline \
+            and process.poll() is None:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)           # what a terminal's Ctrl-C does
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "interrupted" in err
+    for run in runs:
+        assert (run / "checkpoints" / "latest.json").is_file(), run
+
+
 def test_the_meta_model_of_the_engine_check_imports_no_dynamo():
     # A model on the meta device (train_run checks the engine on one before writing anything) used
     # to draw its initial weights there, which imports torch._dynamo: about a second of start-up
