@@ -1,10 +1,15 @@
-"""aevb.training.optimizers.Adagrad takes the same steps as torch.optim.Adagrad and keeps the same state."""
+"""aevb.training.optimizers.Adagrad and Adam take the same steps as torch.optim.Adagrad and Adam
+and keep the same state."""
 
 import copy
 
+import pytest
 import torch
 
-from aevb.training.optimizers import Adagrad
+from aevb.training.optimizers import Adagrad, Adam
+
+#: (aevb's class, torch's class, the state tensors besides "step")
+PAIRS = [(Adagrad, torch.optim.Adagrad, ("sum",)), (Adam, torch.optim.Adam, ("exp_avg", "exp_avg_sq"))]
 
 
 def _run(optimizer_class, steps=5, **kwargs):
@@ -18,57 +23,70 @@ def _run(optimizer_class, steps=5, **kwargs):
     return params, optimizer
 
 
-def test_direct_fused_adagrad_equals_torch_adagrad():
-    ours, optimizer = _run(Adagrad)
-    reference, reference_optimizer = _run(torch.optim.Adagrad)
+@pytest.mark.parametrize("ours_class, torch_class, names", PAIRS)
+def test_direct_fused_step_equals_torch(ours_class, torch_class, names):
+    ours, optimizer = _run(ours_class)
+    reference, reference_optimizer = _run(torch_class)
     assert optimizer.direct
     for a, b in zip(ours, reference):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     for a, b in zip(optimizer.state.values(), reference_optimizer.state.values()):
-        torch.testing.assert_close(a["sum"], b["sum"])
+        for name in names:
+            torch.testing.assert_close(a[name], b[name])
         assert a["step"].item() == b["step"].item() == 5
 
 
-def test_adagrad_state_dict_round_trips_through_torch_adagrad():
-    ours, optimizer = _run(Adagrad, steps=2)
-    plain = torch.optim.Adagrad(ours, lr=0.1, weight_decay=0.01)
+@pytest.mark.parametrize("ours_class, torch_class, names", PAIRS)
+def test_state_dict_round_trips_through_torch(ours_class, torch_class, names):
+    ours, optimizer = _run(ours_class, steps=2)
+    plain = torch_class(ours, lr=0.1, weight_decay=0.01)
     plain.load_state_dict(optimizer.state_dict())
-    again = Adagrad(ours, lr=0.1, weight_decay=0.01)
+    again = ours_class(ours, lr=0.1, weight_decay=0.01)
     again.load_state_dict(plain.state_dict())
     for p in ours:
-        torch.testing.assert_close(again.state[p]["sum"], optimizer.state[p]["sum"])
+        for name in names:
+            torch.testing.assert_close(again.state[p][name], optimizer.state[p][name])
 
 
-def test_gradients_written_in_place_skipped_steps_and_a_reloaded_state_match_torch_adagrad():
+@pytest.mark.parametrize("ours_class, torch_class, names", PAIRS)
+def test_gradients_written_in_place_skipped_steps_and_a_reloaded_state_match_torch(ours_class, torch_class, names):
     """The fused step writes into the same gradient tensors every step (aevb keeps the kernel's
-    argument lists between steps); a step with found_inf = 1 changes nothing and is not counted;
-    loading a state dict replaces the state tensors the lists point to."""
+    argument lists between steps); a step with found_inf = 1 changes nothing and is not counted
+    (also the first, before Adam has made its state); loading a state dict replaces the state
+    tensors the lists point to."""
     from aevb.training.optimizers import guarded_step
 
     torch.manual_seed(0)
     start = [torch.randn(4, 3), torch.randn(3)]
     ours = [torch.nn.Parameter(t.clone()) for t in start]
     reference = [torch.nn.Parameter(t.clone()) for t in start]
-    optimizer = Adagrad(ours, lr=0.1, weight_decay=0.01)
-    reference_optimizer = torch.optim.Adagrad(reference, lr=0.1, weight_decay=0.01)
+    optimizer = ours_class(ours, lr=0.1, weight_decay=0.01)
+    reference_optimizer = torch_class(reference, lr=0.1, weight_decay=0.01)
     for p in ours:
         p.grad = torch.zeros_like(p)
-    for step in range(6):
+    for step in range(7):
         gradients = [torch.randn_like(p) for p in ours]
-        skip = step == 2
+        skip = step in (0, 3)
         for p, q, g in zip(ours, reference, gradients):
             p.grad.copy_(g)            # in place: the same tensor as last step
             q.grad = g.clone()
         guarded_step(optimizer, torch.tensor(1.0 if skip else 0.0))
         if not skip:
             reference_optimizer.step()
-        if step == 3:                  # a resume: new state tensors under the same parameters
+        if step == 4:                  # a resume: new state tensors under the same parameters
             optimizer.load_state_dict(copy.deepcopy(reference_optimizer.state_dict()))   # (not shared)
     for a, b in zip(ours, reference):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     for p, q in zip(ours, reference):
-        torch.testing.assert_close(optimizer.state[p]["sum"], reference_optimizer.state[q]["sum"])
+        for name in names:
+            torch.testing.assert_close(optimizer.state[p][name], reference_optimizer.state[q][name])
         assert optimizer.state[p]["step"].item() == reference_optimizer.state[q]["step"].item() == 5
+
+
+def test_adam_settings_the_kernel_call_does_not_cover_take_torchs_step():
+    params = [torch.nn.Parameter(torch.randn(3))]
+    assert Adam(params).direct
+    assert not Adam(params, amsgrad=True).direct
 
 
 def test_staged_schedule_keeps_its_proportions_over_any_run_length():

@@ -1,13 +1,14 @@
 """The optimisers of §5 (Adagrad; Adam as an option), as ``torch.optim`` classes, and the
 step-size schedules a run can follow (:data:`SCHEDULES`).
 
-:class:`Adagrad` is ``torch.optim.Adagrad`` with a shorter path to the same fused kernel: the
-library's ``step`` regroups every tensor by device and dtype on every call, Python work that is
-not small next to the kernel itself on a model of a few tensors (measured: docs/performance.md).
-When all parameters share one device and dtype (always, for an aevb model) this class calls
-``torch._fused_adagrad_`` directly with the state ``torch.optim.Adagrad`` keeps, so state dicts,
-checkpoints and results are those of ``torch.optim.Adagrad(fused=True)``; anything else falls back
-to the library's step.
+:class:`Adagrad` and :class:`Adam` are ``torch.optim.Adagrad`` and ``torch.optim.Adam`` with a
+shorter path to the same fused kernels: the library's ``step`` regroups every tensor by device and
+dtype on every call, Python work that is not small next to the kernel itself on a model of a few
+tensors (measured: docs/performance.md). When all parameters share one device and dtype (always,
+for an aevb model) these classes call ``torch._fused_adagrad_`` / ``torch._fused_adam_`` directly
+with the state the library classes keep, so state dicts, checkpoints and results are those of
+``torch.optim.Adagrad(fused=True)`` / ``torch.optim.Adam(fused=True)``; anything else falls back to
+the library's step.
 """
 
 from __future__ import annotations
@@ -17,42 +18,44 @@ import bisect
 import torch
 
 
-class Adagrad(torch.optim.Adagrad):
-    """``torch.optim.Adagrad`` (fused when possible); same arguments, same state, faster ``step``."""
+class _DirectFusedStep:
+    """The direct call of a ``torch.optim`` class's fused kernel (mixed in before the class):
+    ``STATE`` names the per-parameter state tensors the kernel takes after the gradients, and
+    :meth:`_kernel` calls it on one group's lists."""
 
-    update_rule = "adagrad"   # what the native engine's update kernel must match (aevb.engines.native)
+    STATE: tuple[str, ...] = ()
+    KERNEL = ""
 
-    def __init__(self, params, lr: float = 1e-2, weight_decay: float = 0.0, **kwargs):
-        try:
-            super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
-        except (RuntimeError, TypeError, ValueError):   # a device or torch without the fused kernel
-            super().__init__(params, lr=lr, weight_decay=weight_decay, **kwargs)
-        self.direct = hasattr(torch, "_fused_adagrad_") and all(group.get("fused") for group in self.param_groups)
+    def _init_direct(self) -> None:
+        self.direct = hasattr(torch, self.KERNEL) and all(group.get("fused") and self._direct_group(group)
+                                                          for group in self.param_groups)
+
+    def _direct_group(self, group: dict) -> bool:
+        """Whether the kernel call of :meth:`_kernel` covers every setting of ``group``."""
+        return True
 
     @torch.no_grad()
     def step(self, closure=None):
         if closure is not None or not self.direct:
             return super().step(closure)
         found_inf = getattr(self, "found_inf", None)   # set by guarded_step (and by AMP's GradScaler)
-        for index, group in enumerate(self.param_groups):
-            lists = self.kernel_lists(index, group)
-            if lists is None:
-                return super().step(closure)
+        every_lists = [self.kernel_lists(index, group) for index, group in enumerate(self.param_groups)]
+        if any(lists is None for lists in every_lists):
+            return super().step(closure)
+        for group, lists in zip(self.param_groups, every_lists):
             if not lists[0]:
                 continue
-            params, grads, sums, steps = lists
+            params, grads, *states, steps = lists
             # A skipped step does not count, as in torch.optim: add 1 − found_inf.
             torch._foreach_add_(steps, 1 if found_inf is None else 1 - found_inf)
-            torch._fused_adagrad_(params, grads, sums, steps, lr=group["lr"], lr_decay=group["lr_decay"],
-                                  weight_decay=group["weight_decay"], eps=group["eps"],
-                                  maximize=group["maximize"], found_inf=found_inf)
+            self._kernel(params, grads, states, steps, group, found_inf)
         return None
 
     def kernel_lists(self, index: int, group: dict):
-        """(params, grads, sums, steps) of a group for the fused kernel, or None where it does not
-        apply. Kept between steps (building them is a sizeable fraction of the kernel's time on
-        the paper's model; docs/performance.md) and rebuilt when a gradient tensor is not the one
-        seen last time."""
+        """(params, grads, *state lists, steps) of a group for the fused kernel, or None where it
+        does not apply (or the state is not made yet). Kept between steps (building them is a sizeable fraction of the kernel's
+        time on the paper's model; docs/performance.md) and rebuilt when a gradient tensor is not
+        the one seen last time."""
         cache = self.__dict__.setdefault("_lists", {})
         cached = cache.get(index)
         if cached is not None and len(cached[0]) == len(group["params"]) and \
@@ -63,7 +66,9 @@ class Adagrad(torch.optim.Adagrad):
                 len({(p.device, p.dtype) for p in params}) > 1 or isinstance(group["lr"], torch.Tensor):
             return None
         states = [self.state[p] for p in params]
-        lists = (params, [p.grad for p in params], [state["sum"] for state in states],
+        if not all(name in state for state in states for name in (*self.STATE, "step")):
+            return None   # (Adam makes its state at its first step)
+        lists = (params, [p.grad for p in params], *([state[name] for state in states] for name in self.STATE),
                  [state["step"] for state in states])
         if len(params) == len(group["params"]):
             cache[index] = lists
@@ -74,12 +79,49 @@ class Adagrad(torch.optim.Adagrad):
         super().load_state_dict(state_dict)
 
 
-def adam(params, lr: float = 1e-3, weight_decay: float = 0.0, **kwargs) -> torch.optim.Adam:
-    """``torch.optim.Adam``, fused where the device supports it; ``kwargs`` as torch's (eps, betas)."""
-    try:
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **kwargs)
+class Adagrad(_DirectFusedStep, torch.optim.Adagrad):
+    """``torch.optim.Adagrad`` (fused when possible); same arguments, same state, faster ``step``."""
+
+    update_rule = "adagrad"   # what the native engine's update kernel must match (aevb.engines.native)
+    STATE = ("sum",)
+    KERNEL = "_fused_adagrad_"
+
+    def __init__(self, params, lr: float = 1e-2, weight_decay: float = 0.0, **kwargs):
+        try:
+            super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):   # a device or torch without the fused kernel
+            super().__init__(params, lr=lr, weight_decay=weight_decay, **kwargs)
+        self._init_direct()
+
+    def _kernel(self, params, grads, states, steps, group, found_inf) -> None:
+        torch._fused_adagrad_(params, grads, *states, steps, lr=group["lr"], lr_decay=group["lr_decay"],
+                              weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+                              found_inf=found_inf)
+
+
+class Adam(_DirectFusedStep, torch.optim.Adam):
+    """``torch.optim.Adam`` (fused when possible); same arguments, same state, faster ``step``
+    (AMSGrad, decoupled weight decay and tensor betas take the library's step)."""
+
+    STATE = ("exp_avg", "exp_avg_sq")
+    KERNEL = "_fused_adam_"
+
+    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0, **kwargs):
+        try:
+            super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):   # a device or torch without the fused kernel
+            super().__init__(params, lr=lr, weight_decay=weight_decay, **kwargs)
+        self._init_direct()
+
+    def _direct_group(self, group: dict) -> bool:
+        return not (group.get("amsgrad") or group.get("decoupled_weight_decay") or group.get("differentiable")
+                    or any(isinstance(beta, torch.Tensor) for beta in group["betas"]))
+
+    def _kernel(self, params, grads, states, steps, group, found_inf) -> None:
+        beta1, beta2 = group["betas"]
+        torch._fused_adam_(params, grads, *states, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
+                           beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                           maximize=group["maximize"], found_inf=found_inf)
 
 
 def non_finite(parameters: list[torch.Tensor], loss: torch.Tensor,
@@ -113,7 +155,7 @@ def guarded_step(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
 
 #: Optimisers by the names ``--optimizer`` takes; each is called as ``factory(params, lr=, weight_decay=)``,
 #: with ``eps=`` where a run sets the optimiser's ε.
-OPTIMIZERS = {"adagrad": Adagrad, "adam": adam}
+OPTIMIZERS = {"adagrad": Adagrad, "adam": Adam}
 
 
 class ConstantSchedule:
