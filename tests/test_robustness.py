@@ -320,12 +320,17 @@ def test_ctrl_c_during_reproduce_with_parallel_jobs_ends_in_one_line_and_keeps_b
                                 str(shared_data), "--out", str(out)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     runs = [out / "frey-z2-aevb", out / "frey-z2-wake-sleep"]
-    deadline = time.monotonic() + 120
-    while not all((run / "metrics.jsonl").is_file() for run in runs) and time.monotonic() < deadline \
-            and process.poll() is None:
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGINT)           # what a terminal's Ctrl-C does
-    _, err = process.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while not all((run / "metrics.jsonl").is_file() for run in runs) and time.monotonic() < deadline \
+                and process.poll() is None:
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)       # what a terminal's Ctrl-C does
+        _, err = process.communicate(timeout=120)
+    finally:                                        # a hung parent or job must not outlive the test
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
     assert process.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "interrupted" in err
