@@ -25,8 +25,14 @@ class _DirectFusedStep:
 
     STATE: tuple[str, ...] = ()
     KERNEL = ""
+    DEFAULT_LR = 1e-3
 
-    def _init_direct(self) -> None:
+    def __init__(self, params, lr: float | None = None, weight_decay: float = 0.0, **kwargs):
+        lr = self.DEFAULT_LR if lr is None else lr      # (torch's default for the class)
+        try:
+            super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):   # a device or torch without the fused kernel
+            super().__init__(params, lr=lr, weight_decay=weight_decay, **kwargs)
         self.direct = hasattr(torch, self.KERNEL) and all(group.get("fused") and self._direct_group(group)
                                                           for group in self.param_groups)
 
@@ -85,13 +91,7 @@ class Adagrad(_DirectFusedStep, torch.optim.Adagrad):
     update_rule = "adagrad"   # what the native engine's update kernel must match (aevb.engines.native)
     STATE = ("sum",)
     KERNEL = "_fused_adagrad_"
-
-    def __init__(self, params, lr: float = 1e-2, weight_decay: float = 0.0, **kwargs):
-        try:
-            super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
-        except (RuntimeError, TypeError, ValueError):   # a device or torch without the fused kernel
-            super().__init__(params, lr=lr, weight_decay=weight_decay, **kwargs)
-        self._init_direct()
+    DEFAULT_LR = 1e-2
 
     def _kernel(self, params, grads, states, steps, group, found_inf) -> None:
         torch._fused_adagrad_(params, grads, *states, steps, lr=group["lr"], lr_decay=group["lr_decay"],
@@ -105,13 +105,7 @@ class Adam(_DirectFusedStep, torch.optim.Adam):
 
     STATE = ("exp_avg", "exp_avg_sq")
     KERNEL = "_fused_adam_"
-
-    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0, **kwargs):
-        try:
-            super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
-        except (RuntimeError, TypeError, ValueError):   # a device or torch without the fused kernel
-            super().__init__(params, lr=lr, weight_decay=weight_decay, **kwargs)
-        self._init_direct()
+    DEFAULT_LR = 1e-3
 
     def _direct_group(self, group: dict) -> bool:
         return not (group.get("amsgrad") or group.get("decoupled_weight_decay") or group.get("differentiable")
