@@ -78,8 +78,8 @@ class FullVBVAE(VAE):
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Encoder and μ_θ from N(0, init_std²), drawn exactly as :meth:`VAE.reset_parameters` draws
         the MAP model's (same order, same generator use); σ_θ = ``decoder_posterior_init_std``."""
-        if any(parameter.is_meta for parameter in self.parameters()):
-            return   # shapes only: nothing to draw (as VAE.reset_parameters)
+        if self.shapes_only:
+            return
         with torch.no_grad():
             for parameter in chain(self.encoder.parameters(), self.decoder.parameters()):
                 parameter.normal_(0.0, self.config.init_std, generator=generator)

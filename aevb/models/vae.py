@@ -125,13 +125,18 @@ class VAE(nn.Module):
         self.register_buffer("_prior_loc", torch.zeros(config.latent_dim), persistent=False)
         self.reset_parameters()
 
+    @property
+    def shapes_only(self) -> bool:
+        """Whether the model lives on the meta device (shapes, no values): its initialisation then
+        draws nothing, since drawing there would route through torch's reference ops and import
+        torch._dynamo, seconds of start-up."""
+        return any(parameter.is_meta for parameter in self.parameters())
+
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Draw every weight and bias from N(0, init_std²) (§5), or with ``init="glorot"`` every
         weight matrix from U(±√(6 / (fan_in + fan_out))) and everything else zero (Glorot & Bengio,
         2010; the initialisation of Burda et al.'s code)."""
-        if any(parameter.is_meta for parameter in self.parameters()):
-            # Nothing to draw (a model on the meta device only has shapes); drawing there would
-            # route through torch's reference ops and import torch._dynamo, seconds of start-up.
+        if self.shapes_only:
             return
         with torch.no_grad():
             if self.config.init == "normal":
