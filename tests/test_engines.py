@@ -21,7 +21,7 @@ from aevb.engines.fused import FusedStep
 from aevb.engines.native import native_unavailable_reason
 from aevb.errors import AevbError
 from aevb.objectives.estimators import get_estimator
-from aevb.training.optimizers import Adagrad
+from aevb.training.optimizers import Adagrad, Adam
 from aevb.training import AEVB, Trainer, TrainConfig
 
 NATIVE = native_unavailable_reason(torch.device("cpu"), torch.float32) is None
@@ -131,17 +131,19 @@ def test_a_new_engine_is_one_registered_class(monkeypatch):
     assert calls == [10] * 10 and trainer.algorithm.engine_used == "autograd, counted"
 
 
+@pytest.mark.parametrize("optimizer_type", [Adagrad, Adam])
 @pytest.mark.parametrize("estimator", ["A", "B", "IWAE"])
-def test_every_engine_takes_the_same_step(estimator):
-    """Three Adagrad steps from the same start and noise: the same parameters from every engine
-    (fused against autograd in float64, to 1e-10; native against autograd in float32)."""
+def test_every_engine_takes_the_same_step(estimator, optimizer_type):
+    """Three steps from the same start and noise: the same parameters from every engine (fused
+    against autograd in float64, to 1e-10; native against autograd in float32). The native engine
+    applies the update inside the step (Adam from its second step, once it has its state)."""
     def train(engine, dtype):
         torch.manual_seed(0)
         model = VAE(ModelConfig(data_dim=8, latent_dim=3, hidden_units=6, init_std=0.3)).to(dtype)
         algorithm = AEVB(estimator, 2, engine)
         x = torch.rand(5, 8, dtype=dtype).round()
         algorithm.setup(model, x)
-        optimizer = Adagrad(model.parameters(), lr=0.05)
+        optimizer = optimizer_type(model.parameters(), lr=0.05)
         torch.manual_seed(1)
         bounds = [algorithm.step(model, optimizer, x, torch.arange(5)).item() for _ in range(3)]
         return bounds, [p.detach().double() for p in model.parameters()]

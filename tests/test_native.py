@@ -174,28 +174,54 @@ def test_native_step_equals_the_torch_step(config, estimator, samples):
         torch.testing.assert_close(native_grads[name], grad, rtol=1e-5, atol=2e-6 * scale, msg=name)
 
 
+def _optimizer(name, parameters, **settings):
+    from aevb.training.optimizers import OPTIMIZERS
+    return OPTIMIZERS[name](parameters, **settings)
+
+
+def _step_with(step, x, optimizer):
+    """One step as the native engine takes it: the update inside where the step can apply it
+    (Adam only from its second step, once its state exists), else optimizer.step() after it."""
+    from aevb.training.optimizers import guarded_step, non_finite
+    if step.applies_optimizer(optimizer):
+        return step(x, optimizer=optimizer)
+    bound = step(x)
+    guarded_step(optimizer, non_finite(step.parameters, bound, step.flat_gradient))
+    return bound
+
+
+def _assert_same_optimizer_state(ours, theirs, optimizer):
+    assert ours.keys() == theirs.keys()
+    for index, entry in theirs.items():
+        for name in (*optimizer.STATE, "step"):
+            assert torch.equal(ours[index][name], entry[name]), (index, name)
+
+
 @needs_kernels
-def test_native_step_trains_the_paper_model_like_the_torch_step():
+@pytest.mark.parametrize("optimizer_name, settings", [("adagrad", dict(lr=0.01, weight_decay=1e-3)),
+                                                      ("adam", dict(lr=1e-3, weight_decay=1e-3, eps=1e-6))])
+def test_native_step_trains_the_paper_model_like_the_torch_step(one_thread, optimizer_name, settings):
     """Many steps on real shapes: torch step + optimiser, native step + optimiser, and the native
     step applying the optimiser itself. The last two are the same arithmetic: equal bit for bit."""
-    from aevb.training.optimizers import Adagrad, guarded_step, non_finite
+    from aevb.training.optimizers import guarded_step, non_finite
     x = torch.bernoulli(torch.rand(100, 784, generator=torch.Generator().manual_seed(4)) * 0.3)
     runs = {}
     for mode in ("torch", "native", "native, optimiser inside"):
         torch.manual_seed(0)
         model = VAE(ModelConfig(data_dim=784, latent_dim=20, hidden_units=500))
         step = fused_step(model, "B", 1, 100, use_native=mode != "torch")
-        optimizer = Adagrad(model.parameters(), lr=0.01, weight_decay=1e-3)
-        bounds = []
+        optimizer = _optimizer(optimizer_name, model.parameters(), **settings)
+        bounds, inside = [], 0
         for _ in range(40):
             if mode == "native, optimiser inside":
-                assert step.applies_optimizer(optimizer)
-                bounds.append(step(x, optimizer=optimizer).item() / 100)
+                inside += step.applies_optimizer(optimizer)
+                bounds.append(_step_with(step, x, optimizer).item() / 100)
                 assert not step.skipped
             else:
                 bound = step(x)
                 guarded_step(optimizer, non_finite(step.parameters, bound, step.flat_gradient))
                 bounds.append(bound.item() / 100)
+        assert mode != "native, optimiser inside" or inside == (40 if optimizer_name == "adagrad" else 39)
         runs[mode] = (bounds, torch.nn.utils.parameters_to_vector(model.parameters()).detach(),
                       optimizer.state_dict()["state"])
     torch_bounds, torch_params, _ = runs["torch"]
@@ -206,9 +232,7 @@ def test_native_step_trains_the_paper_model_like_the_torch_step():
     assert native_bounds == pytest.approx(torch_bounds, rel=1e-2)
     assert (native_params - torch_params).norm() < 1e-2 * torch_params.norm()
     assert inside_bounds == native_bounds and torch.equal(inside_params, native_params)
-    for index, state in native_state.items():
-        assert torch.equal(inside_state[index]["sum"], state["sum"])
-        assert torch.equal(inside_state[index]["step"], state["step"])
+    _assert_same_optimizer_state(inside_state, native_state, optimizer)
 
 
 @needs_kernels
@@ -231,15 +255,39 @@ def test_the_adagrad_kernel_is_torchs_arithmetic(lr_decay):
 
 
 @needs_kernels
+@pytest.mark.parametrize("beta1", [0.9, 0.3])     # torch's lerp takes another form at weights ≥ 0.5
+def test_the_adam_kernel_is_torchs_arithmetic(one_thread, beta1):
+    """Bit for bit, with the elements past the last multiple of the vector width (13, 15, 2013)
+    that torch computes in another order."""
+    generator = torch.Generator().manual_seed(6)
+    for weight_decay in (0.0, 1e-3):
+        for size in (392000, 2013, 500, 15, 13):
+            for count in (0.0, 3.0, 4000.0):
+                param = torch.randn(size, generator=generator)
+                grad = torch.randn(size, generator=generator) * 10 ** (torch.rand(size, generator=generator) * 8 - 6)
+                exp_avg = torch.randn(size, generator=generator) * 0.01
+                exp_avg_sq = torch.rand(size, generator=generator) * 1e-4
+                step = torch.tensor(count)
+                ours = [t.clone() for t in (param, exp_avg, exp_avg_sq, step)]
+                torch._foreach_add_([step], 1)           # as torch.optim.Adam does before its kernel
+                torch._fused_adam_([param], [grad], [exp_avg], [exp_avg_sq], [], [step], amsgrad=False, lr=1e-3,
+                                   beta1=beta1, beta2=0.999, weight_decay=weight_decay, eps=5e-6, maximize=False)
+                KERNELS.adam(ours[0], grad, ours[1], ours[2], ours[3], 1e-3, beta1, 0.999, weight_decay, 5e-6)
+                for mine, theirs in zip(ours, (param, exp_avg, exp_avg_sq, step)):
+                    assert torch.equal(mine, theirs), (weight_decay, size, count)
+
+
+@needs_kernels
+@pytest.mark.parametrize("optimizer_name", ["adagrad", "adam"])
 @pytest.mark.parametrize("poison", ["nan-data", "inf-weight", "huge-input"])
-def test_the_optimiser_inside_skips_a_step_with_a_non_finite_gradient(poison):
-    """Nothing moves — parameters, Adagrad's sums, its step counts — and the step says so."""
-    from aevb.training.optimizers import Adagrad
+def test_the_optimiser_inside_skips_a_step_with_a_non_finite_gradient(poison, optimizer_name):
+    """Nothing moves — parameters, the optimiser's state, its step counts — and the step says so."""
     torch.manual_seed(0)
     model = VAE(ModelConfig(data_dim=30, latent_dim=4, hidden_units=20, activation="relu"))
     step = fused_step(model, "B", 1, 8)
-    optimizer = Adagrad(model.parameters(), lr=0.05)
+    optimizer = _optimizer(optimizer_name, model.parameters(), lr=0.05)
     x = torch.rand(8, 30).round()
+    _step_with(step, x, optimizer)                     # (Adam makes its state here)
     step(x, optimizer=optimizer)
     assert not step.skipped
     before = ([p.detach().clone() for p in model.parameters()], optimizer.state_dict())
@@ -255,10 +303,7 @@ def test_the_optimiser_inside_skips_a_step_with_a_non_finite_gradient(poison):
     after_params = [p.detach() for p in model.parameters()]
     if poison != "inf-weight":
         assert all(torch.equal(a, b) for a, b in zip(before[0], after_params))
-    state_before, state_after = before[1]["state"], optimizer.state_dict()["state"]
-    for index in state_before:
-        assert torch.equal(state_before[index]["sum"], state_after[index]["sum"])
-        assert torch.equal(state_before[index]["step"], state_after[index]["step"])
+    _assert_same_optimizer_state(optimizer.state_dict()["state"], before[1]["state"], optimizer)
 
 
 def test_turned_off_by_the_environment(monkeypatch):
@@ -534,11 +579,13 @@ def test_a_nan_in_mostly_zero_data_reaches_the_output_and_the_guard():
 
 
 @needs_kernels
+@pytest.mark.parametrize("optimizer_name, settings", [("adagrad", dict(lr=0.05, weight_decay=0.01, lr_decay=0.1)),
+                                                      ("adam", dict(lr=0.01, weight_decay=0.01, betas=(0.3, 0.9)))])
 @pytest.mark.parametrize("config", [CONFIGS[5], CONFIGS[9], CONFIGS[1]], ids=str)
-def test_the_optimiser_inside_equals_the_optimiser_after_bit_for_bit(config):
+def test_the_optimiser_inside_equals_the_optimiser_after_bit_for_bit(one_thread, config, optimizer_name, settings):
     """Every decoder (here a per-dimension Gaussian variance, a bounded one, a deeper ReLU
     Bernoulli model) and IWAE: the same weights, sums and step counts as optimizer.step()."""
-    from aevb.training.optimizers import Adagrad, guarded_step, non_finite
+    from aevb.training.optimizers import guarded_step, non_finite
     x = torch.rand(6, 7)
     if config[0] == "bernoulli":
         x = torch.bernoulli(x)
@@ -546,20 +593,18 @@ def test_the_optimiser_inside_equals_the_optimiser_after_bit_for_bit(config):
     for inside in (False, True):
         model = _model(config)
         step = fused_step(model, "IWAE", 2, batch_size=6)
-        optimizer = Adagrad(model.parameters(), lr=0.05, weight_decay=0.01, lr_decay=0.1)
+        optimizer = _optimizer(optimizer_name, model.parameters(), **settings)
         torch.manual_seed(3)
         for _ in range(5):
             if inside:
-                step(x, optimizer=optimizer)
+                _step_with(step, x, optimizer)
             else:
                 bound = step(x)
                 guarded_step(optimizer, non_finite(step.parameters, bound, step.flat_gradient))
         states.append(([p.detach().clone() for p in model.parameters()], optimizer.state_dict()["state"]))
     (params_after, state_after), (params_inside, state_inside) = states
     assert all(torch.equal(a, b) for a, b in zip(params_after, params_inside))
-    for index, entry in state_after.items():
-        assert torch.equal(state_inside[index]["sum"], entry["sum"])
-        assert torch.equal(state_inside[index]["step"], entry["step"])
+    _assert_same_optimizer_state(state_inside, state_after, optimizer)
 
 
 @needs_kernels

@@ -1,7 +1,7 @@
 """Training engines: how Algorithm 1's gradient is computed, behind one seam (:mod:`.base`).
 
-* ``native`` (:mod:`.native`): hand-derived gradients with the elementwise work in C and Adagrad
-  inside the step; a CPU in float32. The fastest where it serves.
+* ``native`` (:mod:`.native`): hand-derived gradients with the elementwise work in C and the
+  optimiser (Adagrad, Adam) inside the step; a CPU in float32. The fastest where it serves.
 * ``fused`` (:mod:`.fused`): the same gradients in torch operations with preallocated buffers;
   any device and dtype.
 * ``autograd`` (:mod:`.autograd`): ``loss.backward()`` on the objective; every model and

@@ -1,11 +1,13 @@
 """The native engine: the fused step with the work between the matrix products in C
-(:mod:`aevb.native`), on a CPU in float32, and Adagrad applied inside the step.
+(:mod:`aevb.native`), on a CPU in float32, and the optimiser's update (Adagrad, Adam) applied
+inside the step.
 
 The matrix products run in torch (MKL/oneDNN); activations and their derivatives, the Bernoulli
 log-likelihood and its gradient, the reparameterised latent layer, bias sums and the update run
 as one native pass each. The backward pass is split: first the chain of input gradients, then —
 once all of them are known, and bound every weight gradient (:meth:`NativeStep._gradients_finite`)
-— the weight gradients, each followed by its layer's update while it is still in cache. The
+— the weight gradients, each followed by its layer's update while it is still in cache (the
+optimisers whose arithmetic a kernel restates: :data:`NATIVE_UPDATES`). The
 first layer's products go sparse on mostly-zero data (MNIST). The kernels are tested against the
 torch references (``tests/test_native.py``), the step against :class:`aevb.engines.fused.FusedStep`.
 """
@@ -33,6 +35,15 @@ SPARSE_DENSITY = 0.3
 _FLOAT32_MAX = torch.finfo(torch.float32).max
 #: A product of gradient and input magnitudes above this means values near 1e19: a diverged step.
 _GUARD_LIMIT = 1e37
+
+#: The updates the native step applies itself, by the optimiser's ``update_rule``
+#: (:mod:`aevb.training.optimizers`): the :class:`aevb.native.Kernels` method, called as
+#: ``kernel(parameter, gradient, *state, step, *hyper(group))`` with the state tensors in the
+#: order of the optimiser's ``kernel_lists``, and the group's settings it takes.
+NATIVE_UPDATES = {
+    "adagrad": ("adagrad", lambda group: (group["lr"], group["lr_decay"], group["weight_decay"], group["eps"])),
+    "adam": ("adam", lambda group: (group["lr"], *group["betas"], group["weight_decay"], group["eps"])),
+}
 
 
 def float32_total(total: float) -> torch.Tensor:
@@ -102,9 +113,9 @@ def native_unavailable_reason(device: torch.device, dtype: torch.dtype) -> str |
 
 
 class NativeStep(FusedStep):
-    """:class:`~aevb.engines.fused.FusedStep` on the native kernels; ``step(x, optimizer=adagrad)``
+    """:class:`~aevb.engines.fused.FusedStep` on the native kernels; ``step(x, optimizer=optimizer)``
     also applies the update (:meth:`applies_optimizer` says when), the same arithmetic as
-    ``adagrad.step()`` after the call; ``step.skipped`` then says whether a non-finite loss or
+    ``optimizer.step()`` after the call; ``step.skipped`` then says whether a non-finite loss or
     gradient skipped it. Raises ValueError where the kernels cannot be had."""
 
     layer_type = NativeLayer
@@ -127,10 +138,13 @@ class NativeStep(FusedStep):
 
     def applies_optimizer(self, optimizer: torch.optim.Optimizer) -> bool:
         """Whether ``self(x, optimizer=optimizer)`` can apply the optimiser's step itself: an
-        :class:`aevb.training.optimizers.Adagrad` over exactly this model's parameters, in one group."""
-        # The kernel is Adagrad's arithmetic: only an optimiser that says it applies that update
-        # through torch's fused kernel lists (aevb.training.optimizers.Adagrad) qualifies.
-        if getattr(optimizer, "update_rule", None) != "adagrad" or not getattr(optimizer, "direct", False):
+        :class:`aevb.training.optimizers.Adagrad` or :class:`~aevb.training.optimizers.Adam` over
+        exactly this model's parameters, in one group, whose state exists (Adam makes it at its
+        first step)."""
+        # A kernel restates the update's arithmetic: only an optimiser that says it applies that
+        # update through torch's fused kernel (the classes of aevb.training.optimizers) qualifies.
+        rule = NATIVE_UPDATES.get(getattr(optimizer, "update_rule", None))
+        if rule is None or not getattr(optimizer, "direct", False):
             return False
         groups = optimizer.param_groups
         if len(groups) != 1 or groups[0]["maximize"] or isinstance(groups[0]["lr"], torch.Tensor):
@@ -143,9 +157,10 @@ class NativeStep(FusedStep):
             return False
         if lists is None or not all(step.dtype == torch.float32 and step.device.type == "cpu" for step in lists[3]):
             return False
-        params, _, sums, steps = lists
-        # {id(parameter): (Adagrad sum, step count)}, rebuilt only when the optimiser's tensors change
-        self._adagrad_state = {id(p): (s, t) for p, s, t in zip(params, sums, steps)}
+        params, _, *states, steps = lists
+        # {id(parameter): (*state, step count)}, rebuilt only when the optimiser's tensors change
+        self._optimizer_state = {id(p): state for p, *state in zip(params, *states, steps)}
+        self._update = (getattr(self.kernels, rule[0]), rule[1])
         self._applies_to = lists
         return True
 
@@ -245,20 +260,20 @@ class NativeStep(FusedStep):
         return pending
 
     def _weight_gradients(self, pending, optimizer: torch.optim.Optimizer | None) -> None:
-        """Every weight gradient, each followed by its layer's Adagrad update when ``optimizer``."""
+        """Every weight gradient, each followed by its layer's update when ``optimizer``."""
         kernels = self.kernels
         if optimizer is not None:
-            group = optimizer.param_groups[0]
-            state = self._adagrad_state                        # set by applies_optimizer for these lists
-            hyper = (group["lr"], group["lr_decay"], group["weight_decay"], group["eps"])
+            state = self._optimizer_state                      # set by applies_optimizer for these lists
+            update, settings = self._update
+            hyper = settings(optimizer.param_groups[0])
         for layer, grad_pre, _ in pending:
             layer.weight_gradient(grad_pre, kernels)
             if optimizer is not None:
                 for parameter in (layer.weight, layer.bias):
-                    kernels.adagrad(parameter, parameter.grad, *state[id(parameter)], *hyper)
+                    update(parameter, parameter.grad, *state[id(parameter)], *hyper)
         if optimizer is not None and self.shared_log_var is not None:
             parameter = self.shared_log_var
-            kernels.adagrad(parameter, parameter.grad, *state[id(parameter)], *hyper)
+            update(parameter, parameter.grad, *state[id(parameter)], *hyper)
 
     def _sparse_input(self, x: torch.Tensor) -> float | None:
         """Collects x's nonzeros for the first layer's sparse products when x is mostly zeros
@@ -290,7 +305,7 @@ class NativeStep(FusedStep):
 
 
 class NativeEngine(FusedEngine):
-    """The fused engine on the native kernels (a CPU, float32), applying Adagrad inside the step
+    """The fused engine on the native kernels (a CPU, float32), applying the update inside the step
     on one process."""
 
     name = "native"

@@ -43,6 +43,10 @@ from ..data.datasets import cache_root
 SOURCE = Path(__file__).with_name("kernels.c")
 
 #: Activation codes of kernels.c, by the names of :data:`aevb.models.vae.ACTIVATIONS`.
+#: Elements per vector of torch's fused Adam on a CPU (torch 2.13, measured): it runs the first
+#: n − n % width elements as vectors and the rest as scalars, whose roundings differ;
+#: :meth:`Kernels.adam` follows it to keep to its arithmetic.
+TORCH_ADAM_VECTOR_WIDTH = 8
 ACTIVATION_CODES = {"tanh": 1, "relu": 2, "sigmoid": 3, "softplus": 4}
 _IDENTITY = 0
 
@@ -214,7 +218,7 @@ def _build(flags: list[str], refused: set[Path]) -> Path:
     handle, scratch = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(handle)
     try:
-        result = subprocess.run([compiler, *flags, "-o", scratch, str(SOURCE)], capture_output=True,
+        result = subprocess.run([compiler, *flags, "-o", scratch, str(SOURCE), "-lm"], capture_output=True,
                                 text=True, timeout=300)
         if result.returncode != 0:
             lines = result.stderr.strip().splitlines()
@@ -297,6 +301,8 @@ class Kernels:
         self._sparse_weight_gradient = function("aevb_sparse_weight_gradient", [_ptr, _ptr, _ptr, _i64, _i64, _ptr,
                                                                                 _i64, _i64, _ptr, _ptr, _int])
         self._adagrad = function("aevb_adagrad", [_ptr, _ptr, _ptr, _i64, _ptr, _double, _double, _f32, _f32])
+        self._adam = function("aevb_adam", [_ptr, _ptr, _ptr, _ptr, _i64, _ptr, _double, _double, _double, _double,
+                                            _double, _i64])
         self.threads = function("aevb_threads", [], _int)
 
     # The functions returning a float return Σ|·| of what they wrote (NaN or inf when any element
@@ -372,6 +378,14 @@ class Kernels:
         s += g′², p −= lr·g′/(√s + eps)."""
         self._adagrad(param.data_ptr(), grad.data_ptr(), state_sum.data_ptr(), param.numel(), step.data_ptr(),
                       lr, lr_decay, weight_decay, eps)
+
+    def adam(self, param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+             step: torch.Tensor, lr: float, beta1: float, beta2: float, weight_decay: float, eps: float) -> None:
+        """One Adam step in place, the arithmetic of ``torch.optim.Adam`` with its fused kernel on
+        one thread: step += 1 (a float32 0-dim tensor), g′ = g + wd·p, m = β₁m + (1 − β₁)g′,
+        v = β₂v + (1 − β₂)g′², p −= lr/(1 − β₁^step) · m / (√v / √(1 − β₂^step) + eps)."""
+        self._adam(param.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), param.numel(),
+                   step.data_ptr(), lr, beta1, beta2, weight_decay, eps, TORCH_ADAM_VECTOR_WIDTH)
 
     def scale_rows(self, matrix: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """matrix (R, C) ← weight[r] · matrix[r] in place."""

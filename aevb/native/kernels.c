@@ -36,6 +36,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <math.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -505,6 +506,46 @@ API void aevb_adagrad(float *param, const float *grad, float *state_sum, int64_t
             state_sum[i] = s;
             param[i] = param[i] - clr * g / (__builtin_sqrtf(s) + eps);
         }
+    }
+}
+
+/* One Adam step (Kingma & Ba 2015) on n parameters, in the arithmetic of torch.optim.Adam's fused
+ * CPU kernel on one thread, so that either continues the other's state. step += 1 (the
+ * optimiser's float32 step count); the bias corrections and step size in double, then in float32:
+ *   g' = g + wd p,  m = m + (1 - b1)(g' - m)  (torch's lerp),  v = b2 v + (1 - b2) g'^2,
+ *   p -= (lr / (1 - b1^step)) m / (sqrt(v) / sqrt(1 - b2^step) + eps).
+ * torch runs the first n - n % width elements in vectors and the rest as scalars, which its
+ * compiler contracts into different FMAs; the explicit fmaf calls below are those contractions. */
+static inline float adam_lerp(float m, float g, float weight) {
+    return fabs_f(weight) < 0.5f ? __builtin_fmaf(weight, g - m, m) : __builtin_fmaf(-(g - m), 1.0f - weight, g);
+}
+
+API void aevb_adam(float *param, const float *grad, float *exp_avg, float *exp_avg_sq, int64_t n, float *step,
+                   double lr, double beta1, double beta2, double weight_decay, double eps, int64_t width) {
+    int64_t i;
+    *step += 1.0f;
+    const double count = (double)(int64_t)*step;
+    const float size = (float)(lr / (1.0 - pow(beta1, count)));
+    const float root = (float)sqrt(1.0 - pow(beta2, count));
+    const float b2 = (float)beta2, keep1 = (float)(1.0 - beta1), keep2 = (float)(1.0 - beta2);
+    const float wd = (float)weight_decay, e = (float)eps;
+    const int64_t vector_end = width > 1 ? n - n % width : n;
+#pragma omp simd
+    for (i = 0; i < vector_end; i++) {
+        const float g = weight_decay != 0.0 ? __builtin_fmaf(param[i], wd, grad[i]) : grad[i];
+        const float m = adam_lerp(exp_avg[i], g, keep1);
+        const float v = __builtin_fmaf(keep2 * g, g, exp_avg_sq[i] * b2);
+        exp_avg[i] = m;
+        exp_avg_sq[i] = v;
+        param[i] = param[i] - size * m / (__builtin_sqrtf(v) / root + e);
+    }
+    for (i = vector_end; i < n; i++) {
+        const float g = weight_decay != 0.0 ? __builtin_fmaf(param[i], wd, grad[i]) : grad[i];
+        const float m = adam_lerp(exp_avg[i], g, keep1);
+        const float v = __builtin_fmaf(exp_avg_sq[i], b2, keep2 * g * g);
+        exp_avg[i] = m;
+        exp_avg_sq[i] = v;
+        param[i] = param[i] - size * m / (__builtin_sqrtf(v) / root + e);
     }
 }
 

@@ -103,6 +103,7 @@ class Adam(_DirectFusedStep, torch.optim.Adam):
     """``torch.optim.Adam`` (fused when possible); same arguments, same state, faster ``step``
     (AMSGrad, decoupled weight decay and tensor betas take the library's step)."""
 
+    update_rule = "adam"      # what the native engine's update kernel must match (aevb.engines.native)
     STATE = ("exp_avg", "exp_avg_sq")
     KERNEL = "_fused_adam_"
     DEFAULT_LR = 1e-3
