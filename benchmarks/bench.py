@@ -2,7 +2,8 @@
 
 Times, on the paper's MNIST model (784-500-20, tanh, Bernoulli decoder, M = 100, L = 1, §5) and,
 for training, on its Frey Face model (560-200-20, Gaussian decoder with a sigmoid mean: dense
-data; when the Frey Face file is found, see ``--models``):
+data; when the Frey Face file is found), and with ``--models burda`` on Burda et al.'s model of
+``aevb reproduce nll`` (784-200-200-50, Adam, minibatches of 20):
 
 * training throughput (samples/s) of aevb (its default fused step, and plain autograd), of a plain
   PyTorch loop written like the PyTorch examples, of pythae when a Python with pythae is given
@@ -42,13 +43,17 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / "peers"
 SCHEMA = "aevb-bench/1"
+sys.path.insert(0, str(PEERS))
+from common import MODELS as BENCH_MODELS  # noqa: E402  (the peers' models: shapes, optimiser, M)
 # Issue targets on a 2-core machine: (measure, peer, minimum ratio aevb / peer).
 TARGETS = [("train", "plain PyTorch loop", 2.0), ("train", "pythae", 1.6), ("train", "GEMM-only bound", 0.7),
            ("nll", "pythae", 3.0)]
 
 
 MODEL_TITLES = {"mnist": "784-500-20 tanh, Bernoulli decoder, L = 1",
-                "frey": "Frey Face 560-200-20 tanh, Gaussian decoder (sigmoid mean), L = 1"}
+                "frey": "Frey Face 560-200-20 tanh, Gaussian decoder (sigmoid mean), L = 1",
+                "burda": "Burda et al.'s 784-200-200-50 tanh, Bernoulli decoder, L = 1, Adam"}
+
 
 
 @dataclass
@@ -149,7 +154,7 @@ def model_peers(model: str, data: Path, args: argparse.Namespace) -> list[Peer]:
               "--nll-points", str(args.nll_points), "--nll-samples", str(args.nll_samples)]
     threads = ["--threads", str(args.threads)]
     me, prefix = sys.executable, "" if model == "mnist" else f"{model}-"
-    both = ("train", "nll") if model == "mnist" else ("train",)
+    both = ("train",) if model == "frey" else ("train", "nll")
     peers = [Peer(prefix + "aevb", [me, "aevb_peer.py", *common, *threads], both, model)]
     if not args.no_autograd:
         peers.append(Peer(prefix + "aevb-autograd", [me, "aevb_peer.py", *common, *threads, "--engine", "autograd"],
@@ -176,7 +181,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-autograd", action="store_true", help="leave out aevb's autograd engine")
     parser.add_argument("--models", default="mnist,frey",
                         help="models to time, comma-separated: mnist, frey (Frey Face, training only; left out "
-                             "with a note when its file is not found) (default: mnist,frey)")
+                             "with a note when its file is not found), burda (Burda et al.'s model of "
+                             "`aevb reproduce nll`, minibatches of 20) (default: mnist,frey)")
     parser.add_argument("--busy", action="store_true",
                         help="measure a busy machine: one core kept busy by a plain Python loop for the whole run "
                              "(started and stopped here), and aevb with one thread as a further peer")
@@ -193,7 +199,9 @@ def main(argv=None) -> int:
         parser.error(f"--models takes a comma-separated list of {', '.join(MODEL_TITLES)}, got {args.models!r}")
 
     with tempfile.TemporaryDirectory(prefix="aevb-bench-") as scratch:
-        data = {"mnist": embedded_sample(Path(scratch) / "mnist-sample-binary.npy")} if "mnist" in models else {}
+        data = {}
+        if {"mnist", "burda"} & set(models):
+            data["mnist"] = data["burda"] = embedded_sample(Path(scratch) / "mnist-sample-binary.npy")
         if "frey" in models:
             frey, why = frey_training_data(Path(scratch) / "frey-train.npy")
             if frey is None:
@@ -249,7 +257,8 @@ def main(argv=None) -> int:
         "settings": {"threads": args.threads, "rounds": args.rounds, "train_samples": args.train_samples,
                      "busy": args.busy,
                      "fresh_processes_every_round": not args.keep_processes,
-                     "batch_size": 100, "model": MODEL_TITLES["mnist"],
+                     "batch_size": 100, "batch_sizes": {name: BENCH_MODELS[name].batch_size for name in models},
+                     "model": MODEL_TITLES["mnist"],
                      "models": {name: MODEL_TITLES[name] for name in models},
                      "nll_points": args.nll_points, "nll_samples": args.nll_samples},
         "torch_import_rss_mb": torch_baseline_rss(me),
@@ -293,7 +302,8 @@ def print_report(report: dict) -> None:
           "(median [min-max])")
     models = s.get("models", {"mnist": s["model"]})
     for model, title in models.items():
-        units = {"train": f"training, samples/s ({title}, M = {s['batch_size']})",
+        batch_size = s.get("batch_sizes", {}).get(model, s["batch_size"])
+        units = {"train": f"training, samples/s ({title}, M = {batch_size})",
                  "nll": f"importance-sampled log p(x), decoder evaluations/s ({title}, k = {s['nll_samples']}, "
                         f"{s['nll_points']} points)"}
         for what, heading in units.items():

@@ -2,6 +2,7 @@
 tested: these machines are shared and noisy)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,40 @@ def test_bench_runs_every_peer_and_reports_ratios(tmp_path):
     measured = {(r["measure"], r["peer"]) for r in report["ratios"]}
     assert ("train", "plain PyTorch loop") in measured and ("nll", "GEMM-only bound") in measured
     assert "ratios aevb / peer" in done.stdout and "peak memory" in done.stdout
+
+
+def test_bench_times_burdas_model_with_its_minibatches_of_twenty(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench.py"), "--rounds", "1", "--threads", "1",
+                           "--models", "burda", "--train-samples", "200", "--nll-points", "2", "--nll-samples", "20",
+                           "--no-autograd", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [peer["key"] for peer in report["peers"]] == ["burda-aevb", "burda-plain", "burda-gemm"]
+    assert report["settings"]["batch_sizes"] == {"burda": 20}
+    assert "784-200-200-50" in done.stdout and "M = 20" in done.stdout
+    assert {(r["measure"], r["peer"]) for r in report["ratios"]} >= {("train", "plain PyTorch loop"),
+                                                                      ("nll", "GEMM-only bound")}
+
+
+def test_the_gemm_bound_does_every_product_of_a_step_and_no_more():
+    """Forward: one per layer; backward: a weight gradient per layer and an input gradient for
+    every layer but the first — 11 products with one hidden layer each way, 17 with two."""
+    sys.path.insert(0, str(BENCHMARKS / "peers"))
+    from common import MODELS
+    from gemm_bound import training_products
+    import torch
+    for name, layers in (("mnist", 4), ("burda", 6)):     # linear layers, encoder heads as one
+        step = training_products(5, MODELS[name].hidden_units, MODELS[name])
+        calls = []
+        real_mm, real_addmm = torch.mm, torch.addmm
+        try:
+            torch.mm = lambda *a, **k: calls.append("mm") or real_mm(*a, **k)
+            torch.addmm = lambda *a, **k: calls.append("addmm") or real_addmm(*a, **k)
+            step()
+        finally:
+            torch.mm, torch.addmm = real_mm, real_addmm
+        assert calls.count("addmm") == layers and calls.count("mm") == 2 * layers - 1, (name, calls)
 
 
 def test_bench_times_frey_face_beside_mnist_when_its_file_is_found(tmp_path, shared_data):
@@ -111,3 +146,21 @@ def test_the_busy_machine_scenario_spins_one_core_and_adds_aevb_on_one_thread(tm
     one_thread = next(peer for peer in report["peers"] if peer["key"] == "aevb-1-thread")
     assert one_thread["name"].endswith(" 1 thread") and one_thread["train"]["values"][0] > 0
     assert set(_spinners()) <= before   # the busy loop is gone with the benchmark
+
+
+def test_protocol_speed_times_the_nll_runs_and_says_in_one_line_when_mnist_is_missing(tmp_path):
+    script = str(BENCHMARKS / "protocol_speed.py")
+    out = tmp_path / "speed.json"
+    done = subprocess.run([sys.executable, script, "--models", "iwae-vae", "--rounds", "1", "--samples", "100",
+                           "--dataset", "mnist-sample", "--json", str(out)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["dataset"] == "mnist-sample" and report["threads"] == 1
+    assert report["models"]["iwae-vae"]["median"] > 0 and "iwae-vae" in done.stdout
+    missing = subprocess.run([sys.executable, script, "--models", "iwae-vae", "--rounds", "1", "--samples", "100",
+                              "--data-dir", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "AEVB_DATA_DIR": ""})
+    assert missing.returncode == 1
+    lines = missing.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("protocol_speed:") and "not found" in lines[0], missing.stderr

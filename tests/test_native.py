@@ -277,6 +277,26 @@ def test_the_adam_kernel_is_torchs_arithmetic(one_thread, beta1):
                     assert torch.equal(mine, theirs), (weight_decay, size, count)
 
 
+
+@needs_kernels
+def test_the_adam_kernel_gives_the_same_numbers_on_two_threads():
+    generator = torch.Generator().manual_seed(8)
+    size = 392003                                        # threads' shares, then the scalar tail
+    start = [torch.randn(size, generator=generator) for _ in range(3)] + [torch.rand(size, generator=generator)]
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            param, grad, exp_avg, exp_avg_sq = (t.clone() for t in start)
+            exp_avg_sq.mul_(1e-4)
+            KERNELS.adam(param, grad, exp_avg, exp_avg_sq, torch.tensor(7.0), 1e-3, 0.9, 0.999, 1e-3, 1e-8)
+            results.append((param, exp_avg, exp_avg_sq))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
 @needs_kernels
 @pytest.mark.parametrize("optimizer_name", ["adagrad", "adam"])
 @pytest.mark.parametrize("poison", ["nan-data", "inf-weight", "huge-input"])

@@ -530,7 +530,8 @@ API void aevb_adam(float *param, const float *grad, float *exp_avg, float *exp_a
     const float b2 = (float)beta2, keep1 = (float)(1.0 - beta1), keep2 = (float)(1.0 - beta2);
     const float wd = (float)weight_decay, e = (float)eps;
     const int64_t vector_end = width > 1 ? n - n % width : n;
-#pragma omp simd
+    /* (elementwise: the threads' shares give the same numbers as one thread) */
+#pragma omp parallel for simd schedule(static) if (parallel: vector_end > 16384)
     for (i = 0; i < vector_end; i++) {
         const float g = weight_decay != 0.0 ? __builtin_fmaf(param[i], wd, grad[i]) : grad[i];
         const float m = adam_lerp(exp_avg[i], g, keep1);

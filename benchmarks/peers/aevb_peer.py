@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from common import LEARNING_RATE, load_data, log, parse_args, serve
+from common import load_data, log, parse_args, serve
 
 import aevb
 from aevb.engines import ENGINE_CHOICES
@@ -33,9 +33,10 @@ def main(argv=None) -> None:
     shape = args.shape   # Frey Face: a Gaussian decoder whose mean goes through a sigmoid (§5)
     likelihood = {} if shape.likelihood == "bernoulli" else {"likelihood": "gaussian", "sigmoid_mean": True}
     model = VAE(ModelConfig(data_dim=shape.data_dim, latent_dim=shape.latent_dim, hidden_units=args.hidden_units,
-                            **likelihood))
-    config = TrainConfig(batch_size=args.batch_size, step_size=LEARNING_RATE, max_samples=args.train_samples,
-                         first_eval=args.train_samples, eval_subset=100, engine=engine_args.engine)
+                            hidden_layers=shape.hidden_layers, **likelihood))
+    config = TrainConfig(batch_size=args.batch_size, optimizer=shape.optimizer, step_size=shape.step_size,
+                         max_samples=args.train_samples, first_eval=args.train_samples, eval_subset=100,
+                         engine=engine_args.engine)
     trainer = Trainer(model, data, config)
     trainer.fit()   # warm-up
 

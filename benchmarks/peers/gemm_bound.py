@@ -1,15 +1,16 @@
 """The GEMM-only bound: the matrix products of one training step (or of one importance-sampling
-chunk) of one of the paper's models (MNIST; Frey Face, whose decoder has two output heads), timed with nothing else — no activations, no loss, no
+chunk) of one of the benchmark's models (the paper's MNIST and Frey Face models, the latter's decoder with
+two output heads; Burda et al.'s two-layer one), timed with nothing else — no activations, no loss, no
 optimiser, no allocation (outputs are preallocated).
 
 A training step of an MLP VAE with one hidden layer does eleven products, the same in any
 implementation: four forward ``addmm`` (encoder hidden, encoder heads, decoder hidden, decoder
 output, with the layouts nn.Linear uses), and backward, for each layer the weight gradient and,
-except for the encoder's first layer (whose input is data), the input gradient. No
-implementation that does these products can be faster, so aevb's speed over this is the share
-of the step it spends on anything but them.
+except for the encoder's first layer (whose input is data), the input gradient; with two hidden
+layers each way (``--model burda``), seventeen. No implementation that does these products can
+be faster, so aevb's speed over this is the share of the step it spends on anything but them.
 
-The importance-sampling bound is the two decoder products per decoded z, in chunks of
+The importance-sampling bound is the decoder's products per decoded z, in chunks of
 ``--nll-batch-size`` × 100 rows (the encoder runs once per datapoint, negligible at large k).
 """
 
@@ -25,8 +26,9 @@ from common import BenchModel, parse_args, serve
 def training_products(batch: int, hidden: int, shape: BenchModel):
     """Closures doing one step's products, on preallocated operands and outputs."""
     heads = 2 if shape.likelihood == "gaussian" else 1   # mean and log-variance, or logits
-    shapes = [(shape.data_dim, hidden), (hidden, 2 * shape.latent_dim), (shape.latent_dim, hidden),
-              (hidden, heads * shape.data_dim)]
+    between = [(hidden, hidden)] * (shape.hidden_layers - 1)
+    shapes = [(shape.data_dim, hidden), *between, (hidden, 2 * shape.latent_dim),
+              (shape.latent_dim, hidden), *between, (hidden, heads * shape.data_dim)]
     weights = [torch.randn(out_f, in_f) * 0.01 for in_f, out_f in shapes]
     biases = [torch.zeros(out_f) for _, out_f in shapes]
     inputs = [torch.rand(batch, in_f) for in_f, _ in shapes]
@@ -47,13 +49,14 @@ def training_products(batch: int, hidden: int, shape: BenchModel):
 
 def decoder_products(rows: int, hidden: int, shape: BenchModel):
     out_dim = (2 if shape.likelihood == "gaussian" else 1) * shape.data_dim
-    w1, b1 = torch.randn(hidden, shape.latent_dim), torch.zeros(hidden)
-    w2, b2 = torch.randn(out_dim, hidden), torch.zeros(out_dim)
-    z, h, out = torch.randn(rows, shape.latent_dim), torch.empty(rows, hidden), torch.empty(rows, out_dim)
+    widths = [shape.latent_dim] + [hidden] * shape.hidden_layers + [out_dim]
+    weights = [torch.randn(out_f, in_f) for in_f, out_f in zip(widths, widths[1:])]
+    biases = [torch.zeros(out_f) for out_f in widths[1:]]
+    activations = [torch.randn(rows, widths[0])] + [torch.empty(rows, out_f) for out_f in widths[1:]]
 
     def chunk():
-        torch.addmm(b1, z, w1.t(), out=h)
-        torch.addmm(b2, h, w2.t(), out=out)
+        for layer, (w, b) in enumerate(zip(weights, biases)):
+            torch.addmm(b, activations[layer], w.t(), out=activations[layer + 1])
     return chunk
 
 
