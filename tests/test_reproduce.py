@@ -188,7 +188,9 @@ def test_nll_end_to_end_writes_the_table_and_reuses_finished_work(shared_data, t
         assert row["log_likelihood"] > row["test_bound"]          # k = 10 importance samples beat the bound
         assert row["log_likelihood_stderr"] > 0 and row["negative_log_likelihood"] == -row["log_likelihood"]
     assert (rows["iwae-vae"]["published"], rows["iwae-k5"]["published"]) == (86.76, 85.54)
-    assert "| iwae-k5: IWAE k = 5" in (out / "nll_binarized_mnist.md").read_text()
+    markdown = (out / "nll_binarized_mnist.md").read_text()
+    assert "| iwae-k5: IWAE k = 5" in markdown
+    assert "| 600 (0.01, 0.000305%) |" in markdown and "| k = 10, 50 test images |" in markdown   # not "(0," nor k = 5000
     config = json.loads((out / "iwae-vae" / "config.json").read_text())
     assert config["data"]["train_size"] == 60000 and config["data"]["pixel_divisor"] == 255
     # Finished runs are kept; a lost evaluation is redone without training again.
