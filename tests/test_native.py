@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from aevb import VAE, ModelConfig, native
+from aevb.native import build as native_build
 from aevb.models.distributions import bernoulli_from_logits
 from aevb.models.networks import ACTIVATIONS
 from aevb.engines.fused import FusedStep
@@ -338,7 +339,7 @@ def test_turned_off_by_the_environment(monkeypatch):
 def test_without_a_compiler_it_warns_once_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setenv("AEVB_NATIVE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CC", "false")                    # a "compiler" that always fails
-    monkeypatch.setattr(native.shutil, "which", lambda name: "/bin/false" if name == "false" else None)
+    monkeypatch.setattr(native_build.shutil, "which", lambda name: "/bin/false" if name == "false" else None)
     with pytest.warns(RuntimeWarning, match="native kernels unavailable"):
         assert native.load() is None
     assert native.load() is None                          # remembered: no second warning, no rebuild
@@ -351,7 +352,7 @@ def test_without_a_compiler_it_warns_once_and_falls_back(monkeypatch, tmp_path):
 def test_a_fresh_cache_builds_and_loads(monkeypatch, tmp_path):
     monkeypatch.setenv("AEVB_NATIVE_CACHE", str(tmp_path))
     # a build left in the real temporary directory would be found before building here
-    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "no-such-tmp"))
+    monkeypatch.setattr(native_build.tempfile, "gettempdir", lambda: str(tmp_path / "no-such-tmp"))
     kernels = native.load()
     assert kernels is not None and kernels.path.parent == tmp_path and kernels.path.exists()
     assert list(tmp_path.iterdir()) == [kernels.path]          # no scratch files left behind
@@ -365,7 +366,7 @@ def test_a_fresh_cache_builds_and_loads(monkeypatch, tmp_path):
 @needs_kernels
 def test_the_kernels_share_torchs_openmp_runtime():
     """One thread pool: the library must not bring a second OpenMP runtime into the process."""
-    runtimes = native._openmp_runtimes()
+    runtimes = native_build.openmp_runtimes()
     assert len(runtimes) <= 1, runtimes
     assert KERNELS.threads() == torch.get_num_threads()
 
@@ -452,7 +453,7 @@ def test_dense_data_keep_the_dense_products():
 def test_an_unusable_cache_builds_in_a_private_temporary_directory(monkeypatch, tmp_path):
     (tmp_path / "a-file").write_text("not a directory")
     monkeypatch.setenv("AEVB_NATIVE_CACHE", str(tmp_path / "a-file" / "cache"))   # cannot be created
-    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    monkeypatch.setattr(native_build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     kernels = native.load()
     assert kernels is not None and kernels.path.parent.name.startswith("aevb-native-")
@@ -465,15 +466,15 @@ def test_a_directory_others_can_write_or_own_is_not_trusted_even_as_the_configur
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
     monkeypatch.setenv("AEVB_NATIVE_CACHE", str(cache))
-    assert native._trusted(cache)
+    assert native_build.trusted(cache)
     cache.chmod(0o777)
-    assert not native._trusted(cache)
+    assert not native_build.trusted(cache)
     cache.chmod(0o770)
-    assert not native._trusted(cache)
+    assert not native_build.trusted(cache)
     cache.chmod(0o700)
     uid = os.getuid()
-    monkeypatch.setattr(native.os, "getuid", lambda: uid + 1)   # as if another user had made it
-    assert not native._trusted(cache)
+    monkeypatch.setattr(native_build.os, "getuid", lambda: uid + 1)   # as if another user had made it
+    assert not native_build.trusted(cache)
 
 
 def _planted_library(path, marker):
@@ -484,7 +485,7 @@ def _planted_library(path, marker):
                       f'    FILE *marker = fopen("{marker}", "w");\n'
                       '    if (marker) fclose(marker);\n'
                       '}\n')
-    subprocess.run([native._compiler(), "-shared", "-fPIC", "-o", str(path), str(source)], check=True)
+    subprocess.run([native_build.find_compiler(), "-shared", "-fPIC", "-o", str(path), str(source)], check=True)
     source.unlink()
     return path
 
@@ -503,7 +504,7 @@ def test_a_library_planted_in_a_cache_others_can_write_is_never_loaded(tmp_path,
     marker = tmp_path / "planted-code-ran"
     planted = _planted_library(shared / KERNELS.path.name, marker)   # the name load() looks for
     monkeypatch.setenv("AEVB_NATIVE_CACHE", str(shared))
-    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    monkeypatch.setattr(native_build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(native, "_loaded", {})
     with warnings.catch_warnings(record=True) as record:
@@ -520,7 +521,7 @@ def _load_from_only(cache: Path, tmp_path: Path, monkeypatch) -> None:
     """Make ``cache`` the configured cache, with no temporary directory to fall back on and
     nothing loaded yet in this process."""
     monkeypatch.setenv("AEVB_NATIVE_CACHE", str(cache))
-    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "no-such-tmp"))
+    monkeypatch.setattr(native_build.tempfile, "gettempdir", lambda: str(tmp_path / "no-such-tmp"))
     monkeypatch.setattr(native, "_loaded", {})
 
 
