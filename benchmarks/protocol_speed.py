@@ -26,8 +26,9 @@ from pathlib import Path
 
 
 def one_repeat(model_name: str, samples: int, threads: int, dataset: str = "mnist",
-               data_dir: str | None = None) -> float:
-    """Samples/s of one training of ``samples`` samples (the evaluation at the end not counted)."""
+               data_dir: str | None = None, device: str = "cpu") -> float:
+    """Samples/s of one training of ``samples`` samples on ``device`` (the evaluation at the end
+    not counted)."""
     import torch
 
     from aevb.data.datasets import load_dataset
@@ -39,8 +40,8 @@ def one_repeat(model_name: str, samples: int, threads: int, dataset: str = "mnis
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     protocol = MODELS[model_name]
-    images = load_dataset(dataset, data_dir, pixel_divisor=IWAE_PIXEL_DIVISOR).train
-    model = build_model(ModelConfig(data_dim=images.shape[1], **protocol.model_options))
+    images = load_dataset(dataset, data_dir, pixel_divisor=IWAE_PIXEL_DIVISOR).train.to(device)
+    model = build_model(ModelConfig(data_dim=images.shape[1], **protocol.model_options)).to(device)
     config = TrainConfig(**(dict(max_samples=samples, binarize="dynamic", evals_per_decade=1, first_eval=samples,
                                  eval_subset=10) | protocol.train_options))
     Trainer(model, images, config, threads=threads).fit()        # warm-up: kernels built, caches filled
@@ -57,15 +58,24 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="repeats per model, each in a fresh process")
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "mnist-sample"])
     parser.add_argument("--data-dir", default=None, help="folder with MNIST's files (default: AEVB_DATA_DIR)")
+    parser.add_argument("--device", default="cpu", help="torch device to train on (default: cpu)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--repeat", default=None, help=argparse.SUPPRESS)   # one repeat, in this process
     args = parser.parse_args(argv)
     if min(args.samples, args.threads, args.rounds) < 1:
         parser.error("--samples, --threads and --rounds must be at least 1")
+    import torch
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device: {args.device!r} is not a torch device")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"protocol_speed: no CUDA device here (torch {torch.__version__})", file=sys.stderr)
+        return 2
     if args.repeat is not None:
         from aevb.errors import AevbError
         try:
-            rate = one_repeat(args.repeat, args.samples, args.threads, args.dataset, args.data_dir)
+            rate = one_repeat(args.repeat, args.samples, args.threads, args.dataset, args.data_dir, args.device)
         except AevbError as error:
             print(f"protocol_speed: {error}", file=sys.stderr)
             return 2
@@ -75,7 +85,7 @@ def main(argv=None) -> int:
     for round_index in range(args.rounds):
         for name in args.models:
             command = [sys.executable, __file__, "--repeat", name, "--samples", str(args.samples),
-                       "--threads", str(args.threads), "--dataset", args.dataset]
+                       "--threads", str(args.threads), "--dataset", args.dataset, "--device", args.device]
             done = subprocess.run(command + (["--data-dir", args.data_dir] if args.data_dir else []),
                                   capture_output=True, text=True)
             if done.returncode != 0:
@@ -92,7 +102,7 @@ def main(argv=None) -> int:
               f"[{min(entry['values']):,.0f}-{max(entry['values']):,.0f}], {args.threads} thread(s)")
     if args.json is not None:
         args.json.write_text(json.dumps({"samples": args.samples, "threads": args.threads, "dataset": args.dataset,
-                                         "models": summary}, indent=1) + "\n")
+                                         "device": args.device, "models": summary}, indent=1) + "\n")
     return 0
 
 

@@ -164,3 +164,17 @@ def test_protocol_speed_times_the_nll_runs_and_says_in_one_line_when_mnist_is_mi
     assert missing.returncode == 1
     lines = missing.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("protocol_speed:") and "not found" in lines[0], missing.stderr
+
+
+@pytest.mark.filterwarnings("ignore::aevb.training.reporting.TrainingWarning")   # 40 samples learn nothing
+def test_the_gpu_checks_protocol_timing_gives_each_full_schedules_hours(tmp_path):
+    """Run on the CPU here (the GPU check itself needs CUDA); without MNIST's files it takes the
+    embedded sample."""
+    sys.path.insert(0, str(BENCHMARKS))
+    from gpu_check import protocol_throughput
+    from aevb.experiments.nll import IWAE_SAMPLES
+    result = protocol_throughput(tmp_path / "no-data", samples=40, device="cpu")
+    assert result["dataset"] == "mnist-sample"
+    for name in ("iwae-vae", "iwae-k5", "iwae-k50"):
+        rate = result[name]["samples_per_second"]
+        assert rate > 0 and result[name]["full_schedule_hours"] == pytest.approx(IWAE_SAMPLES / rate / 3600)
