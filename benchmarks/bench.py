@@ -55,7 +55,6 @@ MODEL_TITLES = {"mnist": "784-500-20 tanh, Bernoulli decoder, L = 1",
                 "burda": "Burda et al.'s 784-200-200-50 tanh, Bernoulli decoder, L = 1, Adam"}
 
 
-
 @dataclass
 class Peer:
     key: str
