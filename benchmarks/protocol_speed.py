@@ -40,7 +40,9 @@ def one_repeat(model_name: str, samples: int, threads: int, dataset: str = "mnis
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     protocol = MODELS[model_name]
-    images = load_dataset(dataset, data_dir, pixel_divisor=IWAE_PIXEL_DIVISOR).train.to(device)
+    splits = load_dataset(dataset, data_dir, pixel_divisor=IWAE_PIXEL_DIVISOR)
+    # the protocol trains on training and validation images together (merge_valid)
+    images = (splits.train if splits.valid is None else torch.cat([splits.train, splits.valid])).to(device)
     model = build_model(ModelConfig(data_dim=images.shape[1], **protocol.model_options)).to(device)
     config = TrainConfig(**(dict(max_samples=samples, binarize="dynamic", evals_per_decade=1, first_eval=samples,
                                  eval_subset=10) | protocol.train_options))
