@@ -6,6 +6,7 @@ Without a C compiler these tests skip (the fused step then runs on torch operati
 import itertools
 import math
 import os
+import platform
 import shutil
 import subprocess
 import warnings
@@ -25,6 +26,10 @@ from test_fused import CONFIGS
 
 KERNELS = native.load()
 needs_kernels = pytest.mark.skipif(KERNELS is None, reason="native kernels could not be built here")
+# The rounding of torch's fused CPU Adam that aevb_adam restates was measured on x86-64 (its
+# vector width and fused multiply-adds); elsewhere the two may part in the last bit.
+torchs_adam_rounding_known = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                                                reason="torch's fused Adam rounding was measured on x86-64")
 
 
 def fused_step(model, estimator, samples, batch_size, use_native=None):
@@ -200,7 +205,8 @@ def _assert_same_optimizer_state(ours, theirs, optimizer):
 
 @needs_kernels
 @pytest.mark.parametrize("optimizer_name, settings", [("adagrad", dict(lr=0.01, weight_decay=1e-3)),
-                                                      ("adam", dict(lr=1e-3, weight_decay=1e-3, eps=1e-6))])
+                                                      pytest.param("adam", dict(lr=1e-3, weight_decay=1e-3, eps=1e-6),
+                                                                   marks=torchs_adam_rounding_known)])
 def test_native_step_trains_the_paper_model_like_the_torch_step(one_thread, optimizer_name, settings):
     """Many steps on real shapes: torch step + optimiser, native step + optimiser, and the native
     step applying the optimiser itself. The last two are the same arithmetic: equal bit for bit."""
@@ -256,6 +262,7 @@ def test_the_adagrad_kernel_is_torchs_arithmetic(lr_decay):
 
 
 @needs_kernels
+@torchs_adam_rounding_known
 @pytest.mark.parametrize("beta1", [0.9, 0.3])     # torch's lerp takes another form at weights ≥ 0.5
 def test_the_adam_kernel_is_torchs_arithmetic(one_thread, beta1):
     """Bit for bit, with the elements past the last multiple of the vector width (13, 15, 2013)
@@ -601,7 +608,8 @@ def test_a_nan_in_mostly_zero_data_reaches_the_output_and_the_guard():
 
 @needs_kernels
 @pytest.mark.parametrize("optimizer_name, settings", [("adagrad", dict(lr=0.05, weight_decay=0.01, lr_decay=0.1)),
-                                                      ("adam", dict(lr=0.01, weight_decay=0.01, betas=(0.3, 0.9)))])
+                                                      pytest.param("adam", dict(lr=0.01, weight_decay=0.01, betas=(0.3, 0.9)),
+                                                                   marks=torchs_adam_rounding_known)])
 @pytest.mark.parametrize("config", [CONFIGS[5], CONFIGS[9], CONFIGS[1]], ids=str)
 def test_the_optimiser_inside_equals_the_optimiser_after_bit_for_bit(one_thread, config, optimizer_name, settings):
     """Every decoder (here a per-dimension Gaussian variance, a bounded one, a deeper ReLU
