@@ -119,27 +119,37 @@ def save_bound_curve(history: Sequence[dict], path: str | Path, title: str | Non
     return Path(path)
 
 
+#: The splits a comparison figure draws, each in its own line style: (metrics key, style, name).
+COMPARISON_SPLITS = (("train_bound", "-", "training"), ("valid_bound", "--", "validation"), ("test_bound", ":", "test"))
+_STYLE_NAMES = {"-": "solid", "--": "dashed", ":": "dotted"}
+
+
 def save_bound_comparison(runs: Sequence[tuple[str, Sequence[dict]]], path: str | Path,
                           title: str | None = None) -> Path:
     """Several runs' bound curves on one log x-axis: per run (label, metrics history) one colour,
-    training solid and validation dashed; nats per datapoint against training samples."""
+    training solid, validation dashed and test dotted (the splits some run evaluated); nats per
+    datapoint against training samples."""
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    finite, samples = [], []
+    finite, samples, drawn = [], [], []
     colours = plt.get_cmap("tab10")
     for index, (label, history) in enumerate(runs):
-        colour = colours(index % 10)
-        for key, style, split in (("train_bound", "-", "train"), ("valid_bound", "--", "validation")):
+        colour, labelled = colours(index % 10), False
+        for key, style, split in COMPARISON_SPLITS:
             points = _curve_points(history, key)
             count = sum(np.isfinite(bound) for _, bound in points)
             if count:   # one legend entry per run; the line style says the split
                 axes.plot(*zip(*points), style, color=colour, marker="o" if count == 1 else None,
-                          label=label if split == "train" else None)
+                          label=None if labelled else label)
+                labelled = True
+                if split not in drawn:
+                    drawn.append(split)
             finite += [bound for _, bound in points if np.isfinite(bound)]
             samples += [s for s, _ in points]
     axes.set_xscale("log")
     axes.set_xlabel("# training samples evaluated")
     axes.set_ylabel("lower bound per datapoint (nats)")
-    axes.set_title((f"{title}\n" if title else "") + "solid: training, dashed: validation", fontsize=9)
+    styles = ", ".join(f"{_STYLE_NAMES[style]}: {split}" for _, style, split in COMPARISON_SPLITS if split in drawn)
+    axes.set_title("\n".join(part for part in (title, styles) if part), fontsize=9)
     axes.grid(alpha=0.3, which="both")
     if finite:
         axes.legend(fontsize=7, loc="best")

@@ -9,7 +9,8 @@ import warnings
 import pytest
 import torch
 
-from aevb.figures import save_bound_curve, save_manifold, save_reconstructions, save_samples
+from aevb import figures
+from aevb.figures import save_bound_comparison, save_bound_curve, save_manifold, save_reconstructions, save_samples
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -56,6 +57,25 @@ def test_bound_curve_of_an_ordinary_history(tmp_path):
     history = [point(s, -100 - 4e3 / s ** 0.5, -102 - 4e3 / s ** 0.5) for s in (100, 1000, 10_000, 100_000)]
     history[1]["valid_bound"] = None  # validation skipped at one point
     write_without_warnings(lambda path: save_bound_curve(history, path), tmp_path / "bound.png")
+
+
+def test_a_comparison_draws_the_splits_the_runs_evaluated_and_says_which_style_is_which(tmp_path, monkeypatch):
+    """Protocol runs (no validation split, a test bound at every point) get solid training and
+    dotted test curves; runs with validation, dashed ones. One legend entry per run."""
+    drawn = []
+    monkeypatch.setattr(figures.plt, "close", lambda figure: drawn.append(figure))
+    samples = (1000, 10_000, 100_000)
+    protocol = [dict(point(s, -100 - 4e3 / s ** 0.5), test_bound=-101 - 4e3 / s ** 0.5) for s in samples]
+    split = [point(s, -99 - 4e3 / s ** 0.5, -100 - 4e3 / s ** 0.5) for s in samples]
+    for runs, styles, title in (([("vae", protocol)], ["-", ":"], "solid: training, dotted: test"),
+                                ([("vae", protocol), ("paper", split)], ["-", ":", "-", "--"],
+                                 "solid: training, dashed: validation, dotted: test"),
+                                ([("paper", split)], ["-", "--"], "solid: training, dashed: validation")):
+        write_without_warnings(lambda path: save_bound_comparison(runs, path), tmp_path / "compare.png")
+        axes = drawn.pop().axes[0]
+        assert [line.get_linestyle() for line in axes.get_lines()] == styles
+        assert axes.get_title() == title
+        assert [text.get_text() for text in axes.get_legend().get_texts()] == [label for label, _ in runs]
 
 
 CONSTANT_IMAGES = {"zeros": 0.0, "ones": 1.0, "grey": 0.5, "NaN": NAN, "inf": math.inf}

@@ -341,9 +341,10 @@ def _build_parser() -> argparse.ArgumentParser:
                                 "1, each run's training, with the time left)")
 
     compare = commands.add_parser("compare", formatter_class=formatter, help="compare runs by their bound curves",
-                                  description="Overlay the bound curves (training and validation against training "
-                                              "samples) of several runs, labelled by the settings in which they "
-                                              "differ, and print a table of their final bounds.")
+                                  description="Overlay the bound curves (training, and validation and test where "
+                                              "the runs evaluated them, against training samples) of several runs, "
+                                              "labelled by the settings in which they differ, and print a table of "
+                                              "their final bounds.")
     compare.add_argument("run_dir", metavar="RUN_DIR", nargs="+", help="run directories written by aevb train")
     compare.add_argument("--out", metavar="FILE.png", default=UNSET, help="write the figure here (default: none, "
                                                                         "only the table)")
