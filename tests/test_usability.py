@@ -365,3 +365,14 @@ def test_tensorboard_logger_writes_event_files(tmp_path):
     pytest.importorskip("tensorboard")
     run = _tiny_train_run(tmp_path / "r", loggers=("tensorboard",))
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_compare_does_not_count_a_setting_an_older_run_did_not_record_as_a_difference():
+    from aevb.runs.compare import differing_settings
+    old = {"train": {"max_samples": 100, "seed": 0}}                       # written before `initialise` existed
+    new = [{"train": {"max_samples": 200, "seed": 0, "initialise": True}},
+           {"train": {"max_samples": 100, "seed": 0, "initialise": True}}]
+    assert differing_settings([old, *new]) == [{"max_samples": 100}, {"max_samples": 200}, {"max_samples": 100}]
+    new[1]["train"]["initialise"] = False                                   # a real difference among the runs that record it
+    assert differing_settings([old, *new]) == [{"max_samples": 100}, {"initialise": True, "max_samples": 200},
+                                               {"initialise": False, "max_samples": 100}]

@@ -21,11 +21,13 @@ def _settings(config: dict) -> dict[str, object]:
 
 
 def differing_settings(configs: list[dict]) -> list[dict[str, object]]:
-    """For each run, the settings whose values are not the same in every run (by setting name)."""
+    """For each run, the settings whose values are not the same in every run (by setting name).
+    A setting that a run's config does not record (written by an older aevb) is no difference:
+    it is compared among the runs that record it, and left out of the others' labels."""
     flats = [_settings(config) for config in configs]
     keys = sorted({key for flat in flats for key in flat})
-    differing = [key for key in keys if len({repr(flat.get(key)) for flat in flats}) > 1]
-    return [{key.split(".")[-1]: flat.get(key) for key in differing} for flat in flats]
+    differing = [key for key in keys if len({repr(flat[key]) for flat in flats if key in flat}) > 1]
+    return [{key.split(".")[-1]: flat[key] for key in differing if key in flat} for flat in flats]
 
 
 def compare_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike | None = None) -> list[dict]:
