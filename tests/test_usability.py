@@ -376,3 +376,16 @@ def test_compare_does_not_count_a_setting_an_older_run_did_not_record_as_a_diffe
     new[1]["train"]["initialise"] = False                                   # a real difference among the runs that record it
     assert differing_settings([old, *new]) == [{"max_samples": 100}, {"initialise": True, "max_samples": 200},
                                                {"initialise": False, "max_samples": 100}]
+
+
+def test_compare_names_runs_by_directory_in_the_legend_when_their_settings_would_not_fit(run, tmp_path,
+                                                                                         monkeypatch):
+    from aevb import figures
+    other = tmp_path / "runs" / "a"          # the same directory name as `run`: told apart by the parent's
+    assert call(["train", *TINY, "--seed", "5", "--latent-dim", "3", "--batch-size", "50", "--estimator", "A",
+                 "--samples-per-datapoint", "2", "--hidden-units", "13", "--out", other]) == 0
+    drawn = []
+    monkeypatch.setattr(figures.plt, "close", lambda figure: drawn.append(figure))
+    assert call(["compare", run, other, "--out", tmp_path / "compare.png"]) == 0
+    legend = [text.get_text() for text in drawn[-1].axes[0].get_legend().get_texts()]
+    assert legend == [f"{run.parent.name}/a", "runs/a"]

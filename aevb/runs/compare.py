@@ -20,6 +20,17 @@ def _settings(config: dict) -> dict[str, object]:
             for key, value in flat_config(config).items() if key not in _INCIDENTAL}
 
 
+#: Longest label the figure's legend shows; runs that differ in more settings than that holds are
+#: named there by their directories (the table printed beside it has the settings).
+LEGEND_LABEL_CHARS = 70
+
+
+def _short_names(paths: list[Path]) -> list[str]:
+    """The runs' directory names, with the parent's where two would read the same."""
+    names = [path.name for path in paths]
+    return [f"{path.parent.name}/{path.name}" if names.count(path.name) > 1 else path.name for path in paths]
+
+
 def differing_settings(configs: list[dict]) -> list[dict[str, object]]:
     """For each run, the settings whose values are not the same in every run (by setting name).
     A setting that a run's config does not record (written by an older aevb) is no difference:
@@ -50,7 +61,8 @@ def compare_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike | Non
             raise AevbError(f"`out` {out}: the comparison figure is a .png")
         from ..figures import save_bound_comparison
 
-        save_bound_comparison(list(zip(labels, histories)), out)
+        legend = labels if max(map(len, labels)) <= LEGEND_LABEL_CHARS else _short_names(paths)
+        save_bound_comparison(list(zip(legend, histories)), out)
     rows = []
     for path, label, history in zip(paths, labels, histories):
         last = history[-1] if history else {}
