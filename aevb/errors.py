@@ -12,16 +12,17 @@ class AevbError(Exception):
 
 class TrainingInterrupted(Exception):
     """Training stopped on request (SIGINT/SIGTERM) after saving a checkpoint at ``samples``;
-    ``signal`` is the signal's number where one was received."""
+    ``signal`` is the signal's number where one was received; ``runs``, where several named runs
+    stopped together (``aevb reproduce``), each one's samples."""
 
-    def __init__(self, samples: int, signal: int | None = None):
-        super().__init__(f"interrupted at {samples:,} samples")
-        self.samples = samples
-        self.signal = signal
+    def __init__(self, samples: int, signal: int | None = None, runs: dict[str, int] | None = None):
+        self.samples, self.signal, self.runs = samples, signal, dict(runs or {})
+        where = ", ".join(f"{name} at {count:,} samples" for name, count in self.runs.items())
+        super().__init__(f"interrupted: {where}" if where else f"interrupted at {samples:,} samples")
 
     def __reduce__(self):
         # Rebuilt from its fields, not from its message: it crosses processes (aevb reproduce --jobs).
-        return type(self), (self.samples, self.signal)
+        return type(self), (self.samples, self.signal, self.runs)
 
 
 class TrainingDiverged(AevbError):

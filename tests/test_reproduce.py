@@ -212,3 +212,27 @@ def test_bad_nll_requests_are_one_line_errors(argv, message, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
+
+
+def test_an_interrupted_reproduce_names_each_stopped_run(tmp_path, monkeypatch):
+    import pickle
+
+    from aevb.errors import TrainingInterrupted
+    from aevb.experiments import runner
+    from aevb.runs import DataConfig
+    from aevb.training import TrainConfig
+
+    def stopped(spec, *args, **kwargs):
+        raise TrainingInterrupted(1234, 2)
+
+    monkeypatch.setattr(runner, "_run_one", stopped)
+    spec = runner.RunSpec(name="mnist-z3-aevb", data=DataConfig("mnist-sample"), model_options={},
+                          train=TrainConfig(max_samples=10_000))
+    with pytest.raises(TrainingInterrupted) as raised:
+        runner.run_specs([spec], tmp_path)
+    assert str(raised.value) == "interrupted: mnist-z3-aevb at 1,234 samples" and raised.value.signal == 2
+    # crossing processes (--jobs): rebuilt with every run's count
+    both = TrainingInterrupted(10, 15, {"a": 10, "b": 2_000_000})
+    again = pickle.loads(pickle.dumps(both))
+    assert (str(again), again.signal, again.runs) == ("interrupted: a at 10 samples, b at 2,000,000 samples", 15,
+                                                      {"a": 10, "b": 2_000_000})

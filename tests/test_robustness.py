@@ -333,7 +333,8 @@ def test_ctrl_c_during_reproduce_with_parallel_jobs_ends_in_one_line_and_keeps_b
             process.communicate()
     assert process.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    assert "interrupted" in err
+    assert "interrupted: frey-z2-aevb at " in err and ", frey-z2-wake-sleep at " in err, err   # each run named
+    assert "checkpoints saved" in err, err
     for run in runs:
         assert (run / "checkpoints" / "latest.json").is_file(), run
 

@@ -70,7 +70,8 @@ def _run_command(args: argparse.Namespace) -> int:
             how = f"aevb train --resume {run}"
         else:
             how = "the same command again"
-        print(f"aevb {args.command}: {interrupted}; checkpoint saved. Continue with: {how}", file=sys.stderr)
+        saved = "checkpoints saved" if len(getattr(interrupted, "runs", {})) > 1 else "checkpoint saved"
+        print(f"aevb {args.command}: {interrupted}; {saved}. Continue with: {how}", file=sys.stderr)
         return 128 + (getattr(interrupted, "signal", None) or 2)
     except KeyboardInterrupt:
         print(f"aevb {args.command}: interrupted", file=sys.stderr)

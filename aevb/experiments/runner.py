@@ -20,9 +20,10 @@ from typing import Callable
 
 import torch
 
-from ..errors import AevbError
+from ..errors import AevbError, TrainingInterrupted
 from ..progress import progress_bar
 from ..runs import SUMMARY_FILE, DataConfig, resume_run, train_run
+from ..runs.process import StopOnSignal
 from ..training.checkpoints import has_checkpoint
 from ..training import TrainConfig
 from ..threads import process_share
@@ -115,20 +116,34 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
             overall.set_description_str(f"run {index}/{len(pending)} {spec.name}")
             if overall.disable:   # no bar on screen: a line per run instead
                 log(f"[{index}/{len(pending)}] {spec.name}")
-            _run_one(spec, out, device, threads, progress=progress)
+            try:
+                _run_one(spec, out, device, threads, progress=progress)
+            except TrainingInterrupted as stop:   # said with the run's name
+                raise TrainingInterrupted(stop.samples, stop.signal, {spec.name: stop.samples}) from None
             overall.update(work[spec.name])
         overall.close()
         return
     share = process_share(jobs)
     # spawn, not fork: a forked child of a process that has used OpenMP threads can deadlock.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # Ctrl-C reaches every job, and each stops after a checkpoint: meanwhile this process waits
+    # for them (a second Ctrl-C is not caught), then names every run that stopped.
+    with StopOnSignal(), ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_run_one, spec, out, device, threads, share): spec for spec in pending}
+        stopped: dict[str, TrainingInterrupted] = {}
         for index, future in enumerate(as_completed(futures), 1):
-            name = future.result()
+            try:
+                name = future.result()
+            except TrainingInterrupted as stop:
+                stopped[futures[future].name] = stop
+                continue
             overall.update(work[name])
             if overall.disable:
                 log(f"[{index}/{len(pending)}] {name} done")
     overall.close()
+    if stopped:
+        first = next(iter(stopped.values()))
+        raise TrainingInterrupted(first.samples, first.signal,
+                                  {spec.name: stopped[spec.name].samples for spec in pending if spec.name in stopped})
 
 
 def read_summary(run_dir: Path) -> dict:
