@@ -729,3 +729,21 @@ def test_a_threshold_on_a_parallel_simd_loop_leaves_its_simd_on():
     source = (Path(native.__file__).parent / "kernels.c").read_text()
     combined = [line for line in source.splitlines() if re.search(r"omp parallel for simd.*\bif\s*\(", line)]
     assert combined and all(re.search(r"\bif\s*\(\s*parallel\s*:", line) for line in combined)
+
+
+@needs_kernels
+@pytest.mark.parametrize("optimizer_name", ["adagrad", "adam"])
+def test_the_update_is_not_applied_inside_onto_step_counts_the_kernel_cannot_write(optimizer_name):
+    """The kernels count steps in a float32; an optimiser whose counts are another dtype (a state
+    dict edited by hand) takes its own step()."""
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(data_dim=30, latent_dim=4, hidden_units=20))
+    step = fused_step(model, "B", 1, 8)
+    optimizer = _optimizer(optimizer_name, model.parameters(), lr=0.01)
+    x = torch.rand(8, 30).round()
+    _step_with(step, x, optimizer)
+    assert step.applies_optimizer(optimizer)
+    for state in optimizer.state.values():
+        state["step"] = state["step"].double()
+    optimizer.__dict__.pop("_lists", None)                # (its cached kernel lists hold the old tensors)
+    assert not step.applies_optimizer(optimizer)

@@ -155,7 +155,7 @@ class NativeStep(FusedStep):
         if not (len(groups[0]["params"]) == len(self.parameters)
                 and all(a is b for a, b in zip(groups[0]["params"], self.parameters))):
             return False
-        if lists is None or not all(step.dtype == torch.float32 and step.device.type == "cpu" for step in lists[3]):
+        if lists is None or not all(step.dtype == torch.float32 and step.device.type == "cpu" for step in lists[-1]):
             return False
         params, _, *states, steps = lists
         # {id(parameter): (*state, step count)}, rebuilt only when the optimiser's tensors change
