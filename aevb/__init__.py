@@ -4,9 +4,15 @@ Where the paper's parts live:
 
 * §2.3 SGVB estimators A and B, minibatch estimator ........ :mod:`aevb.objectives.estimators`
 * §2.4 reparameterisation, App. B Gaussian KL .............. :mod:`aevb.models.distributions`
+* §2.4 the other reparameterisable families ................ :mod:`aevb.models.families`
 * §3 / App. C the variational auto-encoder ................. :mod:`aevb.models.vae`
 * Algorithm 1 / §5 training procedure ...................... :mod:`aevb.training`
-* evaluation of the bound .................................. :mod:`aevb.evaluation`
+* how a step's gradient is computed (autograd, fused, C) ... :mod:`aevb.engines`
+* §5 baselines: wake-sleep; Monte Carlo EM (App. E) ........ :mod:`aevb.baselines`
+* evaluation of the bound; importance-sampled log p(x) ..... :mod:`aevb.evaluation`
+* App. D marginal-likelihood estimator (HMC) ............... :mod:`aevb.evaluation.hmc_estimator`
+* App. F full variational Bayes ............................ :mod:`aevb.models.full_vb`, :mod:`aevb.objectives.full_vb`
+* the paper's figures; binarised-MNIST log p(x) (Burda) .. :mod:`aevb.experiments`
 * data sets of §5 .......................................... :mod:`aevb.data`
 * run directories, checkpoints, figures .................... :mod:`aevb.runs`, :mod:`aevb.checkpoint`, :mod:`aevb.figures`
 * command line ............................................. :mod:`aevb.cli` (script: :mod:`aevb.console`)
