@@ -153,3 +153,49 @@ def test_iwae_schedule_runs_each_stage_for_its_share_of_the_samples(sample_data,
 def test_bad_schedule_and_optimizer_eps_are_user_errors(bad):
     with pytest.raises(AevbError):
         TrainConfig(max_samples=10, **bad)
+
+
+def test_a_run_that_chose_its_step_size_ends_where_a_run_given_the_winner_ends(sample_data):
+    """§5's selection costs the losers' iterations only: the winner's iterations are the run's first
+    ones, so the parameters equal those of a run given the winner, bit for bit."""
+    def run(**settings):
+        model = tiny_model(hidden=16)
+        config = TrainConfig(max_samples=4_000, seed=5, eval_subset=200, selection_steps=10, **settings)
+        result = Trainer(model, sample_data.train[:2000], config, threads=1).fit()
+        return result, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    chosen, chosen_parameters = run(step_size_candidates=(1e-5, 0.02, 1e5))
+    given, given_parameters = run(step_size=0.02)
+    assert chosen.step_size == given.step_size == 0.02
+    assert torch.equal(chosen_parameters, given_parameters)
+    assert [m.samples for m in chosen.history] == [m.samples for m in given.history]
+
+
+def test_step_size_selection_restarts_every_candidate_from_the_same_state():
+    """Every candidate starts from the same weights, random stream and minibatches; the highest
+    mean bound over the second half of the iterations wins, with its own end state."""
+    from aevb.training import DataOrder, select_step_size
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1, bias=False)
+    firsts = {}
+
+    def step(optimizer, batch):     # loss ‖w‖²: SGD at 0.5 reaches 0 at once, 0.1 shrinks, 2.0 diverges
+        lr = optimizer.param_groups[0]["lr"]
+        firsts.setdefault(lr, (model.weight.detach().clone(), batch.clone(), torch.rand(2)))
+        optimizer.zero_grad()
+        loss = (model.weight ** 2).sum()
+        loss.backward()
+        optimizer.step()
+        return -loss.detach() * len(batch)
+
+    choice = select_step_size(model, (0.1, 0.5, 2.0), 4, lambda lr: torch.optim.SGD(model.parameters(), lr=lr),
+                              lambda: DataOrder(50, 10, torch.device("cpu")), step)
+    assert list(firsts) == [0.1, 0.5, 2.0]
+    start = firsts[0.1]
+    assert all(torch.equal(a, b) for first in firsts.values() for a, b in zip(first, start))
+    assert [t.step_size for t in choice.trials] == [0.1, 0.5, 2.0]
+    assert choice.step_size == 0.5 and choice.trials[1].mean_bound == 0.0
+    assert choice.trials[2].mean_bound < choice.trials[0].mean_bound < 0
+    assert choice.samples == 40 and choice.order.position == 40
+    assert torch.equal(choice.model["weight"], torch.zeros(1, 3))

@@ -22,11 +22,12 @@ from .config import (BINARIZATIONS, DEFAULT_MAX_SAMPLES, EVALUATION_BINARIZATION
                      Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points)
 from .state import DataOrder, TrainingState
 from .step_memory import require_training_step_memory
+from .step_size import StepSizeChoice, select_step_size
 from .trainer import INITIAL_BOUND_POINTS, MAX_ROLLBACKS, Trainer, TrainingWarning
 
 __all__ = [
     "AEVB", "Algorithm", "BINARIZATIONS", "DEFAULT_MAX_SAMPLES", "DataOrder", "EVALUATION_BINARIZATION_SEED",
-    "INITIAL_BOUND_POINTS", "MAX_ROLLBACKS", "Metrics", "PAPER_STEP_SIZES", "Shard", "StepSizeTrial", "TrainConfig",
+    "INITIAL_BOUND_POINTS", "MAX_ROLLBACKS", "Metrics", "PAPER_STEP_SIZES", "Shard", "StepSizeChoice", "StepSizeTrial", "TrainConfig",
     "TrainResult", "Trainer", "TrainingState", "TrainingWarning", "evaluation_data", "evaluation_points",
-    "require_training_step_memory",
+    "require_training_step_memory", "select_step_size",
 ]

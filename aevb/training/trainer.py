@@ -21,10 +21,10 @@ from .algorithm import AEVB, Algorithm
 from .config import Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points
 from .distributed import SINGLE_PROCESS, ProcessGroup, Shard, check_distributable
 from .optimizers import OPTIMIZERS, SCHEDULES
-from ..progress import progress_bar
 from .reporting import TrainingWarning, training_bar, warn_if_worse_than_untrained
 from .state import DataOrder, Interval, TrainingState
 from .step_memory import require_training_step_memory
+from .step_size import StepSizeChoice, select_step_size
 from ..threads import StepThreads
 
 
@@ -130,46 +130,12 @@ class Trainer:
                                        shard=Shard(rows, batch.shape[0], self.group))
         return self.algorithm.step(self.model, optimizer, x, indices)
 
-    def select_step_size(self, progress: bool = False) -> tuple[float, list[StepSizeTrial], dict]:
-        """§5: train from the same start with each candidate step size for ``selection_steps``
-        iterations and keep the one with the highest training bound over the second half.
-
-        Returns the chosen step size, the trials, and the winner's state to continue from: model
-        and optimiser state dicts, the RNG state, its minibatch iterator (mid-epoch) and samples seen.
-        ``progress``: a bar over the candidates' steps (before the training bar, which starts where
-        the winner stopped).
-        """
-        initial_model = copy.deepcopy(self.model.state_dict())
-        initial_rng = torch.get_rng_state()
-        trials, states = [], []
-        steps = self.config.selection_steps
-        bar = progress_bar(steps * len(self.config.step_size_candidates), unit="step", leave=False,
-                           desc=f"choosing the step size of {len(self.config.step_size_candidates)} (§5)",
-                           enabled=progress)
-        for step_size in self.config.step_size_candidates:
-            self.model.load_state_dict(initial_model)
-            torch.set_rng_state(initial_rng)
-            optimizer = self._optimizer(step_size)
-            batches = self._data_order()
-            total, count, seen = torch.zeros((), device=self.train_data.device), 0, 0
-            for step in range(steps):
-                batch = batches.next()
-                seen += batch.shape[0]
-                bound_sum = self._step(optimizer, batch)
-                bar.update()
-                if step >= steps // 2:
-                    total += bound_sum
-                    count += batch.shape[0]
-            mean = self.group.sum_(total).item() / max(count, 1)
-            trials.append(StepSizeTrial(step_size, mean if math.isfinite(mean) else -math.inf))
-            states.append({"model": copy.deepcopy(self.model.state_dict()),
-                           "optimizer": copy.deepcopy(optimizer.state_dict()),
-                           "rng": torch.get_rng_state(), "batches": batches, "samples": seen})
-        bar.close()
-        best = max(range(len(trials)), key=lambda i: trials[i].mean_bound)
-        if not math.isfinite(trials[best].mean_bound):
-            raise AevbError("training diverged for every candidate step size; pass a smaller `step_size`")
-        return trials[best].step_size, trials, states[best]
+    def select_step_size(self, progress: bool = False) -> StepSizeChoice:
+        """§5: the step size from ``config.step_size_candidates`` whose first ``selection_steps``
+        iterations reach the highest training bound (:func:`aevb.training.step_size.select_step_size`),
+        with the winner's state to continue from. ``progress``: a bar over the candidates' steps."""
+        return select_step_size(self.model, self.config.step_size_candidates, self.config.selection_steps,
+                                self._optimizer, self._data_order, self._step, self.group.sum_, progress)
 
     def fit(self, on_metrics: Callable[[Metrics], None] | None = None, progress: bool = False,
             on_checkpoint: Callable[[TrainingState], None] | None = None, checkpoint_every: int | None = None,
@@ -219,15 +185,16 @@ class Trainer:
         samples = steps = 0
         trials: list[StepSizeTrial] = []
         if config.step_size is None:
-            step_size, trials, state = self.select_step_size(progress)
-            self.model.load_state_dict(state["model"])
+            choice = self.select_step_size(progress)
+            step_size, trials = choice.step_size, choice.trials
+            self.model.load_state_dict(choice.model)
             optimizer = self._optimizer(step_size)
-            optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng"])
+            optimizer.load_state_dict(choice.optimizer)
+            torch.set_rng_state(choice.rng)
             # The winner's iterations are part of this run: continue its data order and counts.
-            order = state["batches"]
+            order = choice.order
             steps = config.selection_steps
-            samples = state["samples"]
+            samples = choice.samples
         else:
             step_size = config.step_size
             optimizer = self._optimizer(step_size)
