@@ -389,3 +389,58 @@ def test_compare_names_runs_by_directory_in_the_legend_when_their_settings_would
     assert call(["compare", run, other, "--out", tmp_path / "compare.png"]) == 0
     legend = [text.get_text() for text in drawn[-1].axes[0].get_legend().get_texts()]
     assert legend == [f"{run.parent.name}/a", "runs/a"]
+
+
+def test_a_run_still_training_or_stopped_is_evaluated_and_sampled_from_its_latest_checkpoint(tmp_path, capsys):
+    """A long run can be looked at before it ends: --checkpoint loads the latest checkpoint's
+    weights (bit for bit), says where it was taken, and leaves the run's files alone."""
+    import os
+    import signal
+
+    from aevb.errors import TrainingInterrupted
+    from aevb.runs import load
+    from aevb.training.checkpoints import load_checkpoint
+
+    def stop_after_first_evaluation(metrics):
+        os.kill(os.getpid(), signal.SIGINT)    # as Ctrl-C: a checkpoint, then TrainingInterrupted
+
+    run = tmp_path / "r"
+    with pytest.raises(TrainingInterrupted):
+        _tiny_train_run(run, on_metrics=stop_after_first_evaluation)
+    state = load_checkpoint(run)
+    model = load(run, device="cpu", checkpoint=True)
+    assert all(torch.equal(value, state.model[name]) for name, value in model.state_dict().items())
+    before = sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*"))
+
+    def run_cli(argv):
+        capsys.readouterr()
+        code = call(argv)
+        return (code, *capsys.readouterr())
+
+    def assert_one_line_error(code, out, err):
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+    code, out, err = run_cli(["evaluate", run, "--num-points", "50"])
+    assert_one_line_error(code, out, err)
+    assert "has not finished" in err and "--checkpoint" in err
+
+    code, out, err = run_cli(["evaluate", run, "--checkpoint", "--num-points", "50", "--samples", "3",
+                                      "--json"])
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["checkpoint_samples"] == state.samples and result["checkpoint_steps"] == state.steps
+    assert -250 < result["test_bound"] < 0
+    code, out, err = run_cli(["evaluate", run, "--checkpoint", "--num-points", "50", "--samples", "3"])
+    assert code == 0 and f"the checkpoint at {state.samples:,} training samples" in out, (out, err)
+
+    code, out, err = run_cli(["sample", run, "--checkpoint", "--num", "4"])
+    assert code == 0, err
+    written = run / "samples-seed0-checkpoint.png"
+    assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and written.name in out
+    written.unlink()
+    assert sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*")) == before
+
+    finished = _tiny_train_run(tmp_path / "finished")
+    code, out, err = run_cli(["evaluate", finished, "--checkpoint"])
+    assert_one_line_error(code, out, err)
+    assert "a finished run keeps only its final model" in err and "leave out --checkpoint" in err

@@ -190,7 +190,9 @@ def _print_json(value) -> None:
 
 def _print_evaluation(result: dict) -> None:
     split = result["split"]
-    print(f"{result['dataset']} {split} set, {result['num_datapoints']:,} points; nats per datapoint, "
+    taken = (f"; the checkpoint at {result['checkpoint_samples']:,} training samples"
+             if "checkpoint_samples" in result else "")
+    print(f"{result['dataset']} {split} set, {result['num_datapoints']:,} points{taken}; nats per datapoint, "
           "± one standard error")
     print(f"  lower bound (estimator {result['estimator']}, L = {result['samples_per_datapoint']}): "
           f"{result[f'{split}_bound']:.3f} ± {result[f'{split}_bound_stderr']:.3f} (over datapoints)")

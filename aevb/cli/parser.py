@@ -264,6 +264,9 @@ def _add_evaluate_options(evaluate: argparse.ArgumentParser) -> None:
                           help="no progress bars (default: shown on a terminal for --nll and --hmc, with the time "
                                "left)")
     evaluate.add_argument("--threads", type=_threads, default=UNSET, help="CPU threads (default: torch's choice)")
+    evaluate.add_argument("--checkpoint", action="store_true", default=UNSET,
+                          help="evaluate the run's latest checkpoint: a run still training, or one that was stopped "
+                               "(default: off, the finished run's model)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -364,6 +367,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--label", type=_label, default=None,
                         help="conditional runs: draw every sample of this class (default: a grid with one row "
                              "per class, the same z down each column)")
+    sample.add_argument("--checkpoint", action="store_true", default=UNSET,
+                        help="sample the model of the run's latest checkpoint: a run still training, or one that was "
+                             "stopped (default: off, the finished run's model)")
     return parser
 
 

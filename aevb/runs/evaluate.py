@@ -18,27 +18,62 @@ from ..evaluation import evaluate_bound
 from ..evaluation.full_vb import predictive_log_likelihood
 from ..evaluation.hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 from ..evaluation.importance_sampling import estimate_log_likelihood
+from ..models.build import build_model
+from ..models.config import ModelConfig
 from ..models.vae import VAE
 from ..training import TrainConfig, evaluation_data
+from ..training.checkpoints import has_checkpoint, load_checkpoint
 from .data_config import data_config_of_run, load_data
 from .layout import CONFIG_FILE, read_run_config
 from .settings import resolve_device
 
 
-def load_run(run_dir: str | os.PathLike, device: str = "auto") -> tuple[VAE, dict]:
-    """The trained model of a run and its configuration."""
+def load_run(run_dir: str | os.PathLike, device: str = "auto", checkpoint: bool = False) -> tuple[VAE, dict]:
+    """The trained model of a run and its configuration.
+
+    ``checkpoint``: the model of the run's latest checkpoint instead of its final one, for a run
+    that is still training or was stopped; the configuration then gains ``checkpoint``, with the
+    ``samples`` and ``steps`` the checkpoint was taken at. Reading a checkpoint never disturbs
+    the training that writes them (they are written whole and renamed into place).
+    """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    if checkpoint:
+        return _load_checkpoint_model(run_dir, config, resolve_device(device))
     if not (run_dir / "model.safetensors").exists():
+        if has_checkpoint(run_dir):
+            raise AevbError(f"{run_dir} holds no final model yet (the run has not finished); `checkpoint` "
+                            "evaluates its latest checkpoint")
         raise AevbError(f"{run_dir} holds no trained model (model.safetensors); did the run finish?")
     return load_model(run_dir, resolve_device(device)), config
 
 
-def load(run_dir: str | os.PathLike, device: str = "auto") -> VAE:
+def _load_checkpoint_model(run_dir: Path, config: dict, device: torch.device) -> tuple[VAE, dict]:
+    if not has_checkpoint(run_dir):
+        finished = " (a finished run keeps only its final model: leave out `checkpoint`)" \
+            if (run_dir / "model.safetensors").exists() else ""
+        raise AevbError(f"{run_dir} has no checkpoint{finished}")
+    where = str(run_dir / CONFIG_FILE)
+    if not isinstance(config.get("model"), dict):
+        raise AevbError(f"{where} has no model configuration")
+    model = build_model(ModelConfig.from_dict(config["model"], f"{where}: model"))
+    state = load_checkpoint(run_dir)
+    try:
+        model.load_state_dict(state.model)
+    except RuntimeError as error:
+        raise AevbError(f"the checkpoint in {run_dir} does not fit {CONFIG_FILE}: "
+                        f"{str(error).strip().splitlines()[0]}") from None
+    if not all(bool(torch.isfinite(value).all()) for value in state.model.values() if value.is_floating_point()):
+        raise AevbError(f"the checkpoint in {run_dir} holds NaN or infinite weights; the model is unusable")
+    return model.to(device).eval(), {**config, "checkpoint": {"samples": state.samples, "steps": state.steps}}
+
+
+def load(run_dir: str | os.PathLike, device: str = "auto", checkpoint: bool = False) -> VAE:
     """The trained model of a run, ready to use: in evaluation mode, on ``device`` (CUDA when
     available under "auto"): ``model.sample(n)``, ``model.reconstruct(x)``, ``model.encode(x)``,
-    ``model.decode(z)``; its bound by :func:`aevb.evaluate_bound`."""
-    model, _ = load_run(run_dir, device)
+    ``model.decode(z)``; its bound by :func:`aevb.evaluate_bound`. ``checkpoint``: the model of
+    the run's latest checkpoint (a run still training, or stopped) instead of its final one."""
+    model, _ = load_run(run_dir, device, checkpoint)
     return model.eval()
 
 
@@ -47,7 +82,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
                  num_points: int | None = None, log_likelihood_samples: int | None = None, prior_mixture: float = 0.0,
                  hmc: bool = False, hmc_samples: int = PAPER_POSTERIOR_SAMPLES,
                  leapfrog_steps: int = PAPER_LEAPFROG_STEPS, seed: int = 0, parameter_draws: int = 10,
-                 download: bool = False, progress: bool = False, threads: int | None = None) -> dict:
+                 download: bool = False, progress: bool = False, threads: int | None = None,
+                 checkpoint: bool = False) -> dict:
     """Evaluate a trained run on a data split; every number is in nats per datapoint.
 
     Always: the lower bound with ``num_samples`` samples of z per datapoint (``{split}_bound``,
@@ -58,7 +94,9 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     ``download``: fetch missing data files (checksums verified) instead of refusing. ``progress``:
     bars with the time left for the log-likelihood estimates. ``threads`` fixes the CPU threads of
     importance sampling (default: torch's current count; see
-    :func:`aevb.evaluation.importance_sampling.estimate_log_likelihood`).
+    :func:`aevb.evaluation.importance_sampling.estimate_log_likelihood`). ``checkpoint``: evaluate
+    the model of the run's latest checkpoint (a run still training, or stopped); the result then
+    says where it was taken (``checkpoint_samples``, ``checkpoint_steps``).
 
     A full-VB run (App. F) averages over q(θ): the bound is E_q(θ)[𝓛_θ(x)] (a fresh θ per batch of
     points), log p(x) the predictive log E_q(θ)[p_θ(x)] from ``parameter_draws`` draws of θ with k
@@ -68,7 +106,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     _check_settings(split=split, num_samples=num_samples, log_likelihood_samples=log_likelihood_samples,
                     num_points=num_points, parameter_draws=parameter_draws, hmc_samples=hmc_samples,
                     leapfrog_steps=leapfrog_steps)
-    model, config = load_run(run_dir, device)
+    model, config = load_run(run_dir, device, checkpoint)
     train_config, data, values = _evaluation_data(model, config, Path(run_dir), split, data_dir, num_points, hmc,
                                                   download)
     full_vb = hasattr(model, "decoder_parameter_kl")   # a posterior over θ (App. F)
@@ -86,6 +124,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
         "dataset": data.name,
         "seconds": time.perf_counter() - started,
     }
+    if checkpoint:
+        result.update(checkpoint_samples=config["checkpoint"]["samples"], checkpoint_steps=config["checkpoint"]["steps"])
     if model.config.num_classes is not None:   # every number is of log p(x|y), y the datapoint's label
         result["conditional"] = True
     if full_vb:
