@@ -236,3 +236,75 @@ def test_an_interrupted_reproduce_names_each_stopped_run(tmp_path, monkeypatch):
     again = pickle.loads(pickle.dumps(both))
     assert (str(again), again.signal, again.runs) == ("interrupted: a at 10 samples, b at 2,000,000 samples", 15,
                                                       {"a": 10, "b": 2_000_000})
+
+
+def test_progress_lines_give_each_runs_share_speed_and_time_left(tmp_path, monkeypatch):
+    """Read from the runs' newest checkpoints: samples done of the total, the speed since the last
+    line and the time left at it; complete runs count whole, untouched ones wait."""
+    from aevb.experiments import run_progress
+
+    newest = {"a": ("step-000000100", 1_000), "b": None}
+    monkeypatch.setattr(run_progress, "newest_checkpoint", lambda run_dir: newest[run_dir.name])
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "summary.json").write_text("{}")
+    now = [0.0]
+    runs = run_progress.RunsProgress({"a": 10_000, "b": 5_000, "done": 7}, tmp_path, clock=lambda: now[0],
+                                     scored=lambda name: False)
+    assert runs.done() == 1_000 + 0 + 7
+    assert runs.report() == ("progress: a 1,000 of 10,000 samples (10.0%); b 0 of 5,000 samples (0.0%); "
+                             "done trained, being scored")
+    now[0] = 600.0
+    newest["a"] = ("step-000000700", 7_000)
+    assert runs.report() == ("progress: a 7,000 of 10,000 samples (70.0%), 10 samples/s, 5 min left; "
+                             "b 0 of 5,000 samples (0.0%), waiting; done trained, being scored")
+    now[0] = 1200.0
+    newest["a"] = None                      # being replaced: the last value read stands
+    assert runs.report().startswith("progress: a 7,000 of 10,000 samples (70.0%), no progress since the last report")
+
+
+def test_a_run_that_starts_over_does_not_count_the_checkpoints_it_replaces(tmp_path, monkeypatch):
+    from aevb.experiments import run_progress
+
+    newest = {"a": ("step-000000900", 9_000)}
+    monkeypatch.setattr(run_progress, "newest_checkpoint", lambda run_dir: newest[run_dir.name])
+    runs = run_progress.RunsProgress({"a": 10_000}, tmp_path, fresh={"a"})
+    assert runs.done() == 0
+    newest["a"] = ("step-000000010", 100)
+    assert runs.done() == 100
+
+
+def test_the_newest_checkpoint_is_read_without_its_tensors(tmp_path):
+    import os
+    import signal
+
+    from aevb.errors import TrainingInterrupted
+    from aevb.runs import DataConfig, train_run
+    from aevb.training import TrainConfig
+    from aevb.training.checkpoints import load_checkpoint, newest_checkpoint
+
+    assert newest_checkpoint(tmp_path / "none") is None
+    with pytest.raises(TrainingInterrupted):
+        train_run(tmp_path / "r", DataConfig("mnist-sample"), {"latent_dim": 2, "hidden_units": 8},
+                  TrainConfig(max_samples=3000, selection_steps=4, eval_subset=100, first_eval=500), progress=False,
+                  on_metrics=lambda metrics: os.kill(os.getpid(), signal.SIGINT))
+    name, samples = newest_checkpoint(tmp_path / "r")
+    assert samples == load_checkpoint(tmp_path / "r").samples and (tmp_path / "r" / "checkpoints" / name).is_dir()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_reproduction_without_a_terminal_logs_its_progress_while_the_runs_train(tmp_path, jobs):
+    from aevb.experiments import runner
+    from aevb.runs import DataConfig
+    from aevb.training import TrainConfig
+
+    specs = [runner.RunSpec(name=name, data=DataConfig("mnist-sample"), model_options={"latent_dim": 2, "hidden_units": 8},
+                            train=TrainConfig(max_samples=6_000, step_size=0.02, eval_subset=100, first_eval=500,
+                                              seed=seed), track_test=False)
+             for seed, name in enumerate(("first", "second"))]
+    lines = []
+    runner.run_specs(specs, tmp_path, jobs=jobs, threads=1, log=lines.append, report_every=0.02)
+    progress = [line for line in lines if line.startswith("progress: ")]
+    assert progress[0] == "progress: first 0 of 6,000 samples (0.0%); second 0 of 6,000 samples (0.0%)"
+    assert len(progress) >= 2 and all("first" in line and "second" in line for line in progress)
+    assert any("samples/s" in line for line in progress), progress
+    assert sum(line.endswith("done") or line.startswith("[") for line in lines) >= 2

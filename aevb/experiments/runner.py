@@ -13,7 +13,9 @@ import json
 import multiprocessing
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,6 +29,7 @@ from ..runs.process import StopOnSignal
 from ..training.checkpoints import has_checkpoint
 from ..training import TrainConfig
 from ..threads import process_share
+from .run_progress import REPORT_EVERY_SECONDS, RunsProgress
 
 
 @dataclass
@@ -91,12 +94,15 @@ def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None, share: 
 
 def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, device: str = "auto",
               log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True),
-              progress: bool = False, threads: int | None = None) -> None:
+              progress: bool = False, threads: int | None = None,
+              report_every: float = REPORT_EVERY_SECONDS) -> None:
     """Train every run in ``specs`` into ``out/<name>`` that is not complete yet, ``jobs`` at a
     time, each with its share of the CPUs; ``threads`` fixes each run's CPU threads (default: the
     adaptive policy of :mod:`aevb.threads` within the share). ``progress``: a
-    bar over the runs with the time left (from the training samples done and to do), and with one
-    job each run's own training bar below it."""
+    bar over the runs with the time left (from the training samples done and to do, read from the
+    runs' checkpoints as they train), and with one job each run's own training bar below it. Where
+    no bar is shown, ``log`` gets a line per run started or done, and every ``report_every``
+    seconds one with each run's progress, speed and time left (:mod:`.run_progress`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pending = [spec for spec in specs if not is_finished(spec, out / spec.name)]
@@ -109,18 +115,31 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
         raise AevbError(f"`jobs` must be a positive integer, got {jobs}")
     # Progress counts training samples, so that the time left weighs long runs as they are.
     work = {spec.name: max(1, spec.train.max_samples or 1) for spec in pending}
+    by_name = {spec.name: spec for spec in pending}
+    runs = RunsProgress(work, out, scored=lambda name: is_finished(by_name[name], out / name),
+                        fresh={spec.name for spec in pending
+                               if not is_complete(out / spec.name) and not _resumable(spec, out / spec.name)})
     overall = progress_bar(sum(work.values()), unit="sample", desc=f"{len(pending)} runs", enabled=progress,
-                           position=0)
+                           position=0, initial=runs.done())
+    if overall.disable:
+        log(runs.report())
     if jobs == 1 or len(pending) == 1:
-        for index, spec in enumerate(pending, 1):
-            overall.set_description_str(f"run {index}/{len(pending)} {spec.name}")
-            if overall.disable:   # no bar on screen: a line per run instead
-                log(f"[{index}/{len(pending)}] {spec.name}")
-            try:
-                _run_one(spec, out, device, threads, progress=progress)
-            except TrainingInterrupted as stop:   # said with the run's name
-                raise TrainingInterrupted(stop.samples, stop.signal, {spec.name: stop.samples}) from None
-            overall.update(work[spec.name])
+        # The runs train in this thread: a reporter thread writes the progress lines meanwhile.
+        stop_reports = threading.Event()
+        if overall.disable:
+            threading.Thread(target=lambda: _report_until(stop_reports, runs, log, report_every), daemon=True).start()
+        try:
+            for index, spec in enumerate(pending, 1):
+                overall.set_description_str(f"run {index}/{len(pending)} {spec.name}")
+                if overall.disable:   # no bar on screen: a line per run instead
+                    log(f"[{index}/{len(pending)}] {spec.name}")
+                try:
+                    _run_one(spec, out, device, threads, progress=progress)
+                except TrainingInterrupted as stop:   # said with the run's name
+                    raise TrainingInterrupted(stop.samples, stop.signal, {spec.name: stop.samples}) from None
+                overall.update(max(0, runs.done() - overall.n))
+        finally:
+            stop_reports.set()
         overall.close()
         return
     share = process_share(jobs)
@@ -130,20 +149,34 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
     with StopOnSignal(), ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_run_one, spec, out, device, threads, share): spec for spec in pending}
         stopped: dict[str, TrainingInterrupted] = {}
-        for index, future in enumerate(as_completed(futures), 1):
-            try:
-                name = future.result()
-            except TrainingInterrupted as stop:
-                stopped[futures[future].name] = stop
-                continue
-            overall.update(work[name])
-            if overall.disable:
-                log(f"[{index}/{len(pending)}] {name} done")
+        running, finished_count, next_report = set(futures), 0, time.monotonic() + report_every
+        while running:
+            # Wake every few seconds to move the bar (or, in a log, every report_every to report).
+            ended, running = wait(running, timeout=min(2.0, report_every), return_when=FIRST_COMPLETED)
+            for future in ended:
+                finished_count += 1
+                try:
+                    name = future.result()
+                except TrainingInterrupted as stop:
+                    stopped[futures[future].name] = stop
+                    continue
+                if overall.disable:
+                    log(f"[{finished_count}/{len(pending)}] {name} done")
+            if not overall.disable:
+                overall.update(max(0, runs.done() - overall.n))
+            elif running and time.monotonic() >= next_report:
+                log(runs.report())
+                next_report = time.monotonic() + report_every
     overall.close()
     if stopped:
         first = next(iter(stopped.values()))
         raise TrainingInterrupted(first.samples, first.signal,
                                   {spec.name: stopped[spec.name].samples for spec in pending if spec.name in stopped})
+
+
+def _report_until(stop: threading.Event, runs: RunsProgress, log: Callable[[str], None], every: float) -> None:
+    while not stop.wait(every):
+        log(runs.report())
 
 
 def read_summary(run_dir: Path) -> dict:

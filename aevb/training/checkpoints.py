@@ -163,6 +163,20 @@ def has_checkpoint(run_dir: str | os.PathLike) -> bool:
     return bool(_checkpoints(Path(run_dir) / DIRECTORY))
 
 
+def newest_checkpoint(run_dir: str | os.PathLike) -> tuple[str, int] | None:
+    """The newest checkpoint's name and the training samples it was taken at, read from its JSON
+    alone: cheap enough to ask every few seconds while the run trains (a progress report). None
+    when there is none to read, e.g. while the newest one is being replaced."""
+    root = Path(run_dir) / DIRECTORY
+    name = _read_latest(root).get("latest")
+    if not isinstance(name, str):
+        return None
+    try:
+        return name, int(json.loads((root / name / FIELDS).read_text())["samples"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def load_checkpoint(run_dir: str | os.PathLike, configuration: str | None = None) -> TrainingState:
     """The newest readable checkpoint of ``run_dir`` (the one ``latest.json`` names, else the newest
     that reads), as a :class:`TrainingState`; a one-line error when there is none.

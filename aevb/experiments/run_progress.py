@@ -1,0 +1,81 @@
+"""Where the runs of a reproduction stand while they train, read from their checkpoints.
+
+A reproduction's runs train in worker processes (``jobs`` > 1) or for hours each, so the process
+that waits for them learns nothing from them until a run ends. Every run writes a checkpoint
+every few thousand steps, and its JSON says how many training samples the run has seen: reading
+that is enough to move a progress bar, and, where no bar can be shown (stderr is a log file, as
+under ``nohup``), to write a line every few minutes with each run's progress, speed and time left.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..runs import SUMMARY_FILE
+from ..training.checkpoints import newest_checkpoint
+
+#: Seconds between two progress lines in a log (a reproduction lasts minutes to days).
+REPORT_EVERY_SECONDS = 600.0
+
+
+class RunsProgress:
+    """Training samples done by each run of ``totals`` (name → samples the run trains) in
+    ``out/<name>``: a complete run counts whole, one in progress as far as its newest checkpoint.
+
+    ``scored(name)`` says whether a complete run's final measurement is written (until then its
+    line says it is being scored); ``clock`` gives seconds (for the speeds and times left).
+    ``fresh`` names runs that start over: the checkpoints their directories hold now belong to
+    something else (other settings) and count for nothing.
+    """
+
+    def __init__(self, totals: dict[str, int], out: Path, scored: Callable[[str], bool] = lambda name: True,
+                 clock: Callable[[], float] = time.monotonic, fresh: set[str] = frozenset()):
+        self.totals, self.out, self.scored, self.clock = dict(totals), Path(out), scored, clock
+        self._known = {name: 0 for name in self.totals}
+        self._stale = {name: newest_checkpoint(self.out / name) for name in fresh}
+        self._reported: tuple[float, dict[str, int]] | None = None
+
+    def samples(self) -> dict[str, int]:
+        """Samples done per run now (the last value read where a checkpoint is being replaced)."""
+        for name, total in self.totals.items():
+            if (self.out / name / SUMMARY_FILE).is_file():
+                self._known[name] = total
+                continue
+            read = newest_checkpoint(self.out / name)
+            if read is not None and read != self._stale.get(name):
+                self._known[name] = min(read[1], total)
+        return dict(self._known)
+
+    def done(self) -> int:
+        """Samples done over all runs."""
+        return sum(self.samples().values())
+
+    def report(self) -> str:
+        """One line: each run's samples done of its total and, from the second report on, its
+        speed since the last report and the time it has left at that speed."""
+        now, samples = self.clock(), self.samples()
+        previous = self._reported
+        self._reported = (now, samples)
+        parts = []
+        for name, total in self.totals.items():
+            done = samples[name]
+            if done >= total:
+                parts.append(f"{name} trained" + ("" if self.scored(name) else ", being scored"))
+                continue
+            part = f"{name} {done:,} of {total:,} samples ({100 * done / total:.1f}%)"
+            if previous is not None and now > previous[0]:
+                speed = (done - previous[1][name]) / (now - previous[0])
+                part += f", {speed:,.0f} samples/s, {_duration((total - done) / speed)} left" if speed > 0 \
+                    else ", waiting" if done == 0 else ", no progress since the last report"
+            parts.append(part)
+        return "progress: " + "; ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
