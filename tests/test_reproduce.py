@@ -241,7 +241,7 @@ def test_an_interrupted_reproduce_names_each_stopped_run(tmp_path, monkeypatch):
 def test_progress_lines_give_each_runs_share_speed_and_time_left(tmp_path, monkeypatch):
     """Read from the runs' newest checkpoints: samples done of the total, the speed since the last
     line and the time left at it; complete runs count whole, untouched ones wait."""
-    from aevb.experiments import run_progress
+    from aevb.runs import progress_report as run_progress
 
     newest = {"a": ("step-000000100", 1_000), "b": None}
     monkeypatch.setattr(run_progress, "newest_checkpoint", lambda run_dir: newest[run_dir.name])
@@ -263,7 +263,7 @@ def test_progress_lines_give_each_runs_share_speed_and_time_left(tmp_path, monke
 
 
 def test_a_run_that_starts_over_does_not_count_the_checkpoints_it_replaces(tmp_path, monkeypatch):
-    from aevb.experiments import run_progress
+    from aevb.runs import progress_report as run_progress
 
     newest = {"a": ("step-000000900", 9_000)}
     monkeypatch.setattr(run_progress, "newest_checkpoint", lambda run_dir: newest[run_dir.name])

@@ -444,3 +444,15 @@ def test_a_run_still_training_or_stopped_is_evaluated_and_sampled_from_its_lates
     code, out, err = run_cli(["evaluate", finished, "--checkpoint"])
     assert_one_line_error(code, out, err)
     assert "a finished run keeps only its final model" in err and "leave out --checkpoint" in err
+
+
+def test_training_without_a_bar_writes_progress_lines_for_the_log(tmp_path, capsys, monkeypatch):
+    """Under nohup or a batch scheduler no bar shows: a line every REPORT_EVERY_SECONDS says how far
+    the run is, how fast it goes and how long it has left."""
+    from aevb.runs import progress_report
+
+    monkeypatch.setattr(progress_report, "REPORT_EVERY_SECONDS", 0.01)
+    capsys.readouterr()
+    assert call(["train", *TINY, "--max-samples", "20000", "--checkpoint-every", "10", "--out", tmp_path / "r"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("progress: r ")]
+    assert any(line.endswith(" left") and "of 20,000 samples" in line and "samples/s" in line for line in lines), lines

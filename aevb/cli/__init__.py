@@ -13,7 +13,8 @@ import warnings
 
 from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
 from .commands import COMMANDS
-from .parser import EXIT_USAGE, _build_parser, _in_flags
+from .flags import _in_flags
+from .parser import EXIT_USAGE, _build_parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,8 @@ import sys
 
 from ..errors import AevbError
 from ..models.families import check_pair, default_estimator
-from .parser import _default, _flag
+from .flags import _flag
+from .parser import _default
 
 
 def _set_threads(threads: int | None) -> None:
@@ -53,7 +54,15 @@ def _resume(given: dict):
                         "with --out to train otherwise)")
     options = {key: given[key] for key in ("device", "tensorboard", "loggers", "checkpoint_every", "threads")
                if key in given}
-    return resume_run(given["resume"], progress=not given.get("no_progress", False), **options)
+    return resume_run(given["resume"], progress=not given.get("no_progress", False),
+                      report_every=_report_every(given), **options)
+
+
+def _report_every(given: dict) -> float | None:
+    """Progress lines wherever no bar is shown (stderr is no terminal, e.g. a log file, or --no-progress)."""
+    from ..runs.progress_report import REPORT_EVERY_SECONDS
+
+    return REPORT_EVERY_SECONDS if given.get("no_progress") or not sys.stderr.isatty() else None
 
 
 def _settings_of_file(path: str) -> dict:
@@ -140,7 +149,8 @@ def _new_run(args: argparse.Namespace, given: dict):
     run_options = {name: given[name] for name in ("device", "overwrite", "tensorboard", "loggers", "checkpoint_every",
                                                   "threads") if name in given}
     return train_run(out, data_config, model_options, train_config, progress=not given.get("no_progress", False),
-                     algorithm=algorithm, command=shlex.join(["aevb", *args.argv]), **run_options)
+                     algorithm=algorithm, command=shlex.join(["aevb", *args.argv]), report_every=_report_every(given),
+                     **run_options)
 
 
 def _report(run_dir) -> int:

@@ -1,6 +1,6 @@
 """The command line's options, declared once: each names a library setting (its ``dest``), leaves it
 unset unless the user gives it (the library owns every default and the help quotes it), and is
-the flag a library error about that setting is translated into (:func:`_in_flags`)."""
+the flag a library error about that setting is translated into (:func:`aevb.cli.flags._in_flags`)."""
 
 from __future__ import annotations
 
@@ -224,7 +224,9 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     output.add_argument("--threads", type=_threads, default=UNSET,
                         help="CPU threads, fixed, for runs that repeat bit for bit (default: adaptive, the count "
                              "that steps fastest now, measured again as the machine's load changes)")
-    output.add_argument("--no-progress", action="store_true", default=UNSET, help="no progress bar (default: off)")
+    output.add_argument("--no-progress", action="store_true", default=UNSET,
+                        help="no progress bar; instead, as wherever stderr is no terminal, a line every 10 minutes "
+                             "with the samples done, the speed and the time left (default: off)")
 
 
 def _add_evaluate_options(evaluate: argparse.ArgumentParser) -> None:
@@ -341,7 +343,8 @@ def _build_parser() -> argparse.ArgumentParser:
                                 "the CPUs)")
     reproduce.add_argument("--no-progress", action="store_true", default=UNSET,
                            help="no progress bars (default: shown on a terminal: the runs overall and, with --jobs "
-                                "1, each run's training, with the time left)")
+                                "1, each run's training, with the time left); without bars, a line every 10 minutes "
+                                "gives each run's samples done, speed and time left")
 
     compare = commands.add_parser("compare", formatter_class=formatter, help="compare runs by their bound curves",
                                   description="Overlay the bound curves (training, and validation and test where "
@@ -371,30 +374,3 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="sample the model of the run's latest checkpoint: a run still training, or one that was "
                              "stopped (default: off, the finished run's model)")
     return parser
-
-
-def _flag(command: str, name: str) -> str:
-    """The flag of ``aevb command`` that sets the library setting ``name`` (``step_size`` →
-    ``--step-size``); the name itself where the command has none."""
-    return _flags_of(command).get(name) or FLAG_ALIASES.get((command, name), name)
-
-
-@functools.cache
-def _flags_of(command: str) -> dict[str, str]:
-    """Setting → flag for every option of ``aevb command`` (the parser is built once, not per name)."""
-    parser = _build_parser()
-    subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    flags: dict[str, str] = {}
-    for action in subcommands.choices[command]._actions:
-        if action.option_strings:
-            flags.setdefault(action.dest, action.option_strings[0])
-    return flags
-
-
-#: Library settings that no single option of the command sets.
-FLAG_ALIASES = {("evaluate", "log_likelihood_samples"): "--nll (--k)", ("sample", "num_samples"): "--num"}
-
-
-def _in_flags(message: str, command: str) -> str:
-    """A library message with its settings (written `name`) turned into the command's flags."""
-    return re.sub(r"`([a-z_][a-z0-9_]*)`", lambda match: _flag(command, match.group(1)), message)

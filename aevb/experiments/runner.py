@@ -13,7 +13,6 @@ import json
 import multiprocessing
 import os
 import sys
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -26,10 +25,10 @@ from ..errors import AevbError, TrainingInterrupted
 from ..progress import progress_bar
 from ..runs import SUMMARY_FILE, DataConfig, resume_run, train_run
 from ..runs.process import StopOnSignal
+from ..runs.progress_report import REPORT_EVERY_SECONDS, RunsProgress, report_periodically
 from ..training.checkpoints import has_checkpoint
 from ..training import TrainConfig
 from ..threads import process_share
-from .run_progress import REPORT_EVERY_SECONDS, RunsProgress
 
 
 @dataclass
@@ -102,7 +101,7 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
     bar over the runs with the time left (from the training samples done and to do, read from the
     runs' checkpoints as they train), and with one job each run's own training bar below it. Where
     no bar is shown, ``log`` gets a line per run started or done, and every ``report_every``
-    seconds one with each run's progress, speed and time left (:mod:`.run_progress`)."""
+    seconds one with each run's progress, speed and time left (:mod:`aevb.runs.progress_report`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pending = [spec for spec in specs if not is_finished(spec, out / spec.name)]
@@ -125,10 +124,7 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
         log(runs.report())
     if jobs == 1 or len(pending) == 1:
         # The runs train in this thread: a reporter thread writes the progress lines meanwhile.
-        stop_reports = threading.Event()
-        if overall.disable:
-            threading.Thread(target=lambda: _report_until(stop_reports, runs, log, report_every), daemon=True).start()
-        try:
+        with report_periodically(runs, log, report_every if overall.disable else None):
             for index, spec in enumerate(pending, 1):
                 overall.set_description_str(f"run {index}/{len(pending)} {spec.name}")
                 if overall.disable:   # no bar on screen: a line per run instead
@@ -138,8 +134,6 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
                 except TrainingInterrupted as stop:   # said with the run's name
                     raise TrainingInterrupted(stop.samples, stop.signal, {spec.name: stop.samples}) from None
                 overall.update(max(0, runs.done() - overall.n))
-        finally:
-            stop_reports.set()
         overall.close()
         return
     share = process_share(jobs)
@@ -172,11 +166,6 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
         first = next(iter(stopped.values()))
         raise TrainingInterrupted(first.samples, first.signal,
                                   {spec.name: stopped[spec.name].samples for spec in pending if spec.name in stopped})
-
-
-def _report_until(stop: threading.Event, runs: RunsProgress, log: Callable[[str], None], every: float) -> None:
-    while not stop.wait(every):
-        log(runs.report())
 
 
 def read_summary(run_dir: Path) -> dict:

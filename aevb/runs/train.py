@@ -34,6 +34,7 @@ from .lock import RunLock
 from .loggers import LOGGERS, check_loggers
 from .outputs import write_figures
 from .process import AgreedStop, StopOnSignal
+from .progress_report import RunsProgress, report_periodically
 from .settings import fit_selection_to_budget, model_config_for, resolve_device
 
 
@@ -46,7 +47,8 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
               command: str | None = None, on_metrics: Callable[[Metrics], None] | None = None,
               algorithm: str = "aevb", track_test: bool = False,
               extra_metrics: Callable[[VAE, Dataset], dict] | None = None,
-              checkpoint_every: int | None = None, threads: int | None = None) -> Path:
+              checkpoint_every: int | None = None, threads: int | None = None,
+              report_every: float | None = None) -> Path:
     """Train a VAE and write the whole run into ``out``; return the run directory.
 
     ``model_options`` are keyword arguments of :func:`model_config_for` (latent_dim, hidden_units,
@@ -59,7 +61,9 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     "wandb", "mlflow"; ``tensorboard=True`` adds the first) that get every evaluation point;
     ``on_metrics(metrics)`` is called with each :class:`~aevb.training.Metrics` once it is written,
     the hook for any other tracker. ``threads`` fixes the CPU threads of the training steps
-    (default: the adaptive policy of :mod:`aevb.threads`).
+    (default: the adaptive policy of :mod:`aevb.threads`). ``report_every``: seconds between
+    progress lines on stderr (samples done, speed, time left: :mod:`aevb.runs.progress_report`),
+    for logs where no bar is shown; None (the default) writes none.
     """
     from ..baselines import ALGORITHMS, make_algorithm
 
@@ -103,7 +107,8 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
                                        torch_device, command, progress=progress, loggers=loggers,
                                        on_metrics=on_metrics,
                                        track_test=track_test, extra_metrics=extra_metrics,
-                                       checkpoint_every=checkpoint_every, threads=threads)
+                                       checkpoint_every=checkpoint_every, threads=threads,
+                                       report_every=report_every)
 
 
 def _write_config_and_train(out: Path, data: Dataset, data_config: DataConfig, model_config: ModelConfig,
@@ -136,12 +141,12 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
                tensorboard: bool = False, loggers: tuple[str, ...] = (), checkpoint_every: int | None = None,
                on_metrics: Callable[[Metrics], None] | None = None,
                extra_metrics: Callable[[VAE, Dataset], dict] | None = None, track_test: bool = False,
-               threads: int | None = None) -> Path:
+               threads: int | None = None, report_every: float | None = None) -> Path:
     """Continue the run in ``run_dir`` from its newest checkpoint, with the settings in its
     config.json, to the end it was asked for. With the same device and a fixed number of
     ``threads`` (the run's and the resumed one's) the run ends with the parameters, bit for bit,
-    that it would have had uninterrupted. ``loggers``, ``on_metrics`` and ``threads`` as for
-    :func:`train_run`."""
+    that it would have had uninterrupted. ``loggers``, ``on_metrics``, ``threads`` and
+    ``report_every`` as for :func:`train_run`."""
     from ..baselines import ALGORITHMS, make_algorithm
 
     check_loggers(_logger_names(loggers, tensorboard))
@@ -177,7 +182,7 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
                            progress=progress, loggers=_logger_names(loggers, tensorboard), on_metrics=on_metrics,
                            track_test=track_test,
                            extra_metrics=extra_metrics, checkpoint_every=checkpoint_every, resume=state,
-                           configuration=identity, threads=threads)
+                           configuration=identity, threads=threads, report_every=report_every)
 
 
 def resolved_config(data_config: DataConfig, model_options: dict, train_config: TrainConfig,
@@ -219,7 +224,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
                 group, torch_device: torch.device, *, progress: bool, loggers: tuple[str, ...], track_test: bool,
                 on_metrics: Callable[[Metrics], None] | None,
                 extra_metrics, checkpoint_every: int | None, resume=None, configuration: str | None = None,
-                threads: int | None = None) -> Path:
+                threads: int | None = None, report_every: float | None = None) -> Path:
     """Train (or continue training) in the prepared run directory ``out``, checkpointing as it goes
     (every ``checkpoint_every`` steps, default :data:`DEFAULT_CHECKPOINT_EVERY`, and at every
     evaluation point); then write the model, figures and summary."""
@@ -259,9 +264,11 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
                 if on_metrics is not None:
                     on_metrics(metrics)
 
+            report = RunsProgress({out.name: train_config.total_samples(train.shape[0])}, out.parent)
             try:
-                result = trainer.fit(on_metrics=record, progress=progress, on_checkpoint=checkpoint,
-                                     checkpoint_every=checkpoint_every, resume=resume, stop_requested=stop)
+                with report_periodically(report, lambda line: print(line, file=sys.stderr, flush=True), report_every):
+                    result = trainer.fit(on_metrics=record, progress=progress, on_checkpoint=checkpoint,
+                                         checkpoint_every=checkpoint_every, resume=resume, stop_requested=stop)
             except TrainingInterrupted as interrupted:
                 interrupted.signal = signalled.received
                 raise

@@ -1,19 +1,22 @@
-"""Where the runs of a reproduction stand while they train, read from their checkpoints.
+"""Where runs stand while they train, read from their checkpoints: progress for logs.
 
-A reproduction's runs train in worker processes (``jobs`` > 1) or for hours each, so the process
-that waits for them learns nothing from them until a run ends. Every run writes a checkpoint
+A run of 10⁸ samples trains for hours, and a reproduction's runs train in worker processes, so
+the process that waits for them learns nothing until a run ends. Every run writes a checkpoint
 every few thousand steps, and its JSON says how many training samples the run has seen: reading
-that is enough to move a progress bar, and, where no bar can be shown (stderr is a log file, as
-under ``nohup``), to write a line every few minutes with each run's progress, speed and time left.
+that is enough to move a progress bar and, where no bar can be shown (stderr is a log file, as
+under ``nohup`` or a batch scheduler), to write a line every few minutes with each run's
+progress, speed and time left (:func:`report_periodically`).
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from ..runs import SUMMARY_FILE
+from .layout import SUMMARY_FILE
 from ..training.checkpoints import newest_checkpoint
 
 #: Seconds between two progress lines in a log (a reproduction lasts minutes to days).
@@ -79,3 +82,25 @@ def _duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds / 60:.0f} min"
     return f"{seconds:.0f} s"
+
+
+@contextmanager
+def report_periodically(runs: RunsProgress, log: Callable[[str], None], every: float | None):
+    """While the block runs, ``log`` a :meth:`RunsProgress.report` line every ``every`` seconds
+    from a background thread (nothing when ``every`` is None)."""
+    if every is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def report() -> None:
+        while not stop.wait(every):
+            log(runs.report())
+
+    reporter = threading.Thread(target=report, name="aevb-progress-report", daemon=True)
+    reporter.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reporter.join()
