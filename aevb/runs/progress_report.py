@@ -56,24 +56,34 @@ class RunsProgress:
         return sum(self.samples().values())
 
     def report(self) -> str:
-        """One line: each run's samples done of its total and, from the second report on, its
-        speed since the last report and the time it has left at that speed."""
+        """One line: each run under way with its samples done of its total and, from the second
+        report on, its speed since the last report and the time it has left at that speed; runs
+        trained and runs not started yet are counted (with many runs the line stays short)."""
         now, samples = self.clock(), self.samples()
         previous = self._reported
         self._reported = (now, samples)
-        parts = []
+        parts, trained, not_started = [], 0, 0
         for name, total in self.totals.items():
             done = samples[name]
             if done >= total:
-                parts.append(f"{name} trained" + ("" if self.scored(name) else ", being scored"))
+                if self.scored(name):
+                    trained += 1
+                else:
+                    parts.append(f"{name} trained, being scored")
+                continue
+            if done == 0:
+                not_started += 1
                 continue
             part = f"{name} {done:,} of {total:,} samples ({100 * done / total:.1f}%)"
             if previous is not None and now > previous[0]:
                 speed = (done - previous[1][name]) / (now - previous[0])
-                part += f", {speed:,.0f} samples/s, {_duration((total - done) / speed)} left" if speed > 0 \
-                    else ", waiting" if done == 0 else ", no progress since the last report"
+                shown = f"{speed:,.0f}" if speed >= 10 else f"{speed:.2g}"
+                part += f", {shown} samples/s, {_duration((total - done) / speed)} left" if speed > 0 \
+                    else ", no progress since the last report"
             parts.append(part)
-        return "progress: " + "; ".join(parts)
+        counts = [f"{count} of {len(self.totals)} runs {what}"
+                  for count, what in ((trained, "trained"), (not_started, "not started")) if count]
+        return "progress: " + "; ".join(counts + parts)
 
 
 def _duration(seconds: float) -> str:
