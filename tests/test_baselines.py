@@ -255,7 +255,7 @@ def test_appendix_d_estimator_can_start_anywhere():
     x = marginal(model).sample((100,))
     exact = exact_log_likelihood(model, x).mean().item()
     far = torch.full((100, 2), 3.0, dtype=torch.float64)
-    for initial in ("zeros", "prior", far):
+    for initial in ("zeros", "prior", "importance-resampled", far):
         estimate, acceptance = hmc_log_likelihood(model, x, initial=initial, generator=torch.Generator().manual_seed(1))
         assert abs(estimate.mean - exact) < 0.05, (initial, estimate.mean, exact)
         assert 0.8 < acceptance <= 1

@@ -1,6 +1,7 @@
 """Honest log-likelihood: importance sampling, the Appendix D HMC estimator and the IWAE bound,
 checked against the exact log p(x) of factor analysis expressed as a VAE."""
 
+import copy
 import math
 
 import pytest
@@ -137,7 +138,37 @@ def test_defensive_prior_mixture_rescues_a_poor_encoder():
     assert abs(mixed.mean - exact.mean().item()) < 4 * mixed.stderr
     assert ((mixed.per_datapoint - exact) / mixed.per_datapoint_stderr).abs().max() < 6
     with pytest.raises(Exception, match="prior mixture"):
-        estimate_log_likelihood(model, x[:2], num_samples=10, prior_mixture=1.0)
+        estimate_log_likelihood(model, x[:2], num_samples=10, prior_mixture=1.5)
+
+
+def test_the_prior_alone_as_proposal_needs_no_encoder(factor_analysis):
+    """α = 1 (a run that trained no encoder): the estimate is right whatever the encoder says."""
+    model, x, exact = factor_analysis
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        for parameter in broken.encoder.parameters():
+            parameter.normal_(0, 5)
+    torch.manual_seed(2)
+    prior_only = estimate_log_likelihood(broken, x, num_samples=20_000, prior_mixture=1.0)
+    assert abs(prior_only.mean - exact.mean().item()) < 4 * prior_only.stderr + 0.01
+
+
+def test_importance_resampled_starts_are_close_to_posterior_draws(factor_analysis):
+    """Prior draws resampled by p(x|z): their moments approach the exact posterior's."""
+    from aevb.evaluation.hmc_estimator import importance_resampled
+
+    model, x, _ = factor_analysis
+    rows = x[:3].repeat_interleave(4000, dim=0)
+    starts = importance_resampled(model, rows, 2000, torch.Generator().manual_seed(3)).view(3, 4000, -1)
+    posterior = exact_posterior(model, x[:3])
+    for row in range(3):
+        mean, covariance = posterior.mean[row], posterior.covariance_matrix[row]
+        drawn = starts[row]
+        standard_error = (covariance.diagonal() / drawn.shape[0]).sqrt()
+        assert ((drawn.mean(0) - mean).abs() < 5 * standard_error + 0.02).all(), (drawn.mean(0), mean)
+        torch.testing.assert_close(torch.cov(drawn.T), covariance, rtol=0.15, atol=0.01)
+    again = importance_resampled(model, rows[:50], 2000, torch.Generator().manual_seed(3))
+    assert torch.equal(again, importance_resampled(model, rows[:50], 2000, torch.Generator().manual_seed(3)))
 
 
 def test_appendix_d_estimator_on_a_bimodal_posterior_never_overshoots():

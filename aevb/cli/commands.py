@@ -204,8 +204,12 @@ def _print_evaluation(result: dict) -> None:
              if "checkpoint_samples" in result else "")
     print(f"{result['dataset']} {split} set, {result['num_datapoints']:,} points{taken}; nats per datapoint, "
           "± one standard error")
-    print(f"  lower bound (estimator {result['estimator']}, L = {result['samples_per_datapoint']}): "
-          f"{result[f'{split}_bound']:.3f} ± {result[f'{split}_bound_stderr']:.3f} (over datapoints)")
+    if result.get("encoder_trained", True):
+        print(f"  lower bound (estimator {result['estimator']}, L = {result['samples_per_datapoint']}): "
+              f"{result[f'{split}_bound']:.3f} ± {result[f'{split}_bound_stderr']:.3f} (over datapoints)")
+    else:
+        print("  lower bound: none (the run trained no encoder); log p(x) by importance sampling uses the prior as "
+              "proposal, the HMC estimator starts its chains at prior draws resampled by p(x|z)")
     if "decoder_parameter_kl" in result:
         print(f"  full VB: KL(q(θ) ‖ p(θ)) = {result['decoder_parameter_kl']:.1f} nats, "
               f"{result['decoder_parameter_kl_per_datapoint']:.3f} per training point"

@@ -248,7 +248,8 @@ def _add_evaluate_options(evaluate: argparse.ArgumentParser) -> None:
                           help=f"importance samples per datapoint for --nll (default: {PROTOCOL_SAMPLES}, Burda et al.'s)")
     evaluate.add_argument("--prior-mixture", type=_non_negative_float, default=UNSET,
                           help="--nll proposal (1 - a) q(z|x) + a p(z): a > 0 finds posterior mass the encoder "
-                               f"misses, at the cost of a fraction a of the samples (default: {defaults['prior_mixture']:g})")
+                               "misses, at the cost of a fraction a of the samples; 1 is the prior alone, always used "
+                               f"for a run that trained no encoder, mcem (default: {defaults['prior_mixture']:g})")
     evaluate.add_argument("--parameter-draws", type=_count, default=UNSET,
                           help="full-vb runs: draws of the decoder's parameters for --nll, k importance samples each "
                                f"(default: {defaults['parameter_draws']})")

@@ -3,8 +3,9 @@
 For each datapoint x:
 
 1. draw L samples from the posterior p(z|x) ∝ p(z) p(x|z) with HMC (§5: L = 50, 4 leapfrog
-   steps; chains start at the encoder's mean when there is an encoder — or where ``initial``
-   says, e.g. for a model trained without one (Monte Carlo EM) — and burn in first);
+   steps; chains start at the encoder's mean when there is a trained encoder — for a model
+   trained without one (Monte Carlo EM), at a draw from the prior resampled by p(x|z) — and burn
+   in first);
 2. fit a density q(z) to them — here a full-covariance Gaussian, per datapoint;
 3. draw L new posterior samples — the same chains, after a gap — and estimate
 
@@ -14,7 +15,10 @@ For each datapoint x:
 
 The estimator is consistent but, like every harmonic-mean estimator, its variance depends on q
 having lighter tails than the posterior; the paper calls it reliable only for a low-dimensional
-latent space (it used Nz = 3). The reported standard error is the delta-method error of the
+latent space (it used Nz = 3). A chain that stays in one mode of a multimodal posterior
+estimates p(x) times that mode's posterior mass, so where it starts matters: from a plain prior
+draw, chains of a Monte Carlo EM decoder settled in minor modes and the estimate came out 28–40
+nats low (docs/results.md, Figure 3). The reported standard error is the delta-method error of the
 average over the second set and ignores autocorrelation within a chain, so it is optimistic.
 """
 
@@ -28,6 +32,7 @@ from torch.distributions import MultivariateNormal
 
 from ..errors import AevbError
 from ..progress import progress_bar
+from ..engines.decoding import decoder_log_prob
 from ..models.vae import evaluation_mode
 from .hmc import continue_hmc, sample_hmc
 from .importance_sampling import LogLikelihoodEstimate, log_mean_exp_with_stderr
@@ -45,6 +50,9 @@ def _log_joint(model, x: torch.Tensor):
 
     return log_density
 
+
+#: Prior draws per datapoint that ``initial="importance-resampled"`` chooses a chain's start from.
+RESAMPLING_DRAWS = 1000
 
 #: (sample, chain) pairs of HMC samples held, and decoded, at once: the paper's 50 samples of 1000
 #: chains (50,000 rows) fit in one chunk, as before; more samples per chain are streamed through
@@ -99,10 +107,12 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
     """Appendix D estimate of log p(x) for every row of ``data`` (N, D), nats.
 
     ``initial`` is where the chains start: ``"encoder"`` (default) the encoder's mean q(z|x), or
-    z = 0 for a model without ``encode``; ``"zeros"`` z = 0, the prior's mode; ``"prior"`` draws
-    from p(z) = N(0, I) (with ``generator``); or an (N, J) tensor of starting points, one per row
-    of ``data``. Use anything but the encoder
-    for a model whose encoder was not trained (Monte Carlo EM).
+    z = 0 for a model without ``encode``; ``"importance-resampled"`` one of
+    :data:`RESAMPLING_DRAWS` draws from the prior p(z), chosen with probability ∝ p(x|z)
+    (sampling-importance-resampling: approximately a posterior draw, in the posterior's mass
+    whatever the encoder) — the start for a model whose encoder was not trained (Monte Carlo
+    EM); ``"zeros"`` z = 0, the prior's mode; ``"prior"`` a plain draw from p(z); or an (N, J)
+    tensor of starting points, one per row of ``data``. Draws use ``generator``.
 
     Returns the estimate and the mean HMC acceptance rate over the retained transitions.
     ``progress``: a bar over the datapoints, with the time left.
@@ -163,8 +173,8 @@ def _check_chains(model, data: torch.Tensor, initial: torch.Tensor | str) -> int
     if isinstance(initial, torch.Tensor):
         if initial.shape != (data.shape[0], latent_dim):
             raise AevbError(f"initial must have shape {(data.shape[0], latent_dim)}, got {tuple(initial.shape)}")
-    elif initial not in ("encoder", "zeros", "prior"):
-        raise AevbError(f"initial must be a tensor, 'encoder', 'zeros' or 'prior'; got {initial!r}")
+    elif initial not in CHAIN_STARTS:
+        raise AevbError(f"initial must be a tensor or one of {', '.join(map(repr, CHAIN_STARTS))}; got {initial!r}")
     return latent_dim
 
 
@@ -181,7 +191,34 @@ def _starting_points(model, x: torch.Tensor, initial: torch.Tensor | str, latent
         return centre(posterior) if centre is not None else posterior.mean
     if initial == "prior":
         return torch.randn(x.shape[0], latent_dim, generator=generator, dtype=x.dtype).to(x.device)
+    if initial == "importance-resampled":
+        return importance_resampled(model, x, RESAMPLING_DRAWS, generator)
     return torch.zeros(x.shape[0], latent_dim, dtype=x.dtype, device=x.device)
+
+
+#: Where :func:`hmc_log_likelihood`'s chains can start (besides a tensor of points).
+CHAIN_STARTS = ("encoder", "importance-resampled", "zeros", "prior")
+
+
+@torch.no_grad()
+def importance_resampled(model, x: torch.Tensor, draws: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """For each row of x (B, D): one of ``draws`` samples from the prior p(z), chosen with
+    probability ∝ p(x|z) (sampling-importance-resampling, Rubin 1988): (B, J). As ``draws`` grows
+    it becomes a draw from the posterior p(z|x), so a chain started there begins in the posterior's
+    mass, a mode chosen by its mass, without an encoder."""
+    prior = model.prior()
+    seed = int(torch.randint(2**62, (), generator=generator))
+    rows_per_chunk = max(1, HMC_CHUNK_ROWS // draws)
+    starts = []
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(seed)   # prior.sample draws from the global generator: seeded from ``generator``
+        for first in range(0, x.shape[0], rows_per_chunk):
+            rows = x[first:first + rows_per_chunk]
+            z = prior.sample((draws, rows.shape[0])).to(dtype=x.dtype, device=x.device)     # (draws, B, J)
+            log_weights = decoder_log_prob(model, z, rows)                                 # (draws, B)
+            chosen = torch.multinomial(torch.softmax(log_weights.T.double(), -1).cpu(), 1).squeeze(1).to(x.device)
+            starts.append(z[chosen, torch.arange(rows.shape[0], device=x.device)])
+    return torch.cat(starts)
 
 
 def _score_second_set(log_density, density, state, num_samples: int, chunk: int, hmc: dict):

@@ -110,7 +110,8 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
     path, or a cache-sized chunk, :func:`aevb.evaluation.bound.default_chunk_rows`, on the
     reference; a budget that leaves a worker fewer than :data:`MIN_WORKER_CHUNK_ROWS` runs fewer
     workers), so memory stays bounded for any k and any N. ``prior_mixture`` = α mixes the prior
-    into the proposal (see :func:`log_importance_weights`); α = 0 is the usual encoder proposal.
+    into the proposal (see :func:`log_importance_weights`); α = 0 is the usual encoder proposal,
+    α = 1 the prior alone (for a model whose encoder was not trained; low-dimensional z only).
     ``progress``: a bar over the N·k decoder evaluations, with the time left.
 
     Threads: on a CPU the fast path (:func:`fast_importance_weights`) decodes its chunks on
@@ -119,10 +120,10 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
     The reference path runs its chunks one at a time at ``threads`` intra-op threads, or by
     default at the count that evaluates fastest now (:class:`aevb.threads.StepThreads`).
     """
-    if not 0 <= prior_mixture < 1:
+    if not 0 <= prior_mixture <= 1:
         from ..errors import AevbError
 
-        raise AevbError(f"prior mixture must lie in [0, 1), got {prior_mixture}")
+        raise AevbError(f"prior mixture must lie in [0, 1], got {prior_mixture}")
     started = time.perf_counter()
     fast = prior_mixture <= 0 and fast_importance_weights_apply(model)
     # On a CPU the fast path decodes chunks on worker threads (ChunkWorkers), each worker holding a chunk.

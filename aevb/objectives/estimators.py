@@ -41,10 +41,13 @@ def log_importance_weights(model: LatentVariableModel, x: torch.Tensor, num_samp
 
     The proposal r is the encoder q(z|x), or with ``prior_mixture = α > 0`` the defensive mixture
     (1 − α) q(z|x) + α p(z) (Hesterberg, 1995): its weights are bounded by p(x|z)/α, so posterior
-    mass that the encoder misses is still found (for sampling only; no reparameterisation).
+    mass that the encoder misses is still found (for sampling only; no reparameterisation). α = 1
+    is the prior alone.
     """
-    posterior = model.encode(x) if posterior is None else posterior
     prior = model.prior()
+    if prior_mixture >= 1:   # the prior alone: w = p(x|z)
+        return decoder_log_prob(model, prior.sample((num_samples, x.shape[0])), x)
+    posterior = model.encode(x) if posterior is None else posterior
     if prior_mixture <= 0:
         if reparameterize:
             z = draw_posterior(posterior, num_samples, noise)

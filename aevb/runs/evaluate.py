@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import os
 import time
@@ -110,15 +111,20 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     train_config, data, values = _evaluation_data(model, config, Path(run_dir), split, data_dir, num_points, hmc,
                                                   download)
     full_vb = hasattr(model, "decoder_parameter_kl")   # a posterior over θ (App. F)
+    encoder_trained = _encoder_trained(config, train_config)
     torch.manual_seed(seed)
     started = time.perf_counter()
     estimator = bound_estimator(train_config.estimator)
-    estimate = evaluate_bound(model, values, estimator=estimator, num_samples=num_samples, batch_size=batch_size)
+    if encoder_trained:
+        estimate = evaluate_bound(model, values, estimator=estimator, num_samples=num_samples, batch_size=batch_size)
+        bound, bound_stderr = estimate.mean, estimate.stderr
+    else:   # the encoder's bound of a model whose encoder never trained means nothing
+        bound = bound_stderr = math.nan
     result = {
-        f"{split}_bound": estimate.mean,
-        f"{split}_bound_stderr": estimate.stderr,
+        f"{split}_bound": bound,
+        f"{split}_bound_stderr": bound_stderr,
         "split": split,
-        "num_datapoints": estimate.num_datapoints,
+        "num_datapoints": values.shape[0],
         "samples_per_datapoint": num_samples,
         "estimator": estimator,
         "dataset": data.name,
@@ -133,19 +139,32 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
             kl = model.decoder_parameter_kl(train_config.prior_precision).item()
         result.update(decoder_parameter_kl=kl, decoder_parameter_kl_per_datapoint=kl / data.train.shape[0])
         if split == "train":
-            result["train_full_bound"] = estimate.mean - kl / data.train.shape[0]
+            result["train_full_bound"] = bound - kl / data.train.shape[0]
+    if not encoder_trained:
+        result["encoder_trained"] = False
     if log_likelihood_samples is not None:
+        # Without a trained encoder the only sensible proposal is the prior (Monte Carlo EM: low-dimensional z).
         result.update(_log_likelihood(model, values, log_likelihood_samples, parameter_draws if full_vb else None,
-                                      prior_mixture, progress, threads))
+                                      prior_mixture if encoder_trained else 1.0, progress, threads))
     if hmc:
         generator = torch.Generator().manual_seed(seed)
         hmc_estimate, acceptance = hmc_log_likelihood(model, values, num_samples=hmc_samples,
                                                       leapfrog_steps=leapfrog_steps, generator=generator,
+                                                      initial="encoder" if encoder_trained else "importance-resampled",
                                                       progress=progress)
         result.update(hmc_log_likelihood=hmc_estimate.mean, hmc_log_likelihood_stderr=hmc_estimate.stderr,
                       hmc_log_likelihood_spread_stderr=hmc_estimate.spread_stderr, hmc_samples=hmc_samples,
                       hmc_leapfrog_steps=leapfrog_steps, hmc_acceptance=acceptance, hmc_seconds=hmc_estimate.seconds)
     return result
+
+
+def _encoder_trained(config: dict, train_config: TrainConfig) -> bool:
+    """Whether the run's algorithm trained the encoder (its ``has_bound``; Monte Carlo EM trains
+    none). A run that names no known algorithm is taken to have trained one."""
+    from ..baselines import ALGORITHMS
+
+    factory = ALGORITHMS.get(config.get("algorithm", "aevb"))
+    return True if factory is None else bool(getattr(factory(train_config), "has_bound", True))
 
 
 def _check_settings(*, split: str, num_samples: int, **counts: int | None) -> None:

@@ -25,7 +25,9 @@ class Algorithm(Protocol):
     ``has_bound`` (default True when absent) says whether the encoder-based lower bound means
     anything for the model the algorithm trains. When False (Monte Carlo EM trains no encoder)
     the trainer reports NaN bounds, checks the parameters for divergence instead, and needs an
-    explicit step size, as the step-size selection of §5 ranks candidates by the bound.
+    explicit step size, as the step-size selection of §5 ranks candidates by the bound; and
+    evaluation (:func:`aevb.runs.evaluate_run`, Figure 3) does without the encoder: importance
+    sampling from the prior, HMC chains started at prior draws resampled by p(x|z).
     """
 
     name: str                             # as the ``algorithm`` setting names it
