@@ -111,7 +111,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     train_config, data, values = _evaluation_data(model, config, Path(run_dir), split, data_dir, num_points, hmc,
                                                   download)
     full_vb = hasattr(model, "decoder_parameter_kl")   # a posterior over θ (App. F)
-    encoder_trained = _encoder_trained(config, train_config)
+    encoder_trained = encoder_was_trained(config, train_config)
     torch.manual_seed(seed)
     started = time.perf_counter()
     estimator = bound_estimator(train_config.estimator)
@@ -158,7 +158,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     return result
 
 
-def _encoder_trained(config: dict, train_config: TrainConfig) -> bool:
+def encoder_was_trained(config: dict, train_config: TrainConfig) -> bool:
     """Whether the run's algorithm trained the encoder (its ``has_bound``; Monte Carlo EM trains
     none). A run that names no known algorithm is taken to have trained one."""
     from ..baselines import ALGORITHMS
