@@ -197,14 +197,15 @@ class MonteCarloEM:
         """Appendix D estimate of log p_θ(x) for the rows of ``data`` under the MCEM-trained decoder.
 
         The chains start at the persistent samples of training rows ``indices`` (when given and
-        :meth:`setup` has run), else at draws from the prior — never at the encoder, which MCEM
-        does not train. Other options as :func:`aevb.evaluation.hmc_estimator.hmc_log_likelihood`; returns
+        :meth:`setup` has run), else at prior draws resampled by p(x|z) — never at the encoder,
+        which MCEM does not train, nor at plain prior draws, which settle in minor modes of the
+        sharp posteriors of a trained decoder (docs/results.md, Figure 3). Other options as :func:`aevb.evaluation.hmc_estimator.hmc_log_likelihood`; returns
         its (estimate, mean acceptance).
         """
         if indices is not None:
             self._check_setup()
             initial = self.z[indices]
         else:
-            initial = "prior"
+            initial = "importance-resampled"
         return hmc_log_likelihood(model, data, num_samples=num_samples, leapfrog_steps=leapfrog_steps,
                                   initial=initial, **options)
