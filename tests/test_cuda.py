@@ -65,3 +65,24 @@ def test_a_run_on_cuda_matches_the_cpu_in_distribution():
     cpu_bound = evaluate_bound(model.cpu(), data[:500], num_samples=50)
     gpu_bound = evaluate_bound(model.to(CUDA), data[:500].to(CUDA), num_samples=50)
     assert abs(gpu_bound.mean - cpu_bound.mean) < 5 * math.hypot(cpu_bound.stderr, gpu_bound.stderr)
+
+
+def _estimators_without_an_encoder_are_right(device: torch.device) -> None:
+    from aevb.evaluation.hmc_estimator import hmc_log_likelihood
+    from aevb.models.factor_analysis import exact_log_likelihood, marginal, random_factor_analysis_vae
+
+    torch.manual_seed(0)
+    model = random_factor_analysis_vae(data_dim=5, latent_dim=2, seed=1)
+    x = marginal(model).sample((200,))
+    exact = exact_log_likelihood(model, x).mean().item()
+    model, x = model.to(device), x.to(device)
+    estimate, _ = hmc_log_likelihood(model, x, initial="importance-resampled", generator=torch.Generator().manual_seed(0))
+    assert abs(estimate.mean - exact) < 0.05, (estimate.mean, exact)
+    prior_only = estimate_log_likelihood(model, x, num_samples=20_000, prior_mixture=1.0)
+    assert abs(prior_only.mean - exact) < 4 * prior_only.stderr + 0.01, (prior_only.mean, exact)
+
+
+def test_estimators_without_an_encoder_on_cuda():
+    """App. D with resampled prior starts, and prior importance sampling (a run that trained no
+    encoder), on CUDA tensors: right against factor analysis's exact log p(x)."""
+    _estimators_without_an_encoder_are_right(CUDA)
