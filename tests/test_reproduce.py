@@ -1,7 +1,9 @@
 """`aevb reproduce`: the runs behind each figure, resumable, with figure and numbers written."""
 
 import csv
+import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -306,6 +308,30 @@ def test_a_reproduction_without_a_terminal_logs_its_progress_while_the_runs_trai
     lines = []
     runner.run_specs(specs, tmp_path, jobs=jobs, threads=1, log=lines.append, report_every=0.02)
     progress = [line for line in lines if line.startswith("progress: ")]
-    assert progress[0] == "progress: 2 of 2 runs not started"
     assert any("samples/s" in line and "of 6,000 samples" in line for line in progress), progress
+
+
+def test_a_resumed_reproduction_first_says_where_its_runs_stand(tmp_path):
+    import os
+    import signal
+
+    from aevb.errors import TrainingInterrupted
+    from aevb.experiments import runner
+    from aevb.runs import DataConfig
+    from aevb.training import TrainConfig
+
+    def stop_at_first_evaluation(model, data):
+        os.kill(os.getpid(), signal.SIGINT)     # as Ctrl-C: a checkpoint, then TrainingInterrupted
+        return {}
+
+    specs = [runner.RunSpec(name=name, data=DataConfig("mnist-sample"), model_options={"latent_dim": 2, "hidden_units": 8},
+                            train=TrainConfig(max_samples=6_000, step_size=0.02, eval_subset=100, first_eval=500),
+                            track_test=False) for name in ("first", "second")]
+    stopping = [dataclasses.replace(specs[0], extra_metrics=stop_at_first_evaluation)]
+    with pytest.raises(TrainingInterrupted):
+        runner.run_specs(stopping, tmp_path, threads=1, log=lambda line: None)
+    lines = []
+    runner.run_specs(specs, tmp_path, threads=1, log=lines.append, report_every=3600)
+    assert re.fullmatch(r"progress: 1 of 2 runs not started; first [\d,]+ of 6,000 samples \(\d+\.\d%\)", lines[0]), lines
+    assert (tmp_path / "first" / "summary.json").is_file() and (tmp_path / "second" / "summary.json").is_file()
     assert sum(line.endswith("done") or line.startswith("[") for line in lines) >= 2

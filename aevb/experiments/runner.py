@@ -118,9 +118,10 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
     runs = RunsProgress(work, out, scored=lambda name: is_finished(by_name[name], out / name),
                         fresh={spec.name for spec in pending
                                if not is_complete(out / spec.name) and not _resumable(spec, out / spec.name)})
+    already = runs.done()
     overall = progress_bar(sum(work.values()), unit="sample", desc=f"{len(pending)} runs", enabled=progress,
-                           position=0, initial=runs.done())
-    if overall.disable:
+                           position=0, initial=already)
+    if overall.disable and already:   # resuming: where the runs stand
         log(runs.report())
     if jobs == 1 or len(pending) == 1:
         # The runs train in this thread: a reporter thread writes the progress lines meanwhile.
