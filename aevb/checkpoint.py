@@ -122,12 +122,6 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
         raise AevbError(f"{directory} is not a directory")
     meta = read_json(directory / CONFIG_FILE)
     check_format_version(meta, FORMAT_VERSION, directory / CONFIG_FILE)
-    if not isinstance(meta.get("model"), dict):
-        raise AevbError(f"{directory / CONFIG_FILE} has no model configuration")
-    try:
-        model = build_model(ModelConfig.from_dict(meta["model"], f"{directory / CONFIG_FILE}: model"))
-    except (TypeError, ValueError, OverflowError, RuntimeError) as error:
-        raise AevbError(f"{directory / CONFIG_FILE}: bad model configuration ({error})") from None
     weights = directory / WEIGHTS_FILE
     try:
         tensors = load_file(str(weights))
@@ -135,17 +129,30 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
         raise AevbError(f"{weights} not found") from None
     except (SafetensorError, OSError, ValueError) as error:
         raise AevbError(f"{weights} is not a readable safetensors file ({error})") from None
+    model = model_with_weights(meta, directory / CONFIG_FILE, tensors, weights)
+    return model.to(device).eval()
+
+
+def model_with_weights(meta: dict, where: str | os.PathLike, tensors: dict[str, torch.Tensor], source) -> VAE:
+    """The model that ``meta["model"]`` (a configuration read from ``where``) describes, holding
+    ``tensors`` (read from ``source``): one-line errors for a bad configuration, weights that do
+    not fit it, and NaN or infinite weights."""
+    if not isinstance(meta.get("model"), dict):
+        raise AevbError(f"{where} has no model configuration")
+    try:
+        model = build_model(ModelConfig.from_dict(meta["model"], f"{where}: model"))
+    except (TypeError, ValueError, OverflowError, RuntimeError) as error:
+        raise AevbError(f"{where}: bad model configuration ({error})") from None
     try:
         model.load_state_dict(tensors)
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise AevbError(f"{weights} does not match {CONFIG_FILE}: {first_line}") from None
+        raise AevbError(f"{source} does not match {where}: {str(error).strip().splitlines()[0]}") from None
     # A model with NaN or infinite weights answers every question with NaN: refuse it here, once.
     broken = [name for name, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if broken:
-        raise AevbError(f"{weights} holds NaN or infinite weights ({', '.join(broken[:3])}"
+        raise AevbError(f"{source} holds NaN or infinite weights ({', '.join(broken[:3])}"
                         f"{', ...' if len(broken) > 3 else ''}); the model is unusable")
-    return model.to(device).eval()
+    return model
 
 
 def check_format_version(values: dict, expected: int, path: str | os.PathLike) -> None:

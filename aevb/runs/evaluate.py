@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_model
+from ..checkpoint import load_model, model_with_weights
 from ..models.conditional import model_inputs
 from ..errors import AevbError
 from ..objectives.estimators import bound_estimator
@@ -19,8 +19,6 @@ from ..evaluation import evaluate_bound
 from ..evaluation.full_vb import predictive_log_likelihood
 from ..evaluation.hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 from ..evaluation.importance_sampling import estimate_log_likelihood
-from ..models.build import build_model
-from ..models.config import ModelConfig
 from ..models.vae import VAE
 from ..training import TrainConfig, evaluation_data
 from ..training.checkpoints import has_checkpoint, load_checkpoint
@@ -54,18 +52,8 @@ def _load_checkpoint_model(run_dir: Path, config: dict, device: torch.device) ->
         finished = " (a finished run keeps only its final model: leave out `checkpoint`)" \
             if (run_dir / "model.safetensors").exists() else ""
         raise AevbError(f"{run_dir} has no checkpoint{finished}")
-    where = str(run_dir / CONFIG_FILE)
-    if not isinstance(config.get("model"), dict):
-        raise AevbError(f"{where} has no model configuration")
-    model = build_model(ModelConfig.from_dict(config["model"], f"{where}: model"))
     state = load_checkpoint(run_dir)
-    try:
-        model.load_state_dict(state.model)
-    except RuntimeError as error:
-        raise AevbError(f"the checkpoint in {run_dir} does not fit {CONFIG_FILE}: "
-                        f"{str(error).strip().splitlines()[0]}") from None
-    if not all(bool(torch.isfinite(value).all()) for value in state.model.values() if value.is_floating_point()):
-        raise AevbError(f"the checkpoint in {run_dir} holds NaN or infinite weights; the model is unusable")
+    model = model_with_weights(config, run_dir / CONFIG_FILE, state.model, f"the checkpoint in {run_dir}")
     return model.to(device).eval(), {**config, "checkpoint": {"samples": state.samples, "steps": state.steps}}
 
 
