@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from aevb import VAE, AevbError, ModelConfig, Trainer, TrainConfig
-from aevb.baselines import ALGORITHMS, MonteCarloEM, WakeSleep, make_algorithm
+from aevb.baselines import ALGORITHMS, MonteCarloEM, WakeSleep, make_algorithm, trains_encoder
 from aevb.data import load_dataset
 from aevb.models.factor_analysis import (_posterior_gain_and_covariance, exact_log_likelihood, exact_posterior, marginal,
                                   random_factor_analysis_vae)
@@ -40,6 +40,8 @@ def test_registry_builds_each_algorithm_from_the_config():
     assert isinstance(wake_sleep, WakeSleep) and wake_sleep.num_samples == 3 and wake_sleep.has_bound
     mcem = make_algorithm("mcem", config)
     assert isinstance(mcem, MonteCarloEM) and not mcem.has_bound
+    assert [trains_encoder(name, config) for name in ("aevb", "wake-sleep", "mcem", "from-a-newer-aevb")] == [
+        True, True, False, True]
     assert (mcem.leapfrog_steps, mcem.weight_updates, mcem.target_acceptance) == (10, 5, 0.9)   # App. E
     with pytest.raises(AevbError, match="estimator B"):   # full VB (App. F) has estimator B inside
         make_algorithm("full-vb", config)

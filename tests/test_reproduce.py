@@ -26,6 +26,9 @@ def test_figure_3_plan_is_the_papers_grid():
         (n, m) for n in (1000, 50000) for m in ("aevb", "wake-sleep", "mcem")}
     assert all(r.model_options == {"latent_dim": 3, "hidden_units": 100} for r in runs)
     assert all(r.data.train_limit == r.tags["train_size"] for r in runs)
+    # App. D's chains start at the encoder, except for MCEM, which trains none (see the HMC estimator)
+    assert {r.algorithm: r.extra_metrics.initial for r in runs} == {
+        "aevb": "encoder", "wake-sleep": "encoder", "mcem": "importance-resampled"}
 
 
 def test_fig2_end_to_end_and_resume(shared_data, tmp_path, capsys):

@@ -42,4 +42,12 @@ def make_algorithm(name: str, config: TrainConfig) -> Algorithm:
     return factory(config)
 
 
-__all__ = ["ALGORITHMS", "MonteCarloEM", "WakeSleep", "make_algorithm"]
+def trains_encoder(name: str, config: TrainConfig) -> bool:
+    """Whether the algorithm called ``name`` trains the encoder, i.e. its ``has_bound`` (Monte
+    Carlo EM trains none, so evaluation must not start from it). A name not in
+    :data:`ALGORITHMS` (a run written by a newer aevb) is taken to have trained one."""
+    factory = ALGORITHMS.get(name)
+    return True if factory is None else bool(getattr(factory(config), "has_bound", True))
+
+
+__all__ = ["ALGORITHMS", "MonteCarloEM", "WakeSleep", "make_algorithm", "trains_encoder"]

@@ -18,7 +18,7 @@ import torch
 
 from ..figures import plt
 from ..evaluation.hmc_estimator import hmc_log_likelihood
-from ..baselines import make_algorithm
+from ..baselines import trains_encoder
 from ..runs import DataConfig
 from ..training import TrainConfig
 from .fig2 import plot_train_test
@@ -62,9 +62,9 @@ def specs(budget: int, data_dir: str | None, train_sizes=TRAIN_SIZES, methods=ME
         for method in methods:
             train = TrainConfig(max_samples=budget, seed=seed, evals_per_decade=evals_per_decade,
                                 step_size=mcem_step_size if method == "mcem" else None)
-            # Chains start at the encoder where one was trained; MCEM trains none (its has_bound).
-            trains_encoder = getattr(make_algorithm(method, train), "has_bound", True)
-            probe = MarginalLikelihoodProbe(points, "encoder" if trains_encoder else "importance-resampled", seed)
+            # Chains start at the encoder where one was trained; MCEM trains none.
+            initial = "encoder" if trains_encoder(method, train) else "importance-resampled"
+            probe = MarginalLikelihoodProbe(points, initial, seed)
             runs.append(RunSpec(name=f"mnist-n{size}-{method}", data=DataConfig("mnist", data_dir, train_limit=size),
                                 model_options={"latent_dim": LATENT_DIM, "hidden_units": HIDDEN_UNITS},
                                 train=train, algorithm=method, track_test=False, extra_metrics=probe,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..baselines import trains_encoder
 from ..checkpoint import load_model, model_with_weights
 from ..models.conditional import model_inputs
 from ..errors import AevbError
@@ -99,7 +100,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     train_config, data, values = _evaluation_data(model, config, Path(run_dir), split, data_dir, num_points, hmc,
                                                   download)
     full_vb = hasattr(model, "decoder_parameter_kl")   # a posterior over θ (App. F)
-    encoder_trained = encoder_was_trained(config, train_config)
+    encoder_trained = trains_encoder(config.get("algorithm", "aevb"), train_config)
     torch.manual_seed(seed)
     started = time.perf_counter()
     estimator = bound_estimator(train_config.estimator)
@@ -144,15 +145,6 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
                       hmc_log_likelihood_spread_stderr=hmc_estimate.spread_stderr, hmc_samples=hmc_samples,
                       hmc_leapfrog_steps=leapfrog_steps, hmc_acceptance=acceptance, hmc_seconds=hmc_estimate.seconds)
     return result
-
-
-def encoder_was_trained(config: dict, train_config: TrainConfig) -> bool:
-    """Whether the run's algorithm trained the encoder (its ``has_bound``; Monte Carlo EM trains
-    none). A run that names no known algorithm is taken to have trained one."""
-    from ..baselines import ALGORITHMS
-
-    factory = ALGORITHMS.get(config.get("algorithm", "aevb"))
-    return True if factory is None else bool(getattr(factory(train_config), "has_bound", True))
 
 
 def _check_settings(*, split: str, num_samples: int, **counts: int | None) -> None:
