@@ -5,6 +5,7 @@ import dataclasses
 import json
 import re
 
+import matplotlib.image
 import pytest
 import torch
 
@@ -77,6 +78,10 @@ def test_an_interrupted_run_is_redone(shared_data, tmp_path):
     assert (out / "frey-z2-aevb" / "summary.json").is_file() and (out / "fig4.png").is_file()
     numbers = json.loads((out / "fig4.json").read_text())
     assert numbers["run"]["samples"] == 1500 and len(numbers["grid_z"]) == 20
+    # each face pixel is drawn as 2×2 screen pixels (20×20 faces of 28×20 under a title)
+    image = matplotlib.image.imread(out / "fig4.png")
+    faces = image[-2 * 20 * 28:]
+    assert image.shape[1] == 2 * 20 * 20 and (faces[0::2] == faces[1::2]).all() and (faces[:, 0::2] == faces[:, 1::2]).all()
 
 
 def test_fig3_end_to_end_small(shared_data, tmp_path):

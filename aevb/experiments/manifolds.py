@@ -20,6 +20,7 @@ from .runner import RunSpec, read_summary
 
 MANIFOLD_DATASETS = {"fig4": "frey", "fig5": "mnist"}
 SAMPLE_LATENT_DIMS = (2, 5, 10, 20)    # Figs. 7–11 (MNIST)
+MANIFOLD_DPI = 100
 
 
 def manifold_specs(figure: str, budget: int, data_dir: str | None, seed: int = 0) -> list[RunSpec]:
@@ -36,14 +37,17 @@ def draw_manifold(figure: str, out, grid_size: int = 20):
     shape = model.config.image_shape
     canvas = tile_images(manifold_images(model.decoder.mean, grid_size), shape, grid_size, padding=0)
     height, width = canvas.shape
-    fig = plt.figure(figsize=(width / 60, height / 60 + 0.4))
-    ax = fig.add_axes([0, 0, 1, height / (height + 24)])
+    # Two screen pixels per image pixel: a scale that is not a whole number repeats some rows
+    # and columns of every digit or face and not others, which reads as speckle.
+    image_height, title_height = height * 2 / MANIFOLD_DPI, 0.4   # inches
+    fig = plt.figure(figsize=(width * 2 / MANIFOLD_DPI, image_height + title_height))
+    ax = fig.add_axes([0, 0, 1, image_height / (image_height + title_height)])
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     name = "Frey Face" if dataset == "frey" else "MNIST"
     fig.suptitle(f"Figure {figure[-1]} reproduced: learned {name} manifold, $N_z = 2$", fontsize=10, y=0.995)
     path = out / f"{figure}.png"
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=MANIFOLD_DPI)
     plt.close(fig)
     quantiles = [(i + 0.5) / grid_size for i in range(grid_size)]
     numbers = {"figure": figure, "run": _run_numbers(out / f"{dataset}-z2-aevb"),
