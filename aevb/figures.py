@@ -6,6 +6,7 @@ All functions write a PNG and return its path; they use matplotlib's non-interac
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -33,15 +34,40 @@ def tile_images(images: np.ndarray | torch.Tensor, image_shape: tuple[int, int],
     return canvas
 
 
-def _save_image(canvas: np.ndarray, path: Path, title: str | None = None, scale: float = 0.035) -> Path:
-    height, width = canvas.shape
-    figure = plt.figure(figsize=(max(2.0, width * scale), max(2.0, height * scale) + (0.3 if title else 0)))
-    axes = figure.add_axes([0, 0, 1, 1 if not title else 1 - 0.3 / figure.get_figheight()])
-    axes.imshow(np.clip(canvas, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    axes.set_axis_off()
+#: Screen pixels per inch of the image figures, and the fewest screen pixels an image figure's
+#: longer side gets.
+IMAGE_DPI = 100
+IMAGE_MIN_SIDE = 200
+
+
+def _save_image(canvas: np.ndarray, path: Path, title: str | None = None) -> Path:
+    return save_image_panels([canvas], Path(path), title=title)
+
+
+def save_image_panels(canvases: Sequence[np.ndarray], path: str | Path, labels: Sequence[str] | None = None,
+                      title: str | None = None, gap: int = 20) -> Path:
+    """Save grey-level canvases (each (H, W), values in [0, 1]) side by side, ``gap`` screen pixels
+    apart, each under its label and all under ``title``. Every canvas pixel is drawn as an s×s
+    block of screen pixels, s a whole number (2 or more; more for small canvases): at a scale
+    that is not a whole number, some rows and columns of every digit or face would be doubled and
+    others not, which reads as speckle."""
+    scale = max(2, math.ceil(IMAGE_MIN_SIDE / max(max(canvas.shape) for canvas in canvases)))
+    sizes = [(canvas.shape[0] * scale, canvas.shape[1] * scale) for canvas in canvases]   # screen pixels
+    label_height, title_height = (20 if labels else 0), (30 if title else 0)
+    width = sum(w for _, w in sizes) + gap * (len(canvases) - 1)
+    height = max(h for h, _ in sizes) + label_height + title_height
+    figure = plt.figure(figsize=(width / IMAGE_DPI, height / IMAGE_DPI))
+    left = 0
+    for index, (canvas, (h, w)) in enumerate(zip(canvases, sizes)):
+        axes = figure.add_axes([left / width, 0, w / width, h / height])
+        axes.imshow(np.clip(canvas, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axes.set_axis_off()
+        if labels:
+            axes.set_title(labels[index], fontsize=9, pad=4)
+        left += w + gap
     if title:
-        figure.suptitle(title, fontsize=9, y=0.995)
-    figure.savefig(path, dpi=100)
+        figure.suptitle(title, fontsize=9, y=1 - 4 / height, va="top")
+    figure.savefig(path, dpi=IMAGE_DPI)
     plt.close(figure)
     return Path(path)
 
@@ -79,11 +105,10 @@ def manifold_images(decoder_mean, grid_size: int = 20, device=None, icdf=None) -
 
 
 def save_manifold(decoder_mean, image_shape: tuple[int, int], path: str | Path, grid_size: int = 20,
-                  device=None, icdf=None) -> Path:
+                  device=None, icdf=None, title: str = "learned manifold: E[x|z] over Φ⁻¹ of a uniform grid") -> Path:
     """Draw the learned 2-D manifold like the paper's Figures 4 and 5 (``icdf``: see manifold_images)."""
     images = manifold_images(decoder_mean, grid_size, device, icdf)
-    return _save_image(tile_images(images, image_shape, grid_size, padding=0), Path(path),
-                       "learned manifold: E[x|z] over Φ⁻¹ of a uniform grid")
+    return _save_image(tile_images(images, image_shape, grid_size, padding=0), Path(path), title)
 
 
 def save_bound_curve(history: Sequence[dict], path: str | Path, title: str | None = None) -> Path:

@@ -93,3 +93,23 @@ def test_image_grids_of_constant_images_give_no_warning(tmp_path, value):
                                                       grid_size=3),
                            tmp_path / "manifold.png")
     write_without_warnings(lambda path: save_samples(images[:1], (3, 4), path), tmp_path / "one.png")
+
+
+def test_image_panels_draw_every_pixel_as_a_whole_block_of_screen_pixels(tmp_path):
+    import matplotlib.image
+    import numpy as np
+
+    generator = np.random.default_rng(0)
+    canvases = [generator.random((30, 40)), generator.random((20, 25))]
+    path = figures.save_image_panels(canvases, tmp_path / "panels.png", labels=["a", "b"], title="t", gap=20)
+    drawn = matplotlib.image.imread(path)[..., 0]    # grey: red = green = blue
+    scale = math.ceil(figures.IMAGE_MIN_SIDE / 40)   # 5 screen pixels per canvas pixel
+    assert drawn.shape[1] == (40 + 25) * scale + 20
+    left = 0
+    for canvas in canvases:
+        height, width = canvas.shape
+        block = drawn[drawn.shape[0] - height * scale:, left:left + width * scale]   # panels sit at the bottom
+        for row in range(scale):
+            for column in range(scale):   # the colour map has 256 levels, a step of up to 2/255
+                assert np.abs(block[row::scale, column::scale] - canvas).max() <= 2 / 255
+        left += width * scale + 20

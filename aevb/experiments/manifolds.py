@@ -13,14 +13,13 @@ import json
 import torch
 
 from ..checkpoint import load_model
-from ..figures import manifold_images, plt, tile_images
+from ..figures import save_image_panels, save_manifold, tile_images
 from ..runs import DataConfig
 from ..training import TrainConfig
 from .runner import RunSpec, read_summary
 
 MANIFOLD_DATASETS = {"fig4": "frey", "fig5": "mnist"}
 SAMPLE_LATENT_DIMS = (2, 5, 10, 20)    # Figs. 7–11 (MNIST)
-MANIFOLD_DPI = 100
 
 
 def manifold_specs(figure: str, budget: int, data_dir: str | None, seed: int = 0) -> list[RunSpec]:
@@ -34,21 +33,9 @@ def draw_manifold(figure: str, out, grid_size: int = 20):
     """The manifold of the run behind ``figure`` (fig4: Frey Face, fig5: MNIST) as one image."""
     dataset = MANIFOLD_DATASETS[figure]
     model = load_model(out / f"{dataset}-z2-aevb")
-    shape = model.config.image_shape
-    canvas = tile_images(manifold_images(model.decoder.mean, grid_size), shape, grid_size, padding=0)
-    height, width = canvas.shape
-    # Two screen pixels per image pixel: a scale that is not a whole number repeats some rows
-    # and columns of every digit or face and not others, which reads as speckle.
-    image_height, title_height = height * 2 / MANIFOLD_DPI, 0.4   # inches
-    fig = plt.figure(figsize=(width * 2 / MANIFOLD_DPI, image_height + title_height))
-    ax = fig.add_axes([0, 0, 1, image_height / (image_height + title_height)])
-    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_axis_off()
     name = "Frey Face" if dataset == "frey" else "MNIST"
-    fig.suptitle(f"Figure {figure[-1]} reproduced: learned {name} manifold, $N_z = 2$", fontsize=10, y=0.995)
-    path = out / f"{figure}.png"
-    fig.savefig(path, dpi=MANIFOLD_DPI)
-    plt.close(fig)
+    path = save_manifold(model.decoder.mean, model.config.image_shape, out / f"{figure}.png", grid_size,
+                         title=f"Figure {figure[-1]} reproduced: learned {name} manifold, $N_z = 2$")
     quantiles = [(i + 0.5) / grid_size for i in range(grid_size)]
     numbers = {"figure": figure, "run": _run_numbers(out / f"{dataset}-z2-aevb"),
                "grid_quantiles": quantiles, "grid_z": torch.distributions.Normal(0.0, 1.0).icdf(
@@ -76,18 +63,13 @@ def sample_specs(budget: int, data_dir: str | None, seed: int = 0, latent_dims=S
 
 def draw_samples(run_specs: list[RunSpec], out, count: int = 100, seed: int = 0):
     """One panel of ``count`` random samples per latent dimension, like Figures 7–11."""
-    fig, axes = plt.subplots(1, len(run_specs), figsize=(3.3 * len(run_specs), 3.6), squeeze=False)
-    for ax, spec in zip(axes[0], run_specs):
+    canvases = []
+    for spec in run_specs:
         model = load_model(out / spec.name)
         images = model.sample(count, generator=torch.Generator().manual_seed(seed))
-        ax.imshow(tile_images(images, model.config.image_shape, int(count ** 0.5)), cmap="gray", vmin=0, vmax=1,
-                  interpolation="nearest")
-        ax.set_title(f"{spec.tags['latent_dim']}-D latent space", fontsize=9)
-        ax.set_axis_off()
-    fig.suptitle("Figures 7–11 reproduced: random samples from MNIST models", fontsize=10)
-    fig.tight_layout()
-    path = out / "samples.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        canvases.append(tile_images(images, model.config.image_shape, int(count ** 0.5)))
+    path = save_image_panels(canvases, out / "samples.png",
+                             labels=[f"{spec.tags['latent_dim']}-D latent space" for spec in run_specs],
+                             title="Figures 7–11 reproduced: random samples from MNIST models")
     numbers = {spec.name: _run_numbers(out / spec.name) | {"latent_dim": spec.tags["latent_dim"]} for spec in run_specs}
     return [path, _write_json(out / "samples.json", numbers)]
