@@ -20,6 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from aevb.training.reporting import TrainingWarning
+
 from test_cli import FAST, assert_usage_error, call, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -403,11 +405,12 @@ def test_a_run_that_ends_worse_than_its_untrained_model_says_so(tmp_path, capsys
 
 def test_after_divergence_the_message_says_overwrite_is_needed(tmp_path, capsys):
     run = tmp_path / "run"
-    code, out, err = run_cli(capsys, ["train", "--hidden-units", "50", "--latent-dim", "5", "--max-samples", "2e5",
-                                      "--threads", "1", "--step-size", "60", "--log-variance-bound", "0",
-                                      "--engine", "autograd", "--eval-subset", "200", "--no-progress",
-                                      "--out", run])
-    err = "\n".join(line for line in err.splitlines() if not line.startswith("aevb: warning"))   # rollbacks
+    with pytest.warns(TrainingWarning, match="rollback") as rollbacks:   # each halves the step size first
+        code, out, err = run_cli(capsys, ["train", "--hidden-units", "50", "--latent-dim", "5", "--max-samples",
+                                          "2e5", "--threads", "1", "--step-size", "60", "--log-variance-bound", "0",
+                                          "--engine", "autograd", "--eval-subset", "200", "--no-progress",
+                                          "--out", run])
+    assert len(rollbacks) == 3 and "step size 30" in str(rollbacks[0].message)
     assert_usage_error(code, out, err)
     assert "diverged" in err and "--overwrite" in err
 
