@@ -295,22 +295,21 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_evaluate_options(evaluate)
     _add_data_options(evaluate)
 
-    reproduce = commands.add_parser(
-        "reproduce", formatter_class=formatter, help="reproduce a figure of the paper",
-        description="Train the runs behind one of the paper's figures (resumable: complete runs in OUT are "
-                    "kept) and draw it, with the numbers behind it as CSV/JSON. fig2: bound vs training "
-                    "samples, AEVB vs wake-sleep; fig3: marginal likelihood, AEVB vs wake-sleep vs MCEM; "
-                    "fig4/fig5: Frey Face/MNIST 2-D manifolds; samples: Figs. 7-11.")
     from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
-    from ..experiments import reproduce as reproduce_figure
+    from ..experiments import EXPERIMENTS, reproduce as reproduce_figure
     from ..experiments import fig3
     from ..experiments.fig3 import DEFAULT_MCEM_STEP_SIZE
     from ..runs import sample_run
 
+    reproduce = commands.add_parser(
+        "reproduce", formatter_class=formatter, help="reproduce a figure of the paper",
+        description="Train the runs behind one of the paper's figures (resumable: complete runs in OUT are "
+                    "kept) and draw it, with the numbers behind it as CSV/JSON. "
+                    + "; ".join(f"{name}: {experiment.summary}" for name, experiment in EXPERIMENTS.items()) + ".")
     r = functools.partial(_parameter_default, reproduce_figure)
     d = functools.partial(_parameter_default, sample_run)
-    reproduce.add_argument("figure", choices=("fig2", "fig3", "fig4", "fig5", "samples", "nll"),
-                           help="which figure; nll: the log-likelihood benchmark of later work (IWAE protocol)")
+    reproduce.add_argument("figure", choices=tuple(EXPERIMENTS),
+                           help="which figure (see above)")
     reproduce.add_argument("--budget", type=_positive_float, default=UNSET,
                            help="training samples per curve (the paper: 1e8); nll: a fraction <= 1 of each "
                                 f"model's published schedule, or training samples per model (default: {r('budget'):g})")

@@ -14,48 +14,37 @@ figure as PNG and the numbers behind it as CSV/JSON into ``OUT``.
 from __future__ import annotations
 
 import dataclasses
-
 from pathlib import Path
 
 from ..errors import AevbError
-from ..runs import resolve_device
 from . import fig2, fig3, manifolds, nll
+from .registry import Experiment, whole_budget
 from .runner import RunSpec, run_specs
 
-FIGURES = ("fig2", "fig3", "fig4", "fig5", "samples", "nll")
+#: The experiments by name, in the order the command line lists them.
+EXPERIMENTS: dict[str, Experiment] = {experiment.name: experiment for experiment in (
+    fig2.EXPERIMENT, fig3.EXPERIMENT, manifolds.FIGURE_4, manifolds.FIGURE_5, manifolds.SAMPLES, nll.EXPERIMENT)}
+FIGURES = tuple(EXPERIMENTS)
 PAPER_BUDGET = 10**8   # §5: training samples per curve in Figs. 2 and 3
 #: Training samples per curve when none is named: minutes per curve on a laptop.
 DEFAULT_BUDGET = 1_000_000
 
 
-def plan(figure: str, budget: float, data_dir: str | None, seed: int = 0, **options) -> list[RunSpec]:
+def get_experiment(figure: str) -> Experiment:
+    """The experiment called ``figure`` (a key of :data:`EXPERIMENTS`)."""
+    try:
+        return EXPERIMENTS[figure]
+    except KeyError:
+        raise AevbError(f"unknown figure {figure!r}; choose one of {', '.join(EXPERIMENTS)}") from None
+
+
+def plan(figure: str, budget: float, data_dir: str | None, seed: int = 0, device: str = "auto",
+         **options) -> list[RunSpec]:
     """The runs behind ``figure``; ``options`` narrow them (datasets, latent_dims, methods, ...);
-    an option left out or None takes the figure's own default. ``budget``: training samples per
-    run; for ``nll`` also a fraction (<= 1) of each schedule."""
-    def given(*names: str) -> dict:
-        return {name: options[name] for name in names if options.get(name) is not None}
-
-    if figure == "nll":
-        device = options.get("device", "auto")
-        models = options.get("models") or nll.default_models(resolve_device(device).type == "cuda")
-        return nll.specs(budget, data_dir, models=models, seed=seed, device=device, **given("k", "points"))
-    budget = whole_budget(budget)
-    if figure == "fig2":
-        return fig2.specs(budget, data_dir, seed=seed, **given("datasets", "latent_dims", "methods"))
-    if figure == "fig3":
-        return fig3.specs(budget, data_dir, seed=seed, **given("train_sizes", "methods", "points", "mcem_step_size"))
-    if figure in manifolds.MANIFOLD_DATASETS:
-        return manifolds.manifold_specs(figure, budget, data_dir, seed)
-    if figure == "samples":
-        return manifolds.sample_specs(budget, data_dir, seed, **given("latent_dims"))
-    raise ValueError(figure)
-
-
-def whole_budget(budget: float) -> int:
-    """A figure's budget: a whole number of training samples per curve."""
-    if not (budget >= 1 and budget == int(budget)):
-        raise AevbError(f"budget must be a whole number of training samples per curve, got {budget:g}")
-    return int(budget)
+    an option left out or None takes the figure's own default, and one the figure does not take is
+    an error. ``budget``: training samples per run; for ``nll`` also a fraction (<= 1) of each
+    schedule."""
+    return get_experiment(figure).plan(budget, data_dir, seed, device, **options)
 
 
 def reproduce(figure: str, out: str | Path | None = None, budget: float = DEFAULT_BUDGET, data_dir: str | None = None,
@@ -64,20 +53,14 @@ def reproduce(figure: str, out: str | Path | None = None, budget: float = DEFAUL
     """Train what ``figure`` needs into ``out`` (default reproduce/FIGURE; complete runs are
     skipped) and draw it; ``jobs`` runs at a time, ``threads`` fixing each one's CPU threads
     (default: adaptive, :mod:`aevb.threads`)."""
+    experiment = get_experiment(figure)
     out = Path(out if out is not None else f"reproduce/{figure}")
-    runs = plan(figure, budget, data_dir, seed, device=device, **options)
+    runs = experiment.plan(budget, data_dir, seed, device, **options)
     if download:   # missing data files are fetched (checksums verified) by every run that needs them
         runs = [dataclasses.replace(run, data=dataclasses.replace(run.data, download=True)) for run in runs]
     run_specs(runs, out, jobs=jobs, device=device, progress=progress, threads=threads)
-    if figure == "nll":
-        return nll.write_outputs(runs, out, budget)
-    if figure == "fig2":
-        return fig2.write_outputs(runs, out, budget)
-    if figure == "fig3":
-        return fig3.write_outputs(runs, out, budget)
-    if figure in manifolds.MANIFOLD_DATASETS:
-        return manifolds.draw_manifold(figure, out)
-    return manifolds.draw_samples(runs, out)
+    return experiment.write(runs, out, budget)
 
 
-__all__ = ["FIGURES", "PAPER_BUDGET", "plan", "reproduce"]
+__all__ = ["EXPERIMENTS", "Experiment", "FIGURES", "PAPER_BUDGET", "get_experiment", "plan", "reproduce",
+           "whole_budget"]

@@ -17,6 +17,7 @@ from ..figures import plt
 from ..runs import DataConfig
 from ..training import TrainConfig
 from ..runs.layout import read_metrics
+from .registry import Experiment
 from .runner import RunSpec, read_summary
 
 PANELS = {"mnist": (3, 5, 10, 20, 200), "frey": (2, 5, 10, 20)}   # §5, Fig. 2
@@ -146,3 +147,7 @@ def write_outputs(run_specs: list[RunSpec], out: Path, budget: int) -> list[Path
     table_path.write_text(json.dumps({"budget": budget, "final": final_table(run_specs, out),
                                       "milestones": milestone_table(run_specs, out)}, indent=2) + "\n")
     return [draw(run_specs, out, out / "fig2.png", budget), csv_path, table_path]
+
+
+EXPERIMENT = Experiment("fig2", "bound vs training samples, AEVB vs wake-sleep", specs, write_outputs,
+                        options=("datasets", "latent_dims", "methods"))

@@ -23,6 +23,7 @@ from ..runs import DataConfig
 from ..training import TrainConfig
 from .fig2 import plot_train_test
 from ..runs.layout import read_metrics
+from .registry import Experiment
 from .runner import RunSpec
 
 TRAIN_SIZES = (1000, 50000)           # Fig. 3
@@ -108,3 +109,7 @@ def write_outputs(run_specs: list[RunSpec], out: Path, budget: int) -> list[Path
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return [path, csv_path, table_path]
+
+
+EXPERIMENT = Experiment("fig3", "marginal likelihood, AEVB vs wake-sleep vs MCEM", specs, write_outputs,
+                        options=("train_sizes", "methods", "points", "mcem_step_size"))

@@ -16,6 +16,7 @@ from ..checkpoint import load_model
 from ..figures import save_image_panels, save_manifold, tile_images
 from ..runs import DataConfig
 from ..training import TrainConfig
+from .registry import Experiment
 from .runner import RunSpec, read_summary
 
 MANIFOLD_DATASETS = {"fig4": "frey", "fig5": "mnist"}
@@ -73,3 +74,15 @@ def draw_samples(run_specs: list[RunSpec], out, count: int = 100, seed: int = 0)
                              title="Figures 7–11 reproduced: random samples from MNIST models")
     numbers = {spec.name: _run_numbers(out / spec.name) | {"latent_dim": spec.tags["latent_dim"]} for spec in run_specs}
     return [path, _write_json(out / "samples.json", numbers)]
+
+
+def _manifold_experiment(figure: str) -> Experiment:
+    name = "Frey Face" if MANIFOLD_DATASETS[figure] == "frey" else "MNIST"
+    return Experiment(figure, f"{name} 2-D manifold",
+                      lambda budget, data_dir, seed=0: manifold_specs(figure, budget, data_dir, seed),
+                      lambda run_specs, out, budget: draw_manifold(figure, out))
+
+
+FIGURE_4, FIGURE_5 = _manifold_experiment("fig4"), _manifold_experiment("fig5")
+SAMPLES = Experiment("samples", "Figs. 7-11, random samples for Nz = 2, 5, 10, 20", sample_specs,
+                     lambda run_specs, out, budget: draw_samples(run_specs, out), options=("latent_dims",))

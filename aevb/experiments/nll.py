@@ -38,8 +38,9 @@ from ..errors import AevbError
 from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
 from ..training.optimizers import IWAE_PASSES
 from ..data.datasets import MNIST_TRAIN_FILE_SIZE
-from ..runs import DataConfig, evaluate_run, read_run_config
+from ..runs import DataConfig, evaluate_run, read_run_config, resolve_device
 from ..training import TrainConfig
+from .registry import Experiment
 from .runner import RunSpec, read_summary
 
 IWAE_SAMPLES = sum(IWAE_PASSES) * MNIST_TRAIN_FILE_SIZE   # 3280 passes over 60,000 images
@@ -89,7 +90,7 @@ def default_models(gpu: bool) -> tuple[str, ...]:
 def budget_samples(budget: float, model: ProtocolModel) -> int:
     """Training samples for ``model`` under ``budget`` (a fraction ≤ 1 of its schedule, or samples)."""
     if not (math.isfinite(budget) and budget > 0):
-        raise AevbError(f"budget must be a positive number (a fraction <= 1 of the schedule, or samples), got {budget}")
+        raise AevbError(f"`budget` must be a positive number (a fraction <= 1 of the schedule, or samples), got {budget}")
     return max(1, round(budget * model.full_samples)) if budget <= 1 else int(round(budget))
 
 
@@ -116,9 +117,12 @@ class TestLogLikelihood:
         atomic_write_json(Path(run_dir) / EVALUATION_FILE, result | {"k": self.k, "requested_points": self.points})
 
 
-def specs(budget: float, data_dir: str | None, models: tuple[str, ...], seed: int = 0, k: int = PROTOCOL_SAMPLES,
-          points: int | None = None, device: str = "auto") -> list[RunSpec]:
-    """One run per model, each scored by :class:`TestLogLikelihood` when it finishes."""
+def specs(budget: float, data_dir: str | None, models: tuple[str, ...] | None = None, seed: int = 0,
+          k: int = PROTOCOL_SAMPLES, points: int | None = None, device: str = "auto") -> list[RunSpec]:
+    """One run per model, each scored by :class:`TestLogLikelihood` when it finishes; ``models``
+    by default: every model that ``device`` can train in reasonable time (IWAE k = 50 needs CUDA)."""
+    if not models:
+        models = default_models(resolve_device(device).type == "cuda")
     unknown = [name for name in models if name not in MODELS]
     if unknown:
         raise AevbError(f"unknown model {unknown[0]!r} for nll; choose from {', '.join(MODELS)}")
@@ -195,5 +199,9 @@ PROTOCOL = ("dynamically binarised MNIST (Burda et al. 2015): 60,000 training im
             "a fresh Bernoulli draw at every use; test log p(x) by importance sampling with the encoder "
             "as proposal on the test images binarised once with a fixed seed; nats per datapoint")
 
+EXPERIMENT = Experiment("nll", "the log-likelihood benchmark of later work (IWAE protocol)", specs, write_outputs,
+                        options=("models", "k", "points"), fractional_budget=True, takes_device=True)
+
+
 __all__ = ["MODELS", "ProtocolModel", "TestLogLikelihood", "budget_samples", "default_models", "specs", "table",
-           "write_outputs"]
+           "write_outputs", "EXPERIMENT"]
