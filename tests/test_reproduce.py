@@ -126,7 +126,26 @@ def test_the_library_names_the_setting_a_figure_does_not_take():
     assert len(plan("fig4", budget=1000, data_dir=None, latent_dims=None)) == 1   # None: the default
 
 
-def test_reproduce_bad_options_are_user_errors(capsys):
+def test_a_value_listed_twice_plans_its_run_once():
+    assert [run.name for run in plan("samples", budget=1000, data_dir=None, latent_dims=[2, 2, 5])] == [
+        "mnist-z2-aevb", "mnist-z5-aevb"]
+    assert [run.name for run in plan("nll", budget=0.25, data_dir=None, models=["iwae-vae", "iwae-vae"])] == [
+        "iwae-vae"]
+
+
+def test_an_experiment_that_plans_two_runs_of_one_name_is_refused():
+    from aevb.errors import AevbError
+    from aevb.experiments import Experiment
+    from aevb.experiments.manifolds import manifold_specs
+
+    twice = Experiment("twice", "one run, planned twice",
+                       lambda budget, data_dir, seed=0: 2 * manifold_specs("fig4", budget, data_dir, seed),
+                       lambda run_specs, out, budget: [])
+    with pytest.raises(AevbError, match="twice planned two runs called 'frey-z2-aevb'"):
+        twice.plan(1000, None)
+
+
+def test_an_unknown_figure_is_a_usage_error():
     with pytest.raises(SystemExit) as exit_info:
         main(["reproduce", "fig9"])
     assert exit_info.value.code == 2

@@ -35,7 +35,9 @@ class Experiment:
              **options) -> list[RunSpec]:
         """The runs for ``budget`` (training samples per run); ``options`` left out or None take
         the experiment's defaults, and one it does not take is a one-line error."""
-        given = {name: value for name, value in options.items() if value is not None}
+        # a value listed twice (``--latent-dims 2 2``) would train the same run twice, or at once
+        given = {name: tuple(dict.fromkeys(value)) if isinstance(value, (list, tuple)) else value
+                 for name, value in options.items() if value is not None}
         foreign = [name for name in given if name not in self.options]
         if foreign:
             takes = ", ".join(f"`{name}`" for name in self.options) or "none"
@@ -44,7 +46,11 @@ class Experiment:
             budget = whole_budget(budget)
         if self.takes_device:
             given["device"] = device
-        return self.specs(budget, data_dir, seed=seed, **given)
+        runs = self.specs(budget, data_dir, seed=seed, **given)
+        names = [run.name for run in runs]
+        if len(set(names)) != len(names):   # each run has a directory of its own
+            raise AevbError(f"{self.name} planned two runs called {max(names, key=names.count)!r}")
+        return runs
 
 
 def whole_budget(budget: float) -> int:
