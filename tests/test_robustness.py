@@ -423,3 +423,13 @@ def test_a_run_format_of_the_wrong_type_or_number_is_explained(finished_run, tmp
     code, out, err = run_cli(capsys, ["evaluate", run, "--num-points", "10"])
     assert_usage_error(code, out, err)
     assert words in err
+
+
+@pytest.mark.parametrize("argv", [["evaluate"], ["sample"], ["compare"], ["train", "--resume"]])
+def test_a_directory_that_holds_no_run_is_named_as_such(tmp_path, capsys, argv):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = run_cli(capsys, [*argv, empty])
+    assert_usage_error(code, out, err)
+    assert f"{empty} is not a run directory: it has no config.json" in err, err
+    assert list(empty.iterdir()) == []   # nothing written into it

@@ -96,6 +96,8 @@ def read_run_config(run_dir: Path) -> dict:
     """A run's config.json, with one-line errors for a missing run or another run format."""
     if not run_dir.is_dir():
         raise AevbError(f"run directory {run_dir} not found")
+    if not (run_dir / CONFIG_FILE).exists():
+        raise AevbError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE} (aevb train writes one)")
     config = read_json(run_dir / CONFIG_FILE)
     check_format_version(config, RUN_FORMAT_VERSION, run_dir / CONFIG_FILE)
     return config
