@@ -249,6 +249,8 @@ def test_evaluate_log_likelihood_by_importance_sampling_and_hmc(tiny_run, capsys
     code, out, err = run_cli(capsys, ["evaluate", tiny_run, "--num-points", "10", "--nll", "--k", "50"])
     assert code == 0, err
     assert "log p(x), importance sampling, k = 50" in out and "negative log-likelihood" in out
+    code, out, err = run_cli(capsys, ["evaluate", tiny_run, "--num-points", "10", "--nll", "--k", "1"])
+    assert code == 0 and "k = 1: " in out and "(no Monte Carlo error with k = 1)" in out and "nan" not in out, out
 
 
 def test_iwae_training_objective(tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -217,8 +218,10 @@ def _print_evaluation(result: dict) -> None:
     if "log_likelihood" in result:
         what = "log p(x|y)" if result.get("conditional") else "log p(x)"   # a conditional VAE: given the label
         draws = f"{result['parameter_draws']} draws of θ × " if "parameter_draws" in result else ""
+        error = result["log_likelihood_stderr"]   # one sample per datapoint gives no spread to take it from
+        error = f"± {error:.3f} (Monte Carlo)" if math.isfinite(error) else "(no Monte Carlo error with k = 1)"
         print(f"  {what}, importance sampling, {draws}k = {result['log_likelihood_samples']}: {result['log_likelihood']:.3f} "
-              f"± {result['log_likelihood_stderr']:.3f} (Monte Carlo); negative log-likelihood "
+              f"{error}; negative log-likelihood "
               f"{-result['log_likelihood']:.3f}; {result['log_likelihood_seconds']:.1f} s")
     if "hmc_log_likelihood" in result:
         print(f"  log p(x), HMC estimator (App. D), L = {result['hmc_samples']}: {result['hmc_log_likelihood']:.3f} "
