@@ -145,6 +145,14 @@ def test_an_experiment_that_plans_two_runs_of_one_name_is_refused():
         twice.plan(1000, None)
 
 
+def test_an_output_path_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    assert main(["reproduce", "fig4", "--budget", "1000", "--out", str(out)]) == 2
+    assert f"--out {out} exists and is not a directory" in capsys.readouterr().err
+    assert out.read_text() == "mine"
+
+
 def test_an_unknown_figure_is_a_usage_error():
     with pytest.raises(SystemExit) as exit_info:
         main(["reproduce", "fig9"])

@@ -55,6 +55,8 @@ def reproduce(figure: str, out: str | Path | None = None, budget: float = DEFAUL
     (default: adaptive, :mod:`aevb.threads`)."""
     experiment = get_experiment(figure)
     out = Path(out if out is not None else f"reproduce/{figure}")
+    if out.exists() and not out.is_dir():   # before any run is planned or trained
+        raise AevbError(f"`out` {out} exists and is not a directory")
     runs = experiment.plan(budget, data_dir, seed, device, **options)
     if download:   # missing data files are fetched (checksums verified) by every run that needs them
         runs = [dataclasses.replace(run, data=dataclasses.replace(run.data, download=True)) for run in runs]
