@@ -40,10 +40,6 @@ IMAGE_DPI = 100
 IMAGE_MIN_SIDE = 200
 
 
-def _save_image(canvas: np.ndarray, path: Path, title: str | None = None) -> Path:
-    return save_image_panels([canvas], Path(path), title=title)
-
-
 def save_image_panels(canvases: Sequence[np.ndarray], path: str | Path, labels: Sequence[str] | None = None,
                       title: str | None = None, gap: int = 20) -> Path:
     """Save grey-level canvases (each (H, W), values in [0, 1]) side by side, ``gap`` screen pixels
@@ -75,7 +71,7 @@ def save_image_panels(canvases: Sequence[np.ndarray], path: str | Path, labels: 
 def save_samples(images: torch.Tensor, image_shape: tuple[int, int], path: str | Path,
                  columns: int = 10, title: str | None = None) -> Path:
     """A grid of generated images (N, D), like the paper's Figures 7–11."""
-    return _save_image(tile_images(images, image_shape, columns), Path(path), title)
+    return save_image_panels([tile_images(images, image_shape, columns)], path, title=title)
 
 
 def save_reconstructions(inputs: torch.Tensor, reconstructions: torch.Tensor, image_shape: tuple[int, int],
@@ -85,8 +81,8 @@ def save_reconstructions(inputs: torch.Tensor, reconstructions: torch.Tensor, im
     for start in range(0, inputs.shape[0], columns):
         rows += [inputs[start:start + columns], reconstructions[start:start + columns]]
     stacked = torch.cat([r.detach().cpu() for r in rows])
-    return _save_image(tile_images(stacked, image_shape, columns), Path(path),
-                       "inputs (odd rows) and reconstructions (even rows)")
+    return save_image_panels([tile_images(stacked, image_shape, columns)], path,
+                             title="inputs (odd rows) and reconstructions (even rows)")
 
 
 @torch.no_grad()
@@ -108,7 +104,7 @@ def save_manifold(decoder_mean, image_shape: tuple[int, int], path: str | Path, 
                   device=None, icdf=None, title: str = "learned manifold: E[x|z] over Φ⁻¹ of a uniform grid") -> Path:
     """Draw the learned 2-D manifold like the paper's Figures 4 and 5 (``icdf``: see manifold_images)."""
     images = manifold_images(decoder_mean, grid_size, device, icdf)
-    return _save_image(tile_images(images, image_shape, grid_size, padding=0), Path(path), title)
+    return save_image_panels([tile_images(images, image_shape, grid_size, padding=0)], path, title=title)
 
 
 def save_bound_curve(history: Sequence[dict], path: str | Path, title: str | None = None) -> Path:

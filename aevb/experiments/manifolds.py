@@ -20,6 +20,7 @@ from .registry import Experiment
 from .runner import RunSpec, read_summary
 
 MANIFOLD_DATASETS = {"fig4": "frey", "fig5": "mnist"}
+DATASET_TITLES = {"frey": "Frey Face", "mnist": "MNIST"}
 SAMPLE_LATENT_DIMS = (2, 5, 10, 20)    # Figs. 7–11 (MNIST)
 
 
@@ -34,7 +35,7 @@ def draw_manifold(figure: str, out, grid_size: int = 20):
     """The manifold of the run behind ``figure`` (fig4: Frey Face, fig5: MNIST) as one image."""
     dataset = MANIFOLD_DATASETS[figure]
     model = load_model(out / f"{dataset}-z2-aevb")
-    name = "Frey Face" if dataset == "frey" else "MNIST"
+    name = DATASET_TITLES[dataset]
     path = save_manifold(model.decoder.mean, model.config.image_shape, out / f"{figure}.png", grid_size,
                          title=f"Figure {figure[-1]} reproduced: learned {name} manifold, $N_z = 2$")
     quantiles = [(i + 0.5) / grid_size for i in range(grid_size)]
@@ -77,7 +78,7 @@ def draw_samples(run_specs: list[RunSpec], out, count: int = 100, seed: int = 0)
 
 
 def _manifold_experiment(figure: str) -> Experiment:
-    name = "Frey Face" if MANIFOLD_DATASETS[figure] == "frey" else "MNIST"
+    name = DATASET_TITLES[MANIFOLD_DATASETS[figure]]
     return Experiment(figure, f"{name} 2-D manifold",
                       lambda budget, data_dir, seed=0: manifold_specs(figure, budget, data_dir, seed),
                       lambda run_specs, out, budget: draw_manifold(figure, out))
