@@ -17,6 +17,7 @@ import dataclasses
 from pathlib import Path
 
 from ..errors import AevbError
+from ..runs.layout import refuse_a_file
 from . import fig2, fig3, manifolds, nll
 from .registry import Experiment, whole_budget
 from .runner import RunSpec, run_specs
@@ -55,8 +56,7 @@ def reproduce(figure: str, out: str | Path | None = None, budget: float = DEFAUL
     (default: adaptive, :mod:`aevb.threads`)."""
     experiment = get_experiment(figure)
     out = Path(out if out is not None else f"reproduce/{figure}")
-    if out.exists() and not out.is_dir():   # before any run is planned or trained
-        raise AevbError(f"`out` {out} exists and is not a directory")
+    refuse_a_file(out)   # before any run is planned or trained
     runs = experiment.plan(budget, data_dir, seed, device, **options)
     if download:   # missing data files are fetched (checksums verified) by every run that needs them
         runs = [dataclasses.replace(run, data=dataclasses.replace(run.data, download=True)) for run in runs]

@@ -61,10 +61,15 @@ def holds_run(out: Path) -> bool:
                                 (CONFIG_FILE, METRICS_FILE, "model.safetensors", CHECKPOINTS))
 
 
-def refuse_to_clobber(out: Path, overwrite: bool) -> None:
-    """A one-line error when ``out`` is a file, or holds a run and ``overwrite`` is not given."""
+def refuse_a_file(out: Path) -> None:
+    """A one-line error when the output directory ``out`` is an existing file."""
     if out.exists() and not out.is_dir():
         raise AevbError(f"`out` {out} exists and is not a directory")
+
+
+def refuse_to_clobber(out: Path, overwrite: bool) -> None:
+    """A one-line error when ``out`` is a file, or holds a run and ``overwrite`` is not given."""
+    refuse_a_file(out)
     if holds_run(out) and not overwrite:
         raise AevbError(f"{out} already holds a run; choose another `out` or pass `overwrite`")
 
