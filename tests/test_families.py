@@ -343,6 +343,18 @@ def test_model_uses_the_chosen_prior_and_posterior():
     assert model.reconstruct(x).shape == (5, 6)
 
 
+def test_prior_draws_without_a_generator_come_from_the_prior():
+    # The global RNG is the default source; a non-Gaussian prior once crashed here (no generator given).
+    model = VAE(ModelConfig(data_dim=6, latent_dim=3, hidden_units=4, posterior="gamma", prior="exponential"))
+    torch.manual_seed(0)
+    z = model.draw_prior(20_000)
+    assert z.shape == (20_000, 3) and bool((z > 0).all())
+    stderr = 1.0 / math.sqrt(z.numel())                          # Exp(1): mean 1, standard deviation 1
+    assert abs(z.mean().item() - 1.0) < 5 * stderr
+    assert model.sample(4).shape == (4, 6)
+    assert not torch.equal(model.draw_prior(5), model.draw_prior(5))
+
+
 def test_cauchy_reconstructions_use_the_median():
     model = VAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4, posterior="cauchy", prior="cauchy"))
     assert bool(torch.isfinite(model.reconstruct(torch.rand(3, 6))).all())

@@ -141,6 +141,29 @@ def test_defensive_prior_mixture_rescues_a_poor_encoder():
         estimate_log_likelihood(model, x[:2], num_samples=10, prior_mixture=1.5)
 
 
+def test_the_mixture_gives_the_encoder_no_density_off_its_support():
+    """A prior draw below a Pareto posterior's scale has q(z|x) = 0, so its proposal density is
+    α p(z) alone and log w = log p(x|z) − log α exactly (torch's unvalidated Pareto says otherwise)."""
+    from aevb.engines.decoding import decoder_log_prob
+    from aevb.models.vae import VAE, ModelConfig
+    from aevb.objectives.estimators import log_importance_weights
+
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=5, posterior="pareto", prior="exponential"))
+    x = torch.rand(4, 6)
+    posterior = model.encode(x)
+    torch.manual_seed(1)
+    log_w = log_importance_weights(model, x, 400, posterior=posterior, prior_mixture=0.5)
+    torch.manual_seed(1)
+    z = posterior.sample((400,))
+    from_prior = torch.rand(z.shape[:-1]) < 0.5
+    z = torch.where(from_prior.unsqueeze(-1), model.prior().sample(z.shape[:-1]), z)
+    outside = ~posterior.support.check(z)
+    assert outside.sum() > 50
+    torch.testing.assert_close(log_w[outside], (decoder_log_prob(model, z, x) - math.log(0.5))[outside])
+    assert torch.isfinite(log_w).all()
+
+
 def test_the_prior_alone_as_proposal_needs_no_encoder(factor_analysis):
     """α = 1 (a run that trained no encoder): the estimate is right whatever the encoder says."""
     model, x, exact = factor_analysis
@@ -194,3 +217,17 @@ def test_appendix_d_estimator_on_a_bimodal_posterior_never_overshoots():
     estimate, _ = hmc_log_likelihood(model, x, initial="prior", generator=torch.Generator().manual_seed(0))
     assert estimate.per_datapoint.max().item() < exact + 0.3
     assert estimate.per_datapoint.min().item() > exact - math.log(2) - 0.3
+
+
+def test_chains_started_at_the_prior_start_at_draws_from_the_models_prior():
+    """initial="prior" draws from p(z) itself: Laplace(0, 1) has variance 2, N(0, I) has 1."""
+    from aevb.evaluation.hmc_estimator import _starting_points
+    from aevb.models.vae import VAE, ModelConfig
+
+    model = VAE(ModelConfig(data_dim=3, latent_dim=2, hidden_units=4, posterior="laplace", prior="laplace"))
+    x = torch.rand(20_000, 3)
+    starts = _starting_points(model, x, "prior", 2, torch.Generator().manual_seed(0))
+    again = _starting_points(model, x, "prior", 2, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(starts, again)
+    # The variance of a variance estimate of a Laplace is (μ4 − σ⁴)/n = (24 − 4)/n.
+    assert abs(starts.var().item() - 2.0) < 5 * math.sqrt(20 / starts.numel())

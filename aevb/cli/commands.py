@@ -114,12 +114,10 @@ def _new_run(args: argparse.Namespace, given: dict):
             model_options[name] = given[name]
     algorithm = given.get("algorithm", "aevb")
     units = model_options.get("hidden_units")
-    if "hidden_layers" not in model_options and isinstance(units, tuple):
-        model_options["hidden_layers"] = len(units)
-    layers = model_options.get("hidden_layers", _default(ModelConfig, "hidden_layers"))
-    if layers < 0:
+    layers = model_options.get("hidden_layers")   # None: the model takes one per width listed
+    if layers is not None and layers < 0:
         raise AevbError(f"`hidden_layers` must be >= 0, got {layers}")
-    if isinstance(units, tuple) and len(units) != layers:
+    if isinstance(units, tuple) and layers is not None and len(units) != layers:
         raise AevbError(f"--hidden-units lists {len(units)} widths but --hidden-layers is {layers}")
     if "conv_channels" in model_options and not isinstance(model_options["conv_channels"], tuple):
         model_options["conv_channels"] = (model_options["conv_channels"],)

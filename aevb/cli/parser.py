@@ -108,8 +108,8 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
                        help=f"units per hidden layer (default: {m('hidden_units')}; 200 for frey, as in §5), or one "
                             "width per layer from the data side, e.g. 500,200 (the decoder mirrors them)")
     model.add_argument("--hidden-layers", type=int, default=UNSET,
-                       help=f"hidden layers in encoder and decoder (default: {m('hidden_layers')}, or as many as "
-                            "--hidden-units lists)")
+                       help="hidden layers in encoder and decoder (default: as many as --hidden-units lists, "
+                            "1 for a single width)")
     model.add_argument("--architecture", choices=("mlp", "conv"), default=UNSET,
                        help="mlp (App. C) or conv: stride-2 convolutions on the images (--conv-channels), then "
                             "the hidden layers; the decoder mirrors them with transposed convolutions "

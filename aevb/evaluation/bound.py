@@ -14,7 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from ..objectives.estimators import LatentVariableModel, get_estimator
+from ..models.config import ModelConfig
+from ..models.families import check_estimator
 from ..models.vae import evaluation_mode
+from ..validation import require_count, require_rows
 
 
 @dataclass(frozen=True)
@@ -75,18 +78,26 @@ def _streamed_estimate(estimate, model: LatentVariableModel, x: torch.Tensor, nu
 
 
 @torch.no_grad()
-def per_datapoint_bound(model: LatentVariableModel, data: torch.Tensor, *, estimator: str = "B",
+def per_datapoint_bound(model: LatentVariableModel, data: torch.Tensor, *, estimator: str | None = None,
                         num_samples: int = 1, batch_size: int | None = None) -> torch.Tensor:
     """Per-datapoint bound estimates, shape (N,), nats, for data of shape (N, D).
 
+    ``estimator``: "A", "B" or "IWAE"; by default the model's own (``model.default_estimator``:
+    B where KL(q ‖ p) has a closed form, else A), or B for a model that does not say.
     ``batch_size`` bounds the number of (datapoint, sample) pairs evaluated at once (default:
     :func:`default_chunk_rows` of the data's device), for any L = ``num_samples``: when the L
     samples of one datapoint are more than that, they are streamed in chunks whose estimates
     are combined into the L-sample estimate (:func:`chunk_shape`).
     """
+    require_rows(data, model)
+    num_samples = require_count(num_samples, "num_samples")
+    estimator = estimator if estimator is not None else getattr(model, "default_estimator", "B")
     estimate = get_estimator(estimator)
+    if isinstance(getattr(model, "config", None), ModelConfig):
+        check_estimator(model.config, estimator)
     if batch_size is None:
         batch_size = default_chunk_rows(data.device)
+    batch_size = require_count(batch_size, "batch_size")
     points_per_pass, samples_per_pass = chunk_shape(data.shape[0], num_samples, batch_size)
     log_mean_exp = estimator.upper() in LOG_MEAN_EXP_ESTIMATORS
     parts = []
@@ -100,9 +111,10 @@ def per_datapoint_bound(model: LatentVariableModel, data: torch.Tensor, *, estim
     return torch.cat(parts)
 
 
-def evaluate_bound(model: LatentVariableModel, data: torch.Tensor, *, estimator: str = "B",
+def evaluate_bound(model: LatentVariableModel, data: torch.Tensor, *, estimator: str | None = None,
                    num_samples: int = 1, batch_size: int | None = None) -> BoundEstimate:
-    """Mean lower bound per datapoint over ``data`` (N, D), nats, with its standard error."""
+    """Mean lower bound per datapoint over ``data`` (N, D), nats, with its standard error over
+    datapoints; the arguments are :func:`per_datapoint_bound`'s."""
     values = per_datapoint_bound(model, data, estimator=estimator, num_samples=num_samples,
                                  batch_size=batch_size).double()
     count = values.numel()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 
 import torch
 from torch.distributions import MultivariateNormal
@@ -34,6 +35,7 @@ from ..errors import AevbError
 from ..progress import progress_bar
 from ..engines.decoding import decoder_log_prob
 from ..models.vae import evaluation_mode
+from ..validation import require_count, require_rows
 from .hmc import continue_hmc, sample_hmc
 from .importance_sampling import LogLikelihoodEstimate, log_mean_exp_with_stderr
 
@@ -117,6 +119,10 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
     Returns the estimate and the mean HMC acceptance rate over the retained transitions.
     ``progress``: a bar over the datapoints, with the time left.
     """
+    require_rows(data, model)
+    for setting, value, minimum in (("num_samples", num_samples, 1), ("leapfrog_steps", leapfrog_steps, 1),
+                                    ("burn_in", burn_in, 0), ("gap", gap, 0), ("batch_size", batch_size, 1)):
+        require_count(value, setting, minimum)
     latent_dim = _check_chains(model, data, initial)
     started = time.perf_counter()
     values, stderrs, acceptance = [], [], []
@@ -190,7 +196,9 @@ def _starting_points(model, x: torch.Tensor, initial: torch.Tensor | str, latent
         centre = getattr(model, "posterior_centre", None)
         return centre(posterior) if centre is not None else posterior.mean
     if initial == "prior":
-        return torch.randn(x.shape[0], latent_dim, generator=generator, dtype=x.dtype).to(x.device)
+        seed = int(torch.randint(2**62, (), generator=generator))
+        with _seeded_global_generator(seed, x.device):
+            return model.prior().sample((x.shape[0],)).to(dtype=x.dtype, device=x.device)
     if initial == "importance-resampled":
         return importance_resampled(model, x, RESAMPLING_DRAWS, generator)
     return torch.zeros(x.shape[0], latent_dim, dtype=x.dtype, device=x.device)
@@ -198,6 +206,16 @@ def _starting_points(model, x: torch.Tensor, initial: torch.Tensor | str, latent
 
 #: Where :func:`hmc_log_likelihood`'s chains can start (besides a tensor of points).
 CHAIN_STARTS = ("encoder", "importance-resampled", "zeros", "prior")
+
+
+@contextmanager
+def _seeded_global_generator(seed: int, device: torch.device):
+    """torch's global generator seeded with ``seed`` inside the block and restored after it:
+    ``Distribution.sample`` takes no generator, so draws seeded from a caller's generator go
+    through a forked global one."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 @torch.no_grad()
@@ -210,8 +228,7 @@ def importance_resampled(model, x: torch.Tensor, draws: int, generator: torch.Ge
     seed = int(torch.randint(2**62, (), generator=generator))
     rows_per_chunk = max(1, HMC_CHUNK_ROWS // draws)
     starts = []
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(seed)   # prior.sample draws from the global generator: seeded from ``generator``
+    with _seeded_global_generator(seed, x.device):
         for first in range(0, x.shape[0], rows_per_chunk):
             rows = x[first:first + rows_per_chunk]
             z = prior.sample((draws, rows.shape[0])).to(dtype=x.dtype, device=x.device)     # (draws, B, J)

@@ -29,6 +29,7 @@ from ..objectives.estimators import LatentVariableModel, log_importance_weights
 from ..progress import progress_bar
 from ..threads import ChunkWorkers, evaluation_threads
 from ..models.vae import ModelConfig, evaluation_mode, hidden_activations_per_row
+from ..validation import require_count, require_rows
 
 
 #: Importance samples per datapoint of the log-likelihood protocol every VAE paper reports
@@ -124,6 +125,10 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
         from ..errors import AevbError
 
         raise AevbError(f"prior mixture must lie in [0, 1], got {prior_mixture}")
+    require_rows(data, model)
+    num_samples = require_count(num_samples, "num_samples")
+    if max_rows is not None:
+        max_rows = require_count(max_rows, "max_rows")
     started = time.perf_counter()
     fast = prior_mixture <= 0 and fast_importance_weights_apply(model)
     # On a CPU the fast path decodes chunks on worker threads (ChunkWorkers), each worker holding a chunk.

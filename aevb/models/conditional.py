@@ -85,6 +85,11 @@ class ConditionalVAE(VAE):
         super().__init__(config)
         self.num_classes = int(config.num_classes)
 
+    @property
+    def input_width(self) -> int:
+        """D + C: an image's pixels, then its one-hot label."""
+        return self.config.data_dim + self.num_classes
+
     def split(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., D + C) rows → x (..., D) and one-hot y (..., C)."""
         return rows[..., : self.config.data_dim], rows[..., self.config.data_dim:]

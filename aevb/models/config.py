@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..config import JsonConfig
 from ..errors import AevbError
+from ..validation import require_count
 from .families import check_pair, get_family
 from ..memory import FLOAT_BYTES, format_count, require_memory
 from .networks import ACTIVATIONS, KERNEL, feature_map_shapes
@@ -33,7 +34,8 @@ class ModelConfig(JsonConfig):
     latent_dim: int = 20           # J = Nz
     hidden_units: int | tuple[int, ...] = 500  # §5: 500 for MNIST, 200 for Frey Face; or one width per
                                                # hidden layer, input side first (the decoder mirrors them)
-    hidden_layers: int = 1         # §5 / App. C: one hidden layer
+    hidden_layers: int | None = None   # §5 / App. C: one hidden layer; None: one per width that
+                                       # `hidden_units` lists, else 1
     activation: str = "tanh"       # App. C
     likelihood: str = "bernoulli"  # "bernoulli" (binary or grey-level in [0,1]) or "gaussian"
     sigmoid_mean: bool = False     # Gaussian decoder mean through a sigmoid (Frey Face, §5)
@@ -57,19 +59,18 @@ class ModelConfig(JsonConfig):
     prior: str = "gaussian"        # p(z) family by name; "gaussian" = N(0, I) (§3)
 
     def __post_init__(self) -> None:
-        for name in ("data_dim", "latent_dim"):
-            if int(getattr(self, name)) < 1:
-                raise AevbError(f"`{name}` must be a positive integer, got {getattr(self, name)}")
-        if self.hidden_layers < 0:
-            raise AevbError(f"`hidden_layers` must be >= 0, got {self.hidden_layers}")
+        self.data_dim = require_count(self.data_dim, "data_dim")
+        self.latent_dim = require_count(self.latent_dim, "latent_dim")
+        if self.hidden_layers is None:
+            self.hidden_layers = len(self.hidden_units) if isinstance(self.hidden_units, (list, tuple)) else 1
+        self.hidden_layers = require_count(self.hidden_layers, "hidden_layers", minimum=0)
         if isinstance(self.hidden_units, (list, tuple)):
-            self.hidden_units = tuple(int(width) for width in self.hidden_units)
+            self.hidden_units = tuple(require_count(width, "hidden_units") for width in self.hidden_units)
             if len(self.hidden_units) != self.hidden_layers:
                 raise AevbError(f"`hidden_units` gives {len(self.hidden_units)} widths for {self.hidden_layers} "
                                 "hidden layers")
-        if any(int(width) < 1 for width in (self.hidden_units if isinstance(self.hidden_units, tuple)
-                                            else (self.hidden_units,))):
-            raise AevbError(f"`hidden_units` must be positive integers, got {self.hidden_units}")
+        else:
+            self.hidden_units = require_count(self.hidden_units, "hidden_units")
         if self.activation not in ACTIVATIONS:
             raise AevbError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if self.likelihood not in LIKELIHOODS:

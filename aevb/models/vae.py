@@ -22,7 +22,8 @@ from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
 from .distributions import bernoulli_from_logits, diagonal_gaussian, standard_normal_prior
-from .families import FamilyEncoder, get_family, posterior_centre
+from ..validation import require_count
+from .families import FamilyEncoder, default_estimator, get_family, posterior_centre
 # ModelConfig and the networks' parts are imported from here too (aevb.models.vae is the public home).
 from .config import (ARCHITECTURES, DECODER_POSTERIORS, DECODER_VARIANCES, DEFAULT_LOG_VARIANCE_BOUND,
                            INITIALISATIONS, LIKELIHOODS, OUTPUT_MEAN_CLIP, PAPER_INIT_STD, ModelConfig,
@@ -126,6 +127,17 @@ class VAE(nn.Module):
         self.reset_parameters()
 
     @property
+    def input_width(self) -> int:
+        """D, the columns of the rows that ``encode`` and the estimators take."""
+        return self.config.data_dim
+
+    @property
+    def default_estimator(self) -> str:
+        """The SGVB estimator this model is trained and evaluated with unless one is named: "B"
+        (eq. 7) where KL(q ‖ p) has a closed form, else "A" (eq. 6)."""
+        return default_estimator(self.config.posterior, self.config.prior)
+
+    @property
     def shapes_only(self) -> bool:
         """Whether the model lives on the meta device (shapes, no values): its initialisation then
         draws nothing, since drawing there would route through torch's reference ops and import
@@ -196,16 +208,19 @@ class VAE(nn.Module):
     def draw_prior(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """z ~ p(z): (num_samples, J) on the model's device, drawn on the CPU so that a seeded CPU
         generator gives the same z on any device."""
+        num_samples = require_count(num_samples, "num_samples", minimum=0)
         if self.config.prior == "gaussian":
             z = torch.randn(num_samples, self.config.latent_dim, generator=generator)
-        else:   # torch.distributions take no generator: seed a forked RNG from it
-            seed = None if generator is None else int(torch.randint(2**62, (), generator=generator))
-            with torch.random.fork_rng(devices=[]):
-                if seed is not None:
-                    torch.manual_seed(seed)
-                    prior = get_family(self.config.prior).prior(self.config.latent_dim, device="cpu",
-                                                            dtype=self._prior_loc.dtype)
+        else:
+            prior = get_family(self.config.prior).prior(self.config.latent_dim, device="cpu",
+                                                        dtype=self._prior_loc.dtype)
+            if generator is None:
                 z = prior.sample((num_samples,))
+            else:   # torch.distributions take no generator: seed a forked RNG from it
+                seed = int(torch.randint(2**62, (), generator=generator))
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    z = prior.sample((num_samples,))
         return z.to(self._prior_loc.device)
 
     @torch.no_grad()

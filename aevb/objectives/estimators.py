@@ -26,6 +26,7 @@ from torch.distributions import Distribution, kl_divergence
 
 from ..models.distributions import draw_posterior
 from ..engines.decoding import decoder_log_prob
+from ..validation import require_count
 
 
 class LatentVariableModel(Protocol):
@@ -44,6 +45,7 @@ def log_importance_weights(model: LatentVariableModel, x: torch.Tensor, num_samp
     mass that the encoder misses is still found (for sampling only; no reparameterisation). α = 1
     is the prior alone.
     """
+    num_samples = require_count(num_samples, "num_samples")
     prior = model.prior()
     if prior_mixture >= 1:   # the prior alone: w = p(x|z)
         return decoder_log_prob(model, prior.sample((num_samples, x.shape[0])), x)
@@ -58,9 +60,16 @@ def log_importance_weights(model: LatentVariableModel, x: torch.Tensor, num_samp
     from_prior = torch.rand(z.shape[:-1], device=z.device) < prior_mixture
     z = torch.where(from_prior.unsqueeze(-1), prior.sample(z.shape[:-1]), z)
     log_prior = prior.log_prob(z)
-    log_proposal = torch.logaddexp(math.log1p(-prior_mixture) + posterior.log_prob(z),
+    log_proposal = torch.logaddexp(math.log1p(-prior_mixture) + _log_prob_on_support(posterior, z),
                                    math.log(prior_mixture) + log_prior)
     return decoder_log_prob(model, z, x) + log_prior - log_proposal
+
+
+def _log_prob_on_support(distribution: Distribution, z: torch.Tensor) -> torch.Tensor:
+    """log q(z), and −∞ where z lies outside q's support: a prior draw can land there, and without
+    argument validation torch returns a finite density (Pareto below its scale: +33 nats at
+    z = 0.01, scale 1) or NaN, either of which would bias the mixture's weights."""
+    return torch.where(distribution.support.check(z), distribution.log_prob(z), -math.inf)
 
 
 def iwae_bound(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 1,
@@ -80,6 +89,7 @@ def estimator_a(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 
 
     ``noise``: optional ε (L, M, J) to use instead of fresh draws (see :func:`draw_posterior`).
     """
+    num_samples = require_count(num_samples, "num_samples")
     posterior = model.encode(x)
     z = draw_posterior(posterior, num_samples, noise)          # (L, M, J)
     log_joint = decoder_log_prob(model, z, x) + model.prior().log_prob(z)
@@ -92,6 +102,7 @@ def estimator_b(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 
 
     ``noise``: optional ε (L, M, J) to use instead of fresh draws (see :func:`draw_posterior`).
     """
+    num_samples = require_count(num_samples, "num_samples")
     posterior = model.encode(x)
     z = draw_posterior(posterior, num_samples, noise)          # (L, M, J)
     reconstruction = decoder_log_prob(model, z, x).mean(dim=0)  # (M,)
@@ -131,4 +142,5 @@ def minibatch_bound(per_datapoint: torch.Tensor, dataset_size: int) -> torch.Ten
         per_datapoint: (M,) per-datapoint bound estimates.
         dataset_size: N, the number of datapoints in the full training set.
     """
+    dataset_size = require_count(dataset_size, "dataset_size")
     return per_datapoint.sum() * (dataset_size / per_datapoint.shape[0])

@@ -26,6 +26,7 @@ from .state import DataOrder, Interval, TrainingState
 from .step_memory import require_training_step_memory
 from .step_size import StepSizeChoice, select_step_size
 from ..threads import StepThreads
+from ..validation import require_rows, require_unit_interval
 
 
 MAX_ROLLBACKS = 3                     # then give up: the step size has been halved three times
@@ -62,8 +63,9 @@ class Trainer:
                  valid: torch.Tensor | None = None, algorithm: Algorithm | None = None,
                  test: torch.Tensor | None = None, group: ProcessGroup = SINGLE_PROCESS,
                  threads: int | None = None):
-        if train.ndim != 2 or train.shape[0] < 1:
-            raise AevbError(f"training data must be a non-empty (N, D) array, got shape {tuple(train.shape)}")
+        for setting, data in (("train", train), ("valid", valid), ("test", test)):
+            if data is not None:
+                self._check_data(model, config, data, setting)
         self.group = group
         self.threads = StepThreads.for_device(threads, train.device,
                                                 group.local_world_size if group.distributed else 1)
@@ -88,6 +90,18 @@ class Trainer:
         self.train_eval = self._eval_view(train)
         self.valid_eval = None if valid is None else self._eval_view(valid)
         self.test_eval = None if test is None else self._eval_view(test)
+
+    @staticmethod
+    def _check_data(model, config: TrainConfig, data: torch.Tensor, setting: str) -> None:
+        """Rows of the model's width, and in [0, 1] where a Bernoulli decoder or dynamic
+        binarisation reads them as probabilities."""
+        require_rows(data, model, setting)
+        likelihood = getattr(getattr(model, "config", None), "likelihood", None)
+        if likelihood == "bernoulli" or config.binarize == "dynamic":
+            require_unit_interval(data, setting, "a Bernoulli decoder" if likelihood == "bernoulli"
+                                  else "dynamic binarization")
+        elif data.numel() and not bool(torch.isfinite(data).all()):
+            raise AevbError(f"`{setting}` holds NaN or infinite values")
 
     def _eval_view(self, data: torch.Tensor) -> torch.Tensor:
         if self.config.eval_subset is not None:

@@ -340,14 +340,14 @@ def has_closed_form_kl(posterior: str, prior: str) -> bool:
 
 
 def check_estimator(model: ModelConfig, estimator: str) -> None:
-    """A one-line AevbError when ``estimator`` cannot train this posterior/prior pair: estimator B
-    needs KL(q ‖ p) in closed form."""
+    """A one-line AevbError when ``estimator`` cannot train or evaluate this posterior/prior pair:
+    estimator B needs KL(q ‖ p) in closed form."""
     posterior, prior = getattr(model, "posterior", "gaussian"), getattr(model, "prior", "gaussian")
     if (posterior, prior) == ("gaussian", "gaussian"):
         return
     if estimator.upper() == "B" and not has_closed_form_kl(posterior, prior):
         raise AevbError(f"estimator B needs KL({posterior} || {prior}) in closed form and there is none; "
-                        f"train with `estimator` A")
+                        f"use `estimator` A")
 
 
 def check_hmc_prior(model: ModelConfig) -> None:

@@ -1,0 +1,50 @@
+"""Checks of the arguments that the library's public functions take.
+
+A bad count or a data array of the wrong width raises :class:`AevbError` with one line that names
+the setting, before any work: the same promise the CLI makes, kept for callers of the Python API.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from .errors import AevbError
+
+
+def require_count(value: object, setting: str, minimum: int = 1) -> int:
+    """``value`` as an int when it is a whole number ≥ ``minimum`` (an int or a whole float such
+    as 1e4), else a one-line error naming ``setting``."""
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not whole and isinstance(value, float) and value.is_integer():
+        whole, value = True, int(value)
+    if not whole or value < minimum:
+        raise AevbError(f"`{setting}` must be a whole number ≥ {minimum}, got {value!r}")
+    return int(value)
+
+
+def input_width(model: object) -> int | None:
+    """The width D of the rows a model takes, where it says (``input_width``; None otherwise)."""
+    return getattr(model, "input_width", None)
+
+
+def require_rows(data: object, model: object, setting: str = "data") -> None:
+    """A one-line error unless ``data`` is a non-empty (N, D) tensor whose D is the model's
+    ``input_width`` (where the model has one)."""
+    if not isinstance(data, torch.Tensor):
+        raise AevbError(f"`{setting}` must be a torch.Tensor of shape (N, D), got {type(data).__name__}")
+    if data.ndim != 2 or data.shape[0] < 1:
+        raise AevbError(f"`{setting}` must be a non-empty (N, D) tensor, got shape {tuple(data.shape)}")
+    width = input_width(model)
+    if width is not None and data.shape[1] != width:
+        raise AevbError(f"`{setting}` has {data.shape[1]} columns, but the model takes rows of {width}")
+
+
+def require_unit_interval(data: torch.Tensor, setting: str, why: str) -> None:
+    """A one-line error unless every value of ``data`` is finite and in [0, 1]."""
+    if not data.numel():
+        return
+    low, high = data.min().item(), data.max().item()
+    if not (low >= 0 and high <= 1):   # also false for NaN
+        raise AevbError(f"`{setting}` values lie in [{low:g}, {high:g}], but {why} needs values in [0, 1]")
