@@ -367,6 +367,20 @@ def test_manifold_grid_uses_the_prior_inverse_cdf():
     assert prior_icdf(get_family("dirichlet").prior(2)) is None
 
 
+@pytest.mark.parametrize("name", prior_names())
+def test_every_prior_has_a_manifold_grid_or_says_it_has_none(name):
+    """A 2-D manifold maps its grid through the prior's inverse CDF; a LogNormal prior (a Normal
+    transformed, its parameters one level down) once crashed here, killing the run at its end."""
+    prior = get_family(name).prior(2)
+    icdf = prior_icdf(prior)
+    if icdf is None:
+        return
+    quantiles = torch.tensor([0.1, 0.5, 0.9])
+    z = icdf(quantiles)
+    cdf = prior.base_dist.cdf(z[:, None].expand(-1, 2))[:, 0]
+    torch.testing.assert_close(cdf, quantiles, atol=1e-4, rtol=0)
+
+
 def test_multi_process_training_refuses_non_gaussian_posteriors():
     """Refused before anything is written (train_run and resume_run check first), and by the Trainer."""
     from aevb.training.distributed import check_distributable

@@ -389,3 +389,25 @@ def test_a_resumed_reproduction_first_says_where_its_runs_stand(tmp_path):
     assert re.fullmatch(r"progress: 1 of 2 runs not started; first [\d,]+ of 6,000 samples \(\d+\.\d%\)", lines[0]), lines
     assert (tmp_path / "first" / "summary.json").is_file() and (tmp_path / "second" / "summary.json").is_file()
     assert sum(line.endswith("done") or line.startswith("[") for line in lines) >= 2
+
+
+def test_a_failed_job_stops_the_others_and_no_queued_run_starts(tmp_path):
+    """--jobs 2: the first run fails at once (its data do not exist); the error is raised after the
+    running job stops at a checkpoint, and the queued runs are never trained."""
+    from aevb.errors import AevbError
+    from aevb.experiments import runner
+    from aevb.runs import DataConfig
+    from aevb.training import TrainConfig
+
+    def spec(name, data):
+        return runner.RunSpec(name=name, data=data, model_options={"latent_dim": 2, "hidden_units": 8},
+                              train=TrainConfig(max_samples=3_000_000, step_size=0.02, eval_subset=100),
+                              track_test=False)
+
+    specs = [spec("broken", DataConfig(str(tmp_path / "no-such-data.npz")))]
+    specs += [spec(f"run-{index}", DataConfig("mnist-sample")) for index in range(6)]
+    with pytest.raises(AevbError, match="no-such-data"):
+        runner.run_specs(specs, tmp_path / "out", jobs=2, threads=1, log=lambda line: None)
+    finished = [s.name for s in specs if (tmp_path / "out" / s.name / "summary.json").exists()]
+    started = [s.name for s in specs[1:] if (tmp_path / "out" / s.name).exists()]
+    assert finished == [] and len(started) <= 3, started

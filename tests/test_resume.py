@@ -15,6 +15,7 @@ import torch
 
 from aevb import VAE, ModelConfig
 from aevb.baselines import ALGORITHMS
+from aevb.errors import TrainingInterrupted
 from aevb.training import Trainer, TrainConfig
 
 
@@ -243,3 +244,35 @@ def test_a_damaged_checkpoint_is_refused_with_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "aevb.cli", "train", "--resume", str(run), "--no-progress"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "no readable checkpoint" in done.stderr
+
+
+def test_a_run_stopped_on_the_step_that_reaches_an_evaluation_point_evaluates_it_when_resumed():
+    """The stop is honoured before the point's evaluation; resuming evaluates it first, so nothing
+    is lost and the run ends as the uninterrupted one, bit for bit (the last point too)."""
+    torch.manual_seed(0)
+    data = torch.rand(240, 12)   # whole minibatches: step n has seen 20 n samples
+    config = TrainConfig(batch_size=20, max_samples=2000, step_size=0.02, first_eval=400, evals_per_decade=4, seed=4)
+    reference, expected = _train(data, config, "aevb")
+    points = [m.samples for m in expected.history]
+    for stop_at in (points[1], points[-1]):            # a point midway, and the last one
+        states = []
+
+        def stop_requested(calls=[0]):
+            calls[0] += 1
+            return calls[0] * 20 == stop_at
+        with pytest.raises(TrainingInterrupted):
+            _train(data, config, "aevb", stop_requested=stop_requested, on_checkpoint=states.append)
+        assert states[-1].samples == stop_at and all(m.samples < stop_at for m in states[-1].history)
+        model, result = _train(data, config, "aevb", resume=copy.deepcopy(states[-1]))
+        assert [m.samples for m in result.history] == points
+        assert [m.train_bound for m in result.history] == [m.train_bound for m in expected.history]
+        for name, value in reference.state_dict().items():
+            assert torch.equal(model.state_dict()[name], value), (stop_at, name)
+
+
+def test_a_step_size_selection_that_uses_the_whole_budget_is_still_evaluated():
+    torch.manual_seed(0)
+    data = torch.rand(230, 12)
+    config = TrainConfig(batch_size=20, max_samples=160, selection_steps=8, first_eval=100, seed=4)
+    _, result = _train(data, config, "aevb")
+    assert [m.samples for m in result.history] == [160]

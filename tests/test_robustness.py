@@ -146,6 +146,14 @@ def test_threads_beyond_the_cpus_are_refused_in_one_line(capsys, command):
     assert "at most" in err
 
 
+@pytest.mark.parametrize("device", ["mps", "xpu", "meta", "cpu:5", "cuda:x", "banana"])
+@pytest.mark.parametrize("command", [["train", "--max-samples", "1e4"], ["reproduce", "fig5"]])
+def test_a_device_aevb_cannot_train_on_is_refused_in_one_line(capsys, tmp_path, command, device):
+    code, out, err = run_cli(capsys, [*command, "--device", device, "--out", tmp_path / "out"])
+    assert_usage_error(code, out, err)
+    assert "cpu, cuda or cuda:N" in err and not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------ 7. the run lock
 
 

@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,7 +24,8 @@ import torch
 from ..errors import AevbError, TrainingInterrupted
 from ..progress import progress_bar
 from ..runs import SUMMARY_FILE, DataConfig, resume_run, train_run
-from ..runs.process import StopOnSignal
+from ..runs.settings import resolve_device
+from ..runs.process import StopOnSignal, parent_asked_to_stop, stop_with_parent
 from ..runs.progress_report import REPORT_EVERY_SECONDS, RunsProgress, report_periodically
 from ..training.checkpoints import has_checkpoint
 from ..training import TrainConfig
@@ -73,8 +74,11 @@ def _resumable(spec: RunSpec, run_dir: Path) -> bool:
 
 
 def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None, share: int | None = None,
-             progress: bool = False) -> str:
-    """One run: ``threads`` fixes its CPU threads; None adapts among those of its ``share``."""
+             progress: bool = False) -> str | None:
+    """One run: ``threads`` fixes its CPU threads; None adapts among those of its ``share``. None
+    when the parent asked every job to stop before this one started."""
+    if parent_asked_to_stop():
+        return None
     if share:
         torch.set_num_threads(share)
     run_dir = out / spec.name
@@ -102,6 +106,7 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
     runs' checkpoints as they train), and with one job each run's own training bar below it. Where
     no bar is shown, ``log`` gets a line per run started or done, and every ``report_every``
     seconds one with each run's progress, speed and time left (:mod:`aevb.runs.progress_report`)."""
+    resolve_device(device)   # a device no run can use: one line before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pending = [spec for spec in specs if not is_finished(spec, out / spec.name)]
@@ -139,34 +144,61 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
         return
     share = process_share(jobs)
     # spawn, not fork: a forked child of a process that has used OpenMP threads can deadlock.
-    # Ctrl-C reaches every job, and each stops after a checkpoint: meanwhile this process waits
-    # for them (a second Ctrl-C is not caught), then names every run that stopped.
-    with StopOnSignal(), ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # Ctrl-C reaches every job, and each stops after a checkpoint; a job that fails asks the others
+    # to stop too. Either way no queued run starts (the event, the cancelled futures); meanwhile
+    # this process waits for the running ones (a second Ctrl-C is not caught), then names every
+    # run that stopped, or raises the failure.
+    context = multiprocessing.get_context("spawn")
+    stop_all = context.Event()
+    failure: BaseException | None = None
+    with StopOnSignal() as signalled, ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+                                                          initializer=stop_with_parent,
+                                                          initargs=(stop_all,)) as pool:
         futures = {pool.submit(_run_one, spec, out, device, threads, share): spec for spec in pending}
         stopped: dict[str, TrainingInterrupted] = {}
         running, finished_count, next_report = set(futures), 0, time.monotonic() + report_every
-        while running:
-            # Wake every few seconds to move the bar (or, in a log, every report_every to report).
-            ended, running = wait(running, timeout=min(2.0, report_every), return_when=FIRST_COMPLETED)
-            for future in ended:
-                finished_count += 1
-                try:
-                    name = future.result()
-                except TrainingInterrupted as stop:
-                    stopped[futures[future].name] = stop
-                    continue
-                if overall.disable:
-                    log(f"[{finished_count}/{len(pending)}] {name} done")
-            if not overall.disable:
-                overall.update(max(0, runs.done() - overall.n))
-            elif running and time.monotonic() >= next_report:
-                log(runs.report())
-                next_report = time.monotonic() + report_every
+        try:
+            while running:
+                # Wake every few seconds to move the bar (or, in a log, every report_every to report).
+                ended, running = wait(running, timeout=min(2.0, report_every), return_when=FIRST_COMPLETED)
+                for future in ended:
+                    try:
+                        name = future.result()
+                    except TrainingInterrupted as stop:
+                        stopped[futures[future].name] = stop
+                        continue
+                    except CancelledError:
+                        continue
+                    except Exception as error:   # the first failure is the one to report
+                        failure = failure or error
+                        continue
+                    if name is None:
+                        continue
+                    finished_count += 1
+                    if overall.disable:
+                        log(f"[{finished_count}/{len(pending)}] {name} done")
+                if (signalled() or failure is not None) and not stop_all.is_set():
+                    stop_all.set()
+                    for future in running:
+                        future.cancel()
+                if not overall.disable:
+                    overall.update(max(0, runs.done() - overall.n))
+                elif running and time.monotonic() >= next_report:
+                    log(runs.report())
+                    next_report = time.monotonic() + report_every
+        finally:   # however the wait ends (a second Ctrl-C too): no queued run starts, running ones stop
+            stop_all.set()
+            for future in futures:
+                future.cancel()
     overall.close()
+    if failure is not None:
+        raise failure
     if stopped:
         first = next(iter(stopped.values()))
         raise TrainingInterrupted(first.samples, first.signal,
                                   {spec.name: stopped[spec.name].samples for spec in pending if spec.name in stopped})
+    if signalled():   # stopped before any run had trained a step
+        raise TrainingInterrupted(0, signalled.received)
 
 
 def read_summary(run_dir: Path) -> dict:

@@ -34,7 +34,7 @@ def write_figures(out: Path, model: VAE, data: Dataset, binarize: str, history: 
                                           model.config), binarize)
     save_reconstructions(inputs[:, : model.config.data_dim], model.reconstruct(inputs), shape,
                          out / "reconstructions.png")
-    icdf = prior_icdf(model.prior()) if model.config.prior != "gaussian" else None
+    icdf = prior_icdf(model.prior()) if model.config.prior != "gaussian" and model.config.latent_dim == 2 else None
     if (model.config.latent_dim == 2 and model.config.num_classes is None
             and (model.config.prior == "gaussian" or icdf is not None)):
         # A non-Gaussian prior maps the grid through its own inverse CDF (none: no manifold figure).

@@ -9,10 +9,26 @@ from typing import Callable
 
 import torch
 
+# Set in a worker of `aevb reproduce --jobs` (:func:`stop_with_parent`): the parent's request that
+# every job stop after a checkpoint (it was interrupted, or another job failed).
+_parent_stop = None
+
+
+def stop_with_parent(event) -> None:
+    """In a worker process: stop training, as on a signal, once ``event`` (a multiprocessing
+    Event of the parent's) is set."""
+    global _parent_stop
+    _parent_stop = event
+
+
+def parent_asked_to_stop() -> bool:
+    return _parent_stop is not None and _parent_stop.is_set()
+
 
 class StopOnSignal:
     """SIGINT and SIGTERM ask training to stop at the next step (after a checkpoint) instead of
-    killing it; a second signal of the same kind is not caught (the user insists)."""
+    killing it; a second signal of the same kind is not caught (the user insists). In a worker of
+    ``aevb reproduce --jobs``, the parent's request does the same (:func:`stop_with_parent`)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -31,7 +47,7 @@ class StopOnSignal:
         signal.signal(number, self._previous.get(number, signal.SIG_DFL))
 
     def __call__(self) -> bool:
-        return self.received is not None
+        return self.received is not None or parent_asked_to_stop()
 
     def __exit__(self, *exc) -> None:
         for number, handler in self._previous.items():

@@ -25,15 +25,24 @@ DEFAULT_HIDDEN_UNITS = ModelConfig.hidden_units   # (ModelConfig owns it: 500, �
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU; anything else must be a valid, available device."""
+    """'auto' → CUDA when available, else CPU; otherwise 'cpu', 'cuda' or 'cuda:N', which must
+    be available. aevb's engines are written for CPUs (native kernels) and CUDA (fused torch
+    operations); other backends (mps, xpu, meta) are refused rather than half supported."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    supported = "auto, cpu, cuda or cuda:N"
     try:
         resolved = torch.device(device)
-    except RuntimeError:
-        raise AevbError(f"unknown device {device!r}; use auto, cpu or cuda") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise AevbError("device cuda was asked for but no CUDA device is available")
+    except (RuntimeError, TypeError, ValueError):
+        raise AevbError(f"unknown device {device!r}; use {supported}") from None
+    if resolved.type not in ("cpu", "cuda") or (resolved.type == "cpu" and resolved.index not in (None, 0)):
+        raise AevbError(f"device {device!r} is not supported; use {supported}")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AevbError("device cuda was asked for but no CUDA device is available")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise AevbError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} "
+                            "CUDA device(s), cuda:0 and up")
     return resolved
 
 

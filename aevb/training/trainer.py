@@ -265,7 +265,7 @@ class Trainer:
         index = 0
         try:
             while index < len(targets):
-                if targets[index] <= state.samples:
+                if self._passed(targets[index], state):
                     index += 1
                     continue
                 interval = Interval(bar, on_checkpoint, checkpoint_every, stop_requested)
@@ -291,6 +291,16 @@ class Trainer:
         warn_if_worse_than_untrained(state.history, state.initial_bound, state.step_size)
         return TrainResult(step_size=state.step_size, step_size_trials=state.trials, history=state.history,
                            steps_by_threads=dict(sorted(self.threads.steps_by_count.items())))
+
+    @staticmethod
+    def _passed(target: int, state: TrainingState) -> bool:
+        """Whether the evaluation point at ``target`` samples is behind the run: trained past, or
+        reached and evaluated. A run stopped on the very step that reached a point, or whose step-size
+        selection (§5) used the whole budget, has reached it without evaluating it: it is evaluated
+        then, before any further step (so a resumed run stays the uninterrupted one)."""
+        if target != state.samples:
+            return target < state.samples
+        return bool(state.history) and state.history[-1].samples == target
 
     def _train_interval(self, target: int, total: int, state: TrainingState, optimizer: torch.optim.Optimizer,
                         order: DataOrder, interval: Interval) -> Metrics:

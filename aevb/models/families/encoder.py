@@ -31,8 +31,20 @@ def posterior_centre(posterior: Distribution) -> torch.Tensor:
 
 def _halves(base: Distribution) -> torch.Tensor:
     """0.5 in the batch shape, dtype and device of a univariate distribution (no random draw)."""
-    like = next(value for value in vars(base).values() if torch.is_tensor(value))
+    like = _a_parameter(base)
     return torch.full(base.batch_shape, 0.5, dtype=like.dtype, device=like.device)
+
+
+def _a_parameter(distribution: Distribution) -> torch.Tensor:
+    """One of a distribution's parameter tensors, looking inside a transformed one's base
+    (LogNormal keeps its loc and scale in a Normal)."""
+    for value in vars(distribution).values():
+        if torch.is_tensor(value):
+            return value
+    for value in vars(distribution).values():
+        if isinstance(value, Distribution):
+            return _a_parameter(value)
+    raise AttributeError(f"{type(distribution).__name__} holds no parameter tensor")
 
 
 def prior_icdf(prior: Distribution):
