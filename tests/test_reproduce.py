@@ -392,22 +392,52 @@ def test_a_resumed_reproduction_first_says_where_its_runs_stand(tmp_path):
 
 
 def test_a_failed_job_stops_the_others_and_no_queued_run_starts(tmp_path):
-    """--jobs 2: the first run fails at once (its data do not exist); the error is raised after the
-    running job stops at a checkpoint, and the queued runs are never trained."""
+    """--jobs 2: the first run fails at once in its worker (a setting its model refuses); the error
+    is raised after the running job stops at a checkpoint, and the queued runs are never trained."""
     from aevb.errors import AevbError
     from aevb.experiments import runner
     from aevb.runs import DataConfig
     from aevb.training import TrainConfig
 
-    def spec(name, data):
-        return runner.RunSpec(name=name, data=data, model_options={"latent_dim": 2, "hidden_units": 8},
+    def spec(name, activation="tanh"):
+        return runner.RunSpec(name=name, data=DataConfig("mnist-sample"),
+                              model_options={"latent_dim": 2, "hidden_units": 8, "activation": activation},
                               train=TrainConfig(max_samples=3_000_000, step_size=0.02, eval_subset=100),
                               track_test=False)
 
-    specs = [spec("broken", DataConfig(str(tmp_path / "no-such-data.npz")))]
-    specs += [spec(f"run-{index}", DataConfig("mnist-sample")) for index in range(6)]
-    with pytest.raises(AevbError, match="no-such-data"):
+    specs = [spec("broken", activation="no-such-activation")] + [spec(f"run-{index}") for index in range(6)]
+    with pytest.raises(AevbError, match="no-such-activation"):
         runner.run_specs(specs, tmp_path / "out", jobs=2, threads=1, log=lambda line: None)
     finished = [s.name for s in specs if (tmp_path / "out" / s.name / "summary.json").exists()]
     started = [s.name for s in specs[1:] if (tmp_path / "out" / s.name).exists()]
     assert finished == [] and len(started) <= 3, started
+
+
+def test_data_that_cannot_be_found_is_an_error_before_any_run_trains(tmp_path):
+    """fig2's Frey Face runs come after its MNIST runs: missing Frey Face data is said at once."""
+    from aevb.errors import AevbError
+    from aevb.experiments import runner
+    from aevb.runs import DataConfig
+    from aevb.training import TrainConfig
+
+    specs = [runner.RunSpec(name=name, data=data, model_options={"latent_dim": 2, "hidden_units": 8},
+                            train=TrainConfig(max_samples=10_000, step_size=0.02), track_test=False)
+             for name, data in (("first", DataConfig("mnist-sample")), ("second", DataConfig("frey", str(tmp_path))))]
+    with pytest.raises(AevbError, match="frey_rawface"):
+        runner.run_specs(specs, tmp_path / "out", log=lambda line: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_warnings_of_parallel_jobs_are_one_line_and_name_their_run():
+    import warnings
+
+    from aevb.training.reporting import TrainingWarning, one_line_warnings
+
+    def shown(text):   # what Python prints for a warning (pytest intercepts the printing itself)
+        return warnings.formatwarning(TrainingWarning(text), TrainingWarning, "trainer.py", 156)
+
+    with one_line_warnings("frey-z2-wake-sleep"):
+        assert shown("the bound ended at -1511") == "aevb: warning: frey-z2-wake-sleep: the bound ended at -1511\n"
+    with one_line_warnings():
+        assert shown("plain") == "aevb: warning: plain\n"
+    assert "trainer.py:156" in shown("plain")   # Python's own format again outside

@@ -9,9 +9,9 @@ import argparse
 import os
 import signal
 import sys
-import warnings
 
 from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
+from ..training.reporting import one_line_warnings
 from .commands import COMMANDS
 from .flags import _in_flags
 from .parser import EXIT_USAGE, _build_parser
@@ -23,12 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv  # recorded in config.json: the command that made a run, also when called in-process
-    previous_format = warnings.formatwarning
-    warnings.formatwarning = _one_line_warning   # a user reads "aevb: warning: ...", not our source lines
-    try:
+    with one_line_warnings():
         status = _run_command(args)
-    finally:
-        warnings.formatwarning = previous_format
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # One of several torchrun processes: everything is written and flushed; leave without
         # C++ static destructors, where torch 2.x's distributed runtime now and then aborts
@@ -40,9 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    text = str(message)
-    return f"{text if text.startswith('aevb') else 'aevb: warning: ' + text}\n"
 
 
 def _run_directory(args: argparse.Namespace) -> str | None:

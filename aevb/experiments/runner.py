@@ -24,11 +24,13 @@ import torch
 from ..errors import AevbError, TrainingInterrupted
 from ..progress import progress_bar
 from ..runs import SUMMARY_FILE, DataConfig, resume_run, train_run
+from ..runs.data_config import load_data
 from ..runs.settings import resolve_device
 from ..runs.process import StopOnSignal, parent_asked_to_stop, stop_with_parent
 from ..runs.progress_report import REPORT_EVERY_SECONDS, RunsProgress, report_periodically
 from ..training.checkpoints import has_checkpoint
 from ..training import TrainConfig
+from ..training.reporting import one_line_warnings
 from ..threads import process_share
 
 
@@ -79,8 +81,14 @@ def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None, share: 
     when the parent asked every job to stop before this one started."""
     if parent_asked_to_stop():
         return None
-    if share:
+    if share:   # a worker process of --jobs: its warnings say which run they are about
         torch.set_num_threads(share)
+        with one_line_warnings(spec.name):
+            return _train_and_measure(spec, out, device, threads, progress)
+    return _train_and_measure(spec, out, device, threads, progress)
+
+
+def _train_and_measure(spec: RunSpec, out: Path, device: str, threads: int | None, progress: bool) -> str:
     run_dir = out / spec.name
     if not is_complete(run_dir):   # (a complete run comes here only for its final measurement)
         if _resumable(spec, run_dir):
@@ -108,7 +116,6 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
     seconds one with each run's progress, speed and time left (:mod:`aevb.runs.progress_report`)."""
     resolve_device(device)   # a device no run can use: one line before anything is written
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     pending = [spec for spec in specs if not is_finished(spec, out / spec.name)]
     done = len(specs) - len(pending)
     if done:
@@ -117,6 +124,12 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
         return
     if jobs < 1:
         raise AevbError(f"`jobs` must be a positive integer, got {jobs}")
+    # Data that cannot be found or read: one line now, not after the runs before it have trained.
+    to_train = [spec.data for spec in pending if not is_complete(out / spec.name)]
+    for index, data in enumerate(to_train):
+        if data not in to_train[:index]:
+            load_data(data)
+    out.mkdir(parents=True, exist_ok=True)
     # Progress counts training samples, so that the time left weighs long runs as they are.
     work = {spec.name: max(1, spec.train.max_samples or 1) for spec in pending}
     by_name = {spec.name: spec for spec in pending}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 
 from ..progress import progress_bar
 from .config import Metrics
@@ -19,6 +20,25 @@ class TrainingWarning(RuntimeWarning):
 # (Python's default filter shows a warning once per text and place). Appended, so that a
 # user's own filters still win.
 warnings.filterwarnings("always", category=TrainingWarning, append=True)
+
+
+@contextmanager
+def one_line_warnings(run: str | None = None):
+    """Warnings shown as a user reads them, "aevb: warning: ..." (with the ``run``'s name where
+    several train at once, e.g. in the processes of ``aevb reproduce --jobs``), not as Python's
+    source lines."""
+    def formatted(message, category, filename, lineno, line=None) -> str:
+        text = str(message)
+        if not text.startswith("aevb"):
+            text = f"aevb: warning: {run + ': ' if run else ''}{text}"
+        return text + "\n"
+
+    previous = warnings.formatwarning
+    warnings.formatwarning = formatted
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
 
 
 #: A run that ends this far below its untrained model's bound learned nothing.
