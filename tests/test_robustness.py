@@ -441,3 +441,42 @@ def test_a_directory_that_holds_no_run_is_named_as_such(tmp_path, capsys, argv):
     assert_usage_error(code, out, err)
     assert f"{empty} is not a run directory: it has no config.json" in err, err
     assert list(empty.iterdir()) == []   # nothing written into it
+
+
+# ------------------------------------------------------------------ probed in session 13
+
+
+@pytest.mark.parametrize("field,value", [("samples", -1), ("steps", -5), ("samples", 10)])
+def test_resume_refuses_a_checkpoint_with_hand_edited_counts(tmp_path, monkeypatch, capsys, field, value):
+    """samples = 10 is below the evaluation points the checkpoint itself records."""
+    run = tmp_path / "run"
+    _interrupted_run(monkeypatch, run, after_checks=150)
+    metrics_before = (run / "metrics.jsonl").read_text()
+    assert metrics_before
+    for state in (run / "checkpoints").glob("step-*/state.json"):
+        _edit_json(state, lambda fields: fields.update({field: value}))
+    code, out, err = run_cli(capsys, ["train", "--resume", run, "--no-progress"])
+    assert_usage_error(code, out, err)
+    assert "checkpoint" in err and (run / "metrics.jsonl").read_text() == metrics_before
+
+
+def test_resume_without_any_checkpoint_says_it_trains_the_run_again(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    _interrupted_run(monkeypatch, run, after_checks=150)
+    measured = (run / "metrics.jsonl").read_text().splitlines()
+    shutil.rmtree(run / "checkpoints")
+    with pytest.warns(TrainingWarning, match=f"{len(measured)} evaluation points but no checkpoint"):
+        assert call(["train", "--resume", run, "--no-progress"]) == 0
+    # The same seeded run again: its first evaluation points come back as they were.
+    again = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["train_bound"] for line in again[:len(measured)]] == \
+        [json.loads(line)["train_bound"] for line in measured]
+
+
+def test_overwrite_with_settings_that_cannot_train_keeps_the_old_run(finished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    before = sorted(path.name for path in run.iterdir())
+    code, out, err = run_cli(capsys, ["train", "--out", run, "--overwrite", "--algorithm", "mcem", "--no-progress"])
+    assert_usage_error(code, out, err)
+    assert "step size" in err and sorted(path.name for path in run.iterdir()) == before

@@ -11,6 +11,7 @@ import shlex
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +27,8 @@ from ..models.build import build_model
 from ..models.vae import VAE, ModelConfig
 from ..training import Metrics, Trainer, TrainConfig, require_training_step_memory
 from ..training.checkpoints import DIRECTORY as CHECKPOINTS
+from ..training.reporting import TrainingWarning
+from ..training.trainer import check_step_size_choosable
 from ..training.checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
 from .data_config import DataConfig, check_data_fits_model, data_config_of_run, load_data, stored_data_config
 from .layout import (CONFIG_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, configuration_id, create_run_dir,
@@ -75,6 +78,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     trainer_algorithm = make_algorithm(algorithm, train_config)
     check_distributable(group, trainer_algorithm, train_config.batch_size, extra_metrics is not None,
                         model_options.get("posterior", "gaussian"))
+    check_step_size_choosable(trainer_algorithm, train_config)
     if data is None:
         data = load_data(data_config)
     model_config = _model_config(data, model_options, train_config, trainer_algorithm)
@@ -172,11 +176,15 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
         # Killed before its first checkpoint: start again, which is the same run (it is seeded).
         state = load_checkpoint(out, configuration=identity) if has_checkpoint(out) else None
         samples = state.samples if state is not None else 0
+        measured = metrics_lines(out) if group.is_main else []
+        if state is None and measured:
+            warnings.warn(f"{out} has {len(measured)} evaluation points but no checkpoint: it trains again from "
+                          "the start (the same seeded run), and measures them again", TrainingWarning)
         data = load_data(data_config)
         if state is not None:
             check_checkpoint_fits(state, build_model(model_config), data.train.shape[0], out)
         if group.is_main:   # metrics after the checkpoint are measured again
-            kept = [line for line in metrics_lines(out) if line_samples(line) <= samples]
+            kept = [line for line in measured if line_samples(line) <= samples]
             atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
         return _train_into(out, data, model_config, train_config, algorithm, group, torch_device,
                            progress=progress, loggers=_logger_names(loggers, tensorboard), on_metrics=on_metrics,

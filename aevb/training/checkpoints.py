@@ -265,6 +265,12 @@ def check_checkpoint_fits(state: TrainingState, model: torch.nn.Module, dataset_
                         f"{str(error).strip().splitlines()[0]}") from None
     if state.rng.dtype != torch.uint8 or state.rng.dim() != 1:
         raise AevbError(f"the checkpoint in {run_dir} has no valid generator state")
+    counts = {"samples": state.samples, "steps": state.steps, "position": state.position}
+    for name, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise AevbError(f"the checkpoint in {run_dir} has a nonsense count: {name} = {value!r}")
+    if any(metrics.samples > state.samples for metrics in state.history):
+        raise AevbError(f"the checkpoint in {run_dir} records evaluations beyond its own {state.samples:,} samples")
     if state.order is not None and (state.order.shape != (dataset_size,) or not 0 <= state.position <= dataset_size):
         raise AevbError(f"the checkpoint in {run_dir} is for a training set of another size")
     parameters = dict(model.named_parameters())

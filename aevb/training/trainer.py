@@ -37,6 +37,14 @@ MAX_ROLLBACKS = 3                     # then give up: the step size has been hal
 INITIAL_BOUND_POINTS = 1000
 
 
+def check_step_size_choosable(algorithm, config: TrainConfig) -> None:
+    """§5 picks the step size by the training bound: an algorithm without one (Monte Carlo EM)
+    needs ``step_size`` given. A one-line error otherwise."""
+    if not getattr(algorithm, "has_bound", True) and config.step_size is None:
+        raise AevbError(f"{type(algorithm).__name__} has no lower bound to choose a step size by; "
+                        "give one (`step_size`)")
+
+
 class Trainer:
     """Runs Algorithm 1 (or another :class:`Algorithm`) on a model and a training set in memory.
 
@@ -84,9 +92,7 @@ class Trainer:
                                      getattr(self.algorithm, "num_samples", 1),
                                      train.device, processes=group.world_size)
         self.has_bound = bool(getattr(self.algorithm, "has_bound", True))
-        if not self.has_bound and config.step_size is None:
-            raise AevbError(f"{type(self.algorithm).__name__} has no lower bound to choose a step size by; "
-                            "give one (`step_size`)")
+        check_step_size_choosable(self.algorithm, config)
         self.train_eval = self._eval_view(train)
         self.valid_eval = None if valid is None else self._eval_view(valid)
         self.test_eval = None if test is None else self._eval_view(test)
