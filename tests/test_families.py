@@ -448,7 +448,7 @@ def test_hmc_refuses_a_prior_off_the_real_line(capsys, tmp_path):
                                     "rayleigh", "--out", run])
     assert code == 0, err
     assert (run / "manifold.png").is_file()   # the grid went through the Rayleigh inverse CDF
-    code, stdout, err = run_cli(capsys, ["evaluate", run, "--hmc", "--hmc-samples", "2", "--num-points", "2"])
+    code, stdout, err = run_cli(capsys, ["evaluate", run, "--hmc", "--hmc-samples", "4", "--num-points", "2"])
     assert_usage_error(code, stdout, err)
     assert "HMC needs a prior on the whole real line" in err
 

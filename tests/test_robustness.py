@@ -480,3 +480,18 @@ def test_overwrite_with_settings_that_cannot_train_keeps_the_old_run(finished_ru
     code, out, err = run_cli(capsys, ["train", "--out", run, "--overwrite", "--algorithm", "mcem", "--no-progress"])
     assert_usage_error(code, out, err)
     assert "step size" in err and sorted(path.name for path in run.iterdir()) == before
+
+
+@pytest.mark.parametrize("option", [["--k", "10"], ["--prior-mixture", "0.5"], ["--parameter-draws", "4"],
+                                    ["--hmc-samples", "8"], ["--leapfrog-steps", "3"]])
+def test_an_evaluate_option_that_would_change_nothing_is_refused(finished_run, capsys, option):
+    code, out, err = run_cli(capsys, ["evaluate", finished_run, *option])
+    assert_usage_error(code, out, err)
+    assert "applies only with --" in err
+
+
+def test_hmc_with_too_few_samples_for_its_gaussian_is_refused(finished_run, capsys):
+    """3 latent dimensions: L = 4 would fit a singular covariance (log p(x) came out at +10⁵ nats)."""
+    code, out, err = run_cli(capsys, ["evaluate", finished_run, "--hmc", "--hmc-samples", "4", "--num-points", "2"])
+    assert_usage_error(code, out, err)
+    assert "--hmc-samples = 4 is too few" in err and "J + 2 = 5" in err

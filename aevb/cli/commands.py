@@ -166,6 +166,11 @@ def _report(run_dir) -> int:
     return 0
 
 
+#: Options of `aevb evaluate` that tune an estimate which only another option asks for.
+EVALUATE_OPTION_NEEDS = {"k": "nll", "prior_mixture": "nll", "parameter_draws": "nll",
+                         "hmc_samples": "hmc", "leapfrog_steps": "hmc"}
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import inspect
 
@@ -173,6 +178,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..runs import evaluate_run
 
     given = _given(args)
+    for option, needs in EVALUATE_OPTION_NEEDS.items():   # an option that would change nothing is a mistake
+        if option in given and not given.get(needs):
+            raise AevbError(f"--{option.replace('_', '-')} applies only with --{needs}")
     _set_threads(given.get("threads"))
     accepted = inspect.signature(evaluate_run).parameters
     options = {name: value for name, value in given.items() if name in accepted}

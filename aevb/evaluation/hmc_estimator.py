@@ -124,6 +124,7 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
                                     ("burn_in", burn_in, 0), ("gap", gap, 0), ("batch_size", batch_size, 1)):
         require_count(value, setting, minimum)
     latent_dim = _check_chains(model, data, initial)
+    check_hmc_samples(num_samples, latent_dim)
     started = time.perf_counter()
     values, stderrs, acceptance = [], [], []
     bar = progress_bar(data.shape[0], unit="point", desc=f"log p(x), HMC (App. D), L = {num_samples}",
@@ -165,6 +166,15 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
                                                         time.perf_counter() - started)
     mean_acceptance = torch.cat(acceptance).mean().item()
     return estimate, mean_acceptance if math.isfinite(mean_acceptance) else float("nan")
+
+
+def check_hmc_samples(num_samples: int, latent_dim: int, setting: str = "num_samples") -> None:
+    """A one-line error, naming ``setting``, when L = ``num_samples`` posterior samples cannot fit
+    App. D's full-covariance Gaussian in J = ``latent_dim`` dimensions: below J + 2 its covariance is
+    singular or its inverse unusable, and the estimate nonsense (log p(x) > 0 for binary data)."""
+    if num_samples < latent_dim + 2:
+        raise AevbError(f"`{setting}` = {num_samples} is too few for HMC in {latent_dim} latent dimensions: "
+                        f"fitting a full-covariance Gaussian needs at least J + 2 = {latent_dim + 2}")
 
 
 def _check_chains(model, data: torch.Tensor, initial: torch.Tensor | str) -> int:

@@ -18,7 +18,8 @@ from ..errors import AevbError
 from ..objectives.estimators import bound_estimator
 from ..evaluation import evaluate_bound
 from ..evaluation.full_vb import predictive_log_likelihood
-from ..evaluation.hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
+from ..evaluation.hmc_estimator import (PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, check_hmc_samples,
+                                       hmc_log_likelihood)
 from ..evaluation.importance_sampling import estimate_log_likelihood
 from ..models.vae import VAE
 from ..training import TrainConfig, evaluation_data
@@ -97,6 +98,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
                     num_points=num_points, parameter_draws=parameter_draws, hmc_samples=hmc_samples,
                     leapfrog_steps=leapfrog_steps)
     model, config = load_run(run_dir, device, checkpoint)
+    if hmc:
+        check_hmc_samples(hmc_samples, model.config.latent_dim, "hmc_samples")
     train_config, data, values = _evaluation_data(model, config, Path(run_dir), split, data_dir, num_points, hmc,
                                                   download)
     full_vb = hasattr(model, "decoder_parameter_kl")   # a posterior over θ (App. F)
