@@ -495,3 +495,29 @@ def test_hmc_with_too_few_samples_for_its_gaussian_is_refused(finished_run, caps
     code, out, err = run_cli(capsys, ["evaluate", finished_run, "--hmc", "--hmc-samples", "4", "--num-points", "2"])
     assert_usage_error(code, out, err)
     assert "--hmc-samples = 4 is too few" in err and "J + 2 = 5" in err
+
+
+@pytest.mark.parametrize("command", [["sample", "{run}", "--num", "4"], ["compare", "{run}"]])
+def test_an_output_file_that_exists_is_kept_unless_overwrite_is_given(finished_run, tmp_path, capsys, command):
+    argv = [part.format(run=finished_run) for part in command]
+    kept = tmp_path / "figure.png"
+    kept.write_bytes(b"not to be lost")
+    code, out, err = run_cli(capsys, [*argv, "--out", kept])
+    assert_usage_error(code, out, err)
+    assert "exists" in err and "--overwrite" in err and kept.read_bytes() == b"not to be lost"
+    assert call([*argv, "--out", kept, "--overwrite"]) == 0
+    assert kept.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("command", [["train"], ["reproduce", "fig4"], ["sample", "RUN"], ["compare", "RUN"]])
+def test_an_empty_output_path_is_refused(capsys, command):
+    code, out, err = run_cli(capsys, [*command, "--out", ""])
+    assert_usage_error(code, out, err)
+    assert "empty" in err
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["sample"], ["train", "--resume"]])
+def test_a_file_given_for_a_run_directory_says_which_directory_is_the_run(finished_run, capsys, command):
+    code, out, err = run_cli(capsys, [*command, finished_run / "config.json"])
+    assert_usage_error(code, out, err)
+    assert f"is a file, not a run directory; its run directory is {finished_run}" in err

@@ -8,6 +8,13 @@ import math
 from ..threads import available_cpus
 
 
+def _path(text: str) -> str:
+    """A file or directory to write; an empty one would silently become the default."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
 def _count(text: str) -> int:
     """A positive count; accepts 1000000, 1_000_000 and 1e6."""
     try:

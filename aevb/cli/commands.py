@@ -242,7 +242,7 @@ def _compare(args: argparse.Namespace) -> int:
     from ..runs import compare_runs
 
     given = _given(args)
-    rows = compare_runs(given["run_dir"], out=given.get("out"))
+    rows = compare_runs(given["run_dir"], out=given.get("out"), overwrite=given.get("overwrite", False))
     if given.get("json"):
         _print_json(rows)
         return 0

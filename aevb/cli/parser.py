@@ -12,7 +12,7 @@ from .. import __version__
 from ..engines import ENGINE_CHOICES
 from ..runs.loggers import LOGGERS
 from ..models.families import FAMILIES
-from .arguments import (_count, _counts, _label, _non_negative_float, _number, _positive_float, _seed,
+from .arguments import (_count, _path, _counts, _label, _non_negative_float, _number, _positive_float, _seed,
                         _threads)
 
 
@@ -202,7 +202,7 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     output.add_argument("--print-config", action="store_true", default=UNSET,
                         help="print the resolved configuration (JSON, as config.json would hold it) and exit "
                              "without training (default: off)")
-    output.add_argument("--out", metavar="RUN_DIR", default=UNSET,
+    output.add_argument("--out", type=_path, metavar="RUN_DIR", default=UNSET,
                         help="run directory (default: runs/DATASET-zNz-TIMESTAMP)")
     output.add_argument("--overwrite", action="store_true", default=UNSET, help="replace a run already in RUN_DIR (default: off)")
     output.add_argument("--evals-per-decade", type=_count, default=UNSET,
@@ -313,7 +313,7 @@ def _build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--budget", type=_positive_float, default=UNSET,
                            help="training samples per curve (the paper: 1e8); nll: a fraction <= 1 of each "
                                 f"model's published schedule, or training samples per model (default: {r('budget'):g})")
-    reproduce.add_argument("--out", metavar="DIR", default=None, help="output directory (default: reproduce/FIGURE)")
+    reproduce.add_argument("--out", type=_path, metavar="DIR", default=None, help="output directory (default: reproduce/FIGURE)")
     reproduce.add_argument("--jobs", type=_count, default=UNSET,
                            help=f"runs trained in parallel processes (default: {r('jobs')})")
     reproduce.add_argument("--seed", type=_seed, default=UNSET, help=f"random seed of every run (default: {r('seed')})")
@@ -352,9 +352,11 @@ def _build_parser() -> argparse.ArgumentParser:
                                               "labelled by the settings in which they differ, and print a table of "
                                               "their final bounds.")
     compare.add_argument("run_dir", metavar="RUN_DIR", nargs="+", help="run directories written by aevb train")
-    compare.add_argument("--out", metavar="FILE.png", default=UNSET, help="write the figure here (default: none, "
+    compare.add_argument("--out", type=_path, metavar="FILE.png", default=UNSET, help="write the figure here (default: none, "
                                                                         "only the table)")
     compare.add_argument("--json", action="store_true", default=UNSET, help="print the table as JSON (default: off)")
+    compare.add_argument("--overwrite", action="store_true", default=UNSET,
+                         help="replace the file --out names if it exists (default: off, refused)")
 
     sample = commands.add_parser("sample", formatter_class=formatter, help="draw samples from a trained run",
                                  description="Draw images E[x|z], z ~ p(z) the run's prior, from a trained run (a full-vb run "
@@ -362,9 +364,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train")
     sample.add_argument("--num", type=_count, default=UNSET, help=f"number of samples (default: {d('num_samples')})")
     sample.add_argument("--seed", type=_seed, default=UNSET, help=f"random seed (default: {d('seed')})")
-    sample.add_argument("--out", metavar="FILE", default=None,
+    sample.add_argument("--out", type=_path, metavar="FILE", default=None,
                         help="output .png (grid) or .npy (array) (default: RUN_DIR/samples-seedN.png, "
                              "RUN_DIR/samples-seedN-labelY.png with --label)")
+    sample.add_argument("--overwrite", action="store_true", default=UNSET,
+                        help="replace the file --out names if it exists (default: off, refused)")
     sample.add_argument("--device", default=UNSET,
                         help=f"auto (CUDA when available), cpu, cuda or cuda:N (default: {d('device')})")
     sample.add_argument("--label", type=_label, default=None,

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import AevbError
-from .layout import flat_config, read_metrics, read_run_config
+from .layout import flat_config, read_metrics, read_run_config, refuse_to_replace
 
 #: Settings that say where or how a run was made, not what it is: never a label.
 _INCIDENTAL = {"data.data_dir", "data.download", "data.source", "created", "command", "aevb_version", "device",
@@ -41,13 +41,20 @@ def differing_settings(configs: list[dict]) -> list[dict[str, object]]:
     return [{key.split(".")[-1]: flat[key] for key in differing if key in flat} for flat in flats]
 
 
-def compare_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike | None = None) -> list[dict]:
+def compare_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike | None = None,
+                 overwrite: bool = False) -> list[dict]:
     """One row per run: its directory, a label (the directory's name and the settings in which
     the runs differ), and its last
     evaluation point's samples and bounds (train, validation, test; nats per datapoint). With
-    ``out`` (.png), their bound curves on one figure."""
+    ``out`` (.png), their bound curves on one figure; an ``out`` that exists is replaced only with
+    ``overwrite``."""
     if not run_dirs:
         raise AevbError("name at least one run directory to compare")
+    if out is not None:
+        out = Path(out)
+        if out.suffix.lower() != ".png":
+            raise AevbError(f"`out` {out}: the comparison figure is a .png")
+        refuse_to_replace(out, overwrite)
     paths = [Path(run_dir) for run_dir in run_dirs]
     configs = [read_run_config(path) for path in paths]
     histories = [read_metrics(path) for path in paths]
@@ -56,9 +63,6 @@ def compare_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike | Non
         settings = ", ".join(f"{name}={value}" for name, value in differing.items())
         labels.append(f"{path.name} ({settings})" if settings else path.name)
     if out is not None:
-        out = Path(out)
-        if out.suffix.lower() != ".png":
-            raise AevbError(f"`out` {out}: the comparison figure is a .png")
         from ..figures import save_bound_comparison
 
         legend = labels if max(map(len, labels)) <= LEGEND_LABEL_CHARS else _short_names(paths)

@@ -67,6 +67,15 @@ def refuse_a_file(out: Path) -> None:
         raise AevbError(f"`out` {out} exists and is not a directory")
 
 
+def refuse_to_replace(out: Path, overwrite: bool) -> None:
+    """A one-line error when the output file ``out`` is a directory, or exists and ``overwrite``
+    is not given: a figure or array written before is not lost to a second command."""
+    if out.is_dir():
+        raise AevbError(f"`out` {out} is a directory; name a file")
+    if out.exists() and not overwrite:
+        raise AevbError(f"`out` {out} exists; choose another `out` or pass `overwrite`")
+
+
 def refuse_to_clobber(out: Path, overwrite: bool) -> None:
     """A one-line error when ``out`` is a file, or holds a run and ``overwrite`` is not given."""
     refuse_a_file(out)
@@ -99,6 +108,9 @@ def default_run_dir(dataset: str, latent_dim: int) -> Path:
 
 def read_run_config(run_dir: Path) -> dict:
     """A run's config.json, with one-line errors for a missing run or another run format."""
+    if run_dir.exists() and not run_dir.is_dir():
+        hint = f"; its run directory is {run_dir.parent}" if (run_dir.parent / CONFIG_FILE).is_file() else ""
+        raise AevbError(f"{run_dir} is a file, not a run directory{hint}")
     if not run_dir.is_dir():
         raise AevbError(f"run directory {run_dir} not found")
     if not (run_dir / CONFIG_FILE).exists():

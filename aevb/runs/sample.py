@@ -11,17 +11,20 @@ from ..errors import AevbError
 from ..figures import save_samples
 from ..memory import require_sampling_memory
 from .evaluate import load_run
+from .layout import refuse_to_replace
 
 
 def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int = 0, out: str | None = None,
-               device: str = "auto", label: int | None = None, checkpoint: bool = False) -> Path:
+               device: str = "auto", label: int | None = None, checkpoint: bool = False,
+               overwrite: bool = False) -> Path:
     """Draw ``num_samples`` images E[x|z], z ~ p(z), from a run; write a PNG grid (and .npy).
 
     A conditional run draws E[x|z, y]: all of class ``label`` when given; otherwise the
     class-conditional grid, one row per class and ⌈num_samples / C⌉ columns, each column one z.
     A full-VB run decodes with θ = μ_θ, the mean of q(θ). ``checkpoint``: from the model of the
     run's latest checkpoint (a run still training, or stopped); the default file name then ends
-    in ``-checkpoint``, so that the run's own figures are never replaced.
+    in ``-checkpoint``, so that the run's own figures are never replaced. An ``out`` that exists is
+    replaced only with ``overwrite`` (the default file, the same draw again, always is).
     """
     if num_samples < 1:
         raise AevbError(f"`num_samples` must be a positive integer, got {num_samples}")
@@ -30,6 +33,8 @@ def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int 
     target = Path(out) if out else Path(run_dir) / default_name
     if target.suffix.lower() not in (".png", ".npy"):
         raise AevbError(f"`out` {target}: unsupported file type {target.suffix or '(none)'!r}; use .png or .npy")
+    if out:
+        refuse_to_replace(target, overwrite)
     model, _ = load_run(run_dir, device, checkpoint)
     generator = torch.Generator().manual_seed(seed)
     classes = model.config.num_classes
