@@ -465,3 +465,4 @@ def test_families_table_writes_one_row_per_family(tmp_path):
     assert [row["posterior"] for row in stored] == ["gaussian", "weibull"] == [row["posterior"] for row in rows]
     assert [row["estimator"] for row in rows] == ["B", "A"]
     assert all(math.isfinite(row["test_bound"]) and math.isfinite(row["log_likelihood"]) for row in rows)
+    assert all(math.isfinite(row["log_likelihood_defensive"]) for row in rows)
