@@ -53,8 +53,8 @@ class ModelConfig(JsonConfig):
                                     # (aevb.models.conditional); None: unconditional
     decoder_posterior: str = "point"   # θ, the decoder's parameters: "point" (ML/MAP estimate, §5) or
                                        # "gaussian", a factorised Gaussian q(θ) (full VB, App. F; aevb.models.full_vb)
-    decoder_posterior_init_std: float = 0.01   # full VB: σ_θ of q(θ) at initialisation, the scale of the
-                                               # means' N(0, 0.01²) (smaller only costs Adagrad steps)
+    decoder_posterior_init_std: float = 0.01   # full VB: σ_θ of q(θ) at initialisation (small against
+                                               # the means' init_std; smaller only costs Adagrad steps)
     posterior: str = "gaussian"    # q(z|x) family of §2.4 by name (aevb.models.families); "gaussian" = N(μ, diag σ²)
     prior: str = "gaussian"        # p(z) family by name; "gaussian" = N(0, I) (§3)
 

@@ -26,7 +26,7 @@ batched products, M times the memory), and the estimate stays unbiased — only 
 larger (the points' terms are correlated through θ̃).
 
 A :class:`FullVBVAE` keeps μ_θ as the decoder's own parameters — initialised like the MAP model's
-from N(0, 0.01²) (§5), so a run starts where the MAP run with the same seed starts — and log σ_θ in
+from N(0, init_std²) (§5), so a run starts where the MAP run with the same seed starts — and log σ_θ in
 ``decoder_log_scale``. Its ``decode`` runs the decoder with a parameter draw
 (``torch.func.functional_call``; no module is copied): the one fixed by
 :meth:`FullVBVAE.decoder_parameters`, else a fresh draw per call, so every code path that decodes
