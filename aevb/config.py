@@ -93,6 +93,11 @@ class JsonConfig:
         unknown = set(values) - known
         if unknown:
             raise AevbError(f"{where} has unknown keys {sorted(unknown)}: written by a newer aevb?")
+        required = [field.name for field in dataclasses.fields(cls)
+                    if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING]
+        missing = [name for name in required if name not in values]
+        if missing:
+            raise AevbError(f"{where} lacks {', '.join(missing)}")
         check_fields(cls, values, where)
         try:
             return cls(**values)

@@ -521,3 +521,14 @@ def test_a_file_given_for_a_run_directory_says_which_directory_is_the_run(finish
     code, out, err = run_cli(capsys, [*command, finished_run / "config.json"])
     assert_usage_error(code, out, err)
     assert f"is a file, not a run directory; its run directory is {finished_run}" in err
+
+
+@pytest.mark.parametrize("content,words", [({"model": {"latent_dim": 5}}, "has no training section"),
+                                           ({"model": {"latent_dim": 5}, "training": {}, "data": {}},
+                                            "model lacks data_dim")])
+def test_a_partial_config_file_says_what_it_lacks(tmp_path, capsys, content, words):
+    path = tmp_path / "partial.json"
+    path.write_text(json.dumps(content))
+    code, out, err = run_cli(capsys, ["train", "--config", path])
+    assert_usage_error(code, out, err)
+    assert words in err and "positional argument" not in err

@@ -222,6 +222,8 @@ def run_configs(config: dict, where: str) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configurations of a run's config.json, checked with the rules of a
     new run (one-line errors naming ``where`` and the setting)."""
     for section in ("model", "training"):
+        if section not in config:
+            raise AevbError(f"{where} has no {section} section (a JSON object, as in a run's config.json)")
         if not isinstance(config.get(section), dict):
             raise AevbError(f"{where}: {section} must be a JSON object, got {config.get(section)!r}")
     return (ModelConfig.from_dict(config["model"], f"{where}: model"),
