@@ -209,11 +209,14 @@ def _print_evaluation(result: dict) -> None:
     split = result["split"]
     taken = (f"; the checkpoint at {result['checkpoint_samples']:,} training samples"
              if "checkpoint_samples" in result else "")
-    print(f"{result['dataset']} {split} set, {result['num_datapoints']:,} points{taken}; nats per datapoint, "
-          "± one standard error")
+    points = result["num_datapoints"]
+    print(f"{result['dataset']} {split} set, {points:,} point{'s' if points != 1 else ''}{taken}; nats per "
+          "datapoint, ± one standard error")
     if result.get("encoder_trained", True):
+        spread = result[f"{split}_bound_stderr"]   # one datapoint has no spread over datapoints
+        spread = f"± {spread:.3f} (over datapoints)" if math.isfinite(spread) else "(one datapoint: no error over datapoints)"
         print(f"  lower bound (estimator {result['estimator']}, L = {result['samples_per_datapoint']}): "
-              f"{result[f'{split}_bound']:.3f} ± {result[f'{split}_bound_stderr']:.3f} (over datapoints)")
+              f"{result[f'{split}_bound']:.3f} {spread}")
     else:
         print("  lower bound: none (the run trained no encoder); log p(x) by importance sampling uses the prior as "
               "proposal, the HMC estimator starts its chains at prior draws resampled by p(x|z)")

@@ -44,7 +44,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", checkpoint: bool 
     if not (run_dir / "model.safetensors").exists():
         if has_checkpoint(run_dir):
             raise AevbError(f"{run_dir} holds no final model yet (the run has not finished); `checkpoint` "
-                            "evaluates its latest checkpoint")
+                            "takes the model of its latest checkpoint")
         raise AevbError(f"{run_dir} holds no trained model (model.safetensors); did the run finish?")
     return load_model(run_dir, resolve_device(device)), config
 
