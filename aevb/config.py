@@ -96,9 +96,9 @@ class JsonConfig:
         required = [field.name for field in dataclasses.fields(cls)
                     if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING]
         missing = [name for name in required if name not in values]
+        check_fields(cls, values, where)
         if missing:
             raise AevbError(f"{where} lacks {', '.join(missing)}")
-        check_fields(cls, values, where)
         try:
             return cls(**values)
         except (TypeError, ValueError, OverflowError) as error:

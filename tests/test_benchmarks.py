@@ -163,7 +163,7 @@ def test_protocol_speed_times_the_nll_runs_and_says_in_one_line_when_mnist_is_mi
                              env={**os.environ, "AEVB_DATA_DIR": ""})
     assert missing.returncode == 1
     lines = missing.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("protocol_speed:") and "not found" in lines[0], missing.stderr
+    assert len(lines) == 1 and lines[0].startswith("protocol_speed:") and "does not exist" in lines[0], missing.stderr
 
 
 @pytest.mark.filterwarnings("ignore::aevb.training.reporting.TrainingWarning")   # 40 samples learn nothing
