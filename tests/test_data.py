@@ -450,6 +450,13 @@ def test_missing_files_without_download(tmp_path):
         assert missing in message and "`download`" in message and "AEVB_DATA_DIR" in message
 
 
+def test_a_data_directory_that_is_a_file_is_named_as_such(tmp_path):
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0")
+    message = assert_user_error(lambda: load_dataset("frey", a_file), a_file)
+    assert "is a file" in message
+
+
 def test_a_data_directory_that_does_not_exist_is_named_as_such(tmp_path, monkeypatch):
     monkeypatch.setenv("AEVB_DATA_DIR", str(tmp_path / "mistyped"))
     message = assert_user_error(lambda: load_dataset("frey"), tmp_path)

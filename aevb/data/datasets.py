@@ -190,6 +190,9 @@ def _locate(dataset: str, data_dir: Path, download: bool) -> list[Path]:
     missing = [r for r, f in zip(REMOTE_FILES[dataset], found) if f is None]
     if missing and not download:
         names = ", ".join(r.filename for r in missing) + " (plain or gzipped)"
+        if data_dir.exists() and not data_dir.is_dir():
+            raise AevbError(f"{dataset}: the data directory {data_dir} is a file; pass `data_dir` or set "
+                            "AEVB_DATA_DIR naming a directory that holds the files, or add `download`")
         if not data_dir.exists():   # say so: a mistyped --data-dir or AEVB_DATA_DIR is the likely cause
             raise AevbError(f"{dataset}: the data directory {data_dir} does not exist; pass `data_dir` or set "
                             "AEVB_DATA_DIR naming one that holds the files, or add `download`")

@@ -129,6 +129,7 @@ class TrainResult:
     history: list[Metrics] = field(default_factory=list)
     step_size_trials: list[StepSizeTrial] = field(default_factory=list)
     steps_by_threads: dict[int, int] = field(default_factory=dict)   # CPU thread count → steps run with it
+                                                                     # by this fit (since a resume, if resumed)
 
 
 EVALUATION_BINARIZATION_SEED = 1234
