@@ -239,6 +239,18 @@ def test_corrupt_embedded_file_is_reported(tmp_path, monkeypatch):
     assert_user_error(lambda: load_dataset("mnist-sample"), tmp_path / "t10k-labels-idx1-ubyte.gz")
 
 
+@pytest.mark.parametrize("sums,words", [("", "lists no checksum for"), ("garbage\n", "not a checksum line")])
+def test_an_emptied_or_garbled_checksum_list_does_not_switch_the_check_off(tmp_path, monkeypatch, sums, words):
+    import aevb.data.datasets as datasets
+
+    for path in EMBEDDED_DIR.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"oops")
+    (tmp_path / "SHA256SUMS").write_text(sums)
+    monkeypatch.setattr(datasets, "EMBEDDED_DIR", tmp_path)
+    assert words in assert_user_error(lambda: load_dataset("mnist-sample"), tmp_path / "SHA256SUMS")
+
+
 # --------------------------------------------------------------------------- corrupt inputs
 
 

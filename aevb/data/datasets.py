@@ -256,17 +256,29 @@ def _load_frey(data_dir: Path, download: bool, divisor: float) -> Dataset:
                  pixel_divisor=divisor)
 
 
+#: The files of the embedded MNIST sample, each verified against SHA256SUMS at every load.
+EMBEDDED_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                  "t10k-labels-idx1-ubyte.gz")
+
+
 def _verify_embedded() -> None:
     sums = EMBEDDED_DIR / "SHA256SUMS"
     try:
         lines = sums.read_text().split("\n")
     except OSError as exc:
         raise AevbError(f"{sums}: cannot read the embedded sample's checksums ({exc}); reinstall aevb") from None
+    listed = set()
     for line in filter(None, (l.strip() for l in lines)):
         digest, _, name = line.partition("  ")
+        if not name:
+            raise AevbError(f"{sums}: not a checksum line: {line[:60]!r}; reinstall aevb")
         path = EMBEDDED_DIR / name
         if not path.is_file() or sha256_file(path) != digest:
             raise AevbError(f"{path}: missing or corrupt (SHA-256 mismatch with {sums.name}); reinstall aevb")
+        listed.add(name)
+    unchecked = sorted(set(EMBEDDED_FILES) - listed)
+    if unchecked:   # a file the list leaves out would load unverified
+        raise AevbError(f"{sums} lists no checksum for {', '.join(unchecked)}; reinstall aevb")
 
 
 def _load_mnist_sample(divisor: float) -> Dataset:
