@@ -208,7 +208,8 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
         raise failure
     if stopped:
         first = next(iter(stopped.values()))
-        raise TrainingInterrupted(first.samples, first.signal,
+        # The signal this process received (jobs stopped at its request received none of their own).
+        raise TrainingInterrupted(first.samples, signalled.received if signalled() else first.signal,
                                   {spec.name: stopped[spec.name].samples for spec in pending if spec.name in stopped})
     if signalled():   # stopped before any run had trained a step
         raise TrainingInterrupted(0, signalled.received)

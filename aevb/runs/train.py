@@ -28,7 +28,7 @@ from ..models.vae import VAE, ModelConfig
 from ..training import Metrics, Trainer, TrainConfig, require_training_step_memory
 from ..training.checkpoints import DIRECTORY as CHECKPOINTS
 from ..training.reporting import TrainingWarning
-from ..training.trainer import check_step_size_choosable
+from ..training.step_size import check_step_size_choosable
 from ..training.checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
 from .data_config import DataConfig, check_data_fits_model, data_config_of_run, load_data, stored_data_config
 from .layout import (CONFIG_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, configuration_id, create_run_dir,

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import AevbError
 from ..progress import progress_bar
-from .config import StepSizeTrial
+from .config import StepSizeTrial, TrainConfig
 from .state import DataOrder
 
 
@@ -36,6 +36,14 @@ class StepSizeChoice:
     rng: torch.Tensor               # torch's CPU generator state, likewise
     order: DataOrder                # the minibatch iterator, possibly mid-epoch
     samples: int                    # datapoints the winner's iterations used
+
+
+def check_step_size_choosable(algorithm, config: TrainConfig) -> None:
+    """§5 picks the step size by the training bound: an algorithm without one (Monte Carlo EM)
+    needs ``step_size`` given. A one-line error otherwise."""
+    if not getattr(algorithm, "has_bound", True) and config.step_size is None:
+        raise AevbError(f"{type(algorithm).__name__} has no lower bound to choose a step size by; "
+                        "give one (`step_size`)")
 
 
 def select_step_size(model: torch.nn.Module, candidates: Sequence[float], steps: int,

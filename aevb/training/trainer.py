@@ -24,7 +24,7 @@ from .optimizers import OPTIMIZERS, SCHEDULES
 from .reporting import TrainingWarning, training_bar, warn_if_worse_than_untrained
 from .state import DataOrder, Interval, TrainingState
 from .step_memory import require_training_step_memory
-from .step_size import StepSizeChoice, select_step_size
+from .step_size import StepSizeChoice, check_step_size_choosable, select_step_size
 from ..threads import StepThreads
 from ..validation import require_rows, require_unit_interval
 
@@ -35,14 +35,6 @@ MAX_ROLLBACKS = 3                     # then give up: the step size has been hal
 #: Training points on which the untrained model's bound is measured: enough to tell a run that
 #: learned from one that made its model worse (a bound tens of nats lower), cheap to evaluate.
 INITIAL_BOUND_POINTS = 1000
-
-
-def check_step_size_choosable(algorithm, config: TrainConfig) -> None:
-    """§5 picks the step size by the training bound: an algorithm without one (Monte Carlo EM)
-    needs ``step_size`` given. A one-line error otherwise."""
-    if not getattr(algorithm, "has_bound", True) and config.step_size is None:
-        raise AevbError(f"{type(algorithm).__name__} has no lower bound to choose a step size by; "
-                        "give one (`step_size`)")
 
 
 class Trainer:
