@@ -107,3 +107,11 @@ def test_a_conditional_model_takes_rows_with_their_labels():
     assert evaluate_bound(conditional, rows).num_datapoints == 6
     with pytest.raises(AevbError, match="10 columns, but the model takes rows of 14"):
         evaluate_bound(conditional, X)
+
+
+def test_whole_float_counts_are_taken_as_integers(model):
+    """1e4 on a command line is a float: the library takes a whole one wherever it takes a count."""
+    estimate, _ = hmc_log_likelihood(model, X[:2], num_samples=8.0, leapfrog_steps=2.0, burn_in=2.0, gap=1.0,
+                                     batch_size=2.0)
+    assert estimate.per_datapoint.shape == (2,)
+    assert evaluate_bound(model, X, num_samples=2.0, batch_size=4.0).num_samples == 2

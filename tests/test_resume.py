@@ -276,3 +276,4 @@ def test_a_step_size_selection_that_uses_the_whole_budget_is_still_evaluated():
     config = TrainConfig(batch_size=20, max_samples=160, selection_steps=8, first_eval=100, seed=4)
     _, result = _train(data, config, "aevb")
     assert [m.samples for m in result.history] == [160]
+    assert math.isnan(result.history[0].minibatch_bound)   # no step since the selection: no minibatch to report

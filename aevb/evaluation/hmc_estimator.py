@@ -120,9 +120,9 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
     ``progress``: a bar over the datapoints, with the time left.
     """
     require_rows(data, model)
-    for setting, value, minimum in (("num_samples", num_samples, 1), ("leapfrog_steps", leapfrog_steps, 1),
-                                    ("burn_in", burn_in, 0), ("gap", gap, 0), ("batch_size", batch_size, 1)):
-        require_count(value, setting, minimum)
+    num_samples, leapfrog_steps = require_count(num_samples, "num_samples"), require_count(leapfrog_steps, "leapfrog_steps")
+    burn_in, gap = require_count(burn_in, "burn_in", minimum=0), require_count(gap, "gap", minimum=0)
+    batch_size = require_count(batch_size, "batch_size")
     latent_dim = _check_chains(model, data, initial)
     check_hmc_samples(num_samples, latent_dim)
     started = time.perf_counter()
@@ -205,7 +205,9 @@ def _starting_points(model, x: torch.Tensor, initial: torch.Tensor | str, latent
         # The mean, or the median where a family has none (Cauchy): VAE.posterior_centre.
         centre = getattr(model, "posterior_centre", None)
         return centre(posterior) if centre is not None else posterior.mean
-    if initial == "prior":
+    if initial == "prior" and getattr(getattr(model, "config", None), "prior", "gaussian") == "gaussian":
+        return torch.randn(x.shape[0], latent_dim, generator=generator, dtype=x.dtype).to(x.device)
+    if initial == "prior":   # torch.distributions take no generator
         seed = int(torch.randint(2**62, (), generator=generator))
         with _seeded_global_generator(seed, x.device):
             return model.prior().sample((x.shape[0],)).to(dtype=x.dtype, device=x.device)

@@ -114,7 +114,6 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
     runs' checkpoints as they train), and with one job each run's own training bar below it. Where
     no bar is shown, ``log`` gets a line per run started or done, and every ``report_every``
     seconds one with each run's progress, speed and time left (:mod:`aevb.runs.progress_report`)."""
-    resolve_device(device)   # a device no run can use: one line before anything is written
     out = Path(out)
     pending = [spec for spec in specs if not is_finished(spec, out / spec.name)]
     done = len(specs) - len(pending)
@@ -124,11 +123,15 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
         return
     if jobs < 1:
         raise AevbError(f"`jobs` must be a positive integer, got {jobs}")
-    # Data that cannot be found or read: one line now, not after the runs before it have trained.
-    to_train = [spec.data for spec in pending if not is_complete(out / spec.name)]
-    for index, data in enumerate(to_train):
-        if data not in to_train[:index]:
-            load_data(data)
+    resolve_device(device)   # a device no run can use: one line before anything is written
+    # Data that cannot be found or read: one line now, not after the runs before it have trained
+    # (once per data set, whatever part of it each run takes).
+    read = set()
+    for spec in pending:
+        source = (spec.data.dataset, spec.data.data_dir, spec.data.download)
+        if source not in read and not is_complete(out / spec.name):
+            load_data(spec.data)
+            read.add(source)
     out.mkdir(parents=True, exist_ok=True)
     # Progress counts training samples, so that the time left weighs long runs as they are.
     work = {spec.name: max(1, spec.train.max_samples or 1) for spec in pending}

@@ -16,9 +16,11 @@ _parent_stop = None
 
 def stop_with_parent(event) -> None:
     """In a worker process: stop training, as on a signal, once ``event`` (a multiprocessing
-    Event of the parent's) is set."""
+    Event of the parent's) is set. An idle worker ignores Ctrl-C, which would kill it and break
+    the pool: the parent, which receives it too, sets the event (a training run catches its own)."""
     global _parent_stop
     _parent_stop = event
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def parent_asked_to_stop() -> bool:

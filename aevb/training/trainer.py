@@ -345,8 +345,10 @@ class Trainer:
         interval.steps = state.steps - interval.first_step
         counted = state.running_count - (int(skipped_samples.item()) if guarded else 0)
         state.skipped_steps += interval.skipped
+        # No step since the last point (a step-size selection that ended on this one): no minibatch bound.
+        minibatch = self.group.sum_(state.running_sum).item() / counted if counted > 0 else math.nan
         metrics = self._evaluate(state.samples, state.steps, optimizer.param_groups[0]["lr"], state.training_seconds,
-                                 self.group.sum_(state.running_sum).item() / max(counted, 1))
+                                 minibatch)
         metrics.skipped_steps, metrics.rollbacks = state.skipped_steps, state.rollbacks
         metrics.threads = self.threads.current
         return metrics
