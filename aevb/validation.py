@@ -6,6 +6,7 @@ the setting, before any work: the same promise the CLI makes, kept for callers o
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -24,11 +25,6 @@ def require_count(value: object, setting: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def input_width(model: object) -> int | None:
-    """The width D of the rows a model takes, where it says (``input_width``; None otherwise)."""
-    return getattr(model, "input_width", None)
-
-
 def require_rows(data: object, model: object, setting: str = "data") -> None:
     """A one-line error unless ``data`` is a non-empty (N, D) tensor whose D is the model's
     ``input_width`` (where the model has one)."""
@@ -36,15 +32,21 @@ def require_rows(data: object, model: object, setting: str = "data") -> None:
         raise AevbError(f"`{setting}` must be a torch.Tensor of shape (N, D), got {type(data).__name__}")
     if data.ndim != 2 or data.shape[0] < 1:
         raise AevbError(f"`{setting}` must be a non-empty (N, D) tensor, got shape {tuple(data.shape)}")
-    width = input_width(model)
+    width = getattr(model, "input_width", None)   # a module of the user's own may not say
     if width is not None and data.shape[1] != width:
         raise AevbError(f"`{setting}` has {data.shape[1]} columns, but the model takes rows of {width}")
 
 
-def require_unit_interval(data: torch.Tensor, setting: str, why: str) -> None:
-    """A one-line error unless every value of ``data`` is finite and in [0, 1]."""
+def require_trainable_values(data: torch.Tensor, setting: str, likelihood: str | None, binarize: str) -> None:
+    """A one-line error, naming ``setting``, unless every value of ``data`` is finite, and in
+    [0, 1] where a Bernoulli decoder (``likelihood``) or dynamic binarisation (``binarize``) reads
+    them as probabilities."""
     if not data.numel():
         return
-    low, high = data.min().item(), data.max().item()
-    if not (low >= 0 and high <= 1):   # also false for NaN
-        raise AevbError(f"`{setting}` values lie in [{low:g}, {high:g}], but {why} needs values in [0, 1]")
+    low, high = data.min().item(), data.max().item()   # NaN propagates through both
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise AevbError(f"{setting} holds NaN or infinite values")
+    if (likelihood == "bernoulli" or binarize == "dynamic") and (low < 0 or high > 1):
+        why = "a Bernoulli decoder" if likelihood == "bernoulli" else "dynamic binarization"
+        raise AevbError(f"{setting} values lie in [{low:g}, {high:g}], but {why} needs values in [0, 1]; "
+                        "rescale the data or use `likelihood` gaussian")

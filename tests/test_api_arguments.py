@@ -49,7 +49,7 @@ CALLS = {
     "trainer, wrong width": (lambda m: Trainer(m, torch.rand(50, 12), TRAIN), "`train` has 12 columns"),
     "trainer, valid width": (lambda m: Trainer(m, torch.rand(50, 10), TRAIN, valid=torch.rand(5, 9)), "`valid` has 9"),
     "trainer, values > 1": (lambda m: Trainer(m, 3 * torch.rand(50, 10), TRAIN), "Bernoulli decoder needs values in [0, 1]"),
-    "trainer, NaN": (lambda m: Trainer(m, torch.full((50, 10), float("nan")), TRAIN), "`train` values lie in [nan"),
+    "trainer, NaN": (lambda m: Trainer(m, torch.full((50, 10), float("nan")), TRAIN), "`train` holds NaN or infinite values"),
 }
 
 

@@ -14,6 +14,7 @@ from ..data import DATASET_NAMES, USER_PIXEL_DIVISOR, Dataset, load_dataset, res
 from ..errors import AevbError
 from ..models.vae import ModelConfig
 from ..training import TrainConfig
+from ..validation import require_trainable_values
 
 
 @dataclass
@@ -55,15 +56,11 @@ def value_ranges(data: Dataset) -> dict[str, tuple[float, float]]:
 
 
 def check_data_fits_model(data: Dataset, model: ModelConfig, train: TrainConfig) -> None:
-    """A Bernoulli decoder and dynamic binarisation need every value in [0, 1]."""
-    needs_unit_interval = model.likelihood == "bernoulli" or train.binarize == "dynamic"
-    for split_name, (low, high) in value_ranges(data).items():
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise AevbError(f"{data.name}: the {split_name} split holds NaN or infinite values")
-        if needs_unit_interval and (low < 0 or high > 1):
-            why = "a Bernoulli decoder" if model.likelihood == "bernoulli" else "dynamic binarization"
-            raise AevbError(f"{data.name}: {split_name} values lie in [{low:g}, {high:g}], but {why} needs "
-                            "values in [0, 1]; rescale the data or use `likelihood` gaussian")
+    """Finite values, in [0, 1] for a Bernoulli decoder and dynamic binarisation, in every split:
+    checked before a run directory is written (the Trainer checks its tensors again)."""
+    for split_name in ("train", "valid", "test"):
+        require_trainable_values(getattr(data, split_name), f"{data.name}: the {split_name} split",
+                                 model.likelihood, train.binarize)
 
 
 def stored_data_config(data_config: DataConfig) -> dict:

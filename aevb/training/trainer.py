@@ -26,7 +26,7 @@ from .state import DataOrder, Interval, TrainingState
 from .step_memory import require_training_step_memory
 from .step_size import StepSizeChoice, check_step_size_choosable, select_step_size
 from ..threads import StepThreads
-from ..validation import require_rows, require_unit_interval
+from ..validation import require_rows, require_trainable_values
 
 
 MAX_ROLLBACKS = 3                     # then give up: the step size has been halved three times
@@ -91,15 +91,10 @@ class Trainer:
 
     @staticmethod
     def _check_data(model, config: TrainConfig, data: torch.Tensor, setting: str) -> None:
-        """Rows of the model's width, and in [0, 1] where a Bernoulli decoder or dynamic
-        binarisation reads them as probabilities."""
+        """Rows of the model's width, with values it can train on."""
         require_rows(data, model, setting)
-        likelihood = getattr(getattr(model, "config", None), "likelihood", None)
-        if likelihood == "bernoulli" or config.binarize == "dynamic":
-            require_unit_interval(data, setting, "a Bernoulli decoder" if likelihood == "bernoulli"
-                                  else "dynamic binarization")
-        elif data.numel() and not bool(torch.isfinite(data).all()):
-            raise AevbError(f"`{setting}` holds NaN or infinite values")
+        require_trainable_values(data, f"`{setting}`", getattr(getattr(model, "config", None), "likelihood", None),
+                                 config.binarize)
 
     def _eval_view(self, data: torch.Tensor) -> torch.Tensor:
         if self.config.eval_subset is not None:
