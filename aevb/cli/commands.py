@@ -114,9 +114,7 @@ def _new_run(args: argparse.Namespace, given: dict):
             model_options[name] = given[name]
     algorithm = given.get("algorithm", "aevb")
     units = model_options.get("hidden_units")
-    layers = model_options.get("hidden_layers")   # None: the model takes one per width listed
-    if layers is not None and layers < 0:
-        raise AevbError(f"`hidden_layers` must be >= 0, got {layers}")
+    layers = model_options.get("hidden_layers")   # None: the model takes one per width listed (ModelConfig checks it)
     if isinstance(units, tuple) and layers is not None and len(units) != layers:
         raise AevbError(f"--hidden-units lists {len(units)} widths but --hidden-layers is {layers}")
     if "conv_channels" in model_options and not isinstance(model_options["conv_channels"], tuple):

@@ -173,6 +173,11 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
         futures = {pool.submit(_run_one, spec, out, device, threads, share): spec for spec in pending}
         stopped: dict[str, TrainingInterrupted] = {}
         running, finished_count, next_report = set(futures), 0, time.monotonic() + report_every
+
+        def stop_every_job() -> None:   # queued runs never start; running ones stop at a checkpoint
+            stop_all.set()
+            for future in futures:
+                future.cancel()   # (a no-op for a future already running or done)
         try:
             while running:
                 # Wake every few seconds to move the bar (or, in a log, every report_every to report).
@@ -194,18 +199,14 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
                     if overall.disable:
                         log(f"[{finished_count}/{len(pending)}] {name} done")
                 if (signalled() or failure is not None) and not stop_all.is_set():
-                    stop_all.set()
-                    for future in running:
-                        future.cancel()
+                    stop_every_job()
                 if not overall.disable:
                     overall.update(max(0, runs.done() - overall.n))
                 elif running and time.monotonic() >= next_report:
                     log(runs.report())
                     next_report = time.monotonic() + report_every
-        finally:   # however the wait ends (a second Ctrl-C too): no queued run starts, running ones stop
-            stop_all.set()
-            for future in futures:
-                future.cancel()
+        finally:   # however the wait ends (a second Ctrl-C too)
+            stop_every_job()
     overall.close()
     if failure is not None:
         raise failure
