@@ -15,8 +15,14 @@ candidate that steps at less than :data:`ABANDON_BELOW` of the best so far is dr
 steps, so that a measurement on a busy machine costs little. A fixed count (``threads``) is never
 changed.
 
-Results depend on the count in last bits (reductions split differently), so a run with the
-adaptive policy is reproducible only to rounding; fix the count for bit-for-bit repeats.
+The adaptive policy changes only the speed, never a result: it adapts only steps whose every
+bit is the same on any number of threads (:attr:`aevb.engines.Engine.thread_count_invariant`:
+the native engine, whose kernels split only independent rows or columns, with MKL's matrix
+products in strict conditional numerical reproducibility mode, :func:`strict_matrix_products`).
+torch's own elementwise operations are not such steps: their vectorised and scalar code round
+exp, tanh and the like differently, and the threads' share of a tensor decides which elements
+take which. A step that is not invariant runs at one fixed count (the most), so that a run
+repeats, and resumes, bit for bit.
 
 Work made of independent chunks (importance sampling's fast path) needs no barrier at all:
 :class:`ChunkWorkers` runs each chunk on one of several single-threaded workers, so a worker on a
@@ -27,8 +33,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import functools
 import os
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -48,6 +57,34 @@ LONGEST_RECHECK_SECONDS = 60.0
 WATCH_SECONDS = 1.0             # the window over which the chosen count's speed is watched
 SLOWDOWN = 0.3                  # a window this much slower than the chosen count's speed: measure again
 SWITCH_MARGIN = 0.03            # another count must step this much faster to replace the current one
+
+
+#: MKL's conditional numerical reproducibility settings (mkl_cbwr_set): the code path MKL picks
+#: for the CPU, in its strict mode, where ?gemm gives the same bits on any number of threads.
+_MKL_CBWR_AUTO, _MKL_CBWR_STRICT, _MKL_CBWR_SUCCESS = 2, 0x10000, 0
+
+
+@functools.cache
+def strict_matrix_products() -> bool:
+    """Whether torch's CPU matrix products give the same bits on any number of threads.
+
+    MKL splits a small product's inner dimension among threads (a weight gradient of 10 × 200
+    over a minibatch of 100 differs in its last bits between one and two threads) unless its strict
+    CNR mode is on, which must be set before MKL's first call: this module sets it when imported
+    (aevb's models import it). False without MKL, or when MKL ran before (the adaptive thread
+    policy then keeps one count, :meth:`StepThreads.keep_one_count`)."""
+    if not torch.backends.mkl.is_available():
+        return False
+    library = Path(torch.__file__).parent / "lib" / ("torch_cpu.dll" if os.name == "nt" else "libtorch_cpu.so")
+    try:
+        cbwr_set = ctypes.CDLL(str(library)).mkl_serv_cbwr_set
+    except (OSError, AttributeError):   # another build: MKL linked elsewhere, or under other names
+        return False
+    cbwr_set.argtypes, cbwr_set.restype = [ctypes.c_int], ctypes.c_int
+    return cbwr_set(_MKL_CBWR_AUTO | _MKL_CBWR_STRICT) == _MKL_CBWR_SUCCESS
+
+
+strict_matrix_products()
 
 
 def available_cpus() -> int:
@@ -144,6 +181,32 @@ class StepThreads:
         if self._outside is not None:
             self._set(self._outside)
             self._outside = None
+
+    def adapt_only_if(self, step_invariant: bool) -> None:
+        """Keep adapting only when the steps give the same bits on any count: ``step_invariant``
+        (their own work, e.g. :attr:`aevb.engines.Engine.thread_count_invariant`) and their matrix
+        products (:func:`strict_matrix_products`); otherwise :meth:`keep_one_count`."""
+        if not (step_invariant and strict_matrix_products()):
+            self.keep_one_count()
+
+    def keep_one_count(self) -> None:
+        """Stop adapting: the steps give other bits on other counts, and a run must repeat and
+        resume bit for bit whatever the machine's load. The most candidates' count stays."""
+        if self.adaptive:
+            self.counts, self._queue, self.current = (self.most,), [], self.most
+            if self._outside is not None:   # started: the count takes effect now
+                self._set(self.current)
+
+    @contextlib.contextmanager
+    def for_evaluation(self) -> Iterator[None]:
+        """The count of evaluations between steps (their torch operations are not invariant, see
+        the module's docstring): one thread while adapting, so that a bound does not depend on
+        the count chosen, else the fixed count."""
+        self._set(1 if self.adaptive else self.current)
+        try:
+            yield
+        finally:
+            self._set(self.current)
 
     @contextlib.contextmanager
     def at_most(self) -> Iterator[None]:

@@ -138,7 +138,14 @@ def test_kernels_give_the_same_bits_on_any_number_of_threads():
             KERNELS.activation_backward(g, a, out, "tanh", bias)
             logits, log_lik = a.clone(), torch.empty(300)
             KERNELS.bernoulli(logits, x, 3, 0.01, log_lik)
-            results.append((out, g, bias, logits, log_lik))
+            # the Gaussian decoder: [mean, raw log σ²] of width 2·350, and a shared log σ² (65 rows: an
+            # epoch's last minibatch of Frey Face, whose torch operations split unevenly among threads)
+            gaussian_grad, gaussian_log_lik = torch.empty(300, 700), torch.empty(300)
+            KERNELS.gaussian(a, x[:, :350], 3, 30.0, True, None, gaussian_grad, None, gaussian_log_lik)
+            shared_grad, var_rows, shared_log_lik = torch.empty(65, 700), torch.empty(65, 700), torch.empty(65)
+            KERNELS.gaussian(a[:65], x[:65], 1, None, False, a[0], shared_grad, var_rows, shared_log_lik)
+            results.append((out, g, bias, logits, log_lik, gaussian_grad, gaussian_log_lik, shared_grad, var_rows,
+                            shared_log_lik))
     finally:
         torch.set_num_threads(threads)
     for other in results[1:]:

@@ -66,6 +66,9 @@ class Engine:
 
     name: ClassVar[str]
     description: ClassVar[str]
+    #: Whether a step gives the same bits on any number of CPU threads, so that the adaptive thread
+    #: policy (:mod:`aevb.threads`) may change the count between steps without changing the run.
+    thread_count_invariant: ClassVar[bool] = False
 
     @classmethod
     def unsupported_reason(cls, request: EngineRequest) -> str | None:

@@ -21,6 +21,7 @@ import math
 import torch
 
 from .. import native
+from ..models.networks import bounded_log_variance
 from .base import EngineRequest
 from .fused import FusedEngine, FusedStep, Layer
 
@@ -132,6 +133,7 @@ class NativeStep(FusedStep):
         self._log_var = torch.empty(batch_size, latent, **options)
         self._term = torch.empty(rows, **options)            # KL per point (B) or log p(z) − log q per sample
         self._log_lik = torch.empty(rows, **options)
+        self._log_var_rows: torch.Tensor | None = None        # a per-dimension decoder variance's row gradients
         self._sparse = native.SparseRows(batch_size, model.config.data_dim, torch.get_num_threads())
         self._dense_steps = 0                                # steps to go before looking at x's zeros again
         self._applies_to = None
@@ -217,9 +219,8 @@ class NativeStep(FusedStep):
             log_lik_total = self.kernels.bernoulli(g, x, samples, scale, self._log_lik[:rows])
             log_lik, grad_out = self._log_lik[:rows], g
         else:
-            log_lik, grad_out = self._decoder_terms(g, x, samples, batch)
-            log_lik = log_lik.reshape(rows)
-            log_lik_total = log_lik.sum().item()
+            log_lik_total = self._gaussian_terms(g, x, samples)
+            log_lik, grad_out = self._log_lik[:rows], self._grad_out[:rows]
         # totals in double on the host (a CPU step: no device to wait for)
         if self.estimator == "B":
             bound_sum = float32_total(log_lik_total / samples - term_total)
@@ -239,6 +240,25 @@ class NativeStep(FusedStep):
                 self._log_var_source.mul_(factor).neg_()
                 self._shared_log_var_gradient()
         return bound_sum, weights, grad_out
+
+    def _gaussian_terms(self, out: torch.Tensor, x: torch.Tensor, samples: int) -> float:
+        """:meth:`FusedStep._decoder_terms` of a Gaussian decoder in one native pass (its torch
+        operations would round differently with the number of threads): ``self._log_lik`` and
+        ``self._grad_out`` (and ``self._log_var_source``) as there. Returns Σ log p(x|z)."""
+        rows = out.shape[0]
+        shared = None if self.shared_log_var is None else self.shared_log_var.detach()
+        self._log_var_source = None
+        if shared is not None:
+            if self._log_var_rows is None or self._log_var_rows.shape[0] < rows:
+                self._log_var_rows = torch.empty(rows, x.shape[1], **self.options)
+            self._log_var_source = self._log_var_rows[:rows]
+        return self.kernels.gaussian(out, x, samples, self.bound, self.sigmoid_mean, shared, self._grad_out[:rows],
+                                     self._log_var_source, self._log_lik[:rows])
+
+    def _shared_log_var_gradient(self) -> None:
+        # The rows' sum in row order (a native column sum), whatever the number of threads.
+        self.kernels.activation_backward(self._log_var_source, None, None, None, self.shared_log_var.grad)
+        self._through_bound_(self.shared_log_var.grad, bounded_log_variance(self.shared_log_var.detach(), self.bound))
 
     def _input_gradients(self, grad_out, eps, heads, closed_form_kl, weights, batch):
         """The backward chain of input gradients: [(layer, ∂loss/∂pre-activation, Σ|that|)]."""
@@ -310,6 +330,7 @@ class NativeEngine(FusedEngine):
 
     name = "native"
     description = "fused, native kernels"
+    thread_count_invariant = True   # the kernels split only independent rows or columns (kernels.c)
     step_type = NativeStep
 
     @classmethod

@@ -11,6 +11,7 @@ conditional VAE, full VB's model (App. F), and factor analysis, the exact yardst
 * :mod:`.build` — which model a configuration names
 """
 
+from .. import threads  # noqa: F401  (sets MKL's strict reproducible mode before MKL's first call)
 from .build import build_model
 from .config import ModelConfig
 from .vae import VAE

@@ -133,6 +133,8 @@ class Kernels:
         self._backward = function("aevb_activation_backward", [_ptr, _ptr, _ptr, _i64, _i64, _int, _ptr], _double)
         self._bernoulli = function("aevb_bernoulli", [_ptr, _ptr, _i64, _i64, _i64, _f32, _ptr], _double)
         self._bernoulli_log_lik = function("aevb_bernoulli_log_lik", [_ptr, _ptr, _ptr, _i64, _i64, _i64, _ptr])
+        self._gaussian = function("aevb_gaussian", [_ptr, _ptr, _i64, _i64, _i64, _f32, _int, _ptr, _ptr, _ptr, _ptr],
+                                  _double)
         self._bias_activation = function("aevb_bias_activation", [_ptr, _ptr, _i64, _i64, _int])
         self._scale_rows = function("aevb_scale_rows", [_ptr, _ptr, _i64, _i64])
         self._latent_forward = function("aevb_latent_forward", [_ptr, _ptr, _i64, _i64, _i64, _f32, _int,
@@ -174,6 +176,19 @@ class Kernels:
         logits ← scale · (sigmoid(logits) − x) in place. Returns Σ log_lik (summed in double)."""
         points, dim = x.shape
         return self._bernoulli(logits.data_ptr(), x.data_ptr(), samples, points, dim, scale, log_lik.data_ptr())
+
+    def gaussian(self, out: torch.Tensor, x: torch.Tensor, samples: int, bound: float | None, sigmoid_mean: bool,
+                 shared_raw_log_var: torch.Tensor | None, grad: torch.Tensor, grad_log_var: torch.Tensor | None,
+                 log_lik: torch.Tensor) -> float:
+        """The Gaussian decoder's terms for out (L·M, 2D) = [mean input, raw log σ²], or (L·M, D)
+        with ``shared_raw_log_var`` (D), and x (M, D): log_lik (L·M) ← Σ_d log N(x | mean, σ²), nats,
+        with mean = sigmoid(out) when ``sigmoid_mean`` and log σ² = B·tanh(raw/B) (``bound`` B; None:
+        raw); grad (like out) ← ∂log_lik/∂out; with ``shared_raw_log_var``, grad_log_var (L·M, D) ←
+        ∂log_lik/∂log σ² per row. Returns Σ log_lik (summed in double)."""
+        points, dim = x.shape
+        return self._gaussian(out.data_ptr(), x.data_ptr(), samples, points, dim, bound or 0.0, int(sigmoid_mean),
+                              _pointer(shared_raw_log_var), grad.data_ptr(), _pointer(grad_log_var),
+                              log_lik.data_ptr())
 
     def bernoulli_log_lik(self, logits: torch.Tensor, x: torch.Tensor, samples: int,
                           log_lik: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

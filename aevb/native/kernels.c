@@ -291,6 +291,52 @@ API double aevb_bernoulli(float *logits, const float *x, int64_t samples, int64_
     return sum;
 }
 
+/* e^x for any x (float): e^-|x| inverted for x > 0; +inf beyond float's range, NaN stays NaN. */
+static inline float exp_any(float x) {
+    if (x <= 0.0f) return exp_nonpositive(x);
+    return x > 88.7228391f ? INFINITY : 1.0f / exp_nonpositive(-x);
+}
+
+/* The Gaussian decoder (App. C.2) for L samples of M points: out (L*M x 2D) = [mean, raw log sigma^2]
+ * per row, or (L*M x D) = the mean's input alone with a per-dimension raw log sigma^2 shared_raw (D);
+ * x (M x D). The mean is sigmoid(out) when sigmoid_mean (Frey Face, §5), and log sigma^2 =
+ * B tanh(raw/B) for bound B > 0 (raw itself for B = 0). Writes, per row r:
+ * log_lik[r] = sum_d -(log 2pi + log sigma^2 + (x - mean)^2 / sigma^2) / 2 (nats), in the order of
+ * the compiled SIMD loop; grad (L*M x 2D or D) the gradient of log_lik with respect to out (through
+ * the sigmoid and the bound); with shared_raw, grad_log_var (L*M x D) the gradient with respect
+ * to log sigma^2 itself (the caller sums it over rows). Rows are split among threads, so nothing
+ * depends on their number. Returns the sum of log_lik over all rows (in double, in order). */
+API double aevb_gaussian(const float *out, const float *x, int64_t samples, int64_t points, int64_t dim,
+                         float bound, int sigmoid_mean, const float *shared_raw, float *grad,
+                         float *grad_log_var, float *log_lik) {
+    const float half_log_two_pi = 0.918938533204672742f;
+    int64_t rows = samples * points, width = shared_raw ? dim : 2 * dim, r;
+    double sum = 0.0;
+#pragma omp parallel for schedule(static) if (rows * dim > 16384)
+    for (r = 0; r < rows; r++) {
+        const float *o = out + r * width, *raw = shared_raw ? shared_raw : o + dim;
+        const float *xr = x + (r % points) * dim;
+        float *g = grad + r * width, *g_var = shared_raw ? grad_log_var + r * dim : g + dim;
+        float total = 0.0f;
+        int64_t d;
+#pragma omp simd reduction(+:total)
+        for (d = 0; d < dim; d++) {
+            float squashed = bound > 0.0f ? tanh_f(raw[d] / bound) : 0.0f;
+            float log_var = bound > 0.0f ? bound * squashed : raw[d];
+            float mean = sigmoid_mean ? sigmoid_of(o[d]) : o[d];
+            float residual = xr[d] - mean;
+            float scaled = residual * exp_any(-log_var);                     /* (x - mean) / sigma^2 */
+            total += -0.5f * (residual * scaled) - 0.5f * log_var - half_log_two_pi;
+            float var_gradient = 0.5f * (scaled * residual - 1.0f);         /* d log p / d log sigma^2 */
+            g[d] = sigmoid_mean ? scaled * (mean * (1.0f - mean)) : scaled;
+            g_var[d] = (bound > 0.0f && !shared_raw) ? var_gradient * (1.0f - squashed * squashed) : var_gradient;
+        }
+        log_lik[r] = total;
+    }
+    for (r = 0; r < rows; r++) sum += log_lik[r];        /* in order: independent of the threads */
+    return sum;
+}
+
 /* The Bernoulli log-likelihood of evaluation keeps 16 lanes apart along a row (element d in lane
  * d % 16, one vector register on AVX-512) and combines them once at the row's end: a reduction
  * across the vector and a logarithm cost tens of cycles of latency, which per block of elements

@@ -173,6 +173,9 @@ class Trainer:
                 self.algorithm.setup(self.model, self.train_data, self.group)
             else:
                 self.algorithm.setup(self.model, self.train_data)
+        # Threads may change between steps only where that changes no bit of the run.
+        engine = getattr(self.algorithm, "engine", None)
+        self.threads.adapt_only_if(bool(getattr(engine, "thread_count_invariant", False)))
 
     def _start(self, progress: bool = False) -> tuple[TrainingState, torch.optim.Optimizer, DataOrder]:
         """A fresh run: seed, initialise (§5), choose the step size (§5) unless given."""
@@ -219,7 +222,7 @@ class Trainer:
         if not self.has_bound:
             return None
         devices = [self.train_data.device] if self.train_data.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), self.threads.for_evaluation():
             return evaluate_bound(self.model, self.train_eval[:INITIAL_BOUND_POINTS],
                                   estimator=bound_estimator(self.config.estimator),
                                   batch_size=self.config.eval_batch_size).mean
@@ -394,8 +397,9 @@ class Trainer:
                 return math.nan
             return evaluate_bound(self.model, data, estimator=estimator, batch_size=batch).mean
 
-        train_bound, valid_bound, test_bound = (bound(data) for data in
-                                                (self.train_eval, self.valid_eval, self.test_eval))
+        with self.threads.for_evaluation():
+            train_bound, valid_bound, test_bound = [bound(data) for data in
+                                                    (self.train_eval, self.valid_eval, self.test_eval)]
         self.model.train()
         return Metrics(epoch=samples / self.dataset_size, samples=samples, train_bound=train_bound,
                        valid_bound=valid_bound, minibatch_bound=minibatch_bound, seconds=seconds,
