@@ -189,6 +189,78 @@ def test_two_resumes_at_once_the_second_is_refused_and_each_metrics_line_is_writ
     assert samples == sorted(set(samples)), samples
 
 
+# ------------------------------------------------- issue 28, item 2: links in a run directory
+
+
+def _link(path: Path, target: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    path.unlink(missing_ok=True)
+    path.symlink_to(target)
+
+
+def _assert_untouched(victim: Path, dangling: bool) -> None:
+    assert not victim.exists() if dangling else victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
+@pytest.mark.parametrize("name", [".lock", "metrics.jsonl"])
+def test_resume_refuses_a_run_whose_files_are_links_and_writes_nothing_through_them(tmp_path, monkeypatch, capsys,
+                                                                                     name, dangling):
+    run, victim = tmp_path / "run", tmp_path / "victim"
+    _interrupted_run(monkeypatch, run)
+    if not dangling:
+        victim.write_text("precious\n")
+    _link(run / name, victim)
+    code, out, err = run_cli(capsys, ["train", "--resume", run, "--no-progress"])
+    assert_usage_error(code, out, err)
+    assert f"{run / name} is a symbolic link" in err
+    _assert_untouched(victim, dangling)
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
+@pytest.mark.parametrize("name", [".lock", "metrics.jsonl", "tensorboard"])
+def test_a_new_run_refuses_an_out_directory_holding_links(tmp_path, capsys, name, dangling):
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    out.mkdir()
+    if not dangling:
+        victim.write_text("precious\n")
+    _link(out / name, victim)
+    code, stdout, err = run_cli(capsys, ["train", *SMALL, "--max-samples", "2000", "--out", out])
+    assert_usage_error(code, stdout, err)
+    assert f"{out / name} is a symbolic link" in err
+    _assert_untouched(victim, dangling)
+
+
+def test_sample_writes_its_default_file_through_no_link(finished_run, tmp_path, capsys):
+    run, victim = tmp_path / "run", tmp_path / "victim"
+    shutil.copytree(finished_run, run)
+    victim.write_text("precious\n")
+    _link(run / "samples-seed0.png", victim)
+    code, out, err = run_cli(capsys, ["sample", run, "--num", "4"])
+    assert_usage_error(code, out, err)
+    assert "samples-seed0.png is a symbolic link" in err
+    _assert_untouched(victim, False)
+
+
+def test_the_lock_and_metrics_files_are_opened_without_following_a_link_planted_after_the_checks(tmp_path):
+    # The checks above come first; a link planted between them and the open is still not followed.
+    from aevb.checkpoint import open_no_follow
+    from aevb.errors import AevbError
+    from aevb.runs.lock import RunLock
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / ".lock").symlink_to(victim)
+    (tmp_path / "metrics.jsonl").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(AevbError, match=r"\.lock is a symbolic link"):
+        RunLock(tmp_path).__enter__()
+    with pytest.raises(AevbError, match=r"metrics\.jsonl is a symbolic link"):
+        open_no_follow(tmp_path / "metrics.jsonl", "a")
+    _assert_untouched(victim, False)
+    assert not (tmp_path / "elsewhere").exists()
+
+
 # ------------------------------------------------------------------------ 8. hand-edited run files
 
 

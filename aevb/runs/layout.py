@@ -9,9 +9,10 @@ import math
 import shutil
 from pathlib import Path
 
-from ..checkpoint import check_format_version, read_json
+from ..checkpoint import check_format_version, read_json, refuse_link
 from ..errors import AevbError
 from ..training.checkpoints import DIRECTORY as CHECKPOINTS
+from .lock import LOCK_FILE
 
 
 RUN_FORMAT_VERSION = 1
@@ -76,9 +77,22 @@ def refuse_to_replace(out: Path, overwrite: bool) -> None:
         raise AevbError(f"`out` {out} exists; choose another `out` or pass `overwrite`")
 
 
+def refuse_links(out: Path) -> None:
+    """A one-line error when a file or folder a run writes in ``out`` (its checkpoints' too) is a
+    symbolic link (:func:`~aevb.checkpoint.refuse_link`), before anything is written there."""
+    names = (*RUN_FILES, *RUN_DIRECTORIES, LOCK_FILE)
+    paths = [out / name for name in names] + [path for pattern in RUN_FILE_PATTERNS for path in out.glob(pattern)]
+    if (out / CHECKPOINTS).is_dir() and not (out / CHECKPOINTS).is_symlink():
+        paths += list((out / CHECKPOINTS).iterdir())
+    for path in paths:
+        refuse_link(path)
+
+
 def refuse_to_clobber(out: Path, overwrite: bool) -> None:
-    """A one-line error when ``out`` is a file, or holds a run and ``overwrite`` is not given."""
+    """A one-line error when ``out`` is a file, holds a link in place of a run's file, or holds a
+    run and ``overwrite`` is not given."""
     refuse_a_file(out)
+    refuse_links(out)
     if holds_run(out) and not overwrite:
         raise AevbError(f"{out} already holds a run; choose another `out` or pass `overwrite`")
 
