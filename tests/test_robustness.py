@@ -458,6 +458,32 @@ def test_a_full_disk_names_the_file_and_says_how_to_resume(tmp_path, monkeypatch
     assert call(["train", "--resume", run, "--no-progress"]) == 0 and (run / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("command", [["train", *SMALL, "--max-samples", "2000", "--out", "{long}/run"],
+                                     ["train", "--resume", "{long}"], ["train", "--resume", "{long}/run"]])
+def test_a_path_component_longer_than_the_system_allows_ends_in_one_line(tmp_path, capsys, command):
+    # (issue 28, item 10: the resume hint of the OS error asked for the path's checkpoints again)
+    long = tmp_path / ("x" * 300)
+    code, out, err = run_cli(capsys, [part.format(long=long) for part in command])
+    assert_usage_error(code, out, err)
+    assert "File name too long" in err and "--resume" not in err
+
+
+def test_ctrl_c_while_the_final_files_are_written_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    # (issue 28, item 17) The checkpoints are removed only once summary.json marks the run finished.
+    from aevb.runs import train
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "write_figures", ctrl_c)
+        code, out, err = run_cli(capsys, ["train", *SMALL, "--max-samples", "2000", "--out", run])
+    assert code == 130 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("aevb train: interrupted") and err.strip().endswith(f"aevb train --resume {run}"), err
+    assert call(["train", "--resume", run, "--no-progress"]) == 0 and (run / "summary.json").exists()
+
+
 @pytest.mark.parametrize("option", [["--max-samples", "5000"], ["--latent-dim", "5"], ["--hidden-units", "30"],
                                     ["--out", "elsewhere"], ["--seed", "0"]])
 def test_resume_refuses_options_it_would_ignore(tmp_path, monkeypatch, capsys, option):
