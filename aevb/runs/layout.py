@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -60,6 +61,19 @@ def create_run_dir(out: Path) -> Path:
 def holds_run(out: Path) -> bool:
     return out.is_dir() and any((out / name).exists() for name in
                                 (CONFIG_FILE, METRICS_FILE, "model.safetensors", CHECKPOINTS))
+
+
+def is_run_dir(directory: Path) -> bool:
+    """Whether ``directory`` holds a run, finished or not: a file only a run writes (metrics,
+    summary, checkpoints, the lock), or a run's config.json (the one beside a model that
+    :func:`aevb.hub.save_pretrained` wrote has no format version)."""
+    directory = Path(directory)
+    if any(os.path.lexists(directory / name) for name in (METRICS_FILE, SUMMARY_FILE, CHECKPOINTS, LOCK_FILE)):
+        return True
+    try:
+        return "format_version" in read_json(directory / CONFIG_FILE)
+    except AevbError:
+        return False
 
 
 def refuse_a_file(out: Path) -> None:
