@@ -100,6 +100,24 @@ def test_resume_refuses_a_checkpoint_written_under_other_settings(tmp_path, monk
     assert "other settings" in err
 
 
+def test_resume_refuses_data_whose_values_changed_since_the_run_began(tmp_path, monkeypatch, capsys):
+    # (issue 28, item 15) The same shape, other values: continuing would train one run on two data sets.
+    import numpy as np
+
+    data, run = tmp_path / "data.npy", tmp_path / "run"
+    original = np.random.default_rng(0).random((400, 12), dtype=np.float32)
+    np.save(data, original)
+    _interrupted_run(monkeypatch, run, "--dataset", data)
+    changed = original.copy()
+    changed[123, 4] = 0.5 if changed[123, 4] != 0.5 else 0.25   # one value
+    np.save(data, changed)
+    code, out, err = run_cli(capsys, ["train", "--resume", run, "--no-progress"])
+    assert_usage_error(code, out, err)
+    assert f"the data of {run} changed since it began" in err and str(data) in err
+    np.save(data, original)   # the same values again, in a new file: resumed
+    assert call(["train", "--resume", run, "--no-progress"]) == 0
+
+
 # ------------------------------------------------------------------------ 3. every rollback halves
 
 
