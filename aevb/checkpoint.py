@@ -7,6 +7,7 @@ temporary name and renamed into place, so a crash leaves the old file or the new
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -78,6 +79,32 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, value) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=False) + "\n").encode())
+
+
+def refuse_link(path: Path) -> None:
+    """A one-line error when ``path`` is a symbolic link, dangling or not. A run's files are written
+    where they stand: through a link that anyone sharing the directory planted, a write would
+    truncate the link's target (any file of the user's) or create a file outside the run."""
+    if Path(path).is_symlink():
+        raise AevbError(f"{path} is a symbolic link; aevb writes a run's files only inside the run directory: "
+                        "remove the link")
+
+
+_OPEN_FLAGS = {"a": os.O_WRONLY | os.O_APPEND | os.O_CREAT, "a+": os.O_RDWR | os.O_APPEND | os.O_CREAT}
+
+
+def open_no_follow(path: str | os.PathLike, mode: str):
+    """``open(path, mode)`` (``mode`` "a" or "a+"; a missing file is created with the umask's
+    permissions) that never follows a symbolic link in ``path``'s place, also one planted after
+    :func:`refuse_link` looked (O_NOFOLLOW): the error is :func:`refuse_link`'s."""
+    try:
+        descriptor = os.open(path, _OPEN_FLAGS[mode] | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                             0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            refuse_link(Path(path))
+        raise named_os_error(error, path) from None
+    return os.fdopen(descriptor, mode)
 
 
 def strict_json(value):

@@ -48,7 +48,13 @@ if ModelHubMixin is not None:
 
 def save_pretrained(model: VAE, directory: str | os.PathLike, **hub_options) -> str | None:
     """Write ``model`` into ``directory`` (model files and a model card); ``push_to_hub=True,
-    repo_id=...`` also uploads it. Returns the upload's URL, if any."""
+    repo_id=...`` also uploads it. Returns the upload's URL, if any. A run directory is refused:
+    the Hub's config.json would replace the run's, which evaluate, compare and resume read."""
+    from .runs.layout import is_run_dir
+
+    if is_run_dir(Path(directory)):
+        raise AevbError(f"{directory} holds an aevb run, whose config.json save_pretrained would replace; "
+                        "save into another directory (aevb.load reads the run directory itself)")
     _require_hub()
     # config.json, as the Hub's tools look for it: the same configuration as model.json
     return PretrainedVAE(model).save_pretrained(directory, config=model.config.to_dict(), **hub_options)

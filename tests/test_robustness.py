@@ -100,6 +100,24 @@ def test_resume_refuses_a_checkpoint_written_under_other_settings(tmp_path, monk
     assert "other settings" in err
 
 
+def test_resume_refuses_data_whose_values_changed_since_the_run_began(tmp_path, monkeypatch, capsys):
+    # (issue 28, item 15) The same shape, other values: continuing would train one run on two data sets.
+    import numpy as np
+
+    data, run = tmp_path / "data.npy", tmp_path / "run"
+    original = np.random.default_rng(0).random((400, 12), dtype=np.float32)
+    np.save(data, original)
+    _interrupted_run(monkeypatch, run, "--dataset", data)
+    changed = original.copy()
+    changed[123, 4] = 0.5 if changed[123, 4] != 0.5 else 0.25   # one value
+    np.save(data, changed)
+    code, out, err = run_cli(capsys, ["train", "--resume", run, "--no-progress"])
+    assert_usage_error(code, out, err)
+    assert f"the data of {run} changed since it began" in err and str(data) in err
+    np.save(data, original)   # the same values again, in a new file: resumed
+    assert call(["train", "--resume", run, "--no-progress"]) == 0
+
+
 # ------------------------------------------------------------------------ 3. every rollback halves
 
 
@@ -187,6 +205,78 @@ def test_two_resumes_at_once_the_second_is_refused_and_each_metrics_line_is_writ
     assert second.returncode == 2 and "in use by another aevb process" in second.stderr, second.stderr
     samples = [json.loads(line)["samples"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert samples == sorted(set(samples)), samples
+
+
+# ------------------------------------------------- issue 28, item 2: links in a run directory
+
+
+def _link(path: Path, target: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    path.unlink(missing_ok=True)
+    path.symlink_to(target)
+
+
+def _assert_untouched(victim: Path, dangling: bool) -> None:
+    assert not victim.exists() if dangling else victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
+@pytest.mark.parametrize("name", [".lock", "metrics.jsonl"])
+def test_resume_refuses_a_run_whose_files_are_links_and_writes_nothing_through_them(tmp_path, monkeypatch, capsys,
+                                                                                     name, dangling):
+    run, victim = tmp_path / "run", tmp_path / "victim"
+    _interrupted_run(monkeypatch, run)
+    if not dangling:
+        victim.write_text("precious\n")
+    _link(run / name, victim)
+    code, out, err = run_cli(capsys, ["train", "--resume", run, "--no-progress"])
+    assert_usage_error(code, out, err)
+    assert f"{run / name} is a symbolic link" in err
+    _assert_untouched(victim, dangling)
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
+@pytest.mark.parametrize("name", [".lock", "metrics.jsonl", "tensorboard"])
+def test_a_new_run_refuses_an_out_directory_holding_links(tmp_path, capsys, name, dangling):
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    out.mkdir()
+    if not dangling:
+        victim.write_text("precious\n")
+    _link(out / name, victim)
+    code, stdout, err = run_cli(capsys, ["train", *SMALL, "--max-samples", "2000", "--out", out])
+    assert_usage_error(code, stdout, err)
+    assert f"{out / name} is a symbolic link" in err
+    _assert_untouched(victim, dangling)
+
+
+def test_sample_writes_its_default_file_through_no_link(finished_run, tmp_path, capsys):
+    run, victim = tmp_path / "run", tmp_path / "victim"
+    shutil.copytree(finished_run, run)
+    victim.write_text("precious\n")
+    _link(run / "samples-seed0.png", victim)
+    code, out, err = run_cli(capsys, ["sample", run, "--num", "4"])
+    assert_usage_error(code, out, err)
+    assert "samples-seed0.png is a symbolic link" in err
+    _assert_untouched(victim, False)
+
+
+def test_the_lock_and_metrics_files_are_opened_without_following_a_link_planted_after_the_checks(tmp_path):
+    # The checks above come first; a link planted between them and the open is still not followed.
+    from aevb.checkpoint import open_no_follow
+    from aevb.errors import AevbError
+    from aevb.runs.lock import RunLock
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / ".lock").symlink_to(victim)
+    (tmp_path / "metrics.jsonl").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(AevbError, match=r"\.lock is a symbolic link"):
+        RunLock(tmp_path).__enter__()
+    with pytest.raises(AevbError, match=r"metrics\.jsonl is a symbolic link"):
+        open_no_follow(tmp_path / "metrics.jsonl", "a")
+    _assert_untouched(victim, False)
+    assert not (tmp_path / "elsewhere").exists()
 
 
 # ------------------------------------------------------------------------ 8. hand-edited run files
@@ -384,6 +474,32 @@ def test_a_full_disk_names_the_file_and_says_how_to_resume(tmp_path, monkeypatch
     assert f"aevb train --resume {run}" in err
     assert not list(run.glob(".model.safetensors.*"))   # no temporary left behind
     assert call(["train", "--resume", run, "--no-progress"]) == 0 and (run / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("command", [["train", *SMALL, "--max-samples", "2000", "--out", "{long}/run"],
+                                     ["train", "--resume", "{long}"], ["train", "--resume", "{long}/run"]])
+def test_a_path_component_longer_than_the_system_allows_ends_in_one_line(tmp_path, capsys, command):
+    # (issue 28, item 10: the resume hint of the OS error asked for the path's checkpoints again)
+    long = tmp_path / ("x" * 300)
+    code, out, err = run_cli(capsys, [part.format(long=long) for part in command])
+    assert_usage_error(code, out, err)
+    assert "File name too long" in err and "--resume" not in err
+
+
+def test_ctrl_c_while_the_final_files_are_written_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    # (issue 28, item 17) The checkpoints are removed only once summary.json marks the run finished.
+    from aevb.runs import train
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "write_figures", ctrl_c)
+        code, out, err = run_cli(capsys, ["train", *SMALL, "--max-samples", "2000", "--out", run])
+    assert code == 130 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("aevb train: interrupted") and err.strip().endswith(f"aevb train --resume {run}"), err
+    assert call(["train", "--resume", run, "--no-progress"]) == 0 and (run / "summary.json").exists()
 
 
 @pytest.mark.parametrize("option", [["--max-samples", "5000"], ["--latent-dim", "5"], ["--hidden-units", "30"],

@@ -349,6 +349,27 @@ def test_the_hub_mixin_saves_and_loads_on_a_local_directory(run, tmp_path):
     assert torch.equal(load_model(tmp_path / "shared").decoder.net.heads.weight, model.decoder.net.heads.weight)
 
 
+@pytest.mark.parametrize("keep", ["finished", "unfinished"])
+def test_save_pretrained_refuses_a_run_directory_and_the_run_stays_whole(run, tmp_path, keep):
+    # (issue 28, item 5) The Hub's config.json would replace the run's: evaluate, compare and
+    # --resume would all fail on it. Refused with or without the [hub] extra.
+    import shutil
+
+    from aevb.errors import AevbError
+    from aevb.hub import save_pretrained
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    if keep == "unfinished":   # killed before its first evaluation point: config.json and the lock only
+        for path in copy.iterdir():
+            if path.name not in ("config.json", ".lock"):
+                path.unlink()
+    before = {path.name: path.read_bytes() for path in copy.iterdir()}
+    with pytest.raises(AevbError, match=f"{copy} holds an aevb run"):
+        save_pretrained(aevb.load(run, device="cpu"), copy)
+    assert {path.name: path.read_bytes() for path in copy.iterdir()} == before
+
+
 def test_without_the_hub_extra_the_functions_say_how_to_install_it(run, tmp_path):
     import importlib.util
 

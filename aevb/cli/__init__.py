@@ -67,8 +67,8 @@ def _run_command(args: argparse.Namespace) -> int:
         saved = "checkpoints saved" if len(getattr(interrupted, "runs", {})) > 1 else "checkpoint saved"
         print(f"aevb {args.command}: {interrupted}; {saved}. Continue with: {how}", file=sys.stderr)
         return 128 + (getattr(interrupted, "signal", None) or 2)
-    except KeyboardInterrupt:
-        print(f"aevb {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:   # outside the training loop, e.g. while the final figures are written
+        print(f"aevb {args.command}: interrupted{_resume_hint(args, 'continue with')}", file=sys.stderr)
         return 130
     except OSError as error:
         # Disk full, permission denied, ...: the user's environment, not a bug.
@@ -78,13 +78,17 @@ def _run_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-def _resume_hint(args: argparse.Namespace) -> str:
-    """How to continue a training that an OS error (a full disk) stopped, when it has a checkpoint."""
+def _resume_hint(args: argparse.Namespace, how: str = "once fixed, continue with") -> str:
+    """How to continue a training that an OS error (a full disk) or a Ctrl-C outside the training
+    loop stopped, when it has a checkpoint and no summary.json (which marks a finished run)."""
     run = _run_directory(args)
     if run is None:
         return ""
+    from ..runs.layout import SUMMARY_FILE
     from ..training.checkpoints import has_checkpoint
 
-    if not has_checkpoint(run):
+    try:
+        resumable = has_checkpoint(run) and not os.path.exists(os.path.join(run, SUMMARY_FILE))
+    except OSError:   # the run's path is what the error was about (a name too long): no hint
         return ""
-    return f"; once fixed, continue with: aevb train --resume {run}"
+    return f"; {how}: aevb train --resume {run}" if resumable else ""

@@ -11,7 +11,8 @@ from .layout import flat_config, read_metrics, read_run_config, refuse_to_replac
 
 #: Settings that say where or how a run was made, not what it is: never a label.
 _INCIDENTAL = {"data.data_dir", "data.download", "data.source", "created", "command", "aevb_version", "device",
-               "threads", "processes", "format_version"}
+               "threads", "processes", "format_version",
+               "data.values_sha256"}   # (a hash says nothing to a reader; the data's settings do)
 
 
 def _settings(config: dict) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,33 @@ def load_data(data_config: DataConfig) -> Dataset:
         raise AevbError(f"train limit {limit} is outside 1..{data.train.shape[0]} for {data.name}")
     labels = None if data.train_labels is None else data.train_labels[:limit]
     return dataclasses.replace(data, train=data.train[:limit], train_labels=labels)
+
+
+#: The key of config.json's data section that holds :func:`data_fingerprint`.
+FINGERPRINT = "values_sha256"
+
+
+def data_fingerprint(data: Dataset) -> str:
+    """A SHA-256 of the values a run trains and is evaluated on: every split and its labels, as
+    loaded (scaled, merged, cut to the train limit), with their shapes."""
+    digest = hashlib.sha256()
+    for split in ("train", "valid", "test"):
+        for tensor in (getattr(data, split), getattr(data, f"{split}_labels")):
+            digest.update(b"none" if tensor is None else f"{tuple(tensor.shape)} {tensor.dtype}".encode())
+            if tensor is not None:
+                digest.update(tensor.detach().cpu().contiguous().numpy())
+    return digest.hexdigest()
+
+
+def check_same_data(data: Dataset, stored: dict, run_dir, where) -> None:
+    """A one-line error when ``data`` are not the values the run in ``run_dir`` began on, as the
+    data section ``stored`` of its config.json (read from ``where``) records them (a run of an
+    aevb that recorded none is not checked): a user's file overwritten with new values of the
+    same shape would otherwise be trained on where the run left off."""
+    recorded = stored.get(FINGERPRINT)
+    if recorded is not None and recorded != data_fingerprint(data):
+        raise AevbError(f"the data of {run_dir} changed since it began: {data.source} holds other values than "
+                        f"{where} records (data.{FINGERPRINT}); restore them, or train a new run on the new data")
 
 
 def value_ranges(data: Dataset) -> dict[str, tuple[float, float]]:

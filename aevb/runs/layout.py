@@ -6,12 +6,14 @@ import datetime
 import hashlib
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
-from ..checkpoint import check_format_version, read_json
+from ..checkpoint import check_format_version, read_json, refuse_link
 from ..errors import AevbError
 from ..training.checkpoints import DIRECTORY as CHECKPOINTS
+from .lock import LOCK_FILE
 
 
 RUN_FORMAT_VERSION = 1
@@ -61,6 +63,19 @@ def holds_run(out: Path) -> bool:
                                 (CONFIG_FILE, METRICS_FILE, "model.safetensors", CHECKPOINTS))
 
 
+def is_run_dir(directory: Path) -> bool:
+    """Whether ``directory`` holds a run, finished or not: a file only a run writes (metrics,
+    summary, checkpoints, the lock), or a run's config.json (the one beside a model that
+    :func:`aevb.hub.save_pretrained` wrote has no format version)."""
+    directory = Path(directory)
+    if any(os.path.lexists(directory / name) for name in (METRICS_FILE, SUMMARY_FILE, CHECKPOINTS, LOCK_FILE)):
+        return True
+    try:
+        return "format_version" in read_json(directory / CONFIG_FILE)
+    except AevbError:
+        return False
+
+
 def refuse_a_file(out: Path) -> None:
     """A one-line error when the output directory ``out`` is an existing file."""
     if out.exists() and not out.is_dir():
@@ -76,9 +91,22 @@ def refuse_to_replace(out: Path, overwrite: bool) -> None:
         raise AevbError(f"`out` {out} exists; choose another `out` or pass `overwrite`")
 
 
+def refuse_links(out: Path) -> None:
+    """A one-line error when a file or folder a run writes in ``out`` (its checkpoints' too) is a
+    symbolic link (:func:`~aevb.checkpoint.refuse_link`), before anything is written there."""
+    names = (*RUN_FILES, *RUN_DIRECTORIES, LOCK_FILE)
+    paths = [out / name for name in names] + [path for pattern in RUN_FILE_PATTERNS for path in out.glob(pattern)]
+    if (out / CHECKPOINTS).is_dir() and not (out / CHECKPOINTS).is_symlink():
+        paths += list((out / CHECKPOINTS).iterdir())
+    for path in paths:
+        refuse_link(path)
+
+
 def refuse_to_clobber(out: Path, overwrite: bool) -> None:
-    """A one-line error when ``out`` is a file, or holds a run and ``overwrite`` is not given."""
+    """A one-line error when ``out`` is a file, holds a link in place of a run's file, or holds a
+    run and ``overwrite`` is not given."""
     refuse_a_file(out)
+    refuse_links(out)
     if holds_run(out) and not overwrite:
         raise AevbError(f"{out} already holds a run; choose another `out` or pass `overwrite`")
 

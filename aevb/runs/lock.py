@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..checkpoint import open_no_follow
 from ..errors import AevbError
 
 LOCK_FILE = ".lock"
@@ -33,7 +34,7 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         if fcntl is None:
             return self
-        stream = open(self.path, "a+")
+        stream = open_no_follow(self.path, "a+")   # never a link's target: it is truncated below
         try:
             fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import refuse_link
 from ..errors import AevbError
 from ..figures import save_samples
 from ..memory import require_sampling_memory
@@ -24,7 +25,8 @@ def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int 
     A full-VB run decodes with θ = μ_θ, the mean of q(θ). ``checkpoint``: from the model of the
     run's latest checkpoint (a run still training, or stopped); the default file name then ends
     in ``-checkpoint``, so that the run's own figures are never replaced. An ``out`` that exists is
-    replaced only with ``overwrite`` (the default file, the same draw again, always is).
+    replaced only with ``overwrite`` (the default file, the same draw again, always is, but never
+    through a symbolic link in its place).
     """
     if num_samples < 1:
         raise AevbError(f"`num_samples` must be a positive integer, got {num_samples}")
@@ -35,6 +37,8 @@ def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int 
         raise AevbError(f"`out` {target}: unsupported file type {target.suffix or '(none)'!r}; use .png or .npy")
     if out:
         refuse_to_replace(target, overwrite)
+    else:   # a file in the run directory, which others may share: never written through a link there
+        refuse_link(target)
     model, _ = load_run(run_dir, device, checkpoint)
     generator = torch.Generator().manual_seed(seed)
     classes = model.config.num_classes

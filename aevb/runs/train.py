@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from .. import __version__
-from ..checkpoint import atomic_write_bytes, atomic_write_json, named_os_error, save_model, strict_json
+from ..checkpoint import atomic_write_bytes, atomic_write_json, named_os_error, open_no_follow, save_model, strict_json
 from ..models.conditional import model_inputs
 from ..data import Dataset
 from ..training.distributed import check_distributable, from_environment, local_device
@@ -30,9 +30,10 @@ from ..training.checkpoints import DIRECTORY as CHECKPOINTS
 from ..training.reporting import TrainingWarning
 from ..training.step_size import check_step_size_choosable
 from ..training.checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
-from .data_config import DataConfig, check_data_fits_model, data_config_of_run, load_data, stored_data_config
+from .data_config import (FINGERPRINT, DataConfig, check_data_fits_model, check_same_data, data_config_of_run,
+                          data_fingerprint, load_data, stored_data_config)
 from .layout import (CONFIG_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, configuration_id, create_run_dir,
-                     line_samples, metrics_lines, prepare_run_dir, read_run_config, refuse_to_clobber)
+                     line_samples, metrics_lines, prepare_run_dir, read_run_config, refuse_links, refuse_to_clobber)
 from .lock import RunLock
 from .loggers import LOGGERS, check_loggers
 from .outputs import write_figures
@@ -127,7 +128,8 @@ def _write_config_and_train(out: Path, data: Dataset, data_config: DataConfig, m
         "data": stored_data_config(data_config) | {
             "name": data.name, "source": data.source, "pixel_divisor": data.pixel_divisor,
             "train_size": data.train.shape[0],
-            "valid_size": data.valid.shape[0], "test_size": data.test.shape[0]},
+            "valid_size": data.valid.shape[0], "test_size": data.test.shape[0],
+            FINGERPRINT: data_fingerprint(data)},   # resume refuses data that changed since
         "model": model_config.to_dict(),
         "training": train_config.to_dict(),
         "algorithm": algorithm,
@@ -158,6 +160,7 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
     config = read_run_config(out)
     if (out / SUMMARY_FILE).exists():
         raise AevbError(f"{out} is a finished run; nothing to resume")
+    refuse_links(out)
     where = str(out / CONFIG_FILE)
     algorithm = config.get("algorithm")
     if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
@@ -181,6 +184,7 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
             warnings.warn(f"{out} has {len(measured)} evaluation points but no checkpoint: it trains again from "
                           "the start (the same seeded run), and measures them again", TrainingWarning)
         data = load_data(data_config)
+        check_same_data(data, config["data"], out, where)
         if state is not None:
             check_checkpoint_fits(state, build_model(model_config), data.train.shape[0], out)
         if group.is_main:   # metrics after the checkpoint are measured again
@@ -260,7 +264,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
             return out
         trackers = _open_loggers(loggers, out)
         started = time.perf_counter()
-        with open(out / METRICS_FILE, "a") as metrics_file:
+        with open_no_follow(out / METRICS_FILE, "a") as metrics_file:
             def record(metrics: Metrics) -> None:
                 line = metrics.to_dict() | (extra_metrics(model, data) if extra_metrics is not None else {})
                 try:
