@@ -423,6 +423,24 @@ def test_after_divergence_the_message_says_overwrite_is_needed(tmp_path, capsys)
     assert "diverged" in err and "--overwrite" in err
 
 
+@pytest.mark.parametrize("cause, words", [("data", "huge.npy) reach 1e+30 in magnitude: rescale them"),
+                                          ("init", "--init-std 1e+30 makes the untrained model's outputs overflow")])
+@pytest.mark.parametrize("step_size", [[], ["--step-size", "0.01"]])   # chosen (§5) or given
+def test_a_run_that_cannot_train_names_the_cause_not_the_step_size(tmp_path, capsys, cause, words, step_size):
+    import numpy as np
+
+    values = np.random.default_rng(0).random((300, 12)).astype(np.float32)
+    if cause == "data":
+        values *= 1e30
+    np.save(tmp_path / "huge.npy", values)
+    setting = ["--init-std", "1e30"] if cause == "init" else []
+    code, out, err = run_cli(capsys, ["train", "--dataset", tmp_path / "huge.npy", "--hidden-units", "8",
+                                      "--max-samples", "3000", "--eval-subset", "100", "--no-progress", "--threads",
+                                      "1", *setting, *step_size, "--out", tmp_path / "run"])
+    assert_usage_error(code, out, err)
+    assert words in err and "training cannot start" in err and "smaller --step-size" not in err
+
+
 @pytest.mark.parametrize("version, words", [("1", "must be the number 1, found '1'"),
                                             (2, "has format version 2; this aevb reads format version 1")])
 def test_a_run_format_of_the_wrong_type_or_number_is_explained(finished_run, tmp_path, capsys, version, words):

@@ -250,7 +250,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
                           for split in ("train", "valid", "test"))
     trainer = Trainer(model, train, train_config, valid=valid if valid.shape[0] else None,
                       test=test if track_test else None, algorithm=ALGORITHMS[algorithm](train_config), group=group,
-                      threads=threads)
+                      threads=threads, data_name=data.source)
     checkpoint = (lambda state: save_checkpoint(out, state, configuration=configuration)) if group.is_main else None
     with StopOnSignal() as signalled:
         stop = signalled if group.world_size == 1 else AgreedStop(signalled, group, torch_device)
