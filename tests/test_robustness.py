@@ -411,16 +411,37 @@ def test_a_run_that_ends_worse_than_its_untrained_model_says_so(tmp_path, capsys
     assert code == 0 and not [w for w in caught if "learned nothing" in str(w.message)], err
 
 
-def test_after_divergence_the_message_says_overwrite_is_needed(tmp_path, capsys):
-    run = tmp_path / "run"
+def _diverging_run(capsys, run: Path) -> tuple[int, str, str, list]:
+    """A run whose step size is far too large: three rollbacks, then it gives up."""
     with pytest.warns(TrainingWarning, match="rollback") as rollbacks:   # each halves the step size first
         code, out, err = run_cli(capsys, ["train", "--hidden-units", "50", "--latent-dim", "5", "--max-samples",
                                           "2e5", "--threads", "1", "--step-size", "60", "--log-variance-bound", "0",
                                           "--engine", "autograd", "--eval-subset", "200", "--no-progress",
                                           "--out", run])
+    return code, out, err, list(rollbacks)
+
+
+def test_after_divergence_the_message_says_overwrite_is_needed(tmp_path, capsys):
+    code, out, err, rollbacks = _diverging_run(capsys, tmp_path / "run")
     assert len(rollbacks) == 3 and "step size 30" in str(rollbacks[0].message)
     assert_usage_error(code, out, err)
     assert "diverged" in err and "--overwrite" in err
+
+
+def test_resuming_a_diverged_run_says_it_diverged_instead_of_diverging_again(tmp_path, capsys):
+    import warnings
+
+    run = tmp_path / "run"
+    _diverging_run(capsys, run)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run_cli(capsys, ["train", "--resume", run])
+    assert_usage_error(code, out, err)
+    assert not [w for w in caught if "rollback" in str(w.message)]
+    assert f"{run} is a diverged run: training diverged at" in err and "smaller --step-size" in err
+    assert call(["train", "--hidden-units", "8", "--max-samples", "2000", "--step-size", "0.01", "--eval-subset",
+                 "100", "--no-progress", "--threads", "1", "--out", run, "--overwrite"]) == 0
+    assert not (run / "diverged.json").exists()   # the new run is no diverged one
 
 
 @pytest.mark.parametrize("cause, words", [("data", "huge.npy) reach 1e+30 in magnitude: rescale them"),
