@@ -444,6 +444,21 @@ def test_resuming_a_diverged_run_says_it_diverged_instead_of_diverging_again(tmp
     assert not (run / "diverged.json").exists()   # the new run is no diverged one
 
 
+def test_compare_says_which_runs_are_unfinished_or_diverged(finished_run, tmp_path, monkeypatch, capsys):
+    diverged, unfinished = tmp_path / "diverged", tmp_path / "unfinished"
+    _diverging_run(capsys, diverged)
+    _interrupted_run(monkeypatch, unfinished, after_checks=150)
+    code, out, err = run_cli(capsys, ["compare", finished_run, diverged, unfinished])
+    assert code == 0, err
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert lines["finished"].endswith("finished") and lines["diverged"].endswith("diverged")
+    samples = json.loads((unfinished / "metrics.jsonl").read_text().splitlines()[-1])["samples"]
+    assert lines["unfinished"].endswith(f"unfinished: {100 * samples / 30000:.0f}% of 30,000")
+    code, out, err = run_cli(capsys, ["compare", finished_run, diverged, unfinished, "--json"])
+    assert [(row["status"], row["planned_samples"]) for row in json.loads(out)] == \
+        [("finished", 2000), ("diverged", 200000), ("unfinished", 30000)]
+
+
 @pytest.mark.parametrize("cause, words", [("data", "huge.npy) reach 1e+30 in magnitude: rescale them"),
                                           ("init", "--init-std 1e+30 makes the untrained model's outputs overflow")])
 @pytest.mark.parametrize("step_size", [[], ["--step-size", "0.01"]])   # chosen (§5) or given

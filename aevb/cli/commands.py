@@ -251,12 +251,18 @@ def _compare(args: argparse.Namespace) -> int:
     def number(value) -> str:
         return "-" if value is None else f"{value:.2f}"
 
+    def status(row) -> str:   # numbers that are not a finished run's final ones say so
+        if row["status"] != "unfinished" or not row["planned_samples"]:
+            return row["status"]
+        return f"unfinished: {100 * (row['samples'] or 0) / row['planned_samples']:.0f}% of {row['planned_samples']:,}"
+
     width = max(len(row["label"]) for row in rows)
-    print(f"{'run':<{width}}  {'samples':>12}  {'train':>9}  {'valid':>9}  {'test':>9}   (bounds: nats per datapoint)")
+    print(f"{'run':<{width}}  {'samples':>12}  {'train':>9}  {'valid':>9}  {'test':>9}  status   "
+          "(bounds: nats per datapoint)")
     for row in rows:
         samples = "-" if row["samples"] is None else f"{row['samples']:,}"
         print(f"{row['label']:<{width}}  {samples:>12}  {number(row['train_bound']):>9}  "
-              f"{number(row['valid_bound']):>9}  {number(row['test_bound']):>9}")
+              f"{number(row['valid_bound']):>9}  {number(row['test_bound']):>9}  {status(row)}")
     if given.get("out"):
         print(f"wrote {given['out']}")
     return 0
