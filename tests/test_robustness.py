@@ -262,6 +262,19 @@ def test_a_model_with_nan_weights_is_refused_when_loaded(finished_run, tmp_path,
         assert "NaN or infinite weights" in err
 
 
+def test_evaluate_says_why_an_infinite_estimate_has_no_error_bar(finished_run, tmp_path, capsys):
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    weights = load_file(run / "model.safetensors")
+    weights["decoder.net.heads.bias"][:] = 3e38   # every pixel's logit: the bound and log p(x) are -inf
+    save_file(weights, run / "model.safetensors")
+    code, out, err = run_cli(capsys, ["evaluate", run, "--num-points", "5", "--nll", "--k", "10", "--no-progress"])
+    assert code == 0, err
+    bound, likelihood = out.splitlines()[1:3]
+    assert bound.endswith("-inf (no standard error: the estimate is -inf)"), out
+    assert "k = 10: -inf (no standard error: the estimate is -inf)" in likelihood, out
+    assert "one datapoint" not in out and "k = 1)" not in out
+
+
 def test_evaluate_json_is_strict_json(finished_run, capsys):
     code, out, err = run_cli(capsys, ["evaluate", finished_run, "--json", "--num-points", "1"])
     assert code == 0, err

@@ -211,10 +211,11 @@ def _print_evaluation(result: dict) -> None:
     print(f"{result['dataset']} {split} set, {points:,} point{'s' if points != 1 else ''}{taken}; nats per "
           "datapoint, ± one standard error")
     if result.get("encoder_trained", True):
-        spread = result[f"{split}_bound_stderr"]   # one datapoint has no spread over datapoints
-        spread = f"± {spread:.3f} (over datapoints)" if math.isfinite(spread) else "(one datapoint: no error over datapoints)"
+        bound = result[f"{split}_bound"]
+        spread = _error_bar(result[f"{split}_bound_stderr"], bound, "over datapoints",   # one datapoint: no spread
+                            "one datapoint: no error over datapoints" if points == 1 else None)
         print(f"  lower bound (estimator {result['estimator']}, L = {result['samples_per_datapoint']}): "
-              f"{result[f'{split}_bound']:.3f} {spread}")
+              f"{bound:.3f} {spread}")
     else:
         print("  lower bound: none (the run trained no encoder); log p(x) by importance sampling uses the prior as "
               "proposal, the HMC estimator starts its chains at prior draws resampled by p(x|z)")
@@ -225,18 +226,32 @@ def _print_evaluation(result: dict) -> None:
     if "log_likelihood" in result:
         what = "log p(x|y)" if result.get("conditional") else "log p(x)"   # a conditional VAE: given the label
         draws = f"{result['parameter_draws']} draws of θ × " if "parameter_draws" in result else ""
-        error = result["log_likelihood_stderr"]   # one sample per datapoint gives no spread to take it from
-        error = f"± {error:.3f} (Monte Carlo)" if math.isfinite(error) else "(no Monte Carlo error with k = 1)"
+        error = _error_bar(result["log_likelihood_stderr"], result["log_likelihood"], "Monte Carlo",
+                           # one sample per datapoint gives no spread to take it from
+                           "no Monte Carlo error with k = 1" if result["log_likelihood_samples"] == 1 else None)
         print(f"  {what}, importance sampling, {draws}k = {result['log_likelihood_samples']}: {result['log_likelihood']:.3f} "
               f"{error}; negative log-likelihood "
               f"{-result['log_likelihood']:.3f}; {result['log_likelihood_seconds']:.1f} s")
     if "hmc_log_likelihood" in result:
+        error = _error_bar(result["hmc_log_likelihood_stderr"], result["hmc_log_likelihood"], "Monte Carlo", None)
         print(f"  log p(x), HMC estimator (App. D), L = {result['hmc_samples']}: {result['hmc_log_likelihood']:.3f} "
-              f"± {result['hmc_log_likelihood_stderr']:.3f}; negative log-likelihood "
+              f"{error}; negative log-likelihood "
               f"{-result['hmc_log_likelihood']:.3f}; acceptance {result['hmc_acceptance']:.2f}; "
               f"{result['hmc_seconds']:.1f} s")
 
 
+
+
+def _error_bar(stderr: float, value: float, kind: str, single: str | None) -> str:
+    """"± stderr (kind)", or why there is none: ``single`` where one draw leaves no spread (one
+    datapoint, k = 1), else that the estimate, or only its spread, is not finite."""
+    if math.isfinite(stderr):
+        return f"± {stderr:.3f} ({kind})"
+    if single is not None:
+        return f"({single})"
+    if not math.isfinite(value):
+        return f"(no standard error: the estimate is {value})"
+    return "(no standard error: the spread overflows)"
 
 
 def _compare(args: argparse.Namespace) -> int:
