@@ -275,6 +275,38 @@ def test_evaluate_says_why_an_infinite_estimate_has_no_error_bar(finished_run, t
     assert "one datapoint" not in out and "k = 1)" not in out
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_evaluate_prints_each_result_as_it_finishes_so_a_later_failure_loses_none(finished_run, tmp_path, monkeypatch,
+                                                                                  capsys, as_json):
+    import functools
+
+    import aevb.runs
+
+    json_flag = ["--json"] if as_json else []
+    code, out, err = run_cli(capsys, ["evaluate", finished_run, tmp_path / "missing", finished_run, "--num-points",
+                                      "5", "--no-progress", *json_flag])
+    assert_usage_error(code, "", err)
+    assert f"{tmp_path / 'missing'} not found; not evaluated: {finished_run}" in err
+    if as_json:
+        assert [result["num_datapoints"] for result in json.loads(out)] == [5]
+    else:
+        assert out.startswith(f"{finished_run}\n") and out.count("lower bound") == 1
+    evaluate_run, calls = aevb.runs.evaluate_run, []
+
+    @functools.wraps(evaluate_run)
+    def interrupted_second(**options):   # Ctrl-C during the second run's evaluation
+        calls.append(options["run_dir"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate_run(**options)
+
+    monkeypatch.setattr(aevb.runs, "evaluate_run", interrupted_second)
+    code, out, err = run_cli(capsys, ["evaluate", finished_run, finished_run, "--num-points", "5", "--no-progress",
+                                      *json_flag])
+    assert code == 130 and err.strip() == "aevb evaluate: interrupted"
+    assert (len(json.loads(out)) if as_json else out.count("lower bound")) == 1
+
+
 def test_evaluate_json_is_strict_json(finished_run, capsys):
     code, out, err = run_cli(capsys, ["evaluate", finished_run, "--json", "--num-points", "1"])
     assert code == 0, err

@@ -185,14 +185,34 @@ def _evaluate(args: argparse.Namespace) -> int:
     options["progress"] = not given.get("no_progress", False)
     if given.get("nll"):
         options["log_likelihood_samples"] = given.get("k", PROTOCOL_SAMPLES)
-    results = [evaluate_run(**{**options, "run_dir": run_dir}) for run_dir in given["run_dir"]]
-    if given.get("json"):
-        _print_json(results if len(results) > 1 else results[0])
-        return 0
-    for run_dir, result in zip(given["run_dir"], results):
-        if len(results) > 1:
-            print(run_dir)
-        _print_evaluation(result)
+    runs = given["run_dir"]
+    listed = given.get("json") and len(runs) > 1   # a JSON list, one result a line, written as each finishes
+    if listed:
+        print("[", flush=True)
+    try:
+        for index, run_dir in enumerate(runs):
+            # Each result is printed as soon as it is known: a later run that fails (or Ctrl-C) loses none.
+            try:
+                result = evaluate_run(**{**options, "run_dir": run_dir})
+            except AevbError as error:
+                if len(runs) == 1:
+                    raise
+                named = str(error) if str(run_dir) in str(error) else f"{run_dir}: {error}"
+                left = f"; not evaluated: {' '.join(map(str, runs[index + 1:]))}" if index + 1 < len(runs) else ""
+                raise AevbError(named + left) from None
+            if listed:
+                print("," if index else " ", end="")
+                _print_json(result)
+            elif given.get("json"):
+                _print_json(result)
+            else:
+                if len(runs) > 1:
+                    print(run_dir)
+                _print_evaluation(result)
+                sys.stdout.flush()
+    finally:
+        if listed:
+            print("]", flush=True)   # what was printed stays one valid JSON list
     return 0
 
 
@@ -200,7 +220,7 @@ def _print_json(value) -> None:
     """One line of strict JSON: no NaN tokens, whatever the model gives."""
     from ..checkpoint import strict_json
 
-    print(json.dumps(strict_json(value), allow_nan=False))
+    print(json.dumps(strict_json(value), allow_nan=False), flush=True)
 
 
 def _print_evaluation(result: dict) -> None:

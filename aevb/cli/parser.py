@@ -291,7 +291,8 @@ def _build_parser() -> argparse.ArgumentParser:
                                    description="Estimate the variational lower bound of a trained run on a "
                                                "data split, with many samples of z per datapoint.")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
-                          help="run directories written by aevb train (several: each in turn; --json prints a list)")
+                          help="run directories written by aevb train (several: each in turn, its result printed as it "
+                               "finishes; --json prints a list, one result a line)")
     _add_evaluate_options(evaluate)
     _add_data_options(evaluate)
 
