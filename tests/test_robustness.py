@@ -307,6 +307,28 @@ def test_evaluate_prints_each_result_as_it_finishes_so_a_later_failure_loses_non
     assert (len(json.loads(out)) if as_json else out.count("lower bound")) == 1
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["--nll", "--k", "1e12"], "--nll (--k) asks for 5e+12 decoder evaluations on 5 points, about 4629.6 h"),
+    (["--samples", "3e9"], "--samples asks for 1.5e+10 decoder evaluations on 5 points"),
+    (["--hmc", "--hmc-samples", "1e9"], "--hmc-samples asks for 4e+10 decoder evaluations")])
+def test_an_evaluation_that_cannot_finish_in_reasonable_time_is_refused(finished_run, capsys, argv, words):
+    code, out, err = run_cli(capsys, ["evaluate", finished_run, "--num-points", "5", "--no-progress", *argv])
+    assert_usage_error(code, out, err)
+    assert words in err and "at most 1e+10: ask for fewer, or for fewer --num-points" in err, err
+
+
+def test_every_estimate_of_evaluate_reports_its_progress_where_no_bar_is_shown(finished_run, capsys, monkeypatch):
+    import aevb.progress
+
+    monkeypatch.setattr(aevb.progress, "LOG_EVERY_SECONDS", 0.0, raising=False)   # a line at every update
+    code, out, err = run_cli(capsys, ["evaluate", finished_run, "--num-points", "20", "--samples", "300", "--nll",
+                                      "--k", "50"])
+    assert code == 0, err
+    assert "bound, L = 300: " in err and "log p(x), k = 50: " in err and " left" in err, err
+    code, out, err = run_cli(capsys, ["evaluate", finished_run, "--num-points", "20", "--nll", "--no-progress"])
+    assert code == 0 and err == ""
+
+
 def test_evaluate_json_is_strict_json(finished_run, capsys):
     code, out, err = run_cli(capsys, ["evaluate", finished_run, "--json", "--num-points", "1"])
     assert code == 0, err
