@@ -7,6 +7,7 @@ import math
 import warnings
 from contextlib import contextmanager
 
+from ..errors import TrainingDiverged
 from ..progress import progress_bar
 from .config import Metrics
 
@@ -91,3 +92,11 @@ def untrainable_cause(model, data, data_name: str | None = None) -> str:
     if not causes:
         causes.append("check the data and the model's settings")
     return "; ".join(causes)
+
+
+def refuse_untrainable(initial_bound: float | None, model, data, data_name: str | None = None) -> None:
+    """Stop a run whose untrained model's bound is already non-finite, before any step (no step
+    size can help), with :func:`untrainable_cause`."""
+    if initial_bound is not None and not math.isfinite(initial_bound):
+        raise TrainingDiverged(f"training cannot start: the untrained model's bound is already {initial_bound} on "
+                               f"the first training points; {untrainable_cause(model, data, data_name)}")

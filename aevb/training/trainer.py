@@ -21,7 +21,7 @@ from .algorithm import AEVB, Algorithm
 from .config import Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points
 from .distributed import SINGLE_PROCESS, ProcessGroup, Shard, check_distributable
 from .optimizers import OPTIMIZERS, SCHEDULES
-from .reporting import TrainingWarning, training_bar, untrainable_cause, warn_if_worse_than_untrained
+from .reporting import TrainingWarning, refuse_untrainable, training_bar, warn_if_worse_than_untrained
 from .state import DataOrder, Interval, TrainingState
 from .step_memory import require_training_step_memory
 from .step_size import StepSizeChoice, check_step_size_choosable, select_step_size
@@ -65,7 +65,7 @@ class Trainer:
                  valid: torch.Tensor | None = None, algorithm: Algorithm | None = None,
                  test: torch.Tensor | None = None, group: ProcessGroup = SINGLE_PROCESS,
                  threads: int | None = None, data_name: str | None = None):
-        self.data_name = data_name   # where the training data came from, for the messages about them
+        self.data_name = data_name
         for setting, data in (("train", train), ("valid", valid), ("test", test)):
             if data is not None:
                 self._check_data(model, config, data, setting)
@@ -191,9 +191,7 @@ class Trainer:
         self.model.train()
         self._setup_algorithm()
         initial_bound = self._initial_bound()
-        if initial_bound is not None and not math.isfinite(initial_bound):   # no step size can help
-            raise TrainingDiverged(f"training cannot start: the untrained model's bound is already {initial_bound} "
-                                   f"on the first training points; {untrainable_cause(self.model, self.train_data, self.data_name)}")
+        refuse_untrainable(initial_bound, self.model, self.train_data, self.data_name)
         started = time.perf_counter()
         samples = steps = 0
         trials: list[StepSizeTrial] = []
