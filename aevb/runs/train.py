@@ -31,8 +31,8 @@ from ..training.reporting import TrainingWarning
 from ..training.step_size import check_step_size_choosable
 from ..training.checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
 from .data_config import DataConfig, check_data_fits_model, data_config_of_run, load_data, stored_data_config
-from .layout import (CONFIG_FILE, DIVERGED_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, configuration_id, create_run_dir,
-                     line_samples, metrics_lines, prepare_run_dir, read_run_config, refuse_to_clobber)
+from .layout import (CONFIG_FILE, DIVERGED_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, configuration_id,
+                     create_run_dir, line_samples, metrics_lines, prepare_run_dir, read_run_config, refuse_to_clobber)
 from .lock import RunLock
 from .loggers import LOGGERS, check_loggers
 from .outputs import write_figures
