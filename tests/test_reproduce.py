@@ -441,3 +441,44 @@ def test_warnings_of_parallel_jobs_are_one_line_and_name_their_run():
     with one_line_warnings():
         assert shown("plain") == "aevb: warning: plain\n"
     assert "trainer.py:156" in shown("plain")   # Python's own format again outside
+
+
+def test_a_run_made_with_other_settings_is_neither_reused_nor_replaced(tmp_path):
+    """Issue 28, item 6: another budget or seed is another run; a complete or interrupted one in
+    the way is refused in one line, and kept."""
+    from aevb.errors import AevbError
+    from aevb.experiments import runner
+    from aevb.runs import DataConfig
+    from aevb.training import TrainConfig
+
+    def spec(**train):
+        return runner.RunSpec(name="mnist-z2-aevb", data=DataConfig("mnist-sample"),
+                              model_options={"latent_dim": 2, "hidden_units": 8},
+                              train=TrainConfig(**{"max_samples": 1000, "selection_steps": 4, "eval_subset": 100,
+                                                   **train}))
+
+    logged = []
+    runner.run_specs([spec()], tmp_path, log=logged.append)
+    run = tmp_path / "mnist-z2-aevb"
+    weights = (run / "model.safetensors").read_bytes()
+    with pytest.raises(AevbError, match=r"mnist-z2-aevb holds a run made with other settings \(.*training.max_samples "
+                                        r"1000, not 1500; training.seed 0, not 7\); choose another `out`"):
+        runner.run_specs([spec(max_samples=1500, seed=7)], tmp_path, log=logged.append)
+    (run / "summary.json").unlink()                      # as if interrupted: no longer complete
+    with pytest.raises(AevbError, match="training.seed 0, not 7"):
+        runner.run_specs([spec(seed=7)], tmp_path, log=logged.append)
+    assert (run / "model.safetensors").read_bytes() == weights and not any("complete" in line for line in logged)
+    runner.run_specs([spec()], tmp_path, log=logged.append)   # the same settings: trained again where it stopped
+    assert (run / "summary.json").is_file()
+
+
+def test_reproduce_with_another_budget_and_seed_in_the_same_out_is_one_line(shared_data, tmp_path, capsys):
+    out = tmp_path / "fig4"
+    argv = ["reproduce", "fig4", "--data-dir", str(shared_data), "--out", str(out), "--no-progress"]
+    assert main([*argv, "--budget", "1500"]) == 0
+    numbers = (out / "fig4.json").read_text()
+    capsys.readouterr()
+    assert main([*argv, "--budget", "2000", "--seed", "7"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "training.max_samples 1500, not 2000; training.seed 0, not 7" in err, err
+    assert "choose another --out" in err and (out / "fig4.json").read_text() == numbers

@@ -352,6 +352,73 @@ def test_a_model_with_nan_weights_is_refused_when_loaded(finished_run, tmp_path,
         assert "NaN or infinite weights" in err
 
 
+def test_evaluate_says_why_an_infinite_estimate_has_no_error_bar(finished_run, tmp_path, capsys):
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    weights = load_file(run / "model.safetensors")
+    weights["decoder.net.heads.bias"][:] = 3e38   # every pixel's logit: the bound and log p(x) are -inf
+    save_file(weights, run / "model.safetensors")
+    code, out, err = run_cli(capsys, ["evaluate", run, "--num-points", "5", "--nll", "--k", "10", "--no-progress"])
+    assert code == 0, err
+    bound, likelihood = out.splitlines()[1:3]
+    assert bound.endswith("-inf (no standard error: the estimate is -inf)"), out
+    assert "k = 10: -inf (no standard error: the estimate is -inf)" in likelihood, out
+    assert "one datapoint" not in out and "k = 1)" not in out
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_evaluate_prints_each_result_as_it_finishes_so_a_later_failure_loses_none(finished_run, tmp_path, monkeypatch,
+                                                                                  capsys, as_json):
+    import functools
+
+    import aevb.runs
+
+    json_flag = ["--json"] if as_json else []
+    code, out, err = run_cli(capsys, ["evaluate", finished_run, tmp_path / "missing", finished_run, "--num-points",
+                                      "5", "--no-progress", *json_flag])
+    assert_usage_error(code, "", err)
+    assert f"{tmp_path / 'missing'} not found; not evaluated: {finished_run}" in err
+    if as_json:
+        assert [result["num_datapoints"] for result in json.loads(out)] == [5]
+    else:
+        assert out.startswith(f"{finished_run}\n") and out.count("lower bound") == 1
+    evaluate_run, calls = aevb.runs.evaluate_run, []
+
+    @functools.wraps(evaluate_run)
+    def interrupted_second(**options):   # Ctrl-C during the second run's evaluation
+        calls.append(options["run_dir"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate_run(**options)
+
+    monkeypatch.setattr(aevb.runs, "evaluate_run", interrupted_second)
+    code, out, err = run_cli(capsys, ["evaluate", finished_run, finished_run, "--num-points", "5", "--no-progress",
+                                      *json_flag])
+    assert code == 130 and err.strip() == "aevb evaluate: interrupted"
+    assert (len(json.loads(out)) if as_json else out.count("lower bound")) == 1
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--nll", "--k", "1e12"], "--nll (--k) asks for 5e+12 decoder evaluations on 5 points, about 4629.6 h"),
+    (["--samples", "3e9"], "--samples asks for 1.5e+10 decoder evaluations on 5 points"),
+    (["--hmc", "--hmc-samples", "1e9"], "--hmc-samples asks for 4e+10 decoder evaluations")])
+def test_an_evaluation_that_cannot_finish_in_reasonable_time_is_refused(finished_run, capsys, argv, words):
+    code, out, err = run_cli(capsys, ["evaluate", finished_run, "--num-points", "5", "--no-progress", *argv])
+    assert_usage_error(code, out, err)
+    assert words in err and "at most 1e+10: ask for fewer, or for fewer --num-points" in err, err
+
+
+def test_every_estimate_of_evaluate_reports_its_progress_where_no_bar_is_shown(finished_run, capsys, monkeypatch):
+    import aevb.progress
+
+    monkeypatch.setattr(aevb.progress, "LOG_EVERY_SECONDS", 0.0, raising=False)   # a line at every update
+    code, out, err = run_cli(capsys, ["evaluate", finished_run, "--num-points", "20", "--samples", "300", "--nll",
+                                      "--k", "50"])
+    assert code == 0, err
+    assert "bound, L = 300: " in err and "log p(x), k = 50: " in err and " left" in err, err
+    code, out, err = run_cli(capsys, ["evaluate", finished_run, "--num-points", "20", "--nll", "--no-progress"])
+    assert code == 0 and err == ""
+
+
 def test_evaluate_json_is_strict_json(finished_run, capsys):
     code, out, err = run_cli(capsys, ["evaluate", finished_run, "--json", "--num-points", "1"])
     assert code == 0, err
@@ -527,16 +594,70 @@ def test_a_run_that_ends_worse_than_its_untrained_model_says_so(tmp_path, capsys
     assert code == 0 and not [w for w in caught if "learned nothing" in str(w.message)], err
 
 
-def test_after_divergence_the_message_says_overwrite_is_needed(tmp_path, capsys):
-    run = tmp_path / "run"
+def _diverging_run(capsys, run: Path) -> tuple[int, str, str, list]:
+    """A run whose step size is far too large: three rollbacks, then it gives up."""
     with pytest.warns(TrainingWarning, match="rollback") as rollbacks:   # each halves the step size first
         code, out, err = run_cli(capsys, ["train", "--hidden-units", "50", "--latent-dim", "5", "--max-samples",
                                           "2e5", "--threads", "1", "--step-size", "60", "--log-variance-bound", "0",
                                           "--engine", "autograd", "--eval-subset", "200", "--no-progress",
                                           "--out", run])
+    return code, out, err, list(rollbacks)
+
+
+def test_after_divergence_the_message_says_overwrite_is_needed(tmp_path, capsys):
+    code, out, err, rollbacks = _diverging_run(capsys, tmp_path / "run")
     assert len(rollbacks) == 3 and "step size 30" in str(rollbacks[0].message)
     assert_usage_error(code, out, err)
     assert "diverged" in err and "--overwrite" in err
+
+
+def test_resuming_a_diverged_run_says_it_diverged_instead_of_diverging_again(tmp_path, capsys):
+    import warnings
+
+    run = tmp_path / "run"
+    _diverging_run(capsys, run)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run_cli(capsys, ["train", "--resume", run])
+    assert_usage_error(code, out, err)
+    assert not [w for w in caught if "rollback" in str(w.message)]
+    assert f"{run} is a diverged run: training diverged at" in err and "smaller --step-size" in err
+    assert call(["train", "--hidden-units", "8", "--max-samples", "2000", "--step-size", "0.01", "--eval-subset",
+                 "100", "--no-progress", "--threads", "1", "--out", run, "--overwrite"]) == 0
+    assert not (run / "diverged.json").exists()   # the new run is no diverged one
+
+
+def test_compare_says_which_runs_are_unfinished_or_diverged(finished_run, tmp_path, monkeypatch, capsys):
+    diverged, unfinished = tmp_path / "diverged", tmp_path / "unfinished"
+    _diverging_run(capsys, diverged)
+    _interrupted_run(monkeypatch, unfinished, after_checks=150)
+    code, out, err = run_cli(capsys, ["compare", finished_run, diverged, unfinished])
+    assert code == 0, err
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert lines["finished"].endswith("finished") and lines["diverged"].endswith("diverged")
+    samples = json.loads((unfinished / "metrics.jsonl").read_text().splitlines()[-1])["samples"]
+    assert lines["unfinished"].endswith(f"unfinished: {100 * samples / 30000:.0f}% of 30,000")
+    code, out, err = run_cli(capsys, ["compare", finished_run, diverged, unfinished, "--json"])
+    assert [(row["status"], row["planned_samples"]) for row in json.loads(out)] == \
+        [("finished", 2000), ("diverged", 200000), ("unfinished", 30000)]
+
+
+@pytest.mark.parametrize("cause, words", [("data", "huge.npy) reach 1e+30 in magnitude: rescale them"),
+                                          ("init", "--init-std 1e+30 makes the untrained model's outputs overflow")])
+@pytest.mark.parametrize("step_size", [[], ["--step-size", "0.01"]])   # chosen (§5) or given
+def test_a_run_that_cannot_train_names_the_cause_not_the_step_size(tmp_path, capsys, cause, words, step_size):
+    import numpy as np
+
+    values = np.random.default_rng(0).random((300, 12)).astype(np.float32)
+    if cause == "data":
+        values *= 1e30
+    np.save(tmp_path / "huge.npy", values)
+    setting = ["--init-std", "1e30"] if cause == "init" else []
+    code, out, err = run_cli(capsys, ["train", "--dataset", tmp_path / "huge.npy", "--hidden-units", "8",
+                                      "--max-samples", "3000", "--eval-subset", "100", "--no-progress", "--threads",
+                                      "1", *setting, *step_size, "--out", tmp_path / "run"])
+    assert_usage_error(code, out, err)
+    assert words in err and "training cannot start" in err and "smaller --step-size" not in err
 
 
 @pytest.mark.parametrize("version, words", [("1", "must be the number 1, found '1'"),

@@ -185,14 +185,34 @@ def _evaluate(args: argparse.Namespace) -> int:
     options["progress"] = not given.get("no_progress", False)
     if given.get("nll"):
         options["log_likelihood_samples"] = given.get("k", PROTOCOL_SAMPLES)
-    results = [evaluate_run(**{**options, "run_dir": run_dir}) for run_dir in given["run_dir"]]
-    if given.get("json"):
-        _print_json(results if len(results) > 1 else results[0])
-        return 0
-    for run_dir, result in zip(given["run_dir"], results):
-        if len(results) > 1:
-            print(run_dir)
-        _print_evaluation(result)
+    runs = given["run_dir"]
+    listed = given.get("json") and len(runs) > 1   # a JSON list, one result a line, written as each finishes
+    if listed:
+        print("[", flush=True)
+    try:
+        for index, run_dir in enumerate(runs):
+            # Each result is printed as soon as it is known: a later run that fails (or Ctrl-C) loses none.
+            try:
+                result = evaluate_run(**{**options, "run_dir": run_dir})
+            except AevbError as error:
+                if len(runs) == 1:
+                    raise
+                named = str(error) if str(run_dir) in str(error) else f"{run_dir}: {error}"
+                left = f"; not evaluated: {' '.join(map(str, runs[index + 1:]))}" if index + 1 < len(runs) else ""
+                raise AevbError(named + left) from None
+            if listed:
+                print("," if index else " ", end="")
+                _print_json(result)
+            elif given.get("json"):
+                _print_json(result)
+            else:
+                if len(runs) > 1:
+                    print(run_dir)
+                _print_evaluation(result)
+                sys.stdout.flush()
+    finally:
+        if listed:
+            print("]", flush=True)   # what was printed stays one valid JSON list
     return 0
 
 
@@ -200,7 +220,7 @@ def _print_json(value) -> None:
     """One line of strict JSON: no NaN tokens, whatever the model gives."""
     from ..checkpoint import strict_json
 
-    print(json.dumps(strict_json(value), allow_nan=False))
+    print(json.dumps(strict_json(value), allow_nan=False), flush=True)
 
 
 def _print_evaluation(result: dict) -> None:
@@ -211,10 +231,11 @@ def _print_evaluation(result: dict) -> None:
     print(f"{result['dataset']} {split} set, {points:,} point{'s' if points != 1 else ''}{taken}; nats per "
           "datapoint, ± one standard error")
     if result.get("encoder_trained", True):
-        spread = result[f"{split}_bound_stderr"]   # one datapoint has no spread over datapoints
-        spread = f"± {spread:.3f} (over datapoints)" if math.isfinite(spread) else "(one datapoint: no error over datapoints)"
+        bound = result[f"{split}_bound"]
+        spread = _error_bar(result[f"{split}_bound_stderr"], bound, "over datapoints",   # one datapoint: no spread
+                            "one datapoint: no error over datapoints" if points == 1 else None)
         print(f"  lower bound (estimator {result['estimator']}, L = {result['samples_per_datapoint']}): "
-              f"{result[f'{split}_bound']:.3f} {spread}")
+              f"{bound:.3f} {spread}")
     else:
         print("  lower bound: none (the run trained no encoder); log p(x) by importance sampling uses the prior as "
               "proposal, the HMC estimator starts its chains at prior draws resampled by p(x|z)")
@@ -225,18 +246,32 @@ def _print_evaluation(result: dict) -> None:
     if "log_likelihood" in result:
         what = "log p(x|y)" if result.get("conditional") else "log p(x)"   # a conditional VAE: given the label
         draws = f"{result['parameter_draws']} draws of θ × " if "parameter_draws" in result else ""
-        error = result["log_likelihood_stderr"]   # one sample per datapoint gives no spread to take it from
-        error = f"± {error:.3f} (Monte Carlo)" if math.isfinite(error) else "(no Monte Carlo error with k = 1)"
+        error = _error_bar(result["log_likelihood_stderr"], result["log_likelihood"], "Monte Carlo",
+                           # one sample per datapoint gives no spread to take it from
+                           "no Monte Carlo error with k = 1" if result["log_likelihood_samples"] == 1 else None)
         print(f"  {what}, importance sampling, {draws}k = {result['log_likelihood_samples']}: {result['log_likelihood']:.3f} "
               f"{error}; negative log-likelihood "
               f"{-result['log_likelihood']:.3f}; {result['log_likelihood_seconds']:.1f} s")
     if "hmc_log_likelihood" in result:
+        error = _error_bar(result["hmc_log_likelihood_stderr"], result["hmc_log_likelihood"], "Monte Carlo", None)
         print(f"  log p(x), HMC estimator (App. D), L = {result['hmc_samples']}: {result['hmc_log_likelihood']:.3f} "
-              f"± {result['hmc_log_likelihood_stderr']:.3f}; negative log-likelihood "
+              f"{error}; negative log-likelihood "
               f"{-result['hmc_log_likelihood']:.3f}; acceptance {result['hmc_acceptance']:.2f}; "
               f"{result['hmc_seconds']:.1f} s")
 
 
+
+
+def _error_bar(stderr: float, value: float, kind: str, single: str | None) -> str:
+    """"± stderr (kind)", or why there is none: ``single`` where one draw leaves no spread (one
+    datapoint, k = 1), else that the estimate, or only its spread, is not finite."""
+    if math.isfinite(stderr):
+        return f"± {stderr:.3f} ({kind})"
+    if single is not None:
+        return f"({single})"
+    if not math.isfinite(value):
+        return f"(no standard error: the estimate is {value})"
+    return "(no standard error: the spread overflows)"
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -251,12 +286,18 @@ def _compare(args: argparse.Namespace) -> int:
     def number(value) -> str:
         return "-" if value is None else f"{value:.2f}"
 
+    def status(row) -> str:   # numbers that are not a finished run's final ones say so
+        if row["status"] != "unfinished" or not row["planned_samples"]:
+            return row["status"]
+        return f"unfinished: {100 * (row['samples'] or 0) / row['planned_samples']:.0f}% of {row['planned_samples']:,}"
+
     width = max(len(row["label"]) for row in rows)
-    print(f"{'run':<{width}}  {'samples':>12}  {'train':>9}  {'valid':>9}  {'test':>9}   (bounds: nats per datapoint)")
+    print(f"{'run':<{width}}  {'samples':>12}  {'train':>9}  {'valid':>9}  {'test':>9}  status   "
+          "(bounds: nats per datapoint)")
     for row in rows:
         samples = "-" if row["samples"] is None else f"{row['samples']:,}"
         print(f"{row['label']:<{width}}  {samples:>12}  {number(row['train_bound']):>9}  "
-              f"{number(row['valid_bound']):>9}  {number(row['test_bound']):>9}")
+              f"{number(row['valid_bound']):>9}  {number(row['test_bound']):>9}  {status(row)}")
     if given.get("out"):
         print(f"wrote {given['out']}")
     return 0

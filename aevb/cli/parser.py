@@ -264,8 +264,8 @@ def _add_evaluate_options(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--seed", type=_seed, default=UNSET, help=f"random seed of the estimates (default: {defaults['seed']})")
     evaluate.add_argument("--json", action="store_true", default=UNSET, help="print one JSON object (default: off)")
     evaluate.add_argument("--no-progress", action="store_true", default=UNSET,
-                          help="no progress bars (default: shown on a terminal for --nll and --hmc, with the time "
-                               "left)")
+                          help="no progress (default: bars with the time left on a terminal, for every estimate; "
+                               "where stderr is no terminal, a line every 10 minutes)")
     evaluate.add_argument("--threads", type=_threads, default=UNSET, help="CPU threads (default: torch's choice)")
     evaluate.add_argument("--checkpoint", action="store_true", default=UNSET,
                           help="evaluate the run's latest checkpoint: a run still training, or one that was stopped "
@@ -291,7 +291,8 @@ def _build_parser() -> argparse.ArgumentParser:
                                    description="Estimate the variational lower bound of a trained run on a "
                                                "data split, with many samples of z per datapoint.")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
-                          help="run directories written by aevb train (several: each in turn; --json prints a list)")
+                          help="run directories written by aevb train (several: each in turn, its result printed as it "
+                               "finishes; --json prints a list, one result a line)")
     _add_evaluate_options(evaluate)
     _add_data_options(evaluate)
 

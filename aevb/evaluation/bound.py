@@ -17,6 +17,7 @@ from ..objectives.estimators import LatentVariableModel, get_estimator
 from ..models.config import ModelConfig
 from ..models.families import check_estimator
 from ..models.vae import evaluation_mode
+from ..progress import progress_bar
 from ..validation import require_count, require_rows
 
 
@@ -79,7 +80,7 @@ def _streamed_estimate(estimate, model: LatentVariableModel, x: torch.Tensor, nu
 
 @torch.no_grad()
 def per_datapoint_bound(model: LatentVariableModel, data: torch.Tensor, *, estimator: str | None = None,
-                        num_samples: int = 1, batch_size: int | None = None) -> torch.Tensor:
+                        num_samples: int = 1, batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
     """Per-datapoint bound estimates, shape (N,), nats, for data of shape (N, D).
 
     ``estimator``: "A", "B" or "IWAE"; by default the model's own (``model.default_estimator``:
@@ -87,7 +88,8 @@ def per_datapoint_bound(model: LatentVariableModel, data: torch.Tensor, *, estim
     ``batch_size`` bounds the number of (datapoint, sample) pairs evaluated at once (default:
     :func:`default_chunk_rows` of the data's device), for any L = ``num_samples``: when the L
     samples of one datapoint are more than that, they are streamed in chunks whose estimates
-    are combined into the L-sample estimate (:func:`chunk_shape`).
+    are combined into the L-sample estimate (:func:`chunk_shape`). ``progress``: a bar over the
+    N·L (datapoint, sample) pairs, with the time left.
     """
     require_rows(data, model)
     num_samples = require_count(num_samples, "num_samples")
@@ -101,6 +103,8 @@ def per_datapoint_bound(model: LatentVariableModel, data: torch.Tensor, *, estim
     points_per_pass, samples_per_pass = chunk_shape(data.shape[0], num_samples, batch_size)
     log_mean_exp = estimator.upper() in LOG_MEAN_EXP_ESTIMATORS
     parts = []
+    bar = progress_bar(data.shape[0] * num_samples, unit="sample", desc=f"bound, L = {num_samples}",
+                       enabled=progress, logged=True)
     with evaluation_mode(model):
         for start in range(0, data.shape[0], points_per_pass):
             x = data[start:start + points_per_pass]
@@ -108,15 +112,17 @@ def per_datapoint_bound(model: LatentVariableModel, data: torch.Tensor, *, estim
                 parts.append(estimate(model, x, num_samples))
             else:
                 parts.append(_streamed_estimate(estimate, model, x, num_samples, samples_per_pass, log_mean_exp))
+            bar.update(x.shape[0] * num_samples)
+    bar.close()
     return torch.cat(parts)
 
 
 def evaluate_bound(model: LatentVariableModel, data: torch.Tensor, *, estimator: str | None = None,
-                   num_samples: int = 1, batch_size: int | None = None) -> BoundEstimate:
+                   num_samples: int = 1, batch_size: int | None = None, progress: bool = False) -> BoundEstimate:
     """Mean lower bound per datapoint over ``data`` (N, D), nats, with its standard error over
     datapoints; the arguments are :func:`per_datapoint_bound`'s."""
     values = per_datapoint_bound(model, data, estimator=estimator, num_samples=num_samples,
-                                 batch_size=batch_size).double()
+                                 batch_size=batch_size, progress=progress).double()
     count = values.numel()
     stderr = values.std().item() / math.sqrt(count) if count > 1 else float("nan")
     return BoundEstimate(mean=values.mean().item(), stderr=stderr, num_datapoints=count,

@@ -43,7 +43,8 @@ def full_bound(model: FullVBVAE, train: torch.Tensor, prior_precision: float = 1
 
 @torch.no_grad()
 def predictive_log_likelihood(model: FullVBVAE, data: torch.Tensor, num_samples: int = 1000,
-                              parameter_draws: int = 10, prior_mixture: float = 0.0) -> LogLikelihoodEstimate:
+                              parameter_draws: int = 10, prior_mixture: float = 0.0,
+                              progress: bool = False) -> LogLikelihoodEstimate:
     """The predictive log-likelihood log p(x) = log E_q(θ)[p_θ(x)] of every row of ``data`` (N, D).
 
     For each of S = ``parameter_draws`` draws θ_s ~ q(θ), k = ``num_samples`` importance samples
@@ -52,6 +53,7 @@ def predictive_log_likelihood(model: FullVBVAE, data: torch.Tensor, num_samples:
     S·k weights. The û_s are independent and identically distributed, so the standard error
     (delta method) comes from their spread: it includes the variation over θ, which the k weights
     of one draw cannot show. Needs S ≥ 2 for a standard error (NaN otherwise). Nats per datapoint.
+    ``progress``: a bar for each draw's importance sampling, with its time left.
     """
     if parameter_draws < 1 or num_samples < 1:
         raise AevbError(f"parameter draws and importance samples must be positive, got {parameter_draws}, "
@@ -61,8 +63,8 @@ def predictive_log_likelihood(model: FullVBVAE, data: torch.Tensor, num_samples:
     log_sum_squares = log_sum.clone()
     for _ in range(parameter_draws):
         with model.decoder_parameters(model.draw_decoder_parameters()):
-            log_u = estimate_log_likelihood(model, data, num_samples=num_samples,
-                                            prior_mixture=prior_mixture).per_datapoint
+            log_u = estimate_log_likelihood(model, data, num_samples=num_samples, prior_mixture=prior_mixture,
+                                            progress=progress).per_datapoint
         log_sum = torch.logaddexp(log_sum, log_u)
         log_sum_squares = torch.logaddexp(log_sum_squares, 2 * log_u)
     estimate, stderr = log_mean_exp_with_stderr(log_sum, log_sum_squares, parameter_draws)

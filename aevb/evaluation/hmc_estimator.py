@@ -128,7 +128,7 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
     started = time.perf_counter()
     values, stderrs, acceptance = [], [], []
     bar = progress_bar(data.shape[0], unit="point", desc=f"log p(x), HMC (App. D), L = {num_samples}",
-                       enabled=progress)
+                       enabled=progress, logged=True)
     with evaluation_mode(model):
         for start in range(0, data.shape[0], batch_size):
             x = data[start:start + batch_size]

@@ -146,7 +146,7 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
     points_per_pass = max(1, min(data.shape[0], max_rows // num_samples))
     samples_per_pass = max(1, min(num_samples, max_rows // points_per_pass))
     bar = progress_bar(data.shape[0] * num_samples, unit="sample", desc=f"log p(x), k = {num_samples}",
-                       enabled=progress)
+                       enabled=progress, logged=True)
     chunks = _chunks(model, data, num_samples, points_per_pass, samples_per_pass, prior_mixture, fast)
     with evaluation_mode(model):
         if workers is not None:

@@ -3,7 +3,8 @@
 A reproduction is a list of :class:`RunSpec`; each becomes ``OUT/<name>/``, a normal run
 directory (see :mod:`aevb.runs`). A run whose ``summary.json`` exists is complete and is never
 redone, and a run cut off midway continues from its newest checkpoint (exactly: see
-:func:`aevb.runs.resume_run`), so a killed reproduction goes on where it stopped.
+:func:`aevb.runs.resume_run`), so a killed reproduction goes on where it stopped. A run made
+with other settings (another budget or seed) is neither: it is refused, and kept.
 Independent runs can go to several processes (``jobs``); each then gets cores / jobs threads.
 """
 
@@ -24,8 +25,9 @@ import torch
 from ..errors import AevbError, TrainingInterrupted
 from ..progress import progress_bar
 from ..runs import SUMMARY_FILE, DataConfig, resume_run, train_run
-from ..runs.data_config import load_data
-from ..runs.settings import resolve_device
+from ..runs.data_config import load_data, stored_data_config
+from ..runs.layout import CONFIG_FILE, flat_config, read_run_config
+from ..runs.settings import fit_selection_to_budget, resolve_device
 from ..runs.process import StopOnSignal, parent_asked_to_stop, stop_with_parent
 from ..runs.progress_report import REPORT_EVERY_SECONDS, RunsProgress, report_periodically
 from ..training.checkpoints import has_checkpoint
@@ -63,16 +65,42 @@ def is_finished(spec: RunSpec, run_dir: Path) -> bool:
 
 
 def _resumable(spec: RunSpec, run_dir: Path) -> bool:
-    """An interrupted run of this very spec (same algorithm, budget and seed) with a checkpoint."""
-    if not has_checkpoint(run_dir):
-        return False
-    try:
-        stored = json.loads((run_dir / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    training = stored.get("training", {})
-    return (stored.get("algorithm") == spec.algorithm and training.get("max_samples") == spec.train.max_samples
-            and training.get("seed") == spec.train.seed and training.get("epochs") == spec.train.epochs)
+    """An interrupted run of this very spec (:func:`other_settings`) with a checkpoint."""
+    return has_checkpoint(run_dir) and (run_dir / CONFIG_FILE).is_file() and not other_settings(spec, run_dir)
+
+
+def _as_json(value):
+    """``value`` as config.json holds it (tuples as lists), to compare with what was read from one."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def other_settings(spec: RunSpec, run_dir: Path) -> list[str]:
+    """The settings (``section.name``) in which the run that ``run_dir`` holds was made otherwise than
+    ``spec`` asks, each with both values; empty where they agree or no run's config.json is there.
+    Settings that only say where the data are or how the run was made are no difference, nor is a
+    setting the run's config.json does not record (an older aevb)."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        return []
+    stored = flat_config(read_run_config(run_dir))
+    size = stored.get("data.train_size")
+    train = fit_selection_to_budget(spec.train, size) if isinstance(size, int) and size > 0 else spec.train
+    data = {name: value for name, value in stored_data_config(spec.data).items()
+            if name not in ("data_dir", "download") and not (name == "pixel_divisor" and value is None)}
+    model = {name: value for name, value in spec.model_options.items() if name != "conditional"}
+    planned = flat_config(_as_json({"algorithm": spec.algorithm, "data": data, "model": model,
+                                    "training": train.to_dict()}))
+    return [f"{name} {stored[name]!r}, not {value!r}" for name, value in planned.items()
+            if name in stored and stored[name] != value]
+
+
+def refuse_other_settings(specs: list[RunSpec], out: Path) -> None:
+    """A one-line error when a run directory of ``specs`` in ``out`` holds a run made with other
+    settings (another budget or seed, ...): it is neither reused as this spec's run nor replaced."""
+    for spec in specs:
+        differences = other_settings(spec, out / spec.name)
+        if differences:
+            raise AevbError(f"{out / spec.name} holds a run made with other settings ({'; '.join(differences)}); "
+                            f"choose another `out`, or delete {out / spec.name} to train it anew")
 
 
 def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None, share: int | None = None,
@@ -115,6 +143,7 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
     no bar is shown, ``log`` gets a line per run started or done, and every ``report_every``
     seconds one with each run's progress, speed and time left (:mod:`aevb.runs.progress_report`)."""
     out = Path(out)
+    refuse_other_settings(specs, out)   # before any run counts as complete or is trained
     pending = [spec for spec in specs if not is_finished(spec, out / spec.name)]
     done = len(specs) - len(pending)
     if done:

@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 
 from ..errors import AevbError
-from .layout import flat_config, read_metrics, read_run_config, refuse_to_replace
+from ..training import TrainConfig
+from .layout import (CONFIG_FILE, DIVERGED_FILE, SUMMARY_FILE, flat_config, read_metrics, read_run_config,
+                     refuse_to_replace)
 
 #: Settings that say where or how a run was made, not what it is: never a label.
 _INCIDENTAL = {"data.data_dir", "data.download", "data.source", "created", "command", "aevb_version", "device",
@@ -42,11 +44,29 @@ def differing_settings(configs: list[dict]) -> list[dict[str, object]]:
     return [{key.split(".")[-1]: flat[key] for key in differing if key in flat} for flat in flats]
 
 
+def run_status(run_dir: Path) -> str:
+    """"finished" (its summary.json is written), "diverged" (its training gave up) or "unfinished"
+    (still training, or stopped: its numbers are not final)."""
+    if (run_dir / SUMMARY_FILE).is_file():
+        return "finished"
+    return "diverged" if (run_dir / DIVERGED_FILE).is_file() else "unfinished"
+
+
+def _planned_samples(run_dir: Path, config: dict) -> int | None:
+    """The training samples the run was asked for (None where its config.json does not say)."""
+    training, data = config.get("training"), config.get("data")
+    size = data.get("train_size") if isinstance(data, dict) else None
+    if not isinstance(training, dict) or not isinstance(size, int) or size < 1:
+        return None
+    return TrainConfig.from_dict(training, f"{run_dir / CONFIG_FILE}: training").total_samples(size)
+
+
 def compare_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike | None = None,
                  overwrite: bool = False) -> list[dict]:
     """One row per run: its directory, a label (the directory's name and the settings in which
-    the runs differ), and its last
-    evaluation point's samples and bounds (train, validation, test; nats per datapoint). With
+    the runs differ), its last evaluation point's samples and bounds (train, validation, test; nats
+    per datapoint), whether the run is finished, diverged or unfinished (:func:`run_status`) and
+    the samples it was to train (``planned_samples``). With
     ``out`` (.png), their bound curves on one figure; an ``out`` that exists is replaced only with
     ``overwrite``."""
     if not run_dirs:
@@ -69,9 +89,10 @@ def compare_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike | Non
         legend = labels if max(map(len, labels)) <= LEGEND_LABEL_CHARS else _short_names(paths)
         save_bound_comparison(list(zip(legend, histories)), out)
     rows = []
-    for path, label, history in zip(paths, labels, histories):
+    for path, label, history, config in zip(paths, labels, histories, configs):
         last = history[-1] if history else {}
         rows.append({"run": str(path), "label": label, "samples": last.get("samples"),
                      "train_bound": last.get("train_bound"), "valid_bound": last.get("valid_bound"),
-                     "test_bound": last.get("test_bound")})
+                     "test_bound": last.get("test_bound"), "status": run_status(path),
+                     "planned_samples": _planned_samples(path, config)})
     return rows

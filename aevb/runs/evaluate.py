@@ -83,8 +83,9 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     ``log_likelihood_stderr``: Monte Carlo standard error of the mean). With ``hmc``: the
     Appendix D estimate (``hmc_log_likelihood``, ...). ``num_points`` keeps the first N points.
     ``download``: fetch missing data files (checksums verified) instead of refusing. ``progress``:
-    bars with the time left for the log-likelihood estimates. ``threads`` fixes the CPU threads of
-    importance sampling (default: torch's current count; see
+    bars with the time left for every estimate (where stderr is no terminal, a line every ten
+    minutes); an estimate of more than :data:`MAX_DECODER_EVALUATIONS` is refused. ``threads``
+    fixes the CPU threads of importance sampling (default: torch's current count; see
     :func:`aevb.evaluation.importance_sampling.estimate_log_likelihood`). ``checkpoint``: evaluate
     the model of the run's latest checkpoint (a run still training, or stopped); the result then
     says where it was taken (``checkpoint_samples``, ``checkpoint_steps``).
@@ -104,11 +105,16 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
                                                   download)
     full_vb = hasattr(model, "decoder_parameter_kl")   # a posterior over θ (App. F)
     encoder_trained = trains_encoder(config.get("algorithm", "aevb"), train_config)
+    _check_work(values.shape[0], num_samples=num_samples if encoder_trained else None,
+                log_likelihood_samples=None if log_likelihood_samples is None
+                else log_likelihood_samples * (parameter_draws if full_vb else 1),
+                hmc_samples=2 * hmc_samples * leapfrog_steps if hmc else None)   # two sets of chains
     torch.manual_seed(seed)
     started = time.perf_counter()
     estimator = bound_estimator(train_config.estimator)
     if encoder_trained:
-        estimate = evaluate_bound(model, values, estimator=estimator, num_samples=num_samples, batch_size=batch_size)
+        estimate = evaluate_bound(model, values, estimator=estimator, num_samples=num_samples, batch_size=batch_size,
+                                  progress=progress)
         bound, bound_stderr = estimate.mean, estimate.stderr
     else:   # the encoder's bound of a model whose encoder never trained means nothing
         bound = bound_stderr = math.nan
@@ -161,6 +167,28 @@ def _check_settings(*, split: str, num_samples: int, **counts: int | None) -> No
         raise AevbError(f"unknown split {split!r}; choose train, valid or test")
 
 
+#: The most decoder evaluations (datapoint-sample pairs) one estimate takes on: 10¹⁰ are about nine
+#: hours at the ~3·10⁵ per second of a CPU (docs/performance.md, the paper's MNIST model), 200
+#: times the IWAE protocol's 10,000 test points × k = 5000; more cannot finish in reasonable time.
+MAX_DECODER_EVALUATIONS = 10**10
+CPU_DECODER_EVALUATIONS_PER_SECOND = 3e5
+
+
+def _check_work(points: int, **per_point: int | None) -> None:
+    """A one-line error, naming the setting, for an estimate of more than
+    :data:`MAX_DECODER_EVALUATIONS` on ``points`` datapoints (``per_point``: each estimate's
+    decoder evaluations per datapoint, by the setting that asks for them; None: not asked for)."""
+    from ..progress import duration_text
+
+    for setting, count in per_point.items():
+        if count is not None and points * count > MAX_DECODER_EVALUATIONS:
+            total = points * count
+            raise AevbError(f"`{setting}` asks for {total:.3g} decoder evaluations on {points:,} points, about "
+                            f"{duration_text(total / CPU_DECODER_EVALUATIONS_PER_SECOND)} at a CPU's "
+                            f"{CPU_DECODER_EVALUATIONS_PER_SECOND:.0e} per second; one estimate takes at most "
+                            f"{MAX_DECODER_EVALUATIONS:.0e}: ask for fewer, or for fewer `num_points`")
+
+
 def _evaluation_data(model, config: dict, run_dir: Path, split: str, data_dir: str | None, num_points: int | None,
                      hmc: bool, download: bool):
     """The run's training settings, its data set, and the split's rows as the model reads them
@@ -193,7 +221,7 @@ def _log_likelihood(model, values: torch.Tensor, samples: int, parameter_draws: 
     extra = {}
     if parameter_draws is not None:
         nll = predictive_log_likelihood(model, values, num_samples=samples, parameter_draws=parameter_draws,
-                                        prior_mixture=prior_mixture)
+                                        prior_mixture=prior_mixture, progress=progress)
         extra["parameter_draws"] = parameter_draws
     else:
         nll = estimate_log_likelihood(model, values, num_samples=samples, prior_mixture=prior_mixture,

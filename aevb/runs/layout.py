@@ -28,6 +28,10 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 
 
+#: Written when training gives up (its error message): resuming would only repeat the divergence.
+DIVERGED_FILE = "diverged.json"
+
+
 FIGURE_FILES = ("samples.png", "reconstructions.png", "bound.png", "manifold.png")
 
 
@@ -37,7 +41,7 @@ TENSORBOARD_DIRECTORY = "tensorboard"
 #: What ``--overwrite`` removes before a new run starts: every file a run writes, so that nothing
 #: of the old run (weights, checkpoints, a manifold of another latent dimension, ...) is mixed with
 #: the new one or resumed under its configuration.
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "model.safetensors", "model.json", *FIGURE_FILES,
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, DIVERGED_FILE, "model.safetensors", "model.json", *FIGURE_FILES,
              "mlflow.db")                                     # (the last: aevb.runs.loggers.MlflowLogger's store)
 
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+from ..progress import duration_text as _duration
 from .layout import SUMMARY_FILE
 from ..training.checkpoints import newest_checkpoint
 
@@ -84,14 +85,6 @@ class RunsProgress:
         counts = [f"{count} of {len(self.totals)} runs {what}"
                   for count, what in ((trained, "trained"), (not_started, "not started")) if count]
         return "progress: " + "; ".join(counts + parts)
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f} s"
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from ..checkpoint import atomic_write_bytes, atomic_write_json, named_os_error, 
 from ..models.conditional import model_inputs
 from ..data import Dataset
 from ..training.distributed import check_distributable, from_environment, local_device
-from ..errors import AevbError, TrainingInterrupted
+from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
 from ..models.build import build_model
 from ..models.vae import VAE, ModelConfig
 from ..training import Metrics, Trainer, TrainConfig, require_training_step_memory
@@ -32,8 +32,9 @@ from ..training.step_size import check_step_size_choosable
 from ..training.checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
 from .data_config import (FINGERPRINT, DataConfig, check_data_fits_model, check_same_data, data_config_of_run,
                           data_fingerprint, load_data, stored_data_config)
-from .layout import (CONFIG_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, configuration_id, create_run_dir,
-                     line_samples, metrics_lines, prepare_run_dir, read_run_config, refuse_links, refuse_to_clobber)
+from .layout import (CONFIG_FILE, DIVERGED_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, configuration_id,
+                     create_run_dir, line_samples, metrics_lines, prepare_run_dir, read_run_config, refuse_links,
+                     refuse_to_clobber)
 from .lock import RunLock
 from .loggers import LOGGERS, check_loggers
 from .outputs import write_figures
@@ -161,6 +162,7 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
     if (out / SUMMARY_FILE).exists():
         raise AevbError(f"{out} is a finished run; nothing to resume")
     refuse_links(out)
+    refuse_a_diverged_run(out)
     where = str(out / CONFIG_FILE)
     algorithm = config.get("algorithm")
     if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
@@ -195,6 +197,20 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
                            track_test=track_test,
                            extra_metrics=extra_metrics, checkpoint_every=checkpoint_every, resume=state,
                            configuration=identity, threads=threads, report_every=report_every)
+
+
+def refuse_a_diverged_run(out: Path) -> None:
+    """A one-line error for a run whose training gave up (its checkpoints would only diverge
+    again), with the reason it gave then."""
+    if not (out / DIVERGED_FILE).is_file():
+        return
+    from ..checkpoint import read_json
+
+    recorded = read_json(out / DIVERGED_FILE)
+    reason = recorded.get("error") if isinstance(recorded, dict) else None
+    reason = reason if isinstance(reason, str) else "training diverged"
+    raise TrainingDiverged(f"{out} is a diverged run: {reason}; resuming would only repeat it, so start a new run "
+                           "with that change")
 
 
 def resolved_config(data_config: DataConfig, model_options: dict, train_config: TrainConfig,
@@ -254,7 +270,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
                           for split in ("train", "valid", "test"))
     trainer = Trainer(model, train, train_config, valid=valid if valid.shape[0] else None,
                       test=test if track_test else None, algorithm=ALGORITHMS[algorithm](train_config), group=group,
-                      threads=threads)
+                      threads=threads, data_name=data.source)
     checkpoint = (lambda state: save_checkpoint(out, state, configuration=configuration)) if group.is_main else None
     with StopOnSignal() as signalled:
         stop = signalled if group.world_size == 1 else AgreedStop(signalled, group, torch_device)
@@ -285,6 +301,9 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
                                          checkpoint_every=checkpoint_every, resume=resume, stop_requested=stop)
             except TrainingInterrupted as interrupted:
                 interrupted.signal = signalled.received
+                raise
+            except TrainingDiverged as diverged:   # recorded, so that a resume says so instead of repeating it
+                atomic_write_json(out / DIVERGED_FILE, {"error": str(diverged)})
                 raise
             finally:
                 for tracker in trackers:

@@ -7,6 +7,7 @@ import math
 import warnings
 from contextlib import contextmanager
 
+from ..errors import TrainingDiverged
 from ..progress import progress_bar
 from .config import Metrics
 
@@ -64,3 +65,38 @@ def training_bar(total: int, initial: int, enabled: bool):
     evaluation point — the bound and the training throughput (tqdm's own rate, which counts the
     evaluations too, is left out: one throughput figure)."""
     return progress_bar(total, unit="sample", desc="training", enabled=enabled, initial=initial, rate=False)
+
+
+#: Data values beyond this magnitude are the likeliest cause of an untrained model whose bound is
+#: already non-finite: a Gaussian decoder squares them, and float32 overflows near 1.8e19 squared.
+LARGE_DATA_VALUE = 1e6
+
+#: A normal initialisation wider than this saturates every tanh and makes the outputs overflow.
+LARGE_INIT_STD = 1.0
+
+
+def untrainable_cause(model, data, data_name: str | None = None) -> str:
+    """Why an untrained model's bound is already non-finite on ``data`` (no step size can help):
+    data values too large, an initialisation too wide, or, where neither shows, the model and data
+    in general; with what to do about it."""
+    causes = []
+    largest = data.abs().max().item() if data.numel() else 0.0
+    if largest > LARGE_DATA_VALUE:
+        named = f" ({data_name})" if data_name else ""
+        causes.append(f"the training data{named} reach {largest:.3g} in magnitude: rescale them (to [0, 1] or unit "
+                      "variance)")
+    config = getattr(model, "config", None)
+    if getattr(config, "init", None) == "normal" and getattr(config, "init_std", 0.0) > LARGE_INIT_STD:
+        causes.append(f"`init_std` {config.init_std:g} makes the untrained model's outputs overflow: use a smaller "
+                      "`init_std` (or `init` glorot)")
+    if not causes:
+        causes.append("check the data and the model's settings")
+    return "; ".join(causes)
+
+
+def refuse_untrainable(initial_bound: float | None, model, data, data_name: str | None = None) -> None:
+    """Stop a run whose untrained model's bound is already non-finite, before any step (no step
+    size can help), with :func:`untrainable_cause`."""
+    if initial_bound is not None and not math.isfinite(initial_bound):
+        raise TrainingDiverged(f"training cannot start: the untrained model's bound is already {initial_bound} on "
+                               f"the first training points; {untrainable_cause(model, data, data_name)}")

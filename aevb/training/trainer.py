@@ -21,7 +21,7 @@ from .algorithm import AEVB, Algorithm
 from .config import Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points
 from .distributed import SINGLE_PROCESS, ProcessGroup, Shard, check_distributable
 from .optimizers import OPTIMIZERS, SCHEDULES
-from .reporting import TrainingWarning, training_bar, warn_if_worse_than_untrained
+from .reporting import TrainingWarning, refuse_untrainable, training_bar, warn_if_worse_than_untrained
 from .state import DataOrder, Interval, TrainingState
 from .step_memory import require_training_step_memory
 from .step_size import StepSizeChoice, check_step_size_choosable, select_step_size
@@ -57,12 +57,15 @@ class Trainer:
             one that steps fastest, measured again as the machine's load changes
             (:mod:`aevb.threads`; several processes on one machine each keep their share).
             A number fixes it, for runs that repeat bit for bit.
+        data_name: where ``train`` came from (a file), named in the message about data that
+            cannot be trained on.
     """
 
     def __init__(self, model: VAE, train: torch.Tensor, config: TrainConfig,
                  valid: torch.Tensor | None = None, algorithm: Algorithm | None = None,
                  test: torch.Tensor | None = None, group: ProcessGroup = SINGLE_PROCESS,
-                 threads: int | None = None):
+                 threads: int | None = None, data_name: str | None = None):
+        self.data_name = data_name
         for setting, data in (("train", train), ("valid", valid), ("test", test)):
             if data is not None:
                 self._check_data(model, config, data, setting)
@@ -191,6 +194,7 @@ class Trainer:
         self.model.train()
         self._setup_algorithm()
         initial_bound = self._initial_bound()
+        refuse_untrainable(initial_bound, self.model, self.train_data, self.data_name)
         started = time.perf_counter()
         samples = steps = 0
         trials: list[StepSizeTrial] = []
