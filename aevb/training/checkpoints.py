@@ -173,7 +173,7 @@ def newest_checkpoint(run_dir: str | os.PathLike) -> tuple[str, int] | None:
         return None
     try:
         return name, int(json.loads((root / name / FIELDS).read_text())["samples"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
         return None
 
 
