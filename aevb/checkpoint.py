@@ -173,6 +173,19 @@ def model_with_weights(meta: dict, where: str | os.PathLike, tensors: dict[str, 
         model = build_model(ModelConfig.from_dict(meta["model"], f"{where}: model"))
     except (TypeError, ValueError, OverflowError, RuntimeError) as error:
         raise AevbError(f"{where}: bad model configuration ({error})") from None
+    load_weights(model, tensors, source, where)
+    return model
+
+
+def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source, where) -> None:
+    """Load ``tensors`` (read from ``source``) into ``model`` (described by ``where``), with
+    one-line errors for names or shapes that do not fit, a dtype the model does not store (torch
+    would cast it silently), and NaN or infinite weights."""
+    expected = model.state_dict()
+    for name, tensor in tensors.items():
+        if name in expected and tensor.dtype != expected[name].dtype:
+            raise AevbError(f"{source} stores {name} as {str(tensor.dtype).removeprefix('torch.')}, but the model "
+                            f"stores {str(expected[name].dtype).removeprefix('torch.')}")
     try:
         model.load_state_dict(tensors)
     except RuntimeError as error:
@@ -182,7 +195,6 @@ def model_with_weights(meta: dict, where: str | os.PathLike, tensors: dict[str, 
     if broken:
         raise AevbError(f"{source} holds NaN or infinite weights ({', '.join(broken[:3])}"
                         f"{', ...' if len(broken) > 3 else ''}); the model is unusable")
-    return model
 
 
 def check_format_version(values: dict, expected: int, path: str | os.PathLike) -> None:

@@ -182,9 +182,14 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
                           "the start (the same seeded run), and measures them again", TrainingWarning)
         data = load_data(data_config)
         if state is not None:
-            check_checkpoint_fits(state, build_model(model_config), data.train.shape[0], out)
+            model = build_model(model_config)
+            groups = getattr(make_algorithm(algorithm, train_config), "parameter_groups", None)
+            group_sizes = [len(group["params"]) for group in groups(model, 0.0)] if groups is not None \
+                else [len(list(model.parameters()))]
+            check_checkpoint_fits(state, model, data.train.shape[0], out, train_config.optimizer, group_sizes)
         if group.is_main:   # metrics after the checkpoint are measured again
-            kept = [line for line in measured if line_samples(line) <= samples]
+            kept = [line for number, line in enumerate(measured, 1)
+                    if line_samples(line, f"{out / METRICS_FILE} line {number}") <= samples]
             atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
         return _train_into(out, data, model_config, train_config, algorithm, group, torch_device,
                            progress=progress, loggers=_logger_names(loggers, tensorboard), on_metrics=on_metrics,
