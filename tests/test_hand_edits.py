@@ -131,6 +131,22 @@ def test_a_checkpoint_that_cannot_continue_the_run_is_refused_before_training(st
     _resume_refuses(run, capsys, words)
 
 
+def test_a_latest_json_of_the_wrong_types_is_ignored_as_a_missing_one(stopped_run, tmp_path):
+    """Found by the fuzz test of tests/test_fuzz.py: the next checkpoint compared its bound with a list."""
+    run = _copy(stopped_run, tmp_path)
+    _edit_json(run / "checkpoints" / "latest.json", lambda latest: latest.update(best_valid_bound=[], best=3))
+    assert call(["train", "--resume", run, "--no-progress"]) == 0
+
+
+def test_evaluate_names_an_algorithm_that_is_no_name(finished_run, tmp_path, capsys):
+    """Found by the fuzz test of tests/test_fuzz.py (a TypeError: unhashable type)."""
+    run = _copy(finished_run, tmp_path)
+    _edit_json(run / "config.json", lambda config: config.update(algorithm=[]))
+    code, out, err = run_cli(capsys, ["evaluate", run, "--num-points", "5"])
+    assert_usage_error(code, out, err)
+    assert f"{run / 'config.json'}: algorithm must be a name, got []" in err
+
+
 # ---------------------------------------------------------------------------- 4. the JSON readers
 
 DEEP = '{"model": ' + "[" * 100_000 + "]" * 100_000 + "}"

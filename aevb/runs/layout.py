@@ -122,6 +122,15 @@ def read_run_config(run_dir: Path) -> dict:
     return config
 
 
+def algorithm_of(config: dict, where: str | Path) -> str:
+    """The algorithm a run's config.json (read from ``where``) names, aevb where it names none; a
+    one-line error for a value that is no name."""
+    algorithm = config.get("algorithm", "aevb")
+    if not isinstance(algorithm, str):
+        raise AevbError(f"{where}: algorithm must be a name, got {algorithm!r}")
+    return algorithm
+
+
 def configuration_id(config: dict) -> str:
     """What identifies a run's settings in its checkpoints: a hash of the data (not where it is
     stored), model, training and algorithm sections of its config.json."""

@@ -142,10 +142,15 @@ def _fsync_directory(path: Path) -> None:
 
 
 def _read_latest(root: Path) -> dict:
+    """latest.json's entries; it only points at checkpoints, so one unreadable or of the wrong
+    kind (a hand edit) is left out, as if never written."""
     try:
-        return read_json(root / LATEST)
+        latest = read_json(root / LATEST)
     except AevbError:
         return {}
+    kinds = {"latest": str, "best": str, "best_valid_bound": (int, float)}
+    return {key: value for key, value in latest.items()
+            if key in kinds and isinstance(value, kinds[key]) and not isinstance(value, bool)}
 
 
 def _checkpoints(root: Path) -> list[Path]:
