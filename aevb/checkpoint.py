@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -116,14 +117,43 @@ def strict_json(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def read_json(path: Path) -> dict:
-    """Read a JSON object, with a one-line error for a missing or malformed file."""
+def parse_json(text: str, where: str | os.PathLike):
+    """``text`` as JSON, with a one-line error naming ``where`` for malformed text, also for
+    what Python's parser gives up on: nesting beyond its recursion limit, integers of thousands
+    of digits."""
     try:
-        value = json.loads(Path(path).read_text())
+        return json.loads(text)
+    except RecursionError:
+        raise AevbError(f"{where} is not valid JSON (nested too deeply)") from None
+    except json.JSONDecodeError as error:
+        raise AevbError(f"{where} is not valid JSON ({error})") from None
+    except ValueError:   # Python's limit on an integer's digits (sys.get_int_max_str_digits)
+        raise AevbError(f"{where} holds a number of thousands of digits; no setting takes one") from None
+
+
+def read_text_file(path: str | os.PathLike) -> str:
+    """The text of the regular file ``path``, with one-line errors; a FIFO or a device is refused
+    rather than read (it could block for ever), and opening it does not block either."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise AevbError(f"{path} not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise AevbError(f"{path} is not valid JSON ({error})") from None
+    except OSError as error:
+        raise AevbError(f"cannot read {path}: {error.strerror}") from None
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise AevbError(f"{path} is not a regular file")
+        try:
+            return stream.read().decode()
+        except OSError as error:
+            raise AevbError(f"cannot read {path}: {error.strerror}") from None
+        except UnicodeDecodeError as error:
+            raise AevbError(f"{path} is not text ({error})") from None
+
+
+def read_json(path: Path) -> dict:
+    """Read a JSON object, with a one-line error for a missing or malformed file."""
+    value = parse_json(read_text_file(path), path)
     if not isinstance(value, dict):
         raise AevbError(f"{path} does not hold a JSON object")
     return value
@@ -170,6 +200,19 @@ def model_with_weights(meta: dict, where: str | os.PathLike, tensors: dict[str, 
         model = build_model(ModelConfig.from_dict(meta["model"], f"{where}: model"))
     except (TypeError, ValueError, OverflowError, RuntimeError) as error:
         raise AevbError(f"{where}: bad model configuration ({error})") from None
+    load_weights(model, tensors, source, where)
+    return model
+
+
+def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source, where) -> None:
+    """Load ``tensors`` (read from ``source``) into ``model`` (described by ``where``), with
+    one-line errors for names or shapes that do not fit, a dtype the model does not store (torch
+    would cast it silently), and NaN or infinite weights."""
+    expected = model.state_dict()
+    for name, tensor in tensors.items():
+        if name in expected and tensor.dtype != expected[name].dtype:
+            raise AevbError(f"{source} stores {name} as {str(tensor.dtype).removeprefix('torch.')}, but the model "
+                            f"stores {str(expected[name].dtype).removeprefix('torch.')}")
     try:
         model.load_state_dict(tensors)
     except RuntimeError as error:
@@ -179,7 +222,6 @@ def model_with_weights(meta: dict, where: str | os.PathLike, tensors: dict[str, 
     if broken:
         raise AevbError(f"{source} holds NaN or infinite weights ({', '.join(broken[:3])}"
                         f"{', ...' if len(broken) > 3 else ''}); the model is unusable")
-    return model
 
 
 def check_format_version(values: dict, expected: int, path: str | os.PathLike) -> None:

@@ -101,5 +101,9 @@ class JsonConfig:
             raise AevbError(f"{where} lacks {', '.join(missing)}")
         try:
             return cls(**values)
+        except AevbError as error:
+            # The dataclass's own checks name a setting as a caller passes it (`name`, which the CLI
+            # shows as its flag); here the value came from ``where``, so the field is named there.
+            raise AevbError(f"{where}: {str(error).replace('`', '')}") from None
         except (TypeError, ValueError, OverflowError) as error:
             raise AevbError(f"{where}: {error}") from None

@@ -3,9 +3,13 @@ spliced, must load or fail with AevbError's one-line message — never another e
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
+import os
+import shutil
 import tempfile
+from functools import reduce
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import aevb
 from aevb.checkpoint import load_model, save_model
 from aevb.data import arrays, formats
 from aevb.errors import AevbError
 from aevb.models.vae import VAE, ModelConfig
+
+from test_cli import assert_usage_error, call, run_cli
 
 EMBEDDED = Path(formats.__file__).parent / "embedded"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -112,3 +119,112 @@ def test_a_mat_reader_that_crashes_gives_one_line_not_a_dead_process(tmp_path, m
     path.write_bytes(b"MATLAB 5.0 MAT-file" + bytes(200))
     with pytest.raises(AevbError, match="the MATLAB reader crashed on this file"):
         formats.read_frey_mat(path)
+
+
+# ----------------------------------------------- a run's JSON files, mutated (issue 28)
+
+#: Examples per file of a run (each runs every command that reads the file: about 0.3 s on one core).
+RUN_FILE_EXAMPLES = int(os.environ.get("AEVB_FUZZ_RUN_EXAMPLES", "30"))
+DEEP, DIGITS = "\x00deep", "\x00digits"   # stand for what json.dumps cannot write: replaced in the text
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3000) | st.sampled_from([2**63, 2**64, -2**63, DEEP, DIGITS])
+    | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6)
+
+
+def _text(value) -> str:
+    return json.dumps(value).replace(json.dumps(DEEP), "[" * 100_000 + "]" * 100_000) \
+        .replace(json.dumps(DIGITS), "9" * 5000)
+
+
+def _mutated(data, tree):
+    """``tree`` (a JSON file's value) with one change drawn by hypothesis: a value replaced, removed
+    or added anywhere in it; or, as a string, its text cut off."""
+    tree = copy.deepcopy(tree)
+    path, node = [], tree
+    while isinstance(node, (dict, list)) and node and data.draw(st.integers(0, 3), label="descend"):
+        key = data.draw(st.sampled_from(list(node) if isinstance(node, dict) else range(len(node))), label="key")
+        path.append(key)
+        node = node[key]
+    action = data.draw(st.sampled_from(["replace", "remove", "add", "cut"]), label="action")
+    value = data.draw(JSON_VALUES, label="value")
+    if action == "cut":
+        text = json.dumps(tree)
+        return Cut(text[:data.draw(st.integers(0, len(text) - 1), label="cut at")])
+    if action == "replace" and not path:
+        return value
+    if action == "replace":
+        reduce(lambda parent, key: parent[key], path[:-1], tree)[path[-1]] = value
+    elif action == "remove" and path:
+        del reduce(lambda parent, key: parent[key], path[:-1], tree)[path[-1]]
+    elif action == "add" and isinstance(node, dict):
+        node[data.draw(st.text(max_size=8), label="new key")] = value
+    elif action == "add" and isinstance(node, list):
+        node.append(value)
+    return tree
+
+
+class Cut(str):
+    """A file's text cut off (by a kill, a full disk): written as it is."""
+
+
+@pytest.fixture(scope="module")
+def fuzzed_runs(tmp_path_factory) -> dict[str, Path]:
+    """A run stopped after its first evaluation point with one checkpoint left (1,000 samples
+    before its end), and a finished one."""
+    from test_robustness import SMALL, _interrupted_run
+
+    root = tmp_path_factory.mktemp("fuzzed-runs")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _interrupted_run(monkeypatch, root / "stopped", after_checks=110, samples="12000")
+    checkpoints = root / "stopped" / "checkpoints"
+    latest = json.loads((checkpoints / "latest.json").read_text())["latest"]
+    for old in checkpoints.glob("step-*"):
+        if old.name != latest:
+            shutil.rmtree(old)
+    assert call(["train", *SMALL, "--max-samples", "2000", "--out", root / "finished"]) == 0
+    return {"stopped": root / "stopped", "finished": root / "finished"}
+
+
+RUN_FILES = {   # file → (the run it is mutated in, the commands that read it)
+    "config.json": ("stopped", [["evaluate", "{run}", "--checkpoint", "--num-points", "5"], ["compare", "{run}"],
+                                ["sample", "{run}", "--checkpoint", "--num", "2", "--out", "{run}/fuzz.png"],
+                                ["train", "--resume", "{run}", "--no-progress"]]),
+    "checkpoints/step-*/state.json": ("stopped", [["evaluate", "{run}", "--checkpoint", "--num-points", "5"],
+                                                  ["train", "--resume", "{run}", "--no-progress"]]),
+    "checkpoints/latest.json": ("stopped", [["train", "--resume", "{run}", "--no-progress"]]),
+    "metrics.jsonl": ("stopped", [["compare", "{run}"], ["train", "--resume", "{run}", "--no-progress"]]),
+    "model.json": ("finished", [["evaluate", "{run}", "--num-points", "5"],
+                                ["sample", "{run}", "--num", "2", "--out", "{run}/fuzz.png", "--overwrite"]]),
+}
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("file", RUN_FILES)
+@settings(max_examples=RUN_FILE_EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_a_mutated_json_file_of_a_run_ends_in_one_line_and_exit_2_or_works(fuzzed_runs, capsys, file, data):
+    which, commands = RUN_FILES[file]
+    with tempfile.TemporaryDirectory() as scratch:
+        run = Path(shutil.copytree(fuzzed_runs[which], Path(scratch) / "run"))
+        (path,) = run.glob(file)
+        lines = path.suffix == ".jsonl"   # mutated as the list of its lines
+        value = _mutated(data, [json.loads(line) for line in path.read_text().splitlines()] if lines
+                         else json.loads(path.read_text()))
+        if isinstance(value, Cut):
+            path.write_text(value)
+        elif lines and isinstance(value, list):
+            path.write_text("".join(_text(line) + "\n" for line in value))
+        else:
+            path.write_text(_text(value))
+        for argv in commands:
+            code, out, err = run_cli(capsys, [part.format(run=run) for part in argv])
+            if code != 0:
+                assert_usage_error(code, out, err)
+        if file == "model.json":
+            try:
+                aevb.load(run)
+            except AevbError as error:
+                assert "\n" not in str(error).strip()

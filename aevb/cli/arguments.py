@@ -6,6 +6,7 @@ import argparse
 import math
 
 from ..threads import available_cpus
+from ..training.config import SEED_LIMIT
 
 
 def _path(text: str) -> str:
@@ -74,7 +75,7 @@ def _seed(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if not 0 <= value < 2**63:
+    if not 0 <= value < SEED_LIMIT:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
 

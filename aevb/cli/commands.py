@@ -73,6 +73,7 @@ def _settings_of_file(path: str) -> dict:
 
     from ..checkpoint import read_json
     from ..runs.data_config import data_config_of_run
+    from ..runs.layout import algorithm_of
     from ..runs.train import run_configs
 
     config = read_json(path)
@@ -85,10 +86,7 @@ def _settings_of_file(path: str) -> dict:
     settings.update({key: value for key, value in dataclasses.asdict(model_config).items()
                      if key not in ("data_dim", "image_shape")})
     settings = {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
-    algorithm = config.get("algorithm", "aevb")
-    if not isinstance(algorithm, str):
-        raise AevbError(f"{path}: algorithm must be a name, got {algorithm!r}")
-    settings["algorithm"] = algorithm
+    settings["algorithm"] = algorithm_of(config, path)
     return settings
 
 

@@ -105,7 +105,8 @@ def stored_data_config(data_config: DataConfig) -> dict:
 
 def data_config_of_run(stored: dict, data_dir: str | None = None, where: str = "config.json") -> DataConfig:
     """The :class:`DataConfig` a run's config.json describes (``data_dir`` overriding its own; its
-    own is used while it exists, else the default directory is searched).
+    own is used while it exists or while the data are to be downloaded into it, else the default
+    directory is searched).
     Runs written before the grey levels of named datasets were k/256 (all but Frey Face) had k/255."""
     if not isinstance(stored, dict):
         raise AevbError(f"{where}: data must be a JSON object, got {stored!r}")
@@ -123,6 +124,6 @@ def data_config_of_run(stored: dict, data_dir: str | None = None, where: str = "
         values["pixel_divisor"] = USER_PIXEL_DIVISOR
     if data_dir:
         values["data_dir"] = data_dir
-    elif values.get("data_dir") and not Path(values["data_dir"]).is_dir():
-        values["data_dir"] = None   # moved or deleted: look where a new run would
+    elif values.get("data_dir") and not Path(values["data_dir"]).is_dir() and not values.get("download"):
+        values["data_dir"] = None   # moved or deleted: look where a new run would (a download goes where it says)
     return DataConfig(**values)

@@ -10,9 +10,11 @@ import os
 import shutil
 from pathlib import Path
 
-from ..checkpoint import check_format_version, read_json, refuse_link
+from ..checkpoint import check_format_version, parse_json, read_json, read_text_file, refuse_link
+from ..config import check_fields
 from ..errors import AevbError
 from ..training.checkpoints import DIRECTORY as CHECKPOINTS
+from ..training.config import Metrics
 from .lock import LOCK_FILE
 
 
@@ -152,6 +154,15 @@ def read_run_config(run_dir: Path) -> dict:
     return config
 
 
+def algorithm_of(config: dict, where: str | Path) -> str:
+    """The algorithm a run's config.json (read from ``where``) names, aevb where it names none; a
+    one-line error for a value that is no name."""
+    algorithm = config.get("algorithm", "aevb")
+    if not isinstance(algorithm, str):
+        raise AevbError(f"{where}: algorithm must be a name, got {algorithm!r}")
+    return algorithm
+
+
 def configuration_id(config: dict) -> str:
     """What identifies a run's settings in its checkpoints: a hash of the data (not where it is
     stored), model, training and algorithm sections of its config.json."""
@@ -163,33 +174,46 @@ def configuration_id(config: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def line_samples(line: str) -> float:
-    """The samples count of a metrics line; a line cut off by a kill counts as after everything."""
+def metrics_entry(line: str, where: str | Path) -> dict | None:
+    """A metrics line as a dict; None for a line that is no JSON object (cut off by a kill); a
+    one-line error naming ``where`` for values that are not a metrics line's (a hand edit)."""
     try:
-        return json.loads(line)["samples"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return math.inf
+        entry = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    except (ValueError, RecursionError):   # beyond the parser's limits of digits or nesting: a hand edit
+        entry = parse_json(line, where)    # (which raises, saying so in one line)
+    if not isinstance(entry, dict):
+        return None
+    # strict_json writes NaN (an algorithm without a bound) as null: null stands for any number.
+    check_fields(Metrics, {key: value for key, value in entry.items() if value is not None}, where)
+    if not isinstance(entry.get("samples"), int):
+        raise AevbError(f"{where}: samples must be an integer, got {entry.get('samples')!r}")
+    return entry
+
+
+def line_samples(line: str, where: str | Path = METRICS_FILE) -> float:
+    """The samples count of a metrics line; a line cut off by a kill counts as after everything."""
+    entry = metrics_entry(line, where)
+    return math.inf if entry is None else entry["samples"]
 
 
 def metrics_lines(out: Path) -> list[str]:
     try:
-        lines = (out / METRICS_FILE).read_text().splitlines(keepends=True)
-    except FileNotFoundError:
-        return []
+        lines = read_text_file(out / METRICS_FILE).splitlines(keepends=True)
+    except AevbError:
+        if not (out / METRICS_FILE).exists():
+            return []
+        raise
     return [line for line in lines if line.strip()]
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """The metrics lines of a run, in order (a last line cut off by a kill is left out)."""
-    metrics = []
-    for line in metrics_lines(Path(run_dir)):
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict):
-            metrics.append(entry)
-    return metrics
+    lines = metrics_lines(Path(run_dir))
+    entries = (metrics_entry(line, f"{Path(run_dir) / METRICS_FILE} line {number}")
+               for number, line in enumerate(lines, 1))
+    return [entry for entry in entries if entry is not None]
 
 
 def flat_config(config: dict) -> dict[str, object]:

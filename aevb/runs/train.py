@@ -188,9 +188,14 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
         data = load_data(data_config)
         check_same_data(data, config["data"], out, where)
         if state is not None:
-            check_checkpoint_fits(state, build_model(model_config), data.train.shape[0], out)
+            model = build_model(model_config)
+            groups = getattr(make_algorithm(algorithm, train_config), "parameter_groups", None)
+            group_sizes = [len(group["params"]) for group in groups(model, 0.0)] if groups is not None \
+                else [len(list(model.parameters()))]
+            check_checkpoint_fits(state, model, data.train.shape[0], out, train_config.optimizer, group_sizes)
         if group.is_main:   # metrics after the checkpoint are measured again
-            kept = [line for line in measured if line_samples(line) <= samples]
+            kept = [line for number, line in enumerate(measured, 1)
+                    if line_samples(line, f"{out / METRICS_FILE} line {number}") <= samples]
             atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
         return _train_into(out, data, model_config, train_config, algorithm, group, torch_device,
                            progress=progress, loggers=_logger_names(loggers, tensorboard), on_metrics=on_metrics,
@@ -217,10 +222,17 @@ def resolved_config(data_config: DataConfig, model_options: dict, train_config: 
                     algorithm: str = "aevb", data: Dataset | None = None) -> dict:
     """The data, model, training and algorithm sections a run with these settings would write into
     its config.json (the model resolved against the data; the step-size selection fitted to the
-    training set), checked as :func:`train_run` checks them; nothing is trained or written."""
+    training set), checked as :func:`train_run` checks them; nothing is trained, written or
+    downloaded (the data must be there already)."""
     from ..baselines import make_algorithm
 
-    data = load_data(data_config) if data is None else data
+    if data is None:
+        try:
+            data = load_data(dataclasses.replace(data_config, download=False))
+        except AevbError as error:
+            if not data_config.download:
+                raise
+            raise AevbError(f"{error} (resolving a configuration downloads nothing)") from None
     model_config = _model_config(data, model_options, train_config, make_algorithm(algorithm, train_config))
     return {"data": stored_data_config(data_config), "model": model_config.to_dict(),
             "training": fit_selection_to_budget(train_config, data.train.shape[0]).to_dict(), "algorithm": algorithm}
@@ -264,6 +276,9 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
         checkpoint_every = DEFAULT_CHECKPOINT_EVERY
 
     data = data.to(torch_device)
+    # Seeded: a run with `initialise` false trains from the weights built here (a resumed one
+    # replaces them), and the same settings must give the same model.
+    torch.manual_seed(train_config.seed)
     model = build_model(model_config).to(torch_device)
     # A conditional model's datapoints are rows [x, one-hot(y)]: labels travel with their images.
     train, valid, test = (model_inputs(getattr(data, split), getattr(data, f"{split}_labels"), model_config)

@@ -30,7 +30,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from ..checkpoint import apply_umask, atomic_write_json, check_format_version, named_os_error, read_json
+from ..checkpoint import apply_umask, atomic_write_json, check_format_version, load_weights, named_os_error, read_json
+from ..config import check_fields
 from ..errors import AevbError
 from .config import Metrics, StepSizeTrial
 from .state import TrainingState
@@ -141,10 +142,15 @@ def _fsync_directory(path: Path) -> None:
 
 
 def _read_latest(root: Path) -> dict:
+    """latest.json's entries; it only points at checkpoints, so one unreadable or of the wrong
+    kind (a hand edit) is left out, as if never written."""
     try:
-        return read_json(root / LATEST)
+        latest = read_json(root / LATEST)
     except AevbError:
         return {}
+    kinds = {"latest": str, "best": str, "best_valid_bound": (int, float)}
+    return {key: value for key, value in latest.items()
+            if key in kinds and isinstance(value, kinds[key]) and not isinstance(value, bool)}
 
 
 def _checkpoints(root: Path) -> list[Path]:
@@ -173,7 +179,7 @@ def newest_checkpoint(run_dir: str | os.PathLike) -> tuple[str, int] | None:
         return None
     try:
         return name, int(json.loads((root / name / FIELDS).read_text())["samples"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
         return None
 
 
@@ -207,11 +213,15 @@ def _read(path: Path, configuration: str | None = None) -> TrainingState:
     if configuration is not None and written_for is not None and written_for != configuration:
         raise AevbError(f"{path} was written by a run with other settings than {path.parent.parent / 'config.json'} "
                         "(the run was replaced or its config.json edited); it cannot be resumed")
+    _check_fields(fields, path / FIELDS)
     _check_param_groups(fields.get("optimizer"), path / FIELDS)
     try:
         tensors = load_file(str(path / TENSORS))
     except (FileNotFoundError, SafetensorError, OSError, ValueError) as error:
         raise AevbError(f"{path / TENSORS} is not a readable checkpoint ({error})") from None
+    running_sum = tensors.get("running_sum")
+    if running_sum is None or running_sum.numel() != 1 or not running_sum.is_floating_point():
+        raise AevbError(f"{path / TENSORS}: running_sum must be one number")
     try:
         return TrainingState(
             samples=int(fields["samples"]), steps=int(fields["steps"]), step_size=float(fields["step_size"]),
@@ -231,6 +241,30 @@ def _read(path: Path, configuration: str | None = None) -> TrainingState:
         raise AevbError(f"{path} is an incomplete checkpoint ({error!r})") from None
 
 
+#: What state.json holds besides the optimiser's layout: checked against TrainingState's field
+#: types (a hand-edited "samples": 1e400 or "trials": 3 is named, not a traceback).
+JSON_FIELDS = ("samples", "steps", "step_size", "trials", "history", "training_seconds", "running_count",
+               "position", "skipped_steps", "rollbacks", "initial_bound")
+
+
+def _check_fields(fields: dict, path: Path) -> None:
+    """One-line errors naming ``path`` and the field for values of the wrong type, negative
+    counts and a step size that is not a positive number."""
+    check_fields(TrainingState, {name: fields[name] for name in JSON_FIELDS if name in fields}, str(path))
+    for name in ("samples", "steps", "running_count", "position", "skipped_steps", "rollbacks"):
+        if fields.get(name, 0) < 0:
+            raise AevbError(f"{path}: {name} must be a count (>= 0), got {fields[name]!r}")
+    step_size = fields.get("step_size")
+    if step_size is not None and not (math.isfinite(step_size) and step_size > 0):
+        raise AevbError(f"{path}: step_size must be a positive number, got {step_size!r}")
+    for trial in fields.get("trials", []):
+        if not isinstance(trial, dict):
+            raise AevbError(f"{path}: each of trials must be a JSON object, got {trial!r}")
+        check_fields(StepSizeTrial, trial, f"{path}: trials")
+    if not isinstance(fields.get("has_order", False), bool):
+        raise AevbError(f"{path}: has_order must be true or false, got {fields['has_order']!r}")
+
+
 def _check_param_groups(layout, path: Path) -> None:
     """The optimiser's hyper-parameters as torch and the native kernels take them: numbers,
     flags, lists of numbers and parameter indices (a hand-edited ``"lr": "x"`` would otherwise
@@ -238,6 +272,13 @@ def _check_param_groups(layout, path: Path) -> None:
     groups = layout.get("param_groups") if isinstance(layout, dict) else None
     if not isinstance(groups, list) or not all(isinstance(group, dict) for group in groups):
         raise AevbError(f"{path}: the optimiser state has no parameter groups")
+    per_parameter = layout.get("state")
+    if not isinstance(per_parameter, dict) or not all(
+            isinstance(index, str) and index.isdecimal() and isinstance(slots, dict) and
+            all(not isinstance(value, dict) or set(value) == {"tensor"} and isinstance(value["tensor"], str)
+                for value in slots.values())
+            for index, slots in per_parameter.items()):
+        raise AevbError(f"{path}: the optimiser state must map parameter numbers to their state")
 
     def number(value) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -255,30 +296,80 @@ def _check_param_groups(layout, path: Path) -> None:
                 raise AevbError(f"{path}: optimiser setting {key} has the invalid value {value!r}")
 
 
-def check_checkpoint_fits(state: TrainingState, model: torch.nn.Module, dataset_size: int, run_dir) -> None:
+def check_checkpoint_fits(state: TrainingState, model: torch.nn.Module, dataset_size: int, run_dir,
+                          optimizer: str | None = None, group_sizes: list[int] | None = None) -> None:
     """A one-line error unless ``state`` can continue training ``model`` on ``dataset_size`` points:
-    the same weights by name and shape, a generator state, a permutation of the training set."""
-    try:
-        model.load_state_dict(state.model)
-    except RuntimeError as error:
-        raise AevbError(f"the checkpoint in {run_dir} does not fit its model: "
-                        f"{str(error).strip().splitlines()[0]}") from None
+    the same weights by name, shape and dtype, all finite; a generator state; a permutation of the
+    training set; the optimiser's state, finite, of each parameter's shape. With ``optimizer`` (a
+    name of :data:`~aevb.training.optimizers.OPTIMIZERS`) and ``group_sizes`` (the parameters in
+    each of its groups, as the run makes them), also every slot it needs and its groups."""
+    load_weights(model, state.model, f"the checkpoint in {run_dir}", "its model")
     if state.rng.dtype != torch.uint8 or state.rng.dim() != 1:
         raise AevbError(f"the checkpoint in {run_dir} has no valid generator state")
-    counts = {"samples": state.samples, "steps": state.steps, "position": state.position}
-    for name, value in counts.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise AevbError(f"the checkpoint in {run_dir} has a nonsense count: {name} = {value!r}")
     if any(metrics.samples > state.samples for metrics in state.history):
         raise AevbError(f"the checkpoint in {run_dir} records evaluations beyond its own {state.samples:,} samples")
     if state.order is not None and (state.order.shape != (dataset_size,) or not 0 <= state.position <= dataset_size):
         raise AevbError(f"the checkpoint in {run_dir} is for a training set of another size")
-    parameters = dict(model.named_parameters())
-    for index, slots in state.optimizer.get("state", {}).items():
-        names = list(parameters)
-        if not 0 <= index < len(names):
-            raise AevbError(f"the checkpoint in {run_dir} has optimiser state for an unknown parameter")
-        shape = parameters[names[index]].shape
-        for value in slots.values():
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != shape:
-                raise AevbError(f"the checkpoint in {run_dir} has optimiser state of the wrong shape")
+    if state.order is not None and (state.order.dtype != torch.int64 or not torch.equal(
+            torch.sort(state.order).values, torch.arange(dataset_size, device=state.order.device))):
+        raise AevbError(f"the checkpoint in {run_dir} holds an order of the training set that is no permutation of it")
+    _check_optimizer_state(state.optimizer, list(model.parameters()), run_dir, optimizer, group_sizes)
+
+
+def _check_optimizer_state(layout: dict, parameters: list[torch.Tensor], run_dir, optimizer: str | None,
+                           group_sizes: list[int] | None) -> None:
+    from .optimizers import OPTIMIZERS
+
+    where = f"the checkpoint in {run_dir}"
+    groups = [group.get("params", []) for group in layout.get("param_groups", [])]
+    if group_sizes is not None and [len(group) for group in groups] != group_sizes:
+        raise AevbError(f"{where} has optimiser groups of {[len(group) for group in groups]} parameters; "
+                        f"the run's are {group_sizes}")
+    # torch matches the state to the parameters by their place in the groups
+    place = {index: position for position, index in enumerate(index for group in groups for index in group)}
+    if len(place) != sum(map(len, groups)) or not set(place) <= set(range(len(parameters))):
+        raise AevbError(f"{where} numbers the optimiser's parameters wrongly")
+    slots_by_index = layout.get("state", {})
+    if not set(slots_by_index) <= set(place):
+        raise AevbError(f"{where} has optimiser state for an unknown parameter")
+    factory = OPTIMIZERS.get(optimizer)
+    needed = set()
+    if factory is not None:
+        fresh = factory([torch.zeros(1, requires_grad=True)])   # the settings and state it keeps
+        for group in layout.get("param_groups", []):
+            _check_group_like(group, fresh.param_groups[0], where)
+        # An optimiser that makes its state with itself (Adagrad) looks for every parameter's on resume.
+        if fresh.state and set(slots_by_index) != set(place):
+            raise AevbError(f"{where} lacks the optimiser state of some parameters")
+        needed = {"step", *factory.STATE}
+    for index, slots in slots_by_index.items():
+        if slots and not needed <= set(slots):
+            raise AevbError(f"{where} lacks optimiser state {sorted(needed - set(slots))}")
+        for key, value in slots.items():
+            shape = () if key == "step" else parameters[place[index]].shape
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.shape != shape:
+                raise AevbError(f"{where} has optimiser state {key} of the wrong type or shape")
+            if not torch.isfinite(value).all() or key in NON_NEGATIVE_STATE and (value < 0).any():
+                raise AevbError(f"{where} has NaN, infinite or negative optimiser state ({key})")
+
+
+#: Optimiser state that counts or sums squares: negative values are a hand edit (and give NaN).
+NON_NEGATIVE_STATE = ("step", "sum", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def _check_group_like(group: dict, fresh: dict, where: str) -> None:
+    """A one-line error unless the optimiser group ``group`` has every setting of ``fresh`` (a new
+    optimiser's group), each of the same kind: a flag, a number, a list of as many numbers."""
+    for key, default in fresh.items():
+        if key == "params":
+            continue
+        value = group.get(key, ...)
+        if isinstance(default, bool) or default is None:
+            ok = value is None or isinstance(value, bool)
+        elif isinstance(default, (list, tuple)):
+            ok = isinstance(value, list) and len(value) == len(default)
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise AevbError(f"{where}: optimiser setting {key} must be like {default!r}, got "
+                            f"{'nothing' if value is ... else repr(value)}")

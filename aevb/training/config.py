@@ -26,6 +26,11 @@ PAPER_STEP_SIZES = (0.01, 0.02, 0.1)  # §5
 DEFAULT_MAX_SAMPLES = 1_000_000
 
 
+#: Seeds are 0 ≤ seed < SEED_LIMIT: torch takes up to 2⁶⁴ − 1 and reads −1 as that, so the range
+#: that every command and file accepts is the one where a seed means one thing.
+SEED_LIMIT = 2**63
+
+
 @dataclass
 class TrainConfig(JsonConfig):
     """Settings of Algorithm 1; the defaults are the paper's (§5)."""
@@ -87,6 +92,8 @@ class TrainConfig(JsonConfig):
             raise AevbError(f"`epochs` must be a positive number, got {self.epochs}")
         if self.max_samples is None and self.epochs is None:
             self.max_samples = DEFAULT_MAX_SAMPLES
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise AevbError(f"`seed` must be a whole number in 0 ... 2**63 - 1, got {self.seed}")
         if self.eval_subset is not None and self.eval_subset < 1:
             raise AevbError(f"`eval_subset` must be a positive integer, got {self.eval_subset}")
 
