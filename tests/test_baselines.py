@@ -265,3 +265,35 @@ def test_appendix_d_estimator_can_start_anywhere():
         hmc_log_likelihood(model, x, initial=far[:10])
     with pytest.raises(AevbError, match="initial"):
         hmc_log_likelihood(model, x, initial="posterior")
+
+
+def test_an_algorithm_of_ones_own_needs_only_a_name_and_a_step():
+    """The base class gives every other capability a default: a bound, no skipped steps, one
+    process, no state of its own; an object that is no Algorithm is refused in one line."""
+    from aevb.errors import AevbError
+    from aevb.training import Algorithm, Trainer, TrainConfig
+    from aevb import VAE, ModelConfig
+
+    class PlainGradient(Algorithm):
+        name = "plain-gradient"
+
+        def step(self, model, optimizer, x, indices, shard=None):
+            optimizer.zero_grad()
+            bound = model.decode(model.encode(x).rsample()).log_prob(x).sum()   # a reconstruction term
+            (-bound).backward()
+            optimizer.step()
+            return bound.detach()
+
+    torch.manual_seed(0)
+    data = torch.rand(60, 12)
+    config = TrainConfig(batch_size=20, max_samples=400, step_size=0.01, first_eval=200, evals_per_decade=2)
+    algorithm = PlainGradient()
+    assert algorithm.has_bound and not algorithm.distributable and algorithm.state_dict() == {}
+    assert not algorithm.steps_thread_count_invariant and algorithm.parameter_groups(None, 0.0) is None
+    result = Trainer(VAE(ModelConfig(data_dim=12, latent_dim=2, hidden_units=8)), data, config, algorithm=algorithm).fit()
+    assert result.history[-1].samples == 400
+
+    class NotOne:
+        name = "not-one"
+    with pytest.raises(AevbError, match="must be an aevb.training.Algorithm, got NotOne"):
+        Trainer(VAE(ModelConfig(data_dim=12, latent_dim=2, hidden_units=8)), data, config, algorithm=NotOne())

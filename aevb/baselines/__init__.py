@@ -47,7 +47,7 @@ def trains_encoder(name: str, config: TrainConfig) -> bool:
     Carlo EM trains none, so evaluation must not start from it). A name not in
     :data:`ALGORITHMS` (a run written by a newer aevb) is taken to have trained one."""
     factory = ALGORITHMS.get(name)
-    return True if factory is None else bool(getattr(factory(config), "has_bound", True))
+    return True if factory is None else factory(config).has_bound
 
 
 __all__ = ["ALGORITHMS", "MonteCarloEM", "WakeSleep", "make_algorithm", "trains_encoder"]

@@ -59,7 +59,8 @@ import torch
 
 from ..errors import AevbError
 from ..models.families import check_hmc_prior
-from ..training.algorithm import refuse_conditional, refuse_decoder_posterior
+from ..training.algorithm import Algorithm, refuse_conditional, refuse_decoder_posterior
+from ..training.distributed import SINGLE_PROCESS, ProcessGroup
 from ..evaluation.hmc import HMCState, hmc_step, log_density_and_gradient
 from ..evaluation.hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 
@@ -77,7 +78,7 @@ def _log_joint(model, x: torch.Tensor):
     return log_density
 
 
-class MonteCarloEM:
+class MonteCarloEM(Algorithm):
     """Monte Carlo EM (App. E) as an :class:`aevb.training.Algorithm`.
 
     Args:
@@ -131,7 +132,7 @@ class MonteCarloEM:
         refuse_decoder_posterior(config)
         check_hmc_prior(config)   # HMC moves z in all of R^J
 
-    def setup(self, model, train: torch.Tensor) -> None:
+    def setup(self, model, train: torch.Tensor, group: ProcessGroup = SINGLE_PROCESS) -> None:
         """Allocate the per-datapoint state: z⁽ⁱ⁾ ~ p(z) (global RNG), ε⁽ⁱ⁾ = ``initial_step_size``."""
         size, latent_dim = train.shape[0], model.prior().event_shape[0]
         self.z = torch.randn(size, latent_dim, dtype=train.dtype).to(train.device)

@@ -29,10 +29,11 @@ import torch
 from torch.distributions import kl_divergence
 
 from ..errors import AevbError
-from ..training.algorithm import refuse_conditional, refuse_decoder_posterior
+from ..training.algorithm import Algorithm, refuse_conditional, refuse_decoder_posterior
+from ..training.distributed import SINGLE_PROCESS, ProcessGroup
 
 
-class WakeSleep:
+class WakeSleep(Algorithm):
     """Wake-sleep as an :class:`aevb.training.Algorithm`.
 
     Args:
@@ -59,7 +60,7 @@ class WakeSleep:
         if pair != ("gaussian", "gaussian"):
             raise AevbError(f"wake-sleep is implemented for the Gaussian posterior and prior, not {pair[0]}/{pair[1]}")
 
-    def setup(self, model, train: torch.Tensor) -> None:
+    def setup(self, model, train: torch.Tensor, group: ProcessGroup = SINGLE_PROCESS) -> None:
         pass
 
     def wake_loss(self, model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

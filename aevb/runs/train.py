@@ -86,12 +86,9 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     model_config = _model_config(data, model_options, train_config, trainer_algorithm)
     # As the Trainer will, but before the run directory is made, so that a refusal leaves no run behind.
     require_training_step_memory(model_config, train_config.batch_size,
-                                 getattr(trainer_algorithm, "num_samples", 1), torch_device,
-                                 processes=group.world_size)
-    check_engine = getattr(trainer_algorithm, "check_engine", None)
-    if check_engine is not None:   # on a model without memory: the check allocates nothing
-        with torch.device("meta"):
-            check_engine(build_model(model_config), torch_device, distributed=group.distributed)
+                                 trainer_algorithm.num_samples, torch_device, processes=group.world_size)
+    with torch.device("meta"):   # on a model without memory: the check allocates nothing
+        trainer_algorithm.check_engine(build_model(model_config), torch_device, distributed=group.distributed)
     train_config = fit_selection_to_budget(train_config, data.train.shape[0])
     loggers = _logger_names(loggers, tensorboard)
     check_loggers(loggers)   # before anything is written into the run directory
@@ -189,8 +186,8 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
         check_same_data(data, config["data"], out, where)
         if state is not None:
             model = build_model(model_config)
-            groups = getattr(make_algorithm(algorithm, train_config), "parameter_groups", None)
-            group_sizes = [len(group["params"]) for group in groups(model, 0.0)] if groups is not None \
+            groups = make_algorithm(algorithm, train_config).parameter_groups(model, 0.0)
+            group_sizes = [len(group["params"]) for group in groups] if groups is not None \
                 else [len(list(model.parameters()))]
             check_checkpoint_fits(state, model, data.train.shape[0], out, train_config.optimizer, group_sizes)
         if group.is_main:   # metrics after the checkpoint are measured again
@@ -242,10 +239,8 @@ def _model_config(data: Dataset, model_options: dict, train_config: TrainConfig,
     """The model a new run of ``algorithm`` trains on ``data``, checked: the algorithm's own model
     options on top (full VB, App. F: a Gaussian posterior over the decoder's parameters), the models
     it can train, and the data against the model."""
-    model_config = model_config_for(data, **{**model_options, **getattr(algorithm, "model_options", {})})
-    check_model = getattr(algorithm, "check_model", None)
-    if check_model is not None:
-        check_model(model_config)
+    model_config = model_config_for(data, **{**model_options, **algorithm.model_options})
+    algorithm.check_model(model_config)
     check_data_fits_model(data, model_config, train_config)
     return model_config
 
@@ -337,17 +332,16 @@ def _summary(result, algorithm, model: VAE, wall_seconds: float) -> dict:
     """summary.json's numbers: the chosen step size and the trials, the last evaluation point,
     the engine, and what the algorithm adds (full VB: its KL term and full bound)."""
     last = result.history[-1]
-    run_summary = getattr(algorithm, "run_summary", None)
     return {
         "step_size": result.step_size,
         "step_size_trials": [dataclasses.asdict(t) for t in result.step_size_trials],
         "samples": last.samples, "epochs": last.epoch, "train_bound": last.train_bound,
         "valid_bound": last.valid_bound, "test_bound": last.test_bound, "training_seconds": last.seconds,
         "samples_per_second": last.samples_per_second,
-        "engine": getattr(algorithm, "engine_used", None),   # how gradients were computed
+        "engine": algorithm.engine_used,   # how gradients were computed
         "steps_by_threads": {str(count): steps for count, steps in result.steps_by_threads.items()},
         "wall_seconds": wall_seconds,
-    } | (run_summary(model, last.train_bound) if run_summary is not None else {})
+    } | algorithm.run_summary(model, last.train_bound)
 
 
 def _logger_names(loggers, tensorboard: bool) -> tuple[str, ...]:

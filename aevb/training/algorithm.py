@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from types import MappingProxyType
+from typing import ClassVar, Mapping
 
 import torch
 
@@ -17,39 +18,76 @@ from ..models.vae import VAE
 from .optimizers import guarded_step, non_finite
 
 
-class Algorithm(Protocol):
-    """One iteration of a learning algorithm on a minibatch. AEVB is the paper's; the baselines
-    it is compared with (wake-sleep, Monte Carlo EM; :mod:`aevb.baselines`) plug in here with the
-    same optimiser, data order and evaluation.
+class Algorithm:
+    """One iteration of a learning algorithm on a minibatch: the base class of every algorithm the
+    trainer runs. AEVB is the paper's; the baselines it is compared with (wake-sleep, Monte Carlo
+    EM; :mod:`aevb.baselines`) and full VB (App. F) plug in here with the same optimiser, data
+    order and evaluation. A subclass sets ``name`` and implements :meth:`step`; everything else
+    has a default here, and its capabilities are these class attributes:
 
-    ``has_bound`` (default True when absent) says whether the encoder-based lower bound means
-    anything for the model the algorithm trains. When False (Monte Carlo EM trains no encoder)
-    the trainer reports NaN bounds, checks the parameters for divergence instead, and needs an
-    explicit step size, as the step-size selection of §5 ranks candidates by the bound; and
-    evaluation (:func:`aevb.runs.evaluate_run`, Figure 3) does without the encoder: importance
-    sampling from the prior, HMC chains started at prior draws resampled by p(x|z).
+    ``has_bound`` says whether the encoder-based lower bound means anything for the model the
+    algorithm trains. When False (Monte Carlo EM trains no encoder) the trainer reports NaN
+    bounds, checks the parameters for divergence instead, and needs an explicit step size, as the
+    step-size selection of §5 ranks candidates by the bound; and evaluation
+    (:func:`aevb.runs.evaluate_run`, Figure 3) does without the encoder: importance sampling from
+    the prior, HMC chains started at prior draws resampled by p(x|z).
     """
 
-    name: str                             # as the ``algorithm`` setting names it
-    has_bound: bool = True
-    reports_skipped_steps: bool = False   # True: a NaN bound from step() is a step the numeric guard skipped
-    distributable: bool = False           # True: several processes can share its minibatches (``shard``)
+    name: ClassVar[str]                              # as the ``algorithm`` setting names it
+    has_bound: ClassVar[bool] = True
+    reports_skipped_steps: ClassVar[bool] = False    # True: a NaN bound from step() is a step the guard skipped
+    distributable: ClassVar[bool] = False            # True: several processes can share its minibatches (``shard``)
+    #: Model settings the algorithm needs (full VB: a posterior over the decoder's parameters).
+    model_options: ClassVar[Mapping[str, object]] = MappingProxyType({})
+    num_samples: int = 1                             # samples of z per datapoint in a step (L)
+    engine: Engine | None = None                     # the engine computing a step's gradient, if any
+    engine_used: str | None = None                   # its description, for summary.json
+
+    @property
+    def steps_thread_count_invariant(self) -> bool:
+        """Whether a step gives the same bits on any number of CPU threads (its engine says so)."""
+        return self.engine is not None and self.engine.thread_count_invariant
 
     def check_model(self, config: ModelConfig) -> None:
         """A one-line AevbError, before anything is written, when this algorithm cannot train a
-        model of ``config`` (optional: absent means any)."""
+        model of ``config`` (by default it can train any)."""
 
-    def setup(self, model: VAE, train: torch.Tensor) -> None:
-        """Called once before training (e.g. to allocate per-datapoint state)."""
+    def check_engine(self, model: VAE, device: torch.device, dtype: torch.dtype = torch.float32,
+                     distributed: bool = False) -> None:
+        """A one-line AevbError, before anything is written, when the step cannot run ``model``
+        on ``device`` (by default it can)."""
+
+    def setup(self, model: VAE, train: torch.Tensor, group: ProcessGroup = SINGLE_PROCESS) -> None:
+        """Called once before training (e.g. to allocate per-datapoint state or an engine)."""
+
+    def teardown(self) -> None:
+        """Called once after training: drop what :meth:`setup` made."""
 
     def step(self, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-             indices: torch.Tensor) -> torch.Tensor:
+             indices: torch.Tensor, shard: Shard | None = None) -> torch.Tensor:
         """Update the parameters on minibatch x (M, D) of training rows ``indices`` (M,); return
         the sum over the minibatch of a per-datapoint bound estimate (0-dim tensor, nats), NaN
         when the algorithm has none."""
+        raise NotImplementedError
+
+    def parameter_groups(self, model: VAE, weight_decay: float) -> list[dict] | None:
+        """The optimiser's parameter groups; None: all of the model's parameters, one group with
+        the run's weight decay."""
+        return None
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps of the algorithm's own state (per-datapoint samples, ...)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict`'s state on resume."""
+
+    def run_summary(self, model: VAE, train_bound: float | None) -> dict:
+        """Entries the algorithm adds to a run's summary.json."""
+        return {}
 
 
-class AEVB:
+class AEVB(Algorithm):
     """Algorithm 1: a gradient step on the minibatch SGVB estimate of the bound (per datapoint).
 
     ``estimator`` names the objective (§2.3: "A", "B"; or "IWAE"); ``engine`` how its gradient is

@@ -110,8 +110,8 @@ def check_distributable(group: ProcessGroup, algorithm, batch_size: int, per_poi
     takes from outside (:func:`aevb.models.distributions.draw_posterior`)."""
     if not group.distributed:
         return
-    if not getattr(algorithm, "distributable", False):
-        raise AevbError(f"multi-process training runs AEVB only, not {getattr(algorithm, 'name', type(algorithm).__name__)}")
+    if not algorithm.distributable:
+        raise AevbError(f"multi-process training runs AEVB only, not {algorithm.name}")
     if posterior != "gaussian":
         raise AevbError(f"multi-process training needs the Gaussian posterior, not {posterior}; run without torchrun")
     if per_point_measurements:

@@ -41,7 +41,7 @@ class StepSizeChoice:
 def check_step_size_choosable(algorithm, config: TrainConfig) -> None:
     """§5 picks the step size by the training bound: an algorithm without one (Monte Carlo EM)
     needs ``step_size`` given. A one-line error otherwise."""
-    if not getattr(algorithm, "has_bound", True) and config.step_size is None:
+    if not algorithm.has_bound and config.step_size is None:
         raise AevbError(f"{type(algorithm).__name__} has no lower bound to choose a step size by; "
                         "give one (`step_size`)")
 

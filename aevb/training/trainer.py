@@ -76,17 +76,18 @@ class Trainer:
         self.train_data = train
         self.config = config
         self.dataset_size = train.shape[0]
+        if algorithm is not None and not isinstance(algorithm, Algorithm):
+            raise AevbError(f"`algorithm` must be an aevb.training.Algorithm, got {type(algorithm).__name__}")
         self.algorithm = algorithm if algorithm is not None else AEVB(config.estimator, config.num_samples, config.engine)
-        check_model = getattr(self.algorithm, "check_model", None)
-        if check_model is not None and isinstance(getattr(model, "config", None), ModelConfig):
-            check_model(model.config)
+        if isinstance(getattr(model, "config", None), ModelConfig):
+            self.algorithm.check_model(model.config)
         check_distributable(group, self.algorithm, config.batch_size,
                             posterior=getattr(getattr(model, "config", None), "posterior", "gaussian"))
         # Before any step: a step's L × M decoded rows cannot be streamed (the gradient needs them all).
         require_training_step_memory(getattr(model, "config", None), config.batch_size,
-                                     getattr(self.algorithm, "num_samples", 1),
+                                     self.algorithm.num_samples,
                                      train.device, processes=group.world_size)
-        self.has_bound = bool(getattr(self.algorithm, "has_bound", True))
+        self.has_bound = self.algorithm.has_bound
         check_step_size_choosable(self.algorithm, config)
         self.train_eval = self._eval_view(train)
         self.valid_eval = None if valid is None else self._eval_view(valid)
@@ -107,8 +108,8 @@ class Trainer:
     def _optimizer(self, step_size: float) -> torch.optim.Optimizer:
         weight_decay = self.config.prior_precision / self.dataset_size
         # An algorithm may group the parameters (full VB: no weight decay where a KL term is the prior).
-        groups = getattr(self.algorithm, "parameter_groups", None)
-        parameters = self.model.parameters() if groups is None else groups(self.model, weight_decay)
+        groups = self.algorithm.parameter_groups(self.model, weight_decay)
+        parameters = self.model.parameters() if groups is None else groups
         eps = {} if self.config.optimizer_eps is None else {"eps": self.config.optimizer_eps}
         return OPTIMIZERS[self.config.optimizer](parameters, lr=step_size, weight_decay=weight_decay, **eps)
 
@@ -166,19 +167,13 @@ class Trainer:
             return self._fit(on_metrics, progress, on_checkpoint, checkpoint_every, resume, stop_requested)
         finally:
             self.threads.stop()
-            teardown = getattr(self.algorithm, "teardown", None)
-            if teardown is not None:
-                teardown()
+            self.algorithm.teardown()
 
     def _setup_algorithm(self) -> None:
         with self.threads.at_most():   # per-thread buffers for every count the policy may choose
-            if self.group.distributed:
-                self.algorithm.setup(self.model, self.train_data, self.group)
-            else:
-                self.algorithm.setup(self.model, self.train_data)
+            self.algorithm.setup(self.model, self.train_data, self.group)
         # Threads may change between steps only where that changes no bit of the run.
-        engine = getattr(self.algorithm, "engine", None)
-        self.threads.adapt_only_if(bool(getattr(engine, "thread_count_invariant", False)))
+        self.threads.adapt_only_if(self.algorithm.steps_thread_count_invariant)
 
     def _start(self, progress: bool = False) -> tuple[TrainingState, torch.optim.Optimizer, DataOrder]:
         """A fresh run: seed, initialise (§5), choose the step size (§5) unless given."""
@@ -249,10 +244,9 @@ class Trainer:
         return state, optimizer, order
 
     def _snapshot(self, state: TrainingState, optimizer: torch.optim.Optimizer, order: DataOrder) -> TrainingState:
-        algorithm_state = getattr(self.algorithm, "state_dict", None)
         return dataclasses.replace(state, model=self.model.state_dict(), optimizer=optimizer.state_dict(),
                                    rng=torch.get_rng_state(), order=order.order, position=order.position,
-                                   algorithm=algorithm_state() if algorithm_state is not None else {})
+                                   algorithm=self.algorithm.state_dict())
 
     def _fit(self, on_metrics, progress, on_checkpoint, checkpoint_every, resume, stop_requested) -> TrainResult:
         total = self.config.total_samples(self.dataset_size)
@@ -306,7 +300,7 @@ class Trainer:
                         order: DataOrder, interval: Interval) -> Metrics:
         """Steps until ``target`` samples (checkpointing every ``checkpoint_every`` steps, stopping
         when asked), then the evaluation point's metrics; skipped steps counted in ``interval``."""
-        guarded = bool(getattr(self.algorithm, "reports_skipped_steps", False))   # skipped steps come back as NaN
+        guarded = self.algorithm.reports_skipped_steps   # skipped steps come back as NaN
         device = self.train_data.device
         schedule = SCHEDULES[self.config.schedule]
         tick, interval.first_step = time.perf_counter(), state.steps
@@ -368,7 +362,7 @@ class Trainer:
     def _recover(self, problem: str, good: TrainingState, state: TrainingState, metrics: Metrics, bar, total: int):
         """Roll back to ``good`` with half the step size (the numeric guard), or — for an algorithm
         whose steps are not guarded, or after :data:`MAX_ROLLBACKS` — stop with TrainingDiverged."""
-        if not getattr(self.algorithm, "reports_skipped_steps", False) or state.rollbacks >= MAX_ROLLBACKS:
+        if not self.algorithm.reports_skipped_steps or state.rollbacks >= MAX_ROLLBACKS:
             tried = f" (after {state.rollbacks} rollbacks halving the step size)" if state.rollbacks else ""
             raise TrainingDiverged(f"training diverged at {state.samples} samples ({problem}){tried}; "
                                    "try a smaller `step_size`")
