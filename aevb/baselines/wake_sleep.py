@@ -29,6 +29,7 @@ import torch
 from torch.distributions import kl_divergence
 
 from ..errors import AevbError
+from ..models.families import PAPER_POSTERIOR, PAPER_PRIOR, families_of
 from ..training.algorithm import Algorithm, refuse_conditional, refuse_decoder_posterior
 from ..training.distributed import SINGLE_PROCESS, ProcessGroup
 
@@ -56,8 +57,8 @@ class WakeSleep(Algorithm):
     def check_model(self, config) -> None:
         refuse_conditional(self.name, config)
         refuse_decoder_posterior(config)
-        pair = (getattr(config, "posterior", "gaussian"), getattr(config, "prior", "gaussian"))
-        if pair != ("gaussian", "gaussian"):
+        pair = families_of(config)
+        if pair != (PAPER_POSTERIOR, PAPER_PRIOR):
             raise AevbError(f"wake-sleep is implemented for the Gaussian posterior and prior, not {pair[0]}/{pair[1]}")
 
     def setup(self, model, train: torch.Tensor, group: ProcessGroup = SINGLE_PROCESS) -> None:

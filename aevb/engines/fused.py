@@ -38,6 +38,7 @@ import math
 import torch
 from torch import nn
 
+from ..models.families import PAPER_POSTERIOR, PAPER_PRIOR, families_of
 from ..models.distributions import bernoulli_from_logits, diagonal_gaussian, gaussian_kl_to_standard_normal
 from ..models.vae import MLP, VAE, BernoulliDecoder, GaussianDecoder, GaussianEncoder
 from ..models.networks import ACTIVATIONS, bounded_log_variance
@@ -61,8 +62,8 @@ def unsupported_reason(model: nn.Module, estimator: str | None) -> str | None:
         return "full variational Bayes (a posterior over the decoder's parameters, App. F) has no fused gradient"
     if type(model) is not VAE:
         return f"model is a {type(model).__name__}, not an aevb VAE"
-    families = (getattr(model.config, "posterior", "gaussian"), getattr(model.config, "prior", "gaussian"))
-    if families != ("gaussian", "gaussian"):
+    families = families_of(model.config)
+    if families != (PAPER_POSTERIOR, PAPER_PRIOR):
         return (f"posterior {families[0]} with prior {families[1]}: the fused gradients are derived for the "
                 "Gaussian posterior and N(0, I) prior only")
     if type(model.encoder) is not GaussianEncoder:

@@ -34,6 +34,7 @@ from torch.distributions import MultivariateNormal
 from ..errors import AevbError
 from ..progress import progress_bar
 from ..engines.decoding import decoder_log_prob
+from ..models.families import PAPER_PRIOR, families_of
 from ..models.vae import evaluation_mode
 from ..validation import require_count, require_rows
 from .hmc import continue_hmc, sample_hmc
@@ -181,7 +182,7 @@ def _check_chains(model, data: torch.Tensor, initial: torch.Tensor | str) -> int
     """One-line errors for chains HMC cannot run (a prior off the real line, a bad ``initial``);
     returns the latent dimension J."""
     config = getattr(model, "config", None)
-    if config is not None and getattr(config, "prior", "gaussian") != "gaussian":
+    if config is not None and families_of(config)[1] != PAPER_PRIOR:
         from ..models.families import check_hmc_prior
 
         check_hmc_prior(config)   # HMC moves z in all of R^J
@@ -205,7 +206,7 @@ def _starting_points(model, x: torch.Tensor, initial: torch.Tensor | str, latent
         # The mean, or the median where a family has none (Cauchy): VAE.posterior_centre.
         centre = getattr(model, "posterior_centre", None)
         return centre(posterior) if centre is not None else posterior.mean
-    if initial == "prior" and getattr(getattr(model, "config", None), "prior", "gaussian") == "gaussian":
+    if initial == "prior" and families_of(getattr(model, "config", None))[1] == PAPER_PRIOR:
         return torch.randn(x.shape[0], latent_dim, generator=generator, dtype=x.dtype).to(x.device)
     if initial == "prior":   # torch.distributions take no generator
         seed = int(torch.randint(2**62, (), generator=generator))

@@ -24,6 +24,7 @@ from ..data import Dataset
 from ..training.distributed import check_distributable, from_environment, local_device
 from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
 from ..models.build import build_model
+from ..models.families import PAPER_POSTERIOR
 from ..models.vae import VAE, ModelConfig
 from ..training import Metrics, Trainer, TrainConfig, require_training_step_memory
 from ..training.checkpoints import DIRECTORY as CHECKPOINTS
@@ -79,7 +80,7 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
     torch_device = local_device(torch_device, group)
     trainer_algorithm = make_algorithm(algorithm, train_config)
     check_distributable(group, trainer_algorithm, train_config.batch_size, extra_metrics is not None,
-                        model_options.get("posterior", "gaussian"))
+                        model_options.get("posterior", PAPER_POSTERIOR))
     check_step_size_choosable(trainer_algorithm, train_config)
     if data is None:
         data = load_data(data_config)

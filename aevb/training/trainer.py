@@ -15,6 +15,7 @@ import torch
 from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
 from ..evaluation import evaluate_bound
 from ..models.config import ModelConfig
+from ..models.families import families_of
 from ..models.vae import VAE
 from ..objectives.estimators import bound_estimator
 from .algorithm import AEVB, Algorithm
@@ -82,7 +83,7 @@ class Trainer:
         if isinstance(getattr(model, "config", None), ModelConfig):
             self.algorithm.check_model(model.config)
         check_distributable(group, self.algorithm, config.batch_size,
-                            posterior=getattr(getattr(model, "config", None), "posterior", "gaussian"))
+                            posterior=families_of(getattr(model, "config", None))[0])
         # Before any step: a step's L × M decoded rows cannot be streamed (the gradient needs them all).
         require_training_step_memory(getattr(model, "config", None), config.batch_size,
                                      self.algorithm.num_samples,

@@ -13,9 +13,9 @@ from .composition import Erlang
 from .inverse_cdf import Gompertz, Logistic, Rayleigh, Reciprocal
 from .location_scale import MultivariateStudentT, Triangular
 from .encoder import FamilyEncoder, posterior_centre, prior_icdf
-from .registry import (FAMILIES, Family, check_estimator, check_hmc_prior, check_pair, default_estimator, get_family,
-                       has_closed_form_kl, prior_names)
+from .registry import (FAMILIES, PAPER_POSTERIOR, PAPER_PRIOR, Family, check_estimator, check_hmc_prior, check_pair,
+                       default_estimator, families_of, get_family, has_closed_form_kl, prior_names)
 
 __all__ = ["Erlang", "Gompertz", "Logistic", "Rayleigh", "Reciprocal", "MultivariateStudentT", "Triangular",
-           "FAMILIES", "Family", "FamilyEncoder", "check_hmc_prior", "check_pair", "check_estimator",
+           "FAMILIES", "PAPER_POSTERIOR", "PAPER_PRIOR", "Family", "families_of", "FamilyEncoder", "check_hmc_prior", "check_pair", "check_estimator",
            "default_estimator", "get_family", "has_closed_form_kl", "posterior_centre", "prior_icdf", "prior_names"]

@@ -339,11 +339,21 @@ def has_closed_form_kl(posterior: str, prior: str) -> bool:
     return True
 
 
+#: q(z|x) and p(z) of the paper's model (§3): N(μ, diag σ²) and N(0, I).
+PAPER_POSTERIOR, PAPER_PRIOR = "gaussian", "gaussian"
+
+
+def families_of(config) -> tuple[str, str]:
+    """(posterior, prior) family names of a model configuration (None, or a module of the user's
+    own without them: the paper's pair)."""
+    return getattr(config, "posterior", PAPER_POSTERIOR), getattr(config, "prior", PAPER_PRIOR)
+
+
 def check_estimator(model: ModelConfig, estimator: str) -> None:
     """A one-line AevbError when ``estimator`` cannot train or evaluate this posterior/prior pair:
     estimator B needs KL(q ‖ p) in closed form."""
-    posterior, prior = getattr(model, "posterior", "gaussian"), getattr(model, "prior", "gaussian")
-    if (posterior, prior) == ("gaussian", "gaussian"):
+    posterior, prior = families_of(model)
+    if (posterior, prior) == (PAPER_POSTERIOR, PAPER_PRIOR):
         return
     if estimator.upper() == "B" and not has_closed_form_kl(posterior, prior):
         raise AevbError(f"estimator B needs KL({posterior} || {prior}) in closed form and there is none; "
@@ -352,7 +362,7 @@ def check_estimator(model: ModelConfig, estimator: str) -> None:
 
 def check_hmc_prior(model: ModelConfig) -> None:
     """HMC moves z freely in R^J: a one-line AevbError for a prior on a restricted support."""
-    prior = getattr(model, "prior", "gaussian")
+    prior = families_of(model)[1]
     if get_family(prior).support_as_prior != "real":
         raise AevbError(f"HMC needs a prior on the whole real line; the {prior} prior lives on the "
                         f"{get_family(prior).support_as_prior} support")
