@@ -26,7 +26,6 @@ OUTPUT_MEAN_CLIP = 1e-3   # Burda et al.'s code clips the data mean to [0.001, 0
 
 
 @dataclass
-@dataclass
 class ModelConfig(JsonConfig):
     """Everything needed to rebuild a :class:`VAE`; saved as JSON beside its weights."""
 

@@ -27,10 +27,10 @@ from ..models.build import build_model
 from ..models.families import PAPER_POSTERIOR
 from ..models.vae import VAE, ModelConfig
 from ..training import Metrics, Trainer, TrainConfig, require_training_step_memory
-from ..training.checkpoints import DIRECTORY as CHECKPOINTS
+from ..training.checkpoints import DIRECTORY as CHECKPOINTS, check_checkpoint_fits, has_checkpoint, load_checkpoint, \
+    save_checkpoint
 from ..training.reporting import TrainingWarning
 from ..training.step_size import check_step_size_choosable
-from ..training.checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
 from .data_config import (FINGERPRINT, DataConfig, check_data_fits_model, check_same_data, data_config_of_run,
                           data_fingerprint, load_data, stored_data_config)
 from .layout import (CONFIG_FILE, DIVERGED_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, configuration_id,

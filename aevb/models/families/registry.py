@@ -22,11 +22,9 @@ priors. The Cauchy posterior has no mean: only priors whose log-density grows lo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
