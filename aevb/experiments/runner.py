@@ -173,20 +173,34 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
                            position=0, initial=already)
     if overall.disable and already:   # resuming: where the runs stand
         log(runs.report())
-    if jobs == 1 or len(pending) == 1:
-        # The runs train in this thread: a reporter thread writes the progress lines meanwhile.
-        with report_periodically(runs, log, report_every if overall.disable else None):
-            for index, spec in enumerate(pending, 1):
-                overall.set_description_str(f"run {index}/{len(pending)} {spec.name}")
-                if overall.disable:   # no bar on screen: a line per run instead
-                    log(f"[{index}/{len(pending)}] {spec.name}")
-                try:
-                    _run_one(spec, out, device, threads, progress=progress)
-                except TrainingInterrupted as stop:   # said with the run's name
-                    raise TrainingInterrupted(stop.samples, stop.signal, {spec.name: stop.samples}) from None
-                overall.update(max(0, runs.done() - overall.n))
+    try:
+        if jobs == 1 or len(pending) == 1:
+            _run_serially(pending, out, device, threads, progress, runs, overall, log, report_every)
+        else:
+            _run_in_processes(pending, out, device, threads, jobs, runs, overall, log, report_every)
+    finally:
         overall.close()
-        return
+
+
+def _run_serially(pending: list[RunSpec], out: Path, device: str, threads: int | None, progress: bool,
+                  runs: RunsProgress, overall, log: Callable[[str], None], report_every: float) -> None:
+    """:func:`run_specs` with one job: the runs train in this thread, one after another, while a
+    reporter thread writes the progress lines."""
+    with report_periodically(runs, log, report_every if overall.disable else None):
+        for index, spec in enumerate(pending, 1):
+            overall.set_description_str(f"run {index}/{len(pending)} {spec.name}")
+            if overall.disable:   # no bar on screen: a line per run instead
+                log(f"[{index}/{len(pending)}] {spec.name}")
+            try:
+                _run_one(spec, out, device, threads, progress=progress)
+            except TrainingInterrupted as stop:   # said with the run's name
+                raise TrainingInterrupted(stop.samples, stop.signal, {spec.name: stop.samples}) from None
+            overall.update(max(0, runs.done() - overall.n))
+
+
+def _run_in_processes(pending: list[RunSpec], out: Path, device: str, threads: int | None, jobs: int,
+                      runs: RunsProgress, overall, log: Callable[[str], None], report_every: float) -> None:
+    """:func:`run_specs` with several jobs: one process each, with its share of the CPUs."""
     share = process_share(jobs)
     # spawn, not fork: a forked child of a process that has used OpenMP threads can deadlock.
     # Ctrl-C reaches every job, and each stops after a checkpoint; a job that fails asks the others
@@ -236,7 +250,6 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
                     next_report = time.monotonic() + report_every
         finally:   # however the wait ends (a second Ctrl-C too)
             stop_every_job()
-    overall.close()
     if failure is not None:
         raise failure
     if stopped:
