@@ -89,3 +89,16 @@ def test_no_module_imports_itself_through_others():
     graph = import_graph()
     assert {"aevb.models.vae", "aevb.training", "aevb.runs.train"} <= set(graph)
     assert circles(graph) == []
+
+
+def test_every_name_a_module_exports_exists():
+    """``__all__`` lists only names the module defines or imports (``from m import *`` would fail)."""
+    import importlib
+
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__main__.py":   # runs the command line when imported
+            continue
+        module = importlib.import_module(_module_name(path))
+        missing += [f"{module.__name__}.{name}" for name in getattr(module, "__all__", ()) if not hasattr(module, name)]
+    assert missing == []

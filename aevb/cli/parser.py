@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import re
 
 from .. import __version__
 from ..engines import ENGINE_CHOICES

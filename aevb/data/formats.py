@@ -40,10 +40,6 @@ __all__ = [
     "read_mnist_labels",
     "read_amat_binary",
     "read_frey_mat",
-    "read_npy",
-    "read_npz",
-    "check_features",
-    "check_labels",
 ]
 
 GZIP_MAGIC = b"\x1f\x8b"

@@ -266,7 +266,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
     """Train (or continue training) in the prepared run directory ``out``, checkpointing as it goes
     (every ``checkpoint_every`` steps, default :data:`DEFAULT_CHECKPOINT_EVERY`, and at every
     evaluation point); then write the model, figures and summary."""
-    from ..baselines import ALGORITHMS, make_algorithm
+    from ..baselines import ALGORITHMS
 
     if checkpoint_every is None:
         checkpoint_every = DEFAULT_CHECKPOINT_EVERY
