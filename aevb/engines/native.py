@@ -133,7 +133,9 @@ class NativeStep(FusedStep):
         self._log_var = torch.empty(batch_size, latent, **options)
         self._term = torch.empty(rows, **options)            # KL per point (B) or log p(z) − log q per sample
         self._log_lik = torch.empty(rows, **options)
-        self._log_var_rows: torch.Tensor | None = None        # a per-dimension decoder variance's row gradients
+        # a per-dimension decoder variance: ∂log p/∂log σ² of every row, before the rows' sum
+        self._log_var_rows = None if self.shared_log_var is None else torch.empty(rows, model.config.data_dim,
+                                                                                   **options)
         self._sparse = native.SparseRows(batch_size, model.config.data_dim, torch.get_num_threads())
         self._dense_steps = 0                                # steps to go before looking at x's zeros again
         self._applies_to = None
@@ -247,11 +249,7 @@ class NativeStep(FusedStep):
         ``self._grad_out`` (and ``self._log_var_source``) as there. Returns Σ log p(x|z)."""
         rows = out.shape[0]
         shared = None if self.shared_log_var is None else self.shared_log_var.detach()
-        self._log_var_source = None
-        if shared is not None:
-            if self._log_var_rows is None or self._log_var_rows.shape[0] < rows:
-                self._log_var_rows = torch.empty(rows, x.shape[1], **self.options)
-            self._log_var_source = self._log_var_rows[:rows]
+        self._log_var_source = None if shared is None else self._log_var_rows[:rows]
         return self.kernels.gaussian(out, x, samples, self.bound, self.sigmoid_mean, shared, self._grad_out[:rows],
                                      self._log_var_source, self._log_lik[:rows])
 

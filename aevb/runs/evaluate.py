@@ -181,8 +181,8 @@ def _check_work(points: int, **per_point: int | None) -> None:
     from ..progress import duration_text
 
     for setting, count in per_point.items():
-        if count is not None and points * count > MAX_DECODER_EVALUATIONS:
-            total = points * count
+        total = 0 if count is None else points * count
+        if total > MAX_DECODER_EVALUATIONS:
             raise AevbError(f"`{setting}` asks for {total:.3g} decoder evaluations on {points:,} points, about "
                             f"{duration_text(total / CPU_DECODER_EVALUATIONS_PER_SECOND)} at a CPU's "
                             f"{CPU_DECODER_EVALUATIONS_PER_SECOND:.0e} per second; one estimate takes at most "

@@ -18,7 +18,8 @@ from typing import Callable
 import torch
 
 from .. import __version__
-from ..checkpoint import atomic_write_bytes, atomic_write_json, named_os_error, open_no_follow, save_model, strict_json
+from ..checkpoint import (atomic_write_bytes, atomic_write_json, named_os_error, open_no_follow, read_json, save_model,
+                          strict_json)
 from ..models.conditional import model_inputs
 from ..data import Dataset
 from ..training.distributed import check_distributable, from_environment, local_device
@@ -207,10 +208,7 @@ def refuse_a_diverged_run(out: Path) -> None:
     again), with the reason it gave then."""
     if not (out / DIVERGED_FILE).is_file():
         return
-    from ..checkpoint import read_json
-
-    recorded = read_json(out / DIVERGED_FILE)
-    reason = recorded.get("error") if isinstance(recorded, dict) else None
+    reason = read_json(out / DIVERGED_FILE).get("error")   # (read_json: a JSON object, or one line)
     reason = reason if isinstance(reason, str) else "training diverged"
     raise TrainingDiverged(f"{out} is a diverged run: {reason}; resuming would only repeat it, so start a new run "
                            "with that change")
