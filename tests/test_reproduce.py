@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from aevb.cli import main
+from aevb.runs import ModelSpec
 from aevb.experiments import fig2, plan
 
 
@@ -25,7 +26,7 @@ def test_figure_3_plan_is_the_papers_grid():
     runs = plan("fig3", budget=10**8, data_dir=None)
     assert {(r.tags["train_size"], r.algorithm) for r in runs} == {
         (n, m) for n in (1000, 50000) for m in ("aevb", "wake-sleep", "mcem")}
-    assert all(r.model_options == {"latent_dim": 3, "hidden_units": 100} for r in runs)
+    assert all(r.model == ModelSpec(latent_dim=3, hidden_units=100) for r in runs)
     assert all(r.data.train_limit == r.tags["train_size"] for r in runs)
     # App. D's chains start at the encoder, except for MCEM, which trains none (see the HMC estimator)
     assert {r.algorithm: r.extra_metrics.initial for r in runs} == {
@@ -186,7 +187,11 @@ def test_a_reproduction_stopped_mid_run_continues_from_its_checkpoint(shared_dat
 
     from safetensors.torch import load_file
 
+    import functools
+
+    import aevb.experiments.runner
     import aevb.runs.train
+    from aevb.runs import RunOptions
 
     argv = ["reproduce", "fig4", "--budget", "30000", "--data-dir", str(shared_data)]   # beyond the 200 selection steps
     assert main([*argv, "--out", str(tmp_path / "reference")]) == 0   # checkpointing does not change a run
@@ -201,7 +206,7 @@ def test_a_reproduction_stopped_mid_run_continues_from_its_checkpoint(shared_dat
         return path
 
     monkeypatch.setattr(aevb.runs.train, "save_checkpoint", save_then_terminate)
-    monkeypatch.setattr(aevb.runs.train, "DEFAULT_CHECKPOINT_EVERY", 7)
+    monkeypatch.setattr(aevb.experiments.runner, "RunOptions", functools.partial(RunOptions, checkpoint_every=7))
     out = tmp_path / "stopped"
     assert main([*argv, "--out", str(out)]) == 128 + signal.SIGTERM
     assert not (out / "frey-z2-aevb" / "summary.json").exists()
@@ -221,11 +226,11 @@ def test_nll_plan_follows_the_iwae_protocol():
         assert run.train.binarize == "dynamic" and run.final.k == 5000 and run.final.points is None
     paper, vae, k5 = runs["paper-z20"], runs["iwae-vae"], runs["iwae-k5"]
     assert paper.train.max_samples == 10**6 and paper.train.optimizer == "adagrad" and paper.train.step_size is None
-    assert paper.model_options == {"latent_dim": 20} and runs["paper-z50"].model_options == {"latent_dim": 50}
+    assert paper.model == ModelSpec(latent_dim=20) and runs["paper-z50"].model == ModelSpec(latent_dim=50)
     assert vae.train.max_samples == round(0.01 * 3280 * 60000)
     assert (vae.train.optimizer, vae.train.step_size, vae.train.schedule, vae.train.batch_size,
             vae.train.prior_precision, vae.train.estimator) == ("adam", 1e-3, "iwae", 20, 0.0, "B")
-    assert vae.model_options == {"latent_dim": 50, "hidden_units": (200, 200), "hidden_layers": 2, "init": "glorot"}
+    assert vae.model == ModelSpec(latent_dim=50, hidden_units=(200, 200), hidden_layers=2, init="glorot")
     assert (k5.train.estimator, k5.train.num_samples) == ("IWAE", 5)
     assert all(r.train.max_samples == 5000 for r in plan("nll", budget=5000, data_dir=None, device="cpu"))
     assert {r.name for r in plan("nll", budget=0.5, data_dir=None, models=("iwae-k50",))} == {"iwae-k50"}
@@ -282,7 +287,7 @@ def test_an_interrupted_reproduce_names_each_stopped_run(tmp_path, monkeypatch):
         raise TrainingInterrupted(1234, 2)
 
     monkeypatch.setattr(runner, "_run_one", stopped)
-    spec = runner.RunSpec(name="mnist-z3-aevb", data=DataConfig("mnist-sample"), model_options={},
+    spec = runner.FigureRun(name="mnist-z3-aevb", data=DataConfig("mnist-sample"), model=ModelSpec(),
                           train=TrainConfig(max_samples=10_000))
     with pytest.raises(TrainingInterrupted) as raised:
         runner.run_specs([spec], tmp_path)
@@ -336,15 +341,16 @@ def test_the_newest_checkpoint_is_read_without_its_tensors(tmp_path):
     import signal
 
     from aevb.errors import TrainingInterrupted
-    from aevb.runs import DataConfig, train_run
+    from aevb.runs import RunOptions, RunSpec, train_run
     from aevb.training import TrainConfig
     from aevb.training.checkpoints import load_checkpoint, newest_checkpoint
 
     assert newest_checkpoint(tmp_path / "none") is None
     with pytest.raises(TrainingInterrupted):
-        train_run(tmp_path / "r", DataConfig("mnist-sample"), {"latent_dim": 2, "hidden_units": 8},
-                  TrainConfig(max_samples=3000, selection_steps=4, eval_subset=100, first_eval=500), progress=False,
-                  on_metrics=lambda metrics: os.kill(os.getpid(), signal.SIGINT))
+        spec = RunSpec(model=ModelSpec(latent_dim=2, hidden_units=8),
+                       training=TrainConfig(max_samples=3000, selection_steps=4, eval_subset=100, first_eval=500),
+                       run=RunOptions(progress=False))
+        train_run(spec, tmp_path / "r", on_metrics=lambda metrics: os.kill(os.getpid(), signal.SIGINT))
     name, samples = newest_checkpoint(tmp_path / "r")
     assert samples == load_checkpoint(tmp_path / "r").samples and (tmp_path / "r" / "checkpoints" / name).is_dir()
 
@@ -355,7 +361,7 @@ def test_a_reproduction_without_a_terminal_logs_its_progress_while_the_runs_trai
     from aevb.runs import DataConfig
     from aevb.training import TrainConfig
 
-    specs = [runner.RunSpec(name=name, data=DataConfig("mnist-sample"), model_options={"latent_dim": 2, "hidden_units": 8},
+    specs = [runner.FigureRun(name=name, data=DataConfig("mnist-sample"), model=ModelSpec(latent_dim=2, hidden_units=8),
                             train=TrainConfig(max_samples=6_000, step_size=0.02, eval_subset=100, first_eval=500,
                                               seed=seed), track_test=False)
              for seed, name in enumerate(("first", "second"))]
@@ -378,7 +384,7 @@ def test_a_resumed_reproduction_first_says_where_its_runs_stand(tmp_path):
         os.kill(os.getpid(), signal.SIGINT)     # as Ctrl-C: a checkpoint, then TrainingInterrupted
         return {}
 
-    specs = [runner.RunSpec(name=name, data=DataConfig("mnist-sample"), model_options={"latent_dim": 2, "hidden_units": 8},
+    specs = [runner.FigureRun(name=name, data=DataConfig("mnist-sample"), model=ModelSpec(latent_dim=2, hidden_units=8),
                             train=TrainConfig(max_samples=6_000, step_size=0.02, eval_subset=100, first_eval=500),
                             track_test=False) for name in ("first", "second")]
     stopping = [dataclasses.replace(specs[0], extra_metrics=stop_at_first_evaluation)]
@@ -400,8 +406,8 @@ def test_a_failed_job_stops_the_others_and_no_queued_run_starts(tmp_path):
     from aevb.training import TrainConfig
 
     def spec(name, activation="tanh"):
-        return runner.RunSpec(name=name, data=DataConfig("mnist-sample"),
-                              model_options={"latent_dim": 2, "hidden_units": 8, "activation": activation},
+        return runner.FigureRun(name=name, data=DataConfig("mnist-sample"),
+                              model=ModelSpec(latent_dim=2, hidden_units=8, activation=activation),
                               train=TrainConfig(max_samples=3_000_000, step_size=0.02, eval_subset=100),
                               track_test=False)
 
@@ -420,7 +426,7 @@ def test_data_that_cannot_be_found_is_an_error_before_any_run_trains(tmp_path):
     from aevb.runs import DataConfig
     from aevb.training import TrainConfig
 
-    specs = [runner.RunSpec(name=name, data=data, model_options={"latent_dim": 2, "hidden_units": 8},
+    specs = [runner.FigureRun(name=name, data=data, model=ModelSpec(latent_dim=2, hidden_units=8),
                             train=TrainConfig(max_samples=10_000, step_size=0.02), track_test=False)
              for name, data in (("first", DataConfig("mnist-sample")), ("second", DataConfig("frey", str(tmp_path))))]
     with pytest.raises(AevbError, match="frey_rawface"):
@@ -452,8 +458,8 @@ def test_a_run_made_with_other_settings_is_neither_reused_nor_replaced(tmp_path)
     from aevb.training import TrainConfig
 
     def spec(**train):
-        return runner.RunSpec(name="mnist-z2-aevb", data=DataConfig("mnist-sample"),
-                              model_options={"latent_dim": 2, "hidden_units": 8},
+        return runner.FigureRun(name="mnist-z2-aevb", data=DataConfig("mnist-sample"),
+                              model=ModelSpec(latent_dim=2, hidden_units=8),
                               train=TrainConfig(**{"max_samples": 1000, "selection_steps": 4, "eval_subset": 100,
                                                    **train}))
 

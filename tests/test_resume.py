@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from aevb import VAE, ModelConfig
-from aevb.baselines import ALGORITHMS
+from aevb.training.algorithms import make_algorithm
 from aevb.errors import TrainingInterrupted
 from aevb.training import Trainer, TrainConfig
 
 
 def _train(data, config, algorithm, model_options=None, **fit_options):
     model = VAE(ModelConfig(data_dim=data.shape[1], latent_dim=3, hidden_units=16, **(model_options or {})))
-    trainer = Trainer(model, data, config, algorithm=ALGORITHMS[algorithm](config))
+    trainer = Trainer(model, data, config, algorithm=make_algorithm(algorithm, config))
     result = trainer.fit(**fit_options)
     return model, result
 
@@ -270,10 +270,11 @@ def test_a_run_stopped_on_the_step_that_reaches_an_evaluation_point_evaluates_it
             assert torch.equal(model.state_dict()[name], value), (stop_at, name)
 
 
-def test_a_step_size_selection_that_uses_the_whole_budget_is_still_evaluated():
+def test_a_step_size_selection_that_would_use_the_whole_budget_is_shortened_and_the_run_evaluated():
     torch.manual_seed(0)
     data = torch.rand(230, 12)
     config = TrainConfig(batch_size=20, max_samples=160, selection_steps=8, first_eval=100, seed=4)
     _, result = _train(data, config, "aevb")
     assert [m.samples for m in result.history] == [160]
-    assert math.isnan(result.history[0].minibatch_bound)   # no step since the selection: no minibatch to report
+    # 7 selection steps (140 samples), one step of the run: its minibatch bound is reported
+    assert result.history[0].steps == 8 and math.isfinite(result.history[0].minibatch_bound)

@@ -370,7 +370,7 @@ def test_evaluate_prints_each_result_as_it_finishes_so_a_later_failure_loses_non
                                                                                   capsys, as_json):
     import functools
 
-    import aevb.runs
+    import aevb.cli.commands
 
     json_flag = ["--json"] if as_json else []
     code, out, err = run_cli(capsys, ["evaluate", finished_run, tmp_path / "missing", finished_run, "--num-points",
@@ -381,7 +381,7 @@ def test_evaluate_prints_each_result_as_it_finishes_so_a_later_failure_loses_non
         assert [result["num_datapoints"] for result in json.loads(out)] == [5]
     else:
         assert out.startswith(f"{finished_run}\n") and out.count("lower bound") == 1
-    evaluate_run, calls = aevb.runs.evaluate_run, []
+    evaluate_run, calls = aevb.cli.commands.evaluate_run, []
 
     @functools.wraps(evaluate_run)
     def interrupted_second(**options):   # Ctrl-C during the second run's evaluation
@@ -390,7 +390,7 @@ def test_evaluate_prints_each_result_as_it_finishes_so_a_later_failure_loses_non
             raise KeyboardInterrupt
         return evaluate_run(**options)
 
-    monkeypatch.setattr(aevb.runs, "evaluate_run", interrupted_second)
+    monkeypatch.setattr(aevb.cli.commands, "evaluate_run", interrupted_second)
     code, out, err = run_cli(capsys, ["evaluate", finished_run, finished_run, "--num-points", "5", "--no-progress",
                                       *json_flag])
     assert code == 130 and err.strip() == "aevb evaluate: interrupted"
@@ -760,12 +760,24 @@ def test_a_file_given_for_a_run_directory_says_which_directory_is_the_run(finish
     assert f"is a file, not a run directory; its run directory is {finished_run}" in err
 
 
-@pytest.mark.parametrize("content,words", [({"model": {"latent_dim": 5}}, "has no training section"),
-                                           ({"model": {"latent_dim": 5}, "training": {}, "data": {}},
-                                            "model lacks data_dim")])
-def test_a_partial_config_file_says_what_it_lacks(tmp_path, capsys, content, words):
+def test_a_partial_config_file_takes_the_defaults_for_what_it_leaves_out(tmp_path, capsys):
+    path = tmp_path / "partial.json"
+    for content in ({"model": {"latent_dim": 5}}, {"model": {"latent_dim": 5}, "training": {}, "data": {}}):
+        path.write_text(json.dumps(content))
+        code, out, err = run_cli(capsys, ["train", "--config", path, "--print-config"])
+        assert code == 0, err
+        printed = json.loads(out)
+        assert printed["model"]["latent_dim"] == 5 and printed["training"]["max_samples"] == 1_000_000
+        assert printed["data"]["dataset"] == "mnist-sample" and printed["data"]["pixel_divisor"] is None
+
+
+@pytest.mark.parametrize("content,words", [({"modle": {"latent_dim": 5}}, "partial.json: unknown sections ['modle']"),
+                                           ({"model": {"latent_dims": 5}}, "partial.json: model has unknown keys"),
+                                           ({"data": {"dataset": 5}}, "partial.json: data: dataset must be a string")])
+def test_a_config_file_with_a_misspelt_or_mistyped_setting_is_refused_naming_it(tmp_path, capsys, content, words):
     path = tmp_path / "partial.json"
     path.write_text(json.dumps(content))
-    code, out, err = run_cli(capsys, ["train", "--config", path])
+    code, out, err = run_cli(capsys, ["train", "--config", path, "--out", tmp_path / "run"])
     assert_usage_error(code, out, err)
     assert words in err and "positional argument" not in err
+    assert not (tmp_path / "run").exists()

@@ -188,11 +188,12 @@ def test_trainer_runs_with_the_policy_and_reports_the_counts_used():
 def test_a_run_records_its_thread_setting_and_the_counts_its_steps_ran_with(tmp_path, threads):
     import json
 
-    from aevb.runs import DataConfig, train_run
+    from aevb.runs import ModelSpec, RunOptions, RunSpec, train_run
 
-    run = train_run(tmp_path / "run", DataConfig("mnist-sample"), {"latent_dim": 2, "hidden_units": 8},
-                    TrainConfig(step_size=0.02, max_samples=3000, first_eval=1000, eval_subset=100),
-                    progress=False, threads=threads)
+    spec = RunSpec(model=ModelSpec(latent_dim=2, hidden_units=8),
+                   training=TrainConfig(step_size=0.02, max_samples=3000, first_eval=1000, eval_subset=100),
+                   run=RunOptions(progress=False, threads=threads))
+    run = train_run(spec, tmp_path / "run")
     config = json.loads((run / "config.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -266,13 +266,14 @@ def test_evaluate_takes_several_runs(run, tmp_path, capsys):
     assert isinstance(results, list) and len(results) == 2 and results[0]["num_datapoints"] == 20
 
 
-def _tiny_train_run(out: Path, **options):
-    from aevb.runs import DataConfig, train_run
+def _tiny_train_run(out: Path, loggers=(), **options):
+    from aevb.runs import ModelSpec, RunOptions, RunSpec, train_run
     from aevb.training import TrainConfig
 
-    return train_run(out, DataConfig("mnist-sample"), {"latent_dim": 2, "hidden_units": 8},
-                     TrainConfig(max_samples=2000, selection_steps=4, eval_subset=100, first_eval=500), progress=False,
-                     **options)
+    spec = RunSpec(model=ModelSpec(latent_dim=2, hidden_units=8),
+                   training=TrainConfig(max_samples=2000, selection_steps=4, eval_subset=100, first_eval=500),
+                   run=RunOptions(progress=False, loggers=loggers))
+    return train_run(spec, out, **options)
 
 
 def test_train_run_calls_a_metrics_callback_and_every_named_tracker(tmp_path, monkeypatch):

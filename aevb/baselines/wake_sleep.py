@@ -31,6 +31,7 @@ from torch.distributions import kl_divergence
 from ..errors import AevbError
 from ..models.families import PAPER_POSTERIOR, PAPER_PRIOR, families_of
 from ..training.algorithm import Algorithm, refuse_conditional, refuse_decoder_posterior
+from ..training.config import TrainConfig
 from ..training.distributed import SINGLE_PROCESS, ProcessGroup
 
 
@@ -45,6 +46,11 @@ class WakeSleep(Algorithm):
 
     name = "wake-sleep"
     has_bound = True
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> WakeSleep:
+        """L of the run's settings is the wake phase's samples per datapoint."""
+        return cls(num_samples=config.num_samples)
 
     def __init__(self, num_samples: int = 1, dream_batch_size: int | None = None):
         if num_samples < 1:

@@ -11,6 +11,8 @@ import signal
 import sys
 
 from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
+from ..runs.layout import SUMMARY_FILE
+from ..training.checkpoints import has_checkpoint
 from ..training.reporting import one_line_warnings
 from .commands import COMMANDS
 from .flags import _in_flags
@@ -84,9 +86,6 @@ def _resume_hint(args: argparse.Namespace, how: str = "once fixed, continue with
     run = _run_directory(args)
     if run is None:
         return ""
-    from ..runs.layout import SUMMARY_FILE
-    from ..training.checkpoints import has_checkpoint
-
     try:
         resumable = has_checkpoint(run) and not os.path.exists(os.path.join(run, SUMMARY_FILE))
     except OSError:   # the run's path is what the error was about (a name too long): no hint

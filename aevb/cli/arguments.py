@@ -60,6 +60,17 @@ def _counts(text: str) -> int | tuple[int, ...]:
     return tuple(_count(part) for part in text.split(","))
 
 
+def _count_list(text: str) -> tuple[int, ...]:
+    """Positive counts separated by commas, one or more: 32 or 32,64."""
+    return tuple(_count(part) for part in text.split(","))
+
+
+def _bound(text: str) -> float | None:
+    """A bound ≥ 0 on |log σ²|; 0 means none (the library's None: the paper's unbounded
+    parameterisation)."""
+    return _non_negative_float(text) or None
+
+
 def _label(text: str) -> int:
     try:
         value = int(text)

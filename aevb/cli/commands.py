@@ -4,22 +4,32 @@ reproduce — through the library's run functions (:mod:`aevb.runs`, :mod:`aevb.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
 import math
 import os
 import shlex
 import sys
+import time
+import warnings
 
+import torch
+
+from ..checkpoint import read_json, strict_json
 from ..errors import AevbError
-from ..models.families import check_pair, default_estimator
+from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
+from ..experiments import reproduce
+from ..runs import RunOptions, RunSpec, compare_runs, default_run_dir, evaluate_run, resolved_config, resume_run, \
+    sample_run, train_run
+from ..runs import progress_report
+from ..runs.spec import settings_of_run_config
+from ..training.distributed import shutdown
 from .flags import _flag
-from .parser import _default
 
 
 def _set_threads(threads: int | None) -> None:
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
 
 
@@ -29,10 +39,8 @@ def _given(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..training.distributed import shutdown
-
     given = _given(args)
-    _set_threads(given.get("threads"))
+    _set_threads(given.get("run.threads"))
     try:
         run_dir = _resume(given) if "resume" in given else _new_run(args, given)
     finally:
@@ -40,119 +48,65 @@ def _train(args: argparse.Namespace) -> int:
     return 0 if run_dir is None else _report(run_dir)   # None: --print-config, nothing trained
 
 
-#: What ``--resume`` takes besides the run: how to run it, never what to train (config.json says that).
-RESUME_OPTIONS = ("resume", "device", "threads", "no_progress", "tensorboard", "loggers", "checkpoint_every")
+#: The options of ``aevb train`` that are no setting of the run's spec (:class:`aevb.runs.RunSpec`):
+#: every other option's name is the setting's, ``section.name``.
+NOT_SETTINGS = ("config", "print_config", "out", "overwrite", "resume")
 
 
-def _resume(given: dict):
-    from ..runs import resume_run
-
-    ignored = [name for name in given if name not in RESUME_OPTIONS]
-    if ignored:
-        raise AevbError(f"--resume continues a run with the settings in its config.json; "
-                        f"{', '.join(_flag('train', name) for name in ignored)} cannot change them (only --device, "
-                        "--threads, --no-progress, --tensorboard, --logger and --checkpoint-every apply; start a new run "
-                        "with --out to train otherwise)")
-    options = {key: given[key] for key in ("device", "tensorboard", "loggers", "checkpoint_every", "threads")
-               if key in given}
-    return resume_run(given["resume"], progress=not given.get("no_progress", False),
-                      report_every=_report_every(given), **options)
-
-
-def _report_every(given: dict) -> float | None:
-    """Progress lines wherever no bar is shown (stderr is no terminal, e.g. a log file, or --no-progress)."""
-    from ..runs.progress_report import REPORT_EVERY_SECONDS
-
-    return REPORT_EVERY_SECONDS if given.get("no_progress") or not sys.stderr.isatty() else None
-
-
-def _settings_of_file(path: str) -> dict:
-    """The settings of a JSON file shaped like a run's config.json, by their library names (the
-    names the parsed options carry), checked as a run's config.json is."""
-    import dataclasses
-
-    from ..checkpoint import read_json
-    from ..runs.data_config import data_config_of_run
-    from ..runs.layout import algorithm_of
-    from ..runs.train import run_configs
-
-    config = read_json(path)
-    if not isinstance(config, dict):
-        raise AevbError(f"{path}: expected a JSON object shaped like a run's config.json")
-    model_config, train_config = run_configs(config, path)
-    data_config = data_config_of_run(config.get("data"), where=path)
-    settings = {**dataclasses.asdict(data_config), **dataclasses.asdict(train_config)}
-    # The data decide these; the run's own model fields are all kept.
-    settings.update({key: value for key, value in dataclasses.asdict(model_config).items()
-                     if key not in ("data_dim", "image_shape")})
-    settings = {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
-    settings["algorithm"] = algorithm_of(config, path)
+def _settings(given: dict) -> dict:
+    """The settings the options give, by section, as :meth:`aevb.runs.RunSpec.from_settings` takes them;
+    progress lines wherever no bar is shown (stderr is no terminal, e.g. a log file, or --no-progress)."""
+    settings: dict = {"run": {}}
+    for key, value in given.items():
+        if key in NOT_SETTINGS:
+            continue
+        section, _, name = key.rpartition(".")
+        if section:
+            settings.setdefault(section, {})[name] = value
+        else:
+            settings[name] = value
+    if not settings["run"].get("progress", True) or not sys.stderr.isatty():
+        settings["run"]["report_every"] = progress_report.REPORT_EVERY_SECONDS
     return settings
 
 
+def _resume(given: dict):
+    """``--resume``: the run's own settings, and only the options that say how it runs now."""
+    ignored = [name for name in given if name != "resume" and not name.startswith("run.")]
+    if ignored:
+        allowed = ", ".join(_flag("train", field.name) for field in dataclasses.fields(RunOptions)
+                            if _flag("train", field.name).startswith("--"))
+        raise AevbError(f"--resume continues a run with the settings in its config.json; "
+                        f"{', '.join(_flag('train', name) for name in ignored)} cannot change them (only {allowed} "
+                        "apply; start a new run with --out to train otherwise)")
+    return resume_run(given["resume"], RunSpec.from_settings({"run": _settings(given)["run"]}).run)
+
+
 def _new_run(args: argparse.Namespace, given: dict):
-    import dataclasses
-
-    from ..models.vae import ModelConfig
-    from ..runs import DataConfig, default_run_dir, train_run
-    from ..training import TrainConfig
-
-    flags = given
+    settings = _settings(given)
     if "config" in given:   # the file's settings, under the options given on the command line
-        given = {**_settings_of_file(given["config"]), **{k: v for k, v in given.items() if k != "config"}}
-
-    def pick(config: type) -> dict:
-        names = {field.name for field in dataclasses.fields(config)}
-        return {name: value for name, value in given.items() if name in names}
-
-    train_options = pick(TrainConfig)
-    model_options = pick(ModelConfig)
-    for name in ("conditional", "latent_dim"):
-        if name in given:
-            model_options[name] = given[name]
-    algorithm = given.get("algorithm", "aevb")
-    units = model_options.get("hidden_units")
-    layers = model_options.get("hidden_layers")   # None: the model takes one per width listed (ModelConfig checks it)
-    if isinstance(units, tuple) and layers is not None and len(units) != layers:
-        raise AevbError(f"--hidden-units lists {len(units)} widths but --hidden-layers is {layers}")
-    if "conv_channels" in model_options and not isinstance(model_options["conv_channels"], tuple):
-        model_options["conv_channels"] = (model_options["conv_channels"],)
-    if model_options.get("log_variance_bound") == 0:
-        model_options["log_variance_bound"] = None   # 0 on the command line: unbounded
-    posterior = model_options.get("posterior", _default(ModelConfig, "posterior"))
-    prior = model_options.get("prior", _default(ModelConfig, "prior"))
-    check_pair(posterior, prior)   # before any note below: a refused pair is one line
-    if "estimator" not in train_options and algorithm == "aevb":
-        estimator = default_estimator(posterior, prior)
-        if estimator != _default(TrainConfig, "estimator"):
-            print(f"note: KL({posterior} || {prior}) has no closed form; training with estimator {estimator} "
-                  "(eq. 6) instead of B", file=sys.stderr)
-            train_options["estimator"] = estimator
-    if "decoder_posterior_init_std" in flags and algorithm != "full-vb":
-        raise AevbError("--posterior-init-std applies to --algorithm full-vb only")
-    train_config = TrainConfig(**train_options)
-    data_config = DataConfig(**{field.name: given[field.name] for field in dataclasses.fields(DataConfig)
-                                if field.name in given})
+        path = given["config"]
+        config = read_json(path)
+        if not isinstance(config, dict):
+            raise AevbError(f"{path}: expected a JSON object shaped like a run's config.json")
+        from_file = settings_of_run_config(config, path)
+        with warnings.catch_warnings():   # (said once, by the spec the run trains below)
+            warnings.simplefilter("ignore")
+            RunSpec.from_settings(from_file, where=path)   # the file's own mistakes, named in the file
+        settings = {section: {**from_file.get(section, {}), **values} if isinstance(values, dict) else values
+                    for section, values in {**from_file, **settings}.items()}
+    spec = RunSpec.from_settings(settings)
     if given.get("print_config"):
-        from ..runs import resolved_config
-
-        print(json.dumps(resolved_config(data_config, model_options, train_config, algorithm), indent=2))
+        print(json.dumps(resolved_config(spec), indent=2))
         return None
-    out = given.get("out") or default_run_dir(data_config.dataset,
-                                              model_options.get("latent_dim", _default(ModelConfig, "latent_dim")))
+    out = given.get("out") or default_run_dir(spec.data.dataset, spec.model.latent_dim)
     args.out = str(out)   # for the message of an interrupted run
-    run_options = {name: given[name] for name in ("device", "overwrite", "tensorboard", "loggers", "checkpoint_every",
-                                                  "threads") if name in given}
-    return train_run(out, data_config, model_options, train_config, progress=not given.get("no_progress", False),
-                     algorithm=algorithm, command=shlex.join(["aevb", *args.argv]), report_every=_report_every(given),
-                     **run_options)
+    return train_run(spec, out, overwrite=given.get("overwrite", False), command=shlex.join(["aevb", *args.argv]))
 
 
 def _report(run_dir) -> int:
     if os.environ.get("RANK", "0") != "0":   # one report per run, from rank 0
         return 0
-    from ..checkpoint import read_json
-
     summary = read_json(run_dir / "summary.json")
     bounds = [f"{name} bound {summary[key]:.2f}" for name, key in (("train", "train_bound"), ("validation", "valid_bound"))
               if summary.get(key) is not None]
@@ -168,11 +122,6 @@ EVALUATE_OPTION_NEEDS = {"k": "nll", "prior_mixture": "nll", "parameter_draws": 
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import inspect
-
-    from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
-    from ..runs import evaluate_run
-
     given = _given(args)
     for option, needs in EVALUATE_OPTION_NEEDS.items():   # an option that would change nothing is a mistake
         if option in given and not given.get(needs):
@@ -216,8 +165,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _print_json(value) -> None:
     """One line of strict JSON: no NaN tokens, whatever the model gives."""
-    from ..checkpoint import strict_json
-
     print(json.dumps(strict_json(value), allow_nan=False), flush=True)
 
 
@@ -273,8 +220,6 @@ def _error_bar(stderr: float, value: float, kind: str, single: str | None) -> st
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ..runs import compare_runs
-
     given = _given(args)
     rows = compare_runs(given["run_dir"], out=given.get("out"), overwrite=given.get("overwrite", False))
     if given.get("json"):
@@ -302,8 +247,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from ..runs import sample_run
-
     given = _given(args)
     options = {FLAG_NAMES.get(name, name): value for name, value in given.items() if name != "run_dir"}
     print(f"wrote {sample_run(given['run_dir'], **options)}")
@@ -315,10 +258,6 @@ FLAG_NAMES = {"num": "num_samples"}
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    import time
-
-    from ..experiments import reproduce
-
     given = _given(args)
     _set_threads(given.get("threads"))
     given["progress"] = not given.pop("no_progress", False)

@@ -24,7 +24,9 @@ def _flags_of(command: str) -> dict[str, str]:
     flags: dict[str, str] = {}
     for action in subcommands.choices[command]._actions:
         if action.option_strings:
-            flags.setdefault(action.dest, action.option_strings[0])
+            # A setting of a run's spec is "section.name": errors name it by either.
+            for name in (action.dest, action.dest.rsplit(".", 1)[-1]):
+                flags.setdefault(name, action.option_strings[0])
     return flags
 
 

@@ -5,14 +5,24 @@ the flag a library error about that setting is translated into (:func:`aevb.cli.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import inspect
 
 from .. import __version__
 from ..engines import ENGINE_CHOICES
-from ..runs.loggers import LOGGERS
+from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
+from ..experiments import EXPERIMENTS, fig3
+from ..experiments import reproduce as reproduce_figure
+from ..experiments.fig3 import DEFAULT_MCEM_STEP_SIZE
+from ..models.config import ModelConfig
 from ..models.families import FAMILIES
-from .arguments import (_count, _path, _counts, _label, _non_negative_float, _number, _positive_float, _seed,
-                        _threads)
+from ..runs import DataConfig, evaluate_run, sample_run
+from ..runs.loggers import LOGGERS
+from ..runs.spec import DEFAULT_CHECKPOINT_EVERY
+from ..training import DEFAULT_MAX_SAMPLES, TrainConfig
+from .arguments import (_bound, _count, _count_list, _counts, _label, _non_negative_float, _number, _path,
+                        _positive_float, _seed, _threads)
 
 
 FAMILY_NAMES = tuple(FAMILIES)
@@ -56,25 +66,16 @@ UNSET = argparse.SUPPRESS
 
 def _default(config: type, name: str):
     """The library's default of setting ``name`` of the dataclass ``config``."""
-    import dataclasses
-
     field = next(field for field in dataclasses.fields(config) if field.name == name)
     return field.default if field.default is not dataclasses.MISSING else field.default_factory()
 
 
 def _parameter_default(function, name: str):
     """The library's default of parameter ``name`` of ``function``."""
-    import inspect
-
     return inspect.signature(function).parameters[name].default
 
 
 def _add_train_options(train: argparse.ArgumentParser) -> None:
-    from ..models.vae import ModelConfig
-    from ..runs import DataConfig
-    from ..runs.train import DEFAULT_CHECKPOINT_EVERY
-    from ..training import DEFAULT_MAX_SAMPLES, TrainConfig
-
     def t(name: str):
         return _default(TrainConfig, name)
 
@@ -82,69 +83,69 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         return _default(ModelConfig, name)
 
     data = train.add_argument_group("data")
-    data.add_argument("--dataset", default=UNSET,
+    data.add_argument("--dataset", dest="data.dataset", default=UNSET,
                       help="mnist-sample (embedded, offline), mnist, binarized-mnist, frey, or a path to "
                            f"a .npy/.npz file (default: {_default(DataConfig, 'dataset')})")
-    data.add_argument("--data-dir", metavar="DIR", default=UNSET,
+    data.add_argument("--data-dir", dest="data.data_dir", metavar="DIR", default=UNSET,
                       help="directory holding the data files (default: $AEVB_DATA_DIR, else the cache "
                            "directory ~/.cache/aevb)")
-    data.add_argument("--device", default=UNSET, help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
-    data.add_argument("--download", action="store_true", default=UNSET,
+    data.add_argument("--device", dest="run.device", default=UNSET, help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    data.add_argument("--download", dest="data.download", action="store_true", default=UNSET,
                       help="download missing data files into the data directory (checksums verified) (default: off)")
-    data.add_argument("--pixel-divisor", type=_number(255.0, inclusive=True), default=UNSET,
+    data.add_argument("--pixel-divisor", dest="data.pixel_divisor", type=_number(255.0, inclusive=True), default=UNSET,
                       help="grey levels k become k / this (default: 256 for mnist, mnist-sample and frey, as in "
                            "the authors' mnist.pkl.gz; 255 for your files)")
-    data.add_argument("--merge-valid", action="store_true", default=UNSET,
+    data.add_argument("--merge-valid", dest="data.merge_valid", action="store_true", default=UNSET,
                       help="train on the training and validation splits together (MNIST: all 60,000 images), "
                            "with no validation split (default: off)")
-    data.add_argument("--binarize", choices=("none", "dynamic"), default=UNSET,
+    data.add_argument("--binarize", dest="training.binarize", choices=("none", "dynamic"), default=UNSET,
                       help=f"dynamic: a fresh Bernoulli draw of each image every time it is used (default: "
                            f"{t('binarize')})")
 
     model = train.add_argument_group("model (paper §3, App. C)")
-    model.add_argument("--latent-dim", type=_count, default=UNSET, help=f"Nz, dimension of z (default: {m('latent_dim')})")
-    model.add_argument("--hidden-units", type=_counts, default=UNSET,
+    model.add_argument("--latent-dim", dest="model.latent_dim", type=_count, default=UNSET, help=f"Nz, dimension of z (default: {m('latent_dim')})")
+    model.add_argument("--hidden-units", dest="model.hidden_units", type=_counts, default=UNSET,
                        help=f"units per hidden layer (default: {m('hidden_units')}; 200 for frey, as in §5), or one "
                             "width per layer from the data side, e.g. 500,200 (the decoder mirrors them)")
-    model.add_argument("--hidden-layers", type=int, default=UNSET,
+    model.add_argument("--hidden-layers", dest="model.hidden_layers", type=int, default=UNSET,
                        help="hidden layers in encoder and decoder (default: as many as --hidden-units lists, "
                             "1 for a single width)")
-    model.add_argument("--architecture", choices=("mlp", "conv"), default=UNSET,
+    model.add_argument("--architecture", dest="model.architecture", choices=("mlp", "conv"), default=UNSET,
                        help="mlp (App. C) or conv: stride-2 convolutions on the images (--conv-channels), then "
                             "the hidden layers; the decoder mirrors them with transposed convolutions "
                             f"(default: {m('architecture')})")
-    model.add_argument("--conv-channels", type=_counts, default=UNSET, metavar="C1,C2,...",
+    model.add_argument("--conv-channels", dest="model.conv_channels", type=_count_list, default=UNSET, metavar="C1,C2,...",
                        help="channels of each stride-2 convolution of --architecture conv (default: "
                             f"{','.join(map(str, m('conv_channels')))})")
-    model.add_argument("--conditional", action="store_true", default=UNSET,
+    model.add_argument("--conditional", dest="model.conditional", action="store_true", default=UNSET,
                        help="conditional VAE p(x|z,y), q(z|x,y) on the data's class labels y (one-hot inputs) (default: off)")
-    model.add_argument("--activation", default=UNSET,
+    model.add_argument("--activation", dest="model.activation", default=UNSET,
                        help=f"tanh, relu, softplus, elu or sigmoid (default: {m('activation')})")
-    model.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=UNSET,
+    model.add_argument("--likelihood", dest="model.likelihood", choices=("bernoulli", "gaussian"), default=UNSET,
                        help="decoder (default: bernoulli for data in [0,1]; gaussian for frey and other data)")
-    model.add_argument("--sigmoid-mean", action=argparse.BooleanOptionalAction, default=UNSET,
+    model.add_argument("--sigmoid-mean", dest="model.sigmoid_mean", action=argparse.BooleanOptionalAction, default=UNSET,
                        help="Gaussian decoder mean through a sigmoid (default: on for frey)")
-    model.add_argument("--decoder-variance", choices=("network", "per-dimension"), default=UNSET,
+    model.add_argument("--decoder-variance", dest="model.decoder_variance", choices=("network", "per-dimension"), default=UNSET,
                        help="Gaussian decoder: log σ² output by the network (App. C.2), or a learned "
                             f"per-dimension vector independent of z (default: {m('decoder_variance')})")
-    model.add_argument("--posterior", choices=FAMILY_NAMES, default=UNSET, metavar="FAMILY",
+    model.add_argument("--posterior", dest="model.posterior", choices=FAMILY_NAMES, default=UNSET, metavar="FAMILY",
                        help="approximate posterior q(z|x), a reparameterisable family of §2.4: "
                             + ", ".join(FAMILY_NAMES) + f" (default: {m('posterior')}, N(μ, diag σ²))")
-    model.add_argument("--prior", choices=FAMILY_NAMES, default=UNSET, metavar="FAMILY",
+    model.add_argument("--prior", dest="model.prior", choices=FAMILY_NAMES, default=UNSET, metavar="FAMILY",
                        help="prior p(z): the standard member of a family on the posterior's support, e.g. "
                             f"laplace = Laplace(0, 1)^J (default: {m('prior')}, N(0, I))")
-    model.add_argument("--init", choices=("normal", "glorot"), default=UNSET,
+    model.add_argument("--init", dest="model.init", choices=("normal", "glorot"), default=UNSET,
                        help="normal: every parameter from N(0, σ²) (§5); glorot: Glorot-uniform weights, zero "
                             "biases, a Bernoulli decoder's output bias at the logit of the mean training image "
                             f"(Burda et al.'s code) (default: {m('init')})")
-    model.add_argument("--init-std", type=_positive_float, default=UNSET,
+    model.add_argument("--init-std", dest="model.init_std", type=_positive_float, default=UNSET,
                        help=f"σ of the normal initialisation (default: {m('init_std')}, reading §5's N(0, 0.01) as a "
                             "variance; see docs/results.md)")
-    model.add_argument("--log-variance-bound", type=_non_negative_float, default=UNSET, metavar="B",
+    model.add_argument("--log-variance-bound", dest="model.log_variance_bound", type=_bound, default=UNSET, metavar="B",
                        help="bound every log σ² (encoder, Gaussian decoder) smoothly to (-B, B) as B·tanh(raw/B), "
                             "part of the model, so no variance overflows or vanishes; 0: unbounded, the paper's "
                             f"exact parameterisation (default: {m('log_variance_bound'):g})")
-    model.add_argument("--posterior-init-std", type=_positive_float, default=UNSET, dest="decoder_posterior_init_std",
+    model.add_argument("--posterior-init-std", dest="model.decoder_posterior_init_std", type=_positive_float, default=UNSET,
                        help="full-vb: σ of the posterior over the decoder's parameters at initialisation "
                             f"(default: {m('decoder_posterior_init_std')}; the means start as the MAP model's weights)")
 
@@ -154,41 +155,41 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
                                 "Monte Carlo EM with HMC (App. E; needs --step-size, reports no bound) — or full-vb: "
                                 "full variational Bayes, a Gaussian posterior over the decoder's parameters with "
                                 "the N(0, I/--prior-precision) prior as its KL term (App. F) (default: aevb)")
-    algorithm.add_argument("--estimator", type=str.upper, choices=("A", "B", "IWAE"), default=UNSET,
+    algorithm.add_argument("--estimator", dest="training.estimator", type=str.upper, choices=("A", "B", "IWAE"), default=UNSET,
                            help="SGVB estimator A or B (§2.3), or IWAE, the importance-weighted bound of Burda et "
                                 "al. (2015) with k = --samples-per-datapoint (A at k = 1) (default: "
                                 f"{t('estimator')}, the paper's; A when the --posterior/--prior pair has no "
                                 "closed-form KL)")
-    algorithm.add_argument("--batch-size", type=_count, default=UNSET,
+    algorithm.add_argument("--batch-size", dest="training.batch_size", type=_count, default=UNSET,
                            help=f"minibatch size M (default: {t('batch_size')})")
-    algorithm.add_argument("--samples-per-datapoint", type=_count, default=UNSET, dest="num_samples",
+    algorithm.add_argument("--samples-per-datapoint", dest="training.num_samples", type=_count, default=UNSET,
                            help=f"L, samples of z per datapoint (default: {t('num_samples')})")
-    algorithm.add_argument("--optimizer", choices=("adagrad", "adam"), default=UNSET,
+    algorithm.add_argument("--optimizer", dest="training.optimizer", choices=("adagrad", "adam"), default=UNSET,
                            help=f"optimiser (default: {t('optimizer')})")
-    algorithm.add_argument("--optimizer-eps", type=_positive_float, default=UNSET,
+    algorithm.add_argument("--optimizer-eps", dest="training.optimizer_eps", type=_positive_float, default=UNSET,
                            help="the optimiser's ε (default: torch's, 1e-10 for Adagrad and 1e-8 for Adam)")
-    algorithm.add_argument("--schedule", choices=("constant", "iwae"), default=UNSET,
+    algorithm.add_argument("--schedule", dest="training.schedule", choices=("constant", "iwae"), default=UNSET,
                            help="step size over the run: constant (§5), or iwae: Burda et al.'s eight stages of "
                                 "3^i passes at step size × 10^(-i/7), stretched over the run "
                                 f"(default: {t('schedule')})")
-    algorithm.add_argument("--step-size", type=_positive_float, default=UNSET,
+    algorithm.add_argument("--step-size", dest="training.step_size", type=_positive_float, default=UNSET,
                            help="global step size (default: chosen from "
                                 f"{', '.join(f'{c:g}' for c in t('step_size_candidates'))} by the training "
                                 "bound of the first iterations, as in §5)")
-    algorithm.add_argument("--selection-steps", type=_count, default=UNSET,
+    algorithm.add_argument("--selection-steps", dest="training.selection_steps", type=_count, default=UNSET,
                            help=f"iterations per candidate when choosing the step size (default: {t('selection_steps')})")
-    algorithm.add_argument("--prior-precision", type=_non_negative_float, default=UNSET,
+    algorithm.add_argument("--prior-precision", dest="training.prior_precision", type=_non_negative_float, default=UNSET,
                            help="precision of the N(0, I) prior on the parameters (MAP weight decay); 0 = none "
                                 f"(default: {t('prior_precision'):g})")
-    algorithm.add_argument("--max-samples", type=_count, default=UNSET,
+    algorithm.add_argument("--max-samples", dest="training.max_samples", type=_count, default=UNSET,
                            help=f"stop after this many training samples (default: {DEFAULT_MAX_SAMPLES:,} "
                                 "unless --epochs is given)")
-    algorithm.add_argument("--epochs", type=_positive_float, default=UNSET,
+    algorithm.add_argument("--epochs", dest="training.epochs", type=_positive_float, default=UNSET,
                            help="stop after this many epochs, whichever of --epochs and --max-samples comes first "
                                 "(default: none)")
-    algorithm.add_argument("--seed", type=_seed, default=UNSET,
+    algorithm.add_argument("--seed", dest="training.seed", type=_seed, default=UNSET,
                            help=f"random seed; the same seed gives the same run (default: {t('seed')})")
-    algorithm.add_argument("--engine", choices=ENGINE_CHOICES, default=UNSET,
+    algorithm.add_argument("--engine", dest="training.engine", choices=ENGINE_CHOICES, default=UNSET,
                            help="how gradients are computed: native (hand-derived, C kernels; fastest on a CPU), "
                                 "fused (hand-derived, torch operations; any device), autograd, or auto (the fastest "
                                 f"that serves the model) (default: {t('engine')})")
@@ -204,36 +205,32 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     output.add_argument("--out", type=_path, metavar="RUN_DIR", default=UNSET,
                         help="run directory (default: runs/DATASET-zNz-TIMESTAMP)")
     output.add_argument("--overwrite", action="store_true", default=UNSET, help="replace a run already in RUN_DIR (default: off)")
-    output.add_argument("--evals-per-decade", type=_count, default=UNSET,
+    output.add_argument("--evals-per-decade", dest="training.evals_per_decade", type=_count, default=UNSET,
                         help=f"evaluation points per decade of training samples, log-spaced (default: "
                              f"{t('evals_per_decade')})")
-    output.add_argument("--eval-subset", type=_count, default=UNSET,
+    output.add_argument("--eval-subset", dest="training.eval_subset", type=_count, default=UNSET,
                         help="evaluate the bound on at most this many points of each split (default: all)")
-    output.add_argument("--tensorboard", action="store_true", default=UNSET, help="also write TensorBoard scalars (default: off)")
-    output.add_argument("--logger", action="append", choices=tuple(LOGGERS), default=UNSET, dest="loggers",
+    output.add_argument("--logger", dest="run.loggers", action="append", choices=tuple(LOGGERS), default=UNSET,
                         help="also report every evaluation point to this experiment tracker (repeatable; each is "
                              "an extra: pip install 'aevb[wandb]'; default: none)")
-    output.add_argument("--checkpoint-every", type=_count, default=UNSET, metavar="STEPS",
+    output.add_argument("--tensorboard", dest="run.loggers", action="append_const", const="tensorboard", default=UNSET,
+                        help="also write TensorBoard scalars (default: off)")
+    output.add_argument("--checkpoint-every", dest="run.checkpoint_every", type=_count, default=UNSET, metavar="STEPS",
                         help="steps between checkpoints; there is one at every evaluation point too (default: "
                              f"{DEFAULT_CHECKPOINT_EVERY})")
     output.add_argument("--resume", metavar="RUN_DIR", default=UNSET,
                         help="continue the interrupted run in RUN_DIR from its newest checkpoint, with its "
                              "own settings (only --device, --threads, --no-progress, --tensorboard, --logger and "
                              "--checkpoint-every apply) (default: start a new run)")
-    output.add_argument("--threads", type=_threads, default=UNSET,
+    output.add_argument("--threads", dest="run.threads", type=_threads, default=UNSET,
                         help="CPU threads, fixed, for runs that repeat bit for bit (default: adaptive, the count "
                              "that steps fastest now, measured again as the machine's load changes)")
-    output.add_argument("--no-progress", action="store_true", default=UNSET,
+    output.add_argument("--no-progress", dest="run.progress", action="store_false", default=UNSET,
                         help="no progress bar; instead, as wherever stderr is no terminal, a line every 10 minutes "
                              "with the samples done, the speed and the time left (default: off)")
 
 
 def _add_evaluate_options(evaluate: argparse.ArgumentParser) -> None:
-    import inspect
-
-    from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
-    from ..runs import evaluate_run
-
     defaults = {name: parameter.default for name, parameter in inspect.signature(evaluate_run).parameters.items()}
     evaluate.add_argument("--split", choices=("test", "valid", "train"), default=UNSET,
                           help=f"data split (default: {defaults['split']})")
@@ -294,12 +291,6 @@ def _build_parser() -> argparse.ArgumentParser:
                                "finishes; --json prints a list, one result a line)")
     _add_evaluate_options(evaluate)
     _add_data_options(evaluate)
-
-    from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
-    from ..experiments import EXPERIMENTS, reproduce as reproduce_figure
-    from ..experiments import fig3
-    from ..experiments.fig3 import DEFAULT_MCEM_STEP_SIZE
-    from ..runs import sample_run
 
     reproduce = commands.add_parser(
         "reproduce", formatter_class=formatter, help="reproduce a figure of the paper",

@@ -20,7 +20,7 @@ from ..errors import AevbError
 from ..runs.layout import refuse_a_file
 from . import fig2, fig3, manifolds, nll
 from .registry import Experiment, whole_budget
-from .runner import RunSpec, run_specs
+from .runner import FigureRun, run_specs
 
 #: The experiments by name, in the order the command line lists them.
 EXPERIMENTS: dict[str, Experiment] = {experiment.name: experiment for experiment in (
@@ -40,7 +40,7 @@ def get_experiment(figure: str) -> Experiment:
 
 
 def plan(figure: str, budget: float, data_dir: str | None, seed: int = 0, device: str = "auto",
-         **options) -> list[RunSpec]:
+         **options) -> list[FigureRun]:
     """The runs behind ``figure``; ``options`` narrow them (datasets, latent_dims, methods, ...);
     an option left out or None takes the figure's own default, and one the figure does not take is
     an error. ``budget``: training samples per run; for ``nll`` also a fraction (<= 1) of each

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ..models.families import FAMILIES, check_pair, default_estimator
-from ..runs import SUMMARY_FILE, DataConfig, evaluate_run, train_run
+from ..runs import SUMMARY_FILE, DataConfig, ModelSpec, RunOptions, RunSpec, evaluate_run, train_run
 from ..training import TrainConfig
 
 
@@ -60,9 +60,10 @@ def families_table(out: str | Path, *, dataset: str = "mnist", data_dir: str | N
         if not (run_dir / SUMMARY_FILE).is_file():
             train = TrainConfig(estimator=estimator, max_samples=max_samples, seed=seed, evals_per_decade=2,
                                 eval_subset=1000, engine="auto")
-            train_run(run_dir, DataConfig(dataset, data_dir), {"latent_dim": latent_dim, "hidden_units": hidden_units,
-                      "posterior": posterior, "prior": prior}, train, overwrite=True, progress=False, device="cpu",
-                      command=f"aevb families-table ({posterior}/{prior})")
+            spec = RunSpec(DataConfig(dataset, data_dir),
+                           ModelSpec(latent_dim=latent_dim, hidden_units=hidden_units, posterior=posterior, prior=prior),
+                           train, run=RunOptions(device="cpu", progress=False))
+            train_run(spec, run_dir, overwrite=True, command=f"aevb families-table ({posterior}/{prior})")
         summary = json.loads((run_dir / SUMMARY_FILE).read_text())
         result = evaluate_run(run_dir, num_samples=bound_samples, num_points=num_points, device="cpu",
                               log_likelihood_samples=log_likelihood_samples, seed=seed)

@@ -14,11 +14,11 @@ import math
 from pathlib import Path
 
 from ..figures import plt
-from ..runs import DataConfig
+from ..runs import DataConfig, ModelSpec
 from ..training import TrainConfig
 from ..runs.layout import read_metrics
 from .registry import Experiment
-from .runner import RunSpec, read_summary
+from .runner import FigureRun, read_summary
 
 PANELS = {"mnist": (3, 5, 10, 20, 200), "frey": (2, 5, 10, 20)}   # §5, Fig. 2
 METHODS = ("aevb", "wake-sleep")
@@ -28,7 +28,7 @@ LABELS = {"aevb": "AEVB", "wake-sleep": "Wake-Sleep", "mcem": "MCEM"}
 
 
 def specs(budget: int, data_dir: str | None, datasets=tuple(PANELS), latent_dims=None, methods=METHODS,
-          seed: int = 0, evals_per_decade: int = 4) -> list[RunSpec]:
+          seed: int = 0, evals_per_decade: int = 4) -> list[FigureRun]:
     """The runs behind Figure 2, one per (dataset, Nz, method)."""
     runs = []
     for dataset in datasets:
@@ -37,13 +37,13 @@ def specs(budget: int, data_dir: str | None, datasets=tuple(PANELS), latent_dims
                 continue
             for method in methods:
                 train = TrainConfig(max_samples=budget, seed=seed, evals_per_decade=evals_per_decade)
-                runs.append(RunSpec(name=f"{dataset}-z{latent_dim}-{method}", data=DataConfig(dataset, data_dir),
-                                    model_options={"latent_dim": latent_dim}, train=train, algorithm=method,
+                runs.append(FigureRun(name=f"{dataset}-z{latent_dim}-{method}", data=DataConfig(dataset, data_dir),
+                                    model=ModelSpec(latent_dim=latent_dim), train=train, algorithm=method,
                                     tags={"dataset": dataset, "latent_dim": latent_dim, "method": method}))
     return runs
 
 
-def collect(run_specs: list[RunSpec], out: Path) -> list[dict]:
+def collect(run_specs: list[FigureRun], out: Path) -> list[dict]:
     """Every evaluation point of every run, as rows for the CSV."""
     rows = []
     for spec in run_specs:
@@ -53,7 +53,7 @@ def collect(run_specs: list[RunSpec], out: Path) -> list[dict]:
     return rows
 
 
-def draw(run_specs: list[RunSpec], out: Path, path: Path, budget: int) -> Path:
+def draw(run_specs: list[FigureRun], out: Path, path: Path, budget: int) -> Path:
     """The figure, laid out like the paper's: MNIST panels in the top row, Frey Face below."""
     datasets = [d for d in PANELS if any(s.tags["dataset"] == d for s in run_specs)]
     columns = max(len({s.tags["latent_dim"] for s in run_specs if s.tags["dataset"] == d}) for d in datasets)
@@ -104,7 +104,7 @@ def _focus(ax) -> None:
         ax.set_ylim(low - 0.3 * spread, top + 0.1 * spread)
 
 
-def final_table(run_specs: list[RunSpec], out: Path) -> list[dict]:
+def final_table(run_specs: list[FigureRun], out: Path) -> list[dict]:
     """Final train and test bound per panel and method, and whether AEVB beats wake-sleep."""
     table = {}
     for spec in run_specs:
@@ -120,7 +120,7 @@ def final_table(run_specs: list[RunSpec], out: Path) -> list[dict]:
     return list(table.values())
 
 
-def milestone_table(run_specs: list[RunSpec], out: Path) -> list[dict]:
+def milestone_table(run_specs: list[FigureRun], out: Path) -> list[dict]:
     """Train and test bound of every run at each power of ten of training samples it reached, for
     tables against the paper's curves. Evaluation points are log-spaced with a whole number per
     decade, so a power of ten is among them, up to the last minibatch's overshoot (Frey Face's
@@ -135,7 +135,7 @@ def milestone_table(run_specs: list[RunSpec], out: Path) -> list[dict]:
     return rows
 
 
-def write_outputs(run_specs: list[RunSpec], out: Path, budget: int) -> list[Path]:
+def write_outputs(run_specs: list[FigureRun], out: Path, budget: int) -> list[Path]:
     rows = collect(run_specs, out)
     csv_path = out / "fig2.csv"
     with open(csv_path, "w", newline="") as stream:

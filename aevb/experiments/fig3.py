@@ -18,13 +18,13 @@ import torch
 
 from ..figures import plt
 from ..evaluation.hmc_estimator import hmc_log_likelihood
-from ..baselines import trains_encoder
-from ..runs import DataConfig
+from ..training.algorithms import trains_encoder
+from ..runs import DataConfig, ModelSpec
 from ..training import TrainConfig
 from .fig2 import plot_train_test
 from ..runs.layout import read_metrics
 from .registry import Experiment
-from .runner import RunSpec
+from .runner import FigureRun
 
 TRAIN_SIZES = (1000, 50000)           # Fig. 3
 METHODS = ("aevb", "wake-sleep", "mcem")
@@ -57,23 +57,23 @@ DEFAULT_MCEM_STEP_SIZE = 0.01
 
 
 def specs(budget: int, data_dir: str | None, train_sizes=TRAIN_SIZES, methods=METHODS, seed: int = 0,
-          points: int = 1000, mcem_step_size: float = DEFAULT_MCEM_STEP_SIZE, evals_per_decade: int = 2) -> list[RunSpec]:
+          points: int = 1000, mcem_step_size: float = DEFAULT_MCEM_STEP_SIZE, evals_per_decade: int = 2) -> list[FigureRun]:
     runs = []
     for size in train_sizes:
         for method in methods:
             train = TrainConfig(max_samples=budget, seed=seed, evals_per_decade=evals_per_decade,
                                 step_size=mcem_step_size if method == "mcem" else None)
             # Chains start at the encoder where one was trained; MCEM trains none.
-            initial = "encoder" if trains_encoder(method, train) else "importance-resampled"
+            initial = "encoder" if trains_encoder(method) else "importance-resampled"
             probe = MarginalLikelihoodProbe(points, initial, seed)
-            runs.append(RunSpec(name=f"mnist-n{size}-{method}", data=DataConfig("mnist", data_dir, train_limit=size),
-                                model_options={"latent_dim": LATENT_DIM, "hidden_units": HIDDEN_UNITS},
+            runs.append(FigureRun(name=f"mnist-n{size}-{method}", data=DataConfig("mnist", data_dir, train_limit=size),
+                                model=ModelSpec(latent_dim=LATENT_DIM, hidden_units=HIDDEN_UNITS),
                                 train=train, algorithm=method, track_test=False, extra_metrics=probe,
                                 tags={"train_size": size, "method": method}))
     return runs
 
 
-def write_outputs(run_specs: list[RunSpec], out: Path, budget: int) -> list[Path]:
+def write_outputs(run_specs: list[FigureRun], out: Path, budget: int) -> list[Path]:
     rows = [{**spec.tags, "samples": line["samples"], "train_log_likelihood": line["train_log_likelihood"],
              "test_log_likelihood": line["test_log_likelihood"], "seconds": line["seconds"]}
             for spec in run_specs for line in read_metrics(out / spec.name)]

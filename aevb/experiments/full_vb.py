@@ -36,10 +36,10 @@ from ..evaluation import evaluate_bound
 from ..evaluation.full_vb import expected_bound, predictive_log_likelihood
 from ..models.full_vb import FullVBVAE
 from ..evaluation.importance_sampling import estimate_log_likelihood
-from ..runs import DataConfig, data_config_of_run, load_data, load_run
+from ..runs import DataConfig, ModelSpec, data_config_of_run, load_data, load_run
 from ..training import TrainConfig
 from ..runs.layout import read_metrics
-from .runner import RunSpec, is_complete, read_summary, run_specs
+from .runner import FigureRun, is_complete, read_summary, run_specs
 
 #: (dataset, Nz, hidden units): Frey Face with the repo's defaults (Gaussian decoder, sigmoid mean,
 #: 200 hidden units, §5); MNIST with a smaller hidden layer than §5's 500 to fit the time budget.
@@ -50,7 +50,7 @@ EVALUATION_FILE = "full_vb_evaluation.json"
 
 
 def specs(data_dir: str | None, datasets=tuple(SETTINGS), train_sizes=TRAIN_SIZES, max_samples: int = 300_000,
-          seed: int = 0) -> list[RunSpec]:
+          seed: int = 0) -> list[FigureRun]:
     runs = []
     for dataset in datasets:
         latent_dim, hidden_units = SETTINGS[dataset]
@@ -58,9 +58,9 @@ def specs(data_dir: str | None, datasets=tuple(SETTINGS), train_sizes=TRAIN_SIZE
             for algorithm in ALGORITHMS:
                 train = TrainConfig(max_samples=max_samples, seed=seed, evals_per_decade=2, eval_subset=500,
                                     first_eval=max_samples // 10)
-                runs.append(RunSpec(name=f"{dataset}-n{size}-{algorithm}",
+                runs.append(FigureRun(name=f"{dataset}-n{size}-{algorithm}",
                                     data=DataConfig(dataset, data_dir, train_limit=size),
-                                    model_options=dict(latent_dim=latent_dim, hidden_units=hidden_units),
+                                    model=ModelSpec(latent_dim=latent_dim, hidden_units=hidden_units),
                                     train=train, algorithm=algorithm, track_test=False,
                                     tags=dict(dataset=dataset, train_size=size, algorithm=algorithm)))
     return runs

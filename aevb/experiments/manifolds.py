@@ -14,19 +14,19 @@ import torch
 
 from ..checkpoint import load_model
 from ..figures import save_image_panels, save_manifold, tile_images
-from ..runs import DataConfig
+from ..runs import DataConfig, ModelSpec
 from ..training import TrainConfig
 from .registry import Experiment
-from .runner import RunSpec, read_summary
+from .runner import FigureRun, read_summary
 
 MANIFOLD_DATASETS = {"fig4": "frey", "fig5": "mnist"}
 DATASET_TITLES = {"frey": "Frey Face", "mnist": "MNIST"}
 SAMPLE_LATENT_DIMS = (2, 5, 10, 20)    # Figs. 7–11 (MNIST)
 
 
-def manifold_specs(figure: str, budget: int, data_dir: str | None, seed: int = 0) -> list[RunSpec]:
+def manifold_specs(figure: str, budget: int, data_dir: str | None, seed: int = 0) -> list[FigureRun]:
     dataset = MANIFOLD_DATASETS[figure]
-    return [RunSpec(name=f"{dataset}-z2-aevb", data=DataConfig(dataset, data_dir), model_options={"latent_dim": 2},
+    return [FigureRun(name=f"{dataset}-z2-aevb", data=DataConfig(dataset, data_dir), model=ModelSpec(latent_dim=2),
                     train=TrainConfig(max_samples=budget, seed=seed, evals_per_decade=4),
                     tags={"dataset": dataset, "latent_dim": 2, "method": "aevb"})]
 
@@ -57,13 +57,13 @@ def _write_json(path, value):
     return path
 
 
-def sample_specs(budget: int, data_dir: str | None, seed: int = 0, latent_dims=SAMPLE_LATENT_DIMS) -> list[RunSpec]:
-    return [RunSpec(name=f"mnist-z{nz}-aevb", data=DataConfig("mnist", data_dir), model_options={"latent_dim": nz},
+def sample_specs(budget: int, data_dir: str | None, seed: int = 0, latent_dims=SAMPLE_LATENT_DIMS) -> list[FigureRun]:
+    return [FigureRun(name=f"mnist-z{nz}-aevb", data=DataConfig("mnist", data_dir), model=ModelSpec(latent_dim=nz),
                     train=TrainConfig(max_samples=budget, seed=seed, evals_per_decade=4),
                     tags={"dataset": "mnist", "latent_dim": nz, "method": "aevb"}) for nz in latent_dims]
 
 
-def draw_samples(run_specs: list[RunSpec], out, count: int = 100, seed: int = 0):
+def draw_samples(run_specs: list[FigureRun], out, count: int = 100, seed: int = 0):
     """One panel of ``count`` random samples per latent dimension, like Figures 7–11."""
     canvases = []
     for spec in run_specs:

@@ -38,10 +38,10 @@ from ..errors import AevbError
 from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
 from ..training.optimizers import IWAE_PASSES
 from ..data.datasets import MNIST_TRAIN_FILE_SIZE
-from ..runs import DataConfig, evaluate_run, read_run_config, resolve_device
+from ..runs import DataConfig, ModelSpec, evaluate_run, read_run_config, resolve_device
 from ..training import TrainConfig
 from .registry import Experiment
-from .runner import RunSpec, read_summary
+from .runner import FigureRun, read_summary
 
 IWAE_SAMPLES = sum(IWAE_PASSES) * MNIST_TRAIN_FILE_SIZE   # 3280 passes over 60,000 images
 PAPER_SAMPLES = 10**8                                  # AEVB §5, Fig. 2
@@ -118,7 +118,7 @@ class TestLogLikelihood:
 
 
 def specs(budget: float, data_dir: str | None, models: tuple[str, ...] | None = None, seed: int = 0,
-          k: int = PROTOCOL_SAMPLES, points: int | None = None, device: str = "auto") -> list[RunSpec]:
+          k: int = PROTOCOL_SAMPLES, points: int | None = None, device: str = "auto") -> list[FigureRun]:
     """One run per model, each scored by :class:`TestLogLikelihood` when it finishes; ``models``
     by default: every model that ``device`` can train in reasonable time (IWAE k = 50 needs CUDA)."""
     if not models:
@@ -133,14 +133,14 @@ def specs(budget: float, data_dir: str | None, models: tuple[str, ...] | None = 
         samples = budget_samples(budget, model)
         train = TrainConfig(**(dict(max_samples=samples, seed=seed, binarize="dynamic", evals_per_decade=2,
                                     eval_subset=10_000) | model.train_options))
-        runs.append(RunSpec(name=name, data=data, model_options=dict(model.model_options), train=train,
+        runs.append(FigureRun(name=name, data=data, model=ModelSpec(**model.model_options), train=train,
                             final=TestLogLikelihood(k, points, seed, device),
                             tags={"model": name, "budget_samples": samples,
                                   "budget_fraction": samples / model.full_samples}))
     return runs
 
 
-def table(run_specs: list[RunSpec], out: Path) -> list[dict]:
+def table(run_specs: list[FigureRun], out: Path) -> list[dict]:
     """One row per model: budget, wall time, test log p(x) ± Monte Carlo stderr, published value."""
     rows = []
     for spec in run_specs:
@@ -186,7 +186,7 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(run_specs: list[RunSpec], out: Path, budget: float) -> list[Path]:
+def write_outputs(run_specs: list[FigureRun], out: Path, budget: float) -> list[Path]:
     rows = table(run_specs, out)
     json_path = out / "nll_binarized_mnist.json"
     atomic_write_json(json_path, {"protocol": PROTOCOL, "budget": budget, "models": rows})

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import AevbError
-from .runner import RunSpec
+from .runner import FigureRun
 
 
 @dataclass(frozen=True)
@@ -25,14 +25,14 @@ class Experiment:
 
     name: str
     summary: str
-    specs: Callable[..., list[RunSpec]]
-    write: Callable[[list[RunSpec], Path, float], list[Path]]
+    specs: Callable[..., list[FigureRun]]
+    write: Callable[[list[FigureRun], Path, float], list[Path]]
     options: tuple[str, ...] = ()
     fractional_budget: bool = False
     takes_device: bool = False
 
     def plan(self, budget: float, data_dir: str | None, seed: int = 0, device: str = "auto",
-             **options) -> list[RunSpec]:
+             **options) -> list[FigureRun]:
         """The runs for ``budget`` (training samples per run); ``options`` left out or None take
         the experiment's defaults, and one it does not take is a one-line error."""
         # a value listed twice (``--latent-dims 2 2``) would train the same run twice, or at once

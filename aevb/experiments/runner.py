@@ -1,6 +1,6 @@
 """Running the many training runs behind a figure: one run directory per curve, resumable.
 
-A reproduction is a list of :class:`RunSpec`; each becomes ``OUT/<name>/``, a normal run
+A reproduction is a list of :class:`FigureRun`; each becomes ``OUT/<name>/``, a normal run
 directory (see :mod:`aevb.runs`). A run whose ``summary.json`` exists is complete and is never
 redone, and a run cut off midway continues from its newest checkpoint (exactly: see
 :func:`aevb.runs.resume_run`), so a killed reproduction goes on where it stopped. A run made
@@ -24,25 +24,26 @@ import torch
 
 from ..errors import AevbError, TrainingInterrupted
 from ..progress import progress_bar
-from ..runs import SUMMARY_FILE, DataConfig, resume_run, train_run
+from ..runs import SUMMARY_FILE, DataConfig, ModelSpec, RunOptions, RunSpec, resolve_device, resume_run, train_run
 from ..runs.data_config import load_data, stored_data_config
 from ..runs.layout import CONFIG_FILE, flat_config, read_run_config
-from ..runs.settings import fit_selection_to_budget, resolve_device
 from ..runs.process import StopOnSignal, parent_asked_to_stop, stop_with_parent
 from ..runs.progress_report import REPORT_EVERY_SECONDS, RunsProgress, report_periodically
 from ..training.checkpoints import has_checkpoint
 from ..training import TrainConfig
+from ..training.algorithms import algorithm_class
+from ..training.step_size import fit_to_budget
 from ..training.reporting import one_line_warnings
 from ..threads import process_share
 
 
 @dataclass
-class RunSpec:
+class FigureRun:
     """One curve of a figure: a named training run."""
 
     name: str
     data: DataConfig
-    model_options: dict
+    model: ModelSpec
     train: TrainConfig
     algorithm: str = "aevb"
     track_test: bool = True
@@ -59,12 +60,12 @@ def is_complete(run_dir: Path) -> bool:
     return (run_dir / SUMMARY_FILE).is_file()
 
 
-def is_finished(spec: RunSpec, run_dir: Path) -> bool:
+def is_finished(spec: FigureRun, run_dir: Path) -> bool:
     """Trained, and its final measurement (if any) written."""
     return is_complete(run_dir) and (spec.final is None or spec.final.done(run_dir))
 
 
-def _resumable(spec: RunSpec, run_dir: Path) -> bool:
+def _resumable(spec: FigureRun, run_dir: Path) -> bool:
     """An interrupted run of this very spec (:func:`other_settings`) with a checkpoint."""
     return has_checkpoint(run_dir) and (run_dir / CONFIG_FILE).is_file() and not other_settings(spec, run_dir)
 
@@ -74,7 +75,7 @@ def _as_json(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def other_settings(spec: RunSpec, run_dir: Path) -> list[str]:
+def other_settings(spec: FigureRun, run_dir: Path) -> list[str]:
     """The settings (``section.name``) in which the run that ``run_dir`` holds was made otherwise than
     ``spec`` asks, each with both values; empty where they agree or no run's config.json is there.
     Settings that only say where the data are or how the run was made are no difference, nor is a
@@ -83,17 +84,20 @@ def other_settings(spec: RunSpec, run_dir: Path) -> list[str]:
         return []
     stored = flat_config(read_run_config(run_dir))
     size = stored.get("data.train_size")
-    train = fit_selection_to_budget(spec.train, size) if isinstance(size, int) and size > 0 else spec.train
+    algorithm = algorithm_class(spec.algorithm)
+    train = fit_to_budget(spec.train, size, algorithm) if isinstance(size, int) and size > 0 else spec.train
     data = {name: value for name, value in stored_data_config(spec.data).items()
             if name not in ("data_dir", "download") and not (name == "pixel_divisor" and value is None)}
-    model = {name: value for name, value in spec.model_options.items() if name != "conditional"}
+    # (None: the data decide, as they did for the stored run)
+    model = {name: value for name, value in spec.model.to_dict().items()
+             if name != "conditional" and value is not None} | dict(algorithm.model_options)
     planned = flat_config(_as_json({"algorithm": spec.algorithm, "data": data, "model": model,
                                     "training": train.to_dict()}))
     return [f"{name} {stored[name]!r}, not {value!r}" for name, value in planned.items()
             if name in stored and stored[name] != value]
 
 
-def refuse_other_settings(specs: list[RunSpec], out: Path) -> None:
+def refuse_other_settings(specs: list[FigureRun], out: Path) -> None:
     """A one-line error when a run directory of ``specs`` in ``out`` holds a run made with other
     settings (another budget or seed, ...): it is neither reused as this spec's run nor replaced."""
     for spec in specs:
@@ -103,7 +107,7 @@ def refuse_other_settings(specs: list[RunSpec], out: Path) -> None:
                             f"choose another `out`, or delete {out / spec.name} to train it anew")
 
 
-def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None, share: int | None = None,
+def _run_one(spec: FigureRun, out: Path, device: str, threads: int | None, share: int | None = None,
              progress: bool = False) -> str | None:
     """One run: ``threads`` fixes its CPU threads; None adapts among those of its ``share``. None
     when the parent asked every job to stop before this one started."""
@@ -116,22 +120,21 @@ def _run_one(spec: RunSpec, out: Path, device: str, threads: int | None, share: 
     return _train_and_measure(spec, out, device, threads, progress)
 
 
-def _train_and_measure(spec: RunSpec, out: Path, device: str, threads: int | None, progress: bool) -> str:
+def _train_and_measure(spec: FigureRun, out: Path, device: str, threads: int | None, progress: bool) -> str:
     run_dir = out / spec.name
     if not is_complete(run_dir):   # (a complete run comes here only for its final measurement)
+        options = RunOptions(device=device, threads=threads, progress=progress, track_test=spec.track_test)
         if _resumable(spec, run_dir):
-            resume_run(run_dir, device=device, progress=progress, extra_metrics=spec.extra_metrics,
-                       track_test=spec.track_test, threads=threads)
+            resume_run(run_dir, options, extra_metrics=spec.extra_metrics)
         else:
-            train_run(run_dir, spec.data, spec.model_options, spec.train, device=device, overwrite=True,
-                      progress=progress, algorithm=spec.algorithm, track_test=spec.track_test,
-                      extra_metrics=spec.extra_metrics, command=f"aevb reproduce ({spec.name})", threads=threads)
+            train_run(RunSpec(spec.data, spec.model, spec.train, spec.algorithm, options), run_dir, overwrite=True,
+                      extra_metrics=spec.extra_metrics, command=f"aevb reproduce ({spec.name})")
     if spec.final is not None and not spec.final.done(run_dir):
         spec.final(run_dir, progress=progress)
     return spec.name
 
 
-def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, device: str = "auto",
+def run_specs(specs: list[FigureRun], out: str | os.PathLike, *, jobs: int = 1, device: str = "auto",
               log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True),
               progress: bool = False, threads: int | None = None,
               report_every: float = REPORT_EVERY_SECONDS) -> None:
@@ -182,7 +185,7 @@ def run_specs(specs: list[RunSpec], out: str | os.PathLike, *, jobs: int = 1, de
         overall.close()
 
 
-def _run_serially(pending: list[RunSpec], out: Path, device: str, threads: int | None, progress: bool,
+def _run_serially(pending: list[FigureRun], out: Path, device: str, threads: int | None, progress: bool,
                   runs: RunsProgress, overall, log: Callable[[str], None], report_every: float) -> None:
     """:func:`run_specs` with one job: the runs train in this thread, one after another, while a
     reporter thread writes the progress lines."""
@@ -198,7 +201,7 @@ def _run_serially(pending: list[RunSpec], out: Path, device: str, threads: int |
             overall.update(max(0, runs.done() - overall.n))
 
 
-def _run_in_processes(pending: list[RunSpec], out: Path, device: str, threads: int | None, jobs: int,
+def _run_in_processes(pending: list[FigureRun], out: Path, device: str, threads: int | None, jobs: int,
                       runs: RunsProgress, overall, log: Callable[[str], None], report_every: float) -> None:
     """:func:`run_specs` with several jobs: one process each, with its share of the CPUs."""
     share = process_share(jobs)

@@ -19,7 +19,7 @@ One module per concern:
 
 * :mod:`~aevb.runs.layout` ........ the directory's files, claiming one, a run's identity
 * :mod:`~aevb.runs.data_config` ... which data a run uses, as config.json records it
-* :mod:`~aevb.runs.settings` ...... the library's defaults for a new run (the paper's, §5)
+* :mod:`~aevb.runs.spec` .......... a run's typed specification: data, model, training, algorithm, run options
 * :mod:`~aevb.runs.train` ......... train a run, resume one
 * :mod:`~aevb.runs.process` ....... stopping on a signal, agreed across processes
 * :mod:`~aevb.runs.lock` .......... one process at a time in a run
@@ -31,17 +31,17 @@ One module per concern:
 """
 
 from .compare import compare_runs
-from .data_config import DataConfig, check_data_fits_model, data_config_of_run, load_data
+from .data_config import DataConfig, data_config_of_run, load_data
 from .evaluate import evaluate_run, load, load_run
 from .layout import (CONFIG_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, default_run_dir, prepare_run_dir,
                      read_run_config)
 from .sample import sample_run
-from .settings import DEFAULT_HIDDEN_UNITS, model_config_for, resolve_device
-from .train import DEFAULT_CHECKPOINT_EVERY, resolved_config, resume_run, run_configs, train_run
+from .spec import DEFAULT_CHECKPOINT_EVERY, ModelSpec, RunOptions, RunSpec, resolve_device
+from .train import plan_run, resolved_config, resume_run, run_configs, train_run
 
 __all__ = [
-    "CONFIG_FILE", "DEFAULT_CHECKPOINT_EVERY", "compare_runs", "DEFAULT_HIDDEN_UNITS", "METRICS_FILE",
-    "RUN_FORMAT_VERSION", "SUMMARY_FILE", "DataConfig", "check_data_fits_model", "data_config_of_run",
-    "default_run_dir", "evaluate_run", "load", "load_data", "load_run", "model_config_for", "prepare_run_dir",
-    "read_run_config", "resolve_device", "resolved_config", "resume_run", "run_configs", "sample_run", "train_run",
+    "CONFIG_FILE", "DEFAULT_CHECKPOINT_EVERY", "METRICS_FILE", "RUN_FORMAT_VERSION", "SUMMARY_FILE", "DataConfig",
+    "ModelSpec", "RunOptions", "RunSpec", "compare_runs", "data_config_of_run", "default_run_dir", "evaluate_run",
+    "load", "load_data", "load_run", "plan_run", "prepare_run_dir", "read_run_config", "resolve_device",
+    "resolved_config", "resume_run", "run_configs", "sample_run", "train_run",
 ]

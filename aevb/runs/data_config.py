@@ -10,16 +10,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import check_fields
+from ..config import JsonConfig, check_fields
 from ..data import DATASET_NAMES, USER_PIXEL_DIVISOR, Dataset, load_dataset, resolve_data_dir
 from ..errors import AevbError
-from ..models.vae import ModelConfig
-from ..training import TrainConfig
-from ..validation import require_trainable_values
 
 
 @dataclass
-class DataConfig:
+class DataConfig(JsonConfig):
     """Which data a run uses; enough to load it again for evaluation."""
 
     dataset: str = "mnist-sample"
@@ -28,6 +25,14 @@ class DataConfig:
     train_limit: int | None = None    # use only the first N training points (Fig. 3's Ntrain)
     pixel_divisor: float | None = None   # grey level k → k / divisor; None: the dataset's (256 for the paper's data)
     merge_valid: bool = False         # train on train + valid, no validation split (the IWAE protocol: 60000 MNIST)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dataset, str) or not self.dataset.strip():
+            raise AevbError(f"`dataset` must name a dataset or a file, got {self.dataset!r}")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise AevbError(f"`train_limit` must be a positive integer, got {self.train_limit}")
+        if self.pixel_divisor is not None and not (math.isfinite(self.pixel_divisor) and self.pixel_divisor > 0):
+            raise AevbError(f"`pixel_divisor` must be a positive number, got {self.pixel_divisor}")
 
 
 def load_data(data_config: DataConfig) -> Dataset:
@@ -83,14 +88,6 @@ def value_ranges(data: Dataset) -> dict[str, tuple[float, float]]:
             if (split := getattr(data, name)).numel()}
 
 
-def check_data_fits_model(data: Dataset, model: ModelConfig, train: TrainConfig) -> None:
-    """Finite values, in [0, 1] for a Bernoulli decoder and dynamic binarisation, in every split:
-    checked before a run directory is written (the Trainer checks its tensors again)."""
-    for split_name in ("train", "valid", "test"):
-        require_trainable_values(getattr(data, split_name), f"{data.name}: the {split_name} split",
-                                 model.likelihood, train.binarize)
-
-
 def stored_data_config(data_config: DataConfig) -> dict:
     """The data configuration as config.json keeps it: paths made absolute, and for a dataset read
     from a data directory the directory actually used (also when it came from ``$AEVB_DATA_DIR``),
@@ -115,15 +112,10 @@ def data_config_of_run(stored: dict, data_dir: str | None = None, where: str = "
     check_fields(DataConfig, values, f"{where}: data")
     if not isinstance(values.get("dataset"), str):
         raise AevbError(f"{where}: data names no dataset")
-    if values.get("train_limit") is not None and values["train_limit"] < 1:
-        raise AevbError(f"{where}: data.train_limit must be a positive integer, got {values['train_limit']}")
-    if values.get("pixel_divisor") is not None and not (math.isfinite(values["pixel_divisor"])
-                                                         and values["pixel_divisor"] > 0):
-        raise AevbError(f"{where}: data.pixel_divisor must be a positive number, got {values['pixel_divisor']}")
     if "pixel_divisor" not in stored and stored.get("dataset") != "frey":
         values["pixel_divisor"] = USER_PIXEL_DIVISOR
     if data_dir:
         values["data_dir"] = data_dir
     elif values.get("data_dir") and not Path(values["data_dir"]).is_dir() and not values.get("download"):
         values["data_dir"] = None   # moved or deleted: look where a new run would (a download goes where it says)
-    return DataConfig(**values)
+    return DataConfig.from_dict(values, f"{where}: data")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..baselines import trains_encoder
+from ..training.algorithms import trains_encoder
 from ..checkpoint import load_model, model_with_weights
 from ..models.conditional import model_inputs
 from ..errors import AevbError
@@ -26,7 +26,7 @@ from ..training import TrainConfig, evaluation_data
 from ..training.checkpoints import has_checkpoint, load_checkpoint
 from .data_config import data_config_of_run, load_data
 from .layout import CONFIG_FILE, algorithm_of, read_run_config
-from .settings import resolve_device
+from .spec import resolve_device
 
 
 def load_run(run_dir: str | os.PathLike, device: str = "auto", checkpoint: bool = False) -> tuple[VAE, dict]:
@@ -104,7 +104,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     train_config, data, values = _evaluation_data(model, config, Path(run_dir), split, data_dir, num_points, hmc,
                                                   download)
     full_vb = hasattr(model, "decoder_parameter_kl")   # a posterior over θ (App. F)
-    encoder_trained = trains_encoder(algorithm_of(config, Path(run_dir) / CONFIG_FILE), train_config)
+    encoder_trained = trains_encoder(algorithm_of(config, Path(run_dir) / CONFIG_FILE))
     _check_work(values.shape[0], num_samples=num_samples if encoder_trained else None,
                 log_likelihood_samples=None if log_likelihood_samples is None
                 else log_likelihood_samples * (parameter_draws if full_vb else 1),

@@ -20,80 +20,49 @@ import torch
 from .. import __version__
 from ..checkpoint import (atomic_write_bytes, atomic_write_json, named_os_error, open_no_follow, read_json, save_model,
                           strict_json)
-from ..models.conditional import model_inputs
 from ..data import Dataset
-from ..training.distributed import check_distributable, from_environment, local_device
 from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
 from ..models.build import build_model
-from ..models.families import PAPER_POSTERIOR
+from ..models.conditional import model_inputs
 from ..models.vae import VAE, ModelConfig
-from ..training import Metrics, Trainer, TrainConfig, require_training_step_memory
+from ..training import Metrics, Trainer, TrainConfig, TrainingState
+from ..training.algorithms import ALGORITHMS, make_algorithm
 from ..training.checkpoints import DIRECTORY as CHECKPOINTS, check_checkpoint_fits, has_checkpoint, load_checkpoint, \
     save_checkpoint
+from ..training.distributed import SINGLE_PROCESS, ProcessGroup, from_environment, local_device
+from ..training.preflight import Preflight, run_preflight
 from ..training.reporting import TrainingWarning
-from ..training.step_size import check_step_size_choosable
-from .data_config import (FINGERPRINT, DataConfig, check_data_fits_model, check_same_data, data_config_of_run,
-                          data_fingerprint, load_data, stored_data_config)
+from .data_config import FINGERPRINT, check_same_data, data_config_of_run, data_fingerprint, load_data, \
+    stored_data_config
 from .layout import (CONFIG_FILE, DIVERGED_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, configuration_id,
                      create_run_dir, line_samples, metrics_lines, prepare_run_dir, read_run_config, refuse_links,
                      refuse_to_clobber)
 from .lock import RunLock
-from .loggers import LOGGERS, check_loggers
+from .loggers import LOGGERS
 from .outputs import write_figures
 from .process import AgreedStop, StopOnSignal
 from .progress_report import RunsProgress, report_periodically
-from .settings import fit_selection_to_budget, model_config_for, resolve_device
+from .spec import ModelSpec, RunOptions, RunSpec, resolve_device
 
 
-DEFAULT_CHECKPOINT_EVERY = 2000   # steps between checkpoints, besides one at every evaluation point
-
-
-def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: dict, train_config: TrainConfig,
-              *, device: str = "auto", overwrite: bool = False, progress: bool = True,
-              tensorboard: bool = False, loggers: tuple[str, ...] = (), data: Dataset | None = None,
+def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False, data: Dataset | None = None,
               command: str | None = None, on_metrics: Callable[[Metrics], None] | None = None,
-              algorithm: str = "aevb", track_test: bool = False,
-              extra_metrics: Callable[[VAE, Dataset], dict] | None = None,
-              checkpoint_every: int | None = None, threads: int | None = None,
-              report_every: float | None = None) -> Path:
-    """Train a VAE and write the whole run into ``out``; return the run directory.
+              extra_metrics: Callable[[VAE, Dataset], dict] | None = None) -> Path:
+    """Train the run ``spec`` describes and write the whole of it into ``out``; return the run
+    directory. Everything is checked (:func:`plan_run`) before the directory is made, so a refused
+    run leaves nothing behind; ``overwrite`` replaces a run already in ``out`` (else refused).
 
-    ``model_options`` are keyword arguments of :func:`model_config_for` (latent_dim, hidden_units,
-    ...). ``data`` may be given to skip loading (it must be what ``data_config`` names).
-    ``command`` is the command line recorded in config.json (default: this process's sys.argv).
-    ``algorithm`` names the learning algorithm (``aevb``, or a baseline: ``wake-sleep``, ``mcem``);
-    ``track_test`` adds the test bound to every metrics line; ``extra_metrics(model, data)`` returns
-    more values for each metrics line (e.g. marginal-likelihood estimates for Fig. 3).
-    ``loggers`` names experiment trackers of :data:`aevb.runs.loggers.LOGGERS` ("tensorboard",
-    "wandb", "mlflow"; ``tensorboard=True`` adds the first) that get every evaluation point;
-    ``on_metrics(metrics)`` is called with each :class:`~aevb.training.Metrics` once it is written,
-    the hook for any other tracker. ``threads`` fixes the CPU threads of the training steps
-    (default: the adaptive policy of :mod:`aevb.threads`). ``report_every``: seconds between
-    progress lines on stderr (samples done, speed, time left: :mod:`aevb.runs.progress_report`),
-    for logs where no bar is shown; None (the default) writes none.
+    ``data`` may be given to skip loading (it must be what ``spec.data`` names). ``command`` is the
+    command line recorded in config.json (default: this process's sys.argv). ``on_metrics(metrics)``
+    is called with each :class:`~aevb.training.Metrics` once it is written, the hook for a tracker
+    that ``spec.run.loggers`` does not name; ``extra_metrics(model, data)`` returns more values for
+    each metrics line (e.g. marginal-likelihood estimates for Fig. 3).
     """
-    from ..baselines import ALGORITHMS, make_algorithm
-
-    if algorithm not in ALGORITHMS:
-        raise AevbError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
-    torch_device = resolve_device(device)
-    group = from_environment(torch_device)          # several processes under torchrun, else one
-    torch_device = local_device(torch_device, group)
-    trainer_algorithm = make_algorithm(algorithm, train_config)
-    check_distributable(group, trainer_algorithm, train_config.batch_size, extra_metrics is not None,
-                        model_options.get("posterior", PAPER_POSTERIOR))
-    check_step_size_choosable(trainer_algorithm, train_config)
+    torch_device, group = _device_and_group(spec.run.device)
     if data is None:
-        data = load_data(data_config)
-    model_config = _model_config(data, model_options, train_config, trainer_algorithm)
-    # As the Trainer will, but before the run directory is made, so that a refusal leaves no run behind.
-    require_training_step_memory(model_config, train_config.batch_size,
-                                 trainer_algorithm.num_samples, torch_device, processes=group.world_size)
-    with torch.device("meta"):   # on a model without memory: the check allocates nothing
-        trainer_algorithm.check_engine(build_model(model_config), torch_device, distributed=group.distributed)
-    train_config = fit_selection_to_budget(train_config, data.train.shape[0])
-    loggers = _logger_names(loggers, tensorboard)
-    check_loggers(loggers)   # before anything is written into the run directory
+        data = load_data(spec.data)
+    plan = plan_run(spec, data, torch_device, group, per_point_measurements=extra_metrics is not None)
+    spec.run.check_loggers_installed()   # before anything is written into the run directory
     out = Path(out)
     with contextlib.ExitStack() as held:
         if group.is_main:   # only rank 0 writes; the others learn whether it could
@@ -108,54 +77,65 @@ def train_run(out: str | os.PathLike, data_config: DataConfig, model_options: di
                 raise
         if not group.all_agree(True, torch_device):
             raise AevbError(f"rank 0 could not prepare the run directory {out}")
-        return _write_config_and_train(out, data, data_config, model_config, train_config, algorithm, group,
-                                       torch_device, command, progress=progress, loggers=loggers,
-                                       on_metrics=on_metrics,
-                                       track_test=track_test, extra_metrics=extra_metrics,
-                                       checkpoint_every=checkpoint_every, threads=threads,
-                                       report_every=report_every)
+        config = _run_config(spec, plan, data, group, torch_device, command)
+        if group.is_main:
+            atomic_write_json(out / CONFIG_FILE, config)
+        return _train_into(out, data, plan, spec.run, group, torch_device, configuration=configuration_id(config),
+                           on_metrics=on_metrics, extra_metrics=extra_metrics)
 
 
-def _write_config_and_train(out: Path, data: Dataset, data_config: DataConfig, model_config: ModelConfig,
-                            train_config: TrainConfig, algorithm: str, group, torch_device: torch.device,
-                            command: str | None, **training) -> Path:
-    """Record the run's configuration in ``out``/config.json (rank 0), then train."""
-    config = {
+def plan_run(spec: RunSpec, data: Dataset, device: torch.device, group: ProcessGroup = SINGLE_PROCESS,
+             per_point_measurements: bool = False) -> Preflight:
+    """The model ``spec`` asks for on ``data`` (:meth:`ModelSpec.resolve`), and the preflight of its
+    training (:func:`aevb.training.preflight.run_preflight`), the data's values included: one-line
+    errors for anything that would fail once training starts. Nothing is allocated or written."""
+    algorithm = make_algorithm(spec.algorithm, spec.training)
+    model_config = spec.model.resolve(data, algorithm.model_options)
+    splits = {f"{data.name}: the {split} split": getattr(data, split) for split in ("train", "valid", "test")}
+    return run_preflight(model_config, spec.training, algorithm, device, data.train.shape[0], group,
+                         per_point_measurements=per_point_measurements, splits=splits)
+
+
+def _device_and_group(device: str) -> tuple[torch.device, ProcessGroup]:
+    """The device of this process, and its process group: several processes under torchrun, else one."""
+    torch_device = resolve_device(device)
+    group = from_environment(torch_device)
+    return local_device(torch_device, group), group
+
+
+def _run_config(spec: RunSpec, plan: Preflight, data: Dataset, group: ProcessGroup, torch_device: torch.device,
+                command: str | None) -> dict:
+    """The run's config.json: its settings resolved (the model on the data, the step-size selection
+    fitted to the budget), the data it was given (with their fingerprint) and how it ran."""
+    return {
         "format_version": RUN_FORMAT_VERSION,
         "aevb_version": __version__,
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "data": stored_data_config(data_config) | {
+        "data": stored_data_config(spec.data) | {
             "name": data.name, "source": data.source, "pixel_divisor": data.pixel_divisor,
             "train_size": data.train.shape[0],
             "valid_size": data.valid.shape[0], "test_size": data.test.shape[0],
             FINGERPRINT: data_fingerprint(data)},   # resume refuses data that changed since
-        "model": model_config.to_dict(),
-        "training": train_config.to_dict(),
-        "algorithm": algorithm,
+        "model": plan.model_config.to_dict(),
+        "training": plan.config.to_dict(),
+        "algorithm": spec.algorithm,
         "device": str(torch_device),
-        "threads": training.get("threads") or "adaptive",   # how many ran each step: summary.json
+        "threads": spec.run.threads or "adaptive",   # how many ran each step: summary.json
         "processes": group.world_size,
     }
-    if group.is_main:
-        atomic_write_json(out / CONFIG_FILE, config)
-    return _train_into(out, data, model_config, train_config, algorithm, group, torch_device,
-                       configuration=configuration_id(config), **training)
 
 
-def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bool = True,
-               tensorboard: bool = False, loggers: tuple[str, ...] = (), checkpoint_every: int | None = None,
+def resume_run(run_dir: str | os.PathLike, options: RunOptions | None = None, *,
                on_metrics: Callable[[Metrics], None] | None = None,
-               extra_metrics: Callable[[VAE, Dataset], dict] | None = None, track_test: bool = False,
-               threads: int | None = None, report_every: float | None = None) -> Path:
+               extra_metrics: Callable[[VAE, Dataset], dict] | None = None) -> Path:
     """Continue the run in ``run_dir`` from its newest checkpoint, with the settings in its
-    config.json, to the end it was asked for. With the same device and a fixed number of
-    ``threads`` (the run's and the resumed one's) the run ends with the parameters, bit for bit,
-    that it would have had uninterrupted. ``loggers``, ``on_metrics``, ``threads`` and
-    ``report_every`` as for :func:`train_run`."""
-    from ..baselines import ALGORITHMS, make_algorithm
-
-    check_loggers(_logger_names(loggers, tensorboard))
+    config.json, to the end it was asked for; ``options`` say how it runs now (default: the
+    defaults of :class:`RunOptions`). With the same device the run ends with the parameters, bit
+    for bit, that it would have had uninterrupted. ``on_metrics`` and ``extra_metrics`` as for
+    :func:`train_run`."""
+    options = options if options is not None else RunOptions()
+    options.check_loggers_installed()
     out = Path(run_dir)
     config = read_run_config(out)
     if (out / SUMMARY_FILE).exists():
@@ -168,11 +148,7 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
         raise AevbError(f"{where} names an unknown algorithm {algorithm!r}")
     data_config = data_config_of_run(config.get("data"), where=where)
     model_config, train_config = run_configs(config, where)
-    torch_device = resolve_device(device)
-    group = from_environment(torch_device)
-    torch_device = local_device(torch_device, group)
-    check_distributable(group, make_algorithm(algorithm, train_config), train_config.batch_size,
-                        extra_metrics is not None, model_config.posterior)
+    torch_device, group = _device_and_group(options.device)
     with contextlib.ExitStack() as held:
         if group.is_main:
             held.enter_context(RunLock(out))
@@ -186,9 +162,11 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
                           "the start (the same seeded run), and measures them again", TrainingWarning)
         data = load_data(data_config)
         check_same_data(data, config["data"], out, where)
+        plan = run_preflight(model_config, train_config, make_algorithm(algorithm, train_config), torch_device,
+                             data.train.shape[0], group, per_point_measurements=extra_metrics is not None)
         if state is not None:
             model = build_model(model_config)
-            groups = make_algorithm(algorithm, train_config).parameter_groups(model, 0.0)
+            groups = plan.algorithm.parameter_groups(model, 0.0)
             group_sizes = [len(group["params"]) for group in groups] if groups is not None \
                 else [len(list(model.parameters()))]
             check_checkpoint_fits(state, model, data.train.shape[0], out, train_config.optimizer, group_sizes)
@@ -196,11 +174,8 @@ def resume_run(run_dir: str | os.PathLike, *, device: str = "auto", progress: bo
             kept = [line for number, line in enumerate(measured, 1)
                     if line_samples(line, f"{out / METRICS_FILE} line {number}") <= samples]
             atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
-        return _train_into(out, data, model_config, train_config, algorithm, group, torch_device,
-                           progress=progress, loggers=_logger_names(loggers, tensorboard), on_metrics=on_metrics,
-                           track_test=track_test,
-                           extra_metrics=extra_metrics, checkpoint_every=checkpoint_every, resume=state,
-                           configuration=identity, threads=threads, report_every=report_every)
+        return _train_into(out, data, plan, options, group, torch_device, on_metrics=on_metrics,
+                           extra_metrics=extra_metrics, resume=state, configuration=identity)
 
 
 def refuse_a_diverged_run(out: Path) -> None:
@@ -214,34 +189,22 @@ def refuse_a_diverged_run(out: Path) -> None:
                            "with that change")
 
 
-def resolved_config(data_config: DataConfig, model_options: dict, train_config: TrainConfig,
-                    algorithm: str = "aevb", data: Dataset | None = None) -> dict:
-    """The data, model, training and algorithm sections a run with these settings would write into
-    its config.json (the model resolved against the data; the step-size selection fitted to the
-    training set), checked as :func:`train_run` checks them; nothing is trained, written or
-    downloaded (the data must be there already)."""
-    from ..baselines import make_algorithm
-
+def resolved_config(spec: RunSpec, data: Dataset | None = None) -> dict:
+    """The data, model, training and algorithm sections that a run of ``spec`` would write into its
+    config.json (the model resolved against the data, the step-size selection fitted to the
+    training set), and its run options: ``aevb train --print-config``. Checked as :func:`train_run`
+    checks them, on one process; nothing is trained, written or downloaded (the data must be there
+    already). A ``--config`` file of this shape gives the same spec back."""
     if data is None:
         try:
-            data = load_data(dataclasses.replace(data_config, download=False))
+            data = load_data(dataclasses.replace(spec.data, download=False))
         except AevbError as error:
-            if not data_config.download:
+            if not spec.data.download:
                 raise
             raise AevbError(f"{error} (resolving a configuration downloads nothing)") from None
-    model_config = _model_config(data, model_options, train_config, make_algorithm(algorithm, train_config))
-    return {"data": stored_data_config(data_config), "model": model_config.to_dict(),
-            "training": fit_selection_to_budget(train_config, data.train.shape[0]).to_dict(), "algorithm": algorithm}
-
-
-def _model_config(data: Dataset, model_options: dict, train_config: TrainConfig, algorithm) -> ModelConfig:
-    """The model a new run of ``algorithm`` trains on ``data``, checked: the algorithm's own model
-    options on top (full VB, App. F: a Gaussian posterior over the decoder's parameters), the models
-    it can train, and the data against the model."""
-    model_config = model_config_for(data, **{**model_options, **algorithm.model_options})
-    algorithm.check_model(model_config)
-    check_data_fits_model(data, model_config, train_config)
-    return model_config
+    plan = plan_run(spec, data, resolve_device(spec.run.device))
+    return {"data": stored_data_config(spec.data), "model": plan.model_config.to_dict(),
+            "training": plan.config.to_dict(), "algorithm": spec.algorithm, "run": spec.run.to_dict()}
 
 
 def run_configs(config: dict, where: str) -> tuple[ModelConfig, TrainConfig]:
@@ -256,19 +219,14 @@ def run_configs(config: dict, where: str) -> tuple[ModelConfig, TrainConfig]:
             TrainConfig.from_dict(config["training"], f"{where}: training"))
 
 
-def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_config: TrainConfig, algorithm: str,
-                group, torch_device: torch.device, *, progress: bool, loggers: tuple[str, ...], track_test: bool,
-                on_metrics: Callable[[Metrics], None] | None,
-                extra_metrics, checkpoint_every: int | None, resume=None, configuration: str | None = None,
-                threads: int | None = None, report_every: float | None = None) -> Path:
-    """Train (or continue training) in the prepared run directory ``out``, checkpointing as it goes
-    (every ``checkpoint_every`` steps, default :data:`DEFAULT_CHECKPOINT_EVERY`, and at every
-    evaluation point); then write the model, figures and summary."""
-    from ..baselines import ALGORITHMS
-
-    if checkpoint_every is None:
-        checkpoint_every = DEFAULT_CHECKPOINT_EVERY
-
+def _train_into(out: Path, data: Dataset, plan: Preflight, options: RunOptions, group: ProcessGroup,
+                torch_device: torch.device, *, on_metrics: Callable[[Metrics], None] | None,
+                extra_metrics: Callable[[VAE, Dataset], dict] | None, resume: TrainingState | None = None,
+                configuration: str | None = None) -> Path:
+    """Train (or continue training) the run ``plan`` checked in the prepared run directory ``out``,
+    checkpointing as it goes (every ``options.checkpoint_every`` steps, and at every evaluation
+    point); then write the model, figures and summary."""
+    model_config, train_config = plan.model_config, plan.config
     data = data.to(torch_device)
     # Seeded: a run with `initialise` false trains from the weights built here (a resumed one
     # replaces them), and the same settings must give the same model.
@@ -278,8 +236,8 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
     train, valid, test = (model_inputs(getattr(data, split), getattr(data, f"{split}_labels"), model_config)
                           for split in ("train", "valid", "test"))
     trainer = Trainer(model, train, train_config, valid=valid if valid.shape[0] else None,
-                      test=test if track_test else None, algorithm=ALGORITHMS[algorithm](train_config), group=group,
-                      threads=threads, data_name=data.source)
+                      test=test if options.track_test else None, algorithm=plan.algorithm, group=group,
+                      threads=options.threads, data_name=data.source, preflight=plan)
     checkpoint = (lambda state: save_checkpoint(out, state, configuration=configuration)) if group.is_main else None
     with StopOnSignal() as signalled:
         stop = signalled if group.world_size == 1 else AgreedStop(signalled, group, torch_device)
@@ -287,7 +245,7 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
             trainer.fit(progress=False, resume=resume, stop_requested=stop)
             group.all_agree(True, torch_device)   # wait for rank 0 to finish writing
             return out
-        trackers = _open_loggers(loggers, out)
+        trackers = _open_loggers(options.loggers, out)
         started = time.perf_counter()
         with open_no_follow(out / METRICS_FILE, "a") as metrics_file:
             def record(metrics: Metrics) -> None:
@@ -305,9 +263,11 @@ def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_confi
 
             report = RunsProgress({out.name: train_config.total_samples(train.shape[0])}, out.parent)
             try:
-                with report_periodically(report, lambda line: print(line, file=sys.stderr, flush=True), report_every):
-                    result = trainer.fit(on_metrics=record, progress=progress, on_checkpoint=checkpoint,
-                                         checkpoint_every=checkpoint_every, resume=resume, stop_requested=stop)
+                with report_periodically(report, lambda line: print(line, file=sys.stderr, flush=True),
+                                         options.report_every):
+                    result = trainer.fit(on_metrics=record, progress=options.progress, on_checkpoint=checkpoint,
+                                         checkpoint_every=options.checkpoint_every, resume=resume,
+                                         stop_requested=stop)
             except TrainingInterrupted as interrupted:
                 interrupted.signal = signalled.received
                 raise
@@ -341,12 +301,6 @@ def _summary(result, algorithm, model: VAE, wall_seconds: float) -> dict:
         "steps_by_threads": {str(count): steps for count, steps in result.steps_by_threads.items()},
         "wall_seconds": wall_seconds,
     } | algorithm.run_summary(model, last.train_bound)
-
-
-def _logger_names(loggers, tensorboard: bool) -> tuple[str, ...]:
-    """The trackers asked for (``tensorboard`` True is ``loggers=("tensorboard",)``), each once."""
-    names = tuple(loggers) + (("tensorboard",) if tensorboard else ())
-    return tuple(dict.fromkeys(names))
 
 
 def _open_loggers(names: tuple[str, ...], out: Path) -> list:

@@ -15,6 +15,7 @@ from ..errors import AevbError
 from ..models.config import ModelConfig
 from ..models.families import check_estimator
 from ..models.vae import VAE
+from .config import TrainConfig
 from .optimizers import guarded_step, non_finite
 
 
@@ -47,6 +48,12 @@ class Algorithm:
     def steps_thread_count_invariant(self) -> bool:
         """Whether a step gives the same bits on any number of CPU threads (its engine says so)."""
         return self.engine is not None and self.engine.thread_count_invariant
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> Algorithm:
+        """The algorithm with the run's settings (``config``: the estimator, L, the engine, ... as
+        the algorithm takes them); by default none."""
+        return cls()
 
     def check_model(self, config: ModelConfig) -> None:
         """A one-line AevbError, before anything is written, when this algorithm cannot train a
@@ -98,6 +105,10 @@ class AEVB(Algorithm):
     """
 
     name = "aevb"
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> AEVB:
+        return cls(config.estimator, config.num_samples, config.engine)
     has_bound = True
     reports_skipped_steps = True      # a step the numeric guard skipped returns a NaN bound
     distributable = True              # several processes can share its minibatches

@@ -15,6 +15,7 @@ from ..objectives.full_vb import full_bound_estimate
 from ..models.config import ModelConfig
 from ..models.families import check_estimator
 from .algorithm import AEVB, refuse_conditional
+from .config import TrainConfig
 from .distributed import SINGLE_PROCESS, ProcessGroup
 
 
@@ -35,6 +36,10 @@ class FullVariationalBayes(AEVB):
 
     name = "full-vb"
     distributable = False
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> FullVariationalBayes:
+        return cls(config.prior_precision, config.num_samples, config.engine, config.estimator)
 
     def __init__(self, prior_precision: float = 1.0, num_samples: int = 1, engine: str = "auto",
                  estimator: str = "B"):

@@ -12,6 +12,7 @@ iterations apart only in what the losers cost.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -38,12 +39,28 @@ class StepSizeChoice:
     samples: int                    # datapoints the winner's iterations used
 
 
-def check_step_size_choosable(algorithm, config: TrainConfig) -> None:
-    """§5 picks the step size by the training bound: an algorithm without one (Monte Carlo EM)
-    needs ``step_size`` given. A one-line error otherwise."""
-    if not algorithm.has_bound and config.step_size is None:
+def fit_to_budget(config: TrainConfig, dataset_size: int, algorithm) -> TrainConfig:
+    """``config`` with a step-size selection the run can hold; a one-line error where none can be.
+
+    §5 picks the step size by the training bound: an algorithm without one (``has_bound`` False,
+    Monte Carlo EM) needs ``step_size`` given. The selection's iterations count towards the run (the
+    winner continues from them), so with ``selection_steps`` minibatches reaching the total the run
+    would overshoot ``max_samples`` / ``epochs`` and have no evaluation point: the selection is
+    shortened to fit (config.json records the steps actually used). Fitting a fitted config changes
+    nothing, so a resumed run keeps its own.
+    """
+    if config.step_size is not None:
+        return config
+    if not algorithm.has_bound:
         raise AevbError(f"{type(algorithm).__name__} has no lower bound to choose a step size by; "
                         "give one (`step_size`)")
+    total = config.total_samples(dataset_size)
+    per_step = min(config.batch_size, dataset_size)
+    fitting = (total - 1) // per_step
+    if fitting < 1:
+        raise AevbError(f"{total:,} training samples are too few to choose the step size (one minibatch is "
+                        f"{per_step:,}); pass `step_size` or train on more samples")
+    return dataclasses.replace(config, selection_steps=min(config.selection_steps, fitting))
 
 
 def select_step_size(model: torch.nn.Module, candidates: Sequence[float], steps: int,

@@ -15,19 +15,18 @@ import torch
 from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
 from ..evaluation import evaluate_bound
 from ..models.config import ModelConfig
-from ..models.families import families_of
 from ..models.vae import VAE
 from ..objectives.estimators import bound_estimator
 from .algorithm import AEVB, Algorithm
 from .config import Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points
-from .distributed import SINGLE_PROCESS, ProcessGroup, Shard, check_distributable
+from .distributed import SINGLE_PROCESS, ProcessGroup, Shard
 from .optimizers import OPTIMIZERS, SCHEDULES
 from .reporting import TrainingWarning, refuse_untrainable, training_bar, warn_if_worse_than_untrained
 from .state import DataOrder, Interval, TrainingState
-from .step_memory import require_training_step_memory
-from .step_size import StepSizeChoice, check_step_size_choosable, select_step_size
+from .preflight import Preflight, run_preflight
+from .step_size import StepSizeChoice, select_step_size
 from ..threads import StepThreads
-from ..validation import require_rows, require_trainable_values
+from ..validation import require_rows
 
 
 MAX_ROLLBACKS = 3                     # then give up: the step size has been halved three times
@@ -60,46 +59,39 @@ class Trainer:
             A number fixes it, for runs that repeat bit for bit.
         data_name: where ``train`` came from (a file), named in the message about data that
             cannot be trained on.
+        preflight: what :func:`aevb.training.preflight.run_preflight` found for this very run (a
+            run directory checks before it writes anything); None: the Trainer runs it now.
     """
 
     def __init__(self, model: VAE, train: torch.Tensor, config: TrainConfig,
                  valid: torch.Tensor | None = None, algorithm: Algorithm | None = None,
                  test: torch.Tensor | None = None, group: ProcessGroup = SINGLE_PROCESS,
-                 threads: int | None = None, data_name: str | None = None):
+                 threads: int | None = None, data_name: str | None = None, preflight: Preflight | None = None):
         self.data_name = data_name
-        for setting, data in (("train", train), ("valid", valid), ("test", test)):
-            if data is not None:
-                self._check_data(model, config, data, setting)
-        self.group = group
-        self.threads = StepThreads.for_device(threads, train.device,
-                                                group.local_world_size if group.distributed else 1)
-        self.model = model
-        self.train_data = train
-        self.config = config
-        self.dataset_size = train.shape[0]
+        splits = {f"`{name}`": data for name, data in (("train", train), ("valid", valid), ("test", test))
+                  if data is not None}
+        for name, data in splits.items():
+            require_rows(data, model, name.strip("`"))
         if algorithm is not None and not isinstance(algorithm, Algorithm):
             raise AevbError(f"`algorithm` must be an aevb.training.Algorithm, got {type(algorithm).__name__}")
-        self.algorithm = algorithm if algorithm is not None else AEVB(config.estimator, config.num_samples, config.engine)
-        if isinstance(getattr(model, "config", None), ModelConfig):
-            self.algorithm.check_model(model.config)
-        check_distributable(group, self.algorithm, config.batch_size,
-                            posterior=families_of(getattr(model, "config", None))[0])
-        # Before any step: a step's L × M decoded rows cannot be streamed (the gradient needs them all).
-        require_training_step_memory(getattr(model, "config", None), config.batch_size,
-                                     self.algorithm.num_samples,
-                                     train.device, processes=group.world_size)
+        self.algorithm = algorithm if algorithm is not None else AEVB.from_config(config)
+        model_config = model.config if isinstance(getattr(model, "config", None), ModelConfig) else None
+        if preflight is None:
+            preflight = run_preflight(model_config, config, self.algorithm, train.device, train.shape[0], group,
+                                  model=model, splits=splits)
+        else:
+            preflight.check_covers(model_config, self.algorithm, train.device, group, train.shape[0])
+        self.group = group
+        self.threads = StepThreads.for_device(threads, train.device,
+                                              group.local_world_size if group.distributed else 1)
+        self.model = model
+        self.train_data = train
+        self.config = preflight.config   # (the step-size selection fitted to the budget)
+        self.dataset_size = train.shape[0]
         self.has_bound = self.algorithm.has_bound
-        check_step_size_choosable(self.algorithm, config)
         self.train_eval = self._eval_view(train)
         self.valid_eval = None if valid is None else self._eval_view(valid)
         self.test_eval = None if test is None else self._eval_view(test)
-
-    @staticmethod
-    def _check_data(model, config: TrainConfig, data: torch.Tensor, setting: str) -> None:
-        """Rows of the model's width, with values it can train on."""
-        require_rows(data, model, setting)
-        require_trainable_values(data, f"`{setting}`", getattr(getattr(model, "config", None), "likelihood", None),
-                                 config.binarize)
 
     def _eval_view(self, data: torch.Tensor) -> torch.Tensor:
         if self.config.eval_subset is not None:
