@@ -303,7 +303,7 @@ def test_evaluate_with_many_samples_for_one_point_stays_in_bounded_memory(small_
 def test_importance_sampling_streams_the_samples_of_one_datapoint(monkeypatch, fast):
     # Already streamed before issue 14 (a guard, not a regression test): k = 5,000 for one point
     # is decoded at most max_rows (datapoint, sample) pairs at a time, on the fast path
-    # (aevb.engines.decoding) and on the reference.
+    # (aevb.evaluation.decoding) and on the reference.
     from aevb.evaluation import importance_sampling
     from aevb.models.build import build_model
     from aevb.models.vae import ModelConfig
