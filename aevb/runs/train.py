@@ -24,7 +24,7 @@ from ..models.conditional import model_inputs
 from ..data import Dataset
 from ..training.distributed import check_distributable, from_environment, local_device
 from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
-from ..models.build import build_model
+from ..models.build import build_model, check_buildable
 from ..models.families import PAPER_POSTERIOR
 from ..models.vae import VAE, ModelConfig
 from ..training import Metrics, Trainer, TrainConfig, require_training_step_memory
@@ -239,6 +239,7 @@ def _model_config(data: Dataset, model_options: dict, train_config: TrainConfig,
     options on top (full VB, App. F: a Gaussian posterior over the decoder's parameters), the models
     it can train, and the data against the model."""
     model_config = model_config_for(data, **{**model_options, **algorithm.model_options})
+    check_buildable(model_config)   # family pair and memory: refused before a run directory is made
     algorithm.check_model(model_config)
     check_data_fits_model(data, model_config, train_config)
     return model_config
@@ -252,8 +253,9 @@ def run_configs(config: dict, where: str) -> tuple[ModelConfig, TrainConfig]:
             raise AevbError(f"{where} has no {section} section (a JSON object, as in a run's config.json)")
         if not isinstance(config.get(section), dict):
             raise AevbError(f"{where}: {section} must be a JSON object, got {config.get(section)!r}")
-    return (ModelConfig.from_dict(config["model"], f"{where}: model"),
-            TrainConfig.from_dict(config["training"], f"{where}: training"))
+    model_config = ModelConfig.from_dict(config["model"], f"{where}: model")
+    check_buildable(model_config, f"{where}: model")   # before a resumed run's files are touched
+    return model_config, TrainConfig.from_dict(config["training"], f"{where}: training")
 
 
 def _train_into(out: Path, data: Dataset, model_config: ModelConfig, train_config: TrainConfig, algorithm: str,
