@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .errors import AevbError
-from .models.build import build_model
+from .models.build import build_model, check_buildable
 from .models.vae import VAE, ModelConfig
 
 FORMAT_VERSION = 1
@@ -197,7 +197,9 @@ def model_with_weights(meta: dict, where: str | os.PathLike, tensors: dict[str, 
     if not isinstance(meta.get("model"), dict):
         raise AevbError(f"{where} has no model configuration")
     try:
-        model = build_model(ModelConfig.from_dict(meta["model"], f"{where}: model"))
+        config = ModelConfig.from_dict(meta["model"], f"{where}: model")
+        check_buildable(config, f"{where}: model")   # as VAE.__init__ does, but naming the file
+        model = build_model(config)
     except (TypeError, ValueError, OverflowError, RuntimeError) as error:
         raise AevbError(f"{where}: bad model configuration ({error})") from None
     load_weights(model, tensors, source, where)

@@ -76,6 +76,13 @@ def check_fields(cls: type, values: dict, where: str) -> None:
             raise AevbError(f"{where}: {name} must be {describe(hint)}, got {values[name]!r}")
 
 
+def read_from(where: str, error: AevbError) -> AevbError:
+    """``error``, a check's one-line message, for a value read from ``where`` (a file, a section):
+    the checks name a setting as a caller passes it (`name`, which the CLI shows as its flag), but
+    this value came from ``where``, so the field is named there."""
+    return AevbError(f"{where}: {str(error).replace('`', '')}")
+
+
 class JsonConfig:
     """Mixin for dataclass configs: ``to_dict`` for JSON, ``from_dict`` that rejects unknown keys
     and values of the wrong type."""
@@ -102,8 +109,6 @@ class JsonConfig:
         try:
             return cls(**values)
         except AevbError as error:
-            # The dataclass's own checks name a setting as a caller passes it (`name`, which the CLI
-            # shows as its flag); here the value came from ``where``, so the field is named there.
-            raise AevbError(f"{where}: {str(error).replace('`', '')}") from None
+            raise read_from(where, error) from None
         except (TypeError, ValueError, OverflowError) as error:
             raise AevbError(f"{where}: {error}") from None

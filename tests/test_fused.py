@@ -9,11 +9,10 @@ import torch
 from torch import nn
 
 from aevb import VAE, ModelConfig
-from aevb.objectives.estimators import get_estimator
-from aevb.engines.decoding import fast_decoder_log_prob, fast_importance_weights, fast_importance_weights_apply
-from aevb.objectives.estimators import log_importance_weights
 from aevb.engines.fused import FusedStep, unsupported_reason
 from aevb.engines.native import NativeStep
+from aevb.evaluation.decoding import fast_decoder_log_prob, fast_importance_weights, fast_importance_weights_apply
+from aevb.objectives.estimators import get_estimator, log_importance_weights
 
 
 def _autograd(model, x, estimator, samples, seed):
@@ -116,6 +115,27 @@ def test_fast_importance_weights_equal_the_reference(config):
     assert fast.shape == (6, 4)
     torch.testing.assert_close(fast, expected, rtol=1e-12, atol=1e-10)
     assert not fast_importance_weights_apply(model)   # gradients wanted: the reference
+
+
+@pytest.mark.parametrize("estimator", ["A", "B", "IWAE"])
+def test_the_bound_is_evaluated_on_the_fast_path_with_the_reference_numbers(monkeypatch, estimator):
+    """Evaluation hands the estimators the fast log p(x|z) (aevb.evaluation.decoding); the
+    estimators themselves (aevb.objectives) compute the reference with the same draws."""
+    import aevb.evaluation.decoding as decoding
+    from aevb.evaluation import per_datapoint_bound
+
+    model = _evaluation_model(CONFIGS[0], seed=4)
+    x = torch.rand(5, 7, dtype=torch.float64)
+    served = []
+    fast_path = decoding.fast_decoder_log_prob
+    monkeypatch.setattr(decoding, "fast_decoder_log_prob", lambda *args: served.append(fast_path(*args)) or served[-1])
+    torch.manual_seed(5)
+    evaluated = per_datapoint_bound(model, x, estimator=estimator, num_samples=3)
+    assert served and all(value is not None for value in served)   # the fast path applied every time
+    torch.manual_seed(5)
+    with torch.no_grad():
+        reference = get_estimator(estimator)(model, x, 3)
+    torch.testing.assert_close(evaluated, reference, rtol=1e-12, atol=1e-10)
 
 
 def test_importance_sampling_gives_the_same_estimate_on_the_fast_path_and_the_reference(monkeypatch):

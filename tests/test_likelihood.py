@@ -144,7 +144,7 @@ def test_defensive_prior_mixture_rescues_a_poor_encoder():
 def test_the_mixture_gives_the_encoder_no_density_off_its_support():
     """A prior draw below a Pareto posterior's scale has q(z|x) = 0, so its proposal density is
     α p(z) alone and log w = log p(x|z) − log α exactly (torch's unvalidated Pareto says otherwise)."""
-    from aevb.engines.decoding import decoder_log_prob
+    from aevb.evaluation.decoding import decoder_log_prob
     from aevb.models.vae import VAE, ModelConfig
     from aevb.objectives.estimators import log_importance_weights
 

@@ -133,13 +133,36 @@ def test_parameter_count_from_the_config_is_that_of_the_built_model(options):
      "`hidden_units` 1000000000,5"),
 ])
 def test_a_model_too_large_for_memory_is_refused_before_anything_is_allocated(options, setting):
+    """The configuration checks only its own fields; building the model (however it is built)
+    and the run's preflight (check_buildable) refuse it, at once and in one line."""
+    from aevb.models.build import build_model, check_buildable
+    from aevb.models.vae import VAE, ModelConfig
+
+    config = ModelConfig(data_dim=784, **options)
+    for build in (check_buildable, build_model, VAE):
+        started = time.perf_counter()
+        with pytest.raises(AevbError, match="needs at least .* more than the .* of memory available") as refused:
+            build(config)
+        assert time.perf_counter() - started < 1.0
+        assert setting in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_model_file_too_large_for_memory_is_refused_naming_the_file(tmp_path):
+    """A hand-edited model.json: refused when loaded, before anything is allocated, naming the file."""
+    import json
+
+    from aevb.checkpoint import load_model, save_model
+    from aevb.models.build import build_model
     from aevb.models.vae import ModelConfig
 
+    save_model(build_model(ModelConfig(data_dim=6, latent_dim=2, hidden_units=3)), tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta["model"]["hidden_units"] = 10**10
+    (tmp_path / "model.json").write_text(json.dumps(meta))
     started = time.perf_counter()
-    with pytest.raises(AevbError, match="needs at least .* more than the .* of memory available") as refused:
-        ModelConfig(data_dim=784, **options)
+    with pytest.raises(AevbError, match=r"model\.json: model: a model of .* hidden_units 10000000000 .* needs at least"):
+        load_model(tmp_path)
     assert time.perf_counter() - started < 1.0
-    assert setting in str(refused.value) and "\n" not in str(refused.value)
 
 
 @pytest.mark.parametrize("flags, setting", [
@@ -303,7 +326,7 @@ def test_evaluate_with_many_samples_for_one_point_stays_in_bounded_memory(small_
 def test_importance_sampling_streams_the_samples_of_one_datapoint(monkeypatch, fast):
     # Already streamed before issue 14 (a guard, not a regression test): k = 5,000 for one point
     # is decoded at most max_rows (datapoint, sample) pairs at a time, on the fast path
-    # (aevb.engines.decoding) and on the reference.
+    # (aevb.evaluation.decoding) and on the reference.
     from aevb.evaluation import importance_sampling
     from aevb.models.build import build_model
     from aevb.models.vae import ModelConfig

@@ -692,7 +692,7 @@ def test_bias_activation_is_the_module_on_the_biased_input(activation):
 
 @needs_kernels
 def test_fast_evaluation_path_in_float32_matches_the_reference_in_float64():
-    from aevb.engines.decoding import fast_decoder_log_prob
+    from aevb.evaluation.decoding import fast_decoder_log_prob
 
     torch.manual_seed(6)
     model = VAE(ModelConfig(data_dim=784, latent_dim=20, hidden_units=500, init_std=0.3))

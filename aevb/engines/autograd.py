@@ -4,15 +4,11 @@ objective, and is the reference the hand-derived engines are tested against."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
+from ..process_group import Shard
 from .base import Engine, EngineRequest, Gradient
-
-if TYPE_CHECKING:
-    from ..training.distributed import Shard
 
 
 class SGVBObjective(nn.Module):

@@ -12,13 +12,12 @@ its step says so per optimiser (:meth:`Engine.applies_optimizer`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from ..training.distributed import Shard
+from ..process_group import Shard
 
 
 #: (model, x (M, D), L, noise ε (L, M, J) or None) → per-datapoint bound estimates (M,), nats.

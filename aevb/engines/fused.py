@@ -31,22 +31,19 @@ modes) with estimators A, B and IWAE and any L (:func:`unsupported_reason`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
 
 import torch
 from torch import nn
 
-from ..models.families import PAPER_POSTERIOR, PAPER_PRIOR, families_of
+from ..models.activations import ACTIVATIONS
 from ..models.distributions import bernoulli_from_logits, diagonal_gaussian, gaussian_kl_to_standard_normal
+from ..models.families import PAPER_POSTERIOR, PAPER_PRIOR, families_of
+from ..models.networks import bounded_log_variance
 from ..models.vae import MLP, VAE, BernoulliDecoder, GaussianDecoder, GaussianEncoder
-from ..models.networks import ACTIVATIONS, bounded_log_variance
+from ..process_group import Shard
 from .activations import FUSED_ACTIVATIONS, FusedActivation
 from .base import Engine, EngineRequest, Gradient
-
-if TYPE_CHECKING:
-    from ..training.distributed import Shard
 
 FUSED_ESTIMATORS = ("A", "B", "IWAE")
 

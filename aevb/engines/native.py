@@ -14,19 +14,15 @@ torch references (``tests/test_native.py``), the step against :class:`aevb.engin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
 
 import torch
 
 from .. import native
 from ..models.networks import bounded_log_variance
+from ..process_group import Shard
 from .base import EngineRequest
 from .fused import FusedEngine, FusedStep, Layer
-
-if TYPE_CHECKING:
-    from ..training.distributed import Shard
 
 #: Largest fraction of nonzeros in a minibatch for which the first layer's products go sparse:
 #: their cost follows the nonzeros, so they win on mostly-zero data such as MNIST (13-20%

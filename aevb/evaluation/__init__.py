@@ -4,6 +4,7 @@
 * :mod:`~aevb.evaluation.importance_sampling` . log p(x) by importance sampling (Burda et al.'s protocol)
 * :mod:`~aevb.evaluation.hmc` ................. Hybrid Monte Carlo
 * :mod:`~aevb.evaluation.hmc_estimator` ....... the marginal-likelihood estimator of Appendix D
+* :mod:`~aevb.evaluation.decoding` ............ the fast log p(x|z) they hand the estimators (no gradients)
 """
 
 from .bound import BoundEstimate, default_chunk_rows, evaluate_bound, per_datapoint_bound

@@ -3,7 +3,8 @@
 The bound of one datapoint is estimated with L samples of z (more samples, less variance); the
 dataset figure is the mean over datapoints, in nats per datapoint, with its standard error over
 datapoints. This is a lower bound on log p(x); issue-level estimators of log p(x) itself
-(importance sampling, Appendix D) build on the same batching.
+(importance sampling, Appendix D) build on the same batching. The estimators are the references
+of :mod:`aevb.objectives.estimators`, given the fast log p(x|z) of :mod:`.decoding`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..objectives.estimators import LatentVariableModel, get_estimator
 from ..models.config import ModelConfig
 from ..models.families import check_estimator
 from ..models.vae import evaluation_mode
+from ..objectives.estimators import LatentVariableModel, get_estimator
 from ..progress import progress_bar
 from ..validation import require_count, require_rows
+from .decoding import decoder_log_prob
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def _streamed_estimate(estimate, model: LatentVariableModel, x: torch.Tensor, nu
     combined = None
     for drawn in range(0, num_samples, samples_per_pass):
         count = min(samples_per_pass, num_samples - drawn)
-        value = estimate(model, x, count)
+        value = estimate(model, x, count, log_likelihood=decoder_log_prob)
         if log_mean_exp:   # log Σ_l w_l over the chunk = its log-mean + log count
             part = value.double() + math.log(count)
             combined = part if combined is None else torch.logaddexp(combined, part)
@@ -109,7 +111,7 @@ def per_datapoint_bound(model: LatentVariableModel, data: torch.Tensor, *, estim
         for start in range(0, data.shape[0], points_per_pass):
             x = data[start:start + points_per_pass]
             if samples_per_pass == num_samples:   # the whole L in one pass
-                parts.append(estimate(model, x, num_samples))
+                parts.append(estimate(model, x, num_samples, log_likelihood=decoder_log_prob))
             else:
                 parts.append(_streamed_estimate(estimate, model, x, num_samples, samples_per_pass, log_mean_exp))
             bar.update(x.shape[0] * num_samples)

@@ -32,11 +32,11 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from ..errors import AevbError
-from ..progress import progress_bar
-from ..engines.decoding import decoder_log_prob
 from ..models.families import PAPER_PRIOR, families_of
 from ..models.vae import evaluation_mode
+from ..progress import progress_bar
 from ..validation import require_count, require_rows
+from .decoding import decoder_log_prob
 from .hmc import continue_hmc, sample_hmc
 from .importance_sampling import LogLikelihoodEstimate, log_mean_exp_with_stderr
 

@@ -24,12 +24,12 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-from ..engines.decoding import fast_importance_weights, fast_importance_weights_apply
+from ..models.vae import ModelConfig, evaluation_mode, hidden_activations_per_row
 from ..objectives.estimators import LatentVariableModel, log_importance_weights
 from ..progress import progress_bar
 from ..threads import ChunkWorkers, evaluation_threads
-from ..models.vae import ModelConfig, evaluation_mode, hidden_activations_per_row
 from ..validation import require_count, require_rows
+from .decoding import decoder_log_prob, fast_importance_weights, fast_importance_weights_apply
 
 
 #: Importance samples per datapoint of the log-likelihood protocol every VAE paper reports
@@ -193,7 +193,8 @@ def _chunks(model, data: torch.Tensor, num_samples: int, points_per_pass: int, s
                     task = functools.partial(_fast_log_sums, model, x, mean, std, count, seed)
                 else:
                     task = functools.partial(_log_sums, log_importance_weights, model, x, count, reparameterize=False,
-                                             posterior=posterior, prior_mixture=prior_mixture)
+                                             posterior=posterior, prior_mixture=prior_mixture,
+                                             log_likelihood=decoder_log_prob)
                 yield (x.shape[0], count), task
 
 

@@ -19,7 +19,8 @@ Data layout. A datapoint is the pair (x, y), held as one row [x, one-hot(y)] of 
 needs nothing new: minibatches, multi-process shards, checkpoints and evaluation index rows, so
 labels travel with their images; dynamic binarisation leaves the one-hot columns exactly as they
 are (a Bernoulli draw of 0 or 1 is that number). The estimators reach the decoder through
-:func:`aevb.engines.decoding.decoder_log_prob`, which hands a conditional model's rows to its
+:func:`aevb.objectives.estimators.decoder_log_likelihood` (and evaluation through
+:func:`aevb.evaluation.decoding.decoder_log_prob`), which hand a conditional model's rows to its
 :meth:`ConditionalVAE.decoder_log_prob`.
 """
 

@@ -1,6 +1,12 @@
-"""The configuration of a variational auto-encoder (paper §3, App. C, §5) and what follows from it
-alone: its hidden widths, its number of parameters and the memory it needs, computed before anything
-is allocated. :mod:`aevb.models.vae` builds the networks it describes."""
+"""The configuration of a variational auto-encoder (paper §3, App. C, §5): its fields, each checked
+against its own domain when the configuration is made, and its hidden widths.
+
+What needs more than the fields — whether the posterior/prior pair has a finite KL (the family
+registry), the parameters' count and memory (the networks' shapes) — is
+:mod:`aevb.models.buildable`, checked where a model is built (:func:`~aevb.models.buildable.check_buildable`,
+which every model's constructor runs before allocating anything). So this module imports no
+other part of the models, and they may all name its type. :mod:`aevb.models.vae` builds the
+networks it describes."""
 
 from __future__ import annotations
 
@@ -9,9 +15,7 @@ from dataclasses import dataclass
 from ..config import JsonConfig
 from ..errors import AevbError
 from ..validation import require_count
-from .families import check_pair, get_family
-from ..memory import FLOAT_BYTES, format_count, require_memory
-from .networks import ACTIVATIONS, KERNEL, feature_map_shapes
+from .activations import ACTIVATIONS
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 ARCHITECTURES = ("mlp", "conv")
@@ -27,7 +31,11 @@ OUTPUT_MEAN_CLIP = 1e-3   # Burda et al.'s code clips the data mean to [0.001, 0
 
 @dataclass
 class ModelConfig(JsonConfig):
-    """Everything needed to rebuild a :class:`VAE`; saved as JSON beside its weights."""
+    """Everything needed to rebuild a :class:`VAE`; saved as JSON beside its weights.
+
+    Making one checks each field's domain (a count, a name among the choices, shapes that agree
+    with each other); the family pair and the host's memory are checked when a model is built
+    (:func:`aevb.models.buildable.check_buildable`)."""
 
     data_dim: int                  # D, pixels per image
     latent_dim: int = 20           # J = Nz
@@ -114,29 +122,6 @@ class ModelConfig(JsonConfig):
         if self.num_classes is not None and self.decoder_posterior != "point":
             raise AevbError("full variational Bayes (`algorithm` full-vb) is not available for conditional models")
 
-        if (self.posterior, self.prior) != ("gaussian", "gaussian"):
-            check_pair(self.posterior, self.prior)
-        self._check_fits_in_memory()
-
-    def _check_fits_in_memory(self) -> None:
-        """Refuse, in one line, a model whose parameters alone exceed the host's memory (the model is
-        always built on the host, then moved): counted in Python ints before anything is
-        allocated, so that hidden-units 10¹⁰ or latent-dim 10³⁰ is an error message, not a C++
-        traceback, and hidden-layers 10⁹ is refused at once instead of building layers for hours."""
-        needed = model_bytes(self)
-        sizes = [f"`data_dim` {format_count(self.data_dim)}", f"`latent_dim` {format_count(self.latent_dim)}"]
-        if isinstance(self.hidden_units, tuple):
-            sizes.append(f"`hidden_units` {','.join(map(format_count, self.hidden_units))}")
-        else:
-            sizes.append(f"`hidden_units` {format_count(self.hidden_units)} × `hidden_layers` "
-                         f"{format_count(self.hidden_layers)}")
-        if self.architecture == "conv":
-            sizes.append(f"`conv_channels` {','.join(map(format_count, self.conv_channels))}")
-        if self.num_classes is not None:
-            sizes.append(f"{format_count(self.num_classes)} classes")
-        require_memory(needed, f"a model of {format_count(parameter_count(self), separators=True)} parameters "
-                               f"({', '.join(sizes)})", advice="choose smaller sizes")
-
     def hidden_widths(self) -> tuple[int, ...]:
         """Widths of the encoder's hidden layers, input side first (the decoder uses them reversed)."""
         return hidden_widths(self)
@@ -147,90 +132,3 @@ def hidden_widths(config: ModelConfig) -> tuple[int, ...]:
     if isinstance(config.hidden_units, tuple):
         return config.hidden_units
     return (int(config.hidden_units),) * config.hidden_layers
-
-
-#: Host memory of one hidden layer's modules (nn.Linear and its activation) apart from the parameters:
-#: Python objects and tensor headers; counted below what was measured (docs/performance.md), as the
-#: estimates that refuse a size are lower bounds.
-LAYER_OVERHEAD_BYTES = 4096
-
-
-def _stack_parameters(in_features: int, runs: list[tuple[int, int]]) -> tuple[int, int]:
-    """Parameters of a stack of Linear layers (weights and biases) from ``in_features``, the
-    layers given as runs (width, count) so that a billion equal layers cost one multiplication;
-    returns the count and the width of the last layer's output."""
-    total, width = 0, in_features
-    for units, count in runs:
-        if count > 0:
-            total += width * units + units + (count - 1) * (units * units + units)
-            width = units
-    return total, width
-
-
-def _width_runs(config: ModelConfig) -> list[tuple[int, int]]:
-    """The encoder's hidden widths as runs (width, count), input side first, without building a
-    tuple of ``hidden_layers`` entries."""
-    if isinstance(config.hidden_units, tuple):
-        return [(int(width), 1) for width in config.hidden_units]
-    return [(int(config.hidden_units), int(config.hidden_layers))]
-
-
-def parameter_count(config: ModelConfig) -> int:
-    """Number of parameters (scalars) of ``build_model(config)``: encoder, decoder (twice for full
-    VB, whose q(θ) keeps a log σ_θ per decoder parameter) and a per-dimension log-variance.
-    Computed from the configuration alone, as a Python int of any size, allocating nothing."""
-    extra = int(config.num_classes or 0)
-    data_dim, latent_dim = int(config.data_dim), int(config.latent_dim)
-    if config.posterior == "gaussian":
-        encoder_outputs = 2 * latent_dim   # μ and log σ² (App. C.2)
-    else:
-        encoder_outputs = int(get_family(config.posterior).num_outputs(latent_dim))
-    shared_variance = config.likelihood == "gaussian" and config.decoder_variance == "per-dimension"
-    decoder_heads = 2 if config.likelihood == "gaussian" and not shared_variance else 1
-    runs = _width_runs(config)
-    if config.architecture == "conv":
-        channels = [int(c) for c in config.conv_channels]
-        height, width = feature_map_shapes(config.image_shape, len(channels))[-1]
-        kernel = KERNEL * KERNEL
-        convolutions = sum(previous * count * kernel + count for previous, count in zip([1, *channels], channels))
-        body, features = _stack_parameters(channels[-1] * height * width + extra, runs)
-        encoder = convolutions + body + features * encoder_outputs + encoder_outputs
-        dense, features = _stack_parameters(latent_dim + extra, runs[::-1])
-        feature_map = channels[-1] * height * width
-        reversed_channels = channels[::-1]
-        transposed = sum(previous * count * kernel + count for previous, count in
-                         zip(reversed_channels, [*reversed_channels[1:], decoder_heads]))
-        decoder = dense + features * feature_map + feature_map + transposed
-    else:
-        body, features = _stack_parameters(data_dim + extra, runs)
-        encoder = body + features * encoder_outputs + encoder_outputs
-        body, features = _stack_parameters(latent_dim + extra, runs[::-1])
-        decoder = body + features * decoder_heads * data_dim + decoder_heads * data_dim
-    if shared_variance:
-        decoder += data_dim
-    if config.decoder_posterior == "gaussian":
-        decoder *= 2
-    return encoder + decoder
-
-
-def model_bytes(config: ModelConfig) -> int:
-    """Host memory the model of ``config`` takes at least, bytes: float32 parameters and the
-    modules of its hidden layers (encoder and decoder)."""
-    layers = sum(count for _, count in _width_runs(config))
-    return FLOAT_BYTES * parameter_count(config) + 2 * layers * LAYER_OVERHEAD_BYTES
-
-
-def hidden_activations_per_row(config: ModelConfig) -> int:
-    """Floats of hidden activations the decoder holds per decoded row (for memory budgets): its
-    hidden layers, and for ``conv`` its feature maps."""
-    floats = sum(hidden_widths(config))
-    if config.architecture == "conv":
-        shapes = feature_map_shapes(config.image_shape, len(config.conv_channels))[1:]
-        floats += sum(channels * height * width for channels, (height, width) in zip(config.conv_channels, shapes))
-    return floats
-
-
-def decoder_outputs_per_row(config: ModelConfig) -> int:
-    """Floats the decoder outputs per decoded row: D logits, or D means and D log-variances."""
-    network_variance = config.likelihood == "gaussian" and config.decoder_variance == "network"
-    return (2 if network_variance else 1) * int(config.data_dim)

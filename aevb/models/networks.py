@@ -24,13 +24,12 @@ back to exactly n (``output_padding`` 1 for even n, 0 for odd), so any image sha
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from .config import ModelConfig
+from .activations import ACTIVATIONS
+from .config import ModelConfig
 
 KERNEL, STRIDE, PADDING = 3, 2, 1
 
@@ -145,15 +144,6 @@ class ConvDecoderNet(nn.Module):
         return tuple(maps[:, index].reshape(*leading, -1) for index in range(len(self.head_features)))
 
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh,  # the paper's choice (App. C)
-    "relu": nn.ReLU,
-    "softplus": nn.Softplus,
-    "elu": nn.ELU,
-    "sigmoid": nn.Sigmoid,
-}
-
-
 def bounded_log_variance(raw: torch.Tensor, bound: float | None) -> torch.Tensor:
     """log σ² = B·tanh(raw / B): a smooth bound to (−B, B) that is the identity near zero, part of
     the model's definition (the bound of the model is computed exactly, nothing is clipped), so
@@ -184,7 +174,7 @@ class MLP(nn.Module):
         return torch.split(self.heads(self.hidden(inputs)), self.head_features, dim=-1)
 
 
-def build_network(config: "ModelConfig", role: str, head_features: tuple[int, ...]) -> nn.Module:
+def build_network(config: ModelConfig, role: str, head_features: tuple[int, ...]) -> nn.Module:
     """The encoder's (``role="encoder"``, input (..., D + C)) or decoder's (``"decoder"``, input
     (..., J + C)) network for ``config.architecture``; C = num_classes of a conditional model, else 0.
     Returns an :class:`MLP` or a network of :mod:`aevb.models.networks`, all with the same interface."""

@@ -21,14 +21,15 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
-from .distributions import bernoulli_from_logits, diagonal_gaussian, standard_normal_prior
 from ..validation import require_count
-from .families import FamilyEncoder, default_estimator, get_family, posterior_centre
-# ModelConfig and the networks' parts are imported from here too (aevb.models.vae is the public home).
+from .activations import ACTIVATIONS
+# ModelConfig, its sizes and the networks' parts are imported from here too (aevb.models.vae is the public home).
+from .buildable import check_buildable, hidden_activations_per_row, model_bytes, parameter_count
 from .config import (ARCHITECTURES, DECODER_POSTERIORS, DECODER_VARIANCES, DEFAULT_LOG_VARIANCE_BOUND,
-                           INITIALISATIONS, LIKELIHOODS, OUTPUT_MEAN_CLIP, PAPER_INIT_STD, ModelConfig,
-                           hidden_activations_per_row, hidden_widths, model_bytes, parameter_count)
-from .networks import ACTIVATIONS, MLP, bounded_log_variance, build_network
+                     INITIALISATIONS, LIKELIHOODS, OUTPUT_MEAN_CLIP, PAPER_INIT_STD, ModelConfig, hidden_widths)
+from .distributions import bernoulli_from_logits, diagonal_gaussian, standard_normal_prior
+from .families import FamilyEncoder, default_estimator, get_family, posterior_centre
+from .networks import MLP, bounded_log_variance, build_network
 
 
 @contextmanager
@@ -113,9 +114,15 @@ DECODERS: dict[str, type[nn.Module]] = {"bernoulli": BernoulliDecoder, "gaussian
 
 
 class VAE(nn.Module):
-    """The variational auto-encoder of §3: encoder, decoder and the N(0, I) prior."""
+    """The variational auto-encoder of §3: encoder, decoder and the N(0, I) prior.
+
+    Building one first checks that ``config`` can be built (:func:`aevb.models.buildable.check_buildable`:
+    a posterior/prior pair with a finite KL, parameters that fit in the host's memory), so that an
+    impossible size is a one-line AevbError before any layer is allocated, however the model is
+    made (``VAE(config)``, :func:`aevb.models.build.build_model`, a model file being loaded)."""
 
     def __init__(self, config: ModelConfig):
+        check_buildable(config)
         super().__init__()
         self.config = config
         if config.posterior == "gaussian":

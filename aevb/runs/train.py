@@ -162,8 +162,10 @@ def resume_run(run_dir: str | os.PathLike, options: RunOptions | None = None, *,
                           "the start (the same seeded run), and measures them again", TrainingWarning)
         data = load_data(data_config)
         check_same_data(data, config["data"], out, where)
+        # Before a file of the run is touched; a model config.json cannot describe is named there.
         plan = run_preflight(model_config, train_config, make_algorithm(algorithm, train_config), torch_device,
-                             data.train.shape[0], group, per_point_measurements=extra_metrics is not None)
+                             data.train.shape[0], group, per_point_measurements=extra_metrics is not None,
+                             where=f"{where}: model")
         if state is not None:
             model = build_model(model_config)
             groups = plan.algorithm.parameter_groups(model, 0.0)

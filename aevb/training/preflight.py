@@ -14,7 +14,7 @@ from typing import Mapping
 import torch
 
 from ..errors import AevbError
-from ..models.build import build_model
+from ..models.build import build_model, check_buildable
 from ..models.config import ModelConfig
 from ..models.families import families_of
 from .algorithm import Algorithm
@@ -52,18 +52,20 @@ class Preflight:
 def run_preflight(model_config: ModelConfig | None, config: TrainConfig, algorithm: Algorithm, device: torch.device,
               dataset_size: int, group: ProcessGroup = SINGLE_PROCESS,
               per_point_measurements: bool = False, model: torch.nn.Module | None = None,
-              splits: Mapping[str, torch.Tensor] = MappingProxyType({})) -> Preflight:
+              splits: Mapping[str, torch.Tensor] = MappingProxyType({}), where: str | None = None) -> Preflight:
     """Check that ``algorithm`` can train the model of ``model_config`` with ``config`` on
     ``dataset_size`` training points, on ``device`` and ``group``'s processes; a one-line
     AevbError naming the setting otherwise; the data's values likewise. ``per_point_measurements``: something is measured at
     every evaluation point besides the bounds (it must run on one process). The engine is tried on
     ``model`` where it is built already, else on the model of ``model_config`` on the meta device:
     nothing is allocated. ``splits``: the data, by the name an error gives them, whose values must be
-    finite (and in [0, 1] for a Bernoulli decoder or dynamic binarisation)."""
+    finite (and in [0, 1] for a Bernoulli decoder or dynamic binarisation). ``where``: the file
+    ``model_config`` was read from, named by an error about it."""
     likelihood = getattr(model_config, "likelihood", None)
     for name, values in splits.items():
         require_trainable_values(values, name, likelihood, config.binarize)
     if model_config is not None:
+        check_buildable(model_config, where)   # the family pair, and the parameters in the host's memory
         algorithm.check_model(model_config)
     check_distributable(group, algorithm, config.batch_size, per_point_measurements,
                         posterior=families_of(model_config)[0])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..memory import FLOAT_BYTES, format_count, require_memory
-from ..models.config import ModelConfig, decoder_outputs_per_row, hidden_activations_per_row, parameter_count
+from ..models.buildable import decoder_outputs_per_row, hidden_activations_per_row, parameter_count
+from ..models.config import ModelConfig
 
 
 def require_training_step_memory(config, batch_size: int, num_samples: int, device: torch.device | str,

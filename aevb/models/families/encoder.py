@@ -3,17 +3,13 @@ posterior (for reconstructions), and the prior's inverse CDF (for the 2-D manifo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 from torch.distributions import Distribution, Independent
 
+from ..config import ModelConfig
 from ..networks import build_network
 from .registry import get_family
-
-if TYPE_CHECKING:
-    from ..config import ModelConfig
 
 
 def posterior_centre(posterior: Distribution) -> torch.Tensor:

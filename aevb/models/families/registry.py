@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,14 +33,12 @@ from torch.distributions import (Beta, Cauchy, Chi2, Dirichlet, Distribution, Ex
                                  StudentT, Uniform, Weibull, kl_divergence)
 
 from ...errors import AevbError
+from ..config import ModelConfig
 from ..networks import bounded_log_variance
 from . import kl as _registered_kls  # noqa: F401  (registers the closed-form KLs)
 from .composition import Erlang
 from .inverse_cdf import Gompertz, Logistic, Rayleigh, Reciprocal
 from .location_scale import MultivariateStudentT, Triangular
-
-if TYPE_CHECKING:
-    from ..config import ModelConfig
 
 ROUTES = ("inverse-cdf", "location-scale", "composition")     # §2.4's three routes
 SUPPORTS = ("real", "positive", "unit-interval", "simplex")

@@ -1,12 +1,18 @@
 """The fast paths of evaluation (no gradients): importance sampling and the bound decode millions
 of rows, and these paths do it in fewer passes over the decoder's output and fewer operations than
-the references they are tested against (``tests/test_fused.py``, ``tests/test_native.py``):
+the references in :mod:`aevb.objectives.estimators` they are tested against
+(``tests/test_fused.py``, ``tests/test_native.py``, ``tests/test_likelihood.py``):
 
-* log p(x|z): ``model.decode(z).log_prob(x)``; :func:`decoder_log_prob` chooses between the two,
-  in one place;
+* log p(x|z): the reference is :func:`aevb.objectives.estimators.decoder_log_likelihood`
+  (``model.decode(z).log_prob(x)``); :func:`decoder_log_prob` chooses between it and
+  :func:`fast_decoder_log_prob`, in one place, and evaluation hands it to the estimators as their
+  ``log_likelihood``;
 * the importance weights log p(x, z) − log q(z|x) of the Gaussian encoder and N(0, I) prior:
   :func:`aevb.objectives.estimators.log_importance_weights`; :func:`fast_importance_weights_apply`
   says where :func:`fast_importance_weights` serves.
+
+They live with evaluation, not with the training engines whose kernels they share, so that the
+objectives (§2.3, the reference) import neither the engines nor the C kernels.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import native
-from ..models.vae import VAE
+from ..engines.activations import FUSED_ACTIVATIONS
+from ..engines.fused import hidden_linears, unsupported_reason
 from ..models.networks import bounded_log_variance
-from .activations import FUSED_ACTIVATIONS
-from .fused import hidden_linears, unsupported_reason
+from ..models.vae import VAE
+from ..objectives.estimators import decoder_log_likelihood
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -136,11 +143,10 @@ def fast_importance_weights(model: VAE, x: torch.Tensor, mean: torch.Tensor, std
 
 
 def decoder_log_prob(model: nn.Module, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log p(x|z), (L, M) for z (L, M, J) and x (M, D), nats: ``model.decode(z).log_prob(x)``, or
-    the same number by :func:`fast_decoder_log_prob` when nothing needs its gradient. A model whose
-    datapoints hold more than x (a conditional VAE's labels) computes it itself: ``model.decoder_log_prob``."""
-    own = getattr(model, "decoder_log_prob", None)
-    if own is not None:
-        return own(z, x)
+    """log p(x|z), (L, M) for z (L, M, J) and x (M, D), nats: the reference
+    :func:`~aevb.objectives.estimators.decoder_log_likelihood`, or the same number by
+    :func:`fast_decoder_log_prob` where it applies (nothing needs the gradient, a plain MLP VAE;
+    a conditional VAE is not one, so its rows reach its own ``decoder_log_prob``). The
+    ``log_likelihood`` that evaluation gives the estimators."""
     fast = fast_decoder_log_prob(model, z, x)
-    return model.decode(z).log_prob(x) if fast is None else fast
+    return decoder_log_likelihood(model, z, x) if fast is None else fast
