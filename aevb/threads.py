@@ -37,8 +37,8 @@ import ctypes
 import functools
 import os
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch

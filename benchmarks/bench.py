@@ -45,6 +45,7 @@ PEERS = HERE / "peers"
 SCHEMA = "aevb-bench/1"
 sys.path.insert(0, str(PEERS))
 from common import MODELS as BENCH_MODELS  # noqa: E402  (the peers' models: shapes, optimiser, M)
+
 # Issue targets on a 2-core machine: (measure, peer, minimum ratio aevb / peer).
 TARGETS = [("train", "plain PyTorch loop", 2.0), ("train", "pythae", 1.6), ("train", "GEMM-only bound", 0.7),
            ("nll", "pythae", 3.0)]

@@ -43,7 +43,7 @@ def run_tests() -> dict:
 
 
 def train_throughput(data: torch.Tensor, engine: str, samples: int = 200_000) -> dict:
-    from aevb import VAE, ModelConfig, Trainer, TrainConfig
+    from aevb import VAE, ModelConfig, TrainConfig, Trainer
 
     model = VAE(ModelConfig(data_dim=784, latent_dim=20, hidden_units=500)).cuda()
     config = TrainConfig(step_size=0.02, max_samples=samples, first_eval=samples, eval_subset=100, engine=engine)

@@ -35,7 +35,7 @@ def one_repeat(model_name: str, samples: int, threads: int, dataset: str = "mnis
     from aevb.experiments.nll import IWAE_PIXEL_DIVISOR, MODELS
     from aevb.models.build import build_model
     from aevb.models.config import ModelConfig
-    from aevb.training import Trainer, TrainConfig
+    from aevb.training import TrainConfig, Trainer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -32,7 +32,7 @@ from bench import embedded_sample  # noqa: E402
 from gemm_bound import rate, training_products  # noqa: E402
 
 from aevb.models.vae import VAE, ModelConfig  # noqa: E402
-from aevb.training import Trainer, TrainConfig  # noqa: E402
+from aevb.training import TrainConfig, Trainer  # noqa: E402
 
 DATA_DIM, LATENT_DIM = 784, 20
 

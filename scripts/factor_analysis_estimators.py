@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from aevb.models.factor_analysis import exact_log_likelihood, marginal, random_factor_analysis_vae
 from aevb.evaluation.hmc_estimator import hmc_log_likelihood
-from aevb.objectives.estimators import iwae_bound
 from aevb.evaluation.importance_sampling import estimate_log_likelihood
+from aevb.models.factor_analysis import exact_log_likelihood, marginal, random_factor_analysis_vae
+from aevb.objectives.estimators import iwae_bound
 
 
 def main() -> None:

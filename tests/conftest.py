@@ -24,6 +24,17 @@ torch.set_num_threads(int(os.environ.get("AEVB_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished run of the small model of tests/test_robustness.py (SMALL), one per test module."""
+    from test_cli import call
+    from test_robustness import SMALL
+
+    run = tmp_path_factory.mktemp("finished") / "finished"
+    assert call(["train", *SMALL, "--max-samples", "2000", "--out", run]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
 def one_thread():
     """One thread for a module whose in-process CLI calls may set another (``--threads``), restored after."""
     threads = torch.get_num_threads()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aevb import ModelConfig, TrainConfig, Trainer, VAE, estimator_a, estimator_b, evaluate_bound
+from aevb import VAE, ModelConfig, TrainConfig, Trainer, estimator_a, estimator_b, evaluate_bound
 from aevb.errors import AevbError
 from aevb.evaluation.hmc_estimator import hmc_log_likelihood
 from aevb.evaluation.importance_sampling import estimate_log_likelihood

@@ -13,20 +13,19 @@ import random
 import numpy as np
 import pytest
 import torch
+from test_cli import assert_usage_error, is_png, run_cli
 from torch.distributions import MultivariateNormal
 from torch.func import functional_call
 
 from aevb import VAE, ModelConfig
-from aevb.models.conditional import ConditionalVAE, conditioned_rows
-from aevb.errors import AevbError
-from aevb.objectives.estimators import estimator_a, estimator_b, get_estimator
 from aevb.engines.fused import FusedStep, unsupported_reason
+from aevb.errors import AevbError
 from aevb.evaluation.importance_sampling import estimate_log_likelihood
 from aevb.models.build import build_model
+from aevb.models.conditional import ConditionalVAE, conditioned_rows
 from aevb.models.networks import ConvDecoderNet, ConvEncoderNet
-from aevb.training import AEVB, Trainer, TrainConfig, evaluation_data
-
-from test_cli import assert_usage_error, is_png, run_cli
+from aevb.objectives.estimators import estimator_a, estimator_b, get_estimator
+from aevb.training import AEVB, TrainConfig, Trainer, evaluation_data
 
 
 def _rows(model: torch.nn.Module, count: int, generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:
@@ -396,8 +395,9 @@ def test_cli_refuses_conditional_and_conv_on_data_without_labels_or_image_shape(
 
 
 def test_two_processes_train_the_conditional_conv_model_one_process_trains(tmp_path):
-    from aevb.cli import main
     from test_distributed import SETTINGS, _parameters, _torchrun
+
+    from aevb.cli import main
 
     # Labels travel in the rows: each process's shard carries its own; M = 15 splits 8 + 7.
     options = [*SETTINGS, "--conditional", "--architecture", "conv", "--conv-channels", "2,4", "--binarize", "dynamic",

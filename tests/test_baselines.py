@@ -12,14 +12,19 @@ import math
 import pytest
 import torch
 
-from aevb import VAE, AevbError, ModelConfig, Trainer, TrainConfig
+from aevb import VAE, AevbError, ModelConfig, TrainConfig, Trainer
 from aevb.baselines import MonteCarloEM, WakeSleep
-from aevb.training.algorithms import ALGORITHMS, make_algorithm, trains_encoder
 from aevb.data import load_dataset
-from aevb.models.factor_analysis import (_posterior_gain_and_covariance, exact_log_likelihood, exact_posterior, marginal,
-                                  random_factor_analysis_vae)
 from aevb.evaluation.hmc_estimator import hmc_log_likelihood
+from aevb.models.factor_analysis import (
+    _posterior_gain_and_covariance,
+    exact_log_likelihood,
+    exact_posterior,
+    marginal,
+    random_factor_analysis_vae,
+)
 from aevb.training import AEVB
+from aevb.training.algorithms import ALGORITHMS, make_algorithm, trains_encoder
 
 
 @pytest.fixture(scope="module")
@@ -271,9 +276,9 @@ def test_appendix_d_estimator_can_start_anywhere():
 def test_an_algorithm_of_ones_own_needs_only_a_name_and_a_step():
     """The base class gives every other capability a default: a bound, no skipped steps, one
     process, no state of its own; an object that is no Algorithm is refused in one line."""
-    from aevb.errors import AevbError
-    from aevb.training import Algorithm, Trainer, TrainConfig
     from aevb import VAE, ModelConfig
+    from aevb.errors import AevbError
+    from aevb.training import Algorithm, TrainConfig, Trainer
 
     class PlainGradient(Algorithm):
         name = "plain-gradient"

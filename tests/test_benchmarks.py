@@ -52,9 +52,9 @@ def test_the_gemm_bound_does_every_product_of_a_step_and_no_more():
     """Forward: one per layer; backward: a weight gradient per layer and an input gradient for
     every layer but the first — 11 products with one hidden layer each way, 17 with two."""
     sys.path.insert(0, str(BENCHMARKS / "peers"))
+    import torch
     from common import MODELS
     from gemm_bound import training_products
-    import torch
     for name, layers in (("mnist", 4), ("burda", 6)):     # linear layers, encoder heads as one
         step = training_products(5, MODELS[name].hidden_units, MODELS[name])
         calls = []
@@ -172,6 +172,7 @@ def test_the_gpu_checks_protocol_timing_gives_each_full_schedules_hours(tmp_path
     embedded sample."""
     sys.path.insert(0, str(BENCHMARKS))
     from gpu_check import protocol_throughput
+
     from aevb.experiments.nll import IWAE_SAMPLES
     result = protocol_throughput(tmp_path / "no-data", samples=40, device="cpu")
     assert result["dataset"] == "mnist-sample"

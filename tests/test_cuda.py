@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from aevb import VAE, ModelConfig, Trainer, TrainConfig
+from aevb import VAE, ModelConfig, TrainConfig, Trainer
 from aevb.engines import EngineRequest, engine_class
 from aevb.evaluation import evaluate_bound
 from aevb.evaluation.importance_sampling import estimate_log_likelihood

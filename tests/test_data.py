@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from aevb.data import DATASET_NAMES, Dataset, load_dataset, resolve_data_dir
+from aevb.data import DATASET_NAMES, Dataset, formats, load_dataset, resolve_data_dir
 from aevb.data import download as dl
-from aevb.data import formats
 from aevb.data.datasets import EMBEDDED_DIR
 from aevb.data.splits import permutation_split
 from aevb.errors import AevbError

@@ -6,8 +6,12 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from aevb.models.distributions import (bernoulli_from_logits, diagonal_gaussian, gaussian_kl_to_standard_normal,
-                                standard_normal_prior)
+from aevb.models.distributions import (
+    bernoulli_from_logits,
+    diagonal_gaussian,
+    gaussian_kl_to_standard_normal,
+    standard_normal_prior,
+)
 
 
 def random_gaussian(batch=5, dim=4, seed=0):

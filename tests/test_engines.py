@@ -11,18 +11,18 @@ from torch import nn
 from torch.distributions import kl_divergence
 
 from aevb import VAE, ModelConfig
-from aevb.models import networks
-from aevb.models.build import build_model
-from aevb.models.distributions import diagonal_gaussian, gaussian_kl_to_standard_normal, standard_normal_prior
 from aevb.engines import AUTO_ORDER, ENGINES, EngineRequest, engine_class, select_engine
 from aevb.engines.activations import FUSED_ACTIVATIONS
 from aevb.engines.autograd import AutogradEngine
 from aevb.engines.fused import FusedStep
 from aevb.engines.native import native_unavailable_reason
 from aevb.errors import AevbError
+from aevb.models import networks
+from aevb.models.build import build_model
+from aevb.models.distributions import diagonal_gaussian, gaussian_kl_to_standard_normal, standard_normal_prior
 from aevb.objectives.estimators import get_estimator
+from aevb.training import AEVB, TrainConfig, Trainer
 from aevb.training.optimizers import Adagrad, Adam
-from aevb.training import AEVB, Trainer, TrainConfig
 
 NATIVE = native_unavailable_reason(torch.device("cpu"), torch.float32) is None
 

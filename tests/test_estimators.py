@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
+from helpers import LinearGaussianModel
 from torch.distributions import Independent, StudentT
 
 from aevb import ESTIMATORS, estimator_a, estimator_b, minibatch_bound
-from helpers import LinearGaussianModel
 
 
 def independent_draws(estimator, model, x, count, num_samples=1):

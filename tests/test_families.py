@@ -19,12 +19,19 @@ import scipy.stats as st
 import torch
 from torch.distributions import Independent, kl_divergence
 
-from aevb.training.distributed import ProcessGroup
-from aevb.errors import AevbError
-from aevb.models.families import (FAMILIES, check_pair, default_estimator, get_family, has_closed_form_kl, prior_icdf,
-                           prior_names)
 from aevb.engines.fused import unsupported_reason
+from aevb.errors import AevbError
+from aevb.models.families import (
+    FAMILIES,
+    check_pair,
+    default_estimator,
+    get_family,
+    has_closed_form_kl,
+    prior_icdf,
+    prior_names,
+)
 from aevb.models.vae import VAE, ModelConfig
+from aevb.training.distributed import ProcessGroup
 
 LATENT = 2
 BATCH = 2
@@ -385,10 +392,8 @@ def test_every_prior_has_a_manifold_grid_or_says_it_has_none(name):
 
 def test_multi_process_training_refuses_non_gaussian_posteriors():
     """Refused before anything is written (train_run and resume_run check first), and by the Trainer."""
+    from aevb.training import AEVB, TrainConfig, Trainer
     from aevb.training.distributed import check_distributable
-    from aevb.training import Trainer, TrainConfig
-
-    from aevb.training import AEVB
 
     two = ProcessGroup(rank=0, world_size=2)
     check_distributable(two, AEVB(), 10, posterior="gaussian")

@@ -16,15 +16,15 @@ from torch.distributions import MultivariateNormal, Normal
 
 from aevb import VAE, ModelConfig
 from aevb.cli import main
-from aevb.objectives.estimators import estimator_b
-from aevb.models.factor_analysis import exact_log_likelihood, random_factor_analysis_vae
-from aevb.evaluation.full_vb import predictive_log_likelihood
-from aevb.models.full_vb import FullVBVAE
-from aevb.objectives.full_vb import full_bound_estimate
-from aevb.training.full_vb import FullVariationalBayes
 from aevb.engines.fused import unsupported_reason
+from aevb.evaluation.full_vb import predictive_log_likelihood
 from aevb.models.build import build_model
-from aevb.training import Trainer, TrainConfig
+from aevb.models.factor_analysis import exact_log_likelihood, random_factor_analysis_vae
+from aevb.models.full_vb import FullVBVAE
+from aevb.objectives.estimators import estimator_b
+from aevb.objectives.full_vb import full_bound_estimate
+from aevb.training import TrainConfig, Trainer
+from aevb.training.full_vb import FullVariationalBayes
 
 LOG_2PI = math.log(2 * math.pi)
 

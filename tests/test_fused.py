@@ -232,6 +232,7 @@ def test_a_diverging_run_on_the_fused_engine_rolls_back_and_stops_with_one_error
     """Issue 14: a step size far too large on the default (fused) engine went from a float32
     overflow of the bound to a traceback; like autograd, it must roll back and end cleanly."""
     import warnings
+
     from aevb.cli import main
     threads = torch.get_num_threads()
     try:

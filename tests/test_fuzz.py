@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_cli import assert_usage_error, call, run_cli
 
 import aevb
 from aevb.checkpoint import load_model, save_model
 from aevb.data import arrays, formats
 from aevb.errors import AevbError
 from aevb.models.vae import VAE, ModelConfig
-
-from test_cli import assert_usage_error, call, run_cli
 
 EMBEDDED = Path(formats.__file__).parent / "embedded"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

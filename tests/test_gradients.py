@@ -1,9 +1,9 @@
 """The reparameterised gradient (§2.4): exact for fixed ε, unbiased over ε."""
 
 import torch
+from helpers import LinearGaussianModel
 
 from aevb import VAE, ModelConfig, estimator_b
-from helpers import LinearGaussianModel
 
 
 def _bound_with_fixed_noise(model, x, seed):

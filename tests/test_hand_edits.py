@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_cli import assert_usage_error, call, run_cli
+from test_robustness import _edit_json, _interrupted_run
 
 import aevb
 from aevb.data import datasets
 from aevb.errors import AevbError
-
-from test_cli import assert_usage_error, call, run_cli
-from test_robustness import SMALL, _edit_json, _interrupted_run, finished_run  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

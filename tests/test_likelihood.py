@@ -10,10 +10,9 @@ import torch
 from aevb import estimator_b
 from aevb.evaluation.hmc import sample_hmc
 from aevb.evaluation.hmc_estimator import hmc_log_likelihood
-from aevb.objectives.estimators import iwae_bound
 from aevb.evaluation.importance_sampling import estimate_log_likelihood
-from aevb.objectives.estimators import ESTIMATORS, estimator_a
 from aevb.models.factor_analysis import exact_log_likelihood, exact_posterior, marginal, random_factor_analysis_vae
+from aevb.objectives.estimators import ESTIMATORS, estimator_a, iwae_bound
 
 
 @pytest.fixture(scope="module")

@@ -118,7 +118,8 @@ MODEL_CASES = [
 @pytest.mark.parametrize("options", MODEL_CASES)
 def test_parameter_count_from_the_config_is_that_of_the_built_model(options):
     from aevb.models.build import build_model
-    from aevb.models.vae import ModelConfig, parameter_count
+    from aevb.models.buildable import parameter_count
+    from aevb.models.vae import ModelConfig
 
     config = ModelConfig(**options)
     assert parameter_count(config) == build_model(config).num_parameters()
@@ -259,10 +260,10 @@ def _record_rows(monkeypatch, owner, name) -> list[int]:
 
 @pytest.mark.parametrize("estimator", ["A", "B", "IWAE"])
 def test_the_samples_of_one_datapoint_are_streamed_and_combined_exactly(monkeypatch, estimator):
-    from aevb.objectives import estimators
     from aevb.evaluation import per_datapoint_bound
     from aevb.models.build import build_model
     from aevb.models.vae import ModelConfig
+    from aevb.objectives import estimators
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(data_dim=12, latent_dim=2, hidden_units=5, init_std=0.5))
@@ -282,10 +283,10 @@ def test_the_samples_of_one_datapoint_are_streamed_and_combined_exactly(monkeypa
 
 
 def test_many_datapoints_with_many_samples_each_stay_within_the_chunk(monkeypatch):
-    from aevb.objectives import estimators
     from aevb.evaluation import evaluate_bound
     from aevb.models.build import build_model
     from aevb.models.vae import ModelConfig
+    from aevb.objectives import estimators
 
     model = build_model(ModelConfig(data_dim=12, latent_dim=2, hidden_units=5))
     rows = _record_rows(monkeypatch, estimators.ESTIMATORS, "B")

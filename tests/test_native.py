@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_fused import CONFIGS
 
 from aevb import VAE, ModelConfig, native
-from aevb.native import build as native_build
-from aevb.models.distributions import bernoulli_from_logits
-from aevb.models.networks import ACTIVATIONS
 from aevb.engines.fused import FusedStep
 from aevb.engines.native import NativeStep, native_unavailable_reason
-
-from test_fused import CONFIGS
+from aevb.models.distributions import bernoulli_from_logits
+from aevb.models.networks import ACTIVATIONS
+from aevb.native import build as native_build
 
 KERNELS = native.load()
 needs_kernels = pytest.mark.skipif(KERNELS is None, reason="native kernels could not be built here")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from aevb.cli import main
-from aevb.runs import ModelSpec
 from aevb.experiments import fig2, plan
+from aevb.runs import ModelSpec
 
 
 def test_figure_2_plan_is_the_papers_grid():
@@ -182,12 +182,11 @@ def test_runs_in_parallel_processes(shared_data, tmp_path, capsys):
 
 
 def test_a_reproduction_stopped_mid_run_continues_from_its_checkpoint(shared_data, tmp_path, monkeypatch):
+    import functools
     import os
     import signal
 
     from safetensors.torch import load_file
-
-    import functools
 
     import aevb.experiments.runner
     import aevb.runs.train

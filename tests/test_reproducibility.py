@@ -23,7 +23,6 @@ from aevb import VAE, ModelConfig, native
 from aevb.threads import StepThreads, available_cpus, strict_matrix_products
 from aevb.training import TrainConfig, Trainer
 
-
 needs_kernels = pytest.mark.skipif(native.load() is None, reason="native kernels could not be built here")
 
 

@@ -6,17 +6,17 @@ baselines (MCEM carries per-datapoint chains in its state)."""
 from __future__ import annotations
 
 import copy
-import math
 import json
+import math
 import random
 
 import pytest
 import torch
 
 from aevb import VAE, ModelConfig
-from aevb.training.algorithms import make_algorithm
 from aevb.errors import TrainingInterrupted
-from aevb.training import Trainer, TrainConfig
+from aevb.training import TrainConfig, Trainer
+from aevb.training.algorithms import make_algorithm
 
 
 def _train(data, config, algorithm, model_options=None, **fit_options):

@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_cli import FAST, assert_usage_error, call, run_cli
 
 from aevb.training.reporting import TrainingWarning
-
-from test_cli import FAST, assert_usage_error, call, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,13 +43,6 @@ def _interrupted_run(monkeypatch, run: Path, *extra: str, after_checks: int = 40
         patch.setattr(StopOnSignal, "__call__", stop)
         assert call(["train", *SMALL, "--max-samples", samples, "--checkpoint-every", "5", "--out", run, *extra]) == 130
     assert (run / "checkpoints").is_dir() and not (run / "model.safetensors").exists()
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("robustness") / "finished"
-    assert call(["train", *SMALL, "--max-samples", "2000", "--out", run]) == 0
-    return run
 
 
 def _edit_json(path: Path, edit) -> None:

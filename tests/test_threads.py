@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from aevb import threads as policy
 from aevb.errors import AevbError
 from aevb.models.vae import VAE, ModelConfig
-from aevb.training import TrainConfig, Trainer
-from aevb import threads as policy
 from aevb.threads import StepThreads, candidate_counts
+from aevb.training import TrainConfig, Trainer
 
 
 class Machine:

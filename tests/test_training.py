@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from aevb import VAE, AevbError, ModelConfig, Trainer, TrainConfig, estimator_b
+from aevb import VAE, AevbError, ModelConfig, TrainConfig, Trainer, estimator_b
 from aevb.data import load_dataset
 from aevb.training import evaluation_data, evaluation_points
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 from safetensors.torch import load_file
 
@@ -140,7 +140,7 @@ class _LinearGaussian(torch.nn.Module):
 
 
 def test_the_trainer_trains_any_module_with_encode_decode_and_prior():
-    from aevb import Trainer, TrainConfig
+    from aevb import TrainConfig, Trainer
 
     torch.manual_seed(0)
     model = _LinearGaussian()
@@ -155,7 +155,7 @@ def test_the_trainer_trains_any_module_with_encode_decode_and_prior():
 
 
 def test_initialise_false_fine_tunes_the_weights_a_vae_has():
-    from aevb import VAE, ModelConfig, Trainer, TrainConfig
+    from aevb import VAE, ModelConfig, TrainConfig, Trainer
 
     model = VAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4))
     with torch.no_grad():

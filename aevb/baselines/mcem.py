@@ -58,11 +58,11 @@ import math
 import torch
 
 from ..errors import AevbError
+from ..evaluation.hmc import HMCState, hmc_step, log_density_and_gradient
+from ..evaluation.hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 from ..models.families import check_hmc_prior
 from ..training.algorithm import Algorithm, refuse_conditional, refuse_decoder_posterior
 from ..training.distributed import SINGLE_PROCESS, ProcessGroup
-from ..evaluation.hmc import HMCState, hmc_step, log_density_and_gradient
-from ..evaluation.hmc_estimator import PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, hmc_log_likelihood
 
 PAPER_MCEM_LEAPFROG_STEPS = 10    # App. E
 PAPER_MCEM_WEIGHT_UPDATES = 5     # App. E

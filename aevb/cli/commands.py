@@ -20,9 +20,18 @@ from ..checkpoint import read_json, strict_json
 from ..errors import AevbError
 from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
 from ..experiments import reproduce
-from ..runs import RunOptions, RunSpec, compare_runs, default_run_dir, evaluate_run, resolved_config, resume_run, \
-    sample_run, train_run
-from ..runs import progress_report
+from ..runs import (
+    RunOptions,
+    RunSpec,
+    compare_runs,
+    default_run_dir,
+    evaluate_run,
+    progress_report,
+    resolved_config,
+    resume_run,
+    sample_run,
+    train_run,
+)
 from ..runs.spec import settings_of_run_config
 from ..training.distributed import shutdown
 from .flags import _flag

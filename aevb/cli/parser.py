@@ -21,9 +21,19 @@ from ..runs import DataConfig, evaluate_run, sample_run
 from ..runs.loggers import LOGGERS
 from ..runs.spec import DEFAULT_CHECKPOINT_EVERY
 from ..training import DEFAULT_MAX_SAMPLES, TrainConfig
-from .arguments import (_bound, _count, _count_list, _counts, _label, _non_negative_float, _number, _path,
-                        _positive_float, _seed, _threads)
-
+from .arguments import (
+    _bound,
+    _count,
+    _count_list,
+    _counts,
+    _label,
+    _non_negative_float,
+    _number,
+    _path,
+    _positive_float,
+    _seed,
+    _threads,
+)
 
 FAMILY_NAMES = tuple(FAMILIES)
 

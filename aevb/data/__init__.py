@@ -46,8 +46,7 @@ Every problem a user can cause raises :class:`aevb.errors.AevbError` with a one-
 naming the file. The network is used only with ``download=True`` (see :mod:`aevb.data.download`).
 """
 
-from .datasets import (DATASET_NAMES, PAPER_PIXEL_DIVISOR, USER_PIXEL_DIVISOR, Dataset, load_dataset,
-                       resolve_data_dir)
+from .datasets import DATASET_NAMES, PAPER_PIXEL_DIVISOR, USER_PIXEL_DIVISOR, Dataset, load_dataset, resolve_data_dir
 
 __all__ = ["DATASET_NAMES", "PAPER_PIXEL_DIVISOR", "USER_PIXEL_DIVISOR", "Dataset", "load_dataset",
            "resolve_data_dir"]

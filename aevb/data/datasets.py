@@ -17,8 +17,8 @@ import torch
 
 from aevb.errors import AevbError
 
-from .download import DATASET_SUBDIRS, REMOTE_FILES, fetch_file, sha256_file
 from .arrays import read_npy, read_npz
+from .download import DATASET_SUBDIRS, REMOTE_FILES, fetch_file, sha256_file
 from .formats import read_amat_binary, read_frey_mat, read_mnist_images, read_mnist_labels
 from .splits import FREY_SPLIT_SEED, USER_SPLIT_SEED, holdout_size, permutation_split
 
@@ -268,7 +268,7 @@ def _verify_embedded() -> None:
     except OSError as exc:
         raise AevbError(f"{sums}: cannot read the embedded sample's checksums ({exc}); reinstall aevb") from None
     listed = set()
-    for line in filter(None, (l.strip() for l in lines)):
+    for line in filter(None, (text.strip() for text in lines)):
         digest, _, name = line.partition("  ")
         if not name:
             raise AevbError(f"{sums}: not a checksum line: {line[:60]!r}; reinstall aevb")

@@ -27,11 +27,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-from .formats import FREY_SHA256
 from pathlib import Path
 
 from aevb.errors import AevbError
+
+from .formats import FREY_SHA256
 
 __all__ = ["RemoteFile", "REMOTE_FILES", "DATASET_SUBDIRS", "MAX_DOWNLOAD_BYTES", "fetch_file", "sha256_file"]
 

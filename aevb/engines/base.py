@@ -19,7 +19,6 @@ from torch import nn
 
 from ..process_group import Shard
 
-
 #: (model, x (M, D), L, noise ε (L, M, J) or None) → per-datapoint bound estimates (M,), nats.
 Objective = Callable[..., torch.Tensor]
 

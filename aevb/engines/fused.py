@@ -39,8 +39,8 @@ from torch import nn
 from ..models.activations import ACTIVATIONS
 from ..models.distributions import bernoulli_from_logits, diagonal_gaussian, gaussian_kl_to_standard_normal
 from ..models.families import PAPER_POSTERIOR, PAPER_PRIOR, families_of
-from ..models.networks import bounded_log_variance
-from ..models.vae import MLP, VAE, BernoulliDecoder, GaussianDecoder, GaussianEncoder
+from ..models.networks import MLP, bounded_log_variance
+from ..models.vae import VAE, BernoulliDecoder, GaussianDecoder, GaussianEncoder
 from ..process_group import Shard
 from .activations import FUSED_ACTIVATIONS, FusedActivation
 from .base import Engine, EngineRequest, Gradient

@@ -24,13 +24,13 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-from ..models.vae import ModelConfig, evaluation_mode, hidden_activations_per_row
+from ..models.buildable import hidden_activations_per_row
+from ..models.vae import ModelConfig, evaluation_mode
 from ..objectives.estimators import LatentVariableModel, log_importance_weights
 from ..progress import progress_bar
 from ..threads import ChunkWorkers, evaluation_threads
 from ..validation import require_count, require_rows
 from .decoding import decoder_log_prob, fast_importance_weights, fast_importance_weights_apply
-
 
 #: Importance samples per datapoint of the log-likelihood protocol every VAE paper reports
 #: (Burda, Grosse & Salakhutdinov 2015, Table 1: k = 5000).

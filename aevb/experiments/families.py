@@ -25,7 +25,6 @@ from ..models.families import FAMILIES, check_pair, default_estimator
 from ..runs import SUMMARY_FILE, DataConfig, ModelSpec, RunOptions, RunSpec, evaluate_run, train_run
 from ..training import TrainConfig
 
-
 #: α of the defensive proposal (1 − α) q + α p that every family is also scored with.
 DEFENSIVE_MIXTURE = 0.5
 

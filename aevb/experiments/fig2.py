@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..figures import plt
 from ..runs import DataConfig, ModelSpec
-from ..training import TrainConfig
 from ..runs.layout import read_metrics
+from ..training import TrainConfig
 from .registry import Experiment
 from .runner import FigureRun, read_summary
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from ..figures import plt
 from ..evaluation.hmc_estimator import hmc_log_likelihood
-from ..training.algorithms import trains_encoder
+from ..figures import plt
 from ..runs import DataConfig, ModelSpec
-from ..training import TrainConfig
-from .fig2 import plot_train_test
 from ..runs.layout import read_metrics
+from ..training import TrainConfig
+from ..training.algorithms import trains_encoder
+from .fig2 import plot_train_test
 from .registry import Experiment
 from .runner import FigureRun
 

@@ -34,11 +34,11 @@ import torch
 from ..checkpoint import atomic_write_json
 from ..evaluation import evaluate_bound
 from ..evaluation.full_vb import expected_bound, predictive_log_likelihood
-from ..models.full_vb import FullVBVAE
 from ..evaluation.importance_sampling import estimate_log_likelihood
+from ..models.full_vb import FullVBVAE
 from ..runs import DataConfig, ModelSpec, data_config_of_run, load_data, load_run
-from ..training import TrainConfig
 from ..runs.layout import read_metrics
+from ..training import TrainConfig
 from .runner import FigureRun, is_complete, read_summary, run_specs
 
 #: (dataset, Nz, hidden units): Frey Face with the repo's defaults (Gaussian decoder, sigmoid mean,

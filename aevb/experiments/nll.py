@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoint import atomic_write_json
+from ..data.datasets import MNIST_TRAIN_FILE_SIZE
 from ..errors import AevbError
 from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
-from ..training.optimizers import IWAE_PASSES
-from ..data.datasets import MNIST_TRAIN_FILE_SIZE
 from ..runs import DataConfig, ModelSpec, evaluate_run, read_run_config, resolve_device
 from ..training import TrainConfig
+from ..training.optimizers import IWAE_PASSES
 from .registry import Experiment
 from .runner import FigureRun, read_summary
 

@@ -29,12 +29,12 @@ from ..runs.data_config import load_data, stored_data_config
 from ..runs.layout import CONFIG_FILE, flat_config, read_run_config
 from ..runs.process import StopOnSignal, parent_asked_to_stop, stop_with_parent
 from ..runs.progress_report import REPORT_EVERY_SECONDS, RunsProgress, report_periodically
-from ..training.checkpoints import has_checkpoint
+from ..threads import process_share
 from ..training import TrainConfig
 from ..training.algorithms import algorithm_class
-from ..training.step_size import fit_to_budget
+from ..training.checkpoints import has_checkpoint
 from ..training.reporting import one_line_warnings
-from ..threads import process_share
+from ..training.step_size import fit_to_budget
 
 
 @dataclass

@@ -22,14 +22,11 @@ from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
 from ..validation import require_count
-from .activations import ACTIVATIONS
-# ModelConfig, its sizes and the networks' parts are imported from here too (aevb.models.vae is the public home).
-from .buildable import check_buildable, hidden_activations_per_row, model_bytes, parameter_count
-from .config import (ARCHITECTURES, DECODER_POSTERIORS, DECODER_VARIANCES, DEFAULT_LOG_VARIANCE_BOUND,
-                     INITIALISATIONS, LIKELIHOODS, OUTPUT_MEAN_CLIP, PAPER_INIT_STD, ModelConfig, hidden_widths)
+from .buildable import check_buildable
+from .config import OUTPUT_MEAN_CLIP, ModelConfig  # (ModelConfig is imported from here too: the model's home)
 from .distributions import bernoulli_from_logits, diagonal_gaussian, standard_normal_prior
 from .families import FamilyEncoder, default_estimator, get_family, posterior_centre
-from .networks import MLP, bounded_log_variance, build_network
+from .networks import bounded_log_variance, build_network
 
 
 @contextmanager

@@ -8,8 +8,15 @@ from pathlib import Path
 
 from ..errors import AevbError
 from ..training import TrainConfig
-from .layout import (CONFIG_FILE, DIVERGED_FILE, SUMMARY_FILE, flat_config, read_metrics, read_run_config,
-                     refuse_to_replace)
+from .layout import (
+    CONFIG_FILE,
+    DIVERGED_FILE,
+    SUMMARY_FILE,
+    flat_config,
+    read_metrics,
+    read_run_config,
+    refuse_to_replace,
+)
 
 #: Settings that say where or how a run was made, not what it is: never a label.
 _INCIDENTAL = {"data.data_dir", "data.download", "data.source", "created", "command", "aevb_version", "device",

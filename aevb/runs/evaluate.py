@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-
 import os
 import time
 from pathlib import Path
 
 import torch
 
-from ..training.algorithms import trains_encoder
 from ..checkpoint import load_model, model_with_weights
-from ..models.conditional import model_inputs
 from ..errors import AevbError
-from ..objectives.estimators import bound_estimator
 from ..evaluation import evaluate_bound
 from ..evaluation.full_vb import predictive_log_likelihood
-from ..evaluation.hmc_estimator import (PAPER_LEAPFROG_STEPS, PAPER_POSTERIOR_SAMPLES, check_hmc_samples,
-                                       hmc_log_likelihood)
+from ..evaluation.hmc_estimator import (
+    PAPER_LEAPFROG_STEPS,
+    PAPER_POSTERIOR_SAMPLES,
+    check_hmc_samples,
+    hmc_log_likelihood,
+)
 from ..evaluation.importance_sampling import estimate_log_likelihood
+from ..models.conditional import model_inputs
 from ..models.vae import VAE
+from ..objectives.estimators import bound_estimator
 from ..training import TrainConfig, evaluation_data
+from ..training.algorithms import trains_encoder
 from ..training.checkpoints import has_checkpoint, load_checkpoint
 from .data_config import data_config_of_run, load_data
 from .layout import CONFIG_FILE, algorithm_of, read_run_config

@@ -17,7 +17,6 @@ from ..training.checkpoints import DIRECTORY as CHECKPOINTS
 from ..training.config import Metrics
 from .lock import LOCK_FILE
 
-
 RUN_FORMAT_VERSION = 1
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from ..models.conditional import model_inputs
 from ..data import Dataset
-from ..models.families import prior_icdf
 from ..figures import save_bound_curve, save_manifold, save_reconstructions, save_samples
+from ..models.conditional import model_inputs
+from ..models.families import prior_icdf
 from ..models.vae import VAE
 from ..training import Metrics, evaluation_data
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..progress import duration_text as _duration
-from .layout import SUMMARY_FILE
 from ..training.checkpoints import newest_checkpoint
+from .layout import SUMMARY_FILE
 
 #: Seconds between two progress lines in a log (a reproduction lasts minutes to days).
 REPORT_EVERY_SECONDS = 600.0

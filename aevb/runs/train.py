@@ -18,31 +18,56 @@ from typing import Callable
 import torch
 
 from .. import __version__
-from ..checkpoint import (atomic_write_bytes, atomic_write_json, named_os_error, open_no_follow, read_json, save_model,
-                          strict_json)
+from ..checkpoint import (
+    atomic_write_bytes,
+    atomic_write_json,
+    named_os_error,
+    open_no_follow,
+    read_json,
+    save_model,
+    strict_json,
+)
 from ..data import Dataset
 from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
 from ..models.build import build_model
 from ..models.conditional import model_inputs
 from ..models.vae import VAE, ModelConfig
-from ..training import Metrics, Trainer, TrainConfig, TrainingState
+from ..training import Metrics, TrainConfig, Trainer, TrainingState
 from ..training.algorithms import ALGORITHMS, make_algorithm
-from ..training.checkpoints import DIRECTORY as CHECKPOINTS, check_checkpoint_fits, has_checkpoint, load_checkpoint, \
-    save_checkpoint
+from ..training.checkpoints import DIRECTORY as CHECKPOINTS
+from ..training.checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
 from ..training.distributed import SINGLE_PROCESS, ProcessGroup, from_environment, local_device
 from ..training.preflight import Preflight, run_preflight
 from ..training.reporting import TrainingWarning
-from .data_config import FINGERPRINT, check_same_data, data_config_of_run, data_fingerprint, load_data, \
-    stored_data_config
-from .layout import (CONFIG_FILE, DIVERGED_FILE, METRICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE, configuration_id,
-                     create_run_dir, line_samples, metrics_lines, prepare_run_dir, read_run_config, refuse_links,
-                     refuse_to_clobber)
+from .data_config import (
+    FINGERPRINT,
+    check_same_data,
+    data_config_of_run,
+    data_fingerprint,
+    load_data,
+    stored_data_config,
+)
+from .layout import (
+    CONFIG_FILE,
+    DIVERGED_FILE,
+    METRICS_FILE,
+    RUN_FORMAT_VERSION,
+    SUMMARY_FILE,
+    configuration_id,
+    create_run_dir,
+    line_samples,
+    metrics_lines,
+    prepare_run_dir,
+    read_run_config,
+    refuse_links,
+    refuse_to_clobber,
+)
 from .lock import RunLock
 from .loggers import LOGGERS
 from .outputs import write_figures
 from .process import AgreedStop, StopOnSignal
 from .progress_report import RunsProgress, report_periodically
-from .spec import ModelSpec, RunOptions, RunSpec, resolve_device
+from .spec import RunOptions, RunSpec, resolve_device
 
 
 def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False, data: Dataset | None = None,

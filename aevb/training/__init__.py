@@ -16,10 +16,20 @@ exactly λ / N. Dividing by N leaves Adagrad's and Adam's steps unchanged (both 
 the scale of the gradient, up to their ε).
 """
 
-from .distributed import Shard
 from .algorithm import AEVB, Algorithm
-from .config import (BINARIZATIONS, DEFAULT_MAX_SAMPLES, EVALUATION_BINARIZATION_SEED, PAPER_STEP_SIZES,
-                     Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points)
+from .config import (
+                     BINARIZATIONS,
+                     DEFAULT_MAX_SAMPLES,
+                     EVALUATION_BINARIZATION_SEED,
+                     PAPER_STEP_SIZES,
+                     Metrics,
+                     StepSizeTrial,
+                     TrainConfig,
+                     TrainResult,
+                     evaluation_data,
+                     evaluation_points,
+)
+from .distributed import Shard
 from .state import DataOrder, TrainingState
 from .step_memory import require_training_step_memory
 from .step_size import StepSizeChoice, select_step_size

@@ -8,14 +8,14 @@ from typing import ClassVar, Mapping
 
 import torch
 
-from .distributed import SINGLE_PROCESS, ProcessGroup, Shard
 from ..engines import Engine, EngineRequest, engine_class, select_engine
-from ..objectives.estimators import get_estimator
 from ..errors import AevbError
 from ..models.config import ModelConfig
 from ..models.families import check_estimator
 from ..models.vae import VAE
+from ..objectives.estimators import get_estimator
 from .config import TrainConfig
+from .distributed import SINGLE_PROCESS, ProcessGroup, Shard
 from .optimizers import guarded_step, non_finite
 
 

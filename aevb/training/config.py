@@ -14,7 +14,6 @@ from ..errors import AevbError
 from ..objectives.estimators import get_estimator
 from .optimizers import OPTIMIZERS, SCHEDULES
 
-
 BINARIZATIONS = ("none", "dynamic")
 
 

@@ -9,11 +9,11 @@ from itertools import chain
 import torch
 
 from ..errors import AevbError
+from ..models.config import ModelConfig
+from ..models.families import check_estimator
 from ..models.full_vb import FullVBVAE
 from ..models.vae import VAE
 from ..objectives.full_vb import full_bound_estimate
-from ..models.config import ModelConfig
-from ..models.families import check_estimator
 from .algorithm import AEVB, refuse_conditional
 from .config import TrainConfig
 from .distributed import SINGLE_PROCESS, ProcessGroup

@@ -17,12 +17,12 @@ from ..errors import AevbError
 from ..models.build import build_model, check_buildable
 from ..models.config import ModelConfig
 from ..models.families import families_of
+from ..validation import require_trainable_values
 from .algorithm import Algorithm
 from .config import TrainConfig
 from .distributed import SINGLE_PROCESS, ProcessGroup, check_distributable
 from .step_memory import require_training_step_memory
 from .step_size import fit_to_budget
-from ..validation import require_trainable_values
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,16 @@ from ..evaluation import evaluate_bound
 from ..models.config import ModelConfig
 from ..models.vae import VAE
 from ..objectives.estimators import bound_estimator
+from ..threads import StepThreads
+from ..validation import require_rows
 from .algorithm import AEVB, Algorithm
 from .config import Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points
 from .distributed import SINGLE_PROCESS, ProcessGroup, Shard
 from .optimizers import OPTIMIZERS, SCHEDULES
+from .preflight import Preflight, run_preflight
 from .reporting import TrainingWarning, refuse_untrainable, training_bar, warn_if_worse_than_untrained
 from .state import DataOrder, Interval, TrainingState
-from .preflight import Preflight, run_preflight
 from .step_size import StepSizeChoice, select_step_size
-from ..threads import StepThreads
-from ..validation import require_rows
-
 
 MAX_ROLLBACKS = 3                     # then give up: the step size has been halved three times
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from common import load_data, log, parse_args, serve
 
 import aevb
 from aevb.engines import ENGINE_CHOICES
 from aevb.evaluation.importance_sampling import estimate_log_likelihood
 from aevb.models.vae import VAE, ModelConfig
-from aevb.training import Trainer, TrainConfig
+from aevb.training import TrainConfig, Trainer
 
 
 def main(argv=None) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 
 import torch
-
 from common import BenchModel, parse_args, serve
 
 

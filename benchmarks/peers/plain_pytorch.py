@@ -17,10 +17,9 @@ import time
 
 import torch
 import torch.nn.functional as F
+from common import BenchModel, load_data, log, parse_args, serve
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-
-from common import BenchModel, load_data, log, parse_args, serve
 
 
 class VAE(nn.Module):

@@ -46,7 +46,6 @@ import time
 import numpy as np
 import torch
 import torch.nn as nn
-
 from common import DATA_DIM, LATENT_DIM, LEARNING_RATE, load_data, log, parse_args, serve
 
 WARMUP_BATCHES = 10

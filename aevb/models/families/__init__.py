@@ -10,11 +10,23 @@
 """
 
 from .composition import Erlang
+from .encoder import FamilyEncoder, posterior_centre, prior_icdf
 from .inverse_cdf import Gompertz, Logistic, Rayleigh, Reciprocal
 from .location_scale import MultivariateStudentT, Triangular
-from .encoder import FamilyEncoder, posterior_centre, prior_icdf
-from .registry import (FAMILIES, PAPER_POSTERIOR, PAPER_PRIOR, Family, check_estimator, check_hmc_prior, check_pair,
-                       default_estimator, families_of, get_family, has_closed_form_kl, prior_names)
+from .registry import (
+                       FAMILIES,
+                       PAPER_POSTERIOR,
+                       PAPER_PRIOR,
+                       Family,
+                       check_estimator,
+                       check_hmc_prior,
+                       check_pair,
+                       default_estimator,
+                       families_of,
+                       get_family,
+                       has_closed_form_kl,
+                       prior_names,
+)
 
 __all__ = ["Erlang", "Gompertz", "Logistic", "Rayleigh", "Reciprocal", "MultivariateStudentT", "Triangular",
            "FAMILIES", "PAPER_POSTERIOR", "PAPER_PRIOR", "Family", "families_of", "FamilyEncoder", "check_hmc_prior", "check_pair", "check_estimator",

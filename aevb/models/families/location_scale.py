@@ -13,7 +13,6 @@ import torch
 from torch.distributions import Chi2, Distribution, constraints
 
 from .base import ElementwiseDistribution, SymmetricAboutLoc
-
 from .inverse_cdf import open_uniform
 
 

@@ -28,9 +28,27 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import (Beta, Cauchy, Chi2, Dirichlet, Distribution, Exponential, FisherSnedecor, Gamma,
-                                 Gumbel, Independent, Laplace, LogNormal, MultivariateNormal, Normal, Pareto,
-                                 StudentT, Uniform, Weibull, kl_divergence)
+from torch.distributions import (
+    Beta,
+    Cauchy,
+    Chi2,
+    Dirichlet,
+    Distribution,
+    Exponential,
+    FisherSnedecor,
+    Gamma,
+    Gumbel,
+    Independent,
+    Laplace,
+    LogNormal,
+    MultivariateNormal,
+    Normal,
+    Pareto,
+    StudentT,
+    Uniform,
+    Weibull,
+    kl_divergence,
+)
 
 from ...errors import AevbError
 from ..config import ModelConfig
