@@ -25,9 +25,17 @@ from .errors import AevbError  # noqa: E402
 # The rest is imported on first use (PEP 562): importing torch takes a second or more, and the
 # console script (aevb.console) must be able to catch a Ctrl-C pressed meanwhile.
 _LAZY = {
-    "ESTIMATORS": "objectives", "estimator_a": "objectives", "estimator_b": "objectives",
-    "minibatch_bound": "objectives", "BoundEstimate": "evaluation", "evaluate_bound": "evaluation",
-    "VAE": "models", "ModelConfig": "models", "Trainer": "training", "TrainConfig": "training", "load": "runs",
+    "ESTIMATORS": "objectives",
+    "estimator_a": "objectives",
+    "estimator_b": "objectives",
+    "minibatch_bound": "objectives",
+    "BoundEstimate": "evaluation",
+    "evaluate_bound": "evaluation",
+    "VAE": "models",
+    "ModelConfig": "models",
+    "Trainer": "training",
+    "TrainConfig": "training",
+    "load": "runs",
 }
 
 
@@ -42,6 +50,17 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AevbError", "ESTIMATORS", "estimator_a", "estimator_b", "minibatch_bound", "BoundEstimate",
-    "evaluate_bound", "VAE", "ModelConfig", "Trainer", "TrainConfig", "load", "__version__",
+    "AevbError",
+    "ESTIMATORS",
+    "estimator_a",
+    "estimator_b",
+    "minibatch_bound",
+    "BoundEstimate",
+    "evaluate_bound",
+    "VAE",
+    "ModelConfig",
+    "Trainer",
+    "TrainConfig",
+    "load",
+    "__version__",
 ]

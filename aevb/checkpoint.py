@@ -87,8 +87,9 @@ def refuse_link(path: Path) -> None:
     where they stand: through a link that anyone sharing the directory planted, a write would
     truncate the link's target (any file of the user's) or create a file outside the run."""
     if Path(path).is_symlink():
-        raise AevbError(f"{path} is a symbolic link; aevb writes a run's files only inside the run directory: "
-                        "remove the link")
+        raise AevbError(
+            f"{path} is a symbolic link; aevb writes a run's files only inside the run directory: remove the link"
+        )
 
 
 _OPEN_FLAGS = {"a": os.O_WRONLY | os.O_APPEND | os.O_CREAT, "a+": os.O_RDWR | os.O_APPEND | os.O_CREAT}
@@ -99,8 +100,9 @@ def open_no_follow(path: str | os.PathLike, mode: str):
     permissions) that never follows a symbolic link in ``path``'s place, also one planted after
     :func:`refuse_link` looked (O_NOFOLLOW): the error is :func:`refuse_link`'s."""
     try:
-        descriptor = os.open(path, _OPEN_FLAGS[mode] | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
-                             0o666)
+        descriptor = os.open(
+            path, _OPEN_FLAGS[mode] | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o666
+        )
     except OSError as error:
         if error.errno == errno.ELOOP:
             refuse_link(Path(path))
@@ -127,7 +129,7 @@ def parse_json(text: str, where: str | os.PathLike):
         raise AevbError(f"{where} is not valid JSON (nested too deeply)") from None
     except json.JSONDecodeError as error:
         raise AevbError(f"{where} is not valid JSON ({error})") from None
-    except ValueError:   # Python's limit on an integer's digits (sys.get_int_max_str_digits)
+    except ValueError:  # Python's limit on an integer's digits (sys.get_int_max_str_digits)
         raise AevbError(f"{where} holds a number of thousands of digits; no setting takes one") from None
 
 
@@ -168,8 +170,7 @@ def save_model(model: VAE, directory: str | os.PathLike) -> None:
     # would make the bytes of the same weights differ between processes (same seed, other file).
     # Written through atomic_write_bytes (a unique temporary file, fsync, rename), like the JSON.
     atomic_write_bytes(directory / WEIGHTS_FILE, save(tensors, metadata={"aevb_format_version": str(FORMAT_VERSION)}))
-    atomic_write_json(directory / CONFIG_FILE, {"format_version": FORMAT_VERSION,
-                                                "model": model.config.to_dict()})
+    atomic_write_json(directory / CONFIG_FILE, {"format_version": FORMAT_VERSION, "model": model.config.to_dict()})
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> VAE:
@@ -198,7 +199,7 @@ def model_with_weights(meta: dict, where: str | os.PathLike, tensors: dict[str, 
         raise AevbError(f"{where} has no model configuration")
     try:
         config = ModelConfig.from_dict(meta["model"], f"{where}: model")
-        check_buildable(config, f"{where}: model")   # as VAE.__init__ does, but naming the file
+        check_buildable(config, f"{where}: model")  # as VAE.__init__ does, but naming the file
         model = build_model(config)
     except (TypeError, ValueError, OverflowError, RuntimeError) as error:
         raise AevbError(f"{where}: bad model configuration ({error})") from None
@@ -213,17 +214,23 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
     expected = model.state_dict()
     for name, tensor in tensors.items():
         if name in expected and tensor.dtype != expected[name].dtype:
-            raise AevbError(f"{source} stores {name} as {str(tensor.dtype).removeprefix('torch.')}, but the model "
-                            f"stores {str(expected[name].dtype).removeprefix('torch.')}")
+            raise AevbError(
+                f"{source} stores {name} as {str(tensor.dtype).removeprefix('torch.')}, but the model "
+                f"stores {str(expected[name].dtype).removeprefix('torch.')}"
+            )
     try:
         model.load_state_dict(tensors)
     except RuntimeError as error:
         raise AevbError(f"{source} does not match {where}: {str(error).strip().splitlines()[0]}") from None
     # A model with NaN or infinite weights answers every question with NaN: refuse it here, once.
-    broken = [name for name, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    broken = [
+        name for name, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    ]
     if broken:
-        raise AevbError(f"{source} holds NaN or infinite weights ({', '.join(broken[:3])}"
-                        f"{', ...' if len(broken) > 3 else ''}); the model is unusable")
+        raise AevbError(
+            f"{source} holds NaN or infinite weights ({', '.join(broken[:3])}"
+            f"{', ...' if len(broken) > 3 else ''}); the model is unusable"
+        )
 
 
 def check_format_version(values: dict, expected: int, path: str | os.PathLike) -> None:

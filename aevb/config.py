@@ -47,7 +47,7 @@ def conforms(value, hint) -> bool:
         return isinstance(value, list) and all(conforms(item, typing.get_args(hint)[0]) for item in value)
     if origin is dict or hint is dict:
         return isinstance(value, dict)
-    return True   # a type this module does not know: the dataclass checks it
+    return True  # a type this module does not know: the dataclass checks it
 
 
 def describe(hint) -> str:
@@ -100,8 +100,11 @@ class JsonConfig:
         unknown = set(values) - known
         if unknown:
             raise AevbError(f"{where} has unknown keys {sorted(unknown)}: written by a newer aevb?")
-        required = [field.name for field in dataclasses.fields(cls)
-                    if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING]
+        required = [
+            field.name
+            for field in dataclasses.fields(cls)
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        ]
         missing = [name for name in required if name not in values]
         check_fields(cls, values, where)
         if missing:

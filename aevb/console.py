@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-EXIT_INTERRUPTED = 130   # 128 + SIGINT, the shell's convention
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 
 
 def _leave_at_once(signum, frame) -> None:
@@ -28,7 +28,7 @@ def main() -> int:
         signal.signal(signal.SIGINT, previous)
     try:
         return run_command_line()
-    except KeyboardInterrupt:   # between two of the command's own handlers
+    except KeyboardInterrupt:  # between two of the command's own handlers
         print("aevb: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 

@@ -19,8 +19,9 @@ import torch  # noqa: E402
 from torch.distributions import Normal  # noqa: E402
 
 
-def tile_images(images: np.ndarray | torch.Tensor, image_shape: tuple[int, int], columns: int,
-                padding: int = 1) -> np.ndarray:
+def tile_images(
+    images: np.ndarray | torch.Tensor, image_shape: tuple[int, int], columns: int, padding: int = 1
+) -> np.ndarray:
     """Arrange (N, H·W) images row by row into one (rows·(H+p)−p, columns·(W+p)−p) array."""
     images = np.asarray(images.detach().cpu() if isinstance(images, torch.Tensor) else images, dtype=np.float32)
     height, width = image_shape
@@ -30,7 +31,7 @@ def tile_images(images: np.ndarray | torch.Tensor, image_shape: tuple[int, int],
     for index in range(count):
         row, column = divmod(index, columns)
         top, left = row * (height + padding), column * (width + padding)
-        canvas[top:top + height, left:left + width] = images[index].reshape(height, width)
+        canvas[top : top + height, left : left + width] = images[index].reshape(height, width)
     return canvas
 
 
@@ -40,15 +41,20 @@ IMAGE_DPI = 100
 IMAGE_MIN_SIDE = 200
 
 
-def save_image_panels(canvases: Sequence[np.ndarray], path: str | Path, labels: Sequence[str] | None = None,
-                      title: str | None = None, gap: int = 20) -> Path:
+def save_image_panels(
+    canvases: Sequence[np.ndarray],
+    path: str | Path,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+    gap: int = 20,
+) -> Path:
     """Save grey-level canvases (each (H, W), values in [0, 1]) side by side, ``gap`` screen pixels
     apart, each under its label and all under ``title``. Every canvas pixel is drawn as an s×s
     block of screen pixels, s a whole number (2 or more; more for small canvases): at a scale
     that is not a whole number, some rows and columns of every digit or face would be doubled and
     others not, which reads as speckle."""
     scale = max(2, math.ceil(IMAGE_MIN_SIDE / max(max(canvas.shape) for canvas in canvases)))
-    sizes = [(canvas.shape[0] * scale, canvas.shape[1] * scale) for canvas in canvases]   # screen pixels
+    sizes = [(canvas.shape[0] * scale, canvas.shape[1] * scale) for canvas in canvases]  # screen pixels
     label_height, title_height = (20 if labels else 0), (30 if title else 0)
     width = sum(w for _, w in sizes) + gap * (len(canvases) - 1)
     height = max(h for h, _ in sizes) + label_height + title_height
@@ -68,21 +74,28 @@ def save_image_panels(canvases: Sequence[np.ndarray], path: str | Path, labels: 
     return Path(path)
 
 
-def save_samples(images: torch.Tensor, image_shape: tuple[int, int], path: str | Path,
-                 columns: int = 10, title: str | None = None) -> Path:
+def save_samples(
+    images: torch.Tensor, image_shape: tuple[int, int], path: str | Path, columns: int = 10, title: str | None = None
+) -> Path:
     """A grid of generated images (N, D), like the paper's Figures 7–11."""
     return save_image_panels([tile_images(images, image_shape, columns)], path, title=title)
 
 
-def save_reconstructions(inputs: torch.Tensor, reconstructions: torch.Tensor, image_shape: tuple[int, int],
-                         path: str | Path, columns: int = 10) -> Path:
+def save_reconstructions(
+    inputs: torch.Tensor,
+    reconstructions: torch.Tensor,
+    image_shape: tuple[int, int],
+    path: str | Path,
+    columns: int = 10,
+) -> Path:
     """Inputs (odd rows) above their reconstructions E[x | z = μ(x)] (even rows)."""
     rows = []
     for start in range(0, inputs.shape[0], columns):
-        rows += [inputs[start:start + columns], reconstructions[start:start + columns]]
+        rows += [inputs[start : start + columns], reconstructions[start : start + columns]]
     stacked = torch.cat([r.detach().cpu() for r in rows])
-    return save_image_panels([tile_images(stacked, image_shape, columns)], path,
-                             title="inputs (odd rows) and reconstructions (even rows)")
+    return save_image_panels(
+        [tile_images(stacked, image_shape, columns)], path, title="inputs (odd rows) and reconstructions (even rows)"
+    )
 
 
 @torch.no_grad()
@@ -100,8 +113,15 @@ def manifold_images(decoder_mean, grid_size: int = 20, device=None, icdf=None) -
     return decoder_mean(torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1))
 
 
-def save_manifold(decoder_mean, image_shape: tuple[int, int], path: str | Path, grid_size: int = 20,
-                  device=None, icdf=None, title: str = "learned manifold: E[x|z] over Φ⁻¹ of a uniform grid") -> Path:
+def save_manifold(
+    decoder_mean,
+    image_shape: tuple[int, int],
+    path: str | Path,
+    grid_size: int = 20,
+    device=None,
+    icdf=None,
+    title: str = "learned manifold: E[x|z] over Φ⁻¹ of a uniform grid",
+) -> Path:
     """Draw the learned 2-D manifold like the paper's Figures 4 and 5 (``icdf``: see manifold_images)."""
     images = manifold_images(decoder_mean, grid_size, device, icdf)
     return save_image_panels([tile_images(images, image_shape, grid_size, padding=0)], path, title=title)
@@ -145,8 +165,9 @@ COMPARISON_SPLITS = (("train_bound", "-", "training"), ("valid_bound", "--", "va
 _STYLE_NAMES = {"-": "solid", "--": "dashed", ":": "dotted"}
 
 
-def save_bound_comparison(runs: Sequence[tuple[str, Sequence[dict]]], path: str | Path,
-                          title: str | None = None) -> Path:
+def save_bound_comparison(
+    runs: Sequence[tuple[str, Sequence[dict]]], path: str | Path, title: str | None = None
+) -> Path:
     """Several runs' bound curves on one log x-axis: per run (label, metrics history) one colour,
     training solid, validation dashed and test dotted (the splits some run evaluated); nats per
     datapoint against training samples."""
@@ -158,9 +179,14 @@ def save_bound_comparison(runs: Sequence[tuple[str, Sequence[dict]]], path: str 
         for key, style, split in COMPARISON_SPLITS:
             points = _curve_points(history, key)
             count = sum(np.isfinite(bound) for _, bound in points)
-            if count:   # one legend entry per run; the line style says the split
-                axes.plot(*zip(*points), style, color=colour, marker="o" if count == 1 else None,
-                          label=None if labelled else label)
+            if count:  # one legend entry per run; the line style says the split
+                axes.plot(
+                    *zip(*points),
+                    style,
+                    color=colour,
+                    marker="o" if count == 1 else None,
+                    label=None if labelled else label,
+                )
                 labelled = True
                 if split not in drawn:
                     drawn.append(split)

@@ -16,7 +16,7 @@ from .models.vae import VAE
 
 try:
     from huggingface_hub import ModelHubMixin, snapshot_download
-except ImportError:   # the extra is not installed: the functions below say how to get it
+except ImportError:  # the extra is not installed: the functions below say how to get it
     ModelHubMixin = None
 
 
@@ -26,6 +26,7 @@ def _require_hub() -> None:
 
 
 if ModelHubMixin is not None:
+
     class PretrainedVAE(ModelHubMixin, library_name="aevb", tags=["aevb", "variational-autoencoder", "vae"]):
         """A trained model as huggingface_hub's mixin sees it: ``.model`` is the aevb model."""
 
@@ -36,13 +37,30 @@ if ModelHubMixin is not None:
             save_model(self.model, save_directory)
 
         @classmethod
-        def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download: bool,
-                             local_files_only: bool, token, device: str = "cpu", **unused) -> "PretrainedVAE":
+        def _from_pretrained(
+            cls,
+            *,
+            model_id: str,
+            revision: str | None,
+            cache_dir,
+            force_download: bool,
+            local_files_only: bool,
+            token,
+            device: str = "cpu",
+            **unused,
+        ) -> "PretrainedVAE":
             directory = Path(model_id)
-            if not directory.is_dir():   # a Hub repository: its files, cached
-                directory = Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=cache_dir,
-                                                   force_download=force_download, local_files_only=local_files_only,
-                                                   token=token))
+            if not directory.is_dir():  # a Hub repository: its files, cached
+                directory = Path(
+                    snapshot_download(
+                        repo_id=model_id,
+                        revision=revision,
+                        cache_dir=cache_dir,
+                        force_download=force_download,
+                        local_files_only=local_files_only,
+                        token=token,
+                    )
+                )
             return cls(load_model(directory, device))
 
 
@@ -53,8 +71,10 @@ def save_pretrained(model: VAE, directory: str | os.PathLike, **hub_options) -> 
     from .runs.layout import is_run_dir
 
     if is_run_dir(Path(directory)):
-        raise AevbError(f"{directory} holds an aevb run, whose config.json save_pretrained would replace; "
-                        "save into another directory (aevb.load reads the run directory itself)")
+        raise AevbError(
+            f"{directory} holds an aevb run, whose config.json save_pretrained would replace; "
+            "save into another directory (aevb.load reads the run directory itself)"
+        )
     _require_hub()
     # config.json, as the Hub's tools look for it: the same configuration as model.json
     return PretrainedVAE(model).save_pretrained(directory, config=model.config.to_dict(), **hub_options)

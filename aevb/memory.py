@@ -26,8 +26,10 @@ FLOAT_BYTES = 4
 _UNITS = ("bytes", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 
 #: cgroup files that cap a container's memory (v2, then v1); "max" or a huge number means no cap.
-_CGROUP_LIMITS = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+_CGROUP_LIMITS = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
 
 
 def format_bytes(size: int | float) -> str:
@@ -39,7 +41,7 @@ def format_bytes(size: int | float) -> str:
         return f"{int(value)} bytes"
     for unit in _UNITS[1:]:
         value /= 1000
-        if value < Decimal("999.5"):   # 999.5 and above would print as "1e+3"
+        if value < Decimal("999.5"):  # 999.5 and above would print as "1e+3"
             return f"{value:.3g} {unit}"
     return f"{Decimal(int(size)):.3g} bytes".replace("E", "e")
 
@@ -60,7 +62,7 @@ def _meminfo_available() -> int | None:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024   # the file counts kibibytes
+                    return int(line.split()[1]) * 1024  # the file counts kibibytes
     except (OSError, ValueError, IndexError):
         pass
     return None
@@ -87,7 +89,7 @@ def _cgroup_headroom() -> int | None:
             limit, usage = int(limit_text), int(Path(usage_file).read_text().strip())
         except (OSError, ValueError):
             continue
-        if limit >= 2**60:   # cgroup v1 writes "no limit" as a number near 2⁶³
+        if limit >= 2**60:  # cgroup v1 writes "no limit" as a number near 2⁶³
             return None
         return max(0, limit - usage)
     return None
@@ -114,8 +116,14 @@ def available_memory(device: torch.device | str | None = None) -> int | None:
     return available
 
 
-def require_memory(needed: int, what: str, *, device: torch.device | str | None = None,
-                   at_least: bool = True, advice: str | None = None) -> None:
+def require_memory(
+    needed: int,
+    what: str,
+    *,
+    device: torch.device | str | None = None,
+    at_least: bool = True,
+    advice: str | None = None,
+) -> None:
     """Refuse, with one :class:`AevbError` line, to allocate ``needed`` bytes that ``device`` (default:
     the host) does not have: "{what} needs [at least ]{size}, more than the {size} of memory
     available[; {advice}]".
@@ -128,13 +136,16 @@ def require_memory(needed: int, what: str, *, device: torch.device | str | None 
     if available is None or needed <= available:
         return
     where = "" if device is None or torch.device(device).type == "cpu" else f" on {device}"
-    message = (f"{what} needs {'at least ' if at_least else ''}{format_bytes(needed)}, more than the "
-               f"{format_bytes(available)} of memory available{where}")
+    message = (
+        f"{what} needs {'at least ' if at_least else ''}{format_bytes(needed)}, more than the "
+        f"{format_bytes(available)} of memory available{where}"
+    )
     raise AevbError(message + (f"; {advice}" if advice else ""))
 
 
-def require_sampling_memory(config, num_samples: int, *, class_grid: bool, png: bool,
-                            device: torch.device | str = "cpu") -> None:
+def require_sampling_memory(
+    config, num_samples: int, *, class_grid: bool, png: bool, device: torch.device | str = "cpu"
+) -> None:
     """Refuse, in one line, to draw ``num_samples`` images E[x|z] that cannot fit in memory.
 
     ``class_grid``: a conditional model's grid of C rows of ⌈num_samples / C⌉ images each (every
@@ -150,8 +161,9 @@ def require_sampling_memory(config, num_samples: int, *, class_grid: bool, png: 
     decoded = FLOAT_BYTES * images * (latent_dim + data_dim)
     on_host = decoded
     if torch.device(device).type != "cpu":
-        require_memory(decoded, f"decoding {format_count(images)} samples of {data_dim} pixels", device=device,
-                       advice="draw fewer")
+        require_memory(
+            decoded, f"decoding {format_count(images)} samples of {data_dim} pixels", device=device, advice="draw fewer"
+        )
         on_host = FLOAT_BYTES * images * data_dim
     if png and config.image_shape is not None:
         height, width = config.image_shape

@@ -21,7 +21,7 @@ class ProcessGroup:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    local_world_size: int = 1     # processes on this machine (torchrun's LOCAL_WORLD_SIZE)
+    local_world_size: int = 1  # processes on this machine (torchrun's LOCAL_WORLD_SIZE)
 
     @property
     def distributed(self) -> bool:
@@ -44,8 +44,9 @@ class ProcessGroup:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
-    def sum_gradients_(self, parameters: list[torch.Tensor], weight: float,
-                       flat_gradient: torch.Tensor | None = None) -> None:
+    def sum_gradients_(
+        self, parameters: list[torch.Tensor], weight: float, flat_gradient: torch.Tensor | None = None
+    ) -> None:
         """param.grad ← Σ_processes weight_p · param.grad_p, in one all-reduce of a flat buffer
         (in place when the gradients are views of ``flat_gradient``, as the fused step's are)."""
         if not self.distributed:

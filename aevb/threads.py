@@ -48,15 +48,15 @@ from .errors import AevbError
 T = TypeVar("T")
 M = TypeVar("M")
 
-PROBE_SECONDS = 0.05            # time measured at each candidate count ...
-PROBE_STEPS = 8                 # ... and steps, whichever is longer ...
-ABANDON_BELOW = 0.5             # ... or two steps, when a candidate is this much slower than the best so far
-WARMUP_STEPS = 1                # steps after a change not measured (the thread team is re-formed)
-RECHECK_SECONDS = 10.0          # the first re-measurement after a choice
+PROBE_SECONDS = 0.05  # time measured at each candidate count ...
+PROBE_STEPS = 8  # ... and steps, whichever is longer ...
+ABANDON_BELOW = 0.5  # ... or two steps, when a candidate is this much slower than the best so far
+WARMUP_STEPS = 1  # steps after a change not measured (the thread team is re-formed)
+RECHECK_SECONDS = 10.0  # the first re-measurement after a choice
 LONGEST_RECHECK_SECONDS = 60.0
-WATCH_SECONDS = 1.0             # the window over which the chosen count's speed is watched
-SLOWDOWN = 0.3                  # a window this much slower than the chosen count's speed: measure again
-SWITCH_MARGIN = 0.03            # another count must step this much faster to replace the current one
+WATCH_SECONDS = 1.0  # the window over which the chosen count's speed is watched
+SLOWDOWN = 0.3  # a window this much slower than the chosen count's speed: measure again
+SWITCH_MARGIN = 0.03  # another count must step this much faster to replace the current one
 
 
 #: MKL's conditional numerical reproducibility settings (mkl_cbwr_set): the code path MKL picks
@@ -78,7 +78,7 @@ def strict_matrix_products() -> bool:
     library = Path(torch.__file__).parent / "lib" / ("torch_cpu.dll" if os.name == "nt" else "libtorch_cpu.so")
     try:
         cbwr_set = ctypes.CDLL(str(library)).mkl_serv_cbwr_set
-    except (OSError, AttributeError):   # another build: MKL linked elsewhere, or under other names
+    except (OSError, AttributeError):  # another build: MKL linked elsewhere, or under other names
         return False
     cbwr_set.argtypes, cbwr_set.restype = [ctypes.c_int], ctypes.c_int
     return cbwr_set(_MKL_CBWR_AUTO | _MKL_CBWR_STRICT) == _MKL_CBWR_SUCCESS
@@ -125,26 +125,30 @@ class StepThreads:
     ``steps_by_count`` says how many steps ran at each count.
     """
 
-    def __init__(self, counts: tuple[int, ...], clock: Callable[[], float] = time.perf_counter,
-                 set_threads: Callable[[int], None] = torch.set_num_threads,
-                 get_threads: Callable[[], int] = torch.get_num_threads):
+    def __init__(
+        self,
+        counts: tuple[int, ...],
+        clock: Callable[[], float] = time.perf_counter,
+        set_threads: Callable[[int], None] = torch.set_num_threads,
+        get_threads: Callable[[], int] = torch.get_num_threads,
+    ):
         if not counts or min(counts) < 1:
             raise AevbError(f"thread counts must be positive integers, got {counts}")
         self.counts = tuple(counts)
         self._clock, self._set, self._get = clock, set_threads, get_threads
         self.current = self.counts[0]
         self.steps_by_count: dict[int, int] = {}
-        self.choices: list[tuple[int, dict[int, float]]] = []   # (count kept, samples/s of each count)
+        self.choices: list[tuple[int, dict[int, float]]] = []  # (count kept, samples/s of each count)
         self._outside: int | None = None
-        self._queue: list[int] = []            # counts still to measure in this probe
+        self._queue: list[int] = []  # counts still to measure in this probe
         self._rates: dict[int, float] = {}
-        self._kept = self.current               # the count before the probe: kept unless beaten
+        self._kept = self.current  # the count before the probe: kept unless beaten
         self._warmup = 0
         self._seconds = self._samples = self._steps = 0.0
         self._recheck = RECHECK_SECONDS
-        self._next_probe = -float("inf")        # the first step starts a probe
-        self._baseline = 0.0                     # samples/s the chosen count is expected to keep
-        self._trigger: float | None = None      # the watched speed that started this probe
+        self._next_probe = -float("inf")  # the first step starts a probe
+        self._baseline = 0.0  # samples/s the chosen count is expected to keep
+        self._trigger: float | None = None  # the watched speed that started this probe
 
     @classmethod
     def for_device(cls, threads: int | None, device: torch.device, local_processes: int = 1) -> "StepThreads":
@@ -194,7 +198,7 @@ class StepThreads:
         resume bit for bit whatever the machine's load. The most candidates' count stays."""
         if self.adaptive:
             self.counts, self._queue, self.current = (self.most,), [], self.most
-            if self._outside is not None:   # started: the count takes effect now
+            if self._outside is not None:  # started: the count takes effect now
                 self._set(self.current)
 
     @contextlib.contextmanager
@@ -265,7 +269,7 @@ class StepThreads:
         elif self._seconds >= WATCH_SECONDS:
             rate = self._samples / self._seconds
             self._seconds = self._samples = self._steps = 0.0
-            if rate < (1.0 - SLOWDOWN) * self._baseline:   # another process took a core: measure again
+            if rate < (1.0 - SLOWDOWN) * self._baseline:  # another process took a core: measure again
                 self._trigger = rate
                 self._recheck = RECHECK_SECONDS
                 self._next_probe = -float("inf")
@@ -280,8 +284,9 @@ class StepThreads:
         # Kept after its steps slowed down: the slower speed is what to expect from now on.
         self._baseline = self._trigger if self._trigger is not None and not changed else self._rates[best]
         self._trigger = None
-        self._recheck = RECHECK_SECONDS if changed or len(self.choices) == 1 else \
-            min(2.0 * self._recheck, LONGEST_RECHECK_SECONDS)
+        self._recheck = (
+            RECHECK_SECONDS if changed or len(self.choices) == 1 else min(2.0 * self._recheck, LONGEST_RECHECK_SECONDS)
+        )
         self._next_probe = self._clock() + self._recheck
 
 
@@ -321,14 +326,15 @@ class ChunkWorkers:
         """(meta, task()) for each (meta, task) of ``tasks``, in order; at most twice ``count``
         tasks are made ahead of the results consumed (``tasks`` is iterated in this thread)."""
         outside = torch.get_num_threads()
-        torch.set_num_threads(1)        # this thread makes the tasks (and runs them when count is 1)
+        torch.set_num_threads(1)  # this thread makes the tasks (and runs them when count is 1)
         try:
             if self.count == 1:
                 for meta, task in tasks:
                     yield meta, task()
                 return
-            with ThreadPoolExecutor(self.count, thread_name_prefix="aevb-chunk",
-                                    initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            with ThreadPoolExecutor(
+                self.count, thread_name_prefix="aevb-chunk", initializer=torch.set_num_threads, initargs=(1,)
+            ) as pool:
                 pending: collections.deque = collections.deque()
                 try:
                     for meta, task in tasks:

@@ -32,7 +32,7 @@ def require_rows(data: object, model: object, setting: str = "data") -> None:
         raise AevbError(f"`{setting}` must be a torch.Tensor of shape (N, D), got {type(data).__name__}")
     if data.ndim != 2 or data.shape[0] < 1:
         raise AevbError(f"`{setting}` must be a non-empty (N, D) tensor, got shape {tuple(data.shape)}")
-    width = getattr(model, "input_width", None)   # a module of the user's own may not say
+    width = getattr(model, "input_width", None)  # a module of the user's own may not say
     if width is not None and data.shape[1] != width:
         raise AevbError(f"`{setting}` has {data.shape[1]} columns, but the model takes rows of {width}")
 
@@ -43,10 +43,12 @@ def require_trainable_values(data: torch.Tensor, setting: str, likelihood: str |
     them as probabilities."""
     if not data.numel():
         return
-    low, high = data.min().item(), data.max().item()   # NaN propagates through both
+    low, high = data.min().item(), data.max().item()  # NaN propagates through both
     if not (math.isfinite(low) and math.isfinite(high)):
         raise AevbError(f"{setting} holds NaN or infinite values")
     if (likelihood == "bernoulli" or binarize == "dynamic") and (low < 0 or high > 1):
         why = "a Bernoulli decoder" if likelihood == "bernoulli" else "dynamic binarization"
-        raise AevbError(f"{setting} values lie in [{low:g}, {high:g}], but {why} needs values in [0, 1]; "
-                        "rescale the data or use `likelihood` gaussian")
+        raise AevbError(
+            f"{setting} values lie in [{low:g}, {high:g}], but {why} needs values in [0, 1]; "
+            "rescale the data or use `likelihood` gaussian"
+        )

@@ -47,13 +47,19 @@ sys.path.insert(0, str(PEERS))
 from common import MODELS as BENCH_MODELS  # noqa: E402  (the peers' models: shapes, optimiser, M)
 
 # Issue targets on a 2-core machine: (measure, peer, minimum ratio aevb / peer).
-TARGETS = [("train", "plain PyTorch loop", 2.0), ("train", "pythae", 1.6), ("train", "GEMM-only bound", 0.7),
-           ("nll", "pythae", 3.0)]
+TARGETS = [
+    ("train", "plain PyTorch loop", 2.0),
+    ("train", "pythae", 1.6),
+    ("train", "GEMM-only bound", 0.7),
+    ("nll", "pythae", 3.0),
+]
 
 
-MODEL_TITLES = {"mnist": "784-500-20 tanh, Bernoulli decoder, L = 1",
-                "frey": "Frey Face 560-200-20 tanh, Gaussian decoder (sigmoid mean), L = 1",
-                "burda": "Burda et al.'s 784-200-200-50 tanh, Bernoulli decoder, L = 1, Adam"}
+MODEL_TITLES = {
+    "mnist": "784-500-20 tanh, Bernoulli decoder, L = 1",
+    "frey": "Frey Face 560-200-20 tanh, Gaussian decoder (sigmoid mean), L = 1",
+    "burda": "Burda et al.'s 784-200-200-50 tanh, Bernoulli decoder, L = 1, Adam",
+}
 
 
 @dataclass
@@ -67,11 +73,12 @@ class Peer:
     values: dict[str, list[float]] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     peak_rss_mb: float | None = None
-    suffix: str = ""   # told apart from a peer of the same name (aevb with one thread)
+    suffix: str = ""  # told apart from a peer of the same name (aevb with one thread)
 
     def start(self, log) -> None:
-        self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                        text=True, bufsize=1, cwd=PEERS)
+        self.process = subprocess.Popen(
+            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1, cwd=PEERS
+        )
         self.info = self._read()
         if not self.info.get("ready"):
             raise RuntimeError(f"{self.key} did not start: {self.info}")
@@ -140,8 +147,14 @@ def machine() -> dict:
         pass
     import torch
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+    }
 
 
 def summarise(values: list[float]) -> dict:
@@ -150,18 +163,41 @@ def summarise(values: list[float]) -> dict:
 
 def model_peers(model: str, data: Path, args: argparse.Namespace) -> list[Peer]:
     """The peers timing ``model`` (keys prefixed by the model but for MNIST's, the first benchmark's)."""
-    common = ["--data", str(data), "--model", model, "--train-samples", str(args.train_samples),
-              "--nll-points", str(args.nll_points), "--nll-samples", str(args.nll_samples)]
+    common = [
+        "--data",
+        str(data),
+        "--model",
+        model,
+        "--train-samples",
+        str(args.train_samples),
+        "--nll-points",
+        str(args.nll_points),
+        "--nll-samples",
+        str(args.nll_samples),
+    ]
     threads = ["--threads", str(args.threads)]
     me, prefix = sys.executable, "" if model == "mnist" else f"{model}-"
     both = ("train",) if model == "frey" else ("train", "nll")
     peers = [Peer(prefix + "aevb", [me, "aevb_peer.py", *common, *threads], both, model)]
     if not args.no_autograd:
-        peers.append(Peer(prefix + "aevb-autograd", [me, "aevb_peer.py", *common, *threads, "--engine", "autograd"],
-                          ("train",), model))
-    if args.busy and args.threads > 1:   # what aevb's default gains or loses against one thread there
-        peers.append(Peer(prefix + "aevb-1-thread", [me, "aevb_peer.py", *common, "--threads", "1"], ("train",), model,
-                          suffix=" 1 thread"))
+        peers.append(
+            Peer(
+                prefix + "aevb-autograd",
+                [me, "aevb_peer.py", *common, *threads, "--engine", "autograd"],
+                ("train",),
+                model,
+            )
+        )
+    if args.busy and args.threads > 1:  # what aevb's default gains or loses against one thread there
+        peers.append(
+            Peer(
+                prefix + "aevb-1-thread",
+                [me, "aevb_peer.py", *common, "--threads", "1"],
+                ("train",),
+                model,
+                suffix=" 1 thread",
+            )
+        )
     peers.append(Peer(prefix + "plain", [me, "plain_pytorch.py", *common, *threads], ("train",), model))
     if args.pythae_python and model == "mnist":
         peers.append(Peer("pythae", [args.pythae_python, "pythae_peer.py", *common, *threads], both, model))
@@ -176,21 +212,33 @@ def main(argv=None) -> int:
     parser.add_argument("--train-samples", type=int, default=20000, help="samples per training repeat")
     parser.add_argument("--nll-points", type=int, default=100, help="datapoints per likelihood repeat")
     parser.add_argument("--nll-samples", type=int, default=1000, help="importance samples per datapoint, k")
-    parser.add_argument("--pythae-python", default=os.environ.get("AEVB_BENCH_PYTHAE_PYTHON"),
-                        help="a Python with pythae installed (default: $AEVB_BENCH_PYTHAE_PYTHON; skipped if unset)")
+    parser.add_argument(
+        "--pythae-python",
+        default=os.environ.get("AEVB_BENCH_PYTHAE_PYTHON"),
+        help="a Python with pythae installed (default: $AEVB_BENCH_PYTHAE_PYTHON; skipped if unset)",
+    )
     parser.add_argument("--no-autograd", action="store_true", help="leave out aevb's autograd engine")
-    parser.add_argument("--models", default="mnist,frey",
-                        help="models to time, comma-separated: mnist, frey (Frey Face, training only; left out "
-                             "with a note when its file is not found), burda (Burda et al.'s model of "
-                             "`aevb reproduce nll`, minibatches of 20) (default: mnist,frey)")
-    parser.add_argument("--busy", action="store_true",
-                        help="measure a busy machine: one core kept busy by a plain Python loop for the whole run "
-                             "(started and stopped here), and aevb with one thread as a further peer")
+    parser.add_argument(
+        "--models",
+        default="mnist,frey",
+        help="models to time, comma-separated: mnist, frey (Frey Face, training only; left out "
+        "with a note when its file is not found), burda (Burda et al.'s model of "
+        "`aevb reproduce nll`, minibatches of 20) (default: mnist,frey)",
+    )
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="measure a busy machine: one core kept busy by a plain Python loop for the whole run "
+        "(started and stopped here), and aevb with one thread as a further peer",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    parser.add_argument("--keep-processes", action="store_true",
-                        help="start every peer once for all rounds (default: fresh processes every round, so that "
-                             "the luck of one process's memory placement, which on a shared VM moved one aevb "
-                             "process 35%% against another, averages out over the rounds for every peer)")
+    parser.add_argument(
+        "--keep-processes",
+        action="store_true",
+        help="start every peer once for all rounds (default: fresh processes every round, so that "
+        "the luck of one process's memory placement, which on a shared VM moved one aevb "
+        "process 35%% against another, averages out over the rounds for every peer)",
+    )
     args = parser.parse_args(argv)
     if min(args.threads, args.rounds, args.train_samples, args.nll_points, args.nll_samples) < 1:
         parser.error("every count must be at least 1")
@@ -226,16 +274,19 @@ def main(argv=None) -> int:
                     peer.start(log)
                 for round_index in range(args.rounds):
                     if round_index > 0 and not args.keep_processes:
-                        for peer in peers:   # every peer started anew, then all measured in turn
+                        for peer in peers:  # every peer started anew, then all measured in turn
                             peer.stop()
                             peer.start(log)
-                    order = peers[round_index % len(peers):] + peers[:round_index % len(peers)]
+                    order = peers[round_index % len(peers) :] + peers[: round_index % len(peers)]
                     for peer in order:
                         for what in peer.measures:
                             value = peer.measure(what)
-                            print(f"round {round_index + 1}/{args.rounds} {peer.model:<5} {peer.name:<28} {what:<5} "
-                                  f"{value:>10,.0f}",
-                                  file=sys.stderr, flush=True)
+                            print(
+                                f"round {round_index + 1}/{args.rounds} {peer.model:<5} {peer.name:<28} {what:<5} "
+                                f"{value:>10,.0f}",
+                                file=sys.stderr,
+                                flush=True,
+                            )
                 for peer in peers:
                     peer.stop()
             except (RuntimeError, json.JSONDecodeError, subprocess.TimeoutExpired) as error:
@@ -254,16 +305,30 @@ def main(argv=None) -> int:
         "schema": SCHEMA,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(),
-        "settings": {"threads": args.threads, "rounds": args.rounds, "train_samples": args.train_samples,
-                     "busy": args.busy,
-                     "fresh_processes_every_round": not args.keep_processes,
-                     "batch_size": 100, "batch_sizes": {name: BENCH_MODELS[name].batch_size for name in models},
-                     "model": MODEL_TITLES["mnist"],
-                     "models": {name: MODEL_TITLES[name] for name in models},
-                     "nll_points": args.nll_points, "nll_samples": args.nll_samples},
+        "settings": {
+            "threads": args.threads,
+            "rounds": args.rounds,
+            "train_samples": args.train_samples,
+            "busy": args.busy,
+            "fresh_processes_every_round": not args.keep_processes,
+            "batch_size": 100,
+            "batch_sizes": {name: BENCH_MODELS[name].batch_size for name in models},
+            "model": MODEL_TITLES["mnist"],
+            "models": {name: MODEL_TITLES[name] for name in models},
+            "nll_points": args.nll_points,
+            "nll_samples": args.nll_samples,
+        },
         "torch_import_rss_mb": torch_baseline_rss(me),
-        "peers": [{"key": p.key, "name": p.name, "model": p.model, "peak_rss_mb": p.peak_rss_mb,
-                   **{what: summarise(values) for what, values in p.values.items()}} for p in peers],
+        "peers": [
+            {
+                "key": p.key,
+                "name": p.name,
+                "model": p.model,
+                "peak_rss_mb": p.peak_rss_mb,
+                **{what: summarise(values) for what, values in p.values.items()},
+            }
+            for p in peers
+        ],
     }
     report["ratios"] = ratios(report["peers"])
     print_report(report)
@@ -288,24 +353,36 @@ def ratios(peers: list[dict]) -> list[dict]:
                 ratio = aevb[what]["median"] / peer[what]["median"]
                 paired = statistics.median(a / b for a, b in zip(aevb[what]["values"], peer[what]["values"]))
                 target = next((t for m, name, t in TARGETS if m == what and peer["name"].startswith(name)), None)
-                out.append({"model": model, "measure": what, "peer": peer["name"], "ratio": ratio,
-                            "paired_ratio": paired, "target": target if model == "mnist" else None})
+                out.append(
+                    {
+                        "model": model,
+                        "measure": what,
+                        "peer": peer["name"],
+                        "ratio": ratio,
+                        "paired_ratio": paired,
+                        "target": target if model == "mnist" else None,
+                    }
+                )
     return out
 
 
 def print_report(report: dict) -> None:
     m, s = report["machine"], report["settings"]
     print(f"# {SCHEMA}  {report['date']}")
-    print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {s['threads']} threads, "
-          f"{s['rounds']} rounds{', fresh processes each' if s.get('fresh_processes_every_round') else ''}"
-          f"{', one core kept busy' if s.get('busy') else ''} "
-          "(median [min-max])")
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {s['threads']} threads, "
+        f"{s['rounds']} rounds{', fresh processes each' if s.get('fresh_processes_every_round') else ''}"
+        f"{', one core kept busy' if s.get('busy') else ''} "
+        "(median [min-max])"
+    )
     models = s.get("models", {"mnist": s["model"]})
     for model, title in models.items():
         batch_size = s.get("batch_sizes", {}).get(model, s["batch_size"])
-        units = {"train": f"training, samples/s ({title}, M = {batch_size})",
-                 "nll": f"importance-sampled log p(x), decoder evaluations/s ({title}, k = {s['nll_samples']}, "
-                        f"{s['nll_points']} points)"}
+        units = {
+            "train": f"training, samples/s ({title}, M = {batch_size})",
+            "nll": f"importance-sampled log p(x), decoder evaluations/s ({title}, k = {s['nll_samples']}, "
+            f"{s['nll_points']} points)",
+        }
         for what, heading in units.items():
             rows = [p for p in report["peers"] if what in p and p.get("model", "mnist") == model]
             if rows:
@@ -315,10 +392,15 @@ def print_report(report: dict) -> None:
                 print(f"  {peer['name']:<30} {v['median']:>10,.0f}  [{v['min']:,.0f}-{v['max']:,.0f}]")
     print("\nratios aevb / peer: of the medians, and median of same-round ratios (target)")
     for r in report["ratios"]:
-        target = "" if r["target"] is None else \
-            f"  (target >= {r['target']:g}: {'met' if min(r['ratio'], r['paired_ratio']) >= r['target'] else 'MISSED'})"
-        print(f"  {r.get('model', 'mnist'):<6} {r['measure']:<5} / {r['peer']:<44} {r['ratio']:6.2f}x "
-              f"{r['paired_ratio']:6.2f}x{target}")
+        target = (
+            ""
+            if r["target"] is None
+            else f"  (target >= {r['target']:g}: {'met' if min(r['ratio'], r['paired_ratio']) >= r['target'] else 'MISSED'})"
+        )
+        print(
+            f"  {r.get('model', 'mnist'):<6} {r['measure']:<5} / {r['peer']:<44} {r['ratio']:6.2f}x "
+            f"{r['paired_ratio']:6.2f}x{target}"
+        )
     print(f"\npeak memory, MB (resident; a process that only imports torch: {report['torch_import_rss_mb']:.0f})")
     for peer in report["peers"]:
         print(f"  {peer.get('model', 'mnist'):<6} {peer['name']:<30} {peer['peak_rss_mb']:>8.0f}")

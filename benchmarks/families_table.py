@@ -28,9 +28,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    families_table(args.out, dataset=args.dataset, data_dir=args.data_dir, posteriors=args.posteriors,
-                   latent_dim=args.latent_dim, hidden_units=args.hidden_units, max_samples=int(args.max_samples),
-                   bound_samples=args.samples, log_likelihood_samples=args.k, num_points=args.num_points)
+    families_table(
+        args.out,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        posteriors=args.posteriors,
+        latent_dim=args.latent_dim,
+        hidden_units=args.hidden_units,
+        max_samples=int(args.max_samples),
+        bound_samples=args.samples,
+        log_likelihood_samples=args.k,
+        num_points=args.num_points,
+    )
 
 
 if __name__ == "__main__":

@@ -36,10 +36,18 @@ from bench import embedded_sample  # noqa: E402
 
 def run_tests() -> dict:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
-    return {"returncode": done.returncode, "summary": (done.stdout.strip().splitlines() or [""])[-1],
-            "seconds": time.perf_counter() - started}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    return {
+        "returncode": done.returncode,
+        "summary": (done.stdout.strip().splitlines() or [""])[-1],
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def train_throughput(data: torch.Tensor, engine: str, samples: int = 200_000) -> dict:
@@ -48,7 +56,7 @@ def train_throughput(data: torch.Tensor, engine: str, samples: int = 200_000) ->
     model = VAE(ModelConfig(data_dim=784, latent_dim=20, hidden_units=500)).cuda()
     config = TrainConfig(step_size=0.02, max_samples=samples, first_eval=samples, eval_subset=100, engine=engine)
     trainer = Trainer(model, data, config)
-    trainer.fit()   # warm-up: kernels, allocator
+    trainer.fit()  # warm-up: kernels, allocator
     rates = [trainer.fit().history[-1].samples_per_second for _ in range(3)]
     return {"engine": trainer.algorithm.engine_used, "samples_per_second": sorted(rates)[1], "all": rates}
 
@@ -64,8 +72,12 @@ def likelihood_throughput(data: torch.Tensor, points: int = 1000, k: int = 1000)
     estimate = estimate_log_likelihood(model, data[:points], num_samples=k)
     torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    return {"points": points, "k": k, "decoder_evaluations_per_second": points * k / seconds,
-            "mean_log_likelihood": estimate.mean}
+    return {
+        "points": points,
+        "k": k,
+        "decoder_evaluations_per_second": points * k / seconds,
+        "mean_log_likelihood": estimate.mean,
+    }
 
 
 def protocol_throughput(data_dir: Path, samples: int = 40_000, device: str = "cuda") -> dict:
@@ -78,7 +90,7 @@ def protocol_throughput(data_dir: Path, samples: int = 40_000, device: str = "cu
     try:
         one_repeat("iwae-vae", 100, 1, "mnist", str(data_dir), device)
         dataset = "mnist"
-    except AevbError:   # MNIST's files not found: the embedded sample (it trains a little faster)
+    except AevbError:  # MNIST's files not found: the embedded sample (it trains a little faster)
         dataset = "mnist-sample"
     results = {"dataset": dataset, "samples": samples}
     for name in ("iwae-vae", "iwae-k5", "iwae-k50"):
@@ -89,12 +101,34 @@ def protocol_throughput(data_dir: Path, samples: int = 40_000, device: str = "cu
 
 def figure_2_panel(data_dir: Path, out: Path, budget: int) -> dict:
     started = time.perf_counter()
-    command = [sys.executable, "-m", "aevb", "reproduce", "fig2", "--datasets", "mnist", "--latent-dims", "20",
-               "--methods", "aevb", "--budget", str(budget), "--device", "cuda", "--data-dir", str(data_dir),
-               "--out", str(out), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "aevb",
+        "reproduce",
+        "fig2",
+        "--datasets",
+        "mnist",
+        "--latent-dims",
+        "20",
+        "--methods",
+        "aevb",
+        "--budget",
+        str(budget),
+        "--device",
+        "cuda",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=420)
-    result = {"returncode": done.returncode, "seconds": time.perf_counter() - started,
-              "stderr_tail": done.stderr[-1500:]}
+    result = {
+        "returncode": done.returncode,
+        "seconds": time.perf_counter() - started,
+        "stderr_tail": done.stderr[-1500:],
+    }
     summary = out / "mnist-z20-aevb" / "summary.json"
     if summary.exists():
         result["summary"] = json.loads(summary.read_text())
@@ -104,15 +138,20 @@ def figure_2_panel(data_dir: Path, out: Path, budget: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"), help="the JSON of results")
-    parser.add_argument("--data-dir", type=Path,
-                        default=Path(os.environ.get("AEVB_DATA_DIR") or ROOT.parent / "shared" / "data"))
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("AEVB_DATA_DIR") or ROOT.parent / "shared" / "data")
+    )
     parser.add_argument("--budget", type=int, default=10**7, help="training samples of the Figure 2 panel")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print(f"gpu_check: no CUDA device here (torch {torch.__version__}); nothing was run", file=sys.stderr)
         return 2
-    results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-               "cuda": torch.version.cuda, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    results = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     results["tests"] = run_tests()
     with tempfile.TemporaryDirectory() as scratch:
         images = np.load(embedded_sample(Path(scratch) / "sample.npy"))
@@ -123,11 +162,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         results["figure_2_panel"] = figure_2_panel(args.data_dir, Path(scratch) / "fig2", args.budget)
     args.out.write_text(json.dumps(results, indent=2, default=str))
-    hours = ", ".join(f"{name} {results['protocol'][name]['full_schedule_hours']:.1f} h"
-                      for name in ("iwae-vae", "iwae-k5", "iwae-k50"))
-    print(f"gpu_check: wrote {args.out}: tests {results['tests']['summary']!r}; training "
-          f"{results['train'][0]['samples_per_second']:,.0f} samples/s ({results['train'][0]['engine']}); "
-          f"full nll schedules: {hours}")
+    hours = ", ".join(
+        f"{name} {results['protocol'][name]['full_schedule_hours']:.1f} h"
+        for name in ("iwae-vae", "iwae-k5", "iwae-k50")
+    )
+    print(
+        f"gpu_check: wrote {args.out}: tests {results['tests']['summary']!r}; training "
+        f"{results['train'][0]['samples_per_second']:,.0f} samples/s ({results['train'][0]['engine']}); "
+        f"full nll schedules: {hours}"
+    )
     ok = results["tests"]["returncode"] == 0 and results["figure_2_panel"]["returncode"] == 0
     return 0 if ok else 1
 

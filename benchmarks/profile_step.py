@@ -32,13 +32,26 @@ from aevb.engines.native import NativeStep, native_unavailable_reason  # noqa: E
 from aevb.models.vae import VAE, ModelConfig  # noqa: E402
 from aevb.training.optimizers import Adagrad, guarded_step, non_finite  # noqa: E402
 
-CATEGORIES = {   # (file substring, function name) → category
+CATEGORIES = {  # (file substring, function name) → category
     "products": [("", "<built-in method torch.mm>"), ("", "<built-in method torch.addmm>")],
-    "sparse first layer": [("native", "sparse_rows"), ("native", "sparse_linear"), ("native", "sparse_weight_gradient")],
+    "sparse first layer": [
+        ("native", "sparse_rows"),
+        ("native", "sparse_linear"),
+        ("native", "sparse_weight_gradient"),
+    ],
     "Adagrad": [("native", "adagrad"), ("", "<built-in method torch._fused_adagrad_>")],
-    "other native kernels": [("native", name) for name in ("activation_forward", "activation_backward", "bernoulli",
-                                                            "latent_forward", "latent_backward", "abs_sum",
-                                                            "scale_rows")],
+    "other native kernels": [
+        ("native", name)
+        for name in (
+            "activation_forward",
+            "activation_backward",
+            "bernoulli",
+            "latent_forward",
+            "latent_backward",
+            "abs_sum",
+            "scale_rows",
+        )
+    ],
 }
 
 
@@ -60,7 +73,7 @@ def main(argv=None) -> int:
 
     def run(steps: int) -> None:
         for index in range(steps):
-            rows = order[(index * 100) % (data.shape[0] - 100):][:100]
+            rows = order[(index * 100) % (data.shape[0] - 100) :][:100]
             x = data.index_select(0, rows)
             if native:
                 step(x, optimizer=optimizer)
@@ -74,15 +87,17 @@ def main(argv=None) -> int:
     run(args.steps)
     profiler.disable()
     stats = pstats.Stats(profiler).stats
-    total = sum(entry[2] for entry in stats.values())   # every function's own time
+    total = sum(entry[2] for entry in stats.values())  # every function's own time
     per_step = {name: 0.0 for name in CATEGORIES}
     for (filename, _, function), entry in stats.items():
         for category, patterns in CATEGORIES.items():
             if any(part in filename and function == name for part, name in patterns):
                 per_step[category] += entry[2]
                 break
-    print(f"{'native kernels' if native else 'torch operations'}, {args.threads} threads, {args.steps} steps: "
-          f"{1e3 * total / args.steps:.2f} ms per step")
+    print(
+        f"{'native kernels' if native else 'torch operations'}, {args.threads} threads, {args.steps} steps: "
+        f"{1e3 * total / args.steps:.2f} ms per step"
+    )
     for category, seconds in per_step.items():
         print(f"  {category:22s} {1e3 * seconds / args.steps:6.2f} ms  {100 * seconds / total:5.1f}%")
     rest = total - sum(per_step.values())

@@ -25,8 +25,14 @@ import sys
 from pathlib import Path
 
 
-def one_repeat(model_name: str, samples: int, threads: int, dataset: str = "mnist",
-               data_dir: str | None = None, device: str = "cpu") -> float:
+def one_repeat(
+    model_name: str,
+    samples: int,
+    threads: int,
+    dataset: str = "mnist",
+    data_dir: str | None = None,
+    device: str = "cpu",
+) -> float:
     """Samples/s of one training of ``samples`` samples on ``device`` (the evaluation at the end
     not counted)."""
     import torch
@@ -44,9 +50,13 @@ def one_repeat(model_name: str, samples: int, threads: int, dataset: str = "mnis
     # the protocol trains on training and validation images together (merge_valid)
     images = (splits.train if splits.valid is None else torch.cat([splits.train, splits.valid])).to(device)
     model = build_model(ModelConfig(data_dim=images.shape[1], **protocol.model_options)).to(device)
-    config = TrainConfig(**(dict(max_samples=samples, binarize="dynamic", evals_per_decade=1, first_eval=samples,
-                                 eval_subset=10) | protocol.train_options))
-    Trainer(model, images, config, threads=threads).fit()        # warm-up: kernels built, caches filled
+    config = TrainConfig(
+        **(
+            dict(max_samples=samples, binarize="dynamic", evals_per_decade=1, first_eval=samples, eval_subset=10)
+            | protocol.train_options
+        )
+    )
+    Trainer(model, images, config, threads=threads).fit()  # warm-up: kernels built, caches filled
     return Trainer(model, images, config, threads=threads).fit().history[-1].samples_per_second
 
 
@@ -62,11 +72,12 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None, help="folder with MNIST's files (default: AEVB_DATA_DIR)")
     parser.add_argument("--device", default="cpu", help="torch device to train on (default: cpu)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    parser.add_argument("--repeat", default=None, help=argparse.SUPPRESS)   # one repeat, in this process
+    parser.add_argument("--repeat", default=None, help=argparse.SUPPRESS)  # one repeat, in this process
     args = parser.parse_args(argv)
     if min(args.samples, args.threads, args.rounds) < 1:
         parser.error("--samples, --threads and --rounds must be at least 1")
     import torch
+
     try:
         device = torch.device(args.device)
     except RuntimeError:
@@ -76,6 +87,7 @@ def main(argv=None) -> int:
         return 2
     if args.repeat is not None:
         from aevb.errors import AevbError
+
         try:
             rate = one_repeat(args.repeat, args.samples, args.threads, args.dataset, args.data_dir, args.device)
         except AevbError as error:
@@ -86,25 +98,53 @@ def main(argv=None) -> int:
     rates: dict[str, list[float]] = {name: [] for name in args.models}
     for round_index in range(args.rounds):
         for name in args.models:
-            command = [sys.executable, __file__, "--repeat", name, "--samples", str(args.samples),
-                       "--threads", str(args.threads), "--dataset", args.dataset, "--device", args.device]
-            done = subprocess.run(command + (["--data-dir", args.data_dir] if args.data_dir else []),
-                                  capture_output=True, text=True)
+            command = [
+                sys.executable,
+                __file__,
+                "--repeat",
+                name,
+                "--samples",
+                str(args.samples),
+                "--threads",
+                str(args.threads),
+                "--dataset",
+                args.dataset,
+                "--device",
+                args.device,
+            ]
+            done = subprocess.run(
+                command + (["--data-dir", args.data_dir] if args.data_dir else []), capture_output=True, text=True
+            )
             if done.returncode != 0:
                 last = done.stderr.strip().splitlines()[-1:] or ["no message"]
-                print(last[0] if last[0].startswith("protocol_speed:") else f"protocol_speed: {name}: {last[0]}",
-                      file=sys.stderr)
+                print(
+                    last[0] if last[0].startswith("protocol_speed:") else f"protocol_speed: {name}: {last[0]}",
+                    file=sys.stderr,
+                )
                 return 1
             rate = json.loads(done.stdout.strip().splitlines()[-1])["samples_per_second"]
             rates[name].append(rate)
             print(f"round {round_index + 1}/{args.rounds} {name:<10} {rate:>9,.0f} samples/s", flush=True)
     summary = {name: {"median": statistics.median(values), "values": values} for name, values in rates.items()}
     for name, entry in summary.items():
-        print(f"{name:<10} median {entry['median']:>9,.0f} samples/s "
-              f"[{min(entry['values']):,.0f}-{max(entry['values']):,.0f}], {args.threads} thread(s)")
+        print(
+            f"{name:<10} median {entry['median']:>9,.0f} samples/s "
+            f"[{min(entry['values']):,.0f}-{max(entry['values']):,.0f}], {args.threads} thread(s)"
+        )
     if args.json is not None:
-        args.json.write_text(json.dumps({"samples": args.samples, "threads": args.threads, "dataset": args.dataset,
-                                         "device": args.device, "models": summary}, indent=1) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "samples": args.samples,
+                    "threads": args.threads,
+                    "dataset": args.dataset,
+                    "device": args.device,
+                    "models": summary,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -29,12 +29,15 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    model = random_factor_analysis_vae(args.data_dim, args.latent_dim, seed=args.seed + 1,
-                                       encoder_perturbation=args.perturbation)
+    model = random_factor_analysis_vae(
+        args.data_dim, args.latent_dim, seed=args.seed + 1, encoder_perturbation=args.perturbation
+    )
     x = marginal(model).sample((args.points,))
     exact = exact_log_likelihood(model, x).mean().item()
-    print(f"factor analysis D = {args.data_dim}, J = {args.latent_dim}, {args.points} points; "
-          f"exact log p(x) = {exact:.4f} nats per datapoint\n")
+    print(
+        f"factor analysis D = {args.data_dim}, J = {args.latent_dim}, {args.points} points; "
+        f"exact log p(x) = {exact:.4f} nats per datapoint\n"
+    )
     print(f"{'estimator':<38} {'estimate':>10} {'stderr':>8} {'error':>9} {'seconds':>8}")
 
     def row(name, value, stderr, seconds):
@@ -52,8 +55,12 @@ def main() -> None:
         started = time.perf_counter()
         with torch.no_grad():
             draws = torch.stack([iwae_bound(model, x, k).mean() for _ in range(10)])
-        row(f"IWAE bound, k = {k} (10 draws)", draws.mean().item(), (draws.std() / 10 ** 0.5).item(),
-            time.perf_counter() - started)
+        row(
+            f"IWAE bound, k = {k} (10 draws)",
+            draws.mean().item(),
+            (draws.std() / 10**0.5).item(),
+            time.perf_counter() - started,
+        )
 
 
 if __name__ == "__main__":

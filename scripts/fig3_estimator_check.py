@@ -54,12 +54,19 @@ def main() -> None:
                 row[f"appendix_d_{chosen}"] = estimate.mean
             torch.manual_seed(0)
             prior = estimate_log_likelihood(model, x, num_samples=args.k, prior_mixture=1.0)
-            row.update(prior_importance_sampling=prior.mean, prior_importance_sampling_stderr=prior.stderr,
-                       k=args.k, points=x.shape[0])
+            row.update(
+                prior_importance_sampling=prior.mean,
+                prior_importance_sampling_stderr=prior.stderr,
+                k=args.k,
+                points=x.shape[0],
+            )
             results[run.name][split] = row
-            print(f"{run.name} {split}: " + ", ".join(f"{name} {value:.2f}" for name, value in row.items()
-                                                       if name.startswith("appendix_d"))
-                  + f", prior IS (k = {args.k:,}) {prior.mean:.2f} ± {prior.stderr:.3f}", flush=True)
+            print(
+                f"{run.name} {split}: "
+                + ", ".join(f"{name} {value:.2f}" for name, value in row.items() if name.startswith("appendix_d"))
+                + f", prior IS (k = {args.k:,}) {prior.mean:.2f} ± {prior.stderr:.3f}",
+                flush=True,
+            )
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 

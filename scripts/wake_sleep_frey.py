@@ -22,7 +22,7 @@ from aevb.experiments.runner import RunSpec, read_metrics, read_summary, run_spe
 from aevb.runs import DataConfig, load_data
 from aevb.training import TrainConfig
 
-ESCAPE_MARGIN = 20.0   # nats above the ignores-z level that count as having left it
+ESCAPE_MARGIN = 20.0  # nats above the ignores-z level that count as having left it
 
 
 def ignores_z_log_likelihood(train: torch.Tensor) -> float:
@@ -38,11 +38,16 @@ def grid(budget: int, data_dir: str | None, latent_dims, init_stds, step_sizes) 
         for init_std in init_stds:
             for step_size in step_sizes:
                 name = f"frey-z{latent_dim}-init{init_std:g}-step{step_size or 'chosen'}"
-                runs.append(RunSpec(name=name, data=DataConfig("frey", data_dir),
-                                    model_options={"latent_dim": latent_dim, "init_std": init_std},
-                                    train=TrainConfig(max_samples=budget, step_size=step_size, evals_per_decade=4),
-                                    algorithm="wake-sleep",
-                                    tags=dict(latent_dim=latent_dim, init_std=init_std, step_size=step_size)))
+                runs.append(
+                    RunSpec(
+                        name=name,
+                        data=DataConfig("frey", data_dir),
+                        model_options={"latent_dim": latent_dim, "init_std": init_std},
+                        train=TrainConfig(max_samples=budget, step_size=step_size, evals_per_decade=4),
+                        algorithm="wake-sleep",
+                        tags=dict(latent_dim=latent_dim, init_std=init_std, step_size=step_size),
+                    )
+                )
     return runs
 
 
@@ -50,9 +55,14 @@ def summarise(spec: RunSpec, out: Path, plateau: float) -> dict:
     lines = read_metrics(out / spec.name)
     summary = read_summary(out / spec.name)
     escaped = next((line["samples"] for line in lines if line["train_bound"] > plateau + ESCAPE_MARGIN), None)
-    return {**spec.tags, "chosen_step_size": summary["step_size"], "train_bound": summary["train_bound"],
-            "test_bound": summary["test_bound"], "left_plateau_at": escaped,
-            "curve": [(line["samples"], round(line["train_bound"], 2)) for line in lines]}
+    return {
+        **spec.tags,
+        "chosen_step_size": summary["step_size"],
+        "train_bound": summary["train_bound"],
+        "test_bound": summary["test_bound"],
+        "left_plateau_at": escaped,
+        "curve": [(line["samples"], round(line["train_bound"], 2)) for line in lines],
+    }
 
 
 def main() -> None:
@@ -61,16 +71,18 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1e6, help="training samples per run")
     parser.add_argument("--latent-dims", type=int, nargs="+", default=[2, 10, 20])
     parser.add_argument("--init-stds", type=float, nargs="+", default=[0.01, 0.1])
-    parser.add_argument("--step-sizes", type=float, nargs="+", default=[0.0, 0.1],
-                        help="0: chosen from 0.01, 0.02, 0.1 as in §5")
+    parser.add_argument(
+        "--step-sizes", type=float, nargs="+", default=[0.0, 0.1], help="0: chosen from 0.01, 0.02, 0.1 as in §5"
+    )
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default="reproduce/wake-sleep-frey")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args()
 
     out = Path(args.out)
-    runs = grid(int(args.budget), args.data_dir, args.latent_dims, args.init_stds,
-                [step or None for step in args.step_sizes])
+    runs = grid(
+        int(args.budget), args.data_dir, args.latent_dims, args.init_stds, [step or None for step in args.step_sizes]
+    )
     run_specs(runs, out, jobs=args.jobs)
     data = load_data(DataConfig("frey", args.data_dir))
     plateau = ignores_z_log_likelihood(data.train)
@@ -78,11 +90,14 @@ def main() -> None:
     print(f"a decoder that ignores z: {plateau:.2f} nats per face (training set)")
     print(f"{'Nz':>3} {'init σ':>7} {'step':>7} {'train':>9} {'test':>9}  left the plateau at")
     for row in rows:
-        print(f"{row['latent_dim']:>3} {row['init_std']:>7g} {row['chosen_step_size']:>7g} {row['train_bound']:>9.2f} "
-              f"{row['test_bound']:>9.2f}  {row['left_plateau_at'] or 'never'}")
+        print(
+            f"{row['latent_dim']:>3} {row['init_std']:>7g} {row['chosen_step_size']:>7g} {row['train_bound']:>9.2f} "
+            f"{row['test_bound']:>9.2f}  {row['left_plateau_at'] or 'never'}"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"budget": int(args.budget), "ignores_z": plateau, "runs": rows},
-                                              indent=1) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"budget": int(args.budget), "ignores_z": plateau, "runs": rows}, indent=1) + "\n"
+        )
 
 
 if __name__ == "__main__":

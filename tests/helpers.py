@@ -53,4 +53,3 @@ class LinearGaussianModel(nn.Module):
         """log p(x) = log N(x; b, W Wᵀ + S), (M,)."""
         covariance = self.W @ self.W.T + torch.diag(self.log_noise_var.exp())
         return torch.distributions.MultivariateNormal(self.b, covariance).log_prob(x)
-

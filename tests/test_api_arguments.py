@@ -30,7 +30,10 @@ CALLS = {
     "bound, L = -1": (lambda m: evaluate_bound(m, X, num_samples=-1), "`num_samples`"),
     "bound, L = 2.5": (lambda m: evaluate_bound(m, X, num_samples=2.5), "`num_samples`"),
     "bound, batch 0": (lambda m: evaluate_bound(m, X, batch_size=0), "`batch_size`"),
-    "bound, wrong width": (lambda m: evaluate_bound(m, torch.rand(6, 12)), "12 columns, but the model takes rows of 10"),
+    "bound, wrong width": (
+        lambda m: evaluate_bound(m, torch.rand(6, 12)),
+        "12 columns, but the model takes rows of 10",
+    ),
     "bound, no rows": (lambda m: evaluate_bound(m, torch.rand(0, 10)), "non-empty"),
     "bound, a vector": (lambda m: evaluate_bound(m, torch.rand(10)), "non-empty (N, D)"),
     "bound, a list": (lambda m: evaluate_bound(m, X.tolist()), "torch.Tensor"),
@@ -48,8 +51,14 @@ CALLS = {
     "sample, -1": (lambda m: m.sample(-1), "`num_samples`"),
     "trainer, wrong width": (lambda m: Trainer(m, torch.rand(50, 12), TRAIN), "`train` has 12 columns"),
     "trainer, valid width": (lambda m: Trainer(m, torch.rand(50, 10), TRAIN, valid=torch.rand(5, 9)), "`valid` has 9"),
-    "trainer, values > 1": (lambda m: Trainer(m, 3 * torch.rand(50, 10), TRAIN), "Bernoulli decoder needs values in [0, 1]"),
-    "trainer, NaN": (lambda m: Trainer(m, torch.full((50, 10), float("nan")), TRAIN), "`train` holds NaN or infinite values"),
+    "trainer, values > 1": (
+        lambda m: Trainer(m, 3 * torch.rand(50, 10), TRAIN),
+        "Bernoulli decoder needs values in [0, 1]",
+    ),
+    "trainer, NaN": (
+        lambda m: Trainer(m, torch.full((50, 10), float("nan")), TRAIN),
+        "`train` holds NaN or infinite values",
+    ),
 }
 
 
@@ -68,10 +77,16 @@ def test_a_gaussian_decoder_refuses_non_finite_data_but_takes_any_real_values():
         Trainer(frey, torch.rand(20, 4), TRAIN, test=torch.tensor([[0.0, float("inf"), 0.0, 0.0]]))
 
 
-@pytest.mark.parametrize("values,words", [(dict(latent_dim=2.5), "`latent_dim`"), (dict(data_dim=0), "`data_dim`"),
-                                          (dict(hidden_units=(8, 0)), "`hidden_units`"),
-                                          (dict(hidden_layers=-1), "`hidden_layers`"),
-                                          (dict(hidden_units=(8, 4), hidden_layers=1), "2 widths for 1 hidden")])
+@pytest.mark.parametrize(
+    "values,words",
+    [
+        (dict(latent_dim=2.5), "`latent_dim`"),
+        (dict(data_dim=0), "`data_dim`"),
+        (dict(hidden_units=(8, 0)), "`hidden_units`"),
+        (dict(hidden_layers=-1), "`hidden_layers`"),
+        (dict(hidden_units=(8, 4), hidden_layers=1), "2 widths for 1 hidden"),
+    ],
+)
 def test_model_config_refuses_what_would_fail_later(values, words):
     with pytest.raises(AevbError, match=words):
         ModelConfig(**{"data_dim": 10, **values})
@@ -83,7 +98,7 @@ def test_model_config_takes_one_hidden_layer_per_width_listed():
     assert [layer.out_features for layer in VAE(config).encoder.net.hidden if hasattr(layer, "out_features")] == [8, 4]
     assert ModelConfig(data_dim=10).hidden_layers == 1
     assert ModelConfig(data_dim=10, hidden_units=4, hidden_layers=3).hidden_layers == 3
-    assert ModelConfig(data_dim=10, latent_dim=5.0).latent_dim == 5   # a whole float, as 1e4 on a command line
+    assert ModelConfig(data_dim=10, latent_dim=5.0).latent_dim == 5  # a whole float, as 1e4 on a command line
 
 
 def test_the_bound_defaults_to_the_models_estimator():
@@ -111,7 +126,8 @@ def test_a_conditional_model_takes_rows_with_their_labels():
 
 def test_whole_float_counts_are_taken_as_integers(model):
     """1e4 on a command line is a float: the library takes a whole one wherever it takes a count."""
-    estimate, _ = hmc_log_likelihood(model, X[:2], num_samples=8.0, leapfrog_steps=2.0, burn_in=2.0, gap=1.0,
-                                     batch_size=2.0)
+    estimate, _ = hmc_log_likelihood(
+        model, X[:2], num_samples=8.0, leapfrog_steps=2.0, burn_in=2.0, gap=1.0, batch_size=2.0
+    )
     assert estimate.per_datapoint.shape == (2,)
     assert evaluate_bound(model, X, num_samples=2.0, batch_size=4.0).num_samples == 2

@@ -38,7 +38,7 @@ def _rows(model: torch.nn.Module, count: int, generator: torch.Generator, dtype=
     return conditioned_rows(x, labels, config.num_classes)
 
 
-SHAPE_CASES = [   # (image shape, channels, dense widths, classes, likelihood)
+SHAPE_CASES = [  # (image shape, channels, dense widths, classes, likelihood)
     ((28, 28), (4, 8), (6,), None, "bernoulli"),
     ((28, 20), (4, 8), (), None, "gaussian"),
     ((5, 7), (3, 2, 2), (4, 3), 3, "bernoulli"),
@@ -49,22 +49,33 @@ SHAPE_CASES = [   # (image shape, channels, dense widths, classes, likelihood)
 @pytest.mark.parametrize("shape, channels, widths, classes, likelihood", SHAPE_CASES)
 def test_conv_model_handles_leading_sample_dimensions_like_single_rows(shape, channels, widths, classes, likelihood):
     torch.manual_seed(0)
-    config = ModelConfig(data_dim=shape[0] * shape[1], latent_dim=3, hidden_units=widths or 5,
-                         hidden_layers=len(widths), architecture="conv", image_shape=shape, conv_channels=channels,
-                         num_classes=classes, likelihood=likelihood, init_std=0.3)
+    config = ModelConfig(
+        data_dim=shape[0] * shape[1],
+        latent_dim=3,
+        hidden_units=widths or 5,
+        hidden_layers=len(widths),
+        architecture="conv",
+        image_shape=shape,
+        conv_channels=channels,
+        num_classes=classes,
+        likelihood=likelihood,
+        init_std=0.3,
+    )
     model = build_model(config)
     rows = _rows(model, 4, torch.Generator().manual_seed(1))
     posterior = model.encode(rows)
     assert posterior.batch_shape == (4,) and posterior.event_shape == (3,)
-    z = torch.randn(2, 5, 4, 3)                       # (L1, L2, M, J): two leading sample dimensions
+    z = torch.randn(2, 5, 4, 3)  # (L1, L2, M, J): two leading sample dimensions
     log_p = model.decoder_log_prob(z, rows) if classes else model.decode(z).log_prob(rows)
     assert log_p.shape == (2, 5, 4)
     # Every (sample, point) pair is decoded on its own: the same number as a single row.
     for a, b, m in [(0, 0, 0), (1, 4, 3), (0, 2, 1)]:
         single = z[a, b, m][None]
-        alone = model.decoder_log_prob(single, rows[m][None]) if classes else model.decode(single).log_prob(rows[m][None])
+        alone = (
+            model.decoder_log_prob(single, rows[m][None]) if classes else model.decode(single).log_prob(rows[m][None])
+        )
         torch.testing.assert_close(log_p[a, b, m], alone[0], rtol=1e-5, atol=1e-4)
-    stacked = rows.expand(3, 4, rows.shape[1])        # the encoder too: (3, M, D [+ C]) → batch (3, M)
+    stacked = rows.expand(3, 4, rows.shape[1])  # the encoder too: (3, M, D [+ C]) → batch (3, M)
     torch.testing.assert_close(model.encode(stacked).mean[2], posterior.mean)
     bound = estimator_b(model, rows, num_samples=2)
     assert bound.shape == (4,) and torch.isfinite(bound).all()
@@ -75,12 +86,12 @@ def _conv2d_reference(image, weight, bias, stride=2, padding=1):
     """Cross-correlation by loops: out[o, i, j] = b[o] + Σ_{c,u,v} w[o, c, u, v] · x_pad[c, s·i + u, s·j + v]."""
     channels, height, width = image.shape
     padded = torch.zeros(channels, height + 2 * padding, width + 2 * padding, dtype=image.dtype)
-    padded[:, padding:padding + height, padding:padding + width] = image
+    padded[:, padding : padding + height, padding : padding + width] = image
     kernel = weight.shape[-1]
     out_h, out_w = (height + 2 * padding - kernel) // stride + 1, (width + 2 * padding - kernel) // stride + 1
     out = torch.zeros(weight.shape[0], out_h, out_w, dtype=image.dtype)
     for o, i, j in itertools.product(range(weight.shape[0]), range(out_h), range(out_w)):
-        patch = padded[:, stride * i:stride * i + kernel, stride * j:stride * j + kernel]
+        patch = padded[:, stride * i : stride * i + kernel, stride * j : stride * j + kernel]
         out[o, i, j] = bias[o] + (weight[o] * patch).sum()
     return out
 
@@ -108,7 +119,7 @@ def test_conv_networks_match_hand_written_convolutions(shape):
     for parameter in itertools.chain(encoder.parameters(), decoder.parameters()):
         torch.nn.init.normal_(parameter, 0.0, 0.5)
 
-    x = torch.rand(pixels + 1, dtype=torch.float64)   # D pixels and one extra column (a label)
+    x = torch.rand(pixels + 1, dtype=torch.float64)  # D pixels and one extra column (a label)
     first, second = encoder.hidden.convolutions[0], encoder.hidden.convolutions[2]
     maps = torch.tanh(_conv2d_reference(x[:pixels].view(1, *shape), first.weight, first.bias))
     maps = torch.tanh(_conv2d_reference(maps, second.weight, second.bias))
@@ -120,10 +131,10 @@ def test_conv_networks_match_hand_written_convolutions(shape):
 
     z = torch.randn(2, dtype=torch.float64)
     dense, transposed = decoder.hidden[0], decoder.hidden[3]
-    smallest = torch.tanh(dense.weight @ z + dense.bias).view(decoder.map_shape)   # (3, ⌈⌈H/2⌉/2⌉, ...)
+    smallest = torch.tanh(dense.weight @ z + dense.bias).view(decoder.map_shape)  # (3, ⌈⌈H/2⌉/2⌉, ...)
     middle_shape = (math.ceil(shape[0] / 2), math.ceil(shape[1] / 2))
     middle = torch.tanh(_conv_transpose_reference(smallest, transposed.weight, transposed.bias, middle_shape))
-    out = _conv_transpose_reference(middle, decoder.heads.weight, decoder.heads.bias, shape)   # (2 heads, H, W)
+    out = _conv_transpose_reference(middle, decoder.heads.weight, decoder.heads.bias, shape)  # (2 heads, H, W)
     mean, log_var = decoder(z[None])
     torch.testing.assert_close(mean[0], out[0].flatten(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(log_var[0], out[1].flatten(), rtol=1e-12, atol=1e-12)
@@ -140,13 +151,25 @@ class _Bound(torch.nn.Module):
         return estimator_b(self.model, rows, noise.shape[0], noise=noise).sum()
 
 
-@pytest.mark.parametrize("architecture, classes, likelihood", [("conv", None, "bernoulli"), ("conv", 3, "gaussian"),
-                                                              ("mlp", 3, "bernoulli")])
+@pytest.mark.parametrize(
+    "architecture, classes, likelihood", [("conv", None, "bernoulli"), ("conv", 3, "gaussian"), ("mlp", 3, "bernoulli")]
+)
 def test_gradient_of_the_bound_matches_finite_differences(architecture, classes, likelihood):
     torch.manual_seed(3)
-    config = ModelConfig(data_dim=12, latent_dim=2, hidden_units=(3,), hidden_layers=1, architecture=architecture,
-                         image_shape=(4, 3), conv_channels=(2,), num_classes=classes, likelihood=likelihood,
-                         activation="softplus", init_std=0.4, log_variance_bound=5.0)
+    config = ModelConfig(
+        data_dim=12,
+        latent_dim=2,
+        hidden_units=(3,),
+        hidden_layers=1,
+        architecture=architecture,
+        image_shape=(4, 3),
+        conv_channels=(2,),
+        num_classes=classes,
+        likelihood=likelihood,
+        activation="softplus",
+        init_std=0.4,
+        log_variance_bound=5.0,
+    )
     model = build_model(config).double()
     rows = _rows(model, 3, torch.Generator().manual_seed(4), dtype=torch.float64)
     noise = torch.randn(2, 3, 2, dtype=torch.float64)
@@ -183,8 +206,8 @@ def test_conditional_networks_use_the_label_and_reduce_to_the_unconditional_mode
     torch.testing.assert_close(estimator_a(conditional, rows, 3, noise=noise), estimator_a(plain, x, 3, noise=noise))
     torch.testing.assert_close(conditional.decoder_log_prob(z, rows), plain.decode(z).log_prob(x))
     grid = conditional.class_grid(4, generator=torch.Generator().manual_seed(0)).view(3, 4, 6)
-    assert torch.equal(grid[0], grid[1]) and torch.equal(grid[0], grid[2])   # same z per column, y unused
-    assert not torch.equal(grid[0, 0], grid[0, 1])                           # another column, another z
+    assert torch.equal(grid[0], grid[1]) and torch.equal(grid[0], grid[2])  # same z per column, y unused
+    assert not torch.equal(grid[0, 0], grid[0, 1])  # another column, another z
 
 
 def test_class_grid_shares_z_down_each_column():
@@ -194,7 +217,7 @@ def test_class_grid_shares_z_down_each_column():
     z = torch.randn(5, 2, generator=torch.Generator().manual_seed(1))
     for label in range(3):
         expected = model.mean(z, torch.full((5,), label))
-        torch.testing.assert_close(grid[5 * label:5 * label + 5], expected)
+        torch.testing.assert_close(grid[5 * label : 5 * label + 5], expected)
     assert not torch.allclose(grid[:5], grid[5:10])
 
 
@@ -202,8 +225,15 @@ def _linear_gaussian_cvae(seed: int = 7) -> ConditionalVAE:
     """A conditional factor analyser: no hidden layer, per-dimension variance. Its decoder is
     x = W z + V e_y + b + noise, so log p(x|y) = log N(x; b + V e_y, W Wᵀ + diag ψ) exactly."""
     torch.manual_seed(seed)
-    config = ModelConfig(data_dim=4, latent_dim=2, hidden_layers=0, likelihood="gaussian",
-                         decoder_variance="per-dimension", num_classes=3, init_std=0.6)
+    config = ModelConfig(
+        data_dim=4,
+        latent_dim=2,
+        hidden_layers=0,
+        likelihood="gaussian",
+        decoder_variance="per-dimension",
+        num_classes=3,
+        init_std=0.6,
+    )
     model = ConditionalVAE(config).double()
     with torch.no_grad():
         model.decoder.log_var.uniform_(-1.0, 0.0)
@@ -220,22 +250,24 @@ def test_conditional_bound_and_importance_sampling_are_of_log_p_x_given_y():
     x = torch.randn(6, 4, generator=generator, dtype=torch.float64) + V.T.detach()[labels]
     rows = conditioned_rows(x, labels, 3)
     with torch.no_grad():
-        exact = MultivariateNormal(bias + V.T[labels], covariance).log_prob(x)   # (6,)
+        exact = MultivariateNormal(bias + V.T[labels], covariance).log_prob(x)  # (6,)
     torch.manual_seed(9)
     estimate = estimate_log_likelihood(model, rows, num_samples=20_000)
     errors = torch.as_tensor(estimate.per_datapoint_stderr)
     assert torch.all((torch.as_tensor(estimate.per_datapoint) - exact).abs() < 5 * errors + 1e-3)
     with torch.no_grad():
         bound = estimator_b(model, rows, 4000)
-    assert torch.all(bound < exact)   # the bound lies below log p(x|y) (the encoder is not the posterior)
+    assert torch.all(bound < exact)  # the bound lies below log p(x|y) (the encoder is not the posterior)
     # Another label gives another, still exact, log p(x|y'): the estimate follows the label.
     other = conditioned_rows(x, (labels + 1) % 3, 3)
     with torch.no_grad():
         exact_other = MultivariateNormal(bias + V.T[(labels + 1) % 3], covariance).log_prob(x)
     estimate_other = estimate_log_likelihood(model, other, num_samples=20_000)
     assert (exact - exact_other).abs().max() > 0.5
-    assert torch.all((torch.as_tensor(estimate_other.per_datapoint) - exact_other).abs()
-                     < 5 * torch.as_tensor(estimate_other.per_datapoint_stderr) + 1e-3)
+    assert torch.all(
+        (torch.as_tensor(estimate_other.per_datapoint) - exact_other).abs()
+        < 5 * torch.as_tensor(estimate_other.per_datapoint_stderr) + 1e-3
+    )
 
 
 def test_dynamic_binarisation_keeps_the_labels_exact():
@@ -257,22 +289,38 @@ def _train(model_config, data, config, **fit_options):
     return model, result
 
 
-@pytest.mark.parametrize("model_options", [
-    dict(architecture="conv", image_shape=(4, 4), conv_channels=(2, 3), hidden_units=5),
-    dict(num_classes=3, hidden_units=(6, 4), hidden_layers=2),
-    dict(num_classes=3, architecture="conv", image_shape=(4, 4), conv_channels=(2,), hidden_units=4),
-])
+@pytest.mark.parametrize(
+    "model_options",
+    [
+        dict(architecture="conv", image_shape=(4, 4), conv_channels=(2, 3), hidden_units=5),
+        dict(num_classes=3, hidden_units=(6, 4), hidden_layers=2),
+        dict(num_classes=3, architecture="conv", image_shape=(4, 4), conv_channels=(2,), hidden_units=4),
+    ],
+)
 def test_resuming_conv_and_conditional_runs_reproduces_the_uninterrupted_run(model_options):
     torch.manual_seed(0)
     model_config = ModelConfig(data_dim=16, latent_dim=3, **model_options)
     x = torch.rand(130, 16)
     data = x if model_config.num_classes is None else conditioned_rows(x, torch.arange(130) % 3, 3)
-    config = TrainConfig(batch_size=20, max_samples=900, selection_steps=6, first_eval=200, evals_per_decade=4,
-                         seed=4, binarize="dynamic", step_size_candidates=(0.01, 0.1))
+    config = TrainConfig(
+        batch_size=20,
+        max_samples=900,
+        selection_steps=6,
+        first_eval=200,
+        evals_per_decade=4,
+        seed=4,
+        binarize="dynamic",
+        step_size_candidates=(0.01, 0.1),
+    )
     reference, expected = _train(model_config, data, config)
     checkpoints = []
-    _train(model_config, data, config, checkpoint_every=5,
-           on_checkpoint=lambda state: checkpoints.append(copy.deepcopy(state)))
+    _train(
+        model_config,
+        data,
+        config,
+        checkpoint_every=5,
+        on_checkpoint=lambda state: checkpoints.append(copy.deepcopy(state)),
+    )
     assert len(checkpoints) > 6
     for state in random.Random(1).sample(checkpoints, 3) + [checkpoints[0]]:
         model, result = _train(model_config, data, config, resume=state)
@@ -297,12 +345,16 @@ def test_fused_engine_reports_conv_and_conditional_models_and_auto_falls_back():
 @pytest.mark.parametrize("widths", [(6, 4), (5, 7, 3)])
 def test_fused_step_trains_deeper_mlps_with_per_layer_widths_like_autograd(widths):
     torch.manual_seed(0)
-    model = VAE(ModelConfig(data_dim=7, latent_dim=3, hidden_units=widths, hidden_layers=len(widths),
-                            init_std=0.5)).double()
+    model = VAE(
+        ModelConfig(data_dim=7, latent_dim=3, hidden_units=widths, hidden_layers=len(widths), init_std=0.5)
+    ).double()
     assert unsupported_reason(model, "B") is None
-    assert [layer.out_features for layer in model.encoder.net.hidden if isinstance(layer, torch.nn.Linear)] == list(widths)
-    assert [layer.out_features for layer in model.decoder.net.hidden
-            if isinstance(layer, torch.nn.Linear)] == list(reversed(widths))
+    assert [layer.out_features for layer in model.encoder.net.hidden if isinstance(layer, torch.nn.Linear)] == list(
+        widths
+    )
+    assert [layer.out_features for layer in model.decoder.net.hidden if isinstance(layer, torch.nn.Linear)] == list(
+        reversed(widths)
+    )
     x = torch.bernoulli(torch.rand(6, 7, dtype=torch.float64))
     model.zero_grad(set_to_none=True)
     torch.manual_seed(5)
@@ -332,8 +384,19 @@ def test_model_configuration_errors_are_one_line():
     assert type(build_model(old)) is VAE and old.architecture == "mlp" and old.num_classes is None
 
 
-TINY = ["--latent-dim", "3", "--max-samples", "2000", "--selection-steps", "4", "--eval-subset", "200",
-        "--threads", "1", "--no-progress"]
+TINY = [
+    "--latent-dim",
+    "3",
+    "--max-samples",
+    "2000",
+    "--selection-steps",
+    "4",
+    "--eval-subset",
+    "200",
+    "--threads",
+    "1",
+    "--no-progress",
+]
 
 
 def test_cli_conv_run_trains_evaluates_and_samples(tmp_path, capsys):
@@ -348,7 +411,10 @@ def test_cli_conv_run_trains_evaluates_and_samples(tmp_path, capsys):
     code, out, err = run_cli(capsys, ["evaluate", run, "--nll", "--k", "20", "--num-points", "30", "--json"])
     assert code == 0, err
     result = json.loads(out)
-    assert result["log_likelihood"] < 0 and result["test_bound"] < result["log_likelihood"] + 3 * result["test_bound_stderr"]
+    assert (
+        result["log_likelihood"] < 0
+        and result["test_bound"] < result["log_likelihood"] + 3 * result["test_bound_stderr"]
+    )
     code, out, err = run_cli(capsys, ["sample", run, "--num", "12"])
     assert code == 0 and is_png(run / "samples-seed0.png")
     assert_usage_error(*run_cli(capsys, ["sample", run, "--label", "3"]))
@@ -359,8 +425,9 @@ def test_cli_conditional_run_trains_evaluates_and_draws_class_conditional_sample
     import json
 
     run = tmp_path / "cond"
-    code, out, err = run_cli(capsys, ["train", *TINY, "--conditional", "--hidden-units", "16", "--binarize", "dynamic",
-                                      "--out", run])
+    code, out, err = run_cli(
+        capsys, ["train", *TINY, "--conditional", "--hidden-units", "16", "--binarize", "dynamic", "--out", run]
+    )
     assert code == 0, err
     assert json.loads((run / "config.json").read_text())["model"]["num_classes"] == 10
     assert is_png(run / "samples.png") and is_png(run / "reconstructions.png")
@@ -369,19 +436,20 @@ def test_cli_conditional_run_trains_evaluates_and_draws_class_conditional_sample
     assert math.isfinite(json.loads(out)["log_likelihood"])
     code, out, err = run_cli(capsys, ["sample", run, "--num", "20", "--out", tmp_path / "grid.npy"])
     grid = np.load(tmp_path / "grid.npy")
-    assert code == 0 and grid.shape == (20, 784)      # 10 classes × 2 columns
+    assert code == 0 and grid.shape == (20, 784)  # 10 classes × 2 columns
     code, out, err = run_cli(capsys, ["sample", run, "--num", "7", "--label", "4", "--out", tmp_path / "four.npy"])
     assert code == 0 and np.load(tmp_path / "four.npy").shape == (7, 784)
     from aevb.checkpoint import load_model
 
-    model = load_model(run)   # the grid: row c is class c, column j the j-th z of the seeded generator
+    model = load_model(run)  # the grid: row c is class c, column j the j-th z of the seeded generator
     z = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
     expected = torch.cat([model.mean(z, torch.full((2,), label)) for label in range(10)])
     torch.testing.assert_close(torch.from_numpy(grid), expected)
     assert_usage_error(*run_cli(capsys, ["sample", run, "--label", "10"]))
     assert_usage_error(*run_cli(capsys, ["evaluate", run, "--hmc"]))
-    assert_usage_error(*run_cli(capsys, ["train", *TINY, "--conditional", "--algorithm", "wake-sleep",
-                                         "--out", tmp_path / "ws"]))
+    assert_usage_error(
+        *run_cli(capsys, ["train", *TINY, "--conditional", "--algorithm", "wake-sleep", "--out", tmp_path / "ws"])
+    )
 
 
 def test_cli_refuses_conditional_and_conv_on_data_without_labels_or_image_shape(tmp_path, capsys):
@@ -390,8 +458,9 @@ def test_cli_refuses_conditional_and_conv_on_data_without_labels_or_image_shape(
     common = ["train", "--dataset", data, *TINY]
     assert_usage_error(*run_cli(capsys, [*common, "--conditional", "--out", tmp_path / "a"]))
     assert_usage_error(*run_cli(capsys, [*common, "--architecture", "conv", "--out", tmp_path / "b"]))
-    assert_usage_error(*run_cli(capsys, [*common, "--hidden-units", "4,5", "--hidden-layers", "3",
-                                         "--out", tmp_path / "c"]))
+    assert_usage_error(
+        *run_cli(capsys, [*common, "--hidden-units", "4,5", "--hidden-layers", "3", "--out", tmp_path / "c"])
+    )
 
 
 def test_two_processes_train_the_conditional_conv_model_one_process_trains(tmp_path):
@@ -400,8 +469,20 @@ def test_two_processes_train_the_conditional_conv_model_one_process_trains(tmp_p
     from aevb.cli import main
 
     # Labels travel in the rows: each process's shard carries its own; M = 15 splits 8 + 7.
-    options = [*SETTINGS, "--conditional", "--architecture", "conv", "--conv-channels", "2,4", "--binarize", "dynamic",
-               "--batch-size", "15", "--max-samples", "600"]
+    options = [
+        *SETTINGS,
+        "--conditional",
+        "--architecture",
+        "conv",
+        "--conv-channels",
+        "2,4",
+        "--binarize",
+        "dynamic",
+        "--batch-size",
+        "15",
+        "--max-samples",
+        "600",
+    ]
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["train", *options, "--out", str(one)]) == 0
     _torchrun([*options, "--out", str(two)], tmp_path)
@@ -429,7 +510,10 @@ def test_importance_sampling_memory_budget_counts_hidden_layers_and_feature_maps
     budget = 8 * 10_000
     mlp = VAE(ModelConfig(data_dim=10, latent_dim=2, hidden_units=(30, 20), hidden_layers=2))
     assert rows_within_budget(mlp, 10, budget) == budget // (8 * (4 * 10 + 2 * 50 + 4 * 2))
-    conv = build_model(ModelConfig(data_dim=16, latent_dim=2, hidden_layers=0, architecture="conv",
-                                   image_shape=(4, 4), conv_channels=(3, 5)))
-    maps = 3 * 2 * 2 + 5 * 1 * 1    # 4×4 → 2×2 → 1×1
+    conv = build_model(
+        ModelConfig(
+            data_dim=16, latent_dim=2, hidden_layers=0, architecture="conv", image_shape=(4, 4), conv_channels=(3, 5)
+        )
+    )
+    maps = 3 * 2 * 2 + 5 * 1 * 1  # 4×4 → 2×2 → 1×1
     assert rows_within_budget(conv, 16, budget) == budget // (8 * (4 * 16 + 2 * maps + 4 * 2))

@@ -33,8 +33,14 @@ def sample_data():
 
 
 def factor_analysis_config(data_dim=5, latent_dim=2):
-    return ModelConfig(data_dim=data_dim, latent_dim=latent_dim, hidden_layers=0, likelihood="gaussian",
-                       decoder_variance="per-dimension", log_variance_bound=None)
+    return ModelConfig(
+        data_dim=data_dim,
+        latent_dim=latent_dim,
+        hidden_layers=0,
+        likelihood="gaussian",
+        decoder_variance="per-dimension",
+        log_variance_bound=None,
+    )
 
 
 def test_registry_builds_each_algorithm_from_the_config():
@@ -47,9 +53,13 @@ def test_registry_builds_each_algorithm_from_the_config():
     mcem = make_algorithm("mcem", config)
     assert isinstance(mcem, MonteCarloEM) and not mcem.has_bound
     assert [trains_encoder(name) for name in ("aevb", "wake-sleep", "mcem", "from-a-newer-aevb")] == [
-        True, True, False, True]
-    assert (mcem.leapfrog_steps, mcem.weight_updates, mcem.target_acceptance) == (10, 5, 0.9)   # App. E
-    with pytest.raises(AevbError, match="estimator B"):   # full VB (App. F) has estimator B inside
+        True,
+        True,
+        False,
+        True,
+    ]
+    assert (mcem.leapfrog_steps, mcem.weight_updates, mcem.target_acceptance) == (10, 5, 0.9)  # App. E
+    with pytest.raises(AevbError, match="estimator B"):  # full VB (App. F) has estimator B inside
         make_algorithm("full-vb", config)
     with pytest.raises(AevbError, match="unknown algorithm"):
         make_algorithm("gibbs", config)
@@ -118,9 +128,9 @@ def test_sleep_phase_drives_the_encoder_to_the_exact_posterior():
         with torch.no_grad():
             return ((model.encode(x).mean - posterior_mean) / posterior_std).abs()
 
-    assert mean_error().mean() > 1.0                     # far off at the start
+    assert mean_error().mean() > 1.0  # far off at the start
     algorithm, steps = WakeSleep(), 400
-    optimizer = torch.optim.Adam(model.encoder.parameters(), lr=0.05)         # the decoder is frozen
+    optimizer = torch.optim.Adam(model.encoder.parameters(), lr=0.05)  # the decoder is frozen
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
     for _ in range(steps):
         loss = algorithm.sleep_loss(model, 200)
@@ -129,7 +139,7 @@ def test_sleep_phase_drives_the_encoder_to_the_exact_posterior():
         optimizer.step()
         schedule.step()
     error = mean_error()
-    assert error.mean() < 0.1 and error.max() < 0.4, (error.mean(), error.max())   # in posterior std units
+    assert error.mean() < 0.1 and error.max() < 0.4, (error.mean(), error.max())  # in posterior std units
     with torch.no_grad():
         variance_ratio = model.encode(x).variance / covariance.diagonal()
     # The log-variance head is linear in x too; its x-dependence (zero at the optimum) is noisier.
@@ -144,11 +154,13 @@ def aevb_and_wake_sleep_runs(sample_data):
     size from the paper's candidates by the training bound (§5)."""
     runs = {}
     for name in ("aevb", "wake-sleep"):
-        config = TrainConfig(max_samples=60_000, selection_steps=100, first_eval=20_000, evals_per_decade=2,
-                             eval_subset=1000, seed=0)
+        config = TrainConfig(
+            max_samples=60_000, selection_steps=100, first_eval=20_000, evals_per_decade=2, eval_subset=1000, seed=0
+        )
         model = VAE(ModelConfig(data_dim=784, latent_dim=10, hidden_units=64))
-        trainer = Trainer(model, sample_data.train, config, valid=sample_data.valid,
-                          algorithm=make_algorithm(name, config))
+        trainer = Trainer(
+            model, sample_data.train, config, valid=sample_data.valid, algorithm=make_algorithm(name, config)
+        )
         runs[name] = trainer.fit()
     return runs
 
@@ -193,20 +205,20 @@ def test_mcem_chains_sample_the_exact_posterior_with_about_90_percent_acceptance
     rows = torch.arange(0, 100)
     result = algorithm.step(model, None, x[rows], rows)
     assert torch.isnan(result)
-    assert torch.equal(algorithm.z[100:], z_before[100:])                  # unvisited chains stay put
+    assert torch.equal(algorithm.z[100:], z_before[100:])  # unvisited chains stay put
     assert (algorithm.z[:100] != z_before[:100]).any(-1).float().mean() > 0.5
     assert (algorithm.visits[:100] == 1).all() and (algorithm.visits[100:] == 0).all()
 
     for _ in range(25):
         order = torch.randperm(size)
         for start in range(0, size, 100):
-            rows = order[start:start + 100]
+            rows = order[start : start + 100]
             algorithm.step(model, None, x[rows], rows)
     u = torch.linalg.solve_triangular(cholesky, (algorithm.z - posterior.mean).T, upper=False).T
-    assert u.mean(0).abs().max() < 0.1, u.mean(0)                         # standard error 0.022
-    assert (torch.cov(u.T) - torch.eye(2, dtype=u.dtype)).abs().max() < 0.15, torch.cov(u.T)   # s.e. ≈ 0.03
+    assert u.mean(0).abs().max() < 0.1, u.mean(0)  # standard error 0.022
+    assert (torch.cov(u.T) - torch.eye(2, dtype=u.dtype)).abs().max() < 0.15, torch.cov(u.T)  # s.e. ≈ 0.03
     assert abs(algorithm.acceptance.mean().item() - 0.9) < 0.03
-    assert algorithm.step_sizes.std() > 0                                  # per datapoint
+    assert algorithm.step_sizes.std() > 0  # per datapoint
 
 
 def test_mcem_learns_factor_analysis_to_the_true_models_likelihood():
@@ -219,7 +231,7 @@ def test_mcem_learns_factor_analysis_to_the_true_models_likelihood():
     algorithm = MonteCarloEM()
     config = TrainConfig(epochs=30, step_size=0.1, first_eval=500, evals_per_decade=4, seed=0)
     torch.manual_seed(config.seed)
-    model.reset_parameters()                                   # what fit() starts from
+    model.reset_parameters()  # what fit() starts from
     initial = exact_log_likelihood(model, x).mean().item()
     encoder_before = [p.detach().clone() for p in model.encoder.parameters()]
     result = Trainer(model, x, config, valid=x[:50], algorithm=algorithm).fit()
@@ -233,12 +245,12 @@ def test_mcem_learns_factor_analysis_to_the_true_models_likelihood():
     assert all(torch.equal(a, b) for a, b in zip(encoder_before, model.encoder.parameters()))
     assert algorithm.visits.sum().item() == 30 * 500
     with pytest.raises(AevbError, match="step size"):
-        Trainer(model, x, TrainConfig(epochs=1), algorithm=MonteCarloEM())   # nothing to select one by
+        Trainer(model, x, TrainConfig(epochs=1), algorithm=MonteCarloEM())  # nothing to select one by
 
 
 def test_mcem_on_mnist_sample_improves_the_appendix_d_likelihood(sample_data):
     train = sample_data.train[:500]
-    model = VAE(ModelConfig(data_dim=784, latent_dim=3, hidden_units=16))    # Fig. 3: Nz = 3
+    model = VAE(ModelConfig(data_dim=784, latent_dim=3, hidden_units=16))  # Fig. 3: Nz = 3
     algorithm = MonteCarloEM()
     config = TrainConfig(max_samples=5000, step_size=0.1, first_eval=5000, seed=0)
     generator = torch.Generator().manual_seed(0)
@@ -248,12 +260,12 @@ def test_mcem_on_mnist_sample_improves_the_appendix_d_likelihood(sample_data):
     before, _ = algorithm_log_likelihood(algorithm, model, train, rows, generator)
     Trainer(model, train, config, algorithm=algorithm).fit()
     after, acceptance = algorithm_log_likelihood(algorithm, model, train, rows, generator)
-    assert after.mean > before.mean + 200, (before.mean, after.mean)       # seed 0: −522 → −158 nats
+    assert after.mean > before.mean + 200, (before.mean, after.mean)  # seed 0: −522 → −158 nats
     assert 0.8 < acceptance <= 1
 
 
 def algorithm_log_likelihood(algorithm, model, train, rows, generator):
-    indices = rows if algorithm.z is not None else None                     # persistent chains once trained
+    indices = rows if algorithm.z is not None else None  # persistent chains once trained
     return algorithm.log_likelihood(model, train[rows], indices, num_samples=20, burn_in=50, generator=generator)
 
 
@@ -285,7 +297,7 @@ def test_an_algorithm_of_ones_own_needs_only_a_name_and_a_step():
 
         def step(self, model, optimizer, x, indices, shard=None):
             optimizer.zero_grad()
-            bound = model.decode(model.encode(x).rsample()).log_prob(x).sum()   # a reconstruction term
+            bound = model.decode(model.encode(x).rsample()).log_prob(x).sum()  # a reconstruction term
             (-bound).backward()
             optimizer.step()
             return bound.detach()
@@ -296,10 +308,13 @@ def test_an_algorithm_of_ones_own_needs_only_a_name_and_a_step():
     algorithm = PlainGradient()
     assert algorithm.has_bound and not algorithm.distributable and algorithm.state_dict() == {}
     assert not algorithm.steps_thread_count_invariant and algorithm.parameter_groups(None, 0.0) is None
-    result = Trainer(VAE(ModelConfig(data_dim=12, latent_dim=2, hidden_units=8)), data, config, algorithm=algorithm).fit()
+    result = Trainer(
+        VAE(ModelConfig(data_dim=12, latent_dim=2, hidden_units=8)), data, config, algorithm=algorithm
+    ).fit()
     assert result.history[-1].samples == 400
 
     class NotOne:
         name = "not-one"
+
     with pytest.raises(AevbError, match="must be an aevb.training.Algorithm, got NotOne"):
         Trainer(VAE(ModelConfig(data_dim=12, latent_dim=2, hidden_units=8)), data, config, algorithm=NotOne())

@@ -14,9 +14,29 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 def test_bench_runs_every_peer_and_reports_ratios(tmp_path):
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench.py"), "--rounds", "2", "--threads", "1",
-                           "--models", "mnist", "--train-samples", "500", "--nll-points", "2", "--nll-samples", "50",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "bench.py"),
+            "--rounds",
+            "2",
+            "--threads",
+            "1",
+            "--models",
+            "mnist",
+            "--train-samples",
+            "500",
+            "--nll-points",
+            "2",
+            "--nll-samples",
+            "50",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["schema"] == "aevb-bench/1"
@@ -36,16 +56,39 @@ def test_bench_runs_every_peer_and_reports_ratios(tmp_path):
 
 def test_bench_times_burdas_model_with_its_minibatches_of_twenty(tmp_path):
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench.py"), "--rounds", "1", "--threads", "1",
-                           "--models", "burda", "--train-samples", "200", "--nll-points", "2", "--nll-samples", "20",
-                           "--no-autograd", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "bench.py"),
+            "--rounds",
+            "1",
+            "--threads",
+            "1",
+            "--models",
+            "burda",
+            "--train-samples",
+            "200",
+            "--nll-points",
+            "2",
+            "--nll-samples",
+            "20",
+            "--no-autograd",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     assert [peer["key"] for peer in report["peers"]] == ["burda-aevb", "burda-plain", "burda-gemm"]
     assert report["settings"]["batch_sizes"] == {"burda": 20}
     assert "784-200-200-50" in done.stdout and "M = 20" in done.stdout
-    assert {(r["measure"], r["peer"]) for r in report["ratios"]} >= {("train", "plain PyTorch loop"),
-                                                                      ("nll", "GEMM-only bound")}
+    assert {(r["measure"], r["peer"]) for r in report["ratios"]} >= {
+        ("train", "plain PyTorch loop"),
+        ("nll", "GEMM-only bound"),
+    }
 
 
 def test_the_gemm_bound_does_every_product_of_a_step_and_no_more():
@@ -55,7 +98,8 @@ def test_the_gemm_bound_does_every_product_of_a_step_and_no_more():
     import torch
     from common import MODELS
     from gemm_bound import training_products
-    for name, layers in (("mnist", 4), ("burda", 6)):     # linear layers, encoder heads as one
+
+    for name, layers in (("mnist", 4), ("burda", 6)):  # linear layers, encoder heads as one
         step = training_products(5, MODELS[name].hidden_units, MODELS[name])
         calls = []
         real_mm, real_addmm = torch.mm, torch.addmm
@@ -72,21 +116,46 @@ def test_bench_times_frey_face_beside_mnist_when_its_file_is_found(tmp_path, sha
     import os
 
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench.py"), "--rounds", "1", "--threads", "1",
-                           "--no-autograd", "--train-samples", "300", "--nll-points", "2", "--nll-samples", "20",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "AEVB_DATA_DIR": str(shared_data)})
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "bench.py"),
+            "--rounds",
+            "1",
+            "--threads",
+            "1",
+            "--no-autograd",
+            "--train-samples",
+            "300",
+            "--nll-points",
+            "2",
+            "--nll-samples",
+            "20",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "AEVB_DATA_DIR": str(shared_data)},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     frey = [peer for peer in report["peers"] if peer["model"] == "frey"]
     assert [peer["key"] for peer in frey] == ["frey-aevb", "frey-plain", "frey-gemm"]
     assert all(peer["train"]["values"][0] > 0 and "nll" not in peer for peer in frey)
-    assert {(r["model"], r["peer"]) for r in report["ratios"] if r["model"] == "frey"} == \
-        {("frey", "plain PyTorch loop"), ("frey", "GEMM-only bound")}
+    assert {(r["model"], r["peer"]) for r in report["ratios"] if r["model"] == "frey"} == {
+        ("frey", "plain PyTorch loop"),
+        ("frey", "GEMM-only bound"),
+    }
     assert "Frey Face 560-200-20" in done.stdout
-    missing = subprocess.run([sys.executable, str(BENCHMARKS / "bench.py"), "--models", "frey", "--rounds", "1"],
-                             capture_output=True, text=True, timeout=600,
-                             env={**os.environ, "AEVB_DATA_DIR": str(tmp_path / "nothing-here")})
+    missing = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench.py"), "--models", "frey", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "AEVB_DATA_DIR": str(tmp_path / "nothing-here")},
+    )
     assert missing.returncode == 1 and "Frey Face left out" in missing.stderr and "no model to time" in missing.stderr
 
 
@@ -100,14 +169,18 @@ def test_step_multiply_adds_counts_the_products_of_a_step():
 
 
 def test_the_step_profile_accounts_for_the_whole_step():
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_step.py"), "--steps", "20", "--threads", "1"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "profile_step.py"), "--steps", "20", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     total = float(lines[0].split(": ")[1].split()[0])
     parts = [float(line.split()[-3]) for line in lines[1:]]
     assert len(parts) == 5 and abs(sum(parts) - total) < 0.02 * total + 0.02
-    assert parts[0] > 0.3 * total            # the matrix products are the largest part of a step
+    assert parts[0] > 0.3 * total  # the matrix products are the largest part of a step
 
 
 def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu(tmp_path):
@@ -116,8 +189,9 @@ def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is here: the check would run")
     out = tmp_path / "gpu.json"
-    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), str(out)], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh"), str(out)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no CUDA device" in done.stderr
     assert not out.exists()
 
@@ -137,36 +211,87 @@ def _spinners() -> list[int]:
 def test_the_busy_machine_scenario_spins_one_core_and_adds_aevb_on_one_thread(tmp_path):
     before = set(_spinners())
     out = tmp_path / "busy.json"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench.py"), "--busy", "--rounds", "1", "--threads", "2",
-                           "--no-autograd", "--train-samples", "300", "--nll-points", "2", "--nll-samples", "20",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "bench.py"),
+            "--busy",
+            "--rounds",
+            "1",
+            "--threads",
+            "2",
+            "--no-autograd",
+            "--train-samples",
+            "300",
+            "--nll-points",
+            "2",
+            "--nll-samples",
+            "20",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["settings"]["busy"] is True and "one core kept busy" in done.stdout
     one_thread = next(peer for peer in report["peers"] if peer["key"] == "aevb-1-thread")
     assert one_thread["name"].endswith(" 1 thread") and one_thread["train"]["values"][0] > 0
-    assert set(_spinners()) <= before   # the busy loop is gone with the benchmark
+    assert set(_spinners()) <= before  # the busy loop is gone with the benchmark
 
 
 def test_protocol_speed_times_the_nll_runs_and_says_in_one_line_when_mnist_is_missing(tmp_path):
     script = str(BENCHMARKS / "protocol_speed.py")
     out = tmp_path / "speed.json"
-    done = subprocess.run([sys.executable, script, "--models", "iwae-vae", "--rounds", "1", "--samples", "100",
-                           "--dataset", "mnist-sample", "--json", str(out)], capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--models",
+            "iwae-vae",
+            "--rounds",
+            "1",
+            "--samples",
+            "100",
+            "--dataset",
+            "mnist-sample",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["dataset"] == "mnist-sample" and report["threads"] == 1
     assert report["models"]["iwae-vae"]["median"] > 0 and "iwae-vae" in done.stdout
-    missing = subprocess.run([sys.executable, script, "--models", "iwae-vae", "--rounds", "1", "--samples", "100",
-                              "--data-dir", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=600,
-                             env={**os.environ, "AEVB_DATA_DIR": ""})
+    missing = subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--models",
+            "iwae-vae",
+            "--rounds",
+            "1",
+            "--samples",
+            "100",
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "AEVB_DATA_DIR": ""},
+    )
     assert missing.returncode == 1
     lines = missing.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("protocol_speed:") and "does not exist" in lines[0], missing.stderr
 
 
-@pytest.mark.filterwarnings("ignore::aevb.training.reporting.TrainingWarning")   # 40 samples learn nothing
+@pytest.mark.filterwarnings("ignore::aevb.training.reporting.TrainingWarning")  # 40 samples learn nothing
 def test_the_gpu_checks_protocol_timing_gives_each_full_schedules_hours(tmp_path):
     """Run on the CPU here (the GPU check itself needs CUDA); without MNIST's files it takes the
     embedded sample."""
@@ -174,6 +299,7 @@ def test_the_gpu_checks_protocol_timing_gives_each_full_schedules_hours(tmp_path
     from gpu_check import protocol_throughput
 
     from aevb.experiments.nll import IWAE_SAMPLES
+
     result = protocol_throughput(tmp_path / "no-data", samples=40, device="cpu")
     assert result["dataset"] == "mnist-sample"
     for name in ("iwae-vae", "iwae-k5", "iwae-k50"):

@@ -87,8 +87,16 @@ def copy_run(run: Path, target: Path) -> Path:
 
 def test_train_writes_a_complete_run(tiny_run):
     names = {p.name for p in tiny_run.iterdir()}
-    assert {"config.json", "metrics.jsonl", "model.safetensors", "model.json", "summary.json",
-            "samples.png", "reconstructions.png", "bound.png"} <= names
+    assert {
+        "config.json",
+        "metrics.jsonl",
+        "model.safetensors",
+        "model.json",
+        "summary.json",
+        "samples.png",
+        "reconstructions.png",
+        "bound.png",
+    } <= names
     assert "manifold.png" not in names  # only for a 2-D latent space
     for figure in ("samples.png", "reconstructions.png", "bound.png"):
         assert is_png(tiny_run / figure), figure
@@ -116,6 +124,7 @@ def test_train_writes_a_complete_run(tiny_run):
     assert summary["step_size"] == 0.02
     assert summary["valid_bound"] == metrics[-1]["valid_bound"] < 0
     from aevb import native
+
     assert summary["engine"] == ("fused, native kernels" if native.load() is not None else "fused, torch operations")
 
 
@@ -124,10 +133,26 @@ def test_same_seed_reproduces_the_run_from_its_config(tiny_run, tmp_path):
     config = json.loads((tiny_run / "config.json").read_text())
     model, training = config["model"], config["training"]
     rerun = tmp_path / "rerun"
-    argv = ["train", "--dataset", config["data"]["dataset"], "--latent-dim", model["latent_dim"],
-            "--hidden-units", model["hidden_units"], "--max-samples", training["max_samples"],
-            "--step-size", training["step_size"], "--eval-subset", training["eval_subset"],
-            "--seed", training["seed"], "--no-progress", "--out", rerun]
+    argv = [
+        "train",
+        "--dataset",
+        config["data"]["dataset"],
+        "--latent-dim",
+        model["latent_dim"],
+        "--hidden-units",
+        model["hidden_units"],
+        "--max-samples",
+        training["max_samples"],
+        "--step-size",
+        training["step_size"],
+        "--eval-subset",
+        training["eval_subset"],
+        "--seed",
+        training["seed"],
+        "--no-progress",
+        "--out",
+        rerun,
+    ]
     assert call(argv) == 0
     assert (rerun / "model.safetensors").read_bytes() == (tiny_run / "model.safetensors").read_bytes()
     assert json.loads((rerun / "model.json").read_text()) == json.loads((tiny_run / "model.json").read_text())
@@ -186,8 +211,7 @@ def test_epochs_stop_after_epochs_times_training_size(tmp_path):
     path = tmp_path / "unit.npy"
     np.save(path, rng.random((300, 6)).astype(np.float32))  # 240 training rows
     run = tmp_path / "run"
-    assert call(["train", "--dataset", path, *FAST, "--selection-steps", "2", "--epochs", "3",
-                 "--out", run]) == 0
+    assert call(["train", "--dataset", path, *FAST, "--selection-steps", "2", "--epochs", "3", "--out", run]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["likelihood"] == "bernoulli"  # values in [0, 1]
     summary, last = json.loads((run / "summary.json").read_text()), read_metrics(run)[-1]
@@ -199,8 +223,23 @@ def test_epochs_stop_after_epochs_times_training_size(tmp_path):
 def test_max_samples_below_the_selection_budget(tmp_path):
     """200 selection steps of 100 would overshoot --max-samples 500: the selection is shortened."""
     run = tmp_path / "run"
-    assert call(["train", "--hidden-units", "16", "--eval-subset", "200", "--no-progress",
-                 "--max-samples", "500", "--out", run]) == 0
+    assert (
+        call(
+            [
+                "train",
+                "--hidden-units",
+                "16",
+                "--eval-subset",
+                "200",
+                "--no-progress",
+                "--max-samples",
+                "500",
+                "--out",
+                run,
+            ]
+        )
+        == 0
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["samples"] == read_metrics(run)[-1]["samples"] == 500
     assert json.loads((run / "config.json").read_text())["training"]["selection_steps"] < 5
@@ -232,8 +271,24 @@ def test_evaluate_json_is_one_object_close_to_the_validation_bound(tiny_run, cap
 
 
 def test_evaluate_log_likelihood_by_importance_sampling_and_hmc(tiny_run, capsys):
-    code, out, err = run_cli(capsys, ["evaluate", tiny_run, "--json", "--samples", "5", "--num-points", "40",
-                                      "--nll", "--k", "200", "--hmc", "--hmc-samples", "20"])
+    code, out, err = run_cli(
+        capsys,
+        [
+            "evaluate",
+            tiny_run,
+            "--json",
+            "--samples",
+            "5",
+            "--num-points",
+            "40",
+            "--nll",
+            "--k",
+            "200",
+            "--hmc",
+            "--hmc-samples",
+            "20",
+        ],
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["num_datapoints"] == 40 and result["log_likelihood_samples"] == 200
@@ -255,8 +310,10 @@ def test_evaluate_log_likelihood_by_importance_sampling_and_hmc(tiny_run, capsys
 
 def test_iwae_training_objective(tmp_path, capsys):
     run = tmp_path / "iwae"
-    code, _, err = run_cli(capsys, ["train", "--estimator", "iwae", "--samples-per-datapoint", "5",
-                                    "--latent-dim", "3", *TINY, "--out", run])
+    code, _, err = run_cli(
+        capsys,
+        ["train", "--estimator", "iwae", "--samples-per-datapoint", "5", "--latent-dim", "3", *TINY, "--out", run],
+    )
     assert code == 0, err
     config = json.loads((run / "config.json").read_text())
     assert config["training"]["estimator"] == "IWAE" and config["training"]["num_samples"] == 5
@@ -265,11 +322,40 @@ def test_iwae_training_objective(tmp_path, capsys):
 
 def test_the_iwae_protocols_training_options(tmp_path, capsys):
     run = tmp_path / "protocol"
-    code, _, err = run_cli(capsys, ["train", "--merge-valid", "--pixel-divisor", "255", "--binarize", "dynamic",
-                                    "--hidden-units", "16,16", "--init", "glorot", "--optimizer", "adam",
-                                    "--step-size", "1e-3", "--optimizer-eps", "5e-6", "--schedule", "iwae",
-                                    "--batch-size", "20", "--prior-precision", "0", "--max-samples", "3280",
-                                    "--eval-subset", "200", "--no-progress", "--out", run])
+    code, _, err = run_cli(
+        capsys,
+        [
+            "train",
+            "--merge-valid",
+            "--pixel-divisor",
+            "255",
+            "--binarize",
+            "dynamic",
+            "--hidden-units",
+            "16,16",
+            "--init",
+            "glorot",
+            "--optimizer",
+            "adam",
+            "--step-size",
+            "1e-3",
+            "--optimizer-eps",
+            "5e-6",
+            "--schedule",
+            "iwae",
+            "--batch-size",
+            "20",
+            "--prior-precision",
+            "0",
+            "--max-samples",
+            "3280",
+            "--eval-subset",
+            "200",
+            "--no-progress",
+            "--out",
+            run,
+        ],
+    )
     assert code == 0, err
     config = json.loads((run / "config.json").read_text())
     assert config["data"]["train_size"] == 10000 and config["data"]["valid_size"] == 0
@@ -291,8 +377,9 @@ def test_sample_png_and_npy(tiny_run, tmp_path, capsys):
 
     arrays = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        code, out, err = run_cli(capsys, ["sample", tiny_run, "--num", "7", "--seed", seed,
-                                          "--out", tmp_path / f"{name}.npy"])
+        code, out, err = run_cli(
+            capsys, ["sample", tiny_run, "--num", "7", "--seed", seed, "--out", tmp_path / f"{name}.npy"]
+        )
         assert code == 0, err
         arrays[name] = np.load(tmp_path / f"{name}.npy")
     a = arrays["a"]
@@ -370,6 +457,7 @@ def _broken_run(how: str):
             del config["training"]
             (broken / "config.json").write_text(json.dumps(config))
         return ["evaluate", broken, "--samples", "1"]
+
     return make
 
 
@@ -382,8 +470,14 @@ BAD_INPUTS = {
     "missing mnist files": _missing_mnist,
     "corrupt npy": _corrupt_npy,
     "npy outside [0, 1] for bernoulli": _out_of_range_npy,
-    "too few samples to select a step size": lambda tmp, run: ["train", *FAST, "--max-samples", "50",
-                                                               "--out", tmp / "o"],
+    "too few samples to select a step size": lambda tmp, run: [
+        "train",
+        *FAST,
+        "--max-samples",
+        "50",
+        "--out",
+        tmp / "o",
+    ],
     "evaluate missing dir": lambda tmp, run: ["evaluate", tmp / "no-such-run"],
     "evaluate truncated weights": _broken_run("truncated"),
     "evaluate garbage weights": _broken_run("garbage"),
@@ -422,13 +516,21 @@ def test_tensorboard_without_the_package_leaves_no_half_run(tmp_path, capsys):
 
 def test_console_script_end_to_end(tiny_run, tmp_path):
     """The installed entry point: exit statuses and output streams as a shell sees them."""
-    done = subprocess.run([sys.executable, "-m", "aevb.cli", "sample", str(tiny_run), "--num", "5",
-                           "--out", str(tmp_path / "s.npy")], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "aevb.cli", "sample", str(tiny_run), "--num", "5", "--out", str(tmp_path / "s.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert np.load(tmp_path / "s.npy").shape[0] == 5
 
-    done = subprocess.run([sys.executable, "-m", "aevb.cli", "evaluate", str(tmp_path / "missing")],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "aevb.cli", "evaluate", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2
     assert done.stdout == "" and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("aevb evaluate: error:")
@@ -441,8 +543,27 @@ def test_frey_with_a_2d_latent_space_on_real_data(shared_data, tmp_path, monkeyp
     """AEVB_DATA_DIR for training, --data-dir for evaluation; the manifold figure for Nz = 2."""
     monkeypatch.setenv("AEVB_DATA_DIR", str(shared_data))
     run = tmp_path / "frey"
-    assert call(["train", "--dataset", "frey", "--latent-dim", "2", "--hidden-units", "20",
-                 "--max-samples", "3000", "--selection-steps", "5", "--no-progress", "--out", run]) == 0
+    assert (
+        call(
+            [
+                "train",
+                "--dataset",
+                "frey",
+                "--latent-dim",
+                "2",
+                "--hidden-units",
+                "20",
+                "--max-samples",
+                "3000",
+                "--selection-steps",
+                "5",
+                "--no-progress",
+                "--out",
+                run,
+            ]
+        )
+        == 0
+    )
     assert is_png(run / "manifold.png") and is_png(run / "samples.png")
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["likelihood"] == "gaussian" and config["model"]["sigmoid_mean"] is True
@@ -451,8 +572,7 @@ def test_frey_with_a_2d_latent_space_on_real_data(shared_data, tmp_path, monkeyp
     assert math.isfinite(summary["train_bound"]) and math.isfinite(summary["valid_bound"])
 
     monkeypatch.delenv("AEVB_DATA_DIR")
-    code, out, err = run_cli(capsys, ["evaluate", run, "--json", "--samples", "5",
-                                      "--data-dir", shared_data])
+    code, out, err = run_cli(capsys, ["evaluate", run, "--json", "--samples", "5", "--data-dir", shared_data])
     assert code == 0, err
     result = json.loads(out)
     assert result["dataset"] == "frey" and math.isfinite(result["test_bound"])
@@ -461,12 +581,13 @@ def test_frey_with_a_2d_latent_space_on_real_data(shared_data, tmp_path, monkeyp
 @pytest.mark.parametrize("algorithm", ["wake-sleep", "mcem"])
 def test_train_with_a_baseline_algorithm(algorithm, tmp_path, capsys):
     run = tmp_path / algorithm
-    code, out, err = run_cli(capsys, ["train", "--algorithm", algorithm, "--latent-dim", "2", *TINY,
-                                      "--step-size", "0.02", "--out", run])
+    code, out, err = run_cli(
+        capsys, ["train", "--algorithm", algorithm, "--latent-dim", "2", *TINY, "--step-size", "0.02", "--out", run]
+    )
     assert code == 0, err
     assert json.loads((run / "config.json").read_text())["algorithm"] == algorithm
     lines = read_metrics(run)
-    if algorithm == "mcem":     # no encoder, no bound: null in strict JSON, said so on the console
+    if algorithm == "mcem":  # no encoder, no bound: null in strict JSON, said so on the console
         assert all(line["train_bound"] is None for line in lines) and "has no bound" in out
         assert "NaN" not in (run / "metrics.jsonl").read_text()
     else:
@@ -479,8 +600,9 @@ def test_evaluating_a_run_that_trained_no_encoder_does_without_it(tmp_path, caps
     estimates of log p(x) agree, where the untrained encoder's would be far off."""
     run = tmp_path / "mcem"
     assert call(["train", "--algorithm", "mcem", "--latent-dim", "2", *TINY, "--step-size", "0.02", "--out", run]) == 0
-    code, out, err = run_cli(capsys, ["evaluate", run, "--num-points", "40", "--nll", "--k", "20000", "--hmc",
-                                      "--json"])
+    code, out, err = run_cli(
+        capsys, ["evaluate", run, "--num-points", "40", "--nll", "--k", "20000", "--hmc", "--json"]
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["test_bound"] is None and result["encoder_trained"] is False

@@ -76,7 +76,9 @@ def _estimators_without_an_encoder_are_right(device: torch.device) -> None:
     x = marginal(model).sample((200,))
     exact = exact_log_likelihood(model, x).mean().item()
     model, x = model.to(device), x.to(device)
-    estimate, _ = hmc_log_likelihood(model, x, initial="importance-resampled", generator=torch.Generator().manual_seed(0))
+    estimate, _ = hmc_log_likelihood(
+        model, x, initial="importance-resampled", generator=torch.Generator().manual_seed(0)
+    )
     assert abs(estimate.mean - exact) < 0.05, (estimate.mean, exact)
     prior_only = estimate_log_likelihood(model, x, num_samples=20_000, prior_mixture=1.0)
     assert abs(prior_only.mean - exact) < 4 * prior_only.stderr + 0.01, (prior_only.mean, exact)

@@ -456,7 +456,11 @@ def test_unknown_name_and_unsupported_paths(tmp_path):
 
 
 def test_missing_files_without_download(tmp_path):
-    for name, missing in (("mnist", "train-images"), ("binarized-mnist", "binarized_mnist_train"), ("frey", "frey_rawface")):
+    for name, missing in (
+        ("mnist", "train-images"),
+        ("binarized-mnist", "binarized_mnist_train"),
+        ("frey", "frey_rawface"),
+    ):
         message = assert_user_error(lambda: load_dataset(name, tmp_path), tmp_path)
         assert missing in message and "`download`" in message and "AEVB_DATA_DIR" in message
 
@@ -495,8 +499,10 @@ def test_npy_images_uint8_and_binary(tmp_path):
     images = rng.integers(0, 256, (10, 5, 4), dtype=np.uint8)
     ds = load_dataset(str(save_npy(tmp_path / "imgs.npy", images)))
     check_common(ds, (8, 1, 1), 20, (5, 4))
-    assert torch.equal(torch.sort(torch.cat([ds.train, ds.valid, ds.test]).flatten()).values,
-                       torch.sort(torch.from_numpy(images.reshape(-1) / np.float32(255))).values)
+    assert torch.equal(
+        torch.sort(torch.cat([ds.train, ds.valid, ds.test]).flatten()).values,
+        torch.sort(torch.from_numpy(images.reshape(-1) / np.float32(255))).values,
+    )
     bits = load_dataset(str(save_npy(tmp_path / "bits.npy", rng.integers(0, 2, (30, 6)))))
     assert bits.is_binary
     assert load_dataset(str(save_npy(tmp_path / "bools.npy", rng.random((30, 6)) > 0.5))).is_binary
@@ -631,7 +637,7 @@ class FakeResponse:
             assert self.bytes_sent <= self.MOST_A_DOWNLOAD_MAY_READ, "the download of an endless body did not stop"
             chunk = bytes(size)
         else:
-            chunk = self.body[self.bytes_sent:self.bytes_sent + size]
+            chunk = self.body[self.bytes_sent : self.bytes_sent + size]
         self.bytes_sent += len(chunk)
         return chunk
 
@@ -644,8 +650,10 @@ class FakeResponse:
 
 def serve(responses: dict[str, FakeResponse]):
     """A URL opener that answers each URL with its response."""
+
     def opener(url, timeout):
         return responses[url]
+
     return opener
 
 
@@ -683,9 +691,10 @@ def test_download_announcing_too_many_bytes_is_not_read(tmp_path):
     digest = hashlib.sha256(payload).hexdigest()
     dest, before = cache_with_stale_copy(tmp_path)
     url = "https://mirror.invalid/payload.bin"
-    announced = FakeResponse(b"", headers={"Content-Length": str(10 ** 12)})
-    message = assert_user_error(lambda: dl.fetch_file([url], dest, digest, size=1000,
-                                                      opener=serve({url: announced})), url)
+    announced = FakeResponse(b"", headers={"Content-Length": str(10**12)})
+    message = assert_user_error(
+        lambda: dl.fetch_file([url], dest, digest, size=1000, opener=serve({url: announced})), url
+    )
     assert "1,000,000,000,000 bytes" in message and "1,000-byte cap" in message
     assert announced.bytes_sent == 0
     assert {p.name: p.read_bytes() for p in dest.parent.iterdir()} == before

@@ -19,8 +19,23 @@ from safetensors.torch import load_file
 
 from aevb.cli import main
 
-SETTINGS = ["--latent-dim", "3", "--hidden-units", "24", "--eval-subset", "200", "--no-progress", "--threads", "1",
-            "--step-size", "0.01", "--seed", "7", "--evals-per-decade", "1"]
+SETTINGS = [
+    "--latent-dim",
+    "3",
+    "--hidden-units",
+    "24",
+    "--eval-subset",
+    "200",
+    "--no-progress",
+    "--threads",
+    "1",
+    "--step-size",
+    "0.01",
+    "--seed",
+    "7",
+    "--evals-per-decade",
+    "1",
+]
 
 
 def _parameters(run_dir):
@@ -30,20 +45,43 @@ def _parameters(run_dir):
 
 def _torchrun(args, tmp_path, processes=2):
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "aevb.cli", "train", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "aevb.cli",
+        "train",
+        *args,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 
-@pytest.mark.parametrize("options", [
-    # fused engine; dynamic binarisation; L = 2; M = 15 splits 8 + 7 (unequal shards); a partial last batch
-    ["--engine", "fused", "--binarize", "dynamic", "--samples-per-datapoint", "2", "--batch-size", "15",
-     "--max-samples", "3000"],
-    # autograd engine through DistributedDataParallel, estimator A
-    ["--engine", "autograd", "--estimator", "A", "--max-samples", "3000"],
-], ids=["fused", "autograd-ddp"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        # fused engine; dynamic binarisation; L = 2; M = 15 splits 8 + 7 (unequal shards); a partial last batch
+        [
+            "--engine",
+            "fused",
+            "--binarize",
+            "dynamic",
+            "--samples-per-datapoint",
+            "2",
+            "--batch-size",
+            "15",
+            "--max-samples",
+            "3000",
+        ],
+        # autograd engine through DistributedDataParallel, estimator A
+        ["--engine", "autograd", "--estimator", "A", "--max-samples", "3000"],
+    ],
+    ids=["fused", "autograd-ddp"],
+)
 def test_two_processes_train_what_one_process_trains(tmp_path, options):
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["train", *SETTINGS, *options, "--out", str(one)]) == 0
@@ -53,13 +91,30 @@ def test_two_processes_train_what_one_process_trains(tmp_path, options):
         torch.testing.assert_close(got[name], value, rtol=1e-4, atol=2e-5, msg=name)
     config = (two / "config.json").read_text()
     assert '"processes": 2' in config
-    assert len((two / "metrics.jsonl").read_text().splitlines()) == len((one / "metrics.jsonl").read_text().splitlines())
+    assert len((two / "metrics.jsonl").read_text().splitlines()) == len(
+        (one / "metrics.jsonl").read_text().splitlines()
+    )
 
 
 def test_two_processes_refuse_a_baseline_with_one_line(tmp_path):
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "aevb.cli",
-               "train", *SETTINGS, "--algorithm", "wake-sleep", "--max-samples", "500", "--out", str(tmp_path / "ws")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "aevb.cli",
+        "train",
+        *SETTINGS,
+        "--algorithm",
+        "wake-sleep",
+        "--max-samples",
+        "500",
+        "--out",
+        str(tmp_path / "ws"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert done.returncode != 0
     assert "multi-process training runs AEVB only" in done.stderr
@@ -75,18 +130,24 @@ def test_sigterm_under_torchrun_checkpoints_and_resume_under_torchrun_is_exact(t
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "aevb.cli"]
-    agent = subprocess.Popen([*launcher, "train", *options, "--out", str(run)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    agent = subprocess.Popen(
+        [*launcher, "train", *options, "--out", str(run)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     latest = run / "checkpoints" / "latest.json"
     deadline = time.time() + 120
     while not latest.exists() and time.time() < deadline and agent.poll() is None:
         time.sleep(0.05)
-    agent.send_signal(signal.SIGTERM)   # what torchrun does to its processes on Ctrl-C or a scheduler's stop
+    agent.send_signal(signal.SIGTERM)  # what torchrun does to its processes on Ctrl-C or a scheduler's stop
     _, stderr = agent.communicate(timeout=120)
     if (run / "summary.json").exists():
         pytest.skip("the run finished before the signal arrived")
     assert "checkpoint saved. Continue with: aevb train --resume" in stderr
-    assert stderr.count("checkpoint saved") == 1          # said once, by rank 0
+    assert stderr.count("checkpoint saved") == 1  # said once, by rank 0
     _torchrun(["--resume", str(run), "--threads", "1", "--no-progress"], tmp_path)
     expected, got = _parameters(tmp_path / "reference"), _parameters(run)
     assert all(torch.equal(expected[name], got[name]) for name in expected)

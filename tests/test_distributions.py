@@ -39,7 +39,7 @@ def test_closed_form_kl_matches_monte_carlo():
     q = diagonal_gaussian(mean, log_var)
     p = standard_normal_prior(3, dtype=torch.float64)
     z = q.sample((400_000,))
-    log_ratio = q.log_prob(z) - p.log_prob(z)                 # (S, 3)
+    log_ratio = q.log_prob(z) - p.log_prob(z)  # (S, 3)
     estimate = log_ratio.mean(0)
     stderr = log_ratio.std(0) / math.sqrt(z.shape[0])
     exact = kl_divergence(q, p)
@@ -71,7 +71,7 @@ def test_gaussian_log_prob_matches_formula():
 
 def test_bernoulli_from_logits_is_the_cross_entropy_of_appendix_c():
     logits = torch.tensor([[-2.0, 0.0, 3.0]], dtype=torch.float64)
-    x = torch.tensor([[0.0, 1.0, 0.25]], dtype=torch.float64)      # a grey level is allowed
+    x = torch.tensor([[0.0, 1.0, 0.25]], dtype=torch.float64)  # a grey level is allowed
     y = torch.sigmoid(logits)
     by_hand = (x * y.log() + (1 - x) * (1 - y).log()).sum(-1)
     torch.testing.assert_close(bernoulli_from_logits(logits).log_prob(x), by_hand)

@@ -39,8 +39,9 @@ def _reference_derivative(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", sorted(FUSED_ACTIVATIONS))
 def test_every_fused_activation_is_the_reference_module_and_its_autograd_derivative(name):
-    a = torch.cat([torch.randn(5000, dtype=torch.float64) * 3, torch.tensor([0.0, 1e-8, -1e-8, 25.0, -25.0],
-                                                                            dtype=torch.float64)])
+    a = torch.cat(
+        [torch.randn(5000, dtype=torch.float64) * 3, torch.tensor([0.0, 1e-8, -1e-8, 25.0, -25.0], dtype=torch.float64)]
+    )
     reference = networks.ACTIVATIONS[name]()
     fused = FUSED_ACTIVATIONS[name]
     h = fused.forward(a, torch.empty_like(a))
@@ -77,9 +78,12 @@ def test_auto_takes_the_fastest_engine_that_serves_and_a_request_names_why_it_ca
     assert engine_class("auto", _request(plain, device="meta")).name == "fused"
     conv = build_model(ModelConfig(data_dim=16, latent_dim=2, architecture="conv", image_shape=(4, 4)))
     assert engine_class("auto", _request(conv)).name == "autograd"
-    assert engine_class("auto", _request(plain, estimator=None)).name == "autograd"   # an objective of its own
-    with pytest.raises(AevbError, match=r"^`engine` native cannot train this model: the native kernels run in "
-                                        r"float32 on a CPU$"):
+    assert engine_class("auto", _request(plain, estimator=None)).name == "autograd"  # an objective of its own
+    with pytest.raises(
+        AevbError,
+        match=r"^`engine` native cannot train this model: the native kernels run in "
+        r"float32 on a CPU$",
+    ):
         engine_class("native", _request(plain.double(), dtype=torch.float64))
     with pytest.raises(AevbError, match="`engine` fused cannot train this model: conv networks"):
         engine_class("fused", _request(conv))
@@ -90,6 +94,7 @@ def test_auto_takes_the_fastest_engine_that_serves_and_a_request_names_why_it_ca
 
 def test_the_native_engine_steps_aside_when_turned_off(monkeypatch):
     from aevb import native
+
     monkeypatch.setattr(native, "_loaded", {})
     monkeypatch.setenv("AEVB_NATIVE", "0")
     plain = VAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4))
@@ -105,8 +110,9 @@ def test_an_activation_added_to_the_networks_alone_trains_with_autograd(monkeypa
     assert engine_class("auto", _request(model)).name == "autograd"
     with pytest.raises(AevbError, match="activation gelu has no fused derivative"):
         engine_class("fused", _request(model))
-    result = Trainer(model, torch.rand(40, 6).round(), TrainConfig(step_size=0.05, max_samples=200, batch_size=10,
-                                                                  first_eval=200)).fit()
+    result = Trainer(
+        model, torch.rand(40, 6).round(), TrainConfig(step_size=0.05, max_samples=200, batch_size=10, first_eval=200)
+    ).fit()
     assert math.isfinite(result.history[-1].train_bound)
 
 
@@ -125,8 +131,11 @@ def test_a_new_engine_is_one_registered_class(monkeypatch):
 
     monkeypatch.setitem(ENGINES, "counting", CountingEngine)
     model = VAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4))
-    trainer = Trainer(model, torch.rand(40, 6).round(),
-                      TrainConfig(step_size=0.05, max_samples=100, batch_size=10, first_eval=100, engine="counting"))
+    trainer = Trainer(
+        model,
+        torch.rand(40, 6).round(),
+        TrainConfig(step_size=0.05, max_samples=100, batch_size=10, first_eval=100, engine="counting"),
+    )
     trainer.fit()
     assert calls == [10] * 10 and trainer.algorithm.engine_used == "autograd, counted"
 
@@ -137,6 +146,7 @@ def test_every_engine_takes_the_same_step(estimator, optimizer_type):
     """Three steps from the same start and noise: the same parameters from every engine (fused
     against autograd in float64, to 1e-10; native against autograd in float32). The native engine
     applies the update inside the step (Adam from its second step, once it has its state)."""
+
     def train(engine, dtype):
         torch.manual_seed(0)
         model = VAE(ModelConfig(data_dim=8, latent_dim=3, hidden_units=6, init_std=0.3)).to(dtype)
@@ -149,7 +159,7 @@ def test_every_engine_takes_the_same_step(estimator, optimizer_type):
         return bounds, [p.detach().double() for p in model.parameters()]
 
     cases = [("autograd", "fused", torch.float64, 1e-10)]
-    if NATIVE:   # (the same draws of x and ε need the same dtype)
+    if NATIVE:  # (the same draws of x and ε need the same dtype)
         cases.append(("autograd", "native", torch.float32, 2e-5))
     for reference_engine, engine, dtype, tolerance in cases:
         reference = train(reference_engine, dtype)

@@ -50,7 +50,7 @@ def test_more_samples_per_datapoint_reduce_the_variance(model_and_data):
     one = independent_draws(estimator_b, model, x, 20_000)
     ten = independent_draws(estimator_b, model, x, 20_000, num_samples=10)
     ratio = one.var(0) / ten.var(0)
-    assert torch.all((ratio > 8.5) & (ratio < 11.5)), ratio   # variance falls as 1/L
+    assert torch.all((ratio > 8.5) & (ratio < 11.5)), ratio  # variance falls as 1/L
 
 
 def test_minibatch_estimator_scales_by_n_over_m():
@@ -85,10 +85,10 @@ def test_estimator_a_works_for_any_reparameterisable_posterior():
         terms = model.decode(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
     stderr = terms.std(0) / math.sqrt(terms.shape[0]) + terms.std(0) / math.sqrt(50_000)
     assert torch.all((bound.detach() - terms.mean(0)).abs() < 5 * stderr)
-    bound.sum().backward()                     # pathwise gradients reach the encoder
+    bound.sum().backward()  # pathwise gradients reach the encoder
     assert model.A.grad is not None and torch.isfinite(model.A.grad).all()
     import aevb.models.families  # noqa: F401  (registers KL(Student-t ‖ Normal))
 
     torch.manual_seed(1)
-    bound_b = estimator_b(model, x, 50_000)     # the same bound, with the KL in closed form
+    bound_b = estimator_b(model, x, 50_000)  # the same bound, with the KL in closed form
     assert torch.all((bound_b.detach() - terms.mean(0)).abs() < 5 * stderr)

@@ -38,10 +38,27 @@ BATCH = 2
 
 #: The families §2.4 names, by route, as the CLI spells them.
 PAPER_FAMILIES = {
-    "inverse-cdf": ["exponential", "cauchy", "logistic", "rayleigh", "pareto", "weibull", "reciprocal", "gompertz",
-                    "gumbel", "erlang"],
-    "location-scale": ["laplace", "multivariate-student-t", "student-t", "uniform", "triangular", "gaussian",
-                       "full-covariance-gaussian"],
+    "inverse-cdf": [
+        "exponential",
+        "cauchy",
+        "logistic",
+        "rayleigh",
+        "pareto",
+        "weibull",
+        "reciprocal",
+        "gompertz",
+        "gumbel",
+        "erlang",
+    ],
+    "location-scale": [
+        "laplace",
+        "multivariate-student-t",
+        "student-t",
+        "uniform",
+        "triangular",
+        "gaussian",
+        "full-covariance-gaussian",
+    ],
     "composition": ["log-normal", "gamma", "dirichlet", "beta", "chi-squared", "f"],
 }
 
@@ -63,7 +80,7 @@ def raw_parameters(name: str, seed: int = 0) -> torch.Tensor:
     if offsets:
         raw = raw + torch.tensor(offsets, dtype=torch.float64).repeat_interleave(LATENT)
     if name == "multivariate-student-t":
-        raw[:, -1] += 4.0   # ν ≈ 6: a finite fourth moment
+        raw[:, -1] += 4.0  # ν ≈ 6: a finite fourth moment
     return raw
 
 
@@ -136,8 +153,9 @@ def posterior_of(name: str, raw: torch.Tensor | None = None):
     return get_family(name).posterior(raw, bound=30.0)
 
 
-FACTORISED = [name for name in FAMILIES if name not in ("full-covariance-gaussian", "multivariate-student-t",
-                                                        "dirichlet")]
+FACTORISED = [
+    name for name in FAMILIES if name not in ("full-covariance-gaussian", "multivariate-student-t", "dirichlet")
+]
 
 
 def test_registry_names_routes_and_supports():
@@ -158,8 +176,8 @@ def test_posterior_shapes_and_log_prob_against_scipy(name):
     dist = posterior_of(name)
     assert dist.batch_shape == (BATCH,) and dist.event_shape == (LATENT,)
     assert dist.has_rsample
-    z = dist.rsample((5,)).detach()                             # (5, BATCH, J)
-    ours = dist.log_prob(z).detach().numpy()                    # (5, BATCH)
+    z = dist.rsample((5,)).detach()  # (5, BATCH, J)
+    ours = dist.log_prob(z).detach().numpy()  # (5, BATCH)
     if name in FACTORISED:
         marginals = scipy_marginals(name, dist)
         expected = np.zeros_like(ours)
@@ -178,7 +196,7 @@ def test_samples_follow_scipy_moments_support_and_distribution(name):
     torch.manual_seed(2)
     dist = posterior_of(name)
     count = 100_000
-    z = dist.rsample((count,)).detach()                         # (count, BATCH, J)
+    z = dist.rsample((count,)).detach()  # (count, BATCH, J)
     assert bool(dist.support.check(z).all())
     kind = get_family(name).support
     if kind == "positive":
@@ -188,8 +206,10 @@ def test_samples_follow_scipy_moments_support_and_distribution(name):
     elif kind == "simplex":
         torch.testing.assert_close(z.sum(-1), torch.ones(count, BATCH, dtype=z.dtype))
     if name in FACTORISED:
-        checks = [(frozen, z[:, row, dim].numpy()) for (row, dim), frozen in
-                  zip(np.ndindex(BATCH, LATENT), scipy_marginals(name, dist))]
+        checks = [
+            (frozen, z[:, row, dim].numpy())
+            for (row, dim), frozen in zip(np.ndindex(BATCH, LATENT), scipy_marginals(name, dist))
+        ]
     else:
         checks = []
         for row in range(BATCH):
@@ -213,8 +233,12 @@ def test_samples_follow_scipy_moments_support_and_distribution(name):
         if math.isfinite(mean) and math.isfinite(variance):
             assert abs(sample.mean() - mean) < 5 * math.sqrt(variance / count), (name, sample.mean(), mean)
         if math.isfinite(kurtosis):
-            fourth = (kurtosis + 3) * variance ** 2
-            assert abs(sample.var() - variance) < 5 * math.sqrt((fourth - variance ** 2) / count), (name, sample.var(), variance)
+            fourth = (kurtosis + 3) * variance**2
+            assert abs(sample.var() - variance) < 5 * math.sqrt((fourth - variance**2) / count), (
+                name,
+                sample.var(),
+                variance,
+            )
     # The closed-form moments our classes report agree with scipy's.
     try:
         ours_mean, ours_variance = dist.base_dist.mean, dist.base_dist.variance
@@ -244,7 +268,7 @@ def test_pathwise_gradient_matches_finite_differences_or_score_function(name):
     raw = raw_row.expand(count, -1).clone().requires_grad_(True)
     torch.manual_seed(3)
     z = family.posterior(raw, 30.0).rsample()
-    (pathwise,) = torch.autograd.grad(_test_function(z).sum(), raw)          # (N, P), per sample
+    (pathwise,) = torch.autograd.grad(_test_function(z).sum(), raw)  # (N, P), per sample
     if name in GAMMA_DRAWN:
         z = z.detach()
         values = _test_function(z)
@@ -300,9 +324,15 @@ def test_closed_form_kl_matches_monte_carlo(posterior, prior):
 
 def test_kls_this_project_registers_are_exercised():
     pairs = set(_closed_form_pairs())
-    for pair in [("logistic", "gaussian"), ("triangular", "gaussian"), ("student-t", "gaussian"),
-                 ("rayleigh", "rayleigh"), ("full-covariance-gaussian", "gaussian"), ("beta", "uniform"),
-                 ("gaussian", "full-covariance-gaussian")]:
+    for pair in [
+        ("logistic", "gaussian"),
+        ("triangular", "gaussian"),
+        ("student-t", "gaussian"),
+        ("rayleigh", "rayleigh"),
+        ("full-covariance-gaussian", "gaussian"),
+        ("beta", "uniform"),
+        ("gaussian", "full-covariance-gaussian"),
+    ]:
         assert pair in pairs
 
 
@@ -345,7 +375,7 @@ def test_model_uses_the_chosen_prior_and_posterior():
     posterior = model.encode(x)
     assert posterior.batch_shape == (5,) and posterior.event_shape == (3,)
     assert isinstance(model.prior(), Independent)
-    torch.testing.assert_close(model.prior().log_prob(torch.ones(3)), torch.tensor(-3.0))   # Exp(1)^3 at 1
+    torch.testing.assert_close(model.prior().log_prob(torch.ones(3)), torch.tensor(-3.0))  # Exp(1)^3 at 1
     first = model.sample(4, generator=torch.Generator().manual_seed(7))
     again = model.sample(4, generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close(first, again)
@@ -358,7 +388,7 @@ def test_prior_draws_without_a_generator_come_from_the_prior():
     torch.manual_seed(0)
     z = model.draw_prior(20_000)
     assert z.shape == (20_000, 3) and bool((z > 0).all())
-    stderr = 1.0 / math.sqrt(z.numel())                          # Exp(1): mean 1, standard deviation 1
+    stderr = 1.0 / math.sqrt(z.numel())  # Exp(1): mean 1, standard deviation 1
     assert abs(z.mean().item() - 1.0) < 5 * stderr
     assert model.sample(4).shape == (4, 6)
     assert not torch.equal(model.draw_prior(5), model.draw_prior(5))
@@ -409,23 +439,33 @@ def test_multi_process_training_refuses_non_gaussian_posteriors():
 from tests.test_cli import TINY, assert_usage_error, run_cli  # noqa: E402
 
 
-@pytest.mark.parametrize("posterior,prior,estimator", [("laplace", "laplace", "B"), ("student-t", "gaussian", "B"),
-                                                       ("gamma", "gamma", "B"), ("cauchy", "student-t", "A"),
-                                                       ("dirichlet", "dirichlet", "B")])
+@pytest.mark.parametrize(
+    "posterior,prior,estimator",
+    [
+        ("laplace", "laplace", "B"),
+        ("student-t", "gaussian", "B"),
+        ("gamma", "gamma", "B"),
+        ("cauchy", "student-t", "A"),
+        ("dirichlet", "dirichlet", "B"),
+    ],
+)
 def test_train_and_evaluate_non_gaussian_pairs(capsys, recwarn, tmp_path, posterior, prior, estimator):
     run = tmp_path / f"{posterior}-{prior}"
-    code, out, err = run_cli(capsys, ["train", *TINY, "--latent-dim", "3", "--posterior", posterior,
-                                      "--prior", prior, "--out", run])
+    code, out, err = run_cli(
+        capsys, ["train", *TINY, "--latent-dim", "3", "--posterior", posterior, "--prior", prior, "--out", run]
+    )
     assert code == 0, err
     # (the command line shows the warning as a line "aevb: warning: ..."; pytest records it instead)
     noted = [str(warning.message) for warning in recwarn if "closed form" in str(warning.message)]
-    assert (noted == [f"KL({posterior} || {prior}) has no closed form; training with estimator A (eq. 6) instead "
-                      "of B"]) == (estimator == "A"), noted
+    assert (
+        noted == [f"KL({posterior} || {prior}) has no closed form; training with estimator A (eq. 6) instead of B"]
+    ) == (estimator == "A"), noted
     config = json.loads((run / "config.json").read_text())
     assert (config["model"]["posterior"], config["model"]["prior"]) == (posterior, prior)
     assert config["training"]["estimator"] == estimator
-    code, out, err = run_cli(capsys, ["evaluate", run, "--json", "--nll", "--k", "200", "--num-points", "100",
-                                      "--samples", "20"])
+    code, out, err = run_cli(
+        capsys, ["evaluate", run, "--json", "--nll", "--k", "200", "--num-points", "100", "--samples", "20"]
+    )
     assert code == 0, err
     result = json.loads(out)
     assert math.isfinite(result["test_bound"]) and math.isfinite(result["log_likelihood"])
@@ -438,26 +478,32 @@ def test_cli_refusals_are_one_line(capsys, tmp_path):
     out = tmp_path / "run"
     assert_usage_error(*run_cli(capsys, ["train", *TINY, "--posterior", "beta", "--prior", "gaussian", "--out", out]))
     # A pair with neither a finite KL nor a closed form: still one line (no note about estimator A).
-    assert_usage_error(*run_cli(capsys, ["train", *TINY, "--posterior", "weibull", "--prior", "gaussian", "--out", out]))
-    code, stdout, err = run_cli(capsys, ["train", *TINY, "--posterior", "weibull", "--prior", "exponential",
-                                         "--estimator", "B", "--out", out])
+    assert_usage_error(
+        *run_cli(capsys, ["train", *TINY, "--posterior", "weibull", "--prior", "gaussian", "--out", out])
+    )
+    code, stdout, err = run_cli(
+        capsys, ["train", *TINY, "--posterior", "weibull", "--prior", "exponential", "--estimator", "B", "--out", out]
+    )
     assert_usage_error(code, stdout, err)
     assert "--estimator A" in err
-    code, stdout, err = run_cli(capsys, ["train", *TINY, "--posterior", "laplace", "--prior", "laplace",
-                                         "--engine", "fused", "--out", out])
+    code, stdout, err = run_cli(
+        capsys, ["train", *TINY, "--posterior", "laplace", "--prior", "laplace", "--engine", "fused", "--out", out]
+    )
     assert_usage_error(code, stdout, err)
     assert "posterior laplace" in err
-    assert_usage_error(*run_cli(capsys, ["train", *TINY, "--posterior", "laplace", "--algorithm", "wake-sleep",
-                                         "--out", out]))
+    assert_usage_error(
+        *run_cli(capsys, ["train", *TINY, "--posterior", "laplace", "--algorithm", "wake-sleep", "--out", out])
+    )
     assert not out.exists()
 
 
 def test_hmc_refuses_a_prior_off_the_real_line(capsys, tmp_path):
     run = tmp_path / "rayleigh"
-    code, _, err = run_cli(capsys, ["train", *TINY, "--latent-dim", "2", "--posterior", "rayleigh", "--prior",
-                                    "rayleigh", "--out", run])
+    code, _, err = run_cli(
+        capsys, ["train", *TINY, "--latent-dim", "2", "--posterior", "rayleigh", "--prior", "rayleigh", "--out", run]
+    )
     assert code == 0, err
-    assert (run / "manifold.png").is_file()   # the grid went through the Rayleigh inverse CDF
+    assert (run / "manifold.png").is_file()  # the grid went through the Rayleigh inverse CDF
     code, stdout, err = run_cli(capsys, ["evaluate", run, "--hmc", "--hmc-samples", "4", "--num-points", "2"])
     assert_usage_error(code, stdout, err)
     assert "HMC needs a prior on the whole real line" in err
@@ -468,9 +514,18 @@ def test_families_table_writes_one_row_per_family(tmp_path):
 
     assert table_prior("cauchy") == "student-t" and table_prior("f") == "exponential"
     assert table_prior("uniform") == "gaussian" and table_prior("beta") == "beta"
-    rows = families_table(tmp_path, dataset="mnist-sample", posteriors=["gaussian", "weibull"], latent_dim=2,
-                          hidden_units=8, max_samples=2000, bound_samples=5, log_likelihood_samples=20,
-                          num_points=20, log=lambda text: None)
+    rows = families_table(
+        tmp_path,
+        dataset="mnist-sample",
+        posteriors=["gaussian", "weibull"],
+        latent_dim=2,
+        hidden_units=8,
+        max_samples=2000,
+        bound_samples=5,
+        log_likelihood_samples=20,
+        num_points=20,
+        log=lambda text: None,
+    )
     stored = json.loads((tmp_path / "families.json").read_text())["rows"]
     assert [row["posterior"] for row in stored] == ["gaussian", "weibull"] == [row["posterior"] for row in rows]
     assert [row["estimator"] for row in rows] == ["B", "A"]

@@ -64,11 +64,11 @@ def test_the_kl_to_the_parameter_prior_matches_monte_carlo():
     kl = model.decoder_parameter_kl(precision).item()
     torch.manual_seed(0)
     draws = 20_000
-    prior_std = precision ** -0.5
+    prior_std = precision**-0.5
     values = torch.zeros(draws, dtype=torch.float64)
     with torch.no_grad():
         for name, q in model.decoder_posterior().items():
-            theta = q.sample((draws,))                                   # (draws, *shape)
+            theta = q.sample((draws,))  # (draws, *shape)
             prior = Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(prior_std, dtype=torch.float64))
             values += (q.log_prob(theta) - prior.log_prob(theta)).flatten(1).sum(1)
     assert abs(values.mean().item() - kl) < 4 * values.std().item() / math.sqrt(draws)
@@ -82,12 +82,12 @@ def exact_factor_analysis_full_bound(model: FullVBVAE, x: torch.Tensor, precisio
         q = model.decoder_posterior()
         weight, bias, log_var = q["net.heads.weight"], q["net.heads.bias"], q["log_var"]
         encoder = model.encode(x).base_dist
-        mu, var = encoder.loc, encoder.scale.square()                   # (N, J)
-        m_w, s2_w = weight.loc, weight.scale.square()                   # (D, J)
-        mean = mu @ m_w.T + bias.loc                                    # (N, D)
+        mu, var = encoder.loc, encoder.scale.square()  # (N, J)
+        m_w, s2_w = weight.loc, weight.scale.square()  # (D, J)
+        mean = mu @ m_w.T + bias.loc  # (N, D)
         # Var(wᵀz + b) for independent coordinates: Σ_j [(m² + s²)(μ² + σ²) − m²μ²] + s_b².
         variance = (mu.square() + var) @ (m_w.square() + s2_w).T - mu.square() @ m_w.square().T + bias.scale.square()
-        inverse_noise = torch.exp(-log_var.loc + 0.5 * log_var.scale.square())   # E[e^{−v}]
+        inverse_noise = torch.exp(-log_var.loc + 0.5 * log_var.scale.square())  # E[e^{−v}]
         expected_log_lik = -0.5 * (LOG_2PI + log_var.loc + inverse_noise * ((x - mean).square() + variance)).sum(-1)
         kl_z = 0.5 * (var + mu.square() - 1 - var.log()).sum(-1)
         return (expected_log_lik - kl_z).mean().item() - model.decoder_parameter_kl(precision).item() / x.shape[0]
@@ -136,11 +136,15 @@ def test_with_no_parameter_noise_the_full_bound_is_the_map_bound_plus_log_prior_
         model = tiny_model(log_scale_range=(log_scale, log_scale))
         twin = _map_twin(model)
         posterior = model.decoder_posterior()
-        zeta = {name: (torch.zeros_like(q.loc) if zero_noise else torch.randn_like(q.loc)) for name, q in posterior.items()}
+        zeta = {
+            name: (torch.zeros_like(q.loc) if zero_noise else torch.randn_like(q.loc)) for name, q in posterior.items()
+        }
         with torch.no_grad():
-            full = full_bound_estimate(model, x, size, precision, noise=noise, parameter_noise=zeta).per_datapoint.item()
+            full = full_bound_estimate(
+                model, x, size, precision, noise=noise, parameter_noise=zeta
+            ).per_datapoint.item()
             map_bound = estimator_b(twin, x, 1, noise=noise).mean().item()
-            prior = Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(precision ** -0.5, dtype=torch.float64))
+            prior = Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(precision**-0.5, dtype=torch.float64))
             log_prior = sum(prior.log_prob(q.loc).sum() for q in posterior.values()).item()
             entropy = sum(q.entropy().sum() for q in posterior.values()).item()
             variance = sum(q.scale.square().sum() for q in posterior.values()).item()
@@ -154,8 +158,10 @@ def test_the_gradient_in_mu_and_sigma_matches_finite_differences():
     x = torch.rand(5, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     noise = torch.randn(2, 5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     generator = torch.Generator().manual_seed(2)
-    zeta = {name: torch.randn(p.shape, generator=generator, dtype=torch.float64)
-            for name, p in model.decoder.named_parameters()}
+    zeta = {
+        name: torch.randn(p.shape, generator=generator, dtype=torch.float64)
+        for name, p in model.decoder.named_parameters()
+    }
 
     def objective() -> torch.Tensor:
         return full_bound_estimate(model, x, 40, 1.0, num_samples=2, noise=noise, parameter_noise=zeta).per_datapoint
@@ -182,7 +188,10 @@ def test_the_predictive_log_likelihood_matches_the_exact_factor_analysis_margina
     """log E_q(θ)[p_θ(x)] two ways: parameter draws × importance-sampled z (the estimator) against
     many more parameter draws × the exact marginal N(x; b, W Wᵀ + diag e^v) of factor analysis."""
     model = factor_analysis_model(seed=1, log_scale=-1.5)
-    x = torch.randn(4, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64) + model.decoder.net.heads.bias.detach()
+    x = (
+        torch.randn(4, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        + model.decoder.net.heads.bias.detach()
+    )
     torch.manual_seed(0)
     draws = 40_000
     with torch.no_grad():
@@ -191,19 +200,25 @@ def test_the_predictive_log_likelihood_matches_the_exact_factor_analysis_margina
         bias = q["net.heads.bias"].sample((draws,))
         noise_var = q["log_var"].sample((draws,)).exp()
         covariance = weight @ weight.transpose(1, 2) + torch.diag_embed(noise_var)
-        log_p = MultivariateNormal(bias[:, None], covariance[:, None]).log_prob(x)      # (draws, N)
+        log_p = MultivariateNormal(bias[:, None], covariance[:, None]).log_prob(x)  # (draws, N)
     reference = torch.logsumexp(log_p, 0) - math.log(draws)
-    relative = torch.exp(log_p - reference).std(0) / math.sqrt(draws)                 # delta-method error
+    relative = torch.exp(log_p - reference).std(0) / math.sqrt(draws)  # delta-method error
     estimate = predictive_log_likelihood(model, x, num_samples=100, parameter_draws=1500)
     assert estimate.num_samples == 150_000
     error = torch.sqrt(estimate.per_datapoint_stderr.square() + relative.square())
-    assert torch.all((estimate.per_datapoint - reference).abs() < 4 * error + 0.005), (estimate.per_datapoint, reference, error)
+    assert torch.all((estimate.per_datapoint - reference).abs() < 4 * error + 0.005), (
+        estimate.per_datapoint,
+        reference,
+        error,
+    )
     # the predictive likelihood is not the likelihood at the mean parameters
     assert ((exact_log_likelihood(_map_twin(model), x) - reference).abs() > 5 * error).any()
 
 
 def _train(data, config, **fit_options):
-    model = build_model(ModelConfig(data_dim=data.shape[1], latent_dim=3, hidden_units=16, decoder_posterior="gaussian"))
+    model = build_model(
+        ModelConfig(data_dim=data.shape[1], latent_dim=3, hidden_units=16, decoder_posterior="gaussian")
+    )
     trainer = Trainer(model, data, config, algorithm=FullVariationalBayes(config.prior_precision, config.num_samples))
     return model, trainer, trainer.fit(**fit_options)
 
@@ -258,8 +273,21 @@ def call(argv) -> int:
 
 def test_the_command_line_trains_evaluates_and_samples_a_full_vb_run(tmp_path, capsys):
     run = tmp_path / "run"
-    options = ["--hidden-units", "16", "--latent-dim", "3", "--max-samples", "3000", "--selection-steps", "5",
-               "--eval-subset", "300", "--no-progress", "--threads", "1"]
+    options = [
+        "--hidden-units",
+        "16",
+        "--latent-dim",
+        "3",
+        "--max-samples",
+        "3000",
+        "--selection-steps",
+        "5",
+        "--eval-subset",
+        "300",
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
     assert call(["train", "--algorithm", "full-vb", "--engine", "fused", *options, "--out", tmp_path / "f"]) == 2
     assert "full variational Bayes" in capsys.readouterr().err
     assert call(["train", "--posterior-init-std", "0.01", *options, "--out", tmp_path / "g"]) == 2
@@ -271,16 +299,39 @@ def test_the_command_line_trains_evaluates_and_samples_a_full_vb_run(tmp_path, c
     kl_per_point = summary["decoder_parameter_kl_per_datapoint"]
     assert kl_per_point > 0 and summary["full_train_bound"] == pytest.approx(summary["train_bound"] - kl_per_point)
 
-    assert call(["evaluate", run, "--nll", "--k", "20", "--parameter-draws", "3", "--num-points", "60",
-                 "--samples", "5", "--json", "--threads", "1"]) == 0
+    assert (
+        call(
+            [
+                "evaluate",
+                run,
+                "--nll",
+                "--k",
+                "20",
+                "--parameter-draws",
+                "3",
+                "--num-points",
+                "60",
+                "--samples",
+                "5",
+                "--json",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
-    assert result["parameter_draws"] == 3 and result["decoder_parameter_kl_per_datapoint"] == pytest.approx(kl_per_point)
+    assert result["parameter_draws"] == 3 and result["decoder_parameter_kl_per_datapoint"] == pytest.approx(
+        kl_per_point
+    )
     assert math.isfinite(result["log_likelihood"]) and result["log_likelihood_stderr"] > 0
     # the predictive log p(x) is above the bound E_q(θ)[𝓛] (Jensen) up to Monte Carlo error
     assert result["log_likelihood"] > result["test_bound"] - 1.0
     assert call(["evaluate", run, "--split", "train", "--num-points", "60", "--samples", "2", "--json"]) == 0
     train = json.loads(capsys.readouterr().out)
-    assert train["train_full_bound"] == pytest.approx(train["train_bound"] - train["decoder_parameter_kl_per_datapoint"])
+    assert train["train_full_bound"] == pytest.approx(
+        train["train_bound"] - train["decoder_parameter_kl_per_datapoint"]
+    )
     assert call(["evaluate", run, "--hmc", "--num-points", "2"]) == 2
 
     # samples decode with θ = μ_θ: the same images as the decoder's own parameters give
@@ -308,5 +359,5 @@ def test_a_step_reports_the_minibatch_share_of_the_full_bound_and_follows_its_gr
     torch.manual_seed(11)
     reported = algorithm.step(model, torch.optim.SGD(model.parameters(), lr=0.1), x, torch.arange(5))
     assert reported.item() == pytest.approx(5 * expected.per_datapoint.item(), rel=1e-12)
-    for name, p in model.named_parameters():   # one step up the full bound: θ + 0.1 ∇
+    for name, p in model.named_parameters():  # one step up the full bound: θ + 0.1 ∇
         assert torch.allclose(p.detach(), before[name] + 0.1 * gradient[name], rtol=0, atol=1e-12), name

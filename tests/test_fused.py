@@ -45,15 +45,25 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("config, estimator, samples",
-                         list(itertools.product(CONFIGS, ["A", "B", "IWAE"], [1, 3])))
+@pytest.mark.parametrize("config, estimator, samples", list(itertools.product(CONFIGS, ["A", "B", "IWAE"], [1, 3])))
 def test_fused_gradients_equal_autograd(config, estimator, samples):
     likelihood, sigmoid_mean, variance, activation, layers, *bound = config
     torch.manual_seed(0)
-    model = VAE(ModelConfig(data_dim=7, latent_dim=3, hidden_units=5, hidden_layers=layers,
-                            activation=activation, likelihood=likelihood, sigmoid_mean=sigmoid_mean,
-                            decoder_variance=variance, init_std=0.5, log_variance_bound=(bound or [None])[0])).double()
-    if variance == "per-dimension":   # a per-dimension variance away from zero, where the bound bends
+    model = VAE(
+        ModelConfig(
+            data_dim=7,
+            latent_dim=3,
+            hidden_units=5,
+            hidden_layers=layers,
+            activation=activation,
+            likelihood=likelihood,
+            sigmoid_mean=sigmoid_mean,
+            decoder_variance=variance,
+            init_std=0.5,
+            log_variance_bound=(bound or [None])[0],
+        )
+    ).double()
+    if variance == "per-dimension":  # a per-dimension variance away from zero, where the bound bends
         with torch.no_grad():
             model.decoder.log_var.uniform_(-1.0, 1.0)
     x = torch.rand(6, 7, dtype=torch.float64)
@@ -86,9 +96,20 @@ def _evaluation_model(config, seed: int) -> VAE:
     """A small float64 VAE of one of CONFIGS, for comparisons with its references at 1e-10."""
     likelihood, sigmoid_mean, variance, activation, layers, *bound = config
     torch.manual_seed(seed)
-    return VAE(ModelConfig(data_dim=7, latent_dim=3, hidden_units=5, hidden_layers=layers, activation=activation,
-                           likelihood=likelihood, sigmoid_mean=sigmoid_mean, decoder_variance=variance,
-                           init_std=0.5, log_variance_bound=(bound or [None])[0])).double()
+    return VAE(
+        ModelConfig(
+            data_dim=7,
+            latent_dim=3,
+            hidden_units=5,
+            hidden_layers=layers,
+            activation=activation,
+            likelihood=likelihood,
+            sigmoid_mean=sigmoid_mean,
+            decoder_variance=variance,
+            init_std=0.5,
+            log_variance_bound=(bound or [None])[0],
+        )
+    ).double()
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -100,7 +121,7 @@ def test_fast_decoder_log_prob_equals_the_distribution(config):
         expected = model.decode(z).log_prob(x)
     assert fast is not None and fast.shape == (6, 4)
     torch.testing.assert_close(fast, expected, rtol=1e-12, atol=1e-10)
-    assert fast_decoder_log_prob(model, z, x) is None   # gradients wanted: the generic path
+    assert fast_decoder_log_prob(model, z, x) is None  # gradients wanted: the generic path
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -114,7 +135,7 @@ def test_fast_importance_weights_equal_the_reference(config):
         expected = log_importance_weights(model, x, 6, noise=noise)
     assert fast.shape == (6, 4)
     torch.testing.assert_close(fast, expected, rtol=1e-12, atol=1e-10)
-    assert not fast_importance_weights_apply(model)   # gradients wanted: the reference
+    assert not fast_importance_weights_apply(model)  # gradients wanted: the reference
 
 
 @pytest.mark.parametrize("estimator", ["A", "B", "IWAE"])
@@ -131,7 +152,7 @@ def test_the_bound_is_evaluated_on_the_fast_path_with_the_reference_numbers(monk
     monkeypatch.setattr(decoding, "fast_decoder_log_prob", lambda *args: served.append(fast_path(*args)) or served[-1])
     torch.manual_seed(5)
     evaluated = per_datapoint_bound(model, x, estimator=estimator, num_samples=3)
-    assert served and all(value is not None for value in served)   # the fast path applied every time
+    assert served and all(value is not None for value in served)  # the fast path applied every time
     torch.manual_seed(5)
     with torch.no_grad():
         reference = get_estimator(estimator)(model, x, 3)
@@ -145,21 +166,22 @@ def test_importance_sampling_gives_the_same_estimate_on_the_fast_path_and_the_re
     model = VAE(ModelConfig(data_dim=30, latent_dim=2, hidden_units=20, init_std=0.5))
     x = torch.bernoulli(torch.full((6, 30), 0.3))
     used = []
-    monkeypatch.setattr(importance_sampling, "fast_importance_weights",
-                        lambda *args, **kwargs: used.append(1) or fast_importance_weights(*args, **kwargs))
+    monkeypatch.setattr(
+        importance_sampling,
+        "fast_importance_weights",
+        lambda *args, **kwargs: used.append(1) or fast_importance_weights(*args, **kwargs),
+    )
     fast = importance_sampling.estimate_log_likelihood(model, x, num_samples=3000, max_rows=700)
-    assert used   # the fast path served this VAE
+    assert used  # the fast path served this VAE
     monkeypatch.setattr(importance_sampling, "fast_importance_weights_apply", lambda model: False)
     reference = importance_sampling.estimate_log_likelihood(model, x, num_samples=3000, max_rows=700)
-    combined = (fast.per_datapoint_stderr ** 2 + reference.per_datapoint_stderr ** 2).sqrt()
+    combined = (fast.per_datapoint_stderr**2 + reference.per_datapoint_stderr**2).sqrt()
     assert ((fast.per_datapoint - reference.per_datapoint).abs() < 5 * combined + 1e-6).all()
 
 
-
 def test_a_log_variance_bound_keeps_every_variance_finite():
-    model = VAE(ModelConfig(data_dim=4, latent_dim=2, hidden_units=3, likelihood="gaussian",
-                            log_variance_bound=5.0))
-    with torch.no_grad():   # outputs that would overflow exp() without the bound
+    model = VAE(ModelConfig(data_dim=4, latent_dim=2, hidden_units=3, likelihood="gaussian", log_variance_bound=5.0))
+    with torch.no_grad():  # outputs that would overflow exp() without the bound
         model.encoder.net.heads.bias[2:] = 1e4
         model.decoder.net.heads.bias[4:] = -1e4
     x = torch.rand(3, 4)
@@ -194,7 +216,7 @@ def test_gradients_live_in_one_flat_buffer_even_after_someone_drops_them():
         _, expected = _autograd(model, x, "B", 1, seed=1)
         for name, value in expected.items():
             torch.testing.assert_close(fused[name], value, rtol=1e-9, atol=1e-12)
-        for p, view in zip(step.parameters, step._gradient_views):   # (autograd replaced them)
+        for p, view in zip(step.parameters, step._gradient_views):  # (autograd replaced them)
             p.grad = view
 
 
@@ -209,10 +231,13 @@ def test_a_bound_beyond_float32s_range_is_a_non_finite_step_not_an_error(huge, e
     to type float without overflow"."""
     from aevb import native
     from aevb.training.optimizers import Adagrad
+
     if use_native and native.load() is None:
         pytest.skip("native kernels could not be built here")
     torch.manual_seed(0)
-    model = VAE(ModelConfig(data_dim=20, latent_dim=2, hidden_units=5, log_variance_bound=None))   # unbounded: a log σ² of 88
+    model = VAE(
+        ModelConfig(data_dim=20, latent_dim=2, hidden_units=5, log_variance_bound=None)
+    )  # unbounded: a log σ² of 88
     with torch.no_grad():
         if huge == "log-likelihood":
             model.decoder.net.heads.bias.fill_(1e37)
@@ -234,15 +259,41 @@ def test_a_diverging_run_on_the_fused_engine_rolls_back_and_stops_with_one_error
     import warnings
 
     from aevb.cli import main
+
     threads = torch.get_num_threads()
     try:
-        with warnings.catch_warnings(record=True) as rollbacks:   # one per rollback (aevb.training)
+        with warnings.catch_warnings(record=True) as rollbacks:  # one per rollback (aevb.training)
             warnings.simplefilter("always")
-            status = main(["train", "--hidden-units", "50", "--latent-dim", "5", "--max-samples", "5e4",
-                           "--threads", "1", "--step-size", "60", "--log-variance-bound", "0",
-                           "--eval-subset", "1000", "--no-progress", "--out", str(tmp_path / "run")])
+            status = main(
+                [
+                    "train",
+                    "--hidden-units",
+                    "50",
+                    "--latent-dim",
+                    "5",
+                    "--max-samples",
+                    "5e4",
+                    "--threads",
+                    "1",
+                    "--step-size",
+                    "60",
+                    "--log-variance-bound",
+                    "0",
+                    "--eval-subset",
+                    "1000",
+                    "--no-progress",
+                    "--out",
+                    str(tmp_path / "run"),
+                ]
+            )
     finally:
         torch.set_num_threads(threads)
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
-    assert status == 0 and not errors or status == 2 and len(errors) == 1 and len(rollbacks) > 0 and \
-        errors[0].startswith("aevb train: error: training diverged"), errors
+    assert (
+        status == 0
+        and not errors
+        or status == 2
+        and len(errors) == 1
+        and len(rollbacks) > 0
+        and errors[0].startswith("aevb train: error: training diverged")
+    ), errors

@@ -28,7 +28,7 @@ EMBEDDED = Path(formats.__file__).parent / "embedded"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-LOADERS = {   # name → (loader, file suffix)
+LOADERS = {  # name → (loader, file suffix)
     "idx": (formats.read_idx, ".idx"),
     "mnist images": (formats.read_mnist_images, "-idx3-ubyte"),
     "mnist labels": (formats.read_mnist_labels, "-idx1-ubyte.gz"),
@@ -82,21 +82,31 @@ def _real_sample(name: str) -> bytes:
 
 
 @pytest.mark.parametrize("name", LOADERS)
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])   # .mat: a child each
-@given(cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=8),
-       splice=st.binary(max_size=64))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # .mat: a child each
+@given(
+    cut=st.floats(0, 1),
+    flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=8),
+    splice=st.binary(max_size=64),
+)
 def test_mutated_real_files_never_crash_a_loader(name, cut, flips, splice):
     data = bytearray(_real_sample(name))
     for where, value in flips:
         data[int(where * (len(data) - 1))] = value
     end = int(cut * len(data))
-    _load(name, bytes(data[:end]) + splice + bytes(data[end:]) if splice else bytes(data[:max(end, 1)]))
+    _load(name, bytes(data[:end]) + splice + bytes(data[end:]) if splice else bytes(data[: max(end, 1)]))
 
 
 @FUZZ
-@given(weights=st.binary(max_size=512), config=st.one_of(st.binary(max_size=256), st.dictionaries(
-    st.sampled_from(["format_version", "model", "data_dim", "latent_dim"]),
-    st.one_of(st.integers(-3, 1000), st.text(max_size=5), st.none(), st.just({"data_dim": -1})))))
+@given(
+    weights=st.binary(max_size=512),
+    config=st.one_of(
+        st.binary(max_size=256),
+        st.dictionaries(
+            st.sampled_from(["format_version", "model", "data_dim", "latent_dim"]),
+            st.one_of(st.integers(-3, 1000), st.text(max_size=5), st.none(), st.just({"data_dim": -1})),
+        ),
+    ),
+)
 def test_a_corrupt_model_directory_gives_one_line(weights, config):
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
@@ -124,17 +134,25 @@ def test_a_mat_reader_that_crashes_gives_one_line_not_a_dead_process(tmp_path, m
 
 #: Examples per file of a run (each runs every command that reads the file: about 0.3 s on one core).
 RUN_FILE_EXAMPLES = int(os.environ.get("AEVB_FUZZ_RUN_EXAMPLES", "30"))
-DEEP, DIGITS = "\x00deep", "\x00digits"   # stand for what json.dumps cannot write: replaced in the text
+DEEP, DIGITS = "\x00deep", "\x00digits"  # stand for what json.dumps cannot write: replaced in the text
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 3000) | st.sampled_from([2**63, 2**64, -2**63, DEEP, DIGITS])
-    | st.floats() | st.text(max_size=6),
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3000)
+    | st.sampled_from([2**63, 2**64, -(2**63), DEEP, DIGITS])
+    | st.floats()
+    | st.text(max_size=6),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=6)
+    max_leaves=6,
+)
 
 
 def _text(value) -> str:
-    return json.dumps(value).replace(json.dumps(DEEP), "[" * 100_000 + "]" * 100_000) \
+    return (
+        json.dumps(value)
+        .replace(json.dumps(DEEP), "[" * 100_000 + "]" * 100_000)
         .replace(json.dumps(DIGITS), "9" * 5000)
+    )
 
 
 def _mutated(data, tree):
@@ -150,7 +168,7 @@ def _mutated(data, tree):
     value = data.draw(JSON_VALUES, label="value")
     if action == "cut":
         text = json.dumps(tree)
-        return Cut(text[:data.draw(st.integers(0, len(text) - 1), label="cut at")])
+        return Cut(text[: data.draw(st.integers(0, len(text) - 1), label="cut at")])
     if action == "replace" and not path:
         return value
     if action == "replace":
@@ -186,32 +204,50 @@ def fuzzed_runs(tmp_path_factory) -> dict[str, Path]:
     return {"stopped": root / "stopped", "finished": root / "finished"}
 
 
-RUN_FILES = {   # file → (the run it is mutated in, the commands that read it)
-    "config.json": ("stopped", [["evaluate", "{run}", "--checkpoint", "--num-points", "5"], ["compare", "{run}"],
-                                ["sample", "{run}", "--checkpoint", "--num", "2", "--out", "{run}/fuzz.png"],
-                                ["train", "--resume", "{run}", "--no-progress"]]),
-    "checkpoints/step-*/state.json": ("stopped", [["evaluate", "{run}", "--checkpoint", "--num-points", "5"],
-                                                  ["train", "--resume", "{run}", "--no-progress"]]),
+RUN_FILES = {  # file → (the run it is mutated in, the commands that read it)
+    "config.json": (
+        "stopped",
+        [
+            ["evaluate", "{run}", "--checkpoint", "--num-points", "5"],
+            ["compare", "{run}"],
+            ["sample", "{run}", "--checkpoint", "--num", "2", "--out", "{run}/fuzz.png"],
+            ["train", "--resume", "{run}", "--no-progress"],
+        ],
+    ),
+    "checkpoints/step-*/state.json": (
+        "stopped",
+        [["evaluate", "{run}", "--checkpoint", "--num-points", "5"], ["train", "--resume", "{run}", "--no-progress"]],
+    ),
     "checkpoints/latest.json": ("stopped", [["train", "--resume", "{run}", "--no-progress"]]),
     "metrics.jsonl": ("stopped", [["compare", "{run}"], ["train", "--resume", "{run}", "--no-progress"]]),
-    "model.json": ("finished", [["evaluate", "{run}", "--num-points", "5"],
-                                ["sample", "{run}", "--num", "2", "--out", "{run}/fuzz.png", "--overwrite"]]),
+    "model.json": (
+        "finished",
+        [
+            ["evaluate", "{run}", "--num-points", "5"],
+            ["sample", "{run}", "--num", "2", "--out", "{run}/fuzz.png", "--overwrite"],
+        ],
+    ),
 }
 
 
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("file", RUN_FILES)
-@settings(max_examples=RUN_FILE_EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
+@settings(
+    max_examples=RUN_FILE_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
 @given(data=st.data())
 def test_a_mutated_json_file_of_a_run_ends_in_one_line_and_exit_2_or_works(fuzzed_runs, capsys, file, data):
     which, commands = RUN_FILES[file]
     with tempfile.TemporaryDirectory() as scratch:
         run = Path(shutil.copytree(fuzzed_runs[which], Path(scratch) / "run"))
         (path,) = run.glob(file)
-        lines = path.suffix == ".jsonl"   # mutated as the list of its lines
-        value = _mutated(data, [json.loads(line) for line in path.read_text().splitlines()] if lines
-                         else json.loads(path.read_text()))
+        lines = path.suffix == ".jsonl"  # mutated as the list of its lines
+        value = _mutated(
+            data,
+            [json.loads(line) for line in path.read_text().splitlines()] if lines else json.loads(path.read_text()),
+        )
         if isinstance(value, Cut):
             path.write_text(value)
         elif lines and isinstance(value, list):

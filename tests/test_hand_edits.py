@@ -50,6 +50,7 @@ def _edit_fields_with(edit):
         fields = json.loads(text)
         edit(fields)
         return json.dumps(fields)
+
     return apply
 
 
@@ -66,37 +67,68 @@ def _first_weight(tensors: dict) -> str:
 
 # ------------------------------------------------------------- 3. hand-edited checkpoint state
 
-CHECKPOINT_EDITS = {   # name → (edit of the run, words of the error)
-    "samples 1e400": (lambda run: _edit_states(run, lambda text: re.sub(r'"samples": \d+', '"samples": 1e400', text,
-                                                                         count=1)),
-                      "state.json: samples must be an integer, got inf"),
-    "optimizer state a list": (lambda run: _edit_states(run, _edit_fields_with(
-        lambda fields: fields["optimizer"].update(state=[1, 2]))), "the optimiser state must map"),
-    "running_sum of 3": (lambda run: _edit_tensors(run, lambda t: t.update(running_sum=torch.zeros(3))),
-                         "running_sum must be one number"),
-    "step_size -0.5": (lambda run: _edit_states(run, _edit_fields_with(lambda fields: fields.update(step_size=-0.5))),
-                       "step_size must be a positive number, got -0.5"),
-    "trials of strings": (lambda run: _edit_states(run, _edit_fields_with(
-        lambda fields: fields.update(trials=[{"step_size": "x", "mean_bound": 1}]))), "step_size must be a number"),
+CHECKPOINT_EDITS = {  # name → (edit of the run, words of the error)
+    "samples 1e400": (
+        lambda run: _edit_states(run, lambda text: re.sub(r'"samples": \d+', '"samples": 1e400', text, count=1)),
+        "state.json: samples must be an integer, got inf",
+    ),
+    "optimizer state a list": (
+        lambda run: _edit_states(run, _edit_fields_with(lambda fields: fields["optimizer"].update(state=[1, 2]))),
+        "the optimiser state must map",
+    ),
+    "running_sum of 3": (
+        lambda run: _edit_tensors(run, lambda t: t.update(running_sum=torch.zeros(3))),
+        "running_sum must be one number",
+    ),
+    "step_size -0.5": (
+        lambda run: _edit_states(run, _edit_fields_with(lambda fields: fields.update(step_size=-0.5))),
+        "step_size must be a positive number, got -0.5",
+    ),
+    "trials of strings": (
+        lambda run: _edit_states(
+            run, _edit_fields_with(lambda fields: fields.update(trials=[{"step_size": "x", "mean_bound": 1}]))
+        ),
+        "step_size must be a number",
+    ),
 }
 
-RESUME_EDITS = {   # what only a resume reads
-    "order out of range": (lambda run: _edit_tensors(run, lambda t: t["order"].__setitem__(-1, 10**6)),
-                           "no permutation"),
-    "order of floats": (lambda run: _edit_tensors(run, lambda t: t.update(order=t["order"].double())),
-                        "no permutation"),
-    "NaN weights": (lambda run: _edit_tensors(run, lambda t: t[_first_weight(t)].view(-1).__setitem__(0, float("nan"))),
-                    "NaN or infinite weights"),
-    "int32 weights": (lambda run: _edit_tensors(run, lambda t: t.update({_first_weight(t): t[_first_weight(t)].int()})),
-                      "as int32, but the model stores float32"),
-    "NaN optimiser state": (lambda run: _edit_tensors(run, lambda t: t["optimizer.0.sum"].view(-1).__setitem__(
-        0, float("nan"))), "NaN, infinite or negative optimiser state (sum)"),
-    "optimiser slot missing": (lambda run: _edit_states(run, _edit_fields_with(
-        lambda fields: fields["optimizer"]["state"]["0"].pop("sum"))), "lacks optimiser state ['sum']"),
-    "optimiser setting missing": (lambda run: _edit_states(run, _edit_fields_with(
-        lambda fields: fields["optimizer"]["param_groups"][0].pop("eps"))), "optimiser setting eps must be like"),
-    "optimiser group dropped": (lambda run: _edit_states(run, _edit_fields_with(
-        lambda fields: fields["optimizer"]["param_groups"][0]["params"].pop())), "optimiser groups of [7] parameters"),
+RESUME_EDITS = {  # what only a resume reads
+    "order out of range": (
+        lambda run: _edit_tensors(run, lambda t: t["order"].__setitem__(-1, 10**6)),
+        "no permutation",
+    ),
+    "order of floats": (
+        lambda run: _edit_tensors(run, lambda t: t.update(order=t["order"].double())),
+        "no permutation",
+    ),
+    "NaN weights": (
+        lambda run: _edit_tensors(run, lambda t: t[_first_weight(t)].view(-1).__setitem__(0, float("nan"))),
+        "NaN or infinite weights",
+    ),
+    "int32 weights": (
+        lambda run: _edit_tensors(run, lambda t: t.update({_first_weight(t): t[_first_weight(t)].int()})),
+        "as int32, but the model stores float32",
+    ),
+    "NaN optimiser state": (
+        lambda run: _edit_tensors(run, lambda t: t["optimizer.0.sum"].view(-1).__setitem__(0, float("nan"))),
+        "NaN, infinite or negative optimiser state (sum)",
+    ),
+    "optimiser slot missing": (
+        lambda run: _edit_states(run, _edit_fields_with(lambda fields: fields["optimizer"]["state"]["0"].pop("sum"))),
+        "lacks optimiser state ['sum']",
+    ),
+    "optimiser setting missing": (
+        lambda run: _edit_states(
+            run, _edit_fields_with(lambda fields: fields["optimizer"]["param_groups"][0].pop("eps"))
+        ),
+        "optimiser setting eps must be like",
+    ),
+    "optimiser group dropped": (
+        lambda run: _edit_states(
+            run, _edit_fields_with(lambda fields: fields["optimizer"]["param_groups"][0]["params"].pop())
+        ),
+        "optimiser groups of [7] parameters",
+    ),
 }
 
 
@@ -109,13 +141,16 @@ def _resume_refuses(run: Path, capsys, words: str) -> None:
 
 
 @pytest.mark.parametrize("name", CHECKPOINT_EDITS)
-def test_a_hand_edited_checkpoint_is_refused_in_one_line_by_resume_evaluate_and_sample(stopped_run, tmp_path, capsys,
-                                                                                       name):
+def test_a_hand_edited_checkpoint_is_refused_in_one_line_by_resume_evaluate_and_sample(
+    stopped_run, tmp_path, capsys, name
+):
     edit, words = CHECKPOINT_EDITS[name]
     run = _copy(stopped_run, tmp_path)
     edit(run)
-    for argv in (["evaluate", run, "--checkpoint", "--num-points", "10"],
-                 ["sample", run, "--checkpoint", "--num", "2", "--out", tmp_path / "samples.png"]):
+    for argv in (
+        ["evaluate", run, "--checkpoint", "--num-points", "10"],
+        ["sample", run, "--checkpoint", "--num", "2", "--out", tmp_path / "samples.png"],
+    ):
         code, out, err = run_cli(capsys, argv)
         assert_usage_error(code, out, err)
         assert words in err, err
@@ -152,15 +187,20 @@ DEEP = '{"model": ' + "[" * 100_000 + "]" * 100_000 + "}"
 DIGITS = '{"format_version": 1, "model": {"latent_dim": ' + "9" * 5000 + "}}"
 
 
-@pytest.mark.parametrize("text, words", [(DEEP, "nested too deeply"), (DIGITS, "thousands of digits")],
-                         ids=["nested", "digits"])
+@pytest.mark.parametrize(
+    "text, words", [(DEEP, "nested too deeply"), (DIGITS, "thousands of digits")], ids=["nested", "digits"]
+)
 def test_json_beyond_the_parsers_limits_is_one_line_wherever_it_is_read(finished_run, tmp_path, capsys, text, words):
     config = tmp_path / "settings.json"
     config.write_text(text)
-    for number, (file, argv) in enumerate((("settings.json", ["train", "--config", config, "--out", tmp_path / "new"]),
-                                           ("model.json", ["evaluate", "{run}", "--num-points", "5"]),
-                                           ("config.json", ["compare", "{run}"]),
-                                           ("metrics.jsonl line 2", ["compare", "{run}"]))):
+    for number, (file, argv) in enumerate(
+        (
+            ("settings.json", ["train", "--config", config, "--out", tmp_path / "new"]),
+            ("model.json", ["evaluate", "{run}", "--num-points", "5"]),
+            ("config.json", ["compare", "{run}"]),
+            ("metrics.jsonl line 2", ["compare", "{run}"]),
+        )
+    ):
         run = Path(shutil.copytree(finished_run, tmp_path / f"run{number}"))
         if file.startswith("metrics"):
             lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -171,13 +211,19 @@ def test_json_beyond_the_parsers_limits_is_one_line_wherever_it_is_read(finished
         assert_usage_error(code, out, err)
         assert file in err and words in err, err
     with pytest.raises(AevbError, match=words):
-        aevb.load(tmp_path / "run1")   # (its model.json)
+        aevb.load(tmp_path / "run1")  # (its model.json)
 
 
-@pytest.mark.parametrize("line, words", [('{"samples": "x"}', "samples must be an integer, got 'x'"),
-                                         ('{"samples": 100, "train_bound": "oops"}', "train_bound must be a number")])
-def test_a_metrics_line_of_the_wrong_types_is_one_line_in_compare_and_resume(stopped_run, tmp_path, capsys, line,
-                                                                             words):
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ('{"samples": "x"}', "samples must be an integer, got 'x'"),
+        ('{"samples": 100, "train_bound": "oops"}', "train_bound must be a number"),
+    ],
+)
+def test_a_metrics_line_of_the_wrong_types_is_one_line_in_compare_and_resume(
+    stopped_run, tmp_path, capsys, line, words
+):
     run = _copy(stopped_run, tmp_path)
     with open(run / "metrics.jsonl", "a") as metrics:
         metrics.write(line + "\n")
@@ -190,8 +236,9 @@ def test_a_metrics_line_of_the_wrong_types_is_one_line_in_compare_and_resume(sto
 def test_a_config_that_is_a_fifo_is_refused_not_waited_for(tmp_path):
     fifo = tmp_path / "settings.json"
     os.mkfifo(fifo)
-    done = subprocess.run([sys.executable, "-m", "aevb", "train", "--config", str(fifo)], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "aevb", "train", "--config", str(fifo)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2 and done.stderr.strip() == f"aevb train: error: {fifo} is not a regular file"
 
 
@@ -223,7 +270,8 @@ def test_a_config_without_initialisation_trains_the_same_model_every_time(finish
 
 
 def test_a_config_that_downloads_is_printed_without_downloading_and_downloads_into_its_own_data_dir(
-        finished_run, tmp_path, capsys, monkeypatch):
+    finished_run, tmp_path, capsys, monkeypatch
+):
     fetched = []
 
     def fetch(urls, path, sha256, size=None):
@@ -234,9 +282,14 @@ def test_a_config_that_downloads_is_printed_without_downloading_and_downloads_in
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("AEVB_DATA_DIR", raising=False)
     own = tmp_path / "frey-data"
-    path = _settings_file(finished_run, tmp_path / "settings.json", lambda c: (
-        c["data"].update(dataset="frey", data_dir=str(own), download=True),
-        c["model"].update(data_dim=560, image_shape=[28, 20], likelihood="gaussian")))
+    path = _settings_file(
+        finished_run,
+        tmp_path / "settings.json",
+        lambda c: (
+            c["data"].update(dataset="frey", data_dir=str(own), download=True),
+            c["model"].update(data_dim=560, image_shape=[28, 20], likelihood="gaussian"),
+        ),
+    )
     code, out, err = run_cli(capsys, ["train", "--config", path, "--print-config"])
     assert_usage_error(code, out, err)
     assert "downloads nothing" in err and fetched == [] and not (tmp_path / "cache").exists() and not own.exists()

@@ -45,13 +45,13 @@ def test_importance_sampling_is_not_below_the_k1_bound_on_average(factor_analysi
         bound = estimator_b(model, x, 1000).mean().item()
     estimate = estimate_log_likelihood(model, x, num_samples=100)
     assert estimate.mean >= bound
-    assert estimate.mean - bound > 10 * estimate.stderr          # strictly, by far more than the noise
+    assert estimate.mean - bound > 10 * estimate.stderr  # strictly, by far more than the noise
 
 
 def test_importance_sampling_streams_any_k_in_a_small_memory_budget(factor_analysis):
     model, x, _ = factor_analysis
     torch.manual_seed(3)
-    small = estimate_log_likelihood(model, x[:7], num_samples=2000, max_rows=300)   # many passes
+    small = estimate_log_likelihood(model, x[:7], num_samples=2000, max_rows=300)  # many passes
     torch.manual_seed(3)
     large = estimate_log_likelihood(model, x[:7], num_samples=2000, max_rows=10**6)  # one pass
     assert small.per_datapoint.shape == (7,)
@@ -83,7 +83,7 @@ def test_iwae_at_k1_is_estimator_a(factor_analysis):
 def test_hmc_samples_the_exact_posterior():
     torch.manual_seed(0)
     model = random_factor_analysis_vae(data_dim=4, latent_dim=2, seed=2)
-    x = marginal(model).sample((1,)).repeat(2000, 1)           # 2000 chains on one datapoint
+    x = marginal(model).sample((1,)).repeat(2000, 1)  # 2000 chains on one datapoint
     posterior = exact_posterior(model, x[:1])
     posterior_mean, posterior_cov = posterior.mean[0], posterior.covariance_matrix[0]
 
@@ -91,12 +91,14 @@ def test_hmc_samples_the_exact_posterior():
         return model.prior().log_prob(z) + model.decode(z).log_prob(x)
 
     generator = torch.Generator().manual_seed(0)
-    samples, _, acceptance = sample_hmc(log_joint, torch.zeros(2000, 2, dtype=torch.float64), 5,
-                                        leapfrog_steps=4, burn_in=300, generator=generator)
+    samples, _, acceptance = sample_hmc(
+        log_joint, torch.zeros(2000, 2, dtype=torch.float64), 5, leapfrog_steps=4, burn_in=300, generator=generator
+    )
     z = samples[-1]
     assert (acceptance.mean() - 0.9).abs() < 0.07
-    torch.testing.assert_close(z.mean(0), posterior_mean, atol=5 * posterior_cov.diagonal().max().sqrt() / 2000**0.5,
-                               rtol=0)
+    torch.testing.assert_close(
+        z.mean(0), posterior_mean, atol=5 * posterior_cov.diagonal().max().sqrt() / 2000**0.5, rtol=0
+    )
     torch.testing.assert_close(torch.cov(z.T), posterior_cov, atol=0.1 * posterior_cov.abs().max(), rtol=0)
 
 
@@ -199,16 +201,17 @@ def test_appendix_d_estimator_on_a_bimodal_posterior_never_overshoots():
     would make it absurdly high. Starting from the prior, it must stay in [exact − log 2, exact]."""
     from aevb import VAE, ModelConfig
 
-    model = VAE(ModelConfig(data_dim=1, latent_dim=1, hidden_units=2, likelihood="gaussian",
-                            decoder_variance="per-dimension")).double()
+    model = VAE(
+        ModelConfig(data_dim=1, latent_dim=1, hidden_units=2, likelihood="gaussian", decoder_variance="per-dimension")
+    ).double()
     with torch.no_grad():
-        hidden = model.decoder.net.hidden[0]                   # tanh(3z + 1), tanh(−3z + 1)
+        hidden = model.decoder.net.hidden[0]  # tanh(3z + 1), tanh(−3z + 1)
         hidden.weight.copy_(torch.tensor([[3.0], [-3.0]]))
         hidden.bias.fill_(1.0)
-        model.decoder.net.heads.weight.fill_(1.0)               # mean = sum, symmetric in z
+        model.decoder.net.heads.weight.fill_(1.0)  # mean = sum, symmetric in z
         model.decoder.net.heads.bias.zero_()
         model.decoder.log_var.fill_(math.log(0.01))
-    x = torch.full((200, 1), 0.8, dtype=torch.float64)          # modes near z = ±0.45
+    x = torch.full((200, 1), 0.8, dtype=torch.float64)  # modes near z = ±0.45
     grid = torch.linspace(-8, 8, 400_001, dtype=torch.float64)[:, None]
     with torch.no_grad():
         log_joint = model.prior().log_prob(grid) + model.decode(grid).log_prob(x[:1])

@@ -25,15 +25,28 @@ from aevb.errors import AevbError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SMALL = ["--hidden-units", "20", "--latent-dim", "2", "--max-samples", "2000", "--no-progress",
-         "--eval-subset", "100", "--threads", "1", "--step-size", "0.01"]
+SMALL = [
+    "--hidden-units",
+    "20",
+    "--latent-dim",
+    "2",
+    "--max-samples",
+    "2000",
+    "--no-progress",
+    "--eval-subset",
+    "100",
+    "--threads",
+    "1",
+    "--step-size",
+    "0.01",
+]
 
 
 def run_cli(capsys, argv) -> tuple[int, str, str]:
     capsys.readouterr()
     try:
         code = main([str(a) for a in argv])
-    except SystemExit as exit_:   # argparse's own errors
+    except SystemExit as exit_:  # argparse's own errors
         code = exit_.code if isinstance(exit_.code, int) else 1
     out, err = capsys.readouterr()
     return code, out, err
@@ -67,9 +80,9 @@ def test_sizes_are_written_for_people_at_any_magnitude():
     assert format_bytes(1500) == "1.5 kB"
     assert format_bytes(120 * 10**9) == "120 GB"
     assert format_bytes(62_734 * 10**9) == "62.7 TB"
-    assert format_bytes(999_600) == "1.00 MB"          # not "1e+3 kB"
+    assert format_bytes(999_600) == "1.00 MB"  # not "1e+3 kB"
     assert format_bytes(4 * 10**33) == "4.00e+33 bytes"
-    assert format_bytes(10**400) == "1.00e+400 bytes"   # beyond what a float holds
+    assert format_bytes(10**400) == "1.00e+400 bytes"  # beyond what a float holds
     assert format_count(10**10) == "10000000000" and format_count(10**30) == "1.00e+30"
     assert format_count(1234567, separators=True) == "1,234,567"
 
@@ -85,12 +98,14 @@ def test_require_memory_refuses_in_one_line_saying_what_needs_how_much(monkeypat
     from aevb import memory
 
     monkeypatch.setattr(memory, "available_memory", lambda device=None: 120 * 10**9)
-    memory.require_memory(120 * 10**9, "a thing")   # exactly what is there: fine
+    memory.require_memory(120 * 10**9, "a thing")  # exactly what is there: fine
     with pytest.raises(AevbError) as refused:
         memory.require_memory(62_734 * 10**9, "a model with hidden-units 10000000000", advice="choose smaller sizes")
-    assert str(refused.value) == ("a model with hidden-units 10000000000 needs at least 62.7 TB, more than the "
-                                  "120 GB of memory available; choose smaller sizes")
-    monkeypatch.setattr(memory, "available_memory", lambda device=None: None)   # unknown: nothing refused
+    assert str(refused.value) == (
+        "a model with hidden-units 10000000000 needs at least 62.7 TB, more than the "
+        "120 GB of memory available; choose smaller sizes"
+    )
+    monkeypatch.setattr(memory, "available_memory", lambda device=None: None)  # unknown: nothing refused
     memory.require_memory(10**30, "a thing")
 
 
@@ -104,13 +119,29 @@ MODEL_CASES = [
     dict(data_dim=12, latent_dim=3, hidden_layers=0),
     dict(data_dim=12, latent_dim=3, likelihood="gaussian", decoder_variance="per-dimension"),
     dict(data_dim=12, latent_dim=3, num_classes=4),
-    dict(data_dim=12, latent_dim=3, likelihood="gaussian", decoder_variance="per-dimension",
-         decoder_posterior="gaussian"),
+    dict(
+        data_dim=12, latent_dim=3, likelihood="gaussian", decoder_variance="per-dimension", decoder_posterior="gaussian"
+    ),
     dict(data_dim=12, latent_dim=3, posterior="logistic", prior="logistic"),
-    dict(data_dim=12, latent_dim=3, architecture="conv", image_shape=(4, 3), conv_channels=(2, 5),
-         hidden_units=(3,), num_classes=3),
-    dict(data_dim=35, latent_dim=3, architecture="conv", image_shape=(5, 7), conv_channels=(3, 2, 2),
-         hidden_units=(4, 3), hidden_layers=2, likelihood="gaussian"),
+    dict(
+        data_dim=12,
+        latent_dim=3,
+        architecture="conv",
+        image_shape=(4, 3),
+        conv_channels=(2, 5),
+        hidden_units=(3,),
+        num_classes=3,
+    ),
+    dict(
+        data_dim=35,
+        latent_dim=3,
+        architecture="conv",
+        image_shape=(5, 7),
+        conv_channels=(3, 2, 2),
+        hidden_units=(4, 3),
+        hidden_layers=2,
+        likelihood="gaussian",
+    ),
     dict(data_dim=35, latent_dim=3, architecture="conv", image_shape=(5, 7), conv_channels=(3,), hidden_layers=0),
 ]
 
@@ -125,14 +156,19 @@ def test_parameter_count_from_the_config_is_that_of_the_built_model(options):
     assert parameter_count(config) == build_model(config).num_parameters()
 
 
-@pytest.mark.parametrize("options, setting", [
-    (dict(hidden_units=10**10), "`hidden_units` 10000000000"),
-    (dict(latent_dim=10**9), "`latent_dim` 1000000000"),
-    (dict(hidden_layers=10**9), "`hidden_layers` 1000000000"),   # hung for hours building layers
-    (dict(latent_dim=10**30), "`latent_dim` 1.00e+30"),          # C++ frames from torch
-    (dict(hidden_units=(10**9, 5), hidden_layers=2, architecture="conv", image_shape=(28, 28)),
-     "`hidden_units` 1000000000,5"),
-])
+@pytest.mark.parametrize(
+    "options, setting",
+    [
+        (dict(hidden_units=10**10), "`hidden_units` 10000000000"),
+        (dict(latent_dim=10**9), "`latent_dim` 1000000000"),
+        (dict(hidden_layers=10**9), "`hidden_layers` 1000000000"),  # hung for hours building layers
+        (dict(latent_dim=10**30), "`latent_dim` 1.00e+30"),  # C++ frames from torch
+        (
+            dict(hidden_units=(10**9, 5), hidden_layers=2, architecture="conv", image_shape=(28, 28)),
+            "`hidden_units` 1000000000,5",
+        ),
+    ],
+)
 def test_a_model_too_large_for_memory_is_refused_before_anything_is_allocated(options, setting):
     """The configuration checks only its own fields; building the model (however it is built)
     and the run's preflight (check_buildable) refuse it, at once and in one line."""
@@ -161,21 +197,26 @@ def test_a_model_file_too_large_for_memory_is_refused_naming_the_file(tmp_path):
     meta["model"]["hidden_units"] = 10**10
     (tmp_path / "model.json").write_text(json.dumps(meta))
     started = time.perf_counter()
-    with pytest.raises(AevbError, match=r"model\.json: model: a model of .* hidden_units 10000000000 .* needs at least"):
+    with pytest.raises(
+        AevbError, match=r"model\.json: model: a model of .* hidden_units 10000000000 .* needs at least"
+    ):
         load_model(tmp_path)
     assert time.perf_counter() - started < 1.0
 
 
-@pytest.mark.parametrize("flags, setting", [
-    (["--hidden-units", "1e10"], "--hidden-units 10000000000"),
-    (["--latent-dim", "1e9", "--hidden-units", "500"], "--latent-dim 1000000000"),
-])
+@pytest.mark.parametrize(
+    "flags, setting",
+    [
+        (["--hidden-units", "1e10"], "--hidden-units 10000000000"),
+        (["--latent-dim", "1e9", "--hidden-units", "500"], "--latent-dim 1000000000"),
+    ],
+)
 def test_train_refuses_a_model_too_large_for_memory_in_one_line(tmp_path, capsys, flags, setting):
     run = tmp_path / "huge"
     options = [*SMALL]
-    for flag in flags:   # the case's sizes replace SMALL's
+    for flag in flags:  # the case's sizes replace SMALL's
         if flag in options:
-            del options[options.index(flag):options.index(flag) + 2]
+            del options[options.index(flag) : options.index(flag) + 2]
     assert_one_line_error(*run_cli(capsys, ["train", *options, *flags, "--out", run]), setting, "memory available")
     assert not (run / "config.json").exists()
 
@@ -195,11 +236,14 @@ def test_an_image_shape_must_hold_data_dim_pixels():
 
 def test_iwae_training_with_a_million_samples_per_datapoint_is_refused_up_front(tmp_path, capsys):
     run = tmp_path / "iwae"
-    line = assert_one_line_error(*run_cli(capsys, ["train", *SMALL, "--estimator", "IWAE", "--samples-per-datapoint",
-                                                   "1e6", "--out", run]),
-                                 "samples-per-datapoint 1000000", "batch-size 100", "memory available")
+    line = assert_one_line_error(
+        *run_cli(capsys, ["train", *SMALL, "--estimator", "IWAE", "--samples-per-datapoint", "1e6", "--out", run]),
+        "samples-per-datapoint 1000000",
+        "batch-size 100",
+        "memory available",
+    )
     assert "100,000,000 decoded rows" in line
-    assert not (run / "config.json").exists()   # refused before the run directory was made
+    assert not (run / "config.json").exists()  # refused before the run directory was made
 
 
 def test_the_trainer_itself_refuses_a_step_that_cannot_fit():
@@ -218,8 +262,11 @@ def test_the_trainer_itself_refuses_a_step_that_cannot_fit():
 
 @pytest.mark.parametrize("out", ["grid.png", "samples.npy"])
 def test_sample_refuses_a_billion_samples_in_one_line(small_run, tmp_path, capsys, out):
-    assert_one_line_error(*run_cli(capsys, ["sample", small_run, "--num", "1e9", "--out", tmp_path / out]),
-                          "1000000000 samples of 784 pixels", "memory available")
+    assert_one_line_error(
+        *run_cli(capsys, ["sample", small_run, "--num", "1e9", "--out", tmp_path / out]),
+        "1000000000 samples of 784 pixels",
+        "memory available",
+    )
     assert not (tmp_path / out).exists()
 
 
@@ -232,9 +279,12 @@ def test_labels_of_ten_to_the_twelve_are_refused_in_one_line(tmp_path, capsys):
     labels = np.arange(60, dtype=np.int64) % 3
     labels[7] = 10**12
     np.savez(data, train=rng.random((60, 16)).astype(np.float32), train_labels=labels)
-    line = assert_one_line_error(*run_cli(capsys, ["train", "--dataset", data, "--conditional", *SMALL,
-                                                   "--out", tmp_path / "run"]),
-                                 "one-hot", "1000000000001 classes", "memory available")
+    line = assert_one_line_error(
+        *run_cli(capsys, ["train", "--dataset", data, "--conditional", *SMALL, "--out", tmp_path / "run"]),
+        "one-hot",
+        "1000000000001 classes",
+        "memory available",
+    )
     assert "labelled" in line
 
 
@@ -305,13 +355,28 @@ print("PEAK_KIB", code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 def _peak_memory_of_evaluate(run: Path, samples: int) -> int:
     """Peak resident memory (bytes) of ``aevb evaluate RUN --samples N --num-points 1`` in a fresh process."""
-    result = subprocess.run([sys.executable, "-c", _PEAK_MEMORY, "evaluate", str(run), "--samples", str(samples),
-                             "--num-points", "1", "--json"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _PEAK_MEMORY,
+            "evaluate",
+            str(run),
+            "--samples",
+            str(samples),
+            "--num-points",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     line = [line for line in result.stdout.splitlines() if line.startswith("PEAK_KIB")]
     assert result.returncode == 0 and line, result.stderr
     _, code, peak = line[0].split()
     assert code == "0", result.stderr
-    return int(peak) * 1024   # Linux reports kibibytes
+    return int(peak) * 1024  # Linux reports kibibytes
 
 
 def test_evaluate_with_many_samples_for_one_point_stays_in_bounded_memory(small_run):
@@ -358,14 +423,15 @@ def test_hmc_streams_its_samples_and_gives_the_numbers_of_one_pass(monkeypatch):
     x = torch.rand(2, 6)
 
     def estimate():
-        return hmc_estimator.hmc_log_likelihood(model, x, num_samples=23, burn_in=10, gap=3,
-                                                generator=torch.Generator().manual_seed(5))
+        return hmc_estimator.hmc_log_likelihood(
+            model, x, num_samples=23, burn_in=10, gap=3, generator=torch.Generator().manual_seed(5)
+        )
 
     whole, whole_acceptance = estimate()
     drawn = _recording_hmc(monkeypatch, hmc_estimator)
-    monkeypatch.setattr(hmc_estimator, "HMC_CHUNK_ROWS", 10)   # 5 samples of the 2 chains at a time
+    monkeypatch.setattr(hmc_estimator, "HMC_CHUNK_ROWS", 10)  # 5 samples of the 2 chains at a time
     streamed, streamed_acceptance = estimate()
-    assert max(drawn) <= 5 and sum(drawn) == 2 * 23 - 5 + 3   # the first chunk comes from sample_hmc
+    assert max(drawn) <= 5 and sum(drawn) == 2 * 23 - 5 + 3  # the first chunk comes from sample_hmc
     torch.testing.assert_close(streamed.per_datapoint, whole.per_datapoint, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(streamed.per_datapoint_stderr, whole.per_datapoint_stderr, rtol=1e-4, atol=1e-6)
     assert streamed_acceptance == pytest.approx(whole_acceptance, rel=1e-6)
@@ -383,8 +449,9 @@ def _recording_hmc(monkeypatch, module) -> list[int]:
     return drawn
 
 
-@pytest.mark.parametrize("budget_rows, workers, rows", [(20000, 4, 2048), (5000, 4, 1250), (1100, 2, 550),
-                                                      (700, 1, 700)])
+@pytest.mark.parametrize(
+    "budget_rows, workers, rows", [(20000, 4, 2048), (5000, 4, 1250), (1100, 2, 550), (700, 1, 700)]
+)
 def test_importance_sampling_workers_share_the_memory_budget(monkeypatch, budget_rows, workers, rows):
     # The fast path's workers each hold a chunk: together within memory_budget, each chunk at most
     # CPU_WORKER_CHUNK_ROWS, and fewer workers where the budget would leave them fewer than
@@ -395,7 +462,7 @@ def test_importance_sampling_workers_share_the_memory_budget(monkeypatch, budget
 
     model = build_model(ModelConfig(data_dim=12, latent_dim=2, hidden_units=5))
     per_row = importance_sampling.rows_within_budget(model, 12, 10**9)
-    budget = budget_rows * (10**9 // per_row)          # exactly budget_rows rows
+    budget = budget_rows * (10**9 // per_row)  # exactly budget_rows rows
     assert importance_sampling.rows_within_budget(model, 12, budget) == budget_rows
     original, chunk_rows, counts = importance_sampling.fast_importance_weights, [], []
 
@@ -410,7 +477,8 @@ def test_importance_sampling_workers_share_the_memory_budget(monkeypatch, budget
 
     monkeypatch.setattr(importance_sampling, "fast_importance_weights", recorded)
     monkeypatch.setattr(importance_sampling, "ChunkWorkers", Recorded)
-    estimate = importance_sampling.estimate_log_likelihood(model, torch.rand(3, 12), num_samples=5000,
-                                                           memory_budget=budget, threads=4)
+    estimate = importance_sampling.estimate_log_likelihood(
+        model, torch.rand(3, 12), num_samples=5000, memory_budget=budget, threads=4
+    )
     assert counts == [workers] and max(chunk_rows) == rows and sum(chunk_rows) == 3 * 5000
     assert counts[0] * max(chunk_rows) <= budget_rows and np.isfinite(estimate.mean)

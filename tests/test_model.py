@@ -44,23 +44,24 @@ def test_glorot_initialisation_and_the_output_bias_at_the_data_means_logit():
             fan_out, fan_in = parameter.shape
             limit = (6 / (fan_in + fan_out)) ** 0.5
             assert parameter.abs().max() <= limit and parameter.abs().max() > 0.95 * limit, name
-            assert parameter.var().item() == pytest.approx(limit ** 2 / 3, rel=0.05), name
-    data = torch.rand(500, 784) * torch.linspace(0, 1, 784)   # column means 0 … 0.5
+            assert parameter.var().item() == pytest.approx(limit**2 / 3, rel=0.05), name
+    data = torch.rand(500, 784) * torch.linspace(0, 1, 784)  # column means 0 … 0.5
     model.initialise_from_data(data)
     expected = torch.logit(data.mean(0).clamp(1e-3, 1 - 1e-3))
     assert torch.allclose(model.decoder.net.heads.bias, expected)
     assert torch.allclose(model.decoder.mean(torch.zeros(1, 50))[0], data.mean(0).clamp(1e-3, 1 - 1e-3), atol=1e-5)
     plain = VAE(ModelConfig(data_dim=784, latent_dim=5, hidden_units=10))
     before = plain.decoder.net.heads.bias.clone()
-    plain.initialise_from_data(data)                      # the paper's init ignores the data
+    plain.initialise_from_data(data)  # the paper's init ignores the data
     assert torch.equal(plain.decoder.net.heads.bias, before)
 
 
 def test_gaussian_decoder_with_sigmoid_mean_stays_in_unit_interval():
     torch.manual_seed(0)
-    config = ModelConfig(data_dim=6, latent_dim=2, hidden_units=8, likelihood="gaussian", sigmoid_mean=True,
-                         init_std=3.0)
-    model = VAE(config).double()   # float32's sigmoid rounds to exactly 1 above a logit of 17; float64's above 37
+    config = ModelConfig(
+        data_dim=6, latent_dim=2, hidden_units=8, likelihood="gaussian", sigmoid_mean=True, init_std=3.0
+    )
+    model = VAE(config).double()  # float32's sigmoid rounds to exactly 1 above a logit of 17; float64's above 37
     mean = model.decoder.mean(torch.randn(100, 2, dtype=torch.float64) * 10)
     assert torch.all((mean > 0) & (mean < 1))
     z = torch.randn(4, 2, dtype=torch.float64)
@@ -74,8 +75,17 @@ def test_no_hidden_layer_is_a_linear_model():
     torch.testing.assert_close(mean(z1 + z2) + mean(torch.zeros(2)), mean(z1) + mean(z2))
 
 
-@pytest.mark.parametrize("bad", [dict(latent_dim=0), dict(hidden_units=-1), dict(activation="swish"),
-                                 dict(likelihood="poisson"), dict(init_std=0.0), dict(hidden_layers=-1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(latent_dim=0),
+        dict(hidden_units=-1),
+        dict(activation="swish"),
+        dict(likelihood="poisson"),
+        dict(init_std=0.0),
+        dict(hidden_layers=-1),
+    ],
+)
 def test_bad_configuration_is_a_user_error(bad):
     with pytest.raises(AevbError):
         ModelConfig(data_dim=4, **bad)

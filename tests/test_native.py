@@ -27,8 +27,9 @@ KERNELS = native.load()
 needs_kernels = pytest.mark.skipif(KERNELS is None, reason="native kernels could not be built here")
 # The rounding of torch's fused CPU Adam that aevb_adam restates was measured on x86-64 (its
 # vector width and fused multiply-adds); elsewhere the two may part in the last bit.
-torchs_adam_rounding_known = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
-                                                reason="torch's fused Adam rounding was measured on x86-64")
+torchs_adam_rounding_known = pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"), reason="torch's fused Adam rounding was measured on x86-64"
+)
 
 
 def fused_step(model, estimator, samples, batch_size, use_native=None):
@@ -57,9 +58,32 @@ def _reference_derivative(activation, a):
 def _inputs(seed=0):
     """Typical, large and tiny values, and the edges of float32's exp."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.cat([torch.randn(20000, generator=generator) * 3, torch.randn(2000, generator=generator) * 40,
-                      torch.tensor([0.0, -0.0, 1e-8, -1e-8, 1e-30, 0.6249, 0.6251, -0.625, 30.0, -30.0,
-                                    87.0, -87.0, 89.0, -89.0, 1e3, -1e3])])
+    return torch.cat(
+        [
+            torch.randn(20000, generator=generator) * 3,
+            torch.randn(2000, generator=generator) * 40,
+            torch.tensor(
+                [
+                    0.0,
+                    -0.0,
+                    1e-8,
+                    -1e-8,
+                    1e-30,
+                    0.6249,
+                    0.6251,
+                    -0.625,
+                    30.0,
+                    -30.0,
+                    87.0,
+                    -87.0,
+                    89.0,
+                    -89.0,
+                    1e3,
+                    -1e3,
+                ]
+            ),
+        ]
+    )
 
 
 @needs_kernels
@@ -87,7 +111,7 @@ def test_non_finite_inputs_give_what_torch_gives(activation):
 @pytest.mark.parametrize("activation", [*NATIVE_ACTIVATIONS, None])
 def test_activation_backward_and_bias_sums(activation):
     generator = torch.Generator().manual_seed(1)
-    rows, cols = 37, 203                     # not a multiple of the kernels' 64-column blocks
+    rows, cols = 37, 203  # not a multiple of the kernels' 64-column blocks
     a = torch.randn(rows, cols, generator=generator) * 2
     h = a.clone() if activation is None else _reference(activation, a)
     grad = torch.randn(rows, cols, generator=generator)
@@ -107,17 +131,17 @@ def test_bernoulli_log_likelihood_and_gradient(samples):
     points, dim = 11, 50
     logits = torch.randn(samples * points, dim, generator=generator) * 6
     x = torch.rand(points, dim, generator=generator)
-    x[:5] = x[:5].round()                    # binary and grey-level rows
+    x[:5] = x[:5].round()  # binary and grey-level rows
     x_rows = x.double().repeat(samples, 1)
     reference_logits = logits.double().requires_grad_(True)
-    expected_log_lik = bernoulli_from_logits(reference_logits).log_prob(x_rows)      # the decoder's own log p
-    (expected_grad,) = torch.autograd.grad(-0.25 * expected_log_lik.sum(), reference_logits)   # loss gradient, w = 0.25
+    expected_log_lik = bernoulli_from_logits(reference_logits).log_prob(x_rows)  # the decoder's own log p
+    (expected_grad,) = torch.autograd.grad(-0.25 * expected_log_lik.sum(), reference_logits)  # loss gradient, w = 0.25
     expected_log_lik = expected_log_lik.detach()
     log_lik = torch.empty(samples * points)
     grad = logits.clone()
     KERNELS.bernoulli(grad, x, samples, 0.25, log_lik)
     torch.testing.assert_close(log_lik.double(), expected_log_lik, rtol=1e-6, atol=1e-4)
-    torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-6, atol=5e-8)   # float32 rounding of 0.25·O(1)
+    torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-6, atol=5e-8)  # float32 rounding of 0.25·O(1)
 
 
 @needs_kernels
@@ -143,8 +167,9 @@ def test_kernels_give_the_same_bits_on_any_number_of_threads():
             KERNELS.gaussian(a, x[:, :350], 3, 30.0, True, None, gaussian_grad, None, gaussian_log_lik)
             shared_grad, var_rows, shared_log_lik = torch.empty(65, 700), torch.empty(65, 700), torch.empty(65)
             KERNELS.gaussian(a[:65], x[:65], 1, None, False, a[0], shared_grad, var_rows, shared_log_lik)
-            results.append((out, g, bias, logits, log_lik, gaussian_grad, gaussian_log_lik, shared_grad, var_rows,
-                            shared_log_lik))
+            results.append(
+                (out, g, bias, logits, log_lik, gaussian_grad, gaussian_log_lik, shared_grad, var_rows, shared_log_lik)
+            )
     finally:
         torch.set_num_threads(threads)
     for other in results[1:]:
@@ -155,9 +180,20 @@ def test_kernels_give_the_same_bits_on_any_number_of_threads():
 def _model(config):
     likelihood, sigmoid_mean, variance, activation, layers, *bound = config
     torch.manual_seed(0)
-    model = VAE(ModelConfig(data_dim=7, latent_dim=3, hidden_units=5, hidden_layers=layers, activation=activation,
-                            likelihood=likelihood, sigmoid_mean=sigmoid_mean, decoder_variance=variance,
-                            init_std=0.5, log_variance_bound=(bound or [None])[0]))
+    model = VAE(
+        ModelConfig(
+            data_dim=7,
+            latent_dim=3,
+            hidden_units=5,
+            hidden_layers=layers,
+            activation=activation,
+            likelihood=likelihood,
+            sigmoid_mean=sigmoid_mean,
+            decoder_variance=variance,
+            init_std=0.5,
+            log_variance_bound=(bound or [None])[0],
+        )
+    )
     if variance == "per-dimension":
         with torch.no_grad():
             model.decoder.log_var.uniform_(-1.0, 1.0)
@@ -188,6 +224,7 @@ def test_native_step_equals_the_torch_step(config, estimator, samples):
 
 def _optimizer(name, parameters, **settings):
     from aevb.training.optimizers import OPTIMIZERS
+
     return OPTIMIZERS[name](parameters, **settings)
 
 
@@ -195,6 +232,7 @@ def _step_with(step, x, optimizer):
     """One step as the native engine takes it: the update inside where the step can apply it
     (Adam only from its second step, once its state exists), else optimizer.step() after it."""
     from aevb.training.optimizers import guarded_step, non_finite
+
     if step.applies_optimizer(optimizer):
         return step(x, optimizer=optimizer)
     bound = step(x)
@@ -210,13 +248,18 @@ def _assert_same_optimizer_state(ours, theirs, optimizer):
 
 
 @needs_kernels
-@pytest.mark.parametrize("optimizer_name, settings", [("adagrad", dict(lr=0.01, weight_decay=1e-3)),
-                                                      pytest.param("adam", dict(lr=1e-3, weight_decay=1e-3, eps=1e-6),
-                                                                   marks=torchs_adam_rounding_known)])
+@pytest.mark.parametrize(
+    "optimizer_name, settings",
+    [
+        ("adagrad", dict(lr=0.01, weight_decay=1e-3)),
+        pytest.param("adam", dict(lr=1e-3, weight_decay=1e-3, eps=1e-6), marks=torchs_adam_rounding_known),
+    ],
+)
 def test_native_step_trains_the_paper_model_like_the_torch_step(one_thread, optimizer_name, settings):
     """Many steps on real shapes: torch step + optimiser, native step + optimiser, and the native
     step applying the optimiser itself. The last two are the same arithmetic: equal bit for bit."""
     from aevb.training.optimizers import guarded_step, non_finite
+
     x = torch.bernoulli(torch.rand(100, 784, generator=torch.Generator().manual_seed(4)) * 0.3)
     runs = {}
     for mode in ("torch", "native", "native, optimiser inside"):
@@ -235,12 +278,15 @@ def test_native_step_trains_the_paper_model_like_the_torch_step(one_thread, opti
                 guarded_step(optimizer, non_finite(step.parameters, bound, step.flat_gradient))
                 bounds.append(bound.item() / 100)
         assert mode != "native, optimiser inside" or inside == (40 if optimizer_name == "adagrad" else 39)
-        runs[mode] = (bounds, torch.nn.utils.parameters_to_vector(model.parameters()).detach(),
-                      optimizer.state_dict()["state"])
+        runs[mode] = (
+            bounds,
+            torch.nn.utils.parameters_to_vector(model.parameters()).detach(),
+            optimizer.state_dict()["state"],
+        )
     torch_bounds, torch_params, _ = runs["torch"]
     native_bounds, native_params, native_state = runs["native"]
     inside_bounds, inside_params, inside_state = runs["native, optimiser inside"]
-    assert native_bounds[-1] > native_bounds[0] + 100           # it learns
+    assert native_bounds[-1] > native_bounds[0] + 100  # it learns
     # float32 rounding differences grow over the steps (the early steps are chaotic), but stay small
     assert native_bounds == pytest.approx(torch_bounds, rel=1e-2)
     assert (native_params - torch_params).norm() < 1e-2 * torch_params.norm()
@@ -259,9 +305,18 @@ def test_the_adagrad_kernel_is_torchs_arithmetic(lr_decay):
             state_sum = torch.rand(size, generator=generator)
             step = torch.tensor(3.0)
             ours, our_sum, our_step = param.clone(), state_sum.clone(), step.clone()
-            torch._foreach_add_([step], 1)                   # as torch.optim.Adagrad does before its kernel
-            torch._fused_adagrad_([param], [grad], [state_sum], [step], lr=0.02, lr_decay=lr_decay,
-                                  weight_decay=weight_decay, eps=1e-10, maximize=False)
+            torch._foreach_add_([step], 1)  # as torch.optim.Adagrad does before its kernel
+            torch._fused_adagrad_(
+                [param],
+                [grad],
+                [state_sum],
+                [step],
+                lr=0.02,
+                lr_decay=lr_decay,
+                weight_decay=weight_decay,
+                eps=1e-10,
+                maximize=False,
+            )
             KERNELS.adagrad(ours, grad, our_sum, our_step, 0.02, lr_decay, weight_decay, 1e-10)
             assert torch.equal(our_step, step)
             assert torch.equal(our_sum, state_sum) and torch.equal(ours, param)
@@ -269,7 +324,7 @@ def test_the_adagrad_kernel_is_torchs_arithmetic(lr_decay):
 
 @needs_kernels
 @torchs_adam_rounding_known
-@pytest.mark.parametrize("beta1", [0.9, 0.3])     # torch's lerp takes another form at weights ≥ 0.5
+@pytest.mark.parametrize("beta1", [0.9, 0.3])  # torch's lerp takes another form at weights ≥ 0.5
 def test_the_adam_kernel_is_torchs_arithmetic(one_thread, beta1):
     """Bit for bit, with the elements past the last multiple of the vector width (13, 15, 2013)
     that torch computes in another order."""
@@ -283,19 +338,31 @@ def test_the_adam_kernel_is_torchs_arithmetic(one_thread, beta1):
                 exp_avg_sq = torch.rand(size, generator=generator) * 1e-4
                 step = torch.tensor(count)
                 ours = [t.clone() for t in (param, exp_avg, exp_avg_sq, step)]
-                torch._foreach_add_([step], 1)           # as torch.optim.Adam does before its kernel
-                torch._fused_adam_([param], [grad], [exp_avg], [exp_avg_sq], [], [step], amsgrad=False, lr=1e-3,
-                                   beta1=beta1, beta2=0.999, weight_decay=weight_decay, eps=5e-6, maximize=False)
+                torch._foreach_add_([step], 1)  # as torch.optim.Adam does before its kernel
+                torch._fused_adam_(
+                    [param],
+                    [grad],
+                    [exp_avg],
+                    [exp_avg_sq],
+                    [],
+                    [step],
+                    amsgrad=False,
+                    lr=1e-3,
+                    beta1=beta1,
+                    beta2=0.999,
+                    weight_decay=weight_decay,
+                    eps=5e-6,
+                    maximize=False,
+                )
                 KERNELS.adam(ours[0], grad, ours[1], ours[2], ours[3], 1e-3, beta1, 0.999, weight_decay, 5e-6)
                 for mine, theirs in zip(ours, (param, exp_avg, exp_avg_sq, step)):
                     assert torch.equal(mine, theirs), (weight_decay, size, count)
 
 
-
 @needs_kernels
 def test_the_adam_kernel_gives_the_same_numbers_on_two_threads():
     generator = torch.Generator().manual_seed(8)
-    size = 392003                                        # threads' shares, then the scalar tail
+    size = 392003  # threads' shares, then the scalar tail
     start = [torch.randn(size, generator=generator) for _ in range(3)] + [torch.rand(size, generator=generator)]
     results = []
     threads = torch.get_num_threads()
@@ -321,7 +388,7 @@ def test_the_optimiser_inside_skips_a_step_with_a_non_finite_gradient(poison, op
     step = fused_step(model, "B", 1, 8)
     optimizer = _optimizer(optimizer_name, model.parameters(), lr=0.05)
     x = torch.rand(8, 30).round()
-    _step_with(step, x, optimizer)                     # (Adam makes its state here)
+    _step_with(step, x, optimizer)  # (Adam makes its state here)
     step(x, optimizer=optimizer)
     assert not step.skipped
     before = ([p.detach().clone() for p in model.parameters()], optimizer.state_dict())
@@ -330,7 +397,7 @@ def test_the_optimiser_inside_skips_a_step_with_a_non_finite_gradient(poison, op
     elif poison == "inf-weight":
         with torch.no_grad():
             model.decoder.net.heads.weight[2, 1] = float("inf")
-    else:   # finite, but the first layer's weight gradient could overflow float32
+    else:  # finite, but the first layer's weight gradient could overflow float32
         x[0, 0] = 1e36
     step(x, optimizer=optimizer)
     assert step.skipped
@@ -351,11 +418,11 @@ def test_turned_off_by_the_environment(monkeypatch):
 
 def test_without_a_compiler_it_warns_once_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setenv("AEVB_NATIVE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("CC", "false")                    # a "compiler" that always fails
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
     monkeypatch.setattr(native_build.shutil, "which", lambda name: "/bin/false" if name == "false" else None)
     with pytest.warns(RuntimeWarning, match="native kernels unavailable"):
         assert native.load() is None
-    assert native.load() is None                          # remembered: no second warning, no rebuild
+    assert native.load() is None  # remembered: no second warning, no rebuild
     step = fused_step(VAE(ModelConfig(data_dim=4, latent_dim=2, hidden_units=3)), "B", 1, 5)
     assert not isinstance(step, NativeStep)
     assert step(torch.rand(5, 4).round()).isfinite()
@@ -368,7 +435,7 @@ def test_a_fresh_cache_builds_and_loads(monkeypatch, tmp_path):
     monkeypatch.setattr(native_build.tempfile, "gettempdir", lambda: str(tmp_path / "no-such-tmp"))
     kernels = native.load()
     assert kernels is not None and kernels.path.parent == tmp_path and kernels.path.exists()
-    assert list(tmp_path.iterdir()) == [kernels.path]          # no scratch files left behind
+    assert list(tmp_path.iterdir()) == [kernels.path]  # no scratch files left behind
     a = torch.linspace(-3, 3, 101)
     out = torch.empty_like(a)
     magnitude = kernels.activation_forward(a, out, "tanh")
@@ -382,7 +449,6 @@ def test_the_kernels_share_torchs_openmp_runtime():
     runtimes = native_build.openmp_runtimes()
     assert len(runtimes) <= 1, runtimes
     assert KERNELS.threads() == torch.get_num_threads()
-
 
 
 def _mostly_zeros(rows, dim, density, seed):
@@ -407,8 +473,9 @@ def test_sparse_products_equal_the_dense_ones(rows, in_features, out_features):
     out, grad_weight = torch.empty(rows, out_features), torch.empty(out_features, in_features)
     KERNELS.sparse_linear(sparse, weight, bias, out)
     KERNELS.sparse_weight_gradient(sparse, grad, grad_weight)
-    torch.testing.assert_close(out.double(), torch.addmm(bias.double(), x.double(), weight.double().t()),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        out.double(), torch.addmm(bias.double(), x.double(), weight.double().t()), rtol=1e-5, atol=1e-5
+    )
     torch.testing.assert_close(grad_weight.double(), grad.double().t() @ x.double(), rtol=1e-5, atol=1e-5)
 
 
@@ -416,7 +483,7 @@ def test_sparse_products_equal_the_dense_ones(rows, in_features, out_features):
 def test_sparse_products_give_the_same_bits_on_any_number_of_threads_and_never_use_more_tiles():
     x = _mostly_zeros(50, 200, 0.2, seed=9)
     weight, grad = torch.randn(300, 200), torch.randn(50, 300)
-    sparse = native.SparseRows(50, 200, threads=2)             # tiles for two threads only
+    sparse = native.SparseRows(50, 200, threads=2)  # tiles for two threads only
     results = []
     threads = torch.get_num_threads()
     try:
@@ -445,7 +512,7 @@ def test_the_step_on_mostly_zero_data_takes_the_sparse_path_and_equals_the_torch
         torch.manual_seed(5)
         bound = step(x).item()
         if use_native:
-            assert step.encoder[0].sparse_input is not None      # the sparse products were used
+            assert step.encoder[0].sparse_input is not None  # the sparse products were used
         results.append((bound, {name: p.grad.clone() for name, p in model.named_parameters()}))
     (torch_bound, torch_grads), (native_bound, native_grads) = results
     assert native_bound == pytest.approx(torch_bound, rel=1e-6)
@@ -465,7 +532,7 @@ def test_dense_data_keep_the_dense_products():
 @needs_kernels
 def test_an_unusable_cache_builds_in_a_private_temporary_directory(monkeypatch, tmp_path):
     (tmp_path / "a-file").write_text("not a directory")
-    monkeypatch.setenv("AEVB_NATIVE_CACHE", str(tmp_path / "a-file" / "cache"))   # cannot be created
+    monkeypatch.setenv("AEVB_NATIVE_CACHE", str(tmp_path / "a-file" / "cache"))  # cannot be created
     monkeypatch.setattr(native_build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     kernels = native.load()
@@ -486,18 +553,20 @@ def test_a_directory_others_can_write_or_own_is_not_trusted_even_as_the_configur
     assert not native_build.trusted(cache)
     cache.chmod(0o700)
     uid = os.getuid()
-    monkeypatch.setattr(native_build.os, "getuid", lambda: uid + 1)   # as if another user had made it
+    monkeypatch.setattr(native_build.os, "getuid", lambda: uid + 1)  # as if another user had made it
     assert not native_build.trusted(cache)
 
 
 def _planted_library(path, marker):
     """Someone else's code under aevb's file name: a library whose loading creates ``marker``."""
     source = path.with_suffix(".c")
-    source.write_text('#include <stdio.h>\n'
-                      'static void __attribute__((constructor)) planted(void) {\n'
-                      f'    FILE *marker = fopen("{marker}", "w");\n'
-                      '    if (marker) fclose(marker);\n'
-                      '}\n')
+    source.write_text(
+        "#include <stdio.h>\n"
+        "static void __attribute__((constructor)) planted(void) {\n"
+        f'    FILE *marker = fopen("{marker}", "w");\n'
+        "    if (marker) fclose(marker);\n"
+        "}\n"
+    )
     subprocess.run([native_build.find_compiler(), "-shared", "-fPIC", "-o", str(path), str(source)], check=True)
     source.unlink()
     return path
@@ -515,7 +584,7 @@ def test_a_library_planted_in_a_cache_others_can_write_is_never_loaded(tmp_path,
     shared.mkdir()
     shared.chmod(0o777)
     marker = tmp_path / "planted-code-ran"
-    planted = _planted_library(shared / KERNELS.path.name, marker)   # the name load() looks for
+    planted = _planted_library(shared / KERNELS.path.name, marker)  # the name load() looks for
     monkeypatch.setenv("AEVB_NATIVE_CACHE", str(shared))
     monkeypatch.setattr(native_build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
@@ -527,7 +596,7 @@ def test_a_library_planted_in_a_cache_others_can_write_is_never_loaded(tmp_path,
     assert kernels is not None and kernels.path.parent == tmp_path / "tmp" / f"aevb-native-{os.getuid()}"
     messages = _runtime_warnings(record)
     assert len(messages) == 1 and str(shared) in messages[0] and "others can write" in messages[0], messages
-    assert list(shared.iterdir()) == [planted]                  # nothing written there either
+    assert list(shared.iterdir()) == [planted]  # nothing written there either
 
 
 def _load_from_only(cache: Path, tmp_path: Path, monkeypatch) -> None:
@@ -555,7 +624,7 @@ def test_a_library_file_others_can_write_is_rebuilt_not_loaded(tmp_path, monkeyp
     assert kernels is not None and kernels.path == planted and not planted.stat().st_mode & 0o022
     a = torch.linspace(-3, 3, 11)
     out = torch.empty_like(a)
-    kernels.activation_forward(a, out, "tanh")                 # the rebuilt library works
+    kernels.activation_forward(a, out, "tanh")  # the rebuilt library works
     torch.testing.assert_close(out, torch.tanh(a), rtol=4e-7, atol=1e-7)
 
 
@@ -574,8 +643,7 @@ def _system_library() -> Path | None:
 
 @needs_kernels
 @pytest.mark.parametrize("planted", ["another library", "not a library"])
-def test_a_foreign_file_under_the_expected_name_falls_back_to_torch_with_one_warning(planted, tmp_path,
-                                                                                      monkeypatch):
+def test_a_foreign_file_under_the_expected_name_falls_back_to_torch_with_one_warning(planted, tmp_path, monkeypatch):
     """Issue 14: a library without aevb's functions, or no library at all, under the file name of
     the kernels: one warning naming the file, then torch operations (no AttributeError, no OSError)."""
     cache = tmp_path / "cache"
@@ -593,7 +661,7 @@ def test_a_foreign_file_under_the_expected_name_falls_back_to_torch_with_one_war
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         assert native.load() is None
-        assert native.load() is None                          # remembered: no second warning
+        assert native.load() is None  # remembered: no second warning
         step = fused_step(VAE(ModelConfig(data_dim=4, latent_dim=2, hidden_units=3)), "B", 1, 5)
     messages = _runtime_warnings(record)
     assert len(messages) == 1 and str(target) in messages[0] and "torch operations" in messages[0], messages
@@ -613,14 +681,19 @@ def test_a_nan_in_mostly_zero_data_reaches_the_output_and_the_guard():
 
 
 @needs_kernels
-@pytest.mark.parametrize("optimizer_name, settings", [("adagrad", dict(lr=0.05, weight_decay=0.01, lr_decay=0.1)),
-                                                      pytest.param("adam", dict(lr=0.01, weight_decay=0.01, betas=(0.3, 0.9)),
-                                                                   marks=torchs_adam_rounding_known)])
+@pytest.mark.parametrize(
+    "optimizer_name, settings",
+    [
+        ("adagrad", dict(lr=0.05, weight_decay=0.01, lr_decay=0.1)),
+        pytest.param("adam", dict(lr=0.01, weight_decay=0.01, betas=(0.3, 0.9)), marks=torchs_adam_rounding_known),
+    ],
+)
 @pytest.mark.parametrize("config", [CONFIGS[5], CONFIGS[9], CONFIGS[1]], ids=str)
 def test_the_optimiser_inside_equals_the_optimiser_after_bit_for_bit(one_thread, config, optimizer_name, settings):
     """Every decoder (here a per-dimension Gaussian variance, a bounded one, a deeper ReLU
     Bernoulli model) and IWAE: the same weights, sums and step counts as optimizer.step()."""
     from aevb.training.optimizers import guarded_step, non_finite
+
     x = torch.rand(6, 7)
     if config[0] == "bernoulli":
         x = torch.bernoulli(x)
@@ -646,7 +719,7 @@ def test_the_optimiser_inside_equals_the_optimiser_after_bit_for_bit(one_thread,
 # 50, 200: lanes left over (dim % 16); 784: MNIST; 1800, 3607: lanes whose products are folded
 # into logarithms mid-row (every 112 factors), then more left over
 @pytest.mark.parametrize("dim", [50, 200, 784, 1800, 3607])
-@pytest.mark.parametrize("scale", [1.0, 12.0])      # 12: most |logit| > 16, where 1 + e^-|a| rounds to 1
+@pytest.mark.parametrize("scale", [1.0, 12.0])  # 12: most |logit| > 16, where 1 + e^-|a| rounds to 1
 def test_evaluation_log_likelihood_with_the_bias_added_in_the_kernel(dim, scale):
     generator = torch.Generator().manual_seed(3)
     samples, points = 3, 7
@@ -674,15 +747,16 @@ def test_evaluation_log_likelihood_keeps_a_nan_in_its_row(dim, where):
     log_lik = torch.empty(3)
     KERNELS.bernoulli_log_lik(logits, x, 3, log_lik)
     assert math.isnan(log_lik[1])
-    torch.testing.assert_close(log_lik[[0, 2]].double(), torch.full((2,), -dim * math.log(2), dtype=torch.float64),
-                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        log_lik[[0, 2]].double(), torch.full((2,), -dim * math.log(2), dtype=torch.float64), rtol=1e-6, atol=0
+    )
 
 
 @needs_kernels
 @pytest.mark.parametrize("activation", sorted(native.ACTIVATION_CODES))
 def test_bias_activation_is_the_module_on_the_biased_input(activation):
     generator = torch.Generator().manual_seed(4)
-    h = torch.randn(300, 70, generator=generator) * 3      # above the kernels' threading threshold
+    h = torch.randn(300, 70, generator=generator) * 3  # above the kernels' threading threshold
     bias = torch.randn(70, generator=generator)
     expected = ACTIVATIONS[activation]()(h.double() + bias.double())
     out = KERNELS.bias_activation(h.clone(), bias, activation)
@@ -701,7 +775,7 @@ def test_fast_evaluation_path_in_float32_matches_the_reference_in_float64():
         fast = fast_decoder_log_prob(model, z, x)
         expected = model.double().decode(z.double()).log_prob(x.double())
     assert fast.dtype == torch.float32 and fast.shape == (40, 5)
-    torch.testing.assert_close(fast.double(), expected, rtol=0, atol=2e-3)   # ~500 nats: float32 products
+    torch.testing.assert_close(fast.double(), expected, rtol=0, atol=2e-3)  # ~500 nats: float32 products
 
 
 @needs_kernels
@@ -718,8 +792,14 @@ def test_evaluation_log_likelihood_keeps_the_terms_that_round_away_from_one_plus
 def test_evaluation_tanh_is_within_its_stated_absolute_error_everywhere():
     # aevb_bias_activation's tanh (evaluation) promises an absolute error below 1.2e-7 at every input
     # and keeps NaN and the limits at ±inf.
-    a = torch.cat([torch.linspace(-12, 12, 400_001), torch.logspace(-9, 0, 20_001), -torch.logspace(-9, 0, 20_001),
-                   torch.tensor([math.nan, math.inf, -math.inf])])
+    a = torch.cat(
+        [
+            torch.linspace(-12, 12, 400_001),
+            torch.logspace(-9, 0, 20_001),
+            -torch.logspace(-9, 0, 20_001),
+            torch.tensor([math.nan, math.inf, -math.inf]),
+        ]
+    )
     out = KERNELS.bias_activation(a.clone().view(1, -1), torch.zeros(a.numel()), "tanh").view(-1)
     expected = torch.tanh(a.double())
     assert (out[:-3].double() - expected[:-3]).abs().max().item() < 1.2e-7
@@ -751,5 +831,5 @@ def test_the_update_is_not_applied_inside_onto_step_counts_the_kernel_cannot_wri
     assert step.applies_optimizer(optimizer)
     for state in optimizer.state.values():
         state["step"] = state["step"].double()
-    optimizer.__dict__.pop("_lists", None)                # (its cached kernel lists hold the old tensors)
+    optimizer.__dict__.pop("_lists", None)  # (its cached kernel lists hold the old tensors)
     assert not step.applies_optimizer(optimizer)

@@ -68,13 +68,13 @@ def test_gradients_written_in_place_skipped_steps_and_a_reloaded_state_match_tor
         gradients = [torch.randn_like(p) for p in ours]
         skip = step in (0, 3)
         for p, q, g in zip(ours, reference, gradients):
-            p.grad.copy_(g)            # in place: the same tensor as last step
+            p.grad.copy_(g)  # in place: the same tensor as last step
             q.grad = g.clone()
         guarded_step(optimizer, torch.tensor(1.0 if skip else 0.0))
         if not skip:
             reference_optimizer.step()
-        if step == 4:                  # a resume: new state tensors under the same parameters
-            optimizer.load_state_dict(copy.deepcopy(reference_optimizer.state_dict()))   # (not shared)
+        if step == 4:  # a resume: new state tensors under the same parameters
+            optimizer.load_state_dict(copy.deepcopy(reference_optimizer.state_dict()))  # (not shared)
     for a, b in zip(ours, reference):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     for p, q in zip(ours, reference):
@@ -94,6 +94,6 @@ def test_staged_schedule_keeps_its_proportions_over_any_run_length():
 
     schedule = StagedSchedule((1, 3), (1.0, 0.5))
     assert [schedule.factor(p) for p in (0.0, 0.2499, 0.25, 0.9999, 1.0)] == [1.0, 1.0, 0.5, 0.5, 0.5]
-    starts = [(3 ** i - 1) / 2 / 3280 for i in range(8)]   # stage i starts after 1 + 3 + … + 3^(i−1) passes
+    starts = [(3**i - 1) / 2 / 3280 for i in range(8)]  # stage i starts after 1 + 3 + … + 3^(i−1) passes
     assert [IWAE_SCHEDULE.factor(start) for start in starts] == [10 ** (-i / 7) for i in range(8)]
     assert SCHEDULES["constant"].factor(0.5) == 1.0

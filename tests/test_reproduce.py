@@ -25,18 +25,34 @@ def test_figure_2_plan_is_the_papers_grid():
 def test_figure_3_plan_is_the_papers_grid():
     runs = plan("fig3", budget=10**8, data_dir=None)
     assert {(r.tags["train_size"], r.algorithm) for r in runs} == {
-        (n, m) for n in (1000, 50000) for m in ("aevb", "wake-sleep", "mcem")}
+        (n, m) for n in (1000, 50000) for m in ("aevb", "wake-sleep", "mcem")
+    }
     assert all(r.model == ModelSpec(latent_dim=3, hidden_units=100) for r in runs)
     assert all(r.data.train_limit == r.tags["train_size"] for r in runs)
     # App. D's chains start at the encoder, except for MCEM, which trains none (see the HMC estimator)
     assert {r.algorithm: r.extra_metrics.initial for r in runs} == {
-        "aevb": "encoder", "wake-sleep": "encoder", "mcem": "importance-resampled"}
+        "aevb": "encoder",
+        "wake-sleep": "encoder",
+        "mcem": "importance-resampled",
+    }
 
 
 def test_fig2_end_to_end_and_resume(shared_data, tmp_path, capsys):
     out = tmp_path / "fig2"
-    argv = ["reproduce", "fig2", "--budget", "2000", "--datasets", "frey", "--latent-dims", "2",
-            "--data-dir", str(shared_data), "--out", str(out)]
+    argv = [
+        "reproduce",
+        "fig2",
+        "--budget",
+        "2000",
+        "--datasets",
+        "frey",
+        "--latent-dims",
+        "2",
+        "--data-dir",
+        str(shared_data),
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     for name in ("fig2.png", "fig2.csv", "fig2.json", "frey-z2-aevb/summary.json", "frey-z2-wake-sleep/summary.json"):
         assert (out / name).is_file(), name
@@ -46,7 +62,7 @@ def test_fig2_end_to_end_and_resume(shared_data, tmp_path, capsys):
     numbers = json.loads((out / "fig2.json").read_text())
     final = numbers["final"]
     assert final[0]["dataset"] == "frey" and "aevb_beats_wake_sleep" in final[0]
-    assert numbers["milestones"] == []          # 2000 samples: no power of ten among the evaluation points
+    assert numbers["milestones"] == []  # 2000 samples: no power of ten among the evaluation points
     # A second call finds every run complete and trains nothing.
     stamp = (out / "frey-z2-aevb" / "model.safetensors").stat().st_mtime_ns
     capsys.readouterr()
@@ -59,13 +75,18 @@ def test_milestones_are_the_bounds_at_powers_of_ten(tmp_path):
     runs = plan("fig2", budget=10**6, data_dir=None, datasets=("mnist",), latent_dims=(3,))
     for spec, offset in zip(runs, (0.0, -10.0)):
         (tmp_path / spec.name).mkdir()
-        lines = [{"samples": n, "train_bound": -100.0 - n / 1e5 + offset, "test_bound": -101.0 + offset}
-                 for n in (31623, 100095, 316228, 1000000)]
+        lines = [
+            {"samples": n, "train_bound": -100.0 - n / 1e5 + offset, "test_bound": -101.0 + offset}
+            for n in (31623, 100095, 316228, 1000000)
+        ]
         (tmp_path / spec.name / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     rows = fig2.milestone_table(runs, tmp_path)
     assert [(row["method"], row["samples"], row["train_bound"]) for row in rows] == [
-        ("aevb", 100095, -101.00095), ("aevb", 1000000, -110.0),
-        ("wake-sleep", 100095, -111.00095), ("wake-sleep", 1000000, -120.0)]
+        ("aevb", 100095, -101.00095),
+        ("aevb", 1000000, -110.0),
+        ("wake-sleep", 100095, -111.00095),
+        ("wake-sleep", 1000000, -120.0),
+    ]
     assert all(row["dataset"] == "mnist" and row["latent_dim"] == 3 for row in rows)
 
 
@@ -73,7 +94,7 @@ def test_an_interrupted_run_is_redone(shared_data, tmp_path):
     out = tmp_path / "fig4"
     argv = ["reproduce", "fig4", "--budget", "1500", "--data-dir", str(shared_data), "--out", str(out)]
     assert main(argv) == 0
-    (out / "frey-z2-aevb" / "summary.json").unlink()        # as if killed before it finished
+    (out / "frey-z2-aevb" / "summary.json").unlink()  # as if killed before it finished
     (out / "fig4.png").unlink()
     assert main(argv) == 0
     assert (out / "frey-z2-aevb" / "summary.json").is_file() and (out / "fig4.png").is_file()
@@ -81,14 +102,35 @@ def test_an_interrupted_run_is_redone(shared_data, tmp_path):
     assert numbers["run"]["samples"] == 1500 and len(numbers["grid_z"]) == 20
     # each face pixel is drawn as 2×2 screen pixels (20×20 faces of 28×20 under a title)
     image = matplotlib.image.imread(out / "fig4.png")
-    faces = image[-2 * 20 * 28:]
-    assert image.shape[1] == 2 * 20 * 20 and (faces[0::2] == faces[1::2]).all() and (faces[:, 0::2] == faces[:, 1::2]).all()
+    faces = image[-2 * 20 * 28 :]
+    assert (
+        image.shape[1] == 2 * 20 * 20
+        and (faces[0::2] == faces[1::2]).all()
+        and (faces[:, 0::2] == faces[:, 1::2]).all()
+    )
 
 
 def test_fig3_end_to_end_small(shared_data, tmp_path):
     out = tmp_path / "fig3"
-    assert main(["reproduce", "fig3", "--budget", "1000", "--train-sizes", "200", "--points", "10",
-                 "--data-dir", str(shared_data), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "fig3",
+                "--budget",
+                "1000",
+                "--train-sizes",
+                "200",
+                "--points",
+                "10",
+                "--data-dir",
+                str(shared_data),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(open(out / "fig3.csv")))
     assert {row["method"] for row in rows} == {"aevb", "wake-sleep", "mcem"}
     assert all(float(row["test_log_likelihood"]) < 0 for row in rows)
@@ -99,17 +141,39 @@ def test_fig3_end_to_end_small(shared_data, tmp_path):
 
 def test_samples_figure(shared_data, tmp_path):
     out = tmp_path / "samples"
-    assert main(["reproduce", "samples", "--budget", "1000", "--latent-dims", "2", "5",
-                 "--data-dir", str(shared_data), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "samples",
+                "--budget",
+                "1000",
+                "--latent-dims",
+                "2",
+                "5",
+                "--data-dir",
+                str(shared_data),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "samples.png").is_file() and (out / "mnist-z5-aevb" / "model.safetensors").is_file()
     numbers = json.loads((out / "samples.json").read_text())
     assert numbers["mnist-z5-aevb"]["samples"] == 1000 and numbers["mnist-z5-aevb"]["latent_dim"] == 5
 
 
-@pytest.mark.parametrize("figure, option, takes", [
-    ("fig3", ["--datasets", "frey"], "--train-sizes, --methods, --points, --mcem-step-size"),
-    ("fig4", ["--methods", "mcem"], "none"), ("fig2", ["--k", "10"], "--datasets, --latent-dims, --methods"),
-    ("nll", ["--latent-dims", "3"], "--models, --k, --points"), ("samples", ["--train-sizes", "100"], "--latent-dims")])
+@pytest.mark.parametrize(
+    "figure, option, takes",
+    [
+        ("fig3", ["--datasets", "frey"], "--train-sizes, --methods, --points, --mcem-step-size"),
+        ("fig4", ["--methods", "mcem"], "none"),
+        ("fig2", ["--k", "10"], "--datasets, --latent-dims, --methods"),
+        ("nll", ["--latent-dims", "3"], "--models, --k, --points"),
+        ("samples", ["--train-sizes", "100"], "--latent-dims"),
+    ],
+)
 def test_an_option_the_figure_does_not_take_is_a_user_error(capsys, tmp_path, figure, option, takes):
     out = tmp_path / "out"
     assert main(["reproduce", figure, *option, "--out", str(out)]) == 2
@@ -124,14 +188,17 @@ def test_the_library_names_the_setting_a_figure_does_not_take():
         plan("fig4", budget=1000, data_dir=None, latent_dims=[2])
     with pytest.raises(AevbError, match="unknown figure 'fig9'"):
         plan("fig9", budget=1000, data_dir=None)
-    assert len(plan("fig4", budget=1000, data_dir=None, latent_dims=None)) == 1   # None: the default
+    assert len(plan("fig4", budget=1000, data_dir=None, latent_dims=None)) == 1  # None: the default
 
 
 def test_a_value_listed_twice_plans_its_run_once():
     assert [run.name for run in plan("samples", budget=1000, data_dir=None, latent_dims=[2, 2, 5])] == [
-        "mnist-z2-aevb", "mnist-z5-aevb"]
+        "mnist-z2-aevb",
+        "mnist-z5-aevb",
+    ]
     assert [run.name for run in plan("nll", budget=0.25, data_dir=None, models=["iwae-vae", "iwae-vae"])] == [
-        "iwae-vae"]
+        "iwae-vae"
+    ]
 
 
 def test_an_experiment_that_plans_two_runs_of_one_name_is_refused():
@@ -139,9 +206,12 @@ def test_an_experiment_that_plans_two_runs_of_one_name_is_refused():
     from aevb.experiments import Experiment
     from aevb.experiments.manifolds import manifold_specs
 
-    twice = Experiment("twice", "one run, planned twice",
-                       lambda budget, data_dir, seed=0: 2 * manifold_specs("fig4", budget, data_dir, seed),
-                       lambda run_specs, out, budget: [])
+    twice = Experiment(
+        "twice",
+        "one run, planned twice",
+        lambda budget, data_dir, seed=0: 2 * manifold_specs("fig4", budget, data_dir, seed),
+        lambda run_specs, out, budget: [],
+    )
     with pytest.raises(AevbError, match="twice planned two runs called 'frey-z2-aevb'"):
         twice.plan(1000, None)
 
@@ -173,8 +243,27 @@ def test_fig2_focus_keeps_the_top_of_the_curves():
 
 def test_runs_in_parallel_processes(shared_data, tmp_path, capsys):
     out = tmp_path / "fig2"
-    assert main(["reproduce", "fig2", "--budget", "1000", "--datasets", "frey", "--latent-dims", "2",
-                 "--jobs", "2", "--data-dir", str(shared_data), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "fig2",
+                "--budget",
+                "1000",
+                "--datasets",
+                "frey",
+                "--latent-dims",
+                "2",
+                "--jobs",
+                "2",
+                "--data-dir",
+                str(shared_data),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "done" in capsys.readouterr().err
     for method in ("aevb", "wake-sleep"):
         summary = json.loads((out / f"frey-z2-{method}" / "summary.json").read_text())
@@ -192,12 +281,12 @@ def test_a_reproduction_stopped_mid_run_continues_from_its_checkpoint(shared_dat
     import aevb.runs.train
     from aevb.runs import RunOptions
 
-    argv = ["reproduce", "fig4", "--budget", "30000", "--data-dir", str(shared_data)]   # beyond the 200 selection steps
-    assert main([*argv, "--out", str(tmp_path / "reference")]) == 0   # checkpointing does not change a run
+    argv = ["reproduce", "fig4", "--budget", "30000", "--data-dir", str(shared_data)]  # beyond the 200 selection steps
+    assert main([*argv, "--out", str(tmp_path / "reference")]) == 0  # checkpointing does not change a run
 
     original, calls = aevb.runs.train.save_checkpoint, []
 
-    def save_then_terminate(out, state, **options):   # SIGTERM right after the second checkpoint
+    def save_then_terminate(out, state, **options):  # SIGTERM right after the second checkpoint
         path = original(out, state, **options)
         calls.append(state.samples)
         if len(calls) == 2:
@@ -219,7 +308,7 @@ def test_a_reproduction_stopped_mid_run_continues_from_its_checkpoint(shared_dat
 
 def test_nll_plan_follows_the_iwae_protocol():
     runs = {r.name: r for r in plan("nll", budget=0.01, data_dir=None, device="cpu")}
-    assert set(runs) == {"paper-z20", "paper-z50", "iwae-vae", "iwae-k5"}          # k = 50 only where CUDA is
+    assert set(runs) == {"paper-z20", "paper-z50", "iwae-vae", "iwae-k5"}  # k = 50 only where CUDA is
     for run in runs.values():
         assert (run.data.dataset, run.data.pixel_divisor, run.data.merge_valid) == ("mnist", 255.0, True)
         assert run.train.binarize == "dynamic" and run.final.k == 5000 and run.final.points is None
@@ -227,8 +316,14 @@ def test_nll_plan_follows_the_iwae_protocol():
     assert paper.train.max_samples == 10**6 and paper.train.optimizer == "adagrad" and paper.train.step_size is None
     assert paper.model == ModelSpec(latent_dim=20) and runs["paper-z50"].model == ModelSpec(latent_dim=50)
     assert vae.train.max_samples == round(0.01 * 3280 * 60000)
-    assert (vae.train.optimizer, vae.train.step_size, vae.train.schedule, vae.train.batch_size,
-            vae.train.prior_precision, vae.train.estimator) == ("adam", 1e-3, "iwae", 20, 0.0, "B")
+    assert (
+        vae.train.optimizer,
+        vae.train.step_size,
+        vae.train.schedule,
+        vae.train.batch_size,
+        vae.train.prior_precision,
+        vae.train.estimator,
+    ) == ("adam", 1e-3, "iwae", 20, 0.0, "B")
     assert vae.model == ModelSpec(latent_dim=50, hidden_units=(200, 200), hidden_layers=2, init="glorot")
     assert (k5.train.estimator, k5.train.num_samples) == ("IWAE", 5)
     assert all(r.train.max_samples == 5000 for r in plan("nll", budget=5000, data_dir=None, device="cpu"))
@@ -237,20 +332,37 @@ def test_nll_plan_follows_the_iwae_protocol():
 
 def test_nll_end_to_end_writes_the_table_and_reuses_finished_work(shared_data, tmp_path, capsys):
     out = tmp_path / "nll"
-    argv = ["reproduce", "nll", "--budget", "600", "--models", "iwae-vae", "iwae-k5", "--k", "10",
-            "--points", "50", "--data-dir", str(shared_data), "--out", str(out)]
+    argv = [
+        "reproduce",
+        "nll",
+        "--budget",
+        "600",
+        "--models",
+        "iwae-vae",
+        "iwae-k5",
+        "--k",
+        "10",
+        "--points",
+        "50",
+        "--data-dir",
+        str(shared_data),
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     table = json.loads((out / "nll_binarized_mnist.json").read_text())
     rows = {row["model"]: row for row in table["models"]}
     assert set(rows) == {"iwae-vae", "iwae-k5"}
     for row in rows.values():
         assert row["budget_samples"] == 600 and row["k"] == 10 and row["num_points"] == 50
-        assert row["log_likelihood"] > row["test_bound"]          # k = 10 importance samples beat the bound
+        assert row["log_likelihood"] > row["test_bound"]  # k = 10 importance samples beat the bound
         assert row["log_likelihood_stderr"] > 0 and row["negative_log_likelihood"] == -row["log_likelihood"]
     assert (rows["iwae-vae"]["published"], rows["iwae-k5"]["published"]) == (86.76, 85.54)
     markdown = (out / "nll_binarized_mnist.md").read_text()
     assert "| iwae-k5: IWAE k = 5" in markdown
-    assert "| 600 (0.01, 0.000305%) |" in markdown and "| k = 10, 50 test images |" in markdown   # not "(0," nor k = 5000
+    assert (
+        "| 600 (0.01, 0.000305%) |" in markdown and "| k = 10, 50 test images |" in markdown
+    )  # not "(0," nor k = 5000
     config = json.loads((out / "iwae-vae" / "config.json").read_text())
     assert config["data"]["train_size"] == 60000 and config["data"]["pixel_divisor"] == 255
     # Finished runs are kept; a lost evaluation is redone without training again.
@@ -263,11 +375,14 @@ def test_nll_end_to_end_writes_the_table_and_reuses_finished_work(shared_data, t
     assert (out / "iwae-k5" / "model.safetensors").stat().st_mtime_ns == model_stamp
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["reproduce", "nll", "--models", "vae"], "unknown model 'vae'"),
-    (["reproduce", "fig2", "--models", "iwae-vae"], "fig2 does not take --models"),
-    (["reproduce", "fig2", "--budget", "0.5"], "whole number of training samples"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["reproduce", "nll", "--models", "vae"], "unknown model 'vae'"),
+        (["reproduce", "fig2", "--models", "iwae-vae"], "fig2 does not take --models"),
+        (["reproduce", "fig2", "--budget", "0.5"], "whole number of training samples"),
+    ],
+)
 def test_bad_nll_requests_are_one_line_errors(argv, message, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
@@ -286,16 +401,20 @@ def test_an_interrupted_reproduce_names_each_stopped_run(tmp_path, monkeypatch):
         raise TrainingInterrupted(1234, 2)
 
     monkeypatch.setattr(runner, "_run_one", stopped)
-    spec = runner.FigureRun(name="mnist-z3-aevb", data=DataConfig("mnist-sample"), model=ModelSpec(),
-                          train=TrainConfig(max_samples=10_000))
+    spec = runner.FigureRun(
+        name="mnist-z3-aevb", data=DataConfig("mnist-sample"), model=ModelSpec(), train=TrainConfig(max_samples=10_000)
+    )
     with pytest.raises(TrainingInterrupted) as raised:
         runner.run_specs([spec], tmp_path)
     assert str(raised.value) == "interrupted: mnist-z3-aevb at 1,234 samples" and raised.value.signal == 2
     # crossing processes (--jobs): rebuilt with every run's count
     both = TrainingInterrupted(10, 15, {"a": 10, "b": 2_000_000})
     again = pickle.loads(pickle.dumps(both))
-    assert (str(again), again.signal, again.runs) == ("interrupted: a at 10 samples, b at 2,000,000 samples", 15,
-                                                      {"a": 10, "b": 2_000_000})
+    assert (str(again), again.signal, again.runs) == (
+        "interrupted: a at 10 samples, b at 2,000,000 samples",
+        15,
+        {"a": 10, "b": 2_000_000},
+    )
 
 
 def test_progress_lines_give_each_runs_share_speed_and_time_left(tmp_path, monkeypatch):
@@ -308,20 +427,28 @@ def test_progress_lines_give_each_runs_share_speed_and_time_left(tmp_path, monke
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / "summary.json").write_text("{}")
     now = [0.0]
-    runs = run_progress.RunsProgress({"a": 10_000, "b": 5_000, "done": 7}, tmp_path, clock=lambda: now[0],
-                                     scored=lambda name: False)
+    runs = run_progress.RunsProgress(
+        {"a": 10_000, "b": 5_000, "done": 7}, tmp_path, clock=lambda: now[0], scored=lambda name: False
+    )
     assert runs.done() == 1_000 + 0 + 7
-    assert runs.report() == "progress: 1 of 3 runs not started; a 1,000 of 10,000 samples (10.0%); done trained, being scored"
+    assert (
+        runs.report()
+        == "progress: 1 of 3 runs not started; a 1,000 of 10,000 samples (10.0%); done trained, being scored"
+    )
     now[0] = 600.0
     newest["a"] = ("step-000000700", 7_000)
     newest["b"] = ("step-000000001", 50)
-    assert runs.report() == ("progress: a 7,000 of 10,000 samples (70.0%), 10 samples/s, 5 min left; "
-                             "b 50 of 5,000 samples (1.0%), 0.083 samples/s, 16.5 h left; done trained, being scored")
+    assert runs.report() == (
+        "progress: a 7,000 of 10,000 samples (70.0%), 10 samples/s, 5 min left; "
+        "b 50 of 5,000 samples (1.0%), 0.083 samples/s, 16.5 h left; done trained, being scored"
+    )
     now[0] = 1200.0
-    newest["a"] = None                      # being replaced: the last value read stands
+    newest["a"] = None  # being replaced: the last value read stands
     runs.scored = lambda name: True
-    assert runs.report() == ("progress: 1 of 3 runs trained; a 7,000 of 10,000 samples (70.0%), no progress "
-                             "since the last report; b 50 of 5,000 samples (1.0%), no progress since the last report")
+    assert runs.report() == (
+        "progress: 1 of 3 runs trained; a 7,000 of 10,000 samples (70.0%), no progress "
+        "since the last report; b 50 of 5,000 samples (1.0%), no progress since the last report"
+    )
 
 
 def test_a_run_that_starts_over_does_not_count_the_checkpoints_it_replaces(tmp_path, monkeypatch):
@@ -346,9 +473,11 @@ def test_the_newest_checkpoint_is_read_without_its_tensors(tmp_path):
 
     assert newest_checkpoint(tmp_path / "none") is None
     with pytest.raises(TrainingInterrupted):
-        spec = RunSpec(model=ModelSpec(latent_dim=2, hidden_units=8),
-                       training=TrainConfig(max_samples=3000, selection_steps=4, eval_subset=100, first_eval=500),
-                       run=RunOptions(progress=False))
+        spec = RunSpec(
+            model=ModelSpec(latent_dim=2, hidden_units=8),
+            training=TrainConfig(max_samples=3000, selection_steps=4, eval_subset=100, first_eval=500),
+            run=RunOptions(progress=False),
+        )
         train_run(spec, tmp_path / "r", on_metrics=lambda metrics: os.kill(os.getpid(), signal.SIGINT))
     name, samples = newest_checkpoint(tmp_path / "r")
     assert samples == load_checkpoint(tmp_path / "r").samples and (tmp_path / "r" / "checkpoints" / name).is_dir()
@@ -360,10 +489,16 @@ def test_a_reproduction_without_a_terminal_logs_its_progress_while_the_runs_trai
     from aevb.runs import DataConfig
     from aevb.training import TrainConfig
 
-    specs = [runner.FigureRun(name=name, data=DataConfig("mnist-sample"), model=ModelSpec(latent_dim=2, hidden_units=8),
-                            train=TrainConfig(max_samples=6_000, step_size=0.02, eval_subset=100, first_eval=500,
-                                              seed=seed), track_test=False)
-             for seed, name in enumerate(("first", "second"))]
+    specs = [
+        runner.FigureRun(
+            name=name,
+            data=DataConfig("mnist-sample"),
+            model=ModelSpec(latent_dim=2, hidden_units=8),
+            train=TrainConfig(max_samples=6_000, step_size=0.02, eval_subset=100, first_eval=500, seed=seed),
+            track_test=False,
+        )
+        for seed, name in enumerate(("first", "second"))
+    ]
     lines = []
     runner.run_specs(specs, tmp_path, jobs=jobs, threads=1, log=lines.append, report_every=0.02)
     progress = [line for line in lines if line.startswith("progress: ")]
@@ -380,18 +515,27 @@ def test_a_resumed_reproduction_first_says_where_its_runs_stand(tmp_path):
     from aevb.training import TrainConfig
 
     def stop_at_first_evaluation(model, data):
-        os.kill(os.getpid(), signal.SIGINT)     # as Ctrl-C: a checkpoint, then TrainingInterrupted
+        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: a checkpoint, then TrainingInterrupted
         return {}
 
-    specs = [runner.FigureRun(name=name, data=DataConfig("mnist-sample"), model=ModelSpec(latent_dim=2, hidden_units=8),
-                            train=TrainConfig(max_samples=6_000, step_size=0.02, eval_subset=100, first_eval=500),
-                            track_test=False) for name in ("first", "second")]
+    specs = [
+        runner.FigureRun(
+            name=name,
+            data=DataConfig("mnist-sample"),
+            model=ModelSpec(latent_dim=2, hidden_units=8),
+            train=TrainConfig(max_samples=6_000, step_size=0.02, eval_subset=100, first_eval=500),
+            track_test=False,
+        )
+        for name in ("first", "second")
+    ]
     stopping = [dataclasses.replace(specs[0], extra_metrics=stop_at_first_evaluation)]
     with pytest.raises(TrainingInterrupted):
         runner.run_specs(stopping, tmp_path, threads=1, log=lambda line: None)
     lines = []
     runner.run_specs(specs, tmp_path, threads=1, log=lines.append, report_every=3600)
-    assert re.fullmatch(r"progress: 1 of 2 runs not started; first [\d,]+ of 6,000 samples \(\d+\.\d%\)", lines[0]), lines
+    assert re.fullmatch(r"progress: 1 of 2 runs not started; first [\d,]+ of 6,000 samples \(\d+\.\d%\)", lines[0]), (
+        lines
+    )
     assert (tmp_path / "first" / "summary.json").is_file() and (tmp_path / "second" / "summary.json").is_file()
     assert sum(line.endswith("done") or line.startswith("[") for line in lines) >= 2
 
@@ -405,10 +549,13 @@ def test_a_failed_job_stops_the_others_and_no_queued_run_starts(tmp_path):
     from aevb.training import TrainConfig
 
     def spec(name, activation="tanh"):
-        return runner.FigureRun(name=name, data=DataConfig("mnist-sample"),
-                              model=ModelSpec(latent_dim=2, hidden_units=8, activation=activation),
-                              train=TrainConfig(max_samples=3_000_000, step_size=0.02, eval_subset=100),
-                              track_test=False)
+        return runner.FigureRun(
+            name=name,
+            data=DataConfig("mnist-sample"),
+            model=ModelSpec(latent_dim=2, hidden_units=8, activation=activation),
+            train=TrainConfig(max_samples=3_000_000, step_size=0.02, eval_subset=100),
+            track_test=False,
+        )
 
     specs = [spec("broken", activation="no-such-activation")] + [spec(f"run-{index}") for index in range(6)]
     with pytest.raises(AevbError, match="no-such-activation"):
@@ -425,9 +572,16 @@ def test_data_that_cannot_be_found_is_an_error_before_any_run_trains(tmp_path):
     from aevb.runs import DataConfig
     from aevb.training import TrainConfig
 
-    specs = [runner.FigureRun(name=name, data=data, model=ModelSpec(latent_dim=2, hidden_units=8),
-                            train=TrainConfig(max_samples=10_000, step_size=0.02), track_test=False)
-             for name, data in (("first", DataConfig("mnist-sample")), ("second", DataConfig("frey", str(tmp_path))))]
+    specs = [
+        runner.FigureRun(
+            name=name,
+            data=data,
+            model=ModelSpec(latent_dim=2, hidden_units=8),
+            train=TrainConfig(max_samples=10_000, step_size=0.02),
+            track_test=False,
+        )
+        for name, data in (("first", DataConfig("mnist-sample")), ("second", DataConfig("frey", str(tmp_path))))
+    ]
     with pytest.raises(AevbError, match="frey_rawface"):
         runner.run_specs(specs, tmp_path / "out", log=lambda line: None)
     assert not (tmp_path / "out").exists()
@@ -438,14 +592,14 @@ def test_warnings_of_parallel_jobs_are_one_line_and_name_their_run():
 
     from aevb.training.reporting import TrainingWarning, one_line_warnings
 
-    def shown(text):   # what Python prints for a warning (pytest intercepts the printing itself)
+    def shown(text):  # what Python prints for a warning (pytest intercepts the printing itself)
         return warnings.formatwarning(TrainingWarning(text), TrainingWarning, "trainer.py", 156)
 
     with one_line_warnings("frey-z2-wake-sleep"):
         assert shown("the bound ended at -1511") == "aevb: warning: frey-z2-wake-sleep: the bound ended at -1511\n"
     with one_line_warnings():
         assert shown("plain") == "aevb: warning: plain\n"
-    assert "trainer.py:156" in shown("plain")   # Python's own format again outside
+    assert "trainer.py:156" in shown("plain")  # Python's own format again outside
 
 
 def test_a_run_made_with_other_settings_is_neither_reused_nor_replaced(tmp_path):
@@ -457,23 +611,28 @@ def test_a_run_made_with_other_settings_is_neither_reused_nor_replaced(tmp_path)
     from aevb.training import TrainConfig
 
     def spec(**train):
-        return runner.FigureRun(name="mnist-z2-aevb", data=DataConfig("mnist-sample"),
-                              model=ModelSpec(latent_dim=2, hidden_units=8),
-                              train=TrainConfig(**{"max_samples": 1000, "selection_steps": 4, "eval_subset": 100,
-                                                   **train}))
+        return runner.FigureRun(
+            name="mnist-z2-aevb",
+            data=DataConfig("mnist-sample"),
+            model=ModelSpec(latent_dim=2, hidden_units=8),
+            train=TrainConfig(**{"max_samples": 1000, "selection_steps": 4, "eval_subset": 100, **train}),
+        )
 
     logged = []
     runner.run_specs([spec()], tmp_path, log=logged.append)
     run = tmp_path / "mnist-z2-aevb"
     weights = (run / "model.safetensors").read_bytes()
-    with pytest.raises(AevbError, match=r"mnist-z2-aevb holds a run made with other settings \(.*training.max_samples "
-                                        r"1000, not 1500; training.seed 0, not 7\); choose another `out`"):
+    with pytest.raises(
+        AevbError,
+        match=r"mnist-z2-aevb holds a run made with other settings \(.*training.max_samples "
+        r"1000, not 1500; training.seed 0, not 7\); choose another `out`",
+    ):
         runner.run_specs([spec(max_samples=1500, seed=7)], tmp_path, log=logged.append)
-    (run / "summary.json").unlink()                      # as if interrupted: no longer complete
+    (run / "summary.json").unlink()  # as if interrupted: no longer complete
     with pytest.raises(AevbError, match="training.seed 0, not 7"):
         runner.run_specs([spec(seed=7)], tmp_path, log=logged.append)
     assert (run / "model.safetensors").read_bytes() == weights and not any("complete" in line for line in logged)
-    runner.run_specs([spec()], tmp_path, log=logged.append)   # the same settings: trained again where it stopped
+    runner.run_specs([spec()], tmp_path, log=logged.append)  # the same settings: trained again where it stopped
     assert (run / "summary.json").is_file()
 
 

@@ -27,7 +27,7 @@ needs_kernels = pytest.mark.skipif(native.load() is None, reason="native kernels
 
 
 def _data() -> torch.Tensor:
-    return torch.rand(365, 560, generator=torch.Generator().manual_seed(2))   # minibatches 100, 100, 100, 65
+    return torch.rand(365, 560, generator=torch.Generator().manual_seed(2))  # minibatches 100, 100, 100, 65
 
 
 def _fit(monkeypatch, count_of_step=None, threads=None, engine="auto"):
@@ -43,6 +43,7 @@ def _fit(monkeypatch, count_of_step=None, threads=None, engine="auto"):
                 self._set(self.current)
             self.steps_by_count[self.current] = self.steps_by_count.get(self.current, 0) + 1
             return step()
+
         monkeypatch.setattr(StepThreads, "run", run)
     model = VAE(ModelConfig(data_dim=560, latent_dim=5, hidden_units=200, likelihood="gaussian", sigmoid_mean=True))
     config = TrainConfig(max_samples=4000, step_size=0.02, seed=3, first_eval=1000, evals_per_decade=4, engine=engine)
@@ -98,7 +99,7 @@ def test_an_engine_whose_steps_depend_on_the_count_is_not_adapted(monkeypatch):
     keeps one count, so the run still repeats bit for bit."""
     policy_counts = []
     run = _fit(monkeypatch, lambda step: policy_counts.append(step) or 1 + step % 2, engine="fused")
-    assert policy_counts == [] and set(run[2]) == {2}    # the policy never chose: one count, the most
+    assert policy_counts == [] and set(run[2]) == {2}  # the policy never chose: one count, the most
     _assert_same(run, _fit(monkeypatch, threads=2, engine="fused"))
 
 
@@ -113,13 +114,30 @@ def test_a_fixed_policy_is_not_made_adaptive():
 
 # -- the command line, while another process takes a core part of the time -------------------------
 
-ARGS = ["--dataset", None, "--likelihood", "gaussian", "--sigmoid-mean", "--hidden-units", "200", "--latent-dim", "5",
-        "--max-samples", "30000", "--seed", "7", "--checkpoint-every", "40", "--no-progress"]
+ARGS = [
+    "--dataset",
+    None,
+    "--likelihood",
+    "gaussian",
+    "--sigmoid-mean",
+    "--hidden-units",
+    "200",
+    "--latent-dim",
+    "5",
+    "--max-samples",
+    "30000",
+    "--seed",
+    "7",
+    "--checkpoint-every",
+    "40",
+    "--no-progress",
+]
 
 
 def _cli(*args):
-    return subprocess.Popen([sys.executable, "-m", "aevb.cli", "train", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "aevb.cli", "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _digest(run) -> str:
@@ -130,14 +148,16 @@ def _digest(run) -> str:
 @pytest.mark.skipif(available_cpus() < 2, reason="needs two CPUs for the policy to choose between")
 def test_default_runs_repeat_and_resume_bit_for_bit_while_a_core_is_busy_part_of_the_time(tmp_path):
     data = tmp_path / "faces.npy"
-    np.save(data, np.random.default_rng(0).random((1565, 560), dtype=np.float32))   # Frey Face's shape
+    np.save(data, np.random.default_rng(0).random((1565, 560), dtype=np.float32))  # Frey Face's shape
     args = list(ARGS)
     args[1] = str(data)
     spinner = None
 
-    def busy_for(seconds: float):   # a plain process on one core, started now, stopped after `seconds`
-        return subprocess.Popen([sys.executable, "-c", f"import time\nend = time.time() + {seconds}\n"
-                                 "while time.time() < end: pass"])
+    def busy_for(seconds: float):  # a plain process on one core, started now, stopped after `seconds`
+        return subprocess.Popen(
+            [sys.executable, "-c", f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"]
+        )
+
     try:
         runs = []
         for name in ("first", "second"):
@@ -147,8 +167,9 @@ def test_default_runs_repeat_and_resume_bit_for_bit_while_a_core_is_busy_part_of
             spinner.wait()
             runs.append(tmp_path / name)
         assert _digest(runs[0]) == _digest(runs[1])
-        assert (runs[0] / "metrics.jsonl").read_text().splitlines()[-1].split('"seconds"')[0] == \
-            (runs[1] / "metrics.jsonl").read_text().splitlines()[-1].split('"seconds"')[0]
+        assert (runs[0] / "metrics.jsonl").read_text().splitlines()[-1].split('"seconds"')[0] == (
+            runs[1] / "metrics.jsonl"
+        ).read_text().splitlines()[-1].split('"seconds"')[0]
 
         killed = tmp_path / "killed"
         spinner = busy_for(2.0)

@@ -26,25 +26,35 @@ def _train(data, config, algorithm, model_options=None, **fit_options):
     return model, result
 
 
-@pytest.mark.parametrize("algorithm, options, model_options", [
-    ("aevb", {"engine": "fused", "binarize": "dynamic"}, None),
-    ("aevb", {"engine": "autograd", "estimator": "IWAE", "num_samples": 2}, None),
-    ("aevb", {"estimator": "B"}, {"posterior": "laplace", "prior": "laplace"}),          # §2.4 families:
-    ("aevb", {"estimator": "A"}, {"posterior": "gamma", "prior": "gamma"}),              # torch's Gamma sampler
-    ("aevb", {"estimator": "A"}, {"posterior": "multivariate-student-t", "prior": "gaussian"}),
-    ("wake-sleep", {}, None),
-    ("mcem", {"step_size": 0.01}, None),
-])
+@pytest.mark.parametrize(
+    "algorithm, options, model_options",
+    [
+        ("aevb", {"engine": "fused", "binarize": "dynamic"}, None),
+        ("aevb", {"engine": "autograd", "estimator": "IWAE", "num_samples": 2}, None),
+        ("aevb", {"estimator": "B"}, {"posterior": "laplace", "prior": "laplace"}),  # §2.4 families:
+        ("aevb", {"estimator": "A"}, {"posterior": "gamma", "prior": "gamma"}),  # torch's Gamma sampler
+        ("aevb", {"estimator": "A"}, {"posterior": "multivariate-student-t", "prior": "gaussian"}),
+        ("wake-sleep", {}, None),
+        ("mcem", {"step_size": 0.01}, None),
+    ],
+)
 def test_resuming_from_any_checkpoint_reproduces_the_uninterrupted_run(algorithm, options, model_options):
     torch.manual_seed(0)
-    data = torch.rand(230, 12)   # 230 rows, M = 20: epochs end mid-minibatch
-    config = TrainConfig(batch_size=20, max_samples=2100, selection_steps=8, first_eval=400, evals_per_decade=4,
-                         seed=4, **options)
+    data = torch.rand(230, 12)  # 230 rows, M = 20: epochs end mid-minibatch
+    config = TrainConfig(
+        batch_size=20, max_samples=2100, selection_steps=8, first_eval=400, evals_per_decade=4, seed=4, **options
+    )
     reference, expected = _train(data, config, algorithm, model_options)
 
     checkpoints = []
-    _train(data, config, algorithm, model_options, checkpoint_every=7,
-           on_checkpoint=lambda state: checkpoints.append(copy.deepcopy(state)))
+    _train(
+        data,
+        config,
+        algorithm,
+        model_options,
+        checkpoint_every=7,
+        on_checkpoint=lambda state: checkpoints.append(copy.deepcopy(state)),
+    )
     assert len(checkpoints) > 10
     for state in random.Random(1).sample(checkpoints, 4) + [checkpoints[0], checkpoints[-2]]:
         model, result = _train(data, config, algorithm, model_options, resume=state)
@@ -52,8 +62,9 @@ def test_resuming_from_any_checkpoint_reproduces_the_uninterrupted_run(algorithm
             assert torch.equal(model.state_dict()[name], value), (state.samples, name)
         assert [m.samples for m in result.history] == [m.samples for m in expected.history]
         bounds = torch.tensor([m.minibatch_bound for m in result.history])
-        assert torch.allclose(bounds, torch.tensor([m.minibatch_bound for m in expected.history]),
-                              rtol=0, atol=0, equal_nan=True)   # NaN for MCEM, which has no bound
+        assert torch.allclose(
+            bounds, torch.tensor([m.minibatch_bound for m in expected.history]), rtol=0, atol=0, equal_nan=True
+        )  # NaN for MCEM, which has no bound
         assert result.step_size == expected.step_size
 
 
@@ -77,16 +88,36 @@ def test_checkpoints_on_disk_round_trip_to_the_same_end(tmp_path):
         assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.state_dict().items())
 
 
-ARGS = ["--hidden-units", "16", "--latent-dim", "3", "--max-samples", "40000", "--step-size", "0.02",
-        "--threads", "1", "--checkpoint-every", "15", "--eval-subset", "200", "--no-progress"]
+ARGS = [
+    "--hidden-units",
+    "16",
+    "--latent-dim",
+    "3",
+    "--max-samples",
+    "40000",
+    "--step-size",
+    "0.02",
+    "--threads",
+    "1",
+    "--checkpoint-every",
+    "15",
+    "--eval-subset",
+    "200",
+    "--no-progress",
+]
 
 
 def _cli(*args, **options):
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-m", "aevb.cli", "train", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **options)
+    return subprocess.Popen(
+        [sys.executable, "-m", "aevb.cli", "train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **options,
+    )
 
 
 def test_a_run_killed_again_and_again_resumes_to_the_uninterrupted_parameters(tmp_path):
@@ -100,7 +131,7 @@ def test_a_run_killed_again_and_again_resumes_to_the_uninterrupted_parameters(tm
     run = tmp_path / "run"
     latest = run / "checkpoints" / "latest.json"
     process, rng, kill_points = _cli(*ARGS, "--out", str(run)), random.Random(7), []
-    for _ in range(3):   # kill at a random moment after the next checkpoint, resume, again
+    for _ in range(3):  # kill at a random moment after the next checkpoint, resume, again
         seen = latest.read_text() if latest.exists() else None
         deadline = time.time() + 120
         while (not latest.exists() or latest.read_text() == seen) and process.poll() is None and time.time() < deadline:
@@ -111,16 +142,18 @@ def test_a_run_killed_again_and_again_resumes_to_the_uninterrupted_parameters(tm
         process.send_signal(signal.SIGKILL)
         process.wait()
         kill_points.append(json.loads(latest.read_text())["latest"])
-        if (run / "summary.json").exists():   # killed after it had finished
+        if (run / "summary.json").exists():  # killed after it had finished
             break
         process = _cli("--resume", str(run), "--threads", "1", "--no-progress")
     assert process.wait(timeout=300) in (0, -signal.SIGKILL), process.stderr.read()
     assert len(kill_points) == 3 and len(set(kill_points)) == 3, kill_points
     expected, got = load_file(tmp_path / "reference" / "model.safetensors"), load_file(run / "model.safetensors")
     assert all(torch.equal(expected[k], got[k]) for k in expected)
-    assert (run / "metrics.jsonl").read_text().count("\n") == (tmp_path / "reference" / "metrics.jsonl").read_text().count("\n")
+    assert (run / "metrics.jsonl").read_text().count("\n") == (
+        tmp_path / "reference" / "metrics.jsonl"
+    ).read_text().count("\n")
     if process.returncode == 0:
-        assert not (run / "checkpoints").exists()   # a finished run keeps its model, not its checkpoints
+        assert not (run / "checkpoints").exists()  # a finished run keeps its model, not its checkpoints
 
 
 def test_sigterm_saves_a_checkpoint_and_says_how_to_continue(tmp_path):
@@ -185,13 +218,13 @@ def test_an_interval_of_bad_steps_rolls_back_with_half_the_step_size_then_gives_
     torch.manual_seed(0)
     data = torch.rand(230, 12)
     config = TrainConfig(batch_size=20, max_samples=1200, step_size=0.05, first_eval=400, evals_per_decade=4)
-    _poisoned(monkeypatch, set(range(30, 46)))   # most of the interval 562 → 1000 samples (steps 30-50)
+    _poisoned(monkeypatch, set(range(30, 46)))  # most of the interval 562 → 1000 samples (steps 30-50)
     with pytest.warns(RuntimeWarning, match="step size 0.025"):
         model, result = _train(data, config, "aevb")
     assert result.history[-1].rollbacks == 1 and result.step_size == 0.025
     assert [m.samples for m in result.history] == sorted({m.samples for m in result.history})
 
-    _poisoned(monkeypatch, set(range(1, 10_000)))   # every step: three rollbacks, then a clear error
+    _poisoned(monkeypatch, set(range(1, 10_000)))  # every step: three rollbacks, then a clear error
     with pytest.warns(RuntimeWarning), pytest.raises(AevbError, match="after 3 rollbacks halving the step size"):
         _train(data, config, "aevb")
 
@@ -222,7 +255,7 @@ def test_a_damaged_checkpoint_is_refused_with_one_line(tmp_path):
     damages = {
         "missing field": {k: v for k, v in fields.items() if k != "samples"},
         "other format": fields | {"format_version": 99},
-        "other data size": fields,   # with the permutation cut below
+        "other data size": fields,  # with the permutation cut below
     }
     tensors_path = run / "checkpoints" / name / "state.safetensors"
     original_tensors = tensors_path.read_bytes()
@@ -235,14 +268,22 @@ def test_a_damaged_checkpoint_is_refused_with_one_line(tmp_path):
             tensors = load_file(tensors_path)
             tensors["order"] = tensors["order"][:-5]
             save_file(tensors, tensors_path)
-        done = subprocess.run([sys.executable, "-m", "aevb.cli", "train", "--resume", str(run), "--threads", "1",
-                               "--no-progress"], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "aevb.cli", "train", "--resume", str(run), "--threads", "1", "--no-progress"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 2, (what, done.stderr)
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, (what, done.stderr)
     tensors_path.write_bytes(b"\x00garbage")
     fields_path.write_text(json_module.dumps(fields))
-    done = subprocess.run([sys.executable, "-m", "aevb.cli", "train", "--resume", str(run), "--no-progress"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "aevb.cli", "train", "--resume", str(run), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "no readable checkpoint" in done.stderr
 
 
@@ -250,16 +291,17 @@ def test_a_run_stopped_on_the_step_that_reaches_an_evaluation_point_evaluates_it
     """The stop is honoured before the point's evaluation; resuming evaluates it first, so nothing
     is lost and the run ends as the uninterrupted one, bit for bit (the last point too)."""
     torch.manual_seed(0)
-    data = torch.rand(240, 12)   # whole minibatches: step n has seen 20 n samples
+    data = torch.rand(240, 12)  # whole minibatches: step n has seen 20 n samples
     config = TrainConfig(batch_size=20, max_samples=2000, step_size=0.02, first_eval=400, evals_per_decade=4, seed=4)
     reference, expected = _train(data, config, "aevb")
     points = [m.samples for m in expected.history]
-    for stop_at in (points[1], points[-1]):            # a point midway, and the last one
+    for stop_at in (points[1], points[-1]):  # a point midway, and the last one
         states = []
 
         def stop_requested(calls=[0]):
             calls[0] += 1
             return calls[0] * 20 == stop_at
+
         with pytest.raises(TrainingInterrupted):
             _train(data, config, "aevb", stop_requested=stop_requested, on_checkpoint=states.append)
         assert states[-1].samples == stop_at and all(m.samples < stop_at for m in states[-1].history)

@@ -25,8 +25,19 @@ from aevb.training.reporting import TrainingWarning
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SMALL = ["--hidden-units", "16", "--latent-dim", "3", "--step-size", "0.02", "--eval-subset", "200",
-         "--no-progress", "--threads", "1"]
+SMALL = [
+    "--hidden-units",
+    "16",
+    "--latent-dim",
+    "3",
+    "--step-size",
+    "0.02",
+    "--eval-subset",
+    "200",
+    "--no-progress",
+    "--threads",
+    "1",
+]
 
 
 def _interrupted_run(monkeypatch, run: Path, *extra: str, after_checks: int = 40, samples: str = "30000") -> None:
@@ -61,19 +72,38 @@ def test_overwrite_removes_the_old_runs_checkpoints_so_resume_continues_the_new_
     _interrupted_run(monkeypatch, run, "--tensorboard" if _has_tensorboard() else "--seed=0")
 
     def killed_before_its_first_checkpoint(*args, **kwargs):
-        raise KeyboardInterrupt   # as SIGKILL would leave it: config.json written, nothing else
+        raise KeyboardInterrupt  # as SIGKILL would leave it: config.json written, nothing else
 
     with monkeypatch.context() as patch:
         patch.setattr(train, "_train_into", killed_before_its_first_checkpoint)
-        call(["train", "--hidden-units", "12", "--latent-dim", "2", "--max-samples", "3000", "--seed", "7",
-              "--step-size", "0.02", "--eval-subset", "200", "--no-progress", "--out", run, "--overwrite"])
+        call(
+            [
+                "train",
+                "--hidden-units",
+                "12",
+                "--latent-dim",
+                "2",
+                "--max-samples",
+                "3000",
+                "--seed",
+                "7",
+                "--step-size",
+                "0.02",
+                "--eval-subset",
+                "200",
+                "--no-progress",
+                "--out",
+                run,
+                "--overwrite",
+            ]
+        )
     assert not (run / "checkpoints").exists() and not (run / "tensorboard").exists()
     assert json.loads((run / "config.json").read_text())["training"]["seed"] == 7
 
     code, _, err = run_cli(capsys, ["train", "--resume", run, "--no-progress"])
     assert code == 0, err
     model = json.loads((run / "model.json").read_text())["model"]
-    assert (model["hidden_units"], model["latent_dim"]) == (12, 2)   # the new run's model, trained afresh
+    assert (model["hidden_units"], model["latent_dim"]) == (12, 2)  # the new run's model, trained afresh
     assert (run / "metrics.jsonl").read_text().strip()
 
 
@@ -101,12 +131,12 @@ def test_resume_refuses_data_whose_values_changed_since_the_run_began(tmp_path, 
     np.save(data, original)
     _interrupted_run(monkeypatch, run, "--dataset", data)
     changed = original.copy()
-    changed[123, 4] = 0.5 if changed[123, 4] != 0.5 else 0.25   # one value
+    changed[123, 4] = 0.5 if changed[123, 4] != 0.5 else 0.25  # one value
     np.save(data, changed)
     code, out, err = run_cli(capsys, ["train", "--resume", run, "--no-progress"])
     assert_usage_error(code, out, err)
     assert f"the data of {run} changed since it began" in err and str(data) in err
-    np.save(data, original)   # the same values again, in a new file: resumed
+    np.save(data, original)  # the same values again, in a new file: resumed
     assert call(["train", "--resume", run, "--no-progress"]) == 0
 
 
@@ -134,12 +164,31 @@ def test_each_rollback_halves_the_step_size_again_and_is_reported(monkeypatch):
 def test_rollbacks_reach_the_user_each_time_also_in_a_second_run(tmp_path):
     """Python's default warning filter shows a text once per place and process; each rollback is
     news, so a second identical run in the same process must show its rollbacks again."""
-    argv = ["train", "--hidden-units", "50", "--latent-dim", "5", "--max-samples", "30000", "--threads", "1",
-            "--step-size", "60", "--log-variance-bound", "0", "--engine", "autograd", "--eval-subset", "200",
-            "--no-progress"]
-    script = (f"from aevb.cli import main\n"
-              f"for name in ('first', 'second'):\n"
-              f"    main({argv!r} + ['--out', {str(tmp_path)!r} + '/' + name])\n")
+    argv = [
+        "train",
+        "--hidden-units",
+        "50",
+        "--latent-dim",
+        "5",
+        "--max-samples",
+        "30000",
+        "--threads",
+        "1",
+        "--step-size",
+        "60",
+        "--log-variance-bound",
+        "0",
+        "--engine",
+        "autograd",
+        "--eval-subset",
+        "200",
+        "--no-progress",
+    ]
+    script = (
+        f"from aevb.cli import main\n"
+        f"for name in ('first', 'second'):\n"
+        f"    main({argv!r} + ['--out', {str(tmp_path)!r} + '/' + name])\n"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     rollbacks = [line for line in done.stderr.splitlines() if "rollback" in line and "warning" in line]
     assert len(rollbacks) == 6, done.stderr
@@ -173,25 +222,27 @@ def test_a_run_in_use_by_another_process_is_refused(tmp_path, monkeypatch, capsy
     run = tmp_path / "run"
     _interrupted_run(monkeypatch, run)
     before = (run / "metrics.jsonl").read_text()
-    with RunLock(run):   # another training holds the run
-        for argv in (["train", "--resume", run, "--no-progress"],
-                     ["train", *SMALL, "--max-samples", "2000", "--out", run, "--overwrite"]):
+    with RunLock(run):  # another training holds the run
+        for argv in (
+            ["train", "--resume", run, "--no-progress"],
+            ["train", *SMALL, "--max-samples", "2000", "--out", run, "--overwrite"],
+        ):
             code, out, err = run_cli(capsys, argv)
             assert_usage_error(code, out, err)
             assert "in use by another aevb process" in err
             assert (run / "checkpoints").is_dir() and (run / "metrics.jsonl").read_text() == before
-    assert call(["train", "--resume", run, "--no-progress"]) == 0   # free again
+    assert call(["train", "--resume", run, "--no-progress"]) == 0  # free again
 
 
 def test_two_resumes_at_once_the_second_is_refused_and_each_metrics_line_is_written_once(tmp_path, monkeypatch):
     run = tmp_path / "run"
-    _interrupted_run(monkeypatch, run, samples="300000")   # ~10 s left to train: the second comes meanwhile
+    _interrupted_run(monkeypatch, run, samples="300000")  # ~10 s left to train: the second comes meanwhile
     command = [sys.executable, "-m", "aevb.cli", "train", "--resume", str(run), "--no-progress", "--threads", "1"]
     first = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (run / ".lock").exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(2.0)   # (the code before the fix has no lock file: by now it is training)
+    time.sleep(2.0)  # (the code before the fix has no lock file: by now it is training)
     second = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=600)
     assert first.wait(timeout=600) == 0, first.stderr.read()
     assert second.returncode == 2 and "in use by another aevb process" in second.stderr, second.stderr
@@ -215,8 +266,9 @@ def _assert_untouched(victim: Path, dangling: bool) -> None:
 
 @pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
 @pytest.mark.parametrize("name", [".lock", "metrics.jsonl"])
-def test_resume_refuses_a_run_whose_files_are_links_and_writes_nothing_through_them(tmp_path, monkeypatch, capsys,
-                                                                                     name, dangling):
+def test_resume_refuses_a_run_whose_files_are_links_and_writes_nothing_through_them(
+    tmp_path, monkeypatch, capsys, name, dangling
+):
     run, victim = tmp_path / "run", tmp_path / "victim"
     _interrupted_run(monkeypatch, run)
     if not dangling:
@@ -274,12 +326,15 @@ def test_the_lock_and_metrics_files_are_opened_without_following_a_link_planted_
 # ------------------------------------------------------------------------ 8. hand-edited run files
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda c: c["training"].update(estimator=5), "estimator must be a string"),
-    (lambda c: c["training"].update(batch_size="x"), "batch_size must be an integer"),
-    (lambda c: c["data"].update(train_limit="x"), "train_limit must be an integer or null"),
-    (lambda c: c.update(data="mnist"), "data must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda c: c["training"].update(estimator=5), "estimator must be a string"),
+        (lambda c: c["training"].update(batch_size="x"), "batch_size must be an integer"),
+        (lambda c: c["data"].update(train_limit="x"), "train_limit must be an integer or null"),
+        (lambda c: c.update(data="mnist"), "data must be a JSON object"),
+    ],
+)
 def test_evaluate_refuses_a_hand_edited_config_in_one_line(finished_run, tmp_path, capsys, edit, words):
     run = shutil.copytree(finished_run, tmp_path / "run")
     _edit_json(run / "config.json", edit)
@@ -288,14 +343,17 @@ def test_evaluate_refuses_a_hand_edited_config_in_one_line(finished_run, tmp_pat
     assert words in err
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda c: c.update(algorithm=["x"]), "unknown algorithm"),
-    (lambda c: c.update(data="mnist"), "data must be a JSON object"),
-    (lambda c: c["training"].update(batch_size="x"), "batch_size must be an integer"),
-    (lambda c: c["data"].update(train_limit="x"), "train_limit must be an integer or null"),
-    (lambda c: c["model"].update(latent_dim=1e30), "latent_dim must be an integer"),
-    (lambda c: c["model"].update(hidden_layers=1e9), "hidden_layers must be an integer"),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda c: c.update(algorithm=["x"]), "unknown algorithm"),
+        (lambda c: c.update(data="mnist"), "data must be a JSON object"),
+        (lambda c: c["training"].update(batch_size="x"), "batch_size must be an integer"),
+        (lambda c: c["data"].update(train_limit="x"), "train_limit must be an integer or null"),
+        (lambda c: c["model"].update(latent_dim=1e30), "latent_dim must be an integer"),
+        (lambda c: c["model"].update(hidden_layers=1e9), "hidden_layers must be an integer"),
+    ],
+)
 def test_resume_refuses_a_hand_edited_config_in_one_line(tmp_path, monkeypatch, capsys, edit, words):
     run = tmp_path / "run"
     _interrupted_run(monkeypatch, run)
@@ -315,11 +373,14 @@ def test_resume_refuses_a_checkpoint_with_a_hand_edited_optimiser_setting(tmp_pa
     assert "lr" in err
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda m: m["model"].update(hidden_layers=1e9), "hidden_layers must be an integer"),
-    (lambda m: m["model"].update(latent_dim=1e30), "latent_dim must be an integer"),
-    (lambda m: m["model"].update(likelihood=3), "likelihood must be a string"),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda m: m["model"].update(hidden_layers=1e9), "hidden_layers must be an integer"),
+        (lambda m: m["model"].update(latent_dim=1e30), "latent_dim must be an integer"),
+        (lambda m: m["model"].update(likelihood=3), "likelihood must be a string"),
+    ],
+)
 def test_a_hand_edited_model_file_is_refused_in_one_line(finished_run, tmp_path, capsys, edit, words):
     run = shutil.copytree(finished_run, tmp_path / "run")
     _edit_json(run / "model.json", edit)
@@ -347,7 +408,7 @@ def test_a_model_with_nan_weights_is_refused_when_loaded(finished_run, tmp_path,
 def test_evaluate_says_why_an_infinite_estimate_has_no_error_bar(finished_run, tmp_path, capsys):
     run = shutil.copytree(finished_run, tmp_path / "run")
     weights = load_file(run / "model.safetensors")
-    weights["decoder.net.heads.bias"][:] = 3e38   # every pixel's logit: the bound and log p(x) are -inf
+    weights["decoder.net.heads.bias"][:] = 3e38  # every pixel's logit: the bound and log p(x) are -inf
     save_file(weights, run / "model.safetensors")
     code, out, err = run_cli(capsys, ["evaluate", run, "--num-points", "5", "--nll", "--k", "10", "--no-progress"])
     assert code == 0, err
@@ -358,15 +419,27 @@ def test_evaluate_says_why_an_infinite_estimate_has_no_error_bar(finished_run, t
 
 
 @pytest.mark.parametrize("as_json", [False, True])
-def test_evaluate_prints_each_result_as_it_finishes_so_a_later_failure_loses_none(finished_run, tmp_path, monkeypatch,
-                                                                                  capsys, as_json):
+def test_evaluate_prints_each_result_as_it_finishes_so_a_later_failure_loses_none(
+    finished_run, tmp_path, monkeypatch, capsys, as_json
+):
     import functools
 
     import aevb.cli.commands
 
     json_flag = ["--json"] if as_json else []
-    code, out, err = run_cli(capsys, ["evaluate", finished_run, tmp_path / "missing", finished_run, "--num-points",
-                                      "5", "--no-progress", *json_flag])
+    code, out, err = run_cli(
+        capsys,
+        [
+            "evaluate",
+            finished_run,
+            tmp_path / "missing",
+            finished_run,
+            "--num-points",
+            "5",
+            "--no-progress",
+            *json_flag,
+        ],
+    )
     assert_usage_error(code, "", err)
     assert f"{tmp_path / 'missing'} not found; not evaluated: {finished_run}" in err
     if as_json:
@@ -376,23 +449,28 @@ def test_evaluate_prints_each_result_as_it_finishes_so_a_later_failure_loses_non
     evaluate_run, calls = aevb.cli.commands.evaluate_run, []
 
     @functools.wraps(evaluate_run)
-    def interrupted_second(**options):   # Ctrl-C during the second run's evaluation
+    def interrupted_second(**options):  # Ctrl-C during the second run's evaluation
         calls.append(options["run_dir"])
         if len(calls) == 2:
             raise KeyboardInterrupt
         return evaluate_run(**options)
 
     monkeypatch.setattr(aevb.cli.commands, "evaluate_run", interrupted_second)
-    code, out, err = run_cli(capsys, ["evaluate", finished_run, finished_run, "--num-points", "5", "--no-progress",
-                                      *json_flag])
+    code, out, err = run_cli(
+        capsys, ["evaluate", finished_run, finished_run, "--num-points", "5", "--no-progress", *json_flag]
+    )
     assert code == 130 and err.strip() == "aevb evaluate: interrupted"
     assert (len(json.loads(out)) if as_json else out.count("lower bound")) == 1
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--nll", "--k", "1e12"], "--nll (--k) asks for 5e+12 decoder evaluations on 5 points, about 4629.6 h"),
-    (["--samples", "3e9"], "--samples asks for 1.5e+10 decoder evaluations on 5 points"),
-    (["--hmc", "--hmc-samples", "1e9"], "--hmc-samples asks for 4e+10 decoder evaluations")])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--nll", "--k", "1e12"], "--nll (--k) asks for 5e+12 decoder evaluations on 5 points, about 4629.6 h"),
+        (["--samples", "3e9"], "--samples asks for 1.5e+10 decoder evaluations on 5 points"),
+        (["--hmc", "--hmc-samples", "1e9"], "--hmc-samples asks for 4e+10 decoder evaluations"),
+    ],
+)
 def test_an_evaluation_that_cannot_finish_in_reasonable_time_is_refused(finished_run, capsys, argv, words):
     code, out, err = run_cli(capsys, ["evaluate", finished_run, "--num-points", "5", "--no-progress", *argv])
     assert_usage_error(code, out, err)
@@ -402,9 +480,10 @@ def test_an_evaluation_that_cannot_finish_in_reasonable_time_is_refused(finished
 def test_every_estimate_of_evaluate_reports_its_progress_where_no_bar_is_shown(finished_run, capsys, monkeypatch):
     import aevb.progress
 
-    monkeypatch.setattr(aevb.progress, "LOG_EVERY_SECONDS", 0.0, raising=False)   # a line at every update
-    code, out, err = run_cli(capsys, ["evaluate", finished_run, "--num-points", "20", "--samples", "300", "--nll",
-                                      "--k", "50"])
+    monkeypatch.setattr(aevb.progress, "LOG_EVERY_SECONDS", 0.0, raising=False)  # a line at every update
+    code, out, err = run_cli(
+        capsys, ["evaluate", finished_run, "--num-points", "20", "--samples", "300", "--nll", "--k", "50"]
+    )
     assert code == 0, err
     assert "bound, L = 300: " in err and "log p(x), k = 50: " in err and " left" in err, err
     code, out, err = run_cli(capsys, ["evaluate", finished_run, "--num-points", "20", "--nll", "--no-progress"])
@@ -414,7 +493,7 @@ def test_every_estimate_of_evaluate_reports_its_progress_where_no_bar_is_shown(f
 def test_evaluate_json_is_strict_json(finished_run, capsys):
     code, out, err = run_cli(capsys, ["evaluate", finished_run, "--json", "--num-points", "1"])
     assert code == 0, err
-    json.loads(out, parse_constant=lambda token: pytest.fail(f"{token} in --json output"))   # stderr of 1 point: NaN
+    json.loads(out, parse_constant=lambda token: pytest.fail(f"{token} in --json output"))  # stderr of 1 point: NaN
 
 
 # ---------------------------------------------------------------------- 10. permissions of run files
@@ -444,8 +523,25 @@ def test_run_files_follow_the_umask(tmp_path, monkeypatch, umask):
 def test_a_run_records_the_data_directory_it_read_from_the_environment(shared_data, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     monkeypatch.setenv("AEVB_DATA_DIR", str(shared_data))
-    assert call(["train", "--dataset", "frey", *FAST, "--latent-dim", "2", "--max-samples", "1000",
-                 "--step-size", "0.01", "--out", run]) == 0
+    assert (
+        call(
+            [
+                "train",
+                "--dataset",
+                "frey",
+                *FAST,
+                "--latent-dim",
+                "2",
+                "--max-samples",
+                "1000",
+                "--step-size",
+                "0.01",
+                "--out",
+                run,
+            ]
+        )
+        == 0
+    )
     assert json.loads((run / "config.json").read_text())["data"]["data_dir"] == str(shared_data.resolve())
     monkeypatch.delenv("AEVB_DATA_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
@@ -457,11 +553,14 @@ def test_a_run_records_the_data_directory_it_read_from_the_environment(shared_da
 # ----------------------------------------------------------------------------------- 12. smaller
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.7, 1.2, 2.0])   # (in its first ~0.1 s, Python's own start-up)
+@pytest.mark.parametrize("delay", [0.3, 0.7, 1.2, 2.0])  # (in its first ~0.1 s, Python's own start-up)
 def test_ctrl_c_while_starting_up_ends_in_one_line(tmp_path, delay):
-    process = subprocess.Popen([sys.executable, "-m", "aevb.console", "train", *SMALL, "--max-samples", "1e6",
-                                "--out", str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aevb.console", "train", *SMALL, "--max-samples", "1e6", "--out", str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
@@ -474,25 +573,49 @@ def test_ctrl_c_during_reproduce_with_parallel_jobs_ends_in_one_line_and_keeps_b
     # TrainingInterrupted, which crosses back to the parent by pickling (it once failed to
     # unpickle there, and the parent died in a BrokenProcessPool traceback).
     out = tmp_path / "fig2"
-    process = subprocess.Popen([sys.executable, "-m", "aevb.console", "reproduce", "fig2", "--budget", "1e7",
-                                "--datasets", "frey", "--latent-dims", "2", "--jobs", "2", "--data-dir",
-                                str(shared_data), "--out", str(out)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aevb.console",
+            "reproduce",
+            "fig2",
+            "--budget",
+            "1e7",
+            "--datasets",
+            "frey",
+            "--latent-dims",
+            "2",
+            "--jobs",
+            "2",
+            "--data-dir",
+            str(shared_data),
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     runs = [out / "frey-z2-aevb", out / "frey-z2-wake-sleep"]
     try:
         deadline = time.monotonic() + 120
-        while not all((run / "metrics.jsonl").is_file() for run in runs) and time.monotonic() < deadline \
-                and process.poll() is None:
+        while (
+            not all((run / "metrics.jsonl").is_file() for run in runs)
+            and time.monotonic() < deadline
+            and process.poll() is None
+        ):
             time.sleep(0.2)
-        os.killpg(process.pid, signal.SIGINT)       # what a terminal's Ctrl-C does
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         _, err = process.communicate(timeout=120)
-    finally:                                        # a hung parent or job must not outlive the test
+    finally:  # a hung parent or job must not outlive the test
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
     assert process.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    assert "interrupted: frey-z2-aevb at " in err and ", frey-z2-wake-sleep at " in err, err   # each run named
+    assert "interrupted: frey-z2-aevb at " in err and ", frey-z2-wake-sleep at " in err, err  # each run named
     assert "checkpoints saved" in err, err
     for run in runs:
         assert (run / "checkpoints" / "latest.json").is_file(), run
@@ -502,13 +625,15 @@ def test_the_meta_model_of_the_engine_check_imports_no_dynamo():
     # A model on the meta device (train_run checks the engine on one before writing anything) used
     # to draw its initial weights there, which imports torch._dynamo: about a second of start-up
     # in which Ctrl-C ended the process by SIGINT (exit -2) instead of in one line with 130.
-    code = ("import sys, torch\n"
-            "from aevb.models.vae import VAE, ModelConfig\n"
-            "from aevb.models.full_vb import FullVBVAE\n"
-            "with torch.device('meta'):\n"
-            "    VAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4))\n"
-            "    FullVBVAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4, decoder_posterior='gaussian'))\n"
-            "print('torch._dynamo' in sys.modules)\n")
+    code = (
+        "import sys, torch\n"
+        "from aevb.models.vae import VAE, ModelConfig\n"
+        "from aevb.models.full_vb import FullVBVAE\n"
+        "with torch.device('meta'):\n"
+        "    VAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4))\n"
+        "    FullVBVAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4, decoder_posterior='gaussian'))\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
@@ -531,12 +656,18 @@ def test_a_full_disk_names_the_file_and_says_how_to_resume(tmp_path, monkeypatch
     assert_usage_error(code, out, err)
     assert f"No space left on device: {run / 'model.safetensors'}" in err
     assert f"aevb train --resume {run}" in err
-    assert not list(run.glob(".model.safetensors.*"))   # no temporary left behind
+    assert not list(run.glob(".model.safetensors.*"))  # no temporary left behind
     assert call(["train", "--resume", run, "--no-progress"]) == 0 and (run / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("command", [["train", *SMALL, "--max-samples", "2000", "--out", "{long}/run"],
-                                     ["train", "--resume", "{long}"], ["train", "--resume", "{long}/run"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", *SMALL, "--max-samples", "2000", "--out", "{long}/run"],
+        ["train", "--resume", "{long}"],
+        ["train", "--resume", "{long}/run"],
+    ],
+)
 def test_a_path_component_longer_than_the_system_allows_ends_in_one_line(tmp_path, capsys, command):
     # (issue 28, item 10: the resume hint of the OS error asked for the path's checkpoints again)
     long = tmp_path / ("x" * 300)
@@ -561,8 +692,16 @@ def test_ctrl_c_while_the_final_files_are_written_says_how_to_resume(tmp_path, m
     assert call(["train", "--resume", run, "--no-progress"]) == 0 and (run / "summary.json").exists()
 
 
-@pytest.mark.parametrize("option", [["--max-samples", "5000"], ["--latent-dim", "5"], ["--hidden-units", "30"],
-                                    ["--out", "elsewhere"], ["--seed", "0"]])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--max-samples", "5000"],
+        ["--latent-dim", "5"],
+        ["--hidden-units", "30"],
+        ["--out", "elsewhere"],
+        ["--seed", "0"],
+    ],
+)
 def test_resume_refuses_options_it_would_ignore(tmp_path, monkeypatch, capsys, option):
     run = tmp_path / "run"
     _interrupted_run(monkeypatch, run)
@@ -577,9 +716,24 @@ def test_a_run_that_ends_worse_than_its_untrained_model_says_so(tmp_path, capsys
     from aevb.training import TrainingWarning
 
     with pytest.warns(TrainingWarning, match="below the untrained model's .* learned nothing"):
-        code, out, err = run_cli(capsys, ["train", *SMALL[:4], "--step-size", "1e6", "--eval-subset", "100",
-                                          "--max-samples", "20000", "--no-progress", "--threads", "1",
-                                          "--out", tmp_path / "run"])
+        code, out, err = run_cli(
+            capsys,
+            [
+                "train",
+                *SMALL[:4],
+                "--step-size",
+                "1e6",
+                "--eval-subset",
+                "100",
+                "--max-samples",
+                "20000",
+                "--no-progress",
+                "--threads",
+                "1",
+                "--out",
+                tmp_path / "run",
+            ],
+        )
     assert code == 0, err
     with warnings.catch_warnings(record=True) as caught:
         code, out, err = run_cli(capsys, ["train", *SMALL, "--max-samples", "20000", "--out", tmp_path / "good"])
@@ -588,11 +742,32 @@ def test_a_run_that_ends_worse_than_its_untrained_model_says_so(tmp_path, capsys
 
 def _diverging_run(capsys, run: Path) -> tuple[int, str, str, list]:
     """A run whose step size is far too large: three rollbacks, then it gives up."""
-    with pytest.warns(TrainingWarning, match="rollback") as rollbacks:   # each halves the step size first
-        code, out, err = run_cli(capsys, ["train", "--hidden-units", "50", "--latent-dim", "5", "--max-samples",
-                                          "2e5", "--threads", "1", "--step-size", "60", "--log-variance-bound", "0",
-                                          "--engine", "autograd", "--eval-subset", "200", "--no-progress",
-                                          "--out", run])
+    with pytest.warns(TrainingWarning, match="rollback") as rollbacks:  # each halves the step size first
+        code, out, err = run_cli(
+            capsys,
+            [
+                "train",
+                "--hidden-units",
+                "50",
+                "--latent-dim",
+                "5",
+                "--max-samples",
+                "2e5",
+                "--threads",
+                "1",
+                "--step-size",
+                "60",
+                "--log-variance-bound",
+                "0",
+                "--engine",
+                "autograd",
+                "--eval-subset",
+                "200",
+                "--no-progress",
+                "--out",
+                run,
+            ],
+        )
     return code, out, err, list(rollbacks)
 
 
@@ -614,9 +789,29 @@ def test_resuming_a_diverged_run_says_it_diverged_instead_of_diverging_again(tmp
     assert_usage_error(code, out, err)
     assert not [w for w in caught if "rollback" in str(w.message)]
     assert f"{run} is a diverged run: training diverged at" in err and "smaller --step-size" in err
-    assert call(["train", "--hidden-units", "8", "--max-samples", "2000", "--step-size", "0.01", "--eval-subset",
-                 "100", "--no-progress", "--threads", "1", "--out", run, "--overwrite"]) == 0
-    assert not (run / "diverged.json").exists()   # the new run is no diverged one
+    assert (
+        call(
+            [
+                "train",
+                "--hidden-units",
+                "8",
+                "--max-samples",
+                "2000",
+                "--step-size",
+                "0.01",
+                "--eval-subset",
+                "100",
+                "--no-progress",
+                "--threads",
+                "1",
+                "--out",
+                run,
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
+    assert not (run / "diverged.json").exists()  # the new run is no diverged one
 
 
 def test_compare_says_which_runs_are_unfinished_or_diverged(finished_run, tmp_path, monkeypatch, capsys):
@@ -630,13 +825,21 @@ def test_compare_says_which_runs_are_unfinished_or_diverged(finished_run, tmp_pa
     samples = json.loads((unfinished / "metrics.jsonl").read_text().splitlines()[-1])["samples"]
     assert lines["unfinished"].endswith(f"unfinished: {100 * samples / 30000:.0f}% of 30,000")
     code, out, err = run_cli(capsys, ["compare", finished_run, diverged, unfinished, "--json"])
-    assert [(row["status"], row["planned_samples"]) for row in json.loads(out)] == \
-        [("finished", 2000), ("diverged", 200000), ("unfinished", 30000)]
+    assert [(row["status"], row["planned_samples"]) for row in json.loads(out)] == [
+        ("finished", 2000),
+        ("diverged", 200000),
+        ("unfinished", 30000),
+    ]
 
 
-@pytest.mark.parametrize("cause, words", [("data", "huge.npy) reach 1e+30 in magnitude: rescale them"),
-                                          ("init", "--init-std 1e+30 makes the untrained model's outputs overflow")])
-@pytest.mark.parametrize("step_size", [[], ["--step-size", "0.01"]])   # chosen (§5) or given
+@pytest.mark.parametrize(
+    "cause, words",
+    [
+        ("data", "huge.npy) reach 1e+30 in magnitude: rescale them"),
+        ("init", "--init-std 1e+30 makes the untrained model's outputs overflow"),
+    ],
+)
+@pytest.mark.parametrize("step_size", [[], ["--step-size", "0.01"]])  # chosen (§5) or given
 def test_a_run_that_cannot_train_names_the_cause_not_the_step_size(tmp_path, capsys, cause, words, step_size):
     import numpy as np
 
@@ -645,15 +848,35 @@ def test_a_run_that_cannot_train_names_the_cause_not_the_step_size(tmp_path, cap
         values *= 1e30
     np.save(tmp_path / "huge.npy", values)
     setting = ["--init-std", "1e30"] if cause == "init" else []
-    code, out, err = run_cli(capsys, ["train", "--dataset", tmp_path / "huge.npy", "--hidden-units", "8",
-                                      "--max-samples", "3000", "--eval-subset", "100", "--no-progress", "--threads",
-                                      "1", *setting, *step_size, "--out", tmp_path / "run"])
+    code, out, err = run_cli(
+        capsys,
+        [
+            "train",
+            "--dataset",
+            tmp_path / "huge.npy",
+            "--hidden-units",
+            "8",
+            "--max-samples",
+            "3000",
+            "--eval-subset",
+            "100",
+            "--no-progress",
+            "--threads",
+            "1",
+            *setting,
+            *step_size,
+            "--out",
+            tmp_path / "run",
+        ],
+    )
     assert_usage_error(code, out, err)
     assert words in err and "training cannot start" in err and "smaller --step-size" not in err
 
 
-@pytest.mark.parametrize("version, words", [("1", "must be the number 1, found '1'"),
-                                            (2, "has format version 2; this aevb reads format version 1")])
+@pytest.mark.parametrize(
+    "version, words",
+    [("1", "must be the number 1, found '1'"), (2, "has format version 2; this aevb reads format version 1")],
+)
 def test_a_run_format_of_the_wrong_type_or_number_is_explained(finished_run, tmp_path, capsys, version, words):
     run = shutil.copytree(finished_run, tmp_path / "run")
     _edit_json(run / "config.json", lambda config: config.update(format_version=version))
@@ -669,7 +892,7 @@ def test_a_directory_that_holds_no_run_is_named_as_such(tmp_path, capsys, argv):
     code, out, err = run_cli(capsys, [*argv, empty])
     assert_usage_error(code, out, err)
     assert f"{empty} is not a run directory: it has no config.json" in err, err
-    assert list(empty.iterdir()) == []   # nothing written into it
+    assert list(empty.iterdir()) == []  # nothing written into it
 
 
 # ------------------------------------------------------------------ probed in session 13
@@ -698,8 +921,9 @@ def test_resume_without_any_checkpoint_says_it_trains_the_run_again(tmp_path, mo
         assert call(["train", "--resume", run, "--no-progress"]) == 0
     # The same seeded run again: its first evaluation points come back as they were.
     again = (run / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["train_bound"] for line in again[:len(measured)]] == \
-        [json.loads(line)["train_bound"] for line in measured]
+    assert [json.loads(line)["train_bound"] for line in again[: len(measured)]] == [
+        json.loads(line)["train_bound"] for line in measured
+    ]
 
 
 def test_overwrite_with_settings_that_cannot_train_keeps_the_old_run(finished_run, tmp_path, capsys):
@@ -711,8 +935,16 @@ def test_overwrite_with_settings_that_cannot_train_keeps_the_old_run(finished_ru
     assert "step size" in err and sorted(path.name for path in run.iterdir()) == before
 
 
-@pytest.mark.parametrize("option", [["--k", "10"], ["--prior-mixture", "0.5"], ["--parameter-draws", "4"],
-                                    ["--hmc-samples", "8"], ["--leapfrog-steps", "3"]])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--k", "10"],
+        ["--prior-mixture", "0.5"],
+        ["--parameter-draws", "4"],
+        ["--hmc-samples", "8"],
+        ["--leapfrog-steps", "3"],
+    ],
+)
 def test_an_evaluate_option_that_would_change_nothing_is_refused(finished_run, capsys, option):
     code, out, err = run_cli(capsys, ["evaluate", finished_run, *option])
     assert_usage_error(code, out, err)
@@ -763,9 +995,14 @@ def test_a_partial_config_file_takes_the_defaults_for_what_it_leaves_out(tmp_pat
         assert printed["data"]["dataset"] == "mnist-sample" and printed["data"]["pixel_divisor"] is None
 
 
-@pytest.mark.parametrize("content,words", [({"modle": {"latent_dim": 5}}, "partial.json: unknown sections ['modle']"),
-                                           ({"model": {"latent_dims": 5}}, "partial.json: model has unknown keys"),
-                                           ({"data": {"dataset": 5}}, "partial.json: data: dataset must be a string")])
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        ({"modle": {"latent_dim": 5}}, "partial.json: unknown sections ['modle']"),
+        ({"model": {"latent_dims": 5}}, "partial.json: model has unknown keys"),
+        ({"data": {"dataset": 5}}, "partial.json: data: dataset must be a string"),
+    ],
+)
 def test_a_config_file_with_a_misspelt_or_mistyped_setting_is_refused_naming_it(tmp_path, capsys, content, words):
     path = tmp_path / "partial.json"
     path.write_text(json.dumps(content))

@@ -45,18 +45,21 @@ def test_the_model_spec_has_every_model_setting_but_those_the_data_give():
         assert getattr(ModelSpec(), name) == defaults[name], name
 
 
-@pytest.mark.parametrize("settings, where, message", [
-    ({"modle": {}}, None, "unknown sections ['modle']"),
-    ({"model": {"latent_dims": 3}}, None, "unknown model settings ['latent_dims']"),
-    ({"model": {"latent_dim": "3"}}, None, "model: latent_dim must be an integer, got '3'"),
-    ({"model": {"latent_dim": "3"}}, "cfg.json", "cfg.json: model: latent_dim must be an integer, got '3'"),
-    ({"training": 5}, "cfg.json", "cfg.json: training must be a mapping"),
-    ({"algorithm": "gibbs"}, None, "unknown algorithm 'gibbs'"),
-    ({"run": {"loggers": ["nope"]}}, None, "unknown logger 'nope'"),
-    ({"run": {"device": "tpu"}}, None, "unknown device 'tpu'"),
-    ({"model": {"decoder_posterior_init_std": 0.5}}, None, "applies to `algorithm` full-vb only"),
-    ({"data": {"train_limit": 0}}, None, "`train_limit` must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "settings, where, message",
+    [
+        ({"modle": {}}, None, "unknown sections ['modle']"),
+        ({"model": {"latent_dims": 3}}, None, "unknown model settings ['latent_dims']"),
+        ({"model": {"latent_dim": "3"}}, None, "model: latent_dim must be an integer, got '3'"),
+        ({"model": {"latent_dim": "3"}}, "cfg.json", "cfg.json: model: latent_dim must be an integer, got '3'"),
+        ({"training": 5}, "cfg.json", "cfg.json: training must be a mapping"),
+        ({"algorithm": "gibbs"}, None, "unknown algorithm 'gibbs'"),
+        ({"run": {"loggers": ["nope"]}}, None, "unknown logger 'nope'"),
+        ({"run": {"device": "tpu"}}, None, "unknown device 'tpu'"),
+        ({"model": {"decoder_posterior_init_std": 0.5}}, None, "applies to `algorithm` full-vb only"),
+        ({"data": {"train_limit": 0}}, None, "`train_limit` must be a positive integer"),
+    ],
+)
 def test_bad_settings_are_one_line_errors_naming_the_setting(settings, where, message):
     with pytest.raises(AevbError, match=None) as refused:
         RunSpec.from_settings(settings, where=where)
@@ -68,9 +71,10 @@ def test_a_pair_without_a_closed_form_kl_defaults_to_estimator_a_unless_one_is_g
         spec = RunSpec.from_settings({"model": {"posterior": "cauchy", "prior": "student-t"}})
     assert spec.training.estimator == "A"
     with warnings.catch_warnings():
-        warnings.simplefilter("error")   # given: nothing to say
-        given = RunSpec.from_settings({"model": {"posterior": "cauchy", "prior": "student-t"},
-                                       "training": {"estimator": "IWAE"}})
+        warnings.simplefilter("error")  # given: nothing to say
+        given = RunSpec.from_settings(
+            {"model": {"posterior": "cauchy", "prior": "student-t"}, "training": {"estimator": "IWAE"}}
+        )
     assert given.training.estimator == "IWAE"
     assert RunSpec.from_settings({"model": {"posterior": "laplace", "prior": "laplace"}}).training.estimator == "B"
 
@@ -81,18 +85,28 @@ def test_the_model_is_resolved_against_the_data_as_section_5_says(shared_data):
     assert (model.hidden_units, model.likelihood, model.sigmoid_mean, model.data_dim) == (200, "gaussian", True, 560)
     mnist = load_data(DataConfig("mnist-sample"))
     model = ModelSpec().resolve(mnist, {"decoder_posterior": "gaussian"})
-    assert (model.hidden_units, model.likelihood, model.sigmoid_mean, model.image_shape) == (500, "bernoulli", False,
-                                                                                             (28, 28))
-    assert model.decoder_posterior == "gaussian"   # what the algorithm needs comes last
+    assert (model.hidden_units, model.likelihood, model.sigmoid_mean, model.image_shape) == (
+        500,
+        "bernoulli",
+        False,
+        (28, 28),
+    )
+    assert model.decoder_posterior == "gaussian"  # what the algorithm needs comes last
     assert ModelSpec(conditional=True).resolve(mnist).num_classes == 10
-    assert ModelSpec.of_model(ModelSpec(conditional=True, hidden_units=8).resolve(mnist)).resolve(mnist) == \
-        ModelSpec(conditional=True, hidden_units=8).resolve(mnist)
+    assert ModelSpec.of_model(ModelSpec(conditional=True, hidden_units=8).resolve(mnist)).resolve(mnist) == ModelSpec(
+        conditional=True, hidden_units=8
+    ).resolve(mnist)
 
 
 def test_print_config_read_back_as_a_config_is_the_same_run():
-    spec = RunSpec.from_settings({"model": {"latent_dim": 3, "hidden_units": [16, 8], "activation": "relu"},
-                                  "training": {"max_samples": 5000, "seed": 3}, "algorithm": "wake-sleep",
-                                  "run": {"threads": 1, "checkpoint_every": 50}})
+    spec = RunSpec.from_settings(
+        {
+            "model": {"latent_dim": 3, "hidden_units": [16, 8], "activation": "relu"},
+            "training": {"max_samples": 5000, "seed": 3},
+            "algorithm": "wake-sleep",
+            "run": {"threads": 1, "checkpoint_every": 50},
+        }
+    )
     printed = json.loads(json.dumps(resolved_config(spec)))
     again = RunSpec.from_settings(settings_of_run_config(printed, "printed.json"), where="printed.json")
     assert json.loads(json.dumps(resolved_config(again))) == printed
@@ -126,6 +140,7 @@ def _count_calls(monkeypatch, module, names):
         def counted(*args, _name=name, _original=original, **kwargs):
             counts[_name] += 1
             return _original(*args, **kwargs)
+
         monkeypatch.setattr(module, name, counted)
     return counts
 
@@ -133,12 +148,18 @@ def _count_calls(monkeypatch, module, names):
 def test_a_run_checks_everything_once_before_it_writes(tmp_path, monkeypatch):
     checks = ("check_distributable", "fit_to_budget", "require_training_step_memory", "require_trainable_values")
     counts = _count_calls(monkeypatch, aevb.training.preflight, checks)
-    spec = RunSpec(model=ModelSpec(latent_dim=2, hidden_units=8),
-                   training=TrainConfig(max_samples=1000, selection_steps=2, eval_subset=50, first_eval=500),
-                   run=RunOptions(progress=False, threads=1))
+    spec = RunSpec(
+        model=ModelSpec(latent_dim=2, hidden_units=8),
+        training=TrainConfig(max_samples=1000, selection_steps=2, eval_subset=50, first_eval=500),
+        run=RunOptions(progress=False, threads=1),
+    )
     train_run(spec, tmp_path / "run")
-    assert counts == {"check_distributable": 1, "fit_to_budget": 1, "require_training_step_memory": 1,
-                      "require_trainable_values": 3}   # each of the three splits once
+    assert counts == {
+        "check_distributable": 1,
+        "fit_to_budget": 1,
+        "require_training_step_memory": 1,
+        "require_trainable_values": 3,
+    }  # each of the three splits once
 
 
 def test_a_trainer_refuses_the_preflight_of_another_run():
@@ -147,12 +168,17 @@ def test_a_trainer_refuses_the_preflight_of_another_run():
     model = VAE(ModelConfig(data_dim=6, latent_dim=2, hidden_units=4))
     algorithm = make_algorithm("aevb", config)
     checked = run_preflight(model.config, config, algorithm, data.device, data.shape[0])
-    Trainer(model, data, config, algorithm=algorithm, preflight=checked)   # this run's: taken as it is
+    Trainer(model, data, config, algorithm=algorithm, preflight=checked)  # this run's: taken as it is
     with pytest.raises(AevbError, match="`preflight` was made for another"):
         Trainer(model, data[:40], config, algorithm=algorithm, preflight=checked)
     with pytest.raises(AevbError, match="`preflight` was made for another"):
-        Trainer(VAE(ModelConfig(data_dim=6, latent_dim=3, hidden_units=4)), data, config, algorithm=algorithm,
-                preflight=checked)
+        Trainer(
+            VAE(ModelConfig(data_dim=6, latent_dim=3, hidden_units=4)),
+            data,
+            config,
+            algorithm=algorithm,
+            preflight=checked,
+        )
 
 
 def test_a_trainer_without_a_preflight_runs_it_itself():
@@ -161,6 +187,6 @@ def test_a_trainer_without_a_preflight_runs_it_itself():
     with pytest.raises(AevbError, match="no lower bound to choose a step size by"):
         Trainer(model, data, TrainConfig(max_samples=100), algorithm=make_algorithm("mcem", TrainConfig()))
     trainer = Trainer(model, data, TrainConfig(max_samples=100, batch_size=20, selection_steps=50))
-    assert trainer.config.selection_steps == 4   # fitted to the budget: (100 - 1) // 20
+    assert trainer.config.selection_steps == 4  # fitted to the budget: (100 - 1) // 20
     with pytest.raises(AevbError, match="NaN or infinite"):
         Trainer(model, torch.full((5, 6), float("nan")), TrainConfig(max_samples=100))

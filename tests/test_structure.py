@@ -29,9 +29,17 @@ def _annotations(tree: ast.AST) -> list[ast.expr]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             arguments = node.args
-            found += [argument.annotation for argument in (*arguments.posonlyargs, *arguments.args,
-                                                           *arguments.kwonlyargs, arguments.vararg, arguments.kwarg)
-                      if argument is not None and argument.annotation is not None]
+            found += [
+                argument.annotation
+                for argument in (
+                    *arguments.posonlyargs,
+                    *arguments.args,
+                    *arguments.kwonlyargs,
+                    arguments.vararg,
+                    arguments.kwarg,
+                )
+                if argument is not None and argument.annotation is not None
+            ]
             if node.returns is not None:
                 found.append(node.returns)
         elif isinstance(node, ast.AnnAssign):
@@ -48,7 +56,7 @@ def _named_in_string_annotations(tree: ast.AST, modules: set[str], package: str)
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 for dotted in re.findall(rf"\b{package}(?:\.\w+)+", node.value):
                     parts = dotted.split(".")
-                    for end in range(len(parts), 0, -1):   # the longest prefix that is a module
+                    for end in range(len(parts), 0, -1):  # the longest prefix that is a module
                         if ".".join(parts[:end]) in modules:
                             named.add(".".join(parts[:end]))
                             break
@@ -64,9 +72,12 @@ def import_graph(package: Path = PACKAGE, type_only: bool = False) -> dict[str, 
     for name, path in paths.items():
         tree = ast.parse(path.read_text())
         within = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        type_checking = {id(node) for block in ast.walk(tree)
-                         if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-                         for node in ast.walk(block)}
+        type_checking = {
+            id(node)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for node in ast.walk(block)
+        }
         imported = set()
         for node in ast.walk(tree):
             if not isinstance(node, ast.ImportFrom) or not node.level or (id(node) in type_checking and not type_only):
@@ -82,8 +93,9 @@ def import_graph(package: Path = PACKAGE, type_only: bool = False) -> dict[str, 
         # Importing a.b.c runs a/__init__ and a/b/__init__ first, unless they are this module's
         # own packages, which are already running when it is imported.
         own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
-        imported |= {parent for module in imported for parent in _parents(module)
-                     if parent in paths and parent not in own}
+        imported |= {
+            parent for module in imported for parent in _parents(module) if parent in paths and parent not in own
+        }
         graph[name] = imported - {name}
     return graph
 
@@ -143,11 +155,13 @@ def test_type_only_imports_and_string_annotations_make_circles_too(tmp_path):
     string annotation naming a module (c → d → c) counts only in the type-only graph."""
     package = tmp_path / "pkg"
     package.mkdir()
-    for name, text in {"__init__": "",
-                       "a": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import B\n",
-                       "b": "from .a import A\n",
-                       "c": 'def f(thing: "pkg.d.Thing") -> None: ...\n',
-                       "d": "from . import c\n"}.items():
+    for name, text in {
+        "__init__": "",
+        "a": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import B\n",
+        "b": "from .a import A\n",
+        "c": 'def f(thing: "pkg.d.Thing") -> None: ...\n',
+        "d": "from . import c\n",
+    }.items():
         (package / f"{name}.py").write_text(text)
     assert circles(import_graph(package)) == []
     assert import_graph(package, type_only=True)["pkg.c"] == {"pkg.d"}
@@ -160,7 +174,7 @@ def test_every_name_a_module_exports_exists():
 
     missing = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name == "__main__.py":   # runs the command line when imported
+        if path.name == "__main__.py":  # runs the command line when imported
             continue
         module = importlib.import_module(_module_name(path))
         missing += [f"{module.__name__}.{name}" for name in getattr(module, "__all__", ()) if not hasattr(module, name)]

@@ -37,8 +37,9 @@ class Machine:
 
 
 def _policy(machine: Machine, counts) -> StepThreads:
-    return StepThreads(tuple(counts), clock=machine.clock, set_threads=machine.set_threads,
-                       get_threads=machine.get_threads)
+    return StepThreads(
+        tuple(counts), clock=machine.clock, set_threads=machine.set_threads, get_threads=machine.get_threads
+    )
 
 
 def _started(cost: dict[int, float]) -> tuple[Machine, StepThreads]:
@@ -67,13 +68,13 @@ def test_candidates_are_the_most_one_fewer_and_halvings():
 
 
 def test_adaptive_policy_keeps_the_fastest_count_and_gives_the_count_back():
-    machine = Machine({2: 0.004, 1: 0.006}, threads=2)   # a quiet machine: two threads win
+    machine = Machine({2: 0.004, 1: 0.006}, threads=2)  # a quiet machine: two threads win
     threads = _policy(machine, (2, 1))
     threads.start()
     ran = _run(threads, machine, 30.0)
     assert threads.current == 2
     assert ran[-1] == 2
-    assert ran.count(1) < 0.02 * len(ran)                 # measuring the other count costs little
+    assert ran.count(1) < 0.02 * len(ran)  # measuring the other count costs little
     assert threads.choices[0][0] == 2
     assert threads.choices[0][1] == pytest.approx({2: 100 / 0.004, 1: 100 / 0.006})
     assert sum(threads.steps_by_count.values()) == len(ran)
@@ -85,19 +86,19 @@ def test_adaptive_policy_moves_to_one_thread_when_a_core_is_taken_and_back_when_
     machine, threads = _started({2: 0.004, 1: 0.006})
     _run(threads, machine, 5.0)
     assert threads.current == 2
-    machine.cost[2] = 0.020                               # another process holds a core: barriers stall
+    machine.cost[2] = 0.020  # another process holds a core: barriers stall
     ran = _run(threads, machine, 3.0)
     assert threads.current == 1
     # The slowdown is noticed within a watch window or two, not at the periodic re-check.
-    switched = next(i for i, count in enumerate(ran) if count == 1 and all(c == 1 for c in ran[i:i + 50]))
+    switched = next(i for i, count in enumerate(ran) if count == 1 and all(c == 1 for c in ran[i : i + 50]))
     assert sum(0.020 if c == 2 else 0.006 for c in ran[:switched]) < 2.5 * policy.WATCH_SECONDS
-    machine.cost[2] = 0.004                               # the other process ended
+    machine.cost[2] = 0.004  # the other process ended
     _run(threads, machine, 3 * policy.RECHECK_SECONDS)
     assert threads.current == 2
 
 
 def test_a_hopeless_candidate_is_dropped_after_two_steps():
-    machine = Machine({2: 0.004, 1: 0.020}, threads=2)   # one thread five times slower
+    machine = Machine({2: 0.004, 1: 0.020}, threads=2)  # one thread five times slower
     threads = _policy(machine, (2, 1))
     threads.start()
     ran = _run(threads, machine, 1.0)
@@ -107,20 +108,20 @@ def test_a_hopeless_candidate_is_dropped_after_two_steps():
 def test_a_count_that_slows_down_but_stays_fastest_is_measured_again_once_not_every_window():
     machine, threads = _started({2: 0.004, 1: 0.008})
     _run(threads, machine, 1.0)
-    machine.cost[2] = 0.007                               # slower than measured, still the fastest
+    machine.cost[2] = 0.007  # slower than measured, still the fastest
     _run(threads, machine, 9.0)
     assert threads.current == 2
-    assert len(threads.choices) == 2                      # the first choice, and one measurement after the slowdown
+    assert len(threads.choices) == 2  # the first choice, and one measurement after the slowdown
 
 
 def test_a_lucky_measurement_is_corrected_within_seconds():
     machine, threads = _started({2: 0.004, 1: 0.006})
-    while not threads.choices:                            # two threads measured while the other process slept
+    while not threads.choices:  # two threads measured while the other process slept
         threads.run(machine.step, 100)
     assert threads.current == 2
     machine.cost[2] = 0.020
     _run(threads, machine, 2.5 * policy.WATCH_SECONDS)
-    assert threads.current == 1                           # not only at the re-check 10 s later
+    assert threads.current == 1  # not only at the re-check 10 s later
 
 
 def test_a_count_that_is_barely_faster_does_not_replace_the_current_one():
@@ -171,7 +172,7 @@ def test_trainer_runs_with_the_policy_and_reports_the_counts_used():
     model = VAE(ModelConfig(data_dim=12, latent_dim=2, hidden_units=8))
     config = TrainConfig(batch_size=20, step_size=0.02, max_samples=3000, first_eval=1000, eval_subset=50)
     result = Trainer(model, data, config, threads=2).fit()
-    assert torch.get_num_threads() == previous              # given back after the run
+    assert torch.get_num_threads() == previous  # given back after the run
     assert result.steps_by_threads == {2: 150}
     assert {m.threads for m in result.history} == {2}
     torch.set_num_threads(2)
@@ -190,9 +191,11 @@ def test_a_run_records_its_thread_setting_and_the_counts_its_steps_ran_with(tmp_
 
     from aevb.runs import ModelSpec, RunOptions, RunSpec, train_run
 
-    spec = RunSpec(model=ModelSpec(latent_dim=2, hidden_units=8),
-                   training=TrainConfig(step_size=0.02, max_samples=3000, first_eval=1000, eval_subset=100),
-                   run=RunOptions(progress=False, threads=threads))
+    spec = RunSpec(
+        model=ModelSpec(latent_dim=2, hidden_units=8),
+        training=TrainConfig(step_size=0.02, max_samples=3000, first_eval=1000, eval_subset=100),
+        run=RunOptions(progress=False, threads=threads),
+    )
     run = train_run(spec, tmp_path / "run")
     config = json.loads((run / "config.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
@@ -206,6 +209,7 @@ def test_a_run_records_its_thread_setting_and_the_counts_its_steps_ran_with(tmp_
 
 # -- evaluation chunks on worker threads (ChunkWorkers) -----------------------------------------------
 
+
 def test_chunk_workers_return_results_in_order_from_single_threaded_workers():
     import threading
 
@@ -213,19 +217,18 @@ def test_chunk_workers_return_results_in_order_from_single_threaded_workers():
 
     def task(index):
         seen.append((threading.get_ident(), torch.get_num_threads()))
-        torch.mm(torch.rand(64, 64), torch.rand(64, 64))           # the pool really runs torch work
+        torch.mm(torch.rand(64, 64), torch.rand(64, 64))  # the pool really runs torch work
         return index * index
 
     before = torch.get_num_threads()
-    torch.set_num_threads(2)                                         # (the tests run on one)
+    torch.set_num_threads(2)  # (the tests run on one)
     try:
-        results = list(policy.ChunkWorkers(3).map(((index, lambda index=index: task(index))
-                                                   for index in range(40))))
-        assert torch.get_num_threads() == 2                          # given back
+        results = list(policy.ChunkWorkers(3).map(((index, lambda index=index: task(index)) for index in range(40))))
+        assert torch.get_num_threads() == 2  # given back
     finally:
         torch.set_num_threads(before)
     assert results == [(index, index * index) for index in range(40)]
-    assert {threads for _, threads in seen} == {1}                   # each chunk on one intra-op thread
+    assert {threads for _, threads in seen} == {1}  # each chunk on one intra-op thread
     assert len({ident for ident, _ in seen}) > 1 and threading.get_ident() not in {ident for ident, _ in seen}
 
 
@@ -262,4 +265,4 @@ def test_importance_sampling_gives_the_same_numbers_on_any_number_of_workers(lat
         assert torch.equal(estimate.per_datapoint_stderr, estimates[0].per_datapoint_stderr)
     torch.manual_seed(2)
     other = estimate_log_likelihood(model, x, num_samples=300, max_rows=700, threads=2)
-    assert not torch.equal(other.per_datapoint, estimates[0].per_datapoint)     # the noise follows the seed
+    assert not torch.equal(other.per_datapoint, estimates[0].per_datapoint)  # the noise follows the seed

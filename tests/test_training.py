@@ -21,7 +21,7 @@ def test_evaluation_points_are_log_spaced_and_end_at_the_total():
     points = evaluation_points(total=1_000_000, first=10_000, per_decade=4)
     assert points[0] == 10_000 and points[-1] == 1_000_000
     assert points == sorted(set(points))
-    assert len(points) == 9                       # 10^4 .. 10^6 at 4 per decade
+    assert len(points) == 9  # 10^4 .. 10^6 at 4 per decade
     assert evaluation_points(total=500, first=10_000, per_decade=4) == [500]
 
 
@@ -53,12 +53,11 @@ def test_weight_decay_is_the_n01_prior_scaled_by_the_dataset_size():
 def test_short_run_on_real_data_improves_the_bound(sample_data):
     torch.manual_seed(0)
     model = tiny_model(hidden=64, latent=8)
-    config = TrainConfig(max_samples=40_000, step_size=0.02, first_eval=2_000, evals_per_decade=2,
-                         eval_subset=1000)
+    config = TrainConfig(max_samples=40_000, step_size=0.02, first_eval=2_000, evals_per_decade=2, eval_subset=1000)
     result = Trainer(model, sample_data.train, config, valid=sample_data.valid).fit()
     first, last = result.history[0], result.history[-1]
     assert last.samples == 40_000
-    assert last.valid_bound > first.valid_bound + 15       # nats per datapoint
+    assert last.valid_bound > first.valid_bound + 15  # nats per datapoint
     assert last.train_bound > -210
     assert [m.samples for m in result.history] == sorted(m.samples for m in result.history)
 
@@ -75,8 +74,7 @@ def test_same_seed_same_run_and_other_seed_other_run(sample_data):
 
 
 def test_step_size_selection_keeps_the_best_candidate_and_continues_from_it(sample_data):
-    config = TrainConfig(max_samples=6_000, step_size_candidates=(1e-5, 0.02, 1e5), selection_steps=10,
-                         eval_subset=200)
+    config = TrainConfig(max_samples=6_000, step_size_candidates=(1e-5, 0.02, 1e5), selection_steps=10, eval_subset=200)
     result = Trainer(tiny_model(hidden=16), sample_data.train[:3000], config).fit()
     assert result.step_size == 0.02
     assert [t.step_size for t in result.step_size_trials] == [1e-5, 0.02, 1e5]
@@ -102,17 +100,25 @@ def test_dynamic_binarisation_draws_fresh_binary_images(sample_data):
     draws = torch.stack([trainer._load(batch)[1] for _ in range(400)])
     assert not torch.equal(draws[0], draws[1])
     grey = sample_data.train[:500][batch]
-    assert (draws.mean(0) - grey).abs().max() < 5 * 0.5 / 400 ** 0.5
+    assert (draws.mean(0) - grey).abs().max() < 5 * 0.5 / 400**0.5
     fixed = evaluation_data(sample_data.valid, "dynamic")
-    assert torch.equal(fixed, evaluation_data(sample_data.valid, "dynamic"))    # one fixed draw
+    assert torch.equal(fixed, evaluation_data(sample_data.valid, "dynamic"))  # one fixed draw
     assert set(fixed.unique().tolist()) == {0.0, 1.0}
     assert evaluation_data(sample_data.valid, "none") is sample_data.valid
 
 
-@pytest.mark.parametrize("bad", [dict(max_samples=0), dict(max_samples=10, batch_size=0),
-                                 dict(max_samples=10, optimizer="sgd"), dict(max_samples=10, estimator="C"),
-                                 dict(max_samples=10, step_size=float("nan")),
-                                 dict(max_samples=10, prior_precision=-1.0), dict(epochs=-1.0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(max_samples=0),
+        dict(max_samples=10, batch_size=0),
+        dict(max_samples=10, optimizer="sgd"),
+        dict(max_samples=10, estimator="C"),
+        dict(max_samples=10, step_size=float("nan")),
+        dict(max_samples=10, prior_precision=-1.0),
+        dict(epochs=-1.0),
+    ],
+)
 def test_bad_training_settings_are_user_errors(bad):
     with pytest.raises(AevbError):
         TrainConfig(**bad)
@@ -132,8 +138,16 @@ def test_training_stops_exactly_at_a_sample_count_off_the_batch_grid(sample_data
 
 def test_iwae_schedule_runs_each_stage_for_its_share_of_the_samples(sample_data, monkeypatch):
     # 3280 steps of 10 samples: stage i of Burda et al.'s schedule is 3^i steps at 1e-3 · 10^(−i/7).
-    config = TrainConfig(max_samples=3280 * 10, batch_size=10, optimizer="adam", step_size=1e-3, schedule="iwae",
-                         optimizer_eps=5e-6, eval_subset=10, evals_per_decade=1)
+    config = TrainConfig(
+        max_samples=3280 * 10,
+        batch_size=10,
+        optimizer="adam",
+        step_size=1e-3,
+        schedule="iwae",
+        optimizer_eps=5e-6,
+        eval_subset=10,
+        evals_per_decade=1,
+    )
     trainer = Trainer(tiny_model(hidden=4), sample_data.train[:100], config)
     step_sizes = []
 
@@ -144,9 +158,9 @@ def test_iwae_schedule_runs_each_stage_for_its_share_of_the_samples(sample_data,
 
     monkeypatch.setattr(trainer, "_step", record)
     history = trainer.fit().history
-    expected = [1e-3 * 10 ** (-i / 7) for i in range(8) for _ in range(3 ** i)]
+    expected = [1e-3 * 10 ** (-i / 7) for i in range(8) for _ in range(3**i)]
     assert step_sizes == pytest.approx(expected, rel=1e-12)
-    assert history[-1].step_size == pytest.approx(1e-4)        # metrics record the scheduled step size
+    assert history[-1].step_size == pytest.approx(1e-4)  # metrics record the scheduled step size
 
 
 @pytest.mark.parametrize("bad", [dict(schedule="cosine"), dict(optimizer_eps=0.0), dict(optimizer_eps=float("inf"))])
@@ -158,6 +172,7 @@ def test_bad_schedule_and_optimizer_eps_are_user_errors(bad):
 def test_a_run_that_chose_its_step_size_ends_where_a_run_given_the_winner_ends(sample_data):
     """§5's selection costs the losers' iterations only: the winner's iterations are the run's first
     ones, so the parameters equal those of a run given the winner, bit for bit."""
+
     def run(**settings):
         model = tiny_model(hidden=16)
         config = TrainConfig(max_samples=4_000, seed=5, eval_subset=200, selection_steps=10, **settings)
@@ -180,17 +195,23 @@ def test_step_size_selection_restarts_every_candidate_from_the_same_state():
     model = torch.nn.Linear(3, 1, bias=False)
     firsts = {}
 
-    def step(optimizer, batch):     # loss ‖w‖²: SGD at 0.5 reaches 0 at once, 0.1 shrinks, 2.0 diverges
+    def step(optimizer, batch):  # loss ‖w‖²: SGD at 0.5 reaches 0 at once, 0.1 shrinks, 2.0 diverges
         lr = optimizer.param_groups[0]["lr"]
         firsts.setdefault(lr, (model.weight.detach().clone(), batch.clone(), torch.rand(2)))
         optimizer.zero_grad()
-        loss = (model.weight ** 2).sum()
+        loss = (model.weight**2).sum()
         loss.backward()
         optimizer.step()
         return -loss.detach() * len(batch)
 
-    choice = select_step_size(model, (0.1, 0.5, 2.0), 4, lambda lr: torch.optim.SGD(model.parameters(), lr=lr),
-                              lambda: DataOrder(50, 10, torch.device("cpu")), step)
+    choice = select_step_size(
+        model,
+        (0.1, 0.5, 2.0),
+        4,
+        lambda lr: torch.optim.SGD(model.parameters(), lr=lr),
+        lambda: DataOrder(50, 10, torch.device("cpu")),
+        step,
+    )
     assert list(firsts) == [0.1, 0.5, 2.0]
     start = firsts[0.1]
     assert all(torch.equal(a, b) for first in firsts.values() for a, b in zip(first, start))

@@ -18,8 +18,19 @@ import aevb
 from aevb.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--hidden-units", "12", "--latent-dim", "2", "--selection-steps", "4", "--eval-subset", "200",
-        "--max-samples", "2000", "--no-progress"]
+TINY = [
+    "--hidden-units",
+    "12",
+    "--latent-dim",
+    "2",
+    "--selection-steps",
+    "4",
+    "--eval-subset",
+    "200",
+    "--max-samples",
+    "2000",
+    "--no-progress",
+]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,8 +63,10 @@ def test_a_runs_config_reruns_it_to_the_same_model_and_flags_override_its_fields
     for section in ("model", "training", "algorithm"):
         assert stored[section] == original[section], section
 
-    assert call(["train", "--config", run / "config.json", "--seed", "4", "--out", tmp_path / "other",
-                 "--no-progress"]) == 0
+    assert (
+        call(["train", "--config", run / "config.json", "--seed", "4", "--out", tmp_path / "other", "--no-progress"])
+        == 0
+    )
     other = json.loads((tmp_path / "other" / "config.json").read_text())
     assert other["training"]["seed"] == 4 and other["model"] == original["model"]
     assert not all(torch.equal(first[k], _weights(tmp_path / "other")[k]) for k in first)
@@ -61,8 +74,21 @@ def test_a_runs_config_reruns_it_to_the_same_model_and_flags_override_its_fields
 
 def test_print_config_resolves_without_training(run, tmp_path, capsys):
     capsys.readouterr()
-    assert call(["train", "--config", run / "config.json", "--latent-dim", "5", "--print-config",
-                 "--out", tmp_path / "never"]) == 0
+    assert (
+        call(
+            [
+                "train",
+                "--config",
+                run / "config.json",
+                "--latent-dim",
+                "5",
+                "--print-config",
+                "--out",
+                tmp_path / "never",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["model"]["latent_dim"] == 5 and printed["model"]["hidden_units"] == 12
     assert printed["model"]["data_dim"] == 784 and printed["algorithm"] == "aevb"
@@ -102,7 +128,7 @@ def test_the_package_ships_its_license_and_type_marker():
 
 def test_evaluate_and_reproduce_take_the_download_option_their_hint_names(run, capsys):
     """The missing-data error says to add --download; both commands that read data accept it."""
-    assert call(["evaluate", run, "--num-points", "20", "--download"]) == 0   # data present: nothing fetched
+    assert call(["evaluate", run, "--num-points", "20", "--download"]) == 0  # data present: nothing fetched
     capsys.readouterr()
     assert call(["reproduce", "--help"]) == 0
     assert "--download" in capsys.readouterr().out
@@ -147,7 +173,7 @@ def test_the_trainer_trains_any_module_with_encode_decode_and_prior():
     data = torch.rand(200, 6).round()
     before = model.encoder.weight.detach().clone()
     result = Trainer(model, data, TrainConfig(step_size=0.05, max_samples=4000, first_eval=4000)).fit()
-    assert result.history[-1].train_bound > result.history[0].train_bound - 5   # trained, finite
+    assert result.history[-1].train_bound > result.history[0].train_bound - 5  # trained, finite
     assert torch.isfinite(torch.tensor(result.history[-1].train_bound))
     after = model.encoder.weight.detach()
     # Trained from the user's own weights: moved by the steps, not re-drawn.
@@ -164,7 +190,7 @@ def test_initialise_false_fine_tunes_the_weights_a_vae_has():
     config = TrainConfig(step_size=1e-4, max_samples=200, first_eval=200, batch_size=20)
     Trainer(model, torch.rand(40, 6).round(), TrainConfig(**{**config.to_dict(), "initialise": False})).fit()
     assert all((p - 0.123).abs().max() < 0.01 for p in model.parameters())
-    Trainer(model, torch.rand(40, 6).round(), config).fit()   # the default: §5's initialisation
+    Trainer(model, torch.rand(40, 6).round(), config).fit()  # the default: §5's initialisation
     assert any((p - 0.123).abs().max() > 0.05 for p in model.parameters())
 
 
@@ -174,8 +200,9 @@ def _stderr_of(argv: list, terminal: bool) -> str:
     import pty
 
     if not terminal:
-        done = subprocess.run([sys.executable, "-m", "aevb", *map(str, argv)], capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "aevb", *map(str, argv)], capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr
         return done.stderr
     import fcntl
@@ -183,15 +210,16 @@ def _stderr_of(argv: list, terminal: bool) -> str:
     import termios
 
     leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))   # a terminal has columns
-    process = subprocess.Popen([sys.executable, "-m", "aevb", *map(str, argv)], stdout=subprocess.DEVNULL,
-                               stderr=follower)
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))  # a terminal has columns
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aevb", *map(str, argv)], stdout=subprocess.DEVNULL, stderr=follower
+    )
     os.close(follower)
     chunks = []
     while True:
         try:
             chunk = os.read(leader, 4096)
-        except OSError:   # the child closed the terminal
+        except OSError:  # the child closed the terminal
             break
         if not chunk:
             break
@@ -204,23 +232,43 @@ def _stderr_of(argv: list, terminal: bool) -> str:
 def test_long_commands_show_progress_with_the_time_left_on_a_terminal_only(run):
     argv = ["evaluate", run, "--nll", "--k", "50", "--num-points", "200", "--threads", "1"]
     shown = _stderr_of(argv, terminal=True)
-    assert "log p(x), k = 50" in shown and "100%|" in shown and "<00:00" in shown   # elapsed<remaining
-    assert "%|" not in _stderr_of(argv, terminal=False)            # a log file stays clean
+    assert "log p(x), k = 50" in shown and "100%|" in shown and "<00:00" in shown  # elapsed<remaining
+    assert "%|" not in _stderr_of(argv, terminal=False)  # a log file stays clean
     assert "%|" not in _stderr_of([*argv, "--no-progress"], terminal=True)
 
 
 def test_the_training_bar_shows_one_throughput_figure(tmp_path):
-    shown = _stderr_of(["train", "--hidden-units", "12", "--latent-dim", "2", "--selection-steps", "4",
-                        "--eval-subset", "200", "--max-samples", "3000", "--out", tmp_path / "r", "--threads", "1"],
-                       terminal=True)
+    shown = _stderr_of(
+        [
+            "train",
+            "--hidden-units",
+            "12",
+            "--latent-dim",
+            "2",
+            "--selection-steps",
+            "4",
+            "--eval-subset",
+            "200",
+            "--max-samples",
+            "3000",
+            "--out",
+            tmp_path / "r",
+            "--threads",
+            "1",
+        ],
+        terminal=True,
+    )
     assert "choosing the step size" in shown and "training:" in shown
     final = [line for line in shown.replace("\r", "\n").splitlines() if line.startswith("training:")][-1]
     # ours (measured over training alone), not also tqdm's own rate (which counts the evaluations)
     assert final.count("samples_per_s=") == 1 and "/s" not in final and "<00:00" in final, final
 
 
-@pytest.mark.parametrize("options", [{}, {"likelihood": "gaussian"}, {"posterior": "laplace", "prior": "gaussian"},
-                                     {"num_classes": 3}], ids=["bernoulli", "gaussian", "no-closed-form-kl", "conditional"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"likelihood": "gaussian"}, {"posterior": "laplace", "prior": "gaussian"}, {"num_classes": 3}],
+    ids=["bernoulli", "gaussian", "no-closed-form-kl", "conditional"],
+)
 def test_a_vaes_forward_is_the_sgvb_estimate_a_users_loop_can_minimise(options):
     from aevb.models import build_model
     from aevb.models.config import ModelConfig
@@ -270,9 +318,11 @@ def _tiny_train_run(out: Path, loggers=(), **options):
     from aevb.runs import ModelSpec, RunOptions, RunSpec, train_run
     from aevb.training import TrainConfig
 
-    spec = RunSpec(model=ModelSpec(latent_dim=2, hidden_units=8),
-                   training=TrainConfig(max_samples=2000, selection_steps=4, eval_subset=100, first_eval=500),
-                   run=RunOptions(progress=False, loggers=loggers))
+    spec = RunSpec(
+        model=ModelSpec(latent_dim=2, hidden_units=8),
+        training=TrainConfig(max_samples=2000, selection_steps=4, eval_subset=100, first_eval=500),
+        run=RunOptions(progress=False, loggers=loggers),
+    )
     return train_run(spec, out, **options)
 
 
@@ -325,7 +375,7 @@ def test_wandb_offline(tmp_path, monkeypatch):
 def test_mlflow_local_store(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)   # nothing may land in the working directory
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory
     run = _tiny_train_run(tmp_path / "r", loggers=("mlflow",))
     mlflow.set_tracking_uri(f"sqlite:///{run / 'mlflow.db'}")
     found = mlflow.search_runs(search_all_experiments=True)
@@ -341,12 +391,13 @@ def test_the_hub_mixin_saves_and_loads_on_a_local_directory(run, tmp_path):
     model = aevb.load(run, device="cpu")
     save_pretrained(model, tmp_path / "shared")
     files = {path.name for path in (tmp_path / "shared").iterdir()}
-    assert {"model.safetensors", "model.json", "config.json", "README.md"} <= files   # no pickle
+    assert {"model.safetensors", "model.json", "config.json", "README.md"} <= files  # no pickle
     again = from_pretrained(tmp_path / "shared")
     assert not again.training and again.config == model.config
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    assert aevb.load(run, device="cpu").config == again.config   # also an aevb model directory
+    assert aevb.load(run, device="cpu").config == again.config  # also an aevb model directory
     from aevb.checkpoint import load_model
+
     assert torch.equal(load_model(tmp_path / "shared").decoder.net.heads.weight, model.decoder.net.heads.weight)
 
 
@@ -361,7 +412,7 @@ def test_save_pretrained_refuses_a_run_directory_and_the_run_stays_whole(run, tm
 
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    if keep == "unfinished":   # killed before its first evaluation point: config.json and the lock only
+    if keep == "unfinished":  # killed before its first evaluation point: config.json and the lock only
         for path in copy.iterdir():
             if path.name not in ("config.json", ".lock"):
                 path.unlink()
@@ -391,21 +442,48 @@ def test_tensorboard_logger_writes_event_files(tmp_path):
 
 def test_compare_does_not_count_a_setting_an_older_run_did_not_record_as_a_difference():
     from aevb.runs.compare import differing_settings
-    old = {"train": {"max_samples": 100, "seed": 0}}                       # written before `initialise` existed
-    new = [{"train": {"max_samples": 200, "seed": 0, "initialise": True}},
-           {"train": {"max_samples": 100, "seed": 0, "initialise": True}}]
+
+    old = {"train": {"max_samples": 100, "seed": 0}}  # written before `initialise` existed
+    new = [
+        {"train": {"max_samples": 200, "seed": 0, "initialise": True}},
+        {"train": {"max_samples": 100, "seed": 0, "initialise": True}},
+    ]
     assert differing_settings([old, *new]) == [{"max_samples": 100}, {"max_samples": 200}, {"max_samples": 100}]
-    new[1]["train"]["initialise"] = False                                   # a real difference among the runs that record it
-    assert differing_settings([old, *new]) == [{"max_samples": 100}, {"initialise": True, "max_samples": 200},
-                                               {"initialise": False, "max_samples": 100}]
+    new[1]["train"]["initialise"] = False  # a real difference among the runs that record it
+    assert differing_settings([old, *new]) == [
+        {"max_samples": 100},
+        {"initialise": True, "max_samples": 200},
+        {"initialise": False, "max_samples": 100},
+    ]
 
 
-def test_compare_names_runs_by_directory_in_the_legend_when_their_settings_would_not_fit(run, tmp_path,
-                                                                                         monkeypatch):
+def test_compare_names_runs_by_directory_in_the_legend_when_their_settings_would_not_fit(run, tmp_path, monkeypatch):
     from aevb import figures
-    other = tmp_path / "runs" / "a"          # the same directory name as `run`: told apart by the parent's
-    assert call(["train", *TINY, "--seed", "5", "--latent-dim", "3", "--batch-size", "50", "--estimator", "A",
-                 "--samples-per-datapoint", "2", "--hidden-units", "13", "--out", other]) == 0
+
+    other = tmp_path / "runs" / "a"  # the same directory name as `run`: told apart by the parent's
+    assert (
+        call(
+            [
+                "train",
+                *TINY,
+                "--seed",
+                "5",
+                "--latent-dim",
+                "3",
+                "--batch-size",
+                "50",
+                "--estimator",
+                "A",
+                "--samples-per-datapoint",
+                "2",
+                "--hidden-units",
+                "13",
+                "--out",
+                other,
+            ]
+        )
+        == 0
+    )
     drawn = []
     monkeypatch.setattr(figures.plt, "close", lambda figure: drawn.append(figure))
     assert call(["compare", run, other, "--out", tmp_path / "compare.png"]) == 0
@@ -424,7 +502,7 @@ def test_a_run_still_training_or_stopped_is_evaluated_and_sampled_from_its_lates
     from aevb.training.checkpoints import load_checkpoint
 
     def stop_after_first_evaluation(metrics):
-        os.kill(os.getpid(), signal.SIGINT)    # as Ctrl-C: a checkpoint, then TrainingInterrupted
+        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: a checkpoint, then TrainingInterrupted
 
     run = tmp_path / "r"
     with pytest.raises(TrainingInterrupted):
@@ -446,8 +524,7 @@ def test_a_run_still_training_or_stopped_is_evaluated_and_sampled_from_its_lates
     assert_one_line_error(code, out, err)
     assert "has not finished" in err and "--checkpoint" in err
 
-    code, out, err = run_cli(["evaluate", run, "--checkpoint", "--num-points", "50", "--samples", "3",
-                                      "--json"])
+    code, out, err = run_cli(["evaluate", run, "--checkpoint", "--num-points", "50", "--samples", "3", "--json"])
     assert code == 0, err
     result = json.loads(out)
     assert result["checkpoint_samples"] == state.samples and result["checkpoint_steps"] == state.steps

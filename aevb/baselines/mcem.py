@@ -64,9 +64,9 @@ from ..models.families import check_hmc_prior
 from ..training.algorithm import Algorithm, refuse_conditional, refuse_decoder_posterior
 from ..training.distributed import SINGLE_PROCESS, ProcessGroup
 
-PAPER_MCEM_LEAPFROG_STEPS = 10    # App. E
-PAPER_MCEM_WEIGHT_UPDATES = 5     # App. E
-PAPER_MCEM_ACCEPTANCE = 0.9       # App. E
+PAPER_MCEM_LEAPFROG_STEPS = 10  # App. E
+PAPER_MCEM_WEIGHT_UPDATES = 5  # App. E
+PAPER_MCEM_ACCEPTANCE = 0.9  # App. E
 
 
 def _log_joint(model, x: torch.Tensor):
@@ -99,10 +99,19 @@ class MonteCarloEM(Algorithm):
     name = "mcem"
     has_bound = False
 
-    def __init__(self, leapfrog_steps: int = PAPER_MCEM_LEAPFROG_STEPS, weight_updates: int = PAPER_MCEM_WEIGHT_UPDATES,
-                 *, transitions: int = 1, target_acceptance: float = PAPER_MCEM_ACCEPTANCE,
-                 adaptation_rate: float = 0.5, initial_step_size: float = 0.5, min_step_size: float = 1e-4,
-                 max_step_size: float = 10.0, step_size_jitter: float = 0.2):
+    def __init__(
+        self,
+        leapfrog_steps: int = PAPER_MCEM_LEAPFROG_STEPS,
+        weight_updates: int = PAPER_MCEM_WEIGHT_UPDATES,
+        *,
+        transitions: int = 1,
+        target_acceptance: float = PAPER_MCEM_ACCEPTANCE,
+        adaptation_rate: float = 0.5,
+        initial_step_size: float = 0.5,
+        min_step_size: float = 1e-4,
+        max_step_size: float = 10.0,
+        step_size_jitter: float = 0.2,
+    ):
         if leapfrog_steps < 1 or transitions < 1:
             raise AevbError("MCEM needs at least one leapfrog step and one HMC transition per visit")
         if weight_updates < 0:
@@ -130,7 +139,7 @@ class MonteCarloEM(Algorithm):
     def check_model(self, config) -> None:
         refuse_conditional(self.name, config)
         refuse_decoder_posterior(config)
-        check_hmc_prior(config)   # HMC moves z in all of R^J
+        check_hmc_prior(config)  # HMC moves z in all of R^J
 
     def setup(self, model, train: torch.Tensor, group: ProcessGroup = SINGLE_PROCESS) -> None:
         """Allocate the per-datapoint state: z⁽ⁱ⁾ ~ p(z) (global RNG), ε⁽ⁱ⁾ = ``initial_step_size``."""
@@ -148,7 +157,9 @@ class MonteCarloEM(Algorithm):
         for name in ("z", "step_sizes", "acceptance", "visits"):
             current = getattr(self, name)
             if state[name].shape != current.shape:
-                raise ValueError(f"MCEM state {name} has shape {tuple(state[name].shape)}, expected {tuple(current.shape)}")
+                raise ValueError(
+                    f"MCEM state {name} has shape {tuple(state[name].shape)}, expected {tuple(current.shape)}"
+                )
             current.copy_(state[name])
 
     def _check_setup(self) -> None:
@@ -164,7 +175,7 @@ class MonteCarloEM(Algorithm):
         state = HMCState(self.z[indices], value, gradient, self.step_sizes[indices])
         for _ in range(self.transitions):
             step_size = state.step_size
-            if self.step_size_jitter:   # ε × U(1 − j, 1 + j), drawn afresh for every transition
+            if self.step_size_jitter:  # ε × U(1 − j, 1 + j), drawn afresh for every transition
                 uniform = torch.rand(step_size.shape, dtype=step_size.dtype).to(step_size.device)
                 state.step_size = step_size * (1 + self.step_size_jitter * (2 * uniform - 1))
             state, acceptance = hmc_step(log_density, state, self.leapfrog_steps)
@@ -186,15 +197,21 @@ class MonteCarloEM(Algorithm):
             optimizer.step()
         return loss.detach()
 
-    def step(self, model, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-             indices: torch.Tensor) -> torch.Tensor:
+    def step(self, model, optimizer: torch.optim.Optimizer, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         z = self.e_step(model, x, indices)
         self.m_step(model, optimizer, x, z)
         return torch.full((), math.nan, dtype=x.dtype, device=x.device)
 
-    def log_likelihood(self, model, data: torch.Tensor, indices: torch.Tensor | None = None, *,
-                       num_samples: int = PAPER_POSTERIOR_SAMPLES, leapfrog_steps: int = PAPER_LEAPFROG_STEPS,
-                       **options):
+    def log_likelihood(
+        self,
+        model,
+        data: torch.Tensor,
+        indices: torch.Tensor | None = None,
+        *,
+        num_samples: int = PAPER_POSTERIOR_SAMPLES,
+        leapfrog_steps: int = PAPER_LEAPFROG_STEPS,
+        **options,
+    ):
         """Appendix D estimate of log p_θ(x) for the rows of ``data`` under the MCEM-trained decoder.
 
         The chains start at the persistent samples of training rows ``indices`` (when given and
@@ -208,5 +225,6 @@ class MonteCarloEM(Algorithm):
             initial = self.z[indices]
         else:
             initial = "importance-resampled"
-        return hmc_log_likelihood(model, data, num_samples=num_samples, leapfrog_steps=leapfrog_steps,
-                                  initial=initial, **options)
+        return hmc_log_likelihood(
+            model, data, num_samples=num_samples, leapfrog_steps=leapfrog_steps, initial=initial, **options
+        )

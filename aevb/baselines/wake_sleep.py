@@ -75,21 +75,20 @@ class WakeSleep(Algorithm):
         (it depends on θ only), and the per-datapoint bound estimate (M,), detached."""
         with torch.no_grad():
             posterior = model.encode(x)
-            z = posterior.sample((self.num_samples,))                       # (L, M, J)
-            kl = kl_divergence(posterior, model.prior())                    # (M,)
-        reconstruction = model.decode(z).log_prob(x).mean(0)                # (M,), depends on θ
+            z = posterior.sample((self.num_samples,))  # (L, M, J)
+            kl = kl_divergence(posterior, model.prior())  # (M,)
+        reconstruction = model.decode(z).log_prob(x).mean(0)  # (M,), depends on θ
         return -reconstruction.mean(), (reconstruction.detach() - kl)
 
     def sleep_loss(self, model, batch_size: int) -> torch.Tensor:
         """Sleep phase: the loss −(1/M') Σ log q_φ(z|x) over M' dreams z ~ p(z), x ~ p_θ(x|z),
         both detached (it depends on φ only)."""
         with torch.no_grad():
-            z = model.prior().sample((batch_size,))                         # (M', J)
-            x = model.decode(z).sample()                                    # (M', D)
+            z = model.prior().sample((batch_size,))  # (M', J)
+            x = model.decode(z).sample()  # (M', D)
         return -model.encode(x).log_prob(z).mean()
 
-    def step(self, model, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-             indices: torch.Tensor) -> torch.Tensor:
+    def step(self, model, optimizer: torch.optim.Optimizer, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         wake, bound = self.wake_loss(model, x)
         sleep = self.sleep_loss(model, self.dream_batch_size or x.shape[0])
         optimizer.zero_grad(set_to_none=True)

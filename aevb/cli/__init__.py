@@ -38,8 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-
-
 def _run_directory(args: argparse.Namespace) -> str | None:
     """The run directory a train command writes into, once known."""
     if args.command != "train":
@@ -59,7 +57,7 @@ def _run_command(args: argparse.Namespace) -> int:
         print(f"aevb {args.command}: error: {_in_flags(str(error), args.command)}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingInterrupted as interrupted:
-        if os.environ.get("RANK", "0") != "0":   # rank 0 says it, once
+        if os.environ.get("RANK", "0") != "0":  # rank 0 says it, once
             return 128 + (getattr(interrupted, "signal", None) or signal.SIGTERM)
         if args.command == "train":
             run = getattr(args, "resume", None) or getattr(args, "out", None) or "RUN_DIR"
@@ -69,14 +67,17 @@ def _run_command(args: argparse.Namespace) -> int:
         saved = "checkpoints saved" if len(getattr(interrupted, "runs", {})) > 1 else "checkpoint saved"
         print(f"aevb {args.command}: {interrupted}; {saved}. Continue with: {how}", file=sys.stderr)
         return 128 + (getattr(interrupted, "signal", None) or 2)
-    except KeyboardInterrupt:   # outside the training loop, e.g. while the final figures are written
+    except KeyboardInterrupt:  # outside the training loop, e.g. while the final figures are written
         print(f"aevb {args.command}: interrupted{_resume_hint(args, 'continue with')}", file=sys.stderr)
         return 130
     except OSError as error:
         # Disk full, permission denied, ...: the user's environment, not a bug.
-        print(f"aevb {args.command}: error: {error.strerror or error}"
-              + (f": {error.filename}" if getattr(error, "filename", None) else "") + _resume_hint(args),
-              file=sys.stderr)
+        print(
+            f"aevb {args.command}: error: {error.strerror or error}"
+            + (f": {error.filename}" if getattr(error, "filename", None) else "")
+            + _resume_hint(args),
+            file=sys.stderr,
+        )
         return EXIT_USAGE
 
 
@@ -88,6 +89,6 @@ def _resume_hint(args: argparse.Namespace, how: str = "once fixed, continue with
         return ""
     try:
         resumable = has_checkpoint(run) and not os.path.exists(os.path.join(run, SUMMARY_FILE))
-    except OSError:   # the run's path is what the error was about (a name too long): no hint
+    except OSError:  # the run's path is what the error was about (a name too long): no hint
         return ""
     return f"; {how}: aevb train --resume {run}" if resumable else ""

@@ -53,8 +53,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         run_dir = _resume(given) if "resume" in given else _new_run(args, given)
     finally:
-        shutdown()   # under torchrun: leave the process group cleanly
-    return 0 if run_dir is None else _report(run_dir)   # None: --print-config, nothing trained
+        shutdown()  # under torchrun: leave the process group cleanly
+    return 0 if run_dir is None else _report(run_dir)  # None: --print-config, nothing trained
 
 
 #: The options of ``aevb train`` that are no setting of the run's spec (:class:`aevb.runs.RunSpec`):
@@ -83,56 +83,73 @@ def _resume(given: dict):
     """``--resume``: the run's own settings, and only the options that say how it runs now."""
     ignored = [name for name in given if name != "resume" and not name.startswith("run.")]
     if ignored:
-        allowed = ", ".join(_flag("train", field.name) for field in dataclasses.fields(RunOptions)
-                            if _flag("train", field.name).startswith("--"))
-        raise AevbError(f"--resume continues a run with the settings in its config.json; "
-                        f"{', '.join(_flag('train', name) for name in ignored)} cannot change them (only {allowed} "
-                        "apply; start a new run with --out to train otherwise)")
+        allowed = ", ".join(
+            _flag("train", field.name)
+            for field in dataclasses.fields(RunOptions)
+            if _flag("train", field.name).startswith("--")
+        )
+        raise AevbError(
+            f"--resume continues a run with the settings in its config.json; "
+            f"{', '.join(_flag('train', name) for name in ignored)} cannot change them (only {allowed} "
+            "apply; start a new run with --out to train otherwise)"
+        )
     return resume_run(given["resume"], RunSpec.from_settings({"run": _settings(given)["run"]}).run)
 
 
 def _new_run(args: argparse.Namespace, given: dict):
     settings = _settings(given)
-    if "config" in given:   # the file's settings, under the options given on the command line
+    if "config" in given:  # the file's settings, under the options given on the command line
         path = given["config"]
         config = read_json(path)
         if not isinstance(config, dict):
             raise AevbError(f"{path}: expected a JSON object shaped like a run's config.json")
         from_file = settings_of_run_config(config, path)
-        with warnings.catch_warnings():   # (said once, by the spec the run trains below)
+        with warnings.catch_warnings():  # (said once, by the spec the run trains below)
             warnings.simplefilter("ignore")
-            RunSpec.from_settings(from_file, where=path)   # the file's own mistakes, named in the file
-        settings = {section: {**from_file.get(section, {}), **values} if isinstance(values, dict) else values
-                    for section, values in {**from_file, **settings}.items()}
+            RunSpec.from_settings(from_file, where=path)  # the file's own mistakes, named in the file
+        settings = {
+            section: {**from_file.get(section, {}), **values} if isinstance(values, dict) else values
+            for section, values in {**from_file, **settings}.items()
+        }
     spec = RunSpec.from_settings(settings)
     if given.get("print_config"):
         print(json.dumps(resolved_config(spec), indent=2))
         return None
     out = given.get("out") or default_run_dir(spec.data.dataset, spec.model.latent_dim)
-    args.out = str(out)   # for the message of an interrupted run
+    args.out = str(out)  # for the message of an interrupted run
     return train_run(spec, out, overwrite=given.get("overwrite", False), command=shlex.join(["aevb", *args.argv]))
 
 
 def _report(run_dir) -> int:
-    if os.environ.get("RANK", "0") != "0":   # one report per run, from rank 0
+    if os.environ.get("RANK", "0") != "0":  # one report per run, from rank 0
         return 0
     summary = read_json(run_dir / "summary.json")
-    bounds = [f"{name} bound {summary[key]:.2f}" for name, key in (("train", "train_bound"), ("validation", "valid_bound"))
-              if summary.get(key) is not None]
-    print(f"run written to {run_dir}: {summary['samples']:,} samples in {summary['training_seconds']:.0f} s "
-          f"({summary['samples_per_second']:,.0f} samples/s), step size {summary['step_size']}"
-          + (f", {', '.join(bounds)} nats per datapoint" if bounds else " (this algorithm has no bound)"))
+    bounds = [
+        f"{name} bound {summary[key]:.2f}"
+        for name, key in (("train", "train_bound"), ("validation", "valid_bound"))
+        if summary.get(key) is not None
+    ]
+    print(
+        f"run written to {run_dir}: {summary['samples']:,} samples in {summary['training_seconds']:.0f} s "
+        f"({summary['samples_per_second']:,.0f} samples/s), step size {summary['step_size']}"
+        + (f", {', '.join(bounds)} nats per datapoint" if bounds else " (this algorithm has no bound)")
+    )
     return 0
 
 
 #: Options of `aevb evaluate` that tune an estimate which only another option asks for.
-EVALUATE_OPTION_NEEDS = {"k": "nll", "prior_mixture": "nll", "parameter_draws": "nll",
-                         "hmc_samples": "hmc", "leapfrog_steps": "hmc"}
+EVALUATE_OPTION_NEEDS = {
+    "k": "nll",
+    "prior_mixture": "nll",
+    "parameter_draws": "nll",
+    "hmc_samples": "hmc",
+    "leapfrog_steps": "hmc",
+}
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     given = _given(args)
-    for option, needs in EVALUATE_OPTION_NEEDS.items():   # an option that would change nothing is a mistake
+    for option, needs in EVALUATE_OPTION_NEEDS.items():  # an option that would change nothing is a mistake
         if option in given and not given.get(needs):
             raise AevbError(f"--{option.replace('_', '-')} applies only with --{needs}")
     _set_threads(given.get("threads"))
@@ -142,7 +159,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if given.get("nll"):
         options["log_likelihood_samples"] = given.get("k", PROTOCOL_SAMPLES)
     runs = given["run_dir"]
-    listed = given.get("json") and len(runs) > 1   # a JSON list, one result a line, written as each finishes
+    listed = given.get("json") and len(runs) > 1  # a JSON list, one result a line, written as each finishes
     if listed:
         print("[", flush=True)
     try:
@@ -154,7 +171,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 if len(runs) == 1:
                     raise
                 named = str(error) if str(run_dir) in str(error) else f"{run_dir}: {error}"
-                left = f"; not evaluated: {' '.join(map(str, runs[index + 1:]))}" if index + 1 < len(runs) else ""
+                left = f"; not evaluated: {' '.join(map(str, runs[index + 1 :]))}" if index + 1 < len(runs) else ""
                 raise AevbError(named + left) from None
             if listed:
                 print("," if index else " ", end="")
@@ -168,7 +185,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
     finally:
         if listed:
-            print("]", flush=True)   # what was printed stays one valid JSON list
+            print("]", flush=True)  # what was printed stays one valid JSON list
     return 0
 
 
@@ -179,45 +196,66 @@ def _print_json(value) -> None:
 
 def _print_evaluation(result: dict) -> None:
     split = result["split"]
-    taken = (f"; the checkpoint at {result['checkpoint_samples']:,} training samples"
-             if "checkpoint_samples" in result else "")
+    taken = (
+        f"; the checkpoint at {result['checkpoint_samples']:,} training samples"
+        if "checkpoint_samples" in result
+        else ""
+    )
     points = result["num_datapoints"]
-    print(f"{result['dataset']} {split} set, {points:,} point{'s' if points != 1 else ''}{taken}; nats per "
-          "datapoint, ± one standard error")
+    print(
+        f"{result['dataset']} {split} set, {points:,} point{'s' if points != 1 else ''}{taken}; nats per "
+        "datapoint, ± one standard error"
+    )
     if result.get("encoder_trained", True):
         bound = result[f"{split}_bound"]
-        spread = _error_bar(result[f"{split}_bound_stderr"], bound, "over datapoints",   # one datapoint: no spread
-                            "one datapoint: no error over datapoints" if points == 1 else None)
-        print(f"  lower bound (estimator {result['estimator']}, L = {result['samples_per_datapoint']}): "
-              f"{bound:.3f} {spread}")
+        spread = _error_bar(
+            result[f"{split}_bound_stderr"],
+            bound,
+            "over datapoints",  # one datapoint: no spread
+            "one datapoint: no error over datapoints" if points == 1 else None,
+        )
+        print(
+            f"  lower bound (estimator {result['estimator']}, L = {result['samples_per_datapoint']}): "
+            f"{bound:.3f} {spread}"
+        )
     else:
-        print("  lower bound: none (the run trained no encoder); log p(x) by importance sampling uses the prior as "
-              "proposal, the HMC estimator starts its chains at prior draws resampled by p(x|z)")
+        print(
+            "  lower bound: none (the run trained no encoder); log p(x) by importance sampling uses the prior as "
+            "proposal, the HMC estimator starts its chains at prior draws resampled by p(x|z)"
+        )
     if "decoder_parameter_kl" in result:
-        print(f"  full VB: KL(q(θ) ‖ p(θ)) = {result['decoder_parameter_kl']:.1f} nats, "
-              f"{result['decoder_parameter_kl_per_datapoint']:.3f} per training point"
-              + (f"; full bound {result['train_full_bound']:.3f}" if "train_full_bound" in result else ""))
+        print(
+            f"  full VB: KL(q(θ) ‖ p(θ)) = {result['decoder_parameter_kl']:.1f} nats, "
+            f"{result['decoder_parameter_kl_per_datapoint']:.3f} per training point"
+            + (f"; full bound {result['train_full_bound']:.3f}" if "train_full_bound" in result else "")
+        )
     if "log_likelihood" in result:
-        what = "log p(x|y)" if result.get("conditional") else "log p(x)"   # a conditional VAE: given the label
+        what = "log p(x|y)" if result.get("conditional") else "log p(x)"  # a conditional VAE: given the label
         draws = f"{result['parameter_draws']} draws of θ × " if "parameter_draws" in result else ""
-        error = _error_bar(result["log_likelihood_stderr"], result["log_likelihood"], "Monte Carlo",
-                           # one sample per datapoint gives no spread to take it from
-                           "no Monte Carlo error with k = 1" if result["log_likelihood_samples"] == 1 else None)
-        print(f"  {what}, importance sampling, {draws}k = {result['log_likelihood_samples']}: {result['log_likelihood']:.3f} "
-              f"{error}; negative log-likelihood "
-              f"{-result['log_likelihood']:.3f}; {result['log_likelihood_seconds']:.1f} s")
+        error = _error_bar(
+            result["log_likelihood_stderr"],
+            result["log_likelihood"],
+            "Monte Carlo",
+            # one sample per datapoint gives no spread to take it from
+            "no Monte Carlo error with k = 1" if result["log_likelihood_samples"] == 1 else None,
+        )
+        print(
+            f"  {what}, importance sampling, {draws}k = {result['log_likelihood_samples']}: {result['log_likelihood']:.3f} "
+            f"{error}; negative log-likelihood "
+            f"{-result['log_likelihood']:.3f}; {result['log_likelihood_seconds']:.1f} s"
+        )
     if "hmc_log_likelihood" in result:
         error = _error_bar(result["hmc_log_likelihood_stderr"], result["hmc_log_likelihood"], "Monte Carlo", None)
-        print(f"  log p(x), HMC estimator (App. D), L = {result['hmc_samples']}: {result['hmc_log_likelihood']:.3f} "
-              f"{error}; negative log-likelihood "
-              f"{-result['hmc_log_likelihood']:.3f}; acceptance {result['hmc_acceptance']:.2f}; "
-              f"{result['hmc_seconds']:.1f} s")
-
-
+        print(
+            f"  log p(x), HMC estimator (App. D), L = {result['hmc_samples']}: {result['hmc_log_likelihood']:.3f} "
+            f"{error}; negative log-likelihood "
+            f"{-result['hmc_log_likelihood']:.3f}; acceptance {result['hmc_acceptance']:.2f}; "
+            f"{result['hmc_seconds']:.1f} s"
+        )
 
 
 def _error_bar(stderr: float, value: float, kind: str, single: str | None) -> str:
-    """"± stderr (kind)", or why there is none: ``single`` where one draw leaves no spread (one
+    """ "± stderr (kind)", or why there is none: ``single`` where one draw leaves no spread (one
     datapoint, k = 1), else that the estimate, or only its spread, is not finite."""
     if math.isfinite(stderr):
         return f"± {stderr:.3f} ({kind})"
@@ -238,18 +276,22 @@ def _compare(args: argparse.Namespace) -> int:
     def number(value) -> str:
         return "-" if value is None else f"{value:.2f}"
 
-    def status(row) -> str:   # numbers that are not a finished run's final ones say so
+    def status(row) -> str:  # numbers that are not a finished run's final ones say so
         if row["status"] != "unfinished" or not row["planned_samples"]:
             return row["status"]
         return f"unfinished: {100 * (row['samples'] or 0) / row['planned_samples']:.0f}% of {row['planned_samples']:,}"
 
     width = max(len(row["label"]) for row in rows)
-    print(f"{'run':<{width}}  {'samples':>12}  {'train':>9}  {'valid':>9}  {'test':>9}  status   "
-          "(bounds: nats per datapoint)")
+    print(
+        f"{'run':<{width}}  {'samples':>12}  {'train':>9}  {'valid':>9}  {'test':>9}  status   "
+        "(bounds: nats per datapoint)"
+    )
     for row in rows:
         samples = "-" if row["samples"] is None else f"{row['samples']:,}"
-        print(f"{row['label']:<{width}}  {samples:>12}  {number(row['train_bound']):>9}  "
-              f"{number(row['valid_bound']):>9}  {number(row['test_bound']):>9}  {status(row)}")
+        print(
+            f"{row['label']:<{width}}  {samples:>12}  {number(row['train_bound']):>9}  "
+            f"{number(row['valid_bound']):>9}  {number(row['test_bound']):>9}  {status(row)}"
+        )
     if given.get("out"):
         print(f"wrote {given['out']}")
     return 0
@@ -276,5 +318,4 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample, "reproduce": _reproduce,
-            "compare": _compare}
+COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample, "reproduce": _reproduce, "compare": _compare}

@@ -48,5 +48,4 @@ naming the file. The network is used only with ``download=True`` (see :mod:`aevb
 
 from .datasets import DATASET_NAMES, PAPER_PIXEL_DIVISOR, USER_PIXEL_DIVISOR, Dataset, load_dataset, resolve_data_dir
 
-__all__ = ["DATASET_NAMES", "PAPER_PIXEL_DIVISOR", "USER_PIXEL_DIVISOR", "Dataset", "load_dataset",
-           "resolve_data_dir"]
+__all__ = ["DATASET_NAMES", "PAPER_PIXEL_DIVISOR", "USER_PIXEL_DIVISOR", "Dataset", "load_dataset", "resolve_data_dir"]

@@ -95,9 +95,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         keys = list(archive.files)
         unknown = sorted(set(keys) - set(NPZ_KEYS))
         if unknown:
-            raise AevbError(
-                f"{path}: unexpected key(s) {', '.join(unknown)}; allowed: {', '.join(NPZ_KEYS)}"
-            )
+            raise AevbError(f"{path}: unexpected key(s) {', '.join(unknown)}; allowed: {', '.join(NPZ_KEYS)}")
         if "train" not in keys:
             raise AevbError(f"{path}: no 'train' array (keys: {', '.join(keys) or 'none'})")
         out: dict[str, np.ndarray] = {}

@@ -65,7 +65,7 @@ class Dataset:
     train_labels: torch.Tensor | None = None
     valid_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
-    pixel_divisor: float | None = None   # uint8 grey level k became k / pixel_divisor; None: not grey levels
+    pixel_divisor: float | None = None  # uint8 grey level k became k / pixel_divisor; None: not grey levels
 
     def __post_init__(self) -> None:
         dims = set()
@@ -191,11 +191,15 @@ def _locate(dataset: str, data_dir: Path, download: bool) -> list[Path]:
     if missing and not download:
         names = ", ".join(r.filename for r in missing) + " (plain or gzipped)"
         if data_dir.exists() and not data_dir.is_dir():
-            raise AevbError(f"{dataset}: the data directory {data_dir} is a file; pass `data_dir` or set "
-                            "AEVB_DATA_DIR naming a directory that holds the files, or add `download`")
-        if not data_dir.exists():   # say so: a mistyped --data-dir or AEVB_DATA_DIR is the likely cause
-            raise AevbError(f"{dataset}: the data directory {data_dir} does not exist; pass `data_dir` or set "
-                            "AEVB_DATA_DIR naming one that holds the files, or add `download`")
+            raise AevbError(
+                f"{dataset}: the data directory {data_dir} is a file; pass `data_dir` or set "
+                "AEVB_DATA_DIR naming a directory that holds the files, or add `download`"
+            )
+        if not data_dir.exists():  # say so: a mistyped --data-dir or AEVB_DATA_DIR is the likely cause
+            raise AevbError(
+                f"{dataset}: the data directory {data_dir} does not exist; pass `data_dir` or set "
+                "AEVB_DATA_DIR naming one that holds the files, or add `download`"
+            )
         raise AevbError(
             f"{dataset}: {names} not found in {subdir} or {data_dir}; "
             f"pass `data_dir`, set AEVB_DATA_DIR, or add `download`"
@@ -213,9 +217,7 @@ def _read_mnist_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, 
     images = read_mnist_images(images_path)
     labels = read_mnist_labels(labels_path)
     if labels.shape[0] != images.shape[0]:
-        raise AevbError(
-            f"{labels_path}: {labels.shape[0]} labels but {images_path.name} has {images.shape[0]} images"
-        )
+        raise AevbError(f"{labels_path}: {labels.shape[0]} labels but {images_path.name} has {images.shape[0]} images")
     return images, labels
 
 
@@ -252,13 +254,18 @@ def _load_frey(data_dir: Path, download: bool, divisor: float) -> Dataset:
         raise AevbError(f"{path}: {faces.shape[0]} faces, expected {sum(FREY_SIZES)} (frey_rawface.mat)")
     x = _as_features(faces, divisor)
     parts = permutation_split(x.shape[0], FREY_SIZES, FREY_SPLIT_SEED)
-    return _make("frey", [x[idx] for idx in parts], (28, 20), _source("Frey Face MAT file", [path]),
-                 pixel_divisor=divisor)
+    return _make(
+        "frey", [x[idx] for idx in parts], (28, 20), _source("Frey Face MAT file", [path]), pixel_divisor=divisor
+    )
 
 
 #: The files of the embedded MNIST sample, each verified against SHA256SUMS at every load.
-EMBEDDED_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                  "t10k-labels-idx1-ubyte.gz")
+EMBEDDED_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 def _verify_embedded() -> None:
@@ -277,7 +284,7 @@ def _verify_embedded() -> None:
             raise AevbError(f"{path}: missing or corrupt (SHA-256 mismatch with {sums.name}); reinstall aevb")
         listed.add(name)
     unchecked = sorted(set(EMBEDDED_FILES) - listed)
-    if unchecked:   # a file the list leaves out would load unverified
+    if unchecked:  # a file the list leaves out would load unverified
         raise AevbError(f"{sums} lists no checksum for {', '.join(unchecked)}; reinstall aevb")
 
 
@@ -307,9 +314,7 @@ def _image_shape(array: np.ndarray) -> tuple[int, int] | None:
 
 
 def _too_small(path: Path, n: int) -> AevbError:
-    return AevbError(
-        f"{path}: only {n} training rows; need at least 10 to hold out 10% each for valid/test"
-    )
+    return AevbError(f"{path}: only {n} training rows; need at least 10 to hold out 10% each for valid/test")
 
 
 def _load_npy(path: Path, divisor: float) -> Dataset:
@@ -319,8 +324,13 @@ def _load_npy(path: Path, divisor: float) -> Dataset:
         raise _too_small(path, n)
     x = _as_features(array, divisor)
     parts = permutation_split(n, (n - 2 * h, h, h), USER_SPLIT_SEED)
-    return _make(path.stem, [x[idx] for idx in parts], _image_shape(array), f"numpy file {path}",
-                 pixel_divisor=divisor if array.dtype == np.uint8 else None)
+    return _make(
+        path.stem,
+        [x[idx] for idx in parts],
+        _image_shape(array),
+        f"numpy file {path}",
+        pixel_divisor=divisor if array.dtype == np.uint8 else None,
+    )
 
 
 def _load_npz(path: Path, divisor: float) -> Dataset:

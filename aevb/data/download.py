@@ -65,23 +65,23 @@ def _binarized(split: str, sha256: str, size: int) -> RemoteFile:
 
 REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
     "mnist": (
-        _mnist("train-images-idx3-ubyte.gz",
-               "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9_912_422),
-        _mnist("train-labels-idx1-ubyte.gz",
-               "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28_881),
-        _mnist("t10k-images-idx3-ubyte.gz",
-               "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1_648_877),
-        _mnist("t10k-labels-idx1-ubyte.gz",
-               "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4_542),
+        _mnist(
+            "train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9_912_422
+        ),
+        _mnist(
+            "train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28_881
+        ),
+        _mnist(
+            "t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1_648_877
+        ),
+        _mnist("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4_542),
     ),
     "binarized-mnist": (  # 784 digits and 783 spaces and a newline per image
         _binarized("train", "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d", 50_000 * 1568),
         _binarized("valid", "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2", 10_000 * 1568),
         _binarized("test", "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c", 10_000 * 1568),
     ),
-    "frey": (
-        RemoteFile("frey_rawface.mat", FREY_SHA256, (_FREY_URL,), 1_100_584),
-    ),
+    "frey": (RemoteFile("frey_rawface.mat", FREY_SHA256, (_FREY_URL,), 1_100_584),),
 }
 
 # Sub-folder of the data directory that holds each dataset's files.
@@ -151,8 +151,7 @@ def _copy_capped(response, out, digest, cap: int, cap_reason: str) -> None:
     """Stream ``response`` into ``out`` and ``digest``, refusing more than ``cap`` bytes."""
     declared = _declared_length(response)
     if declared is not None and declared > cap:
-        raise _TooLarge(f"announces {declared:,} bytes, more than the {cap:,}-byte cap ({cap_reason}); "
-                        "not downloaded")
+        raise _TooLarge(f"announces {declared:,} bytes, more than the {cap:,}-byte cap ({cap_reason}); not downloaded")
     received = 0
     # Never ask for more than one byte past the cap, so an endless body costs at most cap + 1 bytes.
     while chunk := response.read(min(_CHUNK_BYTES, cap + 1 - received)):

@@ -111,16 +111,12 @@ def read_idx(path: str | os.PathLike, *, magic: int | None = None) -> np.ndarray
     header = 4 + 4 * ndim
     if len(data) < header:
         raise AevbError(f"{path}: truncated IDX header ({len(data)} bytes, need {header})")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + math.prod(dims) * dtype.itemsize
     if len(data) < expected:
-        raise AevbError(
-            f"{path}: truncated IDX file ({len(data)} bytes, header dims {dims} need {expected})"
-        )
+        raise AevbError(f"{path}: truncated IDX file ({len(data)} bytes, header dims {dims} need {expected})")
     if len(data) > expected:
-        raise AevbError(
-            f"{path}: {len(data) - expected} unexpected trailing bytes after IDX data of dims {dims}"
-        )
+        raise AevbError(f"{path}: {len(data) - expected} unexpected trailing bytes after IDX data of dims {dims}")
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
     return array.astype(dtype.newbyteorder("="), copy=True)
 
@@ -182,15 +178,11 @@ def read_amat_binary(path: str | os.PathLike, dim: int = 784) -> np.ndarray:
     bad = np.flatnonzero(cls == 0)
     if bad.size:
         pos = int(bad[0])
-        raise AevbError(
-            f"{path}: line {line_of(pos)}: invalid value {token_at(pos)!r} (expected 0 or 1)"
-        )
+        raise AevbError(f"{path}: line {line_of(pos)}: invalid value {token_at(pos)!r} (expected 0 or 1)")
     glued = np.flatnonzero(is_digit[1:] & is_digit[:-1])
     if glued.size:
         pos = int(glued[0])
-        raise AevbError(
-            f"{path}: line {line_of(pos)}: invalid value {token_at(pos)!r} (expected 0 or 1)"
-        )
+        raise AevbError(f"{path}: line {line_of(pos)}: invalid value {token_at(pos)!r} (expected 0 or 1)")
     starts = np.concatenate(([0], newlines + 1))
     starts = starts[starts < buf.size]
     counts = np.add.reduceat(is_digit, starts, dtype=np.int64)
@@ -267,8 +259,9 @@ def _load_frey_variable(path: Path):
 
     with tempfile.TemporaryDirectory(prefix="aevb-mat-") as scratch:
         out = Path(scratch) / "ff.npy"
-        done = subprocess.run([sys.executable, "-c", _LOADMAT_CHILD, str(path), str(out)],
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-c", _LOADMAT_CHILD, str(path), str(out)], capture_output=True, text=True, timeout=600
+        )
         message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
         if done.returncode == 0:
             return np.load(out, allow_pickle=False)
@@ -278,8 +271,10 @@ def _load_frey_variable(path: Path):
             return None
         if done.returncode == 5:
             raise AevbError(f"{path}: variable 'ff' has type {message}, expected uint8")
-        raise AevbError(f"{path}: the MATLAB reader crashed on this file (exit {done.returncode}); "
-                        "it is corrupt or not frey_rawface.mat")
+        raise AevbError(
+            f"{path}: the MATLAB reader crashed on this file (exit {done.returncode}); "
+            "it is corrupt or not frey_rawface.mat"
+        )
 
 
 def read_frey_mat(path: str | os.PathLike) -> np.ndarray:

@@ -98,9 +98,7 @@ def make_embedded(data_dir: Path, out_dir: Path = EMBEDDED_DIR) -> list[Path]:
     (out_dir / "SHA256SUMS").write_text(sums)
     n_fit = n_train - 1000
     (out_dir / "README.md").write_text(
-        README.format(
-            n_train=n_train, n_test=n_test, n_fit=n_fit, n_fit_last=n_fit - 1, n_train_last=n_train - 1
-        )
+        README.format(n_train=n_train, n_test=n_test, n_fit=n_fit, n_fit_last=n_fit - 1, n_train_last=n_train - 1)
     )
     return written
 

@@ -27,7 +27,7 @@ ENGINES: dict[str, type[Engine]] = {engine.name: engine for engine in (NativeEng
 AUTO_ORDER = ("native", "fused", "autograd")
 
 AUTO = "auto"
-ENGINE_CHOICES = (AUTO, *ENGINES)   # for the command line; the registry itself may grow
+ENGINE_CHOICES = (AUTO, *ENGINES)  # for the command line; the registry itself may grow
 
 
 def engine_class(name: str, request: EngineRequest) -> type[Engine]:
@@ -49,5 +49,15 @@ def select_engine(name: str, request: EngineRequest) -> Engine:
     return engine_class(name, request)(request)
 
 
-__all__ = ["AUTO", "AUTO_ORDER", "ENGINES", "ENGINE_CHOICES", "Engine", "EngineRequest", "Gradient", "Objective",
-           "engine_class", "select_engine"]
+__all__ = [
+    "AUTO",
+    "AUTO_ORDER",
+    "ENGINES",
+    "ENGINE_CHOICES",
+    "Engine",
+    "EngineRequest",
+    "Gradient",
+    "Objective",
+    "engine_class",
+    "select_engine",
+]

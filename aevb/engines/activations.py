@@ -23,7 +23,7 @@ def _tanh(a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 
 def _tanh_grad(grad: torch.Tensor, a: torch.Tensor, h: torch.Tensor) -> None:
-    grad.addcmul_(grad, h * h, value=-1.0)   # grad · (1 − h²)
+    grad.addcmul_(grad, h * h, value=-1.0)  # grad · (1 − h²)
 
 
 def _relu(a, out):
@@ -57,7 +57,7 @@ def _elu(a, out):
 
 
 def _elu_grad(grad, a, h):
-    grad.mul_(torch.where(a > 0, 1.0, h + 1.0))   # d/da (eᵃ − 1) = h + 1 below zero
+    grad.mul_(torch.where(a > 0, 1.0, h + 1.0))  # d/da (eᵃ − 1) = h + 1 below zero
 
 
 @dataclass(frozen=True)

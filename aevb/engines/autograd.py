@@ -48,8 +48,9 @@ class AutogradEngine(Engine):
         super().__init__(request)
         self._data_parallel = None
         if request.distributed:
-            self._data_parallel = data_parallel(SGVBObjective(request.model, request.objective, request.num_samples),
-                                                request.device)
+            self._data_parallel = data_parallel(
+                SGVBObjective(request.model, request.objective, request.num_samples), request.device
+            )
 
     def gradient(self, x: torch.Tensor, noise: torch.Tensor | None = None, shard: Shard | None = None) -> Gradient:
         for parameter in self.model.parameters():

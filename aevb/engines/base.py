@@ -86,8 +86,9 @@ class Engine:
         minibatch x (M, D) of this process."""
         return False
 
-    def gradient_and_update(self, x: torch.Tensor, noise: torch.Tensor | None,
-                            optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    def gradient_and_update(
+        self, x: torch.Tensor, noise: torch.Tensor | None, optimizer: torch.optim.Optimizer
+    ) -> torch.Tensor:
         """The gradient and the optimiser's update in one pass; returns the bound sum, NaN when a
         non-finite loss or gradient skipped the update. Only where :meth:`applies_optimizer`."""
         raise NotImplementedError(f"the {self.name} engine does not apply optimisers")

@@ -61,11 +61,13 @@ def unsupported_reason(model: nn.Module, estimator: str | None) -> str | None:
         return f"model is a {type(model).__name__}, not an aevb VAE"
     families = families_of(model.config)
     if families != (PAPER_POSTERIOR, PAPER_PRIOR):
-        return (f"posterior {families[0]} with prior {families[1]}: the fused gradients are derived for the "
-                "Gaussian posterior and N(0, I) prior only")
+        return (
+            f"posterior {families[0]} with prior {families[1]}: the fused gradients are derived for the "
+            "Gaussian posterior and N(0, I) prior only"
+        )
     if type(model.encoder) is not GaussianEncoder:
         return f"encoder {type(model.encoder).__name__} has no fused gradient"
-    if type(model.decoder) not in (BernoulliDecoder, GaussianDecoder):   # the likelihoods derived above
+    if type(model.decoder) not in (BernoulliDecoder, GaussianDecoder):  # the likelihoods derived above
         return f"decoder {type(model.decoder).__name__} has no fused gradient"
     if estimator is None or estimator.upper() not in FUSED_ESTIMATORS:
         return f"estimator {estimator} has no fused gradient"
@@ -168,17 +170,21 @@ class FusedStep:
         if flat is not None and all(p.grad is view for p, view in zip(self.parameters, self._gradient_views)):
             return
         first = self.parameters[0]
-        self.flat_gradient = torch.zeros(sum(p.numel() for p in self.parameters), dtype=first.dtype,
-                                         device=first.device)
-        self._gradient_views = [view.view_as(p) for p, view in
-                                zip(self.parameters, self.flat_gradient.split([p.numel() for p in self.parameters]))]
+        self.flat_gradient = torch.zeros(
+            sum(p.numel() for p in self.parameters), dtype=first.dtype, device=first.device
+        )
+        self._gradient_views = [
+            view.view_as(p)
+            for p, view in zip(self.parameters, self.flat_gradient.split([p.numel() for p in self.parameters]))
+        ]
         for parameter, view in zip(self.parameters, self._gradient_views):
             if parameter.grad is not None:
                 view.copy_(parameter.grad)
             parameter.grad = view
 
-    def __call__(self, x: torch.Tensor, noise: torch.Tensor | None = None,
-                 optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, noise: torch.Tensor | None = None, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.Tensor:
         """x: (M, D); ``noise``: optional ε (L, M, J), else drawn here. Returns Σ_i 𝓛̃ᵢ (0-dim).
         ``optimizer``: also apply its update, where the step can (:class:`aevb.engines.native.NativeStep`)."""
         # (no autograd here: set directly, cheaper than the no_grad context manager; docs/performance.md)
@@ -208,7 +214,7 @@ class FusedStep:
         g = z
         for layer in self.decoder:
             g = layer.forward(g)
-        log_lik, grad_out = self._decoder_terms(g, x, samples, batch)       # (L, M)
+        log_lik, grad_out = self._decoder_terms(g, x, samples, batch)  # (L, M)
 
         z_lm = z.view(samples, batch, latent)
         weights, weight = None, 1.0 / (samples * batch)
@@ -220,23 +226,23 @@ class FusedStep:
                 bound_sum = log_w.sum() / samples
             else:
                 bound_sum = (torch.logsumexp(log_w, dim=0) - math.log(samples)).sum()
-                weights = torch.softmax(log_w, dim=0).div_(batch)               # (L, M)
+                weights = torch.softmax(log_w, dim=0).div_(batch)  # (L, M)
 
         # Backward. ∂loss/∂(decoder output) = −w · ∂log p/∂out.
-        def scale_(tensor: torch.Tensor) -> torch.Tensor:   # tensor ← −w · tensor, per (sample, point)
+        def scale_(tensor: torch.Tensor) -> torch.Tensor:  # tensor ← −w · tensor, per (sample, point)
             if weights is None:
                 return tensor.mul_(-weight)
             return tensor.view(samples, batch, -1).mul_(weights.unsqueeze(-1)).neg_()
 
         scale_(grad_out)
-        if self._log_var_source is not None:   # a per-dimension decoder variance: sum over rows
+        if self._log_var_source is not None:  # a per-dimension decoder variance: sum over rows
             scale_(self._log_var_source)
             self._shared_log_var_gradient()
         grad = grad_out
         for layer in reversed(self.decoder):
             grad = layer.backward(grad)
-        grad_z = grad.view(samples, batch, latent)                                # ∂loss/∂z
-        if self.estimator != "B":   # log p(z) = −½‖z‖²: ∂(−w log p(z))/∂z = w z
+        grad_z = grad.view(samples, batch, latent)  # ∂loss/∂z
+        if self.estimator != "B":  # log p(z) = −½‖z‖²: ∂(−w log p(z))/∂z = w z
             if weights is None:
                 grad_z.add_(z_lm, alpha=weight)
             else:
@@ -246,11 +252,11 @@ class FusedStep:
         grad_mean, grad_log_var = grad_heads[:, :latent], grad_heads[:, latent:]
         torch.sum(grad_z, dim=0, out=grad_mean)
         torch.sum(grad_z * eps, dim=0, out=grad_log_var)
-        grad_log_var.mul_(0.5 * std)                                              # dz/dlog σ² = ½σε
+        grad_log_var.mul_(0.5 * std)  # dz/dlog σ² = ½σε
         if self.estimator == "B":
             grad_mean.add_(mean, alpha=1.0 / batch)
             grad_log_var.add_(std.square().sub_(1.0), alpha=0.5 / batch)
-        else:                       # entropy of q along the path: −½ per dimension per point
+        else:  # entropy of q along the path: −½ per dimension per point
             grad_log_var.sub_(0.5 / batch)
         self._through_bound_(grad_log_var, log_var)
         grad = grad_heads
@@ -268,8 +274,9 @@ class FusedStep:
         if self.bound is not None:
             grad.mul_(1.0 - (log_var / self.bound).square())
 
-    def _decoder_terms(self, out: torch.Tensor, x: torch.Tensor, samples: int,
-                       batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decoder_terms(
+        self, out: torch.Tensor, x: torch.Tensor, samples: int, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """log p(x|z) per (sample, point), (L, M), and ∂log p/∂(decoder output), (L·M, outputs).
 
         For a per-dimension decoder variance, ∂log p/∂log σ² per row is left in
@@ -281,9 +288,9 @@ class FusedStep:
         self._log_var_source = None
         if self.likelihood == "bernoulli":
             logits = out.view(samples, batch, data_dim)
-            log_lik = bernoulli_from_logits(logits).log_prob(x_lm)                 # grey levels x ∈ [0, 1] too
+            log_lik = bernoulli_from_logits(logits).log_prob(x_lm)  # grey levels x ∈ [0, 1] too
             torch.sigmoid(out, out=grad)
-            grad.view(samples, batch, data_dim).sub_(x_lm).neg_()                  # x − sigmoid(l)
+            grad.view(samples, batch, data_dim).sub_(x_lm).neg_()  # x − sigmoid(l)
             return log_lik, grad
         if self.shared_log_var is None:
             mean_raw, log_var = out[:, :data_dim], bounded_log_variance(out[:, data_dim:], self.bound)
@@ -291,11 +298,12 @@ class FusedStep:
             mean_raw = out
             log_var = bounded_log_variance(self.shared_log_var.detach(), self.bound).expand(rows, data_dim)
         mean = torch.sigmoid(mean_raw) if self.sigmoid_mean else mean_raw
-        log_lik = diagonal_gaussian(mean.reshape(samples, batch, data_dim),
-                                    log_var.reshape(samples, batch, data_dim)).log_prob(x_lm)
+        log_lik = diagonal_gaussian(
+            mean.reshape(samples, batch, data_dim), log_var.reshape(samples, batch, data_dim)
+        ).log_prob(x_lm)
         residual = (x_lm - mean.reshape(samples, batch, data_dim)).view(rows, data_dim)
-        scaled = residual * torch.exp(-log_var)                                  # (x − μ)/σ²
-        grad_log_var = (scaled * residual).sub_(1.0).mul_(0.5)                   # ½((x − μ)²/σ² − 1)
+        scaled = residual * torch.exp(-log_var)  # (x − μ)/σ²
+        grad_log_var = (scaled * residual).sub_(1.0).mul_(0.5)  # ½((x − μ)²/σ² − 1)
         if self.sigmoid_mean:
             scaled.mul_(mean * (1.0 - mean))
         grad[:, :data_dim].copy_(scaled)
@@ -334,7 +342,9 @@ class FusedEngine(Engine):
         step = self._step_for(x)
         bound_sum = step(x, noise)
         if shard is not None:
-            shard.group.sum_gradients_(step.parameters, weight=x.shape[0] / shard.size, flat_gradient=step.flat_gradient)
+            shard.group.sum_gradients_(
+                step.parameters, weight=x.shape[0] / shard.size, flat_gradient=step.flat_gradient
+            )
         return Gradient(bound_sum, step.parameters, step.flat_gradient)
 
     def close(self) -> None:

@@ -47,7 +47,7 @@ def float32_total(total: float) -> torch.Tensor:
     """The native step's bound, a total summed in double on the host, as a 0-dim float32 tensor.
     A total beyond float32's range becomes ±inf, as autograd's float32 sum gives: a diverged step
     that the numeric guard skips (``torch.scalar_tensor`` alone raises on it, issue 14)."""
-    if abs(total) > _FLOAT32_MAX:   # False for NaN, which stays NaN
+    if abs(total) > _FLOAT32_MAX:  # False for NaN, which stays NaN
         total = math.copysign(math.inf, total)
     return torch.scalar_tensor(total, dtype=torch.float32)
 
@@ -58,10 +58,11 @@ class NativeLayer(Layer):
     def __init__(self, *args):
         super().__init__(*args)
         self.sparse_input: native.SparseRows | None = None
-        self.input_magnitude = math.nan                  # Σ|input| of the last forward
+        self.input_magnitude = math.nan  # Σ|input| of the last forward
 
-    def native_forward(self, inputs: torch.Tensor | native.SparseRows, input_magnitude: float,
-                       kernels: native.Kernels) -> tuple[torch.Tensor, float]:
+    def native_forward(
+        self, inputs: torch.Tensor | native.SparseRows, input_magnitude: float, kernels: native.Kernels
+    ) -> tuple[torch.Tensor, float]:
         """The layer's output and Σ|output| (the next layer's ``input_magnitude``, which the
         numeric guard uses). ``inputs`` may be the nonzeros of a mostly-zero minibatch."""
         self.input_magnitude = input_magnitude
@@ -73,7 +74,7 @@ class NativeLayer(Layer):
             rows, self.input, self.sparse_input = inputs.shape[0], inputs, None
             pre = torch.addmm(self.bias, inputs, self.weight.t(), out=self.pre[:rows])
         if self.activation is None:
-            return pre, math.nan   # a head: its output feeds no linear layer
+            return pre, math.nan  # a head: its output feeds no linear layer
         if self.activation.name in native.ACTIVATION_CODES:
             out = self.out[:rows]
             return out, kernels.activation_forward(pre, out, self.activation.name)
@@ -85,13 +86,18 @@ class NativeLayer(Layer):
         rows = grad_out.shape[0]
         activation = self.activation
         if activation is None or activation.name in native.ACTIVATION_CODES:
-            return kernels.activation_backward(grad_out, self.pre[:rows], self.out[:rows],
-                                               None if activation is None else activation.name, self.bias.grad)
+            return kernels.activation_backward(
+                grad_out,
+                self.pre[:rows],
+                self.out[:rows],
+                None if activation is None else activation.name,
+                self.bias.grad,
+            )
         activation.backward(grad_out, self.pre[:rows], self.out[:rows])
         return kernels.activation_backward(grad_out, None, None, None, self.bias.grad)
 
     def input_gradient(self, grad_pre: torch.Tensor) -> torch.Tensor:
-        return torch.mm(grad_pre, self.weight, out=self.grad_in[:grad_pre.shape[0]])
+        return torch.mm(grad_pre, self.weight, out=self.grad_in[: grad_pre.shape[0]])
 
     def weight_gradient(self, grad_pre: torch.Tensor, kernels: native.Kernels) -> None:
         if self.sparse_input is not None:
@@ -127,13 +133,14 @@ class NativeStep(FusedStep):
         self._z = torch.empty(rows, latent, **options)
         self._std = torch.empty(batch_size, latent, **options)
         self._log_var = torch.empty(batch_size, latent, **options)
-        self._term = torch.empty(rows, **options)            # KL per point (B) or log p(z) − log q per sample
+        self._term = torch.empty(rows, **options)  # KL per point (B) or log p(z) − log q per sample
         self._log_lik = torch.empty(rows, **options)
         # a per-dimension decoder variance: ∂log p/∂log σ² of every row, before the rows' sum
-        self._log_var_rows = None if self.shared_log_var is None else torch.empty(rows, model.config.data_dim,
-                                                                                   **options)
+        self._log_var_rows = (
+            None if self.shared_log_var is None else torch.empty(rows, model.config.data_dim, **options)
+        )
         self._sparse = native.SparseRows(batch_size, model.config.data_dim, torch.get_num_threads())
-        self._dense_steps = 0                                # steps to go before looking at x's zeros again
+        self._dense_steps = 0  # steps to go before looking at x's zeros again
         self._applies_to = None
 
     def applies_optimizer(self, optimizer: torch.optim.Optimizer) -> bool:
@@ -150,10 +157,12 @@ class NativeStep(FusedStep):
         if len(groups) != 1 or groups[0]["maximize"] or isinstance(groups[0]["lr"], torch.Tensor):
             return False
         lists = optimizer.kernel_lists(0, groups[0])
-        if lists is not None and self._applies_to is lists:   # checked at an earlier step
+        if lists is not None and self._applies_to is lists:  # checked at an earlier step
             return True
-        if not (len(groups[0]["params"]) == len(self.parameters)
-                and all(a is b for a, b in zip(groups[0]["params"], self.parameters))):
+        if not (
+            len(groups[0]["params"]) == len(self.parameters)
+            and all(a is b for a, b in zip(groups[0]["params"], self.parameters))
+        ):
             return False
         if lists is None or not all(step.dtype == torch.float32 and step.device.type == "cpu" for step in lists[-1]):
             return False
@@ -164,8 +173,10 @@ class NativeStep(FusedStep):
         self._applies_to = lists
         return True
 
-    def _step(self, x: torch.Tensor, noise: torch.Tensor | None, optimizer: torch.optim.Optimizer | None) -> torch.Tensor:
-        if x.dtype != torch.float32 or x.device.type != "cpu":   # data the kernels cannot take
+    def _step(
+        self, x: torch.Tensor, noise: torch.Tensor | None, optimizer: torch.optim.Optimizer | None
+    ) -> torch.Tensor:
+        if x.dtype != torch.float32 or x.device.type != "cpu":  # data the kernels cannot take
             return super()._step(x, noise, optimizer)
         if optimizer is not None and not self.applies_optimizer(optimizer):
             raise ValueError("this fused step cannot apply that optimiser (see applies_optimizer)")
@@ -178,7 +189,8 @@ class NativeStep(FusedStep):
         bound_sum, weights, grad_out = self._bound_and_output_gradient(g, x, samples, batch, term_total)
         pending = self._input_gradients(grad_out, eps, heads, closed_form_kl, weights, batch)
         update = optimizer is not None and self._gradients_finite(
-            bound_sum, [(m, layer.input_magnitude) for layer, _, m in pending])
+            bound_sum, [(m, layer.input_magnitude) for layer, _, m in pending]
+        )
         self.skipped = optimizer is not None and not update
         self._weight_gradients(pending, optimizer if update else None)
         return bound_sum
@@ -189,25 +201,28 @@ class NativeStep(FusedStep):
         kernels = self.kernels
         batch, samples, latent = x.shape[0], self.num_samples, self.latent_dim
         rows = samples * batch
-        magnitude = self._sparse_input(x)                      # Σ|x|, or None for dense data
+        magnitude = self._sparse_input(x)  # Σ|x|, or None for dense data
         if magnitude is None:
             magnitude, h = kernels.abs_sum(x), x
         else:
             h = self._sparse
         for layer in self.encoder:
             h, magnitude = layer.native_forward(h, magnitude, kernels)
-        heads = h                                               # (M, 2J): μ, raw log σ²
-        eps = torch.empty(samples, batch, latent, dtype=x.dtype, device=x.device).normal_() if noise is None \
+        heads = h  # (M, 2J): μ, raw log σ²
+        eps = (
+            torch.empty(samples, batch, latent, dtype=x.dtype, device=x.device).normal_()
+            if noise is None
             else noise.contiguous()
+        )
         closed_form_kl = self.estimator == "B"
         z, std, log_var = self._z[:rows], self._std[:batch], self._log_var[:batch]
         term = self._term[:batch] if closed_form_kl else self._term[:rows]
-        self._last_magnitude, term_total = kernels.latent_forward(heads, eps, self.bound, closed_form_kl, z, std,
-                                                                  log_var, term)
+        self._last_magnitude, term_total = kernels.latent_forward(
+            heads, eps, self.bound, closed_form_kl, z, std, log_var, term
+        )
         return heads, eps, closed_form_kl, term_total
 
-    def _bound_and_output_gradient(self, g: torch.Tensor, x: torch.Tensor, samples: int, batch: int,
-                                   term_total: float):
+    def _bound_and_output_gradient(self, g: torch.Tensor, x: torch.Tensor, samples: int, batch: int, term_total: float):
         """The bound sum, IWAE's weights (None for A and B) and ∂loss/∂(decoder output)."""
         rows, weights = samples * batch, None
         if self.likelihood == "bernoulli":
@@ -227,11 +242,11 @@ class NativeStep(FusedStep):
         else:
             log_w = (log_lik + self._term[:rows]).view(samples, batch)
             bound_sum = (torch.logsumexp(log_w, dim=0) - math.log(samples)).sum()
-            weights = torch.softmax(log_w, dim=0).div_(batch).view(rows)          # self-normalised, / M
+            weights = torch.softmax(log_w, dim=0).div_(batch).view(rows)  # self-normalised, / M
         if self.likelihood == "bernoulli":
             if weights is not None:
                 self.kernels.scale_rows(grad_out, weights)
-        else:   # ∂log p/∂out → −w ∂log p/∂out, as in the torch path
+        else:  # ∂log p/∂out → −w ∂log p/∂out, as in the torch path
             factor = weights.unsqueeze(-1) if weights is not None else 1.0 / rows
             grad_out.mul_(factor).neg_()
             if self._log_var_source is not None:
@@ -246,8 +261,17 @@ class NativeStep(FusedStep):
         rows = out.shape[0]
         shared = None if self.shared_log_var is None else self.shared_log_var.detach()
         self._log_var_source = None if shared is None else self._log_var_rows[:rows]
-        return self.kernels.gaussian(out, x, samples, self.bound, self.sigmoid_mean, shared, self._grad_out[:rows],
-                                     self._log_var_source, self._log_lik[:rows])
+        return self.kernels.gaussian(
+            out,
+            x,
+            samples,
+            self.bound,
+            self.sigmoid_mean,
+            shared,
+            self._grad_out[:rows],
+            self._log_var_source,
+            self._log_lik[:rows],
+        )
 
     def _shared_log_var_gradient(self) -> None:
         # The rows' sum in row order (a native column sum), whatever the number of threads.
@@ -263,8 +287,18 @@ class NativeStep(FusedStep):
             grad = layer.input_gradient(grad)
         rows = grad_out.shape[0]
         grad_heads = self._grad_heads[:batch]
-        kernels.latent_backward(grad, eps, self._z[:rows], self._std[:batch], self._log_var[:batch], heads,
-                                self.bound, closed_form_kl, weights, grad_heads)
+        kernels.latent_backward(
+            grad,
+            eps,
+            self._z[:rows],
+            self._std[:batch],
+            self._log_var[:batch],
+            heads,
+            self.bound,
+            closed_form_kl,
+            weights,
+            grad_heads,
+        )
         grad = grad_heads
         for index, layer in reversed(list(enumerate(self.encoder))):
             magnitude = layer.native_backward(grad, kernels)
@@ -277,7 +311,7 @@ class NativeStep(FusedStep):
         """Every weight gradient, each followed by its layer's update when ``optimizer``."""
         kernels = self.kernels
         if optimizer is not None:
-            state = self._optimizer_state                      # set by applies_optimizer for these lists
+            state = self._optimizer_state  # set by applies_optimizer for these lists
             update, settings = self._update
             hyper = settings(optimizer.param_groups[0])
         for layer, grad_pre, _ in pending:
@@ -313,7 +347,7 @@ class NativeStep(FusedStep):
         if not math.isfinite(float(bound_sum)):
             return False
         for grad_magnitude, input_magnitude in layers:
-            if not (grad_magnitude < _GUARD_LIMIT and grad_magnitude * input_magnitude < _GUARD_LIMIT):   # False for NaN
+            if not (grad_magnitude < _GUARD_LIMIT and grad_magnitude * input_magnitude < _GUARD_LIMIT):  # False for NaN
                 return False
         return self.shared_log_var is None or bool(torch.isfinite(self.shared_log_var.grad).all())
 
@@ -324,7 +358,7 @@ class NativeEngine(FusedEngine):
 
     name = "native"
     description = "fused, native kernels"
-    thread_count_invariant = True   # the kernels split only independent rows or columns (kernels.c)
+    thread_count_invariant = True  # the kernels split only independent rows or columns (kernels.c)
     step_type = NativeStep
 
     @classmethod
@@ -334,8 +368,9 @@ class NativeEngine(FusedEngine):
     def applies_optimizer(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, shard: Shard | None = None) -> bool:
         return shard is None and self._step_for(x).applies_optimizer(optimizer)
 
-    def gradient_and_update(self, x: torch.Tensor, noise: torch.Tensor | None,
-                            optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    def gradient_and_update(
+        self, x: torch.Tensor, noise: torch.Tensor | None, optimizer: torch.optim.Optimizer
+    ) -> torch.Tensor:
         step = self._step_for(x)
         bound_sum = step(x, noise, optimizer=optimizer)
         return torch.full_like(bound_sum, math.nan) if step.skipped else bound_sum

@@ -61,8 +61,9 @@ def chunk_shape(num_points: int, num_samples: int, max_rows: int) -> tuple[int, 
     return points, max(1, min(num_samples, max_rows // points))
 
 
-def _streamed_estimate(estimate, model: LatentVariableModel, x: torch.Tensor, num_samples: int,
-                       samples_per_pass: int, log_mean_exp: bool) -> torch.Tensor:
+def _streamed_estimate(
+    estimate, model: LatentVariableModel, x: torch.Tensor, num_samples: int, samples_per_pass: int, log_mean_exp: bool
+) -> torch.Tensor:
     """The L-sample estimate (M,) for x (M, D), computed ``samples_per_pass`` samples at a time and
     combined exactly (see :data:`LOG_MEAN_EXP_ESTIMATORS`), in float64 so that a million chunks add
     up without losing digits."""
@@ -70,10 +71,10 @@ def _streamed_estimate(estimate, model: LatentVariableModel, x: torch.Tensor, nu
     for drawn in range(0, num_samples, samples_per_pass):
         count = min(samples_per_pass, num_samples - drawn)
         value = estimate(model, x, count, log_likelihood=decoder_log_prob)
-        if log_mean_exp:   # log Σ_l w_l over the chunk = its log-mean + log count
+        if log_mean_exp:  # log Σ_l w_l over the chunk = its log-mean + log count
             part = value.double() + math.log(count)
             combined = part if combined is None else torch.logaddexp(combined, part)
-        else:              # Σ_l of the per-sample terms over the chunk = its mean × count
+        else:  # Σ_l of the per-sample terms over the chunk = its mean × count
             part = value.double() * count
             combined = part if combined is None else combined + part
     mean = combined - math.log(num_samples) if log_mean_exp else combined / num_samples
@@ -81,8 +82,15 @@ def _streamed_estimate(estimate, model: LatentVariableModel, x: torch.Tensor, nu
 
 
 @torch.no_grad()
-def per_datapoint_bound(model: LatentVariableModel, data: torch.Tensor, *, estimator: str | None = None,
-                        num_samples: int = 1, batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
+def per_datapoint_bound(
+    model: LatentVariableModel,
+    data: torch.Tensor,
+    *,
+    estimator: str | None = None,
+    num_samples: int = 1,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
     """Per-datapoint bound estimates, shape (N,), nats, for data of shape (N, D).
 
     ``estimator``: "A", "B" or "IWAE"; by default the model's own (``model.default_estimator``:
@@ -105,12 +113,13 @@ def per_datapoint_bound(model: LatentVariableModel, data: torch.Tensor, *, estim
     points_per_pass, samples_per_pass = chunk_shape(data.shape[0], num_samples, batch_size)
     log_mean_exp = estimator.upper() in LOG_MEAN_EXP_ESTIMATORS
     parts = []
-    bar = progress_bar(data.shape[0] * num_samples, unit="sample", desc=f"bound, L = {num_samples}",
-                       enabled=progress, logged=True)
+    bar = progress_bar(
+        data.shape[0] * num_samples, unit="sample", desc=f"bound, L = {num_samples}", enabled=progress, logged=True
+    )
     with evaluation_mode(model):
         for start in range(0, data.shape[0], points_per_pass):
-            x = data[start:start + points_per_pass]
-            if samples_per_pass == num_samples:   # the whole L in one pass
+            x = data[start : start + points_per_pass]
+            if samples_per_pass == num_samples:  # the whole L in one pass
                 parts.append(estimate(model, x, num_samples, log_likelihood=decoder_log_prob))
             else:
                 parts.append(_streamed_estimate(estimate, model, x, num_samples, samples_per_pass, log_mean_exp))
@@ -119,13 +128,20 @@ def per_datapoint_bound(model: LatentVariableModel, data: torch.Tensor, *, estim
     return torch.cat(parts)
 
 
-def evaluate_bound(model: LatentVariableModel, data: torch.Tensor, *, estimator: str | None = None,
-                   num_samples: int = 1, batch_size: int | None = None, progress: bool = False) -> BoundEstimate:
+def evaluate_bound(
+    model: LatentVariableModel,
+    data: torch.Tensor,
+    *,
+    estimator: str | None = None,
+    num_samples: int = 1,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> BoundEstimate:
     """Mean lower bound per datapoint over ``data`` (N, D), nats, with its standard error over
     datapoints; the arguments are :func:`per_datapoint_bound`'s."""
-    values = per_datapoint_bound(model, data, estimator=estimator, num_samples=num_samples,
-                                 batch_size=batch_size, progress=progress).double()
+    values = per_datapoint_bound(
+        model, data, estimator=estimator, num_samples=num_samples, batch_size=batch_size, progress=progress
+    ).double()
     count = values.numel()
     stderr = values.std().item() / math.sqrt(count) if count > 1 else float("nan")
-    return BoundEstimate(mean=values.mean().item(), stderr=stderr, num_datapoints=count,
-                         num_samples=num_samples)
+    return BoundEstimate(mean=values.mean().item(), stderr=stderr, num_datapoints=count, num_samples=num_samples)

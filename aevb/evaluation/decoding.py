@@ -77,8 +77,9 @@ def _decoder_log_prob_no_grad(model: VAE, z: torch.Tensor, x: torch.Tensor) -> t
     batch_shape = z.shape[:-1]
     h = z.reshape(-1, z.shape[-1])
     rows = h.shape[0]
-    kernels = native.load() if h.dtype == torch.float32 and h.device.type == "cpu" and x.dtype == torch.float32 \
-        else None
+    kernels = (
+        native.load() if h.dtype == torch.float32 and h.device.type == "cpu" and x.dtype == torch.float32 else None
+    )
     # The native kernels add each layer's bias themselves: a product without it writes its output
     # once instead of first filling it with the broadcast bias.
     native_bias = kernels is not None and activation.name in native.ACTIVATION_CODES
@@ -91,13 +92,19 @@ def _decoder_log_prob_no_grad(model: VAE, z: torch.Tensor, x: torch.Tensor) -> t
     points, data_dim = x.shape[-2], x.shape[-1]
     heads = net.heads
     out_buffer = _SCRATCH.get("out", (rows, heads.weight.shape[0]), h)
-    if config.likelihood == "bernoulli" and kernels is not None and x.dim() == 2 and rows % points == 0 \
-            and heads.bias is not None:
+    if (
+        config.likelihood == "bernoulli"
+        and kernels is not None
+        and x.dim() == 2
+        and rows % points == 0
+        and heads.bias is not None
+    ):
         log_lik = torch.empty(rows, dtype=h.dtype, device=h.device)
-        return kernels.bernoulli_log_lik(torch.mm(h, heads.weight.t(), out=out_buffer), x.contiguous(),
-                                         rows // points, log_lik, bias=heads.bias).view(batch_shape)
+        return kernels.bernoulli_log_lik(
+            torch.mm(h, heads.weight.t(), out=out_buffer), x.contiguous(), rows // points, log_lik, bias=heads.bias
+        ).view(batch_shape)
     out = torch.addmm(heads.bias, h, heads.weight.t(), out=out_buffer)
-    out = out.view(-1, points, out.shape[-1])                     # (S, M, outputs)
+    out = out.view(-1, points, out.shape[-1])  # (S, M, outputs)
     if config.likelihood == "bernoulli":
         dot = torch.einsum("smd,md->sm", out, x)
         return (dot - _softplus_(out).sum(dim=-1)).view(batch_shape)
@@ -127,8 +134,14 @@ def fast_importance_weights_apply(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def fast_importance_weights(model: VAE, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, num_samples: int,
-                            noise: torch.Tensor | None = None) -> torch.Tensor:
+def fast_importance_weights(
+    model: VAE,
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    num_samples: int,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
     """log w = log p(x|z) + log p(z) − log q(z|x) for k = ``num_samples`` draws z = μ + σ ⊙ ε from
     the encoder's q(z|x) = N(μ, diag σ²) (mean, std: (M, J), computed once per datapoint by the
     caller), ε ~ N(0, I) or ``noise`` (k, M, J): (k, M), nats.

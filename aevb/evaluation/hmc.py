@@ -32,14 +32,15 @@ def log_density_and_gradient(log_density: LogDensity, z: torch.Tensor) -> tuple[
 class HMCState:
     """The chains' positions, log densities, gradients and step sizes (all batched over chains)."""
 
-    z: torch.Tensor            # (C, J)
+    z: torch.Tensor  # (C, J)
     log_density: torch.Tensor  # (C,)
-    gradient: torch.Tensor     # (C, J)
-    step_size: torch.Tensor    # (C,)
+    gradient: torch.Tensor  # (C, J)
+    step_size: torch.Tensor  # (C,)
 
 
-def hmc_step(log_density: LogDensity, state: HMCState, leapfrog_steps: int,
-             generator: torch.Generator | None = None) -> tuple[HMCState, torch.Tensor]:
+def hmc_step(
+    log_density: LogDensity, state: HMCState, leapfrog_steps: int, generator: torch.Generator | None = None
+) -> tuple[HMCState, torch.Tensor]:
     """One HMC transition for every chain: fresh momentum, ``leapfrog_steps`` leapfrog steps,
     Metropolis accept/reject. Returns the new state and the acceptance probabilities (C,)."""
     step = state.step_size.unsqueeze(-1)
@@ -59,17 +60,27 @@ def hmc_step(log_density: LogDensity, state: HMCState, leapfrog_steps: int,
     uniform = torch.rand(log_accept.shape, generator=generator, dtype=log_accept.dtype).to(z.device)
     accept = uniform.log() < log_accept
     keep = accept.unsqueeze(-1)
-    new_state = HMCState(z=torch.where(keep, z, state.z),
-                         log_density=torch.where(accept, value, state.log_density),
-                         gradient=torch.where(keep, gradient, state.gradient),
-                         step_size=state.step_size)
+    new_state = HMCState(
+        z=torch.where(keep, z, state.z),
+        log_density=torch.where(accept, value, state.log_density),
+        gradient=torch.where(keep, gradient, state.gradient),
+        step_size=state.step_size,
+    )
     return new_state, log_accept.exp()
 
 
-def sample_hmc(log_density: LogDensity, initial: torch.Tensor, num_samples: int, *, leapfrog_steps: int = 4,
-               burn_in: int = 200, initial_step_size: float = 0.1, target_acceptance: float = 0.9,
-               thinning: int = 1, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, HMCState, torch.Tensor]:
+def sample_hmc(
+    log_density: LogDensity,
+    initial: torch.Tensor,
+    num_samples: int,
+    *,
+    leapfrog_steps: int = 4,
+    burn_in: int = 200,
+    initial_step_size: float = 0.1,
+    target_acceptance: float = 0.9,
+    thinning: int = 1,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, HMCState, torch.Tensor]:
     """Run HMC chains from ``initial`` (C, J): ``burn_in`` adapting transitions, then
     ``num_samples`` × ``thinning`` transitions keeping every ``thinning``-th state.
 
@@ -80,8 +91,12 @@ def sample_hmc(log_density: LogDensity, initial: torch.Tensor, num_samples: int,
     mean acceptance probability per chain over the retained transitions (C,).
     """
     value, gradient = log_density_and_gradient(log_density, initial)
-    state = HMCState(initial.detach(), value, gradient,
-                     torch.full(value.shape, initial_step_size, dtype=initial.dtype, device=initial.device))
+    state = HMCState(
+        initial.detach(),
+        value,
+        gradient,
+        torch.full(value.shape, initial_step_size, dtype=initial.dtype, device=initial.device),
+    )
     shrink_towards = math.log(10 * initial_step_size)
     gamma, t0, kappa = 0.05, 10.0, 0.75
     error_average = torch.zeros_like(state.step_size)
@@ -91,18 +106,25 @@ def sample_hmc(log_density: LogDensity, initial: torch.Tensor, num_samples: int,
         weight = 1.0 / (iteration + t0)
         error_average = (1 - weight) * error_average + weight * (target_acceptance - acceptance)
         log_step = shrink_towards - math.sqrt(iteration) / gamma * error_average
-        averaging = iteration ** -kappa
+        averaging = iteration**-kappa
         log_step_average = averaging * log_step + (1 - averaging) * log_step_average
         state.step_size = log_step.exp()
     if burn_in:
         state.step_size = log_step_average.exp()
-    return continue_hmc(log_density, state, num_samples, leapfrog_steps=leapfrog_steps, thinning=thinning,
-                        generator=generator)
+    return continue_hmc(
+        log_density, state, num_samples, leapfrog_steps=leapfrog_steps, thinning=thinning, generator=generator
+    )
 
 
-def continue_hmc(log_density: LogDensity, state: HMCState, num_samples: int, *, leapfrog_steps: int = 4,
-                 thinning: int = 1, generator: torch.Generator | None = None
-                 ) -> tuple[torch.Tensor, HMCState, torch.Tensor]:
+def continue_hmc(
+    log_density: LogDensity,
+    state: HMCState,
+    num_samples: int,
+    *,
+    leapfrog_steps: int = 4,
+    thinning: int = 1,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, HMCState, torch.Tensor]:
     """Draw ``num_samples`` more samples from chains in ``state`` with frozen step sizes."""
     samples, acceptance_total = [], torch.zeros_like(state.log_density)
     for _ in range(num_samples):

@@ -70,8 +70,9 @@ def sample_moments(samples: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tens
     return samples.shape[0], mean, torch.einsum("lci,lcj->cij", centred, centred)
 
 
-def merge_moments(first: tuple[int, torch.Tensor, torch.Tensor],
-                  second: tuple[int, torch.Tensor, torch.Tensor]) -> tuple[int, torch.Tensor, torch.Tensor]:
+def merge_moments(
+    first: tuple[int, torch.Tensor, torch.Tensor], second: tuple[int, torch.Tensor, torch.Tensor]
+) -> tuple[int, torch.Tensor, torch.Tensor]:
     """The moments of two disjoint sets of samples from theirs (Chan, Golub & LeVeque, 1979): exact,
     and without the cancellation of Σzzᵀ − L·mean·meanᵀ."""
     count_a, mean_a, scatter_a = first
@@ -83,8 +84,9 @@ def merge_moments(first: tuple[int, torch.Tensor, torch.Tensor],
     return count, mean, scatter
 
 
-def gaussian_from_moments(moments: tuple[int, torch.Tensor, torch.Tensor], covariance_scale: float = 1.0,
-                          jitter: float = 1e-6) -> MultivariateNormal:
+def gaussian_from_moments(
+    moments: tuple[int, torch.Tensor, torch.Tensor], covariance_scale: float = 1.0, jitter: float = 1e-6
+) -> MultivariateNormal:
     """Per-chain Gaussian with the samples' mean and covariance (× ``covariance_scale``) from their
     :func:`sample_moments`: batch shape (C,)."""
     count, mean, scatter = moments
@@ -100,13 +102,21 @@ def fit_gaussian(samples: torch.Tensor, covariance_scale: float = 1.0, jitter: f
     return gaussian_from_moments(sample_moments(samples), covariance_scale, jitter)
 
 
-def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_POSTERIOR_SAMPLES,
-                       leapfrog_steps: int = PAPER_LEAPFROG_STEPS, burn_in: int = 200,
-                       target_acceptance: float = 0.9, covariance_scale: float = 1.0, gap: int = 50,
-                       batch_size: int = 1000,
-                       generator: torch.Generator | None = None,
-                       initial: torch.Tensor | str = "encoder",
-                       progress: bool = False) -> tuple[LogLikelihoodEstimate, float]:
+def hmc_log_likelihood(
+    model,
+    data: torch.Tensor,
+    *,
+    num_samples: int = PAPER_POSTERIOR_SAMPLES,
+    leapfrog_steps: int = PAPER_LEAPFROG_STEPS,
+    burn_in: int = 200,
+    target_acceptance: float = 0.9,
+    covariance_scale: float = 1.0,
+    gap: int = 50,
+    batch_size: int = 1000,
+    generator: torch.Generator | None = None,
+    initial: torch.Tensor | str = "encoder",
+    progress: bool = False,
+) -> tuple[LogLikelihoodEstimate, float]:
     """Appendix D estimate of log p(x) for every row of ``data`` (N, D), nats.
 
     ``initial`` is where the chains start: ``"encoder"`` (default) the encoder's mean q(z|x), or
@@ -121,18 +131,22 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
     ``progress``: a bar over the datapoints, with the time left.
     """
     require_rows(data, model)
-    num_samples, leapfrog_steps = require_count(num_samples, "num_samples"), require_count(leapfrog_steps, "leapfrog_steps")
+    num_samples, leapfrog_steps = (
+        require_count(num_samples, "num_samples"),
+        require_count(leapfrog_steps, "leapfrog_steps"),
+    )
     burn_in, gap = require_count(burn_in, "burn_in", minimum=0), require_count(gap, "gap", minimum=0)
     batch_size = require_count(batch_size, "batch_size")
     latent_dim = _check_chains(model, data, initial)
     check_hmc_samples(num_samples, latent_dim)
     started = time.perf_counter()
     values, stderrs, acceptance = [], [], []
-    bar = progress_bar(data.shape[0], unit="point", desc=f"log p(x), HMC (App. D), L = {num_samples}",
-                       enabled=progress, logged=True)
+    bar = progress_bar(
+        data.shape[0], unit="point", desc=f"log p(x), HMC (App. D), L = {num_samples}", enabled=progress, logged=True
+    )
     with evaluation_mode(model):
         for start in range(0, data.shape[0], batch_size):
-            x = data[start:start + batch_size]
+            x = data[start : start + batch_size]
             # One chain per datapoint: burn-in, the first set (fits q), a gap of ``gap`` transitions,
             # the second set (estimates). The same chain keeps both sets in the same mode of a
             # multimodal posterior — independent chains can settle in different modes, and a q
@@ -140,15 +154,21 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
             # decorrelates the second set from the points q was fitted to, which otherwise biases
             # log p(x) low (−0.12 nats on factor analysis without it).
             log_density = _log_joint(model, x)
-            initial_rows = initial[start:start + batch_size] if isinstance(initial, torch.Tensor) else initial
+            initial_rows = initial[start : start + batch_size] if isinstance(initial, torch.Tensor) else initial
             start_z = _starting_points(model, x, initial_rows, latent_dim, generator)
             # Both sets are drawn a chunk of samples at a time (the chains run on unchanged, so the
             # draws are those of one long run) and never held whole: the first through its running
             # moments, the second through running log Σu and log Σu².
             chunk = max(1, HMC_CHUNK_ROWS // x.shape[0])
             hmc = {"leapfrog_steps": leapfrog_steps, "generator": generator}
-            first, state, _ = sample_hmc(log_density, start_z, min(chunk, num_samples), burn_in=burn_in,
-                                         target_acceptance=target_acceptance, **hmc)
+            first, state, _ = sample_hmc(
+                log_density,
+                start_z,
+                min(chunk, num_samples),
+                burn_in=burn_in,
+                target_acceptance=target_acceptance,
+                **hmc,
+            )
             moments = sample_moments(first)
             del first
             while moments[0] < num_samples:
@@ -163,8 +183,9 @@ def hmc_log_likelihood(model, data: torch.Tensor, *, num_samples: int = PAPER_PO
             acceptance.append(accepted)
             bar.update(x.shape[0])
     bar.close()
-    estimate = LogLikelihoodEstimate.from_per_datapoint(torch.cat(values), torch.cat(stderrs), num_samples,
-                                                        time.perf_counter() - started)
+    estimate = LogLikelihoodEstimate.from_per_datapoint(
+        torch.cat(values), torch.cat(stderrs), num_samples, time.perf_counter() - started
+    )
     mean_acceptance = torch.cat(acceptance).mean().item()
     return estimate, mean_acceptance if math.isfinite(mean_acceptance) else float("nan")
 
@@ -174,8 +195,10 @@ def check_hmc_samples(num_samples: int, latent_dim: int, setting: str = "num_sam
     App. D's full-covariance Gaussian in J = ``latent_dim`` dimensions: below J + 2 its covariance is
     singular or its inverse unusable, and the estimate nonsense (log p(x) > 0 for binary data)."""
     if num_samples < latent_dim + 2:
-        raise AevbError(f"`{setting}` = {num_samples} is too few for HMC in {latent_dim} latent dimensions: "
-                        f"fitting a full-covariance Gaussian needs at least J + 2 = {latent_dim + 2}")
+        raise AevbError(
+            f"`{setting}` = {num_samples} is too few for HMC in {latent_dim} latent dimensions: "
+            f"fitting a full-covariance Gaussian needs at least J + 2 = {latent_dim + 2}"
+        )
 
 
 def _check_chains(model, data: torch.Tensor, initial: torch.Tensor | str) -> int:
@@ -185,7 +208,7 @@ def _check_chains(model, data: torch.Tensor, initial: torch.Tensor | str) -> int
     if config is not None and families_of(config)[1] != PAPER_PRIOR:
         from ..models.families import check_hmc_prior
 
-        check_hmc_prior(config)   # HMC moves z in all of R^J
+        check_hmc_prior(config)  # HMC moves z in all of R^J
     latent_dim = model.prior().event_shape[0]
     if isinstance(initial, torch.Tensor):
         if initial.shape != (data.shape[0], latent_dim):
@@ -196,8 +219,9 @@ def _check_chains(model, data: torch.Tensor, initial: torch.Tensor | str) -> int
 
 
 @torch.no_grad()
-def _starting_points(model, x: torch.Tensor, initial: torch.Tensor | str, latent_dim: int,
-                     generator: torch.Generator | None) -> torch.Tensor:
+def _starting_points(
+    model, x: torch.Tensor, initial: torch.Tensor | str, latent_dim: int, generator: torch.Generator | None
+) -> torch.Tensor:
     """Where the chains of the rows x (B, D) start, (B, J): see ``initial`` of :func:`hmc_log_likelihood`."""
     if isinstance(initial, torch.Tensor):
         return initial.to(device=x.device, dtype=x.dtype)
@@ -208,7 +232,7 @@ def _starting_points(model, x: torch.Tensor, initial: torch.Tensor | str, latent
         return centre(posterior) if centre is not None else posterior.mean
     if initial == "prior" and families_of(getattr(model, "config", None))[1] == PAPER_PRIOR:
         return torch.randn(x.shape[0], latent_dim, generator=generator, dtype=x.dtype).to(x.device)
-    if initial == "prior":   # torch.distributions take no generator
+    if initial == "prior":  # torch.distributions take no generator
         seed = int(torch.randint(2**62, (), generator=generator))
         with _seeded_global_generator(seed, x.device):
             return model.prior().sample((x.shape[0],)).to(dtype=x.dtype, device=x.device)
@@ -243,9 +267,9 @@ def importance_resampled(model, x: torch.Tensor, draws: int, generator: torch.Ge
     starts = []
     with _seeded_global_generator(seed, x.device):
         for first in range(0, x.shape[0], rows_per_chunk):
-            rows = x[first:first + rows_per_chunk]
-            z = prior.sample((draws, rows.shape[0])).to(dtype=x.dtype, device=x.device)     # (draws, B, J)
-            log_weights = decoder_log_prob(model, z, rows)                                 # (draws, B)
+            rows = x[first : first + rows_per_chunk]
+            z = prior.sample((draws, rows.shape[0])).to(dtype=x.dtype, device=x.device)  # (draws, B, J)
+            log_weights = decoder_log_prob(model, z, rows)  # (draws, B)
             chosen = torch.multinomial(torch.softmax(log_weights.T.double(), -1).cpu(), 1).squeeze(1).to(x.device)
             starts.append(z[chosen, torch.arange(rows.shape[0], device=x.device)])
     return torch.cat(starts)
@@ -260,11 +284,11 @@ def _score_second_set(log_density, density, state, num_samples: int, chunk: int,
         count = min(chunk, num_samples - drawn)
         second, state, chunk_accepted = continue_hmc(log_density, state, count, **hmc)
         with torch.no_grad():
-            log_u = (density.log_prob(second) - log_density(second)).double()    # (chunk, B)
+            log_u = (density.log_prob(second) - log_density(second)).double()  # (chunk, B)
             chunk_sum, chunk_squares = torch.logsumexp(log_u, 0), torch.logsumexp(2 * log_u, 0)
         if log_sum is None:
             log_sum, log_sum_squares, accepted = chunk_sum, chunk_squares, chunk_accepted
-        else:   # accepted: the running mean acceptance per chain over the second set
+        else:  # accepted: the running mean acceptance per chain over the second set
             log_sum = torch.logaddexp(log_sum, chunk_sum)
             log_sum_squares = torch.logaddexp(log_sum_squares, chunk_squares)
             accepted = accepted + (chunk_accepted - accepted) * (count / (drawn + count))

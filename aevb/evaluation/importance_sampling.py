@@ -59,28 +59,36 @@ class LogLikelihoodEstimate:
     mean: float
     stderr: float
     spread_stderr: float
-    per_datapoint: torch.Tensor          # (N,)
-    per_datapoint_stderr: torch.Tensor   # (N,)
+    per_datapoint: torch.Tensor  # (N,)
+    per_datapoint_stderr: torch.Tensor  # (N,)
     num_samples: int
     seconds: float
 
     @classmethod
-    def from_per_datapoint(cls, values: torch.Tensor, stderrs: torch.Tensor, num_samples: int,
-                           seconds: float) -> "LogLikelihoodEstimate":
+    def from_per_datapoint(
+        cls, values: torch.Tensor, stderrs: torch.Tensor, num_samples: int, seconds: float
+    ) -> "LogLikelihoodEstimate":
         values, stderrs = values.double().cpu(), stderrs.double().cpu()
         count = values.numel()
         spread = values.std().item() / math.sqrt(count) if count > 1 else float("nan")
-        return cls(mean=values.mean().item(), stderr=stderrs.square().sum().sqrt().item() / count,
-                   spread_stderr=spread, per_datapoint=values, per_datapoint_stderr=stderrs,
-                   num_samples=num_samples, seconds=seconds)
+        return cls(
+            mean=values.mean().item(),
+            stderr=stderrs.square().sum().sqrt().item() / count,
+            spread_stderr=spread,
+            per_datapoint=values,
+            per_datapoint_stderr=stderrs,
+            num_samples=num_samples,
+            seconds=seconds,
+        )
 
 
-def log_mean_exp_with_stderr(log_sum: torch.Tensor, log_sum_squares: torch.Tensor,
-                             count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def log_mean_exp_with_stderr(
+    log_sum: torch.Tensor, log_sum_squares: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """From log Σu and log Σu² over ``count`` draws: log mean(u) and its delta-method standard error."""
     estimate = log_sum - math.log(count)
     relative_variance = torch.exp(math.log(count) + log_sum_squares - 2 * log_sum) - 1.0
-    if count < 2:   # one draw says nothing about its own spread
+    if count < 2:  # one draw says nothing about its own spread
         return estimate, torch.full_like(estimate, math.nan)
     return estimate, torch.sqrt(relative_variance.clamp(min=0.0) / (count - 1))
 
@@ -99,10 +107,16 @@ def rows_within_budget(model, data_dim: int, memory_budget: int) -> int:
 
 
 @torch.no_grad()
-def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, num_samples: int = PROTOCOL_SAMPLES,
-                            memory_budget: int = 256 * 2**20, max_rows: int | None = None,
-                            prior_mixture: float = 0.0, progress: bool = False,
-                            threads: int | None = None) -> LogLikelihoodEstimate:
+def estimate_log_likelihood(
+    model: "LatentVariableModel",
+    data: torch.Tensor,
+    num_samples: int = PROTOCOL_SAMPLES,
+    memory_budget: int = 256 * 2**20,
+    max_rows: int | None = None,
+    prior_mixture: float = 0.0,
+    progress: bool = False,
+    threads: int | None = None,
+) -> LogLikelihoodEstimate:
     """Importance-sampled log p(x) for every row of ``data`` (N, D) with k = ``num_samples``.
 
     Work is batched over datapoints and samples: at most ``max_rows`` (datapoint, sample) pairs are
@@ -132,21 +146,25 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
     started = time.perf_counter()
     fast = prior_mixture <= 0 and fast_importance_weights_apply(model)
     # On a CPU the fast path decodes chunks on worker threads (ChunkWorkers), each worker holding a chunk.
-    workers = ChunkWorkers(threads if threads is not None else torch.get_num_threads()) \
-        if fast and data.device.type == "cpu" else None
+    workers = (
+        ChunkWorkers(threads if threads is not None else torch.get_num_threads())
+        if fast and data.device.type == "cpu"
+        else None
+    )
     if max_rows is None:
         from .bound import default_chunk_rows
 
         budget_rows = rows_within_budget(model, data.shape[1], memory_budget)
         if workers is None:
             max_rows = min(budget_rows, default_chunk_rows(data.device))
-        else:   # the workers' chunks share the budget; fewer workers rather than chunks too small to pay
+        else:  # the workers' chunks share the budget; fewer workers rather than chunks too small to pay
             workers = ChunkWorkers(min(workers.count, max(1, budget_rows // MIN_WORKER_CHUNK_ROWS)))
             max_rows = max(1, min(budget_rows // workers.count, CPU_WORKER_CHUNK_ROWS))
     points_per_pass = max(1, min(data.shape[0], max_rows // num_samples))
     samples_per_pass = max(1, min(num_samples, max_rows // points_per_pass))
-    bar = progress_bar(data.shape[0] * num_samples, unit="sample", desc=f"log p(x), k = {num_samples}",
-                       enabled=progress, logged=True)
+    bar = progress_bar(
+        data.shape[0] * num_samples, unit="sample", desc=f"log p(x), k = {num_samples}", enabled=progress, logged=True
+    )
     chunks = _chunks(model, data, num_samples, points_per_pass, samples_per_pass, prior_mixture, fast)
     with evaluation_mode(model):
         if workers is not None:
@@ -157,16 +175,26 @@ def estimate_log_likelihood(model: "LatentVariableModel", data: torch.Tensor, nu
             try:
                 estimates, stderrs = _per_datapoint(
                     ((pass_size, policy.run(task, pass_size[0] * pass_size[1])) for pass_size, task in chunks),
-                    num_samples, bar)
+                    num_samples,
+                    bar,
+                )
             finally:
                 policy.stop()
     bar.close()
-    return LogLikelihoodEstimate.from_per_datapoint(torch.cat(estimates), torch.cat(stderrs), num_samples,
-                                                    time.perf_counter() - started)
+    return LogLikelihoodEstimate.from_per_datapoint(
+        torch.cat(estimates), torch.cat(stderrs), num_samples, time.perf_counter() - started
+    )
 
 
-def _chunks(model, data: torch.Tensor, num_samples: int, points_per_pass: int, samples_per_pass: int,
-            prior_mixture: float, fast: bool) -> Iterator[tuple[tuple[int, int], Callable[[], LogSums]]]:
+def _chunks(
+    model,
+    data: torch.Tensor,
+    num_samples: int,
+    points_per_pass: int,
+    samples_per_pass: int,
+    prior_mixture: float,
+    fast: bool,
+) -> Iterator[tuple[tuple[int, int], Callable[[], LogSums]]]:
     """The log-weight computations for every row of ``data``, in order: ((points, samples), task),
     where ``task()`` returns the :data:`LogSums` over ``samples`` draws for each of ``points``
     datapoints (a pass: ``points_per_pass`` rows, the last one fewer); a pass's ``num_samples``
@@ -176,14 +204,14 @@ def _chunks(model, data: torch.Tensor, num_samples: int, points_per_pass: int, s
     # negligible at any k); the reference encodes each pass's datapoints.
     block_points = points_per_pass * max(1, ENCODER_BLOCK_POINTS // points_per_pass) if fast else points_per_pass
     for block_start in range(0, data.shape[0], block_points):
-        block = data[block_start:block_start + block_points]
+        block = data[block_start : block_start + block_points]
         if fast:
             posterior = model.encode(block)
             means, stds = posterior.mean, posterior.stddev
         for start in range(0, block.shape[0], points_per_pass):
-            x = block[start:start + points_per_pass]
+            x = block[start : start + points_per_pass]
             if fast:
-                mean, std = means[start:start + points_per_pass], stds[start:start + points_per_pass]
+                mean, std = means[start : start + points_per_pass], stds[start : start + points_per_pass]
             else:
                 posterior = model.encode(x)
             for drawn in range(0, num_samples, samples_per_pass):
@@ -192,9 +220,17 @@ def _chunks(model, data: torch.Tensor, num_samples: int, points_per_pass: int, s
                     seed = int(torch.randint(2**62, ()))
                     task = functools.partial(_fast_log_sums, model, x, mean, std, count, seed)
                 else:
-                    task = functools.partial(_log_sums, log_importance_weights, model, x, count, reparameterize=False,
-                                             posterior=posterior, prior_mixture=prior_mixture,
-                                             log_likelihood=decoder_log_prob)
+                    task = functools.partial(
+                        _log_sums,
+                        log_importance_weights,
+                        model,
+                        x,
+                        count,
+                        reparameterize=False,
+                        posterior=posterior,
+                        prior_mixture=prior_mixture,
+                        log_likelihood=decoder_log_prob,
+                    )
                 yield (x.shape[0], count), task
 
 
@@ -203,7 +239,7 @@ LogSums = tuple[torch.Tensor, torch.Tensor]
 
 
 def _log_sums(weights: Callable[..., torch.Tensor], *args, **kwargs) -> LogSums:
-    log_w = weights(*args, **kwargs).double()                # (samples, points)
+    log_w = weights(*args, **kwargs).double()  # (samples, points)
     return torch.logsumexp(log_w, dim=0), torch.logsumexp(log_w.mul_(2), dim=0)
 
 
@@ -214,8 +250,9 @@ def _fast_log_sums(model, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
     return _log_sums(fast_importance_weights, model, x, mean, std, count, noise)
 
 
-def _per_datapoint(chunks: Iterable[tuple[tuple[int, int], LogSums]], num_samples: int,
-                   bar) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _per_datapoint(
+    chunks: Iterable[tuple[tuple[int, int], LogSums]], num_samples: int, bar
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """log p̂(x) and its standard error for every datapoint, from the chunks' :data:`LogSums` in
     the order of :func:`_chunks`, combined by running log-sum-exps in float64."""
     estimates, stderrs = [], []

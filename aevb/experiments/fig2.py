@@ -20,15 +20,22 @@ from ..training import TrainConfig
 from .registry import Experiment
 from .runner import FigureRun, read_summary
 
-PANELS = {"mnist": (3, 5, 10, 20, 200), "frey": (2, 5, 10, 20)}   # §5, Fig. 2
+PANELS = {"mnist": (3, 5, 10, 20, 200), "frey": (2, 5, 10, 20)}  # §5, Fig. 2
 METHODS = ("aevb", "wake-sleep")
-MILESTONE_TOLERANCE = 0.005   # in log10 samples: within 1.2% of a power of ten
+MILESTONE_TOLERANCE = 0.005  # in log10 samples: within 1.2% of a power of ten
 COLOURS = {"aevb": "tab:red", "wake-sleep": "tab:green", "mcem": "tab:blue"}
 LABELS = {"aevb": "AEVB", "wake-sleep": "Wake-Sleep", "mcem": "MCEM"}
 
 
-def specs(budget: int, data_dir: str | None, datasets=tuple(PANELS), latent_dims=None, methods=METHODS,
-          seed: int = 0, evals_per_decade: int = 4) -> list[FigureRun]:
+def specs(
+    budget: int,
+    data_dir: str | None,
+    datasets=tuple(PANELS),
+    latent_dims=None,
+    methods=METHODS,
+    seed: int = 0,
+    evals_per_decade: int = 4,
+) -> list[FigureRun]:
     """The runs behind Figure 2, one per (dataset, Nz, method)."""
     runs = []
     for dataset in datasets:
@@ -37,9 +44,16 @@ def specs(budget: int, data_dir: str | None, datasets=tuple(PANELS), latent_dims
                 continue
             for method in methods:
                 train = TrainConfig(max_samples=budget, seed=seed, evals_per_decade=evals_per_decade)
-                runs.append(FigureRun(name=f"{dataset}-z{latent_dim}-{method}", data=DataConfig(dataset, data_dir),
-                                    model=ModelSpec(latent_dim=latent_dim), train=train, algorithm=method,
-                                    tags={"dataset": dataset, "latent_dim": latent_dim, "method": method}))
+                runs.append(
+                    FigureRun(
+                        name=f"{dataset}-z{latent_dim}-{method}",
+                        data=DataConfig(dataset, data_dir),
+                        model=ModelSpec(latent_dim=latent_dim),
+                        train=train,
+                        algorithm=method,
+                        tags={"dataset": dataset, "latent_dim": latent_dim, "method": method},
+                    )
+                )
     return runs
 
 
@@ -48,8 +62,15 @@ def collect(run_specs: list[FigureRun], out: Path) -> list[dict]:
     rows = []
     for spec in run_specs:
         for line in read_metrics(out / spec.name):
-            rows.append({**spec.tags, "samples": line["samples"], "train_bound": line["train_bound"],
-                         "test_bound": line.get("test_bound"), "seconds": line["seconds"]})
+            rows.append(
+                {
+                    **spec.tags,
+                    "samples": line["samples"],
+                    "train_bound": line["train_bound"],
+                    "test_bound": line.get("test_bound"),
+                    "seconds": line["seconds"],
+                }
+            )
     return rows
 
 
@@ -57,8 +78,7 @@ def draw(run_specs: list[FigureRun], out: Path, path: Path, budget: int) -> Path
     """The figure, laid out like the paper's: MNIST panels in the top row, Frey Face below."""
     datasets = [d for d in PANELS if any(s.tags["dataset"] == d for s in run_specs)]
     columns = max(len({s.tags["latent_dim"] for s in run_specs if s.tags["dataset"] == d}) for d in datasets)
-    figure, axes = plt.subplots(len(datasets), columns, figsize=(3.2 * columns, 2.9 * len(datasets)),
-                                squeeze=False)
+    figure, axes = plt.subplots(len(datasets), columns, figsize=(3.2 * columns, 2.9 * len(datasets)), squeeze=False)
     for row, dataset in enumerate(datasets):
         dims = sorted({s.tags["latent_dim"] for s in run_specs if s.tags["dataset"] == dataset})
         for column in range(columns):
@@ -90,8 +110,15 @@ def plot_train_test(ax, lines: list[dict], method: str, train_key: str, test_key
     """One algorithm's curves in the paper's style: train solid, test dashed, one colour per method."""
     samples = [line["samples"] for line in lines]
     for key, style, split in ((train_key, "-", "train"), (test_key, "--", "test")):
-        ax.plot(samples, [line.get(key) for line in lines], style, marker="o", markersize=2.5,
-                color=COLOURS[method], label=f"{LABELS[method]} ({split})")
+        ax.plot(
+            samples,
+            [line.get(key) for line in lines],
+            style,
+            marker="o",
+            markersize=2.5,
+            color=COLOURS[method],
+            label=f"{LABELS[method]} ({split})",
+        )
 
 
 def _focus(ax) -> None:
@@ -115,8 +142,9 @@ def final_table(run_specs: list[FigureRun], out: Path) -> list[dict]:
         table[key][f"{spec.tags['method']}_test"] = summary["test_bound"]
     for row in table.values():
         if "aevb_test" in row and "wake-sleep_test" in row:
-            row["aevb_beats_wake_sleep"] = (row["aevb_train"] > row["wake-sleep_train"]
-                                            and row["aevb_test"] > row["wake-sleep_test"])
+            row["aevb_beats_wake_sleep"] = (
+                row["aevb_train"] > row["wake-sleep_train"] and row["aevb_test"] > row["wake-sleep_test"]
+            )
     return list(table.values())
 
 
@@ -130,8 +158,14 @@ def milestone_table(run_specs: list[FigureRun], out: Path) -> list[dict]:
         for line in read_metrics(out / spec.name):
             exponent = math.log10(line["samples"])
             if abs(exponent - round(exponent)) < MILESTONE_TOLERANCE:
-                rows.append({**spec.tags, "samples": line["samples"], "train_bound": line["train_bound"],
-                             "test_bound": line.get("test_bound")})
+                rows.append(
+                    {
+                        **spec.tags,
+                        "samples": line["samples"],
+                        "train_bound": line["train_bound"],
+                        "test_bound": line.get("test_bound"),
+                    }
+                )
     return rows
 
 
@@ -139,15 +173,26 @@ def write_outputs(run_specs: list[FigureRun], out: Path, budget: int) -> list[Pa
     rows = collect(run_specs, out)
     csv_path = out / "fig2.csv"
     with open(csv_path, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["dataset", "latent_dim", "method", "samples", "train_bound",
-                                                    "test_bound", "seconds"])
+        writer = csv.DictWriter(
+            stream, fieldnames=["dataset", "latent_dim", "method", "samples", "train_bound", "test_bound", "seconds"]
+        )
         writer.writeheader()
         writer.writerows(rows)
     table_path = out / "fig2.json"
-    table_path.write_text(json.dumps({"budget": budget, "final": final_table(run_specs, out),
-                                      "milestones": milestone_table(run_specs, out)}, indent=2) + "\n")
+    table_path.write_text(
+        json.dumps(
+            {"budget": budget, "final": final_table(run_specs, out), "milestones": milestone_table(run_specs, out)},
+            indent=2,
+        )
+        + "\n"
+    )
     return [draw(run_specs, out, out / "fig2.png", budget), csv_path, table_path]
 
 
-EXPERIMENT = Experiment("fig2", "bound vs training samples, AEVB vs wake-sleep", specs, write_outputs,
-                        options=("datasets", "latent_dims", "methods"))
+EXPERIMENT = Experiment(
+    "fig2",
+    "bound vs training samples, AEVB vs wake-sleep",
+    specs,
+    write_outputs,
+    options=("datasets", "latent_dims", "methods"),
+)

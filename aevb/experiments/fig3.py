@@ -26,9 +26,9 @@ from .fig2 import plot_train_test
 from .registry import Experiment
 from .runner import FigureRun
 
-TRAIN_SIZES = (1000, 50000)           # Fig. 3
+TRAIN_SIZES = (1000, 50000)  # Fig. 3
 METHODS = ("aevb", "wake-sleep", "mcem")
-LATENT_DIM, HIDDEN_UNITS = 3, 100     # Fig. 3
+LATENT_DIM, HIDDEN_UNITS = 3, 100  # Fig. 3
 
 
 @dataclass
@@ -44,8 +44,9 @@ class MarginalLikelihoodProbe:
         values = {}
         for split in ("train", "test"):
             x = getattr(data, split)[: self.points].to(device)
-            estimate, acceptance = hmc_log_likelihood(model, x, initial=self.initial,
-                                                      generator=torch.Generator().manual_seed(self.seed))
+            estimate, acceptance = hmc_log_likelihood(
+                model, x, initial=self.initial, generator=torch.Generator().manual_seed(self.seed)
+            )
             values[f"{split}_log_likelihood"] = estimate.mean
             values[f"{split}_log_likelihood_stderr"] = estimate.stderr
             values[f"{split}_hmc_acceptance"] = acceptance
@@ -56,35 +57,65 @@ class MarginalLikelihoodProbe:
 DEFAULT_MCEM_STEP_SIZE = 0.01
 
 
-def specs(budget: int, data_dir: str | None, train_sizes=TRAIN_SIZES, methods=METHODS, seed: int = 0,
-          points: int = 1000, mcem_step_size: float = DEFAULT_MCEM_STEP_SIZE, evals_per_decade: int = 2) -> list[FigureRun]:
+def specs(
+    budget: int,
+    data_dir: str | None,
+    train_sizes=TRAIN_SIZES,
+    methods=METHODS,
+    seed: int = 0,
+    points: int = 1000,
+    mcem_step_size: float = DEFAULT_MCEM_STEP_SIZE,
+    evals_per_decade: int = 2,
+) -> list[FigureRun]:
     runs = []
     for size in train_sizes:
         for method in methods:
-            train = TrainConfig(max_samples=budget, seed=seed, evals_per_decade=evals_per_decade,
-                                step_size=mcem_step_size if method == "mcem" else None)
+            train = TrainConfig(
+                max_samples=budget,
+                seed=seed,
+                evals_per_decade=evals_per_decade,
+                step_size=mcem_step_size if method == "mcem" else None,
+            )
             # Chains start at the encoder where one was trained; MCEM trains none.
             initial = "encoder" if trains_encoder(method) else "importance-resampled"
             probe = MarginalLikelihoodProbe(points, initial, seed)
-            runs.append(FigureRun(name=f"mnist-n{size}-{method}", data=DataConfig("mnist", data_dir, train_limit=size),
-                                model=ModelSpec(latent_dim=LATENT_DIM, hidden_units=HIDDEN_UNITS),
-                                train=train, algorithm=method, track_test=False, extra_metrics=probe,
-                                tags={"train_size": size, "method": method}))
+            runs.append(
+                FigureRun(
+                    name=f"mnist-n{size}-{method}",
+                    data=DataConfig("mnist", data_dir, train_limit=size),
+                    model=ModelSpec(latent_dim=LATENT_DIM, hidden_units=HIDDEN_UNITS),
+                    train=train,
+                    algorithm=method,
+                    track_test=False,
+                    extra_metrics=probe,
+                    tags={"train_size": size, "method": method},
+                )
+            )
     return runs
 
 
 def write_outputs(run_specs: list[FigureRun], out: Path, budget: int) -> list[Path]:
-    rows = [{**spec.tags, "samples": line["samples"], "train_log_likelihood": line["train_log_likelihood"],
-             "test_log_likelihood": line["test_log_likelihood"], "seconds": line["seconds"]}
-            for spec in run_specs for line in read_metrics(out / spec.name)]
+    rows = [
+        {
+            **spec.tags,
+            "samples": line["samples"],
+            "train_log_likelihood": line["train_log_likelihood"],
+            "test_log_likelihood": line["test_log_likelihood"],
+            "seconds": line["seconds"],
+        }
+        for spec in run_specs
+        for line in read_metrics(out / spec.name)
+    ]
     csv_path = out / "fig3.csv"
     with open(csv_path, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["train_size", "method", "samples", "train_log_likelihood",
-                                                    "test_log_likelihood", "seconds"])
+        writer = csv.DictWriter(
+            stream,
+            fieldnames=["train_size", "method", "samples", "train_log_likelihood", "test_log_likelihood", "seconds"],
+        )
         writer.writeheader()
         writer.writerows(rows)
     final = {}
-    for row in rows:   # rows are in order, so the last one per curve wins
+    for row in rows:  # rows are in order, so the last one per curve wins
         final[(row["train_size"], row["method"])] = row
     table_path = out / "fig3.json"
     table_path.write_text(json.dumps({"budget": budget, "final": list(final.values())}, indent=2) + "\n")
@@ -95,8 +126,9 @@ def write_outputs(run_specs: list[FigureRun], out: Path, budget: int) -> list[Pa
         for spec in run_specs:
             if spec.tags["train_size"] != size:
                 continue
-            plot_train_test(ax, read_metrics(out / spec.name), spec.tags["method"], "train_log_likelihood",
-                            "test_log_likelihood")
+            plot_train_test(
+                ax, read_metrics(out / spec.name), spec.tags["method"], "train_log_likelihood", "test_log_likelihood"
+            )
         ax.set_xscale("log")
         ax.set_title(f"$N_{{train}} = {size}$", fontsize=10)
         ax.set_xlabel("# training samples evaluated")
@@ -111,5 +143,10 @@ def write_outputs(run_specs: list[FigureRun], out: Path, budget: int) -> list[Pa
     return [path, csv_path, table_path]
 
 
-EXPERIMENT = Experiment("fig3", "marginal likelihood, AEVB vs wake-sleep vs MCEM", specs, write_outputs,
-                        options=("train_sizes", "methods", "points", "mcem_step_size"))
+EXPERIMENT = Experiment(
+    "fig3",
+    "marginal likelihood, AEVB vs wake-sleep vs MCEM",
+    specs,
+    write_outputs,
+    options=("train_sizes", "methods", "points", "mcem_step_size"),
+)

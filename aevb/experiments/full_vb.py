@@ -49,20 +49,32 @@ ALGORITHMS = ("aevb", "full-vb")
 EVALUATION_FILE = "full_vb_evaluation.json"
 
 
-def specs(data_dir: str | None, datasets=tuple(SETTINGS), train_sizes=TRAIN_SIZES, max_samples: int = 300_000,
-          seed: int = 0) -> list[FigureRun]:
+def specs(
+    data_dir: str | None, datasets=tuple(SETTINGS), train_sizes=TRAIN_SIZES, max_samples: int = 300_000, seed: int = 0
+) -> list[FigureRun]:
     runs = []
     for dataset in datasets:
         latent_dim, hidden_units = SETTINGS[dataset]
         for size in train_sizes:
             for algorithm in ALGORITHMS:
-                train = TrainConfig(max_samples=max_samples, seed=seed, evals_per_decade=2, eval_subset=500,
-                                    first_eval=max_samples // 10)
-                runs.append(FigureRun(name=f"{dataset}-n{size}-{algorithm}",
-                                    data=DataConfig(dataset, data_dir, train_limit=size),
-                                    model=ModelSpec(latent_dim=latent_dim, hidden_units=hidden_units),
-                                    train=train, algorithm=algorithm, track_test=False,
-                                    tags=dict(dataset=dataset, train_size=size, algorithm=algorithm)))
+                train = TrainConfig(
+                    max_samples=max_samples,
+                    seed=seed,
+                    evals_per_decade=2,
+                    eval_subset=500,
+                    first_eval=max_samples // 10,
+                )
+                runs.append(
+                    FigureRun(
+                        name=f"{dataset}-n{size}-{algorithm}",
+                        data=DataConfig(dataset, data_dir, train_limit=size),
+                        model=ModelSpec(latent_dim=latent_dim, hidden_units=hidden_units),
+                        train=train,
+                        algorithm=algorithm,
+                        track_test=False,
+                        tags=dict(dataset=dataset, train_size=size, algorithm=algorithm),
+                    )
+                )
     return runs
 
 
@@ -76,28 +88,40 @@ def evaluate(run_dir: Path, test_points: int, k: int, parameter_draws: int, seed
     train, test = data.train, data.test[:test_points]
     torch.manual_seed(seed)
     started = time.perf_counter()
-    result = {"run": run_dir.name, "algorithm": config["algorithm"], "dataset": data.name,
-              "train_size": train.shape[0], "test_points": test.shape[0], "latent_dim": model.config.latent_dim,
-              "hidden_units": model.config.hidden_units, "samples": read_summary(run_dir)["samples"],
-              "step_size": read_summary(run_dir)["step_size"]}
+    result = {
+        "run": run_dir.name,
+        "algorithm": config["algorithm"],
+        "dataset": data.name,
+        "train_size": train.shape[0],
+        "test_points": test.shape[0],
+        "latent_dim": model.config.latent_dim,
+        "hidden_units": model.config.hidden_units,
+        "samples": read_summary(run_dir)["samples"],
+        "step_size": read_summary(run_dir)["step_size"],
+    }
     if isinstance(model, FullVBVAE):
         kl = model.decoder_parameter_kl(config["training"]["prior_precision"]).item()
         result["train_bound"] = expected_bound(model, train, 1, parameter_draws).mean
         result["train_full_bound"] = result["train_bound"] - kl / train.shape[0]
         result["decoder_parameter_kl_per_datapoint"] = kl / train.shape[0]
         result["test_bound"] = expected_bound(model, test, 10, parameter_draws).mean
-        with model.decoder_parameters(model.mean_decoder_parameters()):   # plug-in θ = μ_θ, for reference
+        with model.decoder_parameters(model.mean_decoder_parameters()):  # plug-in θ = μ_θ, for reference
             result["test_bound_at_posterior_mean"] = evaluate_bound(model, test, num_samples=10).mean
-        estimate = predictive_log_likelihood(model, test, num_samples=k // parameter_draws,
-                                             parameter_draws=parameter_draws)
+        estimate = predictive_log_likelihood(
+            model, test, num_samples=k // parameter_draws, parameter_draws=parameter_draws
+        )
         result["parameter_draws"] = parameter_draws
     else:
         result["train_bound"] = evaluate_bound(model, train, num_samples=1).mean
         result["test_bound"] = evaluate_bound(model, test, num_samples=10).mean
         estimate = estimate_log_likelihood(model, test, num_samples=k)
-    result.update(test_log_likelihood=estimate.mean, test_log_likelihood_stderr=estimate.stderr,
-                  test_log_likelihood_spread_stderr=estimate.spread_stderr,
-                  importance_samples=estimate.num_samples, seconds=time.perf_counter() - started)
+    result.update(
+        test_log_likelihood=estimate.mean,
+        test_log_likelihood_stderr=estimate.stderr,
+        test_log_likelihood_spread_stderr=estimate.spread_stderr,
+        importance_samples=estimate.num_samples,
+        seconds=time.perf_counter() - started,
+    )
     # Still climbing? The minibatch bound (full VB: the full bound) at the last evaluation points.
     result["minibatch_bound_at"] = {line["samples"]: line["minibatch_bound"] for line in read_metrics(run_dir)[-3:]}
     atomic_write_json(cached, result)
@@ -130,20 +154,30 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(evaluate(out / spec.name, args.test_points, args.k, args.parameter_draws, args.seed))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     target = Path(args.json) if args.json else out / "full_vb.json"
-    atomic_write_json(target, {"command": " ".join(["python -m aevb.experiments.full_vb", *(argv or sys.argv[1:])]),
-                               "seconds": time.perf_counter() - started, "rows": rows})
+    atomic_write_json(
+        target,
+        {
+            "command": " ".join(["python -m aevb.experiments.full_vb", *(argv or sys.argv[1:])]),
+            "seconds": time.perf_counter() - started,
+            "rows": rows,
+        },
+    )
     print(format_table(rows))
     return 0
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| data | Ntrain | method | train bound | full bound | test bound | test log p(x) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| data | Ntrain | method | train bound | full bound | test bound | test log p(x) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for row in rows:
         full = f"{row['train_full_bound']:.1f}" if "train_full_bound" in row else ""
-        lines.append(f"| {row['dataset']} | {row['train_size']} | {'full VB' if row['algorithm'] == 'full-vb' else 'MAP'} "
-                     f"| {row['train_bound']:.1f} | {full} | {row['test_bound']:.1f} "
-                     f"| {row['test_log_likelihood']:.1f} ± {row['test_log_likelihood_stderr']:.1f} |")
+        lines.append(
+            f"| {row['dataset']} | {row['train_size']} | {'full VB' if row['algorithm'] == 'full-vb' else 'MAP'} "
+            f"| {row['train_bound']:.1f} | {full} | {row['test_bound']:.1f} "
+            f"| {row['test_log_likelihood']:.1f} ± {row['test_log_likelihood_stderr']:.1f} |"
+        )
     return "\n".join(lines)
 
 

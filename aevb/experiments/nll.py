@@ -43,15 +43,21 @@ from ..training.optimizers import IWAE_PASSES
 from .registry import Experiment
 from .runner import FigureRun, read_summary
 
-IWAE_SAMPLES = sum(IWAE_PASSES) * MNIST_TRAIN_FILE_SIZE   # 3280 passes over 60,000 images
-PAPER_SAMPLES = 10**8                                  # AEVB §5, Fig. 2
-IWAE_PIXEL_DIVISOR = 255.0                             # Burda et al.'s code reads the IDX files as k/255
+IWAE_SAMPLES = sum(IWAE_PASSES) * MNIST_TRAIN_FILE_SIZE  # 3280 passes over 60,000 images
+PAPER_SAMPLES = 10**8  # AEVB §5, Fig. 2
+IWAE_PIXEL_DIVISOR = 255.0  # Burda et al.'s code reads the IDX files as k/255
 EVALUATION_FILE = "nll_evaluation.json"
 # Burda et al. state Adam's ε = 1e-4 for a sum over the minibatch of 20; aevb's loss is the mean,
 # whose gradient is 20 times smaller, so the same steps need ε / 20.
 IWAE_BATCH_SIZE = 20
-IWAE_ADAM = dict(optimizer="adam", step_size=1e-3, optimizer_eps=1e-4 / IWAE_BATCH_SIZE, schedule="iwae",
-                 batch_size=IWAE_BATCH_SIZE, prior_precision=0.0)
+IWAE_ADAM = dict(
+    optimizer="adam",
+    step_size=1e-3,
+    optimizer_eps=1e-4 / IWAE_BATCH_SIZE,
+    schedule="iwae",
+    batch_size=IWAE_BATCH_SIZE,
+    prior_precision=0.0,
+)
 IWAE_ARCHITECTURE = dict(latent_dim=50, hidden_units=(200, 200), hidden_layers=2, init="glorot")
 
 
@@ -63,24 +69,47 @@ class ProtocolModel:
     description: str
     model_options: dict
     train_options: dict
-    full_samples: int                 # training samples of the published schedule
-    published: float | None = None    # −log p(x), nats (Burda et al. 2015, Table 1); None: none published
-    needs_gpu: bool = False           # left out by default on a CPU
+    full_samples: int  # training samples of the published schedule
+    published: float | None = None  # −log p(x), nats (Burda et al. 2015, Table 1); None: none published
+    needs_gpu: bool = False  # left out by default on a CPU
 
 
-MODELS = {model.name: model for model in (
-    ProtocolModel("paper-z20", "AEVB paper's model, 784-500-20, Adagrad (§5)", {"latent_dim": 20}, {},
-                  PAPER_SAMPLES),
-    ProtocolModel("paper-z50", "AEVB paper's model, 784-500-50, Adagrad (§5)", {"latent_dim": 50}, {},
-                  PAPER_SAMPLES),
-    ProtocolModel("iwae-vae", "VAE, 784-200-200-50, Adam schedule (Burda et al.)", IWAE_ARCHITECTURE,
-                  IWAE_ADAM, IWAE_SAMPLES, published=86.76),
-    ProtocolModel("iwae-k5", "IWAE k = 5, 784-200-200-50, Adam schedule (Burda et al.)", IWAE_ARCHITECTURE,
-                  IWAE_ADAM | dict(estimator="IWAE", num_samples=5), IWAE_SAMPLES, published=85.54),
-    ProtocolModel("iwae-k50", "IWAE k = 50, 784-200-200-50, Adam schedule (Burda et al.)", IWAE_ARCHITECTURE,
-                  IWAE_ADAM | dict(estimator="IWAE", num_samples=50), IWAE_SAMPLES, published=84.78,
-                  needs_gpu=True),
-)}
+MODELS = {
+    model.name: model
+    for model in (
+        ProtocolModel(
+            "paper-z20", "AEVB paper's model, 784-500-20, Adagrad (§5)", {"latent_dim": 20}, {}, PAPER_SAMPLES
+        ),
+        ProtocolModel(
+            "paper-z50", "AEVB paper's model, 784-500-50, Adagrad (§5)", {"latent_dim": 50}, {}, PAPER_SAMPLES
+        ),
+        ProtocolModel(
+            "iwae-vae",
+            "VAE, 784-200-200-50, Adam schedule (Burda et al.)",
+            IWAE_ARCHITECTURE,
+            IWAE_ADAM,
+            IWAE_SAMPLES,
+            published=86.76,
+        ),
+        ProtocolModel(
+            "iwae-k5",
+            "IWAE k = 5, 784-200-200-50, Adam schedule (Burda et al.)",
+            IWAE_ARCHITECTURE,
+            IWAE_ADAM | dict(estimator="IWAE", num_samples=5),
+            IWAE_SAMPLES,
+            published=85.54,
+        ),
+        ProtocolModel(
+            "iwae-k50",
+            "IWAE k = 50, 784-200-200-50, Adam schedule (Burda et al.)",
+            IWAE_ARCHITECTURE,
+            IWAE_ADAM | dict(estimator="IWAE", num_samples=50),
+            IWAE_SAMPLES,
+            published=84.78,
+            needs_gpu=True,
+        ),
+    )
+}
 
 
 def default_models(gpu: bool) -> tuple[str, ...]:
@@ -90,7 +119,9 @@ def default_models(gpu: bool) -> tuple[str, ...]:
 def budget_samples(budget: float, model: ProtocolModel) -> int:
     """Training samples for ``model`` under ``budget`` (a fraction ≤ 1 of its schedule, or samples)."""
     if not (math.isfinite(budget) and budget > 0):
-        raise AevbError(f"`budget` must be a positive number (a fraction <= 1 of the schedule, or samples), got {budget}")
+        raise AevbError(
+            f"`budget` must be a positive number (a fraction <= 1 of the schedule, or samples), got {budget}"
+        )
     return max(1, round(budget * model.full_samples)) if budget <= 1 else int(round(budget))
 
 
@@ -100,7 +131,7 @@ class TestLogLikelihood:
     so that it runs in the worker that trained the run)."""
 
     k: int = PROTOCOL_SAMPLES
-    points: int | None = None        # None: the whole test set
+    points: int | None = None  # None: the whole test set
     seed: int = 0
     device: str = "auto"
 
@@ -112,13 +143,27 @@ class TestLogLikelihood:
         return stored.get("k") == self.k and stored.get("requested_points") == self.points
 
     def __call__(self, run_dir: Path, progress: bool = False) -> None:
-        result = evaluate_run(run_dir, split="test", num_points=self.points, log_likelihood_samples=self.k,
-                              seed=self.seed, device=self.device, progress=progress)
+        result = evaluate_run(
+            run_dir,
+            split="test",
+            num_points=self.points,
+            log_likelihood_samples=self.k,
+            seed=self.seed,
+            device=self.device,
+            progress=progress,
+        )
         atomic_write_json(Path(run_dir) / EVALUATION_FILE, result | {"k": self.k, "requested_points": self.points})
 
 
-def specs(budget: float, data_dir: str | None, models: tuple[str, ...] | None = None, seed: int = 0,
-          k: int = PROTOCOL_SAMPLES, points: int | None = None, device: str = "auto") -> list[FigureRun]:
+def specs(
+    budget: float,
+    data_dir: str | None,
+    models: tuple[str, ...] | None = None,
+    seed: int = 0,
+    k: int = PROTOCOL_SAMPLES,
+    points: int | None = None,
+    device: str = "auto",
+) -> list[FigureRun]:
     """One run per model, each scored by :class:`TestLogLikelihood` when it finishes; ``models``
     by default: every model that ``device`` can train in reasonable time (IWAE k = 50 needs CUDA)."""
     if not models:
@@ -131,12 +176,22 @@ def specs(budget: float, data_dir: str | None, models: tuple[str, ...] | None = 
     for name in models:
         model = MODELS[name]
         samples = budget_samples(budget, model)
-        train = TrainConfig(**(dict(max_samples=samples, seed=seed, binarize="dynamic", evals_per_decade=2,
-                                    eval_subset=10_000) | model.train_options))
-        runs.append(FigureRun(name=name, data=data, model=ModelSpec(**model.model_options), train=train,
-                            final=TestLogLikelihood(k, points, seed, device),
-                            tags={"model": name, "budget_samples": samples,
-                                  "budget_fraction": samples / model.full_samples}))
+        train = TrainConfig(
+            **(
+                dict(max_samples=samples, seed=seed, binarize="dynamic", evals_per_decade=2, eval_subset=10_000)
+                | model.train_options
+            )
+        )
+        runs.append(
+            FigureRun(
+                name=name,
+                data=data,
+                model=ModelSpec(**model.model_options),
+                train=train,
+                final=TestLogLikelihood(k, points, seed, device),
+                tags={"model": name, "budget_samples": samples, "budget_fraction": samples / model.full_samples},
+            )
+        )
     return runs
 
 
@@ -149,29 +204,39 @@ def table(run_specs: list[FigureRun], out: Path) -> list[dict]:
         summary = read_summary(run_dir)
         config = read_run_config(run_dir)
         model = MODELS[spec.name]
-        rows.append({
-            "model": spec.name, "description": model.description,
-            "budget_samples": spec.tags["budget_samples"], "budget_fraction": spec.tags["budget_fraction"],
-            "passes": spec.tags["budget_samples"] / MNIST_TRAIN_FILE_SIZE,
-            "log_likelihood": evaluation["log_likelihood"],
-            "log_likelihood_stderr": evaluation["log_likelihood_stderr"],
-            "log_likelihood_spread_stderr": evaluation["log_likelihood_spread_stderr"],
-            "negative_log_likelihood": -evaluation["log_likelihood"],
-            "test_bound": evaluation["test_bound"], "test_bound_stderr": evaluation["test_bound_stderr"],
-            "k": evaluation["k"], "num_points": evaluation["num_datapoints"],
-            "published": model.published,
-            "training_seconds": summary["training_seconds"],
-            "evaluation_seconds": evaluation["log_likelihood_seconds"],
-            "samples_per_second": summary["samples_per_second"],
-            "device": config.get("device"), "threads": config.get("threads"),
-        })
+        rows.append(
+            {
+                "model": spec.name,
+                "description": model.description,
+                "budget_samples": spec.tags["budget_samples"],
+                "budget_fraction": spec.tags["budget_fraction"],
+                "passes": spec.tags["budget_samples"] / MNIST_TRAIN_FILE_SIZE,
+                "log_likelihood": evaluation["log_likelihood"],
+                "log_likelihood_stderr": evaluation["log_likelihood_stderr"],
+                "log_likelihood_spread_stderr": evaluation["log_likelihood_spread_stderr"],
+                "negative_log_likelihood": -evaluation["log_likelihood"],
+                "test_bound": evaluation["test_bound"],
+                "test_bound_stderr": evaluation["test_bound_stderr"],
+                "k": evaluation["k"],
+                "num_points": evaluation["num_datapoints"],
+                "published": model.published,
+                "training_seconds": summary["training_seconds"],
+                "evaluation_seconds": evaluation["log_likelihood_seconds"],
+                "samples_per_second": summary["samples_per_second"],
+                "device": config.get("device"),
+                "threads": config.get("threads"),
+            }
+        )
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     """The table as Markdown: −log p(x) in nats, lower is better, with what it was scored on."""
-    lines = ["| model | training samples (passes, share of schedule) | train time | −log p(x) (IS) | scored on "
-             "| test bound | published |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| model | training samples (passes, share of schedule) | train time | −log p(x) (IS) | scored on "
+        "| test bound | published |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for row in rows:
         published = f"{row['published']:.2f}" if row["published"] is not None else "–"
         passes = f"{row['passes']:,.0f}" if row["passes"] >= 10 else f"{row['passes']:.2g}"
@@ -182,7 +247,8 @@ def markdown(rows: list[dict]) -> str:
             f"{100 * row['budget_fraction']:.3g}%) | {train_time} "
             f"| {row['negative_log_likelihood']:.2f} ± {row['log_likelihood_stderr']:.3f} "
             f"| k = {row['k']}, {row['num_points']:,} test images "
-            f"| {-row['test_bound']:.2f} | {published} |")
+            f"| {-row['test_bound']:.2f} | {published} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -195,13 +261,31 @@ def write_outputs(run_specs: list[FigureRun], out: Path, budget: float) -> list[
     return [json_path, markdown_path]
 
 
-PROTOCOL = ("dynamically binarised MNIST (Burda et al. 2015): 60,000 training images, grey levels k/255, "
-            "a fresh Bernoulli draw at every use; test log p(x) by importance sampling with the encoder "
-            "as proposal on the test images binarised once with a fixed seed; nats per datapoint")
+PROTOCOL = (
+    "dynamically binarised MNIST (Burda et al. 2015): 60,000 training images, grey levels k/255, "
+    "a fresh Bernoulli draw at every use; test log p(x) by importance sampling with the encoder "
+    "as proposal on the test images binarised once with a fixed seed; nats per datapoint"
+)
 
-EXPERIMENT = Experiment("nll", "the log-likelihood benchmark of later work (IWAE protocol)", specs, write_outputs,
-                        options=("models", "k", "points"), fractional_budget=True, takes_device=True)
+EXPERIMENT = Experiment(
+    "nll",
+    "the log-likelihood benchmark of later work (IWAE protocol)",
+    specs,
+    write_outputs,
+    options=("models", "k", "points"),
+    fractional_budget=True,
+    takes_device=True,
+)
 
 
-__all__ = ["MODELS", "ProtocolModel", "TestLogLikelihood", "budget_samples", "default_models", "specs", "table",
-           "write_outputs", "EXPERIMENT"]
+__all__ = [
+    "MODELS",
+    "ProtocolModel",
+    "TestLogLikelihood",
+    "budget_samples",
+    "default_models",
+    "specs",
+    "table",
+    "write_outputs",
+    "EXPERIMENT",
+]

@@ -31,13 +31,17 @@ class Experiment:
     fractional_budget: bool = False
     takes_device: bool = False
 
-    def plan(self, budget: float, data_dir: str | None, seed: int = 0, device: str = "auto",
-             **options) -> list[FigureRun]:
+    def plan(
+        self, budget: float, data_dir: str | None, seed: int = 0, device: str = "auto", **options
+    ) -> list[FigureRun]:
         """The runs for ``budget`` (training samples per run); ``options`` left out or None take
         the experiment's defaults, and one it does not take is a one-line error."""
         # a value listed twice (``--latent-dims 2 2``) would train the same run twice, or at once
-        given = {name: tuple(dict.fromkeys(value)) if isinstance(value, (list, tuple)) else value
-                 for name, value in options.items() if value is not None}
+        given = {
+            name: tuple(dict.fromkeys(value)) if isinstance(value, (list, tuple)) else value
+            for name, value in options.items()
+            if value is not None
+        }
         foreign = [name for name in given if name not in self.options]
         if foreign:
             takes = ", ".join(f"`{name}`" for name in self.options) or "none"
@@ -48,7 +52,7 @@ class Experiment:
             given["device"] = device
         runs = self.specs(budget, data_dir, seed=seed, **given)
         names = [run.name for run in runs]
-        if len(set(names)) != len(names):   # each run has a directory of its own
+        if len(set(names)) != len(names):  # each run has a directory of its own
             raise AevbError(f"{self.name} planned two runs called {max(names, key=names.count)!r}")
         return runs
 

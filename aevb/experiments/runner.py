@@ -49,7 +49,7 @@ class FigureRun:
     track_test: bool = True
     # Called with (model, data) at every evaluation point; must be picklable for jobs > 1.
     extra_metrics: Callable | None = None
-    tags: dict = field(default_factory=dict)   # what the figure needs to place the curve
+    tags: dict = field(default_factory=dict)  # what the figure needs to place the curve
     # A measurement of the finished run in the same process (picklable), e.g. a long log p(x)
     # estimate: ``final(run_dir, progress=...)`` writes its result into run_dir, ``final.done(run_dir)``
     # says it has.
@@ -86,15 +86,23 @@ def other_settings(spec: FigureRun, run_dir: Path) -> list[str]:
     size = stored.get("data.train_size")
     algorithm = algorithm_class(spec.algorithm)
     train = fit_to_budget(spec.train, size, algorithm) if isinstance(size, int) and size > 0 else spec.train
-    data = {name: value for name, value in stored_data_config(spec.data).items()
-            if name not in ("data_dir", "download") and not (name == "pixel_divisor" and value is None)}
+    data = {
+        name: value
+        for name, value in stored_data_config(spec.data).items()
+        if name not in ("data_dir", "download") and not (name == "pixel_divisor" and value is None)
+    }
     # (None: the data decide, as they did for the stored run)
-    model = {name: value for name, value in spec.model.to_dict().items()
-             if name != "conditional" and value is not None} | dict(algorithm.model_options)
-    planned = flat_config(_as_json({"algorithm": spec.algorithm, "data": data, "model": model,
-                                    "training": train.to_dict()}))
-    return [f"{name} {stored[name]!r}, not {value!r}" for name, value in planned.items()
-            if name in stored and stored[name] != value]
+    model = {
+        name: value for name, value in spec.model.to_dict().items() if name != "conditional" and value is not None
+    } | dict(algorithm.model_options)
+    planned = flat_config(
+        _as_json({"algorithm": spec.algorithm, "data": data, "model": model, "training": train.to_dict()})
+    )
+    return [
+        f"{name} {stored[name]!r}, not {value!r}"
+        for name, value in planned.items()
+        if name in stored and stored[name] != value
+    ]
 
 
 def refuse_other_settings(specs: list[FigureRun], out: Path) -> None:
@@ -103,17 +111,20 @@ def refuse_other_settings(specs: list[FigureRun], out: Path) -> None:
     for spec in specs:
         differences = other_settings(spec, out / spec.name)
         if differences:
-            raise AevbError(f"{out / spec.name} holds a run made with other settings ({'; '.join(differences)}); "
-                            f"choose another `out`, or delete {out / spec.name} to train it anew")
+            raise AevbError(
+                f"{out / spec.name} holds a run made with other settings ({'; '.join(differences)}); "
+                f"choose another `out`, or delete {out / spec.name} to train it anew"
+            )
 
 
-def _run_one(spec: FigureRun, out: Path, device: str, threads: int | None, share: int | None = None,
-             progress: bool = False) -> str | None:
+def _run_one(
+    spec: FigureRun, out: Path, device: str, threads: int | None, share: int | None = None, progress: bool = False
+) -> str | None:
     """One run: ``threads`` fixes its CPU threads; None adapts among those of its ``share``. None
     when the parent asked every job to stop before this one started."""
     if parent_asked_to_stop():
         return None
-    if share:   # a worker process of --jobs: its warnings say which run they are about
+    if share:  # a worker process of --jobs: its warnings say which run they are about
         torch.set_num_threads(share)
         with one_line_warnings(spec.name):
             return _train_and_measure(spec, out, device, threads, progress)
@@ -122,22 +133,34 @@ def _run_one(spec: FigureRun, out: Path, device: str, threads: int | None, share
 
 def _train_and_measure(spec: FigureRun, out: Path, device: str, threads: int | None, progress: bool) -> str:
     run_dir = out / spec.name
-    if not is_complete(run_dir):   # (a complete run comes here only for its final measurement)
+    if not is_complete(run_dir):  # (a complete run comes here only for its final measurement)
         options = RunOptions(device=device, threads=threads, progress=progress, track_test=spec.track_test)
         if _resumable(spec, run_dir):
             resume_run(run_dir, options, extra_metrics=spec.extra_metrics)
         else:
-            train_run(RunSpec(spec.data, spec.model, spec.train, spec.algorithm, options), run_dir, overwrite=True,
-                      extra_metrics=spec.extra_metrics, command=f"aevb reproduce ({spec.name})")
+            train_run(
+                RunSpec(spec.data, spec.model, spec.train, spec.algorithm, options),
+                run_dir,
+                overwrite=True,
+                extra_metrics=spec.extra_metrics,
+                command=f"aevb reproduce ({spec.name})",
+            )
     if spec.final is not None and not spec.final.done(run_dir):
         spec.final(run_dir, progress=progress)
     return spec.name
 
 
-def run_specs(specs: list[FigureRun], out: str | os.PathLike, *, jobs: int = 1, device: str = "auto",
-              log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True),
-              progress: bool = False, threads: int | None = None,
-              report_every: float = REPORT_EVERY_SECONDS) -> None:
+def run_specs(
+    specs: list[FigureRun],
+    out: str | os.PathLike,
+    *,
+    jobs: int = 1,
+    device: str = "auto",
+    log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True),
+    progress: bool = False,
+    threads: int | None = None,
+    report_every: float = REPORT_EVERY_SECONDS,
+) -> None:
     """Train every run in ``specs`` into ``out/<name>`` that is not complete yet, ``jobs`` at a
     time, each with its share of the CPUs; ``threads`` fixes each run's CPU threads (default: the
     adaptive policy of :mod:`aevb.threads` within the share). ``progress``: a
@@ -146,7 +169,7 @@ def run_specs(specs: list[FigureRun], out: str | os.PathLike, *, jobs: int = 1, 
     no bar is shown, ``log`` gets a line per run started or done, and every ``report_every``
     seconds one with each run's progress, speed and time left (:mod:`aevb.runs.progress_report`)."""
     out = Path(out)
-    refuse_other_settings(specs, out)   # before any run counts as complete or is trained
+    refuse_other_settings(specs, out)  # before any run counts as complete or is trained
     pending = [spec for spec in specs if not is_finished(spec, out / spec.name)]
     done = len(specs) - len(pending)
     if done:
@@ -155,7 +178,7 @@ def run_specs(specs: list[FigureRun], out: str | os.PathLike, *, jobs: int = 1, 
         return
     if jobs < 1:
         raise AevbError(f"`jobs` must be a positive integer, got {jobs}")
-    resolve_device(device)   # a device no run can use: one line before anything is written
+    resolve_device(device)  # a device no run can use: one line before anything is written
     # Data that cannot be found or read: one line now, not after the runs before it have trained
     # (once per data set, whatever part of it each run takes).
     read = set()
@@ -168,13 +191,19 @@ def run_specs(specs: list[FigureRun], out: str | os.PathLike, *, jobs: int = 1, 
     # Progress counts training samples, so that the time left weighs long runs as they are.
     work = {spec.name: max(1, spec.train.max_samples or 1) for spec in pending}
     by_name = {spec.name: spec for spec in pending}
-    runs = RunsProgress(work, out, scored=lambda name: is_finished(by_name[name], out / name),
-                        fresh={spec.name for spec in pending
-                               if not is_complete(out / spec.name) and not _resumable(spec, out / spec.name)})
+    runs = RunsProgress(
+        work,
+        out,
+        scored=lambda name: is_finished(by_name[name], out / name),
+        fresh={
+            spec.name for spec in pending if not is_complete(out / spec.name) and not _resumable(spec, out / spec.name)
+        },
+    )
     already = runs.done()
-    overall = progress_bar(sum(work.values()), unit="sample", desc=f"{len(pending)} runs", enabled=progress,
-                           position=0, initial=already)
-    if overall.disable and already:   # resuming: where the runs stand
+    overall = progress_bar(
+        sum(work.values()), unit="sample", desc=f"{len(pending)} runs", enabled=progress, position=0, initial=already
+    )
+    if overall.disable and already:  # resuming: where the runs stand
         log(runs.report())
     try:
         if jobs == 1 or len(pending) == 1:
@@ -185,24 +214,42 @@ def run_specs(specs: list[FigureRun], out: str | os.PathLike, *, jobs: int = 1, 
         overall.close()
 
 
-def _run_serially(pending: list[FigureRun], out: Path, device: str, threads: int | None, progress: bool,
-                  runs: RunsProgress, overall, log: Callable[[str], None], report_every: float) -> None:
+def _run_serially(
+    pending: list[FigureRun],
+    out: Path,
+    device: str,
+    threads: int | None,
+    progress: bool,
+    runs: RunsProgress,
+    overall,
+    log: Callable[[str], None],
+    report_every: float,
+) -> None:
     """:func:`run_specs` with one job: the runs train in this thread, one after another, while a
     reporter thread writes the progress lines."""
     with report_periodically(runs, log, report_every if overall.disable else None):
         for index, spec in enumerate(pending, 1):
             overall.set_description_str(f"run {index}/{len(pending)} {spec.name}")
-            if overall.disable:   # no bar on screen: a line per run instead
+            if overall.disable:  # no bar on screen: a line per run instead
                 log(f"[{index}/{len(pending)}] {spec.name}")
             try:
                 _run_one(spec, out, device, threads, progress=progress)
-            except TrainingInterrupted as stop:   # said with the run's name
+            except TrainingInterrupted as stop:  # said with the run's name
                 raise TrainingInterrupted(stop.samples, stop.signal, {spec.name: stop.samples}) from None
             overall.update(max(0, runs.done() - overall.n))
 
 
-def _run_in_processes(pending: list[FigureRun], out: Path, device: str, threads: int | None, jobs: int,
-                      runs: RunsProgress, overall, log: Callable[[str], None], report_every: float) -> None:
+def _run_in_processes(
+    pending: list[FigureRun],
+    out: Path,
+    device: str,
+    threads: int | None,
+    jobs: int,
+    runs: RunsProgress,
+    overall,
+    log: Callable[[str], None],
+    report_every: float,
+) -> None:
     """:func:`run_specs` with several jobs: one process each, with its share of the CPUs."""
     share = process_share(jobs)
     # spawn, not fork: a forked child of a process that has used OpenMP threads can deadlock.
@@ -213,17 +260,21 @@ def _run_in_processes(pending: list[FigureRun], out: Path, device: str, threads:
     context = multiprocessing.get_context("spawn")
     stop_all = context.Event()
     failure: BaseException | None = None
-    with StopOnSignal() as signalled, ProcessPoolExecutor(max_workers=jobs, mp_context=context,
-                                                          initializer=stop_with_parent,
-                                                          initargs=(stop_all,)) as pool:
+    with (
+        StopOnSignal() as signalled,
+        ProcessPoolExecutor(
+            max_workers=jobs, mp_context=context, initializer=stop_with_parent, initargs=(stop_all,)
+        ) as pool,
+    ):
         futures = {pool.submit(_run_one, spec, out, device, threads, share): spec for spec in pending}
         stopped: dict[str, TrainingInterrupted] = {}
         running, finished_count, next_report = set(futures), 0, time.monotonic() + report_every
 
-        def stop_every_job() -> None:   # queued runs never start; running ones stop at a checkpoint
+        def stop_every_job() -> None:  # queued runs never start; running ones stop at a checkpoint
             stop_all.set()
             for future in futures:
-                future.cancel()   # (a no-op for a future already running or done)
+                future.cancel()  # (a no-op for a future already running or done)
+
         try:
             while running:
                 # Wake every few seconds to move the bar (or, in a log, every report_every to report).
@@ -236,7 +287,7 @@ def _run_in_processes(pending: list[FigureRun], out: Path, device: str, threads:
                         continue
                     except CancelledError:
                         continue
-                    except Exception as error:   # the first failure is the one to report
+                    except Exception as error:  # the first failure is the one to report
                         failure = failure or error
                         continue
                     if name is None:
@@ -251,16 +302,19 @@ def _run_in_processes(pending: list[FigureRun], out: Path, device: str, threads:
                 elif running and time.monotonic() >= next_report:
                     log(runs.report())
                     next_report = time.monotonic() + report_every
-        finally:   # however the wait ends (a second Ctrl-C too)
+        finally:  # however the wait ends (a second Ctrl-C too)
             stop_every_job()
     if failure is not None:
         raise failure
     if stopped:
         first = next(iter(stopped.values()))
         # The signal this process received (jobs stopped at its request received none of their own).
-        raise TrainingInterrupted(first.samples, signalled.received if signalled() else first.signal,
-                                  {spec.name: stopped[spec.name].samples for spec in pending if spec.name in stopped})
-    if signalled():   # stopped before any run had trained a step
+        raise TrainingInterrupted(
+            first.samples,
+            signalled.received if signalled() else first.signal,
+            {spec.name: stopped[spec.name].samples for spec in pending if spec.name in stopped},
+        )
+    if signalled():  # stopped before any run had trained a step
         raise TrainingInterrupted(0, signalled.received)
 
 

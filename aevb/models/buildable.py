@@ -50,14 +50,18 @@ def require_model_memory(config: ModelConfig) -> None:
     if isinstance(config.hidden_units, tuple):
         sizes.append(f"`hidden_units` {','.join(map(format_count, config.hidden_units))}")
     else:
-        sizes.append(f"`hidden_units` {format_count(config.hidden_units)} × `hidden_layers` "
-                     f"{format_count(config.hidden_layers)}")
+        sizes.append(
+            f"`hidden_units` {format_count(config.hidden_units)} × `hidden_layers` {format_count(config.hidden_layers)}"
+        )
     if config.architecture == "conv":
         sizes.append(f"`conv_channels` {','.join(map(format_count, config.conv_channels))}")
     if config.num_classes is not None:
         sizes.append(f"{format_count(config.num_classes)} classes")
-    require_memory(needed, f"a model of {format_count(parameter_count(config), separators=True)} parameters "
-                           f"({', '.join(sizes)})", advice="choose smaller sizes")
+    require_memory(
+        needed,
+        f"a model of {format_count(parameter_count(config), separators=True)} parameters ({', '.join(sizes)})",
+        advice="choose smaller sizes",
+    )
 
 
 #: Host memory of one hidden layer's modules (nn.Linear and its activation) apart from the parameters:
@@ -93,7 +97,7 @@ def parameter_count(config: ModelConfig) -> int:
     extra = int(config.num_classes or 0)
     data_dim, latent_dim = int(config.data_dim), int(config.latent_dim)
     if config.posterior == "gaussian":
-        encoder_outputs = 2 * latent_dim   # μ and log σ² (App. C.2)
+        encoder_outputs = 2 * latent_dim  # μ and log σ² (App. C.2)
     else:
         encoder_outputs = int(get_family(config.posterior).num_outputs(latent_dim))
     shared_variance = config.likelihood == "gaussian" and config.decoder_variance == "per-dimension"
@@ -109,8 +113,10 @@ def parameter_count(config: ModelConfig) -> int:
         dense, features = _stack_parameters(latent_dim + extra, runs[::-1])
         feature_map = channels[-1] * height * width
         reversed_channels = channels[::-1]
-        transposed = sum(previous * count * kernel + count for previous, count in
-                         zip(reversed_channels, [*reversed_channels[1:], decoder_heads]))
+        transposed = sum(
+            previous * count * kernel + count
+            for previous, count in zip(reversed_channels, [*reversed_channels[1:], decoder_heads])
+        )
         decoder = dense + features * feature_map + feature_map + transposed
     else:
         body, features = _stack_parameters(data_dim + extra, runs)

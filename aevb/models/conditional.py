@@ -47,10 +47,12 @@ def number_of_classes(labels: list[torch.Tensor | None], name: str) -> int:
     classes = 1 + max(int(split.max()) for split in present)
     datapoints = sum(int(split.numel()) for split in present)
     # Every split becomes rows [x, one-hot(y)] (conditioned_rows), all held at once for training.
-    require_memory(FLOAT_BYTES * datapoints * classes,
-                   f"{name}: one-hot encoding the class labels of its {format_count(datapoints, separators=True)} "
-                   f"datapoints ({format_count(classes)} classes, labels up to {format_count(classes - 1)})",
-                   advice="number the classes 0, 1, ..., C - 1")
+    require_memory(
+        FLOAT_BYTES * datapoints * classes,
+        f"{name}: one-hot encoding the class labels of its {format_count(datapoints, separators=True)} "
+        f"datapoints ({format_count(classes)} classes, labels up to {format_count(classes - 1)})",
+        advice="number the classes 0, 1, ..., C - 1",
+    )
     return classes
 
 
@@ -59,8 +61,9 @@ def conditioned_rows(x: torch.Tensor, labels: torch.Tensor, num_classes: int) ->
     if labels.shape != x.shape[:1]:
         raise AevbError(f"{x.shape[0]} datapoints but {labels.shape[0]} labels")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise AevbError(f"labels must lie in 0..{num_classes - 1} for this model, got "
-                        f"{int(labels.min())}..{int(labels.max())}")
+        raise AevbError(
+            f"labels must lie in 0..{num_classes - 1} for this model, got {int(labels.min())}..{int(labels.max())}"
+        )
     return torch.cat([x, F.one_hot(labels.to(x.device), num_classes).to(x.dtype)], dim=1)
 
 
@@ -93,7 +96,7 @@ class ConditionalVAE(VAE):
 
     def split(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., D + C) rows → x (..., D) and one-hot y (..., C)."""
-        return rows[..., : self.config.data_dim], rows[..., self.config.data_dim:]
+        return rows[..., : self.config.data_dim], rows[..., self.config.data_dim :]
 
     def one_hot(self, labels: torch.Tensor) -> torch.Tensor:
         """Labels (...,) → one-hot (..., C) in the model's dtype and device."""
@@ -114,8 +117,9 @@ class ConditionalVAE(VAE):
         return self.decode(z, condition).log_prob(x)
 
     @torch.no_grad()
-    def sample(self, num_samples: int, generator: torch.Generator | None = None,
-               labels: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(
+        self, num_samples: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Mean images E[x|z, y] for z ~ p(z): (num_samples, D). ``labels`` (num_samples,) gives each
         image's class; by default they cycle through 0, 1, ..., C−1."""
         if labels is None:

@@ -22,11 +22,11 @@ ARCHITECTURES = ("mlp", "conv")
 DECODER_VARIANCES = ("network", "per-dimension")
 DECODER_POSTERIORS = ("point", "gaussian")
 INITIALISATIONS = ("normal", "glorot")
-PAPER_INIT_STD = 0.1      # §5's N(0, 0.01), read as a variance (module docstring)
+PAPER_INIT_STD = 0.1  # §5's N(0, 0.01), read as a variance (module docstring)
 # log σ² = B·tanh(raw/B) with B = 30 keeps every variance in (1e-13, 1e13), finite in float32 with
 # its inverse, and bends log σ² by under 4% where |log σ²| < 10, where trained VAEs live.
 DEFAULT_LOG_VARIANCE_BOUND = 30.0
-OUTPUT_MEAN_CLIP = 1e-3   # Burda et al.'s code clips the data mean to [0.001, 0.999] before its logit
+OUTPUT_MEAN_CLIP = 1e-3  # Burda et al.'s code clips the data mean to [0.001, 0.999] before its logit
 
 
 @dataclass
@@ -37,33 +37,35 @@ class ModelConfig(JsonConfig):
     with each other); the family pair and the host's memory are checked when a model is built
     (:func:`aevb.models.buildable.check_buildable`)."""
 
-    data_dim: int                  # D, pixels per image
-    latent_dim: int = 20           # J = Nz
-    hidden_units: int | tuple[int, ...] = 500  # §5: 500 for MNIST, 200 for Frey Face; or one width per
-                                               # hidden layer, input side first (the decoder mirrors them)
-    hidden_layers: int | None = None   # §5 / App. C: one hidden layer; None: one per width that
-                                       # `hidden_units` lists, else 1
-    activation: str = "tanh"       # App. C
+    data_dim: int  # D, pixels per image
+    latent_dim: int = 20  # J = Nz
+    # §5: 500 for MNIST, 200 for Frey Face; or one width per hidden layer, input side first (the decoder mirrors them)
+    hidden_units: int | tuple[int, ...] = 500
+    # §5 / App. C: one hidden layer; None: one per width that `hidden_units` lists, else 1
+    hidden_layers: int | None = None
+    activation: str = "tanh"  # App. C
     likelihood: str = "bernoulli"  # "bernoulli" (binary or grey-level in [0,1]) or "gaussian"
-    sigmoid_mean: bool = False     # Gaussian decoder mean through a sigmoid (Frey Face, §5)
-    decoder_variance: str = "network"  # Gaussian decoder: log σ² from the network (App. C.2) or
-                                       # "per-dimension", a learned vector independent of z
-    init: str = "normal"           # "normal": every parameter ~ N(0, init_std²) (§5); "glorot": Glorot-uniform
-                                   # weights, zero biases, Bernoulli output bias at the data's logit (Burda et al.)
-    init_std: float = PAPER_INIT_STD   # §5: parameters ~ N(0, 0.01), 0.01 the variance
-    log_variance_bound: float | None = DEFAULT_LOG_VARIANCE_BOUND  # log σ² of encoder and Gaussian decoder =
-                                   # B·tanh(raw/B), so σ² ∈ (e^-B, e^B); None: unbounded, as in the paper
+    sigmoid_mean: bool = False  # Gaussian decoder mean through a sigmoid (Frey Face, §5)
+    # Gaussian decoder: log σ² from the network (App. C.2) or "per-dimension", a learned vector independent of z
+    decoder_variance: str = "network"
+    # "normal": every parameter ~ N(0, init_std²) (§5); "glorot": Glorot-uniform weights, zero biases, Bernoulli output
+    # bias at the data's logit (Burda et al.)
+    init: str = "normal"
+    init_std: float = PAPER_INIT_STD  # §5: parameters ~ N(0, 0.01), 0.01 the variance
+    # log σ² of encoder and Gaussian decoder = B·tanh(raw/B), so σ² ∈ (e^-B, e^B); None: unbounded, as in the paper
+    log_variance_bound: float | None = DEFAULT_LOG_VARIANCE_BOUND
     image_shape: tuple[int, int] | None = None  # for figures and convolutional networks
-    architecture: str = "mlp"      # "mlp" (App. C) or "conv": convolutions on image_shape (aevb.models.networks)
+    architecture: str = "mlp"  # "mlp" (App. C) or "conv": convolutions on image_shape (aevb.models.networks)
     conv_channels: tuple[int, ...] = (32, 64)  # channels of each stride-2 convolution ("conv" only)
-    num_classes: int | None = None  # conditional VAE p(x|z,y), q(z|x,y) with y one of this many classes
-                                    # (aevb.models.conditional); None: unconditional
-    decoder_posterior: str = "point"   # θ, the decoder's parameters: "point" (ML/MAP estimate, §5) or
-                                       # "gaussian", a factorised Gaussian q(θ) (full VB, App. F; aevb.models.full_vb)
-    decoder_posterior_init_std: float = 0.01   # full VB: σ_θ of q(θ) at initialisation (small against
-                                               # the means' init_std; smaller only costs Adagrad steps)
-    posterior: str = "gaussian"    # q(z|x) family of §2.4 by name (aevb.models.families); "gaussian" = N(μ, diag σ²)
-    prior: str = "gaussian"        # p(z) family by name; "gaussian" = N(0, I) (§3)
+    # conditional VAE p(x|z,y), q(z|x,y) with y one of this many classes (aevb.models.conditional); None: unconditional
+    num_classes: int | None = None
+    # θ, the decoder's parameters: "point" (ML/MAP estimate, §5) or "gaussian", a factorised Gaussian q(θ) (full VB,
+    # App. F; aevb.models.full_vb)
+    decoder_posterior: str = "point"
+    # full VB: σ_θ of q(θ) at initialisation (small against the means' init_std; smaller only costs Adagrad steps)
+    decoder_posterior_init_std: float = 0.01
+    posterior: str = "gaussian"  # q(z|x) family of §2.4 by name (aevb.models.families); "gaussian" = N(μ, diag σ²)
+    prior: str = "gaussian"  # p(z) family by name; "gaussian" = N(0, I) (§3)
 
     def __post_init__(self) -> None:
         self.data_dim = require_count(self.data_dim, "data_dim")
@@ -74,8 +76,9 @@ class ModelConfig(JsonConfig):
         if isinstance(self.hidden_units, (list, tuple)):
             self.hidden_units = tuple(require_count(width, "hidden_units") for width in self.hidden_units)
             if len(self.hidden_units) != self.hidden_layers:
-                raise AevbError(f"`hidden_units` gives {len(self.hidden_units)} widths for {self.hidden_layers} "
-                                "hidden layers")
+                raise AevbError(
+                    f"`hidden_units` gives {len(self.hidden_units)} widths for {self.hidden_layers} hidden layers"
+                )
         else:
             self.hidden_units = require_count(self.hidden_units, "hidden_units")
         if self.activation not in ACTIVATIONS:
@@ -83,22 +86,28 @@ class ModelConfig(JsonConfig):
         if self.likelihood not in LIKELIHOODS:
             raise AevbError(f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
         if self.decoder_variance not in DECODER_VARIANCES:
-            raise AevbError(f"unknown decoder variance {self.decoder_variance!r}; choose one of "
-                            f"{', '.join(DECODER_VARIANCES)}")
+            raise AevbError(
+                f"unknown decoder variance {self.decoder_variance!r}; choose one of {', '.join(DECODER_VARIANCES)}"
+            )
         if not self.init_std > 0:
             raise AevbError(f"`init_std` must be positive, got {self.init_std}")
         if self.init not in INITIALISATIONS:
             raise AevbError(f"unknown init {self.init!r}; choose one of {', '.join(INITIALISATIONS)}")
         if self.init != "normal" and self.decoder_posterior != "point":
-            raise AevbError("full variational Bayes (`algorithm` full-vb) starts from the normal init (§5); "
-                            f"init {self.init!r} is for point estimates")
+            raise AevbError(
+                "full variational Bayes (`algorithm` full-vb) starts from the normal init (§5); "
+                f"init {self.init!r} is for point estimates"
+            )
         if self.log_variance_bound is not None and not (0 < self.log_variance_bound < float("inf")):
             raise AevbError(f"`log_variance_bound` must be a positive number, got {self.log_variance_bound}")
         if self.decoder_posterior not in DECODER_POSTERIORS:
-            raise AevbError(f"unknown decoder posterior {self.decoder_posterior!r}; choose one of "
-                            f"{', '.join(DECODER_POSTERIORS)}")
+            raise AevbError(
+                f"unknown decoder posterior {self.decoder_posterior!r}; choose one of {', '.join(DECODER_POSTERIORS)}"
+            )
         if not (0 < self.decoder_posterior_init_std < float("inf")):
-            raise AevbError(f"`decoder_posterior_init_std` must be a positive number, got {self.decoder_posterior_init_std}")
+            raise AevbError(
+                f"`decoder_posterior_init_std` must be a positive number, got {self.decoder_posterior_init_std}"
+            )
         if self.image_shape is not None:
             self.image_shape = tuple(int(s) for s in self.image_shape)
             # Images are one channel of H × W pixels, flattened to the D columns of a datapoint
@@ -106,8 +115,10 @@ class ModelConfig(JsonConfig):
             if len(self.image_shape) != 2 or min(self.image_shape) < 1:
                 raise AevbError(f"`image_shape` must be two positive integers (height, width), got {self.image_shape}")
             if self.image_shape[0] * self.image_shape[1] != int(self.data_dim):
-                raise AevbError(f"`image_shape` {self.image_shape[0]}×{self.image_shape[1]} has "
-                                f"{self.image_shape[0] * self.image_shape[1]} pixels but `data_dim` is {self.data_dim}")
+                raise AevbError(
+                    f"`image_shape` {self.image_shape[0]}×{self.image_shape[1]} has "
+                    f"{self.image_shape[0] * self.image_shape[1]} pixels but `data_dim` is {self.data_dim}"
+                )
         if self.architecture not in ARCHITECTURES:
             raise AevbError(f"unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
         self.conv_channels = tuple(int(c) for c in self.conv_channels)

@@ -66,7 +66,6 @@ def gaussian_kl_to_standard_normal(mean: torch.Tensor, log_var: torch.Tensor) ->
     return -0.5 * torch.sum(1.0 + log_var - mean.square() - log_var.exp(), dim=-1)
 
 
-
 def draw_posterior(posterior, num_samples: int, noise: torch.Tensor | None = None) -> torch.Tensor:
     """z⁽ˡ⁾ ~ q(z|x), l = 1..L, reparameterised (§2.4): (L, ..., J).
 

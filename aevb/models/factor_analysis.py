@@ -22,11 +22,17 @@ from .vae import VAE, ModelConfig
 
 def _parameters(model: VAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     config = model.config
-    if not (config.hidden_layers == 0 and config.likelihood == "gaussian"
-            and config.decoder_variance == "per-dimension" and not config.sigmoid_mean
-            and config.log_variance_bound is None):
-        raise AevbError("not a factor-analysis model: needs hidden_layers=0, a Gaussian decoder with "
-                        "per-dimension variance, no sigmoid mean and no log-variance bound")
+    if not (
+        config.hidden_layers == 0
+        and config.likelihood == "gaussian"
+        and config.decoder_variance == "per-dimension"
+        and not config.sigmoid_mean
+        and config.log_variance_bound is None
+    ):
+        raise AevbError(
+            "not a factor-analysis model: needs hidden_layers=0, a Gaussian decoder with "
+            "per-dimension variance, no sigmoid mean and no log-variance bound"
+        )
     heads = model.decoder.net.heads
     return heads.weight.detach(), heads.bias.detach(), model.decoder.log_var.detach()
 
@@ -45,7 +51,7 @@ def exact_log_likelihood(model: VAE, x: torch.Tensor) -> torch.Tensor:
 def _posterior_gain_and_covariance(model: VAE) -> tuple[torch.Tensor, torch.Tensor]:
     """G = Σ Wᵀ ψ⁻¹ (J, D), so that E[z|x] = G (x − b), and Σ = (I + Wᵀ ψ⁻¹ W)⁻¹ (J, J)."""
     loading, _, log_noise = _parameters(model)
-    precision_loading = loading * torch.exp(-log_noise)[:, None]                  # ψ⁻¹ W
+    precision_loading = loading * torch.exp(-log_noise)[:, None]  # ψ⁻¹ W
     identity = torch.eye(loading.shape[1], dtype=loading.dtype, device=loading.device)
     covariance = torch.linalg.inv(identity + loading.T @ precision_loading)
     return covariance @ precision_loading.T, covariance
@@ -57,8 +63,13 @@ def exact_posterior(model: VAE, x: torch.Tensor) -> MultivariateNormal:
     return MultivariateNormal((x - _parameters(model)[1]) @ gain.T, covariance)
 
 
-def factor_analysis_vae(loading: torch.Tensor, mean: torch.Tensor, log_noise_variance: torch.Tensor,
-                        encoder_perturbation: float = 0.0, generator: torch.Generator | None = None) -> VAE:
+def factor_analysis_vae(
+    loading: torch.Tensor,
+    mean: torch.Tensor,
+    log_noise_variance: torch.Tensor,
+    encoder_perturbation: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> VAE:
     """A VAE that is factor analysis with the given W (D, J), b (D,) and log ψ (D,).
 
     Its (linear, diagonal-Gaussian) encoder is set to the best it can be: the exact posterior mean
@@ -66,24 +77,34 @@ def factor_analysis_vae(loading: torch.Tensor, mean: torch.Tensor, log_noise_var
     noise to the encoder's mean weights, making q a poorer proposal, as a trained encoder is.
     """
     data_dim, latent_dim = loading.shape
-    model = VAE(ModelConfig(data_dim=data_dim, latent_dim=latent_dim, hidden_layers=0, likelihood="gaussian",
-                            decoder_variance="per-dimension", log_variance_bound=None)).to(loading.dtype)
+    model = VAE(
+        ModelConfig(
+            data_dim=data_dim,
+            latent_dim=latent_dim,
+            hidden_layers=0,
+            likelihood="gaussian",
+            decoder_variance="per-dimension",
+            log_variance_bound=None,
+        )
+    ).to(loading.dtype)
     with torch.no_grad():
         model.decoder.net.heads.weight.copy_(loading)
         model.decoder.net.heads.bias.copy_(mean)
         model.decoder.log_var.copy_(log_noise_variance)
         gain, covariance = _posterior_gain_and_covariance(model)
-        heads = model.encoder.net.heads                                            # rows: μ, then log σ²
+        heads = model.encoder.net.heads  # rows: μ, then log σ²
         heads.weight.zero_()
         heads.weight[:latent_dim] = gain + encoder_perturbation * torch.randn(
-            gain.shape, generator=generator, dtype=gain.dtype)
+            gain.shape, generator=generator, dtype=gain.dtype
+        )
         heads.bias[:latent_dim] = -gain @ mean
         heads.bias[latent_dim:] = torch.log(covariance.diagonal())
     return model
 
 
-def random_factor_analysis_vae(data_dim: int = 5, latent_dim: int = 2, seed: int = 0,
-                               encoder_perturbation: float = 0.1) -> VAE:
+def random_factor_analysis_vae(
+    data_dim: int = 5, latent_dim: int = 2, seed: int = 0, encoder_perturbation: float = 0.1
+) -> VAE:
     """A factor-analysis VAE with random W ~ N(0, 1), b ~ N(0, 0.25), ψ ~ U(0.2, 0.7) (float64)."""
     generator = torch.Generator().manual_seed(seed)
     loading = torch.randn(data_dim, latent_dim, generator=generator, dtype=torch.float64)

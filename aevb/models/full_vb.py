@@ -49,7 +49,7 @@ from ..errors import AevbError
 from .config import ModelConfig
 from .vae import VAE
 
-DecoderParameters = dict[str, torch.Tensor]   # decoder parameter name (as in named_parameters) → tensor
+DecoderParameters = dict[str, torch.Tensor]  # decoder parameter name (as in named_parameters) → tensor
 
 
 def _key(name: str) -> str:
@@ -71,7 +71,8 @@ class FullVBVAE(VAE):
             raise AevbError("a FullVBVAE needs decoder_posterior='gaussian'")
         super().__init__(config)
         self.decoder_log_scale = nn.ParameterDict(
-            {_key(name): nn.Parameter(torch.empty_like(value)) for name, value in self.decoder.named_parameters()})
+            {_key(name): nn.Parameter(torch.empty_like(value)) for name, value in self.decoder.named_parameters()}
+        )
         self._fixed: DecoderParameters | None = None
         self._reset_log_scale()
 
@@ -83,7 +84,7 @@ class FullVBVAE(VAE):
         with torch.no_grad():
             for parameter in chain(self.encoder.parameters(), self.decoder.parameters()):
                 parameter.normal_(0.0, self.config.init_std, generator=generator)
-        if "decoder_log_scale" in self._modules:   # (VAE.__init__ calls this before it exists)
+        if "decoder_log_scale" in self._modules:  # (VAE.__init__ calls this before it exists)
             self._reset_log_scale()
 
     def _reset_log_scale(self) -> None:
@@ -93,15 +94,17 @@ class FullVBVAE(VAE):
 
     def decoder_posterior(self) -> dict[str, Normal]:
         """q(θ), one ``Normal(μ, σ)`` per decoder parameter tensor (batch shape = its shape), by name."""
-        return {name: Normal(mean, self.decoder_log_scale[_key(name)].exp(), validate_args=False)
-                for name, mean in self.decoder.named_parameters()}
+        return {
+            name: Normal(mean, self.decoder_log_scale[_key(name)].exp(), validate_args=False)
+            for name, mean in self.decoder.named_parameters()
+        }
 
     def decoder_parameter_kl(self, prior_precision: float = 1.0) -> torch.Tensor:
         """KL(q(θ) ‖ p_α(θ)), p_α(θ) = N(0, I/λ), in closed form (the KL registry; App. B per
         coordinate), summed over every decoder parameter: a 0-dim tensor, nats (whole data set)."""
         if not prior_precision > 0:
             raise AevbError(f"full VB needs a proper prior on θ: prior precision must be > 0, got {prior_precision}")
-        prior_std = prior_precision ** -0.5
+        prior_std = prior_precision**-0.5
         total = torch.zeros((), dtype=self._prior_loc.dtype, device=self._prior_loc.device)
         for q in self.decoder_posterior().values():
             prior = Normal(torch.zeros_like(q.loc), torch.full_like(q.loc, prior_std), validate_args=False)

@@ -73,7 +73,7 @@ class _EncoderBody(nn.Module):
         leading = inputs.shape[:-1]
         flat = inputs.reshape(-1, inputs.shape[-1])
         images = flat[:, : self.pixels].reshape(-1, 1, *self.image_shape)
-        features = torch.cat([self.convolutions(images).flatten(1), flat[:, self.pixels:]], dim=-1)
+        features = torch.cat([self.convolutions(images).flatten(1), flat[:, self.pixels :]], dim=-1)
         return self.dense(features).reshape(*leading, -1)
 
 
@@ -89,8 +89,15 @@ class ConvEncoderNet(nn.Module):
         head_features: sizes of the outputs, e.g. (J, J) for μ and log σ².
     """
 
-    def __init__(self, image_shape: tuple[int, int], channels: tuple[int, ...], extra_features: int,
-                 widths: tuple[int, ...], activation: type[nn.Module], head_features: tuple[int, ...]):
+    def __init__(
+        self,
+        image_shape: tuple[int, int],
+        channels: tuple[int, ...],
+        extra_features: int,
+        widths: tuple[int, ...],
+        activation: type[nn.Module],
+        head_features: tuple[int, ...],
+    ):
         super().__init__()
         self.hidden = _EncoderBody(image_shape, channels, extra_features, widths, activation)
         self.heads = nn.Linear(self.hidden.out_features, sum(head_features))
@@ -112,8 +119,15 @@ class ConvDecoderNet(nn.Module):
         head_features: (D,) for Bernoulli logits or (D, D) for a Gaussian mean and log σ².
     """
 
-    def __init__(self, in_features: int, image_shape: tuple[int, int], channels: tuple[int, ...],
-                 widths: tuple[int, ...], activation: type[nn.Module], head_features: tuple[int, ...]):
+    def __init__(
+        self,
+        in_features: int,
+        image_shape: tuple[int, int],
+        channels: tuple[int, ...],
+        widths: tuple[int, ...],
+        activation: type[nn.Module],
+        head_features: tuple[int, ...],
+    ):
         super().__init__()
         pixels = image_shape[0] * image_shape[1]
         if any(features != pixels for features in head_features):
@@ -124,14 +138,18 @@ class ConvDecoderNet(nn.Module):
         reversed_channels = tuple(reversed(channels))
         self.map_shape = (reversed_channels[0], *shapes[-1])
         dense, width = _dense_stack(in_features, widths, activation)
-        body: list[nn.Module] = [*dense, nn.Linear(width, math.prod(self.map_shape)), activation(),
-                                 nn.Unflatten(1, self.map_shape)]
+        body: list[nn.Module] = [
+            *dense,
+            nn.Linear(width, math.prod(self.map_shape)),
+            activation(),
+            nn.Unflatten(1, self.map_shape),
+        ]
         # Transposed convolution i takes shapes[-1 - i] back to shapes[-2 - i]; the last is the head.
         outputs = (*reversed_channels[1:], len(head_features))
         layers = []
         for index, (previous, count) in enumerate(zip(reversed_channels, outputs)):
             target = shapes[-2 - index]
-            padding = tuple(1 - side % 2 for side in target)   # even side: one more output row/column
+            padding = tuple(1 - side % 2 for side in target)  # even side: one more output row/column
             layers.append(nn.ConvTranspose2d(previous, count, KERNEL, STRIDE, PADDING, output_padding=padding))
         for layer in layers[:-1]:
             body += [layer, activation()]
@@ -140,7 +158,7 @@ class ConvDecoderNet(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         leading = inputs.shape[:-1]
-        maps = self.heads(self.hidden(inputs.reshape(-1, inputs.shape[-1])))   # (N, heads, H, W)
+        maps = self.heads(self.hidden(inputs.reshape(-1, inputs.shape[-1])))  # (N, heads, H, W)
         return tuple(maps[:, index].reshape(*leading, -1) for index in range(len(self.head_features)))
 
 
@@ -156,8 +174,14 @@ class MLP(nn.Module):
     output. With ``hidden_layers=0`` the heads act on the input directly (a linear model, e.g.
     factor analysis for a Gaussian decoder)."""
 
-    def __init__(self, in_features: int, hidden_units: int | tuple[int, ...], hidden_layers: int, activation: str,
-                 head_features: tuple[int, ...]):
+    def __init__(
+        self,
+        in_features: int,
+        hidden_units: int | tuple[int, ...],
+        hidden_layers: int,
+        activation: str,
+        head_features: tuple[int, ...],
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
@@ -184,8 +208,14 @@ def build_network(config: ModelConfig, role: str, head_features: tuple[int, ...]
     if config.architecture == "conv":
         if role == "encoder":
             return ConvEncoderNet(config.image_shape, config.conv_channels, extra, widths, activation, head_features)
-        return ConvDecoderNet(config.latent_dim + extra, config.image_shape, config.conv_channels,
-                              tuple(reversed(widths)), activation, head_features)
+        return ConvDecoderNet(
+            config.latent_dim + extra,
+            config.image_shape,
+            config.conv_channels,
+            tuple(reversed(widths)),
+            activation,
+            head_features,
+        )
     if role == "encoder":
         return MLP(config.data_dim + extra, widths, len(widths), config.activation, head_features)
     return MLP(config.latent_dim + extra, tuple(reversed(widths)), len(widths), config.activation, head_features)

@@ -96,7 +96,9 @@ class GaussianDecoder(nn.Module):
         else:
             (mean,) = self.net(z)
             log_var = self.log_var.expand_as(mean)
-        return (torch.sigmoid(mean) if self.sigmoid_mean else mean), bounded_log_variance(log_var, self.log_variance_bound)
+        return (torch.sigmoid(mean) if self.sigmoid_mean else mean), bounded_log_variance(
+            log_var, self.log_variance_bound
+        )
 
     def forward(self, z: torch.Tensor) -> Distribution:
         """z: (..., J) → distribution with batch shape (...), event shape (D,)."""
@@ -179,10 +181,10 @@ class VAE(nn.Module):
     def prior(self) -> Distribution:
         """p(z), event shape (J,): N(0, I), or the standard prior of the family ``config.prior``."""
         if self.config.prior != "gaussian":
-            return get_family(self.config.prior).prior(self.config.latent_dim, device=self._prior_loc.device,
-                                                       dtype=self._prior_loc.dtype)
-        return standard_normal_prior(self.config.latent_dim, device=self._prior_loc.device,
-                                     dtype=self._prior_loc.dtype)
+            return get_family(self.config.prior).prior(
+                self.config.latent_dim, device=self._prior_loc.device, dtype=self._prior_loc.dtype
+            )
+        return standard_normal_prior(self.config.latent_dim, device=self._prior_loc.device, dtype=self._prior_loc.dtype)
 
     def encode(self, x: torch.Tensor) -> Distribution:
         """q_φ(z|x) for x of shape (..., D)."""
@@ -196,8 +198,8 @@ class VAE(nn.Module):
         ``estimator_a``) under the same draw — the reference, with any L and the fast evaluation
         path — which this module cannot import (objectives build on models)."""
         posterior = self.encode(x)
-        z = posterior.rsample((1,))                                   # (1, M, J), as the estimators draw
-        own = getattr(self, "decoder_log_prob", None)                 # a conditional VAE's rows hold labels
+        z = posterior.rsample((1,))  # (1, M, J), as the estimators draw
+        own = getattr(self, "decoder_log_prob", None)  # a conditional VAE's rows hold labels
         log_likelihood = (own(z, x) if own is not None else self.decode(z).log_prob(x))[0]
         try:
             return log_likelihood - kl_divergence(posterior, self.prior())
@@ -216,11 +218,12 @@ class VAE(nn.Module):
         if self.config.prior == "gaussian":
             z = torch.randn(num_samples, self.config.latent_dim, generator=generator)
         else:
-            prior = get_family(self.config.prior).prior(self.config.latent_dim, device="cpu",
-                                                        dtype=self._prior_loc.dtype)
+            prior = get_family(self.config.prior).prior(
+                self.config.latent_dim, device="cpu", dtype=self._prior_loc.dtype
+            )
             if generator is None:
                 z = prior.sample((num_samples,))
-            else:   # torch.distributions take no generator: seed a forked RNG from it
+            else:  # torch.distributions take no generator: seed a forked RNG from it
                 seed = int(torch.randint(2**62, (), generator=generator))
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)

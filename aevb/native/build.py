@@ -66,8 +66,7 @@ def openmp_runtimes() -> set[str]:
     """The OpenMP runtimes mapped into this process (Linux; empty elsewhere)."""
     try:
         with open("/proc/self/maps") as maps:
-            return {line.split()[-1] for line in maps
-                    if any(name in line for name in ("libgomp", "libiomp", "libomp"))}
+            return {line.split()[-1] for line in maps if any(name in line for name in ("libgomp", "libiomp", "libomp"))}
     except OSError:
         return set()
 
@@ -76,8 +75,10 @@ def flag_sets() -> list[list[str]]:
     base = ["-O3", "-fPIC", "-shared", "-fno-math-errno"]
     # Threads only where our OpenMP can be torch's own (one thread pool, sized by torch.set_num_threads).
     openmp = sys.platform.startswith("linux") and "parallel backend: OpenMP" in torch.__config__.parallel_info()
-    return ([base + ["-march=native", "-fopenmp"]] if openmp else []) + \
-        [base + ["-march=native", "-fopenmp-simd"], base]
+    return ([base + ["-march=native", "-fopenmp"]] if openmp else []) + [
+        base + ["-march=native", "-fopenmp-simd"],
+        base,
+    ]
 
 
 def _directories() -> list[Path]:
@@ -116,10 +117,17 @@ def _usable(path: Path, refused: set[Path]) -> bool:
     if path not in refused:
         refused.add(path)
         directory = path.is_dir()
-        warnings.warn(f"aevb: native kernels: not {'using' if directory else 'loading'} {path}: {reason}, so it "
-                      "may hold another user's code; " + ("set AEVB_NATIVE_CACHE to a directory only you can write"
-                                                          if directory else "using another build instead"),
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"aevb: native kernels: not {'using' if directory else 'loading'} {path}: {reason}, so it "
+            "may hold another user's code; "
+            + (
+                "set AEVB_NATIVE_CACHE to a directory only you can write"
+                if directory
+                else "using another build instead"
+            ),
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return False
 
 
@@ -128,7 +136,7 @@ def _writable_directory(refused: set[Path]) -> Path | None:
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError:
-            continue   # e.g. a read-only home: the next candidate
+            continue  # e.g. a read-only home: the next candidate
         if _usable(directory, refused) and os.access(directory, os.W_OK):
             return directory
     return None
@@ -138,8 +146,9 @@ def _library_name(compiler: str, flags: list[str]) -> str:
     """The file name of the kernels built by ``compiler`` with ``flags`` on this CPU."""
     source = SOURCE.read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    digest = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(),
-                                        _cpu_signature().encode()])).hexdigest()[:16]
+    digest = hashlib.sha256(
+        b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_signature().encode()])
+    ).hexdigest()[:16]
     return f"kernels-{digest}.so"
 
 
@@ -158,12 +167,13 @@ def build(flags: list[str], refused: set[Path]) -> Path:
     handle, scratch = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(handle)
     try:
-        result = subprocess.run([compiler, *flags, "-o", scratch, str(SOURCE), "-lm"], capture_output=True,
-                                text=True, timeout=300)
+        result = subprocess.run(
+            [compiler, *flags, "-o", scratch, str(SOURCE), "-lm"], capture_output=True, text=True, timeout=300
+        )
         if result.returncode != 0:
             lines = result.stderr.strip().splitlines()
             raise RuntimeError(f"{compiler} {' '.join(flags)} failed: {lines[-1] if lines else 'no message'}")
-        os.chmod(scratch, 0o700)   # whatever the linker and umask made of it: ours alone, as loading requires
+        os.chmod(scratch, 0o700)  # whatever the linker and umask made of it: ours alone, as loading requires
         os.replace(scratch, target)
         return target
     finally:

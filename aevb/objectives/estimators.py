@@ -52,10 +52,16 @@ def decoder_log_likelihood(model: LatentVariableModel, z: torch.Tensor, x: torch
     return own(z, x) if own is not None else model.decode(z).log_prob(x)
 
 
-def log_importance_weights(model: LatentVariableModel, x: torch.Tensor, num_samples: int,
-                           reparameterize: bool = True, posterior=None, prior_mixture: float = 0.0,
-                           noise: torch.Tensor | None = None,
-                           log_likelihood: LogLikelihood = decoder_log_likelihood) -> torch.Tensor:
+def log_importance_weights(
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    num_samples: int,
+    reparameterize: bool = True,
+    posterior=None,
+    prior_mixture: float = 0.0,
+    noise: torch.Tensor | None = None,
+    log_likelihood: LogLikelihood = decoder_log_likelihood,
+) -> torch.Tensor:
     """log w = log p(x, z) − log r(z|x) for z ~ r: shape (k, M) for x of shape (M, D), nats.
 
     The proposal r is the encoder q(z|x), or with ``prior_mixture = α > 0`` the defensive mixture
@@ -65,7 +71,7 @@ def log_importance_weights(model: LatentVariableModel, x: torch.Tensor, num_samp
     """
     num_samples = require_count(num_samples, "num_samples")
     prior = model.prior()
-    if prior_mixture >= 1:   # the prior alone: w = p(x|z)
+    if prior_mixture >= 1:  # the prior alone: w = p(x|z)
         return log_likelihood(model, prior.sample((num_samples, x.shape[0])), x)
     posterior = model.encode(x) if posterior is None else posterior
     if prior_mixture <= 0:
@@ -78,8 +84,9 @@ def log_importance_weights(model: LatentVariableModel, x: torch.Tensor, num_samp
     from_prior = torch.rand(z.shape[:-1], device=z.device) < prior_mixture
     z = torch.where(from_prior.unsqueeze(-1), prior.sample(z.shape[:-1]), z)
     log_prior = prior.log_prob(z)
-    log_proposal = torch.logaddexp(math.log1p(-prior_mixture) + _log_prob_on_support(posterior, z),
-                                   math.log(prior_mixture) + log_prior)
+    log_proposal = torch.logaddexp(
+        math.log1p(-prior_mixture) + _log_prob_on_support(posterior, z), math.log(prior_mixture) + log_prior
+    )
     return log_likelihood(model, z, x) + log_prior - log_proposal
 
 
@@ -90,9 +97,13 @@ def _log_prob_on_support(distribution: Distribution, z: torch.Tensor) -> torch.T
     return torch.where(distribution.support.check(z), distribution.log_prob(z), -math.inf)
 
 
-def iwae_bound(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 1,
-               noise: torch.Tensor | None = None,
-               log_likelihood: LogLikelihood = decoder_log_likelihood) -> torch.Tensor:
+def iwae_bound(
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    num_samples: int = 1,
+    noise: torch.Tensor | None = None,
+    log_likelihood: LogLikelihood = decoder_log_likelihood,
+) -> torch.Tensor:
     """The k-sample importance-weighted bound, k = ``num_samples``: (M,), nats.
 
     log (1/k) Σ_k w_k; differentiable through the reparameterisation; equals estimator A at k = 1.
@@ -102,9 +113,13 @@ def iwae_bound(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 1
     return torch.logsumexp(log_w, dim=0) - math.log(num_samples)
 
 
-def estimator_a(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 1,
-                noise: torch.Tensor | None = None,
-                log_likelihood: LogLikelihood = decoder_log_likelihood) -> torch.Tensor:
+def estimator_a(
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    num_samples: int = 1,
+    noise: torch.Tensor | None = None,
+    log_likelihood: LogLikelihood = decoder_log_likelihood,
+) -> torch.Tensor:
     """SGVB estimator A (eq. 6): per-datapoint bound, shape (M,) for x of shape (M, D), nats.
 
     ``noise``: optional ε (L, M, J) to use instead of fresh draws (see :func:`draw_posterior`);
@@ -112,14 +127,18 @@ def estimator_a(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 
     """
     num_samples = require_count(num_samples, "num_samples")
     posterior = model.encode(x)
-    z = draw_posterior(posterior, num_samples, noise)          # (L, M, J)
+    z = draw_posterior(posterior, num_samples, noise)  # (L, M, J)
     log_joint = log_likelihood(model, z, x) + model.prior().log_prob(z)
     return (log_joint - posterior.log_prob(z)).mean(dim=0)
 
 
-def estimator_b(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 1,
-                noise: torch.Tensor | None = None,
-                log_likelihood: LogLikelihood = decoder_log_likelihood) -> torch.Tensor:
+def estimator_b(
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    num_samples: int = 1,
+    noise: torch.Tensor | None = None,
+    log_likelihood: LogLikelihood = decoder_log_likelihood,
+) -> torch.Tensor:
     """SGVB estimator B (eq. 7): per-datapoint bound, shape (M,) for x of shape (M, D), nats.
 
     ``noise``: optional ε (L, M, J) to use instead of fresh draws (see :func:`draw_posterior`);
@@ -127,12 +146,12 @@ def estimator_b(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 
     """
     num_samples = require_count(num_samples, "num_samples")
     posterior = model.encode(x)
-    z = draw_posterior(posterior, num_samples, noise)          # (L, M, J)
+    z = draw_posterior(posterior, num_samples, noise)  # (L, M, J)
     reconstruction = log_likelihood(model, z, x).mean(dim=0)  # (M,)
     return reconstruction - kl_divergence(posterior, model.prior())
 
 
-Estimator = Callable[..., torch.Tensor]   # (model, x (M, D), L, noise=None, log_likelihood=...) -> (M,) nats
+Estimator = Callable[..., torch.Tensor]  # (model, x (M, D), L, noise=None, log_likelihood=...) -> (M,) nats
 
 #: Estimators by the names the paper gives them, plus the importance-weighted bound of Burda et
 #: al. (2015) with k = L samples, which is estimator A at k = 1; ``--estimator`` takes these keys.

@@ -36,9 +36,15 @@ class FullBoundEstimate:
         return self.per_datapoint * self.dataset_size
 
 
-def full_bound_estimate(model: FullVBVAE, x: torch.Tensor, dataset_size: int, prior_precision: float = 1.0,
-                        num_samples: int = 1, noise: torch.Tensor | None = None,
-                        parameter_noise: DecoderParameters | None = None) -> FullBoundEstimate:
+def full_bound_estimate(
+    model: FullVBVAE,
+    x: torch.Tensor,
+    dataset_size: int,
+    prior_precision: float = 1.0,
+    num_samples: int = 1,
+    noise: torch.Tensor | None = None,
+    parameter_noise: DecoderParameters | None = None,
+) -> FullBoundEstimate:
     """The SGVB estimator of the full bound (App. F, Example F.1) on minibatch x (M, D) of a data
     set of N = ``dataset_size`` points: one draw θ̃ ~ q(θ) for the minibatch, estimator B with L =
     ``num_samples`` draws of z per point under it, and the closed-form KL of q(θ) from N(0, I/λ).

@@ -34,21 +34,42 @@ from .compare import compare_runs
 from .data_config import DataConfig, data_config_of_run, load_data
 from .evaluate import evaluate_run, load, load_run
 from .layout import (
-                     CONFIG_FILE,
-                     METRICS_FILE,
-                     RUN_FORMAT_VERSION,
-                     SUMMARY_FILE,
-                     default_run_dir,
-                     prepare_run_dir,
-                     read_run_config,
+    CONFIG_FILE,
+    METRICS_FILE,
+    RUN_FORMAT_VERSION,
+    SUMMARY_FILE,
+    default_run_dir,
+    prepare_run_dir,
+    read_run_config,
 )
 from .sample import sample_run
 from .spec import DEFAULT_CHECKPOINT_EVERY, ModelSpec, RunOptions, RunSpec, resolve_device
 from .train import plan_run, resolved_config, resume_run, run_configs, train_run
 
 __all__ = [
-    "CONFIG_FILE", "DEFAULT_CHECKPOINT_EVERY", "METRICS_FILE", "RUN_FORMAT_VERSION", "SUMMARY_FILE", "DataConfig",
-    "ModelSpec", "RunOptions", "RunSpec", "compare_runs", "data_config_of_run", "default_run_dir", "evaluate_run",
-    "load", "load_data", "load_run", "plan_run", "prepare_run_dir", "read_run_config", "resolve_device",
-    "resolved_config", "resume_run", "run_configs", "sample_run", "train_run",
+    "CONFIG_FILE",
+    "DEFAULT_CHECKPOINT_EVERY",
+    "METRICS_FILE",
+    "RUN_FORMAT_VERSION",
+    "SUMMARY_FILE",
+    "DataConfig",
+    "ModelSpec",
+    "RunOptions",
+    "RunSpec",
+    "compare_runs",
+    "data_config_of_run",
+    "default_run_dir",
+    "evaluate_run",
+    "load",
+    "load_data",
+    "load_run",
+    "plan_run",
+    "prepare_run_dir",
+    "read_run_config",
+    "resolve_device",
+    "resolved_config",
+    "resume_run",
+    "run_configs",
+    "sample_run",
+    "train_run",
 ]

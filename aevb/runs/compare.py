@@ -19,15 +19,28 @@ from .layout import (
 )
 
 #: Settings that say where or how a run was made, not what it is: never a label.
-_INCIDENTAL = {"data.data_dir", "data.download", "data.source", "created", "command", "aevb_version", "device",
-               "threads", "processes", "format_version",
-               "data.values_sha256"}   # (a hash says nothing to a reader; the data's settings do)
+_INCIDENTAL = {
+    "data.data_dir",
+    "data.download",
+    "data.source",
+    "created",
+    "command",
+    "aevb_version",
+    "device",
+    "threads",
+    "processes",
+    "format_version",
+    "data.values_sha256",
+}  # (a hash says nothing to a reader; the data's settings do)
 
 
 def _settings(config: dict) -> dict[str, object]:
     """A run's settings by ``section.name`` (lists as tuples), without the incidental ones."""
-    return {key: tuple(value) if isinstance(value, list) else value
-            for key, value in flat_config(config).items() if key not in _INCIDENTAL}
+    return {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in flat_config(config).items()
+        if key not in _INCIDENTAL
+    }
 
 
 #: Longest label the figure's legend shows; runs that differ in more settings than that holds are
@@ -52,7 +65,7 @@ def differing_settings(configs: list[dict]) -> list[dict[str, object]]:
 
 
 def run_status(run_dir: Path) -> str:
-    """"finished" (its summary.json is written), "diverged" (its training gave up) or "unfinished"
+    """ "finished" (its summary.json is written), "diverged" (its training gave up) or "unfinished"
     (still training, or stopped: its numbers are not final)."""
     if (run_dir / SUMMARY_FILE).is_file():
         return "finished"
@@ -68,8 +81,9 @@ def _planned_samples(run_dir: Path, config: dict) -> int | None:
     return TrainConfig.from_dict(training, f"{run_dir / CONFIG_FILE}: training").total_samples(size)
 
 
-def compare_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike | None = None,
-                 overwrite: bool = False) -> list[dict]:
+def compare_runs(
+    run_dirs: list[str | os.PathLike], out: str | os.PathLike | None = None, overwrite: bool = False
+) -> list[dict]:
     """One row per run: its directory, a label (the directory's name and the settings in which
     the runs differ), its last evaluation point's samples and bounds (train, validation, test; nats
     per datapoint), whether the run is finished, diverged or unfinished (:func:`run_status`) and
@@ -98,8 +112,16 @@ def compare_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike | Non
     rows = []
     for path, label, history, config in zip(paths, labels, histories, configs):
         last = history[-1] if history else {}
-        rows.append({"run": str(path), "label": label, "samples": last.get("samples"),
-                     "train_bound": last.get("train_bound"), "valid_bound": last.get("valid_bound"),
-                     "test_bound": last.get("test_bound"), "status": run_status(path),
-                     "planned_samples": _planned_samples(path, config)})
+        rows.append(
+            {
+                "run": str(path),
+                "label": label,
+                "samples": last.get("samples"),
+                "train_bound": last.get("train_bound"),
+                "valid_bound": last.get("valid_bound"),
+                "test_bound": last.get("test_bound"),
+                "status": run_status(path),
+                "planned_samples": _planned_samples(path, config),
+            }
+        )
     return rows

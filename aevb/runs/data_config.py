@@ -22,9 +22,9 @@ class DataConfig(JsonConfig):
     dataset: str = "mnist-sample"
     data_dir: str | None = None
     download: bool = False
-    train_limit: int | None = None    # use only the first N training points (Fig. 3's Ntrain)
-    pixel_divisor: float | None = None   # grey level k → k / divisor; None: the dataset's (256 for the paper's data)
-    merge_valid: bool = False         # train on train + valid, no validation split (the IWAE protocol: 60000 MNIST)
+    train_limit: int | None = None  # use only the first N training points (Fig. 3's Ntrain)
+    pixel_divisor: float | None = None  # grey level k → k / divisor; None: the dataset's (256 for the paper's data)
+    merge_valid: bool = False  # train on train + valid, no validation split (the IWAE protocol: 60000 MNIST)
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset.strip():
@@ -38,14 +38,25 @@ class DataConfig(JsonConfig):
 def load_data(data_config: DataConfig) -> Dataset:
     """The dataset a run uses: its validation split appended to the training split when
     ``merge_valid``, then the training split cut to ``train_limit`` points when given."""
-    data = load_dataset(data_config.dataset, data_config.data_dir, download=data_config.download,
-                        pixel_divisor=data_config.pixel_divisor)
+    data = load_dataset(
+        data_config.dataset,
+        data_config.data_dir,
+        download=data_config.download,
+        pixel_divisor=data_config.pixel_divisor,
+    )
     if data_config.merge_valid:
-        labels = None if data.train_labels is None or data.valid_labels is None else \
-            torch.cat([data.train_labels, data.valid_labels])
-        data = dataclasses.replace(data, train=torch.cat([data.train, data.valid]), train_labels=labels,
-                                   valid=data.valid[:0], valid_labels=None if data.valid_labels is None
-                                   else data.valid_labels[:0])
+        labels = (
+            None
+            if data.train_labels is None or data.valid_labels is None
+            else torch.cat([data.train_labels, data.valid_labels])
+        )
+        data = dataclasses.replace(
+            data,
+            train=torch.cat([data.train, data.valid]),
+            train_labels=labels,
+            valid=data.valid[:0],
+            valid_labels=None if data.valid_labels is None else data.valid_labels[:0],
+        )
     limit = data_config.train_limit
     if limit is None:
         return data
@@ -78,14 +89,19 @@ def check_same_data(data: Dataset, stored: dict, run_dir, where) -> None:
     same shape would otherwise be trained on where the run left off."""
     recorded = stored.get(FINGERPRINT)
     if recorded is not None and recorded != data_fingerprint(data):
-        raise AevbError(f"the data of {run_dir} changed since it began: {data.source} holds other values than "
-                        f"{where} records (data.{FINGERPRINT}); restore them, or train a new run on the new data")
+        raise AevbError(
+            f"the data of {run_dir} changed since it began: {data.source} holds other values than "
+            f"{where} records (data.{FINGERPRINT}); restore them, or train a new run on the new data"
+        )
 
 
 def value_ranges(data: Dataset) -> dict[str, tuple[float, float]]:
     """(min, max) of each non-empty split; NaN or ±inf show up in them (min/max propagate NaN)."""
-    return {name: (float(split.min()), float(split.max())) for name in ("train", "valid", "test")
-            if (split := getattr(data, name)).numel()}
+    return {
+        name: (float(split.min()), float(split.max()))
+        for name in ("train", "valid", "test")
+        if (split := getattr(data, name)).numel()
+    }
 
 
 def stored_data_config(data_config: DataConfig) -> dict:
@@ -95,7 +111,7 @@ def stored_data_config(data_config: DataConfig) -> dict:
     stored = dataclasses.asdict(data_config)
     if data_config.dataset not in DATASET_NAMES:
         stored["dataset"] = str(Path(data_config.dataset).expanduser().resolve())
-    elif data_config.dataset != "mnist-sample" or data_config.data_dir:   # (the sample is embedded)
+    elif data_config.dataset != "mnist-sample" or data_config.data_dir:  # (the sample is embedded)
         stored["data_dir"] = str(resolve_data_dir(data_config.data_dir).expanduser().resolve())
     return stored
 
@@ -117,5 +133,5 @@ def data_config_of_run(stored: dict, data_dir: str | None = None, where: str = "
     if data_dir:
         values["data_dir"] = data_dir
     elif values.get("data_dir") and not Path(values["data_dir"]).is_dir() and not values.get("download"):
-        values["data_dir"] = None   # moved or deleted: look where a new run would (a download goes where it says)
+        values["data_dir"] = None  # moved or deleted: look where a new run would (a download goes where it says)
     return DataConfig.from_dict(values, f"{where}: data")

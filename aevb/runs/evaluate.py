@@ -46,16 +46,21 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", checkpoint: bool 
         return _load_checkpoint_model(run_dir, config, resolve_device(device))
     if not (run_dir / "model.safetensors").exists():
         if has_checkpoint(run_dir):
-            raise AevbError(f"{run_dir} holds no final model yet (the run has not finished); `checkpoint` "
-                            "takes the model of its latest checkpoint")
+            raise AevbError(
+                f"{run_dir} holds no final model yet (the run has not finished); `checkpoint` "
+                "takes the model of its latest checkpoint"
+            )
         raise AevbError(f"{run_dir} holds no trained model (model.safetensors); did the run finish?")
     return load_model(run_dir, resolve_device(device)), config
 
 
 def _load_checkpoint_model(run_dir: Path, config: dict, device: torch.device) -> tuple[VAE, dict]:
     if not has_checkpoint(run_dir):
-        finished = " (a finished run keeps only its final model: leave out `checkpoint`)" \
-            if (run_dir / "model.safetensors").exists() else ""
+        finished = (
+            " (a finished run keeps only its final model: leave out `checkpoint`)"
+            if (run_dir / "model.safetensors").exists()
+            else ""
+        )
         raise AevbError(f"{run_dir} has no checkpoint{finished}")
     state = load_checkpoint(run_dir)
     model = model_with_weights(config, run_dir / CONFIG_FILE, state.model, f"the checkpoint in {run_dir}")
@@ -71,13 +76,27 @@ def load(run_dir: str | os.PathLike, device: str = "auto", checkpoint: bool = Fa
     return model.eval()
 
 
-def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples: int = 100,
-                 data_dir: str | None = None, device: str = "auto", batch_size: int = 20_000,
-                 num_points: int | None = None, log_likelihood_samples: int | None = None, prior_mixture: float = 0.0,
-                 hmc: bool = False, hmc_samples: int = PAPER_POSTERIOR_SAMPLES,
-                 leapfrog_steps: int = PAPER_LEAPFROG_STEPS, seed: int = 0, parameter_draws: int = 10,
-                 download: bool = False, progress: bool = False, threads: int | None = None,
-                 checkpoint: bool = False) -> dict:
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    *,
+    split: str = "test",
+    num_samples: int = 100,
+    data_dir: str | None = None,
+    device: str = "auto",
+    batch_size: int = 20_000,
+    num_points: int | None = None,
+    log_likelihood_samples: int | None = None,
+    prior_mixture: float = 0.0,
+    hmc: bool = False,
+    hmc_samples: int = PAPER_POSTERIOR_SAMPLES,
+    leapfrog_steps: int = PAPER_LEAPFROG_STEPS,
+    seed: int = 0,
+    parameter_draws: int = 10,
+    download: bool = False,
+    progress: bool = False,
+    threads: int | None = None,
+    checkpoint: bool = False,
+) -> dict:
     """Evaluate a trained run on a data split; every number is in nats per datapoint.
 
     Always: the lower bound with ``num_samples`` samples of z per datapoint (``{split}_bound``,
@@ -98,28 +117,40 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
     importance samples each (:func:`aevb.evaluation.full_vb.predictive_log_likelihood`); the result adds
     KL(q(θ) ‖ p(θ)) and, on the training split, the full bound 𝓛(φ; X)/N.
     """
-    _check_settings(split=split, num_samples=num_samples, log_likelihood_samples=log_likelihood_samples,
-                    num_points=num_points, parameter_draws=parameter_draws, hmc_samples=hmc_samples,
-                    leapfrog_steps=leapfrog_steps)
+    _check_settings(
+        split=split,
+        num_samples=num_samples,
+        log_likelihood_samples=log_likelihood_samples,
+        num_points=num_points,
+        parameter_draws=parameter_draws,
+        hmc_samples=hmc_samples,
+        leapfrog_steps=leapfrog_steps,
+    )
     model, config = load_run(run_dir, device, checkpoint)
     if hmc:
         check_hmc_samples(hmc_samples, model.config.latent_dim, "hmc_samples")
-    train_config, data, values = _evaluation_data(model, config, Path(run_dir), split, data_dir, num_points, hmc,
-                                                  download)
-    full_vb = hasattr(model, "decoder_parameter_kl")   # a posterior over θ (App. F)
+    train_config, data, values = _evaluation_data(
+        model, config, Path(run_dir), split, data_dir, num_points, hmc, download
+    )
+    full_vb = hasattr(model, "decoder_parameter_kl")  # a posterior over θ (App. F)
     encoder_trained = trains_encoder(algorithm_of(config, Path(run_dir) / CONFIG_FILE))
-    _check_work(values.shape[0], num_samples=num_samples if encoder_trained else None,
-                log_likelihood_samples=None if log_likelihood_samples is None
-                else log_likelihood_samples * (parameter_draws if full_vb else 1),
-                hmc_samples=2 * hmc_samples * leapfrog_steps if hmc else None)   # two sets of chains
+    _check_work(
+        values.shape[0],
+        num_samples=num_samples if encoder_trained else None,
+        log_likelihood_samples=None
+        if log_likelihood_samples is None
+        else log_likelihood_samples * (parameter_draws if full_vb else 1),
+        hmc_samples=2 * hmc_samples * leapfrog_steps if hmc else None,
+    )  # two sets of chains
     torch.manual_seed(seed)
     started = time.perf_counter()
     estimator = bound_estimator(train_config.estimator)
     if encoder_trained:
-        estimate = evaluate_bound(model, values, estimator=estimator, num_samples=num_samples, batch_size=batch_size,
-                                  progress=progress)
+        estimate = evaluate_bound(
+            model, values, estimator=estimator, num_samples=num_samples, batch_size=batch_size, progress=progress
+        )
         bound, bound_stderr = estimate.mean, estimate.stderr
-    else:   # the encoder's bound of a model whose encoder never trained means nothing
+    else:  # the encoder's bound of a model whose encoder never trained means nothing
         bound = bound_stderr = math.nan
     result = {
         f"{split}_bound": bound,
@@ -132,8 +163,10 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
         "seconds": time.perf_counter() - started,
     }
     if checkpoint:
-        result.update(checkpoint_samples=config["checkpoint"]["samples"], checkpoint_steps=config["checkpoint"]["steps"])
-    if model.config.num_classes is not None:   # every number is of log p(x|y), y the datapoint's label
+        result.update(
+            checkpoint_samples=config["checkpoint"]["samples"], checkpoint_steps=config["checkpoint"]["steps"]
+        )
+    if model.config.num_classes is not None:  # every number is of log p(x|y), y the datapoint's label
         result["conditional"] = True
     if full_vb:
         with torch.no_grad():
@@ -145,17 +178,37 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", num_samples
         result["encoder_trained"] = False
     if log_likelihood_samples is not None:
         # Without a trained encoder the only sensible proposal is the prior (Monte Carlo EM: low-dimensional z).
-        result.update(_log_likelihood(model, values, log_likelihood_samples, parameter_draws if full_vb else None,
-                                      prior_mixture if encoder_trained else 1.0, progress, threads))
+        result.update(
+            _log_likelihood(
+                model,
+                values,
+                log_likelihood_samples,
+                parameter_draws if full_vb else None,
+                prior_mixture if encoder_trained else 1.0,
+                progress,
+                threads,
+            )
+        )
     if hmc:
         generator = torch.Generator().manual_seed(seed)
-        hmc_estimate, acceptance = hmc_log_likelihood(model, values, num_samples=hmc_samples,
-                                                      leapfrog_steps=leapfrog_steps, generator=generator,
-                                                      initial="encoder" if encoder_trained else "importance-resampled",
-                                                      progress=progress)
-        result.update(hmc_log_likelihood=hmc_estimate.mean, hmc_log_likelihood_stderr=hmc_estimate.stderr,
-                      hmc_log_likelihood_spread_stderr=hmc_estimate.spread_stderr, hmc_samples=hmc_samples,
-                      hmc_leapfrog_steps=leapfrog_steps, hmc_acceptance=acceptance, hmc_seconds=hmc_estimate.seconds)
+        hmc_estimate, acceptance = hmc_log_likelihood(
+            model,
+            values,
+            num_samples=hmc_samples,
+            leapfrog_steps=leapfrog_steps,
+            generator=generator,
+            initial="encoder" if encoder_trained else "importance-resampled",
+            progress=progress,
+        )
+        result.update(
+            hmc_log_likelihood=hmc_estimate.mean,
+            hmc_log_likelihood_stderr=hmc_estimate.stderr,
+            hmc_log_likelihood_spread_stderr=hmc_estimate.spread_stderr,
+            hmc_samples=hmc_samples,
+            hmc_leapfrog_steps=leapfrog_steps,
+            hmc_acceptance=acceptance,
+            hmc_seconds=hmc_estimate.seconds,
+        )
     return result
 
 
@@ -186,14 +239,24 @@ def _check_work(points: int, **per_point: int | None) -> None:
     for setting, count in per_point.items():
         total = 0 if count is None else points * count
         if total > MAX_DECODER_EVALUATIONS:
-            raise AevbError(f"`{setting}` asks for {total:.3g} decoder evaluations on {points:,} points, about "
-                            f"{duration_text(total / CPU_DECODER_EVALUATIONS_PER_SECOND)} at a CPU's "
-                            f"{CPU_DECODER_EVALUATIONS_PER_SECOND:.0e} per second; one estimate takes at most "
-                            f"{MAX_DECODER_EVALUATIONS:.0e}: ask for fewer, or for fewer `num_points`")
+            raise AevbError(
+                f"`{setting}` asks for {total:.3g} decoder evaluations on {points:,} points, about "
+                f"{duration_text(total / CPU_DECODER_EVALUATIONS_PER_SECOND)} at a CPU's "
+                f"{CPU_DECODER_EVALUATIONS_PER_SECOND:.0e} per second; one estimate takes at most "
+                f"{MAX_DECODER_EVALUATIONS:.0e}: ask for fewer, or for fewer `num_points`"
+            )
 
 
-def _evaluation_data(model, config: dict, run_dir: Path, split: str, data_dir: str | None, num_points: int | None,
-                     hmc: bool, download: bool):
+def _evaluation_data(
+    model,
+    config: dict,
+    run_dir: Path,
+    split: str,
+    data_dir: str | None,
+    num_points: int | None,
+    hmc: bool,
+    download: bool,
+):
     """The run's training settings, its data set, and the split's rows as the model reads them
     (binarised as in training; with one-hot labels for a conditional model), on the model's device."""
     where = str(run_dir / CONFIG_FILE)
@@ -210,26 +273,48 @@ def _evaluation_data(model, config: dict, run_dir: Path, split: str, data_dir: s
         raise AevbError(f"{data.name} has {rows.shape[1]} dimensions but the model expects {model.config.data_dim}")
     if hmc and model.config.num_classes is not None:
         raise AevbError("`hmc` does not handle conditional models; use `log_likelihood_samples`")
-    if hmc and hasattr(model, "decoder_parameter_kl"):   # (checked before any work is done)
-        raise AevbError("`hmc` estimates log p(x) at one θ; a full-VB run has a posterior over θ (use `log_likelihood_samples`)")
+    if hmc and hasattr(model, "decoder_parameter_kl"):  # (checked before any work is done)
+        raise AevbError(
+            "`hmc` estimates log p(x) at one θ; a full-VB run has a posterior over θ (use `log_likelihood_samples`)"
+        )
     values = model_inputs(rows, getattr(data, f"{split}_labels"), model.config)
     values = evaluation_data(values, train_config.binarize)[:num_points]
     return train_config, data, values.to(next(model.parameters()).device)
 
 
-def _log_likelihood(model, values: torch.Tensor, samples: int, parameter_draws: int | None,
-                    prior_mixture: float, progress: bool, threads: int | None = None) -> dict:
+def _log_likelihood(
+    model,
+    values: torch.Tensor,
+    samples: int,
+    parameter_draws: int | None,
+    prior_mixture: float,
+    progress: bool,
+    threads: int | None = None,
+) -> dict:
     """The importance-sampled log p(x) of ``values``; for full VB (``parameter_draws`` given) the
     predictive log E_q(θ)[p_θ(x)]."""
     extra = {}
     if parameter_draws is not None:
-        nll = predictive_log_likelihood(model, values, num_samples=samples, parameter_draws=parameter_draws,
-                                        prior_mixture=prior_mixture, progress=progress)
+        nll = predictive_log_likelihood(
+            model,
+            values,
+            num_samples=samples,
+            parameter_draws=parameter_draws,
+            prior_mixture=prior_mixture,
+            progress=progress,
+        )
         extra["parameter_draws"] = parameter_draws
     else:
-        nll = estimate_log_likelihood(model, values, num_samples=samples, prior_mixture=prior_mixture,
-                                      progress=progress, threads=threads)
-    return dict(log_likelihood=nll.mean, log_likelihood_stderr=nll.stderr, log_likelihood_prior_mixture=prior_mixture,
-                log_likelihood_spread_stderr=nll.spread_stderr, log_likelihood_samples=samples,
-                log_likelihood_seconds=nll.seconds,
-                decoder_evaluations_per_second=values.shape[0] * nll.num_samples / nll.seconds, **extra)
+        nll = estimate_log_likelihood(
+            model, values, num_samples=samples, prior_mixture=prior_mixture, progress=progress, threads=threads
+        )
+    return dict(
+        log_likelihood=nll.mean,
+        log_likelihood_stderr=nll.stderr,
+        log_likelihood_prior_mixture=prior_mixture,
+        log_likelihood_spread_stderr=nll.spread_stderr,
+        log_likelihood_samples=samples,
+        log_likelihood_seconds=nll.seconds,
+        decoder_evaluations_per_second=values.shape[0] * nll.num_samples / nll.seconds,
+        **extra,
+    )

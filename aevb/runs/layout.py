@@ -42,14 +42,22 @@ TENSORBOARD_DIRECTORY = "tensorboard"
 #: What ``--overwrite`` removes before a new run starts: every file a run writes, so that nothing
 #: of the old run (weights, checkpoints, a manifold of another latent dimension, ...) is mixed with
 #: the new one or resumed under its configuration.
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, DIVERGED_FILE, "model.safetensors", "model.json", *FIGURE_FILES,
-             "mlflow.db")                                     # (the last: aevb.runs.loggers.MlflowLogger's store)
+RUN_FILES = (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    DIVERGED_FILE,
+    "model.safetensors",
+    "model.json",
+    *FIGURE_FILES,
+    "mlflow.db",
+)  # (the last: aevb.runs.loggers.MlflowLogger's store)
 
 
-RUN_DIRECTORIES = (CHECKPOINTS, TENSORBOARD_DIRECTORY, "wandb", "mlartifacts")   # (the trackers' files)
+RUN_DIRECTORIES = (CHECKPOINTS, TENSORBOARD_DIRECTORY, "wandb", "mlartifacts")  # (the trackers' files)
 
 
-RUN_FILE_PATTERNS = ("samples-seed*.png", "samples-seed*.npy")   # aevb sample's default outputs
+RUN_FILE_PATTERNS = ("samples-seed*.png", "samples-seed*.npy")  # aevb sample's default outputs
 
 
 def create_run_dir(out: Path) -> Path:
@@ -64,8 +72,9 @@ def create_run_dir(out: Path) -> Path:
 
 
 def holds_run(out: Path) -> bool:
-    return out.is_dir() and any((out / name).exists() for name in
-                                (CONFIG_FILE, METRICS_FILE, "model.safetensors", CHECKPOINTS))
+    return out.is_dir() and any(
+        (out / name).exists() for name in (CONFIG_FILE, METRICS_FILE, "model.safetensors", CHECKPOINTS)
+    )
 
 
 def is_run_dir(directory: Path) -> bool:
@@ -166,10 +175,17 @@ def configuration_id(config: dict) -> str:
     """What identifies a run's settings in its checkpoints: a hash of the data (not where it is
     stored), model, training and algorithm sections of its config.json."""
     data = config.get("data")
-    data = {key: value for key, value in data.items() if key not in ("data_dir", "download")} \
-        if isinstance(data, dict) else data
-    identity = {"data": data, "model": config.get("model"), "training": config.get("training"),
-                "algorithm": config.get("algorithm")}
+    data = (
+        {key: value for key, value in data.items() if key not in ("data_dir", "download")}
+        if isinstance(data, dict)
+        else data
+    )
+    identity = {
+        "data": data,
+        "model": config.get("model"),
+        "training": config.get("training"),
+        "algorithm": config.get("algorithm"),
+    }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -180,8 +196,8 @@ def metrics_entry(line: str, where: str | Path) -> dict | None:
         entry = json.loads(line)
     except json.JSONDecodeError:
         return None
-    except (ValueError, RecursionError):   # beyond the parser's limits of digits or nesting: a hand edit
-        entry = parse_json(line, where)    # (which raises, saying so in one line)
+    except (ValueError, RecursionError):  # beyond the parser's limits of digits or nesting: a hand edit
+        entry = parse_json(line, where)  # (which raises, saying so in one line)
     if not isinstance(entry, dict):
         return None
     # strict_json writes NaN (an algorithm without a bound) as null: null stands for any number.
@@ -210,8 +226,9 @@ def metrics_lines(out: Path) -> list[str]:
 def read_metrics(run_dir: Path) -> list[dict]:
     """The metrics lines of a run, in order (a last line cut off by a kill is left out)."""
     lines = metrics_lines(Path(run_dir))
-    entries = (metrics_entry(line, f"{Path(run_dir) / METRICS_FILE} line {number}")
-               for number, line in enumerate(lines, 1))
+    entries = (
+        metrics_entry(line, f"{Path(run_dir) / METRICS_FILE} line {number}") for number, line in enumerate(lines, 1)
+    )
     return [entry for entry in entries if entry is not None]
 
 

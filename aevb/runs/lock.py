@@ -19,7 +19,7 @@ LOCK_FILE = ".lock"
 
 try:
     import fcntl
-except ImportError:   # Windows: no flock; runs are not locked there
+except ImportError:  # Windows: no flock; runs are not locked there
     fcntl = None
 
 
@@ -34,15 +34,17 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         if fcntl is None:
             return self
-        stream = open_no_follow(self.path, "a+")   # never a link's target: it is truncated below
+        stream = open_no_follow(self.path, "a+")  # never a link's target: it is truncated below
         try:
             fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             stream.seek(0)
             owner = stream.read().strip()
             stream.close()
-            raise AevbError(f"{self.path.parent} is in use by another aevb process"
-                            f"{f' (pid {owner})' if owner.isdigit() else ''}; wait for it to finish or stop it") from None
+            raise AevbError(
+                f"{self.path.parent} is in use by another aevb process"
+                f"{f' (pid {owner})' if owner.isdigit() else ''}; wait for it to finish or stop it"
+            ) from None
         except OSError:
             stream.close()
             raise
@@ -55,5 +57,5 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         if self._stream is not None:
-            self._stream.close()   # closing the descriptor releases the lock
+            self._stream.close()  # closing the descriptor releases the lock
             self._stream = None

@@ -36,8 +36,10 @@ class MetricsLogger:
         try:
             return importlib.import_module(cls.package)
         except ImportError:
-            raise AevbError(f"`loggers` {cls.name} needs the {cls.extra} package: pip install 'aevb[{cls.extra}]' "
-                            f"(or pip install {cls.extra})") from None
+            raise AevbError(
+                f"`loggers` {cls.name} needs the {cls.extra} package: pip install 'aevb[{cls.extra}]' "
+                f"(or pip install {cls.extra})"
+            ) from None
 
     def __init__(self, run_dir: Path, config: dict):
         raise NotImplementedError
@@ -81,8 +83,13 @@ class WandbLogger(MetricsLogger):
 
     def __init__(self, run_dir: Path, config: dict):
         wandb = self.check_available()
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "aevb"), name=run_dir.name, dir=str(run_dir),
-                              config=config, reinit=True)
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "aevb"),
+            name=run_dir.name,
+            dir=str(run_dir),
+            config=config,
+            reinit=True,
+        )
 
     def log(self, metrics: Metrics) -> None:
         self.run.log(_values(metrics), step=metrics.samples)
@@ -103,11 +110,18 @@ class MlflowLogger(MetricsLogger):
     def __init__(self, run_dir: Path, config: dict):
         mlflow = self.check_available()
         self.mlflow = mlflow
-        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(run_dir / self.STORE).resolve()}")
+        mlflow.set_tracking_uri(
+            os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(run_dir / self.STORE).resolve()}"
+        )
         experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "aevb")
         experiment = mlflow.get_experiment_by_name(experiment_name)
-        experiment_id = experiment.experiment_id if experiment is not None else mlflow.create_experiment(
-            experiment_name, artifact_location=(run_dir / "mlartifacts").resolve().as_uri())
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else mlflow.create_experiment(
+                experiment_name, artifact_location=(run_dir / "mlartifacts").resolve().as_uri()
+            )
+        )
         self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_dir.name)
         mlflow.log_params({key: str(value)[:500] for key, value in flat_config(config).items()})
 

@@ -34,8 +34,14 @@ class RunsProgress:
     something else (other settings) and count for nothing.
     """
 
-    def __init__(self, totals: dict[str, int], out: Path, scored: Callable[[str], bool] = lambda name: True,
-                 clock: Callable[[], float] = time.monotonic, fresh: set[str] = frozenset()):
+    def __init__(
+        self,
+        totals: dict[str, int],
+        out: Path,
+        scored: Callable[[str], bool] = lambda name: True,
+        clock: Callable[[], float] = time.monotonic,
+        fresh: set[str] = frozenset(),
+    ):
         self.totals, self.out, self.scored, self.clock = dict(totals), Path(out), scored, clock
         self._known = {name: 0 for name in self.totals}
         self._stale = {name: newest_checkpoint(self.out / name) for name in fresh}
@@ -79,11 +85,17 @@ class RunsProgress:
             if previous is not None and now > previous[0]:
                 speed = (done - previous[1][name]) / (now - previous[0])
                 shown = f"{speed:,.0f}" if speed >= 10 else f"{speed:.2g}"
-                part += f", {shown} samples/s, {_duration((total - done) / speed)} left" if speed > 0 \
+                part += (
+                    f", {shown} samples/s, {_duration((total - done) / speed)} left"
+                    if speed > 0
                     else ", no progress since the last report"
+                )
             parts.append(part)
-        counts = [f"{count} of {len(self.totals)} runs {what}"
-                  for count, what in ((trained, "trained"), (not_started, "not started")) if count]
+        counts = [
+            f"{count} of {len(self.totals)} runs {what}"
+            for count, what in ((trained, "trained"), (not_started, "not started"))
+            if count
+        ]
         return "progress: " + "; ".join(counts + parts)
 
 

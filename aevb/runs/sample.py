@@ -15,9 +15,17 @@ from .evaluate import load_run
 from .layout import refuse_to_replace
 
 
-def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int = 0, out: str | None = None,
-               device: str = "auto", label: int | None = None, checkpoint: bool = False,
-               overwrite: bool = False) -> Path:
+def sample_run(
+    run_dir: str | os.PathLike,
+    *,
+    num_samples: int = 100,
+    seed: int = 0,
+    out: str | None = None,
+    device: str = "auto",
+    label: int | None = None,
+    checkpoint: bool = False,
+    overwrite: bool = False,
+) -> Path:
     """Draw ``num_samples`` images E[x|z], z ~ p(z), from a run; write a PNG grid (and .npy).
 
     A conditional run draws E[x|z, y]: all of class ``label`` when given; otherwise the
@@ -31,21 +39,28 @@ def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int 
     if num_samples < 1:
         raise AevbError(f"`num_samples` must be a positive integer, got {num_samples}")
     # One file per (seed, label): a labelled draw never overwrites the class grid of the same seed.
-    default_name = f"samples-seed{seed}{'' if label is None else f'-label{label}'}{'-checkpoint' if checkpoint else ''}.png"
+    default_name = (
+        f"samples-seed{seed}{'' if label is None else f'-label{label}'}{'-checkpoint' if checkpoint else ''}.png"
+    )
     target = Path(out) if out else Path(run_dir) / default_name
     if target.suffix.lower() not in (".png", ".npy"):
         raise AevbError(f"`out` {target}: unsupported file type {target.suffix or '(none)'!r}; use .png or .npy")
     if out:
         refuse_to_replace(target, overwrite)
-    else:   # a file in the run directory, which others may share: never written through a link there
+    else:  # a file in the run directory, which others may share: never written through a link there
         refuse_link(target)
     model, _ = load_run(run_dir, device, checkpoint)
     generator = torch.Generator().manual_seed(seed)
     classes = model.config.num_classes
     columns = min(10, num_samples)
     # Before anything is drawn: all the images are decoded at once, so too many cannot be streamed.
-    require_sampling_memory(model.config, num_samples, class_grid=classes is not None and label is None,
-                            png=target.suffix.lower() == ".png", device=next(model.parameters()).device)
+    require_sampling_memory(
+        model.config,
+        num_samples,
+        class_grid=classes is not None and label is None,
+        png=target.suffix.lower() == ".png",
+        device=next(model.parameters()).device,
+    )
     if classes is None:
         if label is not None:
             raise AevbError("`label` needs a conditional run (trained with `conditional`)")
@@ -66,6 +81,11 @@ def sample_run(run_dir: str | os.PathLike, *, num_samples: int = 100, seed: int 
     if model.config.image_shape is None:
         raise AevbError("the model's data have no image shape; write samples to a .npy file (`out` FILE.npy)")
     what = ("one row per class" if label is None else f"class {label}") if classes is not None else "samples"
-    save_samples(images, model.config.image_shape, target, columns=columns,
-                 title=f"{images.shape[0]} {'samples, ' if classes is not None else ''}{what}, seed {seed}")
+    save_samples(
+        images,
+        model.config.image_shape,
+        target,
+        columns=columns,
+        title=f"{images.shape[0]} {'samples, ' if classes is not None else ''}{what}, seed {seed}",
+    )
     return target

@@ -53,11 +53,11 @@ class ModelSpec(JsonConfig):
     ModelConfig's (its docstring and comments say what each setting means)."""
 
     latent_dim: int = ModelConfig.latent_dim
-    hidden_units: int | tuple[int, ...] | None = None   # None: §5's width for the data (200 for frey, else 500)
+    hidden_units: int | tuple[int, ...] | None = None  # None: §5's width for the data (200 for frey, else 500)
     hidden_layers: int | None = ModelConfig.hidden_layers
     activation: str = ModelConfig.activation
-    likelihood: str | None = None       # None: bernoulli for data in [0, 1] (but frey), else gaussian
-    sigmoid_mean: bool | None = None    # None: on for a Gaussian decoder of frey (§5)
+    likelihood: str | None = None  # None: bernoulli for data in [0, 1] (but frey), else gaussian
+    sigmoid_mean: bool | None = None  # None: on for a Gaussian decoder of frey (§5)
     decoder_variance: str = ModelConfig.decoder_variance
     init: str = ModelConfig.init
     init_std: float = ModelConfig.init_std
@@ -75,7 +75,7 @@ class ModelSpec(JsonConfig):
             self.hidden_units = tuple(self.hidden_units)
         self.conv_channels = tuple(self.conv_channels)
         if (self.posterior, self.prior) != (PAPER_POSTERIOR, PAPER_PRIOR):
-            check_pair(self.posterior, self.prior)   # before anything else is said about the pair
+            check_pair(self.posterior, self.prior)  # before anything else is said about the pair
 
     @classmethod
     def of_model(cls, config: ModelConfig) -> ModelSpec:
@@ -103,30 +103,36 @@ class ModelSpec(JsonConfig):
             num_classes = number_of_classes([data.train_labels, data.valid_labels, data.test_labels], data.name)
         settings = {name: value for name, value in dataclasses.asdict(self).items() if name != "conditional"}
         settings |= {"likelihood": likelihood, "sigmoid_mean": sigmoid_mean, "hidden_units": hidden_units}
-        return ModelConfig(data_dim=data.data_dim, image_shape=data.image_shape, num_classes=num_classes,
-                           **(settings | dict(algorithm_options)))
+        return ModelConfig(
+            data_dim=data.data_dim,
+            image_shape=data.image_shape,
+            num_classes=num_classes,
+            **(settings | dict(algorithm_options)),
+        )
 
 
 @dataclass
 class RunOptions(JsonConfig):
     """How a run runs: none of it changes what is trained (a resumed run may change any of it)."""
 
-    device: str = "auto"                  # auto (CUDA when available), cpu, cuda or cuda:N
-    threads: int | None = None            # CPU threads of a step, fixed; None: adaptive (aevb.threads)
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY   # steps between checkpoints (and one per evaluation point)
-    loggers: tuple[str, ...] = ()         # experiment trackers of aevb.runs.loggers.LOGGERS
-    progress: bool = True                 # a progress bar on stderr
-    report_every: float | None = None     # seconds between progress lines on stderr; None: none
-    track_test: bool = False              # the test bound at every evaluation point (figure reproduction)
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda or cuda:N
+    threads: int | None = None  # CPU threads of a step, fixed; None: adaptive (aevb.threads)
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # steps between checkpoints (and one per evaluation point)
+    loggers: tuple[str, ...] = ()  # experiment trackers of aevb.runs.loggers.LOGGERS
+    progress: bool = True  # a progress bar on stderr
+    report_every: float | None = None  # seconds between progress lines on stderr; None: none
+    track_test: bool = False  # the test bound at every evaluation point (figure reproduction)
 
     def __post_init__(self) -> None:
         resolve_device(self.device)
         if self.threads is not None and not 1 <= self.threads <= available_cpus():
-            raise AevbError(f"`threads` must be a whole number in 1 ... {available_cpus()} (the CPUs available to "
-                            f"aevb), got {self.threads}")
+            raise AevbError(
+                f"`threads` must be a whole number in 1 ... {available_cpus()} (the CPUs available to "
+                f"aevb), got {self.threads}"
+            )
         if self.checkpoint_every < 1:
             raise AevbError(f"`checkpoint_every` must be a positive integer, got {self.checkpoint_every}")
-        self.loggers = tuple(dict.fromkeys(self.loggers))   # each tracker once
+        self.loggers = tuple(dict.fromkeys(self.loggers))  # each tracker once
         for name in self.loggers:
             if name not in LOGGERS:
                 raise AevbError(f"unknown logger {name!r}; choose one of {', '.join(LOGGERS)}")
@@ -150,7 +156,7 @@ class RunSpec:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelSpec = field(default_factory=ModelSpec)
     training: TrainConfig = field(default_factory=TrainConfig)
-    algorithm: str = "aevb"   # a name of aevb.training.algorithms.ALGORITHMS
+    algorithm: str = "aevb"  # a name of aevb.training.algorithms.ALGORITHMS
     run: RunOptions = field(default_factory=RunOptions)
 
     def __post_init__(self) -> None:
@@ -169,12 +175,14 @@ class RunSpec:
         unless an estimator is given (a :class:`TrainingWarning` says so)."""
         prefix = f"{where}: " if where else ""
         if not isinstance(settings, Mapping):
-            raise AevbError(f"{prefix}expected a mapping of sections ({', '.join(SECTIONS)}, algorithm), "
-                            f"got {settings!r}")
+            raise AevbError(
+                f"{prefix}expected a mapping of sections ({', '.join(SECTIONS)}, algorithm), got {settings!r}"
+            )
         unknown = set(settings) - {*SECTIONS, "algorithm"}
         if unknown:
-            raise AevbError(f"{prefix}unknown sections {sorted(unknown)}; a run has {', '.join(SECTIONS)} and "
-                            "algorithm")
+            raise AevbError(
+                f"{prefix}unknown sections {sorted(unknown)}; a run has {', '.join(SECTIONS)} and algorithm"
+            )
         sections = {name: settings.get(name, {}) for name in SECTIONS}
         for name, values in sections.items():
             if not isinstance(values, Mapping):
@@ -189,17 +197,29 @@ class RunSpec:
         if "estimator" not in training and algorithm == "aevb":
             estimator = default_estimator(model.posterior, model.prior)
             if estimator != TrainConfig.estimator:
-                warnings.warn(f"KL({model.posterior} || {model.prior}) has no closed form; training with estimator "
-                              f"{estimator} (eq. 6) instead of {TrainConfig.estimator}", TrainingWarning)
+                warnings.warn(
+                    f"KL({model.posterior} || {model.prior}) has no closed form; training with estimator "
+                    f"{estimator} (eq. 6) instead of {TrainConfig.estimator}",
+                    TrainingWarning,
+                )
                 training["estimator"] = estimator
-        return cls(data=_section(DataConfig, sections["data"], where, "data"), model=model,
-                   training=_section(TrainConfig, training, where, "training"), algorithm=algorithm,
-                   run=_section(RunOptions, sections["run"], where, "run"))
+        return cls(
+            data=_section(DataConfig, sections["data"], where, "data"),
+            model=model,
+            training=_section(TrainConfig, training, where, "training"),
+            algorithm=algorithm,
+            run=_section(RunOptions, sections["run"], where, "run"),
+        )
 
     def to_dict(self) -> dict:
         """The spec as settings (JSON-ready: tuples as tuples, which JSON writes as lists)."""
-        return {"data": self.data.to_dict(), "model": self.model.to_dict(), "training": self.training.to_dict(),
-                "algorithm": self.algorithm, "run": self.run.to_dict()}
+        return {
+            "data": self.data.to_dict(),
+            "model": self.model.to_dict(),
+            "training": self.training.to_dict(),
+            "algorithm": self.algorithm,
+            "run": self.run.to_dict(),
+        }
 
 
 def _section(config: type, values: Mapping, where: str | None, name: str):
@@ -210,8 +230,9 @@ def _section(config: type, values: Mapping, where: str | None, name: str):
         return config.from_dict(dict(values), f"{where}: {name}")
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(config)})
     if unknown:
-        raise AevbError(f"unknown {name} settings {unknown}; {name} has "
-                        f"{', '.join(f.name for f in dataclasses.fields(config))}")
+        raise AevbError(
+            f"unknown {name} settings {unknown}; {name} has {', '.join(f.name for f in dataclasses.fields(config))}"
+        )
     check_fields(config, values, name)
     return config(**values)
 
@@ -232,7 +253,7 @@ def settings_of_run_config(config: Mapping, where: str) -> dict:
         model = {name: value for name, value in config["model"].items() if name not in DATA_GIVEN}
         if config["model"].get("num_classes") is not None:
             model["conditional"] = True
-        if config.get("algorithm") != "full-vb":   # recorded by every model, used by full VB's alone
+        if config.get("algorithm") != "full-vb":  # recorded by every model, used by full VB's alone
             model.pop("decoder_posterior_init_std", None)
         settings["model"] = model
     return settings
@@ -255,6 +276,8 @@ def resolve_device(device: str) -> torch.device:
         if not torch.cuda.is_available():
             raise AevbError("device cuda was asked for but no CUDA device is available")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise AevbError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} "
-                            "CUDA device(s), cuda:0 and up")
+            raise AevbError(
+                f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} "
+                "CUDA device(s), cuda:0 and up"
+            )
     return resolved

@@ -70,9 +70,16 @@ from .progress_report import RunsProgress, report_periodically
 from .spec import RunOptions, RunSpec, resolve_device
 
 
-def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False, data: Dataset | None = None,
-              command: str | None = None, on_metrics: Callable[[Metrics], None] | None = None,
-              extra_metrics: Callable[[VAE, Dataset], dict] | None = None) -> Path:
+def train_run(
+    spec: RunSpec,
+    out: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    data: Dataset | None = None,
+    command: str | None = None,
+    on_metrics: Callable[[Metrics], None] | None = None,
+    extra_metrics: Callable[[VAE, Dataset], dict] | None = None,
+) -> Path:
     """Train the run ``spec`` describes and write the whole of it into ``out``; return the run
     directory. Everything is checked (:func:`plan_run`) before the directory is made, so a refused
     run leaves nothing behind; ``overwrite`` replaces a run already in ``out`` (else refused).
@@ -87,14 +94,14 @@ def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
     if data is None:
         data = load_data(spec.data)
     plan = plan_run(spec, data, torch_device, group, per_point_measurements=extra_metrics is not None)
-    spec.run.check_loggers_installed()   # before anything is written into the run directory
+    spec.run.check_loggers_installed()  # before anything is written into the run directory
     out = Path(out)
     with contextlib.ExitStack() as held:
-        if group.is_main:   # only rank 0 writes; the others learn whether it could
+        if group.is_main:  # only rank 0 writes; the others learn whether it could
             try:
                 # Locked before anything is removed: --overwrite must not pull a run from under
                 # a process still training it.
-                refuse_to_clobber(out, overwrite)   # before the lock file touches the directory
+                refuse_to_clobber(out, overwrite)  # before the lock file touches the directory
                 held.enter_context(RunLock(create_run_dir(out)))
                 out = prepare_run_dir(out, overwrite)
             except AevbError:
@@ -105,20 +112,42 @@ def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
         config = _run_config(spec, plan, data, group, torch_device, command)
         if group.is_main:
             atomic_write_json(out / CONFIG_FILE, config)
-        return _train_into(out, data, plan, spec.run, group, torch_device, configuration=configuration_id(config),
-                           on_metrics=on_metrics, extra_metrics=extra_metrics)
+        return _train_into(
+            out,
+            data,
+            plan,
+            spec.run,
+            group,
+            torch_device,
+            configuration=configuration_id(config),
+            on_metrics=on_metrics,
+            extra_metrics=extra_metrics,
+        )
 
 
-def plan_run(spec: RunSpec, data: Dataset, device: torch.device, group: ProcessGroup = SINGLE_PROCESS,
-             per_point_measurements: bool = False) -> Preflight:
+def plan_run(
+    spec: RunSpec,
+    data: Dataset,
+    device: torch.device,
+    group: ProcessGroup = SINGLE_PROCESS,
+    per_point_measurements: bool = False,
+) -> Preflight:
     """The model ``spec`` asks for on ``data`` (:meth:`ModelSpec.resolve`), and the preflight of its
     training (:func:`aevb.training.preflight.run_preflight`), the data's values included: one-line
     errors for anything that would fail once training starts. Nothing is allocated or written."""
     algorithm = make_algorithm(spec.algorithm, spec.training)
     model_config = spec.model.resolve(data, algorithm.model_options)
     splits = {f"{data.name}: the {split} split": getattr(data, split) for split in ("train", "valid", "test")}
-    return run_preflight(model_config, spec.training, algorithm, device, data.train.shape[0], group,
-                         per_point_measurements=per_point_measurements, splits=splits)
+    return run_preflight(
+        model_config,
+        spec.training,
+        algorithm,
+        device,
+        data.train.shape[0],
+        group,
+        per_point_measurements=per_point_measurements,
+        splits=splits,
+    )
 
 
 def _device_and_group(device: str) -> tuple[torch.device, ProcessGroup]:
@@ -128,8 +157,9 @@ def _device_and_group(device: str) -> tuple[torch.device, ProcessGroup]:
     return local_device(torch_device, group), group
 
 
-def _run_config(spec: RunSpec, plan: Preflight, data: Dataset, group: ProcessGroup, torch_device: torch.device,
-                command: str | None) -> dict:
+def _run_config(
+    spec: RunSpec, plan: Preflight, data: Dataset, group: ProcessGroup, torch_device: torch.device, command: str | None
+) -> dict:
     """The run's config.json: its settings resolved (the model on the data, the step-size selection
     fitted to the budget), the data it was given (with their fingerprint) and how it ran."""
     return {
@@ -137,23 +167,32 @@ def _run_config(spec: RunSpec, plan: Preflight, data: Dataset, group: ProcessGro
         "aevb_version": __version__,
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "data": stored_data_config(spec.data) | {
-            "name": data.name, "source": data.source, "pixel_divisor": data.pixel_divisor,
+        "data": stored_data_config(spec.data)
+        | {
+            "name": data.name,
+            "source": data.source,
+            "pixel_divisor": data.pixel_divisor,
             "train_size": data.train.shape[0],
-            "valid_size": data.valid.shape[0], "test_size": data.test.shape[0],
-            FINGERPRINT: data_fingerprint(data)},   # resume refuses data that changed since
+            "valid_size": data.valid.shape[0],
+            "test_size": data.test.shape[0],
+            FINGERPRINT: data_fingerprint(data),
+        },  # resume refuses data that changed since
         "model": plan.model_config.to_dict(),
         "training": plan.config.to_dict(),
         "algorithm": spec.algorithm,
         "device": str(torch_device),
-        "threads": spec.run.threads or "adaptive",   # how many ran each step: summary.json
+        "threads": spec.run.threads or "adaptive",  # how many ran each step: summary.json
         "processes": group.world_size,
     }
 
 
-def resume_run(run_dir: str | os.PathLike, options: RunOptions | None = None, *,
-               on_metrics: Callable[[Metrics], None] | None = None,
-               extra_metrics: Callable[[VAE, Dataset], dict] | None = None) -> Path:
+def resume_run(
+    run_dir: str | os.PathLike,
+    options: RunOptions | None = None,
+    *,
+    on_metrics: Callable[[Metrics], None] | None = None,
+    extra_metrics: Callable[[VAE, Dataset], dict] | None = None,
+) -> Path:
     """Continue the run in ``run_dir`` from its newest checkpoint, with the settings in its
     config.json, to the end it was asked for; ``options`` say how it runs now (default: the
     defaults of :class:`RunOptions`). With the same device the run ends with the parameters, bit
@@ -183,26 +222,50 @@ def resume_run(run_dir: str | os.PathLike, options: RunOptions | None = None, *,
         samples = state.samples if state is not None else 0
         measured = metrics_lines(out) if group.is_main else []
         if state is None and measured:
-            warnings.warn(f"{out} has {len(measured)} evaluation points but no checkpoint: it trains again from "
-                          "the start (the same seeded run), and measures them again", TrainingWarning)
+            warnings.warn(
+                f"{out} has {len(measured)} evaluation points but no checkpoint: it trains again from "
+                "the start (the same seeded run), and measures them again",
+                TrainingWarning,
+            )
         data = load_data(data_config)
         check_same_data(data, config["data"], out, where)
         # Before a file of the run is touched; a model config.json cannot describe is named there.
-        plan = run_preflight(model_config, train_config, make_algorithm(algorithm, train_config), torch_device,
-                             data.train.shape[0], group, per_point_measurements=extra_metrics is not None,
-                             where=f"{where}: model")
+        plan = run_preflight(
+            model_config,
+            train_config,
+            make_algorithm(algorithm, train_config),
+            torch_device,
+            data.train.shape[0],
+            group,
+            per_point_measurements=extra_metrics is not None,
+            where=f"{where}: model",
+        )
         if state is not None:
             model = build_model(model_config)
             groups = plan.algorithm.parameter_groups(model, 0.0)
-            group_sizes = [len(group["params"]) for group in groups] if groups is not None \
-                else [len(list(model.parameters()))]
+            group_sizes = (
+                [len(group["params"]) for group in groups] if groups is not None else [len(list(model.parameters()))]
+            )
             check_checkpoint_fits(state, model, data.train.shape[0], out, train_config.optimizer, group_sizes)
-        if group.is_main:   # metrics after the checkpoint are measured again
-            kept = [line for number, line in enumerate(measured, 1)
-                    if line_samples(line, f"{out / METRICS_FILE} line {number}") <= samples]
+        if group.is_main:  # metrics after the checkpoint are measured again
+            kept = [
+                line
+                for number, line in enumerate(measured, 1)
+                if line_samples(line, f"{out / METRICS_FILE} line {number}") <= samples
+            ]
             atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
-        return _train_into(out, data, plan, options, group, torch_device, on_metrics=on_metrics,
-                           extra_metrics=extra_metrics, resume=state, configuration=identity)
+        return _train_into(
+            out,
+            data,
+            plan,
+            options,
+            group,
+            torch_device,
+            on_metrics=on_metrics,
+            extra_metrics=extra_metrics,
+            resume=state,
+            configuration=identity,
+        )
 
 
 def refuse_a_diverged_run(out: Path) -> None:
@@ -210,10 +273,11 @@ def refuse_a_diverged_run(out: Path) -> None:
     again), with the reason it gave then."""
     if not (out / DIVERGED_FILE).is_file():
         return
-    reason = read_json(out / DIVERGED_FILE).get("error")   # (read_json: a JSON object, or one line)
+    reason = read_json(out / DIVERGED_FILE).get("error")  # (read_json: a JSON object, or one line)
     reason = reason if isinstance(reason, str) else "training diverged"
-    raise TrainingDiverged(f"{out} is a diverged run: {reason}; resuming would only repeat it, so start a new run "
-                           "with that change")
+    raise TrainingDiverged(
+        f"{out} is a diverged run: {reason}; resuming would only repeat it, so start a new run with that change"
+    )
 
 
 def resolved_config(spec: RunSpec, data: Dataset | None = None) -> dict:
@@ -230,8 +294,13 @@ def resolved_config(spec: RunSpec, data: Dataset | None = None) -> dict:
                 raise
             raise AevbError(f"{error} (resolving a configuration downloads nothing)") from None
     plan = plan_run(spec, data, resolve_device(spec.run.device))
-    return {"data": stored_data_config(spec.data), "model": plan.model_config.to_dict(),
-            "training": plan.config.to_dict(), "algorithm": spec.algorithm, "run": spec.run.to_dict()}
+    return {
+        "data": stored_data_config(spec.data),
+        "model": plan.model_config.to_dict(),
+        "training": plan.config.to_dict(),
+        "algorithm": spec.algorithm,
+        "run": spec.run.to_dict(),
+    }
 
 
 def run_configs(config: dict, where: str) -> tuple[ModelConfig, TrainConfig]:
@@ -242,14 +311,25 @@ def run_configs(config: dict, where: str) -> tuple[ModelConfig, TrainConfig]:
             raise AevbError(f"{where} has no {section} section (a JSON object, as in a run's config.json)")
         if not isinstance(config.get(section), dict):
             raise AevbError(f"{where}: {section} must be a JSON object, got {config.get(section)!r}")
-    return (ModelConfig.from_dict(config["model"], f"{where}: model"),
-            TrainConfig.from_dict(config["training"], f"{where}: training"))
+    return (
+        ModelConfig.from_dict(config["model"], f"{where}: model"),
+        TrainConfig.from_dict(config["training"], f"{where}: training"),
+    )
 
 
-def _train_into(out: Path, data: Dataset, plan: Preflight, options: RunOptions, group: ProcessGroup,
-                torch_device: torch.device, *, on_metrics: Callable[[Metrics], None] | None,
-                extra_metrics: Callable[[VAE, Dataset], dict] | None, resume: TrainingState | None = None,
-                configuration: str | None = None) -> Path:
+def _train_into(
+    out: Path,
+    data: Dataset,
+    plan: Preflight,
+    options: RunOptions,
+    group: ProcessGroup,
+    torch_device: torch.device,
+    *,
+    on_metrics: Callable[[Metrics], None] | None,
+    extra_metrics: Callable[[VAE, Dataset], dict] | None,
+    resume: TrainingState | None = None,
+    configuration: str | None = None,
+) -> Path:
     """Train (or continue training) the run ``plan`` checked in the prepared run directory ``out``,
     checkpointing as it goes (every ``options.checkpoint_every`` steps, and at every evaluation
     point); then write the model, figures and summary."""
@@ -260,28 +340,40 @@ def _train_into(out: Path, data: Dataset, plan: Preflight, options: RunOptions, 
     torch.manual_seed(train_config.seed)
     model = build_model(model_config).to(torch_device)
     # A conditional model's datapoints are rows [x, one-hot(y)]: labels travel with their images.
-    train, valid, test = (model_inputs(getattr(data, split), getattr(data, f"{split}_labels"), model_config)
-                          for split in ("train", "valid", "test"))
-    trainer = Trainer(model, train, train_config, valid=valid if valid.shape[0] else None,
-                      test=test if options.track_test else None, algorithm=plan.algorithm, group=group,
-                      threads=options.threads, data_name=data.source, preflight=plan)
+    train, valid, test = (
+        model_inputs(getattr(data, split), getattr(data, f"{split}_labels"), model_config)
+        for split in ("train", "valid", "test")
+    )
+    trainer = Trainer(
+        model,
+        train,
+        train_config,
+        valid=valid if valid.shape[0] else None,
+        test=test if options.track_test else None,
+        algorithm=plan.algorithm,
+        group=group,
+        threads=options.threads,
+        data_name=data.source,
+        preflight=plan,
+    )
     checkpoint = (lambda state: save_checkpoint(out, state, configuration=configuration)) if group.is_main else None
     with StopOnSignal() as signalled:
         stop = signalled if group.world_size == 1 else AgreedStop(signalled, group, torch_device)
-        if not group.is_main:   # the other processes train in step with rank 0 and write nothing
+        if not group.is_main:  # the other processes train in step with rank 0 and write nothing
             trainer.fit(progress=False, resume=resume, stop_requested=stop)
-            group.all_agree(True, torch_device)   # wait for rank 0 to finish writing
+            group.all_agree(True, torch_device)  # wait for rank 0 to finish writing
             return out
         trackers = _open_loggers(options.loggers, out)
         started = time.perf_counter()
         with open_no_follow(out / METRICS_FILE, "a") as metrics_file:
+
             def record(metrics: Metrics) -> None:
                 line = metrics.to_dict() | (extra_metrics(model, data) if extra_metrics is not None else {})
                 try:
                     metrics_file.write(json.dumps(strict_json(line)) + "\n")
                     metrics_file.flush()
                     os.fsync(metrics_file.fileno())
-                except OSError as error:   # a full disk names no file by itself
+                except OSError as error:  # a full disk names no file by itself
                     raise named_os_error(error, out / METRICS_FILE) from None
                 for tracker in trackers:
                     tracker.log(metrics)
@@ -290,15 +382,21 @@ def _train_into(out: Path, data: Dataset, plan: Preflight, options: RunOptions, 
 
             report = RunsProgress({out.name: train_config.total_samples(train.shape[0])}, out.parent)
             try:
-                with report_periodically(report, lambda line: print(line, file=sys.stderr, flush=True),
-                                         options.report_every):
-                    result = trainer.fit(on_metrics=record, progress=options.progress, on_checkpoint=checkpoint,
-                                         checkpoint_every=options.checkpoint_every, resume=resume,
-                                         stop_requested=stop)
+                with report_periodically(
+                    report, lambda line: print(line, file=sys.stderr, flush=True), options.report_every
+                ):
+                    result = trainer.fit(
+                        on_metrics=record,
+                        progress=options.progress,
+                        on_checkpoint=checkpoint,
+                        checkpoint_every=options.checkpoint_every,
+                        resume=resume,
+                        stop_requested=stop,
+                    )
             except TrainingInterrupted as interrupted:
                 interrupted.signal = signalled.received
                 raise
-            except TrainingDiverged as diverged:   # recorded, so that a resume says so instead of repeating it
+            except TrainingDiverged as diverged:  # recorded, so that a resume says so instead of repeating it
                 atomic_write_json(out / DIVERGED_FILE, {"error": str(diverged)})
                 raise
             finally:
@@ -307,9 +405,10 @@ def _train_into(out: Path, data: Dataset, plan: Preflight, options: RunOptions, 
     save_model(model, out)
     write_figures(out, model, data, train_config.binarize, result.history)
     # summary.json comes last: it marks the run finished (resume refuses a finished run).
-    atomic_write_json(out / SUMMARY_FILE, strict_json(_summary(result, trainer.algorithm, model,
-                                                               time.perf_counter() - started)))
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)   # the run is complete: its model is the result
+    atomic_write_json(
+        out / SUMMARY_FILE, strict_json(_summary(result, trainer.algorithm, model, time.perf_counter() - started))
+    )
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the run is complete: its model is the result
     group.all_agree(True, torch_device)
     return out
 
@@ -321,10 +420,14 @@ def _summary(result, algorithm, model: VAE, wall_seconds: float) -> dict:
     return {
         "step_size": result.step_size,
         "step_size_trials": [dataclasses.asdict(t) for t in result.step_size_trials],
-        "samples": last.samples, "epochs": last.epoch, "train_bound": last.train_bound,
-        "valid_bound": last.valid_bound, "test_bound": last.test_bound, "training_seconds": last.seconds,
+        "samples": last.samples,
+        "epochs": last.epoch,
+        "train_bound": last.train_bound,
+        "valid_bound": last.valid_bound,
+        "test_bound": last.test_bound,
+        "training_seconds": last.seconds,
         "samples_per_second": last.samples_per_second,
-        "engine": algorithm.engine_used,   # how gradients were computed
+        "engine": algorithm.engine_used,  # how gradients were computed
         "steps_by_threads": {str(count): steps for count, steps in result.steps_by_threads.items()},
         "wall_seconds": wall_seconds,
     } | algorithm.run_summary(model, last.train_bound)

@@ -18,16 +18,16 @@ the scale of the gradient, up to their ε).
 
 from .algorithm import AEVB, Algorithm
 from .config import (
-                     BINARIZATIONS,
-                     DEFAULT_MAX_SAMPLES,
-                     EVALUATION_BINARIZATION_SEED,
-                     PAPER_STEP_SIZES,
-                     Metrics,
-                     StepSizeTrial,
-                     TrainConfig,
-                     TrainResult,
-                     evaluation_data,
-                     evaluation_points,
+    BINARIZATIONS,
+    DEFAULT_MAX_SAMPLES,
+    EVALUATION_BINARIZATION_SEED,
+    PAPER_STEP_SIZES,
+    Metrics,
+    StepSizeTrial,
+    TrainConfig,
+    TrainResult,
+    evaluation_data,
+    evaluation_points,
 )
 from .distributed import Shard
 from .state import DataOrder, TrainingState
@@ -36,8 +36,26 @@ from .step_size import StepSizeChoice, select_step_size
 from .trainer import INITIAL_BOUND_POINTS, MAX_ROLLBACKS, Trainer, TrainingWarning
 
 __all__ = [
-    "AEVB", "Algorithm", "BINARIZATIONS", "DEFAULT_MAX_SAMPLES", "DataOrder", "EVALUATION_BINARIZATION_SEED",
-    "INITIAL_BOUND_POINTS", "MAX_ROLLBACKS", "Metrics", "PAPER_STEP_SIZES", "Shard", "StepSizeChoice", "StepSizeTrial", "TrainConfig",
-    "TrainResult", "Trainer", "TrainingState", "TrainingWarning", "evaluation_data", "evaluation_points",
-    "require_training_step_memory", "select_step_size",
+    "AEVB",
+    "Algorithm",
+    "BINARIZATIONS",
+    "DEFAULT_MAX_SAMPLES",
+    "DataOrder",
+    "EVALUATION_BINARIZATION_SEED",
+    "INITIAL_BOUND_POINTS",
+    "MAX_ROLLBACKS",
+    "Metrics",
+    "PAPER_STEP_SIZES",
+    "Shard",
+    "StepSizeChoice",
+    "StepSizeTrial",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingState",
+    "TrainingWarning",
+    "evaluation_data",
+    "evaluation_points",
+    "require_training_step_memory",
+    "select_step_size",
 ]

@@ -34,15 +34,15 @@ class Algorithm:
     the prior, HMC chains started at prior draws resampled by p(x|z).
     """
 
-    name: ClassVar[str]                              # as the ``algorithm`` setting names it
+    name: ClassVar[str]  # as the ``algorithm`` setting names it
     has_bound: ClassVar[bool] = True
-    reports_skipped_steps: ClassVar[bool] = False    # True: a NaN bound from step() is a step the guard skipped
-    distributable: ClassVar[bool] = False            # True: several processes can share its minibatches (``shard``)
+    reports_skipped_steps: ClassVar[bool] = False  # True: a NaN bound from step() is a step the guard skipped
+    distributable: ClassVar[bool] = False  # True: several processes can share its minibatches (``shard``)
     #: Model settings the algorithm needs (full VB: a posterior over the decoder's parameters).
     model_options: ClassVar[Mapping[str, object]] = MappingProxyType({})
-    num_samples: int = 1                             # samples of z per datapoint in a step (L)
-    engine: Engine | None = None                     # the engine computing a step's gradient, if any
-    engine_used: str | None = None                   # its description, for summary.json
+    num_samples: int = 1  # samples of z per datapoint in a step (L)
+    engine: Engine | None = None  # the engine computing a step's gradient, if any
+    engine_used: str | None = None  # its description, for summary.json
 
     @property
     def steps_thread_count_invariant(self) -> bool:
@@ -59,8 +59,9 @@ class Algorithm:
         """A one-line AevbError, before anything is written, when this algorithm cannot train a
         model of ``config`` (by default it can train any)."""
 
-    def check_engine(self, model: VAE, device: torch.device, dtype: torch.dtype = torch.float32,
-                     distributed: bool = False) -> None:
+    def check_engine(
+        self, model: VAE, device: torch.device, dtype: torch.dtype = torch.float32, distributed: bool = False
+    ) -> None:
         """A one-line AevbError, before anything is written, when the step cannot run ``model``
         on ``device`` (by default it can)."""
 
@@ -70,8 +71,14 @@ class Algorithm:
     def teardown(self) -> None:
         """Called once after training: drop what :meth:`setup` made."""
 
-    def step(self, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-             indices: torch.Tensor, shard: Shard | None = None) -> torch.Tensor:
+    def step(
+        self,
+        model: VAE,
+        optimizer: torch.optim.Optimizer,
+        x: torch.Tensor,
+        indices: torch.Tensor,
+        shard: Shard | None = None,
+    ) -> torch.Tensor:
         """Update the parameters on minibatch x (M, D) of training rows ``indices`` (M,); return
         the sum over the minibatch of a per-datapoint bound estimate (0-dim tensor, nats), NaN
         when the algorithm has none."""
@@ -109,9 +116,10 @@ class AEVB(Algorithm):
     @classmethod
     def from_config(cls, config: TrainConfig) -> AEVB:
         return cls(config.estimator, config.num_samples, config.engine)
+
     has_bound = True
-    reports_skipped_steps = True      # a step the numeric guard skipped returns a NaN bound
-    distributable = True              # several processes can share its minibatches
+    reports_skipped_steps = True  # a step the numeric guard skipped returns a NaN bound
+    distributable = True  # several processes can share its minibatches
 
     def __init__(self, estimator: str = "B", num_samples: int = 1, engine: str = "auto"):
         self.estimator = estimator.upper()
@@ -120,24 +128,28 @@ class AEVB(Algorithm):
         self.num_samples = num_samples
         self.engine_setting = engine
         self.engine: Engine | None = None
-        self.engine_used: str | None = None          # the engine's description, for summary.json
+        self.engine_used: str | None = None  # the engine's description, for summary.json
 
     def check_model(self, config: ModelConfig) -> None:
         refuse_decoder_posterior(config)
         check_estimator(config, self.estimator)
 
-    def objective(self, model: VAE, x: torch.Tensor, num_samples: int,
-                  noise: torch.Tensor | None = None) -> torch.Tensor:
+    def objective(
+        self, model: VAE, x: torch.Tensor, num_samples: int, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Per-datapoint bound estimates (M,) for x (M, D), nats: the estimator's."""
         return self.estimate(model, x, num_samples, noise=noise)
 
-    def engine_request(self, model: VAE, device: torch.device, dtype: torch.dtype,
-                       distributed: bool = False) -> EngineRequest:
-        return EngineRequest(model, self.objective, self.estimator_name, self.num_samples, torch.device(device),
-                             dtype, distributed)
+    def engine_request(
+        self, model: VAE, device: torch.device, dtype: torch.dtype, distributed: bool = False
+    ) -> EngineRequest:
+        return EngineRequest(
+            model, self.objective, self.estimator_name, self.num_samples, torch.device(device), dtype, distributed
+        )
 
-    def check_engine(self, model: VAE, device: torch.device, dtype: torch.dtype = torch.float32,
-                     distributed: bool = False) -> None:
+    def check_engine(
+        self, model: VAE, device: torch.device, dtype: torch.dtype = torch.float32, distributed: bool = False
+    ) -> None:
         """A one-line AevbError now, before anything is written, when the ``engine`` setting cannot
         train ``model`` (which may live on the meta device) on ``device``."""
         engine_class(self.engine_setting, self.engine_request(model, device, dtype, distributed))
@@ -145,8 +157,9 @@ class AEVB(Algorithm):
     def setup(self, model: VAE, train: torch.Tensor, group: ProcessGroup = SINGLE_PROCESS) -> None:
         self.teardown()
         dtype = next(model.parameters()).dtype
-        self.engine = select_engine(self.engine_setting,
-                                    self.engine_request(model, train.device, dtype, group.distributed))
+        self.engine = select_engine(
+            self.engine_setting, self.engine_request(model, train.device, dtype, group.distributed)
+        )
         self.engine_used = self.engine.description
 
     def teardown(self) -> None:
@@ -156,14 +169,21 @@ class AEVB(Algorithm):
             self.engine.close()
         self.engine = None
 
-    def step(self, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-             indices: torch.Tensor, shard: Shard | None = None) -> torch.Tensor:
+    def step(
+        self,
+        model: VAE,
+        optimizer: torch.optim.Optimizer,
+        x: torch.Tensor,
+        indices: torch.Tensor,
+        shard: Shard | None = None,
+    ) -> torch.Tensor:
         noise = None
-        if shard is not None:   # the whole minibatch's ε, as one process draws it; keep our rows
+        if shard is not None:  # the whole minibatch's ε, as one process draws it; keep our rows
             latent = model.prior().event_shape
-            noise = torch.empty(self.num_samples, shard.size, *latent, dtype=x.dtype,
-                                device=x.device).normal_()[:, shard.rows]
-        if self.engine is None or self.engine.model is not model:   # a step without setup(): one process
+            noise = torch.empty(self.num_samples, shard.size, *latent, dtype=x.dtype, device=x.device).normal_()[
+                :, shard.rows
+            ]
+        if self.engine is None or self.engine.model is not model:  # a step without setup(): one process
             self.setup(model, x)
         engine = self.engine
         if engine.applies_optimizer(optimizer, x, shard):

@@ -25,7 +25,8 @@ from .full_vb import FullVariationalBayes
 #: uses the paper's settings (10 leapfrog steps, 5 weight updates, 90% acceptance) and, having no
 #: bound to choose a step size by, needs ``step_size``.
 ALGORITHMS: Mapping[str, type[Algorithm]] = MappingProxyType(
-    {algorithm.name: algorithm for algorithm in (AEVB, WakeSleep, MonteCarloEM, FullVariationalBayes)})
+    {algorithm.name: algorithm for algorithm in (AEVB, WakeSleep, MonteCarloEM, FullVariationalBayes)}
+)
 
 
 def algorithm_class(name: object) -> type[Algorithm]:

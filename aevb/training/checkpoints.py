@@ -58,14 +58,18 @@ def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def _join_optimizer(layout: dict, tensors: dict[str, torch.Tensor]) -> dict:
-    state = {int(index): {key: tensors[value["tensor"]] if isinstance(value, dict) else value
-                          for key, value in slots.items()}
-             for index, slots in layout["state"].items()}
+    state = {
+        int(index): {
+            key: tensors[value["tensor"]] if isinstance(value, dict) else value for key, value in slots.items()
+        }
+        for index, slots in layout["state"].items()
+    }
     return {"state": state, "param_groups": layout["param_groups"]}
 
 
-def save_checkpoint(run_dir: str | os.PathLike, state: TrainingState, keep: int = 2,
-                    configuration: str | None = None) -> Path:
+def save_checkpoint(
+    run_dir: str | os.PathLike, state: TrainingState, keep: int = 2, configuration: str | None = None
+) -> Path:
     """Write ``state`` as ``checkpoints/step-N`` of ``run_dir`` atomically; keep the last ``keep``
     and the best by validation bound. ``configuration`` identifies the run's settings (see
     :func:`load_checkpoint`). Returns the checkpoint's directory."""
@@ -85,12 +89,21 @@ def save_checkpoint(run_dir: str | os.PathLike, state: TrainingState, keep: int 
         tensors["order"] = state.order
     tensors = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
     fields = {
-        "format_version": CHECKPOINT_FORMAT_VERSION, "samples": state.samples, "steps": state.steps,
-        "step_size": state.step_size, "trials": [vars(t) for t in state.trials],
-        "history": [m.to_dict() for m in state.history], "training_seconds": state.training_seconds,
-        "running_count": state.running_count, "position": state.position, "optimizer": optimizer_layout,
-        "has_order": state.order is not None, "skipped_steps": state.skipped_steps, "rollbacks": state.rollbacks,
-        "configuration": configuration, "initial_bound": state.initial_bound,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "samples": state.samples,
+        "steps": state.steps,
+        "step_size": state.step_size,
+        "trials": [vars(t) for t in state.trials],
+        "history": [m.to_dict() for m in state.history],
+        "training_seconds": state.training_seconds,
+        "running_count": state.running_count,
+        "position": state.position,
+        "optimizer": optimizer_layout,
+        "has_order": state.order is not None,
+        "skipped_steps": state.skipped_steps,
+        "rollbacks": state.rollbacks,
+        "configuration": configuration,
+        "initial_bound": state.initial_bound,
     }
     try:
         temporary = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
@@ -107,14 +120,14 @@ def save_checkpoint(run_dir: str | os.PathLike, state: TrainingState, keep: int 
             except OSError as error:
                 raise named_os_error(error, root / name / filename) from None
         target = root / name
-        if target.exists():        # the same step written again (a resumed run): replace it
+        if target.exists():  # the same step written again (a resumed run): replace it
             shutil.rmtree(target)
         os.replace(temporary, target)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     _fsync_directory(root)
-    for abandoned in _checkpoints(root):   # later than this one: a future that was rolled back from
+    for abandoned in _checkpoints(root):  # later than this one: a future that was rolled back from
         if abandoned.name > name:
             shutil.rmtree(abandoned, ignore_errors=True)
     previous = _read_latest(root)
@@ -149,8 +162,11 @@ def _read_latest(root: Path) -> dict:
     except AevbError:
         return {}
     kinds = {"latest": str, "best": str, "best_valid_bound": (int, float)}
-    return {key: value for key, value in latest.items()
-            if key in kinds and isinstance(value, kinds[key]) and not isinstance(value, bool)}
+    return {
+        key: value
+        for key, value in latest.items()
+        if key in kinds and isinstance(value, kinds[key]) and not isinstance(value, bool)
+    }
 
 
 def _checkpoints(root: Path) -> list[Path]:
@@ -158,7 +174,7 @@ def _checkpoints(root: Path) -> list[Path]:
 
 
 def _retain(root: Path, keep: int, protected: set) -> None:
-    for stale in root.glob(".step-*"):   # temporaries of an interrupted write
+    for stale in root.glob(".step-*"):  # temporaries of an interrupted write
         shutil.rmtree(stale, ignore_errors=True)
     for path in _checkpoints(root)[:-keep] if keep > 0 else _checkpoints(root):
         if path.name not in protected:
@@ -211,8 +227,10 @@ def _read(path: Path, configuration: str | None = None) -> TrainingState:
     check_format_version(fields, CHECKPOINT_FORMAT_VERSION, path / FIELDS)
     written_for = fields.get("configuration")
     if configuration is not None and written_for is not None and written_for != configuration:
-        raise AevbError(f"{path} was written by a run with other settings than {path.parent.parent / 'config.json'} "
-                        "(the run was replaced or its config.json edited); it cannot be resumed")
+        raise AevbError(
+            f"{path} was written by a run with other settings than {path.parent.parent / 'config.json'} "
+            "(the run was replaced or its config.json edited); it cannot be resumed"
+        )
     _check_fields(fields, path / FIELDS)
     _check_param_groups(fields.get("optimizer"), path / FIELDS)
     try:
@@ -224,17 +242,24 @@ def _read(path: Path, configuration: str | None = None) -> TrainingState:
         raise AevbError(f"{path / TENSORS}: running_sum must be one number")
     try:
         return TrainingState(
-            samples=int(fields["samples"]), steps=int(fields["steps"]), step_size=float(fields["step_size"]),
+            samples=int(fields["samples"]),
+            steps=int(fields["steps"]),
+            step_size=float(fields["step_size"]),
             trials=[StepSizeTrial(**t) for t in fields["trials"]],
             history=[Metrics.from_dict(m) for m in fields["history"]],
-            training_seconds=float(fields["training_seconds"]), running_sum=tensors["running_sum"].reshape(()),
+            training_seconds=float(fields["training_seconds"]),
+            running_sum=tensors["running_sum"].reshape(()),
             running_count=int(fields["running_count"]),
-            model={key[len("model."):]: value for key, value in tensors.items() if key.startswith("model.")},
-            optimizer=_join_optimizer(fields["optimizer"], tensors), rng=tensors["rng"],
-            order=tensors["order"] if fields["has_order"] else None, position=int(fields["position"]),
-            algorithm={key[len("algorithm."):]: value for key, value in tensors.items()
-                       if key.startswith("algorithm.")},
-            skipped_steps=int(fields.get("skipped_steps", 0)), rollbacks=int(fields.get("rollbacks", 0)),
+            model={key[len("model.") :]: value for key, value in tensors.items() if key.startswith("model.")},
+            optimizer=_join_optimizer(fields["optimizer"], tensors),
+            rng=tensors["rng"],
+            order=tensors["order"] if fields["has_order"] else None,
+            position=int(fields["position"]),
+            algorithm={
+                key[len("algorithm.") :]: value for key, value in tensors.items() if key.startswith("algorithm.")
+            },
+            skipped_steps=int(fields.get("skipped_steps", 0)),
+            rollbacks=int(fields.get("rollbacks", 0)),
             initial_bound=None if fields.get("initial_bound") is None else float(fields["initial_bound"]),
         )
     except (KeyError, TypeError, ValueError) as error:
@@ -243,8 +268,19 @@ def _read(path: Path, configuration: str | None = None) -> TrainingState:
 
 #: What state.json holds besides the optimiser's layout: checked against TrainingState's field
 #: types (a hand-edited "samples": 1e400 or "trials": 3 is named, not a traceback).
-JSON_FIELDS = ("samples", "steps", "step_size", "trials", "history", "training_seconds", "running_count",
-               "position", "skipped_steps", "rollbacks", "initial_bound")
+JSON_FIELDS = (
+    "samples",
+    "steps",
+    "step_size",
+    "trials",
+    "history",
+    "training_seconds",
+    "running_count",
+    "position",
+    "skipped_steps",
+    "rollbacks",
+    "initial_bound",
+)
 
 
 def _check_fields(fields: dict, path: Path) -> None:
@@ -274,10 +310,15 @@ def _check_param_groups(layout, path: Path) -> None:
         raise AevbError(f"{path}: the optimiser state has no parameter groups")
     per_parameter = layout.get("state")
     if not isinstance(per_parameter, dict) or not all(
-            isinstance(index, str) and index.isdecimal() and isinstance(slots, dict) and
-            all(not isinstance(value, dict) or set(value) == {"tensor"} and isinstance(value["tensor"], str)
-                for value in slots.values())
-            for index, slots in per_parameter.items()):
+        isinstance(index, str)
+        and index.isdecimal()
+        and isinstance(slots, dict)
+        and all(
+            not isinstance(value, dict) or set(value) == {"tensor"} and isinstance(value["tensor"], str)
+            for value in slots.values()
+        )
+        for index, slots in per_parameter.items()
+    ):
         raise AevbError(f"{path}: the optimiser state must map parameter numbers to their state")
 
     def number(value) -> bool:
@@ -290,14 +331,24 @@ def _check_param_groups(layout, path: Path) -> None:
             elif key in ("lr", "initial_lr", "weight_decay", "eps", "lr_decay", "initial_accumulator_value"):
                 ok = number(value) and value >= 0
             else:
-                ok = value is None or isinstance(value, bool) or number(value) or (
-                    isinstance(value, list) and all(number(item) for item in value))
+                ok = (
+                    value is None
+                    or isinstance(value, bool)
+                    or number(value)
+                    or (isinstance(value, list) and all(number(item) for item in value))
+                )
             if not ok:
                 raise AevbError(f"{path}: optimiser setting {key} has the invalid value {value!r}")
 
 
-def check_checkpoint_fits(state: TrainingState, model: torch.nn.Module, dataset_size: int, run_dir,
-                          optimizer: str | None = None, group_sizes: list[int] | None = None) -> None:
+def check_checkpoint_fits(
+    state: TrainingState,
+    model: torch.nn.Module,
+    dataset_size: int,
+    run_dir,
+    optimizer: str | None = None,
+    group_sizes: list[int] | None = None,
+) -> None:
     """A one-line error unless ``state`` can continue training ``model`` on ``dataset_size`` points:
     the same weights by name, shape and dtype, all finite; a generator state; a permutation of the
     training set; the optimiser's state, finite, of each parameter's shape. With ``optimizer`` (a
@@ -310,21 +361,26 @@ def check_checkpoint_fits(state: TrainingState, model: torch.nn.Module, dataset_
         raise AevbError(f"the checkpoint in {run_dir} records evaluations beyond its own {state.samples:,} samples")
     if state.order is not None and (state.order.shape != (dataset_size,) or not 0 <= state.position <= dataset_size):
         raise AevbError(f"the checkpoint in {run_dir} is for a training set of another size")
-    if state.order is not None and (state.order.dtype != torch.int64 or not torch.equal(
-            torch.sort(state.order).values, torch.arange(dataset_size, device=state.order.device))):
+    if state.order is not None and (
+        state.order.dtype != torch.int64
+        or not torch.equal(torch.sort(state.order).values, torch.arange(dataset_size, device=state.order.device))
+    ):
         raise AevbError(f"the checkpoint in {run_dir} holds an order of the training set that is no permutation of it")
     _check_optimizer_state(state.optimizer, list(model.parameters()), run_dir, optimizer, group_sizes)
 
 
-def _check_optimizer_state(layout: dict, parameters: list[torch.Tensor], run_dir, optimizer: str | None,
-                           group_sizes: list[int] | None) -> None:
+def _check_optimizer_state(
+    layout: dict, parameters: list[torch.Tensor], run_dir, optimizer: str | None, group_sizes: list[int] | None
+) -> None:
     from .optimizers import OPTIMIZERS
 
     where = f"the checkpoint in {run_dir}"
     groups = [group.get("params", []) for group in layout.get("param_groups", [])]
     if group_sizes is not None and [len(group) for group in groups] != group_sizes:
-        raise AevbError(f"{where} has optimiser groups of {[len(group) for group in groups]} parameters; "
-                        f"the run's are {group_sizes}")
+        raise AevbError(
+            f"{where} has optimiser groups of {[len(group) for group in groups]} parameters; "
+            f"the run's are {group_sizes}"
+        )
     # torch matches the state to the parameters by their place in the groups
     place = {index: position for position, index in enumerate(index for group in groups for index in group)}
     if len(place) != sum(map(len, groups)) or not set(place) <= set(range(len(parameters))):
@@ -335,7 +391,7 @@ def _check_optimizer_state(layout: dict, parameters: list[torch.Tensor], run_dir
     factory = OPTIMIZERS.get(optimizer)
     needed = set()
     if factory is not None:
-        fresh = factory([torch.zeros(1, requires_grad=True)])   # the settings and state it keeps
+        fresh = factory([torch.zeros(1, requires_grad=True)])  # the settings and state it keeps
         for group in layout.get("param_groups", []):
             _check_group_like(group, fresh.param_groups[0], where)
         # An optimiser that makes its state with itself (Adagrad) looks for every parameter's on resume.
@@ -371,5 +427,7 @@ def _check_group_like(group: dict, fresh: dict, where: str) -> None:
         else:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not ok:
-            raise AevbError(f"{where}: optimiser setting {key} must be like {default!r}, got "
-                            f"{'nothing' if value is ... else repr(value)}")
+            raise AevbError(
+                f"{where}: optimiser setting {key} must be like {default!r}, got "
+                f"{'nothing' if value is ... else repr(value)}"
+            )

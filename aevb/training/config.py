@@ -34,33 +34,39 @@ SEED_LIMIT = 2**63
 class TrainConfig(JsonConfig):
     """Settings of Algorithm 1; the defaults are the paper's (§5)."""
 
-    batch_size: int = 100                    # M (§5)
-    num_samples: int = 1                     # L (§5)
-    estimator: str = "B"                     # §2.3; B is what the paper uses for the VAE
-    optimizer: str = "adagrad"               # §5; "adam" as an option
-    optimizer_eps: float | None = None       # the optimiser's ε (None: torch's default)
-    schedule: str = "constant"               # step size over the run: "constant" (§5) or "iwae" (Burda et al.)
-    step_size: float | None = None           # None: choose from step_size_candidates (§5)
+    batch_size: int = 100  # M (§5)
+    num_samples: int = 1  # L (§5)
+    estimator: str = "B"  # §2.3; B is what the paper uses for the VAE
+    optimizer: str = "adagrad"  # §5; "adam" as an option
+    optimizer_eps: float | None = None  # the optimiser's ε (None: torch's default)
+    schedule: str = "constant"  # step size over the run: "constant" (§5) or "iwae" (Burda et al.)
+    step_size: float | None = None  # None: choose from step_size_candidates (§5)
     step_size_candidates: tuple[float, ...] = PAPER_STEP_SIZES
-    selection_steps: int = 200               # "first iterations" used to choose the step size
-    prior_precision: float = 1.0             # λ of the N(0, I/λ) prior on θ, φ (MAP, §5); 0 = none
-    max_samples: int | None = None           # stop after this many training samples ...
-    epochs: float | None = None              # ... or epochs, whichever comes first (neither: DEFAULT_MAX_SAMPLES)
-    binarize: str = "none"                   # "dynamic": fresh Bernoulli draw of x at every use
+    selection_steps: int = 200  # "first iterations" used to choose the step size
+    prior_precision: float = 1.0  # λ of the N(0, I/λ) prior on θ, φ (MAP, §5); 0 = none
+    max_samples: int | None = None  # stop after this many training samples ...
+    epochs: float | None = None  # ... or epochs, whichever comes first (neither: DEFAULT_MAX_SAMPLES)
+    binarize: str = "none"  # "dynamic": fresh Bernoulli draw of x at every use
     seed: int = 0
-    initialise: bool = True                  # a fresh run starts from §5's initialisation (the model's
-                                             # reset_parameters); False: from the model's weights as given
-    evals_per_decade: int = 8                # evaluation points, log-spaced in samples seen
-    first_eval: int = 10_000                 # samples seen at the first evaluation point
-    eval_subset: int | None = None           # evaluate on at most this many points per split
-    eval_batch_size: int | None = None       # rows evaluated at once (None: aevb.evaluation.default_chunk_rows)
-    engine: str = "auto"                     # how gradients are computed (aevb.engines): "native", "fused",
-                                             # "autograd", or "auto": the fastest that serves the model
+    # a fresh run starts from §5's initialisation (the model's reset_parameters); False: from the model's weights as
+    # given
+    initialise: bool = True
+    evals_per_decade: int = 8  # evaluation points, log-spaced in samples seen
+    first_eval: int = 10_000  # samples seen at the first evaluation point
+    eval_subset: int | None = None  # evaluate on at most this many points per split
+    eval_batch_size: int | None = None  # rows evaluated at once (None: aevb.evaluation.default_chunk_rows)
+    # how gradients are computed (aevb.engines): "native", "fused", "autograd", or "auto": the fastest that serves the
+    # model
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
-        positive = {"batch_size": self.batch_size, "num_samples": self.num_samples,
-                    "selection_steps": self.selection_steps, "evals_per_decade": self.evals_per_decade,
-                    "first_eval": self.first_eval}
+        positive = {
+            "batch_size": self.batch_size,
+            "num_samples": self.num_samples,
+            "selection_steps": self.selection_steps,
+            "evals_per_decade": self.evals_per_decade,
+            "first_eval": self.first_eval,
+        }
         if self.eval_batch_size is not None:
             positive["eval_batch_size"] = self.eval_batch_size
         for name, value in positive.items():
@@ -112,21 +118,21 @@ class Metrics(JsonConfig):
     samples: int
     train_bound: float
     valid_bound: float | None
-    minibatch_bound: float          # running mean of the minibatch estimates since the last point
-    seconds: float                  # wall time spent training (evaluation excluded)
-    samples_per_second: float       # training throughput so far (step-size selection included)
+    minibatch_bound: float  # running mean of the minibatch estimates since the last point
+    seconds: float  # wall time spent training (evaluation excluded)
+    samples_per_second: float  # training throughput so far (step-size selection included)
     step_size: float
     steps: int
     test_bound: float | None = None  # only when the trainer was given test data (figure reproduction)
-    skipped_steps: int = 0           # steps skipped so far for a non-finite loss or gradient
-    rollbacks: int = 0               # returns to the last good evaluation point, step size halved each time
-    threads: int | None = None       # CPU threads the steps ran with at this point (aevb.threads)
+    skipped_steps: int = 0  # steps skipped so far for a non-finite loss or gradient
+    rollbacks: int = 0  # returns to the last good evaluation point, step size halved each time
+    threads: int | None = None  # CPU threads the steps ran with at this point (aevb.threads)
 
 
 @dataclass
 class StepSizeTrial:
     step_size: float
-    mean_bound: float               # mean minibatch bound over the second half of the trial
+    mean_bound: float  # mean minibatch bound over the second half of the trial
 
 
 @dataclass
@@ -134,8 +140,8 @@ class TrainResult:
     step_size: float
     history: list[Metrics] = field(default_factory=list)
     step_size_trials: list[StepSizeTrial] = field(default_factory=list)
-    steps_by_threads: dict[int, int] = field(default_factory=dict)   # CPU thread count → steps run with it
-                                                                     # by this fit (since a resume, if resumed)
+    # CPU thread count → steps run with it by this fit (since a resume, if resumed)
+    steps_by_threads: dict[int, int] = field(default_factory=dict)
 
 
 EVALUATION_BINARIZATION_SEED = 1234

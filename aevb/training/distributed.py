@@ -36,12 +36,20 @@ import torch.distributed as dist
 from ..errors import AevbError
 from ..process_group import SINGLE_PROCESS, ProcessGroup, Shard
 
-__all__ = ["SINGLE_PROCESS", "ProcessGroup", "Shard", "check_distributable", "from_environment", "local_device",
-           "shutdown"]
+__all__ = [
+    "SINGLE_PROCESS",
+    "ProcessGroup",
+    "Shard",
+    "check_distributable",
+    "from_environment",
+    "local_device",
+    "shutdown",
+]
 
 
-def check_distributable(group: ProcessGroup, algorithm, batch_size: int, per_point_measurements: bool = False,
-                        posterior: str = "gaussian") -> None:
+def check_distributable(
+    group: ProcessGroup, algorithm, batch_size: int, per_point_measurements: bool = False, posterior: str = "gaussian"
+) -> None:
     """A one-line error when several processes cannot train this run: only an algorithm that says
     it is ``distributable`` (AEVB) is sharded, a
     minibatch needs a row per process, measurements per evaluation point that draw their own
@@ -73,8 +81,12 @@ def from_environment(device: torch.device) -> ProcessGroup:
     if not dist.is_initialized():
         options = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30), **options)
-    return ProcessGroup(rank=rank, world_size=world_size, local_rank=local_rank,
-                        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size))))
+    return ProcessGroup(
+        rank=rank,
+        world_size=world_size,
+        local_rank=local_rank,
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size))),
+    )
 
 
 def local_device(device: torch.device, group: ProcessGroup) -> torch.device:

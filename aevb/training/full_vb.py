@@ -41,14 +41,13 @@ class FullVariationalBayes(AEVB):
     def from_config(cls, config: TrainConfig) -> FullVariationalBayes:
         return cls(config.prior_precision, config.num_samples, config.engine, config.estimator)
 
-    def __init__(self, prior_precision: float = 1.0, num_samples: int = 1, engine: str = "auto",
-                 estimator: str = "B"):
+    def __init__(self, prior_precision: float = 1.0, num_samples: int = 1, engine: str = "auto", estimator: str = "B"):
         if not prior_precision > 0:
             raise AevbError("full-vb needs a proper prior N(0, I/λ) on θ: `prior_precision` must be > 0")
         if estimator.upper() != "B":
             raise AevbError(f"full-vb uses estimator B inside its bound (App. F, Example F.1), not {estimator}")
         super().__init__("B", num_samples, engine)
-        self.estimator_name = None          # not an SGVB estimator of §2.3: autograd differentiates it
+        self.estimator_name = None  # not an SGVB estimator of §2.3: autograd differentiates it
         self.prior_precision = prior_precision
         self.dataset_size: int | None = None
 
@@ -58,12 +57,15 @@ class FullVariationalBayes(AEVB):
     def check_model(self, config: ModelConfig) -> None:
         refuse_conditional(self.name, config)
         if config.decoder_posterior != "gaussian":
-            raise AevbError("full-vb trains a model with a posterior over the decoder's parameters "
-                            "(ModelConfig decoder_posterior='gaussian')")
+            raise AevbError(
+                "full-vb trains a model with a posterior over the decoder's parameters "
+                "(ModelConfig decoder_posterior='gaussian')"
+            )
         check_estimator(config, self.estimator)
 
-    def objective(self, model: FullVBVAE, x: torch.Tensor, num_samples: int,
-                  noise: torch.Tensor | None = None) -> torch.Tensor:
+    def objective(
+        self, model: FullVBVAE, x: torch.Tensor, num_samples: int, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(M,) per-point shares of the full-bound estimate, 𝓛̃_θ̃(x⁽ⁱ⁾) − KL/N, nats: their mean is
         :attr:`FullBoundEstimate.per_datapoint`, the objective of Algorithm 2 per datapoint."""
         estimate = full_bound_estimate(model, x, self.dataset_size, self.prior_precision, num_samples, noise=noise)
@@ -71,8 +73,10 @@ class FullVariationalBayes(AEVB):
 
     def setup(self, model: VAE, train: torch.Tensor, group: ProcessGroup = SINGLE_PROCESS) -> None:
         if not isinstance(model, FullVBVAE):
-            raise AevbError("full-vb trains a model with a posterior over the decoder's parameters "
-                            "(ModelConfig decoder_posterior='gaussian')")
+            raise AevbError(
+                "full-vb trains a model with a posterior over the decoder's parameters "
+                "(ModelConfig decoder_posterior='gaussian')"
+            )
         if group.distributed:
             raise AevbError("multi-process training runs AEVB only, not full-vb")
         self.dataset_size = train.shape[0]
@@ -82,8 +86,10 @@ class FullVariationalBayes(AEVB):
         """Optimiser groups: the encoder with MAP's weight decay, μ_θ and log σ_θ with none (their
         prior is the KL term). In ``model.parameters()`` order, which checkpoints rely on."""
         theta = {id(p) for p in chain(model.decoder.parameters(), model.decoder_log_scale.parameters())}
-        return [{"params": [p for p in model.parameters() if id(p) not in theta], "weight_decay": weight_decay},
-                {"params": [p for p in model.parameters() if id(p) in theta], "weight_decay": 0.0}]
+        return [
+            {"params": [p for p in model.parameters() if id(p) not in theta], "weight_decay": weight_decay},
+            {"params": [p for p in model.parameters() if id(p) in theta], "weight_decay": 0.0},
+        ]
 
     def run_summary(self, model: FullVBVAE, train_bound: float | None) -> dict:
         """For summary.json: KL(q(θ) ‖ p(θ)) (nats, and per training point) and the full bound per
@@ -91,5 +97,8 @@ class FullVariationalBayes(AEVB):
         with torch.no_grad():
             kl = model.decoder_parameter_kl(self.prior_precision).item()
         per_point = kl / self.dataset_size
-        return {"decoder_parameter_kl": kl, "decoder_parameter_kl_per_datapoint": per_point,
-                "full_train_bound": None if train_bound is None else train_bound - per_point}
+        return {
+            "decoder_parameter_kl": kl,
+            "decoder_parameter_kl_per_datapoint": per_point,
+            "full_train_bound": None if train_bound is None else train_bound - per_point,
+        }

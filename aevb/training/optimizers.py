@@ -28,13 +28,14 @@ class _DirectFusedStep:
     DEFAULT_LR = 1e-3
 
     def __init__(self, params, lr: float | None = None, weight_decay: float = 0.0, **kwargs):
-        lr = self.DEFAULT_LR if lr is None else lr      # (torch's default for the class)
+        lr = self.DEFAULT_LR if lr is None else lr  # (torch's default for the class)
         try:
             super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
-        except (RuntimeError, TypeError, ValueError):   # a device or torch without the fused kernel
+        except (RuntimeError, TypeError, ValueError):  # a device or torch without the fused kernel
             super().__init__(params, lr=lr, weight_decay=weight_decay, **kwargs)
-        self.direct = hasattr(torch, self.KERNEL) and all(group.get("fused") and self._direct_group(group)
-                                                          for group in self.param_groups)
+        self.direct = hasattr(torch, self.KERNEL) and all(
+            group.get("fused") and self._direct_group(group) for group in self.param_groups
+        )
 
     def _direct_group(self, group: dict) -> bool:
         """Whether the kernel call of :meth:`_kernel` covers every setting of ``group``."""
@@ -44,7 +45,7 @@ class _DirectFusedStep:
     def step(self, closure=None):
         if closure is not None or not self.direct:
             return super().step(closure)
-        found_inf = getattr(self, "found_inf", None)   # set by guarded_step (and by AMP's GradScaler)
+        found_inf = getattr(self, "found_inf", None)  # set by guarded_step (and by AMP's GradScaler)
         every_lists = [self.kernel_lists(index, group) for index, group in enumerate(self.param_groups)]
         if any(lists is None for lists in every_lists):
             return super().step(closure)
@@ -64,63 +65,99 @@ class _DirectFusedStep:
         the one seen last time."""
         cache = self.__dict__.setdefault("_lists", {})
         cached = cache.get(index)
-        if cached is not None and len(cached[0]) == len(group["params"]) and \
-                all(p.grad is g for p, g in zip(group["params"], cached[1])):
+        if (
+            cached is not None
+            and len(cached[0]) == len(group["params"])
+            and all(p.grad is g for p, g in zip(group["params"], cached[1]))
+        ):
             return cached
         params = [p for p in group["params"] if p.grad is not None]
-        if any(p.grad.is_sparse or p.is_complex() for p in params) or \
-                len({(p.device, p.dtype) for p in params}) > 1 or isinstance(group["lr"], torch.Tensor):
+        if (
+            any(p.grad.is_sparse or p.is_complex() for p in params)
+            or len({(p.device, p.dtype) for p in params}) > 1
+            or isinstance(group["lr"], torch.Tensor)
+        ):
             return None
         states = [self.state[p] for p in params]
         if not all(name in state for state in states for name in (*self.STATE, "step")):
-            return None   # (Adam makes its state at its first step)
-        lists = (params, [p.grad for p in params], *([state[name] for state in states] for name in self.STATE),
-                 [state["step"] for state in states])
+            return None  # (Adam makes its state at its first step)
+        lists = (
+            params,
+            [p.grad for p in params],
+            *([state[name] for state in states] for name in self.STATE),
+            [state["step"] for state in states],
+        )
         if len(params) == len(group["params"]):
             cache[index] = lists
         return lists
 
     def load_state_dict(self, state_dict):
-        self.__dict__.pop("_lists", None)   # the state tensors are new
+        self.__dict__.pop("_lists", None)  # the state tensors are new
         super().load_state_dict(state_dict)
 
 
 class Adagrad(_DirectFusedStep, torch.optim.Adagrad):
     """``torch.optim.Adagrad`` (fused when possible); same arguments, same state, faster ``step``."""
 
-    update_rule = "adagrad"   # what the native engine's update kernel must match (aevb.engines.native)
+    update_rule = "adagrad"  # what the native engine's update kernel must match (aevb.engines.native)
     STATE = ("sum",)
     KERNEL = "_fused_adagrad_"
     DEFAULT_LR = 1e-2
 
     def _kernel(self, params, grads, states, steps, group, found_inf) -> None:
-        torch._fused_adagrad_(params, grads, *states, steps, lr=group["lr"], lr_decay=group["lr_decay"],
-                              weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
-                              found_inf=found_inf)
+        torch._fused_adagrad_(
+            params,
+            grads,
+            *states,
+            steps,
+            lr=group["lr"],
+            lr_decay=group["lr_decay"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
+            found_inf=found_inf,
+        )
 
 
 class Adam(_DirectFusedStep, torch.optim.Adam):
     """``torch.optim.Adam`` (fused when possible); same arguments, same state, faster ``step``
     (AMSGrad, decoupled weight decay and tensor betas take the library's step)."""
 
-    update_rule = "adam"      # what the native engine's update kernel must match (aevb.engines.native)
+    update_rule = "adam"  # what the native engine's update kernel must match (aevb.engines.native)
     STATE = ("exp_avg", "exp_avg_sq")
     KERNEL = "_fused_adam_"
     DEFAULT_LR = 1e-3
 
     def _direct_group(self, group: dict) -> bool:
-        return not (group.get("amsgrad") or group.get("decoupled_weight_decay") or group.get("differentiable")
-                    or any(isinstance(beta, torch.Tensor) for beta in group["betas"]))
+        return not (
+            group.get("amsgrad")
+            or group.get("decoupled_weight_decay")
+            or group.get("differentiable")
+            or any(isinstance(beta, torch.Tensor) for beta in group["betas"])
+        )
 
     def _kernel(self, params, grads, states, steps, group, found_inf) -> None:
         beta1, beta2 = group["betas"]
-        torch._fused_adam_(params, grads, *states, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
-                           beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
-                           maximize=group["maximize"], found_inf=found_inf)
+        torch._fused_adam_(
+            params,
+            grads,
+            *states,
+            [],
+            steps,
+            amsgrad=False,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
+            found_inf=found_inf,
+        )
 
 
-def non_finite(parameters: list[torch.Tensor], loss: torch.Tensor,
-               flat_gradient: torch.Tensor | None = None) -> torch.Tensor:
+def non_finite(
+    parameters: list[torch.Tensor], loss: torch.Tensor, flat_gradient: torch.Tensor | None = None
+) -> torch.Tensor:
     """1.0 (float32, 0-dim, on the parameters' device) when ``loss`` or any gradient is NaN or
     infinite, else 0.0 — computed without a host synchronisation (one pass over the gradients;
     one reduction when they are all views of ``flat_gradient``).
@@ -178,9 +215,8 @@ class StagedSchedule:
 
 
 #: Burda, Grosse & Salakhutdinov (2015), §5: 3^i passes at 0.001 · 10^(−i/7), i = 0 … 7 (3280 passes).
-IWAE_PASSES = tuple(3 ** i for i in range(8))
+IWAE_PASSES = tuple(3**i for i in range(8))
 IWAE_SCHEDULE = StagedSchedule(IWAE_PASSES, tuple(10 ** (-i / 7) for i in range(8)))
 
 #: Step-size schedules by the names ``TrainConfig.schedule`` takes.
 SCHEDULES = {"constant": ConstantSchedule(), "iwae": IWAE_SCHEDULE}
-

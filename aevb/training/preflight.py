@@ -30,29 +30,51 @@ class Preflight:
     """A run that passed :func:`run_preflight`: what was checked, and the training settings to use
     (the step-size selection fitted to the budget)."""
 
-    model_config: ModelConfig | None   # None: a module of the user's own, with no ModelConfig
+    model_config: ModelConfig | None  # None: a module of the user's own, with no ModelConfig
     config: TrainConfig
     algorithm: Algorithm
     device: torch.device
     world_size: int
     dataset_size: int
 
-    def check_covers(self, model_config: ModelConfig | None, algorithm: Algorithm, device: torch.device,
-                     group: ProcessGroup, dataset_size: int) -> None:
+    def check_covers(
+        self,
+        model_config: ModelConfig | None,
+        algorithm: Algorithm,
+        device: torch.device,
+        group: ProcessGroup,
+        dataset_size: int,
+    ) -> None:
         """A one-line error unless this preflight checked this very run (a Trainer given one
         trusts it instead of checking again)."""
-        same_device = device.type == self.device.type and None in (device.index, self.device.index) \
-            or device == self.device
-        if (model_config != self.model_config or algorithm is not self.algorithm or not same_device
-                or group.world_size != self.world_size or dataset_size != self.dataset_size):
-            raise AevbError("`preflight` was made for another model, algorithm, device or training set; "
-                            "leave it out and the Trainer checks this run itself")
+        same_device = (
+            device.type == self.device.type and None in (device.index, self.device.index) or device == self.device
+        )
+        if (
+            model_config != self.model_config
+            or algorithm is not self.algorithm
+            or not same_device
+            or group.world_size != self.world_size
+            or dataset_size != self.dataset_size
+        ):
+            raise AevbError(
+                "`preflight` was made for another model, algorithm, device or training set; "
+                "leave it out and the Trainer checks this run itself"
+            )
 
 
-def run_preflight(model_config: ModelConfig | None, config: TrainConfig, algorithm: Algorithm, device: torch.device,
-              dataset_size: int, group: ProcessGroup = SINGLE_PROCESS,
-              per_point_measurements: bool = False, model: torch.nn.Module | None = None,
-              splits: Mapping[str, torch.Tensor] = MappingProxyType({}), where: str | None = None) -> Preflight:
+def run_preflight(
+    model_config: ModelConfig | None,
+    config: TrainConfig,
+    algorithm: Algorithm,
+    device: torch.device,
+    dataset_size: int,
+    group: ProcessGroup = SINGLE_PROCESS,
+    per_point_measurements: bool = False,
+    model: torch.nn.Module | None = None,
+    splits: Mapping[str, torch.Tensor] = MappingProxyType({}),
+    where: str | None = None,
+) -> Preflight:
     """Check that ``algorithm`` can train the model of ``model_config`` with ``config`` on
     ``dataset_size`` training points, on ``device`` and ``group``'s processes; a one-line
     AevbError naming the setting otherwise; the data's values likewise. ``per_point_measurements``: something is measured at
@@ -65,14 +87,16 @@ def run_preflight(model_config: ModelConfig | None, config: TrainConfig, algorit
     for name, values in splits.items():
         require_trainable_values(values, name, likelihood, config.binarize)
     if model_config is not None:
-        check_buildable(model_config, where)   # the family pair, and the parameters in the host's memory
+        check_buildable(model_config, where)  # the family pair, and the parameters in the host's memory
         algorithm.check_model(model_config)
-    check_distributable(group, algorithm, config.batch_size, per_point_measurements,
-                        posterior=families_of(model_config)[0])
+    check_distributable(
+        group, algorithm, config.batch_size, per_point_measurements, posterior=families_of(model_config)[0]
+    )
     config = fit_to_budget(config, dataset_size, algorithm)
     # A step's L × M decoded rows cannot be streamed (the gradient needs them all).
-    require_training_step_memory(model_config, config.batch_size, algorithm.num_samples, device,
-                                 processes=group.world_size)
+    require_training_step_memory(
+        model_config, config.batch_size, algorithm.num_samples, device, processes=group.world_size
+    )
     if model is not None:
         algorithm.check_engine(model, device, next(model.parameters()).dtype, distributed=group.distributed)
     elif model_config is not None:

@@ -28,6 +28,7 @@ def one_line_warnings(run: str | None = None):
     """Warnings shown as a user reads them, "aevb: warning: ..." (with the ``run``'s name where
     several train at once, e.g. in the processes of ``aevb reproduce --jobs``), not as Python's
     source lines."""
+
     def formatted(message, category, filename, lineno, line=None) -> str:
         text = str(message)
         if not text.startswith("aevb"):
@@ -55,9 +56,12 @@ def warn_if_worse_than_untrained(history: list[Metrics], initial_bound: float | 
     # A margin of a nat: the two are measured on different points, and a run too short to learn
     # much is not a failure.
     if final is not None and math.isfinite(final) and final < initial_bound - UNTRAINED_MARGIN_NATS:
-        warnings.warn(f"the training bound ended at {final:.4g} nats, below the untrained model's {initial_bound:.4g}: "
-                      f"the run learned nothing; try a smaller step size than {step_size:g}", TrainingWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"the training bound ended at {final:.4g} nats, below the untrained model's {initial_bound:.4g}: "
+            f"the run learned nothing; try a smaller step size than {step_size:g}",
+            TrainingWarning,
+            stacklevel=3,
+        )
 
 
 def training_bar(total: int, initial: int, enabled: bool):
@@ -83,12 +87,15 @@ def untrainable_cause(model, data, data_name: str | None = None) -> str:
     largest = data.abs().max().item() if data.numel() else 0.0
     if largest > LARGE_DATA_VALUE:
         named = f" ({data_name})" if data_name else ""
-        causes.append(f"the training data{named} reach {largest:.3g} in magnitude: rescale them (to [0, 1] or unit "
-                      "variance)")
+        causes.append(
+            f"the training data{named} reach {largest:.3g} in magnitude: rescale them (to [0, 1] or unit variance)"
+        )
     config = getattr(model, "config", None)
     if getattr(config, "init", None) == "normal" and getattr(config, "init_std", 0.0) > LARGE_INIT_STD:
-        causes.append(f"`init_std` {config.init_std:g} makes the untrained model's outputs overflow: use a smaller "
-                      "`init_std` (or `init` glorot)")
+        causes.append(
+            f"`init_std` {config.init_std:g} makes the untrained model's outputs overflow: use a smaller "
+            "`init_std` (or `init` glorot)"
+        )
     if not causes:
         causes.append("check the data and the model's settings")
     return "; ".join(causes)
@@ -98,5 +105,7 @@ def refuse_untrainable(initial_bound: float | None, model, data, data_name: str 
     """Stop a run whose untrained model's bound is already non-finite, before any step (no step
     size can help), with :func:`untrainable_cause`."""
     if initial_bound is not None and not math.isfinite(initial_bound):
-        raise TrainingDiverged(f"training cannot start: the untrained model's bound is already {initial_bound} on "
-                               f"the first training points; {untrainable_cause(model, data, data_name)}")
+        raise TrainingDiverged(
+            f"training cannot start: the untrained model's bound is already {initial_bound} on "
+            f"the first training points; {untrainable_cause(model, data, data_name)}"
+        )

@@ -25,7 +25,7 @@ class DataOrder:
         if self.order is None or self.position >= self.dataset_size:
             self.order = torch.randperm(self.dataset_size, device=self.device)
             self.position = 0
-        batch = self.order[self.position:self.position + self.batch_size]
+        batch = self.order[self.position : self.position + self.batch_size]
         self.position += batch.shape[0]
         return batch
 
@@ -41,14 +41,14 @@ class TrainingState:
     trials: list[StepSizeTrial]
     history: list[Metrics]
     training_seconds: float
-    running_sum: torch.Tensor           # minibatch bound summed since the last evaluation point
+    running_sum: torch.Tensor  # minibatch bound summed since the last evaluation point
     running_count: int
     model: dict[str, torch.Tensor]
     optimizer: dict
-    rng: torch.Tensor                   # torch.get_rng_state()
-    order: torch.Tensor | None          # the epoch's permutation, and where in it we are
+    rng: torch.Tensor  # torch.get_rng_state()
+    order: torch.Tensor | None  # the epoch's permutation, and where in it we are
     position: int
-    algorithm: dict = field(default_factory=dict)   # the algorithm's own state (MCEM's chains), if any
+    algorithm: dict = field(default_factory=dict)  # the algorithm's own state (MCEM's chains), if any
     skipped_steps: int = 0
     rollbacks: int = 0
     initial_bound: float | None = None  # of the untrained model, on a few training points: the floor a run must beat

@@ -9,8 +9,9 @@ from ..models.buildable import decoder_outputs_per_row, hidden_activations_per_r
 from ..models.config import ModelConfig
 
 
-def require_training_step_memory(config, batch_size: int, num_samples: int, device: torch.device | str,
-                                 processes: int = 1) -> None:
+def require_training_step_memory(
+    config, batch_size: int, num_samples: int, device: torch.device | str, processes: int = 1
+) -> None:
     """Refuse, in one line, a training step of a model of ``config`` that cannot fit on ``device``.
 
     The decoder runs on L × M rows (L = ``num_samples`` z per datapoint, M = ``batch_size``
@@ -26,6 +27,10 @@ def require_training_step_memory(config, batch_size: int, num_samples: int, devi
     rows = int(num_samples) * -(-int(batch_size) // max(1, int(processes)))
     per_row = hidden_activations_per_row(config) + decoder_outputs_per_row(config) + int(config.latent_dim)
     needed = FLOAT_BYTES * (rows * per_row + 2 * parameter_count(config))
-    require_memory(needed, f"a training step with `num_samples` {format_count(num_samples)} and `batch_size` "
-                           f"{format_count(batch_size)} ({format_count(rows, separators=True)} decoded rows)",
-                   device=device, advice="lower `num_samples` or `batch_size`")
+    require_memory(
+        needed,
+        f"a training step with `num_samples` {format_count(num_samples)} and `batch_size` "
+        f"{format_count(batch_size)} ({format_count(rows, separators=True)} decoded rows)",
+        device=device,
+        advice="lower `num_samples` or `batch_size`",
+    )

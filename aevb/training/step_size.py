@@ -32,11 +32,11 @@ class StepSizeChoice:
 
     step_size: float
     trials: list[StepSizeTrial]
-    model: dict                     # the model's state dict after the winner's iterations
-    optimizer: dict                 # the optimiser's state dict, likewise
-    rng: torch.Tensor               # torch's CPU generator state, likewise
-    order: DataOrder                # the minibatch iterator, possibly mid-epoch
-    samples: int                    # datapoints the winner's iterations used
+    model: dict  # the model's state dict after the winner's iterations
+    optimizer: dict  # the optimiser's state dict, likewise
+    rng: torch.Tensor  # torch's CPU generator state, likewise
+    order: DataOrder  # the minibatch iterator, possibly mid-epoch
+    samples: int  # datapoints the winner's iterations used
 
 
 def fit_to_budget(config: TrainConfig, dataset_size: int, algorithm) -> TrainConfig:
@@ -52,23 +52,30 @@ def fit_to_budget(config: TrainConfig, dataset_size: int, algorithm) -> TrainCon
     if config.step_size is not None:
         return config
     if not algorithm.has_bound:
-        raise AevbError(f"{type(algorithm).__name__} has no lower bound to choose a step size by; "
-                        "give one (`step_size`)")
+        raise AevbError(
+            f"{type(algorithm).__name__} has no lower bound to choose a step size by; give one (`step_size`)"
+        )
     total = config.total_samples(dataset_size)
     per_step = min(config.batch_size, dataset_size)
     fitting = (total - 1) // per_step
     if fitting < 1:
-        raise AevbError(f"{total:,} training samples are too few to choose the step size (one minibatch is "
-                        f"{per_step:,}); pass `step_size` or train on more samples")
+        raise AevbError(
+            f"{total:,} training samples are too few to choose the step size (one minibatch is "
+            f"{per_step:,}); pass `step_size` or train on more samples"
+        )
     return dataclasses.replace(config, selection_steps=min(config.selection_steps, fitting))
 
 
-def select_step_size(model: torch.nn.Module, candidates: Sequence[float], steps: int,
-                     make_optimizer: Callable[[float], torch.optim.Optimizer],
-                     make_order: Callable[[], DataOrder],
-                     step: Callable[[torch.optim.Optimizer, torch.Tensor], torch.Tensor],
-                     reduce: Callable[[torch.Tensor], torch.Tensor] = lambda total: total,
-                     progress: bool = False) -> StepSizeChoice:
+def select_step_size(
+    model: torch.nn.Module,
+    candidates: Sequence[float],
+    steps: int,
+    make_optimizer: Callable[[float], torch.optim.Optimizer],
+    make_order: Callable[[], DataOrder],
+    step: Callable[[torch.optim.Optimizer, torch.Tensor], torch.Tensor],
+    reduce: Callable[[torch.Tensor], torch.Tensor] = lambda total: total,
+    progress: bool = False,
+) -> StepSizeChoice:
     """Train ``model`` from its current state for ``steps`` iterations with each of
     ``candidates`` and keep the best (§5).
 
@@ -89,9 +96,14 @@ def select_step_size(model: torch.nn.Module, candidates: Sequence[float], steps:
     initial_model = copy.deepcopy(model.state_dict())
     initial_rng = torch.get_rng_state()
     trials: list[StepSizeTrial] = []
-    ends = []                       # each candidate's state after its trial
-    bar = progress_bar(steps * len(candidates), unit="step", leave=False,
-                       desc=f"choosing the step size of {len(candidates)} (§5)", enabled=progress)
+    ends = []  # each candidate's state after its trial
+    bar = progress_bar(
+        steps * len(candidates),
+        unit="step",
+        leave=False,
+        desc=f"choosing the step size of {len(candidates)} (§5)",
+        enabled=progress,
+    )
     for step_size in candidates:
         model.load_state_dict(initial_model)
         torch.set_rng_state(initial_rng)
@@ -108,8 +120,15 @@ def select_step_size(model: torch.nn.Module, candidates: Sequence[float], steps:
                 count += batch.shape[0]
         mean = reduce(total).item() / count if count else -math.inf
         trials.append(StepSizeTrial(step_size, mean if math.isfinite(mean) else -math.inf))
-        ends.append((copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
-                     torch.get_rng_state(), order, seen))
+        ends.append(
+            (
+                copy.deepcopy(model.state_dict()),
+                copy.deepcopy(optimizer.state_dict()),
+                torch.get_rng_state(),
+                order,
+                seen,
+            )
+        )
     bar.close()
     best = max(range(len(trials)), key=lambda i: trials[i].mean_bound)
     if not math.isfinite(trials[best].mean_bound):

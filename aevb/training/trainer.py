@@ -28,7 +28,7 @@ from .reporting import TrainingWarning, refuse_untrainable, training_bar, warn_i
 from .state import DataOrder, Interval, TrainingState
 from .step_size import StepSizeChoice, select_step_size
 
-MAX_ROLLBACKS = 3                     # then give up: the step size has been halved three times
+MAX_ROLLBACKS = 3  # then give up: the step size has been halved three times
 
 
 #: Training points on which the untrained model's bound is measured: enough to tell a run that
@@ -62,13 +62,23 @@ class Trainer:
             run directory checks before it writes anything); None: the Trainer runs it now.
     """
 
-    def __init__(self, model: VAE, train: torch.Tensor, config: TrainConfig,
-                 valid: torch.Tensor | None = None, algorithm: Algorithm | None = None,
-                 test: torch.Tensor | None = None, group: ProcessGroup = SINGLE_PROCESS,
-                 threads: int | None = None, data_name: str | None = None, preflight: Preflight | None = None):
+    def __init__(
+        self,
+        model: VAE,
+        train: torch.Tensor,
+        config: TrainConfig,
+        valid: torch.Tensor | None = None,
+        algorithm: Algorithm | None = None,
+        test: torch.Tensor | None = None,
+        group: ProcessGroup = SINGLE_PROCESS,
+        threads: int | None = None,
+        data_name: str | None = None,
+        preflight: Preflight | None = None,
+    ):
         self.data_name = data_name
-        splits = {f"`{name}`": data for name, data in (("train", train), ("valid", valid), ("test", test))
-                  if data is not None}
+        splits = {
+            f"`{name}`": data for name, data in (("train", train), ("valid", valid), ("test", test)) if data is not None
+        }
         for name, data in splits.items():
             require_rows(data, model, name.strip("`"))
         if algorithm is not None and not isinstance(algorithm, Algorithm):
@@ -76,16 +86,16 @@ class Trainer:
         self.algorithm = algorithm if algorithm is not None else AEVB.from_config(config)
         model_config = model.config if isinstance(getattr(model, "config", None), ModelConfig) else None
         if preflight is None:
-            preflight = run_preflight(model_config, config, self.algorithm, train.device, train.shape[0], group,
-                                  model=model, splits=splits)
+            preflight = run_preflight(
+                model_config, config, self.algorithm, train.device, train.shape[0], group, model=model, splits=splits
+            )
         else:
             preflight.check_covers(model_config, self.algorithm, train.device, group, train.shape[0])
         self.group = group
-        self.threads = StepThreads.for_device(threads, train.device,
-                                              group.local_world_size if group.distributed else 1)
+        self.threads = StepThreads.for_device(threads, train.device, group.local_world_size if group.distributed else 1)
         self.model = model
         self.train_data = train
-        self.config = preflight.config   # (the step-size selection fitted to the budget)
+        self.config = preflight.config  # (the step-size selection fitted to the budget)
         self.dataset_size = train.shape[0]
         self.has_bound = self.algorithm.has_bound
         self.train_eval = self._eval_view(train)
@@ -114,7 +124,7 @@ class Trainer:
         for the whole minibatch, so that every process's draws match a one-process run."""
         rows = self.group.shard(batch.shape[0]) if rows is None else rows
         indices = batch[rows]
-        x = torch.index_select(self.train_data, 0, indices)   # a row copy each; [indices] is slower
+        x = torch.index_select(self.train_data, 0, indices)  # a row copy each; [indices] is slower
         if self.config.binarize == "dynamic":
             uniform = torch.rand(batch.shape[0], x.shape[1], device=x.device, dtype=x.dtype)[rows]
             x = (uniform < x).to(x.dtype)
@@ -129,20 +139,33 @@ class Trainer:
         rows = self.group.shard(batch.shape[0])
         indices, x = self._load(batch, rows)
         if self.group.distributed:
-            return self.algorithm.step(self.model, optimizer, x, indices,
-                                       shard=Shard(rows, batch.shape[0], self.group))
+            return self.algorithm.step(self.model, optimizer, x, indices, shard=Shard(rows, batch.shape[0], self.group))
         return self.algorithm.step(self.model, optimizer, x, indices)
 
     def select_step_size(self, progress: bool = False) -> StepSizeChoice:
         """§5: the step size from ``config.step_size_candidates`` whose first ``selection_steps``
         iterations reach the highest training bound (:func:`aevb.training.step_size.select_step_size`),
         with the winner's state to continue from. ``progress``: a bar over the candidates' steps."""
-        return select_step_size(self.model, self.config.step_size_candidates, self.config.selection_steps,
-                                self._optimizer, self._data_order, self._step, self.group.sum_, progress)
+        return select_step_size(
+            self.model,
+            self.config.step_size_candidates,
+            self.config.selection_steps,
+            self._optimizer,
+            self._data_order,
+            self._step,
+            self.group.sum_,
+            progress,
+        )
 
-    def fit(self, on_metrics: Callable[[Metrics], None] | None = None, progress: bool = False,
-            on_checkpoint: Callable[[TrainingState], None] | None = None, checkpoint_every: int | None = None,
-            resume: TrainingState | None = None, stop_requested: Callable[[], bool] | None = None) -> TrainResult:
+    def fit(
+        self,
+        on_metrics: Callable[[Metrics], None] | None = None,
+        progress: bool = False,
+        on_checkpoint: Callable[[TrainingState], None] | None = None,
+        checkpoint_every: int | None = None,
+        resume: TrainingState | None = None,
+        stop_requested: Callable[[], bool] | None = None,
+    ) -> TrainResult:
         """Train until the configured number of samples; evaluate at log-spaced points.
 
         ``on_metrics`` is called with each :class:`Metrics` as soon as it is measured (the run
@@ -162,7 +185,7 @@ class Trainer:
             self.algorithm.teardown()
 
     def _setup_algorithm(self) -> None:
-        with self.threads.at_most():   # per-thread buffers for every count the policy may choose
+        with self.threads.at_most():  # per-thread buffers for every count the policy may choose
             self.algorithm.setup(self.model, self.train_data, self.group)
         # Threads may change between steps only where that changes no bit of the run.
         self.threads.adapt_only_if(self.algorithm.steps_thread_count_invariant)
@@ -200,11 +223,22 @@ class Trainer:
             step_size = config.step_size
             optimizer = self._optimizer(step_size)
             order = self._data_order()
-        state = TrainingState(samples=samples, steps=steps, step_size=step_size, trials=trials, history=[],
-                              training_seconds=time.perf_counter() - started,
-                              running_sum=torch.zeros((), device=self.train_data.device), running_count=0,
-                              model={}, optimizer={}, rng=torch.empty(0), order=None, position=0,
-                              initial_bound=initial_bound)
+        state = TrainingState(
+            samples=samples,
+            steps=steps,
+            step_size=step_size,
+            trials=trials,
+            history=[],
+            training_seconds=time.perf_counter() - started,
+            running_sum=torch.zeros((), device=self.train_data.device),
+            running_count=0,
+            model={},
+            optimizer={},
+            rng=torch.empty(0),
+            order=None,
+            position=0,
+            initial_bound=initial_bound,
+        )
         return state, optimizer, order
 
     def _initial_bound(self) -> float | None:
@@ -214,9 +248,12 @@ class Trainer:
             return None
         devices = [self.train_data.device] if self.train_data.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), self.threads.for_evaluation():
-            return evaluate_bound(self.model, self.train_eval[:INITIAL_BOUND_POINTS],
-                                  estimator=bound_estimator(self.config.estimator),
-                                  batch_size=self.config.eval_batch_size).mean
+            return evaluate_bound(
+                self.model,
+                self.train_eval[:INITIAL_BOUND_POINTS],
+                estimator=bound_estimator(self.config.estimator),
+                batch_size=self.config.eval_batch_size,
+            ).mean
 
     def _restore(self, resume: TrainingState) -> tuple[TrainingState, torch.optim.Optimizer, DataOrder]:
         """Put model, optimiser, algorithm, generator and data order back as ``resume`` has them."""
@@ -231,14 +268,24 @@ class Trainer:
         order = self._data_order()
         order.order = None if resume.order is None else resume.order.to(self.train_data.device)
         order.position = resume.position
-        state = dataclasses.replace(resume, history=list(resume.history), trials=list(resume.trials),
-                                    running_sum=resume.running_sum.to(self.train_data.device).clone())
+        state = dataclasses.replace(
+            resume,
+            history=list(resume.history),
+            trials=list(resume.trials),
+            running_sum=resume.running_sum.to(self.train_data.device).clone(),
+        )
         return state, optimizer, order
 
     def _snapshot(self, state: TrainingState, optimizer: torch.optim.Optimizer, order: DataOrder) -> TrainingState:
-        return dataclasses.replace(state, model=self.model.state_dict(), optimizer=optimizer.state_dict(),
-                                   rng=torch.get_rng_state(), order=order.order, position=order.position,
-                                   algorithm=self.algorithm.state_dict())
+        return dataclasses.replace(
+            state,
+            model=self.model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            rng=torch.get_rng_state(),
+            order=order.order,
+            position=order.position,
+            algorithm=self.algorithm.state_dict(),
+        )
 
     def _fit(self, on_metrics, progress, on_checkpoint, checkpoint_every, resume, stop_requested) -> TrainResult:
         total = self.config.total_samples(self.dataset_size)
@@ -275,8 +322,12 @@ class Trainer:
             bar.close()
         self.model.eval()
         warn_if_worse_than_untrained(state.history, state.initial_bound, state.step_size)
-        return TrainResult(step_size=state.step_size, step_size_trials=state.trials, history=state.history,
-                           steps_by_threads=dict(sorted(self.threads.steps_by_count.items())))
+        return TrainResult(
+            step_size=state.step_size,
+            step_size_trials=state.trials,
+            history=state.history,
+            steps_by_threads=dict(sorted(self.threads.steps_by_count.items())),
+        )
 
     @staticmethod
     def _passed(target: int, state: TrainingState) -> bool:
@@ -288,21 +339,28 @@ class Trainer:
             return target < state.samples
         return bool(state.history) and state.history[-1].samples == target
 
-    def _train_interval(self, target: int, total: int, state: TrainingState, optimizer: torch.optim.Optimizer,
-                        order: DataOrder, interval: Interval) -> Metrics:
+    def _train_interval(
+        self,
+        target: int,
+        total: int,
+        state: TrainingState,
+        optimizer: torch.optim.Optimizer,
+        order: DataOrder,
+        interval: Interval,
+    ) -> Metrics:
         """Steps until ``target`` samples (checkpointing every ``checkpoint_every`` steps, stopping
         when asked), then the evaluation point's metrics; skipped steps counted in ``interval``."""
-        guarded = self.algorithm.reports_skipped_steps   # skipped steps come back as NaN
+        guarded = self.algorithm.reports_skipped_steps  # skipped steps come back as NaN
         device = self.train_data.device
         schedule = SCHEDULES[self.config.schedule]
         tick, interval.first_step = time.perf_counter(), state.steps
         skipped, skipped_samples = torch.zeros((), device=device), torch.zeros((), device=device)
         while state.samples < target:
             batch = order.next()
-            if state.samples + batch.shape[0] > total:   # stop exactly at the requested number of samples
+            if state.samples + batch.shape[0] > total:  # stop exactly at the requested number of samples
                 batch = batch[: total - state.samples]
             step_size = state.step_size * schedule.factor(state.samples / total)
-            if optimizer.param_groups[0]["lr"] != step_size:   # a new stage (or a rollback)
+            if optimizer.param_groups[0]["lr"] != step_size:  # a new stage (or a rollback)
                 for group in optimizer.param_groups:
                     group["lr"] = step_size
             bound_sum = self._step(optimizer, batch)
@@ -322,12 +380,16 @@ class Trainer:
                 if interval.on_checkpoint is not None:
                     interval.on_checkpoint(self._snapshot(state, optimizer, order))
                 raise TrainingInterrupted(state.samples)
-            if interval.on_checkpoint is not None and interval.checkpoint_every and \
-                    state.steps % interval.checkpoint_every == 0 and state.samples < target:
+            if (
+                interval.on_checkpoint is not None
+                and interval.checkpoint_every
+                and state.steps % interval.checkpoint_every == 0
+                and state.samples < target
+            ):
                 # (at an evaluation point it comes after the evaluation)
                 state.training_seconds += time.perf_counter() - tick
                 interval.on_checkpoint(self._snapshot(state, optimizer, order))
-                tick = time.perf_counter()          # writing it is not training time
+                tick = time.perf_counter()  # writing it is not training time
         state.training_seconds += time.perf_counter() - tick
         interval.skipped = int(self.group.sum_(skipped).item()) if guarded else 0
         interval.steps = state.steps - interval.first_step
@@ -335,8 +397,9 @@ class Trainer:
         state.skipped_steps += interval.skipped
         # No step since the last point (a step-size selection that ended on this one): no minibatch bound.
         minibatch = self.group.sum_(state.running_sum).item() / counted if counted > 0 else math.nan
-        metrics = self._evaluate(state.samples, state.steps, optimizer.param_groups[0]["lr"], state.training_seconds,
-                                 minibatch)
+        metrics = self._evaluate(
+            state.samples, state.steps, optimizer.param_groups[0]["lr"], state.training_seconds, minibatch
+        )
         metrics.skipped_steps, metrics.rollbacks = state.skipped_steps, state.rollbacks
         metrics.threads = self.threads.current
         return metrics
@@ -356,12 +419,17 @@ class Trainer:
         whose steps are not guarded, or after :data:`MAX_ROLLBACKS` — stop with TrainingDiverged."""
         if not self.algorithm.reports_skipped_steps or state.rollbacks >= MAX_ROLLBACKS:
             tried = f" (after {state.rollbacks} rollbacks halving the step size)" if state.rollbacks else ""
-            raise TrainingDiverged(f"training diverged at {state.samples} samples ({problem}){tried}; "
-                                   "try a smaller `step_size`")
+            raise TrainingDiverged(
+                f"training diverged at {state.samples} samples ({problem}){tried}; try a smaller `step_size`"
+            )
         state, optimizer, order = self._roll_back(good, state.step_size / 2, state.rollbacks + 1, state.skipped_steps)
-        warnings.warn(f"training went bad at {metrics.samples} samples ({problem}); rollback {state.rollbacks} "
-                      f"of at most {MAX_ROLLBACKS}: back to {state.samples} samples with step size "
-                      f"{state.step_size:g}, half the last", TrainingWarning, stacklevel=3)
+        warnings.warn(
+            f"training went bad at {metrics.samples} samples ({problem}); rollback {state.rollbacks} "
+            f"of at most {MAX_ROLLBACKS}: back to {state.samples} samples with step size "
+            f"{state.step_size:g}, half the last",
+            TrainingWarning,
+            stacklevel=3,
+        )
         bar.reset(total)
         bar.update(state.samples)
         return state, optimizer, order
@@ -376,25 +444,33 @@ class Trainer:
         state.rollbacks, state.skipped_steps = rollbacks, skipped_steps
         return state, optimizer, order
 
-    def _evaluate(self, samples: int, steps: int, step_size: float, seconds: float,
-                  minibatch_bound: float) -> Metrics:
+    def _evaluate(self, samples: int, steps: int, step_size: float, seconds: float, minibatch_bound: float) -> Metrics:
         batch, estimator = self.config.eval_batch_size, bound_estimator(self.config.estimator)
 
         def bound(data: torch.Tensor | None) -> float | None:
             if data is None:
                 return None
-            if not self.has_bound:   # no trained encoder: its bound would be meaningless
+            if not self.has_bound:  # no trained encoder: its bound would be meaningless
                 return math.nan
             return evaluate_bound(self.model, data, estimator=estimator, batch_size=batch).mean
 
         with self.threads.for_evaluation():
-            train_bound, valid_bound, test_bound = [bound(data) for data in
-                                                    (self.train_eval, self.valid_eval, self.test_eval)]
+            train_bound, valid_bound, test_bound = [
+                bound(data) for data in (self.train_eval, self.valid_eval, self.test_eval)
+            ]
         self.model.train()
-        return Metrics(epoch=samples / self.dataset_size, samples=samples, train_bound=train_bound,
-                       valid_bound=valid_bound, minibatch_bound=minibatch_bound, seconds=seconds,
-                       samples_per_second=samples / max(seconds, 1e-9), step_size=step_size, steps=steps,
-                       test_bound=test_bound)
+        return Metrics(
+            epoch=samples / self.dataset_size,
+            samples=samples,
+            train_bound=train_bound,
+            valid_bound=valid_bound,
+            minibatch_bound=minibatch_bound,
+            seconds=seconds,
+            samples_per_second=samples / max(seconds, 1e-9),
+            step_size=step_size,
+            steps=steps,
+            test_bound=test_bound,
+        )
 
     def _parameters_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())

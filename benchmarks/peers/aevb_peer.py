@@ -29,18 +29,31 @@ def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], rest)
     torch.set_num_threads(args.threads)
     data = torch.from_numpy(load_data(args.data, args.nll_points, args.shape.data_dim))
-    shape = args.shape   # Frey Face: a Gaussian decoder whose mean goes through a sigmoid (§5)
+    shape = args.shape  # Frey Face: a Gaussian decoder whose mean goes through a sigmoid (§5)
     likelihood = {} if shape.likelihood == "bernoulli" else {"likelihood": "gaussian", "sigmoid_mean": True}
-    model = VAE(ModelConfig(data_dim=shape.data_dim, latent_dim=shape.latent_dim, hidden_units=args.hidden_units,
-                            hidden_layers=shape.hidden_layers, **likelihood))
-    config = TrainConfig(batch_size=args.batch_size, optimizer=shape.optimizer, step_size=shape.step_size,
-                         max_samples=args.train_samples, first_eval=args.train_samples, eval_subset=100,
-                         engine=engine_args.engine)
+    model = VAE(
+        ModelConfig(
+            data_dim=shape.data_dim,
+            latent_dim=shape.latent_dim,
+            hidden_units=args.hidden_units,
+            hidden_layers=shape.hidden_layers,
+            **likelihood,
+        )
+    )
+    config = TrainConfig(
+        batch_size=args.batch_size,
+        optimizer=shape.optimizer,
+        step_size=shape.step_size,
+        max_samples=args.train_samples,
+        first_eval=args.train_samples,
+        eval_subset=100,
+        engine=engine_args.engine,
+    )
     trainer = Trainer(model, data, config)
-    trainer.fit()   # warm-up
+    trainer.fit()  # warm-up
 
     def train() -> float:
-        metrics = trainer.fit().history[-1]   # evaluation at the end is not in samples_per_second
+        metrics = trainer.fit().history[-1]  # evaluation at the end is not in samples_per_second
         log(f"aevb ({engine_args.engine}) train: {metrics.samples_per_second:.0f} samples/s")
         return metrics.samples_per_second
 
@@ -53,9 +66,12 @@ def main(argv=None) -> None:
         log(f"aevb nll: {rate:.0f} decoder evaluations/s, mean log p(x) {estimate.mean:.2f}")
         return rate
 
-    engine = trainer.algorithm.engine_used   # the engine auto chose, as summary.json reports it
-    serve({"peer": f"aevb {aevb.__version__} ({engine})", "version": torch.__version__},
-          {"train": train, "nll": nll}, args)
+    engine = trainer.algorithm.engine_used  # the engine auto chose, as summary.json reports it
+    serve(
+        {"peer": f"aevb {aevb.__version__} ({engine})", "version": torch.__version__},
+        {"train": train, "nll": nll},
+        args,
+    )
 
 
 if __name__ == "__main__":

@@ -31,18 +31,19 @@ class BenchModel:
     data_dim: int
     hidden_units: int
     latent_dim: int
-    likelihood: str          # "bernoulli": binary data; "gaussian": real data, sigmoid mean (Frey Face)
+    likelihood: str  # "bernoulli": binary data; "gaussian": real data, sigmoid mean (Frey Face)
     hidden_layers: int = 1
     optimizer: str = "adagrad"
     step_size: float = 0.02  # Adagrad: one of the paper's candidates (§5)
-    batch_size: int = 100    # M (§5)
+    batch_size: int = 100  # M (§5)
 
 
-MODELS = {"mnist": BenchModel(784, 500, 20, "bernoulli"),    # the paper's (§5); sparse binary data
-          "frey": BenchModel(560, 200, 20, "gaussian"),     # the paper's (§5); dense grey levels
-          # Burda, Grosse & Salakhutdinov (2015): the model and optimiser of `aevb reproduce nll`
-          "burda": BenchModel(784, 200, 50, "bernoulli", hidden_layers=2, optimizer="adam", step_size=1e-3,
-                              batch_size=20)}
+MODELS = {
+    "mnist": BenchModel(784, 500, 20, "bernoulli"),  # the paper's (§5); sparse binary data
+    "frey": BenchModel(560, 200, 20, "gaussian"),  # the paper's (§5); dense grey levels
+    # Burda, Grosse & Salakhutdinov (2015): the model and optimiser of `aevb reproduce nll`
+    "burda": BenchModel(784, 200, 50, "bernoulli", hidden_layers=2, optimizer="adam", step_size=1e-3, batch_size=20),
+}
 # The MNIST model's shapes, for peers that time it alone (pythae).
 DATA_DIM, HIDDEN_UNITS, LATENT_DIM = MODELS["mnist"].data_dim, MODELS["mnist"].hidden_units, MODELS["mnist"].latent_dim
 LEARNING_RATE = MODELS["mnist"].step_size
@@ -50,28 +51,45 @@ LEARNING_RATE = MODELS["mnist"].step_size
 
 def parse_args(description: str, argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data", required=True,
-                        help=".npy file: float32 (N, D) array (MNIST: values in {0, 1}; Frey Face: in [0, 1])")
-    parser.add_argument("--model", choices=sorted(MODELS), default="mnist",
-                        help="mnist: 784-500-20, Bernoulli decoder; frey: 560-200-20, Gaussian decoder; "
-                             "burda: 784-200-200-50, Bernoulli decoder, Adam")
+    parser.add_argument(
+        "--data", required=True, help=".npy file: float32 (N, D) array (MNIST: values in {0, 1}; Frey Face: in [0, 1])"
+    )
+    parser.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default="mnist",
+        help="mnist: 784-500-20, Bernoulli decoder; frey: 560-200-20, Gaussian decoder; "
+        "burda: 784-200-200-50, Bernoulli decoder, Adam",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--train-samples", type=int, default=20000, help="samples per timed training repeat")
     parser.add_argument("--batch-size", type=int, default=None, help="training minibatch size M (default: the model's)")
     parser.add_argument("--hidden-units", type=int, default=None, help="hidden units per layer (default: the model's)")
-    parser.add_argument("--nll-points", type=int, default=100,
-                        help="datapoints (first rows of --data) for the likelihood estimate")
+    parser.add_argument(
+        "--nll-points", type=int, default=100, help="datapoints (first rows of --data) for the likelihood estimate"
+    )
     parser.add_argument("--nll-samples", type=int, default=1000, help="importance samples per datapoint")
-    parser.add_argument("--nll-batch-size", type=int, default=100,
-                        help="pythae's get_nll batch_size (importance samples decoded per pass)")
+    parser.add_argument(
+        "--nll-batch-size",
+        type=int,
+        default=100,
+        help="pythae's get_nll batch_size (importance samples decoded per pass)",
+    )
     args = parser.parse_args(argv)
     args.shape = MODELS[args.model]
     if args.hidden_units is None:
         args.hidden_units = args.shape.hidden_units
     if args.batch_size is None:
         args.batch_size = args.shape.batch_size
-    for name in ("threads", "train_samples", "batch_size", "hidden_units", "nll_points",
-                 "nll_samples", "nll_batch_size"):
+    for name in (
+        "threads",
+        "train_samples",
+        "batch_size",
+        "hidden_units",
+        "nll_points",
+        "nll_samples",
+        "nll_batch_size",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -89,7 +107,7 @@ def load_data(path: str, min_rows: int = 1, data_dim: int = DATA_DIM) -> np.ndar
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, MB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10   # bytes on macOS, KiB on Linux
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
 def emit(message: dict, stream=None) -> None:
@@ -105,7 +123,7 @@ def serve(info: dict, measurements: dict, args: argparse.Namespace, stream=None,
     once per command line until ``quit`` or end of input."""
     stream = sys.stdout if stream is None else stream
     emit({"ready": True, "threads": args.threads, **info}, stream)
-    for line in (sys.stdin if commands is None else commands):
+    for line in sys.stdin if commands is None else commands:
         name = line.strip()
         if name == "quit":
             break

@@ -24,10 +24,16 @@ from common import BenchModel, parse_args, serve
 
 def training_products(batch: int, hidden: int, shape: BenchModel):
     """Closures doing one step's products, on preallocated operands and outputs."""
-    heads = 2 if shape.likelihood == "gaussian" else 1   # mean and log-variance, or logits
+    heads = 2 if shape.likelihood == "gaussian" else 1  # mean and log-variance, or logits
     between = [(hidden, hidden)] * (shape.hidden_layers - 1)
-    shapes = [(shape.data_dim, hidden), *between, (hidden, 2 * shape.latent_dim),
-              (shape.latent_dim, hidden), *between, (hidden, heads * shape.data_dim)]
+    shapes = [
+        (shape.data_dim, hidden),
+        *between,
+        (hidden, 2 * shape.latent_dim),
+        (shape.latent_dim, hidden),
+        *between,
+        (hidden, heads * shape.data_dim),
+    ]
     weights = [torch.randn(out_f, in_f) * 0.01 for in_f, out_f in shapes]
     biases = [torch.zeros(out_f) for _, out_f in shapes]
     inputs = [torch.rand(batch, in_f) for in_f, _ in shapes]
@@ -43,6 +49,7 @@ def training_products(batch: int, hidden: int, shape: BenchModel):
             torch.mm(grads_out[layer].t(), inputs[layer], out=grads_w[layer])
             if layer > 0:
                 torch.mm(grads_out[layer], weights[layer], out=grads_in[layer])
+
     return step
 
 
@@ -56,6 +63,7 @@ def decoder_products(rows: int, hidden: int, shape: BenchModel):
     def chunk():
         for layer, (w, b) in enumerate(zip(weights, biases)):
             torch.addmm(b, activations[layer], w.t(), out=activations[layer + 1])
+
     return chunk
 
 
@@ -76,8 +84,11 @@ def main(argv=None) -> None:
     step = training_products(args.batch_size, args.hidden_units, args.shape)
     rows = args.nll_batch_size * 100
     chunk = decoder_products(rows, args.hidden_units, args.shape)
-    serve({"peer": "GEMM-only bound", "version": torch.__version__},
-          {"train": lambda: rate(step, args.batch_size), "nll": lambda: rate(chunk, rows)}, args)
+    serve(
+        {"peer": "GEMM-only bound", "version": torch.__version__},
+        {"train": lambda: rate(step, args.batch_size), "nll": lambda: rate(chunk, rows)},
+        args,
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ class VAE(nn.Module):
         super().__init__()
         self.data_dim, self.gaussian = shape.data_dim, shape.likelihood == "gaussian"
 
-        def hidden(in_features: int) -> nn.Sequential:   # the tanh layers of one direction
+        def hidden(in_features: int) -> nn.Sequential:  # the tanh layers of one direction
             layers = []
             for index in range(shape.hidden_layers):
                 layers += [nn.Linear(in_features if index == 0 else hidden_units, hidden_units), nn.Tanh()]
@@ -38,7 +38,7 @@ class VAE(nn.Module):
         self.fc22 = nn.Linear(hidden_units, shape.latent_dim)
         self.decoder = hidden(shape.latent_dim)
         self.fc4 = nn.Linear(hidden_units, shape.data_dim)
-        if self.gaussian:   # the decoder's log-variance
+        if self.gaussian:  # the decoder's log-variance
             self.fc5 = nn.Linear(hidden_units, shape.data_dim)
 
     def encode(self, x):
@@ -66,7 +66,7 @@ OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}
 
 
 def loss_function(recon_x, x, mu, logvar):
-    if isinstance(recon_x, tuple):   # Gaussian: −log N(x; mean, exp(log_var))
+    if isinstance(recon_x, tuple):  # Gaussian: −log N(x; mean, exp(log_var))
         mean, log_var = recon_x
         reconstruction = 0.5 * torch.sum(log_var + (x - mean).pow(2) / log_var.exp() + math.log(2 * math.pi))
     else:
@@ -96,8 +96,9 @@ def main(argv=None) -> None:
     rows = data.repeat((args.train_samples + data.shape[0] - 1) // data.shape[0], 1)[: args.train_samples]
     loader = DataLoader(TensorDataset(rows, torch.zeros(rows.shape[0])), batch_size=args.batch_size, shuffle=True)
     warm_rows = rows[:1000]
-    warmup = DataLoader(TensorDataset(warm_rows, torch.zeros(warm_rows.shape[0])), batch_size=args.batch_size,
-                        shuffle=True)
+    warmup = DataLoader(
+        TensorDataset(warm_rows, torch.zeros(warm_rows.shape[0])), batch_size=args.batch_size, shuffle=True
+    )
     model = VAE(args.shape, args.hidden_units)
     optimizer = OPTIMIZERS[args.shape.optimizer](model.parameters(), lr=args.shape.step_size)
     train_epoch(model, optimizer, warmup)

@@ -114,8 +114,7 @@ def build_trainer(model, train_rows: np.ndarray, batch_size: int, output_dir: st
         steps_predict=None,
         no_cuda=True,
     )
-    trainer = BaseTrainer(model=model, train_dataset=pythae_dataset(train_rows),
-                          training_config=config, callbacks=None)
+    trainer = BaseTrainer(model=model, train_dataset=pythae_dataset(train_rows), training_config=config, callbacks=None)
     trainer.prepare_training()  # seed, optimizer, scheduler (none), empty dir in output_dir
     quiet_pythae()
     # prepare_training adds tqdm's ProgressBarCallback and a console printer; keep only
@@ -127,7 +126,7 @@ def build_trainer(model, train_rows: np.ndarray, batch_size: int, output_dir: st
 def training(model, data: np.ndarray, args: argparse.Namespace, output_dir: str):
     """Warm pythae's trainer up; return a function timing one epoch of ``--train-samples`` rows."""
     train_rows = np.resize(data, (args.train_samples, DATA_DIM))  # tiles rows cyclically
-    warmup_rows = train_rows[:min(args.train_samples, WARMUP_BATCHES * args.batch_size)]
+    warmup_rows = train_rows[: min(args.train_samples, WARMUP_BATCHES * args.batch_size)]
     trainer = build_trainer(model, train_rows, args.batch_size, output_dir)
     timed_loader = trainer.train_loader
     trainer.train_loader = trainer.get_train_dataloader(pythae_dataset(warmup_rows))
@@ -142,6 +141,7 @@ def training(model, data: np.ndarray, args: argparse.Namespace, output_dir: str)
         rate = args.train_samples / (time.perf_counter() - started)
         log(f"pythae train: {rate:.0f} samples/s, mean loss {loss:.2f}")
         return rate
+
     return train
 
 
@@ -154,11 +154,13 @@ def effective_importance_samples(n_samples: int, batch_size: int) -> int:
 
 def likelihood(model, data: np.ndarray, args: argparse.Namespace):
     """A function timing one ``get_nll`` over ``--nll-points`` rows, and the samples it draws."""
-    points = torch.from_numpy(np.ascontiguousarray(data[:args.nll_points]))
+    points = torch.from_numpy(np.ascontiguousarray(data[: args.nll_points]))
     samples = effective_importance_samples(args.nll_samples, args.nll_batch_size)
     if samples != args.nll_samples:
-        log(f"warning: get_nll draws {samples} importance samples per datapoint, not "
-            f"{args.nll_samples} (batch size {args.nll_batch_size})")
+        log(
+            f"warning: get_nll draws {samples} importance samples per datapoint, not "
+            f"{args.nll_samples} (batch size {args.nll_batch_size})"
+        )
     with torch.no_grad():
         model.eval()
         model.get_nll(points[:1], n_samples=args.nll_batch_size, batch_size=args.nll_batch_size)
@@ -171,6 +173,7 @@ def likelihood(model, data: np.ndarray, args: argparse.Namespace):
             rate = args.nll_points * samples / (time.perf_counter() - started)
         log(f"pythae nll: {rate:.0f} decoder evaluations/s, mean log p(x) {value:.2f}")
         return rate
+
     return nll, samples
 
 
@@ -183,13 +186,17 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
         data = load_data(args.data, args.nll_points)
         import pythae.trainers  # noqa: F401  (registers pythae's loggers so they can be quietened)
+
         quiet_pythae()
         model = build_model(args.hidden_units)
         with tempfile.TemporaryDirectory(prefix="pythae_peer_") as output_dir:
             train = training(model, data, args, output_dir)
             nll, samples = likelihood(model, data, args)
-            info = {"peer": f"pythae {importlib.metadata.version('pythae')}", "version": torch.__version__,
-                    "nll_effective_samples": samples}
+            info = {
+                "peer": f"pythae {importlib.metadata.version('pythae')}",
+                "version": torch.__version__,
+                "nll_effective_samples": samples,
+            }
             serve(info, {"train": train, "nll": nll}, args, stream=stdout)
 
 

@@ -60,7 +60,7 @@ class Logistic(SymmetricAboutLoc, ElementwiseDistribution):
 
     @property
     def variance(self):
-        return self.scale.square() * (math.pi ** 2 / 3)
+        return self.scale.square() * (math.pi**2 / 3)
 
     def entropy(self):
         return self.scale.log() + 2.0
@@ -182,8 +182,7 @@ class Gompertz(ElementwiseDistribution):
         if self._validate_args:
             self._validate_sample(value)
         standard = value / self.scale
-        return (self.concentration.log() - self.scale.log() + standard
-                - self.concentration * torch.expm1(standard))
+        return self.concentration.log() - self.scale.log() + standard - self.concentration * torch.expm1(standard)
 
     def cdf(self, value):
         return -torch.expm1(-self.concentration * torch.expm1(value / self.scale))

@@ -23,8 +23,11 @@ from .location_scale import Triangular
 
 def _kl_to_normal(entropy: torch.Tensor, mean: torch.Tensor, variance: torch.Tensor, prior: Normal) -> torch.Tensor:
     prior_variance = prior.scale.square()
-    return (-entropy + 0.5 * torch.log(2 * math.pi * prior_variance)
-            + (variance + (mean - prior.loc).square()) / (2 * prior_variance))
+    return (
+        -entropy
+        + 0.5 * torch.log(2 * math.pi * prior_variance)
+        + (variance + (mean - prior.loc).square()) / (2 * prior_variance)
+    )
 
 
 @register_kl(Logistic, Normal)
@@ -58,7 +61,7 @@ def _kl_full_covariance_diagonal(p: MultivariateNormal, q: Independent) -> torch
     if not (isinstance(q.base_dist, Normal) and q.reinterpreted_batch_ndims == 1):
         raise NotImplementedError
     variance = q.base_dist.scale.square()
-    trace = (p.scale_tril.square().sum(-1) / variance).sum(-1)       # tr(Σ_q⁻¹ Σ_p), Σ_p = LLᵀ
+    trace = (p.scale_tril.square().sum(-1) / variance).sum(-1)  # tr(Σ_q⁻¹ Σ_p), Σ_p = LLᵀ
     mahalanobis = ((q.base_dist.loc - p.loc).square() / variance).sum(-1)
     log_det_p = 2 * p.scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     log_det_q = variance.log().sum(-1)

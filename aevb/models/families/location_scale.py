@@ -44,8 +44,12 @@ class Triangular(SymmetricAboutLoc, ElementwiseDistribution):
             self._validate_sample(value)
         height = 1 - (value - self.loc).abs() / self.scale
         # log of a non-positive height is −inf (outside) — clamp first so no NaN appears.
-        return torch.where(height > 0, height.clamp(min=torch.finfo(height.dtype).tiny).log(),
-                           torch.full_like(height, -math.inf)) - self.scale.log()
+        return (
+            torch.where(
+                height > 0, height.clamp(min=torch.finfo(height.dtype).tiny).log(), torch.full_like(height, -math.inf)
+            )
+            - self.scale.log()
+        )
 
     def cdf(self, value):
         standard = ((value - self.loc) / self.scale).clamp(-1, 1)
@@ -77,8 +81,11 @@ class MultivariateStudentT(Distribution):
         scale_tril: (..., J, J) lower-triangular with positive diagonal.
     """
 
-    arg_constraints = {"df": constraints.positive, "loc": constraints.real_vector,
-                       "scale_tril": constraints.lower_cholesky}
+    arg_constraints = {
+        "df": constraints.positive,
+        "loc": constraints.real_vector,
+        "scale_tril": constraints.lower_cholesky,
+    }
     support = constraints.real_vector
     has_rsample = True
 
@@ -104,7 +111,7 @@ class MultivariateStudentT(Distribution):
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)
         normal = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
-        chi2 = Chi2(self.df).rsample(sample_shape)                       # (S..., B...)
+        chi2 = Chi2(self.df).rsample(sample_shape)  # (S..., B...)
         radial = torch.sqrt(self.df / chi2).unsqueeze(-1)
         return self.loc + radial * (self.scale_tril @ normal.unsqueeze(-1)).squeeze(-1)
 
@@ -118,8 +125,13 @@ class MultivariateStudentT(Distribution):
         mahalanobis = whitened.square().sum(-1)
         half_log_det = self.scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         df = self.df
-        return (torch.lgamma((df + dim) / 2) - torch.lgamma(df / 2) - 0.5 * dim * torch.log(df * math.pi)
-                - half_log_det - 0.5 * (df + dim) * torch.log1p(mahalanobis / df))
+        return (
+            torch.lgamma((df + dim) / 2)
+            - torch.lgamma(df / 2)
+            - 0.5 * dim * torch.log(df * math.pi)
+            - half_log_det
+            - 0.5 * (df + dim) * torch.log1p(mahalanobis / df)
+        )
 
     @property
     def mean(self):

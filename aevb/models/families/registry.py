@@ -58,14 +58,14 @@ from .composition import Erlang
 from .inverse_cdf import Gompertz, Logistic, Rayleigh, Reciprocal
 from .location_scale import MultivariateStudentT, Triangular
 
-ROUTES = ("inverse-cdf", "location-scale", "composition")     # §2.4's three routes
+ROUTES = ("inverse-cdf", "location-scale", "composition")  # §2.4's three routes
 SUPPORTS = ("real", "positive", "unit-interval", "simplex")
 
-SHAPE_FLOOR = 0.1          # smallest shape parameter: keeps Gamma-type draws away from underflow
-STUDENT_T_PRIOR_DF = 3.0   # the Student-t priors' ν: the smallest integer with a finite variance
-ERLANG_SHAPE = 2           # the Erlang family's fixed integer shape k (k = 1 is the exponential)
+SHAPE_FLOOR = 0.1  # smallest shape parameter: keeps Gamma-type draws away from underflow
+STUDENT_T_PRIOR_DF = 3.0  # the Student-t priors' ν: the smallest integer with a finite variance
+ERLANG_SHAPE = 2  # the Erlang family's fixed integer shape k (k = 1 is the exponential)
 WEIBULL_PRIOR_SHAPE = 2.0  # the Weibull prior's shape (shape 1 would repeat the exponential prior)
-CHI2_PRIOR_DF = 2.0        # the χ² prior's degrees of freedom
+CHI2_PRIOR_DF = 2.0  # the χ² prior's degrees of freedom
 
 
 def scale_from(raw: torch.Tensor, bound: float | None) -> torch.Tensor:
@@ -88,7 +88,7 @@ def _lower_triangular(diagonal: torch.Tensor, off_diagonal: torch.Tensor) -> tor
     dim = diagonal.shape[-1]
     rows, columns = torch.tril_indices(dim, dim, offset=-1, device=diagonal.device)
     strictly_lower = diagonal.new_zeros(diagonal.shape + (dim,))
-    strictly_lower[..., rows, columns] = off_diagonal     # differentiable in off_diagonal
+    strictly_lower[..., rows, columns] = off_diagonal  # differentiable in off_diagonal
     return strictly_lower + torch.diag_embed(diagonal)
 
 
@@ -102,17 +102,18 @@ class Family:
     """
 
     name: str
-    route: str                      # one of ROUTES
-    support: str                    # support of the posterior (the enclosing one if bounded)
-    parameters: tuple[str, ...]     # per-latent-dimension parameters, in head order
+    route: str  # one of ROUTES
+    support: str  # support of the posterior (the enclosing one if bounded)
+    parameters: tuple[str, ...]  # per-latent-dimension parameters, in head order
     build: Callable[..., Distribution]
     prior_builder: Callable[..., Distribution] | None
     prior_description: str
-    finite_moments: float = math.inf   # E|z|^r is finite for r up to this, whatever the parameters:
-                                       # a prior whose −log density grows like |z|^r needs r ≤ this
-    prior_needs_moment: float = 0.0    # that r of the prior (0: it grows like log|z|)
-    prior_support: str | None = None   # support of the prior, when it differs from the posterior's
-    extra_outputs: Callable[[int], int] | None = None   # non-factorised families: outputs beyond blocks
+    # E|z|^r is finite for r up to this, whatever the parameters: a prior whose −log density grows like |z|^r needs r ≤
+    # this
+    finite_moments: float = math.inf
+    prior_needs_moment: float = 0.0  # that r of the prior (0: it grows like log|z|)
+    prior_support: str | None = None  # support of the prior, when it differs from the posterior's
+    extra_outputs: Callable[[int], int] | None = None  # non-factorised families: outputs beyond blocks
 
     def num_outputs(self, latent_dim: int) -> int:
         """How many unconstrained encoder outputs one datapoint's posterior takes."""
@@ -142,6 +143,7 @@ def _blocks(raw: torch.Tensor, count: int) -> tuple[torch.Tensor, ...]:
 
 # --- posteriors from unconstrained outputs ---------------------------------------------------
 
+
 def _gaussian(raw, bound):
     mean, log_var = _blocks(raw, 2)
     return _factorised(Normal(mean, scale_from(log_var, bound), validate_args=False))
@@ -151,6 +153,7 @@ def _loc_scale(distribution):
     def build(raw, bound):
         loc, raw_scale = _blocks(raw, 2)
         return _factorised(distribution(loc, scale_from(raw_scale, bound), validate_args=False))
+
     return build
 
 
@@ -166,8 +169,8 @@ def _uniform(raw, bound):
 
 
 def _full_covariance_parts(raw, latent_dim, bound):
-    mean, log_var = raw[..., :latent_dim], raw[..., latent_dim:2 * latent_dim]
-    off_diagonal = raw[..., 2 * latent_dim:2 * latent_dim + latent_dim * (latent_dim - 1) // 2]
+    mean, log_var = raw[..., :latent_dim], raw[..., latent_dim : 2 * latent_dim]
+    off_diagonal = raw[..., 2 * latent_dim : 2 * latent_dim + latent_dim * (latent_dim - 1) // 2]
     return mean, _lower_triangular(scale_from(log_var, bound), off_diagonal)
 
 
@@ -251,69 +254,249 @@ def _dirichlet(raw, bound):
 
 # --- standard priors (zeros: a (J,) zero tensor of the right dtype and device) -----------------
 
+
 def _ones(zeros):
     return torch.ones_like(zeros)
 
 
-FAMILIES: dict[str, Family] = {family.name: family for family in [
-    # §2.4 location-scale (with the paper's own Gaussian first)
-    Family("gaussian", "location-scale", "real", ("mean", "log-variance"), _gaussian,
-           lambda z: _factorised(Normal(z, _ones(z), validate_args=False)), "N(0, I)", prior_needs_moment=2),
-    Family("full-covariance-gaussian", "location-scale", "real", ("mean", "log-variance", "cholesky-off-diagonal"),
-           _full_covariance_gaussian, lambda z: MultivariateNormal(z, scale_tril=torch.diag(_ones(z)), validate_args=False),
-           "N(0, I)", prior_needs_moment=2, extra_outputs=lambda j: j * (j + 3) // 2),
-    Family("laplace", "location-scale", "real", ("loc", "log-scale²"), _loc_scale(Laplace),
-           lambda z: _factorised(Laplace(z, _ones(z), validate_args=False)), "Laplace(0, 1)", prior_needs_moment=1),
-    Family("student-t", "location-scale", "real", ("loc", "log-scale²", "df (> 2)"), _student_t,
-           lambda z: _factorised(StudentT(STUDENT_T_PRIOR_DF, z, _ones(z), validate_args=False)),
-           f"Student-t(ν = {STUDENT_T_PRIOR_DF:g}, 0, 1)", finite_moments=2),
-    Family("multivariate-student-t", "location-scale", "real", ("loc", "log-scale²", "cholesky-off-diagonal", "df"),
-           _multivariate_student_t,
-           lambda z: MultivariateStudentT(torch.tensor(STUDENT_T_PRIOR_DF, dtype=z.dtype, device=z.device), z,
-                                          torch.diag(_ones(z)), validate_args=False),
-           f"elliptical t(ν = {STUDENT_T_PRIOR_DF:g}, 0, I)", finite_moments=2, extra_outputs=lambda j: j * (j + 3) // 2 + 1),
-    Family("uniform", "location-scale", "real", ("centre", "log-half-width²"), _uniform,
-           lambda z: _factorised(Uniform(z, _ones(z), validate_args=False)), "U(0, 1)", prior_support="unit-interval"),
-    Family("triangular", "location-scale", "real", ("loc", "log-half-width²"), _loc_scale(Triangular), None,
-           "its support is a bounded interval, outside which every real posterior has mass"),
-    # §2.4 tractable inverse CDF
-    Family("logistic", "inverse-cdf", "real", ("loc", "log-scale²"), _loc_scale(Logistic),
-           lambda z: _factorised(Logistic(z, _ones(z), validate_args=False)), "Logistic(0, 1)", prior_needs_moment=1),
-    Family("cauchy", "inverse-cdf", "real", ("loc", "log-scale²"), _loc_scale(Cauchy),
-           lambda z: _factorised(Cauchy(z, _ones(z), validate_args=False)), "Cauchy(0, 1)", finite_moments=0.5),
-    Family("gumbel", "inverse-cdf", "real", ("loc", "log-scale²"), _loc_scale(Gumbel), None,
-           "its log-density falls like e^(−z): KL is infinite for posteriors with polynomial tails"),
-    Family("exponential", "inverse-cdf", "positive", ("log-scale²",), _exponential,
-           lambda z: _factorised(Exponential(_ones(z), validate_args=False)), "Exponential(1)", prior_needs_moment=1),
-    Family("rayleigh", "inverse-cdf", "positive", ("log-scale²",), _rayleigh,
-           lambda z: _factorised(Rayleigh(_ones(z), validate_args=False)), "Rayleigh(1)", prior_needs_moment=2),
-    Family("pareto", "inverse-cdf", "positive", ("log-scale²", "alpha (> 2)"), _pareto, None,
-           "its support [1, ∞) excludes the rest of the positive half-line", finite_moments=2),
-    Family("weibull", "inverse-cdf", "positive", ("log-scale²", "shape"), _weibull,
-           lambda z: _factorised(Weibull(_ones(z), WEIBULL_PRIOR_SHAPE * _ones(z), validate_args=False)),
-           f"Weibull(1, shape {WEIBULL_PRIOR_SHAPE:g})", prior_needs_moment=WEIBULL_PRIOR_SHAPE),
-    Family("reciprocal", "inverse-cdf", "positive", ("log-low²", "log-ratio"), _reciprocal, None,
-           "its support is a bounded interval"),
-    Family("gompertz", "inverse-cdf", "positive", ("log-scale²", "shape"), _gompertz, None,
-           "its log-density falls like e^z: KL is infinite for posteriors with heavier tails (log-normal, Pareto, F)"),
-    Family("erlang", "inverse-cdf", "positive", ("log-scale²",), _erlang,
-           lambda z: _factorised(Erlang(ERLANG_SHAPE, _ones(z), validate_args=False)),
-           f"Erlang(k = {ERLANG_SHAPE}, 1)", prior_needs_moment=1),
-    # §2.4 composition
-    Family("log-normal", "composition", "positive", ("loc", "log-scale²"), _loc_scale(LogNormal),
-           lambda z: _factorised(LogNormal(z, _ones(z), validate_args=False)), "LogNormal(0, 1)"),
-    Family("gamma", "composition", "positive", ("log-scale²", "shape"), _gamma,
-           lambda z: _factorised(Gamma(_ones(z), _ones(z), validate_args=False)), "Gamma(1, 1)", prior_needs_moment=1),
-    Family("chi-squared", "composition", "positive", ("df",), _chi_squared,
-           lambda z: _factorised(Chi2(CHI2_PRIOR_DF * _ones(z), validate_args=False)), f"χ²({CHI2_PRIOR_DF:g})",
-           prior_needs_moment=1),
-    Family("f", "composition", "positive", ("df1", "df2 (> 4)"), _fisher, None,
-           "no standard member; pair it with a positive prior such as exponential", finite_moments=2),
-    Family("beta", "composition", "unit-interval", ("alpha", "beta"), _beta,
-           lambda z: _factorised(Beta(_ones(z), _ones(z), validate_args=False)), "Beta(1, 1)"),
-    Family("dirichlet", "composition", "simplex", ("concentration",), _dirichlet,
-           lambda z: Dirichlet(_ones(z), validate_args=False), "Dirichlet(1, ..., 1)"),
-]}
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in [
+        # §2.4 location-scale (with the paper's own Gaussian first)
+        Family(
+            "gaussian",
+            "location-scale",
+            "real",
+            ("mean", "log-variance"),
+            _gaussian,
+            lambda z: _factorised(Normal(z, _ones(z), validate_args=False)),
+            "N(0, I)",
+            prior_needs_moment=2,
+        ),
+        Family(
+            "full-covariance-gaussian",
+            "location-scale",
+            "real",
+            ("mean", "log-variance", "cholesky-off-diagonal"),
+            _full_covariance_gaussian,
+            lambda z: MultivariateNormal(z, scale_tril=torch.diag(_ones(z)), validate_args=False),
+            "N(0, I)",
+            prior_needs_moment=2,
+            extra_outputs=lambda j: j * (j + 3) // 2,
+        ),
+        Family(
+            "laplace",
+            "location-scale",
+            "real",
+            ("loc", "log-scale²"),
+            _loc_scale(Laplace),
+            lambda z: _factorised(Laplace(z, _ones(z), validate_args=False)),
+            "Laplace(0, 1)",
+            prior_needs_moment=1,
+        ),
+        Family(
+            "student-t",
+            "location-scale",
+            "real",
+            ("loc", "log-scale²", "df (> 2)"),
+            _student_t,
+            lambda z: _factorised(StudentT(STUDENT_T_PRIOR_DF, z, _ones(z), validate_args=False)),
+            f"Student-t(ν = {STUDENT_T_PRIOR_DF:g}, 0, 1)",
+            finite_moments=2,
+        ),
+        Family(
+            "multivariate-student-t",
+            "location-scale",
+            "real",
+            ("loc", "log-scale²", "cholesky-off-diagonal", "df"),
+            _multivariate_student_t,
+            lambda z: MultivariateStudentT(
+                torch.tensor(STUDENT_T_PRIOR_DF, dtype=z.dtype, device=z.device),
+                z,
+                torch.diag(_ones(z)),
+                validate_args=False,
+            ),
+            f"elliptical t(ν = {STUDENT_T_PRIOR_DF:g}, 0, I)",
+            finite_moments=2,
+            extra_outputs=lambda j: j * (j + 3) // 2 + 1,
+        ),
+        Family(
+            "uniform",
+            "location-scale",
+            "real",
+            ("centre", "log-half-width²"),
+            _uniform,
+            lambda z: _factorised(Uniform(z, _ones(z), validate_args=False)),
+            "U(0, 1)",
+            prior_support="unit-interval",
+        ),
+        Family(
+            "triangular",
+            "location-scale",
+            "real",
+            ("loc", "log-half-width²"),
+            _loc_scale(Triangular),
+            None,
+            "its support is a bounded interval, outside which every real posterior has mass",
+        ),
+        # §2.4 tractable inverse CDF
+        Family(
+            "logistic",
+            "inverse-cdf",
+            "real",
+            ("loc", "log-scale²"),
+            _loc_scale(Logistic),
+            lambda z: _factorised(Logistic(z, _ones(z), validate_args=False)),
+            "Logistic(0, 1)",
+            prior_needs_moment=1,
+        ),
+        Family(
+            "cauchy",
+            "inverse-cdf",
+            "real",
+            ("loc", "log-scale²"),
+            _loc_scale(Cauchy),
+            lambda z: _factorised(Cauchy(z, _ones(z), validate_args=False)),
+            "Cauchy(0, 1)",
+            finite_moments=0.5,
+        ),
+        Family(
+            "gumbel",
+            "inverse-cdf",
+            "real",
+            ("loc", "log-scale²"),
+            _loc_scale(Gumbel),
+            None,
+            "its log-density falls like e^(−z): KL is infinite for posteriors with polynomial tails",
+        ),
+        Family(
+            "exponential",
+            "inverse-cdf",
+            "positive",
+            ("log-scale²",),
+            _exponential,
+            lambda z: _factorised(Exponential(_ones(z), validate_args=False)),
+            "Exponential(1)",
+            prior_needs_moment=1,
+        ),
+        Family(
+            "rayleigh",
+            "inverse-cdf",
+            "positive",
+            ("log-scale²",),
+            _rayleigh,
+            lambda z: _factorised(Rayleigh(_ones(z), validate_args=False)),
+            "Rayleigh(1)",
+            prior_needs_moment=2,
+        ),
+        Family(
+            "pareto",
+            "inverse-cdf",
+            "positive",
+            ("log-scale²", "alpha (> 2)"),
+            _pareto,
+            None,
+            "its support [1, ∞) excludes the rest of the positive half-line",
+            finite_moments=2,
+        ),
+        Family(
+            "weibull",
+            "inverse-cdf",
+            "positive",
+            ("log-scale²", "shape"),
+            _weibull,
+            lambda z: _factorised(Weibull(_ones(z), WEIBULL_PRIOR_SHAPE * _ones(z), validate_args=False)),
+            f"Weibull(1, shape {WEIBULL_PRIOR_SHAPE:g})",
+            prior_needs_moment=WEIBULL_PRIOR_SHAPE,
+        ),
+        Family(
+            "reciprocal",
+            "inverse-cdf",
+            "positive",
+            ("log-low²", "log-ratio"),
+            _reciprocal,
+            None,
+            "its support is a bounded interval",
+        ),
+        Family(
+            "gompertz",
+            "inverse-cdf",
+            "positive",
+            ("log-scale²", "shape"),
+            _gompertz,
+            None,
+            "its log-density falls like e^z: KL is infinite for posteriors with heavier tails (log-normal, Pareto, F)",
+        ),
+        Family(
+            "erlang",
+            "inverse-cdf",
+            "positive",
+            ("log-scale²",),
+            _erlang,
+            lambda z: _factorised(Erlang(ERLANG_SHAPE, _ones(z), validate_args=False)),
+            f"Erlang(k = {ERLANG_SHAPE}, 1)",
+            prior_needs_moment=1,
+        ),
+        # §2.4 composition
+        Family(
+            "log-normal",
+            "composition",
+            "positive",
+            ("loc", "log-scale²"),
+            _loc_scale(LogNormal),
+            lambda z: _factorised(LogNormal(z, _ones(z), validate_args=False)),
+            "LogNormal(0, 1)",
+        ),
+        Family(
+            "gamma",
+            "composition",
+            "positive",
+            ("log-scale²", "shape"),
+            _gamma,
+            lambda z: _factorised(Gamma(_ones(z), _ones(z), validate_args=False)),
+            "Gamma(1, 1)",
+            prior_needs_moment=1,
+        ),
+        Family(
+            "chi-squared",
+            "composition",
+            "positive",
+            ("df",),
+            _chi_squared,
+            lambda z: _factorised(Chi2(CHI2_PRIOR_DF * _ones(z), validate_args=False)),
+            f"χ²({CHI2_PRIOR_DF:g})",
+            prior_needs_moment=1,
+        ),
+        Family(
+            "f",
+            "composition",
+            "positive",
+            ("df1", "df2 (> 4)"),
+            _fisher,
+            None,
+            "no standard member; pair it with a positive prior such as exponential",
+            finite_moments=2,
+        ),
+        Family(
+            "beta",
+            "composition",
+            "unit-interval",
+            ("alpha", "beta"),
+            _beta,
+            lambda z: _factorised(Beta(_ones(z), _ones(z), validate_args=False)),
+            "Beta(1, 1)",
+        ),
+        Family(
+            "dirichlet",
+            "composition",
+            "simplex",
+            ("concentration",),
+            _dirichlet,
+            lambda z: Dirichlet(_ones(z), validate_args=False),
+            "Dirichlet(1, ..., 1)",
+        ),
+    ]
+}
 
 
 def get_family(name: str) -> Family:
@@ -335,12 +518,16 @@ def check_pair(posterior: str, prior: str) -> None:
     if p.prior_builder is None:
         raise AevbError(f"`prior` {prior} is not available: {p.prior_description}")
     if q.support != p.support_as_prior:
-        raise AevbError(f"a {posterior} posterior lives on the {q.support} support but the {prior} prior on the "
-                        f"{p.support_as_prior} one: KL(q || p) is infinite; choose a prior on the {q.support} support "
-                        f"({', '.join(n for n in prior_names() if FAMILIES[n].support_as_prior == q.support)})")
+        raise AevbError(
+            f"a {posterior} posterior lives on the {q.support} support but the {prior} prior on the "
+            f"{p.support_as_prior} one: KL(q || p) is infinite; choose a prior on the {q.support} support "
+            f"({', '.join(n for n in prior_names() if FAMILIES[n].support_as_prior == q.support)})"
+        )
     if p.prior_needs_moment > q.finite_moments:
-        raise AevbError(f"a {posterior} posterior has too heavy tails for the {prior} prior (KL(q || p) is infinite); "
-                        f"choose a prior with logarithmic tails ({', '.join(n for n in prior_names() if FAMILIES[n].prior_needs_moment == 0 and FAMILIES[n].support_as_prior == 'real')})")
+        raise AevbError(
+            f"a {posterior} posterior has too heavy tails for the {prior} prior (KL(q || p) is infinite); "
+            f"choose a prior with logarithmic tails ({', '.join(n for n in prior_names() if FAMILIES[n].prior_needs_moment == 0 and FAMILIES[n].support_as_prior == 'real')})"
+        )
 
 
 def has_closed_form_kl(posterior: str, prior: str) -> bool:
@@ -370,16 +557,19 @@ def check_estimator(model: ModelConfig, estimator: str) -> None:
     if (posterior, prior) == (PAPER_POSTERIOR, PAPER_PRIOR):
         return
     if estimator.upper() == "B" and not has_closed_form_kl(posterior, prior):
-        raise AevbError(f"estimator B needs KL({posterior} || {prior}) in closed form and there is none; "
-                        f"use `estimator` A")
+        raise AevbError(
+            f"estimator B needs KL({posterior} || {prior}) in closed form and there is none; use `estimator` A"
+        )
 
 
 def check_hmc_prior(model: ModelConfig) -> None:
     """HMC moves z freely in R^J: a one-line AevbError for a prior on a restricted support."""
     prior = families_of(model)[1]
     if get_family(prior).support_as_prior != "real":
-        raise AevbError(f"HMC needs a prior on the whole real line; the {prior} prior lives on the "
-                        f"{get_family(prior).support_as_prior} support")
+        raise AevbError(
+            f"HMC needs a prior on the whole real line; the {prior} prior lives on the "
+            f"{get_family(prior).support_as_prior} support"
+        )
 
 
 def default_estimator(posterior: str, prior: str) -> str:
