@@ -278,13 +278,13 @@ def test_a_reproduction_stopped_mid_run_continues_from_its_checkpoint(shared_dat
     from safetensors.torch import load_file
 
     import aevb.experiments.runner
-    import aevb.runs.train
+    import aevb.runs.fit
     from aevb.runs import RunOptions
 
     argv = ["reproduce", "fig4", "--budget", "30000", "--data-dir", str(shared_data)]  # beyond the 200 selection steps
     assert main([*argv, "--out", str(tmp_path / "reference")]) == 0  # checkpointing does not change a run
 
-    original, calls = aevb.runs.train.save_checkpoint, []
+    original, calls = aevb.runs.fit.save_checkpoint, []
 
     def save_then_terminate(out, state, **options):  # SIGTERM right after the second checkpoint
         path = original(out, state, **options)
@@ -293,13 +293,13 @@ def test_a_reproduction_stopped_mid_run_continues_from_its_checkpoint(shared_dat
             os.kill(os.getpid(), signal.SIGTERM)
         return path
 
-    monkeypatch.setattr(aevb.runs.train, "save_checkpoint", save_then_terminate)
+    monkeypatch.setattr(aevb.runs.fit, "save_checkpoint", save_then_terminate)
     monkeypatch.setattr(aevb.experiments.runner, "RunOptions", functools.partial(RunOptions, checkpoint_every=7))
     out = tmp_path / "stopped"
     assert main([*argv, "--out", str(out)]) == 128 + signal.SIGTERM
     assert not (out / "frey-z2-aevb" / "summary.json").exists()
     assert (out / "frey-z2-aevb" / "checkpoints" / "latest.json").is_file()
-    monkeypatch.setattr(aevb.runs.train, "save_checkpoint", original)
+    monkeypatch.setattr(aevb.runs.fit, "save_checkpoint", original)
     assert main([*argv, "--out", str(out)]) == 0
     expected = load_file(tmp_path / "reference" / "frey-z2-aevb" / "model.safetensors")
     got = load_file(out / "frey-z2-aevb" / "model.safetensors")

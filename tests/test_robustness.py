@@ -75,7 +75,7 @@ def test_overwrite_removes_the_old_runs_checkpoints_so_resume_continues_the_new_
         raise KeyboardInterrupt  # as SIGKILL would leave it: config.json written, nothing else
 
     with monkeypatch.context() as patch:
-        patch.setattr(train, "_train_into", killed_before_its_first_checkpoint)
+        patch.setattr(train, "fit_into", killed_before_its_first_checkpoint)
         call(
             [
                 "train",
@@ -678,14 +678,14 @@ def test_a_path_component_longer_than_the_system_allows_ends_in_one_line(tmp_pat
 
 def test_ctrl_c_while_the_final_files_are_written_says_how_to_resume(tmp_path, monkeypatch, capsys):
     # (issue 28, item 17) The checkpoints are removed only once summary.json marks the run finished.
-    from aevb.runs import train
+    from aevb.runs import fit
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
     run = tmp_path / "run"
     with monkeypatch.context() as patch:
-        patch.setattr(train, "write_figures", ctrl_c)
+        patch.setattr(fit, "write_figures", ctrl_c)
         code, out, err = run_cli(capsys, ["train", *SMALL, "--max-samples", "2000", "--out", run])
     assert code == 130 and len(err.strip().splitlines()) == 1, err
     assert err.startswith("aevb train: interrupted") and err.strip().endswith(f"aevb train --resume {run}"), err

@@ -20,7 +20,9 @@ One module per concern:
 * :mod:`~aevb.runs.layout` ........ the directory's files, claiming one, a run's identity
 * :mod:`~aevb.runs.data_config` ... which data a run uses, as config.json records it
 * :mod:`~aevb.runs.spec` .......... a run's typed specification: data, model, training, algorithm, run options
-* :mod:`~aevb.runs.train` ......... train a run, resume one
+* :mod:`~aevb.runs.train` ......... train a new run: its spec checked before anything is written
+* :mod:`~aevb.runs.resume` ........ resume a run from its newest checkpoint
+* :mod:`~aevb.runs.fit` ........... train in a run's directory: checkpoints, metrics, model, summary
 * :mod:`~aevb.runs.process` ....... stopping on a signal, agreed across processes
 * :mod:`~aevb.runs.lock` .......... one process at a time in a run
 * :mod:`~aevb.runs.outputs` ....... figures and TensorBoard scalars
@@ -42,9 +44,10 @@ from .layout import (
     prepare_run_dir,
     read_run_config,
 )
+from .resume import resume_run, run_configs
 from .sample import sample_run
 from .spec import DEFAULT_CHECKPOINT_EVERY, ModelSpec, RunOptions, RunSpec, resolve_device
-from .train import plan_run, resolved_config, resume_run, run_configs, train_run
+from .train import plan_run, resolved_config, train_run
 
 __all__ = [
     "CONFIG_FILE",

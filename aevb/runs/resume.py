@@ -1,0 +1,150 @@
+"""Resuming a run from its newest checkpoint, with the settings in its config.json."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from ..checkpoint import (
+    atomic_write_bytes,
+    read_json,
+)
+from ..data import Dataset
+from ..errors import AevbError, TrainingDiverged
+from ..models.build import build_model
+from ..models.vae import VAE, ModelConfig
+from ..training import Metrics, TrainConfig
+from ..training.algorithms import ALGORITHMS, make_algorithm
+from ..training.checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint
+from ..training.preflight import run_preflight
+from ..training.reporting import TrainingWarning
+from .data_config import (
+    check_same_data,
+    data_config_of_run,
+    load_data,
+)
+from .fit import device_and_group, fit_into
+from .layout import (
+    CONFIG_FILE,
+    DIVERGED_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    configuration_id,
+    line_samples,
+    metrics_lines,
+    read_run_config,
+    refuse_links,
+)
+from .lock import RunLock
+from .spec import RunOptions
+
+
+def resume_run(
+    run_dir: str | os.PathLike,
+    options: RunOptions | None = None,
+    *,
+    on_metrics: Callable[[Metrics], None] | None = None,
+    extra_metrics: Callable[[VAE, Dataset], dict] | None = None,
+) -> Path:
+    """Continue the run in ``run_dir`` from its newest checkpoint, with the settings in its
+    config.json, to the end it was asked for; ``options`` say how it runs now (default: the
+    defaults of :class:`RunOptions`). With the same device the run ends with the parameters, bit
+    for bit, that it would have had uninterrupted. ``on_metrics`` and ``extra_metrics`` as for
+    :func:`train_run`."""
+    options = options if options is not None else RunOptions()
+    options.check_loggers_installed()
+    out = Path(run_dir)
+    config = read_run_config(out)
+    if (out / SUMMARY_FILE).exists():
+        raise AevbError(f"{out} is a finished run; nothing to resume")
+    refuse_links(out)
+    refuse_a_diverged_run(out)
+    where = str(out / CONFIG_FILE)
+    algorithm = config.get("algorithm")
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise AevbError(f"{where} names an unknown algorithm {algorithm!r}")
+    data_config = data_config_of_run(config.get("data"), where=where)
+    model_config, train_config = run_configs(config, where)
+    torch_device, group = device_and_group(options.device)
+    with contextlib.ExitStack() as held:
+        if group.is_main:
+            held.enter_context(RunLock(out))
+        identity = configuration_id(config)
+        # Killed before its first checkpoint: start again, which is the same run (it is seeded).
+        state = load_checkpoint(out, configuration=identity) if has_checkpoint(out) else None
+        samples = state.samples if state is not None else 0
+        measured = metrics_lines(out) if group.is_main else []
+        if state is None and measured:
+            warnings.warn(
+                f"{out} has {len(measured)} evaluation points but no checkpoint: it trains again from "
+                "the start (the same seeded run), and measures them again",
+                TrainingWarning,
+            )
+        data = load_data(data_config)
+        check_same_data(data, config["data"], out, where)
+        # Before a file of the run is touched; a model config.json cannot describe is named there.
+        plan = run_preflight(
+            model_config,
+            train_config,
+            make_algorithm(algorithm, train_config),
+            torch_device,
+            data.train.shape[0],
+            group,
+            per_point_measurements=extra_metrics is not None,
+            where=f"{where}: model",
+        )
+        if state is not None:
+            model = build_model(model_config)
+            groups = plan.algorithm.parameter_groups(model, 0.0)
+            group_sizes = (
+                [len(group["params"]) for group in groups] if groups is not None else [len(list(model.parameters()))]
+            )
+            check_checkpoint_fits(state, model, data.train.shape[0], out, train_config.optimizer, group_sizes)
+        if group.is_main:  # metrics after the checkpoint are measured again
+            kept = [
+                line
+                for number, line in enumerate(measured, 1)
+                if line_samples(line, f"{out / METRICS_FILE} line {number}") <= samples
+            ]
+            atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
+        return fit_into(
+            out,
+            data,
+            plan,
+            options,
+            group,
+            torch_device,
+            on_metrics=on_metrics,
+            extra_metrics=extra_metrics,
+            resume=state,
+            configuration=identity,
+        )
+
+
+def refuse_a_diverged_run(out: Path) -> None:
+    """A one-line error for a run whose training gave up (its checkpoints would only diverge
+    again), with the reason it gave then."""
+    if not (out / DIVERGED_FILE).is_file():
+        return
+    reason = read_json(out / DIVERGED_FILE).get("error")  # (read_json: a JSON object, or one line)
+    reason = reason if isinstance(reason, str) else "training diverged"
+    raise TrainingDiverged(
+        f"{out} is a diverged run: {reason}; resuming would only repeat it, so start a new run with that change"
+    )
+
+
+def run_configs(config: dict, where: str) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configurations of a run's config.json, checked with the rules of a
+    new run (one-line errors naming ``where`` and the setting)."""
+    for section in ("model", "training"):
+        if section not in config:
+            raise AevbError(f"{where} has no {section} section (a JSON object, as in a run's config.json)")
+        if not isinstance(config.get(section), dict):
+            raise AevbError(f"{where}: {section} must be a JSON object, got {config.get(section)!r}")
+    return (
+        ModelConfig.from_dict(config["model"], f"{where}: model"),
+        TrainConfig.from_dict(config["training"], f"{where}: training"),
+    )
