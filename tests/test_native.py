@@ -22,6 +22,7 @@ from aevb.engines.native import NativeStep, native_unavailable_reason
 from aevb.models.distributions import bernoulli_from_logits
 from aevb.models.networks import ACTIVATIONS
 from aevb.native import build as native_build
+from aevb.native.bindings import ACTIVATION_CODES, SparseRows
 
 KERNELS = native.load()
 needs_kernels = pytest.mark.skipif(KERNELS is None, reason="native kernels could not be built here")
@@ -40,7 +41,7 @@ def fused_step(model, estimator, samples, batch_size, use_native=None):
     return (NativeStep if use_native else FusedStep)(model, estimator, samples, batch_size)
 
 
-NATIVE_ACTIVATIONS = sorted(native.ACTIVATION_CODES)
+NATIVE_ACTIVATIONS = sorted(ACTIVATION_CODES)
 
 
 def _reference(activation, a):
@@ -466,7 +467,7 @@ def test_sparse_products_equal_the_dense_ones(rows, in_features, out_features):
     weight = torch.randn(out_features, in_features, generator=generator)
     bias = torch.randn(out_features, generator=generator)
     grad = torch.randn(rows, out_features, generator=generator)
-    sparse = native.SparseRows(rows, in_features, threads=torch.get_num_threads())
+    sparse = SparseRows(rows, in_features, threads=torch.get_num_threads())
     magnitude = KERNELS.sparse_rows(x, sparse)
     assert magnitude == pytest.approx(x.abs().sum().item(), rel=1e-5)
     assert sparse.density() == (x != 0).sum().item() / x.numel()
@@ -483,7 +484,7 @@ def test_sparse_products_equal_the_dense_ones(rows, in_features, out_features):
 def test_sparse_products_give_the_same_bits_on_any_number_of_threads_and_never_use_more_tiles():
     x = _mostly_zeros(50, 200, 0.2, seed=9)
     weight, grad = torch.randn(300, 200), torch.randn(50, 300)
-    sparse = native.SparseRows(50, 200, threads=2)  # tiles for two threads only
+    sparse = SparseRows(50, 200, threads=2)  # tiles for two threads only
     results = []
     threads = torch.get_num_threads()
     try:
@@ -673,7 +674,7 @@ def test_a_nan_in_mostly_zero_data_reaches_the_output_and_the_guard():
     x = _mostly_zeros(4, 40, 0.2, seed=11)
     x[2, 17] = float("nan")
     x[1, 3] = -0.0
-    sparse = native.SparseRows(4, 40, threads=1)
+    sparse = SparseRows(4, 40, threads=1)
     assert math.isnan(KERNELS.sparse_rows(x, sparse))
     out = torch.empty(4, 3)
     KERNELS.sparse_linear(sparse, torch.ones(3, 40), torch.zeros(3), out)
@@ -753,7 +754,7 @@ def test_evaluation_log_likelihood_keeps_a_nan_in_its_row(dim, where):
 
 
 @needs_kernels
-@pytest.mark.parametrize("activation", sorted(native.ACTIVATION_CODES))
+@pytest.mark.parametrize("activation", sorted(ACTIVATION_CODES))
 def test_bias_activation_is_the_module_on_the_biased_input(activation):
     generator = torch.Generator().manual_seed(4)
     h = torch.randn(300, 70, generator=generator) * 3  # above the kernels' threading threshold

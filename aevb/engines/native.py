@@ -20,6 +20,7 @@ import torch
 
 from .. import native
 from ..models.networks import bounded_log_variance
+from ..native.bindings import ACTIVATION_CODES, Kernels, SparseRows
 from ..process_group import Shard
 from .base import EngineRequest
 from .fused import FusedEngine, FusedStep, Layer
@@ -34,7 +35,7 @@ _FLOAT32_MAX = torch.finfo(torch.float32).max
 _GUARD_LIMIT = 1e37
 
 #: The updates the native step applies itself, by the optimiser's ``update_rule``
-#: (:mod:`aevb.training.optimizers`): the :class:`aevb.native.Kernels` method, called as
+#: (:mod:`aevb.training.optimizers`): the :class:`aevb.native.bindings.Kernels` method, called as
 #: ``kernel(parameter, gradient, *state, step, *hyper(group))`` with the state tensors in the
 #: order of the optimiser's ``kernel_lists``, and the group's settings it takes.
 NATIVE_UPDATES = {
@@ -57,16 +58,16 @@ class NativeLayer(Layer):
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.sparse_input: native.SparseRows | None = None
+        self.sparse_input: SparseRows | None = None
         self.input_magnitude = math.nan  # Σ|input| of the last forward
 
     def native_forward(
-        self, inputs: torch.Tensor | native.SparseRows, input_magnitude: float, kernels: native.Kernels
+        self, inputs: torch.Tensor | SparseRows, input_magnitude: float, kernels: Kernels
     ) -> tuple[torch.Tensor, float]:
         """The layer's output and Σ|output| (the next layer's ``input_magnitude``, which the
         numeric guard uses). ``inputs`` may be the nonzeros of a mostly-zero minibatch."""
         self.input_magnitude = input_magnitude
-        if isinstance(inputs, native.SparseRows):
+        if isinstance(inputs, SparseRows):
             rows, self.input, self.sparse_input = inputs.size, None, inputs
             pre = self.pre[:rows]
             kernels.sparse_linear(inputs, self.weight, self.bias, pre)
@@ -75,17 +76,17 @@ class NativeLayer(Layer):
             pre = torch.addmm(self.bias, inputs, self.weight.t(), out=self.pre[:rows])
         if self.activation is None:
             return pre, math.nan  # a head: its output feeds no linear layer
-        if self.activation.name in native.ACTIVATION_CODES:
+        if self.activation.name in ACTIVATION_CODES:
             out = self.out[:rows]
             return out, kernels.activation_forward(pre, out, self.activation.name)
         out = self.activation.forward(pre, self.out[:rows])
         return out, kernels.abs_sum(out)
 
-    def native_backward(self, grad_out: torch.Tensor, kernels: native.Kernels) -> float:
+    def native_backward(self, grad_out: torch.Tensor, kernels: Kernels) -> float:
         """grad_out ← ∂loss/∂(pre-activation) in place and the bias gradient; returns Σ|grad_out|."""
         rows = grad_out.shape[0]
         activation = self.activation
-        if activation is None or activation.name in native.ACTIVATION_CODES:
+        if activation is None or activation.name in ACTIVATION_CODES:
             return kernels.activation_backward(
                 grad_out,
                 self.pre[:rows],
@@ -99,7 +100,7 @@ class NativeLayer(Layer):
     def input_gradient(self, grad_pre: torch.Tensor) -> torch.Tensor:
         return torch.mm(grad_pre, self.weight, out=self.grad_in[: grad_pre.shape[0]])
 
-    def weight_gradient(self, grad_pre: torch.Tensor, kernels: native.Kernels) -> None:
+    def weight_gradient(self, grad_pre: torch.Tensor, kernels: Kernels) -> None:
         if self.sparse_input is not None:
             kernels.sparse_weight_gradient(self.sparse_input, grad_pre, self.weight.grad)
         else:
@@ -139,7 +140,7 @@ class NativeStep(FusedStep):
         self._log_var_rows = (
             None if self.shared_log_var is None else torch.empty(rows, model.config.data_dim, **options)
         )
-        self._sparse = native.SparseRows(batch_size, model.config.data_dim, torch.get_num_threads())
+        self._sparse = SparseRows(batch_size, model.config.data_dim, torch.get_num_threads())
         self._dense_steps = 0  # steps to go before looking at x's zeros again
         self._applies_to = None
 

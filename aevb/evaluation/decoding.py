@@ -29,6 +29,7 @@ from ..engines.activations import FUSED_ACTIVATIONS
 from ..engines.fused import hidden_linears, unsupported_reason
 from ..models.networks import bounded_log_variance
 from ..models.vae import VAE
+from ..native.bindings import ACTIVATION_CODES
 from ..objectives.estimators import decoder_log_likelihood
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -82,7 +83,7 @@ def _decoder_log_prob_no_grad(model: VAE, z: torch.Tensor, x: torch.Tensor) -> t
     )
     # The native kernels add each layer's bias themselves: a product without it writes its output
     # once instead of first filling it with the broadcast bias.
-    native_bias = kernels is not None and activation.name in native.ACTIVATION_CODES
+    native_bias = kernels is not None and activation.name in ACTIVATION_CODES
     for index, layer in enumerate(hidden_linears(net)):
         buffer = _SCRATCH.get(f"hidden{index % 2}", (rows, layer.weight.shape[0]), h)
         if native_bias and layer.bias is not None:

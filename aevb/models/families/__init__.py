@@ -4,9 +4,10 @@
 * :mod:`.location_scale` — symmetric Triangular, elliptical multivariate Student-t;
 * :mod:`.composition` — Erlang (a sum of exponentials);
 * :mod:`.kl` — closed-form KL divergences torch lacks, registered with ``register_kl``;
-* :mod:`.registry` — every family by its CLI name (``--posterior``, ``--prior``), with torch's own
-  reparameterisable distributions for the rest, the encoder head → distribution maps, the standard
-  priors and the compatibility rules.
+* :mod:`.builders` — the encoder head → distribution maps (torch's own reparameterisable
+  distributions for the families not above) and the standard priors;
+* :mod:`.registry` — every family by its CLI name (``--posterior``, ``--prior``), its route,
+  support and builders, and the compatibility rules.
 """
 
 from .composition import Erlang

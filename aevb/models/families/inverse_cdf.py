@@ -2,7 +2,7 @@
 ``torch.distributions`` lacks: z = F⁻¹(u; φ) with u ~ U(0, 1), differentiable in φ.
 
 Torch already provides Exponential, Cauchy, Pareto, Weibull and Gumbel with pathwise ``rsample``;
-the registry (:mod:`aevb.models.families.registry`) uses those. Every class here follows torch's style:
+the builders (:mod:`aevb.models.families.builders`) use those. Every class here follows torch's style:
 ``arg_constraints``, ``support``, ``rsample``, ``log_prob`` (nats), ``cdf``/``icdf`` and the
 moments where they have a closed form. Uniform draws are kept inside (0, 1) (at least the
 smallest positive normal number away from 0) so that no logarithm of 0 is ever taken.

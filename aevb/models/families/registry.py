@@ -1,17 +1,6 @@
-"""The reparameterisable families of §2.4 by their command-line names: how an encoder's
-unconstrained outputs become an approximate posterior q(z|x), the standard prior p(z) of each
-family, and which posterior/prior pairs have a finite KL.
-
-An encoder for family F has one linear head of ``F.num_outputs(J)`` values per datapoint; for a
-factorised family these are ``F.parameters`` blocks of J values each (one per latent dimension,
-in that order), and the posterior is an ``Independent`` with batch shape (M,) and event shape
-(J,). Constraints keep every parameter numerically safe:
-
-* scales are exp(½ log σ²) with log σ² bounded exactly like the Gaussian encoder's
-  (:func:`aevb.models.networks.bounded_log_variance`, ``--log-variance-bound``), so a zero output is scale 1;
-* shapes are softplus(raw) + a floor, and where a moment must exist for the KL to any prior to be
-  finite, the floor says so (Student-t ν > 2, Pareto α > 2, F's d₂ > 4: finite variance, which
-  a Gaussian, Rayleigh or Weibull prior's log-density needs).
+"""The reparameterisable families of §2.4 by their command-line names (``--posterior``,
+``--prior``): each family's route, support and encoder head, its posterior and standard prior (as
+:mod:`.builders` makes them), and which posterior/prior pairs have a finite KL.
 
 A posterior can only be paired with a prior of the same support (a positive posterior with a
 positive prior, ...): otherwise KL(q ‖ p) = ∞. Bounded posteriors (uniform, triangular,
@@ -27,69 +16,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
-from torch.distributions import (
-    Beta,
-    Cauchy,
-    Chi2,
-    Dirichlet,
-    Distribution,
-    Exponential,
-    FisherSnedecor,
-    Gamma,
-    Gumbel,
-    Independent,
-    Laplace,
-    LogNormal,
-    MultivariateNormal,
-    Normal,
-    Pareto,
-    StudentT,
-    Uniform,
-    Weibull,
-    kl_divergence,
-)
+from torch.distributions import Distribution, kl_divergence
 
 from ...errors import AevbError
 from ..config import ModelConfig
-from ..networks import bounded_log_variance
+from . import builders
 from . import kl as _registered_kls  # noqa: F401  (registers the closed-form KLs)
-from .composition import Erlang
-from .inverse_cdf import Gompertz, Logistic, Rayleigh, Reciprocal
-from .location_scale import MultivariateStudentT, Triangular
 
 ROUTES = ("inverse-cdf", "location-scale", "composition")  # §2.4's three routes
 SUPPORTS = ("real", "positive", "unit-interval", "simplex")
-
-SHAPE_FLOOR = 0.1  # smallest shape parameter: keeps Gamma-type draws away from underflow
-STUDENT_T_PRIOR_DF = 3.0  # the Student-t priors' ν: the smallest integer with a finite variance
-ERLANG_SHAPE = 2  # the Erlang family's fixed integer shape k (k = 1 is the exponential)
-WEIBULL_PRIOR_SHAPE = 2.0  # the Weibull prior's shape (shape 1 would repeat the exponential prior)
-CHI2_PRIOR_DF = 2.0  # the χ² prior's degrees of freedom
-
-
-def scale_from(raw: torch.Tensor, bound: float | None) -> torch.Tensor:
-    """A positive scale from an unconstrained output, as the Gaussian encoder makes σ:
-    exp(½ log σ²) with log σ² = B·tanh(raw/B) (raw itself when ``bound`` is None)."""
-    return torch.exp(0.5 * bounded_log_variance(raw, bound))
-
-
-def shape_from(raw: torch.Tensor, floor: float = SHAPE_FLOOR) -> torch.Tensor:
-    """A shape parameter > ``floor`` from an unconstrained output: softplus(raw) + floor."""
-    return F.softplus(raw) + floor
-
-
-def _factorised(base: Distribution) -> Independent:
-    return Independent(base, 1, validate_args=False)
-
-
-def _lower_triangular(diagonal: torch.Tensor, off_diagonal: torch.Tensor) -> torch.Tensor:
-    """(..., J) positive diagonal and (..., J(J−1)/2) strictly-lower entries → (..., J, J) L."""
-    dim = diagonal.shape[-1]
-    rows, columns = torch.tril_indices(dim, dim, offset=-1, device=diagonal.device)
-    strictly_lower = diagonal.new_zeros(diagonal.shape + (dim,))
-    strictly_lower[..., rows, columns] = off_diagonal  # differentiable in off_diagonal
-    return strictly_lower + torch.diag_embed(diagonal)
 
 
 @dataclass(frozen=True)
@@ -137,128 +72,6 @@ class Family:
         return self.prior_support or self.support
 
 
-def _blocks(raw: torch.Tensor, count: int) -> tuple[torch.Tensor, ...]:
-    return raw.chunk(count, dim=-1)
-
-
-# --- posteriors from unconstrained outputs ---------------------------------------------------
-
-
-def _gaussian(raw, bound):
-    mean, log_var = _blocks(raw, 2)
-    return _factorised(Normal(mean, scale_from(log_var, bound), validate_args=False))
-
-
-def _loc_scale(distribution):
-    def build(raw, bound):
-        loc, raw_scale = _blocks(raw, 2)
-        return _factorised(distribution(loc, scale_from(raw_scale, bound), validate_args=False))
-
-    return build
-
-
-def _student_t(raw, bound):
-    loc, raw_scale, raw_df = _blocks(raw, 3)
-    return _factorised(StudentT(shape_from(raw_df, 2.0), loc, scale_from(raw_scale, bound), validate_args=False))
-
-
-def _uniform(raw, bound):
-    centre, raw_half_width = _blocks(raw, 2)
-    half_width = scale_from(raw_half_width, bound)
-    return _factorised(Uniform(centre - half_width, centre + half_width, validate_args=False))
-
-
-def _full_covariance_parts(raw, latent_dim, bound):
-    mean, log_var = raw[..., :latent_dim], raw[..., latent_dim : 2 * latent_dim]
-    off_diagonal = raw[..., 2 * latent_dim : 2 * latent_dim + latent_dim * (latent_dim - 1) // 2]
-    return mean, _lower_triangular(scale_from(log_var, bound), off_diagonal)
-
-
-def _latent_dim_of_full(outputs: int, extra: int) -> int:
-    """J from the head width of a full-covariance family: outputs = 2J + J(J−1)/2 + extra."""
-    return int(round((-3 + math.sqrt(9 + 8 * (outputs - extra))) / 2))
-
-
-def _full_covariance_gaussian(raw, bound):
-    dim = _latent_dim_of_full(raw.shape[-1], 0)
-    mean, tril = _full_covariance_parts(raw, dim, bound)
-    return MultivariateNormal(mean, scale_tril=tril, validate_args=False)
-
-
-def _multivariate_student_t(raw, bound):
-    dim = _latent_dim_of_full(raw.shape[-1], 1)
-    mean, tril = _full_covariance_parts(raw, dim, bound)
-    return MultivariateStudentT(shape_from(raw[..., -1], 2.0), mean, tril, validate_args=False)
-
-
-def _exponential(raw, bound):
-    return _factorised(Exponential(1 / scale_from(raw, bound), validate_args=False))
-
-
-def _rayleigh(raw, bound):
-    return _factorised(Rayleigh(scale_from(raw, bound), validate_args=False))
-
-
-def _pareto(raw, bound):
-    raw_scale, raw_alpha = _blocks(raw, 2)
-    return _factorised(Pareto(scale_from(raw_scale, bound), shape_from(raw_alpha, 2.0), validate_args=False))
-
-
-def _weibull(raw, bound):
-    raw_scale, raw_shape = _blocks(raw, 2)
-    return _factorised(Weibull(scale_from(raw_scale, bound), shape_from(raw_shape), validate_args=False))
-
-
-def _reciprocal(raw, bound):
-    raw_low, raw_log_ratio = _blocks(raw, 2)
-    low = scale_from(raw_low, bound)
-    return _factorised(Reciprocal(low, low * torch.exp(shape_from(raw_log_ratio, 1e-3)), validate_args=False))
-
-
-def _gompertz(raw, bound):
-    raw_scale, raw_shape = _blocks(raw, 2)
-    return _factorised(Gompertz(shape_from(raw_shape), scale_from(raw_scale, bound), validate_args=False))
-
-
-def _erlang(raw, bound):
-    return _factorised(Erlang(ERLANG_SHAPE, 1 / scale_from(raw, bound), validate_args=False))
-
-
-def _log_normal(raw, bound):
-    loc, raw_scale = _blocks(raw, 2)
-    return _factorised(LogNormal(loc, scale_from(raw_scale, bound), validate_args=False))
-
-
-def _gamma(raw, bound):
-    raw_scale, raw_shape = _blocks(raw, 2)
-    return _factorised(Gamma(shape_from(raw_shape), 1 / scale_from(raw_scale, bound), validate_args=False))
-
-
-def _chi_squared(raw, bound):
-    return _factorised(Chi2(shape_from(raw), validate_args=False))
-
-
-def _fisher(raw, bound):
-    raw_df1, raw_df2 = _blocks(raw, 2)
-    return _factorised(FisherSnedecor(shape_from(raw_df1), shape_from(raw_df2, 4.0), validate_args=False))
-
-
-def _beta(raw, bound):
-    raw_a, raw_b = _blocks(raw, 2)
-    return _factorised(Beta(shape_from(raw_a), shape_from(raw_b), validate_args=False))
-
-
-def _dirichlet(raw, bound):
-    return Dirichlet(shape_from(raw), validate_args=False)
-
-
-# --- standard priors (zeros: a (J,) zero tensor of the right dtype and device) -----------------
-
-
-def _ones(zeros):
-    return torch.ones_like(zeros)
-
-
 FAMILIES: dict[str, Family] = {
     family.name: family
     for family in [
@@ -268,8 +81,8 @@ FAMILIES: dict[str, Family] = {
             "location-scale",
             "real",
             ("mean", "log-variance"),
-            _gaussian,
-            lambda z: _factorised(Normal(z, _ones(z), validate_args=False)),
+            builders.gaussian_posterior,
+            builders.gaussian_prior,
             "N(0, I)",
             prior_needs_moment=2,
         ),
@@ -278,8 +91,8 @@ FAMILIES: dict[str, Family] = {
             "location-scale",
             "real",
             ("mean", "log-variance", "cholesky-off-diagonal"),
-            _full_covariance_gaussian,
-            lambda z: MultivariateNormal(z, scale_tril=torch.diag(_ones(z)), validate_args=False),
+            builders.full_covariance_gaussian_posterior,
+            builders.full_covariance_gaussian_prior,
             "N(0, I)",
             prior_needs_moment=2,
             extra_outputs=lambda j: j * (j + 3) // 2,
@@ -289,8 +102,8 @@ FAMILIES: dict[str, Family] = {
             "location-scale",
             "real",
             ("loc", "log-scale²"),
-            _loc_scale(Laplace),
-            lambda z: _factorised(Laplace(z, _ones(z), validate_args=False)),
+            builders.laplace_posterior,
+            builders.laplace_prior,
             "Laplace(0, 1)",
             prior_needs_moment=1,
         ),
@@ -299,9 +112,9 @@ FAMILIES: dict[str, Family] = {
             "location-scale",
             "real",
             ("loc", "log-scale²", "df (> 2)"),
-            _student_t,
-            lambda z: _factorised(StudentT(STUDENT_T_PRIOR_DF, z, _ones(z), validate_args=False)),
-            f"Student-t(ν = {STUDENT_T_PRIOR_DF:g}, 0, 1)",
+            builders.student_t_posterior,
+            builders.student_t_prior,
+            f"Student-t(ν = {builders.STUDENT_T_PRIOR_DF:g}, 0, 1)",
             finite_moments=2,
         ),
         Family(
@@ -309,14 +122,9 @@ FAMILIES: dict[str, Family] = {
             "location-scale",
             "real",
             ("loc", "log-scale²", "cholesky-off-diagonal", "df"),
-            _multivariate_student_t,
-            lambda z: MultivariateStudentT(
-                torch.tensor(STUDENT_T_PRIOR_DF, dtype=z.dtype, device=z.device),
-                z,
-                torch.diag(_ones(z)),
-                validate_args=False,
-            ),
-            f"elliptical t(ν = {STUDENT_T_PRIOR_DF:g}, 0, I)",
+            builders.multivariate_student_t_posterior,
+            builders.multivariate_student_t_prior,
+            f"elliptical t(ν = {builders.STUDENT_T_PRIOR_DF:g}, 0, I)",
             finite_moments=2,
             extra_outputs=lambda j: j * (j + 3) // 2 + 1,
         ),
@@ -325,8 +133,8 @@ FAMILIES: dict[str, Family] = {
             "location-scale",
             "real",
             ("centre", "log-half-width²"),
-            _uniform,
-            lambda z: _factorised(Uniform(z, _ones(z), validate_args=False)),
+            builders.uniform_posterior,
+            builders.uniform_prior,
             "U(0, 1)",
             prior_support="unit-interval",
         ),
@@ -335,7 +143,7 @@ FAMILIES: dict[str, Family] = {
             "location-scale",
             "real",
             ("loc", "log-half-width²"),
-            _loc_scale(Triangular),
+            builders.triangular_posterior,
             None,
             "its support is a bounded interval, outside which every real posterior has mass",
         ),
@@ -345,8 +153,8 @@ FAMILIES: dict[str, Family] = {
             "inverse-cdf",
             "real",
             ("loc", "log-scale²"),
-            _loc_scale(Logistic),
-            lambda z: _factorised(Logistic(z, _ones(z), validate_args=False)),
+            builders.logistic_posterior,
+            builders.logistic_prior,
             "Logistic(0, 1)",
             prior_needs_moment=1,
         ),
@@ -355,8 +163,8 @@ FAMILIES: dict[str, Family] = {
             "inverse-cdf",
             "real",
             ("loc", "log-scale²"),
-            _loc_scale(Cauchy),
-            lambda z: _factorised(Cauchy(z, _ones(z), validate_args=False)),
+            builders.cauchy_posterior,
+            builders.cauchy_prior,
             "Cauchy(0, 1)",
             finite_moments=0.5,
         ),
@@ -365,7 +173,7 @@ FAMILIES: dict[str, Family] = {
             "inverse-cdf",
             "real",
             ("loc", "log-scale²"),
-            _loc_scale(Gumbel),
+            builders.gumbel_posterior,
             None,
             "its log-density falls like e^(−z): KL is infinite for posteriors with polynomial tails",
         ),
@@ -374,8 +182,8 @@ FAMILIES: dict[str, Family] = {
             "inverse-cdf",
             "positive",
             ("log-scale²",),
-            _exponential,
-            lambda z: _factorised(Exponential(_ones(z), validate_args=False)),
+            builders.exponential_posterior,
+            builders.exponential_prior,
             "Exponential(1)",
             prior_needs_moment=1,
         ),
@@ -384,8 +192,8 @@ FAMILIES: dict[str, Family] = {
             "inverse-cdf",
             "positive",
             ("log-scale²",),
-            _rayleigh,
-            lambda z: _factorised(Rayleigh(_ones(z), validate_args=False)),
+            builders.rayleigh_posterior,
+            builders.rayleigh_prior,
             "Rayleigh(1)",
             prior_needs_moment=2,
         ),
@@ -394,7 +202,7 @@ FAMILIES: dict[str, Family] = {
             "inverse-cdf",
             "positive",
             ("log-scale²", "alpha (> 2)"),
-            _pareto,
+            builders.pareto_posterior,
             None,
             "its support [1, ∞) excludes the rest of the positive half-line",
             finite_moments=2,
@@ -404,17 +212,17 @@ FAMILIES: dict[str, Family] = {
             "inverse-cdf",
             "positive",
             ("log-scale²", "shape"),
-            _weibull,
-            lambda z: _factorised(Weibull(_ones(z), WEIBULL_PRIOR_SHAPE * _ones(z), validate_args=False)),
-            f"Weibull(1, shape {WEIBULL_PRIOR_SHAPE:g})",
-            prior_needs_moment=WEIBULL_PRIOR_SHAPE,
+            builders.weibull_posterior,
+            builders.weibull_prior,
+            f"Weibull(1, shape {builders.WEIBULL_PRIOR_SHAPE:g})",
+            prior_needs_moment=builders.WEIBULL_PRIOR_SHAPE,
         ),
         Family(
             "reciprocal",
             "inverse-cdf",
             "positive",
             ("log-low²", "log-ratio"),
-            _reciprocal,
+            builders.reciprocal_posterior,
             None,
             "its support is a bounded interval",
         ),
@@ -423,7 +231,7 @@ FAMILIES: dict[str, Family] = {
             "inverse-cdf",
             "positive",
             ("log-scale²", "shape"),
-            _gompertz,
+            builders.gompertz_posterior,
             None,
             "its log-density falls like e^z: KL is infinite for posteriors with heavier tails (log-normal, Pareto, F)",
         ),
@@ -432,9 +240,9 @@ FAMILIES: dict[str, Family] = {
             "inverse-cdf",
             "positive",
             ("log-scale²",),
-            _erlang,
-            lambda z: _factorised(Erlang(ERLANG_SHAPE, _ones(z), validate_args=False)),
-            f"Erlang(k = {ERLANG_SHAPE}, 1)",
+            builders.erlang_posterior,
+            builders.erlang_prior,
+            f"Erlang(k = {builders.ERLANG_SHAPE}, 1)",
             prior_needs_moment=1,
         ),
         # §2.4 composition
@@ -443,8 +251,8 @@ FAMILIES: dict[str, Family] = {
             "composition",
             "positive",
             ("loc", "log-scale²"),
-            _loc_scale(LogNormal),
-            lambda z: _factorised(LogNormal(z, _ones(z), validate_args=False)),
+            builders.log_normal_posterior,
+            builders.log_normal_prior,
             "LogNormal(0, 1)",
         ),
         Family(
@@ -452,8 +260,8 @@ FAMILIES: dict[str, Family] = {
             "composition",
             "positive",
             ("log-scale²", "shape"),
-            _gamma,
-            lambda z: _factorised(Gamma(_ones(z), _ones(z), validate_args=False)),
+            builders.gamma_posterior,
+            builders.gamma_prior,
             "Gamma(1, 1)",
             prior_needs_moment=1,
         ),
@@ -462,9 +270,9 @@ FAMILIES: dict[str, Family] = {
             "composition",
             "positive",
             ("df",),
-            _chi_squared,
-            lambda z: _factorised(Chi2(CHI2_PRIOR_DF * _ones(z), validate_args=False)),
-            f"χ²({CHI2_PRIOR_DF:g})",
+            builders.chi_squared_posterior,
+            builders.chi_squared_prior,
+            f"χ²({builders.CHI2_PRIOR_DF:g})",
             prior_needs_moment=1,
         ),
         Family(
@@ -472,7 +280,7 @@ FAMILIES: dict[str, Family] = {
             "composition",
             "positive",
             ("df1", "df2 (> 4)"),
-            _fisher,
+            builders.fisher_posterior,
             None,
             "no standard member; pair it with a positive prior such as exponential",
             finite_moments=2,
@@ -482,8 +290,8 @@ FAMILIES: dict[str, Family] = {
             "composition",
             "unit-interval",
             ("alpha", "beta"),
-            _beta,
-            lambda z: _factorised(Beta(_ones(z), _ones(z), validate_args=False)),
+            builders.beta_posterior,
+            builders.beta_prior,
             "Beta(1, 1)",
         ),
         Family(
@@ -491,8 +299,8 @@ FAMILIES: dict[str, Family] = {
             "composition",
             "simplex",
             ("concentration",),
-            _dirichlet,
-            lambda z: Dirichlet(_ones(z), validate_args=False),
+            builders.dirichlet_posterior,
+            builders.dirichlet_prior,
             "Dirichlet(1, ..., 1)",
         ),
     ]
