@@ -34,8 +34,9 @@ from ..models.conditional import model_inputs
 from ..models.vae import VAE, ModelConfig
 from ..training import Metrics, TrainConfig, Trainer, TrainingState
 from ..training.algorithms import ALGORITHMS, make_algorithm
+from ..training.checkpoint_checks import check_checkpoint_fits
 from ..training.checkpoints import DIRECTORY as CHECKPOINTS
-from ..training.checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint, save_checkpoint
+from ..training.checkpoints import has_checkpoint, load_checkpoint, save_checkpoint
 from ..training.distributed import SINGLE_PROCESS, ProcessGroup, from_environment, local_device
 from ..training.preflight import Preflight, run_preflight
 from ..training.reporting import TrainingWarning
