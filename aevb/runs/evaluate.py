@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import load_model, model_with_weights
+from ..data import Dataset
 from ..errors import AevbError
 from ..evaluation import evaluate_bound
 from ..evaluation.full_vb import predictive_log_likelihood
@@ -117,6 +118,64 @@ def evaluate_run(
     importance samples each (:func:`aevb.evaluation.full_vb.predictive_log_likelihood`); the result adds
     KL(q(θ) ‖ p(θ)) and, on the training split, the full bound 𝓛(φ; X)/N.
     """
+    run = _load_checked(
+        run_dir,
+        device,
+        checkpoint,
+        split=split,
+        data_dir=data_dir,
+        num_points=num_points,
+        download=download,
+        num_samples=num_samples,
+        log_likelihood_samples=log_likelihood_samples,
+        parameter_draws=parameter_draws,
+        hmc=hmc,
+        hmc_samples=hmc_samples,
+        leapfrog_steps=leapfrog_steps,
+    )
+    torch.manual_seed(seed)
+    result = _bound_result(run, split, num_samples, batch_size, progress)
+    if log_likelihood_samples is not None:
+        result.update(_log_likelihood(run, log_likelihood_samples, parameter_draws, prior_mixture, progress, threads))
+    if hmc:
+        result.update(_hmc_result(run, hmc_samples, leapfrog_steps, seed, progress))
+    return result
+
+
+@dataclasses.dataclass
+class _CheckedRun:
+    """A run that passed every check of an evaluation, loaded: its model and configuration, its
+    training settings, its data set and the split's rows as the model reads them."""
+
+    model: VAE
+    config: dict
+    train_config: TrainConfig
+    data: Dataset
+    values: torch.Tensor
+    full_vb: bool  # a posterior over θ (App. F)
+    encoder_trained: bool
+    checkpoint: bool  # the model of the run's latest checkpoint, not its final one
+
+
+def _load_checked(
+    run_dir: str | os.PathLike,
+    device: str,
+    checkpoint: bool,
+    *,
+    split: str,
+    data_dir: str | None,
+    num_points: int | None,
+    download: bool,
+    num_samples: int,
+    log_likelihood_samples: int | None,
+    parameter_draws: int,
+    hmc: bool,
+    hmc_samples: int,
+    leapfrog_steps: int,
+) -> _CheckedRun:
+    """The run loaded for :func:`evaluate_run`'s settings, each checked before any estimate starts:
+    the settings themselves first (before anything is loaded), then what they ask of the run's
+    model and data, then the work they ask for."""
     _check_settings(
         split=split,
         num_samples=num_samples,
@@ -132,7 +191,7 @@ def evaluate_run(
     train_config, data, values = _evaluation_data(
         model, config, Path(run_dir), split, data_dir, num_points, hmc, download
     )
-    full_vb = hasattr(model, "decoder_parameter_kl")  # a posterior over θ (App. F)
+    full_vb = hasattr(model, "decoder_parameter_kl")
     encoder_trained = trains_encoder(algorithm_of(config, Path(run_dir) / CONFIG_FILE))
     _check_work(
         values.shape[0],
@@ -142,12 +201,23 @@ def evaluate_run(
         else log_likelihood_samples * (parameter_draws if full_vb else 1),
         hmc_samples=2 * hmc_samples * leapfrog_steps if hmc else None,
     )  # two sets of chains
-    torch.manual_seed(seed)
+    return _CheckedRun(model, config, train_config, data, values, full_vb, encoder_trained, checkpoint)
+
+
+def _bound_result(run: _CheckedRun, split: str, num_samples: int, batch_size: int, progress: bool) -> dict:
+    """The result's first entries: the split's bound with ``num_samples`` samples of z per datapoint
+    and what it was measured on, then what the run is (a checkpoint's, conditional, full VB with
+    its KL(q(θ) ‖ p(θ)), without a trained encoder)."""
     started = time.perf_counter()
-    estimator = bound_estimator(train_config.estimator)
-    if encoder_trained:
+    estimator = bound_estimator(run.train_config.estimator)
+    if run.encoder_trained:
         estimate = evaluate_bound(
-            model, values, estimator=estimator, num_samples=num_samples, batch_size=batch_size, progress=progress
+            run.model,
+            run.values,
+            estimator=estimator,
+            num_samples=num_samples,
+            batch_size=batch_size,
+            progress=progress,
         )
         bound, bound_stderr = estimate.mean, estimate.stderr
     else:  # the encoder's bound of a model whose encoder never trained means nothing
@@ -156,60 +226,60 @@ def evaluate_run(
         f"{split}_bound": bound,
         f"{split}_bound_stderr": bound_stderr,
         "split": split,
-        "num_datapoints": values.shape[0],
+        "num_datapoints": run.values.shape[0],
         "samples_per_datapoint": num_samples,
         "estimator": estimator,
-        "dataset": data.name,
+        "dataset": run.data.name,
         "seconds": time.perf_counter() - started,
     }
-    if checkpoint:
-        result.update(
-            checkpoint_samples=config["checkpoint"]["samples"], checkpoint_steps=config["checkpoint"]["steps"]
+    return result | _run_facts(run, split, bound)
+
+
+def _run_facts(run: _CheckedRun, split: str, bound: float) -> dict:
+    """What the evaluated model is, where that matters to its numbers: a checkpoint's (where it was
+    taken), conditional, full VB (the KL of its posterior over θ; on the training split the full
+    bound), or without a trained encoder."""
+    facts = {}
+    if run.checkpoint:
+        facts.update(
+            checkpoint_samples=run.config["checkpoint"]["samples"], checkpoint_steps=run.config["checkpoint"]["steps"]
         )
-    if model.config.num_classes is not None:  # every number is of log p(x|y), y the datapoint's label
-        result["conditional"] = True
-    if full_vb:
+    if run.model.config.num_classes is not None:  # every number is of log p(x|y), y the datapoint's label
+        facts["conditional"] = True
+    if run.full_vb:
         with torch.no_grad():
-            kl = model.decoder_parameter_kl(train_config.prior_precision).item()
-        result.update(decoder_parameter_kl=kl, decoder_parameter_kl_per_datapoint=kl / data.train.shape[0])
+            kl = run.model.decoder_parameter_kl(run.train_config.prior_precision).item()
+        training_points = run.data.train.shape[0]
+        facts.update(decoder_parameter_kl=kl, decoder_parameter_kl_per_datapoint=kl / training_points)
         if split == "train":
-            result["train_full_bound"] = bound - kl / data.train.shape[0]
-    if not encoder_trained:
-        result["encoder_trained"] = False
-    if log_likelihood_samples is not None:
-        # Without a trained encoder the only sensible proposal is the prior (Monte Carlo EM: low-dimensional z).
-        result.update(
-            _log_likelihood(
-                model,
-                values,
-                log_likelihood_samples,
-                parameter_draws if full_vb else None,
-                prior_mixture if encoder_trained else 1.0,
-                progress,
-                threads,
-            )
-        )
-    if hmc:
-        generator = torch.Generator().manual_seed(seed)
-        hmc_estimate, acceptance = hmc_log_likelihood(
-            model,
-            values,
-            num_samples=hmc_samples,
-            leapfrog_steps=leapfrog_steps,
-            generator=generator,
-            initial="encoder" if encoder_trained else "importance-resampled",
-            progress=progress,
-        )
-        result.update(
-            hmc_log_likelihood=hmc_estimate.mean,
-            hmc_log_likelihood_stderr=hmc_estimate.stderr,
-            hmc_log_likelihood_spread_stderr=hmc_estimate.spread_stderr,
-            hmc_samples=hmc_samples,
-            hmc_leapfrog_steps=leapfrog_steps,
-            hmc_acceptance=acceptance,
-            hmc_seconds=hmc_estimate.seconds,
-        )
-    return result
+            facts["train_full_bound"] = bound - kl / training_points
+    if not run.encoder_trained:
+        facts["encoder_trained"] = False
+    return facts
+
+
+def _hmc_result(run: _CheckedRun, hmc_samples: int, leapfrog_steps: int, seed: int, progress: bool) -> dict:
+    """The Appendix D estimate of log p(x), its chains started from the encoder's posterior where the
+    encoder was trained (else from importance-resampled prior draws), seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    hmc_estimate, acceptance = hmc_log_likelihood(
+        run.model,
+        run.values,
+        num_samples=hmc_samples,
+        leapfrog_steps=leapfrog_steps,
+        generator=generator,
+        initial="encoder" if run.encoder_trained else "importance-resampled",
+        progress=progress,
+    )
+    return dict(
+        hmc_log_likelihood=hmc_estimate.mean,
+        hmc_log_likelihood_stderr=hmc_estimate.stderr,
+        hmc_log_likelihood_spread_stderr=hmc_estimate.spread_stderr,
+        hmc_samples=hmc_samples,
+        hmc_leapfrog_steps=leapfrog_steps,
+        hmc_acceptance=acceptance,
+        hmc_seconds=hmc_estimate.seconds,
+    )
 
 
 def _check_settings(*, split: str, num_samples: int, **counts: int | None) -> None:
@@ -283,18 +353,15 @@ def _evaluation_data(
 
 
 def _log_likelihood(
-    model,
-    values: torch.Tensor,
-    samples: int,
-    parameter_draws: int | None,
-    prior_mixture: float,
-    progress: bool,
-    threads: int | None = None,
+    run: _CheckedRun, samples: int, parameter_draws: int, prior_mixture: float, progress: bool, threads: int | None
 ) -> dict:
-    """The importance-sampled log p(x) of ``values``; for full VB (``parameter_draws`` given) the
-    predictive log E_q(θ)[p_θ(x)]."""
+    """The importance-sampled log p(x) of the run's rows, with ``samples`` importance samples; for
+    full VB the predictive log E_q(θ)[p_θ(x)] from ``parameter_draws`` draws of θ."""
+    model, values = run.model, run.values
+    # Without a trained encoder the only sensible proposal is the prior (Monte Carlo EM: low-dimensional z).
+    prior_mixture = prior_mixture if run.encoder_trained else 1.0
     extra = {}
-    if parameter_draws is not None:
+    if run.full_vb:
         nll = predictive_log_likelihood(
             model,
             values,

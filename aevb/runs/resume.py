@@ -18,7 +18,8 @@ from ..models.build import build_model
 from ..models.vae import VAE, ModelConfig
 from ..training import Metrics, TrainConfig
 from ..training.algorithms import ALGORITHMS, make_algorithm
-from ..training.checkpoints import check_checkpoint_fits, has_checkpoint, load_checkpoint
+from ..training.checkpoint_checks import check_checkpoint_fits
+from ..training.checkpoints import has_checkpoint, load_checkpoint
 from ..training.preflight import run_preflight
 from ..training.reporting import TrainingWarning
 from .data_config import (

@@ -30,10 +30,13 @@ from .config import (
     evaluation_points,
 )
 from .distributed import Shard
+from .evaluator import INITIAL_BOUND_POINTS
+from .numeric_guard import MAX_ROLLBACKS
+from .reporting import TrainingWarning
 from .state import DataOrder, TrainingState
 from .step_memory import require_training_step_memory
 from .step_size import StepSizeChoice, select_step_size
-from .trainer import INITIAL_BOUND_POINTS, MAX_ROLLBACKS, Trainer, TrainingWarning
+from .trainer import Trainer
 
 __all__ = [
     "AEVB",

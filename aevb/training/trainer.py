@@ -1,5 +1,6 @@
-"""The trainer: minibatches, the step-size selection of §5, evaluation points, checkpoints and the
-numeric guard (skipped steps, rollbacks with half the step size)."""
+"""The trainer: minibatches, the step-size selection of §5 (:mod:`aevb.training.step_size`), evaluation
+points (what is measured there: :mod:`aevb.training.evaluator`), checkpoints and the numeric guard
+(skipped steps, rollbacks with half the step size: :mod:`aevb.training.numeric_guard`)."""
 
 from __future__ import annotations
 
@@ -7,33 +8,25 @@ import copy
 import dataclasses
 import math
 import time
-import warnings
 from typing import Callable
 
 import torch
 
-from ..errors import AevbError, TrainingDiverged, TrainingInterrupted
-from ..evaluation import evaluate_bound
+from ..errors import AevbError, TrainingInterrupted
 from ..models.config import ModelConfig
 from ..models.vae import VAE
-from ..objectives.estimators import bound_estimator
 from ..threads import StepThreads
 from ..validation import require_rows
 from .algorithm import AEVB, Algorithm
-from .config import Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_data, evaluation_points
+from .config import Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_points
 from .distributed import SINGLE_PROCESS, ProcessGroup, Shard
+from .evaluator import Evaluator, evaluation_point_passed
+from .numeric_guard import SkippedSteps, interval_problem, roll_back
 from .optimizers import OPTIMIZERS, SCHEDULES
 from .preflight import Preflight, run_preflight
-from .reporting import TrainingWarning, refuse_untrainable, training_bar, warn_if_worse_than_untrained
+from .reporting import refuse_untrainable, training_bar, warn_if_worse_than_untrained
 from .state import DataOrder, Interval, TrainingState
 from .step_size import StepSizeChoice, select_step_size
-
-MAX_ROLLBACKS = 3  # then give up: the step size has been halved three times
-
-
-#: Training points on which the untrained model's bound is measured: enough to tell a run that
-#: learned from one that made its model worse (a bound tens of nats lower), cheap to evaluate.
-INITIAL_BOUND_POINTS = 1000
 
 
 class Trainer:
@@ -98,14 +91,7 @@ class Trainer:
         self.config = preflight.config  # (the step-size selection fitted to the budget)
         self.dataset_size = train.shape[0]
         self.has_bound = self.algorithm.has_bound
-        self.train_eval = self._eval_view(train)
-        self.valid_eval = None if valid is None else self._eval_view(valid)
-        self.test_eval = None if test is None else self._eval_view(test)
-
-    def _eval_view(self, data: torch.Tensor) -> torch.Tensor:
-        if self.config.eval_subset is not None:
-            data = data[: self.config.eval_subset]
-        return evaluation_data(data, self.config.binarize)
+        self.evaluator = Evaluator(model, self.config, self.threads, self.has_bound, train, valid, test)
 
     def _optimizer(self, step_size: float) -> torch.optim.Optimizer:
         weight_decay = self.config.prior_precision / self.dataset_size
@@ -203,7 +189,7 @@ class Trainer:
                 initialise_from_data(self.train_data)
         self.model.train()
         self._setup_algorithm()
-        initial_bound = self._initial_bound()
+        initial_bound = self.evaluator.initial_bound()
         refuse_untrainable(initial_bound, self.model, self.train_data, self.data_name)
         started = time.perf_counter()
         samples = steps = 0
@@ -240,20 +226,6 @@ class Trainer:
             initial_bound=initial_bound,
         )
         return state, optimizer, order
-
-    def _initial_bound(self) -> float | None:
-        """The untrained model's bound on the first training points (nats per datapoint), drawn
-        from a forked generator so that the run's random stream is the one it would have without."""
-        if not self.has_bound:
-            return None
-        devices = [self.train_data.device] if self.train_data.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), self.threads.for_evaluation():
-            return evaluate_bound(
-                self.model,
-                self.train_eval[:INITIAL_BOUND_POINTS],
-                estimator=bound_estimator(self.config.estimator),
-                batch_size=self.config.eval_batch_size,
-            ).mean
 
     def _restore(self, resume: TrainingState) -> tuple[TrainingState, torch.optim.Optimizer, DataOrder]:
         """Put model, optimiser, algorithm, generator and data order back as ``resume`` has them."""
@@ -298,14 +270,17 @@ class Trainer:
         index = 0
         try:
             while index < len(targets):
-                if self._passed(targets[index], state):
+                if evaluation_point_passed(targets[index], state):
                     index += 1
                     continue
                 interval = Interval(bar, on_checkpoint, checkpoint_every, stop_requested)
                 metrics = self._train_interval(targets[index], total, state, optimizer, order, interval)
-                problem = self._problem(metrics, interval)
+                problem = interval_problem(metrics, interval, self.model, self.has_bound)
                 if problem is not None:
-                    state, optimizer, order = self._recover(problem, good, state, metrics, bar, total)
+                    guarded = self.algorithm.reports_skipped_steps
+                    state, optimizer, order = roll_back(problem, good, state, metrics, guarded, self._restore)
+                    bar.reset(total)
+                    bar.update(state.samples)
                     continue
                 state.running_sum.zero_()
                 state.running_count = 0
@@ -329,16 +304,6 @@ class Trainer:
             steps_by_threads=dict(sorted(self.threads.steps_by_count.items())),
         )
 
-    @staticmethod
-    def _passed(target: int, state: TrainingState) -> bool:
-        """Whether the evaluation point at ``target`` samples is behind the run: trained past, or
-        reached and evaluated. A run stopped on the very step that reached a point, or whose step-size
-        selection (§5) used the whole budget, has reached it without evaluating it: it is evaluated
-        then, before any further step (so a resumed run stays the uninterrupted one)."""
-        if target != state.samples:
-            return target < state.samples
-        return bool(state.history) and state.history[-1].samples == target
-
     def _train_interval(
         self,
         target: int,
@@ -350,11 +315,9 @@ class Trainer:
     ) -> Metrics:
         """Steps until ``target`` samples (checkpointing every ``checkpoint_every`` steps, stopping
         when asked), then the evaluation point's metrics; skipped steps counted in ``interval``."""
-        guarded = self.algorithm.reports_skipped_steps  # skipped steps come back as NaN
-        device = self.train_data.device
+        skipped = SkippedSteps(self.algorithm.reports_skipped_steps, self.train_data.device)
         schedule = SCHEDULES[self.config.schedule]
         tick, interval.first_step = time.perf_counter(), state.steps
-        skipped, skipped_samples = torch.zeros((), device=device), torch.zeros((), device=device)
         while state.samples < target:
             batch = order.next()
             if state.samples + batch.shape[0] > total:  # stop exactly at the requested number of samples
@@ -363,13 +326,7 @@ class Trainer:
             if optimizer.param_groups[0]["lr"] != step_size:  # a new stage (or a rollback)
                 for group in optimizer.param_groups:
                     group["lr"] = step_size
-            bound_sum = self._step(optimizer, batch)
-            if guarded:
-                bad = torch.isnan(bound_sum)
-                skipped += bad
-                skipped_samples += bad * batch.shape[0]
-                bound_sum = torch.where(bad, torch.zeros_like(bound_sum), bound_sum)
-            state.running_sum += bound_sum
+            state.running_sum += skipped.count(self._step(optimizer, batch), batch.shape[0])
             state.running_count += batch.shape[0]
             state.samples += batch.shape[0]
             state.steps += 1
@@ -391,86 +348,15 @@ class Trainer:
                 interval.on_checkpoint(self._snapshot(state, optimizer, order))
                 tick = time.perf_counter()  # writing it is not training time
         state.training_seconds += time.perf_counter() - tick
-        interval.skipped = int(self.group.sum_(skipped).item()) if guarded else 0
+        interval.skipped = skipped.steps(self.group.sum_)
         interval.steps = state.steps - interval.first_step
-        counted = state.running_count - (int(skipped_samples.item()) if guarded else 0)
+        counted = state.running_count - skipped.samples()
         state.skipped_steps += interval.skipped
         # No step since the last point (a step-size selection that ended on this one): no minibatch bound.
         minibatch = self.group.sum_(state.running_sum).item() / counted if counted > 0 else math.nan
-        metrics = self._evaluate(
+        metrics = self.evaluator.metrics(
             state.samples, state.steps, optimizer.param_groups[0]["lr"], state.training_seconds, minibatch
         )
         metrics.skipped_steps, metrics.rollbacks = state.skipped_steps, state.rollbacks
         metrics.threads = self.threads.current
         return metrics
-
-    def _problem(self, metrics: Metrics, interval: Interval) -> str | None:
-        """What went bad in the interval that ended at ``metrics`` (a non-finite bound or
-        parameters, or most steps skipped), or None."""
-        finite = math.isfinite(metrics.train_bound) if self.has_bound else self._parameters_finite()
-        if not finite:
-            return f"bound {metrics.train_bound}" if self.has_bound else "non-finite parameters"
-        if interval.skipped > interval.steps // 2:
-            return f"{interval.skipped} of {interval.steps} steps had a non-finite loss or gradient"
-        return None
-
-    def _recover(self, problem: str, good: TrainingState, state: TrainingState, metrics: Metrics, bar, total: int):
-        """Roll back to ``good`` with half the step size (the numeric guard), or — for an algorithm
-        whose steps are not guarded, or after :data:`MAX_ROLLBACKS` — stop with TrainingDiverged."""
-        if not self.algorithm.reports_skipped_steps or state.rollbacks >= MAX_ROLLBACKS:
-            tried = f" (after {state.rollbacks} rollbacks halving the step size)" if state.rollbacks else ""
-            raise TrainingDiverged(
-                f"training diverged at {state.samples} samples ({problem}){tried}; try a smaller `step_size`"
-            )
-        state, optimizer, order = self._roll_back(good, state.step_size / 2, state.rollbacks + 1, state.skipped_steps)
-        warnings.warn(
-            f"training went bad at {metrics.samples} samples ({problem}); rollback {state.rollbacks} "
-            f"of at most {MAX_ROLLBACKS}: back to {state.samples} samples with step size "
-            f"{state.step_size:g}, half the last",
-            TrainingWarning,
-            stacklevel=3,
-        )
-        bar.reset(total)
-        bar.update(state.samples)
-        return state, optimizer, order
-
-    def _roll_back(self, good: TrainingState, step_size: float, rollbacks: int, skipped_steps: int):
-        """Continue from ``good`` with ``step_size`` (half the last one: numeric guard, after a bad
-        interval; the last one, not ``good``'s, so that every rollback halves it again)."""
-        state, optimizer, order = self._restore(good)
-        state.step_size = step_size
-        for group in optimizer.param_groups:
-            group["lr"] = state.step_size
-        state.rollbacks, state.skipped_steps = rollbacks, skipped_steps
-        return state, optimizer, order
-
-    def _evaluate(self, samples: int, steps: int, step_size: float, seconds: float, minibatch_bound: float) -> Metrics:
-        batch, estimator = self.config.eval_batch_size, bound_estimator(self.config.estimator)
-
-        def bound(data: torch.Tensor | None) -> float | None:
-            if data is None:
-                return None
-            if not self.has_bound:  # no trained encoder: its bound would be meaningless
-                return math.nan
-            return evaluate_bound(self.model, data, estimator=estimator, batch_size=batch).mean
-
-        with self.threads.for_evaluation():
-            train_bound, valid_bound, test_bound = [
-                bound(data) for data in (self.train_eval, self.valid_eval, self.test_eval)
-            ]
-        self.model.train()
-        return Metrics(
-            epoch=samples / self.dataset_size,
-            samples=samples,
-            train_bound=train_bound,
-            valid_bound=valid_bound,
-            minibatch_bound=minibatch_bound,
-            seconds=seconds,
-            samples_per_second=samples / max(seconds, 1e-9),
-            step_size=step_size,
-            steps=steps,
-            test_bound=test_bound,
-        )
-
-    def _parameters_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
