@@ -23,8 +23,9 @@ from aevb.evaluation.hmc_estimator import CHAIN_STARTS, hmc_log_likelihood
 from aevb.evaluation.importance_sampling import estimate_log_likelihood
 from aevb.runs import load_run
 from aevb.runs.data_config import data_config_of_run, load_data
-from aevb.runs.evaluate import encoder_was_trained
+from aevb.runs.layout import algorithm_of
 from aevb.training import TrainConfig, evaluation_data
+from aevb.training.algorithms import trains_encoder
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
         where = str(run / "config.json")
         train_config = TrainConfig.from_dict(config["training"], where)
         data = load_data(data_config_of_run(config["data"], args.data_dir, where))
-        trained = encoder_was_trained(config, train_config)
+        trained = trains_encoder(algorithm_of(config, where))
         results[run.name] = {}
         for split in ("train", "test"):
             x = evaluation_data(getattr(data, split), train_config.binarize)[: args.points]

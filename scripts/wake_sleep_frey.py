@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from aevb.experiments.runner import RunSpec, read_metrics, read_summary, run_specs
-from aevb.runs import DataConfig, load_data
+from aevb.experiments.runner import FigureRun, read_summary, run_specs
+from aevb.runs import DataConfig, ModelSpec, load_data
+from aevb.runs.layout import read_metrics
 from aevb.training import TrainConfig
 
 ESCAPE_MARGIN = 20.0  # nats above the ignores-z level that count as having left it
@@ -32,17 +33,17 @@ def ignores_z_log_likelihood(train: torch.Tensor) -> float:
     return float(-0.5 * train.shape[1] * math.log(2 * math.pi * math.e) - 0.5 * variance.log().sum())
 
 
-def grid(budget: int, data_dir: str | None, latent_dims, init_stds, step_sizes) -> list[RunSpec]:
+def grid(budget: int, data_dir: str | None, latent_dims, init_stds, step_sizes) -> list[FigureRun]:
     runs = []
     for latent_dim in latent_dims:
         for init_std in init_stds:
             for step_size in step_sizes:
                 name = f"frey-z{latent_dim}-init{init_std:g}-step{step_size or 'chosen'}"
                 runs.append(
-                    RunSpec(
+                    FigureRun(
                         name=name,
                         data=DataConfig("frey", data_dir),
-                        model_options={"latent_dim": latent_dim, "init_std": init_std},
+                        model=ModelSpec(latent_dim=latent_dim, init_std=init_std),
                         train=TrainConfig(max_samples=budget, step_size=step_size, evals_per_decade=4),
                         algorithm="wake-sleep",
                         tags=dict(latent_dim=latent_dim, init_std=init_std, step_size=step_size),
@@ -51,7 +52,7 @@ def grid(budget: int, data_dir: str | None, latent_dims, init_stds, step_sizes) 
     return runs
 
 
-def summarise(spec: RunSpec, out: Path, plateau: float) -> dict:
+def summarise(spec: FigureRun, out: Path, plateau: float) -> dict:
     lines = read_metrics(out / spec.name)
     summary = read_summary(out / spec.name)
     escaped = next((line["samples"] for line in lines if line["train_bound"] > plateau + ESCAPE_MARGIN), None)
