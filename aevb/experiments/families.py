@@ -59,6 +59,17 @@ def families_table(
     the rows. Complete runs are evaluated again but not retrained."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "dataset": dataset,
+        "latent_dim": latent_dim,
+        "hidden_units": hidden_units,
+        "defensive_mixture": DEFENSIVE_MIXTURE,
+        "max_samples": max_samples,
+        "bound_samples": bound_samples,
+        "log_likelihood_samples": log_likelihood_samples,
+        "num_points": num_points,
+        "seed": seed,
+    }
     rows = []
     for posterior in posteriors or list(FAMILIES):
         prior = table_prior(posterior)
@@ -67,73 +78,47 @@ def families_table(
         run_dir = out / f"{posterior}-{prior}"
         started = time.perf_counter()
         if not (run_dir / SUMMARY_FILE).is_file():
-            train = TrainConfig(
-                estimator=estimator,
-                max_samples=max_samples,
-                seed=seed,
-                evals_per_decade=2,
-                eval_subset=1000,
-                engine="auto",
+            model = ModelSpec(latent_dim=latent_dim, hidden_units=hidden_units, posterior=posterior, prior=prior)
+            training = TrainConfig(
+                estimator=estimator, max_samples=max_samples, seed=seed, evals_per_decade=2, eval_subset=1000
             )
-            spec = RunSpec(
-                DataConfig(dataset, data_dir),
-                ModelSpec(latent_dim=latent_dim, hidden_units=hidden_units, posterior=posterior, prior=prior),
-                train,
-                run=RunOptions(device="cpu", progress=False),
-            )
+            spec = RunSpec(DataConfig(dataset, data_dir), model, training, run=RunOptions(device="cpu", progress=False))
             train_run(spec, run_dir, overwrite=True, command=f"aevb families-table ({posterior}/{prior})")
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-        result = evaluate_run(
-            run_dir,
-            num_samples=bound_samples,
-            num_points=num_points,
-            device="cpu",
-            log_likelihood_samples=log_likelihood_samples,
-            seed=seed,
-        )
-        mixed = evaluate_run(
-            run_dir,
-            num_samples=1,
-            num_points=num_points,
-            device="cpu",
-            log_likelihood_samples=log_likelihood_samples,
-            seed=seed,
-            prior_mixture=DEFENSIVE_MIXTURE,
-        )
         row = {
             "posterior": posterior,
             "prior": prior,
             "route": FAMILIES[posterior].route,
             "support": FAMILIES[posterior].support,
             "estimator": estimator,
-            "test_bound": result["test_bound"],
-            "test_bound_stderr": result["test_bound_stderr"],
-            "log_likelihood": result["log_likelihood"],
-            "log_likelihood_stderr": result["log_likelihood_stderr"],
-            "log_likelihood_defensive": mixed["log_likelihood"],
-            "log_likelihood_defensive_stderr": mixed["log_likelihood_stderr"],
-            "train_bound": summary["train_bound"],
-            "step_size": summary["step_size"],
-            "samples": summary["samples"],
-            "training_seconds": summary["training_seconds"],
-            "seconds": time.perf_counter() - started,
         }
+        row |= _measured(run_dir, num_points, bound_samples, log_likelihood_samples, seed)
+        row["seconds"] = time.perf_counter() - started
         rows.append(row)
         log(
             f"{posterior:>25} / {prior:<12} {estimator}  bound {row['test_bound']:9.2f}  "
             f"log p(x) {row['log_likelihood']:9.2f} ± {row['log_likelihood_stderr']:.2f}, with ½q + ½p "
             f"{row['log_likelihood_defensive']:9.2f}  ({row['seconds']:.0f} s)"
         )
-        settings = {
-            "dataset": dataset,
-            "latent_dim": latent_dim,
-            "hidden_units": hidden_units,
-            "defensive_mixture": DEFENSIVE_MIXTURE,
-            "max_samples": max_samples,
-            "bound_samples": bound_samples,
-            "log_likelihood_samples": log_likelihood_samples,
-            "num_points": num_points,
-            "seed": seed,
-        }
         (out / "families.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
     return rows
+
+
+def _measured(run_dir: Path, num_points: int, bound_samples: int, log_likelihood_samples: int, seed: int) -> dict:
+    """A family's numbers (nats per datapoint): the test bound and log p(x) with the encoder as
+    proposal and with the defensive mixture ½q + ½p, and what its training reached."""
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    common = dict(num_points=num_points, device="cpu", log_likelihood_samples=log_likelihood_samples, seed=seed)
+    result = evaluate_run(run_dir, num_samples=bound_samples, **common)
+    mixed = evaluate_run(run_dir, num_samples=1, prior_mixture=DEFENSIVE_MIXTURE, **common)
+    return {
+        "test_bound": result["test_bound"],
+        "test_bound_stderr": result["test_bound_stderr"],
+        "log_likelihood": result["log_likelihood"],
+        "log_likelihood_stderr": result["log_likelihood_stderr"],
+        "log_likelihood_defensive": mixed["log_likelihood"],
+        "log_likelihood_defensive_stderr": mixed["log_likelihood_stderr"],
+        "train_bound": summary["train_bound"],
+        "step_size": summary["step_size"],
+        "samples": summary["samples"],
+        "training_seconds": summary["training_seconds"],
+    }

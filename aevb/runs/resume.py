@@ -16,11 +16,11 @@ from ..data import Dataset
 from ..errors import AevbError, TrainingDiverged
 from ..models.build import build_model
 from ..models.vae import VAE, ModelConfig
-from ..training import Metrics, TrainConfig
+from ..training import Metrics, TrainConfig, TrainingState
 from ..training.algorithms import ALGORITHMS, make_algorithm
 from ..training.checkpoint_checks import check_checkpoint_fits
 from ..training.checkpoints import has_checkpoint, load_checkpoint
-from ..training.preflight import run_preflight
+from ..training.preflight import Preflight, run_preflight
 from ..training.reporting import TrainingWarning
 from .data_config import (
     check_same_data,
@@ -98,19 +98,9 @@ def resume_run(
             where=f"{where}: model",
         )
         if state is not None:
-            model = build_model(model_config)
-            groups = plan.algorithm.parameter_groups(model, 0.0)
-            group_sizes = (
-                [len(group["params"]) for group in groups] if groups is not None else [len(list(model.parameters()))]
-            )
-            check_checkpoint_fits(state, model, data.train.shape[0], out, train_config.optimizer, group_sizes)
+            _check_fits(state, plan, out)
         if group.is_main:  # metrics after the checkpoint are measured again
-            kept = [
-                line
-                for number, line in enumerate(measured, 1)
-                if line_samples(line, f"{out / METRICS_FILE} line {number}") <= samples
-            ]
-            atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
+            _keep_metrics_up_to(out, measured, samples)
         return fit_into(
             out,
             data,
@@ -123,6 +113,26 @@ def resume_run(
             resume=state,
             configuration=identity,
         )
+
+
+def _check_fits(state: TrainingState, plan: Preflight, out: Path) -> None:
+    """A one-line error unless the checkpoint ``state`` fits the model, data and optimiser that
+    ``plan`` checked (a checkpoint copied from another run, or edited by hand)."""
+    model = build_model(plan.model_config)
+    groups = plan.algorithm.parameter_groups(model, 0.0)
+    group_sizes = [len(group["params"]) for group in groups] if groups is not None else [len(list(model.parameters()))]
+    check_checkpoint_fits(state, model, plan.dataset_size, out, plan.config.optimizer, group_sizes)
+
+
+def _keep_metrics_up_to(out: Path, measured: list[str], samples: int) -> None:
+    """metrics.jsonl with the lines ``measured`` up to the checkpoint at ``samples`` only: the
+    resumed run measures the later evaluation points again."""
+    kept = [
+        line
+        for number, line in enumerate(measured, 1)
+        if line_samples(line, f"{out / METRICS_FILE} line {number}") <= samples
+    ]
+    atomic_write_bytes(out / METRICS_FILE, "".join(kept).encode())
 
 
 def refuse_a_diverged_run(out: Path) -> None:
