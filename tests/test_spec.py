@@ -190,3 +190,11 @@ def test_a_trainer_without_a_preflight_runs_it_itself():
     assert trainer.config.selection_steps == 4  # fitted to the budget: (100 - 1) // 20
     with pytest.raises(AevbError, match="NaN or infinite"):
         Trainer(model, torch.full((5, 6), float("nan")), TrainConfig(max_samples=100))
+
+
+def test_the_help_names_each_value_by_its_setting_not_its_section(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--latent-dim LATENT_DIM" in help_text and "--step-size STEP_SIZE" in help_text
+    assert "MODEL." not in help_text and "TRAINING." not in help_text and "RUN." not in help_text

@@ -57,6 +57,10 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return help_text
         return super()._get_help_string(action)
 
+    def _get_default_metavar_for_optional(self, action: argparse.Action) -> str:
+        # A setting of the run's spec is "section.name": the value's placeholder is the name alone.
+        return action.dest.rpartition(".")[2].upper()
+
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
