@@ -198,3 +198,44 @@ def test_the_help_names_each_value_by_its_setting_not_its_section(capsys):
     help_text = capsys.readouterr().out
     assert "--latent-dim LATENT_DIM" in help_text and "--step-size STEP_SIZE" in help_text
     assert "MODEL." not in help_text and "TRAINING." not in help_text and "RUN." not in help_text
+
+
+def test_a_partial_yaml_config_takes_the_defaults_and_flags_override_it(tmp_path, capsys):
+    config = tmp_path / "partial.yaml"
+    config.write_text("model:\n  latent_dim: 4\n  hidden_units: [12, 6]\ntraining:\n  seed: 9\n  step_size: 0.02\n")
+    assert main(["train", "--config", str(config), "--seed", "3", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["model"]["latent_dim"], printed["model"]["hidden_units"]) == (4, [12, 6])
+    assert (printed["training"]["seed"], printed["training"]["step_size"]) == (3, 0.02)
+    assert printed["training"]["max_samples"] == TrainConfig().max_samples and printed["model"]["data_dim"] == 784
+
+
+def test_print_config_as_yaml_read_back_is_the_same_run(tmp_path, capsys):
+    flags = ["--latent-dim", "3", "--hidden-units", "16,8", "--algorithm", "wake-sleep", "--threads", "1"]
+    assert main(["train", *flags, "--print-config", "yaml"]) == 0
+    (tmp_path / "printed.yml").write_text(capsys.readouterr().out)
+    assert main(["train", *flags, "--print-config"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
+    assert main(["train", "--config", str(tmp_path / "printed.yml"), "--print-config", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == as_json
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("model:\n  latent_dim: [3\n", "not valid YAML at line 3"),
+        ("- model\n- training\n", "does not hold a YAML mapping"),
+        ("model:\n  1: 2\n", "model has a setting whose name is no string"),
+        ("model: !!python/object/apply:os.system ['touch PWNED']\n", "not valid YAML at line 1"),
+        ("training:\n  max_samples: 1e6\n", "training: max_samples must be an integer or null, got '1e6'"),
+        ("modle:\n  latent_dim: 3\n", "unknown sections ['modle']"),
+    ],
+)
+def test_a_bad_yaml_config_is_one_line_naming_the_file(tmp_path, capsys, text, words):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text.replace("PWNED", str(tmp_path / "pwned")))
+    code = main(["train", "--config", str(config), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert str(config) in err and words in err, err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "pwned").exists()

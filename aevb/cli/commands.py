@@ -32,6 +32,7 @@ from ..runs import (
     sample_run,
     train_run,
 )
+from ..runs.config_file import config_text, read_config_file
 from ..runs.spec import settings_of_run_config
 from ..training.distributed import shutdown
 from .flags import _flag
@@ -100,10 +101,7 @@ def _new_run(args: argparse.Namespace, given: dict):
     settings = _settings(given)
     if "config" in given:  # the file's settings, under the options given on the command line
         path = given["config"]
-        config = read_json(path)
-        if not isinstance(config, dict):
-            raise AevbError(f"{path}: expected a JSON object shaped like a run's config.json")
-        from_file = settings_of_run_config(config, path)
+        from_file = settings_of_run_config(read_config_file(path), path)
         with warnings.catch_warnings():  # (said once, by the spec the run trains below)
             warnings.simplefilter("ignore")
             RunSpec.from_settings(from_file, where=path)  # the file's own mistakes, named in the file
@@ -113,7 +111,7 @@ def _new_run(args: argparse.Namespace, given: dict):
         }
     spec = RunSpec.from_settings(settings)
     if given.get("print_config"):
-        print(json.dumps(resolved_config(spec), indent=2))
+        print(config_text(resolved_config(spec), given["print_config"]), end="")
         return None
     out = given.get("out") or default_run_dir(spec.data.dataset, spec.model.latent_dim)
     args.out = str(out)  # for the message of an interrupted run

@@ -18,6 +18,7 @@ from ..experiments.fig3 import DEFAULT_MCEM_STEP_SIZE
 from ..models.config import ModelConfig
 from ..models.families import FAMILIES
 from ..runs import DataConfig, evaluate_run, sample_run
+from ..runs.config_file import FORMATS as CONFIG_FORMATS
 from ..runs.loggers import LOGGERS
 from ..runs.spec import DEFAULT_CHECKPOINT_EVERY
 from ..training import DEFAULT_MAX_SAMPLES, TrainConfig
@@ -403,16 +404,19 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         "--config",
         metavar="FILE",
         default=UNSET,
-        help="start from the settings of this JSON file, shaped like a run's config.json (data, "
-        "model, training, algorithm), e.g. RUN_DIR/config.json to rerun a run; options given "
-        "here override its fields (default: none, the library's defaults)",
+        help="start from the settings of this JSON or YAML (.yaml, .yml) file, shaped like a run's config.json "
+        "or --print-config's output (sections data, model, training, algorithm, run), whole or any part: "
+        "e.g. RUN_DIR/config.json to rerun a run; what it leaves out comes from the defaults and the data, "
+        "and options given here override its fields (default: none, the library's defaults)",
     )
     output.add_argument(
         "--print-config",
-        action="store_true",
+        nargs="?",
+        const="json",
+        choices=CONFIG_FORMATS,
         default=UNSET,
-        help="print the resolved configuration (JSON, as config.json would hold it) and exit "
-        "without training (default: off)",
+        help="print the resolved configuration as json (as config.json holds it) or yaml, a file --config "
+        "reads back, and exit without training (default: off; json when no format is given)",
     )
     output.add_argument(
         "--out",
