@@ -281,14 +281,15 @@ def _compare(args: argparse.Namespace) -> int:
 
     width = max(len(row["label"]) for row in rows)
     print(
-        f"{'run':<{width}}  {'samples':>12}  {'train':>9}  {'valid':>9}  {'test':>9}  status   "
-        "(bounds: nats per datapoint)"
+        f"{'run':<{width}}  {'samples':>12}  {'train':>9}  {'valid':>9}  {'test':>9}  {'log p(x)':>9}  status   "
+        "(bounds, test log p(x) kept by aevb evaluate --nll: nats per datapoint)"
     )
     for row in rows:
         samples = "-" if row["samples"] is None else f"{row['samples']:,}"
         print(
             f"{row['label']:<{width}}  {samples:>12}  {number(row['train_bound']):>9}  "
-            f"{number(row['valid_bound']):>9}  {number(row['test_bound']):>9}  {status(row)}"
+            f"{number(row['valid_bound']):>9}  {number(row['test_bound']):>9}  "
+            f"{number(row['test_log_likelihood']):>9}  {status(row)}"
         )
     if given.get("out"):
         print(f"wrote {given['out']}")

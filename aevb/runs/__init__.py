@@ -7,6 +7,7 @@ Layout of ``RUN_DIR``::
     model.safetensors    weights (no pickle) ...
     model.json           ... and the model configuration to rebuild it
     summary.json         final numbers: chosen step size, bounds, wall time, throughput
+    evaluations.jsonl    one JSON object per evaluation after training (aevb evaluate), kept as measured
     samples.png          samples E[x|z], z ~ p(z) (Figs. 7–11)
     reconstructions.png  validation images above their reconstructions
     bound.png            bound against training samples (Fig. 2)
@@ -27,6 +28,7 @@ One module per concern:
 * :mod:`~aevb.runs.lock` .......... one process at a time in a run
 * :mod:`~aevb.runs.outputs` ....... figures and TensorBoard scalars
 * :mod:`~aevb.runs.evaluate` ...... bound and log-likelihood of a trained run
+* :mod:`~aevb.runs.evaluations` ... what was measured on a run after training, kept in it
 * :mod:`~aevb.runs.sample` ........ samples from a trained run
 
 ``train_run`` never writes into a directory that already holds a run unless told to overwrite.

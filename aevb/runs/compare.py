@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import AevbError
 from ..training import TrainConfig
+from .evaluations import latest_log_likelihood
 from .layout import (
     CONFIG_FILE,
     DIVERGED_FILE,
@@ -86,8 +87,10 @@ def compare_runs(
 ) -> list[dict]:
     """One row per run: its directory, a label (the directory's name and the settings in which
     the runs differ), its last evaluation point's samples and bounds (train, validation, test; nats
-    per datapoint), whether the run is finished, diverged or unfinished (:func:`run_status`) and
-    the samples it was to train (``planned_samples``). With
+    per datapoint), the newest test log p(x) that ``aevb evaluate --nll`` kept in it and its k
+    (``test_log_likelihood``, ``test_log_likelihood_samples``; None where none was kept), whether
+    the run is finished, diverged or unfinished (:func:`run_status`) and the samples it was to
+    train (``planned_samples``). With
     ``out`` (.png), their bound curves on one figure; an ``out`` that exists is replaced only with
     ``overwrite``."""
     if not run_dirs:
@@ -112,6 +115,7 @@ def compare_runs(
     rows = []
     for path, label, history, config in zip(paths, labels, histories, configs):
         last = history[-1] if history else {}
+        kept = latest_log_likelihood(path) or {}
         rows.append(
             {
                 "run": str(path),
@@ -121,6 +125,9 @@ def compare_runs(
                 "valid_bound": last.get("valid_bound"),
                 "test_bound": last.get("test_bound"),
                 "status": run_status(path),
+                # the newest importance-sampled log p(x) that aevb evaluate kept in the run, if any
+                "test_log_likelihood": kept.get("log_likelihood"),
+                "test_log_likelihood_samples": kept.get("log_likelihood_samples"),
                 "planned_samples": _planned_samples(path, config),
             }
         )

@@ -29,6 +29,7 @@ from ..training import TrainConfig, evaluation_data
 from ..training.algorithms import trains_encoder
 from ..training.checkpoints import has_checkpoint, load_checkpoint
 from .data_config import data_config_of_run, load_data
+from .evaluations import record_evaluation
 from .layout import CONFIG_FILE, algorithm_of, read_run_config
 from .spec import resolve_device
 
@@ -97,6 +98,7 @@ def evaluate_run(
     progress: bool = False,
     threads: int | None = None,
     checkpoint: bool = False,
+    record: bool = True,
 ) -> dict:
     """Evaluate a trained run on a data split; every number is in nats per datapoint.
 
@@ -117,7 +119,13 @@ def evaluate_run(
     points), log p(x) the predictive log E_q(θ)[p_θ(x)] from ``parameter_draws`` draws of θ with k
     importance samples each (:func:`aevb.evaluation.full_vb.predictive_log_likelihood`); the result adds
     KL(q(θ) ‖ p(θ)) and, on the training split, the full bound 𝓛(φ; X)/N.
+
+    The result names the run (``run``). With ``record`` (the default) an evaluation of a finished
+    run's model is also kept in the run, with its settings and the time it took
+    (:mod:`aevb.runs.evaluations`: ``evaluations.jsonl``, shown by ``aevb compare``); a checkpoint's
+    is not (the run is still another process's, or will go on).
     """
+    started = time.perf_counter()
     run = _load_checked(
         run_dir,
         device,
@@ -134,11 +142,25 @@ def evaluate_run(
         leapfrog_steps=leapfrog_steps,
     )
     torch.manual_seed(seed)
-    result = _bound_result(run, split, num_samples, batch_size, progress)
+    result = {"run": str(run_dir)} | _bound_result(run, split, num_samples, batch_size, progress)
     if log_likelihood_samples is not None:
         result.update(_log_likelihood(run, log_likelihood_samples, parameter_draws, prior_mixture, progress, threads))
     if hmc:
         result.update(_hmc_result(run, hmc_samples, leapfrog_steps, seed, progress))
+    if record and not checkpoint:
+        settings = dict(
+            split=split,
+            num_samples=num_samples,
+            num_points=num_points,
+            seed=seed,
+            log_likelihood_samples=log_likelihood_samples,
+            prior_mixture=prior_mixture,
+            parameter_draws=parameter_draws,
+            hmc=hmc,
+            hmc_samples=hmc_samples,
+            leapfrog_steps=leapfrog_steps,
+        )
+        record_evaluation(run_dir, result, settings, time.perf_counter() - started)
     return result
 
 
