@@ -94,7 +94,7 @@ def _resume(given: dict):
             f"{', '.join(_flag('train', name) for name in ignored)} cannot change them (only {allowed} "
             "apply; start a new run with --out to train otherwise)"
         )
-    return resume_run(given["resume"], RunSpec.from_settings({"run": _settings(given)["run"]}).run)
+    return resume_run(given["resume"], RunOptions(**_settings(given)["run"]))
 
 
 def _new_run(args: argparse.Namespace, given: dict):

@@ -31,7 +31,7 @@ from ..runs.process import StopOnSignal, parent_asked_to_stop, stop_with_parent
 from ..runs.progress_report import REPORT_EVERY_SECONDS, RunsProgress, report_periodically
 from ..threads import process_share
 from ..training import TrainConfig
-from ..training.algorithms import algorithm_class
+from ..training.algorithms import make_algorithm
 from ..training.checkpoints import has_checkpoint
 from ..training.reporting import one_line_warnings
 from ..training.step_size import fit_to_budget
@@ -84,7 +84,7 @@ def other_settings(spec: FigureRun, run_dir: Path) -> list[str]:
         return []
     stored = flat_config(read_run_config(run_dir))
     size = stored.get("data.train_size")
-    algorithm = algorithm_class(spec.algorithm)
+    algorithm = make_algorithm(spec.algorithm, spec.train)
     train = fit_to_budget(spec.train, size, algorithm) if isinstance(size, int) and size > 0 else spec.train
     data = {
         name: value

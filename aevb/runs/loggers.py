@@ -134,11 +134,3 @@ class MlflowLogger(MetricsLogger):
 
 #: Trackers by their ``logger`` names.
 LOGGERS: dict[str, type[MetricsLogger]] = {cls.name: cls for cls in (TensorBoardLogger, WandbLogger, MlflowLogger)}
-
-
-def check_loggers(names) -> None:
-    """One-line AevbErrors, before anything is written, for an unknown or uninstalled tracker."""
-    for name in names:
-        if name not in LOGGERS:
-            raise AevbError(f"unknown logger {name!r}; choose one of {', '.join(LOGGERS)}")
-        LOGGERS[name].check_available()

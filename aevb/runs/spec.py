@@ -80,8 +80,7 @@ class ModelSpec(JsonConfig):
     @classmethod
     def of_model(cls, config: ModelConfig) -> ModelSpec:
         """The spec that asks for the model ``config`` on the data it was made for."""
-        values = {name: value for name, value in dataclasses.asdict(config).items() if name not in DATA_GIVEN}
-        return cls(**values, conditional=config.num_classes is not None)
+        return cls(**_asked_for(dataclasses.asdict(config)))
 
     def resolve(self, data: Dataset, algorithm_options: Mapping[str, object] = MappingProxyType({})) -> ModelConfig:
         """The model on ``data``: its width and image shape, what the data decide where this spec
@@ -237,6 +236,15 @@ def _section(config: type, values: Mapping, where: str | None, name: str):
     return config(**values)
 
 
+def _asked_for(model: Mapping) -> dict:
+    """A model's settings (a ModelConfig's, as a mapping) as a :class:`ModelSpec` asks for them:
+    without what the data give; a model with classes asks for ``conditional``."""
+    settings = {name: value for name, value in model.items() if name not in DATA_GIVEN}
+    if model.get("num_classes") is not None:
+        settings["conditional"] = True
+    return settings
+
+
 def settings_of_run_config(config: Mapping, where: str) -> dict:
     """The settings (as :meth:`RunSpec.from_settings` takes them) of a config file: a run's
     config.json, the output of ``--print-config``, or any part of either. The model's data-given
@@ -250,9 +258,7 @@ def settings_of_run_config(config: Mapping, where: str) -> dict:
     if "data" in config and is_a_run:
         settings["data"] = dataclasses.asdict(data_config_of_run(config["data"], where=where))
     if isinstance(config.get("model"), Mapping):
-        model = {name: value for name, value in config["model"].items() if name not in DATA_GIVEN}
-        if config["model"].get("num_classes") is not None:
-            model["conditional"] = True
+        model = _asked_for(config["model"])
         if config.get("algorithm") != "full-vb":  # recorded by every model, used by full VB's alone
             model.pop("decoder_posterior_init_std", None)
         settings["model"] = model
