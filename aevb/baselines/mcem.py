@@ -88,7 +88,9 @@ class MonteCarloEM(Algorithm):
             E-step only.
         target_acceptance: acceptance probability the step sizes are adapted towards (App. E: 0.9).
         adaptation_rate: gain γ of the log-step-size recursion; 0 freezes the step sizes.
-        initial_step_size, min_step_size, max_step_size: the step sizes' start and range.
+        initial_step_size: every chain's step size before adaptation.
+        min_step_size: the smallest step size adaptation may reach.
+        max_step_size: the largest step size adaptation may reach.
         step_size_jitter: each transition's ε is multiplied by U(1 − j, 1 + j); 0 for none.
 
     State after :meth:`setup` (on the training data's device, in its dtype): ``z`` (N, J) the
