@@ -69,3 +69,15 @@ def test_every_page_is_in_the_nav_and_every_example_is_shown_on_one():
     example_pages = "".join((DOCS / page).read_text() for page in pages if page.startswith("examples/"))
     for script in sorted((REPOSITORY / "examples").glob("*.py")):
         assert f'--8<-- "examples/{script.name}"' in example_pages, f"{script.name} is on no example page"
+
+
+def test_every_readme_section_is_included_in_the_guide():
+    headings = re.findall(r"^## (.+)$", (REPOSITORY / "README.md").read_text(), re.MULTILINE)
+    included = {
+        start
+        for page in [DOCS / "index.md", *sorted((DOCS / "guide").glob("*.md"))]
+        for start in re.findall(r'^\s*start="## (.+)"$', page.read_text(), re.MULTILINE)
+    }
+    # The first section is the home page's, which includes README from its beginning.
+    missing = [heading for heading in headings[1:] if heading not in included]
+    assert not missing, f"README sections on no guide page (docs/guide/, mkdocs.yml's nav): {missing}"
