@@ -64,6 +64,9 @@ class Recording(tracker_registry.MetricsLogger):
     def log_images(self, images, samples):
         self.events.append(("images", samples, {key: image.copy() for key, image in images.items()}))
 
+    def close(self, completed=True):
+        self.events.append(("close", completed))
+
 
 @pytest.fixture
 def recording(monkeypatch):
@@ -117,21 +120,24 @@ def tracked_run(tmp_path_factory):
 def test_trackers_get_both_grids_once_per_evaluation_point_after_its_metrics(tracked_run):
     run, events = tracked_run
     points = [line["samples"] for line in _metrics(run)]
-    assert [event[:2] for event in events] == [(kind, samples) for samples in points for kind in ("log", "images")]
+    assert [event[:2] for event in events] == [
+        *[(kind, samples) for samples in points for kind in ("log", "images")],
+        ("close", True),
+    ]
     side = COLUMNS * 29 - 1  # ten 28×28 images a row, 1 pixel apart; ten rows (100 samples; 50 pairs)
-    for _, _, images in events[1::2]:
+    for _, _, images in events[1:-1:2]:
         assert {key: image.shape for key, image in images.items()} == {
             "samples": (side, side, 1),
             "reconstructions": (side, side, 1),
         }
-    first, last = events[1][2], events[-1][2]
+    first, last = events[1][2], events[-2][2]
     assert not np.array_equal(first["samples"], last["samples"])  # the model changed in between
 
 
 def test_the_grids_are_the_models_samples_and_reconstructions(tracked_run):
     run, events = tracked_run
     model = aevb.load(run, device="cpu")  # the model at the last evaluation point
-    images = events[-1][2]
+    images = events[-2][2]
     generator = torch.Generator().manual_seed(SAMPLE_SEED)
     samples = model.sample(SAMPLE_COUNT, generator)
     assert np.abs(images["samples"].astype(int) - image_grid(images_of_rows(samples, (28, 28)), COLUMNS)).max() <= 1
@@ -170,8 +176,8 @@ def test_tensorboard_gets_images_and_hyperparameters(tracked_run):
         assert [event.step for event in written] == points
         decoded = np.asarray(Image.open(io.BytesIO(written[-1].encoded_image_string)))
         # TensorBoard stores grey as RGB with equal channels: the grid the trackers were given.
-        assert decoded.shape == (*events[-1][2][key].shape[:2], 3)
-        assert all(np.array_equal(decoded[..., channel], events[-1][2][key][..., 0]) for channel in range(3))
+        assert decoded.shape == (*events[-2][2][key].shape[:2], 3)
+        assert all(np.array_equal(decoded[..., channel], events[-2][2][key][..., 0]) for channel in range(3))
 
     content = accumulator.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
@@ -201,7 +207,7 @@ def test_data_that_are_not_images_give_no_images_said_once(recording, tmp_path):
         "no images for the trackers (recording): the data are not images (no image_shape)"
     ]
     assert [event for event in recording.events if event[0] == "images"] == []
-    assert [event[1] for event in recording.events] == [line["samples"] for line in _metrics(run)]
+    assert [event[1] for event in recording.events[:-1]] == [line["samples"] for line in _metrics(run)]
 
 
 class FakeWandb(types.ModuleType):
@@ -217,7 +223,7 @@ class FakeWandb(types.ModuleType):
         calls = self.calls
         return types.SimpleNamespace(
             log=lambda values, step: calls.append(("log", values, step)),
-            finish=lambda: calls.append(("finish",)),
+            finish=lambda exit_code: calls.append(("finish", exit_code)),
         )
 
 
@@ -227,11 +233,14 @@ class FakeMlflow(types.ModuleType):
     def __init__(self):
         super().__init__("mlflow")
         self.calls = []
-        for name in ("set_tracking_uri", "log_params", "log_metrics", "end_run"):
+        for name in ("set_tracking_uri", "log_params", "log_metrics"):
             setattr(self, name, lambda *args, _name=name, **kwargs: self.calls.append((_name, args, kwargs)))
         self.get_experiment_by_name = lambda name: None
         self.create_experiment = lambda name, artifact_location: "1"
         self.start_run = lambda **kwargs: self.calls.append(("start_run", (), kwargs))
+
+    def end_run(self, status):
+        self.calls.append(("end_run", (), {"status": status}))
 
     def log_image(self, image, *, key, step):
         self.calls.append(("log_image", (np.asarray(image),), {"key": key, "step": step}))
@@ -244,7 +253,7 @@ def test_wandb_and_mlflow_get_the_images_and_hyperparameters(monkeypatch, tmp_pa
     run = train_run(_spec(("wandb", "mlflow")), tmp_path / "r")
     config, points = read_run_config(run), [line["samples"] for line in _metrics(run)]
 
-    assert wandb.calls[0][1]["config"] == config and wandb.calls[-1] == ("finish",)
+    assert wandb.calls[0][1]["config"] == config and wandb.calls[-1] == ("finish", 0)
     logged = wandb.calls[1:-1]
     assert [step for _, _, step in logged] == [samples for samples in points for _ in range(2)]
     for _, values, _ in logged[1::2]:  # each point: its metrics, then its two grids as grey planes
@@ -257,4 +266,64 @@ def test_wandb_and_mlflow_get_the_images_and_hyperparameters(monkeypatch, tmp_pa
     assert by_name["log_params"][0][0][0] == {key: str(value) for key, value in hyperparameters(config).items()}
     images = [(kwargs["key"], kwargs["step"], args[0].shape) for args, kwargs in by_name["log_image"]]
     assert images == [(key, samples, (289, 289)) for samples in points for key in ("samples", "reconstructions")]
-    assert [kwargs["step"] for _, kwargs in by_name["log_metrics"]] == points and "end_run" in by_name
+    assert [kwargs["step"] for _, kwargs in by_name["log_metrics"]] == points
+    assert by_name["end_run"] == [((), {"status": "FINISHED"})]
+
+
+def test_colour_images_give_colour_grids_with_each_input_above_its_reconstruction():
+    # Rows of channels-first colour images (C, H, W), as the data keep them: the grids are RGB.
+    from aevb.models.build import build_model
+    from aevb.models.config import ModelConfig
+    from aevb.runs.tracker_images import TrackerImages
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(data_dim=3 * 4 * 5, latent_dim=2, hidden_units=8))
+    valid = torch.rand(7, 3 * 4 * 5)
+    data = types.SimpleNamespace(image_shape=(3, 4, 5), valid=valid, valid_labels=None)
+    state = torch.get_rng_state()
+    grids = TrackerImages(model, data, binarize="none")()
+    assert torch.equal(torch.get_rng_state(), state)  # the global random stream is untouched
+    assert grids["samples"].shape == (10 * 5 - 1, 10 * 6 - 1, 3)
+    # 7 inputs in a row of 10 cells, their 7 reconstructions in the row below
+    assert grids["reconstructions"].shape == (2 * 5 - 1, 10 * 6 - 1, 3)
+    first_input = np.round(valid[0].reshape(3, 4, 5).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    assert np.array_equal(grids["reconstructions"][:4, :5], first_input)
+    first_output = model.reconstruct(valid[:1]).reshape(3, 4, 5).permute(1, 2, 0).numpy()
+    assert np.abs(grids["reconstructions"][5:9, :5].astype(int) - np.round(first_output * 255)).max() <= 1
+    assert not np.array_equal(grids["samples"][..., 0], grids["samples"][..., 1])  # colour, not grey
+
+
+def test_a_conditional_model_gets_a_row_of_samples_per_class():
+    from aevb.models.build import build_model
+    from aevb.models.config import ModelConfig
+    from aevb.runs.tracker_images import TrackerImages
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(data_dim=6, latent_dim=2, hidden_units=8, num_classes=3, image_shape=(2, 3)))
+    data = types.SimpleNamespace(image_shape=(2, 3), valid=torch.rand(4, 6), valid_labels=torch.tensor([0, 1, 2, 0]))
+    samples = TrackerImages(model, data, binarize="none")()["samples"]
+    expected = model.class_grid(COLUMNS, generator=torch.Generator().manual_seed(SAMPLE_SEED))
+    assert samples.shape == (3 * 3 - 1, COLUMNS * 4 - 1, 1)
+    assert np.abs(samples.astype(int) - image_grid(images_of_rows(expected, (2, 3)), COLUMNS)).max() <= 1
+
+
+def test_a_run_that_does_not_complete_is_not_reported_as_completed(recording, tmp_path):
+    import importlib.util
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_the_first_point(metrics):
+        raise Stop
+
+    names = ("recording", "tensorboard") if importlib.util.find_spec("tensorboard") else ("recording",)
+    with pytest.raises(Stop):
+        train_run(_spec(names), tmp_path / "r", on_metrics=stop_at_the_first_point)
+    assert recording.events[-1] == ("close", False)
+    if "tensorboard" in names:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        accumulator = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+        accumulator.Reload()
+        tags = set(accumulator.PluginTagToContent("hparams"))
+        assert tags == {"_hparams_/experiment", "_hparams_/session_start_info"}  # no end: not a success

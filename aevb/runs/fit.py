@@ -186,10 +186,10 @@ class MetricsRecord:
         if self.on_metrics is not None:
             self.on_metrics(metrics)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         try:
             for tracker in self.trackers:
-                tracker.close()
+                tracker.close(completed=exc_type is None)
         finally:
             self.file.close()
 

@@ -59,8 +59,9 @@ class MetricsLogger:
         """Show ``images`` (name → 8-bit image (H, W, C), C = 1 for grey) at ``samples`` training
         samples, right after that evaluation point's :meth:`log`."""
 
-    def close(self) -> None:
-        """Flush and finish (also after an interrupted run: what was logged stays)."""
+    def close(self, completed: bool = True) -> None:
+        """Flush and finish, ``completed`` if training ended normally (not interrupted, diverged or
+        failed); what was logged stays either way."""
 
 
 def _values(metrics: Metrics) -> dict[str, float]:
@@ -112,8 +113,9 @@ class TensorBoardLogger(MetricsLogger):
             self.writer.add_image(key, image, samples, dataformats="HWC")
         self.writer.flush()
 
-    def close(self) -> None:
-        self.writer.file_writer.add_summary(self.session_end)
+    def close(self, completed: bool = True) -> None:
+        if completed:  # (the only status torch writes is success: a run that did not complete stays open)
+            self.writer.file_writer.add_summary(self.session_end)
         self.writer.close()
 
 
@@ -141,8 +143,8 @@ class WandbLogger(MetricsLogger):
     def log_images(self, images: dict[str, np.ndarray], samples: int) -> None:
         self.run.log({key: self.wandb.Image(_grey_as_plane(image)) for key, image in images.items()}, step=samples)
 
-    def close(self) -> None:
-        self.run.finish()
+    def close(self, completed: bool = True) -> None:
+        self.run.finish(exit_code=0 if completed else 1)  # W&B marks a non-zero exit failed
 
 
 class MlflowLogger(MetricsLogger):
@@ -181,8 +183,8 @@ class MlflowLogger(MetricsLogger):
         for key, image in images.items():  # a series per key, stepped like the metrics (MLflow ≥ 2.12)
             self.mlflow.log_image(_grey_as_plane(image), key=key, step=samples)
 
-    def close(self) -> None:
-        self.mlflow.end_run()
+    def close(self, completed: bool = True) -> None:
+        self.mlflow.end_run(status="FINISHED" if completed else "KILLED")
 
 
 #: Trackers by their ``logger`` names.
