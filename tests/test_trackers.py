@@ -327,3 +327,18 @@ def test_a_run_that_does_not_complete_is_not_reported_as_completed(recording, tm
         accumulator.Reload()
         tags = set(accumulator.PluginTagToContent("hparams"))
         assert tags == {"_hparams_/experiment", "_hparams_/session_start_info"}  # no end: not a success
+
+
+def test_samples_of_a_non_gaussian_prior_reseed_no_device_generator(monkeypatch):
+    # Drawn during training (a tracker's grid at every point), they must leave a GPU's random
+    # stream as it is, as they leave the CPU's: torch.manual_seed would reseed every device.
+    from aevb.models.config import ModelConfig
+    from aevb.models.vae import VAE
+
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    model = VAE(ModelConfig(data_dim=6, latent_dim=3, hidden_units=4, posterior="laplace", prior="laplace"))
+    state = torch.get_rng_state()
+    first = model.sample(5, torch.Generator().manual_seed(SAMPLE_SEED))
+    again = model.sample(5, torch.Generator().manual_seed(SAMPLE_SEED))
+    assert torch.equal(first, again) and torch.equal(torch.get_rng_state(), state) and reseeded == []
