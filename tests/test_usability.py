@@ -340,7 +340,7 @@ def test_train_run_calls_a_metrics_callback_and_every_named_tracker(tmp_path, mo
         def log(self, metrics):
             events.append(("log", metrics.samples))
 
-        def close(self):
+        def close(self, completed=True):
             events.append(("close",))
 
     monkeypatch.setitem(loggers.LOGGERS, "recording", Recording)

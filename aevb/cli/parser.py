@@ -448,8 +448,9 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         action="append",
         choices=tuple(LOGGERS),
         default=UNSET,
-        help="also report every evaluation point to this experiment tracker (repeatable; each is "
-        "an extra: pip install 'aevb[wandb]'; default: none)",
+        help="also report every evaluation point (metrics, sample and reconstruction images) and "
+        "the run's settings to this experiment tracker (repeatable; each is an extra: pip install "
+        "'aevb[wandb]'; default: none)",
     )
     output.add_argument(
         "--tensorboard",
@@ -457,7 +458,7 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         action="append_const",
         const="tensorboard",
         default=UNSET,
-        help="also write TensorBoard scalars (default: off)",
+        help="also write TensorBoard scalars, images and hyperparameters (default: off)",
     )
     output.add_argument(
         "--checkpoint-every",

@@ -226,7 +226,10 @@ class VAE(nn.Module):
             else:  # torch.distributions take no generator: seed a forked RNG from it
                 seed = int(torch.randint(2**62, (), generator=generator))
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed)
+                    # The CPU generator only (z is drawn on the CPU): torch.manual_seed would also
+                    # reseed every GPU's, which the fork does not restore, and so change training's
+                    # random stream when a tracker draws samples during a run on a GPU.
+                    torch.default_generator.manual_seed(seed)
                     z = prior.sample((num_samples,))
         return z.to(self._prior_loc.device)
 

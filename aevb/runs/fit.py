@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +28,7 @@ from ..errors import TrainingDiverged, TrainingInterrupted
 from ..models.build import build_model
 from ..models.conditional import model_inputs
 from ..models.vae import VAE
-from ..training import Metrics, Trainer, TrainingState
+from ..training import Metrics, Trainer, TrainingState, TrainingWarning
 from ..training.checkpoints import DIRECTORY as CHECKPOINTS
 from ..training.checkpoints import save_checkpoint
 from ..training.distributed import ProcessGroup, from_environment, local_device
@@ -43,6 +44,7 @@ from .outputs import write_figures
 from .process import AgreedStop, StopOnSignal
 from .progress_report import RunsProgress, report_periodically
 from .spec import RunOptions, resolve_device
+from .tracker_images import TrackerImages
 
 
 def device_and_group(device: str) -> tuple[torch.device, ProcessGroup]:
@@ -89,7 +91,8 @@ def fit_into(
             options.report_every,
         )
         extra = (lambda: extra_metrics(model, data)) if extra_metrics is not None else dict
-        with MetricsRecord(out, options.loggers, extra, on_metrics) as record, show_lines:
+        images = TrackerImages.of_run(model, data, plan.config.binarize)
+        with MetricsRecord(out, options.loggers, extra, on_metrics, images) as record, show_lines:
             try:
                 result = trainer.fit(
                     on_metrics=record,
@@ -138,8 +141,9 @@ def _trainer(model: VAE, data: Dataset, plan: Preflight, options: RunOptions, gr
 
 class MetricsRecord:
     """Where each evaluation point goes once measured: a line of ``out``/metrics.jsonl (with what
-    ``extra()`` adds, on disk before the next step), every tracker named in ``loggers``, and
-    ``on_metrics``. A context manager: the trackers are closed however training ends."""
+    ``extra()`` adds, on disk before the next step), every tracker named in ``loggers`` (with the
+    grids ``images()`` draws, for those that take images), and ``on_metrics``. A context manager:
+    the trackers are closed however training ends."""
 
     def __init__(
         self,
@@ -147,13 +151,22 @@ class MetricsRecord:
         loggers: tuple[str, ...],
         extra: Callable[[], dict],
         on_metrics: Callable[[Metrics], None] | None,
+        images: Callable[[], dict] | None = None,
     ):
         self.path, self.loggers, self.extra, self.on_metrics = out / METRICS_FILE, loggers, extra, on_metrics
+        self.images = images
         self.trackers: list = []
+        self.image_trackers: list = []
 
     def __enter__(self) -> MetricsRecord:
         self.trackers = _open_loggers(self.loggers, self.path.parent)
         self.file = open_no_follow(self.path, "a")
+        self.image_trackers = [tracker for tracker in self.trackers if tracker.takes_images]
+        if self.image_trackers and self.images is None:
+            names = ", ".join(tracker.name for tracker in self.image_trackers)
+            warnings.warn(
+                f"no images for the trackers ({names}): the data are not images (no image_shape)", TrainingWarning
+            )
         return self
 
     def __call__(self, metrics: Metrics) -> None:
@@ -166,13 +179,17 @@ class MetricsRecord:
             raise named_os_error(error, self.path) from None
         for tracker in self.trackers:
             tracker.log(metrics)
+        if self.image_trackers and self.images is not None:
+            images = self.images()  # drawn once for all the trackers
+            for tracker in self.image_trackers:
+                tracker.log_images(images, metrics.samples)
         if self.on_metrics is not None:
             self.on_metrics(metrics)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         try:
             for tracker in self.trackers:
-                tracker.close()
+                tracker.close(completed=exc_type is None)
         finally:
             self.file.close()
 
