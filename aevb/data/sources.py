@@ -30,7 +30,7 @@ from .images import image_features
 __all__ = ["NpyDataset", "StreamedRows", "as_rows", "features", "is_streamed"]
 
 #: Rows read at once when a streamed split is scanned whole (its value range, its mean row).
-SCAN_ROWS = 4096
+SCAN_ROWS = 1024
 
 
 def features(
