@@ -39,10 +39,14 @@ def require_rows(data: object, model: object, setting: str = "data") -> None:
         raise AevbError(f"`{setting}` has {data.shape[1]} columns, but the model takes rows of {width}")
 
 
-def require_trainable_values(data: torch.Tensor, setting: str, likelihood: str | None, binarize: str) -> None:
+def require_trainable_values(
+    data: torch.Tensor | StreamedRows, setting: str, likelihood: str | None, binarize: str
+) -> None:
     """A one-line error, naming ``setting``, unless every value of ``data`` is finite, and in
     [0, 1] where a Bernoulli decoder (``likelihood``) or dynamic binarisation (``binarize``) reads
-    them as probabilities."""
+    them as probabilities. Streamed rows are scanned in chunks for their range."""
+    if isinstance(data, StreamedRows):
+        data = data.value_range()
     if not data.numel():
         return
     low, high = data.min().item(), data.max().item()  # NaN propagates through both

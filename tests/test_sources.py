@@ -4,6 +4,7 @@ the same values; a Dataset is read minibatch by minibatch (under torchrun, each 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from aevb.data import load_dataset
 from aevb.data.sources import NpyDataset, StreamedRows, as_rows
 from aevb.errors import AevbError
 from aevb.models.build import build_model
+from aevb.runs.data_config import DataConfig, data_fingerprint, load_data, value_ranges
 from aevb.training import Trainer
 
 CONFIG = TrainConfig(max_samples=1200, step_size=0.02, seed=3, evals_per_decade=1, first_eval=600)
@@ -173,7 +175,8 @@ DISTRIBUTED_SCRIPT = textwrap.dedent(
     data = Counting(path) if group.world_size > 1 else torch.from_numpy(np.load(path))
     Trainer(model, data, config, group=group, threads=1).fit()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}-{group.rank}.safetensors")
-    print("rows", group.rank, Counting.steps_rows)
+    with open(f"{out}-{group.rank}.rows", "w") as rows:
+        rows.write(str(Counting.steps_rows))
     """
 )
 
@@ -192,8 +195,68 @@ def test_a_streamed_dataset_trains_under_torchrun_each_process_reading_its_shard
         [*command, script, path, tmp_path / "two"], capture_output=True, text=True, env=env, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    rows_read = dict(line.split()[1:] for line in done.stdout.splitlines() if line.startswith("rows"))
-    assert rows_read == {"0": str(100 * 8), "1": str(100 * 7)}  # 100 steps of M = 15: shards of 8 and 7
+    rows_read = [(tmp_path / f"two-{rank}.rows").read_text() for rank in (0, 1)]
+    assert rows_read == [str(100 * 8), str(100 * 7)]  # 100 steps of M = 15: shards of 8 and 7
     expected, got = load_file(tmp_path / "one-0.safetensors"), load_file(tmp_path / "two-0.safetensors")
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, rtol=1e-4, atol=2e-5, msg=name)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "aevb", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_a_streamed_npy_file_trains_and_evaluates_as_the_loaded_file(grey_levels, tmp_path):
+    path = tmp_path / "faces.npy"
+    np.save(path, grey_levels)
+    settings = ["--dataset", str(path), "--max-samples", "1500", "--latent-dim", "3", "--hidden-units", "20"]
+    settings += ["--step-size", "0.02", "--threads", "1", "--no-progress"]
+    for name, extra in (("loaded", []), ("streamed", ["--stream"])):
+        done = _cli("train", *settings, *extra, "--out", str(tmp_path / name))
+        assert done.returncode == 0, done.stderr
+    loaded, streamed = (
+        json.loads((tmp_path / name / "config.json").read_text())["data"] for name in ("loaded", "streamed")
+    )
+    assert streamed["stream"] and streamed["values_sha256"] == loaded["values_sha256"]
+    assert streamed["train_size"] == 480
+    metrics = [(tmp_path / name / "metrics.jsonl").read_text().splitlines() for name in ("loaded", "streamed")]
+    assert [json.loads(line)["valid_bound"] for line in metrics[0]] == [
+        json.loads(line)["valid_bound"] for line in metrics[1]
+    ]
+    evaluations = [
+        _cli("evaluate", str(tmp_path / name), "--nll", "--k", "10", "--json") for name in ("loaded", "streamed")
+    ]
+    values = [json.loads(done.stdout) for done in evaluations]
+    assert values[0]["log_likelihood"] == values[1]["log_likelihood"]
+    assert values[0]["test_bound"] == values[1]["test_bound"]
+
+
+@pytest.mark.parametrize(
+    "dataset, extra, words",
+    [
+        ("mnist-sample", [], "mnist-sample is loaded into memory; --stream reads a user's .npy file as needed"),
+        ("file.npz", [], "only .npy files can be streamed (--stream)"),
+        ("file.npy", ["--merge-valid"], "--merge-valid joins two splits in memory; it does not go with --stream"),
+    ],
+    ids=["named dataset", "npz archive", "merge-valid"],
+)
+def test_what_cannot_stream_is_refused_in_one_line(tmp_path, dataset, extra, words):
+    if dataset.startswith("file"):
+        np.save(tmp_path / "file.npy", np.zeros((20, 4), dtype=np.float32))
+        np.savez(tmp_path / "file.npz", train=np.zeros((20, 4), dtype=np.float32))
+        dataset = str(tmp_path / dataset)
+    done = _cli("train", "--dataset", dataset, "--stream", *extra, "--out", str(tmp_path / "run"))
+    assert done.returncode == 2 and words in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_streamed_training_set_cut_to_a_limit_holds_the_loaded_rows(grey_levels, tmp_path):
+    path = tmp_path / "faces.npy"
+    np.save(path, grey_levels)
+    loaded, streamed = (load_data(DataConfig(str(path), train_limit=100, stream=stream)) for stream in (False, True))
+    assert isinstance(streamed.train, StreamedRows) and streamed.train.shape == (100, 784)
+    assert torch.equal(streamed.train[0:100], loaded.train)
+    assert data_fingerprint(streamed) == data_fingerprint(loaded)
+    assert value_ranges(streamed) == value_ranges(loaded)
+    assert streamed.is_binary == loaded.is_binary is False

@@ -16,12 +16,13 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, default_collate
+from torch.utils.data import DataLoader, IterableDataset, Subset, default_collate
 from torch.utils.data import Dataset as TorchDataset
 
 from ..errors import AevbError
@@ -175,6 +176,22 @@ class StreamedRows:
         for chunk in self.chunks():
             total += chunk.double().sum(0)
         return (total / self.shape[0]).to(self.dtype).unsqueeze(0)
+
+    def is_binary(self) -> bool:
+        """Whether every value is exactly 0 or 1 (one scan in chunks)."""
+        return all(bool(((chunk == 0) | (chunk == 1)).all()) for chunk in self.chunks())
+
+    def to(self, device: torch.device | str) -> "StreamedRows":
+        """These rows, read onto ``device``."""
+        moved = copy.copy(self)
+        moved.device = torch.device(device)
+        return moved
+
+    def first(self, count: int) -> "StreamedRows":
+        """The first ``count`` rows (a training set cut to a limit), still streamed."""
+        cut = copy.copy(self)
+        cut.dataset, cut.shape = Subset(self.dataset, range(count)), (count, self.shape[1])
+        return cut
 
     def binarized(self, seed: int) -> "StreamedRows":
         """These rows as fixed Bernoulli draws: each read of rows a..b draws from a generator seeded

@@ -90,13 +90,11 @@ class Trainer:
             None if data is None else as_rows(data, name, dtype=dtype, device=device, pixel_divisor=pixel_divisor)
             for name, data in (("train", train), ("valid", valid), ("test", test))
         )
-        rows = {
+        splits = {
             f"`{name}`": data for name, data in (("train", train), ("valid", valid), ("test", test)) if data is not None
         }
-        for name, data in rows.items():
+        for name, data in splits.items():
             require_rows(data, model, name.strip("`"))
-        # What the preflight checks of the values: the values, or a streamed split's range (one scan).
-        splits = {name: data.value_range() if is_streamed(data) else data for name, data in rows.items()}
         if algorithm is not None and not isinstance(algorithm, Algorithm):
             raise AevbError(f"`algorithm` must be an aevb.training.Algorithm, got {type(algorithm).__name__}")
         self.algorithm = algorithm if algorithm is not None else AEVB.from_config(config)
