@@ -11,6 +11,7 @@ import numbers
 
 import torch
 
+from .data.sources import StreamedRows
 from .errors import AevbError
 
 
@@ -26,9 +27,10 @@ def require_count(value: object, setting: str, minimum: int = 1) -> int:
 
 
 def require_rows(data: object, model: object, setting: str = "data") -> None:
-    """A one-line error unless ``data`` is a non-empty (N, D) tensor whose D is the model's
-    ``input_width`` (where the model has one)."""
-    if not isinstance(data, torch.Tensor):
+    """A one-line error unless ``data`` is a non-empty (N, D) tensor (or rows streamed from a dataset,
+    :class:`aevb.data.sources.StreamedRows`) whose D is the model's ``input_width`` (where the model
+    has one)."""
+    if not isinstance(data, (torch.Tensor, StreamedRows)):
         raise AevbError(f"`{setting}` must be a torch.Tensor of shape (N, D), got {type(data).__name__}")
     if data.ndim != 2 or data.shape[0] < 1:
         raise AevbError(f"`{setting}` must be a non-empty (N, D) tensor, got shape {tuple(data.shape)}")
@@ -37,10 +39,14 @@ def require_rows(data: object, model: object, setting: str = "data") -> None:
         raise AevbError(f"`{setting}` has {data.shape[1]} columns, but the model takes rows of {width}")
 
 
-def require_trainable_values(data: torch.Tensor, setting: str, likelihood: str | None, binarize: str) -> None:
+def require_trainable_values(
+    data: torch.Tensor | StreamedRows, setting: str, likelihood: str | None, binarize: str
+) -> None:
     """A one-line error, naming ``setting``, unless every value of ``data`` is finite, and in
     [0, 1] where a Bernoulli decoder (``likelihood``) or dynamic binarisation (``binarize``) reads
-    them as probabilities."""
+    them as probabilities. Streamed rows are scanned in chunks for their range."""
+    if isinstance(data, StreamedRows):
+        data = data.value_range()
     if not data.numel():
         return
     low, high = data.min().item(), data.max().item()  # NaN propagates through both

@@ -148,6 +148,15 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         "with no validation split (default: off)",
     )
     data.add_argument(
+        "--stream",
+        dest="data.stream",
+        action="store_true",
+        default=UNSET,
+        help="read a .npy file memory-mapped, each minibatch's rows as they are needed, instead of "
+        "loading it: data larger than memory (under torchrun each process reads its own rows) "
+        "(default: off)",
+    )
+    data.add_argument(
         "--binarize",
         dest="training.binarize",
         choices=("none", "dynamic"),

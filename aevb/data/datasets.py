@@ -20,6 +20,7 @@ from aevb.errors import AevbError
 from .arrays import read_npy, read_npz
 from .download import DATASET_SUBDIRS, REMOTE_FILES, fetch_file, sha256_file
 from .formats import read_amat_binary, read_frey_mat, read_mnist_images, read_mnist_labels
+from .sources import NpyDataset, StreamedRows, as_rows
 from .splits import FREY_SPLIT_SEED, USER_SPLIT_SEED, holdout_size, permutation_split
 
 __all__ = ["Dataset", "DATASET_NAMES", "EMBEDDED_DIR", "load_dataset", "resolve_data_dir"]
@@ -45,7 +46,8 @@ class Dataset:
     Attributes:
         name: ``"mnist"``, ``"binarized-mnist"``, ``"frey"``, ``"mnist-sample"`` or the stem of
             the user's file.
-        train, valid, test: float32 contiguous tensors of shape ``(N_split, D)``.
+        train, valid, test: float32 contiguous tensors of shape ``(N_split, D)``, or rows of that
+            shape read from a file as needed (:class:`~aevb.data.sources.StreamedRows`, ``stream``).
         image_shape: ``(H, W)`` with ``H * W == D`` when examples are images ((28, 28) for
             MNIST, (28, 20) for Frey Face), ``None`` when unknown.
         is_binary: True iff every value in all three splits is exactly 0 or 1.
@@ -71,8 +73,8 @@ class Dataset:
         dims = set()
         for split in ("train", "valid", "test"):
             x = getattr(self, split)
-            if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.dtype != torch.float32:
-                raise ValueError(f"Dataset.{split} must be a 2-D float32 tensor")
+            if not isinstance(x, (torch.Tensor, StreamedRows)) or x.ndim != 2 or x.dtype != torch.float32:
+                raise ValueError(f"Dataset.{split} must be a 2-D float32 tensor or streamed rows")
             dims.add(x.shape[1])
             labels = getattr(self, f"{split}_labels")
             if labels is not None and (labels.dtype != torch.int64 or labels.shape != (x.shape[0],)):
@@ -333,6 +335,28 @@ def _load_npy(path: Path, divisor: float) -> Dataset:
     )
 
 
+def _load_npy_streamed(path: Path, divisor: float) -> Dataset:
+    """A .npy file's splits as rows read from the memory-mapped file as needed (the same split as
+    :func:`_load_npy`); one scan checks whether the values are binary."""
+    n = NpyDataset(path).array.shape[0]
+    h = holdout_size(n)
+    if h < 1:
+        raise _too_small(path, n)
+    parts = permutation_split(n, (n - 2 * h, h, h), USER_SPLIT_SEED)
+    train, valid, test = (as_rows(NpyDataset(path, rows), f"{path}", pixel_divisor=divisor) for rows in parts)
+    array = NpyDataset(path).array
+    return Dataset(
+        name=path.stem,
+        train=train,
+        valid=valid,
+        test=test,
+        image_shape=_image_shape(array),
+        is_binary=all(split.is_binary() for split in (train, valid, test)),
+        source=f"numpy file {path}, read as needed",
+        pixel_divisor=divisor if array.dtype == np.uint8 else None,
+    )
+
+
 def _load_npz(path: Path, divisor: float) -> Dataset:
     data = read_npz(path)
     train, train_labels = data["train"], data.get("train_labels")
@@ -370,6 +394,7 @@ def load_dataset(
     *,
     download: bool = False,
     pixel_divisor: float | None = None,
+    stream: bool = False,
 ) -> Dataset:
     """Load a named dataset or a user's ``.npy``/``.npz`` file, split into train/valid/test.
 
@@ -383,6 +408,9 @@ def load_dataset(
         pixel_divisor: uint8 grey levels k become k / pixel_divisor. Default: 256 for the named
             datasets (:data:`PAPER_PIXEL_DIVISOR`, the authors' mnist.pkl.gz and Frey Face), 255 for
             user files; the IWAE protocol (:mod:`aevb.experiments.nll`) asks for 255.
+        stream: read a ``.npy`` file memory-mapped, its rows as training needs them
+            (:class:`~aevb.data.sources.StreamedRows`), instead of loading it: data larger than
+            memory. Only ``.npy`` files stream.
 
     Returns:
         A :class:`Dataset` of float32 ``(N, D)`` splits.
@@ -394,6 +422,8 @@ def load_dataset(
         raise AevbError(f"`pixel_divisor` must be at least 255 (grey levels 0..255 into [0, 1]), got {pixel_divisor}")
     key = os.fspath(name_or_path)
     if isinstance(name_or_path, str) and key in DATASET_NAMES:
+        if stream:
+            raise AevbError(f"{key} is loaded into memory; `stream` reads a user's .npy file as needed")
         divisor = PAPER_PIXEL_DIVISOR if pixel_divisor is None else float(pixel_divisor)
         if key == "mnist-sample":
             return _load_mnist_sample(divisor)
@@ -408,6 +438,10 @@ def load_dataset(
     if not path.is_file():
         raise AevbError(f"{path}: not a file; give a .npy/.npz file or one of: {known}")
     suffix = path.suffix.lower()
+    if stream and suffix != ".npy":
+        raise AevbError(f"{path}: only .npy files can be streamed (`stream`); save the array with numpy.save")
+    if suffix == ".npy" and stream:
+        return _load_npy_streamed(path, divisor)
     if suffix == ".npy":
         return _load_npy(path, divisor)
     if suffix == ".npz":

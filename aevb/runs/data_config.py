@@ -12,6 +12,7 @@ import torch
 
 from ..config import JsonConfig, check_fields
 from ..data import DATASET_NAMES, USER_PIXEL_DIVISOR, Dataset, load_dataset, resolve_data_dir
+from ..data.sources import is_streamed
 from ..errors import AevbError
 
 
@@ -25,6 +26,7 @@ class DataConfig(JsonConfig):
     train_limit: int | None = None  # use only the first N training points (Fig. 3's Ntrain)
     pixel_divisor: float | None = None  # grey level k → k / divisor; None: the dataset's (256 for the paper's data)
     merge_valid: bool = False  # train on train + valid, no validation split (the IWAE protocol: 60000 MNIST)
+    stream: bool = False  # read a .npy file's rows as training needs them (memory-mapped), not all at once
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset.strip():
@@ -33,6 +35,8 @@ class DataConfig(JsonConfig):
             raise AevbError(f"`train_limit` must be a positive integer, got {self.train_limit}")
         if self.pixel_divisor is not None and not (math.isfinite(self.pixel_divisor) and self.pixel_divisor > 0):
             raise AevbError(f"`pixel_divisor` must be a positive number, got {self.pixel_divisor}")
+        if self.stream and self.merge_valid:
+            raise AevbError("`merge_valid` joins two splits in memory; it does not go with `stream`")
 
 
 def load_data(data_config: DataConfig) -> Dataset:
@@ -43,6 +47,7 @@ def load_data(data_config: DataConfig) -> Dataset:
         data_config.data_dir,
         download=data_config.download,
         pixel_divisor=data_config.pixel_divisor,
+        stream=data_config.stream,
     )
     if data_config.merge_valid:
         labels = (
@@ -63,7 +68,8 @@ def load_data(data_config: DataConfig) -> Dataset:
     if not 1 <= limit <= data.train.shape[0]:
         raise AevbError(f"train limit {limit} is outside 1..{data.train.shape[0]} for {data.name}")
     labels = None if data.train_labels is None else data.train_labels[:limit]
-    return dataclasses.replace(data, train=data.train[:limit], train_labels=labels)
+    train = data.train.first(limit) if is_streamed(data.train) else data.train[:limit]
+    return dataclasses.replace(data, train=train, train_labels=labels)
 
 
 #: The key of config.json's data section that holds :func:`data_fingerprint`.
@@ -77,8 +83,9 @@ def data_fingerprint(data: Dataset) -> str:
     for split in ("train", "valid", "test"):
         for tensor in (getattr(data, split), getattr(data, f"{split}_labels")):
             digest.update(b"none" if tensor is None else f"{tuple(tensor.shape)} {tensor.dtype}".encode())
-            if tensor is not None:
-                digest.update(tensor.detach().cpu().contiguous().numpy())
+            # (streamed rows are hashed a chunk at a time: the same digest as the whole)
+            for chunk in [] if tensor is None else tensor.chunks() if is_streamed(tensor) else [tensor]:
+                digest.update(chunk.detach().cpu().contiguous().numpy())
     return digest.hexdigest()
 
 
@@ -97,11 +104,14 @@ def check_same_data(data: Dataset, stored: dict, run_dir, where) -> None:
 
 def value_ranges(data: Dataset) -> dict[str, tuple[float, float]]:
     """(min, max) of each non-empty split; NaN or ±inf show up in them (min/max propagate NaN)."""
-    return {
-        name: (float(split.min()), float(split.max()))
-        for name in ("train", "valid", "test")
-        if (split := getattr(data, name)).numel()
-    }
+    ranges = {}
+    for name in ("train", "valid", "test"):
+        split = getattr(data, name)
+        if is_streamed(split):
+            ranges[name] = tuple(split.value_range().tolist())
+        elif split.numel():
+            ranges[name] = (float(split.min()), float(split.max()))
+    return ranges
 
 
 def stored_data_config(data_config: DataConfig) -> dict:

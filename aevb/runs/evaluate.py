@@ -370,7 +370,9 @@ def _evaluation_data(
             "`hmc` estimates log p(x) at one θ; a full-VB run has a posterior over θ (use `log_likelihood_samples`)"
         )
     values = model_inputs(rows, getattr(data, f"{split}_labels"), model.config)
-    values = evaluation_data(values, train_config.binarize)[:num_points]
+    values = evaluation_data(values, train_config.binarize)
+    if num_points is not None:  # (else streamed rows stay streamed: the estimators read them in slices)
+        values = values[:num_points]
     return train_config, data, values.to(next(model.parameters()).device)
 
 

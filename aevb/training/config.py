@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import JsonConfig
+from ..data.sources import is_streamed
 from ..engines import AUTO, ENGINES
 from ..errors import AevbError
 from ..objectives.estimators import get_estimator
@@ -156,6 +157,8 @@ def evaluation_data(data: torch.Tensor, binarize: str) -> torch.Tensor:
     """
     if binarize != "dynamic":
         return data
+    if is_streamed(data):  # (read a slice at a time: each slice's draw is seeded by where it starts)
+        return data.binarized(EVALUATION_BINARIZATION_SEED)
     generator = torch.Generator(device="cpu").manual_seed(EVALUATION_BINARIZATION_SEED)
     return torch.bernoulli(data.cpu(), generator=generator).to(data.device)
 

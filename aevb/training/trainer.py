@@ -10,8 +10,10 @@ import math
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 
+from ..data.sources import StreamedRows, as_rows, is_streamed
 from ..errors import AevbError, TrainingInterrupted
 from ..models.config import ModelConfig
 from ..models.vae import VAE
@@ -20,13 +22,16 @@ from ..validation import require_rows
 from .algorithm import AEVB, Algorithm
 from .config import Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_points
 from .distributed import SINGLE_PROCESS, ProcessGroup, Shard
-from .evaluator import Evaluator, evaluation_point_passed
+from .evaluator import INITIAL_BOUND_POINTS, Evaluator, evaluation_point_passed
 from .numeric_guard import SkippedSteps, interval_problem, roll_back
 from .optimizers import OPTIMIZERS, SCHEDULES
 from .preflight import Preflight, run_preflight
 from .reporting import refuse_untrainable, training_bar, warn_if_worse_than_untrained
 from .state import DataOrder, Interval, TrainingState
 from .step_size import StepSizeChoice, select_step_size
+
+#: What the Trainer takes as a split (:func:`aevb.data.sources.as_rows`).
+TrainingData = torch.Tensor | np.ndarray | StreamedRows | torch.utils.data.Dataset | torch.utils.data.DataLoader
 
 
 class Trainer:
@@ -37,10 +42,16 @@ class Trainer:
             ``prior()`` → p(z) (``torch.distributions``; see :mod:`aevb.objectives.estimators`). A
             fresh run re-initialises it (§5) through its ``reset_parameters`` when it has one and
             ``config.initialise`` is true; otherwise it trains from the weights it has.
-        train: (N, D) training data, on the device to train on.
+        train: the training data (:func:`aevb.data.sources.as_rows`): an (N, D) tensor on the device
+            to train on, of any real, integer or boolean dtype, or a numpy array (converted once to
+            the model's dtype; uint8 grey levels k to k / ``pixel_divisor``; images (N, H, W),
+            (N, C, H, W) or (N, H, W, C) flattened channels-first); or a map-style
+            ``torch.utils.data.Dataset`` (items ``x`` or ``(x, y)``) or a ``DataLoader`` over one
+            (its collate function used; the order and minibatch size are the Trainer's), read
+            minibatch by minibatch onto the model's device: data larger than memory.
         config: the settings.
-        valid: optional (N_valid, D) validation data, evaluated at each evaluation point.
-        test: optional (N_test, D) test data, likewise — for reproducing the paper's train/test
+        valid: optional validation data, as ``train``, evaluated at each evaluation point.
+        test: optional test data, likewise — for reproducing the paper's train/test
             curves; leave it out when choosing settings, which is what the validation set is for.
         algorithm: what one iteration does; default AEVB with ``config``'s estimator and L.
         group: this process's place in multi-process training (:mod:`aevb.training.distributed`); each
@@ -53,22 +64,32 @@ class Trainer:
             cannot be trained on.
         preflight: what :func:`aevb.training.preflight.run_preflight` found for this very run (a
             run directory checks before it writes anything); None: the Trainer runs it now.
+        pixel_divisor: uint8 data hold grey levels k, read as k / ``pixel_divisor`` (default 255,
+            :data:`aevb.data.USER_PIXEL_DIVISOR`; the paper's MNIST had 256).
     """
 
     def __init__(
         self,
         model: VAE,
-        train: torch.Tensor,
+        train: TrainingData,
         config: TrainConfig,
-        valid: torch.Tensor | None = None,
+        valid: TrainingData | None = None,
         algorithm: Algorithm | None = None,
-        test: torch.Tensor | None = None,
+        test: TrainingData | None = None,
         group: ProcessGroup = SINGLE_PROCESS,
         threads: int | None = None,
         data_name: str | None = None,
         preflight: Preflight | None = None,
+        pixel_divisor: float | None = None,
     ):
         self.data_name = data_name
+        parameter = next(model.parameters(), None)
+        dtype = torch.float32 if parameter is None else parameter.dtype
+        device = None if parameter is None else parameter.device  # (where a Dataset's rows go)
+        train, valid, test = (
+            None if data is None else as_rows(data, name, dtype=dtype, device=device, pixel_divisor=pixel_divisor)
+            for name, data in (("train", train), ("valid", valid), ("test", test))
+        )
         splits = {
             f"`{name}`": data for name, data in (("train", train), ("valid", valid), ("test", test)) if data is not None
         }
@@ -110,7 +131,10 @@ class Trainer:
         for the whole minibatch, so that every process's draws match a one-process run."""
         rows = self.group.shard(batch.shape[0]) if rows is None else rows
         indices = batch[rows]
-        x = torch.index_select(self.train_data, 0, indices)  # a row copy each; [indices] is slower
+        if not is_streamed(self.train_data):
+            x = torch.index_select(self.train_data, 0, indices)  # a row copy each; [indices] is slower
+        else:
+            x = self.train_data.read(indices.cpu())
         if self.config.binarize == "dynamic":
             uniform = torch.rand(batch.shape[0], x.shape[1], device=x.device, dtype=x.dtype)[rows]
             x = (uniform < x).to(x.dtype)
@@ -185,12 +209,13 @@ class Trainer:
         if reset is not None:
             reset()
             initialise_from_data = getattr(self.model, "initialise_from_data", None)
-            if initialise_from_data is not None:
-                initialise_from_data(self.train_data)
+            if initialise_from_data is not None:  # (it reads the mean image: a streamed set's in one scan)
+                initialise_from_data(self.train_data.mean_row() if is_streamed(self.train_data) else self.train_data)
         self.model.train()
         self._setup_algorithm()
         initial_bound = self.evaluator.initial_bound()
-        refuse_untrainable(initial_bound, self.model, self.train_data, self.data_name)
+        scanned = self.train_data[:INITIAL_BOUND_POINTS] if is_streamed(self.train_data) else self.train_data
+        refuse_untrainable(initial_bound, self.model, scanned, self.data_name)
         started = time.perf_counter()
         samples = steps = 0
         trials: list[StepSizeTrial] = []
