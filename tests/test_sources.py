@@ -20,7 +20,9 @@ from aevb.data import load_dataset
 from aevb.data.sources import NpyDataset, StreamedRows, as_rows
 from aevb.errors import AevbError
 from aevb.models.build import build_model
+from aevb.runs import evaluate_run, train_run
 from aevb.runs.data_config import DataConfig, data_fingerprint, load_data, value_ranges
+from aevb.runs.spec import RunSpec
 from aevb.training import Trainer
 
 CONFIG = TrainConfig(max_samples=1200, step_size=0.02, seed=3, evals_per_decade=1, first_eval=600)
@@ -260,3 +262,33 @@ def test_a_streamed_training_set_cut_to_a_limit_holds_the_loaded_rows(grey_level
     assert data_fingerprint(streamed) == data_fingerprint(loaded)
     assert value_ranges(streamed) == value_ranges(loaded)
     assert streamed.is_binary == loaded.is_binary is False
+
+
+def test_train_run_takes_an_array_or_a_dataset_and_its_run_asks_for_them_again(grey_levels, tmp_path):
+    spec = RunSpec.from_settings(
+        {
+            "model": {"latent_dim": 3, "hidden_units": 20},
+            "training": {"max_samples": 1200, "step_size": 0.02},
+            "run": {"threads": 1, "progress": False},
+        }
+    )
+    array_run = train_run(spec, tmp_path / "array", data=grey_levels)
+    dataset = TensorDataset(torch.from_numpy(grey_levels))  # streamed: read as needed
+    dataset_run = train_run(spec, tmp_path / "dataset", data=dataset)
+    recorded = json.loads((array_run / "config.json").read_text())["data"]
+    assert recorded["given"] and (recorded["train_size"], recorded["valid_size"], recorded["test_size"]) == (
+        480,
+        60,
+        60,
+    )
+    assert recorded["pixel_divisor"] == 255.0 and "dataset" not in recorded
+    assert (array_run / "metrics.jsonl").read_text().splitlines()[-1].split('"seconds"')[0] == (
+        (dataset_run / "metrics.jsonl").read_text().splitlines()[-1].split('"seconds"')[0]
+    )  # the same split, the same run
+    with pytest.raises(AevbError, match=r"trained on data given to train_run in memory, which no file holds"):
+        evaluate_run(array_run)
+    with pytest.raises(AevbError, match=r"changed since it began"):
+        evaluate_run(array_run, data=grey_levels[::-1].copy())
+    assert (
+        evaluate_run(array_run, data=grey_levels)["test_bound"] == evaluate_run(dataset_run, data=dataset)["test_bound"]
+    )

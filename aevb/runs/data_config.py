@@ -74,6 +74,26 @@ def load_data(data_config: DataConfig) -> Dataset:
 
 #: The key of config.json's data section that holds :func:`data_fingerprint`.
 FINGERPRINT = "values_sha256"
+#: The key of config.json's data section that says the data were given to train_run, not loaded.
+GIVEN = "given"
+
+
+def given_data(stored: object, given: Dataset | None, run_dir, where) -> Dataset | None:
+    """The data a run reads again: ``given`` (checked to be the values the run began on) where the
+    caller passes them, else None (the run loads its own). A run trained on data given in memory
+    has no file to load: asking it to load one is a one-line error."""
+    recorded_given = isinstance(stored, dict) and stored.get(GIVEN)
+    if given is None:
+        if recorded_given:
+            raise AevbError(
+                f"{run_dir} was trained on data given to train_run in memory, which no file holds: "
+                "pass the same data again in Python (evaluate_run or resume_run with data=...)"
+            )
+        return None
+    if not isinstance(stored, dict):
+        raise AevbError(f"{where}: data must be a JSON object, got {stored!r}")
+    check_same_data(given, stored, run_dir, where)
+    return given
 
 
 def data_fingerprint(data: Dataset) -> str:

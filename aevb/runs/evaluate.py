@@ -12,6 +12,7 @@ import torch
 
 from ..checkpoint import load_model, model_with_weights
 from ..data import Dataset
+from ..data.given import dataset_of
 from ..errors import AevbError
 from ..evaluation import evaluate_bound
 from ..evaluation.full_vb import predictive_log_likelihood
@@ -28,7 +29,8 @@ from ..objectives.estimators import bound_estimator
 from ..training import TrainConfig, evaluation_data
 from ..training.algorithms import trains_encoder
 from ..training.checkpoints import has_checkpoint, load_checkpoint
-from .data_config import data_config_of_run, load_data
+from ..training.trainer import TrainingData
+from .data_config import data_config_of_run, given_data, load_data
 from .evaluations import record_evaluation
 from .layout import CONFIG_FILE, algorithm_of, read_run_config
 from .spec import resolve_device
@@ -99,6 +101,7 @@ def evaluate_run(
     threads: int | None = None,
     checkpoint: bool = False,
     record: bool = True,
+    data: Dataset | TrainingData | None = None,
 ) -> dict:
     """Evaluate a trained run on a data split; every number is in nats per datapoint.
 
@@ -124,6 +127,10 @@ def evaluate_run(
     run's model is also kept in the run, with its settings and the time it took
     (:mod:`aevb.runs.evaluations`: ``evaluations.jsonl``, shown by ``aevb compare``); a checkpoint's
     is not (the run is still another process's, or will go on).
+
+    ``data``: the data a run trained on when they were given to :func:`~aevb.runs.train_run` in
+    memory (an array, tensor, torch Dataset or DataLoader, split again as then; checked against the
+    run's fingerprint); a run that loaded its data loads them again.
     """
     started = time.perf_counter()
     run = _load_checked(
@@ -140,6 +147,7 @@ def evaluate_run(
         hmc=hmc,
         hmc_samples=hmc_samples,
         leapfrog_steps=leapfrog_steps,
+        given=data,
     )
     torch.manual_seed(seed)
     result = {"run": str(run_dir)} | _bound_result(run, split, num_samples, batch_size, progress)
@@ -194,6 +202,7 @@ def _load_checked(
     hmc: bool,
     hmc_samples: int,
     leapfrog_steps: int,
+    given: Dataset | TrainingData | None = None,
 ) -> _CheckedRun:
     """The run loaded for :func:`evaluate_run`'s settings, each checked before any estimate starts:
     the settings themselves first (before anything is loaded), then what they ask of the run's
@@ -211,7 +220,7 @@ def _load_checked(
     if hmc:
         check_hmc_samples(hmc_samples, model.config.latent_dim, "hmc_samples")
     train_config, data, values = _evaluation_data(
-        model, config, Path(run_dir), split, data_dir, num_points, hmc, download
+        model, config, Path(run_dir), split, data_dir, num_points, hmc, download, given
     )
     full_vb = hasattr(model, "decoder_parameter_kl")
     encoder_trained = trains_encoder(algorithm_of(config, Path(run_dir) / CONFIG_FILE))
@@ -348,15 +357,22 @@ def _evaluation_data(
     num_points: int | None,
     hmc: bool,
     download: bool,
+    given: Dataset | TrainingData | None = None,
 ):
-    """The run's training settings, its data set, and the split's rows as the model reads them
-    (binarised as in training; with one-hot labels for a conditional model), on the model's device."""
+    """The run's training settings, its data set (``given``, or loaded as config.json says), and the
+    split's rows as the model reads them (binarised as in training; with one-hot labels for a
+    conditional model), on the model's device."""
     where = str(run_dir / CONFIG_FILE)
     data_config = config.get("data")
     if not isinstance(config.get("training"), dict):
         raise AevbError(f"{where} lacks the training configuration")
     train_config = TrainConfig.from_dict(config["training"], f"{where}: training")
-    data = load_data(dataclasses.replace(data_config_of_run(data_config, data_dir, where), download=download))
+    if given is not None:
+        stored = data_config if isinstance(data_config, dict) else {}
+        given = dataset_of(given, "data", pixel_divisor=stored.get("pixel_divisor"))
+    data = given_data(data_config, given, run_dir, where)
+    if data is None:
+        data = load_data(dataclasses.replace(data_config_of_run(data_config, data_dir, where), download=download))
     rows = getattr(data, split)
     if rows.shape[0] == 0:
         merged = " (the run trained on train + valid)" if data_config.get("merge_valid") else ""

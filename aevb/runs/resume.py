@@ -13,6 +13,7 @@ from ..checkpoint import (
     read_json,
 )
 from ..data import Dataset
+from ..data.given import dataset_of
 from ..errors import AevbError, TrainingDiverged
 from ..models.build import build_model
 from ..models.vae import VAE, ModelConfig
@@ -22,9 +23,11 @@ from ..training.checkpoint_checks import check_checkpoint_fits
 from ..training.checkpoints import has_checkpoint, load_checkpoint
 from ..training.preflight import Preflight, run_preflight
 from ..training.reporting import TrainingWarning
+from ..training.trainer import TrainingData
 from .data_config import (
     check_same_data,
     data_config_of_run,
+    given_data,
     load_data,
 )
 from .fit import device_and_group, fit_into
@@ -49,12 +52,14 @@ def resume_run(
     *,
     on_metrics: Callable[[Metrics], None] | None = None,
     extra_metrics: Callable[[VAE, Dataset], dict] | None = None,
+    data: Dataset | TrainingData | None = None,
 ) -> Path:
     """Continue the run in ``run_dir`` from its newest checkpoint, with the settings in its
     config.json, to the end it was asked for; ``options`` say how it runs now (default: the
     defaults of :class:`RunOptions`). With the same device the run ends with the parameters, bit
     for bit, that it would have had uninterrupted. ``on_metrics`` and ``extra_metrics`` as for
-    :func:`train_run`."""
+    :func:`train_run`; ``data``: the data a run trained on when they were given to
+    :func:`train_run` in memory (checked against the run's fingerprint)."""
     options = options if options is not None else RunOptions()
     options.check_loggers_installed()
     out = Path(run_dir)
@@ -67,7 +72,11 @@ def resume_run(
     algorithm = config.get("algorithm")
     if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
         raise AevbError(f"{where} names an unknown algorithm {algorithm!r}")
-    data_config = data_config_of_run(config.get("data"), where=where)
+    if data is not None:
+        stored = config.get("data") if isinstance(config.get("data"), dict) else {}
+        data = dataset_of(data, "data", pixel_divisor=stored.get("pixel_divisor"))
+    given = given_data(config.get("data"), data, out, where)
+    data_config = data_config_of_run(config.get("data"), where=where) if given is None else None
     model_config, train_config = run_configs(config, where)
     torch_device, group = device_and_group(options.device)
     with contextlib.ExitStack() as held:
@@ -84,7 +93,7 @@ def resume_run(
                 "the start (the same seeded run), and measures them again",
                 TrainingWarning,
             )
-        data = load_data(data_config)
+        data = given if given is not None else load_data(data_config)
         check_same_data(data, config["data"], out, where)
         # Before a file of the run is touched; a model config.json cannot describe is named there.
         plan = run_preflight(

@@ -20,14 +20,17 @@ from ..checkpoint import (
     atomic_write_json,
 )
 from ..data import Dataset
+from ..data.given import dataset_of
 from ..errors import AevbError
 from ..models.vae import VAE
 from ..training import Metrics
 from ..training.algorithms import make_algorithm
 from ..training.distributed import SINGLE_PROCESS, ProcessGroup
 from ..training.preflight import Preflight, run_preflight
+from ..training.trainer import TrainingData
 from .data_config import (
     FINGERPRINT,
+    GIVEN,
     data_fingerprint,
     load_data,
     stored_data_config,
@@ -50,7 +53,7 @@ def train_run(
     out: str | os.PathLike,
     *,
     overwrite: bool = False,
-    data: Dataset | None = None,
+    data: Dataset | TrainingData | None = None,
     command: str | None = None,
     on_metrics: Callable[[Metrics], None] | None = None,
     extra_metrics: Callable[[VAE, Dataset], dict] | None = None,
@@ -59,13 +62,21 @@ def train_run(
     directory. Everything is checked (:func:`plan_run`) before the directory is made, so a refused
     run leaves nothing behind; ``overwrite`` replaces a run already in ``out`` (else refused).
 
-    ``data`` may be given to skip loading (it must be what ``spec.data`` names). ``command`` is the
+    ``data`` may be a :class:`~aevb.data.Dataset` to skip loading (it must be what ``spec.data``
+    names), or the user's own data instead of ``spec.data``'s: a tensor or numpy array of any real
+    dtype (rows or images), a map-style torch Dataset or a DataLoader, split as a user's ``.npy``
+    file is (:func:`aevb.data.given.dataset_of`, seeded by ``spec.data.split_seed``). The run then
+    records the data's fingerprint, not a file: evaluating or resuming it takes the same data again
+    (``data=``). ``command`` is the
     command line recorded in config.json (default: this process's sys.argv). ``on_metrics(metrics)``
     is called with each :class:`~aevb.training.Metrics` once it is written, the hook for a tracker
     that ``spec.run.loggers`` does not name; ``extra_metrics(model, data)`` returns more values for
     each metrics line (e.g. marginal-likelihood estimates for Fig. 3).
     """
     torch_device, group = device_and_group(spec.run.device)
+    given = data is not None and not isinstance(data, Dataset)
+    if given:
+        data = dataset_of(data, "data", pixel_divisor=spec.data.pixel_divisor)
     if data is None:
         data = load_data(spec.data)
     plan = plan_run(spec, data, torch_device, group, per_point_measurements=extra_metrics is not None)
@@ -84,7 +95,7 @@ def train_run(
                 raise
         if not group.all_agree(True, torch_device):
             raise AevbError(f"rank 0 could not prepare the run directory {out}")
-        config = _run_config(spec, plan, data, group, torch_device, command)
+        config = _run_config(spec, plan, data, group, torch_device, command, given)
         if group.is_main:
             atomic_write_json(out / CONFIG_FILE, config)
         return fit_into(
@@ -126,16 +137,24 @@ def plan_run(
 
 
 def _run_config(
-    spec: RunSpec, plan: Preflight, data: Dataset, group: ProcessGroup, torch_device: torch.device, command: str | None
+    spec: RunSpec,
+    plan: Preflight,
+    data: Dataset,
+    group: ProcessGroup,
+    torch_device: torch.device,
+    command: str | None,
+    given: bool = False,
 ) -> dict:
     """The run's config.json: its settings resolved (the model on the data, the step-size selection
-    fitted to the budget), the data it was given (with their fingerprint) and how it ran."""
+    fitted to the budget), the data it was given (with their fingerprint) and how it ran. Data
+    ``given`` in memory are described, not named: no file can load them again."""
+    data_settings = {GIVEN: True} if given else stored_data_config(spec.data)
     return {
         "format_version": RUN_FORMAT_VERSION,
         "aevb_version": __version__,
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "data": stored_data_config(spec.data)
+        "data": data_settings
         | {
             "name": data.name,
             "source": data.source,
