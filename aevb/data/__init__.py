@@ -42,10 +42,29 @@ User arrays must be finite and non-empty; their range is not checked (whether va
 in [0, 1] depends on the decoder, which the caller knows). ``is_binary`` says whether every
 value is exactly 0 or 1. Pickled objects are never loaded (``allow_pickle=False``).
 
+Data of the user's own in memory or as a torch Dataset (:mod:`aevb.data.sources`: any real dtype,
+images with channels, a Dataset or DataLoader read a minibatch at a time, :class:`NpyDataset` over a
+memory-mapped ``.npy`` file) are what the Trainer takes; :func:`dataset_of` splits them into a
+:class:`Dataset` for a run directory (:mod:`aevb.data.given`). ``load_dataset(path, stream=True)``
+reads a ``.npy`` file's splits as needed.
+
 Every problem a user can cause raises :class:`aevb.errors.AevbError` with a one-line message
 naming the file. The network is used only with ``download=True`` (see :mod:`aevb.data.download`).
 """
 
 from .datasets import DATASET_NAMES, PAPER_PIXEL_DIVISOR, USER_PIXEL_DIVISOR, Dataset, load_dataset, resolve_data_dir
+from .given import dataset_of
+from .sources import NpyDataset, StreamedRows, as_rows
 
-__all__ = ["DATASET_NAMES", "PAPER_PIXEL_DIVISOR", "USER_PIXEL_DIVISOR", "Dataset", "load_dataset", "resolve_data_dir"]
+__all__ = [
+    "DATASET_NAMES",
+    "PAPER_PIXEL_DIVISOR",
+    "USER_PIXEL_DIVISOR",
+    "Dataset",
+    "NpyDataset",
+    "StreamedRows",
+    "as_rows",
+    "dataset_of",
+    "load_dataset",
+    "resolve_data_dir",
+]
