@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +135,30 @@ def test_library_errors_of_a_deferred_command_name_its_flags():
     assert _in_flags("`num_samples` must be a whole number", "evaluate") == "--samples must be a whole number"
     assert _in_flags("`num_samples` must be a whole number", "sample") == "--num must be a whole number"
     assert _in_flags("`hmc_samples` is too large", "evaluate") == "--hmc-samples is too large"
+
+
+def test_the_start_up_benchmark_times_every_command_against_its_peers(tmp_path):
+    out = tmp_path / "cli_startup.json"
+    benchmark = Path(__file__).resolve().parents[1] / "benchmarks" / "cli_startup.py"
+    done = subprocess.run(
+        [sys.executable, str(benchmark), "--rounds", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["schema"] == "aevb-cli-startup/1" and report["rounds"] == 1
+    commands = report["commands"]
+    assert list(commands) == [
+        "python -c pass",
+        'python -c "import torch"',
+        "aevb --version",
+        "aevb --help",
+        "aevb train --help",
+    ]
+    for name in ("aevb --version", "aevb --help", "aevb train --help"):
+        timing = commands[name]
+        assert timing["values"] == [timing["median"]] and timing["median"] > 0
+        assert timing["over_python"] == timing["median"] / commands["python -c pass"]["median"]
+        assert f"{name} " in done.stdout and "target < 0.3 s" in done.stdout
