@@ -1,10 +1,12 @@
 """The ``aevb`` console script.
 
-Start-up imports torch and matplotlib, a few seconds on a slow machine. Ctrl-C pressed meanwhile
-would surface as a KeyboardInterrupt wherever the import happened to be (a traceback, or a
-library turning it into some other error); nothing has been written yet, so the process leaves at
-once, in one line with exit status 130. Once the command runs, Ctrl-C is Python's again: training
-turns it into a checkpoint and a resume hint (aevb.runs), everything else into one line (aevb.cli).
+Parsing the command line imports no torch (``aevb --help`` and ``aevb --version`` answer at once);
+the command then imports torch and matplotlib, a few seconds on a slow machine. Ctrl-C pressed
+meanwhile would surface as a KeyboardInterrupt wherever the import happened to be (a traceback,
+or a library turning it into some other error); nothing has been written yet, so the process
+leaves at once, in one line with exit status 130. Once the command runs, Ctrl-C is Python's
+again: training turns it into a checkpoint and a resume hint (aevb.runs), everything else into
+one line (aevb.cli).
 """
 
 import os
@@ -22,12 +24,14 @@ def _leave_at_once(signum, frame) -> None:
 def main() -> int:
     previous = signal.signal(signal.SIGINT, _leave_at_once)
     try:
-        from . import runs  # noqa: F401  (the heavy imports of every command, under the handler above)
-        from .cli import main as run_command_line
+        from .cli import load_command, parse_arguments
+
+        args = parse_arguments()
+        run_command = load_command()  # the heavy imports of every command, under the handler above
     finally:
         signal.signal(signal.SIGINT, previous)
     try:
-        return run_command_line()
+        return run_command(args)
     except KeyboardInterrupt:  # between two of the command's own handlers
         print("aevb: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

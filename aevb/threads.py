@@ -43,6 +43,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
 
+from .cpus import available_cpus
 from .errors import AevbError
 
 T = TypeVar("T")
@@ -85,14 +86,6 @@ def strict_matrix_products() -> bool:
 
 
 strict_matrix_products()
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. under taskset or a container)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def candidate_counts(most: int) -> tuple[int, ...]:

@@ -1,12 +1,31 @@
-"""The command line's value types: each parses one option's text or says in one line what it expected."""
+"""The command line's value types: each parses one option's text or says in one line what it expected;
+an option left out (:data:`UNSET`), and the library's default that its help quotes instead."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import math
 
-from ..threads import available_cpus
+from ..cpus import available_cpus
 from ..training.config import SEED_LIMIT
+
+#: An option of ``aevb train`` the user did not give is absent from the parsed arguments, so that
+#: the library's default applies (one default per setting, owned by the library); the help
+#: quotes it from there.
+UNSET = argparse.SUPPRESS
+
+
+def _default(config: type, name: str):
+    """The library's default of setting ``name`` of the dataclass ``config``."""
+    field = next(field for field in dataclasses.fields(config) if field.name == name)
+    return field.default if field.default is not dataclasses.MISSING else field.default_factory()
+
+
+def _parameter_default(function, name: str):
+    """The library's default of parameter ``name`` of ``function``."""
+    return inspect.signature(function).parameters[name].default
 
 
 def _path(text: str) -> str:

@@ -22,7 +22,7 @@ def _flags_of(command: str) -> dict[str, str]:
     parser = _build_parser()
     subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     flags: dict[str, str] = {}
-    for action in subcommands.choices[command]._actions:
+    for action in subcommands.parser_of(command)._actions:
         if action.option_strings:
             # A setting of a run's spec is "section.name": errors name it by either.
             for name in (action.dest, action.dest.rsplit(".", 1)[-1]):

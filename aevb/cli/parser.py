@@ -1,33 +1,36 @@
 """The command line's options, declared once: each names a library setting (its ``dest``), leaves it
 unset unless the user gives it (the library owns every default and the help quotes it), and is
-the flag a library error about that setting is translated into (:func:`aevb.cli.flags._in_flags`)."""
+the flag a library error about that setting is translated into (:func:`aevb.cli.flags._in_flags`).
+
+This module imports no torch, so that ``aevb --help``, ``aevb train --help`` and ``aevb --version``
+answer at once: the defaults it quotes come from torch-free modules (the settings' dataclasses,
+:mod:`aevb.choices`); the commands whose options quote defaults of modules that import torch get
+their options when chosen (:data:`DEFERRED_OPTIONS`)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
-import inspect
+import importlib
 
 from .. import __version__
-from ..engines import ENGINE_CHOICES
-from ..evaluation.importance_sampling import PROTOCOL_SAMPLES
-from ..experiments import EXPERIMENTS, fig3
-from ..experiments import reproduce as reproduce_figure
-from ..experiments.fig3 import DEFAULT_MCEM_STEP_SIZE
+from ..choices import (
+    AUTO_ENGINE,
+    CONFIG_FORMATS,
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_DATASET,
+    ENGINE_NAMES,
+    FAMILY_NAMES,
+    LOGGER_NAMES,
+)
 from ..models.config import ModelConfig
-from ..models.families import FAMILIES
-from ..runs import DataConfig, evaluate_run, sample_run
-from ..runs.config_file import FORMATS as CONFIG_FORMATS
-from ..runs.loggers import LOGGERS
-from ..runs.spec import DEFAULT_CHECKPOINT_EVERY
-from ..training import DEFAULT_MAX_SAMPLES, TrainConfig
+from ..training.config import DEFAULT_MAX_SAMPLES, TrainConfig
 from .arguments import (
+    UNSET,
     _bound,
     _count,
     _count_list,
     _counts,
-    _label,
+    _default,
     _non_negative_float,
     _number,
     _path,
@@ -35,9 +38,6 @@ from .arguments import (
     _seed,
     _threads,
 )
-
-FAMILY_NAMES = tuple(FAMILIES)
-
 
 EXIT_USAGE = 2
 
@@ -63,37 +63,32 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.dest.rpartition(".")[2].upper()
 
 
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        default=None,
-        help="directory holding the data files (default: $AEVB_DATA_DIR, else the cache directory ~/.cache/aevb)",
-    )
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--download",
-        action="store_true",
-        default=UNSET,
-        help="download data files that are missing (with checksum verification) into the data directory (default: off)",
-    )
+#: The commands whose options are added only when the command is chosen, by the function that
+#: "module:function" names: their help quotes the defaults of functions in modules that import
+#: torch (seconds), which the other commands' help and ``aevb --help`` should not wait for.
+DEFERRED_OPTIONS = {
+    "evaluate": "aevb.cli.command_options:_add_evaluate_options",
+    "reproduce": "aevb.cli.command_options:_add_reproduce_options",
+    "sample": "aevb.cli.command_options:_add_sample_options",
+}
 
 
-#: An option of ``aevb train`` the user did not give is absent from the parsed arguments, so that
-#: the library's default applies (one default per setting, owned by the library); the help
-#: quotes it from there.
-UNSET = argparse.SUPPRESS
+class _Commands(argparse._SubParsersAction):
+    """The subcommands; the chosen one gets its :data:`DEFERRED_OPTIONS` before it parses the rest."""
 
+    def parser_of(self, command: str) -> argparse.ArgumentParser:
+        """The parser of ``command``, with all its options."""
+        parser = self.choices[command]
+        if command in DEFERRED_OPTIONS and not getattr(parser, "complete", False):
+            module, _, function = DEFERRED_OPTIONS[command].partition(":")
+            getattr(importlib.import_module(module), function)(parser)
+            parser.complete = True
+        return parser
 
-def _default(config: type, name: str):
-    """The library's default of setting ``name`` of the dataclass ``config``."""
-    field = next(field for field in dataclasses.fields(config) if field.name == name)
-    return field.default if field.default is not dataclasses.MISSING else field.default_factory()
-
-
-def _parameter_default(function, name: str):
-    """The library's default of parameter ``name`` of ``function``."""
-    return inspect.signature(function).parameters[name].default
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if values and values[0] in self.choices:
+            self.parser_of(values[0])
+        super().__call__(parser, namespace, values, option_string)
 
 
 def _add_train_options(train: argparse.ArgumentParser) -> None:
@@ -109,7 +104,7 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         dest="data.dataset",
         default=UNSET,
         help="mnist-sample (embedded, offline), mnist, binarized-mnist, frey, or a path to "
-        f"a .npy/.npz file (default: {_default(DataConfig, 'dataset')})",
+        f"a .npy/.npz file (default: {DEFAULT_DATASET})",
     )
     data.add_argument(
         "--data-dir",
@@ -401,7 +396,7 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     algorithm.add_argument(
         "--engine",
         dest="training.engine",
-        choices=ENGINE_CHOICES,
+        choices=(AUTO_ENGINE, *ENGINE_NAMES),
         default=UNSET,
         help="how gradients are computed: native (hand-derived, C kernels; fastest on a CPU), "
         "fused (hand-derived, torch operations; any device), autograd, or auto (the fastest "
@@ -455,7 +450,7 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         "--logger",
         dest="run.loggers",
         action="append",
-        choices=tuple(LOGGERS),
+        choices=LOGGER_NAMES,
         default=UNSET,
         help="also report every evaluation point (metrics, sample and reconstruction images) and "
         "the run's settings to this experiment tracker (repeatable; each is an extra: pip install "
@@ -504,96 +499,13 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_evaluate_options(evaluate: argparse.ArgumentParser) -> None:
-    defaults = {name: parameter.default for name, parameter in inspect.signature(evaluate_run).parameters.items()}
-    evaluate.add_argument(
-        "--split", choices=("test", "valid", "train"), default=UNSET, help=f"data split (default: {defaults['split']})"
-    )
-    evaluate.add_argument(
-        "--samples",
-        type=_count,
-        default=UNSET,
-        dest="num_samples",
-        help=f"samples of z per datapoint (default: {defaults['num_samples']})",
-    )
-    evaluate.add_argument(
-        "--num-points", type=_count, default=UNSET, help="evaluate only the first N points of the split (default: all)"
-    )
-    evaluate.add_argument(
-        "--nll",
-        action="store_true",
-        default=UNSET,
-        help="also estimate log p(x) by importance sampling with the encoder as proposal (default: off)",
-    )
-    evaluate.add_argument(
-        "--k",
-        type=_count,
-        default=UNSET,
-        help=f"importance samples per datapoint for --nll (default: {PROTOCOL_SAMPLES}, Burda et al.'s)",
-    )
-    evaluate.add_argument(
-        "--prior-mixture",
-        type=_non_negative_float,
-        default=UNSET,
-        help="--nll proposal (1 - a) q(z|x) + a p(z): a > 0 finds posterior mass the encoder "
-        "misses, at the cost of a fraction a of the samples; 1 is the prior alone, always used "
-        f"for a run that trained no encoder, mcem (default: {defaults['prior_mixture']:g})",
-    )
-    evaluate.add_argument(
-        "--parameter-draws",
-        type=_count,
-        default=UNSET,
-        help="full-vb runs: draws of the decoder's parameters for --nll, k importance samples each "
-        f"(default: {defaults['parameter_draws']})",
-    )
-    evaluate.add_argument(
-        "--hmc",
-        action="store_true",
-        default=UNSET,
-        help="also estimate log p(x) with the paper's HMC estimator (Appendix D; reliable "
-        "only for a low-dimensional z, the paper used Nz = 3) (default: off)",
-    )
-    evaluate.add_argument(
-        "--hmc-samples",
-        type=_count,
-        default=UNSET,
-        help="posterior samples per datapoint in each of the two HMC sets (default: "
-        f"{defaults['hmc_samples']}, App. D)",
-    )
-    evaluate.add_argument(
-        "--leapfrog-steps",
-        type=_count,
-        default=UNSET,
-        help=f"leapfrog steps per HMC move (default: {defaults['leapfrog_steps']}, App. D)",
-    )
-    evaluate.add_argument(
-        "--seed", type=_seed, default=UNSET, help=f"random seed of the estimates (default: {defaults['seed']})"
-    )
-    evaluate.add_argument("--json", action="store_true", default=UNSET, help="print one JSON object (default: off)")
-    evaluate.add_argument(
-        "--no-progress",
-        action="store_true",
-        default=UNSET,
-        help="no progress (default: bars with the time left on a terminal, for every estimate; "
-        "where stderr is no terminal, a line every 10 minutes)",
-    )
-    evaluate.add_argument("--threads", type=_threads, default=UNSET, help="CPU threads (default: torch's choice)")
-    evaluate.add_argument(
-        "--checkpoint",
-        action="store_true",
-        default=UNSET,
-        help="evaluate the run's latest checkpoint: a run still training, or one that was stopped "
-        "(default: off, the finished run's model)",
-    )
-
-
 def _build_parser() -> argparse.ArgumentParser:
     formatter = _HelpFormatter
     parser = _Parser(
         prog="aevb", description="Auto-Encoding Variational Bayes (Kingma & Welling, 2014).", formatter_class=formatter
     )
     parser.add_argument("--version", action="version", version=f"aevb {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, action=_Commands)
     commands.required = True
 
     train = commands.add_parser(
@@ -619,102 +531,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run directories written by aevb train (several: each in turn, its result printed as it "
         "finishes; --json prints a list, one result a line)",
     )
-    _add_evaluate_options(evaluate)
-    _add_data_options(evaluate)
 
-    reproduce = commands.add_parser(
+    commands.add_parser(
         "reproduce",
         formatter_class=formatter,
         help="reproduce a figure of the paper",
-        description="Train the runs behind one of the paper's figures (resumable: complete runs in OUT are "
-        "kept) and draw it, with the numbers behind it as CSV/JSON. "
-        + "; ".join(f"{name}: {experiment.summary}" for name, experiment in EXPERIMENTS.items())
-        + ".",
-    )
-    r = functools.partial(_parameter_default, reproduce_figure)
-    d = functools.partial(_parameter_default, sample_run)
-    reproduce.add_argument("figure", choices=tuple(EXPERIMENTS), help="which figure (see above)")
-    reproduce.add_argument(
-        "--budget",
-        type=_positive_float,
-        default=UNSET,
-        help="training samples per curve (the paper: 1e8); nll: a fraction <= 1 of each "
-        f"model's published schedule, or training samples per model (default: {r('budget'):g})",
-    )
-    reproduce.add_argument(
-        "--out", type=_path, metavar="DIR", default=None, help="output directory (default: reproduce/FIGURE)"
-    )
-    reproduce.add_argument(
-        "--jobs", type=_count, default=UNSET, help=f"runs trained in parallel processes (default: {r('jobs')})"
-    )
-    reproduce.add_argument("--seed", type=_seed, default=UNSET, help=f"random seed of every run (default: {r('seed')})")
-    reproduce.add_argument(
-        "--datasets",
-        nargs="+",
-        choices=("mnist", "frey"),
-        default=None,
-        help="fig2: only these datasets (default: both)",
-    )
-    reproduce.add_argument(
-        "--latent-dims", nargs="+", type=_count, default=None, help="fig2/samples: only these Nz (default: the paper's)"
-    )
-    reproduce.add_argument(
-        "--methods",
-        nargs="+",
-        choices=("aevb", "wake-sleep", "mcem"),
-        default=None,
-        help="fig2/fig3: only these algorithms (default: the paper's)",
-    )
-    reproduce.add_argument(
-        "--train-sizes",
-        nargs="+",
-        type=_count,
-        default=None,
-        help=f"fig3: Ntrain values (default: {' '.join(map(str, fig3.TRAIN_SIZES))})",
-    )
-    reproduce.add_argument(
-        "--points",
-        type=_count,
-        default=None,
-        help="fig3: train and test points for the marginal-likelihood estimate (default: "
-        f"{_parameter_default(fig3.specs, 'points')}, the paper's); nll: test points (default: "
-        "all 10,000)",
-    )
-    reproduce.add_argument(
-        "--models",
-        nargs="+",
-        default=None,
-        metavar="MODEL",
-        help="nll: only these of paper-z20, paper-z50, iwae-vae, iwae-k5, iwae-k50 (default: "
-        "all but iwae-k50, which runs where CUDA is)",
-    )
-    reproduce.add_argument(
-        "--k",
-        type=_count,
-        default=UNSET,
-        help=f"nll: importance samples per test image (default: {PROTOCOL_SAMPLES}, Burda et al.'s)",
-    )
-    reproduce.add_argument(
-        "--mcem-step-size",
-        type=_positive_float,
-        default=UNSET,
-        help="fig3: Adagrad step size of MCEM, which has no bound to choose one by "
-        f"(default: {DEFAULT_MCEM_STEP_SIZE})",
-    )
-    _add_data_options(reproduce)
-    reproduce.add_argument(
-        "--threads",
-        type=_threads,
-        default=None,
-        help="CPU threads of every run, fixed (default: adaptive within each job's share of the CPUs)",
-    )
-    reproduce.add_argument(
-        "--no-progress",
-        action="store_true",
-        default=UNSET,
-        help="no progress bars (default: shown on a terminal: the runs overall and, with --jobs "
-        "1, each run's training, with the time left); without bars, a line every 10 minutes "
-        "gives each run's samples done, speed and time left",
     )
 
     compare = commands.add_parser(
@@ -750,37 +571,4 @@ def _build_parser() -> argparse.ArgumentParser:
         "decodes with its parameters at their posterior mean).",
     )
     sample.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train")
-    sample.add_argument("--num", type=_count, default=UNSET, help=f"number of samples (default: {d('num_samples')})")
-    sample.add_argument("--seed", type=_seed, default=UNSET, help=f"random seed (default: {d('seed')})")
-    sample.add_argument(
-        "--out",
-        type=_path,
-        metavar="FILE",
-        default=None,
-        help="output .png (grid) or .npy (array) (default: RUN_DIR/samples-seedN.png, "
-        "RUN_DIR/samples-seedN-labelY.png with --label)",
-    )
-    sample.add_argument(
-        "--overwrite",
-        action="store_true",
-        default=UNSET,
-        help="replace the file --out names if it exists (default: off, refused)",
-    )
-    sample.add_argument(
-        "--device", default=UNSET, help=f"auto (CUDA when available), cpu, cuda or cuda:N (default: {d('device')})"
-    )
-    sample.add_argument(
-        "--label",
-        type=_label,
-        default=None,
-        help="conditional runs: draw every sample of this class (default: a grid with one row "
-        "per class, the same z down each column)",
-    )
-    sample.add_argument(
-        "--checkpoint",
-        action="store_true",
-        default=UNSET,
-        help="sample the model of the run's latest checkpoint: a run still training, or one that was "
-        "stopped (default: off, the finished run's model)",
-    )
     return parser

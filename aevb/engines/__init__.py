@@ -14,6 +14,7 @@ A new engine is one module with an :class:`~.base.Engine` subclass, registered i
 
 from __future__ import annotations
 
+from ..choices import AUTO_ENGINE
 from ..errors import AevbError
 from .autograd import AutogradEngine
 from .base import Engine, EngineRequest, Gradient, Objective
@@ -26,7 +27,7 @@ ENGINES: dict[str, type[Engine]] = {engine.name: engine for engine in (NativeEng
 #: What ``auto`` tries, fastest first; autograd serves everything, so the search always ends.
 AUTO_ORDER = ("native", "fused", "autograd")
 
-AUTO = "auto"
+AUTO = AUTO_ENGINE
 ENGINE_CHOICES = (AUTO, *ENGINES)  # for the command line; the registry itself may grow
 
 

@@ -12,9 +12,19 @@ conditional VAE, full VB's model (App. F), and factor analysis, the exact yardst
 * :mod:`.build` — which model a configuration names
 """
 
-from .. import threads  # noqa: F401  (sets MKL's strict reproducible mode before MKL's first call)
-from .build import build_model, check_buildable
-from .config import ModelConfig
-from .vae import VAE
+import importlib
+
+# Imported on first use (PEP 562): :mod:`.config` imports no torch, so the command line can quote
+# ModelConfig's defaults in its help without waiting for the networks.
+_LAZY = {"ModelConfig": "config", "VAE": "vae", "build_model": "build", "check_buildable": "build"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["ModelConfig", "VAE", "build_model", "check_buildable"]

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 from ..config import JsonConfig
 from ..errors import AevbError
-from ..validation import require_count
-from .activations import ACTIVATIONS
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 ARCHITECTURES = ("mlp", "conv")
@@ -68,6 +66,11 @@ class ModelConfig(JsonConfig):
     prior: str = "gaussian"  # p(z) family by name; "gaussian" = N(0, I) (§3)
 
     def __post_init__(self) -> None:
+        # validation and the activations import torch: imported here, when a configuration is made,
+        # so that the command line can quote the defaults above without importing torch.
+        from ..validation import require_count
+        from .activations import ACTIVATIONS
+
         self.data_dim = require_count(self.data_dim, "data_dim")
         self.latent_dim = require_count(self.latent_dim, "latent_dim")
         if self.hidden_layers is None:

@@ -28,6 +28,7 @@ import math
 import torch
 from torch import nn
 
+from .. import threads  # noqa: F401  (sets MKL's strict reproducible mode before a network's first product)
 from .activations import ACTIVATIONS
 from .config import ModelConfig
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import yaml
 
 from ..checkpoint import parse_json, read_text_file
+from ..choices import CONFIG_FORMATS
 from ..errors import AevbError
 
 #: The formats a config file may have, by its suffix; any other suffix is read as JSON.
 YAML_SUFFIXES = (".yaml", ".yml")
-FORMATS = ("json", "yaml")
+FORMATS = CONFIG_FORMATS
 
 
 def read_config_file(path: str | os.PathLike) -> dict:

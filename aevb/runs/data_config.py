@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..choices import DEFAULT_DATASET
 from ..config import JsonConfig, check_fields
 from ..data import DATASET_NAMES, USER_PIXEL_DIVISOR, Dataset, load_dataset, resolve_data_dir
 from ..data.sources import is_streamed
@@ -20,7 +21,7 @@ from ..errors import AevbError
 class DataConfig(JsonConfig):
     """Which data a run uses; enough to load it again for evaluation."""
 
-    dataset: str = "mnist-sample"
+    dataset: str = DEFAULT_DATASET
     data_dir: str | None = None
     download: bool = False
     train_limit: int | None = None  # use only the first N training points (Fig. 3's Ntrain)

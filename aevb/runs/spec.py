@@ -21,6 +21,7 @@ from typing import Mapping
 
 import torch
 
+from ..choices import DEFAULT_CHECKPOINT_EVERY
 from ..config import JsonConfig, check_fields
 from ..data import Dataset
 from ..errors import AevbError
@@ -36,9 +37,6 @@ from .loggers import LOGGERS
 
 #: §5: hidden units per dataset (500 for MNIST, ModelConfig's default; 200 for the smaller Frey Face).
 PAPER_HIDDEN_UNITS = {"frey": 200}
-
-#: Steps between checkpoints, besides one at every evaluation point.
-DEFAULT_CHECKPOINT_EVERY = 2000
 
 #: The model settings that the data give (their width and image shape; the classes of a
 #: conditional model, which ``conditional`` asks for).

@@ -16,27 +16,44 @@ exactly λ / N. Dividing by N leaves Adagrad's and Adam's steps unchanged (both 
 the scale of the gradient, up to their ε).
 """
 
-from .algorithm import AEVB, Algorithm
-from .config import (
-    BINARIZATIONS,
-    DEFAULT_MAX_SAMPLES,
-    EVALUATION_BINARIZATION_SEED,
-    PAPER_STEP_SIZES,
-    Metrics,
-    StepSizeTrial,
-    TrainConfig,
-    TrainResult,
-    evaluation_data,
-    evaluation_points,
-)
-from .distributed import Shard
-from .evaluator import INITIAL_BOUND_POINTS
-from .numeric_guard import MAX_ROLLBACKS
-from .reporting import TrainingWarning
-from .state import DataOrder, TrainingState
-from .step_memory import require_training_step_memory
-from .step_size import StepSizeChoice, select_step_size
-from .trainer import Trainer
+import importlib
+
+# The names below are imported on first use (PEP 562), as aevb's own are: :mod:`.config` holds the
+# settings and imports no torch, so the command line can quote TrainConfig's defaults in its help
+# without the seconds that importing the training loop takes.
+_LAZY = {
+    "AEVB": "algorithm",
+    "Algorithm": "algorithm",
+    "BINARIZATIONS": "config",
+    "DEFAULT_MAX_SAMPLES": "config",
+    "EVALUATION_BINARIZATION_SEED": "evaluator",
+    "PAPER_STEP_SIZES": "config",
+    "Metrics": "config",
+    "StepSizeTrial": "config",
+    "TrainConfig": "config",
+    "TrainResult": "config",
+    "evaluation_data": "evaluator",
+    "evaluation_points": "config",
+    "Shard": "distributed",
+    "INITIAL_BOUND_POINTS": "evaluator",
+    "MAX_ROLLBACKS": "numeric_guard",
+    "TrainingWarning": "reporting",
+    "DataOrder": "state",
+    "TrainingState": "state",
+    "require_training_step_memory": "step_memory",
+    "StepSizeChoice": "step_size",
+    "select_step_size": "step_size",
+    "Trainer": "trainer",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AEVB",

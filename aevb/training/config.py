@@ -6,14 +6,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import torch
-
+from ..choices import AUTO_ENGINE
 from ..config import JsonConfig
-from ..data.sources import is_streamed
-from ..engines import AUTO, ENGINES
 from ..errors import AevbError
-from ..objectives.estimators import get_estimator
-from .optimizers import OPTIMIZERS, SCHEDULES
 
 BINARIZATIONS = ("none", "dynamic")
 
@@ -61,6 +56,12 @@ class TrainConfig(JsonConfig):
     engine: str = "auto"
 
     def __post_init__(self) -> None:
+        # The registries a setting is checked against import torch: imported here, when settings are
+        # made, so that the command line can quote the defaults above without importing torch.
+        from ..engines import ENGINES
+        from ..objectives.estimators import get_estimator
+        from .optimizers import OPTIMIZERS, SCHEDULES
+
         positive = {
             "batch_size": self.batch_size,
             "num_samples": self.num_samples,
@@ -83,8 +84,8 @@ class TrainConfig(JsonConfig):
             raise AevbError(f"unknown binarization {self.binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
         get_estimator(self.estimator)
         self.estimator = self.estimator.upper()
-        if self.engine != AUTO and self.engine not in ENGINES:
-            raise AevbError(f"unknown engine {self.engine!r}; choose one of {', '.join((AUTO, *ENGINES))}")
+        if self.engine != AUTO_ENGINE and self.engine not in ENGINES:
+            raise AevbError(f"unknown engine {self.engine!r}; choose one of {', '.join((AUTO_ENGINE, *ENGINES))}")
         if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
             raise AevbError(f"`step_size` must be a positive number, got {self.step_size}")
         self.step_size_candidates = tuple(float(c) for c in self.step_size_candidates)
@@ -143,24 +144,6 @@ class TrainResult:
     step_size_trials: list[StepSizeTrial] = field(default_factory=list)
     # CPU thread count → steps run with it by this fit (since a resume, if resumed)
     steps_by_threads: dict[int, int] = field(default_factory=dict)
-
-
-EVALUATION_BINARIZATION_SEED = 1234
-
-
-def evaluation_data(data: torch.Tensor, binarize: str) -> torch.Tensor:
-    """The data a model trained with ``binarize`` is scored on.
-
-    With dynamic binarisation the model is scored on one fixed Bernoulli draw of each image
-    (seeded with a constant), so every evaluation point, ``aevb evaluate`` and every run see the
-    same binary images.
-    """
-    if binarize != "dynamic":
-        return data
-    if is_streamed(data):  # (read a slice at a time: each slice's draw is seeded by where it starts)
-        return data.binarized(EVALUATION_BINARIZATION_SEED)
-    generator = torch.Generator(device="cpu").manual_seed(EVALUATION_BINARIZATION_SEED)
-    return torch.bernoulli(data.cpu(), generator=generator).to(data.device)
 
 
 def evaluation_points(total: int, first: int, per_decade: int) -> list[int]:

@@ -8,20 +8,38 @@ import math
 
 import torch
 
+from ..data.sources import StreamedRows, is_streamed
 from ..evaluation import evaluate_bound
 from ..objectives.estimators import bound_estimator
 from ..threads import StepThreads
-from .config import Metrics, TrainConfig, evaluation_data
+from .config import Metrics, TrainConfig
 from .state import TrainingState
 
 #: Training points on which the untrained model's bound is measured: enough to tell a run that
 #: learned from one that made its model worse (a bound tens of nats lower), cheap to evaluate.
 INITIAL_BOUND_POINTS = 1000
 
+EVALUATION_BINARIZATION_SEED = 1234
+
+
+def evaluation_data(data: torch.Tensor | StreamedRows, binarize: str) -> torch.Tensor | StreamedRows:
+    """The data a model trained with ``binarize`` is scored on.
+
+    With dynamic binarisation the model is scored on one fixed Bernoulli draw of each image
+    (seeded with a constant), so every evaluation point, ``aevb evaluate`` and every run see the
+    same binary images.
+    """
+    if binarize != "dynamic":
+        return data
+    if is_streamed(data):  # (read a slice at a time: each slice's draw is seeded by where it starts)
+        return data.binarized(EVALUATION_BINARIZATION_SEED)
+    generator = torch.Generator(device="cpu").manual_seed(EVALUATION_BINARIZATION_SEED)
+    return torch.bernoulli(data.cpu(), generator=generator).to(data.device)
+
 
 class Evaluator:
     """The bounds of a model in training, with ``config``'s estimator and evaluation batch size, on
-    the data as it is scored (:func:`~aevb.training.config.evaluation_data`, the first
+    the data as it is scored (:func:`evaluation_data`, the first
     ``config.eval_subset`` rows), each at the evaluation thread count of ``threads``.
 
     Args:
