@@ -19,6 +19,7 @@ from ..models.config import ModelConfig
 from ..models.families import FAMILIES
 from ..runs import DataConfig, evaluate_run, sample_run
 from ..runs.config_file import FORMATS as CONFIG_FORMATS
+from ..runs.export import EXPORT_FORMATS, GRAPH_PARTS, export_run
 from ..runs.loggers import LOGGERS
 from ..runs.spec import DEFAULT_CHECKPOINT_EVERY
 from ..training import DEFAULT_MAX_SAMPLES, TrainConfig
@@ -773,4 +774,48 @@ def _build_parser() -> argparse.ArgumentParser:
         help="sample the model of the run's latest checkpoint: a run still training, or one that was "
         "stopped (default: off, the finished run's model)",
     )
+
+    _add_export_command(commands, formatter)
     return parser
+
+
+def _add_export_command(commands, formatter) -> None:
+    e = functools.partial(_parameter_default, export_run)
+    export = commands.add_parser(
+        "export",
+        formatter_class=formatter,
+        help="write a run's model out: a Hugging Face directory, or an ONNX or TorchScript graph",
+        description="Write the model of a finished run (or of a directory saved before) out. --format hub: "
+        "the directory OUT as model.save_pretrained writes it (model.safetensors, model.json, config.json "
+        "and a model card written from the run: data, architecture, training, bounds, test log p(x) "
+        "when evaluated, the command that trained it); aevb evaluate, sample and export read it as they "
+        "read a run, VAE.from_pretrained(OUT) loads it. --format onnx or torchscript: a graph with a "
+        "dynamic batch dimension, of the decoder (z (batch, J) -> the decoder's mean (batch, D): pixel "
+        "probabilities for a Bernoulli decoder) or of the encoder (x (batch, D) -> mean and log_variance "
+        "(batch, J) of q(z|x)); conditional models and non-Gaussian posteriors' encoders do not export.",
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train, or a saved model")
+    export.add_argument(
+        "--format", choices=EXPORT_FORMATS, default=UNSET, help=f"what to write (default: {e('format')})"
+    )
+    export.add_argument(
+        "--part",
+        choices=tuple(GRAPH_PARTS),
+        default=UNSET,
+        help="onnx, torchscript: which network (default: decoder)",
+    )
+    export.add_argument(
+        "-o",
+        "--out",
+        type=_path,
+        metavar="PATH",
+        default=UNSET,
+        help="the file (onnx, torchscript; default: RUN_DIR/PART.onnx or RUN_DIR/PART.pt) or the "
+        "directory (hub; needed)",
+    )
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=UNSET,
+        help="replace the file or saved model --out names if it exists (default: off, refused)",
+    )
