@@ -251,3 +251,12 @@ def test_a_saved_model_copied_elsewhere_is_still_read(saved, tmp_path):
     shutil.copytree(saved, copy)
     (copy / "config.json").unlink()  # the Hub's configuration is not needed: model.json is aevb's
     assert aevb.load(copy, device="cpu").config == aevb.load(saved, device="cpu").config
+
+
+def test_compare_shows_a_saved_model_with_its_runs_numbers(run, saved):
+    from aevb.runs import compare_runs
+
+    from_run, from_saved = compare_runs([run, saved])
+    assert from_saved["status"] == "saved model" and from_run["status"] == "finished"
+    for key in ("samples", "train_bound", "valid_bound", "test_log_likelihood", "test_log_likelihood_samples"):
+        assert from_saved[key] == from_run[key] is not None

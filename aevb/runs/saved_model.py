@@ -15,12 +15,13 @@ from pathlib import Path
 from ..errors import AevbError
 from ..files import read_json
 from ..models.files import CONFIG_FILE as MODEL_CONFIG_FILE
+from ..models.files import RUN_RECORD_KEY
 from ..models.pretrained import is_saved_model
 from ..models.vae import VAE
 from .evaluations import latest_log_likelihood
 from .layout import SUMMARY_FILE
 
-__all__ = ["is_saved_model", "load_saved_model", "run_record"]
+__all__ = ["is_saved_model", "load_saved_model", "run_record", "saved_model_as_run"]
 
 #: What of a run's summary.json a saved model keeps (the card's training and results).
 SUMMARY_KEYS = ("samples", "epochs", "train_bound", "valid_bound", "test_bound", "step_size", "training_seconds")
@@ -63,3 +64,23 @@ def load_saved_model(directory: str | os.PathLike, device, checkpoint=False) -> 
     record = model.run_record or {}
     config = {key: record[key] for key in ("data", "training", "algorithm") if key in record}
     return model, {"model": model.config.to_dict(), **config, "saved_model": str(directory / MODEL_CONFIG_FILE)}
+
+
+def saved_model_as_run(directory: str | os.PathLike) -> tuple[dict, list[dict], dict | None]:
+    """A saved model as ``aevb compare`` sees a run, read from model.json (no weights loaded): a
+    configuration (the model's, and the settings its run recorded), a history of one evaluation
+    point (the run's final samples and bounds; none where no run was recorded) and the test log
+    p(x) its run kept (None where none was)."""
+    meta = read_json(Path(directory) / MODEL_CONFIG_FILE)
+    record = meta.get(RUN_RECORD_KEY) if isinstance(meta.get(RUN_RECORD_KEY), dict) else {}
+    config = {
+        "model": meta.get("model"),
+        **{key: record[key] for key in ("data", "training", "algorithm") if key in record},
+    }
+    summary = record.get("summary") or {}
+    history = (
+        [{key: summary.get(key) for key in ("samples", "train_bound", "valid_bound", "test_bound")}]
+        if summary.get("samples") is not None
+        else []
+    )
+    return config, history, record.get("test_log_likelihood")
