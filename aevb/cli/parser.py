@@ -607,8 +607,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "run_dir",
         metavar="RUN_DIR",
         nargs="+",
-        help="run directories written by aevb train (several: each in turn, its result printed as it "
-        "finishes; --json prints a list, one result a line)",
+        help="run directories written by aevb train, or saved models (aevb export --format hub; several: "
+        "each in turn, its result printed as it finishes; --json prints a list, one result a line)",
     )
     _add_evaluate_options(evaluate)
     _add_data_options(evaluate)
@@ -717,7 +717,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "labelled by the settings in which they differ, and print a table of "
         "their final bounds.",
     )
-    compare.add_argument("run_dir", metavar="RUN_DIR", nargs="+", help="run directories written by aevb train")
+    compare.add_argument(
+        "run_dir", metavar="RUN_DIR", nargs="+", help="run directories written by aevb train, or saved models"
+    )
     compare.add_argument(
         "--out",
         type=_path,
@@ -740,7 +742,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Draw images E[x|z], z ~ p(z) the run's prior, from a trained run (a full-vb run "
         "decodes with its parameters at their posterior mean).",
     )
-    sample.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train")
+    sample.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train, or a saved model")
     sample.add_argument("--num", type=_count, default=UNSET, help=f"number of samples (default: {d('num_samples')})")
     sample.add_argument("--seed", type=_seed, default=UNSET, help=f"random seed (default: {d('seed')})")
     sample.add_argument(
