@@ -246,6 +246,14 @@ def test_without_huggingface_hub_the_methods_say_how_to_install_it(tmp_path, mon
     assert not (tmp_path / "saved").exists()
 
 
+@pytest.mark.parametrize("name", ["missing/directory/model", "user/no-such-model"])
+def test_a_model_neither_saved_here_nor_on_the_hub_is_a_one_line_error(tmp_path, monkeypatch, name):
+    hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)  # no network: an empty cache of the Hub's
+    with pytest.raises(AevbError, match=f"{name} is no saved model's directory, and the Hugging Face Hub gave none"):
+        VAE.from_pretrained(name, cache_dir=tmp_path / "hub-cache")
+
+
 def test_a_saved_model_copied_elsewhere_is_still_read(saved, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(saved, copy)

@@ -14,6 +14,7 @@ to install it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -59,15 +60,19 @@ class PretrainedModel:
         adapter = _hub_adapter()
         record = self.run_record if run_record is None else run_record
         card_name = (repo_id or directory.name) if push_to_hub else str(directory)
-        return adapter(self, record, card_name).save_pretrained(
-            directory, config=self.config.to_dict(), push_to_hub=push_to_hub, repo_id=repo_id, **hub_options
-        )
+        with _hub_errors(f"the model was saved in {directory}, but not uploaded" if push_to_hub else None):
+            return adapter(self, record, card_name).save_pretrained(
+                directory, config=self.config.to_dict(), push_to_hub=push_to_hub, repo_id=repo_id, **hub_options
+            )
 
     def push_to_hub(self, repo_id: str, **hub_options) -> str:
         """Upload the model (files as :meth:`save_pretrained` writes them) to the Hub repository
         ``repo_id`` ("user/name"); returns the commit's URL."""
         adapter = _hub_adapter()
-        return adapter(self, self.run_record, repo_id).push_to_hub(repo_id, config=self.config.to_dict(), **hub_options)
+        with _hub_errors(f"the model was not uploaded to {repo_id}"):
+            return adapter(self, self.run_record, repo_id).push_to_hub(
+                repo_id, config=self.config.to_dict(), **hub_options
+            )
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, device: str = "cpu", **hub_options):
@@ -76,7 +81,9 @@ class PretrainedModel:
         kept in model.json. ``VAE.from_pretrained`` returns whichever kind of VAE was saved (a
         conditional or full-VB one too); a subclass's, only its own kind."""
         adapter = _hub_adapter()
-        return adapter.from_pretrained(name_or_path, model_class=cls, device=device, **hub_options).model
+        where = f"{name_or_path} is no saved model's directory, and the Hugging Face Hub gave none"
+        with _hub_errors(where):
+            return adapter.from_pretrained(name_or_path, model_class=cls, device=device, **hub_options).model
 
     @classmethod
     def from_model_directory(cls, directory: str | os.PathLike, device: str = "cpu"):
@@ -100,6 +107,22 @@ class PretrainedModel:
     def model_class_for(cls, config) -> type | None:
         """The class, ``cls`` or one derived from it, that builds the model of ``config``."""
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def _hub_errors(what: str | None):
+    """The Hub's errors (a repository not found, no connection, a malformed name: OSError and
+    ValueError) as one line saying ``what`` happened; None: let them through (a local write's
+    OSError, which the command line reports with its file name)."""
+    try:
+        yield
+    except AevbError:
+        raise
+    except (OSError, ValueError) as error:
+        if what is None:
+            raise
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise AevbError(f"{what} ({reason})") from None
 
 
 def is_saved_model(directory: str | os.PathLike) -> bool:
