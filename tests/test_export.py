@@ -120,6 +120,19 @@ def test_a_convolutional_gaussian_model_exports_from_a_saved_directory(tmp_path,
         assert _max_difference(out, fmt, model, part, torch.Generator().manual_seed(2)) <= TOLERANCE
 
 
+def test_a_full_vb_decoder_exports_with_its_parameters_at_their_posterior_mean(tmp_path):
+    pytest.importorskip("huggingface_hub")
+    from aevb.models.full_vb import FullVBVAE
+
+    model = FullVBVAE(ModelConfig(data_dim=10, latent_dim=3, hidden_units=8, decoder_posterior="gaussian"))
+    model.save_pretrained(tmp_path / "full-vb")
+    out = export_run(tmp_path / "full-vb", format="torchscript", part="decoder", out=tmp_path / "d.pt")
+    z = torch.randn(ROWS, 3)
+    with torch.no_grad(), model.decoder_parameters(model.mean_decoder_parameters()):
+        expected = model.decode(z).mean  # p(x|z, θ = E_q[θ])
+    assert float((_graph_outputs(out, "torchscript", z)[0] - expected).abs().max()) <= TOLERANCE
+
+
 def test_what_cannot_be_exported_is_a_one_line_error(tmp_path):
     pytest.importorskip("huggingface_hub")
     conditional = ConditionalVAE(ModelConfig(data_dim=10, latent_dim=3, hidden_units=8, num_classes=4))
