@@ -1,4 +1,4 @@
-"""The options of ``aevb evaluate``, ``aevb reproduce`` and ``aevb sample``, added to their parsers
+"""The options of ``aevb evaluate``, ``aevb reproduce``, ``aevb sample`` and ``aevb export``, added to their parsers
 only when the command is chosen (:data:`aevb.cli.parser.DEFERRED_OPTIONS`): their help quotes
 the defaults of the functions that do the work (:func:`aevb.runs.evaluate_run`,
 :func:`aevb.runs.sample_run`, :func:`aevb.experiments.reproduce`), in modules that import torch,
@@ -15,6 +15,7 @@ from ..experiments import EXPERIMENTS, fig3
 from ..experiments import reproduce as reproduce_figure
 from ..experiments.fig3 import DEFAULT_MCEM_STEP_SIZE
 from ..runs import evaluate_run, sample_run
+from ..runs.export import EXPORT_FORMATS, GRAPH_PARTS, export_run
 from .arguments import (
     UNSET,
     _count,
@@ -255,4 +256,32 @@ def _add_sample_options(sample: argparse.ArgumentParser) -> None:
         default=UNSET,
         help="sample the model of the run's latest checkpoint: a run still training, or one that was "
         "stopped (default: off, the finished run's model)",
+    )
+
+
+def _add_export_options(export: argparse.ArgumentParser) -> None:
+    e = functools.partial(_parameter_default, export_run)
+    export.add_argument(
+        "--format", choices=EXPORT_FORMATS, default=UNSET, help=f"what to write (default: {e('format')})"
+    )
+    export.add_argument(
+        "--part",
+        choices=tuple(GRAPH_PARTS),
+        default=UNSET,
+        help="onnx, torchscript: which network (default: decoder)",
+    )
+    export.add_argument(
+        "-o",
+        "--out",
+        type=_path,
+        metavar="PATH",
+        default=UNSET,
+        help="the file (onnx, torchscript; default: RUN_DIR/PART.onnx or RUN_DIR/PART.pt) or the "
+        "directory (hub; needed)",
+    )
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=UNSET,
+        help="replace the file or saved model --out names if it exists (default: off, refused)",
     )

@@ -26,6 +26,7 @@ from ..runs import (
     compare_runs,
     default_run_dir,
     evaluate_run,
+    export_run,
     progress_report,
     resolved_config,
     resume_run,
@@ -303,6 +304,12 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    given = _given(args)
+    print(f"wrote {export_run(given.pop('run_dir'), **given)}")
+    return 0
+
+
 #: Options whose flag is not the library's name for them.
 FLAG_NAMES = {"num": "num_samples"}
 
@@ -317,4 +324,11 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample, "reproduce": _reproduce, "compare": _compare}
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "sample": _sample,
+    "reproduce": _reproduce,
+    "compare": _compare,
+    "export": _export,
+}

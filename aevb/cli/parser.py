@@ -70,6 +70,7 @@ DEFERRED_OPTIONS = {
     "evaluate": "aevb.cli.command_options:_add_evaluate_options",
     "reproduce": "aevb.cli.command_options:_add_reproduce_options",
     "sample": "aevb.cli.command_options:_add_sample_options",
+    "export": "aevb.cli.command_options:_add_export_options",
 }
 
 
@@ -528,8 +529,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "run_dir",
         metavar="RUN_DIR",
         nargs="+",
-        help="run directories written by aevb train (several: each in turn, its result printed as it "
-        "finishes; --json prints a list, one result a line)",
+        help="run directories written by aevb train, or saved models (aevb export --format hub; several: "
+        "each in turn, its result printed as it finishes; --json prints a list, one result a line)",
     )
 
     commands.add_parser(
@@ -547,7 +548,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "labelled by the settings in which they differ, and print a table of "
         "their final bounds.",
     )
-    compare.add_argument("run_dir", metavar="RUN_DIR", nargs="+", help="run directories written by aevb train")
+    compare.add_argument(
+        "run_dir", metavar="RUN_DIR", nargs="+", help="run directories written by aevb train, or saved models"
+    )
     compare.add_argument(
         "--out",
         type=_path,
@@ -570,5 +573,20 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Draw images E[x|z], z ~ p(z) the run's prior, from a trained run (a full-vb run "
         "decodes with its parameters at their posterior mean).",
     )
-    sample.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train")
+    sample.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train, or a saved model")
+
+    export = commands.add_parser(
+        "export",
+        formatter_class=formatter,
+        help="write a run's model out: a Hugging Face directory, or an ONNX or TorchScript graph",
+        description="Write the model of a finished run (or of a directory saved before) out. --format hub: "
+        "the directory OUT as model.save_pretrained writes it (model.safetensors, model.json, config.json "
+        "and a model card written from the run: data, architecture, training, bounds, test log p(x) "
+        "when evaluated, the command that trained it); aevb evaluate, sample and export read it as they "
+        "read a run, VAE.from_pretrained(OUT) loads it. --format onnx or torchscript: a graph with a "
+        "dynamic batch dimension, of the decoder (z (batch, J) -> the decoder's mean (batch, D): pixel "
+        "probabilities for a Bernoulli decoder) or of the encoder (x (batch, D) -> mean and log_variance "
+        "(batch, J) of q(z|x)); conditional models and non-Gaussian posteriors' encoders do not export.",
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by aevb train, or a saved model")
     return parser

@@ -7,10 +7,9 @@ preflight, before its run directory is written)."""
 
 from __future__ import annotations
 
+from . import conditional, full_vb  # noqa: F401  (the kinds of VAE, defined before VAE.model_class_for looks)
 from .buildable import check_buildable
-from .conditional import ConditionalVAE
 from .config import ModelConfig
-from .full_vb import FullVBVAE
 from .vae import VAE
 
 __all__ = ["build_model", "check_buildable"]
@@ -23,9 +22,6 @@ def build_model(config: ModelConfig) -> VAE:
 
     A configuration that cannot be built (a posterior/prior pair with an infinite KL, parameters
     beyond the host's memory) is a one-line AevbError before anything is allocated: every one of
-    these classes runs :func:`check_buildable` first (in ``VAE.__init__``)."""
-    if config.num_classes is not None:
-        return ConditionalVAE(config)
-    if config.decoder_posterior == "gaussian":
-        return FullVBVAE(config)
-    return VAE(config)
+    these classes runs :func:`check_buildable` first (in ``VAE.__init__``). Each class says which
+    configurations it builds (:meth:`VAE.builds`)."""
+    return VAE.model_class_for(config)(config)

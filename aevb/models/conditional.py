@@ -83,6 +83,11 @@ class ConditionalVAE(VAE):
     :meth:`decoder_log_prob` take them, ``decode`` takes z and the one-hot labels.
     """
 
+    @classmethod
+    def builds(cls, config: ModelConfig) -> bool:
+        """A conditional VAE is the model of every configuration with class labels."""
+        return config.num_classes is not None
+
     def __init__(self, config: ModelConfig):
         if config.num_classes is None:
             raise AevbError("a ConditionalVAE needs num_classes")

@@ -66,6 +66,11 @@ class FullVBVAE(VAE):
     log ``config.decoder_posterior_init_std``.
     """
 
+    @classmethod
+    def builds(cls, config: ModelConfig) -> bool:
+        """Full VB's model: a Gaussian posterior over the decoder's parameters, no class labels."""
+        return config.decoder_posterior == "gaussian" and config.num_classes is None
+
     def __init__(self, config: ModelConfig):
         if config.decoder_posterior != "gaussian":
             raise AevbError("a FullVBVAE needs decoder_posterior='gaussian'")

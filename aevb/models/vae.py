@@ -27,6 +27,7 @@ from .config import OUTPUT_MEAN_CLIP, ModelConfig  # (ModelConfig is imported fr
 from .distributions import bernoulli_from_logits, diagonal_gaussian, standard_normal_prior
 from .families import FamilyEncoder, default_estimator, get_family, posterior_centre
 from .networks import bounded_log_variance, build_network
+from .pretrained import PretrainedModel
 
 
 @contextmanager
@@ -52,8 +53,12 @@ class GaussianEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Distribution:
         """x: (..., D) → distribution with batch shape (...), event shape (J,)."""
+        return diagonal_gaussian(*self.moments(x))
+
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """μ(x) and log σ²(x), each (..., J), as tensors (what an exported encoder outputs)."""
         mean, log_var = self.net(x)
-        return diagonal_gaussian(mean, bounded_log_variance(log_var, self.log_variance_bound))
+        return mean, bounded_log_variance(log_var, self.log_variance_bound)
 
 
 class BernoulliDecoder(nn.Module):
@@ -112,13 +117,36 @@ class GaussianDecoder(nn.Module):
 DECODERS: dict[str, type[nn.Module]] = {"bernoulli": BernoulliDecoder, "gaussian": GaussianDecoder}
 
 
-class VAE(nn.Module):
+class VAE(nn.Module, PretrainedModel):
     """The variational auto-encoder of §3: encoder, decoder and the N(0, I) prior.
 
     Building one first checks that ``config`` can be built (:func:`aevb.models.buildable.check_buildable`:
     a posterior/prior pair with a finite KL, parameters that fit in the host's memory), so that an
     impossible size is a one-line AevbError before any layer is allocated, however the model is
-    made (``VAE(config)``, :func:`aevb.models.build.build_model`, a model file being loaded)."""
+    made (``VAE(config)``, :func:`aevb.models.build.build_model`, a model file being loaded).
+
+    ``model.save_pretrained(directory)`` and ``VAE.from_pretrained(directory or "user/name")``
+    share it the Hugging Face way (:class:`aevb.models.pretrained.PretrainedModel`, the ``[hub]``
+    extra)."""
+
+    @classmethod
+    def builds(cls, config: ModelConfig) -> bool:
+        """Whether ``config`` describes a model of this class itself (not of one derived from it):
+        the VAE of §3 has no class labels and point estimates of the decoder's parameters."""
+        return config.num_classes is None and config.decoder_posterior == "point"
+
+    @classmethod
+    def model_class_for(cls, config: ModelConfig) -> type[VAE] | None:
+        """The class that builds the model of ``config``: ``cls`` or the first class derived from
+        it (depth first, in the order they were defined) whose :meth:`builds` says so; None where
+        none does."""
+        pending = [cls]
+        while pending:
+            kind = pending.pop(0)
+            if kind.builds(config):
+                return kind
+            pending[:0] = kind.__subclasses__()
+        return None
 
     def __init__(self, config: ModelConfig):
         check_buildable(config)

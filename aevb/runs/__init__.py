@@ -30,6 +30,8 @@ One module per concern:
 * :mod:`~aevb.runs.evaluate` ...... bound and log-likelihood of a trained run
 * :mod:`~aevb.runs.evaluations` ... what was measured on a run after training, kept in it
 * :mod:`~aevb.runs.sample` ........ samples from a trained run
+* :mod:`~aevb.runs.export` ........ a run's model out: a Hugging Face directory, an ONNX or TorchScript graph
+* :mod:`~aevb.runs.saved_model` ... a saved model's directory read as a run is, and the run's record it keeps
 
 ``train_run`` never writes into a directory that already holds a run unless told to overwrite.
 """
@@ -37,6 +39,7 @@ One module per concern:
 from .compare import compare_runs
 from .data_config import DataConfig, data_config_of_run, load_data
 from .evaluate import evaluate_run, load, load_run
+from .export import export_run
 from .layout import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -65,6 +68,7 @@ __all__ = [
     "data_config_of_run",
     "default_run_dir",
     "evaluate_run",
+    "export_run",
     "load",
     "load_data",
     "load_run",

@@ -18,6 +18,7 @@ from .layout import (
     read_run_config,
     refuse_to_replace,
 )
+from .saved_model import is_saved_model, saved_model_as_run
 
 #: Settings that say where or how a run was made, not what it is: never a label.
 _INCIDENTAL = {
@@ -90,7 +91,8 @@ def compare_runs(
     per datapoint), the newest test log p(x) that ``aevb evaluate --nll`` kept in it and its k
     (``test_log_likelihood``, ``test_log_likelihood_samples``; None where none was kept), whether
     the run is finished, diverged or unfinished (:func:`run_status`) and the samples it was to
-    train (``planned_samples``). With
+    train (``planned_samples``). A saved model's directory (``model.save_pretrained``) is a row of
+    the numbers its run recorded, status "saved model", one point on the figure. With
     ``out`` (.png), their bound curves on one figure; an ``out`` that exists is replaced only with
     ``overwrite``."""
     if not run_dirs:
@@ -101,8 +103,9 @@ def compare_runs(
             raise AevbError(f"`out` {out}: the comparison figure is a .png")
         refuse_to_replace(out, overwrite)
     paths = [Path(run_dir) for run_dir in run_dirs]
-    configs = [read_run_config(path) for path in paths]
-    histories = [read_metrics(path) for path in paths]
+    saved = {path: saved_model_as_run(path) for path in paths if is_saved_model(path)}  # (its run's final point)
+    configs = [saved[path][0] if path in saved else read_run_config(path) for path in paths]
+    histories = [saved[path][1] if path in saved else read_metrics(path) for path in paths]
     labels = []
     for path, differing in zip(paths, differing_settings(configs)):
         settings = ", ".join(f"{name}={value}" for name, value in differing.items())
@@ -115,7 +118,7 @@ def compare_runs(
     rows = []
     for path, label, history, config in zip(paths, labels, histories, configs):
         last = history[-1] if history else {}
-        kept = latest_log_likelihood(path) or {}
+        kept = latest_log_likelihood(path) or (saved[path][2] if path in saved else None) or {}
         rows.append(
             {
                 "run": str(path),
@@ -124,7 +127,7 @@ def compare_runs(
                 "train_bound": last.get("train_bound"),
                 "valid_bound": last.get("valid_bound"),
                 "test_bound": last.get("test_bound"),
-                "status": run_status(path),
+                "status": "saved model" if path in saved else run_status(path),
                 # the newest importance-sampled log p(x) that aevb evaluate kept in the run, if any
                 "test_log_likelihood": kept.get("log_likelihood"),
                 "test_log_likelihood_samples": kept.get("log_likelihood_samples"),

@@ -33,6 +33,7 @@ from ..training.trainer import TrainingData
 from .data_config import data_config_of_run, given_data, load_data
 from .evaluations import record_evaluation
 from .layout import CONFIG_FILE, algorithm_of, read_run_config
+from .saved_model import is_saved_model, load_saved_model, run_record
 from .spec import resolve_device
 
 
@@ -43,8 +44,13 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", checkpoint: bool 
     that is still training or was stopped; the configuration then gains ``checkpoint``, with the
     ``samples`` and ``steps`` the checkpoint was taken at. Reading a checkpoint never disturbs
     the training that writes them (they are written whole and renamed into place).
+
+    ``run_dir`` may also be a saved model's directory (``model.save_pretrained``, ``aevb export
+    --format hub``; :mod:`aevb.runs.saved_model`): its configuration holds what its run recorded.
     """
     run_dir = Path(run_dir)
+    if is_saved_model(run_dir):
+        return load_saved_model(run_dir, resolve_device(device), checkpoint)
     config = read_run_config(run_dir)
     if checkpoint:
         return _load_checkpoint_model(run_dir, config, resolve_device(device))
@@ -75,8 +81,13 @@ def load(run_dir: str | os.PathLike, device: str = "auto", checkpoint: bool = Fa
     """The trained model of a run, ready to use: in evaluation mode, on ``device`` (CUDA when
     available under "auto"): ``model.sample(n)``, ``model.reconstruct(x)``, ``model.encode(x)``,
     ``model.decode(z)``; its bound by :func:`aevb.evaluate_bound`. ``checkpoint``: the model of
-    the run's latest checkpoint (a run still training, or stopped) instead of its final one."""
-    model, _ = load_run(run_dir, device, checkpoint)
+    the run's latest checkpoint (a run still training, or stopped) instead of its final one.
+    ``run_dir`` may also be a saved model's directory (``model.save_pretrained``). The model keeps
+    its run's record (``model.run_record``), so that ``model.save_pretrained(directory)`` writes
+    the run's model card."""
+    model, config = load_run(run_dir, device, checkpoint)
+    if "saved_model" not in config:  # (a saved model's record came with it)
+        model.run_record = run_record(run_dir, config)
     return model.eval()
 
 
@@ -362,8 +373,13 @@ def _evaluation_data(
     """The run's training settings, its data set (``given``, or loaded as config.json says), and the
     split's rows as the model reads them (binarised as in training; with one-hot labels for a
     conditional model), on the model's device."""
-    where = str(run_dir / CONFIG_FILE)
+    where = config.get("saved_model") or str(run_dir / CONFIG_FILE)
     data_config = config.get("data")
+    if "saved_model" in config and not isinstance(data_config, dict):
+        raise AevbError(
+            f"{where} keeps no record of the run that trained the model (its data and training settings): "
+            "evaluate that run, or save the model from it (aevb export RUN --format hub)"
+        )
     if not isinstance(config.get("training"), dict):
         raise AevbError(f"{where} lacks the training configuration")
     train_config = TrainConfig.from_dict(config["training"], f"{where}: training")
