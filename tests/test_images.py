@@ -302,14 +302,16 @@ def test_cli_image_folder_flags(tmp_path, capsys):
 def test_coloured_mnist_trains_and_draws_in_colour(tmp_path, capsys, architecture):
     np.save(tmp_path / "coloured.npy", coloured_mnist(300))
     run = tmp_path / "run"
-    extra = ["--architecture", "conv", "--conv-channels", "4,8"] if architecture == "conv" else []
+    # (the MLP with Nz = 2, so that its run draws the learned manifold too)
+    extra = ["--architecture", "conv", "--conv-channels", "4,8"] if architecture == "conv" else ["--latent-dim", "2"]
     assert call(["train", "--dataset", tmp_path / "coloured.npy", *QUICK, *extra, "--out", run]) == 0
     model = json.loads((run / "model.json").read_text())["model"]
     assert model["image_shape"] == [3, 28, 28] and model["data_dim"] == 3 * 784
     assert math.isfinite(json.loads((run / "summary.json").read_text())["train_bound"])
     code, out, err = run_cli(capsys, ["sample", run, "--num", "20", "--out", tmp_path / "drawn.png"])
     assert code == 0, err
-    for png in (run / "samples.png", run / "reconstructions.png", tmp_path / "drawn.png"):
+    drawn = [run / "samples.png", run / "reconstructions.png", tmp_path / "drawn.png"]
+    for png in drawn + ([run / "manifold.png"] if architecture == "mlp" else []):
         pixels = png_channels(png)
         # A grey figure has R = G = B everywhere; these differ by far more than rounding.
         assert np.abs(pixels[..., 0] - pixels[..., 1]).max() > 8 or np.abs(pixels[..., 1] - pixels[..., 2]).max() > 8
