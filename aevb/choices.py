@@ -52,3 +52,8 @@ DEFAULT_DATASET = "mnist-sample"
 
 #: ``checkpoint_every`` of :class:`aevb.runs.RunOptions`: training steps between checkpoints.
 DEFAULT_CHECKPOINT_EVERY = 2000
+
+#: ``split_seed`` of user data (a folder, a .npy file, an .npz file without valid/test, data given to
+#: train_run) when none is set: the seed of the permutation that holds out valid and test
+#: (:func:`aevb.data.splits.permutation_split`).
+USER_SPLIT_SEED = 0

@@ -2,6 +2,8 @@
 against training samples (Fig. 2), and the learned 2-D manifold (Figs. 4–5).
 
 All functions write a PNG and return its path; they use matplotlib's non-interactive Agg backend.
+Images are rows of D values with an image shape (:mod:`aevb.image_shape`): (H, W) draws grey,
+(3, H, W) draws RGB and (4, H, W) RGBA over the white page.
 """
 
 from __future__ import annotations
@@ -18,20 +20,28 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.distributions import Normal  # noqa: E402
 
+from .image_shape import image_channels, image_size  # noqa: E402
+
 
 def tile_images(
-    images: np.ndarray | torch.Tensor, image_shape: tuple[int, int], columns: int, padding: int = 1
+    images: np.ndarray | torch.Tensor, image_shape: tuple[int, ...], columns: int, padding: int = 1
 ) -> np.ndarray:
-    """Arrange (N, H·W) images row by row into one (rows·(H+p)−p, columns·(W+p)−p) array."""
+    """Arrange (N, D) images row by row into one canvas, white between them: (rows·(H+p)−p,
+    columns·(W+p)−p) for grey images (``image_shape`` (H, W)), with a last axis of C channels for
+    colour ones (``image_shape`` (C, H, W), rows flattened channels first), as imshow takes it."""
     images = np.asarray(images.detach().cpu() if isinstance(images, torch.Tensor) else images, dtype=np.float32)
-    height, width = image_shape
+    height, width = image_size(image_shape)
+    channels = image_channels(image_shape)
     count = images.shape[0]
     rows = -(-count // columns)
-    canvas = np.ones((rows * (height + padding) - padding, columns * (width + padding) - padding), np.float32)
+    pages = (channels,) if channels > 1 else ()
+    canvas = np.ones((rows * (height + padding) - padding, columns * (width + padding) - padding, *pages), np.float32)
+    # (N, C, H, W) → (N, H, W, C): the channel axis last, where imshow reads colour
+    tiles = images.reshape(count, channels, height, width).transpose(0, 2, 3, 1).reshape(count, height, width, *pages)
     for index in range(count):
         row, column = divmod(index, columns)
         top, left = row * (height + padding), column * (width + padding)
-        canvas[top : top + height, left : left + width] = images[index].reshape(height, width)
+        canvas[top : top + height, left : left + width] = tiles[index]
     return canvas
 
 
@@ -48,12 +58,12 @@ def save_image_panels(
     title: str | None = None,
     gap: int = 20,
 ) -> Path:
-    """Save grey-level canvases (each (H, W), values in [0, 1]) side by side, ``gap`` screen pixels
+    """Save canvases (each (H, W) grey or (H, W, C) colour, values in [0, 1]) side by side, ``gap`` screen pixels
     apart, each under its label and all under ``title``. Every canvas pixel is drawn as an s×s
     block of screen pixels, s a whole number (2 or more; more for small canvases): at a scale
     that is not a whole number, some rows and columns of every digit or face would be doubled and
     others not, which reads as speckle."""
-    scale = max(2, math.ceil(IMAGE_MIN_SIDE / max(max(canvas.shape) for canvas in canvases)))
+    scale = max(2, math.ceil(IMAGE_MIN_SIDE / max(max(canvas.shape[:2]) for canvas in canvases)))
     sizes = [(canvas.shape[0] * scale, canvas.shape[1] * scale) for canvas in canvases]  # screen pixels
     label_height, title_height = (20 if labels else 0), (30 if title else 0)
     width = sum(w for _, w in sizes) + gap * (len(canvases) - 1)
@@ -62,7 +72,10 @@ def save_image_panels(
     left = 0
     for index, (canvas, (h, w)) in enumerate(zip(canvases, sizes)):
         axes = figure.add_axes([left / width, 0, w / width, h / height])
-        axes.imshow(np.clip(canvas, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        if canvas.ndim == 3:  # RGB(A): imshow reads the colour from the last axis
+            axes.imshow(np.clip(canvas, 0, 1), interpolation="nearest")
+        else:
+            axes.imshow(np.clip(canvas, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         axes.set_axis_off()
         if labels:
             axes.set_title(labels[index], fontsize=9, pad=4)
@@ -75,7 +88,7 @@ def save_image_panels(
 
 
 def save_samples(
-    images: torch.Tensor, image_shape: tuple[int, int], path: str | Path, columns: int = 10, title: str | None = None
+    images: torch.Tensor, image_shape: tuple[int, ...], path: str | Path, columns: int = 10, title: str | None = None
 ) -> Path:
     """A grid of generated images (N, D), like the paper's Figures 7–11."""
     return save_image_panels([tile_images(images, image_shape, columns)], path, title=title)
@@ -84,7 +97,7 @@ def save_samples(
 def save_reconstructions(
     inputs: torch.Tensor,
     reconstructions: torch.Tensor,
-    image_shape: tuple[int, int],
+    image_shape: tuple[int, ...],
     path: str | Path,
     columns: int = 10,
 ) -> Path:
@@ -115,7 +128,7 @@ def manifold_images(decoder_mean, grid_size: int = 20, device=None, icdf=None) -
 
 def save_manifold(
     decoder_mean,
-    image_shape: tuple[int, int],
+    image_shape: tuple[int, ...],
     path: str | Path,
     grid_size: int = 20,
     device=None,

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import AevbError
+from .image_shape import image_channels, image_size
 
 #: Bytes of a float32, the dtype of every model and dataset here.
 FLOAT_BYTES = 4
@@ -152,7 +153,8 @@ def require_sampling_memory(
     class drawn with each z). Each image needs its z (J floats) and its D pixels where it is
     decoded (``device``), and its pixels again on the host when decoded elsewhere; a ``png``
     grid tiles them into a float canvas (with one pixel of padding), clips a copy of it and
-    renders it at least pixel for pixel into an RGBA buffer, 12 bytes per canvas pixel.
+    renders it at least pixel for pixel into an RGBA buffer, 4 bytes per canvas pixel and
+    8 more per image channel (12 for grey images).
     """
     classes = int(config.num_classes or 0)
     columns = -(-int(num_samples) // classes) if class_grid else min(10, int(num_samples))
@@ -166,9 +168,10 @@ def require_sampling_memory(
         )
         on_host = FLOAT_BYTES * images * data_dim
     if png and config.image_shape is not None:
-        height, width = config.image_shape
+        height, width = image_size(config.image_shape)
         rows = -(-images // columns)
         canvas_pixels = (rows * (height + 1) - 1) * (columns * (width + 1) - 1)
-        on_host += 3 * FLOAT_BYTES * canvas_pixels
+        # C floats per canvas pixel, a clipped copy of them, and 4 bytes of RGBA to render them
+        on_host += (2 * image_channels(config.image_shape) * FLOAT_BYTES + 4) * canvas_pixels
     what = f"drawing {format_count(images)} samples of {data_dim} pixels" + (" and their PNG grid" if png else "")
     require_memory(on_host, what, advice="draw fewer")

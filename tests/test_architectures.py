@@ -43,6 +43,8 @@ SHAPE_CASES = [  # (image shape, channels, dense widths, classes, likelihood)
     ((28, 20), (4, 8), (), None, "gaussian"),
     ((5, 7), (3, 2, 2), (4, 3), 3, "bernoulli"),
     ((5, 7), (2,), (), 4, "gaussian"),
+    ((3, 5, 7), (2, 3), (4,), 3, "gaussian"),  # RGB images, conditional
+    ((3, 6, 4), (3,), (), None, "bernoulli"),
 ]
 
 
@@ -50,7 +52,7 @@ SHAPE_CASES = [  # (image shape, channels, dense widths, classes, likelihood)
 def test_conv_model_handles_leading_sample_dimensions_like_single_rows(shape, channels, widths, classes, likelihood):
     torch.manual_seed(0)
     config = ModelConfig(
-        data_dim=shape[0] * shape[1],
+        data_dim=math.prod(shape),
         latent_dim=3,
         hidden_units=widths or 5,
         hidden_layers=len(widths),

@@ -401,7 +401,9 @@ def test_corrupt_npy(tmp_path):
         "empty": np.zeros((0, 784), np.float32),
         "empty-cols": np.zeros((20, 0), np.float32),
         "1d": np.zeros(20),
-        "4d": np.zeros((20, 1, 2, 2)),
+        "5d": np.zeros((20, 1, 2, 2, 1)),
+        "4d-no-channel-axis": np.zeros((20, 5, 2, 2)),  # neither 5 nor 2 is 1, 3 or 4 channels
+        "4d-ambiguous": np.zeros((20, 3, 2, 3)),  # (N, C, H, W) or (N, H, W, C)?
         "strings": np.array([["a", "b"]] * 20),
         "complex": np.zeros((20, 2), np.complex64),
         "overflow": np.full((20, 2), 1e300),

@@ -224,10 +224,14 @@ def test_train_refuses_a_model_too_large_for_memory_in_one_line(tmp_path, capsys
 def test_an_image_shape_must_hold_data_dim_pixels():
     from aevb.models.vae import ModelConfig
 
-    with pytest.raises(AevbError, match=r"`image_shape` 7×7 has 49 pixels but `data_dim` is 784"):
+    with pytest.raises(AevbError, match=r"`image_shape` 7×7 has 49 values but `data_dim` is 784"):
         ModelConfig(data_dim=784, image_shape=(7, 7))
-    with pytest.raises(AevbError, match="`image_shape` must be two positive integers"):
+    with pytest.raises(AevbError, match=r"`image_shape` \(28, 28, 1\) has 28 channels; images have 1 \(grey\), 3"):
         ModelConfig(data_dim=784, image_shape=(28, 28, 1))
+    with pytest.raises(AevbError, match="`image_shape` must be \\(height, width\\) or \\(channels, height, width\\)"):
+        ModelConfig(data_dim=784, image_shape=(784,))
+    assert ModelConfig(data_dim=784, image_shape=(1, 28, 28)).image_shape == (28, 28)  # grey, as stored before colour
+    assert ModelConfig(data_dim=3 * 784, image_shape=(3, 28, 28)).channels == 3
     assert ModelConfig(data_dim=560, image_shape=(28, 20), architecture="conv").image_shape == (28, 20)
 
 

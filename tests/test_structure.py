@@ -179,3 +179,25 @@ def test_every_name_a_module_exports_exists():
         module = importlib.import_module(_module_name(path))
         missing += [f"{module.__name__}.{name}" for name in getattr(module, "__all__", ()) if not hasattr(module, name)]
     assert missing == []
+
+
+def test_a_lazy_package_shows_type_checkers_every_name_it_imports_on_first_use():
+    """A subpackage whose names are imported on first use (``_LAZY``, PEP 562) imports the same names
+    from the same modules under ``if TYPE_CHECKING:``, which type checkers and the API reference
+    read: neither runs ``__getattr__``. (Not aevb itself: its modules import its ``__version__``, so
+    its type-only imports of them would be circles; docs/reference/aevb.md links its names.)"""
+    import importlib
+
+    lazy_packages = [path for path in sorted(PACKAGE.rglob("*/__init__.py")) if "_LAZY" in path.read_text()]
+    assert len(lazy_packages) >= 2  # aevb.models and aevb.training at least
+    for path in lazy_packages:
+        module = importlib.import_module(_module_name(path))
+        if not isinstance(getattr(module, "_LAZY", None), dict):
+            continue
+        type_only = {}
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+                for statement in node.body:
+                    if isinstance(statement, ast.ImportFrom):
+                        type_only.update({alias.name: statement.module for alias in statement.names})
+        assert type_only == dict(module._LAZY), module.__name__

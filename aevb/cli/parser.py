@@ -21,6 +21,7 @@ from ..choices import (
     ENGINE_NAMES,
     FAMILY_NAMES,
     LOGGER_NAMES,
+    USER_SPLIT_SEED,
 )
 from ..models.config import ModelConfig
 from ..training.config import DEFAULT_MAX_SAMPLES, TrainConfig
@@ -104,8 +105,29 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         "--dataset",
         dest="data.dataset",
         default=UNSET,
-        help="mnist-sample (embedded, offline), mnist, binarized-mnist, frey, or a path to "
-        f"a .npy/.npz file (default: {DEFAULT_DATASET})",
+        help="mnist-sample (embedded, offline), mnist, binarized-mnist, frey, a path to "
+        "a .npy/.npz file, or a folder of PNG/JPEG images (grey or RGB; other modes such as RGBA or "
+        "palette are converted to RGB; one subfolder per class gives labels; files whose names "
+        f"begin with a dot are skipped) (default: {DEFAULT_DATASET})",
+    )
+    data.add_argument(
+        "--image-size",
+        dest="data.image_size",
+        nargs=2,
+        type=_count,
+        metavar=("H", "W"),
+        default=UNSET,
+        help="resize every image of a --dataset folder to H×W pixels (default: none; the images "
+        "must then all have one size)",
+    )
+    data.add_argument(
+        "--split-seed",
+        dest="data.split_seed",
+        type=_seed,
+        metavar="SEED",
+        default=UNSET,
+        help="seed of the random 80/10/10 train/valid/test split of your own data (a folder or a "
+        f".npy file), kept in the run (default: {USER_SPLIT_SEED}); the named datasets keep their splits",
     )
     data.add_argument(
         "--data-dir",

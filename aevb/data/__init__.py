@@ -27,16 +27,23 @@ Named datasets (files looked up in ``<data_dir>/<subdir>/`` and then directly in
     training images 0..8999 (9000), valid = 9000..9999 (1000), test = the 2000 test images.
     Grey levels k/256, like ``mnist``.
 
-User files (``name_or_path`` a path; the dataset's name is the file's stem):
+User files (``name_or_path`` a path; the dataset's name is the file's stem or the folder's name):
 
 ``.npy``
-    One numeric array ``(N, D)`` or ``(N, H, W)`` (then ``image_shape = (H, W)``). uint8 is
-    divided by 255 (or ``pixel_divisor``), other types are converted to float32 unchanged. Split 80/10/10 by a fixed
-    permutation (valid and test get ``N // 10`` rows each, so N >= 10 is needed).
+    One numeric array ``(N, D)``, ``(N, H, W)`` (grey images: ``image_shape = (H, W)``),
+    ``(N, C, H, W)`` or ``(N, H, W, C)`` (C = 3 or 4 colour channels: ``image_shape = (C, H, W)``,
+    rows flattened channels first; see :func:`image_features`). uint8 is divided by 255 (or
+    ``pixel_divisor``), other types are converted to float32 unchanged. Split 80/10/10 by a seeded
+    permutation (``split_seed``, default :data:`~aevb.data.splits.USER_SPLIT_SEED`; valid and
+    test get ``N // 10`` rows each, so N >= 10 is needed).
 ``.npz``
     Keys ``train`` (required), ``valid``, ``test`` (each missing one is carved from train:
-    ``N_train // 10`` rows by the same fixed permutation), and optional integer
+    ``N_train // 10`` rows by the same seeded permutation), and optional integer
     ``train_labels``/``valid_labels``/``test_labels``.
+a folder
+    PNG/JPEG images, grey or RGB, all of one size or resized to ``image_size``, either directly
+    in it or in one subfolder per class (labels); read in name order (:mod:`.image_folder`),
+    divided by 255 and split like an ``.npy`` file.
 
 User arrays must be finite and non-empty; their range is not checked (whether values must lie
 in [0, 1] depends on the decoder, which the caller knows). ``is_binary`` says whether every
@@ -54,6 +61,7 @@ naming the file. The network is used only with ``download=True`` (see :mod:`aevb
 
 from .datasets import DATASET_NAMES, PAPER_PIXEL_DIVISOR, USER_PIXEL_DIVISOR, Dataset, load_dataset, resolve_data_dir
 from .given import dataset_of
+from .images import image_features
 from .sources import NpyDataset, StreamedRows, as_rows
 
 __all__ = [
@@ -65,6 +73,7 @@ __all__ = [
     "StreamedRows",
     "as_rows",
     "dataset_of",
+    "image_features",
     "load_dataset",
     "resolve_data_dir",
 ]

@@ -1,5 +1,6 @@
 """User data as NumPy files (``--dataset path.npy`` or ``.npz``): read without running pickled code,
-and checked to be a finite (N, D) or (N, H, W) array (plus integer labels) before any use."""
+and checked to be a finite (N, D), (N, H, W), (N, C, H, W) or (N, H, W, C) array (plus integer
+labels) before any use."""
 
 from __future__ import annotations
 
@@ -10,28 +11,13 @@ import numpy as np
 
 from ..errors import AevbError
 from .formats import _one_line
+from .images import check_feature_array
 
 
 def check_features(array: object, path: str | os.PathLike, what: str) -> np.ndarray:
-    """Validate a user data array: numeric (bool/int/uint/float), shape ``(N, D)`` or
-    ``(N, H, W)`` with every size >= 1, all values finite (also after conversion to float32).
-
-    Returns the array unchanged.
-    """
-    if not isinstance(array, np.ndarray):
-        raise AevbError(f"{path}: {what} is a {type(array).__name__}, not a numpy array")
-    if array.dtype.kind not in "biuf":
-        raise AevbError(f"{path}: {what} has non-numeric dtype {array.dtype}")
-    if array.ndim not in (2, 3):
-        raise AevbError(f"{path}: {what} has shape {array.shape}, expected (N, D) or (N, H, W)")
-    if array.size == 0:
-        raise AevbError(f"{path}: {what} is empty (shape {array.shape})")
-    if array.dtype.kind == "f":
-        if not np.isfinite(array).all():
-            raise AevbError(f"{path}: {what} contains NaN or infinite values")
-        if array.dtype.itemsize > 4 and np.abs(array).max() > np.finfo(np.float32).max:
-            raise AevbError(f"{path}: {what} has values too large for float32")
-    return array
+    """Validate a user data array (:func:`aevb.data.images.check_feature_array`: numeric, 2 to 4
+    dimensions, finite), errors naming ``path`` and ``what``. Returns the array unchanged."""
+    return check_feature_array(array, f"{path}: {what}")
 
 
 def check_labels(array: object, path: str | os.PathLike, what: str, n: int) -> np.ndarray:
@@ -68,7 +54,8 @@ def _np_load(path: Path):
 
 
 def read_npy(path: str | os.PathLike) -> np.ndarray:
-    """Read a user ``.npy`` file: a numeric finite array ``(N, D)`` or ``(N, H, W)``."""
+    """Read a user ``.npy`` file: a numeric finite array ``(N, D)``, ``(N, H, W)``, ``(N, C, H, W)``
+    or ``(N, H, W, C)``."""
     path = Path(path)
     array = _np_load(path)
     if not isinstance(array, np.ndarray):

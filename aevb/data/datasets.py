@@ -6,7 +6,6 @@ See the package docstring of :mod:`aevb.data` for the datasets, files and splits
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,9 +16,12 @@ import torch
 
 from aevb.errors import AevbError
 
+from ..image_shape import image_channels, normalize_image_shape
 from .arrays import read_npy, read_npz
 from .download import DATASET_SUBDIRS, REMOTE_FILES, fetch_file, sha256_file
 from .formats import read_amat_binary, read_frey_mat, read_mnist_images, read_mnist_labels
+from .image_folder import read_image_folder
+from .images import USER_PIXEL_DIVISOR, check_pixel_divisor, image_features
 from .sources import NpyDataset, StreamedRows, as_rows
 from .splits import FREY_SPLIT_SEED, USER_SPLIT_SEED, holdout_size, permutation_split
 
@@ -31,9 +33,9 @@ EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
 
 MNIST_TRAIN_SIZE = 50_000  # the classic mnist.pkl.gz split of the 60000 training images
 # Grey levels k in 0..255 become k / PAPER_PIXEL_DIVISOR: the authors' mnist.pkl.gz held k/256, and
-# their Frey Face loader divided by 256 too. User files and the IWAE protocol divide by 255.
+# their Frey Face loader divided by 256 too. User files and the IWAE protocol divide by 255
+# (aevb.data.images.USER_PIXEL_DIVISOR).
 PAPER_PIXEL_DIVISOR = 256.0
-USER_PIXEL_DIVISOR = 255.0
 MNIST_TRAIN_FILE_SIZE = 60_000
 FREY_SIZES = (1565, 200, 200)  # train, valid, test of the 1965 faces
 SAMPLE_TRAIN_FILE_SIZE, SAMPLE_TEST_SIZE, SAMPLE_VALID_SIZE = 10_000, 2_000, 1_000
@@ -48,8 +50,10 @@ class Dataset:
             the user's file.
         train, valid, test: float32 contiguous tensors of shape ``(N_split, D)``, or rows of that
             shape read from a file as needed (:class:`~aevb.data.sources.StreamedRows`, ``stream``).
-        image_shape: ``(H, W)`` with ``H * W == D`` when examples are images ((28, 28) for
-            MNIST, (28, 20) for Frey Face), ``None`` when unknown.
+        image_shape: ``(H, W)`` with ``H * W == D`` when examples are grey images ((28, 28)
+            for MNIST, (28, 20) for Frey Face), ``(C, H, W)`` with ``C * H * W == D`` for colour
+            images of C = 3 (RGB) or 4 (RGBA) channels, each row the image flattened channels
+            first (:mod:`aevb.image_shape`); ``None`` when unknown.
         is_binary: True iff every value in all three splits is exactly 0 or 1.
         source: one line saying where the data was read from.
         train_labels, valid_labels, test_labels: int64 tensors ``(N_split,)`` or ``None``.
@@ -61,7 +65,7 @@ class Dataset:
     train: torch.Tensor
     valid: torch.Tensor
     test: torch.Tensor
-    image_shape: tuple[int, int] | None
+    image_shape: tuple[int, ...] | None
     is_binary: bool
     source: str
     train_labels: torch.Tensor | None = None
@@ -81,8 +85,14 @@ class Dataset:
                 raise ValueError(f"Dataset.{split}_labels must be int64 of shape ({x.shape[0]},)")
         if len(dims) != 1:
             raise ValueError("Dataset splits must have the same number of columns")
-        if self.image_shape is not None and self.image_shape[0] * self.image_shape[1] != dims.pop():
-            raise ValueError("Dataset.image_shape does not match the number of columns")
+        object.__setattr__(
+            self, "image_shape", normalize_image_shape(self.image_shape, dims.pop(), "Dataset.image_shape")
+        )
+
+    @property
+    def channels(self) -> int | None:
+        """C, the channels of each image: 1 (grey), 3 (RGB) or 4 (RGBA); None without an image shape."""
+        return None if self.image_shape is None else image_channels(self.image_shape)
 
     @property
     def data_dim(self) -> int:
@@ -133,18 +143,13 @@ def _is_binary(*arrays: np.ndarray) -> bool:
 
 def _as_features(array: np.ndarray, divisor: float) -> np.ndarray:
     """Flatten ``(N, ...)`` to float32 ``(N, D)``; uint8 grey levels are divided by ``divisor``."""
-    x = array.reshape(array.shape[0], -1)
-    if x.dtype == np.uint8:
-        out = x.astype(np.float32)
-        out /= np.float32(divisor)
-        return out
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return image_features(array, pixel_divisor=divisor)[0]
 
 
 def _make(
     name: str,
     splits: Sequence[np.ndarray],
-    image_shape: tuple[int, int] | None,
+    image_shape: tuple[int, ...] | None,
     source: str,
     labels: Sequence[np.ndarray | None] = (None, None, None),
     is_binary: bool | None = None,
@@ -159,7 +164,7 @@ def _make(
         train=train,
         valid=valid,
         test=test,
-        image_shape=None if image_shape is None else (int(image_shape[0]), int(image_shape[1])),
+        image_shape=image_shape,
         is_binary=_is_binary(*splits) if is_binary is None else is_binary,
         source=source,
         train_labels=tl,
@@ -311,61 +316,56 @@ def _load_mnist_sample(divisor: float) -> Dataset:
 # --------------------------------------------------------------------------- user files
 
 
-def _image_shape(array: np.ndarray) -> tuple[int, int] | None:
-    return (array.shape[1], array.shape[2]) if array.ndim == 3 else None
-
-
 def _too_small(path: Path, n: int) -> AevbError:
     return AevbError(f"{path}: only {n} training rows; need at least 10 to hold out 10% each for valid/test")
 
 
-def _load_npy(path: Path, divisor: float) -> Dataset:
-    array = read_npy(path)
-    n, h = array.shape[0], holdout_size(array.shape[0])
+def _holdout_split(path: Path, n: int, parts: int, seed: int) -> list[np.ndarray]:
+    """Index arrays of the training rows and of ``parts`` held-out splits of ``n // 10`` rows each."""
+    h = holdout_size(n)
     if h < 1:
         raise _too_small(path, n)
-    x = _as_features(array, divisor)
-    parts = permutation_split(n, (n - 2 * h, h, h), USER_SPLIT_SEED)
+    return permutation_split(n, (n - parts * h, *([h] * parts)), seed)
+
+
+def _load_npy(path: Path, divisor: float, seed: int) -> Dataset:
+    array = read_npy(path)
+    x, image_shape = image_features(array, pixel_divisor=divisor, name=f"{path}: the array")
+    parts = _holdout_split(path, x.shape[0], 2, seed)
     return _make(
         path.stem,
         [x[idx] for idx in parts],
-        _image_shape(array),
+        image_shape,
         f"numpy file {path}",
         pixel_divisor=divisor if array.dtype == np.uint8 else None,
     )
 
 
-def _load_npy_streamed(path: Path, divisor: float) -> Dataset:
+def _load_npy_streamed(path: Path, divisor: float, seed: int) -> Dataset:
     """A .npy file's splits as rows read from the memory-mapped file as needed (the same split as
     :func:`_load_npy`); one scan checks whether the values are binary."""
-    n = NpyDataset(path).array.shape[0]
-    h = holdout_size(n)
-    if h < 1:
-        raise _too_small(path, n)
-    parts = permutation_split(n, (n - 2 * h, h, h), USER_SPLIT_SEED)
-    train, valid, test = (as_rows(NpyDataset(path, rows), f"{path}", pixel_divisor=divisor) for rows in parts)
     array = NpyDataset(path).array
+    _, image_shape = image_features(array[:1], pixel_divisor=divisor, name=f"{path}: the array")
+    parts = _holdout_split(path, array.shape[0], 2, seed)
+    train, valid, test = (as_rows(NpyDataset(path, rows), f"{path}", pixel_divisor=divisor) for rows in parts)
     return Dataset(
         name=path.stem,
         train=train,
         valid=valid,
         test=test,
-        image_shape=_image_shape(array),
+        image_shape=image_shape,
         is_binary=all(split.is_binary() for split in (train, valid, test)),
         source=f"numpy file {path}, read as needed",
         pixel_divisor=divisor if array.dtype == np.uint8 else None,
     )
 
 
-def _load_npz(path: Path, divisor: float) -> Dataset:
+def _load_npz(path: Path, divisor: float, seed: int) -> Dataset:
     data = read_npz(path)
     train, train_labels = data["train"], data.get("train_labels")
     missing = [s for s in ("valid", "test") if s not in data]
     if missing:
-        n, h = train.shape[0], holdout_size(train.shape[0])
-        if h < 1:
-            raise _too_small(path, n)
-        parts = permutation_split(n, (n - h * len(missing), *([h] * len(missing))), USER_SPLIT_SEED)
+        parts = _holdout_split(path, train.shape[0], len(missing), seed)
         for split, idx in zip(missing, parts[1:]):
             data[split] = train[idx]
             if train_labels is not None:
@@ -374,14 +374,30 @@ def _load_npz(path: Path, divisor: float) -> Dataset:
         if train_labels is not None:
             data["train_labels"] = train_labels[parts[0]]
     splits = ("train", "valid", "test")
+    features = [image_features(data[s], pixel_divisor=divisor, name=f"{path}: array '{s}'") for s in splits]
     carved = f" (valid/test carved from train: {', '.join(missing)})" if missing else ""
     return _make(
         path.stem,
-        [_as_features(data[s], divisor) for s in splits],
-        _image_shape(train),
+        [x for x, _ in features],
+        features[0][1],
         f"numpy archive {path}{carved}",
         [data.get(f"{s}_labels") for s in splits],
         pixel_divisor=divisor if train.dtype == np.uint8 else None,
+    )
+
+
+def _load_folder(path: Path, divisor: float, seed: int, image_size: tuple[int, int] | None) -> Dataset:
+    images, labels, classes = read_image_folder(path, image_size)
+    x, image_shape = image_features(images, pixel_divisor=divisor, channels_last=True, name=str(path))
+    parts = _holdout_split(path, x.shape[0], 2, seed)
+    count = f"{x.shape[0]} images" + (f" in {len(classes)} class folders" if classes else "")
+    return _make(
+        path.resolve().name,
+        [x[idx] for idx in parts],
+        image_shape,
+        f"image folder {path} ({count})",
+        [None if labels is None else labels[idx] for idx in parts],
+        pixel_divisor=divisor,
     )
 
 
@@ -395,19 +411,29 @@ def load_dataset(
     download: bool = False,
     pixel_divisor: float | None = None,
     stream: bool = False,
+    image_size: tuple[int, int] | None = None,
+    split_seed: int | None = None,
 ) -> Dataset:
-    """Load a named dataset or a user's ``.npy``/``.npz`` file, split into train/valid/test.
+    """Load a named dataset, a user's ``.npy``/``.npz`` file or a folder of images, split into
+    train/valid/test.
 
     Args:
         name_or_path: one of :data:`DATASET_NAMES` (a name wins over a file of the same name),
-            or the path of a ``.npy`` or ``.npz`` file.
+            the path of a ``.npy`` or ``.npz`` file, or of a folder of PNG/JPEG images
+            (:mod:`aevb.data.image_folder`: grey or RGB, optionally one subfolder per class).
         data_dir: folder holding the named datasets' files (see :func:`resolve_data_dir`);
             ignored for ``mnist-sample`` (embedded in the package) and for user files.
         download: fetch missing files of a named dataset (checksum-verified). Without it the
             network is never touched.
         pixel_divisor: uint8 grey levels k become k / pixel_divisor. Default: 256 for the named
             datasets (:data:`PAPER_PIXEL_DIVISOR`, the authors' mnist.pkl.gz and Frey Face), 255 for
-            user files; the IWAE protocol (:mod:`aevb.experiments.nll`) asks for 255.
+            user files and folders; the IWAE protocol (:mod:`aevb.experiments.nll`) asks for 255.
+        image_size: ``(H, W)`` pixels that every image of a folder is resized to; None: a folder's
+            images must all have one size. Only for folders.
+        split_seed: seed of the random permutation that holds out valid and test rows of user
+            data (a folder, an ``.npy`` file, an ``.npz`` file without them); None:
+            :data:`~aevb.data.splits.USER_SPLIT_SEED`. The named datasets keep their standard
+            splits, so it is an error with them.
         stream: read a ``.npy`` file memory-mapped, its rows as training needs them
             (:class:`~aevb.data.sources.StreamedRows`), instead of loading it: data larger than
             memory. Only ``.npy`` files stream.
@@ -416,14 +442,17 @@ def load_dataset(
         A :class:`Dataset` of float32 ``(N, D)`` splits.
 
     Raises:
-        AevbError: unknown name, missing or corrupt files, unusable arrays.
+        AevbError: unknown name, missing or corrupt files, unusable arrays or images, a setting
+            that does not apply to this data.
     """
-    if pixel_divisor is not None and not (math.isfinite(pixel_divisor) and pixel_divisor >= 255):
-        raise AevbError(f"`pixel_divisor` must be at least 255 (grey levels 0..255 into [0, 1]), got {pixel_divisor}")
+    check_pixel_divisor(pixel_divisor)
     key = os.fspath(name_or_path)
     if isinstance(name_or_path, str) and key in DATASET_NAMES:
         if stream:
             raise AevbError(f"{key} is loaded into memory; `stream` reads a user's .npy file as needed")
+        for setting, value in (("image_size", image_size), ("split_seed", split_seed)):
+            if value is not None:
+                raise AevbError(f"`{setting}` applies to user data (a folder or numpy file), not to {key}")
         divisor = PAPER_PIXEL_DIVISOR if pixel_divisor is None else float(pixel_divisor)
         if key == "mnist-sample":
             return _load_mnist_sample(divisor)
@@ -431,19 +460,50 @@ def load_dataset(
         loader = {"mnist": _load_mnist, "binarized-mnist": _load_binarized_mnist, "frey": _load_frey}[key]
         return loader(directory, download, divisor)
     divisor = USER_PIXEL_DIVISOR if pixel_divisor is None else float(pixel_divisor)
+    seed = USER_SPLIT_SEED if split_seed is None else _split_seed(split_seed)
     path = Path(key).expanduser()
     known = ", ".join(DATASET_NAMES)
     if not path.exists():
-        raise AevbError(f"{key}: no such dataset or file; known datasets: {known}; or give a .npy/.npz file")
+        raise AevbError(
+            f"{key}: no such dataset, file or folder; known datasets: {known}; or give a .npy/.npz file "
+            "or a folder of images"
+        )
+    if path.is_dir() and stream:
+        raise AevbError(f"{path}: a folder of images is loaded into memory; `stream` reads a .npy file as needed")
+    if path.is_dir():
+        return _load_folder(path, divisor, seed, _image_size(image_size))
+    if image_size is not None:
+        raise AevbError(f"`image_size` resizes the images of a folder; {path} is a file")
     if not path.is_file():
-        raise AevbError(f"{path}: not a file; give a .npy/.npz file or one of: {known}")
+        raise AevbError(f"{path}: not a file; give a .npy/.npz file, a folder of images or one of: {known}")
     suffix = path.suffix.lower()
     if stream and suffix != ".npy":
         raise AevbError(f"{path}: only .npy files can be streamed (`stream`); save the array with numpy.save")
     if suffix == ".npy" and stream:
-        return _load_npy_streamed(path, divisor)
+        return _load_npy_streamed(path, divisor, seed)
     if suffix == ".npy":
-        return _load_npy(path, divisor)
+        return _load_npy(path, divisor, seed)
     if suffix == ".npz":
-        return _load_npz(path, divisor)
-    raise AevbError(f"{path}: unsupported file type {suffix or '(none)'!r}; expected .npy or .npz, or one of: {known}")
+        return _load_npz(path, divisor, seed)
+    raise AevbError(
+        f"{path}: unsupported file type {suffix or '(none)'!r}; expected .npy or .npz, a folder of images, "
+        f"or one of: {known}"
+    )
+
+
+def _split_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise AevbError(f"`split_seed` must be a whole number ≥ 0, got {seed!r}")
+    return int(seed)
+
+
+def _image_size(size: object) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    try:
+        height, width = (int(side) for side in size)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise AevbError(f"`image_size` must be two whole numbers (height, width), got {size!r}") from None
+    if min(height, width) < 1 or (height, width) != tuple(size):  # type: ignore[arg-type]
+        raise AevbError(f"`image_size` must be two positive whole numbers (height, width), got {size!r}")
+    return height, width

@@ -59,7 +59,7 @@ def dataset_of(
         train=train,
         valid=valid,
         test=test,
-        image_shape=image_features(first, setting=name, pixel_divisor=pixel_divisor)[1],
+        image_shape=image_features(first, pixel_divisor=pixel_divisor, name=f"`{name}`")[1],
         is_binary=binary,
         source=f"{kind} (split seed {split_seed})",
         pixel_divisor=(255.0 if pixel_divisor is None else float(pixel_divisor)) if _is_grey_levels(first) else None,

@@ -52,9 +52,11 @@ def features(
         raise AevbError(f"`{setting}` must hold real numbers, got a tensor of dtype {data.dtype}")
     if isinstance(data, torch.Tensor) and data.requires_grad:
         data = data.detach()
-    rows, _ = image_features(data, setting=setting, pixel_divisor=pixel_divisor)
-    if not isinstance(rows, torch.Tensor):
-        rows = torch.from_numpy(np.ascontiguousarray(rows))
+    if data.ndim == 2 and data.dtype not in (np.uint8, torch.uint8):
+        # Rows already: converted once, straight to the model's dtype (a float32 tensor is not copied).
+        rows = torch.from_numpy(np.ascontiguousarray(data)) if isinstance(data, np.ndarray) else data
+    else:
+        rows = torch.from_numpy(image_features(data, pixel_divisor=pixel_divisor, name=f"`{setting}`")[0])
     return rows.to(device=device, dtype=dtype).contiguous()
 
 
@@ -75,9 +77,11 @@ class StreamedRows:
             dtype; uint8 read as grey levels) or a tuple ``(x, y)`` whose ``y`` is not used. A
             ``__getitems__(indices)`` method, where the dataset has one, reads a minibatch at once.
         setting: the argument's name, for errors.
-        dtype, device: of the rows read.
+        dtype: of the rows read.
+        device: where the rows read are put.
         pixel_divisor: uint8 grey level k becomes k / pixel_divisor (default 255).
-        collate: turns a list of items into a batch (default :func:`torch.utils.data.default_collate`).
+        collate (Callable | None): turns a list of items into a batch (default
+            :func:`torch.utils.data.default_collate`).
 
     ``shape`` is (N, D), ``dtype`` and ``device`` those of the rows: what a training set's size,
     width and place are asked for. ``rows[a:b]`` and :meth:`read` give (M, D) tensors.

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..choices import USER_SPLIT_SEED  # (defined torch-free, for the command line's help)
+
 __all__ = ["FREY_SPLIT_SEED", "USER_SPLIT_SEED", "permutation_split", "holdout_size"]
 
 FREY_SPLIT_SEED = 20131220  # arXiv v1 date of the AEVB paper; any constant would do
-USER_SPLIT_SEED = 0
 
 
 def permutation_split(n: int, sizes: Sequence[int], seed: int) -> list[np.ndarray]:

@@ -13,6 +13,13 @@ conditional VAE, full VB's model (App. F), and factor analysis, the exact yardst
 """
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers and the API reference see; at run time __getattr__ imports them
+    from .build import build_model, check_buildable
+    from .config import ModelConfig
+    from .vae import VAE
+
 
 # Imported on first use (PEP 562): :mod:`.config` imports no torch, so the command line can quote
 # ModelConfig's defaults in its help without waiting for the networks.

@@ -107,7 +107,8 @@ def parameter_count(config: ModelConfig) -> int:
         channels = [int(c) for c in config.conv_channels]
         height, width = feature_map_shapes(config.image_shape, len(channels))[-1]
         kernel = KERNEL * KERNEL
-        convolutions = sum(previous * count * kernel + count for previous, count in zip([1, *channels], channels))
+        colours = int(config.channels)
+        convolutions = sum(previous * count * kernel + count for previous, count in zip([colours, *channels], channels))
         body, features = _stack_parameters(channels[-1] * height * width + extra, runs)
         encoder = convolutions + body + features * encoder_outputs + encoder_outputs
         dense, features = _stack_parameters(latent_dim + extra, runs[::-1])
@@ -115,7 +116,7 @@ def parameter_count(config: ModelConfig) -> int:
         reversed_channels = channels[::-1]
         transposed = sum(
             previous * count * kernel + count
-            for previous, count in zip(reversed_channels, [*reversed_channels[1:], decoder_heads])
+            for previous, count in zip(reversed_channels, [*reversed_channels[1:], decoder_heads * colours])
         )
         decoder = dense + features * feature_map + feature_map + transposed
     else:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..config import JsonConfig
 from ..errors import AevbError
+from ..image_shape import image_channels, normalize_image_shape
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 ARCHITECTURES = ("mlp", "conv")
@@ -52,7 +53,8 @@ class ModelConfig(JsonConfig):
     init_std: float = PAPER_INIT_STD  # §5: parameters ~ N(0, 0.01), 0.01 the variance
     # log σ² of encoder and Gaussian decoder = B·tanh(raw/B), so σ² ∈ (e^-B, e^B); None: unbounded, as in the paper
     log_variance_bound: float | None = DEFAULT_LOG_VARIANCE_BOUND
-    image_shape: tuple[int, int] | None = None  # for figures and convolutional networks
+    # (H, W) grey or (C, H, W) colour, rows flattened channels first (aevb.image_shape); for figures and convolutions
+    image_shape: tuple[int, ...] | None = None
     architecture: str = "mlp"  # "mlp" (App. C) or "conv": convolutions on image_shape (aevb.models.networks)
     conv_channels: tuple[int, ...] = (32, 64)  # channels of each stride-2 convolution ("conv" only)
     # conditional VAE p(x|z,y), q(z|x,y) with y one of this many classes (aevb.models.conditional); None: unconditional
@@ -111,17 +113,8 @@ class ModelConfig(JsonConfig):
             raise AevbError(
                 f"`decoder_posterior_init_std` must be a positive number, got {self.decoder_posterior_init_std}"
             )
-        if self.image_shape is not None:
-            self.image_shape = tuple(int(s) for s in self.image_shape)
-            # Images are one channel of H × W pixels, flattened to the D columns of a datapoint
-            # (aevb.data); a shape of another size would only fail when a figure or sample is drawn.
-            if len(self.image_shape) != 2 or min(self.image_shape) < 1:
-                raise AevbError(f"`image_shape` must be two positive integers (height, width), got {self.image_shape}")
-            if self.image_shape[0] * self.image_shape[1] != int(self.data_dim):
-                raise AevbError(
-                    f"`image_shape` {self.image_shape[0]}×{self.image_shape[1]} has "
-                    f"{self.image_shape[0] * self.image_shape[1]} pixels but `data_dim` is {self.data_dim}"
-                )
+        # Checked here, or a shape of another size would only fail when a figure or sample is drawn.
+        self.image_shape = normalize_image_shape(self.image_shape, self.data_dim)
         if self.architecture not in ARCHITECTURES:
             raise AevbError(f"unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
         self.conv_channels = tuple(int(c) for c in self.conv_channels)
@@ -135,6 +128,11 @@ class ModelConfig(JsonConfig):
                 raise AevbError(f"a conditional model needs at least 2 classes, got {self.num_classes}")
         if self.num_classes is not None and self.decoder_posterior != "point":
             raise AevbError("full variational Bayes (`algorithm` full-vb) is not available for conditional models")
+
+    @property
+    def channels(self) -> int | None:
+        """C, the channels of each image: 1 (grey), 3 (RGB) or 4 (RGBA); None without an image shape."""
+        return None if self.image_shape is None else image_channels(self.image_shape)
 
     def hidden_widths(self) -> tuple[int, ...]:
         """Widths of the encoder's hidden layers, input side first (the decoder uses them reversed)."""

@@ -9,12 +9,16 @@ estimator, importance-sampled log-likelihood and run-directory function works un
 and outputs stay flat, (..., D) pixels, and any leading sample dimensions (L, M, ...) are
 flattened into one batch dimension for the convolutions and restored afterwards.
 
-* :class:`ConvEncoderNet`: image (H, W) → Conv2d(k=3, stride 2, padding 1) per entry of
+* :class:`ConvEncoderNet`: image (C, H, W) → Conv2d(k=3, stride 2, padding 1) per entry of
   ``channels`` → flatten → optional dense hidden layers → one Linear for all heads. Extra input
   columns after the D pixels (a conditional VAE's one-hot label) join the flattened features.
 * :class:`ConvDecoderNet`: input → dense hidden layers → Linear to the smallest feature map →
-  ConvTranspose2d(k=3, stride 2) per entry of ``channels`` in reverse; the last one outputs one
-  channel per head (logits; or mean and log σ²), each a full (H, W) image flattened to (..., D).
+  ConvTranspose2d(k=3, stride 2) per entry of ``channels`` in reverse; the last one outputs C
+  channels per head (logits; or mean and log σ²), each a full (C, H, W) image flattened to (..., D).
+
+C is the images' channels (1 for grey, 3 for RGB; :mod:`aevb.image_shape`), D = C·H·W, the pixels
+of a row in torch's channels-first order, so that a grey model is the same network as before
+colour existed and its saved weights load unchanged.
 
 Every stride-2 convolution maps a side of n pixels to ⌈n/2⌉; its transposed partner maps ⌈n/2⌉
 back to exactly n (``output_padding`` 1 for even n, 0 for odd), so any image shape works (MNIST
@@ -29,15 +33,17 @@ import torch
 from torch import nn
 
 from .. import threads  # noqa: F401  (sets MKL's strict reproducible mode before a network's first product)
+from ..image_shape import image_channels, image_size
 from .activations import ACTIVATIONS
 from .config import ModelConfig
 
 KERNEL, STRIDE, PADDING = 3, 2, 1
 
 
-def feature_map_shapes(image_shape: tuple[int, int], layers: int) -> list[tuple[int, int]]:
-    """Spatial shapes after 0, 1, ..., ``layers`` stride-2 convolutions: [(H, W), (⌈H/2⌉, ⌈W/2⌉), ...]."""
-    shapes = [tuple(image_shape)]
+def feature_map_shapes(image_shape: tuple[int, ...], layers: int) -> list[tuple[int, int]]:
+    """Spatial shapes after 0, 1, ..., ``layers`` stride-2 convolutions of images (H, W) or
+    (C, H, W): [(H, W), (⌈H/2⌉, ⌈W/2⌉), ...]."""
+    shapes = [image_size(image_shape)]
     for _ in range(layers):
         height, width = shapes[-1]
         shapes.append((math.ceil(height / 2), math.ceil(width / 2)))
@@ -58,10 +64,10 @@ class _EncoderBody(nn.Module):
 
     def __init__(self, image_shape, channels, extra_features, widths, activation):
         super().__init__()
-        self.image_shape = tuple(image_shape)
-        self.pixels = self.image_shape[0] * self.image_shape[1]
+        self.image_shape = (image_channels(image_shape), *image_size(image_shape))  # (C, H, W)
+        self.pixels = math.prod(self.image_shape)
         convolutions: list[nn.Module] = []
-        previous = 1
+        previous = self.image_shape[0]
         for count in channels:
             convolutions += [nn.Conv2d(previous, count, KERNEL, STRIDE, PADDING), activation()]
             previous = count
@@ -73,7 +79,7 @@ class _EncoderBody(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         leading = inputs.shape[:-1]
         flat = inputs.reshape(-1, inputs.shape[-1])
-        images = flat[:, : self.pixels].reshape(-1, 1, *self.image_shape)
+        images = flat[:, : self.pixels].reshape(-1, *self.image_shape)
         features = torch.cat([self.convolutions(images).flatten(1), flat[:, self.pixels :]], dim=-1)
         return self.dense(features).reshape(*leading, -1)
 
@@ -82,7 +88,7 @@ class ConvEncoderNet(nn.Module):
     """Convolutional encoder network: (..., D [+ C]) → tuple of (..., head) tensors.
 
     Args:
-        image_shape: (H, W), H·W = D.
+        image_shape: (H, W) or (C, H, W), C·H·W = D.
         channels: output channels of each stride-2 convolution, e.g. (32, 64).
         extra_features: C, input columns after the pixels (0 unless conditional).
         widths: dense hidden layers after the convolutions (may be empty).
@@ -92,7 +98,7 @@ class ConvEncoderNet(nn.Module):
 
     def __init__(
         self,
-        image_shape: tuple[int, int],
+        image_shape: tuple[int, ...],
         channels: tuple[int, ...],
         extra_features: int,
         widths: tuple[int, ...],
@@ -113,7 +119,7 @@ class ConvDecoderNet(nn.Module):
 
     Args:
         in_features: J (+ C when conditional).
-        image_shape: (H, W), H·W = D; every head must have D features.
+        image_shape: (H, W) or (C, H, W), C·H·W = D; every head must have D features.
         channels: the encoder's channels; the transposed convolutions use them in reverse.
         widths: dense hidden layers before the feature map (may be empty).
         activation: the activation module class after every layer but the last.
@@ -123,17 +129,19 @@ class ConvDecoderNet(nn.Module):
     def __init__(
         self,
         in_features: int,
-        image_shape: tuple[int, int],
+        image_shape: tuple[int, ...],
         channels: tuple[int, ...],
         widths: tuple[int, ...],
         activation: type[nn.Module],
         head_features: tuple[int, ...],
     ):
         super().__init__()
-        pixels = image_shape[0] * image_shape[1]
+        self.image_shape = (image_channels(image_shape), *image_size(image_shape))  # (C, H, W)
+        pixels = math.prod(self.image_shape)
         if any(features != pixels for features in head_features):
-            raise ValueError(f"every head of a convolutional decoder has H·W = {pixels} features, got {head_features}")
-        self.image_shape = tuple(image_shape)
+            raise ValueError(
+                f"every head of a convolutional decoder has C·H·W = {pixels} features, got {head_features}"
+            )
         self.head_features = tuple(head_features)
         shapes = feature_map_shapes(image_shape, len(channels))
         reversed_channels = tuple(reversed(channels))
@@ -146,7 +154,7 @@ class ConvDecoderNet(nn.Module):
             nn.Unflatten(1, self.map_shape),
         ]
         # Transposed convolution i takes shapes[-1 - i] back to shapes[-2 - i]; the last is the head.
-        outputs = (*reversed_channels[1:], len(head_features))
+        outputs = (*reversed_channels[1:], len(head_features) * self.image_shape[0])
         layers = []
         for index, (previous, count) in enumerate(zip(reversed_channels, outputs)):
             target = shapes[-2 - index]
@@ -159,8 +167,9 @@ class ConvDecoderNet(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         leading = inputs.shape[:-1]
-        maps = self.heads(self.hidden(inputs.reshape(-1, inputs.shape[-1])))  # (N, heads, H, W)
-        return tuple(maps[:, index].reshape(*leading, -1) for index in range(len(self.head_features)))
+        maps = self.heads(self.hidden(inputs.reshape(-1, inputs.shape[-1])))  # (N, heads·C, H, W)
+        per_head = maps.reshape(maps.shape[0], len(self.head_features), -1)  # head h: channels h·C .. h·C + C - 1
+        return tuple(per_head[:, index].reshape(*leading, -1) for index in range(len(self.head_features)))
 
 
 def bounded_log_variance(raw: torch.Tensor, bound: float | None) -> torch.Tensor:

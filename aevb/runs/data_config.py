@@ -14,6 +14,7 @@ from ..choices import DEFAULT_DATASET
 from ..config import JsonConfig, check_fields
 from ..data import DATASET_NAMES, USER_PIXEL_DIVISOR, Dataset, load_dataset, resolve_data_dir
 from ..data.sources import is_streamed
+from ..data.splits import USER_SPLIT_SEED
 from ..errors import AevbError
 
 
@@ -28,6 +29,9 @@ class DataConfig(JsonConfig):
     pixel_divisor: float | None = None  # grey level k → k / divisor; None: the dataset's (256 for the paper's data)
     merge_valid: bool = False  # train on train + valid, no validation split (the IWAE protocol: 60000 MNIST)
     stream: bool = False  # read a .npy file's rows as training needs them (memory-mapped), not all at once
+    image_size: tuple[int, int] | None = None  # (H, W) every image of a folder is resized to; None: they share one size
+    # seed of the valid/test hold-out of user data (folder, .npy, .npz); None: USER_SPLIT_SEED. Named datasets keep theirs.
+    split_seed: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset.strip():
@@ -38,6 +42,14 @@ class DataConfig(JsonConfig):
             raise AevbError(f"`pixel_divisor` must be a positive number, got {self.pixel_divisor}")
         if self.stream and self.merge_valid:
             raise AevbError("`merge_valid` joins two splits in memory; it does not go with `stream`")
+        if self.image_size is not None:
+            self.image_size = tuple(self.image_size)
+            if len(self.image_size) != 2 or min(self.image_size) < 1:
+                raise AevbError(
+                    f"`image_size` must be two positive whole numbers (height, width), got {self.image_size}"
+                )
+        if self.split_seed is not None and self.split_seed < 0:
+            raise AevbError(f"`split_seed` must be a whole number ≥ 0, got {self.split_seed}")
 
 
 def load_data(data_config: DataConfig) -> Dataset:
@@ -49,6 +61,8 @@ def load_data(data_config: DataConfig) -> Dataset:
         download=data_config.download,
         pixel_divisor=data_config.pixel_divisor,
         stream=data_config.stream,
+        image_size=data_config.image_size,
+        split_seed=data_config.split_seed,
     )
     if data_config.merge_valid:
         labels = (
@@ -138,10 +152,12 @@ def value_ranges(data: Dataset) -> dict[str, tuple[float, float]]:
 def stored_data_config(data_config: DataConfig) -> dict:
     """The data configuration as config.json keeps it: paths made absolute, and for a dataset read
     from a data directory the directory actually used (also when it came from ``$AEVB_DATA_DIR``),
-    so that evaluate and sample find the data from any working directory and any shell."""
+    so that evaluate and sample find the data from any working directory and any shell; and for
+    user data the seed of their split, so that a later default cannot change the split."""
     stored = dataclasses.asdict(data_config)
     if data_config.dataset not in DATASET_NAMES:
         stored["dataset"] = str(Path(data_config.dataset).expanduser().resolve())
+        stored["split_seed"] = USER_SPLIT_SEED if data_config.split_seed is None else data_config.split_seed
     elif data_config.dataset != "mnist-sample" or data_config.data_dir:  # (the sample is embedded)
         stored["data_dir"] = str(resolve_data_dir(data_config.data_dir).expanduser().resolve())
     return stored

@@ -17,6 +17,29 @@ the scale of the gradient, up to their ε).
 """
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers and the API reference see; at run time __getattr__ imports them
+    from .algorithm import AEVB, Algorithm
+    from .config import (
+        BINARIZATIONS,
+        DEFAULT_MAX_SAMPLES,
+        PAPER_STEP_SIZES,
+        Metrics,
+        StepSizeTrial,
+        TrainConfig,
+        TrainResult,
+        evaluation_points,
+    )
+    from .distributed import Shard
+    from .evaluator import EVALUATION_BINARIZATION_SEED, INITIAL_BOUND_POINTS, evaluation_data
+    from .numeric_guard import MAX_ROLLBACKS
+    from .reporting import TrainingWarning
+    from .state import DataOrder, TrainingState
+    from .step_memory import require_training_step_memory
+    from .step_size import StepSizeChoice, select_step_size
+    from .trainer import Trainer
+
 
 # The names below are imported on first use (PEP 562), as aevb's own are: :mod:`.config` holds the
 # settings and imports no torch, so the command line can quote TrainConfig's defaults in its help
