@@ -539,10 +539,11 @@ def test_a_run_still_training_or_stopped_is_evaluated_and_sampled_from_its_lates
     written.unlink()
     assert sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*")) == before
 
+    # A finished run keeps its final checkpoint (to be extended from): the model it ended with.
     finished = _tiny_train_run(tmp_path / "finished")
-    code, out, err = run_cli(["evaluate", finished, "--checkpoint"])
-    assert_one_line_error(code, out, err)
-    assert "a finished run keeps only its final model" in err and "leave out --checkpoint" in err
+    code, out, err = run_cli(["evaluate", finished, "--checkpoint", "--num-points", "20", "--json"])
+    summary = json.loads((finished / "summary.json").read_text())
+    assert code == 0 and json.loads(out)["checkpoint_samples"] == summary["samples"], err
 
 
 def test_training_without_a_bar_writes_progress_lines_for_the_log(tmp_path, capsys, monkeypatch):

@@ -19,6 +19,7 @@ from ..models.config import ModelConfig
 from ..models.families import FAMILIES
 from ..runs import DataConfig, evaluate_run, sample_run
 from ..runs.config_file import FORMATS as CONFIG_FORMATS
+from ..runs.evaluate import MODEL_CHOICES
 from ..runs.loggers import LOGGERS
 from ..runs.spec import DEFAULT_CHECKPOINT_EVERY
 from ..training import DEFAULT_MAX_SAMPLES, TrainConfig
@@ -40,6 +41,9 @@ FAMILY_NAMES = tuple(FAMILIES)
 
 
 EXIT_USAGE = 2
+
+#: What --checkpoint takes: a run's models other than its final one (which is read without it).
+CHECKPOINT_CHOICES = tuple(choice for choice in MODEL_CHOICES if choice != "final")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -373,7 +377,18 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         dest="training.max_samples",
         type=_count,
         default=UNSET,
-        help=f"stop after this many training samples (default: {DEFAULT_MAX_SAMPLES:,} unless --epochs is given)",
+        help=f"stop after this many training samples; with --resume, a larger number extends the run, finished "
+        f"or not (default: {DEFAULT_MAX_SAMPLES:,} unless --epochs is given)",
+    )
+    algorithm.add_argument(
+        "--early-stopping",
+        dest="training.early_stopping",
+        type=_count,
+        default=UNSET,
+        metavar="N",
+        help="stop after N evaluation points in a row without a higher validation bound (needs a validation "
+        "split); RUN_DIR/best keeps the model at the highest one, as every run with a validation split does "
+        "(default: off, train to the budget)",
     )
     algorithm.add_argument(
         "--epochs",
@@ -474,7 +489,7 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         default=UNSET,
         help="continue the interrupted run in RUN_DIR from its newest checkpoint, with its "
         "own settings (only --device, --threads, --no-progress, --tensorboard, --logger and "
-        "--checkpoint-every apply) (default: start a new run)",
+        "--checkpoint-every apply, and --max-samples to extend it, even once finished) (default: start a new run)",
     )
     output.add_argument(
         "--threads",
@@ -570,9 +585,12 @@ def _add_evaluate_options(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--threads", type=_threads, default=UNSET, help="CPU threads (default: torch's choice)")
     evaluate.add_argument(
         "--checkpoint",
-        action="store_true",
+        nargs="?",
+        const="latest",
+        choices=CHECKPOINT_CHOICES,
         default=UNSET,
-        help="evaluate the run's latest checkpoint: a run still training, or one that was stopped "
+        help="evaluate the run's latest checkpoint (a run still training, or one that was stopped; "
+        "the default when no value is given), or its best model by validation bound "
         "(default: off, the finished run's model)",
     )
 
@@ -768,9 +786,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument(
         "--checkpoint",
-        action="store_true",
+        nargs="?",
+        const="latest",
+        choices=CHECKPOINT_CHOICES,
         default=UNSET,
-        help="sample the model of the run's latest checkpoint: a run still training, or one that was "
-        "stopped (default: off, the finished run's model)",
+        help="sample the model of the run's latest checkpoint (a run still training, or one that was "
+        "stopped; the default when no value is given), or its best model by validation bound "
+        "(default: off, the finished run's model)",
     )
     return parser
