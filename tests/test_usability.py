@@ -414,12 +414,14 @@ def test_save_pretrained_refuses_a_run_directory_and_the_run_stays_whole(run, tm
     shutil.copytree(run, copy)
     if keep == "unfinished":  # killed before its first evaluation point: config.json and the lock only
         for path in copy.iterdir():
-            if path.name not in ("config.json", ".lock"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.name not in ("config.json", ".lock"):
                 path.unlink()
-    before = {path.name: path.read_bytes() for path in copy.iterdir()}
+    before = {path: path.read_bytes() for path in copy.rglob("*") if path.is_file()}
     with pytest.raises(AevbError, match=f"{copy} holds an aevb run"):
         save_pretrained(aevb.load(run, device="cpu"), copy)
-    assert {path.name: path.read_bytes() for path in copy.iterdir()} == before
+    assert {path: path.read_bytes() for path in copy.rglob("*") if path.is_file()} == before
 
 
 def test_without_the_hub_extra_the_functions_say_how_to_install_it(run, tmp_path):

@@ -134,7 +134,7 @@ def _report(run_dir) -> int:
         f"run written to {run_dir}: {summary['samples']:,} samples in {summary['training_seconds']:.0f} s "
         f"({summary['samples_per_second']:,.0f} samples/s), step size {summary['step_size']}"
         + (f", {', '.join(bounds)} nats per datapoint" if bounds else " (this algorithm has no bound)")
-        + (f"; {summary['stopped']} (best model: RUN_DIR/best)" if summary.get("stopped_early_at") else "")
+        + (f"; {summary['stopped']} (best model: {run_dir / 'best'})" if summary.get("stopped_early_at") else "")
     )
     return 0
 
