@@ -140,6 +140,9 @@ def test_a_run_keeps_its_best_model_which_is_the_run_trained_to_that_point(tmp_p
     code, out, err = run_cli(capsys, ["sample", run, "--checkpoint", "best", "--num", "4"])
     assert code == 0 and (run / "samples-seed0-best.png").is_file(), err
     assert not (run / "evaluations.jsonl").exists()  # only the final model's evaluations are kept
+    code, out, err = run_cli(capsys, ["evaluate", "--checkpoint", run])  # (its value is optional)
+    assert_usage_error(code, out, err)
+    assert "expected one of latest, best or nothing" in err and "RUN_DIR goes before this option" in err
     with pytest.raises(AevbError, match="`best` asks for the best model and `checkpoint` for the latest"):
         aevb.load(run, checkpoint=True, best=True)
     with pytest.raises(AevbError, match="`checkpoint` must be one of final, latest, best"):

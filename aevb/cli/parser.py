@@ -25,6 +25,7 @@ from ..runs.spec import DEFAULT_CHECKPOINT_EVERY
 from ..training import DEFAULT_MAX_SAMPLES, TrainConfig
 from .arguments import (
     _bound,
+    _choice_of,
     _count,
     _count_list,
     _counts,
@@ -587,7 +588,8 @@ def _add_evaluate_options(evaluate: argparse.ArgumentParser) -> None:
         "--checkpoint",
         nargs="?",
         const="latest",
-        choices=CHECKPOINT_CHOICES,
+        type=_choice_of(CHECKPOINT_CHOICES, "RUN_DIR"),
+        metavar="{" + ",".join(CHECKPOINT_CHOICES) + "}",
         default=UNSET,
         help="evaluate the run's latest checkpoint (a run still training, or one that was stopped; "
         "the default when no value is given), or its best model by validation bound "
@@ -788,7 +790,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         nargs="?",
         const="latest",
-        choices=CHECKPOINT_CHOICES,
+        type=_choice_of(CHECKPOINT_CHOICES, "RUN_DIR"),
+        metavar="{" + ",".join(CHECKPOINT_CHOICES) + "}",
         default=UNSET,
         help="sample the model of the run's latest checkpoint (a run still training, or one that was "
         "stopped; the default when no value is given), or its best model by validation bound "
