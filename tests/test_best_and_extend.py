@@ -238,3 +238,34 @@ def test_an_early_stopped_run_and_one_without_its_final_checkpoint_are_not_exten
     shutil.rmtree(older / "checkpoints")
     with pytest.raises(AevbError, match="finished without keeping its final checkpoint"):
         resume_run(older, RunOptions(threads=1, progress=False), max_samples=60000)
+
+
+def test_an_extension_interrupted_resumes_to_the_larger_budget_and_older_checkpoints_still_resume(
+    tmp_path, monkeypatch
+):
+    from aevb.runs.layout import configuration_id
+    from aevb.runs.process import StopOnSignal
+
+    settings = [*EXTEND, "--step-size", "0.02", *RUNNING]
+    one, run = tmp_path / "one", tmp_path / "run"
+    assert call(["train", *settings, "--max-samples", "9000", "--out", one]) == 0
+    assert call(["train", *settings, "--max-samples", "3000", "--out", run]) == 0
+    checks = {"n": 0}
+
+    def stop_after_40_steps(self):
+        checks["n"] += 1
+        return checks["n"] > 40
+
+    with monkeypatch.context() as patch:  # as SIGTERM stops it: a checkpoint at 7,000 samples
+        patch.setattr(StopOnSignal, "__call__", stop_after_40_steps)
+        assert call(["train", "--resume", run, "--max-samples", "9000", *RUNNING]) == 130
+    assert not (run / "summary.json").exists()
+    assert json.loads((run / "config.json").read_text())["training"]["max_samples"] == 9000
+    # A checkpoint of an earlier aevb names the settings' identity with the budget: still this run's.
+    (state_file,) = (run / "checkpoints").glob("step-00000007*/state.json")
+    fields = json.loads(state_file.read_text())
+    fields["configuration"] = configuration_id(json.loads((run / "config.json").read_text()), with_budget=True)
+    state_file.write_text(json.dumps(fields))
+    assert call(["train", "--resume", run, *RUNNING]) == 0
+    expected, got = load_file(one / "model.safetensors"), load_file(run / "model.safetensors")
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
