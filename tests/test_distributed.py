@@ -9,6 +9,7 @@ two threads then differ as much), which says nothing about the distribution.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -151,3 +152,21 @@ def test_sigterm_under_torchrun_checkpoints_and_resume_under_torchrun_is_exact(t
     _torchrun(["--resume", str(run), "--threads", "1", "--no-progress"], tmp_path)
     expected, got = _parameters(tmp_path / "reference"), _parameters(run)
     assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+def test_two_processes_stop_early_together_where_their_validation_bounds_say(tmp_path):
+    # 100 training points overfit within a few thousand samples: the validation bound stalls. Every
+    # process must stop after the same step (on rank 0's bound), or the others would wait forever.
+    config = tmp_path / "overfit.json"
+    config.write_text('{"data": {"train_limit": 100}, "training": {"first_eval": 500, "evals_per_decade": 10}}')
+    options = ["--config", str(config), "--latent-dim", "5", "--hidden-units", "100", "--eval-subset", "300"]
+    options += ["--batch-size", "20", "--step-size", "0.05", "--seed", "1", "--max-samples", "30000"]
+    options += ["--early-stopping", "2", "--no-progress", "--threads", "1", "--out", str(tmp_path / "two")]
+    _torchrun(options, tmp_path)
+    run = tmp_path / "two"
+    summary = json.loads((run / "summary.json").read_text())
+    valid = [json.loads(line)["valid_bound"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best = max(range(len(valid)), key=valid.__getitem__)
+    assert summary["stopped_early_at"] is not None and summary["stopped_early_at"] < 30000
+    assert len(valid) - 1 - best == 2  # stopped at the second point in a row without a higher bound
+    assert json.loads((run / "best" / "best.json").read_text())["valid_bound"] == valid[best]

@@ -5,6 +5,7 @@ TorchScript graphs that match the model."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import warnings
@@ -97,19 +98,20 @@ def test_an_exported_graph_computes_what_the_model_does_at_another_batch_size(ru
     assert difference <= TOLERANCE
 
 
+@pytest.mark.parametrize("image_shape", [(12, 10), (3, 12, 10)], ids=["grey", "colour"])
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_a_convolutional_gaussian_model_exports_from_a_saved_directory(tmp_path, fmt):
+def test_a_convolutional_gaussian_model_exports_from_a_saved_directory(tmp_path, fmt, image_shape):
     pytest.importorskip("huggingface_hub")
     if fmt == "onnx":
         pytest.importorskip("onnx")
     torch.manual_seed(1)
     config = ModelConfig(
-        data_dim=12 * 10,
+        data_dim=math.prod(image_shape),
         latent_dim=3,
         hidden_units=6,
         likelihood="gaussian",
         sigmoid_mean=True,
-        image_shape=(12, 10),
+        image_shape=image_shape,
         architecture="conv",
         conv_channels=(4, 5),
     )

@@ -152,8 +152,10 @@ def test_a_run_killed_again_and_again_resumes_to_the_uninterrupted_parameters(tm
     assert (run / "metrics.jsonl").read_text().count("\n") == (
         tmp_path / "reference" / "metrics.jsonl"
     ).read_text().count("\n")
-    if process.returncode == 0:
-        assert not (run / "checkpoints").exists()  # a finished run keeps its model, not its checkpoints
+    if process.returncode == 0:  # a finished run keeps its final checkpoint alone, to be extended from
+        assert [path.name for path in (run / "checkpoints").glob("step-*")] == [
+            json.loads(latest.read_text())["latest"]
+        ]
 
 
 def test_sigterm_saves_a_checkpoint_and_says_how_to_continue(tmp_path):

@@ -643,8 +643,9 @@ def test_a_full_disk_names_the_file_and_says_how_to_resume(tmp_path, monkeypatch
     run = tmp_path / "run"
     real_fsync = os.fsync
 
-    def disk_full_for_the_model(descriptor):
-        if "model.safetensors" in os.readlink(f"/proc/self/fd/{descriptor}"):
+    def disk_full_for_the_model(descriptor):  # the final model's (not the best model's, in run/best)
+        written = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+        if "model.safetensors" in written.name and written.parent == run:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_fsync(descriptor)
 

@@ -414,12 +414,14 @@ def test_save_pretrained_refuses_a_run_directory_and_the_run_stays_whole(run, tm
     shutil.copytree(run, copy)
     if keep == "unfinished":  # killed before its first evaluation point: config.json and the lock only
         for path in copy.iterdir():
-            if path.name not in ("config.json", ".lock"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.name not in ("config.json", ".lock"):
                 path.unlink()
-    before = {path.name: path.read_bytes() for path in copy.iterdir()}
+    before = {path: path.read_bytes() for path in copy.rglob("*") if path.is_file()}
     with pytest.raises(AevbError, match=f"{copy} holds an aevb run"):
         save_pretrained(aevb.load(run, device="cpu"), copy)
-    assert {path.name: path.read_bytes() for path in copy.iterdir()} == before
+    assert {path: path.read_bytes() for path in copy.rglob("*") if path.is_file()} == before
 
 
 def test_without_the_hub_extra_the_functions_say_how_to_install_it(run, tmp_path):
@@ -539,10 +541,11 @@ def test_a_run_still_training_or_stopped_is_evaluated_and_sampled_from_its_lates
     written.unlink()
     assert sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*")) == before
 
+    # A finished run keeps its final checkpoint (to be extended from): the model it ended with.
     finished = _tiny_train_run(tmp_path / "finished")
-    code, out, err = run_cli(["evaluate", finished, "--checkpoint"])
-    assert_one_line_error(code, out, err)
-    assert "a finished run keeps only its final model" in err and "leave out --checkpoint" in err
+    code, out, err = run_cli(["evaluate", finished, "--checkpoint", "--num-points", "20", "--json"])
+    summary = json.loads((finished / "summary.json").read_text())
+    assert code == 0 and json.loads(out)["checkpoint_samples"] == summary["samples"], err
 
 
 def test_training_without_a_bar_writes_progress_lines_for_the_log(tmp_path, capsys, monkeypatch):

@@ -112,3 +112,17 @@ def _seed(text: str) -> int:
 
 _positive_float = _number(0.0, inclusive=False)
 _non_negative_float = _number(0.0, inclusive=True)
+
+
+def _choice_of(choices: tuple[str, ...], follows: str):
+    """An argparse type for one of ``choices``; anything else is named with a hint that ``follows``
+    (a positional argument, such as RUN_DIR) goes before the option, whose value is optional."""
+
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(
+                f"expected one of {', '.join(choices)} or nothing, got {text!r} ({follows} goes before this option)"
+            )
+        return text
+
+    return parse

@@ -15,9 +15,11 @@ from ..experiments import EXPERIMENTS, fig3
 from ..experiments import reproduce as reproduce_figure
 from ..experiments.fig3 import DEFAULT_MCEM_STEP_SIZE
 from ..runs import evaluate_run, sample_run
+from ..runs.evaluate import MODEL_CHOICES
 from ..runs.export import EXPORT_FORMATS, GRAPH_PARTS, export_run
 from .arguments import (
     UNSET,
+    _choice_of,
     _count,
     _label,
     _non_negative_float,
@@ -27,6 +29,9 @@ from .arguments import (
     _seed,
     _threads,
 )
+
+#: What --checkpoint takes: a run's models other than its final one (which is read without it).
+CHECKPOINT_CHOICES = tuple(choice for choice in MODEL_CHOICES if choice != "final")
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -121,9 +126,13 @@ def _add_evaluate_options(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--threads", type=_threads, default=UNSET, help="CPU threads (default: torch's choice)")
     evaluate.add_argument(
         "--checkpoint",
-        action="store_true",
+        nargs="?",
+        const="latest",
+        type=_choice_of(CHECKPOINT_CHOICES, "RUN_DIR"),
+        metavar="{" + ",".join(CHECKPOINT_CHOICES) + "}",
         default=UNSET,
-        help="evaluate the run's latest checkpoint: a run still training, or one that was stopped "
+        help="evaluate the run's latest checkpoint (a run still training, or one that was stopped; "
+        "the default when no value is given), or its best model by validation bound "
         "(default: off, the finished run's model)",
     )
     _add_data_options(evaluate)
@@ -252,10 +261,14 @@ def _add_sample_options(sample: argparse.ArgumentParser) -> None:
     )
     sample.add_argument(
         "--checkpoint",
-        action="store_true",
+        nargs="?",
+        const="latest",
+        type=_choice_of(CHECKPOINT_CHOICES, "RUN_DIR"),
+        metavar="{" + ",".join(CHECKPOINT_CHOICES) + "}",
         default=UNSET,
-        help="sample the model of the run's latest checkpoint: a run still training, or one that was "
-        "stopped (default: off, the finished run's model)",
+        help="sample the model of the run's latest checkpoint (a run still training, or one that was "
+        "stopped; the default when no value is given), or its best model by validation bound "
+        "(default: off, the finished run's model)",
     )
 
 

@@ -83,7 +83,8 @@ def _settings(given: dict) -> dict:
 
 def _resume(given: dict):
     """``--resume``: the run's own settings, and only the options that say how it runs now."""
-    ignored = [name for name in given if name != "resume" and not name.startswith("run.")]
+    extends = ("resume", "training.max_samples")  # (a larger budget extends the run)
+    ignored = [name for name in given if name not in extends and not name.startswith("run.")]
     if ignored:
         allowed = ", ".join(
             _flag("train", field.name)
@@ -93,9 +94,11 @@ def _resume(given: dict):
         raise AevbError(
             f"--resume continues a run with the settings in its config.json; "
             f"{', '.join(_flag('train', name) for name in ignored)} cannot change them (only {allowed} "
-            "apply; start a new run with --out to train otherwise)"
+            "apply, and --max-samples to extend it; start a new run with --out to train otherwise)"
         )
-    return resume_run(given["resume"], RunOptions(**_settings(given)["run"]))
+    return resume_run(
+        given["resume"], RunOptions(**_settings(given)["run"]), max_samples=given.get("training.max_samples")
+    )
 
 
 def _new_run(args: argparse.Namespace, given: dict):
@@ -132,6 +135,7 @@ def _report(run_dir) -> int:
         f"run written to {run_dir}: {summary['samples']:,} samples in {summary['training_seconds']:.0f} s "
         f"({summary['samples_per_second']:,.0f} samples/s), step size {summary['step_size']}"
         + (f", {', '.join(bounds)} nats per datapoint" if bounds else " (this algorithm has no bound)")
+        + (f"; {summary['stopped']} (best model: {run_dir / 'best'})" if summary.get("stopped_early_at") else "")
     )
     return 0
 
@@ -198,6 +202,8 @@ def _print_evaluation(result: dict) -> None:
     taken = (
         f"; the checkpoint at {result['checkpoint_samples']:,} training samples"
         if "checkpoint_samples" in result
+        else f"; the best model by validation bound, at {result['best_samples']:,} training samples"
+        if "best_samples" in result
         else ""
     )
     points = result["num_datapoints"]

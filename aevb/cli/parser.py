@@ -400,7 +400,18 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         dest="training.max_samples",
         type=_count,
         default=UNSET,
-        help=f"stop after this many training samples (default: {DEFAULT_MAX_SAMPLES:,} unless --epochs is given)",
+        help=f"stop after this many training samples; with --resume, a larger number extends the run, finished "
+        f"or not (default: {DEFAULT_MAX_SAMPLES:,} unless --epochs is given)",
+    )
+    algorithm.add_argument(
+        "--early-stopping",
+        dest="training.early_stopping",
+        type=_count,
+        default=UNSET,
+        metavar="N",
+        help="stop after N evaluation points in a row without a higher validation bound (needs a validation "
+        "split); RUN_DIR/best keeps the model at the highest one, as every run with a validation split does "
+        "(default: off, train to the budget)",
     )
     algorithm.add_argument(
         "--epochs",
@@ -502,7 +513,7 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         default=UNSET,
         help="continue the interrupted run in RUN_DIR from its newest checkpoint, with its "
         "own settings (only --device, --threads, --no-progress, --tensorboard, --logger and "
-        "--checkpoint-every apply) (default: start a new run)",
+        "--checkpoint-every apply, and --max-samples to extend it, even once finished) (default: start a new run)",
     )
     output.add_argument(
         "--threads",

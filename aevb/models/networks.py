@@ -168,7 +168,9 @@ class ConvDecoderNet(nn.Module):
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         leading = inputs.shape[:-1]
         maps = self.heads(self.hidden(inputs.reshape(-1, inputs.shape[-1])))  # (N, heads·C, H, W)
-        per_head = maps.reshape(maps.shape[0], len(self.head_features), -1)  # head h: channels h·C .. h·C + C - 1
+        # Head h: channels h·C .. h·C + C - 1. (Split by the constant sizes, not by maps.shape[0]:
+        # a graph exporter would fix the batch size the shape was traced with.)
+        per_head = maps.unflatten(1, (len(self.head_features), self.image_shape[0]))  # (N, heads, C, H, W)
         return tuple(per_head[:, index].reshape(*leading, -1) for index in range(len(self.head_features)))
 
 

@@ -30,30 +30,56 @@ from ..training import TrainConfig, evaluation_data
 from ..training.algorithms import trains_encoder
 from ..training.checkpoints import has_checkpoint, load_checkpoint
 from ..training.trainer import TrainingData
+from .best import load_best_model
 from .data_config import data_config_of_run, given_data, load_data
 from .evaluations import record_evaluation
 from .layout import CONFIG_FILE, algorithm_of, read_run_config
 from .saved_model import is_saved_model, load_saved_model, run_record
 from .spec import resolve_device
 
+#: Which model of a run to read: the final one (model.safetensors), the latest checkpoint's (a
+#: run still training, or stopped), or the best by validation bound (:mod:`aevb.runs.best`).
+MODEL_CHOICES = ("final", "latest", "best")
 
-def load_run(run_dir: str | os.PathLike, device: str = "auto", checkpoint: bool = False) -> tuple[VAE, dict]:
+
+def model_choice(checkpoint: bool | str = False, best: bool = False) -> str:
+    """One of :data:`MODEL_CHOICES` from ``checkpoint`` (False: final, True: latest, or a choice by
+    name) and ``best`` (the same as ``checkpoint="best"``); a one-line error for anything else."""
+    choice = (
+        {False: "final", True: "latest"}.get(checkpoint, checkpoint) if isinstance(checkpoint, bool) else checkpoint
+    )
+    if choice not in MODEL_CHOICES:
+        raise AevbError(f"`checkpoint` must be one of {', '.join(MODEL_CHOICES)} (or true, false), got {checkpoint!r}")
+    if best and choice not in ("final", "best"):
+        raise AevbError(f"`best` asks for the best model and `checkpoint` for the {choice} one: ask for one")
+    return "best" if best else choice
+
+
+def load_run(
+    run_dir: str | os.PathLike, device: str = "auto", checkpoint: bool | str = False, *, best: bool = False
+) -> tuple[VAE, dict]:
     """The trained model of a run and its configuration.
 
-    ``checkpoint``: the model of the run's latest checkpoint instead of its final one, for a run
-    that is still training or was stopped; the configuration then gains ``checkpoint``, with the
-    ``samples`` and ``steps`` the checkpoint was taken at. Reading a checkpoint never disturbs
-    the training that writes them (they are written whole and renamed into place).
+    ``checkpoint``: which model (:data:`MODEL_CHOICES`): "final" (or False, the default), the
+    model the run ended with; "latest" (or True), its latest checkpoint's, for a run that is still
+    training or was stopped (the configuration then gains ``checkpoint``, with the ``samples``
+    and ``steps`` it was taken at; reading a checkpoint never disturbs the training that writes
+    them: they are written whole and renamed into place); "best" (or ``best=True``), the model at
+    the evaluation point with the highest validation bound, kept as the run goes (the
+    configuration then gains ``best``: ``samples``, ``steps``, ``valid_bound``).
 
     ``run_dir`` may also be a saved model's directory (``model.save_pretrained``, ``aevb export
     --format hub``; :mod:`aevb.runs.saved_model`): its configuration holds what its run recorded.
     """
+    choice = model_choice(checkpoint, best)
     run_dir = Path(run_dir)
     if is_saved_model(run_dir):
-        return load_saved_model(run_dir, resolve_device(device), checkpoint)
+        return load_saved_model(run_dir, resolve_device(device), checkpoint=choice != "final")
     config = read_run_config(run_dir)
-    if checkpoint:
+    if choice == "latest":
         return _load_checkpoint_model(run_dir, config, resolve_device(device))
+    if choice == "best":
+        return load_best_model(run_dir, config, resolve_device(device))
     if not (run_dir / "model.safetensors").exists():
         if has_checkpoint(run_dir):
             raise AevbError(
@@ -66,26 +92,24 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", checkpoint: bool 
 
 def _load_checkpoint_model(run_dir: Path, config: dict, device: torch.device) -> tuple[VAE, dict]:
     if not has_checkpoint(run_dir):
-        finished = (
-            " (a finished run keeps only its final model: leave out `checkpoint`)"
-            if (run_dir / "model.safetensors").exists()
-            else ""
-        )
-        raise AevbError(f"{run_dir} has no checkpoint{finished}")
+        raise AevbError(f"{run_dir} has no checkpoint")
     state = load_checkpoint(run_dir)
     model = model_with_weights(config, run_dir / CONFIG_FILE, state.model, f"the checkpoint in {run_dir}")
     return model.to(device).eval(), {**config, "checkpoint": {"samples": state.samples, "steps": state.steps}}
 
 
-def load(run_dir: str | os.PathLike, device: str = "auto", checkpoint: bool = False) -> VAE:
+def load(
+    run_dir: str | os.PathLike, device: str = "auto", checkpoint: bool | str = False, *, best: bool = False
+) -> VAE:
     """The trained model of a run, ready to use: in evaluation mode, on ``device`` (CUDA when
     available under "auto"): ``model.sample(n)``, ``model.reconstruct(x)``, ``model.encode(x)``,
-    ``model.decode(z)``; its bound by :func:`aevb.evaluate_bound`. ``checkpoint``: the model of
-    the run's latest checkpoint (a run still training, or stopped) instead of its final one.
+    ``model.decode(z)``; its bound by :func:`aevb.evaluate_bound`. ``checkpoint``: which model, as
+    for :func:`load_run`: "final" (the default), "latest" (True: the latest checkpoint's, a run
+    still training or stopped) or "best" (by validation bound; ``best=True`` says the same).
     ``run_dir`` may also be a saved model's directory (``model.save_pretrained``). The model keeps
     its run's record (``model.run_record``), so that ``model.save_pretrained(directory)`` writes
     the run's model card."""
-    model, config = load_run(run_dir, device, checkpoint)
+    model, config = load_run(run_dir, device, checkpoint, best=best)
     if "saved_model" not in config:  # (a saved model's record came with it)
         model.run_record = run_record(run_dir, config)
     return model.eval()
@@ -137,13 +161,15 @@ def evaluate_run(
     The result names the run (``run``). With ``record`` (the default) an evaluation of a finished
     run's model is also kept in the run, with its settings and the time it took
     (:mod:`aevb.runs.evaluations`: ``evaluations.jsonl``, shown by ``aevb compare``); a checkpoint's
-    is not (the run is still another process's, or will go on).
+    is not (the run is still another process's, or will go on), nor the best model's (``compare``
+    shows the final model's).
 
     ``data``: the data a run trained on when they were given to :func:`~aevb.runs.train_run` in
     memory (an array, tensor, torch Dataset or DataLoader, split again as then; checked against the
     run's fingerprint); a run that loaded its data loads them again.
     """
     started = time.perf_counter()
+    checkpoint = model_choice(checkpoint)
     run = _load_checked(
         run_dir,
         device,
@@ -166,7 +192,7 @@ def evaluate_run(
         result.update(_log_likelihood(run, log_likelihood_samples, parameter_draws, prior_mixture, progress, threads))
     if hmc:
         result.update(_hmc_result(run, hmc_samples, leapfrog_steps, seed, progress))
-    if record and not checkpoint:
+    if record and checkpoint == "final":
         settings = dict(
             split=split,
             num_samples=num_samples,
@@ -195,13 +221,13 @@ class _CheckedRun:
     values: torch.Tensor
     full_vb: bool  # a posterior over θ (App. F)
     encoder_trained: bool
-    checkpoint: bool  # the model of the run's latest checkpoint, not its final one
+    checkpoint: str  # which model of the run (MODEL_CHOICES)
 
 
 def _load_checked(
     run_dir: str | os.PathLike,
     device: str,
-    checkpoint: bool,
+    checkpoint: str,
     *,
     split: str,
     data_dir: str | None,
@@ -282,10 +308,13 @@ def _run_facts(run: _CheckedRun, split: str, bound: float) -> dict:
     taken), conditional, full VB (the KL of its posterior over θ; on the training split the full
     bound), or without a trained encoder."""
     facts = {}
-    if run.checkpoint:
+    if run.checkpoint == "latest":
         facts.update(
             checkpoint_samples=run.config["checkpoint"]["samples"], checkpoint_steps=run.config["checkpoint"]["steps"]
         )
+    if run.checkpoint == "best":
+        best = run.config["best"]
+        facts.update(best_samples=best["samples"], best_steps=best["steps"], best_valid_bound=best["valid_bound"])
     if run.model.config.num_classes is not None:  # every number is of log p(x|y), y the datapoint's label
         facts["conditional"] = True
     if run.full_vb:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -29,10 +28,10 @@ from ..models.build import build_model
 from ..models.conditional import model_inputs
 from ..models.vae import VAE
 from ..training import Metrics, Trainer, TrainingState, TrainingWarning
-from ..training.checkpoints import DIRECTORY as CHECKPOINTS
-from ..training.checkpoints import save_checkpoint
+from ..training.checkpoints import keep_only_newest, save_checkpoint
 from ..training.distributed import ProcessGroup, from_environment, local_device
 from ..training.preflight import Preflight
+from .best import is_new_best, save_best_model
 from .layout import (
     DIVERGED_FILE,
     METRICS_FILE,
@@ -69,14 +68,20 @@ def fit_into(
 ) -> Path:
     """Train (or continue training) the run ``plan`` checked in the prepared run directory ``out``,
     checkpointing as it goes (every ``options.checkpoint_every`` steps, and at every evaluation
-    point); then write the model, figures and summary."""
+    point) and keeping the best model by validation bound (:mod:`aevb.runs.best`); then write the
+    model, figures and summary, and keep only the final checkpoint (to extend the run from)."""
     data = data.to(torch_device)
     # Seeded: a run with `initialise` false trains from the weights built here (a resumed one
     # replaces them), and the same settings must give the same model.
     torch.manual_seed(plan.config.seed)
     model = build_model(plan.model_config).to(torch_device)
     trainer = _trainer(model, data, plan, options, group)
-    checkpoint = (lambda state: save_checkpoint(out, state, configuration=configuration)) if group.is_main else None
+
+    def checkpoint(state: TrainingState) -> None:
+        if is_new_best(state):  # (first: a run killed between the two measures this point again)
+            save_best_model(out, model, state)
+        save_checkpoint(out, state, configuration=configuration)
+
     with StopOnSignal() as signalled:
         stop = signalled if group.world_size == 1 else AgreedStop(signalled, group, torch_device)
         if not group.is_main:  # the other processes train in step with rank 0 and write nothing
@@ -97,7 +102,7 @@ def fit_into(
                 result = trainer.fit(
                     on_metrics=record,
                     progress=options.progress,
-                    on_checkpoint=checkpoint,
+                    on_checkpoint=checkpoint if group.is_main else None,
                     checkpoint_every=options.checkpoint_every,
                     resume=resume,
                     stop_requested=stop,
@@ -113,7 +118,7 @@ def fit_into(
     # summary.json comes last: it marks the run finished (resume refuses a finished run).
     summary = _summary(result, trainer.algorithm, model, time.perf_counter() - started)
     atomic_write_json(out / SUMMARY_FILE, strict_json(summary))
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the run is complete: its model is the result
+    keep_only_newest(out)  # the run is complete: its final state stays, to extend it from
     group.all_agree(True, torch_device)
     return out
 
@@ -211,6 +216,12 @@ def _summary(result, algorithm, model: VAE, wall_seconds: float) -> dict:
         "engine": algorithm.engine_used,  # how gradients were computed
         "steps_by_threads": {str(count): steps for count, steps in result.steps_by_threads.items()},
         "wall_seconds": wall_seconds,
+        "best_samples": result.best_samples,  # where the best model by validation bound was taken
+        "best_valid_bound": result.best_valid_bound,
+        "stopped_early_at": result.stopped_early_at,
+        "stopped": f"early stopped at {result.stopped_early_at:,} samples"
+        if result.stopped_early_at
+        else f"at its budget of {last.samples:,} samples",
     } | algorithm.run_summary(model, last.train_bound)
 
 

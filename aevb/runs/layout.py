@@ -39,6 +39,10 @@ FIGURE_FILES = ("samples.png", "reconstructions.png", "bound.png", "manifold.png
 TENSORBOARD_DIRECTORY = "tensorboard"
 
 
+#: The best model by validation bound (:mod:`aevb.runs.best`).
+BEST_DIRECTORY = "best"
+
+
 #: What ``--overwrite`` removes before a new run starts: every file a run writes, so that nothing
 #: of the old run (weights, checkpoints, a manifold of another latent dimension, ...) is mixed with
 #: the new one or resumed under its configuration.
@@ -54,7 +58,7 @@ RUN_FILES = (
 )  # (the last: aevb.runs.loggers.MlflowLogger's store)
 
 
-RUN_DIRECTORIES = (CHECKPOINTS, TENSORBOARD_DIRECTORY, "wandb", "mlartifacts")  # (the trackers' files)
+RUN_DIRECTORIES = (CHECKPOINTS, BEST_DIRECTORY, TENSORBOARD_DIRECTORY, "wandb", "mlartifacts")  # (the trackers' files)
 
 
 RUN_FILE_PATTERNS = ("samples-seed*.png", "samples-seed*.npy")  # aevb sample's default outputs
@@ -110,8 +114,9 @@ def refuse_links(out: Path) -> None:
     symbolic link (:func:`~aevb.checkpoint.refuse_link`), before anything is written there."""
     names = (*RUN_FILES, *RUN_DIRECTORIES, LOCK_FILE)
     paths = [out / name for name in names] + [path for pattern in RUN_FILE_PATTERNS for path in out.glob(pattern)]
-    if (out / CHECKPOINTS).is_dir() and not (out / CHECKPOINTS).is_symlink():
-        paths += list((out / CHECKPOINTS).iterdir())
+    for directory in (CHECKPOINTS, BEST_DIRECTORY):
+        if (out / directory).is_dir() and not (out / directory).is_symlink():
+            paths += list((out / directory).iterdir())
     for path in paths:
         refuse_link(path)
 
@@ -171,22 +176,38 @@ def algorithm_of(config: dict, where: str | Path) -> str:
     return algorithm
 
 
-def configuration_id(config: dict) -> str:
+#: Training settings a run may change and keep its checkpoints: its budget, which ``aevb train
+#: --resume RUN --max-samples N`` raises (:mod:`aevb.runs.extend`).
+BUDGET_SETTINGS = ("max_samples", "epochs")
+
+
+def configuration_id(config: dict, *, with_budget: bool = False) -> str:
     """What identifies a run's settings in its checkpoints: a hash of the data (not where it is
-    stored), model, training and algorithm sections of its config.json."""
+    stored), model, training (but its budget, :data:`BUDGET_SETTINGS`: an extended run continues
+    from its checkpoints) and algorithm sections of its config.json. ``with_budget``: the hash with
+    the budget, which checkpoints of earlier versions name."""
     data = config.get("data")
     data = (
         {key: value for key, value in data.items() if key not in ("data_dir", "download")}
         if isinstance(data, dict)
         else data
     )
+    training = config.get("training")
+    if isinstance(training, dict) and not with_budget:
+        training = {key: value for key, value in training.items() if key not in BUDGET_SETTINGS}
     identity = {
         "data": data,
         "model": config.get("model"),
-        "training": config.get("training"),
+        "training": training,
         "algorithm": config.get("algorithm"),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def configuration_ids(config: dict) -> tuple[str, str]:
+    """The identities a checkpoint of the run of ``config`` may name: :func:`configuration_id`,
+    and the one with the budget (checkpoints written by earlier versions)."""
+    return configuration_id(config), configuration_id(config, with_budget=True)
 
 
 def metrics_entry(line: str, where: str | Path) -> dict | None:

@@ -10,6 +10,7 @@ from typing import Callable
 
 from ..checkpoint import (
     atomic_write_bytes,
+    atomic_write_json,
     read_json,
 )
 from ..data import Dataset
@@ -30,6 +31,7 @@ from .data_config import (
     given_data,
     load_data,
 )
+from .extend import extended_config
 from .fit import device_and_group, fit_into
 from .layout import (
     CONFIG_FILE,
@@ -37,6 +39,7 @@ from .layout import (
     METRICS_FILE,
     SUMMARY_FILE,
     configuration_id,
+    configuration_ids,
     line_samples,
     metrics_lines,
     read_run_config,
@@ -50,6 +53,7 @@ def resume_run(
     run_dir: str | os.PathLike,
     options: RunOptions | None = None,
     *,
+    max_samples: int | None = None,
     on_metrics: Callable[[Metrics], None] | None = None,
     extra_metrics: Callable[[VAE, Dataset], dict] | None = None,
     data: Dataset | TrainingData | None = None,
@@ -57,15 +61,20 @@ def resume_run(
     """Continue the run in ``run_dir`` from its newest checkpoint, with the settings in its
     config.json, to the end it was asked for; ``options`` say how it runs now (default: the
     defaults of :class:`RunOptions`). With the same device the run ends with the parameters, bit
-    for bit, that it would have had uninterrupted. ``on_metrics`` and ``extra_metrics`` as for
-    :func:`train_run`; ``data``: the data a run trained on when they were given to
-    :func:`train_run` in memory (checked against the run's fingerprint)."""
+    for bit, that it would have had uninterrupted. ``max_samples`` larger than the run's budget
+    extends it, finished or not (:mod:`aevb.runs.extend`: it ends as the run at that budget would,
+    or is refused in one line naming the setting that prevents it). ``on_metrics`` and
+    ``extra_metrics`` as for :func:`train_run`; ``data``: the data a run trained on when they were
+    given to :func:`train_run` in memory (checked against the run's fingerprint)."""
     options = options if options is not None else RunOptions()
     options.check_loggers_installed()
     out = Path(run_dir)
     config = read_run_config(out)
-    if (out / SUMMARY_FILE).exists():
-        raise AevbError(f"{out} is a finished run; nothing to resume")
+    finished = (out / SUMMARY_FILE).exists()
+    if finished and max_samples is None:
+        raise AevbError(f"{out} is a finished run; nothing to resume (a larger `max_samples` extends it)")
+    if finished and not has_checkpoint(out):
+        raise AevbError(f"{out} finished without keeping its final checkpoint (an earlier aevb): it cannot be extended")
     refuse_links(out)
     refuse_a_diverged_run(out)
     where = str(out / CONFIG_FILE)
@@ -82,9 +91,8 @@ def resume_run(
     with contextlib.ExitStack() as held:
         if group.is_main:
             held.enter_context(RunLock(out))
-        identity = configuration_id(config)
         # Killed before its first checkpoint: start again, which is the same run (it is seeded).
-        state = load_checkpoint(out, configuration=identity) if has_checkpoint(out) else None
+        state = load_checkpoint(out, configuration=configuration_ids(config)) if has_checkpoint(out) else None
         samples = state.samples if state is not None else 0
         measured = metrics_lines(out) if group.is_main else []
         if state is None and measured:
@@ -95,6 +103,8 @@ def resume_run(
             )
         data = given if given is not None else load_data(data_config)
         check_same_data(data, config["data"], out, where)
+        if max_samples is not None:
+            train_config = extended_config(train_config, max_samples, data.train.shape[0], state, out)
         # Before a file of the run is touched; a model config.json cannot describe is named there.
         plan = run_preflight(
             model_config,
@@ -108,6 +118,13 @@ def resume_run(
         )
         if state is not None:
             _check_fits(state, plan, out)
+            _check_within_budget(state, plan, out)
+        if max_samples is not None:
+            config = {**config, "training": {**config["training"], "max_samples": max_samples}}
+            group.all_agree(True, torch_device)  # every process has read the run as it was
+            if group.is_main:  # unfinished first: killed before the new config.json, it resumes as it was
+                (out / SUMMARY_FILE).unlink(missing_ok=True)
+                atomic_write_json(out / CONFIG_FILE, config)
         if group.is_main:  # metrics after the checkpoint are measured again
             _keep_metrics_up_to(out, measured, samples)
         return fit_into(
@@ -120,7 +137,7 @@ def resume_run(
             on_metrics=on_metrics,
             extra_metrics=extra_metrics,
             resume=state,
-            configuration=identity,
+            configuration=configuration_id(config),
         )
 
 
@@ -131,6 +148,16 @@ def _check_fits(state: TrainingState, plan: Preflight, out: Path) -> None:
     groups = plan.algorithm.parameter_groups(model, 0.0)
     group_sizes = [len(group["params"]) for group in groups] if groups is not None else [len(list(model.parameters()))]
     check_checkpoint_fits(state, model, plan.dataset_size, out, plan.config.optimizer, group_sizes)
+
+
+def _check_within_budget(state: TrainingState, plan: Preflight, out: Path) -> None:
+    """A one-line error for a checkpoint past the run's budget (its config.json's budget lowered by hand)."""
+    total = plan.config.total_samples(plan.dataset_size)
+    if state.samples > total:
+        raise AevbError(
+            f"{out}'s newest checkpoint is at {state.samples:,} samples, past its budget of {total:,} "
+            "(`max_samples`, `epochs` in its config.json): a run is not shortened; start a new one"
+        )
 
 
 def _keep_metrics_up_to(out: Path, measured: list[str], samples: int) -> None:

@@ -11,7 +11,7 @@ from ..checkpoint import refuse_link
 from ..errors import AevbError
 from ..figures import save_samples
 from ..memory import require_sampling_memory
-from .evaluate import load_run
+from .evaluate import load_run, model_choice
 from .layout import refuse_to_replace
 
 
@@ -23,25 +23,26 @@ def sample_run(
     out: str | None = None,
     device: str = "auto",
     label: int | None = None,
-    checkpoint: bool = False,
+    checkpoint: bool | str = False,
     overwrite: bool = False,
 ) -> Path:
     """Draw ``num_samples`` images E[x|z], z ~ p(z), from a run; write a PNG grid (and .npy).
 
     A conditional run draws E[x|z, y]: all of class ``label`` when given; otherwise the
     class-conditional grid, one row per class and ⌈num_samples / C⌉ columns, each column one z.
-    A full-VB run decodes with θ = μ_θ, the mean of q(θ). ``checkpoint``: from the model of the
-    run's latest checkpoint (a run still training, or stopped); the default file name then ends
-    in ``-checkpoint``, so that the run's own figures are never replaced. An ``out`` that exists is
+    A full-VB run decodes with θ = μ_θ, the mean of q(θ). ``checkpoint``: which model (as for
+    :func:`~aevb.runs.load_run`): "final" (False, the default), "latest" (True: the latest
+    checkpoint's, a run still training or stopped; the default file name then ends in
+    ``-checkpoint``) or "best" (by validation bound; the name ends in ``-best``), so that the run's own figures are never replaced. An ``out`` that exists is
     replaced only with ``overwrite`` (the default file, the same draw again, always is, but never
     through a symbolic link in its place).
     """
     if num_samples < 1:
         raise AevbError(f"`num_samples` must be a positive integer, got {num_samples}")
+    checkpoint = model_choice(checkpoint)
+    suffix = {"final": "", "latest": "-checkpoint", "best": "-best"}[checkpoint]
     # One file per (seed, label): a labelled draw never overwrites the class grid of the same seed.
-    default_name = (
-        f"samples-seed{seed}{'' if label is None else f'-label{label}'}{'-checkpoint' if checkpoint else ''}.png"
-    )
+    default_name = f"samples-seed{seed}{'' if label is None else f'-label{label}'}{suffix}.png"
     target = Path(out) if out else Path(run_dir) / default_name
     if target.suffix.lower() not in (".png", ".npy"):
         raise AevbError(f"`out` {target}: unsupported file type {target.suffix or '(none)'!r}; use .png or .npy")

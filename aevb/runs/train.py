@@ -26,6 +26,7 @@ from ..models.vae import VAE
 from ..training import Metrics
 from ..training.algorithms import make_algorithm
 from ..training.distributed import SINGLE_PROCESS, ProcessGroup
+from ..training.early_stopping import require_validation_for_early_stopping
 from ..training.preflight import Preflight, run_preflight
 from ..training.trainer import TrainingData
 from .data_config import (
@@ -123,6 +124,7 @@ def plan_run(
     errors for anything that would fail once training starts. Nothing is allocated or written."""
     algorithm = make_algorithm(spec.algorithm, spec.training)
     model_config = spec.model.resolve(data, algorithm.model_options)
+    require_validation_for_early_stopping(spec.training.early_stopping, data.valid.shape[0], algorithm.has_bound)
     splits = {f"{data.name}: the {split} split": getattr(data, split) for split in ("train", "valid", "test")}
     return run_preflight(
         model_config,

@@ -32,6 +32,10 @@ JSON_FIELDS = (
     "skipped_steps",
     "rollbacks",
     "initial_bound",
+    "best_valid_bound",
+    "best_samples",
+    "evaluations_since_best",
+    "stopped_early",
 )
 
 
@@ -39,7 +43,15 @@ def check_state_fields(fields: dict, path: Path) -> None:
     """One-line errors naming ``path`` and the field for values of the wrong type, negative
     counts and a step size that is not a positive number."""
     check_fields(TrainingState, {name: fields[name] for name in JSON_FIELDS if name in fields}, str(path))
-    for name in ("samples", "steps", "running_count", "position", "skipped_steps", "rollbacks"):
+    for name in (
+        "samples",
+        "steps",
+        "running_count",
+        "position",
+        "skipped_steps",
+        "rollbacks",
+        "evaluations_since_best",
+    ):
         if fields.get(name, 0) < 0:
             raise AevbError(f"{path}: {name} must be a count (>= 0), got {fields[name]!r}")
     step_size = fields.get("step_size")

@@ -7,11 +7,13 @@ Layout, inside the run directory::
         step-000012000/state.safetensors   every tensor: weights, optimiser state, generator
                                            state, the epoch's permutation, the algorithm's state
         step-000012000/state.json          everything else: counters, step size, trials, metrics
-        latest.json                        which checkpoint is the newest, and which is the best
+        latest.json                        which checkpoint is the newest
 
 A checkpoint is written into a temporary directory, flushed to disk, and renamed into place; only
 then does ``latest.json`` (itself replaced atomically) point at it, and only then are checkpoints
-beyond the retention (the last ``keep``, and the one with the best validation bound) deleted. A
+beyond the retention (the last ``keep``) deleted. (The best model by validation bound is no
+checkpoint: the run keeps it as a model, :mod:`aevb.runs.best`.) A finished run keeps its newest
+checkpoint alone (:func:`keep_only_newest`), from which it can be extended to a larger budget. A
 crash at any instant therefore leaves the previous checkpoint intact and named in
 ``latest.json``; a checkpoint that is unreadable anyway (a disk fault) is skipped for the newest
 readable one. Tensors are safetensors, everything else JSON: nothing is unpickled. What a checkpoint
@@ -71,8 +73,8 @@ def _join_optimizer(layout: dict, tensors: dict[str, torch.Tensor]) -> dict:
 def save_checkpoint(
     run_dir: str | os.PathLike, state: TrainingState, keep: int = 2, configuration: str | None = None
 ) -> Path:
-    """Write ``state`` as ``checkpoints/step-N`` of ``run_dir`` atomically; keep the last ``keep``
-    and the best by validation bound. ``configuration`` identifies the run's settings (see
+    """Write ``state`` as ``checkpoints/step-N`` of ``run_dir`` atomically; keep the last ``keep``.
+    ``configuration`` identifies the run's settings (see
     :func:`load_checkpoint`). Returns the checkpoint's directory."""
     root = Path(run_dir) / DIRECTORY
     try:
@@ -105,6 +107,10 @@ def save_checkpoint(
         "rollbacks": state.rollbacks,
         "configuration": configuration,
         "initial_bound": state.initial_bound,
+        "best_valid_bound": state.best_valid_bound,
+        "best_samples": state.best_samples,
+        "evaluations_since_best": state.evaluations_since_best,
+        "stopped_early": state.stopped_early,
     }
     try:
         temporary = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
@@ -131,15 +137,18 @@ def save_checkpoint(
     for abandoned in _checkpoints(root):  # later than this one: a future that was rolled back from
         if abandoned.name > name:
             shutil.rmtree(abandoned, ignore_errors=True)
-    previous = _read_latest(root)
-    best = previous.get("best")
-    valid = state.history[-1].valid_bound if state.history else None
-    best_valid = previous.get("best_valid_bound")
-    if valid is not None and valid == valid and (best_valid is None or valid > best_valid):
-        best, best_valid = name, valid
-    atomic_write_json(root / LATEST, {"latest": name, "best": best, "best_valid_bound": best_valid})
-    _retain(root, keep, {name, best})
+    atomic_write_json(root / LATEST, {"latest": name})
+    _retain(root, keep, {name})
     return target
+
+
+def keep_only_newest(run_dir: str | os.PathLike) -> None:
+    """Delete every checkpoint of ``run_dir`` but the newest (a finished run's final state, which
+    :func:`aevb.runs.resume_run` extends to a larger budget)."""
+    root = Path(run_dir) / DIRECTORY
+    newest = _read_latest(root).get("latest")
+    if isinstance(newest, str) and (root / newest).is_dir():
+        _retain(root, 1, {newest})
 
 
 def _fsync_directory(path: Path) -> None:
@@ -162,7 +171,7 @@ def _read_latest(root: Path) -> dict:
         latest = read_json(root / LATEST)
     except AevbError:
         return {}
-    kinds = {"latest": str, "best": str, "best_valid_bound": (int, float)}
+    kinds = {"latest": str}  # (earlier versions also named their best checkpoint here: ignored)
     return {
         key: value
         for key, value in latest.items()
@@ -200,12 +209,12 @@ def newest_checkpoint(run_dir: str | os.PathLike) -> tuple[str, int] | None:
         return None
 
 
-def load_checkpoint(run_dir: str | os.PathLike, configuration: str | None = None) -> TrainingState:
+def load_checkpoint(run_dir: str | os.PathLike, configuration: str | tuple[str, ...] | None = None) -> TrainingState:
     """The newest readable checkpoint of ``run_dir`` (the one ``latest.json`` names, else the newest
     that reads), as a :class:`TrainingState`; a one-line error when there is none.
 
-    With ``configuration``, a checkpoint written under other settings (it names another
-    configuration; checkpoints of aevb before 0.1.0's run identities name none) is refused: it
+    With ``configuration`` (one identity, or several that all mean this run), a checkpoint written
+    under other settings (it names another configuration; checkpoints of aevb before 0.1.0's run identities name none) is refused: it
     belongs to another run, e.g. one that was replaced without removing its checkpoints.
     """
     root = Path(run_dir) / DIRECTORY
@@ -223,11 +232,12 @@ def load_checkpoint(run_dir: str | os.PathLike, configuration: str | None = None
     raise AevbError(f"no readable checkpoint in {root}: {problems[0]}")
 
 
-def _read(path: Path, configuration: str | None = None) -> TrainingState:
+def _read(path: Path, configuration: str | tuple[str, ...] | None = None) -> TrainingState:
     fields = read_json(path / FIELDS)
     check_format_version(fields, CHECKPOINT_FORMAT_VERSION, path / FIELDS)
     written_for = fields.get("configuration")
-    if configuration is not None and written_for is not None and written_for != configuration:
+    accepted = (configuration,) if isinstance(configuration, str) else configuration
+    if accepted is not None and written_for is not None and written_for not in accepted:
         raise AevbError(
             f"{path} was written by a run with other settings than {path.parent.parent / 'config.json'} "
             "(the run was replaced or its config.json edited); it cannot be resumed"
@@ -262,6 +272,10 @@ def _read(path: Path, configuration: str | None = None) -> TrainingState:
             skipped_steps=int(fields.get("skipped_steps", 0)),
             rollbacks=int(fields.get("rollbacks", 0)),
             initial_bound=None if fields.get("initial_bound") is None else float(fields["initial_bound"]),
+            best_valid_bound=None if fields.get("best_valid_bound") is None else float(fields["best_valid_bound"]),
+            best_samples=None if fields.get("best_samples") is None else int(fields["best_samples"]),
+            evaluations_since_best=int(fields.get("evaluations_since_best", 0)),
+            stopped_early=bool(fields.get("stopped_early", False)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise AevbError(f"{path} is an incomplete checkpoint ({error!r})") from None

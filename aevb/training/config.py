@@ -54,6 +54,8 @@ class TrainConfig(JsonConfig):
     # how gradients are computed (aevb.engines): "native", "fused", "autograd", or "auto": the fastest that serves the
     # model
     engine: str = "auto"
+    # stop after this many evaluation points in a row without a higher validation bound (None: train to the budget)
+    early_stopping: int | None = None
 
     def __post_init__(self) -> None:
         # The registries a setting is checked against import torch: imported here, when settings are
@@ -71,6 +73,8 @@ class TrainConfig(JsonConfig):
         }
         if self.eval_batch_size is not None:
             positive["eval_batch_size"] = self.eval_batch_size
+        if self.early_stopping is not None:
+            positive["early_stopping"] = self.early_stopping
         for name, value in positive.items():
             if int(value) < 1:
                 raise AevbError(f"`{name}` must be a positive integer, got {value}")
@@ -144,6 +148,10 @@ class TrainResult:
     step_size_trials: list[StepSizeTrial] = field(default_factory=list)
     # CPU thread count → steps run with it by this fit (since a resume, if resumed)
     steps_by_threads: dict[int, int] = field(default_factory=dict)
+    # the training samples at which `early_stopping` ended the run before its budget; None: it ran to the end
+    stopped_early_at: int | None = None
+    best_samples: int | None = None  # the evaluation point with the highest validation bound (None: no validation)
+    best_valid_bound: float | None = None
 
 
 def evaluation_points(total: int, first: int, per_decade: int) -> list[int]:

@@ -72,13 +72,19 @@ class Evaluator:
             data = data[: self.config.eval_subset]
         return evaluation_data(data, self.config.binarize)
 
+    def _forked_generators(self):
+        """torch's generators forked: what an evaluation draws is not drawn from the training's
+        random stream, so where a run is evaluated (its budget's last point, ``evals_per_decade``)
+        does not change how it trains, and a run extended to a larger budget is the run at that budget."""
+        devices = [self.train.device] if self.train.device.type == "cuda" else []
+        return torch.random.fork_rng(devices=devices)
+
     def initial_bound(self) -> float | None:
         """The untrained model's bound on the first training points (nats per datapoint), drawn
         from a forked generator so that the run's random stream is the one it would have without."""
         if not self.has_bound:
             return None
-        devices = [self.train.device] if self.train.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), self.threads.for_evaluation():
+        with self._forked_generators(), self.threads.for_evaluation():
             return evaluate_bound(
                 self.model,
                 self.train[:INITIAL_BOUND_POINTS],
@@ -98,7 +104,7 @@ class Evaluator:
                 return math.nan
             return evaluate_bound(self.model, data, estimator=estimator, batch_size=batch).mean
 
-        with self.threads.for_evaluation():
+        with self._forked_generators(), self.threads.for_evaluation():
             train_bound, valid_bound, test_bound = [bound(data) for data in (self.train, self.valid, self.test)]
         self.model.train()
         return Metrics(

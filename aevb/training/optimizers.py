@@ -193,6 +193,10 @@ OPTIMIZERS = {"adagrad": Adagrad, "adam": Adam}
 class ConstantSchedule:
     """The step size stays where it was chosen (the paper's Adagrad runs, §5)."""
 
+    #: Whether the step size at a sample depends on the run's total: a run extended to a larger
+    #: budget (:mod:`aevb.runs.extend`) is the run at that budget only where it does not.
+    depends_on_budget = False
+
     def factor(self, progress: float) -> float:
         """Multiplier of the run's step size after a fraction ``progress`` in [0, 1] of its samples."""
         return 1.0
@@ -204,6 +208,8 @@ class StagedSchedule:
     The stages keep their proportions whatever the run's length, so a run of a fraction of the
     published number of samples follows the same shape of decay, each stage shortened alike.
     """
+
+    depends_on_budget = True  # (the stages are fractions of the run)
 
     def __init__(self, passes: tuple[float, ...], factors: tuple[float, ...]):
         total = float(sum(passes))

@@ -52,6 +52,12 @@ class TrainingState:
     skipped_steps: int = 0
     rollbacks: int = 0
     initial_bound: float | None = None  # of the untrained model, on a few training points: the floor a run must beat
+    # The highest validation bound at an evaluation point so far, where it was measured, and the evaluation points
+    # since without a higher one (what `early_stopping` counts); stopped_early: the run ended by that rule.
+    best_valid_bound: float | None = None
+    best_samples: int | None = None
+    evaluations_since_best: int = 0
+    stopped_early: bool = False
 
 
 @dataclass

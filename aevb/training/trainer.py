@@ -22,6 +22,12 @@ from ..validation import require_rows
 from .algorithm import AEVB, Algorithm
 from .config import Metrics, StepSizeTrial, TrainConfig, TrainResult, evaluation_points
 from .distributed import SINGLE_PROCESS, ProcessGroup, Shard
+from .early_stopping import (
+    agreed_valid_bound,
+    record_evaluation,
+    require_validation_for_early_stopping,
+    should_stop_early,
+)
 from .evaluator import INITIAL_BOUND_POINTS, Evaluator, evaluation_point_passed
 from .numeric_guard import SkippedSteps, interval_problem, roll_back
 from .optimizers import OPTIMIZERS, SCHEDULES
@@ -112,6 +118,9 @@ class Trainer:
         self.config = preflight.config  # (the step-size selection fitted to the budget)
         self.dataset_size = train.shape[0]
         self.has_bound = self.algorithm.has_bound
+        require_validation_for_early_stopping(
+            self.config.early_stopping, 0 if valid is None else valid.shape[0], self.has_bound
+        )
         self.evaluator = Evaluator(model, self.config, self.threads, self.has_bound, train, valid, test)
 
     def _optimizer(self, step_size: float) -> torch.optim.Optimizer:
@@ -176,7 +185,8 @@ class Trainer:
         resume: TrainingState | None = None,
         stop_requested: Callable[[], bool] | None = None,
     ) -> TrainResult:
-        """Train until the configured number of samples; evaluate at log-spaced points.
+        """Train until the configured number of samples (or until ``config.early_stopping``
+        evaluation points in a row bring no higher validation bound); evaluate at log-spaced points.
 
         ``on_metrics`` is called with each :class:`Metrics` as soon as it is measured (the run
         directory writes it to ``metrics.jsonl`` there and then). ``on_checkpoint`` is called with
@@ -294,7 +304,7 @@ class Trainer:
         targets = evaluation_points(total, self.config.first_eval, self.config.evals_per_decade)
         index = 0
         try:
-            while index < len(targets):
+            while index < len(targets) and not state.stopped_early:
                 if evaluation_point_passed(targets[index], state):
                     index += 1
                     continue
@@ -309,7 +319,11 @@ class Trainer:
                     continue
                 state.running_sum.zero_()
                 state.running_count = 0
+                metrics.valid_bound = agreed_valid_bound(metrics.valid_bound, self.group, self.train_data.device)
                 state.history.append(metrics)
+                record_evaluation(state, metrics)
+                # (on the budget's last point the run ends anyway: it did not stop early)
+                state.stopped_early = should_stop_early(state, self.config.early_stopping) and index + 1 < len(targets)
                 bar.update(state.samples - bar.n)
                 bar.set_postfix(bound=f"{metrics.train_bound:.2f}", samples_per_s=f"{metrics.samples_per_second:,.0f}")
                 if on_metrics is not None:
@@ -327,6 +341,9 @@ class Trainer:
             step_size_trials=state.trials,
             history=state.history,
             steps_by_threads=dict(sorted(self.threads.steps_by_count.items())),
+            stopped_early_at=state.samples if state.stopped_early else None,
+            best_samples=state.best_samples,
+            best_valid_bound=state.best_valid_bound,
         )
 
     def _train_interval(
