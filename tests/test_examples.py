@@ -54,7 +54,6 @@ def test_evaluate_and_compare_keeps_each_estimate_in_its_run_and_compare_shows_i
         assert re.search(rf"\s{re.escape(f'{log_likelihood:.2f}')}\s+finished$", row), row
 
 
-@pytest.mark.xfail(reason="needs issue 30 item 1/4", strict=False)
 def test_own_image_folder_trains_on_the_png_files_it_wrote(tmp_path):
     work_dir = tmp_path / "work"
     printed = run_example("own_image_folder.py", work_dir)
@@ -71,7 +70,6 @@ def test_own_image_folder_trains_on_the_png_files_it_wrote(tmp_path):
     assert is_png(run_dir / "samples.png") and f"samples: {run_dir / 'samples.png'}" in printed
 
 
-@pytest.mark.xfail(reason="needs issue 30 item 1/4", strict=False)
 def test_hub_and_export_writes_a_hub_directory_and_an_onnx_decoder_that_matches_it(tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     pytest.importorskip("huggingface_hub")
