@@ -5,6 +5,7 @@ the same values; a Dataset is read minibatch by minibatch (under torchrun, each 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -265,13 +266,12 @@ def test_a_streamed_training_set_cut_to_a_limit_holds_the_loaded_rows(grey_level
 
 
 def test_train_run_takes_an_array_or_a_dataset_and_its_run_asks_for_them_again(grey_levels, tmp_path):
-    spec = RunSpec.from_settings(
-        {
-            "model": {"latent_dim": 3, "hidden_units": 20},
-            "training": {"max_samples": 1200, "step_size": 0.02},
-            "run": {"threads": 1, "progress": False},
-        }
-    )
+    spec_settings = {
+        "model": {"latent_dim": 3, "hidden_units": 20},
+        "training": {"max_samples": 1200, "step_size": 0.02},
+        "run": {"threads": 1, "progress": False},
+    }
+    spec = RunSpec.from_settings(spec_settings)
     array_run = train_run(spec, tmp_path / "array", data=grey_levels)
     dataset = TensorDataset(torch.from_numpy(grey_levels))  # streamed: read as needed
     dataset_run = train_run(spec, tmp_path / "dataset", data=dataset)
@@ -292,3 +292,10 @@ def test_train_run_takes_an_array_or_a_dataset_and_its_run_asks_for_them_again(g
     assert (
         evaluate_run(array_run, data=grey_levels)["test_bound"] == evaluate_run(dataset_run, data=dataset)["test_bound"]
     )
+    # Another split seed: another split, recorded, and used again when the run reads its data.
+    reseeded = train_run(
+        RunSpec.from_settings({**spec_settings, "data": {"split_seed": 5}}), tmp_path / "seed5", data=grey_levels
+    )
+    recorded_again = json.loads((reseeded / "config.json").read_text())["data"]
+    assert recorded_again["split_seed"] == 5 and recorded_again["values_sha256"] != recorded["values_sha256"]
+    assert math.isfinite(evaluate_run(reseeded, data=grey_levels)["test_bound"])

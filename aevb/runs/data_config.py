@@ -13,6 +13,7 @@ import torch
 from ..choices import DEFAULT_DATASET
 from ..config import JsonConfig, check_fields
 from ..data import DATASET_NAMES, USER_PIXEL_DIVISOR, Dataset, load_dataset, resolve_data_dir
+from ..data.given import dataset_of
 from ..data.sources import is_streamed
 from ..data.splits import USER_SPLIT_SEED
 from ..errors import AevbError
@@ -93,10 +94,12 @@ FINGERPRINT = "values_sha256"
 GIVEN = "given"
 
 
-def given_data(stored: object, given: Dataset | None, run_dir, where) -> Dataset | None:
-    """The data a run reads again: ``given`` (checked to be the values the run began on) where the
-    caller passes them, else None (the run loads its own). A run trained on data given in memory
-    has no file to load: asking it to load one is a one-line error."""
+def given_data(stored: object, given: object, run_dir, where) -> Dataset | None:
+    """The data a run reads again: ``given`` — an aevb :class:`~aevb.data.Dataset`, or the array,
+    tensor, torch Dataset or DataLoader the run was given, split again as config.json's data section
+    ``stored`` records (:func:`aevb.data.given.dataset_of`) — checked to be the values the run began
+    on; None where the caller passes none (the run loads its own). A run trained on data given in
+    memory has no file to load: asking it to load one is a one-line error."""
     recorded_given = isinstance(stored, dict) and stored.get(GIVEN)
     if given is None:
         if recorded_given:
@@ -107,6 +110,13 @@ def given_data(stored: object, given: Dataset | None, run_dir, where) -> Dataset
         return None
     if not isinstance(stored, dict):
         raise AevbError(f"{where}: data must be a JSON object, got {stored!r}")
+    seed = stored.get("split_seed")
+    given = dataset_of(
+        given,
+        "data",
+        pixel_divisor=stored.get("pixel_divisor"),
+        split_seed=USER_SPLIT_SEED if seed is None else seed,
+    )
     check_same_data(given, stored, run_dir, where)
     return given
 

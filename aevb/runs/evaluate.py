@@ -12,7 +12,6 @@ import torch
 
 from ..checkpoint import load_model, model_with_weights
 from ..data import Dataset
-from ..data.given import dataset_of
 from ..errors import AevbError
 from ..evaluation import evaluate_bound
 from ..evaluation.full_vb import predictive_log_likelihood
@@ -412,9 +411,6 @@ def _evaluation_data(
     if not isinstance(config.get("training"), dict):
         raise AevbError(f"{where} lacks the training configuration")
     train_config = TrainConfig.from_dict(config["training"], f"{where}: training")
-    if given is not None:
-        stored = data_config if isinstance(data_config, dict) else {}
-        given = dataset_of(given, "data", pixel_divisor=stored.get("pixel_divisor"))
     data = given_data(data_config, given, run_dir, where)
     if data is None:
         data = load_data(dataclasses.replace(data_config_of_run(data_config, data_dir, where), download=download))

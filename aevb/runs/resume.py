@@ -14,7 +14,6 @@ from ..checkpoint import (
     read_json,
 )
 from ..data import Dataset
-from ..data.given import dataset_of
 from ..errors import AevbError, TrainingDiverged
 from ..models.build import build_model
 from ..models.vae import VAE, ModelConfig
@@ -81,9 +80,6 @@ def resume_run(
     algorithm = config.get("algorithm")
     if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
         raise AevbError(f"{where} names an unknown algorithm {algorithm!r}")
-    if data is not None:
-        stored = config.get("data") if isinstance(config.get("data"), dict) else {}
-        data = dataset_of(data, "data", pixel_divisor=stored.get("pixel_divisor"))
     given = given_data(config.get("data"), data, out, where)
     data_config = data_config_of_run(config.get("data"), where=where) if given is None else None
     model_config, train_config = run_configs(config, where)

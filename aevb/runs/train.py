@@ -19,6 +19,7 @@ from .. import __version__
 from ..checkpoint import (
     atomic_write_json,
 )
+from ..choices import USER_SPLIT_SEED
 from ..data import Dataset
 from ..data.given import dataset_of
 from ..errors import AevbError
@@ -77,7 +78,7 @@ def train_run(
     torch_device, group = device_and_group(spec.run.device)
     given = data is not None and not isinstance(data, Dataset)
     if given:
-        data = dataset_of(data, "data", pixel_divisor=spec.data.pixel_divisor)
+        data = dataset_of(data, "data", pixel_divisor=spec.data.pixel_divisor, split_seed=_split_seed(spec))
     if data is None:
         data = load_data(spec.data)
     plan = plan_run(spec, data, torch_device, group, per_point_measurements=extra_metrics is not None)
@@ -150,7 +151,7 @@ def _run_config(
     """The run's config.json: its settings resolved (the model on the data, the step-size selection
     fitted to the budget), the data it was given (with their fingerprint) and how it ran. Data
     ``given`` in memory are described, not named: no file can load them again."""
-    data_settings = {GIVEN: True} if given else stored_data_config(spec.data)
+    data_settings = {GIVEN: True, "split_seed": _split_seed(spec)} if given else stored_data_config(spec.data)
     return {
         "format_version": RUN_FORMAT_VERSION,
         "aevb_version": __version__,
@@ -196,3 +197,8 @@ def resolved_config(spec: RunSpec, data: Dataset | None = None) -> dict:
         "algorithm": spec.algorithm,
         "run": spec.run.to_dict(),
     }
+
+
+def _split_seed(spec: RunSpec) -> int:
+    """The seed that splits data given to :func:`train_run` (``data.split_seed``, else the default)."""
+    return USER_SPLIT_SEED if spec.data.split_seed is None else spec.data.split_seed
