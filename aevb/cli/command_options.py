@@ -15,8 +15,8 @@ from ..experiments import EXPERIMENTS, fig3
 from ..experiments import reproduce as reproduce_figure
 from ..experiments.fig3 import DEFAULT_MCEM_STEP_SIZE
 from ..runs import evaluate_run, sample_run
-from ..runs.evaluate import MODEL_CHOICES
 from ..runs.export import EXPORT_FORMATS, GRAPH_PARTS, export_run
+from ..runs.loading import MODEL_CHOICES
 from .arguments import (
     UNSET,
     _choice_of,

@@ -59,9 +59,9 @@ Every problem a user can cause raises :class:`aevb.errors.AevbError` with a one-
 naming the file. The network is used only with ``download=True`` (see :mod:`aevb.data.download`).
 """
 
-from .datasets import DATASET_NAMES, PAPER_PIXEL_DIVISOR, USER_PIXEL_DIVISOR, Dataset, load_dataset, resolve_data_dir
+from .datasets import DATASET_NAMES, PAPER_PIXEL_DIVISOR, Dataset, load_dataset, resolve_data_dir
 from .given import dataset_of
-from .images import image_features
+from .images import USER_PIXEL_DIVISOR, image_features
 from .sources import NpyDataset, StreamedRows, as_rows
 
 __all__ = [

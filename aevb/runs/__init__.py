@@ -38,7 +38,7 @@ One module per concern:
 
 from .compare import compare_runs
 from .data_config import DataConfig, data_config_of_run, load_data
-from .evaluate import evaluate_run, load, load_run
+from .evaluate import evaluate_run
 from .export import export_run
 from .layout import (
     CONFIG_FILE,
@@ -49,6 +49,7 @@ from .layout import (
     prepare_run_dir,
     read_run_config,
 )
+from .loading import load, load_run
 from .resume import resume_run, run_configs
 from .sample import sample_run
 from .spec import DEFAULT_CHECKPOINT_EVERY, ModelSpec, RunOptions, RunSpec, resolve_device

@@ -10,9 +10,9 @@ from pathlib import Path
 from ..errors import AevbError
 from ..files import atomic_write_bytes, refuse_link
 from ..models.graphs import GRAPH_FORMATS, GRAPH_PARTS, graph_part
-from .evaluate import load_run
 from .evaluations import latest_log_likelihood
 from .layout import is_run_dir, refuse_to_replace
+from .loading import load_run
 from .saved_model import is_saved_model, run_record
 
 #: What ``export_run`` writes, by ``format``: a saved model's directory, or a graph file.

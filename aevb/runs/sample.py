@@ -11,8 +11,8 @@ from ..checkpoint import refuse_link
 from ..errors import AevbError
 from ..figures import save_samples
 from ..memory import require_sampling_memory
-from .evaluate import load_run, model_choice
 from .layout import refuse_to_replace
+from .loading import load_run, model_choice
 
 
 def sample_run(
