@@ -27,7 +27,6 @@ from aevb.runs.tracker_images import (
     SAMPLE_COUNT,
     SAMPLE_SEED,
     image_grid,
-    images_of_rows,
     interleave_rows,
 )
 from aevb.training import TrainConfig, TrainingWarning
@@ -74,28 +73,23 @@ def recording(monkeypatch):
     return Recording
 
 
-def test_image_grid_places_grey_and_colour_images_on_white():
+def test_image_grid_is_the_figures_tiling_in_8_bit_levels_grey_and_colour():
     generator = torch.Generator().manual_seed(0)
-    colour = torch.rand(5, 3, 4, 3, generator=generator)  # (N, H, W, C)
-    grid = image_grid(colour, columns=2, padding=1)
+    colour = torch.rand(5, 3, 3, 4, generator=generator)  # (N, C, H, W): rows flattened channels first
+    grid = image_grid(colour.reshape(5, -1), (3, 3, 4), columns=2)
     assert grid.shape == (3 * 4 - 1, 2 * 5 - 1, 3) and grid.dtype == np.uint8
     for index in range(5):
         row, column = divmod(index, 2)
         cell = grid[row * 4 : row * 4 + 3, column * 5 : column * 5 + 4]
-        assert np.array_equal(cell, np.round(colour[index].numpy() * 255).astype(np.uint8))
+        assert np.array_equal(cell, np.round(colour[index].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
     assert (grid[3, :] == 255).all() and (grid[:, 4] == 255).all()  # the padding
     assert (grid[8:, 5:] == 255).all()  # the sixth cell has no image
-    grey = torch.rand(7, 28, 20, generator=generator)
-    # The grey layout is the run figures' (aevb.figures.tile_images), as 8-bit levels.
-    figure_canvas = tile_images(grey.reshape(7, -1), (28, 20), columns=3)
-    assert np.array_equal(image_grid(grey, columns=3)[..., 0], np.round(figure_canvas * 255).astype(np.uint8))
-
-
-def test_rows_of_channels_first_images_become_channels_last():
-    images = torch.rand(4, 3, 5, 6)  # (N, C, H, W): torch's order, flattened as rows
-    as_images = images_of_rows(images.reshape(4, -1), (3, 5, 6))
-    assert np.array_equal(as_images, images.permute(0, 2, 3, 1).numpy())
-    assert images_of_rows(torch.ones(2, 30), (5, 6)).shape == (2, 5, 6, 1)
+    grey = torch.rand(7, 28 * 20, generator=generator)
+    figure_canvas = tile_images(grey, (28, 20), columns=3)  # the run figures' layout
+    grey_grid = image_grid(grey, (28, 20), columns=3)
+    assert grey_grid.shape[-1] == 1 and np.array_equal(
+        grey_grid[..., 0], np.round(figure_canvas * 255).astype(np.uint8)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -140,10 +134,10 @@ def test_the_grids_are_the_models_samples_and_reconstructions(tracked_run):
     images = events[-2][2]
     generator = torch.Generator().manual_seed(SAMPLE_SEED)
     samples = model.sample(SAMPLE_COUNT, generator)
-    assert np.abs(images["samples"].astype(int) - image_grid(images_of_rows(samples, (28, 28)), COLUMNS)).max() <= 1
+    assert np.abs(images["samples"].astype(int) - image_grid(samples, (28, 28), COLUMNS)).max() <= 1
     inputs = load_data(_spec().data).valid[:50]
     pairs = interleave_rows(inputs, model.reconstruct(inputs), COLUMNS)
-    expected = image_grid(images_of_rows(pairs, (28, 28)), COLUMNS)
+    expected = image_grid(pairs, (28, 28), COLUMNS)
     assert np.abs(images["reconstructions"].astype(int) - expected).max() <= 1
 
 
@@ -304,7 +298,7 @@ def test_a_conditional_model_gets_a_row_of_samples_per_class():
     samples = TrackerImages(model, data, binarize="none")()["samples"]
     expected = model.class_grid(COLUMNS, generator=torch.Generator().manual_seed(SAMPLE_SEED))
     assert samples.shape == (3 * 3 - 1, COLUMNS * 4 - 1, 1)
-    assert np.abs(samples.astype(int) - image_grid(images_of_rows(expected, (2, 3)), COLUMNS)).max() <= 1
+    assert np.abs(samples.astype(int) - image_grid(expected, (2, 3), COLUMNS)).max() <= 1
 
 
 def test_a_run_that_does_not_complete_is_not_reported_as_completed(recording, tmp_path):

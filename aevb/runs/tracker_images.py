@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data import Dataset
+from ..figures import tile_images
 from ..models.conditional import model_inputs
 from ..models.vae import VAE
 from ..training import evaluation_data
@@ -29,29 +30,13 @@ COLUMNS = 10
 SAMPLE_SEED = 0
 
 
-def images_of_rows(rows: torch.Tensor | np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
-    """Rows of flattened images (N, D) as images (N, H, W, C): ``image_shape`` (H, W) is grey
-    (C = 1), (C, H, W) is channels-first, torch's flattening order."""
-    rows = np.asarray(rows.detach().cpu() if isinstance(rows, torch.Tensor) else rows, dtype=np.float32)
-    if len(image_shape) == 2:
-        return rows.reshape(-1, *image_shape, 1)
-    return rows.reshape(-1, *image_shape).transpose(0, 2, 3, 1)
-
-
-def image_grid(images: torch.Tensor | np.ndarray, columns: int, padding: int = 1) -> np.ndarray:
-    """Images (N, H, W) or (N, H, W, C), values in [0, 1], tiled row by row on a white background,
-    ``padding`` pixels apart: an 8-bit image (rows·(H+p)−p, columns·(W+p)−p, C), C = 1 for
-    grey images. The same layout as :func:`aevb.figures.tile_images`."""
-    images = np.asarray(images.detach().cpu() if isinstance(images, torch.Tensor) else images, dtype=np.float32)
-    if images.ndim == 3:
-        images = images[..., None]
-    count, height, width, channels = images.shape
-    rows = -(-count // columns)
-    canvas = np.ones((rows * (height + padding) - padding, columns * (width + padding) - padding, channels), np.float32)
-    for index in range(count):
-        row, column = divmod(index, columns)
-        top, left = row * (height + padding), column * (width + padding)
-        canvas[top : top + height, left : left + width] = images[index]
+def image_grid(rows: torch.Tensor | np.ndarray, image_shape: tuple[int, ...], columns: int) -> np.ndarray:
+    """Rows of flattened images (N, D), values in [0, 1], tiled as the run's figures tile them
+    (:func:`aevb.figures.tile_images`), as an 8-bit image (H', W', C) that trackers take: C = 1
+    for grey images (``image_shape`` (H, W)), C channels for colour ones ((C, H, W))."""
+    canvas = tile_images(rows, image_shape, columns)
+    if canvas.ndim == 2:
+        canvas = canvas[..., None]
     return np.round(np.clip(canvas, 0.0, 1.0) * 255).astype(np.uint8)
 
 
@@ -96,6 +81,6 @@ class TrackerImages:
         data_dim = self.model.config.data_dim
         pairs = interleave_rows(self.inputs[:, :data_dim], self.model.reconstruct(self.inputs), COLUMNS)
         return {
-            "samples": image_grid(images_of_rows(samples, self.image_shape), COLUMNS),
-            "reconstructions": image_grid(images_of_rows(pairs, self.image_shape), COLUMNS),
+            "samples": image_grid(samples, self.image_shape, COLUMNS),
+            "reconstructions": image_grid(pairs, self.image_shape, COLUMNS),
         }
