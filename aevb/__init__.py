@@ -21,6 +21,7 @@ Where the paper's parts live:
 __version__ = "0.1.0"
 
 from .errors import AevbError  # noqa: E402
+from .lazy import lazy_names  # noqa: E402
 
 # The rest is imported on first use (PEP 562): importing torch takes a second or more, and the
 # console script (aevb.console) must be able to catch a Ctrl-C pressed meanwhile.
@@ -39,14 +40,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -34,6 +34,21 @@ from .arguments import (
 CHECKPOINT_CHOICES = tuple(choice for choice in MODEL_CHOICES if choice != "final")
 
 
+def _add_checkpoint_option(parser: argparse.ArgumentParser, verb: str) -> None:
+    """--checkpoint [latest|best]: which of a run's models ``verb`` reads instead of its final one."""
+    parser.add_argument(
+        "--checkpoint",
+        nargs="?",
+        const="latest",
+        type=_choice_of(CHECKPOINT_CHOICES, "RUN_DIR"),
+        metavar="{" + ",".join(CHECKPOINT_CHOICES) + "}",
+        default=UNSET,
+        help=f"{verb} the run's latest checkpoint (a run still training, or one that was stopped; "
+        "the default when no value is given), or its best model by validation bound "
+        "(default: off, the finished run's model)",
+    )
+
+
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
@@ -124,17 +139,7 @@ def _add_evaluate_options(evaluate: argparse.ArgumentParser) -> None:
         "where stderr is no terminal, a line every 10 minutes)",
     )
     evaluate.add_argument("--threads", type=_threads, default=UNSET, help="CPU threads (default: torch's choice)")
-    evaluate.add_argument(
-        "--checkpoint",
-        nargs="?",
-        const="latest",
-        type=_choice_of(CHECKPOINT_CHOICES, "RUN_DIR"),
-        metavar="{" + ",".join(CHECKPOINT_CHOICES) + "}",
-        default=UNSET,
-        help="evaluate the run's latest checkpoint (a run still training, or one that was stopped; "
-        "the default when no value is given), or its best model by validation bound "
-        "(default: off, the finished run's model)",
-    )
+    _add_checkpoint_option(evaluate, "evaluate")
     _add_data_options(evaluate)
 
 
@@ -259,17 +264,7 @@ def _add_sample_options(sample: argparse.ArgumentParser) -> None:
         help="conditional runs: draw every sample of this class (default: a grid with one row "
         "per class, the same z down each column)",
     )
-    sample.add_argument(
-        "--checkpoint",
-        nargs="?",
-        const="latest",
-        type=_choice_of(CHECKPOINT_CHOICES, "RUN_DIR"),
-        metavar="{" + ",".join(CHECKPOINT_CHOICES) + "}",
-        default=UNSET,
-        help="sample the model of the run's latest checkpoint (a run still training, or one that was "
-        "stopped; the default when no value is given), or its best model by validation bound "
-        "(default: off, the finished run's model)",
-    )
+    _add_checkpoint_option(sample, "sample the model of")
 
 
 def _add_export_options(export: argparse.ArgumentParser) -> None:

@@ -12,8 +12,9 @@ conditional VAE, full VB's model (App. F), and factor analysis, the exact yardst
 * :mod:`.build` — which model a configuration names
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ..lazy import lazy_names
 
 if TYPE_CHECKING:  # what type checkers and the API reference see; at run time __getattr__ imports them
     from .build import build_model, check_buildable
@@ -26,12 +27,7 @@ if TYPE_CHECKING:  # what type checkers and the API reference see; at run time _
 _LAZY = {"ModelConfig": "config", "VAE": "vae", "build_model": "build", "check_buildable": "build"}
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = ["ModelConfig", "VAE", "build_model", "check_buildable"]

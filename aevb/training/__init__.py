@@ -16,8 +16,9 @@ exactly λ / N. Dividing by N leaves Adagrad's and Adam's steps unchanged (both 
 the scale of the gradient, up to their ε).
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ..lazy import lazy_names
 
 if TYPE_CHECKING:  # what type checkers and the API reference see; at run time __getattr__ imports them
     from .algorithm import AEVB, Algorithm
@@ -70,12 +71,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [
