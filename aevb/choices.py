@@ -57,3 +57,7 @@ DEFAULT_CHECKPOINT_EVERY = 2000
 #: train_run) when none is set: the seed of the permutation that holds out valid and test
 #: (:func:`aevb.data.splits.permutation_split`).
 USER_SPLIT_SEED = 0
+
+#: ``optimizer`` of :class:`aevb.training.TrainConfig`: the optimisers of
+#: :data:`aevb.training.optimizers.OPTIMIZERS`.
+OPTIMIZER_NAMES = ("adagrad", "adagrad-warmup", "adam")

@@ -23,6 +23,7 @@ from aevb.runs.config_file import FORMATS
 from aevb.runs.loggers import LOGGERS
 from aevb.runs.spec import SECTIONS
 from aevb.training import TrainConfig
+from aevb.training.optimizers import OPTIMIZERS
 
 #: What a help or version request must not wait for: each takes from a tenth of a second to seconds.
 HEAVY = ("torch", "matplotlib", "numpy", "scipy", "PIL", "yaml", "safetensors")
@@ -114,6 +115,7 @@ def test_the_torch_free_choices_are_the_registries():
     assert tuple(ENGINES) == choices.ENGINE_NAMES and ENGINE_CHOICES == (choices.AUTO_ENGINE, *choices.ENGINE_NAMES)
     assert tuple(FAMILIES) == choices.FAMILY_NAMES
     assert tuple(LOGGERS) == choices.LOGGER_NAMES
+    assert tuple(OPTIMIZERS) == choices.OPTIMIZER_NAMES
     train = _train_parser()
     assert tuple(_option(train, "--engine").choices) == ENGINE_CHOICES
     assert tuple(_option(train, "--posterior").choices) == tuple(FAMILIES) == tuple(_option(train, "--prior").choices)

@@ -2,11 +2,12 @@
 and keep the same state."""
 
 import copy
+import json
 
 import pytest
 import torch
 
-from aevb.training.optimizers import Adagrad, Adam
+from aevb.training.optimizers import Adagrad, Adam, WarmupAdagrad
 
 #: (aevb's class, torch's class, the state tensors besides "step")
 PAIRS = [(Adagrad, torch.optim.Adagrad, ("sum",)), (Adam, torch.optim.Adam, ("exp_avg", "exp_avg_sq"))]
@@ -97,3 +98,46 @@ def test_staged_schedule_keeps_its_proportions_over_any_run_length():
     starts = [(3**i - 1) / 2 / 3280 for i in range(8)]  # stage i starts after 1 + 3 + … + 3^(i−1) passes
     assert [IWAE_SCHEDULE.factor(start) for start in starts] == [10 ** (-i / 7) for i in range(8)]
     assert SCHEDULES["constant"].factor(0.5) == 1.0
+
+
+def test_warmup_adagrad_is_the_authors_update():
+    """anglepy's step_va: Σ g² from the first step, no move for ``warmup`` steps, then
+    p −= lr · g / √(Σ g² + ε); weight decay is part of g and of the sum. Checked in float64 by hand."""
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(5, generator=generator, dtype=torch.float64)
+    gradients = [torch.randn(5, generator=generator, dtype=torch.float64) for _ in range(5)]
+    lr, decay, eps, warmup = 0.1, 0.3, 1e-8, 2
+    parameter = torch.nn.Parameter(start.clone())
+    optimizer = WarmupAdagrad([parameter], lr=lr, weight_decay=decay, eps=eps, warmup=warmup)
+    expected, total = start.clone(), torch.zeros(5, dtype=torch.float64)
+    for step, gradient in enumerate(gradients, start=1):
+        parameter.grad = gradient.clone()
+        optimizer.step()
+        g = gradient + decay * expected
+        total += g * g
+        if step > warmup:
+            expected = expected - lr * g / torch.sqrt(total + eps)
+        assert torch.equal(parameter.detach(), expected) if step <= warmup else torch.allclose(parameter, expected)
+    assert torch.equal(parameter.detach(), parameter.detach())  # (still finite)
+    assert torch.allclose(optimizer.state[parameter]["sum"], total)
+
+
+def test_warmup_adagrad_trains_and_continues_exactly_from_a_checkpoint(tmp_path):
+    """Chosen by name; no move in the first 100 steps, then learning at 0.1; its state (the sums and
+    the step count) survives a checkpoint: a run extended from 20,000 to 30,000 samples ends with
+    the parameters of one run of 30,000."""
+    from safetensors.torch import load_file
+
+    from aevb.cli import main
+
+    settings = ["--latent-dim", "2", "--hidden-units", "20", "--step-size", "0.1", "--optimizer", "adagrad-warmup"]
+    settings += ["--threads", "1", "--no-progress", "--evals-per-decade", "1"]
+    assert main(["train", *settings, "--max-samples", "30000", "--out", str(tmp_path / "whole")]) == 0
+    assert main(["train", *settings, "--max-samples", "20000", "--out", str(tmp_path / "extended")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "extended"), "--max-samples", "30000", "--no-progress"]) == 0
+    config = json.loads((tmp_path / "whole" / "config.json").read_text())
+    assert config["training"]["optimizer"] == "adagrad-warmup"
+    history = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["train_bound"] > history[0]["train_bound"] + 10  # it learns (0.1 does not diverge)
+    whole, extended = (load_file(tmp_path / run / "model.safetensors") for run in ("whole", "extended"))
+    assert whole.keys() == extended.keys() and all(torch.equal(whole[k], extended[k]) for k in whole)

@@ -21,6 +21,7 @@ from ..choices import (
     ENGINE_NAMES,
     FAMILY_NAMES,
     LOGGER_NAMES,
+    OPTIMIZER_NAMES,
     USER_SPLIT_SEED,
 )
 from ..models.config import ModelConfig
@@ -351,9 +352,10 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     algorithm.add_argument(
         "--optimizer",
         dest="training.optimizer",
-        choices=("adagrad", "adam"),
+        choices=OPTIMIZER_NAMES,
         default=UNSET,
-        help=f"optimiser (default: {t('optimizer')})",
+        help="optimiser: adagrad (torch's), adagrad-warmup (the authors' code: squared gradients summed for "
+        f"100 steps before the first update, ε inside the root), adam (default: {t('optimizer')})",
     )
     algorithm.add_argument(
         "--optimizer-eps",

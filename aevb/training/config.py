@@ -33,7 +33,7 @@ class TrainConfig(JsonConfig):
     batch_size: int = 100  # M (§5)
     num_samples: int = 1  # L (§5)
     estimator: str = "B"  # §2.3; B is what the paper uses for the VAE
-    optimizer: str = "adagrad"  # §5; "adam" as an option
+    optimizer: str = "adagrad"  # §5; "adagrad-warmup": the authors' code (100 steps summed first); "adam"
     optimizer_eps: float | None = None  # the optimiser's ε (None: torch's default)
     schedule: str = "constant"  # step size over the run: "constant" (§5) or "iwae" (Burda et al.)
     step_size: float | None = None  # None: choose from step_size_candidates (§5)

@@ -155,6 +155,52 @@ class Adam(_DirectFusedStep, torch.optim.Adam):
         )
 
 
+class WarmupAdagrad(torch.optim.Optimizer):
+    """Adagrad as the authors' AEVB code runs it (anglepy ``wzoptim.step_va``, 2014-04; ``step_vae``
+    later): the squared gradients are summed from the first step, but the parameters move only once
+    ``warmup`` steps have been summed, so the large gradients of the untrained model stay in the
+    accumulator and temper every later step; the update is p −= lr · g / √(Σ g² + ε), ε inside
+    the root. Weight decay (the N(0, I) prior on the parameters, §5) is part of g, and so of the
+    accumulator, as the prior's gradient is in theirs.
+
+    Args:
+        params: the parameters, or parameter groups.
+        lr: the global step size.
+        weight_decay: λ of the gradient λ·p added to each parameter's gradient.
+        eps: ε inside the square root (theirs: 1e-8, on the gradient of a minibatch's sum).
+        warmup: steps whose squared gradients are summed before the first update (theirs: 100).
+    """
+
+    update_rule = None  # (no native kernel restates it: the engines leave the update to step())
+    STATE = ("sum",)  # per-parameter state besides the step count (what a checkpoint must hold)
+
+    def __init__(self, params, lr: float = 1e-2, weight_decay: float = 0.0, eps: float = 1e-8, warmup: int = 100):
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "eps": eps, "warmup": warmup})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                if parameter.grad is None:
+                    continue
+                state = self.state[parameter]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["sum"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
+                gradient = parameter.grad
+                if group["weight_decay"]:
+                    gradient = gradient.add(parameter, alpha=group["weight_decay"])
+                state["step"] += 1
+                state["sum"].addcmul_(gradient, gradient)
+                if state["step"].item() > group["warmup"]:
+                    parameter.addcdiv_(gradient, state["sum"].add(group["eps"]).sqrt_(), value=-group["lr"])
+        return loss
+
+
 def non_finite(
     parameters: list[torch.Tensor], loss: torch.Tensor, flat_gradient: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -187,7 +233,7 @@ def guarded_step(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
 
 #: Optimisers by the names ``--optimizer`` takes; each is called as ``factory(params, lr=, weight_decay=)``,
 #: with ``eps=`` where a run sets the optimiser's ε.
-OPTIMIZERS = {"adagrad": Adagrad, "adam": Adam}
+OPTIMIZERS = {"adagrad": Adagrad, "adagrad-warmup": WarmupAdagrad, "adam": Adam}
 
 
 class ConstantSchedule:
