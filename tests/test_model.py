@@ -1,5 +1,7 @@
 """The VAE of §3 / App. C: structure, initialisation, decoders, checkpoint round trip."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -109,3 +111,32 @@ def test_checkpoint_with_wrong_shapes_is_refused(tmp_path):
     (tmp_path / "model.json").write_text(config)
     with pytest.raises(AevbError, match="does not match"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+def test_the_authors_init_starts_q_at_unit_variance_and_the_decoder_at_its_middle(likelihood, architecture):
+    """init "anglepy" (anglepy's DLVM / VAE_Z_X, 2014): N(0, init_std²) everywhere but the encoder's
+    log σ² head and the decoder's output biases, which are zero: σ²(x) = 1 for every x, and the
+    decoder's output depends on z only through its weights."""
+    config = ModelConfig(
+        data_dim=36,
+        latent_dim=3,
+        hidden_units=8,
+        likelihood=likelihood,
+        init="anglepy",
+        init_std=0.01,
+        image_shape=(6, 6),
+        architecture=architecture,
+        conv_channels=(2,),
+    )
+    torch.manual_seed(0)
+    model = VAE(config)
+    mean, log_variance = model.encoder.moments(torch.rand(5, 36))
+    assert torch.equal(log_variance, torch.zeros(5, 3)) and mean.abs().max() > 0
+    assert torch.equal(model.decoder.net.heads.bias, torch.zeros_like(model.decoder.net.heads.bias))
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    spread = torch.cat([w.flatten() for w in weights if w.abs().sum() > 0]).std().item()
+    assert 0.008 < spread < 0.012  # the rest from N(0, 0.01²)
+    normal = VAE(dataclasses.replace(config, init="normal"))
+    assert normal.encoder.moments(torch.rand(5, 36))[1].abs().max() > 0  # (the plain §5 init does not)

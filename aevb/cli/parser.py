@@ -281,9 +281,10 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--init",
         dest="model.init",
-        choices=("normal", "glorot"),
+        choices=("normal", "anglepy", "glorot"),
         default=UNSET,
-        help="normal: every parameter from N(0, σ²) (§5); glorot: Glorot-uniform weights, zero "
+        help="normal: every parameter from N(0, σ²) (§5); anglepy: the same, but the encoder's log σ² head "
+        "and the decoder's output biases at zero (the authors' code); glorot: Glorot-uniform weights, zero "
         "biases, a Bernoulli decoder's output bias at the logit of the mean training image "
         f"(Burda et al.'s code) (default: {m('init')})",
     )

@@ -20,7 +20,7 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 ARCHITECTURES = ("mlp", "conv")
 DECODER_VARIANCES = ("network", "per-dimension")
 DECODER_POSTERIORS = ("point", "gaussian")
-INITIALISATIONS = ("normal", "glorot")
+INITIALISATIONS = ("normal", "anglepy", "glorot")
 PAPER_INIT_STD = 0.1  # §5's N(0, 0.01), read as a variance (module docstring)
 # log σ² = B·tanh(raw/B) with B = 30 keeps every variance in (1e-13, 1e13), finite in float32 with
 # its inverse, and bends log σ² by under 4% where |log σ²| < 10, where trained VAEs live.
@@ -47,8 +47,9 @@ class ModelConfig(JsonConfig):
     sigmoid_mean: bool = False  # Gaussian decoder mean through a sigmoid (Frey Face, §5)
     # Gaussian decoder: log σ² from the network (App. C.2) or "per-dimension", a learned vector independent of z
     decoder_variance: str = "network"
-    # "normal": every parameter ~ N(0, init_std²) (§5); "glorot": Glorot-uniform weights, zero biases, Bernoulli output
-    # bias at the data's logit (Burda et al.)
+    # "normal": every parameter ~ N(0, init_std²) (§5); "anglepy": as the authors' code, N(0, init_std²) but the
+    # encoder's log σ² head and the decoder's output biases at zero; "glorot": Glorot-uniform weights, zero biases,
+    # Bernoulli output bias at the data's logit (Burda et al.)
     init: str = "normal"
     init_std: float = PAPER_INIT_STD  # §5: parameters ~ N(0, 0.01), 0.01 the variance
     # log σ² of encoder and Gaussian decoder = B·tanh(raw/B), so σ² ∈ (e^-B, e^B); None: unbounded, as in the paper

@@ -179,21 +179,38 @@ class VAE(nn.Module, PretrainedModel):
         return any(parameter.is_meta for parameter in self.parameters())
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Draw every weight and bias from N(0, init_std²) (§5), or with ``init="glorot"`` every
-        weight matrix from U(±√(6 / (fan_in + fan_out))) and everything else zero (Glorot & Bengio,
-        2010; the initialisation of Burda et al.'s code)."""
+        """Draw every weight and bias from N(0, init_std²) (§5). With ``init="anglepy"``, then set
+        the encoder's log σ² head (weights and biases) and the decoder's output biases to zero, as
+        the authors' code does (anglepy ``models/DLVM.py`` and ``VAE_Z_X.py``, 2014): q(z|x) starts
+        with σ² = 1 everywhere and the decoder at the middle of its range. With ``init="glorot"``
+        every weight matrix from U(±√(6 / (fan_in + fan_out))) and everything else zero (Glorot &
+        Bengio, 2010; the initialisation of Burda et al.'s code)."""
         if self.shapes_only:
             return
         with torch.no_grad():
-            if self.config.init == "normal":
+            if self.config.init in ("normal", "anglepy"):
                 for parameter in self.parameters():
                     parameter.normal_(0.0, self.config.init_std, generator=generator)
+                if self.config.init == "anglepy":
+                    self._zero_as_the_authors_code()
                 return
             for parameter in self.parameters():
                 if parameter.ndim >= 2:
                     nn.init.xavier_uniform_(parameter, generator=generator)
                 else:
                     parameter.zero_()
+
+    def _zero_as_the_authors_code(self) -> None:
+        """The encoder's log σ² head (the second block of its heads, where q(z|x) is Gaussian) and
+        every bias of the decoder's heads at zero."""
+        encoder_heads = getattr(self.encoder.net, "heads", None)
+        if isinstance(self.encoder, GaussianEncoder) and encoder_heads is not None:
+            latent = self.config.latent_dim
+            encoder_heads.weight[latent : 2 * latent].zero_()
+            encoder_heads.bias[latent : 2 * latent].zero_()
+        decoder_heads = getattr(self.decoder.net, "heads", None)
+        if decoder_heads is not None and decoder_heads.bias is not None:
+            decoder_heads.bias.zero_()
 
     def initialise_from_data(self, train: torch.Tensor) -> None:
         """With ``init="glorot"`` and a Bernoulli MLP decoder, start its output bias at the logit of
