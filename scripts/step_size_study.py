@@ -1,0 +1,100 @@
+"""Issue 31, item 2: what §5's step-size selection chooses, against fixed step sizes, for the
+optimiser and initialisation of aevb's defaults and of the authors' code.
+
+Trains MNIST Nz = 20 (k/256 grey levels, seed 0, one thread) to ``--budget`` samples in each
+configuration below (a finished run in OUT is kept, so an interrupted study resumes), then writes
+the selection's trials, the chosen step size and the final bounds of every run to
+``benchmarks/results/step_size_study_mnist_z20_<budget>.json``.
+
+    nice -n 10 python scripts/step_size_study.py --data-dir ../shared/data --budget 1e6 --out runs/step-size-study
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AUTHORS = ["--optimizer", "adagrad-warmup", "--init", "anglepy", "--init-std", "0.01"]
+
+#: name → (what it is, the options beside the common ones)
+CONFIGURATIONS = {
+    "adagrad-std0.1": ("aevb's default: torch's Adagrad, N(0, 0.1²)", []),
+    "adagrad-std0.1-fixed0.02": ("aevb's default at a fixed 0.02", ["--step-size", "0.02"]),
+    "adagrad-std0.01": ("torch's Adagrad, N(0, 0.01²)", ["--init-std", "0.01"]),
+    "adagrad-std0.01-sel1000": (
+        "torch's Adagrad, N(0, 0.01²), selection over 1000 steps",
+        ["--init-std", "0.01", "--selection-steps", "1000"],
+    ),
+    "adagrad-std0.01-fixed0.02": (
+        "torch's Adagrad, N(0, 0.01²), fixed 0.02",
+        ["--init-std", "0.01", "--step-size", "0.02"],
+    ),
+    "adagrad-warmup-std0.1": ("the authors' Adagrad (100-step warm-up), N(0, 0.1²)", ["--optimizer", "adagrad-warmup"]),
+    "adagrad-warmup-std0.01": (
+        "the authors' Adagrad, N(0, 0.01²)",
+        ["--optimizer", "adagrad-warmup", "--init-std", "0.01"],
+    ),
+    "anglepy-init-torch-adagrad": (
+        "the authors' init, torch's Adagrad",
+        ["--optimizer", "adagrad", "--init", "anglepy", "--init-std", "0.01"],
+    ),
+    "authors": ("the authors' Adagrad and init", AUTHORS),
+    "authors-sel1000": (
+        "the authors' Adagrad and init, selection over 1000 steps",
+        [*AUTHORS, "--selection-steps", "1000"],
+    ),
+    "authors-fixed0.02": ("the authors' Adagrad and init, fixed 0.02", [*AUTHORS, "--step-size", "0.02"]),
+    "authors-fixed0.1": ("the authors' Adagrad and init, fixed 0.1", [*AUTHORS, "--step-size", "0.1"]),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, help="the directory holding mnist/")
+    parser.add_argument("--budget", default="1e6", help="training samples per run (default 1e6)")
+    parser.add_argument("--out", type=Path, default=Path("runs/step-size-study"), help="the runs' directory")
+    parser.add_argument("--only", nargs="*", choices=tuple(CONFIGURATIONS), help="only these configurations")
+    args = parser.parse_args()
+    common = ["--dataset", "mnist", "--data-dir", args.data_dir, "--latent-dim", "20", "--max-samples", args.budget]
+    common += ["--threads", "1", "--no-progress", "--evals-per-decade", "1", "--seed", "0"]
+    rows = []
+    for name in args.only or CONFIGURATIONS:
+        description, options = CONFIGURATIONS[name]
+        run = args.out / name
+        if not (run / "summary.json").exists():
+            command = [sys.executable, "-m", "aevb", "train", *common, *options, "--out", str(run), "--overwrite"]
+            subprocess.run(command, check=True)
+        summary = json.loads((run / "summary.json").read_text())
+        rows.append(
+            {
+                "name": name,
+                "description": description,
+                "options": options,
+                "trials": summary.get("step_size_trials", []),
+                "step_size": summary["step_size"],
+                "train_bound": summary["train_bound"],
+                "valid_bound": summary["valid_bound"],
+                "samples": summary.get("samples"),
+            }
+        )
+        print(
+            f"{name:28} step {summary['step_size']:<5} train {summary['train_bound']:8.2f} valid {summary['valid_bound']:8.2f}"
+        )
+    out = ROOT / "benchmarks" / "results" / f"step_size_study_mnist_z20_{args.budget}.json"
+    common_text = " ".join(common).replace(args.data_dir, "DATA_DIR")
+    document = {
+        "command": f"python scripts/step_size_study.py --budget {args.budget}",
+        "common": common_text,
+        "runs": rows,
+    }
+    out.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
