@@ -1,10 +1,11 @@
 """Issue 31, item 2: what §5's step-size selection chooses, against fixed step sizes, for the
 optimiser and initialisation of aevb's defaults and of the authors' code.
 
-Trains MNIST Nz = 20 (k/256 grey levels, seed 0, one thread) to ``--budget`` samples in each
+Trains MNIST (or ``--dataset frey``) Nz = 20 (k/256 grey levels, seed 0, one thread) to ``--budget`` samples in each
 configuration below (a finished run in OUT is kept, so an interrupted study resumes), then writes
 the selection's trials, the chosen step size and the final bounds of every run to
-``benchmarks/results/step_size_study_mnist_z20_<budget>.json``.
+``benchmarks/results/step_size_study_<dataset>_z20_<budget>.json``, with each run's test bound
+(``aevb evaluate RUN --samples 1``: one z per image, the whole test set, as Figure 2 draws it).
 
     nice -n 10 python scripts/step_size_study.py --data-dir ../shared/data --budget 1e6 --out runs/step-size-study
 """
@@ -58,8 +59,18 @@ def main() -> int:
     parser.add_argument("--budget", default="1e6", help="training samples per run (default 1e6)")
     parser.add_argument("--out", type=Path, default=Path("runs/step-size-study"), help="the runs' directory")
     parser.add_argument("--only", nargs="*", choices=tuple(CONFIGURATIONS), help="only these configurations")
+    parser.add_argument("--dataset", choices=("mnist", "frey"), default="mnist", help="the data set (default mnist)")
     args = parser.parse_args()
-    common = ["--dataset", "mnist", "--data-dir", args.data_dir, "--latent-dim", "20", "--max-samples", args.budget]
+    common = [
+        "--dataset",
+        args.dataset,
+        "--data-dir",
+        args.data_dir,
+        "--latent-dim",
+        "20",
+        "--max-samples",
+        args.budget,
+    ]
     common += ["--threads", "1", "--no-progress", "--evals-per-decade", "1", "--seed", "0"]
     rows = []
     for name in args.only or CONFIGURATIONS:
@@ -69,6 +80,10 @@ def main() -> int:
             command = [sys.executable, "-m", "aevb", "train", *common, *options, "--out", str(run), "--overwrite"]
             subprocess.run(command, check=True)
         summary = json.loads((run / "summary.json").read_text())
+        # The test bound as Figure 2 draws it (one sample of z per image, the whole test set).
+        evaluate = [sys.executable, "-m", "aevb", "evaluate", str(run), "--samples", "1", "--json", "--no-progress"]
+        evaluate += ["--data-dir", args.data_dir, "--threads", "1"]
+        test = json.loads(subprocess.run(evaluate, check=True, capture_output=True, text=True).stdout)
         rows.append(
             {
                 "name": name,
@@ -78,13 +93,16 @@ def main() -> int:
                 "step_size": summary["step_size"],
                 "train_bound": summary["train_bound"],
                 "valid_bound": summary["valid_bound"],
+                "test_bound": test["test_bound"],
+                "test_bound_stderr": test["test_bound_stderr"],
                 "samples": summary.get("samples"),
             }
         )
         print(
-            f"{name:28} step {summary['step_size']:<5} train {summary['train_bound']:8.2f} valid {summary['valid_bound']:8.2f}"
+            f"{name:28} step {summary['step_size']:<5} train {summary['train_bound']:8.2f} "
+            f"valid {summary['valid_bound']:8.2f} test {test['test_bound']:8.2f}"
         )
-    out = ROOT / "benchmarks" / "results" / f"step_size_study_mnist_z20_{args.budget}.json"
+    out = ROOT / "benchmarks" / "results" / f"step_size_study_{args.dataset}_z20_{args.budget}.json"
     common_text = " ".join(common).replace(args.data_dir, "DATA_DIR")
     document = {
         "command": f"python scripts/step_size_study.py --budget {args.budget}",
