@@ -101,6 +101,7 @@ class StreamedRows:
         self.device = torch.device("cpu" if device is None else device)
         self.pixel_divisor = pixel_divisor
         self.collate = default_collate if collate is None else collate
+        self._scan: tuple[torch.Tensor, bool] | None = None  # (see _scanned)
         try:
             size = len(dataset)
         except TypeError:
@@ -165,14 +166,22 @@ class StreamedRows:
         for start in range(0, self.shape[0], size):
             yield self[start : start + size]
 
+    def _scanned(self) -> tuple[torch.Tensor, bool]:
+        """([min, max], whether every value is 0 or 1): one scan in chunks, kept, since loading,
+        resolving and checking a run each ask (a cut or binarised view scans its own rows)."""
+        if self._scan is None:
+            low, high, binary = torch.tensor(float("inf")), torch.tensor(float("-inf")), True
+            for chunk in self.chunks():
+                low = torch.minimum(low, chunk.min().cpu().double())
+                high = torch.maximum(high, chunk.max().cpu().double())
+                binary = binary and bool(((chunk == 0) | (chunk == 1)).all())
+            self._scan = (torch.stack([low, high]), binary)
+        return self._scan
+
     def value_range(self) -> torch.Tensor:
-        """[min, max] over every value (NaN where one is NaN), one scan in chunks: what a preflight
-        checks of data it cannot hold."""
-        low, high = torch.tensor(float("inf")), torch.tensor(float("-inf"))
-        for chunk in self.chunks():
-            low = torch.minimum(low, chunk.min().cpu().double())
-            high = torch.maximum(high, chunk.max().cpu().double())
-        return torch.stack([low, high])
+        """[min, max] over every value (NaN where one is NaN): what a preflight checks of data it
+        cannot hold."""
+        return self._scanned()[0].clone()
 
     def mean_row(self) -> torch.Tensor:
         """(1, D): the mean example, in float64 over chunks, as ``dtype``."""
@@ -182,8 +191,8 @@ class StreamedRows:
         return (total / self.shape[0]).to(self.dtype).unsqueeze(0)
 
     def is_binary(self) -> bool:
-        """Whether every value is exactly 0 or 1 (one scan in chunks)."""
-        return all(bool(((chunk == 0) | (chunk == 1)).all()) for chunk in self.chunks())
+        """Whether every value is exactly 0 or 1."""
+        return self._scanned()[1]
 
     def to(self, device: torch.device | str) -> "StreamedRows":
         """These rows, read onto ``device``."""
@@ -194,7 +203,7 @@ class StreamedRows:
     def first(self, count: int) -> "StreamedRows":
         """The first ``count`` rows (a training set cut to a limit), still streamed."""
         cut = copy.copy(self)
-        cut.dataset, cut.shape = Subset(self.dataset, range(count)), (count, self.shape[1])
+        cut.dataset, cut.shape, cut._scan = Subset(self.dataset, range(count)), (count, self.shape[1]), None
         return cut
 
     def binarized(self, seed: int) -> "StreamedRows":
@@ -209,7 +218,7 @@ class StreamedRows:
 class _Binarized(StreamedRows):
     def __init__(self, rows: StreamedRows, seed: int):  # (no scan: the rows are checked already)
         self.__dict__.update(rows.__dict__)
-        self.seed = seed
+        self.seed, self._scan = seed, None
 
     def __getitem__(self, rows: slice) -> torch.Tensor:
         probabilities = super().__getitem__(rows)
