@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cli import call
 
 import aevb
-from aevb.cli import main
 from aevb.errors import AevbError
 from aevb.models import VAE, ModelConfig
 from aevb.models.conditional import ConditionalVAE
@@ -28,13 +28,6 @@ TINY += ["--max-samples", "2000", "--no-progress", "--seed", "5"]
 #: The graphs are traced with 2 rows (aevb.models.graphs.TRACE_BATCH); they are run with another number.
 ROWS = 7
 TOLERANCE = 1e-5
-
-
-def call(argv) -> int:
-    try:
-        return main([str(a) for a in argv])
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
 
 
 @pytest.fixture(scope="module")

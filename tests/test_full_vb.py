@@ -12,10 +12,10 @@ import random
 import numpy as np
 import pytest
 import torch
+from test_cli import call
 from torch.distributions import MultivariateNormal, Normal
 
 from aevb import VAE, ModelConfig
-from aevb.cli import main
 from aevb.engines.fused import unsupported_reason
 from aevb.evaluation.full_vb import predictive_log_likelihood
 from aevb.models.build import build_model
@@ -262,13 +262,6 @@ def test_the_fused_engine_reports_full_vb():
         FullVariationalBayes(engine="fused").setup(model, torch.rand(10, 5))
     with pytest.raises(Exception, match="prior_precision"):
         FullVariationalBayes(prior_precision=0.0)
-
-
-def call(argv) -> int:
-    try:
-        return main([str(a) for a in argv])
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
 
 
 def test_the_command_line_trains_evaluates_and_samples_a_full_vb_run(tmp_path, capsys):

@@ -13,9 +13,9 @@ import pytest
 import tomllib
 import torch
 from safetensors.torch import load_file
+from test_cli import call
 
 import aevb
-from aevb.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -33,13 +33,6 @@ TINY = [
 ]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def call(argv) -> int:
-    try:
-        return main([str(a) for a in argv])
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
 
 
 @pytest.fixture(scope="module")
