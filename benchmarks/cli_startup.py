@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine_info import cpu_name  # (beside this script: benchmarks/machine_info.py)
+
 HERE = Path(__file__).resolve().parent
 SCHEMA = "aevb-cli-startup/1"
 TARGET_SECONDS = 0.3  # issue 30, item 5: "goal under 0.3 s on this machine"
@@ -64,17 +66,8 @@ def _summary(values: list[float]) -> dict:
 
 
 def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -19,13 +19,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from machine_info import cpu_name  # (beside this script: benchmarks/machine_info.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -124,7 +125,7 @@ def main() -> None:
         json.dumps(
             {
                 "command": " ".join(["python", "benchmarks/streaming_memory.py", *sys.argv[1:]]),
-                "machine": platform.processor() or platform.machine(),
+                "machine": cpu_name(),
                 "samples": args.samples,
                 "results": results,
                 "ratio_10n_over_n": ratios,
