@@ -41,7 +41,7 @@ TrainingData = torch.Tensor | np.ndarray | StreamedRows | torch.utils.data.Datas
 
 
 class Trainer:
-    """Runs Algorithm 1 (or another :class:`Algorithm`) on a model and a training set in memory.
+    """Runs Algorithm 1 (or another :class:`Algorithm`) on a model and a training set, in memory or streamed.
 
     Args:
         model: the VAE, or any ``nn.Module`` with ``encode(x)`` → q(z|x), ``decode(z)`` → p(x|z) and
