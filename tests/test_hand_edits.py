@@ -30,7 +30,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def stopped_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("hand-edits") / "stopped"
     with pytest.MonkeyPatch.context() as monkeypatch:
-        _interrupted_run(monkeypatch, run, after_checks=150)
+        # (shuffled: the checkpoint then holds a permutation for the edits below to damage)
+        _interrupted_run(monkeypatch, run, "--minibatches", "shuffled", after_checks=150)
     return run
 
 

@@ -26,14 +26,23 @@ def test_paper_architecture_and_shapes():
     assert p.log_prob(x).shape == (3, 7)
 
 
-def test_initialisation_is_n_0_001_with_001_the_variance():
+def test_initialisation_is_n_0_001_with_001_the_standard_deviation_and_the_authors_zeros():
+    """§5's N(0, 0.01) as the authors' code draws it (σ = 0.01), with the encoder's log σ² head and
+    the decoder's output biases at zero (anglepy VAE_Z_X.py): q(z|x) starts with σ² = 1 exactly."""
     torch.manual_seed(0)
     model = VAE(ModelConfig(data_dim=784, latent_dim=20, hidden_units=500))
-    values = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    assert values.mean().abs() < 1e-3
-    assert values.var().item() == pytest.approx(0.01, rel=0.01)
-    other = VAE(ModelConfig(data_dim=784, latent_dim=20, hidden_units=500, init_std=0.01))
-    assert torch.cat([p.detach().reshape(-1) for p in other.parameters()]).std().item() == pytest.approx(0.01, rel=0.01)
+    heads = model.encoder.net.heads
+    zero = [heads.weight[20:], heads.bias[20:], model.decoder.net.heads.bias]
+    assert all(torch.count_nonzero(p) == 0 for p in zero)
+    zero_ids = {id(p) for p in (heads.bias, model.decoder.net.heads.bias)}
+    random = [p.detach().reshape(-1) for p in model.parameters() if p is not heads.weight and id(p) not in zero_ids]
+    values = torch.cat([*random, heads.weight[:20].detach().reshape(-1), heads.bias[:20].detach()])
+    assert values.mean().abs() < 1e-4
+    assert values.std().item() == pytest.approx(0.01, rel=0.01)
+    q = model.encode(torch.rand(5, 784))
+    assert torch.equal(q.variance, torch.ones(5, 20))
+    other = VAE(ModelConfig(data_dim=784, latent_dim=20, hidden_units=500, init="normal", init_std=0.1))
+    assert torch.cat([p.detach().reshape(-1) for p in other.parameters()]).std().item() == pytest.approx(0.1, rel=0.01)
 
 
 def test_glorot_initialisation_and_the_output_bias_at_the_data_means_logit():

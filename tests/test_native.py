@@ -380,7 +380,7 @@ def test_the_adam_kernel_gives_the_same_numbers_on_two_threads():
 
 
 @needs_kernels
-@pytest.mark.parametrize("optimizer_name", ["adagrad", "adam"])
+@pytest.mark.parametrize("optimizer_name", ["adagrad", "adagrad-warmup", "adam"])
 @pytest.mark.parametrize("poison", ["nan-data", "inf-weight", "huge-input"])
 def test_the_optimiser_inside_skips_a_step_with_a_non_finite_gradient(poison, optimizer_name):
     """Nothing moves — parameters, the optimiser's state, its step counts — and the step says so."""
@@ -686,6 +686,7 @@ def test_a_nan_in_mostly_zero_data_reaches_the_output_and_the_guard():
     "optimizer_name, settings",
     [
         ("adagrad", dict(lr=0.05, weight_decay=0.01, lr_decay=0.1)),
+        ("adagrad-warmup", dict(lr=0.05, weight_decay=0.01, warmup=2)),  # (2 of the 5 steps summed only)
         pytest.param("adam", dict(lr=0.01, weight_decay=0.01, betas=(0.3, 0.9)), marks=torchs_adam_rounding_known),
     ],
 )

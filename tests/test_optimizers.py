@@ -101,25 +101,47 @@ def test_staged_schedule_keeps_its_proportions_over_any_run_length():
 
 
 def test_warmup_adagrad_is_the_authors_update():
-    """anglepy's step_va: Σ g² from the first step, no move for ``warmup`` steps, then
-    p −= lr · g / √(Σ g² + ε); weight decay is part of g and of the sum. Checked in float64 by hand."""
+    """anglepy's step_va: Σ g² from the first step, no move for ``warmup`` steps, then Adagrad's
+    p −= lr · g / (√Σg² + ε); weight decay is part of g and of the sum. Checked in float64 by hand,
+    on the fused path and on torch's own step, which must agree."""
     generator = torch.Generator().manual_seed(0)
     start = torch.randn(5, generator=generator, dtype=torch.float64)
     gradients = [torch.randn(5, generator=generator, dtype=torch.float64) for _ in range(5)]
-    lr, decay, eps, warmup = 0.1, 0.3, 1e-8, 2
-    parameter = torch.nn.Parameter(start.clone())
-    optimizer = WarmupAdagrad([parameter], lr=lr, weight_decay=decay, eps=eps, warmup=warmup)
-    expected, total = start.clone(), torch.zeros(5, dtype=torch.float64)
-    for step, gradient in enumerate(gradients, start=1):
-        parameter.grad = gradient.clone()
-        optimizer.step()
-        g = gradient + decay * expected
-        total += g * g
-        if step > warmup:
-            expected = expected - lr * g / torch.sqrt(total + eps)
-        assert torch.equal(parameter.detach(), expected) if step <= warmup else torch.allclose(parameter, expected)
-    assert torch.equal(parameter.detach(), parameter.detach())  # (still finite)
-    assert torch.allclose(optimizer.state[parameter]["sum"], total)
+    lr, decay, eps, warmup = 0.1, 0.3, 1e-10, 2
+    for fused in (True, False):
+        parameter = torch.nn.Parameter(start.clone())
+        optimizer = WarmupAdagrad([parameter], lr=lr, weight_decay=decay, eps=eps, warmup=warmup)
+        optimizer.direct = optimizer.direct and fused
+        expected, total = start.clone(), torch.zeros(5, dtype=torch.float64)
+        for step, gradient in enumerate(gradients, start=1):
+            parameter.grad = gradient.clone()
+            optimizer.step()
+            g = gradient + decay * expected
+            total += g * g
+            if step > warmup:
+                expected = expected - lr * g / (torch.sqrt(total) + eps)
+            if step <= warmup:
+                assert torch.equal(parameter.detach(), start)
+            assert torch.allclose(parameter.detach(), expected, rtol=1e-12, atol=1e-14)
+        assert torch.allclose(optimizer.state[parameter]["sum"], total)
+        assert optimizer.param_groups[0]["lr"] == lr  # (the warm-up's 0 is not left behind)
+
+
+def test_warmup_adagrad_warms_up_again_from_a_state_dict_inside_the_warm_up():
+    """A checkpoint written in the warm-up continues it: the step count decides, not the object."""
+    parameter = torch.nn.Parameter(torch.ones(3))
+    first = WarmupAdagrad([parameter], lr=0.5, warmup=3)
+    for _ in range(2):
+        parameter.grad = torch.ones(3)
+        first.step()
+    second = WarmupAdagrad([parameter], lr=0.5, warmup=3)
+    second.load_state_dict(first.state_dict())
+    parameter.grad = torch.ones(3)
+    second.step()
+    assert torch.equal(parameter.detach(), torch.ones(3))  # the third summed step: still no move
+    parameter.grad = torch.ones(3)
+    second.step()
+    assert (parameter.detach() < 1).all()
 
 
 def test_warmup_adagrad_trains_and_continues_exactly_from_a_checkpoint(tmp_path):

@@ -313,7 +313,9 @@ def test_nll_plan_follows_the_iwae_protocol():
         assert (run.data.dataset, run.data.pixel_divisor, run.data.merge_valid) == ("mnist", 255.0, True)
         assert run.train.binarize == "dynamic" and run.final.k == 5000 and run.final.points is None
     paper, vae, k5 = runs["paper-z20"], runs["iwae-vae"], runs["iwae-k5"]
-    assert paper.train.max_samples == 10**6 and paper.train.optimizer == "adagrad" and paper.train.step_size is None
+    assert (
+        paper.train.max_samples == 10**6 and paper.train.optimizer == "adagrad-warmup" and paper.train.step_size is None
+    )
     assert paper.model == ModelSpec(latent_dim=20) and runs["paper-z50"].model == ModelSpec(latent_dim=50)
     assert vae.train.max_samples == round(0.01 * 3280 * 60000)
     assert (
@@ -323,7 +325,8 @@ def test_nll_plan_follows_the_iwae_protocol():
         vae.train.batch_size,
         vae.train.prior_precision,
         vae.train.estimator,
-    ) == ("adam", 1e-3, "iwae", 20, 0.0, "B")
+        vae.train.minibatches,
+    ) == ("adam", 1e-3, "iwae", 20, 0.0, "B", "shuffled")
     assert vae.model == ModelSpec(latent_dim=50, hidden_units=(200, 200), hidden_layers=2, init="glorot")
     assert (k5.train.estimator, k5.train.num_samples) == ("IWAE", 5)
     assert all(r.train.max_samples == 5000 for r in plan("nll", budget=5000, data_dir=None, device="cpu"))

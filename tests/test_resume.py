@@ -237,7 +237,7 @@ def test_a_damaged_checkpoint_is_refused_with_one_line(tmp_path):
     import sys
 
     run = tmp_path / "run"
-    process = _cli(*ARGS, "--out", str(run))
+    process = _cli(*ARGS, "--minibatches", "shuffled", "--out", str(run))  # (a permutation to cut below)
     latest = run / "checkpoints" / "latest.json"
     import time
 
@@ -319,6 +319,6 @@ def test_a_step_size_selection_that_would_use_the_whole_budget_is_shortened_and_
     data = torch.rand(230, 12)
     config = TrainConfig(batch_size=20, max_samples=160, selection_steps=8, first_eval=100, seed=4)
     _, result = _train(data, config, "aevb")
-    assert [m.samples for m in result.history] == [160]
-    # 7 selection steps (140 samples), one step of the run: its minibatch bound is reported
-    assert result.history[0].steps == 8 and math.isfinite(result.history[0].minibatch_bound)
+    # 7 trial steps per candidate (140 samples): the run then trains from the start to its points
+    assert [m.samples for m in result.history] == [100, 140, 160]
+    assert result.history[-1].steps == 8 and all(math.isfinite(m.minibatch_bound) for m in result.history)

@@ -6,6 +6,7 @@ import torch
 from aevb import VAE, AevbError, ModelConfig, TrainConfig, Trainer, estimator_b
 from aevb.data import load_dataset
 from aevb.training import evaluation_data, evaluation_points
+from aevb.training.algorithms import make_algorithm
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +74,14 @@ def test_same_seed_same_run_and_other_seed_other_run(sample_data):
     assert not torch.equal(run(3), run(4))
 
 
-def test_step_size_selection_keeps_the_best_candidate_and_continues_from_it(sample_data):
-    config = TrainConfig(max_samples=6_000, step_size_candidates=(1e-5, 0.02, 1e5), selection_steps=10, eval_subset=200)
+def test_step_size_selection_keeps_the_best_candidate_and_trains_at_it(sample_data):
+    config = TrainConfig(
+        max_samples=6_000,
+        step_size_candidates=(1e-5, 0.02, 1e5),
+        selection_steps=10,
+        eval_subset=200,
+        optimizer="adagrad",  # (moves from the first step: a 10-step trial would be all warm-up)
+    )
     result = Trainer(tiny_model(hidden=16), sample_data.train[:3000], config).fit()
     assert result.step_size == 0.02
     assert [t.step_size for t in result.step_size_trials] == [1e-5, 0.02, 1e5]
@@ -170,12 +177,14 @@ def test_bad_schedule_and_optimizer_eps_are_user_errors(bad):
 
 
 def test_a_run_that_chose_its_step_size_ends_where_a_run_given_the_winner_ends(sample_data):
-    """§5's selection costs the losers' iterations only: the winner's iterations are the run's first
-    ones, so the parameters equal those of a run given the winner, bit for bit."""
+    """§5's selection costs the candidates' trials only: the run then starts again from where the
+    trials started, so it is the run given the winner, bit for bit."""
 
     def run(**settings):
         model = tiny_model(hidden=16)
-        config = TrainConfig(max_samples=4_000, seed=5, eval_subset=200, selection_steps=10, **settings)
+        config = TrainConfig(
+            max_samples=4_000, seed=5, eval_subset=200, selection_steps=10, optimizer="adagrad", **settings
+        )
         result = Trainer(model, sample_data.train[:2000], config, threads=1).fit()
         return result, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
@@ -188,11 +197,13 @@ def test_a_run_that_chose_its_step_size_ends_where_a_run_given_the_winner_ends(s
 
 def test_step_size_selection_restarts_every_candidate_from_the_same_state():
     """Every candidate starts from the same weights, random stream and minibatches; the highest
-    mean bound over the second half of the iterations wins, with its own end state."""
+    mean bound over the scored last iterations wins; the model and the random stream are put back
+    where the trials started (the run starts again there)."""
     from aevb.training import DataOrder, select_step_size
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1, bias=False)
+    start_weight, start_rng = model.weight.detach().clone(), torch.get_rng_state()
     firsts = {}
 
     def step(optimizer, batch):  # loss ‖w‖²: SGD at 0.5 reaches 0 at once, 0.1 shrinks, 2.0 diverges
@@ -218,5 +229,80 @@ def test_step_size_selection_restarts_every_candidate_from_the_same_state():
     assert [t.step_size for t in choice.trials] == [0.1, 0.5, 2.0]
     assert choice.step_size == 0.5 and choice.trials[1].mean_bound == 0.0
     assert choice.trials[2].mean_bound < choice.trials[0].mean_bound < 0
-    assert choice.samples == 40 and choice.order.position == 40
-    assert torch.equal(choice.model["weight"], torch.zeros(1, 3))
+    assert torch.equal(model.weight.detach(), start_weight) and torch.equal(torch.get_rng_state(), start_rng)
+
+
+def test_step_size_selection_scores_the_last_iterations_and_stops_a_diverged_candidate():
+    """The score is the mean bound of the last ``scored_steps`` iterations, not of the whole trial;
+    a candidate that falls below the untrained model by as much again stops at its next check."""
+    from aevb.training import DataOrder, select_step_size
+    from aevb.training.step_size import DIVERGENCE_CHECK_STEPS
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    calls = {}
+
+    def step(optimizer, batch):
+        lr = optimizer.param_groups[0]["lr"]
+        calls[lr] = calls.get(lr, 0) + 1
+        t = calls[lr]
+        if lr == 1.0:  # behind at first, ahead at the end
+            bound = -10.0 if t <= 3 * DIVERGENCE_CHECK_STEPS // 2 else -1.0
+        elif lr == 2.0:  # ahead at first, behind at the end
+            bound = -2.0 if t <= 3 * DIVERGENCE_CHECK_STEPS // 2 else -3.0
+        else:  # diverges
+            bound = -1e9
+        return torch.tensor(bound * len(batch))
+
+    steps = 2 * DIVERGENCE_CHECK_STEPS
+    choice = select_step_size(
+        model,
+        (1.0, 2.0, 3.0),
+        steps,
+        lambda lr: torch.optim.SGD(model.parameters(), lr=lr),
+        lambda: DataOrder(50, 10, torch.device("cpu")),
+        step,
+        scored_steps=10,
+        untrained_bound=-20.0,
+    )
+    assert choice.step_size == 1.0  # (its second half's mean would lose: -5.5 against -2.5)
+    assert [t.mean_bound for t in choice.trials] == [-1.0, -3.0, float("-inf")]
+    assert calls == {1.0: steps, 2.0: steps, 3.0: DIVERGENCE_CHECK_STEPS}
+
+
+def test_the_selection_trial_is_twenty_passes_at_least_200_minibatches_and_at_most_half_the_run():
+    """§5's "first few iterations" as passes through the training set (aevb.training.step_size)."""
+    from aevb.training.step_size import fit_to_budget, selection_fits_any_budget, trial_steps
+
+    mnist = TrainConfig(max_samples=10**7)
+    assert trial_steps(mnist, 50_000) == 20 * 500  # 10⁶ samples
+    assert trial_steps(TrainConfig(max_samples=10**7), 1565) == 313  # Frey Face: 20 passes of 15.65 minibatches
+    assert trial_steps(TrainConfig(max_samples=10**7), 500) == 200  # the floor: the warm-up's 100 and 100 more
+    assert trial_steps(TrainConfig(max_samples=10**6), 50_000) == 5000  # half of a 10⁶-sample run
+    assert trial_steps(TrainConfig(max_samples=10**7, selection_steps=7), 50_000) == 7  # given
+    fitted = fit_to_budget(mnist, 50_000, make_algorithm("aevb", mnist))
+    assert fitted.selection_steps == 10_000 and fit_to_budget(fitted, 50_000, make_algorithm("aevb", mnist)) == fitted
+    assert selection_fits_any_budget(fitted, 50_000)  # extended, the run would choose the same way
+    short = fit_to_budget(TrainConfig(max_samples=10**6), 50_000, make_algorithm("aevb", mnist))
+    assert not selection_fits_any_budget(short, 50_000)  # cut to half the run: a longer run chooses longer
+
+
+def test_a_run_written_before_minibatches_existed_is_read_as_shuffled():
+    """config.json files of earlier aevb lack `minibatches`; their runs walked epochs of a permutation,
+    and resume, evaluate and compare read them so. A partial configuration of the user's gets the default."""
+    values = TrainConfig(max_samples=1000).to_dict()
+    del values["minibatches"]
+    assert TrainConfig.from_run(values).minibatches == "shuffled"
+    assert TrainConfig.from_dict(values).minibatches == "with-replacement"
+    assert TrainConfig.from_run({**values, "minibatches": "with-replacement"}).minibatches == "with-replacement"
+
+
+def test_minibatches_drawn_with_replacement_are_whole_and_uniform():
+    from aevb.training import DataOrder
+
+    torch.manual_seed(0)
+    order = DataOrder(7, 5, torch.device("cpu"), replacement=True)
+    batches = [order.next() for _ in range(4000)]
+    assert all(b.shape == (5,) and b.dtype == torch.int64 for b in batches)
+    counts = torch.bincount(torch.cat(batches), minlength=7).double()
+    assert counts.sum() == 20_000 and (counts / counts.sum() - 1 / 7).abs().max() < 0.01  # 6σ ≈ 0.015
+    assert any(len(set(b.tolist())) < 5 for b in batches)  # (a row can come twice into one minibatch)

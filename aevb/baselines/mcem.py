@@ -183,10 +183,12 @@ class MonteCarloEM(Algorithm):
             state, acceptance = hmc_step(log_density, state, self.leapfrog_steps)
             log_step = step_size.log() + self.adaptation_rate * (acceptance - self.target_acceptance)
             state.step_size = log_step.exp().clamp(self.min_step_size, self.max_step_size)
+        # A row drawn twice into one minibatch (minibatches drawn with replacement) advanced two copies
+        # of its chain from one state: one of them is kept, and both visits are counted.
         self.z[indices] = state.z
         self.step_sizes[indices] = state.step_size
         self.acceptance[indices] = acceptance
-        self.visits[indices] += 1
+        self.visits.index_add_(0, indices, torch.ones_like(indices))
         return state.z
 
     def m_step(self, model, optimizer: torch.optim.Optimizer, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from ..choices import (
     ENGINE_NAMES,
     FAMILY_NAMES,
     LOGGER_NAMES,
+    MINIBATCH_ORDERS,
     OPTIMIZER_NAMES,
     USER_SPLIT_SEED,
 )
@@ -182,6 +183,14 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         default=UNSET,
         help=f"dynamic: a fresh Bernoulli draw of each image every time it is used (default: {t('binarize')})",
     )
+    data.add_argument(
+        "--minibatches",
+        dest="training.minibatches",
+        choices=MINIBATCH_ORDERS,
+        default=UNSET,
+        help="Algorithm 1's random minibatches: with-replacement (M rows drawn independently every step, as the "
+        f"authors' code draws them) or shuffled (passes through a fresh permutation) (default: {t('minibatches')})",
+    )
 
     model = train.add_argument_group("model (paper §3, App. C)")
     model.add_argument(
@@ -293,8 +302,8 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         dest="model.init_std",
         type=_positive_float,
         default=UNSET,
-        help=f"σ of the normal initialisation (default: {m('init_std')}, reading §5's N(0, 0.01) as a "
-        "variance; see docs/results.md)",
+        help=f"σ of the normal initialisation (default: {m('init_std')}: §5's N(0, 0.01) as the authors' code "
+        "reads it, a standard deviation; see docs/results.md)",
     )
     model.add_argument(
         "--log-variance-bound",
@@ -355,8 +364,8 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         dest="training.optimizer",
         choices=OPTIMIZER_NAMES,
         default=UNSET,
-        help="optimiser: adagrad (torch's), adagrad-warmup (the authors' code: squared gradients summed for "
-        f"100 steps before the first update, ε inside the root), adam (default: {t('optimizer')})",
+        help="optimiser: adagrad-warmup (§5's Adagrad as the authors' code runs it: squared gradients summed "
+        f"for 100 steps before the first update), adagrad (torch's, no warm-up), adam (default: {t('optimizer')})",
     )
     algorithm.add_argument(
         "--optimizer-eps",
@@ -384,11 +393,19 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         "bound of the first iterations, as in §5)",
     )
     algorithm.add_argument(
+        "--selection-epochs",
+        dest="training.selection_epochs",
+        type=_positive_float,
+        default=UNSET,
+        help="passes through the training set per candidate when choosing the step size: §5's \"first few "
+        f'iterations" (default: {t("selection_epochs"):g}; at least 200 minibatches, at most half the run)',
+    )
+    algorithm.add_argument(
         "--selection-steps",
         dest="training.selection_steps",
         type=_count,
         default=UNSET,
-        help=f"iterations per candidate when choosing the step size (default: {t('selection_steps')})",
+        help="iterations per candidate instead of --selection-epochs (default: none, --selection-epochs decides)",
     )
     algorithm.add_argument(
         "--prior-precision",

@@ -36,11 +36,18 @@ _GUARD_LIMIT = 1e37
 
 #: The updates the native step applies itself, by the optimiser's ``update_rule``
 #: (:mod:`aevb.training.optimizers`): the :class:`aevb.native.bindings.Kernels` method, called as
-#: ``kernel(parameter, gradient, *state, step, *hyper(group))`` with the state tensors in the
-#: order of the optimiser's ``kernel_lists``, and the group's settings it takes.
+#: ``kernel(parameter, gradient, *state, step, *hyper(optimizer, group))`` with the state tensors in
+#: the order of the optimiser's ``kernel_lists``, and the settings it takes (the step size is the
+#: optimiser's ``step_lr``: 0 in a warm-up).
 NATIVE_UPDATES = {
-    "adagrad": ("adagrad", lambda group: (group["lr"], group["lr_decay"], group["weight_decay"], group["eps"])),
-    "adam": ("adam", lambda group: (group["lr"], *group["betas"], group["weight_decay"], group["eps"])),
+    "adagrad": (
+        "adagrad",
+        lambda optimizer, group: (optimizer.step_lr(group), group["lr_decay"], group["weight_decay"], group["eps"]),
+    ),
+    "adam": (
+        "adam",
+        lambda optimizer, group: (optimizer.step_lr(group), *group["betas"], group["weight_decay"], group["eps"]),
+    ),
 }
 
 
@@ -314,7 +321,7 @@ class NativeStep(FusedStep):
         if optimizer is not None:
             state = self._optimizer_state  # set by applies_optimizer for these lists
             update, settings = self._update
-            hyper = settings(optimizer.param_groups[0])
+            hyper = settings(optimizer, optimizer.param_groups[0])
         for layer, grad_pre, _ in pending:
             layer.weight_gradient(grad_pre, kernels)
             if optimizer is not None:

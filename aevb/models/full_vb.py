@@ -89,6 +89,8 @@ class FullVBVAE(VAE):
         with torch.no_grad():
             for parameter in chain(self.encoder.parameters(), self.decoder.parameters()):
                 parameter.normal_(0.0, self.config.init_std, generator=generator)
+            if self.config.init == "anglepy":
+                self._zero_as_the_authors_code()
         if "decoder_log_scale" in self._modules:  # (VAE.__init__ calls this before it exists)
             self._reset_log_scale()
 

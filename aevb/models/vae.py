@@ -7,10 +7,10 @@
 * Prior p(z) = N(0, I), no parameters.
 
 The defaults are the paper's: one tanh hidden layer in each network, equal hidden sizes
-(500 for MNIST, 200 for Frey Face, §5), all parameters initialised from N(0, 0.1²): §5 says
-"N(0, 0.01)", which in the paper's own notation (N(0, I)) names a variance. Read as a standard
-deviation (0.01, as the authors' 2013 anglepy code has it) the early bounds of Figure 2 come out
-up to 30 nats lower and wake-sleep stalls on Frey Face; docs/results.md has the comparison.
+(500 for MNIST, 200 for Frey Face, §5), parameters initialised from §5's N(0, 0.01) with 0.01 the
+standard deviation, and — where the paper is silent — the encoder's log σ² head and the decoder's
+output biases at zero, as the authors' code has both (anglepy ``models/VAE_Z_X.py``, 2014;
+docs/results.md lists every setting the paper leaves open and where aevb's comes from).
 """
 
 from __future__ import annotations

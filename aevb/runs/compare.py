@@ -80,7 +80,7 @@ def _planned_samples(run_dir: Path, config: dict) -> int | None:
     size = data.get("train_size") if isinstance(data, dict) else None
     if not isinstance(training, dict) or not isinstance(size, int) or size < 1:
         return None
-    return TrainConfig.from_dict(training, f"{run_dir / CONFIG_FILE}: training").total_samples(size)
+    return TrainConfig.from_run(training, f"{run_dir / CONFIG_FILE}: training").total_samples(size)
 
 
 def compare_runs(

@@ -329,7 +329,7 @@ def _evaluation_data(
         )
     if not isinstance(config.get("training"), dict):
         raise AevbError(f"{where} lacks the training configuration")
-    train_config = TrainConfig.from_dict(config["training"], f"{where}: training")
+    train_config = TrainConfig.from_run(config["training"], f"{where}: training")
     data = given_data(data_config, given, run_dir, where)
     if data is None:
         data = load_data(dataclasses.replace(data_config_of_run(data_config, data_dir, where), download=download))

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import AevbError
 from ..training import TrainConfig, TrainingState
 from ..training.optimizers import SCHEDULES
+from ..training.step_size import selection_fits_any_budget
 
 
 def extended_config(
@@ -45,15 +46,17 @@ def extended_config(
             f"`schedule` {config.schedule!r} is stretched over the run's budget: {out} extended would not be "
             "the run at the larger budget; start a new run"
         )
-    per_step = min(config.batch_size, dataset_size)
-    if config.step_size is None and config.selection_steps >= (total - 1) // per_step:
+    if not selection_fits_any_budget(config, dataset_size):
         raise AevbError(
             f"{out} chose its step size in `selection_steps` {config.selection_steps}, shortened to fit its "
             f"budget of {total:,} samples: extended, it would not be the run at the larger budget; start a new run"
         )
-    # Minibatches of `batch_size` rows run through each epoch's permutation, the last one of an epoch
-    # shorter: the budget fell between two of them when the rows into its epoch are no whole number.
-    if state is not None and state.samples == total and (total % dataset_size) % config.batch_size:
+    # Shuffled minibatches of `batch_size` rows run through each epoch's permutation, the last one of
+    # an epoch shorter; drawn with replacement, every one is whole (min(batch_size, rows)). The budget
+    # fell between two of them when the rows into its epoch (or all its rows) are no whole number.
+    per_step = min(config.batch_size, dataset_size)
+    into = total if config.minibatches == "with-replacement" else total % dataset_size
+    if state is not None and state.samples == total and into % per_step:
         raise AevbError(
             f"{out} ended on a minibatch cut short to stop at {total:,} samples (no whole number of "
             f"`batch_size` {config.batch_size} minibatches): extended, it would not be the run at the larger "

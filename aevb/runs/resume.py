@@ -189,5 +189,5 @@ def run_configs(config: dict, where: str) -> tuple[ModelConfig, TrainConfig]:
             raise AevbError(f"{where}: {section} must be a JSON object, got {config.get(section)!r}")
     return (
         ModelConfig.from_dict(config["model"], f"{where}: model"),
-        TrainConfig.from_dict(config["training"], f"{where}: training"),
+        TrainConfig.from_run(config["training"], f"{where}: training"),
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..choices import AUTO_ENGINE
+from ..choices import AUTO_ENGINE, MINIBATCH_ORDERS
 from ..config import JsonConfig
 from ..errors import AevbError
 
@@ -14,6 +14,9 @@ BINARIZATIONS = ("none", "dynamic")
 
 
 PAPER_STEP_SIZES = (0.01, 0.02, 0.1)  # §5
+#: §5's "first few iterations" that choose the step size, read as passes through the training set
+#: (aevb.training.step_size says why, and docs/results.md measures it).
+SELECTION_EPOCHS = 20.0
 
 
 #: Training samples of a run that names no stopping point: minutes on a laptop (the paper trains
@@ -26,6 +29,11 @@ DEFAULT_MAX_SAMPLES = 1_000_000
 SEED_LIMIT = 2**63
 
 
+#: What a run written before a setting existed did, for config.json files without its key: the
+#: minibatch order was epochs of a permutation before ``minibatches`` (session 17).
+WRITTEN_BEFORE = {"minibatches": "shuffled"}
+
+
 @dataclass
 class TrainConfig(JsonConfig):
     """Settings of Algorithm 1; the defaults are the paper's (§5)."""
@@ -33,16 +41,21 @@ class TrainConfig(JsonConfig):
     batch_size: int = 100  # M (§5)
     num_samples: int = 1  # L (§5)
     estimator: str = "B"  # §2.3; B is what the paper uses for the VAE
-    optimizer: str = "adagrad"  # §5; "adagrad-warmup": the authors' code (100 steps summed first); "adam"
+    # §5's Adagrad as the authors' code runs it (100 steps summed before the first move); "adagrad": torch's; "adam"
+    optimizer: str = "adagrad-warmup"
     optimizer_eps: float | None = None  # the optimiser's ε (None: torch's default)
     schedule: str = "constant"  # step size over the run: "constant" (§5) or "iwae" (Burda et al.)
     step_size: float | None = None  # None: choose from step_size_candidates (§5)
     step_size_candidates: tuple[float, ...] = PAPER_STEP_SIZES
-    selection_steps: int = 200  # "first iterations" used to choose the step size
+    selection_epochs: float = SELECTION_EPOCHS  # §5's "first few iterations": passes through the training set
+    selection_steps: int | None = None  # iterations per candidate instead (None: from selection_epochs)
     prior_precision: float = 1.0  # λ of the N(0, I/λ) prior on θ, φ (MAP, §5); 0 = none
     max_samples: int | None = None  # stop after this many training samples ...
     epochs: float | None = None  # ... or epochs, whichever comes first (neither: DEFAULT_MAX_SAMPLES)
     binarize: str = "none"  # "dynamic": fresh Bernoulli draw of x at every use
+    # Algorithm 1's "random minibatch": M rows drawn with replacement every step, as the authors' code draws them
+    # (anglepy wzoptim.step_va); "shuffled": passes through a fresh permutation
+    minibatches: str = "with-replacement"
     seed: int = 0
     # a fresh run starts from §5's initialisation (the model's reset_parameters); False: from the model's weights as
     # given
@@ -67,7 +80,6 @@ class TrainConfig(JsonConfig):
         positive = {
             "batch_size": self.batch_size,
             "num_samples": self.num_samples,
-            "selection_steps": self.selection_steps,
             "evals_per_decade": self.evals_per_decade,
             "first_eval": self.first_eval,
         }
@@ -75,6 +87,8 @@ class TrainConfig(JsonConfig):
             positive["eval_batch_size"] = self.eval_batch_size
         if self.early_stopping is not None:
             positive["early_stopping"] = self.early_stopping
+        if self.selection_steps is not None:
+            positive["selection_steps"] = self.selection_steps
         for name, value in positive.items():
             if int(value) < 1:
                 raise AevbError(f"`{name}` must be a positive integer, got {value}")
@@ -84,6 +98,8 @@ class TrainConfig(JsonConfig):
             raise AevbError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.optimizer_eps is not None and not (math.isfinite(self.optimizer_eps) and self.optimizer_eps > 0):
             raise AevbError(f"`optimizer_eps` must be a positive number, got {self.optimizer_eps}")
+        if self.minibatches not in MINIBATCH_ORDERS:
+            raise AevbError(f"unknown minibatches {self.minibatches!r}; choose one of {', '.join(MINIBATCH_ORDERS)}")
         if self.binarize not in BINARIZATIONS:
             raise AevbError(f"unknown binarization {self.binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
         get_estimator(self.estimator)
@@ -97,6 +113,8 @@ class TrainConfig(JsonConfig):
             raise AevbError("`step_size_candidates` must be positive numbers")
         if not (math.isfinite(self.prior_precision) and self.prior_precision >= 0):
             raise AevbError(f"`prior_precision` must be >= 0, got {self.prior_precision}")
+        if not (math.isfinite(self.selection_epochs) and self.selection_epochs > 0):
+            raise AevbError(f"`selection_epochs` must be a positive number, got {self.selection_epochs}")
         if self.max_samples is not None and self.max_samples < 1:
             raise AevbError(f"`max_samples` must be a positive integer, got {self.max_samples}")
         if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
@@ -107,6 +125,12 @@ class TrainConfig(JsonConfig):
             raise AevbError(f"`seed` must be a whole number in 0 ... 2**63 - 1, got {self.seed}")
         if self.eval_subset is not None and self.eval_subset < 1:
             raise AevbError(f"`eval_subset` must be a positive integer, got {self.eval_subset}")
+
+    @classmethod
+    def from_run(cls, values: dict, where: str | None = None) -> TrainConfig:
+        """The settings a run directory's config.json records, keys it lacks read as what a run
+        written before they existed did (:data:`WRITTEN_BEFORE`)."""
+        return cls.from_dict({**WRITTEN_BEFORE, **values} if isinstance(values, dict) else values, where)
 
     def total_samples(self, dataset_size: int) -> int:
         """Training samples to process: the tighter of max_samples and epochs × N."""
@@ -138,7 +162,7 @@ class Metrics(JsonConfig):
 @dataclass
 class StepSizeTrial:
     step_size: float
-    mean_bound: float  # mean minibatch bound over the second half of the trial
+    mean_bound: float  # mean minibatch bound over the trial's last pass (−inf: it diverged)
 
 
 @dataclass

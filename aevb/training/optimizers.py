@@ -41,22 +41,38 @@ class _DirectFusedStep:
         """Whether the kernel call of :meth:`_kernel` covers every setting of ``group``."""
         return True
 
+    def step_lr(self, group: dict) -> float:
+        """The step size this step applies to ``group``: its ``lr`` (a warm-up says 0)."""
+        return group["lr"]
+
     @torch.no_grad()
     def step(self, closure=None):
+        lrs = [self.step_lr(group) for group in self.param_groups]  # (before this step is counted)
         if closure is not None or not self.direct:
-            return super().step(closure)
+            return self._library_step(closure, lrs)
         found_inf = getattr(self, "found_inf", None)  # set by guarded_step (and by AMP's GradScaler)
         every_lists = [self.kernel_lists(index, group) for index, group in enumerate(self.param_groups)]
         if any(lists is None for lists in every_lists):
-            return super().step(closure)
-        for group, lists in zip(self.param_groups, every_lists):
+            return self._library_step(closure, lrs)
+        for group, lists, lr in zip(self.param_groups, every_lists, lrs):
             if not lists[0]:
                 continue
             params, grads, *states, steps = lists
             # A skipped step does not count, as in torch.optim: add 1 − found_inf.
             torch._foreach_add_(steps, 1 if found_inf is None else 1 - found_inf)
-            self._kernel(params, grads, states, steps, group, found_inf)
+            self._kernel(params, grads, states, steps, group, lr, found_inf)
         return None
+
+    def _library_step(self, closure, lrs: list[float]):
+        """The ``torch.optim`` class's own step, at :meth:`step_lr`'s step sizes."""
+        given = [group["lr"] for group in self.param_groups]
+        for group, lr in zip(self.param_groups, lrs):
+            group["lr"] = lr
+        try:
+            return super().step(closure)
+        finally:
+            for group, lr in zip(self.param_groups, given):
+                group["lr"] = lr
 
     def kernel_lists(self, index: int, group: dict):
         """(params, grads, *state lists, steps) of a group for the fused kernel, or None where it
@@ -104,13 +120,13 @@ class Adagrad(_DirectFusedStep, torch.optim.Adagrad):
     KERNEL = "_fused_adagrad_"
     DEFAULT_LR = 1e-2
 
-    def _kernel(self, params, grads, states, steps, group, found_inf) -> None:
+    def _kernel(self, params, grads, states, steps, group, lr, found_inf) -> None:
         torch._fused_adagrad_(
             params,
             grads,
             *states,
             steps,
-            lr=group["lr"],
+            lr=lr,
             lr_decay=group["lr_decay"],
             weight_decay=group["weight_decay"],
             eps=group["eps"],
@@ -136,7 +152,7 @@ class Adam(_DirectFusedStep, torch.optim.Adam):
             or any(isinstance(beta, torch.Tensor) for beta in group["betas"])
         )
 
-    def _kernel(self, params, grads, states, steps, group, found_inf) -> None:
+    def _kernel(self, params, grads, states, steps, group, lr, found_inf) -> None:
         beta1, beta2 = group["betas"]
         torch._fused_adam_(
             params,
@@ -145,7 +161,7 @@ class Adam(_DirectFusedStep, torch.optim.Adam):
             [],
             steps,
             amsgrad=False,
-            lr=group["lr"],
+            lr=lr,
             beta1=beta1,
             beta2=beta2,
             weight_decay=group["weight_decay"],
@@ -155,50 +171,50 @@ class Adam(_DirectFusedStep, torch.optim.Adam):
         )
 
 
-class WarmupAdagrad(torch.optim.Optimizer):
+class WarmupAdagrad(Adagrad):
     """Adagrad as the authors' AEVB code runs it (anglepy ``wzoptim.step_va``, 2014-04; ``step_vae``
     later): the squared gradients are summed from the first step, but the parameters move only once
     ``warmup`` steps have been summed, so the large gradients of the untrained model stay in the
-    accumulator and temper every later step; the update is p −= lr · g / √(Σ g² + ε), ε inside
-    the root. Weight decay (the N(0, I) prior on the parameters, §5) is part of g, and so of the
-    accumulator, as the prior's gradient is in theirs.
+    accumulator and temper every later step. Weight decay (the N(0, I) prior on the parameters,
+    §5) is part of the gradient, and so of the sum, as the prior's gradient is in theirs.
+
+    The warm-up steps are :class:`Adagrad` steps at step size 0 (they add g² to the sum and leave
+    the parameters as they are); every later step is :class:`Adagrad`'s, fused kernels and the
+    native engine's update included. The one arithmetic difference from their code is where ε
+    sits: p −= lr · g / (√Σg² + ε) here (torch's ε = 1e-10 on the minibatch mean's gradient),
+    lr · g / √(Σg² + 1e-8) in theirs (on the minibatch sum's gradient): the two differ only for a
+    parameter whose summed squared gradient is below about 1e-8, one that barely moves in either.
 
     Args:
         params: the parameters, or parameter groups.
         lr: the global step size.
         weight_decay: λ of the gradient λ·p added to each parameter's gradient.
-        eps: ε inside the square root (theirs: 1e-8, on the gradient of a minibatch's sum).
         warmup: steps whose squared gradients are summed before the first update (theirs: 100).
+        **kwargs: the rest of ``torch.optim.Adagrad``'s (``eps``, ...).
     """
 
-    update_rule = None  # (no native kernel restates it: the engines leave the update to step())
-    STATE = ("sum",)  # per-parameter state besides the step count (what a checkpoint must hold)
-
-    def __init__(self, params, lr: float = 1e-2, weight_decay: float = 0.0, eps: float = 1e-8, warmup: int = 100):
-        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "eps": eps, "warmup": warmup})
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def __init__(self, params, lr: float = 1e-2, weight_decay: float = 0.0, warmup: int = 100, **kwargs):
+        super().__init__(params, lr=lr, weight_decay=weight_decay, **kwargs)
+        self.defaults["warmup"] = warmup
         for group in self.param_groups:
-            for parameter in group["params"]:
-                if parameter.grad is None:
-                    continue
-                state = self.state[parameter]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32)
-                    state["sum"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
-                gradient = parameter.grad
-                if group["weight_decay"]:
-                    gradient = gradient.add(parameter, alpha=group["weight_decay"])
-                state["step"] += 1
-                state["sum"].addcmul_(gradient, gradient)
-                if state["step"].item() > group["warmup"]:
-                    parameter.addcdiv_(gradient, state["sum"].add(group["eps"]).sqrt_(), value=-group["lr"])
-        return loss
+            group.setdefault("warmup", warmup)
+        self._warm = False  # whether every group is past its warm-up (then no step count is read)
+
+    def step_lr(self, group: dict) -> float:
+        if self._warm:
+            return group["lr"]
+        taken = max((int(self.state[p]["step"]) for p in group["params"] if p in self.state), default=0)
+        if taken < group["warmup"]:  # (read on the host: a synchronisation per step, warm-up steps only)
+            return 0.0
+        self._warm = all(
+            max((int(self.state[p]["step"]) for p in g["params"] if p in self.state), default=0) >= g["warmup"]
+            for g in self.param_groups
+        )
+        return group["lr"]
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self._warm = False  # (the loaded step counts decide it again)
 
 
 def non_finite(

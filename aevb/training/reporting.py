@@ -91,7 +91,7 @@ def untrainable_cause(model, data, data_name: str | None = None) -> str:
             f"the training data{named} reach {largest:.3g} in magnitude: rescale them (to [0, 1] or unit variance)"
         )
     config = getattr(model, "config", None)
-    if getattr(config, "init", None) == "normal" and getattr(config, "init_std", 0.0) > LARGE_INIT_STD:
+    if getattr(config, "init", None) in ("normal", "anglepy") and getattr(config, "init_std", 0.0) > LARGE_INIT_STD:
         causes.append(
             f"`init_std` {config.init_std:g} makes the untrained model's outputs overflow: use a smaller "
             "`init_std` (or `init` glorot)"

@@ -12,16 +12,22 @@ from .config import Metrics, StepSizeTrial
 
 
 class DataOrder:
-    """Endless random minibatches of training-row indices, an epoch being one pass through a fresh
-    permutation (the same on every process: identically seeded generators). Its whole state is the
-    permutation and a position, so a checkpoint can hold it and a resumed run continue mid-epoch."""
+    """Endless random minibatches of training-row indices (the same on every process: identically
+    seeded generators). With ``replacement``, each minibatch is ``batch_size`` rows drawn
+    independently, with replacement (the authors' code); else an epoch is one pass through a fresh
+    permutation, its last minibatch shorter where ``batch_size`` does not divide the rows. Its whole
+    state is the permutation and a position (none with replacement: the random stream is), so a
+    checkpoint can hold it and a resumed run continue mid-epoch."""
 
-    def __init__(self, dataset_size: int, batch_size: int, device: torch.device):
+    def __init__(self, dataset_size: int, batch_size: int, device: torch.device, replacement: bool = False):
         self.dataset_size, self.batch_size, self.device = dataset_size, batch_size, device
+        self.replacement = replacement
         self.order: torch.Tensor | None = None
         self.position = dataset_size
 
     def next(self) -> torch.Tensor:
+        if self.replacement:
+            return torch.randint(self.dataset_size, (min(self.batch_size, self.dataset_size),), device=self.device)
         if self.order is None or self.position >= self.dataset_size:
             self.order = torch.randperm(self.dataset_size, device=self.device)
             self.position = 0

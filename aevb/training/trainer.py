@@ -132,7 +132,8 @@ class Trainer:
         return OPTIMIZERS[self.config.optimizer](parameters, lr=step_size, weight_decay=weight_decay, **eps)
 
     def _data_order(self) -> DataOrder:
-        return DataOrder(self.dataset_size, self.config.batch_size, self.train_data.device)
+        replacement = self.config.minibatches == "with-replacement"
+        return DataOrder(self.dataset_size, self.config.batch_size, self.train_data.device, replacement)
 
     def _load(self, batch: torch.Tensor, rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's shard of minibatch ``batch`` (all of it on one process): its indices and
@@ -161,10 +162,11 @@ class Trainer:
             return self.algorithm.step(self.model, optimizer, x, indices, shard=Shard(rows, batch.shape[0], self.group))
         return self.algorithm.step(self.model, optimizer, x, indices)
 
-    def select_step_size(self, progress: bool = False) -> StepSizeChoice:
-        """§5: the step size from ``config.step_size_candidates`` whose first ``selection_steps``
-        iterations reach the highest training bound (:func:`aevb.training.step_size.select_step_size`),
-        with the winner's state to continue from. ``progress``: a bar over the candidates' steps."""
+    def select_step_size(self, progress: bool = False, untrained_bound: float | None = None) -> StepSizeChoice:
+        """§5: the step size from ``config.step_size_candidates`` whose trial of ``selection_steps``
+        iterations ends on the highest training bound (:func:`aevb.training.step_size.select_step_size`);
+        the model and the random stream are left where they were. ``progress``: a bar over the
+        candidates' steps; ``untrained_bound``: the untrained model's, below which a candidate has diverged."""
         return select_step_size(
             self.model,
             self.config.step_size_candidates,
@@ -174,6 +176,8 @@ class Trainer:
             self._step,
             self.group.sum_,
             progress,
+            scored_steps=math.ceil(self.dataset_size / min(self.config.batch_size, self.dataset_size)),
+            untrained_bound=untrained_bound,
         )
 
     def fit(
@@ -227,23 +231,14 @@ class Trainer:
         scanned = self.train_data[:INITIAL_BOUND_POINTS] if is_streamed(self.train_data) else self.train_data
         refuse_untrainable(initial_bound, self.model, scanned, self.data_name)
         started = time.perf_counter()
-        samples = steps = 0
         trials: list[StepSizeTrial] = []
-        if config.step_size is None:
-            choice = self.select_step_size(progress)
+        step_size = config.step_size
+        if step_size is None:  # (then the run starts from where the trials started)
+            choice = self.select_step_size(progress, initial_bound)
             step_size, trials = choice.step_size, choice.trials
-            self.model.load_state_dict(choice.model)
-            optimizer = self._optimizer(step_size)
-            optimizer.load_state_dict(choice.optimizer)
-            torch.set_rng_state(choice.rng)
-            # The winner's iterations are part of this run: continue its data order and counts.
-            order = choice.order
-            steps = config.selection_steps
-            samples = choice.samples
-        else:
-            step_size = config.step_size
-            optimizer = self._optimizer(step_size)
-            order = self._data_order()
+        optimizer = self._optimizer(step_size)
+        order = self._data_order()
+        samples = steps = 0
         state = TrainingState(
             samples=samples,
             steps=steps,
