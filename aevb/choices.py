@@ -60,7 +60,7 @@ USER_SPLIT_SEED = 0
 
 #: ``optimizer`` of :class:`aevb.training.TrainConfig`: the optimisers of
 #: :data:`aevb.training.optimizers.OPTIMIZERS`.
-OPTIMIZER_NAMES = ("adagrad", "adagrad-warmup", "adam")
+OPTIMIZER_NAMES = ("adagrad", "adagrad-warmup", "adam", "adam-iwae-code")
 
 #: ``minibatches`` of :class:`aevb.training.TrainConfig`: how Algorithm 1's "random minibatch" is
 #: drawn — M rows with replacement every step (the authors' code), or epochs of a fresh permutation.

@@ -163,3 +163,58 @@ def test_warmup_adagrad_trains_and_continues_exactly_from_a_checkpoint(tmp_path)
     assert history[-1]["train_bound"] > history[0]["train_bound"] + 10  # it learns (0.1 does not diverge)
     whole, extended = (load_file(tmp_path / run / "model.safetensors") for run in ("whole", "extended"))
     assert whole.keys() == extended.keys() and all(torch.equal(whole[k], extended[k]) for k in whole)
+
+
+def test_the_iwae_codes_adam_is_their_theano_update():
+    """yburda/iwae optimizers.py, step by step in float64: m from 0, v from 1, t from 1,
+    α = lr·√(1 − β2^t)/(1 − β1^t), and the parameter moved by the moments from before the step, on
+    the gradient of the minibatch's sum (the mean's times ``gradient_scale``)."""
+    from aevb.training.iwae_code import IwaeCodeAdam
+
+    generator = torch.Generator().manual_seed(1)
+    start = torch.randn(4, generator=generator, dtype=torch.float64)
+    gradients = [torch.randn(4, generator=generator, dtype=torch.float64) for _ in range(6)]
+    lr, scale = 1e-3, 20.0
+    parameter = torch.nn.Parameter(start.clone())
+    optimizer = IwaeCodeAdam([parameter], lr=lr, gradient_scale=scale)
+    theirs = start.clone()  # their parameters ascend their objective, the summed bound
+    m, v, t = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64), 1.0
+    for step, gradient in enumerate(gradients, start=1):
+        parameter.grad = gradient.clone()
+        optimizer.step()
+        g = -scale * gradient  # the gradient of their objective, the summed bound
+        alpha = lr * (1 - 0.999**t) ** 0.5 / (1 - 0.99**t)
+        theirs, m, v, t = (
+            theirs + alpha * m / (torch.sqrt(v) + 1e-4),
+            0.99 * m + 0.01 * g,
+            0.999 * v + 0.001 * g * g,
+            t + 1,
+        )
+        assert torch.allclose(parameter.detach(), theirs, rtol=1e-12, atol=1e-15), step
+        if step == 1:
+            assert torch.equal(parameter.detach(), start)  # no first moment yet: no move
+
+
+def test_the_iwae_code_schedule_rounds_each_stage_to_two_figures():
+    from aevb.training.optimizers import IWAE_CODE_SCHEDULE, IWAE_PASSES
+
+    starts = [sum(IWAE_PASSES[:i]) / sum(IWAE_PASSES) for i in range(8)]
+    rates = [1e-3 * IWAE_CODE_SCHEDULE.factor(start) for start in starts]
+    assert rates == pytest.approx([1e-3, 7.2e-4, 5.2e-4, 3.7e-4, 2.7e-4, 1.9e-4, 1.4e-4, 1e-4], rel=1e-12)
+
+
+def test_the_iwae_codes_adam_trains_through_the_trainer_and_resumes_exactly(tmp_path):
+    from safetensors.torch import load_file
+
+    from aevb.cli import main
+
+    settings = ["--latent-dim", "2", "--hidden-units", "20", "--step-size", "1e-3", "--optimizer", "adam-iwae-code"]
+    settings += ["--schedule", "constant", "--batch-size", "20", "--threads", "1", "--no-progress"]
+    settings += ["--evals-per-decade", "1", "--prior-precision", "0"]
+    assert main(["train", *settings, "--max-samples", "30000", "--out", str(tmp_path / "whole")]) == 0
+    assert main(["train", *settings, "--max-samples", "20000", "--out", str(tmp_path / "extended")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "extended"), "--max-samples", "30000", "--no-progress"]) == 0
+    history = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["train_bound"] > history[0]["train_bound"] + 10  # it learns
+    whole, extended = (load_file(tmp_path / run / "model.safetensors") for run in ("whole", "extended"))
+    assert all(torch.equal(whole[k], extended[k]) for k in whole)

@@ -365,7 +365,9 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         choices=OPTIMIZER_NAMES,
         default=UNSET,
         help="optimiser: adagrad-warmup (§5's Adagrad as the authors' code runs it: squared gradients summed "
-        f"for 100 steps before the first update), adagrad (torch's, no warm-up), adam (default: {t('optimizer')})",
+        "for 100 steps before the first update), adagrad (torch's, no warm-up), adam, adam-iwae-code (Adam as "
+        "Burda et al.'s code runs it: β1 = 0.99, second moments from 1, moments one step late, ε on the "
+        f"minibatch sum's gradient) (default: {t('optimizer')})",
     )
     algorithm.add_argument(
         "--optimizer-eps",
@@ -377,11 +379,11 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     algorithm.add_argument(
         "--schedule",
         dest="training.schedule",
-        choices=("constant", "iwae"),
+        choices=("constant", "iwae", "iwae-code"),
         default=UNSET,
         help="step size over the run: constant (§5), or iwae: Burda et al.'s eight stages of "
-        "3^i passes at step size × 10^(-i/7), stretched over the run "
-        f"(default: {t('schedule')})",
+        "3^i passes at step size × 10^(-i/7), stretched over the run; iwae-code: the same, each "
+        f"stage's factor rounded to two figures as their code has it (default: {t('schedule')})",
     )
     algorithm.add_argument(
         "--step-size",

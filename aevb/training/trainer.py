@@ -128,8 +128,11 @@ class Trainer:
         # An algorithm may group the parameters (full VB: no weight decay where a KL term is the prior).
         groups = self.algorithm.parameter_groups(self.model, weight_decay)
         parameters = self.model.parameters() if groups is None else groups
-        eps = {} if self.config.optimizer_eps is None else {"eps": self.config.optimizer_eps}
-        return OPTIMIZERS[self.config.optimizer](parameters, lr=step_size, weight_decay=weight_decay, **eps)
+        options = {} if self.config.optimizer_eps is None else {"eps": self.config.optimizer_eps}
+        factory = OPTIMIZERS[self.config.optimizer]
+        if getattr(factory, "takes_gradient_scale", False):  # (an objective summed over the minibatch)
+            options["gradient_scale"] = float(self.config.batch_size)
+        return factory(parameters, lr=step_size, weight_decay=weight_decay, **options)
 
     def _data_order(self) -> DataOrder:
         replacement = self.config.minibatches == "with-replacement"
