@@ -8,7 +8,7 @@ the site):
     0.056<!-- from benchmarks/results/cli_startup_2026-12-06.json#commands["aevb --help"].median -->
 
 The part after ``#`` is a path into the file: dotted keys, ``[N]`` for the N-th element of a list,
-``["key"]`` for a key with spaces, dots or brackets in it, and ``[key=value,...]`` for the one
+``["key"]`` (or ``['key']``) for a key with spaces, dots or brackets in it, and ``[key=value,...]`` for the one
 element whose fields have those values (a value with a comma or bracket in quotes:
 ``[name="aevb --help"]``). A CSV file is a list ``rows`` of records (strings compared as written).
 Operations after the path apply in order: ``neg`` negates the value (a −log p(x) quoted from a
@@ -45,8 +45,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-_QUOTED = r'"[^"]*"'
-_PATH = rf"(?:{_QUOTED}|[^\s\"])+"
+_QUOTED = r"\"[^\"]*\"|'[^']*'"
+_PATH = rf"(?:{_QUOTED}|[^\s\"'])+"
 _OPERATION = rf"neg|abs|[*/][\d.e+-]+|(?:over|minus|plus)\s+{_PATH}"
 #: A number (optionally bold, signed with - or the typographic −, with , thousands separators)
 #: followed by its source comment.
@@ -56,8 +56,8 @@ SOURCED = re.compile(
 )
 #: A number that says it is not a measurement.
 MARKED = re.compile(r"(?P<number>[−-]?\d[\d,]*(?:\.\d+)?)(?:\*\*)?\s*<!--\s*(?:paper|not measured)\s*-->")
-_STEP = re.compile(rf"\.?(?:(?P<key>[^.\[\]\"]+)|\[(?P<selector>(?:{_QUOTED}|[^\]\"])*)\])")
-_CONDITION = re.compile(rf"\s*(?P<key>{_QUOTED}|[^=,\"]+?)\s*=\s*(?P<value>{_QUOTED}|[^,\"]*?)\s*(?:,|$)")
+_STEP = re.compile(rf"\.?(?:(?P<key>[^.\[\]\"']+)|\[(?P<selector>(?:{_QUOTED}|[^\]\"'])*)\])")
+_CONDITION = re.compile(rf"\s*(?P<key>{_QUOTED}|[^=,\"']+?)\s*=\s*(?P<value>{_QUOTED}|[^,\"']*?)\s*(?:,|$)")
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def _load(path: Path) -> object:
 
 
 def _unquote(text: str) -> str:
-    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text.strip()
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" else text.strip()
 
 
 def _conditions(selector: str) -> list[tuple[str, str]]:
