@@ -14,8 +14,8 @@ element whose fields have those values (a value with a comma or bracket in quote
 Operations after the path apply in order: ``neg`` negates the value (a −log p(x) quoted from a
 log p(x)), ``abs`` takes its magnitude, ``*N`` and ``/N`` scale it (seconds quoted in minutes,
 a fraction as a percentage), and ``over OPERAND``, ``minus OPERAND`` and ``plus OPERAND`` combine
-it with another value, a path in the same file or ``FILE#path`` (a ratio, a gap between two
-results). The file's value, rounded to the decimals the text shows, must equal the text's number
+it with another value, a path in the same file, ``FILE#path`` or a number (a ratio, a gap between
+two results, the distance to a target). The file's value, rounded to the decimals the text shows, must equal the text's number
 (thousands separators and the typographic minus are read as written).
 
 Numbers that no file backs are reported too (``--unsourced``): a decimal number, a number with a
@@ -178,7 +178,9 @@ class _Sources:
                 value = abs(value)
             elif name in ("over", "minus", "plus"):
                 other_file, hash_sign, other_path = operand.partition("#")
-                other = self.value(other_file, other_path) if hash_sign else self.value(file, operand)
+                other = _number_or_none(operand)
+                if other is None:
+                    other = self.value(other_file, other_path) if hash_sign else self.value(file, operand)
                 value = value / other if name == "over" else value - other if name == "minus" else value + other
             else:
                 factor = float(operation[1:])
@@ -218,11 +220,13 @@ _UNIT = re.compile(
 _NOT_MEASURED_BEFORE = re.compile(
     r"(?:§|\b(?:eqs?\.|Fig(?:ure)?s?\.?|Tables?|Appendix|App\.|sessions?|issues?|items?|Example|Python|PyTorch|"
     r"torch|pythae|aevb|GCC|OpenMP|CUDA|version|Algorithm|every|Burda et al\.,?|Kingma & Welling,?|\(|ICLR)\s*)$"
-    r"|(?:[=<>]=\s*|\bv)$|[\d⁰¹²³⁴⁵⁶⁷⁸⁹]\s*[-/×x:]\s*$|\d\s*,\s*$|×\s*10$"
+    r"|(?:[=<>]=\s*|\bv)$|[\d⁰¹²³⁴⁵⁶⁷⁸⁹][-/:]$|[\d⁰¹²³⁴⁵⁶⁷⁸⁹]\s*×\s*$|×\s*10$"
     r"|(?:§|\b(?:eqs?\.|Figs?\.|Figures?|sessions?|items?|issues?|every))\s*[\d.]+\s*–\s*$"
 )
 # ... and after it.
-_NOT_MEASURED_AFTER = re.compile(r"^(?:\.\d|\s*[-/×x:]\s*[\d⁰¹²³⁴⁵⁶⁷⁸⁹]|\s*×\s*10|e[+-]?\d|\s*–\s*[\d.]+\s*×\s*10)")
+_NOT_MEASURED_AFTER = re.compile(
+    r"^(?:\.\d|[⁰¹²³⁴⁵⁶⁷⁸⁹]|[-/:][\d⁰¹²³⁴⁵⁶⁷⁸⁹]|\s*×\s*[\d⁰¹²³⁴⁵⁶⁷⁸⁹]|e[+-]?\d|\s*–\s*[\d.]+\s*×\s*10)"
+)
 #: The paper's constants: §5's step sizes and initialisation, Adam's 0.001.
 PAPER_CONSTANTS = frozenset({"0.01", "0.02", "0.1", "0.001"})
 #: Table columns that hold settings, not results.
@@ -247,17 +251,24 @@ class Unsourced:
         return f"{self.document}:{self.line}: {self.text}: …{self.context}…"
 
 
-def _masked(line: str) -> str:
-    """``line`` with code spans, comments, links' targets and HTML tags blanked (positions kept)."""
+def _masked(line: str, in_span: bool = False) -> tuple[str, bool]:
+    """``line`` with code spans, comments, links' targets and HTML tags blanked (positions kept), and
+    whether a code span is still open at its end (``in_span``: one was open at its start)."""
 
     def blank(match: re.Match) -> str:
         return " " * len(match.group(0))
 
     line = re.sub(r"<!--.*?-->", blank, line)
+    if in_span:
+        line = re.sub(r"^[^`]*(`|$)", blank, line)
+        if "`" not in line and line.strip():
+            return line, True
     line = re.sub(r"(`+).*?\1", blank, line)
+    in_span = "`" in line
+    line = re.sub(r"`.*$", blank, line)
     line = re.sub(r"\]\([^)]*\)", blank, line)
     line = re.sub(r"<[a-zA-Z/][^>]*>", blank, line)
-    return re.sub(r"https?://\S+", blank, line)
+    return re.sub(r"https?://\S+", blank, line), in_span
 
 
 def _cells(line: str) -> list[tuple[int, int]]:
@@ -268,10 +279,11 @@ def _cells(line: str) -> list[tuple[int, int]]:
 
 def unsourced(document: Path) -> list[Unsourced]:
     """The numbers of ``document`` that look measured and have no source comment (see the module docstring)."""
-    found, in_code, in_include, header, setting_columns = [], False, False, None, set()
+    found, in_code, in_include, in_span, header, setting_columns = [], False, False, False, None, set()
     lines = document.read_text().splitlines()
     for line_number, line in enumerate(lines, start=1):
         stripped = line.strip()
+        in_span = in_span and bool(stripped)  # (a code span ends with its paragraph)
         if re.match(r"(```|~~~)", stripped):
             in_code = not in_code
             continue
@@ -284,7 +296,7 @@ def unsourced(document: Path) -> list[Unsourced]:
         if in_code or stripped.startswith("--8<--"):
             continue
         covered = [match.span("number") for pattern in (SOURCED, MARKED) for match in pattern.finditer(line)]
-        masked = _masked(line)
+        masked, in_span = _masked(line, in_span)
         cells = _cells(masked) if stripped.startswith("|") else []
         if cells and header is None:
             header = [masked[start:end].strip().strip("*") for start, end in cells]
@@ -308,8 +320,8 @@ def unsourced(document: Path) -> list[Unsourced]:
             if text.lstrip("−-") in PAPER_CONSTANTS:
                 continue
             decimal = "." in text
-            # (in a table, ``Nz = 3`` or ``ν = 3`` names a setting)
-            in_table = column is not None and column not in setting_columns and not re.search(r"=\s*$", before)
+            # (in a table, ``Nz = 3``, ``ν = 3`` or ``Laplace(0, 1)`` names a setting)
+            in_table = column is not None and column not in setting_columns and not re.search(r"(=|\d,)\s*$", before)
             if not (decimal or _UNIT.match(after) or in_table):
                 continue
             found.append(Unsourced(document, line_number, text, line[max(0, start - 40) : end + 30].strip()))
