@@ -220,7 +220,7 @@ _UNIT = re.compile(
 _NOT_MEASURED_BEFORE = re.compile(
     r"(?:§|\b(?:eqs?\.|Fig(?:ure)?s?\.?|Tables?|Appendix|App\.|sessions?|issues?|items?|Example|Python|PyTorch|"
     r"torch|pythae|aevb|GCC|OpenMP|CUDA|version|Algorithm|every|Burda et al\.,?|Kingma & Welling,?|\(|ICLR)\s*)$"
-    r"|(?:[=<>]=\s*|\bv)$|[\d⁰¹²³⁴⁵⁶⁷⁸⁹][-/:]$|[\d⁰¹²³⁴⁵⁶⁷⁸⁹]\s*×\s*$|×\s*10$"
+    r"|(?:[=<>]=\s*|\bv)$|[\d⁰¹²³⁴⁵⁶⁷⁸⁹][-/:]$|\de[+-]?$|[\d⁰¹²³⁴⁵⁶⁷⁸⁹]\s*×\s*$|×\s*10$"
     r"|(?:§|\b(?:eqs?\.|Figs?\.|Figures?|sessions?|items?|issues?|every))\s*[\d.]+\s*–\s*$"
 )
 # ... and after it.
@@ -231,9 +231,9 @@ _NOT_MEASURED_AFTER = re.compile(
 PAPER_CONSTANTS = frozenset({"0.01", "0.02", "0.1", "0.001"})
 #: Table columns that hold settings, not results.
 SETTING_COLUMN = re.compile(
-    r"^(?:Nz|Ntrain|N train|threads|rounds|σ|init σ|step size|k|L|M|samples|training samples|points|"
+    r"^(?:|Nz|Ntrain|N train|threads|rounds|σ|init σ|step size|k|L|M|samples|training samples|points|"
     r"training samples \(passes\)|rows|launch|panel|data|run|model|scenario|measure|setting|table|code|"
-    r"batch size|hidden units|command|part|estimator|method|peer|family.*|posterior|what|file|paper|module)$",
+    r"batch size|hidden units|command|part|estimator|method|peer|family.*|posterior|what|what changed|file|paper|module)$",
     re.IGNORECASE,
 )
 
