@@ -260,9 +260,9 @@ def _masked(line: str, in_span: bool = False) -> tuple[str, bool]:
 
     line = re.sub(r"<!--.*?-->", blank, line)
     if in_span:
-        line = re.sub(r"^[^`]*(`|$)", blank, line)
-        if "`" not in line and line.strip():
-            return line, True
+        if "`" not in line:
+            return " " * len(line), True
+        line = re.sub(r"^[^`]*`", blank, line)
     line = re.sub(r"(`+).*?\1", blank, line)
     in_span = "`" in line
     line = re.sub(r"`.*$", blank, line)

@@ -95,6 +95,9 @@ def test_numbers_without_a_source_are_reported_and_settings_are_not(tmp_path):
         "```\n"
         "aevb train --step-size 0.05 took 12.5 s\n"
         "```\n"
+        "A code span over lines, `aevb train\n"
+        "--step-size 0.05\n"
+        "--init-std 0.3`, is code; 1.5 after it is not.\n"
     )
     found = [(item.line, item.text) for item in checker.unsourced(document)]
     assert found == [
@@ -106,4 +109,5 @@ def test_numbers_without_a_source_are_reported_and_settings_are_not(tmp_path):
         (8, "6,024"),
         (8, "−104.66"),
         (8, "0.26"),
+        (15, "1.5"),
     ]
