@@ -211,10 +211,10 @@ def check_document(document: Path, root: Path = ROOT) -> tuple[int, list[Mismatc
 # ---- numbers with no source ----------------------------------------------------------------------
 
 #: A number as prose writes it: thousands separators, decimals, a sign.
-_NUMBER = re.compile(r"(?<![\w.,/·^])[−-]?\d[\d,]*(?:\.\d+)?(?![\d])")
+_NUMBER = re.compile(r"(?<![\w.,/·^])[−-]?\d(?:[\d,]*\d)?(?:\.\d+)?(?![\d])")
 _UNIT = re.compile(
     r"\s*(?:(?:ms|µs|ns|s|sec|seconds?|min|minutes?|h|hours?|days?|MB|MiB|GB|GiB|kB|KB|TB|"
-    r"nats?|samples/s|points/s|GFLOP/s|cycles|k)\b|%|×(?!\s*\d))"
+    r"nats?|samples/s|points/s|GFLOP/s|cycles)\b|%|×(?!\s*\d))|k\b"
 )
 #: What a number is when it is not a measurement, read from the text before it ...
 _NOT_MEASURED_BEFORE = re.compile(
@@ -231,9 +231,10 @@ _NOT_MEASURED_AFTER = re.compile(
 PAPER_CONSTANTS = frozenset({"0.01", "0.02", "0.1", "0.001"})
 #: Table columns that hold settings, not results.
 SETTING_COLUMN = re.compile(
-    r"^(?:|Nz|Ntrain|N train|threads|rounds|σ|init σ|step size|k|L|M|samples|training samples|points|"
-    r"training samples \(passes\)|rows|launch|panel|data|run|model|scenario|measure|setting|table|code|"
-    r"batch size|hidden units|command|part|estimator|method|peer|family.*|posterior|what|what changed|file|paper|module)$",
+    r"^(?:|Nz|Ntrain|N train|threads|rounds|σ|init σ|step size|k|L|M|samples|training samples|points|rows|launch|"
+    r"panel|data|run|model|scenario|measure|setting|table|code|batch size|hidden units|command|part|estimator|"
+    r"method|peer|family|posterior|its standard prior|MNIST run: prior, estimator|what|what changed|file|paper|"
+    r"module)(?:\s*\(.*\))?$",
     re.IGNORECASE,
 )
 
@@ -321,7 +322,9 @@ def unsourced(document: Path) -> list[Unsourced]:
                 continue
             decimal = "." in text
             # (in a table, ``Nz = 3``, ``ν = 3`` or ``Laplace(0, 1)`` names a setting)
-            in_table = column is not None and column not in setting_columns and not re.search(r"(=|\d,)\s*$", before)
+            in_table = (
+                column is not None and column not in setting_columns and not re.search(r"(=|\d,|\.\.\.,)\s*$", before)
+            )
             if not (decimal or _UNIT.match(after) or in_table):
                 continue
             found.append(Unsourced(document, line_number, text, line[max(0, start - 40) : end + 30].strip()))

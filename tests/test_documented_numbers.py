@@ -111,3 +111,10 @@ def test_numbers_without_a_source_are_reported_and_settings_are_not(tmp_path):
         (8, "0.26"),
         (15, "1.5"),
     ]
+
+
+def test_every_measured_number_in_the_docs_names_its_file():
+    missing = [str(item) for document in checker.documents() for item in checker.unsourced(document)]
+    assert not missing, "numbers with no source (scripts/check_documented_numbers.py --unsourced):\n" + "\n".join(
+        missing
+    )
