@@ -234,7 +234,7 @@ SETTING_COLUMN = re.compile(
     r"^(?:|Nz|Ntrain|N train|threads|rounds|σ|init σ|step size|k|L|M|samples|training samples|points|rows|launch|"
     r"panel|data|run|model|scenario|measure|setting|table|code|batch size|hidden units|command|part|estimator|"
     r"method|peer|family|posterior|its standard prior|MNIST run: prior, estimator|what|what changed|file|paper|"
-    r"module)(?:\s*\(.*\))?$",
+    r"module|parameters)(?:\s*\(.*\))?$",
     re.IGNORECASE,
 )
 
