@@ -55,3 +55,66 @@ def test_paths_selectors_csv_rows_and_operations(tmp_path):
 @pytest.mark.parametrize("text", ["1,448.2", "−0.5", "12"])
 def test_numbers_are_read_as_written(text):
     assert checker.SOURCED.search(f"x {text}<!-- from f.json#a -->").group("number") == text
+
+
+def test_quoted_keys_and_values_and_operations_between_values(tmp_path):
+    (tmp_path / "r.json").write_text(
+        json.dumps(
+            {
+                "commands": {"aevb --help": {"median": 0.056}, "python -c pass": {"median": 0.0226}},
+                "rows": [{"name": "a, b [x]", "new": 86.12, "old": 86.76}],
+            }
+        )
+    )
+    (tmp_path / "s.json").write_text(json.dumps({"v": 87.16}))
+    document = tmp_path / "doc.md"
+    document.write_text(
+        '0.056<!-- from r.json#commands["aevb --help"].median --> s, '
+        '2.5<!-- from r.json#commands["aevb --help"].median over commands["python -c pass"].median -->×; '
+        '0.64<!-- from r.json#rows[name="a, b [x]"].old minus rows[0].new --> below, '
+        "1.04<!-- from s.json#v minus r.json#rows[0].new --> below its own, "
+        "25<!-- from r.json#rows[0].new over rows[0].old *100 -->%\n"
+    )
+    count, mismatches = checker.check_document(document, tmp_path)
+    assert count == 5
+    assert [m.text for m in mismatches] == ["25"] and "99.26" in mismatches[0].why
+
+
+def test_numbers_without_a_source_are_reported_and_settings_are_not(tmp_path):
+    document = tmp_path / "doc.md"
+    document.write_text(
+        "Trained in 21 min at 3.2× the plain loop, 95% of the bound, log p(x) −86.12, at 9.3k samples/s.\n"
+        "The paper's §2.4 and eq. 10, Figs. 7–11, step sizes 0.01, 0.02 and 0.1, torch 2.13.0, on\n"
+        "2026-12-06 at 22:39, 784-500-20, 1.968×10⁸ samples, `--budget 0.25`, [a](x/1.5.md), every 10 s.\n"
+        "The paper reports −96.2<!-- paper --> nats; a sourced 86.12<!-- from r.json#a -->.\n"
+        "\n"
+        "| Nz | samples/s | bound |\n"
+        "| ---: | ---: | --- |\n"
+        "| 20 | 6,024 | −104.66 ± 0.26 |\n"
+        "\n"
+        "```\n"
+        "aevb train --step-size 0.05 took 12.5 s\n"
+        "```\n"
+        "A code span over lines, `aevb train\n"
+        "--step-size 0.05\n"
+        "--init-std 0.3`, is code; 1.5 after it is not.\n"
+    )
+    found = [(item.line, item.text) for item in checker.unsourced(document)]
+    assert found == [
+        (1, "21"),
+        (1, "3.2"),
+        (1, "95"),
+        (1, "−86.12"),
+        (1, "9.3"),
+        (8, "6,024"),
+        (8, "−104.66"),
+        (8, "0.26"),
+        (15, "1.5"),
+    ]
+
+
+def test_every_measured_number_in_the_docs_names_its_file():
+    missing = [str(item) for document in checker.documents() for item in checker.unsourced(document)]
+    assert not missing, "numbers with no source (scripts/check_documented_numbers.py --unsourced):\n" + "\n".join(
+        missing
+    )
