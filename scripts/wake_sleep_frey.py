@@ -33,7 +33,18 @@ def ignores_z_log_likelihood(train: torch.Tensor) -> float:
     return float(-0.5 * train.shape[1] * math.log(2 * math.pi * math.e) - 0.5 * variance.log().sum())
 
 
-def grid(budget: int, data_dir: str | None, latent_dims, init_stds, step_sizes) -> list[FigureRun]:
+#: aevb's settings before session 17 (torch's Adagrad, every parameter random, shuffled epochs, a
+#: 200-minibatch selection), with which benchmarks/results/wake_sleep_frey.json was made
+BEFORE_SESSION_17 = (
+    {"init": "normal"},
+    {"optimizer": "adagrad", "minibatches": "shuffled", "selection_steps": 200},
+)
+
+
+def grid(
+    budget: int, data_dir: str | None, latent_dims, init_stds, step_sizes, before: bool = False
+) -> list[FigureRun]:
+    model_settings, train_settings = BEFORE_SESSION_17 if before else ({}, {})
     runs = []
     for latent_dim in latent_dims:
         for init_std in init_stds:
@@ -43,8 +54,10 @@ def grid(budget: int, data_dir: str | None, latent_dims, init_stds, step_sizes) 
                     FigureRun(
                         name=name,
                         data=DataConfig("frey", data_dir),
-                        model=ModelSpec(latent_dim=latent_dim, init_std=init_std),
-                        train=TrainConfig(max_samples=budget, step_size=step_size, evals_per_decade=4),
+                        model=ModelSpec(latent_dim=latent_dim, init_std=init_std, **model_settings),
+                        train=TrainConfig(
+                            max_samples=budget, step_size=step_size, evals_per_decade=4, **train_settings
+                        ),
                         algorithm="wake-sleep",
                         tags=dict(latent_dim=latent_dim, init_std=init_std, step_size=step_size),
                     )
@@ -78,11 +91,22 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default="reproduce/wake-sleep-frey")
     parser.add_argument("--json", default=None, help="write the rows here")
+    parser.add_argument(
+        "--before-session-17",
+        action="store_true",
+        help="aevb's settings before session 17 (torch's Adagrad, all parameters random, shuffled epochs, "
+        "a 200-minibatch selection): the settings of benchmarks/results/wake_sleep_frey.json",
+    )
     args = parser.parse_args()
 
     out = Path(args.out)
     runs = grid(
-        int(args.budget), args.data_dir, args.latent_dims, args.init_stds, [step or None for step in args.step_sizes]
+        int(args.budget),
+        args.data_dir,
+        args.latent_dims,
+        args.init_stds,
+        [step or None for step in args.step_sizes],
+        args.before_session_17,
     )
     run_specs(runs, out, jobs=args.jobs)
     data = load_data(DataConfig("frey", args.data_dir))
