@@ -109,6 +109,23 @@ def test_wake_reaches_only_the_decoder_sleep_only_the_encoder_and_one_step_is_bo
         torch.testing.assert_close(start - after.detach(), gradient)
 
 
+@pytest.mark.parametrize("sigmoid_mean", [True, False])
+def test_dreams_of_a_sigmoid_mean_gaussian_decoder_stay_in_the_unit_interval(sigmoid_mean):
+    """The authors' code clips a sigmoid-Gaussian decoder's dreams to [0, 1] (anglepy DLVM.gen_xz);
+    an unbounded Gaussian decoder's dreams are not clipped."""
+    torch.manual_seed(0)
+    config = ModelConfig(data_dim=30, latent_dim=2, hidden_units=8, likelihood="gaussian", sigmoid_mean=sigmoid_mean)
+    model, seen = VAE(config), []
+    encode = model.encode
+    model.encode = lambda x: seen.append(x) or encode(x)
+    WakeSleep().sleep_loss(model, 500)
+    dreams = seen[0]
+    inside = bool(((dreams >= 0) & (dreams <= 1)).all())
+    assert inside == sigmoid_mean
+    if sigmoid_mean:  # (σ = 1 at the start: many draws fall outside and are clipped to the ends)
+        assert ((dreams == 0) | (dreams == 1)).float().mean() > 0.2
+
+
 def test_sleep_phase_drives_the_encoder_to_the_exact_posterior():
     """With θ fixed the sleep phase minimises E_p(x) KL(p(z|x) ‖ q(z|x)); for factor analysis and a
     linear Gaussian encoder its minimum is q's mean = the exact posterior mean and q's variances =

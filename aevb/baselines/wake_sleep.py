@@ -82,10 +82,15 @@ class WakeSleep(Algorithm):
 
     def sleep_loss(self, model, batch_size: int) -> torch.Tensor:
         """Sleep phase: the loss −(1/M') Σ log q_φ(z|x) over M' dreams z ~ p(z), x ~ p_θ(x|z),
-        both detached (it depends on φ only)."""
+        both detached (it depends on φ only). A Gaussian decoder whose mean goes through a sigmoid
+        (data in [0, 1], Frey Face) dreams within [0, 1], as the authors' code clips its dreams
+        (anglepy ``models/DLVM.py`` ``gen_xz``, ``sigmoidgaussian``, 2014-04)."""
         with torch.no_grad():
             z = model.prior().sample((batch_size,))  # (M', J)
             x = model.decode(z).sample()  # (M', D)
+            config = getattr(model, "config", None)
+            if getattr(config, "likelihood", None) == "gaussian" and getattr(config, "sigmoid_mean", False):
+                x = x.clamp(0.0, 1.0)
         return -model.encode(x).log_prob(z).mean()
 
     def step(self, model, optimizer: torch.optim.Optimizer, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
