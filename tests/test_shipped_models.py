@@ -1,0 +1,41 @@
+"""The models shipped in models/ (scripts/ship_models.py) load, and score what models/scores.json
+says they scored: the published numbers they stand behind can be checked by anyone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_cli import call
+
+from aevb import VAE
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+SCORES = json.loads((MODELS / "scores.json").read_text()) if (MODELS / "scores.json").exists() else {}
+DATA = ROOT.parent / "shared" / "data"
+
+
+def test_every_shipped_model_is_in_the_scores_and_small():
+    shipped = sorted(p.name for p in MODELS.iterdir() if p.is_dir()) if MODELS.is_dir() else []
+    assert shipped == sorted(SCORES)
+    total = sum(f.stat().st_size for name in shipped for f in (MODELS / name).iterdir())
+    assert total < 12e6  # a few MB in all: the repository carries them
+
+
+@pytest.mark.parametrize("name", sorted(SCORES))
+def test_a_shipped_model_loads_and_rescores_to_its_recorded_bound(name, capsys):
+    model = VAE.from_pretrained(MODELS / name)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    record = json.loads((MODELS / name / "model.json").read_text())
+    assert record["run"]["data"]["dataset"] in ("mnist", "frey")  # where the data come from again
+    if not DATA.is_dir():
+        pytest.skip("the data sets are not beside the repository (../shared/data)")
+    capsys.readouterr()
+    argv = ["evaluate", MODELS / name, "--samples", "1", "--json", "--no-progress", "--data-dir", DATA]
+    assert call(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    # The same z draws (a fixed seed) on the same images: the same number, to float rounding.
+    assert result["test_bound"] == pytest.approx(SCORES[name]["test_bound_one_sample"], abs=1e-3)
