@@ -74,6 +74,8 @@ def main() -> int:
             entry["log_likelihood_stderr"] = nll["log_likelihood_stderr"]
             entry["seconds"] = nll.get("log_likelihood_seconds")
             entry["rescore_nll"] = f"aevb evaluate models/{name} --nll --data-dir DATA_DIR"
+        # (the scores live in scores.json: the evaluations aevb evaluate kept in the directory go)
+        (out / "evaluations.jsonl").unlink(missing_ok=True)
         entry["megabytes"] = round(sum(f.stat().st_size for f in out.iterdir()) / 1e6, 2)
         scores[name] = entry
         print(f"{name}: {entry}")
