@@ -639,6 +639,22 @@ def test_a_run_made_with_other_settings_is_neither_reused_nor_replaced(tmp_path)
     assert (run / "summary.json").is_file()
 
 
+def test_settings_that_change_nothing_in_a_run_are_no_difference():
+    """A run stored by an older aevb with other defaults is still this run where those settings have
+    no effect: the selection's length where the step size is given, σ of a normal init under Glorot's
+    (the full-schedule NLL runs, resumed across session 17's change of defaults)."""
+    from aevb.experiments.runner import settings_without_effect
+
+    glorot_fixed = {"training.step_size": 1e-3, "model.init": "glorot"}
+    assert settings_without_effect(glorot_fixed) == {
+        "training.selection_steps",
+        "training.selection_epochs",
+        "training.step_size_candidates",
+        "model.init_std",
+    }
+    assert settings_without_effect({"training.step_size": None, "model.init": "anglepy"}) == set()
+
+
 def test_reproduce_with_another_budget_and_seed_in_the_same_out_is_one_line(shared_data, tmp_path, capsys):
     out = tmp_path / "fig4"
     argv = ["reproduce", "fig4", "--data-dir", str(shared_data), "--out", str(out), "--no-progress"]

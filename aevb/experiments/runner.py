@@ -98,11 +98,25 @@ def other_settings(spec: FigureRun, run_dir: Path) -> list[str]:
     planned = flat_config(
         _as_json({"algorithm": spec.algorithm, "data": data, "model": model, "training": train.to_dict()})
     )
+    unused = settings_without_effect(planned)
     return [
         f"{name} {stored[name]!r}, not {value!r}"
         for name, value in planned.items()
-        if name in stored and stored[name] != value
+        if name in stored and stored[name] != value and name not in unused
     ]
+
+
+def settings_without_effect(planned: dict) -> set[str]:
+    """The settings (``section.name``) that change nothing in a run with the others ``planned`` has,
+    so that a run stored with other values of them (an older aevb's defaults) is still this run:
+    the step-size selection's where the step size is given, σ of the normal initialisation where
+    the initialisation is Glorot's."""
+    unused = set()
+    if planned.get("training.step_size") is not None:
+        unused |= {"training.selection_steps", "training.selection_epochs", "training.step_size_candidates"}
+    if planned.get("model.init") == "glorot":
+        unused.add("model.init_std")
+    return unused
 
 
 def refuse_other_settings(specs: list[FigureRun], out: Path) -> None:
