@@ -205,14 +205,15 @@ class WarmupAdagrad(Adagrad):
     def step_lr(self, group: dict) -> float:
         if self._warm:
             return group["lr"]
-        taken = max((int(self.state[p]["step"]) for p in group["params"] if p in self.state), default=0)
-        if taken < group["warmup"]:  # (read on the host: a synchronisation per step, warm-up steps only)
+        if not self._warmed_up(group):  # (read on the host: a synchronisation per step, warm-up steps only)
             return 0.0
-        self._warm = all(
-            max((int(self.state[p]["step"]) for p in g["params"] if p in self.state), default=0) >= g["warmup"]
-            for g in self.param_groups
-        )
+        self._warm = all(self._warmed_up(other) for other in self.param_groups)
         return group["lr"]
+
+    def _warmed_up(self, group: dict) -> bool:
+        """Whether ``group`` has summed its ``warmup`` steps (its parameters' step counts)."""
+        taken = max((int(self.state[p]["step"]) for p in group["params"] if p in self.state), default=0)
+        return taken >= group["warmup"]
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)

@@ -50,16 +50,34 @@ class StepSizeChoice:
     trials: list[StepSizeTrial]
 
 
+def steps_per_pass(config: TrainConfig, dataset_size: int) -> int:
+    """Minibatches in one pass through ``dataset_size`` rows (the last one may be short)."""
+    return math.ceil(dataset_size / min(config.batch_size, dataset_size))
+
+
+def _uncapped_steps(config: TrainConfig, dataset_size: int) -> int:
+    """``selection_epochs`` passes, at least :data:`SELECTION_MIN_STEPS`: a trial of a long run."""
+    passes = math.ceil(config.selection_epochs * dataset_size / min(config.batch_size, dataset_size))
+    return max(passes, SELECTION_MIN_STEPS)
+
+
+def _share_steps(config: TrainConfig, dataset_size: int) -> int:
+    """:data:`SELECTION_SHARE` of the run, in minibatches."""
+    return int(SELECTION_SHARE * config.total_samples(dataset_size)) // min(config.batch_size, dataset_size)
+
+
+def _fitting_steps(config: TrainConfig, dataset_size: int) -> int:
+    """The most minibatches a trial may take and still end before the run's total."""
+    return (config.total_samples(dataset_size) - 1) // min(config.batch_size, dataset_size)
+
+
 def trial_steps(config: TrainConfig, dataset_size: int) -> int:
     """Minibatches per candidate: ``selection_steps`` where given, else ``selection_epochs`` passes
     through ``dataset_size`` rows, within [:data:`SELECTION_MIN_STEPS`, :data:`SELECTION_SHARE` of
     the run] (the share wins for a run too short for both)."""
     if config.selection_steps is not None:
         return config.selection_steps
-    per_step = min(config.batch_size, dataset_size)
-    passes = math.ceil(config.selection_epochs * dataset_size / per_step)
-    share = int(SELECTION_SHARE * config.total_samples(dataset_size)) // per_step
-    return max(1, min(max(passes, SELECTION_MIN_STEPS), share))
+    return max(1, min(_uncapped_steps(config, dataset_size), _share_steps(config, dataset_size)))
 
 
 def selection_fits_any_budget(config: TrainConfig, dataset_size: int) -> bool:
@@ -68,13 +86,10 @@ def selection_fits_any_budget(config: TrainConfig, dataset_size: int) -> bool:
     samples is then the run at that budget)."""
     if config.step_size is not None:
         return True
-    per_step = min(config.batch_size, dataset_size)
-    total = config.total_samples(dataset_size)
-    if config.selection_steps >= (total - 1) // per_step:
+    if config.selection_steps >= _fitting_steps(config, dataset_size):
         return False
-    share = int(SELECTION_SHARE * total) // per_step
-    passes = max(math.ceil(config.selection_epochs * dataset_size / per_step), SELECTION_MIN_STEPS)
-    return not (config.selection_steps == share and share < passes)
+    share = _share_steps(config, dataset_size)
+    return not (config.selection_steps == share and share < _uncapped_steps(config, dataset_size))
 
 
 def fit_to_budget(config: TrainConfig, dataset_size: int, algorithm) -> TrainConfig:
@@ -92,13 +107,11 @@ def fit_to_budget(config: TrainConfig, dataset_size: int, algorithm) -> TrainCon
         raise AevbError(
             f"{type(algorithm).__name__} has no lower bound to choose a step size by; give one (`step_size`)"
         )
-    total = config.total_samples(dataset_size)
-    per_step = min(config.batch_size, dataset_size)
-    fitting = (total - 1) // per_step
+    fitting = _fitting_steps(config, dataset_size)
     if fitting < 1:
         raise AevbError(
-            f"{total:,} training samples are too few to choose the step size (one minibatch is "
-            f"{per_step:,}); pass `step_size` or train on more samples"
+            f"{config.total_samples(dataset_size):,} training samples are too few to choose the step size (one "
+            f"minibatch is {min(config.batch_size, dataset_size):,}); pass `step_size` or train on more samples"
         )
     return dataclasses.replace(config, selection_steps=min(trial_steps(config, dataset_size), fitting))
 

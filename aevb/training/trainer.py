@@ -34,7 +34,7 @@ from .optimizers import OPTIMIZERS, SCHEDULES
 from .preflight import Preflight, run_preflight
 from .reporting import refuse_untrainable, training_bar, warn_if_worse_than_untrained
 from .state import DataOrder, Interval, TrainingState
-from .step_size import StepSizeChoice, select_step_size
+from .step_size import StepSizeChoice, select_step_size, steps_per_pass
 
 #: What the Trainer takes as a split (:func:`aevb.data.sources.as_rows`).
 TrainingData = torch.Tensor | np.ndarray | StreamedRows | torch.utils.data.Dataset | torch.utils.data.DataLoader
@@ -179,7 +179,7 @@ class Trainer:
             self._step,
             self.group.sum_,
             progress,
-            scored_steps=math.ceil(self.dataset_size / min(self.config.batch_size, self.dataset_size)),
+            scored_steps=steps_per_pass(self.config, self.dataset_size),
             untrained_bound=untrained_bound,
         )
 
@@ -241,10 +241,9 @@ class Trainer:
             step_size, trials = choice.step_size, choice.trials
         optimizer = self._optimizer(step_size)
         order = self._data_order()
-        samples = steps = 0
         state = TrainingState(
-            samples=samples,
-            steps=steps,
+            samples=0,
+            steps=0,
             step_size=step_size,
             trials=trials,
             history=[],
