@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine_info import cpu_name  # (beside this script: benchmarks/machine_info.py)
+from machine_info import cpu_flags, cpu_name  # (beside this script: benchmarks/machine_info.py)
 
 HERE = Path(__file__).resolve().parent
 SCHEMA = "aevb-cli-startup/1"
@@ -68,6 +68,7 @@ def _summary(values: list[float]) -> dict:
 def _machine() -> dict:
     return {
         "cpu": cpu_name(),
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

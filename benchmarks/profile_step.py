@@ -1,19 +1,33 @@
-"""Where one training step of the paper's MNIST model spends its time, by kind of work.
+"""Where one training step goes, by kind of work, on the benchmark's three models.
 
-Runs :class:`aevb.engines.native.NativeStep` with the optimiser inside (what ``aevb train`` does on a CPU)
-on minibatches of the embedded MNIST sample, under cProfile (torch.profiler does not see the
-native kernels, which are ctypes calls), and prints milliseconds per step for: the matrix
-products (torch ``mm``/``addmm``), the sparse first-layer products, the Adagrad kernel, the other
-native kernels, and everything else (Python, small torch operations, drawing ε). ``--no-native``
-profiles the same step in torch operations with ``optimizer.step()`` after it.
+Trains each model as ``aevb train`` and ``benchmarks/bench.py`` do (:meth:`aevb.training.Trainer.fit`,
+default engine: on a CPU the native kernels with the update inside the step) and reports, per
+step, the wall time of an unprofiled run and, from a cProfile run of the same length, the time
+of each kind of work:
 
-    python benchmarks/profile_step.py [--steps 300] [--threads 2] [--no-native]
+* matrix products: torch's ``mm``/``addmm`` (the dense products);
+* sparse first layer: the first layer's products over the nonzeros of mostly-zero data (MNIST);
+* activations: the hidden layers' tanh, its derivative and the bias gradients' column sums;
+* likelihood and KL: log p(x|z) and its gradient, the latent layer (μ, σ, z, KL or log p(z) − log q)
+  forwards and backwards, IWAE's weights;
+* optimiser: the update (Adagrad, Adam);
+* copies and draws: the minibatch's rows, ε, dynamic binarisation's uniforms, contiguous copies;
+* Python and the rest: the unprofiled step's wall time less all of the above (the trainer's loop,
+  the engine's Python, ctypes argument passing, the thread policy, small torch operations).
+
+The native kernels are ctypes calls, which torch.profiler does not see; cProfile charges each to
+its Python entry point in ``aevb/native/bindings.py``, argument conversion included. cProfile's
+own cost per call is left out of "Python and the rest" by taking that share from the unprofiled
+run. ``--json`` writes the table with the machine's CPU.
+
+    python benchmarks/profile_step.py [--models mnist,frey,burda] [--samples 200000] [--threads 2] [--engine E] [--json F]
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import pstats
 import sys
 import tempfile
@@ -24,84 +38,128 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE / "peers"))
 
-from bench import embedded_sample  # noqa: E402
+from bench import embedded_sample, frey_training_data, machine  # noqa: E402
+from common import MODELS  # noqa: E402
 
-from aevb.engines.fused import FusedStep  # noqa: E402
-from aevb.engines.native import NativeStep, native_unavailable_reason  # noqa: E402
+from aevb.engines import ENGINE_CHOICES  # noqa: E402
 from aevb.models.vae import VAE, ModelConfig  # noqa: E402
-from aevb.training.optimizers import Adagrad, guarded_step, non_finite  # noqa: E402
+from aevb.training import TrainConfig, Trainer  # noqa: E402
 
-CATEGORIES = {  # (file substring, function name) → category
-    "products": [("", "<built-in method torch.mm>"), ("", "<built-in method torch.addmm>")],
-    "sparse first layer": [
-        ("native", "sparse_rows"),
-        ("native", "sparse_linear"),
-        ("native", "sparse_weight_gradient"),
-    ],
-    "Adagrad": [("native", "adagrad"), ("", "<built-in method torch._fused_adagrad_>")],
-    "other native kernels": [
-        ("native", name)
-        for name in (
-            "activation_forward",
-            "activation_backward",
-            "bernoulli",
-            "latent_forward",
-            "latent_backward",
-            "abs_sum",
-            "scale_rows",
-        )
-    ],
+#: kind of work → (a substring of the file, the function's name) of the calls that do it
+CATEGORIES = {
+    "matrix products": [("", f"<built-in method torch.{name}>") for name in ("mm", "addmm", "bmm", "matmul")]
+    + [("", f"<method '{name}' of 'torch._C.TensorBase' objects>") for name in ("mm", "addmm")],
+    "sparse first layer": [("native", name) for name in ("sparse_rows", "sparse_linear", "sparse_weight_gradient")],
+    "activations": [("native", name) for name in ("activation_forward", "activation_backward", "bias_activation")],
+    "likelihood and KL": [
+        ("native", name) for name in ("bernoulli", "gaussian", "latent_forward", "latent_backward", "scale_rows")
+    ]
+    + [("", f"<built-in method torch.{name}>") for name in ("logsumexp", "softmax")],
+    "optimiser": [("native", "adagrad"), ("native", "adam")]
+    + [("", f"<built-in method torch._fused_{name}_>") for name in ("adagrad", "adam")],
+    "numeric guard": [("native", "abs_sum")],
+    "copies and draws": [("", f"<built-in method torch.{name}>") for name in ("index_select", "rand", "empty")]
+    + [("", f"<method '{name}' of 'torch._C.TensorBase' objects>") for name in ("normal_", "contiguous", "to", "copy_")]
+    + [("", "<method '__lt__' of 'torch._C.TensorBase' objects>")],
 }
+
+
+def model_and_config(name: str, samples: int, engine: str = "auto") -> tuple[VAE, TrainConfig]:
+    shape = MODELS[name]
+    likelihood = {} if shape.likelihood == "bernoulli" else {"likelihood": "gaussian", "sigmoid_mean": True}
+    model = VAE(
+        ModelConfig(
+            data_dim=shape.data_dim,
+            latent_dim=shape.latent_dim,
+            hidden_units=shape.hidden_units,
+            hidden_layers=shape.hidden_layers,
+            **likelihood,
+        )
+    )
+    config = TrainConfig(
+        batch_size=shape.batch_size,
+        optimizer=shape.optimizer,
+        step_size=shape.step_size,
+        max_samples=samples,
+        first_eval=samples,
+        eval_subset=100,
+        engine=engine,
+    )
+    return model, config
+
+
+def profile(name: str, data: torch.Tensor, samples: int, engine: str = "auto") -> dict:
+    """Per-step milliseconds by kind of work (``CATEGORIES``, then "Python and the rest")."""
+    torch.manual_seed(0)
+    model, config = model_and_config(name, samples, engine)
+    trainer = Trainer(model, data, config)
+    trainer.fit()  # warm-up: the kernels' first calls, the thread policy's probe
+    steps = samples / config.batch_size
+    timed = trainer.fit()
+    wall = config.batch_size / timed.history[-1].samples_per_second
+    profiler = cProfile.Profile()
+    profiler.enable()
+    trainer.fit()
+    profiler.disable()
+    per_step = dict.fromkeys(CATEGORIES, 0.0)
+    for (filename, _, function), entry in pstats.Stats(profiler).stats.items():
+        for category, patterns in CATEGORIES.items():
+            if any(part in filename and function == pattern for part, pattern in patterns):
+                per_step[category] += entry[2] / steps  # the function's own time
+                break
+    per_step["Python and the rest"] = max(0.0, wall - sum(per_step.values()))
+    return {
+        "model": name,
+        "batch_size": config.batch_size,
+        "engine": trainer.algorithm.engine_used,
+        "step_ms": 1e3 * wall,
+        "samples_per_second": config.batch_size / wall,
+        "steps_by_threads": timed.steps_by_threads,  # what the adaptive thread count chose
+        "ms": {category: 1e3 * seconds for category, seconds in per_step.items()},
+        "share": {category: seconds / wall for category, seconds in per_step.items()},
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-native", action="store_true", help="the fused step in torch operations")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as scratch:
-        data = torch.from_numpy(np.load(embedded_sample(Path(scratch) / "sample.npy")))
-    torch.manual_seed(0)
-    model = VAE(ModelConfig(data_dim=784, latent_dim=20, hidden_units=500))
-    native = not args.no_native and native_unavailable_reason(torch.device("cpu"), torch.float32) is None
-    step = (NativeStep if native else FusedStep)(model, "B", 1, 100)
-    optimizer = Adagrad(model.parameters(), lr=0.02)
-    order = torch.randperm(data.shape[0])
-
-    def run(steps: int) -> None:
-        for index in range(steps):
-            rows = order[(index * 100) % (data.shape[0] - 100) :][:100]
-            x = data.index_select(0, rows)
-            if native:
-                step(x, optimizer=optimizer)
-            else:
-                bound = step(x)
-                guarded_step(optimizer, non_finite(step.parameters, bound, step.flat_gradient))
-
-    run(30)
-    profiler = cProfile.Profile()
-    profiler.enable()
-    run(args.steps)
-    profiler.disable()
-    stats = pstats.Stats(profiler).stats
-    total = sum(entry[2] for entry in stats.values())  # every function's own time
-    per_step = {name: 0.0 for name in CATEGORIES}
-    for (filename, _, function), entry in stats.items():
-        for category, patterns in CATEGORIES.items():
-            if any(part in filename and function == name for part, name in patterns):
-                per_step[category] += entry[2]
-                break
-    print(
-        f"{'native kernels' if native else 'torch operations'}, {args.threads} threads, {args.steps} steps: "
-        f"{1e3 * total / args.steps:.2f} ms per step"
+    parser.add_argument("--models", default="mnist,frey,burda", help="comma-separated: mnist, frey, burda")
+    parser.add_argument("--samples", type=int, default=200_000, help="training samples per measurement")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the trainer adapts within them)")
+    parser.add_argument(
+        "--engine", choices=ENGINE_CHOICES, default="auto", help="the trainer's engine (fused: torch operations)"
     )
-    for category, seconds in per_step.items():
-        print(f"  {category:22s} {1e3 * seconds / args.steps:6.2f} ms  {100 * seconds / total:5.1f}%")
-    rest = total - sum(per_step.values())
-    print(f"  {'everything else':22s} {1e3 * rest / args.steps:6.2f} ms  {100 * rest / total:5.1f}%")
+    parser.add_argument("--json", type=Path, default=None, help="also write the table here")
+    args = parser.parse_args(argv)
+    models = [name.strip() for name in args.models.split(",") if name.strip()]
+    if not models or any(name not in MODELS for name in models):
+        parser.error(f"--models takes a comma-separated list of {', '.join(MODELS)}, got {args.models!r}")
+    torch.set_num_threads(args.threads)
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in models:
+            if name == "frey":
+                path, why = frey_training_data(Path(scratch) / "frey.npy")
+                if path is None:
+                    print(f"profile_step: Frey Face left out: {why}", file=sys.stderr)
+                    continue
+            else:
+                path = embedded_sample(Path(scratch) / "mnist.npy")
+            data = torch.from_numpy(np.load(path))
+            result = profile(name, data, args.samples, args.engine)
+            results.append(result)
+            print(
+                f"{name} (M = {result['batch_size']}), {result['engine']}, {args.threads} threads: "
+                f"{result['step_ms']:.3f} ms per step, "
+                f"{result['samples_per_second']:,.0f} samples/s (steps by threads: {result['steps_by_threads']})"
+            )
+            for category, ms in result["ms"].items():
+                print(f"  {category:22s} {ms:7.3f} ms  {100 * result['share'][category]:5.1f}%")
+    if args.json is not None:
+        record = {"machine": machine(), "threads": args.threads, "samples": args.samples, "models": results}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
     return 0
 
 

@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from machine_info import cpu_flags, cpu_name  # (beside this script: benchmarks/machine_info.py)
+
 
 def one_repeat(
     model_name: str,
@@ -135,6 +137,7 @@ def main(argv=None) -> int:
         args.json.write_text(
             json.dumps(
                 {
+                    "machine": {"cpu": cpu_name(), "cpu_flags": cpu_flags()},
                     "samples": args.samples,
                     "threads": args.threads,
                     "dataset": args.dataset,

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "peers"))
 
-from bench import embedded_sample  # noqa: E402
+from bench import embedded_sample, machine  # noqa: E402
 from gemm_bound import rate, training_products  # noqa: E402
 
 from aevb.models.vae import VAE, ModelConfig  # noqa: E402
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     parser.add_argument("--widths", type=int, nargs="+", default=[50, 100, 200, 500, 1000, 2000])
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
-    results: dict = {"cores": cores, "torch": torch.__version__}
+    results: dict = {"cores": cores, "torch": torch.__version__, "machine": machine()}
 
     with tempfile.TemporaryDirectory(prefix="aevb-scaling-") as scratch:
         scratch = Path(scratch)

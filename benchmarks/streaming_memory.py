@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from machine_info import cpu_name  # (beside this script: benchmarks/machine_info.py)
+from machine_info import cpu_flags, cpu_name  # (beside this script: benchmarks/machine_info.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -126,6 +126,7 @@ def main() -> None:
             {
                 "command": " ".join(["python", "benchmarks/streaming_memory.py", *sys.argv[1:]]),
                 "machine": cpu_name(),
+                "cpu_flags": cpu_flags(),
                 "samples": args.samples,
                 "results": results,
                 "ratio_10n_over_n": ratios,

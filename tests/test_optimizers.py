@@ -3,6 +3,7 @@ and keep the same state."""
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -218,3 +219,22 @@ def test_the_iwae_codes_adam_trains_through_the_trainer_and_resumes_exactly(tmp_
     assert history[-1]["train_bound"] > history[0]["train_bound"] + 10  # it learns
     whole, extended = (load_file(tmp_path / run / "model.safetensors") for run in ("whole", "extended"))
     assert all(torch.equal(whole[k], extended[k]) for k in whole)
+
+
+@pytest.mark.parametrize("on_host", [True, False])
+def test_skipped_steps_counts_nan_bounds_and_reads_them_as_zero(on_host):
+    """The trainer's count of skipped steps: the host's reading of the value (a CPU) and the
+    device's tensor operations (a GPU, here run on the CPU) agree."""
+    from aevb.training.numeric_guard import SkippedSteps
+
+    skipped = SkippedSteps(True, torch.device("cpu"))
+    skipped._on_host = on_host
+    total = torch.zeros(())
+    for value, batch in ((-3.5, 100), (math.nan, 100), (-2.0, 40), (math.nan, 7)):
+        total += skipped.count(torch.tensor(value), batch)
+    assert total.item() == -5.5
+    assert skipped.steps(lambda tensor: tensor) == 2
+    assert skipped.samples() == 107
+    unguarded = SkippedSteps(False, torch.device("cpu"))
+    assert math.isnan(unguarded.count(torch.tensor(math.nan), 10).item())
+    assert unguarded.steps(lambda tensor: tensor) == 0 and unguarded.samples() == 0

@@ -306,10 +306,33 @@ static inline float exp_any(float x) {
  * the sigmoid and the bound); with shared_raw, grad_log_var (L*M x D) the gradient with respect
  * to log sigma^2 itself (the caller sums it over rows). Rows are split among threads, so nothing
  * depends on their number. Returns the sum of log_lik over all rows (in double, in order). */
+/* One row of aevb_gaussian. Inlined with constant flags at each call below, so that every
+ * combination is its own simple loop: with the flags tested inside one loop, GCC unswitched it
+ * into versions and vectorised only one of them. */
+static inline __attribute__((always_inline)) float gaussian_row(const float *o, const float *raw, const float *xr, float *g, float *g_var,
+                                 int64_t dim, float bound, const int bounded, const int sigmoid_mean,
+                                 const int shared) {
+    const float half_log_two_pi = 0.918938533204672742f;
+    float total = 0.0f;
+    int64_t d;
+#pragma omp simd reduction(+:total)
+    for (d = 0; d < dim; d++) {
+        float squashed = bounded ? tanh_f(raw[d] / bound) : 0.0f;
+        float log_var = bounded ? bound * squashed : raw[d];
+        float mean = sigmoid_mean ? sigmoid_of(o[d]) : o[d];
+        float residual = xr[d] - mean;
+        float scaled = residual * exp_any(-log_var);                     /* (x - mean) / sigma^2 */
+        total += -0.5f * (residual * scaled) - 0.5f * log_var - half_log_two_pi;
+        float var_gradient = 0.5f * (scaled * residual - 1.0f);         /* d log p / d log sigma^2 */
+        g[d] = sigmoid_mean ? scaled * (mean * (1.0f - mean)) : scaled;
+        g_var[d] = (bounded && !shared) ? var_gradient * (1.0f - squashed * squashed) : var_gradient;
+    }
+    return total;
+}
+
 API double aevb_gaussian(const float *out, const float *x, int64_t samples, int64_t points, int64_t dim,
                          float bound, int sigmoid_mean, const float *shared_raw, float *grad,
                          float *grad_log_var, float *log_lik) {
-    const float half_log_two_pi = 0.918938533204672742f;
     int64_t rows = samples * points, width = shared_raw ? dim : 2 * dim, r;
     double sum = 0.0;
 #pragma omp parallel for schedule(static) if (rows * dim > 16384)
@@ -317,19 +340,17 @@ API double aevb_gaussian(const float *out, const float *x, int64_t samples, int6
         const float *o = out + r * width, *raw = shared_raw ? shared_raw : o + dim;
         const float *xr = x + (r % points) * dim;
         float *g = grad + r * width, *g_var = shared_raw ? grad_log_var + r * dim : g + dim;
-        float total = 0.0f;
-        int64_t d;
-#pragma omp simd reduction(+:total)
-        for (d = 0; d < dim; d++) {
-            float squashed = bound > 0.0f ? tanh_f(raw[d] / bound) : 0.0f;
-            float log_var = bound > 0.0f ? bound * squashed : raw[d];
-            float mean = sigmoid_mean ? sigmoid_of(o[d]) : o[d];
-            float residual = xr[d] - mean;
-            float scaled = residual * exp_any(-log_var);                     /* (x - mean) / sigma^2 */
-            total += -0.5f * (residual * scaled) - 0.5f * log_var - half_log_two_pi;
-            float var_gradient = 0.5f * (scaled * residual - 1.0f);         /* d log p / d log sigma^2 */
-            g[d] = sigmoid_mean ? scaled * (mean * (1.0f - mean)) : scaled;
-            g_var[d] = (bound > 0.0f && !shared_raw) ? var_gradient * (1.0f - squashed * squashed) : var_gradient;
+        int variant = (bound > 0.0f) * 4 + (sigmoid_mean != 0) * 2 + (shared_raw != 0);
+        float total;
+        switch (variant) {   /* each call a loop of its own (gaussian_row) */
+        case 0: total = gaussian_row(o, raw, xr, g, g_var, dim, bound, 0, 0, 0); break;
+        case 1: total = gaussian_row(o, raw, xr, g, g_var, dim, bound, 0, 0, 1); break;
+        case 2: total = gaussian_row(o, raw, xr, g, g_var, dim, bound, 0, 1, 0); break;
+        case 3: total = gaussian_row(o, raw, xr, g, g_var, dim, bound, 0, 1, 1); break;
+        case 4: total = gaussian_row(o, raw, xr, g, g_var, dim, bound, 1, 0, 0); break;
+        case 5: total = gaussian_row(o, raw, xr, g, g_var, dim, bound, 1, 0, 1); break;
+        case 6: total = gaussian_row(o, raw, xr, g, g_var, dim, bound, 1, 1, 0); break;
+        default: total = gaussian_row(o, raw, xr, g, g_var, dim, bound, 1, 1, 1); break;
         }
         log_lik[r] = total;
     }

@@ -1,0 +1,87 @@
+"""What bf16 matrix products give on this CPU: the products of one training step (the GEMM-only
+bound's, ``benchmarks/peers/gemm_bound.py``) in float32 and in bfloat16, for each benchmark model.
+
+This is the most a bf16-mixed step could gain from the matrix units (AVX512-BF16, AMX): the
+products alone, on operands already in bf16, nothing else of the step (a bf16-mixed step also
+casts weights and activations every step and keeps float32 everywhere else). Rounds alternate the
+two precisions; medians are reported, with the CPU's name and its vector and matrix flags.
+
+    python benchmarks/products_precision.py [--threads 1 2] [--rounds 5] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE / "peers"))
+
+from bench import machine  # noqa: E402
+from common import MODELS  # noqa: E402
+from gemm_bound import training_products  # noqa: E402
+
+
+def steps_per_second(step, seconds: float) -> float:
+    for _ in range(20):
+        step()
+    calls, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        step()
+        calls += 1
+    return calls / elapsed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.0, help="per measurement")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    results = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for name, shape in MODELS.items():
+            steps = {}
+            for dtype in (torch.float32, torch.bfloat16):
+                torch.set_default_dtype(dtype)
+                try:
+                    steps[dtype] = training_products(shape.batch_size, shape.hidden_units, shape)
+                finally:
+                    torch.set_default_dtype(torch.float32)
+            rates = {dtype: [] for dtype in steps}
+            for _ in range(args.rounds):
+                for dtype, step in steps.items():
+                    rates[dtype].append(steps_per_second(step, args.seconds) * shape.batch_size)
+            float32, bfloat16 = (statistics.median(rates[dtype]) for dtype in steps)
+            ratios = [b / f for f, b in zip(rates[torch.float32], rates[torch.bfloat16])]
+            results.append(
+                {
+                    "model": name,
+                    "threads": threads,
+                    "float32_samples_per_second": float32,
+                    "bfloat16_samples_per_second": bfloat16,
+                    "speedup": statistics.median(ratios),
+                }
+            )
+            print(
+                f"{name:6s} {threads} threads: products of a step, float32 {float32:,.0f} samples/s, "
+                f"bf16 {bfloat16:,.0f} samples/s, bf16 / float32 {statistics.median(ratios):.2f}"
+            )
+    if args.json is not None:
+        record = {"machine": machine(), "rounds": args.rounds, "results": results}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
