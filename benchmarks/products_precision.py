@@ -6,7 +6,11 @@ products alone, on operands already in bf16, nothing else of the step (a bf16-mi
 casts weights and activations every step and keeps float32 everywhere else). Rounds alternate the
 two precisions; medians are reported, with the CPU's name and its vector and matrix flags.
 
-    python benchmarks/products_precision.py [--threads 1 2] [--rounds 5] [--json F]
+With ``--profile P`` (a JSON of ``benchmarks/profile_step.py``), each model at the profile's
+thread count also gets the most a whole step could gain (Amdahl's law): the products' share p of
+the profiled step made s times faster and nothing else, 1 / ((1 − p) + p / s), casts free.
+
+    python benchmarks/products_precision.py [--threads 1 2] [--rounds 5] [--profile P] [--json F]
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ from common import MODELS  # noqa: E402
 from gemm_bound import training_products  # noqa: E402
 
 
+def most_used_threads(profiled: dict, default: int) -> int:
+    """The thread count that ran most of a profiled model's steps (the trainer adapts it)."""
+    counts = {int(threads): steps for threads, steps in profiled.get("steps_by_threads", {}).items()}
+    return max(counts, key=counts.get) if counts else default
+
+
 def steps_per_second(step, seconds: float) -> float:
     for _ in range(20):
         step()
@@ -44,8 +54,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0, help="per measurement")
+    parser.add_argument("--profile", type=Path, default=None, help="profile_step.py's JSON: the step ceilings")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    profile = json.loads(args.profile.read_text()) if args.profile is not None else None
     results = []
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -63,21 +75,26 @@ def main(argv=None) -> int:
                     rates[dtype].append(steps_per_second(step, args.seconds) * shape.batch_size)
             float32, bfloat16 = (statistics.median(rates[dtype]) for dtype in steps)
             ratios = [b / f for f, b in zip(rates[torch.float32], rates[torch.bfloat16])]
-            results.append(
-                {
-                    "model": name,
-                    "threads": threads,
-                    "float32_samples_per_second": float32,
-                    "bfloat16_samples_per_second": bfloat16,
-                    "speedup": statistics.median(ratios),
-                }
-            )
+            result = {
+                "model": name,
+                "threads": threads,
+                "float32_samples_per_second": float32,
+                "bfloat16_samples_per_second": bfloat16,
+                "speedup": statistics.median(ratios),
+            }
+            profiled = next((m for m in profile["models"] if m["model"] == name), None) if profile else None
+            if profiled is not None and threads == most_used_threads(profiled, profile["threads"]):
+                share = profiled["share"]["matrix products"]
+                result["products_share"] = share
+                result["step_ceiling"] = 1 / ((1 - share) + share / result["speedup"])
+            results.append(result)
+            ceiling = f", a whole step at most {result['step_ceiling']:.2f}x" if "step_ceiling" in result else ""
             print(
                 f"{name:6s} {threads} threads: products of a step, float32 {float32:,.0f} samples/s, "
-                f"bf16 {bfloat16:,.0f} samples/s, bf16 / float32 {statistics.median(ratios):.2f}"
+                f"bf16 {bfloat16:,.0f} samples/s, bf16 / float32 {statistics.median(ratios):.2f}{ceiling}"
             )
     if args.json is not None:
-        record = {"machine": machine(), "rounds": args.rounds, "results": results}
+        record = {"machine": machine(), "rounds": args.rounds, "profile": str(args.profile or ""), "results": results}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=1) + "\n")
     return 0

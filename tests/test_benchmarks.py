@@ -2,6 +2,7 @@
 tested: these machines are shared and noisy)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -322,3 +323,70 @@ def test_the_gpu_checks_protocol_timing_gives_each_full_schedules_hours(tmp_path
     for name in ("iwae-vae", "iwae-k5", "iwae-k50"):
         rate = result[name]["samples_per_second"]
         assert rate > 0 and result[name]["full_schedule_hours"] == pytest.approx(IWAE_SAMPLES / rate / 3600)
+
+
+def test_bf16_products_are_timed_with_the_step_ceiling_of_a_profile(tmp_path):
+    profile = {
+        "threads": 1,
+        "models": [{"model": "frey", "share": {"matrix products": 0.5}, "steps_by_threads": {"1": 10}}],
+    }
+    (tmp_path / "profile.json").write_text(json.dumps(profile))
+    out = tmp_path / "precision.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "products_precision.py"),
+            "--threads",
+            "1",
+            "--rounds",
+            "1",
+            "--seconds",
+            "0.05",
+            "--profile",
+            str(tmp_path / "profile.json"),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    assert isinstance(record["machine"]["cpu_flags"], list)
+    by_model = {result["model"]: result for result in record["results"]}
+    assert set(by_model) == {"mnist", "frey", "burda"}
+    frey = by_model["frey"]
+    assert frey["speedup"] == pytest.approx(frey["bfloat16_samples_per_second"] / frey["float32_samples_per_second"])
+    # Amdahl: half the step made s times faster
+    assert frey["step_ceiling"] == pytest.approx(1 / (0.5 + 0.5 / frey["speedup"]))
+    assert "step_ceiling" not in by_model["mnist"]  # not in the profile
+
+
+def test_bf16_mixed_trains_float32_and_bf16_from_one_seed_and_scores_in_float32(tmp_path, shared_data):
+    out = tmp_path / "bf16.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "bf16_mixed.py"),
+            "--data-dir",
+            str(shared_data),
+            "--samples",
+            "2000",
+            "--models",
+            "frey",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    results = {result["way"]: result for result in json.loads(out.read_text())["results"]}
+    assert set(results) == {"float32", "float32-autograd", "bf16-mixed"}
+    # the two float32 engines compute the same step from the same seed; their roundings differ, and
+    # Adagrad's first steps (about lr·sign(g)) amplify that, so they agree closely but not exactly
+    assert results["float32"]["test_bound"] == pytest.approx(results["float32-autograd"]["test_bound"], rel=0.02)
+    assert results["bf16-mixed"]["engine"] == results["float32-autograd"]["engine"]
+    assert all(math.isfinite(result["test_bound"]) for result in results.values())
