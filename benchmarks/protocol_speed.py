@@ -127,11 +127,20 @@ def main(argv=None) -> int:
             rate = json.loads(done.stdout.strip().splitlines()[-1])["samples_per_second"]
             rates[name].append(rate)
             print(f"round {round_index + 1}/{args.rounds} {name:<10} {rate:>9,.0f} samples/s", flush=True)
-    summary = {name: {"median": statistics.median(values), "values": values} for name, values in rates.items()}
+    summary = {
+        name: {
+            "median": statistics.median(values),
+            "values": values,
+            # the whole published schedule at this speed, training only (evaluation not included)
+            "full_schedule_hours": MODELS[name].full_samples / statistics.median(values) / 3600,
+        }
+        for name, values in rates.items()
+    }
     for name, entry in summary.items():
         print(
             f"{name:<10} median {entry['median']:>9,.0f} samples/s "
-            f"[{min(entry['values']):,.0f}-{max(entry['values']):,.0f}], {args.threads} thread(s)"
+            f"[{min(entry['values']):,.0f}-{max(entry['values']):,.0f}], {args.threads} thread(s); "
+            f"the full schedule in {entry['full_schedule_hours']:.1f} h"
         )
     if args.json is not None:
         args.json.write_text(
