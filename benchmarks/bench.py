@@ -154,6 +154,12 @@ def machine() -> dict:
     }
 
 
+def write_json(path: Path, record: dict) -> None:
+    """A benchmark's record as indented JSON at ``path`` (its folder made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
 def summarise(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
 
@@ -330,7 +336,7 @@ def main(argv=None) -> int:
     report["ratios"] = ratios(report["peers"])
     print_report(report)
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(args.json, report)
     return 0
 
 

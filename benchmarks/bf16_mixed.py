@@ -18,7 +18,6 @@ k/256 as the authors'), Frey Face Nz = 20 (560-200-20, Gaussian decoder, sigmoid
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench import machine  # noqa: E402
+from bench import machine, write_json  # noqa: E402
 
 from aevb.data import load_dataset  # noqa: E402
 from aevb.evaluation.bound import evaluate_bound  # noqa: E402
@@ -122,9 +121,9 @@ def main(argv=None) -> int:
                 flush=True,
             )
             if args.json is not None:  # after every run: a long measurement keeps what it has
-                record = {"machine": machine(), "threads": args.threads, "seed": args.seed, "results": results}
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps(record, indent=1) + "\n")
+                write_json(
+                    args.json, {"machine": machine(), "threads": args.threads, "seed": args.seed, "results": results}
+                )
     return 0
 
 

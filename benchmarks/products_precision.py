@@ -19,7 +19,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,25 +27,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "peers"))
 
-from bench import machine  # noqa: E402
+from bench import machine, write_json  # noqa: E402
 from common import MODELS  # noqa: E402
-from gemm_bound import training_products  # noqa: E402
+from gemm_bound import rate, training_products  # noqa: E402
 
 
 def most_used_threads(profiled: dict, default: int) -> int:
     """The thread count that ran most of a profiled model's steps (the trainer adapts it)."""
     counts = {int(threads): steps for threads, steps in profiled.get("steps_by_threads", {}).items()}
     return max(counts, key=counts.get) if counts else default
-
-
-def steps_per_second(step, seconds: float) -> float:
-    for _ in range(20):
-        step()
-    calls, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
-        step()
-        calls += 1
-    return calls / elapsed
 
 
 def main(argv=None) -> int:
@@ -72,7 +61,7 @@ def main(argv=None) -> int:
             rates = {dtype: [] for dtype in steps}
             for _ in range(args.rounds):
                 for dtype, step in steps.items():
-                    rates[dtype].append(steps_per_second(step, args.seconds) * shape.batch_size)
+                    rates[dtype].append(rate(step, shape.batch_size, args.seconds))
             float32, bfloat16 = (statistics.median(rates[dtype]) for dtype in steps)
             ratios = [b / f for f, b in zip(rates[torch.float32], rates[torch.bfloat16])]
             result = {
@@ -94,9 +83,10 @@ def main(argv=None) -> int:
                 f"bf16 {bfloat16:,.0f} samples/s, bf16 / float32 {statistics.median(ratios):.2f}{ceiling}"
             )
     if args.json is not None:
-        record = {"machine": machine(), "rounds": args.rounds, "profile": str(args.profile or ""), "results": results}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
+        write_json(
+            args.json,
+            {"machine": machine(), "rounds": args.rounds, "profile": str(args.profile or ""), "results": results},
+        )
     return 0
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import pstats
 import sys
 import tempfile
@@ -40,12 +39,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "peers"))
 
-from bench import embedded_sample, frey_training_data, machine  # noqa: E402
+from aevb_peer import model_and_config  # noqa: E402
+from bench import embedded_sample, frey_training_data, machine, write_json  # noqa: E402
 from common import MODELS  # noqa: E402
 
 from aevb.engines import ENGINE_CHOICES  # noqa: E402
-from aevb.models.vae import VAE, ModelConfig  # noqa: E402
-from aevb.training import TrainConfig, Trainer  # noqa: E402
+from aevb.training import Trainer  # noqa: E402
 
 #: kind of work → (a substring of the file, the function's name) of the calls that do it
 CATEGORIES = {
@@ -66,34 +65,10 @@ CATEGORIES = {
 }
 
 
-def model_and_config(name: str, samples: int, engine: str = "auto") -> tuple[VAE, TrainConfig]:
-    shape = MODELS[name]
-    likelihood = {} if shape.likelihood == "bernoulli" else {"likelihood": "gaussian", "sigmoid_mean": True}
-    model = VAE(
-        ModelConfig(
-            data_dim=shape.data_dim,
-            latent_dim=shape.latent_dim,
-            hidden_units=shape.hidden_units,
-            hidden_layers=shape.hidden_layers,
-            **likelihood,
-        )
-    )
-    config = TrainConfig(
-        batch_size=shape.batch_size,
-        optimizer=shape.optimizer,
-        step_size=shape.step_size,
-        max_samples=samples,
-        first_eval=samples,
-        eval_subset=100,
-        engine=engine,
-    )
-    return model, config
-
-
 def profile(name: str, data: torch.Tensor, samples: int, engine: str = "auto") -> dict:
     """Per-step milliseconds by kind of work (``CATEGORIES``, then "Python and the rest")."""
     torch.manual_seed(0)
-    model, config = model_and_config(name, samples, engine)
+    model, config = model_and_config(MODELS[name], samples, engine)
     trainer = Trainer(model, data, config)
     trainer.fit()  # warm-up: the kernels' first calls, the thread policy's probe
     steps = samples / config.batch_size
@@ -157,9 +132,9 @@ def main(argv=None) -> int:
             for category, ms in result["ms"].items():
                 print(f"  {category:22s} {ms:7.3f} ms  {100 * result['share'][category]:5.1f}%")
     if args.json is not None:
-        record = {"machine": machine(), "threads": args.threads, "samples": args.samples, "models": results}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
+        write_json(
+            args.json, {"machine": machine(), "threads": args.threads, "samples": args.samples, "models": results}
+        )
     return 0
 
 

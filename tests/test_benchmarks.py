@@ -13,6 +13,13 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``python benchmarks/SCRIPT ARGS...``, its output captured."""
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, timeout=600
+    )
+
+
 def test_bench_runs_every_peer_and_reports_ratios(tmp_path):
     out = tmp_path / "bench.json"
     done = subprocess.run(
@@ -170,22 +177,16 @@ def test_step_multiply_adds_counts_the_products_of_a_step():
 
 
 def test_the_step_profile_accounts_for_the_whole_step(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "profile_step.py"),
-            "--models",
-            "mnist,burda",
-            "--samples",
-            "4000",
-            "--threads",
-            "1",
-            "--json",
-            str(tmp_path / "profile.json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = run_benchmark(
+        "profile_step.py",
+        "--models",
+        "mnist,burda",
+        "--samples",
+        "4000",
+        "--threads",
+        "1",
+        "--json",
+        str(tmp_path / "profile.json"),
     )
     assert done.returncode == 0, done.stderr
     record = json.loads((tmp_path / "profile.json").read_text())
@@ -332,24 +333,18 @@ def test_bf16_products_are_timed_with_the_step_ceiling_of_a_profile(tmp_path):
     }
     (tmp_path / "profile.json").write_text(json.dumps(profile))
     out = tmp_path / "precision.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "products_precision.py"),
-            "--threads",
-            "1",
-            "--rounds",
-            "1",
-            "--seconds",
-            "0.05",
-            "--profile",
-            str(tmp_path / "profile.json"),
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = run_benchmark(
+        "products_precision.py",
+        "--threads",
+        "1",
+        "--rounds",
+        "1",
+        "--seconds",
+        "0.05",
+        "--profile",
+        str(tmp_path / "profile.json"),
+        "--json",
+        str(out),
     )
     assert done.returncode == 0, done.stderr
     record = json.loads(out.read_text())
@@ -365,22 +360,16 @@ def test_bf16_products_are_timed_with_the_step_ceiling_of_a_profile(tmp_path):
 
 def test_bf16_mixed_trains_float32_and_bf16_from_one_seed_and_scores_in_float32(tmp_path, shared_data):
     out = tmp_path / "bf16.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "bf16_mixed.py"),
-            "--data-dir",
-            str(shared_data),
-            "--samples",
-            "2000",
-            "--models",
-            "frey",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = run_benchmark(
+        "bf16_mixed.py",
+        "--data-dir",
+        str(shared_data),
+        "--samples",
+        "2000",
+        "--models",
+        "frey",
+        "--json",
+        str(out),
     )
     assert done.returncode == 0, done.stderr
     results = {result["way"]: result for result in json.loads(out.read_text())["results"]}

@@ -13,13 +13,44 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import load_data, log, parse_args, serve
+from common import BenchModel, load_data, log, parse_args, serve
 
 import aevb
 from aevb.engines import ENGINE_CHOICES
 from aevb.evaluation.importance_sampling import estimate_log_likelihood
 from aevb.models.vae import VAE, ModelConfig
 from aevb.training import TrainConfig, Trainer
+
+
+def model_and_config(
+    shape: BenchModel,
+    samples: int,
+    engine: str = "auto",
+    hidden_units: int | None = None,
+    batch_size: int | None = None,
+) -> tuple[VAE, TrainConfig]:
+    """aevb's model of a benchmark ``shape`` (Frey Face: a Gaussian decoder whose mean goes through a
+    sigmoid, §5) and a training configuration of ``samples`` samples, evaluated once at the end."""
+    likelihood = {} if shape.likelihood == "bernoulli" else {"likelihood": "gaussian", "sigmoid_mean": True}
+    model = VAE(
+        ModelConfig(
+            data_dim=shape.data_dim,
+            latent_dim=shape.latent_dim,
+            hidden_units=hidden_units or shape.hidden_units,
+            hidden_layers=shape.hidden_layers,
+            **likelihood,
+        )
+    )
+    config = TrainConfig(
+        batch_size=batch_size or shape.batch_size,
+        optimizer=shape.optimizer,
+        step_size=shape.step_size,
+        max_samples=samples,
+        first_eval=samples,
+        eval_subset=100,
+        engine=engine,
+    )
+    return model, config
 
 
 def main(argv=None) -> None:
@@ -29,25 +60,8 @@ def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], rest)
     torch.set_num_threads(args.threads)
     data = torch.from_numpy(load_data(args.data, args.nll_points, args.shape.data_dim))
-    shape = args.shape  # Frey Face: a Gaussian decoder whose mean goes through a sigmoid (§5)
-    likelihood = {} if shape.likelihood == "bernoulli" else {"likelihood": "gaussian", "sigmoid_mean": True}
-    model = VAE(
-        ModelConfig(
-            data_dim=shape.data_dim,
-            latent_dim=shape.latent_dim,
-            hidden_units=args.hidden_units,
-            hidden_layers=shape.hidden_layers,
-            **likelihood,
-        )
-    )
-    config = TrainConfig(
-        batch_size=args.batch_size,
-        optimizer=shape.optimizer,
-        step_size=shape.step_size,
-        max_samples=args.train_samples,
-        first_eval=args.train_samples,
-        eval_subset=100,
-        engine=engine_args.engine,
+    model, config = model_and_config(
+        args.shape, args.train_samples, engine_args.engine, args.hidden_units, args.batch_size
     )
     trainer = Trainer(model, data, config)
     trainer.fit()  # warm-up
