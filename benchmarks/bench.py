@@ -75,6 +75,7 @@ class Peer:
     name: str = ""
     process: subprocess.Popen | None = None
     values: dict[str, list[float]] = field(default_factory=dict)
+    details: dict[str, list[dict]] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     peak_rss_mb: float | None = None
     suffix: str = ""  # told apart from a peer of the same name (aevb with one thread)
@@ -94,6 +95,9 @@ class Peer:
         if "value" not in reply:
             raise RuntimeError(f"{self.key}: {reply}")
         self.values.setdefault(what, []).append(reply["value"])
+        details = {key: value for key, value in reply.items() if key not in ("measure", "value")}
+        if details:  # per repeat, beside its value (aevb: steps_by_threads)
+            self.details.setdefault(what, []).append(details)
         return reply["value"]
 
     def stop(self) -> None:
@@ -328,7 +332,10 @@ def main(argv=None) -> int:
                 "name": p.name,
                 "model": p.model,
                 "peak_rss_mb": p.peak_rss_mb,
-                **{what: summarise(values) for what, values in p.values.items()},
+                **{
+                    what: summarise(values) | ({"details": p.details[what]} if what in p.details else {})
+                    for what, values in p.values.items()
+                },
             }
             for p in peers
         ],

@@ -57,6 +57,10 @@ def test_bench_runs_every_peer_and_reports_ratios(tmp_path):
     # the engine auto chose, as summary.json names it: hand-derived (native kernels where they build)
     assert aevb["name"].endswith(("(fused, native kernels)", "(fused, torch operations)"))
     assert len(aevb["nll"]["values"]) == 2
+    # every training repeat of aevb says which thread counts its steps ran at (the adaptive policy)
+    details = aevb["train"]["details"]
+    assert len(details) == 2 and all(sum(repeat["steps_by_threads"].values()) > 0 for repeat in details)
+    assert "details" not in report["peers"][2]["train"]  # the plain loop has none
     measured = {(r["measure"], r["peer"]) for r in report["ratios"]}
     assert ("train", "plain PyTorch loop") in measured and ("nll", "GEMM-only bound") in measured
     assert "ratios aevb / peer" in done.stdout and "peak memory" in done.stdout

@@ -66,10 +66,12 @@ def main(argv=None) -> None:
     trainer = Trainer(model, data, config)
     trainer.fit()  # warm-up
 
-    def train() -> float:
-        metrics = trainer.fit().history[-1]  # evaluation at the end is not in samples_per_second
+    def train() -> tuple[float, dict]:
+        result = trainer.fit()
+        metrics = result.history[-1]  # evaluation at the end is not in samples_per_second
         log(f"aevb ({engine_args.engine}) train: {metrics.samples_per_second:.0f} samples/s")
-        return metrics.samples_per_second
+        # the thread counts of this repeat's steps: what the adaptive policy chose (a busy machine)
+        return metrics.samples_per_second, {"steps_by_threads": result.steps_by_threads}
 
     points = data[: args.nll_points]
     estimate_log_likelihood(model, points[:2], num_samples=args.nll_samples)

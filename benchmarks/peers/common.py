@@ -119,8 +119,9 @@ def emit(message: dict, stream=None) -> None:
 
 
 def serve(info: dict, measurements: dict, args: argparse.Namespace, stream=None, commands=None) -> None:
-    """Announce readiness with ``info``, then run ``measurements[name]()`` (each returns a rate)
-    once per command line until ``quit`` or end of input."""
+    """Announce readiness with ``info``, then run ``measurements[name]()`` once per command line
+    until ``quit`` or end of input. Each returns a rate, or (rate, details): a dict of what else
+    the repeat saw, sent with the rate (aevb: the thread counts its steps ran at)."""
     stream = sys.stdout if stream is None else stream
     emit({"ready": True, "threads": args.threads, **info}, stream)
     for line in sys.stdin if commands is None else commands:
@@ -130,7 +131,9 @@ def serve(info: dict, measurements: dict, args: argparse.Namespace, stream=None,
         if name not in measurements:
             emit({"measure": name, "error": f"unknown measurement {name!r}"}, stream)
             continue
-        emit({"measure": name, "value": measurements[name]()}, stream)
+        result = measurements[name]()
+        value, details = result if isinstance(result, tuple) else (result, {})
+        emit({"measure": name, "value": value, **details}, stream)
     emit({"peak_rss_mb": peak_rss_mb()}, stream)
 
 
