@@ -297,21 +297,13 @@ static inline float exp_any(float x) {
     return x > 88.7228391f ? INFINITY : 1.0f / exp_nonpositive(-x);
 }
 
-/* The Gaussian decoder (App. C.2) for L samples of M points: out (L*M x 2D) = [mean, raw log sigma^2]
- * per row, or (L*M x D) = the mean's input alone with a per-dimension raw log sigma^2 shared_raw (D);
- * x (M x D). The mean is sigmoid(out) when sigmoid_mean (Frey Face, §5), and log sigma^2 =
- * B tanh(raw/B) for bound B > 0 (raw itself for B = 0). Writes, per row r:
- * log_lik[r] = sum_d -(log 2pi + log sigma^2 + (x - mean)^2 / sigma^2) / 2 (nats), in the order of
- * the compiled SIMD loop; grad (L*M x 2D or D) the gradient of log_lik with respect to out (through
- * the sigmoid and the bound); with shared_raw, grad_log_var (L*M x D) the gradient with respect
- * to log sigma^2 itself (the caller sums it over rows). Rows are split among threads, so nothing
- * depends on their number. Returns the sum of log_lik over all rows (in double, in order). */
 /* One row of aevb_gaussian. Inlined with constant flags at each call below, so that every
  * combination is its own simple loop: with the flags tested inside one loop, GCC unswitched it
  * into versions and vectorised only one of them. */
-static inline __attribute__((always_inline)) float gaussian_row(const float *o, const float *raw, const float *xr, float *g, float *g_var,
-                                 int64_t dim, float bound, const int bounded, const int sigmoid_mean,
-                                 const int shared) {
+static inline __attribute__((always_inline)) float gaussian_row(const float *o, const float *raw, const float *xr,
+                                                                float *g, float *g_var, int64_t dim, float bound,
+                                                                const int bounded, const int sigmoid_mean,
+                                                                const int shared) {
     const float half_log_two_pi = 0.918938533204672742f;
     float total = 0.0f;
     int64_t d;
@@ -330,6 +322,15 @@ static inline __attribute__((always_inline)) float gaussian_row(const float *o, 
     return total;
 }
 
+/* The Gaussian decoder (App. C.2) for L samples of M points: out (L*M x 2D) = [mean, raw log sigma^2]
+ * per row, or (L*M x D) = the mean's input alone with a per-dimension raw log sigma^2 shared_raw (D);
+ * x (M x D). The mean is sigmoid(out) when sigmoid_mean (Frey Face, §5), and log sigma^2 =
+ * B tanh(raw/B) for bound B > 0 (raw itself for B = 0). Writes, per row r:
+ * log_lik[r] = sum_d -(log 2pi + log sigma^2 + (x - mean)^2 / sigma^2) / 2 (nats), in the order of
+ * the compiled SIMD loop; grad (L*M x 2D or D) the gradient of log_lik with respect to out (through
+ * the sigmoid and the bound); with shared_raw, grad_log_var (L*M x D) the gradient with respect
+ * to log sigma^2 itself (the caller sums it over rows). Rows are split among threads, so nothing
+ * depends on their number. Returns the sum of log_lik over all rows (in double, in order). */
 API double aevb_gaussian(const float *out, const float *x, int64_t samples, int64_t points, int64_t dim,
                          float bound, int sigmoid_mean, const float *shared_raw, float *grad,
                          float *grad_log_var, float *log_lik) {
