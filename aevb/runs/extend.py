@@ -54,7 +54,7 @@ def extended_config(
     # Shuffled minibatches of `batch_size` rows run through each epoch's permutation, the last one of
     # an epoch shorter; drawn with replacement, every one is whole (min(batch_size, rows)). The budget
     # fell between two of them when the rows into its epoch (or all its rows) are no whole number.
-    per_step = min(config.batch_size, dataset_size)
+    per_step = config.minibatch_rows(dataset_size)
     into = total if config.minibatches == "with-replacement" else total % dataset_size
     if state is not None and state.samples == total and into % per_step:
         raise AevbError(

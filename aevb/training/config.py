@@ -139,6 +139,10 @@ class TrainConfig(JsonConfig):
             limits.append(max(1, round(self.epochs * dataset_size)))
         return int(min(limits))
 
+    def minibatch_rows(self, dataset_size: int) -> int:
+        """Rows of a whole minibatch: ``batch_size``, at most the ``dataset_size`` rows there are."""
+        return min(self.batch_size, dataset_size)
+
 
 @dataclass
 class Metrics(JsonConfig):

@@ -52,23 +52,23 @@ class StepSizeChoice:
 
 def steps_per_pass(config: TrainConfig, dataset_size: int) -> int:
     """Minibatches in one pass through ``dataset_size`` rows (the last one may be short)."""
-    return math.ceil(dataset_size / min(config.batch_size, dataset_size))
+    return math.ceil(dataset_size / config.minibatch_rows(dataset_size))
 
 
 def _uncapped_steps(config: TrainConfig, dataset_size: int) -> int:
     """``selection_epochs`` passes, at least :data:`SELECTION_MIN_STEPS`: a trial of a long run."""
-    passes = math.ceil(config.selection_epochs * dataset_size / min(config.batch_size, dataset_size))
-    return max(passes, SELECTION_MIN_STEPS)
+    steps = math.ceil(config.selection_epochs * dataset_size / config.minibatch_rows(dataset_size))
+    return max(steps, SELECTION_MIN_STEPS)
 
 
 def _share_steps(config: TrainConfig, dataset_size: int) -> int:
     """:data:`SELECTION_SHARE` of the run, in minibatches."""
-    return int(SELECTION_SHARE * config.total_samples(dataset_size)) // min(config.batch_size, dataset_size)
+    return int(SELECTION_SHARE * config.total_samples(dataset_size)) // config.minibatch_rows(dataset_size)
 
 
 def _fitting_steps(config: TrainConfig, dataset_size: int) -> int:
     """The most minibatches a trial may take and still end before the run's total."""
-    return (config.total_samples(dataset_size) - 1) // min(config.batch_size, dataset_size)
+    return (config.total_samples(dataset_size) - 1) // config.minibatch_rows(dataset_size)
 
 
 def trial_steps(config: TrainConfig, dataset_size: int) -> int:
@@ -111,7 +111,7 @@ def fit_to_budget(config: TrainConfig, dataset_size: int, algorithm) -> TrainCon
     if fitting < 1:
         raise AevbError(
             f"{config.total_samples(dataset_size):,} training samples are too few to choose the step size (one "
-            f"minibatch is {min(config.batch_size, dataset_size):,}); pass `step_size` or train on more samples"
+            f"minibatch is {config.minibatch_rows(dataset_size):,}); pass `step_size` or train on more samples"
         )
     return dataclasses.replace(config, selection_steps=min(trial_steps(config, dataset_size), fitting))
 
