@@ -18,6 +18,7 @@ k/256 as the authors'), Frey Face Nz = 20 (560-200-20, Gaussian decoder, sigmoid
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -26,30 +27,20 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE / "peers"))
 
-from bench import machine, write_json  # noqa: E402
+from aevb_peer import model_and_config  # noqa: E402
+from bench import BENCH_MODELS, machine, write_json  # noqa: E402
 
 from aevb.data import load_dataset  # noqa: E402
 from aevb.evaluation.bound import evaluate_bound  # noqa: E402
-from aevb.models.vae import VAE, ModelConfig  # noqa: E402
-from aevb.training import TrainConfig, Trainer  # noqa: E402
+from aevb.training import Trainer  # noqa: E402
 
-MODELS = {
-    "mnist": (
-        "mnist",
-        dict(data_dim=784, latent_dim=20, hidden_units=500),
-        dict(batch_size=100, optimizer="adagrad", step_size=0.02),
-    ),
-    "frey": (
-        "frey",
-        dict(data_dim=560, latent_dim=20, hidden_units=200, likelihood="gaussian", sigmoid_mean=True),
-        dict(batch_size=100, optimizer="adagrad", step_size=0.02),
-    ),
-    "burda": (
-        "mnist",
-        dict(data_dim=784, latent_dim=50, hidden_units=200, hidden_layers=2),
-        dict(batch_size=20, optimizer="adam", step_size=1e-3, binarize="dynamic"),
-    ),
+#: model (``benchmarks/peers/common.py``'s shapes and optimisers) → (its dataset, settings on top)
+DATASETS = {
+    "mnist": ("mnist", {}),
+    "frey": ("frey", {}),
+    "burda": ("mnist", {"binarize": "dynamic"}),
 }
 WAYS = {  # name → (engine, autocast to bf16)
     "float32": ("auto", False),
@@ -58,15 +49,11 @@ WAYS = {  # name → (engine, autocast to bf16)
 }
 
 
-def train(name: str, way: str, samples: int, data_dir: str | None, seed: int) -> dict:
-    dataset_name, model_settings, train_settings = MODELS[name]
-    dataset = load_dataset(dataset_name, data_dir)
+def train(name: str, way: str, samples: int, dataset, seed: int) -> dict:
     engine, bf16 = WAYS[way]
     torch.manual_seed(seed)
-    model = VAE(ModelConfig(**model_settings))
-    config = TrainConfig(
-        **train_settings, max_samples=samples, first_eval=samples, eval_subset=100, engine=engine, seed=seed
-    )
+    model, config = model_and_config(BENCH_MODELS[name], samples, engine)
+    config = dataclasses.replace(config, seed=seed, **DATASETS[name][1])
     trainer = Trainer(model, dataset.train, config)
     if bf16:  # autocast around the step only: the trainer's evaluations stay float32
         float32_step = trainer.algorithm.step
@@ -107,13 +94,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     models = [name for name in args.models.split(",") if name]
     ways = [way for way in args.ways.split(",") if way]
-    if not models or any(name not in MODELS for name in models) or any(way not in WAYS for way in ways):
-        parser.error(f"--models: {', '.join(MODELS)}; --ways: {', '.join(WAYS)}")
+    if not models or any(name not in DATASETS for name in models) or any(way not in WAYS for way in ways):
+        parser.error(f"--models: {', '.join(DATASETS)}; --ways: {', '.join(WAYS)}")
     torch.set_num_threads(args.threads)
     results = []
     for name in models:
+        dataset = load_dataset(DATASETS[name][0], args.data_dir)
         for way in ways:
-            result = train(name, way, int(args.samples), args.data_dir, args.seed)
+            result = train(name, way, int(args.samples), dataset, args.seed)
             results.append(result)
             print(
                 f"{name:6s} {way:17s} {result['samples_per_second']:9,.0f} samples/s  "

@@ -6,8 +6,8 @@ products alone, on operands already in bf16, nothing else of the step (a bf16-mi
 casts weights and activations every step and keeps float32 everywhere else). Rounds alternate the
 two precisions; medians are reported, with the CPU's name and its vector and matrix flags.
 
-With ``--profile P`` (a JSON of ``benchmarks/profile_step.py``), each model at the profile's
-thread count also gets the most a whole step could gain (Amdahl's law): the products' share p of
+With ``--profile P`` (a JSON of ``benchmarks/profile_step.py``), each model at the thread count
+that ran most of its profiled steps also gets the most a whole step could gain (Amdahl's law): the products' share p of
 the profiled step made s times faster and nothing else, 1 / ((1 − p) + p / s), casts free.
 
     python benchmarks/products_precision.py [--threads 1 2] [--rounds 5] [--profile P] [--json F]
