@@ -15,12 +15,24 @@ of each kind of work:
 * Python and the rest: the unprofiled step's wall time less all of the above (the trainer's loop,
   the engine's Python, ctypes argument passing, the thread policy, small torch operations).
 
+Beside each profile, the step's products alone (``peers/gemm_bound.py``, the GEMM-only bound of
+``bench.py``) at the same thread count, timed right after the profile, and their GFLOP/s:
+``ratio_to_bound`` is the bound's step time over aevb's, and ``ceiling_without_python`` the same
+ratio were "Python and the rest" gone, with every other part as measured. A ceiling below a target says that no trimming of the step's Python
+reaches it: the kernels or the products themselves must get faster.
+
+Importance sampling (``--nll``, the Bernoulli models): one chunk of ``bench.py``'s size
+(100 points × 100 draws) on one thread, as each of the evaluation's workers decodes it — the whole
+chunk (:func:`aevb.evaluation.decoding.fast_importance_weights`), its products alone and the native
+kernels that must follow them (the hidden layers' bias and tanh, the Bernoulli log-likelihood);
+``ceiling`` = products ÷ (products + those kernels), the most that any fusion of the rest reaches.
+
 The native kernels are ctypes calls, which torch.profiler does not see; cProfile charges each to
 its Python entry point in ``aevb/native/bindings.py``, argument conversion included. cProfile's
 own cost per call is left out of "Python and the rest" by taking that share from the unprofiled
 run. ``--json`` writes the table with the machine's CPU.
 
-    python benchmarks/profile_step.py [--models mnist,frey,burda] [--samples 200000] [--threads 2] [--engine E] [--json F]
+    python benchmarks/profile_step.py [--models mnist,frey,burda] [--samples 200000] [--threads 2] [--engine E] [--nll] [--json F]
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ sys.path.insert(0, str(HERE / "peers"))
 from aevb_peer import model_and_config  # noqa: E402
 from bench import embedded_sample, frey_training_data, machine, write_json  # noqa: E402
 from common import MODELS  # noqa: E402
+from gemm_bound import decoder_products, rate, training_flops, training_products  # noqa: E402
 
 from aevb.engines import ENGINE_CHOICES  # noqa: E402
 from aevb.training import Trainer  # noqa: E402
@@ -85,6 +98,8 @@ def profile(name: str, data: torch.Tensor, samples: int, engine: str = "auto") -
                 per_step[category] += entry[2] / steps  # the function's own time
                 break
     per_step["Python and the rest"] = max(0.0, wall - sum(per_step.values()))
+    shape, hidden = MODELS[name], model.config.hidden_units
+    bound = config.batch_size / rate(training_products(config.batch_size, hidden, shape), config.batch_size)
     return {
         "model": name,
         "batch_size": config.batch_size,
@@ -94,6 +109,47 @@ def profile(name: str, data: torch.Tensor, samples: int, engine: str = "auto") -
         "steps_by_threads": timed.steps_by_threads,  # what the adaptive thread count chose
         "ms": {category: 1e3 * seconds for category, seconds in per_step.items()},
         "share": {category: seconds / wall for category, seconds in per_step.items()},
+        "gemm_bound_step_ms": 1e3 * bound,
+        "gemm_bound_gflops": training_flops(config.batch_size, hidden, shape) / bound / 1e9,
+        "ratio_to_bound": bound / wall,
+        "ceiling_without_python": bound / (wall - per_step["Python and the rest"]),
+    }
+
+
+def importance_sampling_parts(name: str, points: int = 100, draws: int = 100) -> dict:
+    """Milliseconds of one importance-sampling chunk on the current thread count: whole, its
+    products alone, and the kernels between and after them alone; and the ceiling they leave."""
+    from aevb import native
+    from aevb.evaluation.decoding import fast_importance_weights
+
+    shape = MODELS[name]
+    model, _ = model_and_config(shape, 100)
+    x = (torch.rand(points, shape.data_dim) < 0.2).float()
+    with torch.no_grad():
+        posterior = model.encode(x)
+        mean, std = posterior.mean, posterior.stddev
+    rows, hidden = points * draws, model.config.hidden_units
+    whole = rate(lambda: fast_importance_weights(model, x, mean, std, draws), 1)
+    products = rate(decoder_products(rows, hidden, shape), 1)
+    kernels = native.load()
+    hidden_out = torch.randn(rows, hidden)
+    logits, bias, log_lik = torch.randn(rows, shape.data_dim), torch.zeros(shape.data_dim), torch.empty(rows)
+    bias_hidden = torch.zeros(hidden)
+
+    def between_products():
+        for _ in range(shape.hidden_layers):
+            kernels.bias_activation(hidden_out, bias_hidden, "tanh")
+        kernels.bernoulli_log_lik(logits, x, draws, log_lik, bias=bias)
+
+    between = rate(between_products, 1)
+    return {
+        "model": name,
+        "rows": rows,
+        "chunk_ms": 1e3 / whole,
+        "products_ms": 1e3 / products,
+        "kernels_ms": 1e3 / between,
+        "ratio_to_bound": whole / products,
+        "ceiling": (1 / products) / (1 / products + 1 / between),
     }
 
 
@@ -104,6 +160,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the trainer adapts within them)")
     parser.add_argument(
         "--engine", choices=ENGINE_CHOICES, default="auto", help="the trainer's engine (fused: torch operations)"
+    )
+    parser.add_argument(
+        "--nll", action="store_true", help="also time an importance-sampling chunk of mnist and burda, one thread"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the table here")
     args = parser.parse_args(argv)
@@ -131,9 +190,32 @@ def main(argv=None) -> int:
             )
             for category, ms in result["ms"].items():
                 print(f"  {category:22s} {ms:7.3f} ms  {100 * result['share'][category]:5.1f}%")
+            print(
+                f"  products alone (GEMM-only bound): {result['gemm_bound_step_ms']:.3f} ms, "
+                f"{result['gemm_bound_gflops']:.0f} GFLOP/s; "
+                f"aevb / bound {result['ratio_to_bound']:.2f}, without Python {result['ceiling_without_python']:.2f}"
+            )
+    importance = []
+    if args.nll:
+        torch.set_num_threads(1)  # each of the evaluation's workers decodes its chunks on one thread
+        for name in [name for name in models if MODELS[name].likelihood == "bernoulli"]:
+            parts = importance_sampling_parts(name)
+            importance.append(parts)
+            print(
+                f"importance sampling, {name}, {parts['rows']:,} rows, 1 thread: chunk {parts['chunk_ms']:.2f} ms, "
+                f"products alone {parts['products_ms']:.2f} ms, kernels alone {parts['kernels_ms']:.2f} ms; "
+                f"products / chunk {parts['ratio_to_bound']:.2f}, ceiling {parts['ceiling']:.2f}"
+            )
     if args.json is not None:
         write_json(
-            args.json, {"machine": machine(), "threads": args.threads, "samples": args.samples, "models": results}
+            args.json,
+            {
+                "machine": machine(),
+                "threads": args.threads,
+                "samples": args.samples,
+                "models": results,
+                "importance_sampling": importance,
+            },
         )
     return 0
 

@@ -29,18 +29,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "peers"))
 
 from bench import embedded_sample, machine  # noqa: E402
-from gemm_bound import rate, training_products  # noqa: E402
+from common import MODELS  # noqa: E402
+from gemm_bound import rate, training_flops, training_products  # noqa: E402
 
 from aevb.models.vae import VAE, ModelConfig  # noqa: E402
 from aevb.training import TrainConfig, Trainer  # noqa: E402
 
 DATA_DIM, LATENT_DIM = 784, 20
-
-
-def step_multiply_adds(hidden: int, data_dim: int = DATA_DIM, latent: int = LATENT_DIM) -> int:
-    """Multiply-adds per datapoint of one training step of a one-hidden-layer MLP VAE."""
-    forward = data_dim * hidden + hidden * 2 * latent + latent * hidden + hidden * data_dim
-    return 3 * forward - data_dim * hidden  # backward: weight and input gradients, none for the data
 
 
 def aevb_rate(data: torch.Tensor, batch: int, hidden: int, seconds: float, repeats: int) -> float:
@@ -61,7 +56,7 @@ def aevb_rate(data: torch.Tensor, batch: int, hidden: int, seconds: float, repea
 
 
 def bound_rate(batch: int, hidden: int, seconds: float) -> float:
-    return rate(training_products(batch, hidden), batch, seconds)
+    return rate(training_products(batch, hidden, MODELS["mnist"]), batch, seconds)
 
 
 def process_rate(processes: int, threads: int, dataset: Path, samples: int, scratch: Path) -> float:
@@ -124,7 +119,7 @@ def main(argv=None) -> int:
 
         results["width"] = []
         for hidden in args.widths:
-            flops = 2 * step_multiply_adds(hidden)
+            flops = training_flops(1, hidden, MODELS["mnist"])
             aevb, bound = (
                 aevb_rate(data, 100, hidden, args.seconds, args.repeats),
                 bound_rate(100, hidden, args.seconds),

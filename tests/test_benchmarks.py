@@ -171,13 +171,17 @@ def test_bench_times_frey_face_beside_mnist_when_its_file_is_found(tmp_path, sha
     assert missing.returncode == 1 and "Frey Face left out" in missing.stderr and "no model to time" in missing.stderr
 
 
-def test_step_multiply_adds_counts_the_products_of_a_step():
-    sys.path.insert(0, str(BENCHMARKS))
-    from scaling import step_multiply_adds
+def test_training_flops_counts_the_products_of_a_step():
+    sys.path.insert(0, str(BENCHMARKS / "peers"))
+    from common import MODELS
+    from gemm_bound import training_flops
 
     # 784-500-20: forward 784·500 + 500·40 + 20·500 + 500·784; backward twice that, less the data's gradient.
     forward = 784 * 500 + 500 * 40 + 20 * 500 + 500 * 784
-    assert step_multiply_adds(500) == 3 * forward - 784 * 500
+    assert training_flops(1, 500, MODELS["mnist"]) == 2 * (3 * forward - 784 * 500)
+    # Frey Face's decoder has two heads (mean and log-variance); M multiplies every product
+    forward = 560 * 200 + 200 * 40 + 20 * 200 + 200 * 1120
+    assert training_flops(100, 200, MODELS["frey"]) == 2 * 100 * (3 * forward - 560 * 200)
 
 
 def test_the_step_profile_accounts_for_the_whole_step(tmp_path):
@@ -189,6 +193,7 @@ def test_the_step_profile_accounts_for_the_whole_step(tmp_path):
         "4000",
         "--threads",
         "1",
+        "--nll",
         "--json",
         str(tmp_path / "profile.json"),
     )
@@ -203,6 +208,16 @@ def test_the_step_profile_accounts_for_the_whole_step(tmp_path):
         assert sum(parts.values()) >= 0.98 * model["step_ms"]
         assert parts["matrix products"] > 0 and parts["optimiser"] > 0 and parts["likelihood and KL"] > 0
         assert model["samples_per_second"] == pytest.approx(model["batch_size"] / (model["step_ms"] / 1e3))
+        # the products alone, and the ceiling without Python
+        assert model["gemm_bound_step_ms"] > 0 and model["gemm_bound_gflops"] > 0
+        assert model["ratio_to_bound"] == pytest.approx(model["gemm_bound_step_ms"] / model["step_ms"])
+        assert model["ceiling_without_python"] >= model["ratio_to_bound"]
+    # importance sampling: the chunk, its products and kernels; the ceiling they leave
+    assert [parts["model"] for parts in record["importance_sampling"]] == ["mnist", "burda"]
+    for parts in record["importance_sampling"]:
+        assert parts["rows"] == 100 * 100 and parts["products_ms"] > 0 and parts["kernels_ms"] > 0
+        assert parts["ceiling"] == pytest.approx(parts["products_ms"] / (parts["products_ms"] + parts["kernels_ms"]))
+        assert parts["ratio_to_bound"] == pytest.approx(parts["products_ms"] / parts["chunk_ms"])
     assert f"mnist (M = 100), {record['models'][0]['engine']}, 1 threads" in done.stdout
 
 
@@ -383,3 +398,23 @@ def test_bf16_mixed_trains_float32_and_bf16_from_one_seed_and_scores_in_float32(
     assert results["float32"]["test_bound"] == pytest.approx(results["float32-autograd"]["test_bound"], rel=0.02)
     assert results["bf16-mixed"]["engine"] == results["float32-autograd"]["engine"]
     assert all(math.isfinite(result["test_bound"]) for result in results.values())
+
+
+def test_schedule_hours_scales_a_fraction_of_the_protocol_and_says_in_one_line_when_mnist_is_missing(
+    tmp_path, shared_data
+):
+    out = tmp_path / "hours.json"
+    common = ["--models", "iwae-vae", "--threads", "1", "--fraction", "0.0001", "--points", "10"]
+    done = run_benchmark("schedule_hours.py", *common, "--data-dir", str(shared_data), "--json", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["model"] == "iwae-vae" and run["threads"] == "1" and run["threads_recorded"] == 1
+    assert set(run["steps_by_threads"]) == {"1"}  # a fixed count: every step on it
+    assert run["budget_fraction"] == pytest.approx(1e-4, rel=1e-3) and run["evaluation_points"] == 10
+    # the run's own seconds, scaled: training by the fraction, the test score by the test set's size
+    assert run["full_training_hours"] == pytest.approx(run["training_seconds"] / run["budget_fraction"] / 3600)
+    assert run["full_evaluation_hours"] == pytest.approx(run["evaluation_seconds"] * 1000 / 3600)
+    assert run["full_schedule_hours"] == pytest.approx(run["full_training_hours"] + run["full_evaluation_hours"])
+    missing = run_benchmark("schedule_hours.py", *common, "--data-dir", str(tmp_path / "nowhere"))
+    lines = missing.stderr.strip().splitlines()
+    assert missing.returncode == 1 and len(lines) == 1 and lines[0].startswith("schedule_hours: iwae-vae"), lines

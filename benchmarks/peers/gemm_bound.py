@@ -22,11 +22,11 @@ import torch
 from common import BenchModel, parse_args, serve
 
 
-def training_products(batch: int, hidden: int, shape: BenchModel):
-    """Closures doing one step's products, on preallocated operands and outputs."""
+def layer_shapes(hidden: int, shape: BenchModel) -> list[tuple[int, int]]:
+    """(in, out) features of every linear layer, encoder then decoder."""
     heads = 2 if shape.likelihood == "gaussian" else 1  # mean and log-variance, or logits
     between = [(hidden, hidden)] * (shape.hidden_layers - 1)
-    shapes = [
+    return [
         (shape.data_dim, hidden),
         *between,
         (hidden, 2 * shape.latent_dim),
@@ -34,6 +34,18 @@ def training_products(batch: int, hidden: int, shape: BenchModel):
         *between,
         (hidden, heads * shape.data_dim),
     ]
+
+
+def training_flops(batch: int, hidden: int, shape: BenchModel) -> int:
+    """Floating-point operations of one step's products (a multiply-add counts two): per layer the
+    forward product and the weight gradient, and the input gradient for all but the first layer."""
+    per_product = [2 * batch * in_f * out_f for in_f, out_f in layer_shapes(hidden, shape)]
+    return 2 * sum(per_product) + sum(per_product[1:])
+
+
+def training_products(batch: int, hidden: int, shape: BenchModel):
+    """Closures doing one step's products, on preallocated operands and outputs."""
+    shapes = layer_shapes(hidden, shape)
     weights = [torch.randn(out_f, in_f) * 0.01 for in_f, out_f in shapes]
     biases = [torch.zeros(out_f) for _, out_f in shapes]
     inputs = [torch.rand(batch, in_f) for in_f, _ in shapes]
