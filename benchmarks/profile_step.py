@@ -25,7 +25,10 @@ Importance sampling (``--nll``, the Bernoulli models): one chunk of ``bench.py``
 (100 points × 100 draws) on one thread, as each of the evaluation's workers decodes it — the whole
 chunk (:func:`aevb.evaluation.decoding.fast_importance_weights`), its products alone and the native
 kernels that must follow them (the hidden layers' bias and tanh, the Bernoulli log-likelihood);
-``ceiling`` = products ÷ (products + those kernels), the most that any fusion of the rest reaches.
+``ceiling`` = products ÷ (products + those kernels), the most that any fusion of the rest reaches;
+and, since bench.py's bound runs a chunk's products on ``--threads`` intra-op threads while the
+evaluation runs that many one-thread workers, ``ceiling_against_bound`` = ceiling × threads ÷ the
+products' speed-up on those threads: the most the evaluation can reach of bench.py's bound.
 
 The native kernels are ctypes calls, which torch.profiler does not see; cProfile charges each to
 its Python entry point in ``aevb/native/bindings.py``, argument conversion included. cProfile's
@@ -116,9 +119,11 @@ def profile(name: str, data: torch.Tensor, samples: int, engine: str = "auto") -
     }
 
 
-def importance_sampling_parts(name: str, points: int = 100, draws: int = 100) -> dict:
-    """Milliseconds of one importance-sampling chunk on the current thread count: whole, its
-    products alone, and the kernels between and after them alone; and the ceiling they leave."""
+def importance_sampling_parts(name: str, threads: int, points: int = 100, draws: int = 100) -> dict:
+    """Milliseconds of one importance-sampling chunk on one thread, as a worker decodes it: whole,
+    its products alone, and the kernels between and after them alone; the ceiling they leave; and
+    the products on ``threads`` intra-op threads, as bench.py's bound runs them, against which
+    ``threads`` workers of one thread each reach at most ``ceiling_against_bound``."""
     from aevb import native
     from aevb.evaluation.decoding import fast_importance_weights
 
@@ -142,6 +147,12 @@ def importance_sampling_parts(name: str, points: int = 100, draws: int = 100) ->
         kernels.bernoulli_log_lik(logits, x, draws, log_lik, bias=bias)
 
     between = rate(between_products, 1)
+    torch.set_num_threads(threads)
+    try:
+        products_at_threads = rate(decoder_products(rows, hidden, shape), 1)
+    finally:
+        torch.set_num_threads(1)
+    ceiling = (1 / products) / (1 / products + 1 / between)
     return {
         "model": name,
         "rows": rows,
@@ -149,7 +160,10 @@ def importance_sampling_parts(name: str, points: int = 100, draws: int = 100) ->
         "products_ms": 1e3 / products,
         "kernels_ms": 1e3 / between,
         "ratio_to_bound": whole / products,
-        "ceiling": (1 / products) / (1 / products + 1 / between),
+        "ceiling": ceiling,
+        "threads": threads,
+        "products_speedup": products_at_threads / products,  # of the chunk's products on `threads` threads
+        "ceiling_against_bound": ceiling * threads * products / products_at_threads,
     }
 
 
@@ -199,12 +213,14 @@ def main(argv=None) -> int:
     if args.nll:
         torch.set_num_threads(1)  # each of the evaluation's workers decodes its chunks on one thread
         for name in [name for name in models if MODELS[name].likelihood == "bernoulli"]:
-            parts = importance_sampling_parts(name)
+            parts = importance_sampling_parts(name, args.threads)
             importance.append(parts)
             print(
                 f"importance sampling, {name}, {parts['rows']:,} rows, 1 thread: chunk {parts['chunk_ms']:.2f} ms, "
                 f"products alone {parts['products_ms']:.2f} ms, kernels alone {parts['kernels_ms']:.2f} ms; "
-                f"products / chunk {parts['ratio_to_bound']:.2f}, ceiling {parts['ceiling']:.2f}"
+                f"products / chunk {parts['ratio_to_bound']:.2f}, ceiling {parts['ceiling']:.2f}; the products "
+                f"{parts['products_speedup']:.2f}x faster on {args.threads} threads: {args.threads} workers reach at "
+                f"most {parts['ceiling_against_bound']:.2f} of that bound"
             )
     if args.json is not None:
         write_json(

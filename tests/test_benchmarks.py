@@ -218,6 +218,9 @@ def test_the_step_profile_accounts_for_the_whole_step(tmp_path):
         assert parts["rows"] == 100 * 100 and parts["products_ms"] > 0 and parts["kernels_ms"] > 0
         assert parts["ceiling"] == pytest.approx(parts["products_ms"] / (parts["products_ms"] + parts["kernels_ms"]))
         assert parts["ratio_to_bound"] == pytest.approx(parts["products_ms"] / parts["chunk_ms"])
+        # one thread here (--threads 1): the bound's products run as the workers' do
+        assert parts["threads"] == 1 and parts["products_speedup"] > 0
+        assert parts["ceiling_against_bound"] == pytest.approx(parts["ceiling"] / parts["products_speedup"])
     assert f"mnist (M = 100), {record['models'][0]['engine']}, 1 threads" in done.stdout
 
 

@@ -555,8 +555,10 @@ def test_a_run_records_the_data_directory_it_read_from_the_environment(shared_da
 
 @pytest.mark.parametrize("delay", [0.3, 0.7, 1.2, 2.0])  # (in its first ~0.1 s, Python's own start-up)
 def test_ctrl_c_while_starting_up_ends_in_one_line(tmp_path, delay):
+    # a budget that no machine trains within the delay (10⁶ samples of this small model once
+    # finished in under 2 s, and the run ended with 0 before the signal came)
     process = subprocess.Popen(
-        [sys.executable, "-m", "aevb.console", "train", *SMALL, "--max-samples", "1e6", "--out", str(tmp_path / "run")],
+        [sys.executable, "-m", "aevb.console", "train", *SMALL, "--max-samples", "1e9", "--out", str(tmp_path / "run")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

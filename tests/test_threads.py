@@ -214,8 +214,13 @@ def test_chunk_workers_return_results_in_order_from_single_threaded_workers():
     import threading
 
     seen = []
+    # the first two chunks wait for each other, so that two workers run them whatever the load
+    # (on a busy machine one worker could otherwise take all forty before another starts)
+    both_started = threading.Barrier(2, timeout=60)
 
     def task(index):
+        if index < 2:
+            both_started.wait()
         seen.append((threading.get_ident(), torch.get_num_threads()))
         torch.mm(torch.rand(64, 64), torch.rand(64, 64))  # the pool really runs torch work
         return index * index
