@@ -135,7 +135,8 @@ def importance_sampling_parts(name: str, threads: int, points: int = 100, draws:
         mean, std = posterior.mean, posterior.stddev
     rows, hidden = points * draws, model.config.hidden_units
     whole = rate(lambda: fast_importance_weights(model, x, mean, std, draws), 1)
-    products = rate(decoder_products(rows, hidden, shape), 1)
+    chunk_products = decoder_products(rows, hidden, shape)
+    products = rate(chunk_products, 1)
     kernels = native.load()
     hidden_out = torch.randn(rows, hidden)
     logits, bias, log_lik = torch.randn(rows, shape.data_dim), torch.zeros(shape.data_dim), torch.empty(rows)
@@ -149,7 +150,7 @@ def importance_sampling_parts(name: str, threads: int, points: int = 100, draws:
     between = rate(between_products, 1)
     torch.set_num_threads(threads)
     try:
-        products_at_threads = rate(decoder_products(rows, hidden, shape), 1)
+        speedup = rate(chunk_products, 1) / products  # the chunk's products on `threads` threads
     finally:
         torch.set_num_threads(1)
     ceiling = (1 / products) / (1 / products + 1 / between)
@@ -162,8 +163,8 @@ def importance_sampling_parts(name: str, threads: int, points: int = 100, draws:
         "ratio_to_bound": whole / products,
         "ceiling": ceiling,
         "threads": threads,
-        "products_speedup": products_at_threads / products,  # of the chunk's products on `threads` threads
-        "ceiling_against_bound": ceiling * threads * products / products_at_threads,
+        "products_speedup": speedup,
+        "ceiling_against_bound": ceiling * threads / speedup,
     }
 
 

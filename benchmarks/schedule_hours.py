@@ -29,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine_info import cpu_flags, cpu_name  # (beside this script: benchmarks/machine_info.py)
+from bench import write_json  # (beside this script: benchmarks/bench.py)
+from machine_info import cpu_flags, cpu_name
 
 HERE = Path(__file__).resolve().parent
 TEST_IMAGES = 10_000  # MNIST's test set, which the protocol scores
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
                         "checkouts": {key: str(value) for key, value in checkouts.items()},
                         "runs": results,
                     }
-                    args.json.write_text(json.dumps(document, indent=1) + "\n")
+                    write_json(args.json, document)
     return 0
 
 
