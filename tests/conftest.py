@@ -1,10 +1,18 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Tests deliver Ctrl-C (SIGINT) to themselves and to the processes they start, as a terminal does.
+# A test run started in the background by a script inherits SIGINT ignored (the shell's rule for
+# background jobs), which aevb respects and every child would inherit: the tests run as from a
+# terminal instead.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHARED_DATA = Path(os.environ.get("AEVB_TEST_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -555,21 +555,70 @@ def test_a_run_records_the_data_directory_it_read_from_the_environment(shared_da
 
 @pytest.mark.parametrize("delay", [0.3, 0.7, 1.2, 2.0])  # (in its first ~0.1 s, Python's own start-up)
 def test_ctrl_c_while_starting_up_ends_in_one_line(tmp_path, delay):
-    # Ctrl-C as a terminal delivers it: to a process whose SIGINT is not ignored. A test run
-    # started in the background by a script (bash ignores SIGINT there) passes SIG_IGN on, and
-    # Python then installs no KeyboardInterrupt; the run went on through the signal.
+    # (the child's SIGINT is not ignored, even in a test run started in the background: conftest.py)
     process = subprocess.Popen(
         [sys.executable, "-m", "aevb.console", "train", *SMALL, "--max-samples", "1e6", "--out", str(tmp_path / "run")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_run_whose_sigint_is_ignored_trains_on_through_ctrl_c_and_stops_on_sigterm(tmp_path):
+    # `aevb train ... &` in a script: the shell ignores SIGINT for background jobs, so that Ctrl-C at
+    # the terminal stops the script and not them. The run honours that during training as Python
+    # does while it starts up (it once stopped there, and trained on before its first step).
+    def started_in_background(run: Path) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aevb.console", "train", *SMALL, "--max-samples", "1e6"]
+            + ["--checkpoint-every", "20", "--out", str(run)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+        deadline, checkpoint = time.monotonic() + 120, run / "checkpoints" / "latest.json"
+        while not checkpoint.is_file() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        return process
+
+    process = started_in_background(tmp_path / "run")
+    try:
+        assert process.poll() is None, process.communicate()[1]  # training: a checkpoint was taken
+        process.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert process.poll() is None, process.communicate()[1]  # still training: Ctrl-C was not for it
+        process.send_signal(signal.SIGTERM)  # what stops it: a checkpoint, one line, 128 + SIGTERM
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_stop_on_signal_leaves_an_ignored_signal_ignored_and_catches_the_others():
+    from aevb.runs.process import StopOnSignal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopOnSignal() as signalled:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert not signalled()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            assert signalled() and signalled.received == signal.SIGTERM
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_ctrl_c_during_reproduce_with_parallel_jobs_ends_in_one_line_and_keeps_both_checkpoints(shared_data, tmp_path):

@@ -16,8 +16,8 @@ _parent_stop = None
 
 def stop_with_parent(event) -> None:
     """In a worker process: stop training, as on a signal, once ``event`` (a multiprocessing
-    Event of the parent's) is set. An idle worker ignores Ctrl-C, which would kill it and break
-    the pool: the parent, which receives it too, sets the event (a training run catches its own)."""
+    Event of the parent's) is set. A worker ignores Ctrl-C, which would kill an idle one and break
+    the pool: the parent, which receives it too, sets the event."""
     global _parent_stop
     _parent_stop = event
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -30,7 +30,13 @@ def parent_asked_to_stop() -> bool:
 class StopOnSignal:
     """SIGINT and SIGTERM ask training to stop at the next step (after a checkpoint) instead of
     killing it; a second signal of the same kind is not caught (the user insists). In a worker of
-    ``aevb reproduce --jobs``, the parent's request does the same (:func:`stop_with_parent`)."""
+    ``aevb reproduce --jobs``, the parent's request does the same (:func:`stop_with_parent`).
+
+    A signal the process ignores stays ignored: a run started in the background by a script
+    (``aevb train ... &``, where the shell ignores SIGINT so that Ctrl-C at the terminal stops the
+    script, not its background jobs) trains on through Ctrl-C as it did while starting up, where
+    Python installs no KeyboardInterrupt for an ignored SIGINT; ``kill -TERM`` still stops it.
+    A worker of ``--jobs`` ignores SIGINT itself and stops on its parent's request instead."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -41,7 +47,8 @@ class StopOnSignal:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for number in self.SIGNALS:
-                self._previous[number] = signal.signal(number, self._handle)
+                if signal.getsignal(number) is not signal.SIG_IGN:
+                    self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def _handle(self, number, frame) -> None:
