@@ -10,10 +10,13 @@ and measures again as the load changes: when the steps slow down by more than :d
 from the chosen count's measured speed (another process took a core, or a lucky measurement chose
 the wrong count; when measuring again keeps the count, its slower speed becomes the reference),
 and at the latest every :data:`RECHECK_SECONDS` (doubled while the choice holds, up to
-:data:`LONGEST_RECHECK_SECONDS`: a core that became free speeds up no single-thread step). A
-candidate that steps at less than :data:`ABANDON_BELOW` of the best so far is dropped after two
-steps, so that a measurement on a busy machine costs little. A fixed count (``threads``) is never
-changed.
+:data:`LONGEST_RECHECK_SECONDS`: a core that became free speeds up no single-thread step). Such a
+periodic re-measurement of a count below the most is skipped while the machine had no idle core
+to give since the last one (Linux's ``/proc/stat``: less than :data:`IDLE_CORES_TO_RECHECK` of a
+core idle on average): more threads cannot step faster then, and measuring them costs slow steps
+every time. A candidate that steps at less than :data:`ABANDON_BELOW` of the best so far is
+dropped after two steps, so that a measurement on a busy machine costs little. A fixed count
+(``threads``) is never changed.
 
 The adaptive policy changes only the speed, never a result: it adapts only steps whose every
 bit is the same on any number of threads (:attr:`aevb.engines.Engine.thread_count_invariant`:
@@ -58,6 +61,18 @@ LONGEST_RECHECK_SECONDS = 60.0
 WATCH_SECONDS = 1.0  # the window over which the chosen count's speed is watched
 SLOWDOWN = 0.3  # a window this much slower than the chosen count's speed: measure again
 SWITCH_MARGIN = 0.03  # another count must step this much faster to replace the current one
+IDLE_CORES_TO_RECHECK = 0.5  # idle cores on average since the last measurement that make more threads worth one
+
+
+def idle_cpu_seconds() -> float | None:
+    """Seconds that the machine's CPUs have spent idle since boot, all CPUs together (Linux's
+    ``/proc/stat``: idle and waiting for I/O); None where the system does not say."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+        return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 #: MKL's conditional numerical reproducibility settings (mkl_cbwr_set): the code path MKL picks
@@ -112,6 +127,8 @@ class StepThreads:
         counts: the candidate counts; one count fixes it.
         clock: seconds (tests give a fake one).
         set_threads: what sets the count (``torch.set_num_threads``; tests give a fake one).
+        idle_seconds: the machine's idle CPU seconds so far, or None where unknown
+            (:func:`idle_cpu_seconds`; tests give a fake one).
 
     :meth:`run` runs a step at the current count and times it; between :meth:`start` and
     :meth:`stop` the process's torch thread count is the policy's, and afterwards what it was.
@@ -124,11 +141,14 @@ class StepThreads:
         clock: Callable[[], float] = time.perf_counter,
         set_threads: Callable[[int], None] = torch.set_num_threads,
         get_threads: Callable[[], int] = torch.get_num_threads,
+        idle_seconds: Callable[[], float | None] = idle_cpu_seconds,
     ):
         if not counts or min(counts) < 1:
             raise AevbError(f"thread counts must be positive integers, got {counts}")
         self.counts = tuple(counts)
-        self._clock, self._set, self._get = clock, set_threads, get_threads
+        self._clock, self._set, self._get, self._idle = clock, set_threads, get_threads, idle_seconds
+        self.skipped_rechecks = 0  # periodic re-measurements skipped: no idle core since the last
+        self._idle_mark: tuple[float, float | None] | None = None  # (clock, idle seconds) at the last choice
         self.current = self.counts[0]
         self.steps_by_count: dict[int, int] = {}
         self.choices: list[tuple[int, dict[int, float]]] = []  # (count kept, samples/s of each count)
@@ -172,6 +192,8 @@ class StepThreads:
             self._outside = self._get()
         self.steps_by_count = {}
         self._set(self.current)
+        if self._idle_mark is not None:  # the core this process left idle between its steps is not free
+            self._idle_mark = (self._clock(), self._idle())
 
     def stop(self) -> None:
         """Give the process its thread count back."""
@@ -219,7 +241,7 @@ class StepThreads:
         if not self.adaptive:
             self.steps_by_count[self.current] = self.steps_by_count.get(self.current, 0) + 1
             return step()
-        if not self._queue and self._clock() >= self._next_probe:
+        if not self._queue and self._clock() >= self._next_probe and self._recheck_pays():
             self._begin_probe()
         began = self._clock()
         result = step()
@@ -234,6 +256,27 @@ class StepThreads:
             self._set(count)
             self._warmup = WARMUP_STEPS
         self._seconds = self._samples = self._steps = 0.0
+
+    def _recheck_pays(self) -> bool:
+        """Whether a due measurement may find a faster count: always for the first one, one after
+        a slowdown and one at the most threads (fewer may win when another process took a core);
+        for a count below the most, only when an idle core was there to take while the steps ran
+        since the last choice (or nobody says). Otherwise the next is due a re-check later."""
+        if self._idle_mark is None or self._next_probe == -float("inf") or self.current >= self.most:
+            return True
+        then, idle_then = self._idle_mark
+        now, idle_now = self._clock(), self._idle()
+        if idle_then is None or idle_now is None:
+            return True
+        if now - then < WATCH_SECONDS:  # the steps just resumed: too short a time to tell
+            self._next_probe = then + WATCH_SECONDS
+            return False
+        self._idle_mark = (now, idle_now)
+        if (idle_now - idle_then) / (now - then) >= IDLE_CORES_TO_RECHECK:
+            return True
+        self.skipped_rechecks += 1
+        self._next_probe = now + self._recheck
+        return False
 
     def _begin_probe(self) -> None:
         self._kept = self.current
@@ -281,6 +324,7 @@ class StepThreads:
             RECHECK_SECONDS if changed or len(self.choices) == 1 else min(2.0 * self._recheck, LONGEST_RECHECK_SECONDS)
         )
         self._next_probe = self._clock() + self._recheck
+        self._idle_mark = (self._clock(), self._idle())
 
 
 _EVALUATION: dict[tuple, StepThreads] = {}

@@ -15,14 +15,19 @@ from aevb.training import TrainConfig, Trainer
 
 
 class Machine:
-    """A fake machine: a step of ``samples`` rows at ``count`` threads takes ``cost[count]`` seconds
-    of its clock; the test changes ``cost`` to model another process taking a core."""
+    """A fake machine of ``threads`` cores: a step at ``count`` threads takes ``cost[count]`` seconds
+    of its clock, while the cores that neither it nor ``others`` (another process's busy cores)
+    use stay idle; the test changes ``cost`` and ``others`` to model another process taking a core."""
 
     def __init__(self, cost: dict[int, float], threads: int = 8):
         self.cost, self.now, self.threads, self.sets = dict(cost), 0.0, threads, []
+        self.cores, self.others, self.idle = threads, 0, 0.0
 
     def clock(self) -> float:
         return self.now
+
+    def idle_seconds(self) -> float:
+        return self.idle
 
     def set_threads(self, count: int) -> None:
         self.threads = count
@@ -31,14 +36,25 @@ class Machine:
     def get_threads(self) -> int:
         return self.threads
 
+    def wait(self, seconds: float) -> None:
+        """Time in which the policy's process runs no step (between two fits)."""
+        self.now += seconds
+        self.idle += max(0, self.cores - self.others) * seconds
+
     def step(self):
-        self.now += self.cost[self.threads]
+        seconds = self.cost[self.threads]
+        self.now += seconds
+        self.idle += max(0, self.cores - self.threads - self.others) * seconds
         return self.threads
 
 
 def _policy(machine: Machine, counts) -> StepThreads:
     return StepThreads(
-        tuple(counts), clock=machine.clock, set_threads=machine.set_threads, get_threads=machine.get_threads
+        tuple(counts),
+        clock=machine.clock,
+        set_threads=machine.set_threads,
+        get_threads=machine.get_threads,
+        idle_seconds=machine.idle_seconds,
     )
 
 
@@ -86,15 +102,59 @@ def test_adaptive_policy_moves_to_one_thread_when_a_core_is_taken_and_back_when_
     machine, threads = _started({2: 0.004, 1: 0.006})
     _run(threads, machine, 5.0)
     assert threads.current == 2
-    machine.cost[2] = 0.020  # another process holds a core: barriers stall
+    machine.cost[2], machine.others = 0.020, 1  # another process holds a core: barriers stall
     ran = _run(threads, machine, 3.0)
     assert threads.current == 1
     # The slowdown is noticed within a watch window or two, not at the periodic re-check.
     switched = next(i for i, count in enumerate(ran) if count == 1 and all(c == 1 for c in ran[i : i + 50]))
     assert sum(0.020 if c == 2 else 0.006 for c in ran[:switched]) < 2.5 * policy.WATCH_SECONDS
-    machine.cost[2] = 0.004  # the other process ended
+    machine.cost[2], machine.others = 0.004, 0  # the other process ended
     _run(threads, machine, 3 * policy.RECHECK_SECONDS)
     assert threads.current == 2
+
+
+def test_while_no_core_is_idle_the_periodic_re_check_of_more_threads_is_skipped():
+    # One core taken by another process for minutes: measuring two threads again every 10-60 s
+    # would cost slow steps each time, and they cannot win while no core is idle.
+    machine, threads = _started({2: 0.004, 1: 0.006})
+    machine.cost[2], machine.others = 0.020, 1
+    _run(threads, machine, 5.0)
+    assert threads.current == 1
+    measured = len(threads.choices)
+    ran = _run(threads, machine, 300.0)
+    assert set(ran) == {1} and len(threads.choices) == measured
+    assert threads.skipped_rechecks >= 300.0 / policy.LONGEST_RECHECK_SECONDS
+    machine.cost[2], machine.others = 0.004, 0  # a core is free again: the next re-check measures
+    _run(threads, machine, 2 * policy.LONGEST_RECHECK_SECONDS)
+    assert threads.current == 2
+
+
+def test_the_core_a_process_leaves_idle_between_two_fits_is_not_a_free_core():
+    machine, threads = _started({2: 0.004, 1: 0.006})
+    machine.cost[2], machine.others = 0.020, 1
+    _run(threads, machine, 5.0)
+    assert threads.current == 1
+    measured = len(threads.choices)
+    threads.stop()
+    machine.wait(30.0)  # a re-check falls due meanwhile
+    threads.start()
+    assert set(_run(threads, machine, 5.0)) == {1} and len(threads.choices) == measured
+    assert threads.skipped_rechecks == 1
+
+
+def test_a_machine_that_does_not_say_its_idle_time_is_re_checked_as_before():
+    machine, threads = _started({2: 0.020, 1: 0.006})
+    machine.others = 1
+    threads._idle = lambda: None
+    _run(threads, machine, 100.0)
+    assert threads.current == 1 and len(threads.choices) >= 3 and threads.skipped_rechecks == 0
+
+
+def test_the_machines_idle_time_is_read_where_the_system_says_it():
+    first = policy.idle_cpu_seconds()
+    if first is None:
+        pytest.skip("no /proc/stat here")
+    assert first >= 0 and policy.idle_cpu_seconds() >= first
 
 
 def test_a_hopeless_candidate_is_dropped_after_two_steps():
