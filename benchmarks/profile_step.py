@@ -28,7 +28,11 @@ kernels that must follow them (the hidden layers' bias and tanh, the Bernoulli l
 ``ceiling`` = products ÷ (products + those kernels), the most that any fusion of the rest reaches;
 and, since bench.py's bound runs a chunk's products on ``--threads`` intra-op threads while the
 evaluation runs that many one-thread workers, ``ceiling_against_bound`` = ceiling × threads ÷ the
-products' speed-up on those threads: the most the evaluation can reach of bench.py's bound.
+products' speed-up on those threads: the most the evaluation can reach of bench.py's bound
+were the workers as fast together as each alone. They share the machine's caches and memory,
+so the products are also timed on ``--threads`` one-thread streams at once (``streams_speedup``
+over one stream alone), and ``ceiling_with_shared_machine`` = ceiling × that ÷ the products'
+speed-up on intra-op threads.
 
 The native kernels are ctypes calls, which torch.profiler does not see; cProfile charges each to
 its Python entry point in ``aevb/native/bindings.py``, argument conversion included. cProfile's
@@ -45,6 +49,8 @@ import cProfile
 import pstats
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +159,7 @@ def importance_sampling_parts(name: str, threads: int, points: int = 100, draws:
         speedup = rate(chunk_products, 1) / products  # the chunk's products on `threads` threads
     finally:
         torch.set_num_threads(1)
+    streams = concurrent_rate(lambda: decoder_products(rows, hidden, shape), threads) / products
     ceiling = (1 / products) / (1 / products + 1 / between)
     return {
         "model": name,
@@ -165,7 +172,37 @@ def importance_sampling_parts(name: str, threads: int, points: int = 100, draws:
         "threads": threads,
         "products_speedup": speedup,
         "ceiling_against_bound": ceiling * threads / speedup,
+        "streams_speedup": streams,
+        "ceiling_with_shared_machine": ceiling * streams / speedup,
     }
+
+
+def concurrent_rate(make_work, streams: int, seconds: float = 2.0) -> float:
+    """Calls per second of ``streams`` copies of ``make_work()``'s work (each made in its own
+    thread), each on one intra-op thread and all at once, as the evaluation's workers run their
+    chunks: what the machine gives ``streams`` one-thread streams together."""
+    counts, ready = [0] * streams, threading.Barrier(streams + 1)
+
+    def stream(index: int) -> None:
+        torch.set_num_threads(1)
+        work = make_work()
+        for _ in range(3):
+            work()
+        ready.wait()
+        while time.perf_counter() < end:
+            work()
+            counts[index] += 1
+
+    threads = [threading.Thread(target=stream, args=(index,)) for index in range(streams)]
+    for thread in threads:
+        thread.start()
+    end = time.perf_counter() + 3600.0  # set once every stream is ready
+    ready.wait()
+    started = time.perf_counter()
+    end = started + seconds
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started)
 
 
 def main(argv=None) -> int:
@@ -221,7 +258,9 @@ def main(argv=None) -> int:
                 f"products alone {parts['products_ms']:.2f} ms, kernels alone {parts['kernels_ms']:.2f} ms; "
                 f"products / chunk {parts['ratio_to_bound']:.2f}, ceiling {parts['ceiling']:.2f}; the products "
                 f"{parts['products_speedup']:.2f}x faster on {args.threads} threads: {args.threads} workers reach at "
-                f"most {parts['ceiling_against_bound']:.2f} of that bound"
+                f"most {parts['ceiling_against_bound']:.2f} of that bound; {args.threads} one-thread streams of "
+                f"products together {parts['streams_speedup']:.2f}x one: at most "
+                f"{parts['ceiling_with_shared_machine']:.2f} with the machine shared"
             )
     if args.json is not None:
         write_json(

@@ -221,6 +221,9 @@ def test_the_step_profile_accounts_for_the_whole_step(tmp_path):
         # one thread here (--threads 1): the bound's products run as the workers' do
         assert parts["threads"] == 1 and parts["products_speedup"] > 0
         assert parts["ceiling_against_bound"] == pytest.approx(parts["ceiling"] / parts["products_speedup"])
+        assert parts["streams_speedup"] > 0 and parts["ceiling_with_shared_machine"] == pytest.approx(
+            parts["ceiling"] * parts["streams_speedup"] / parts["products_speedup"]
+        )
     assert f"mnist (M = 100), {record['models'][0]['engine']}, 1 threads" in done.stdout
 
 
