@@ -113,14 +113,20 @@ def test_adaptive_policy_moves_to_one_thread_when_a_core_is_taken_and_back_when_
     assert threads.current == 2
 
 
-def test_while_no_core_is_idle_the_periodic_re_check_of_more_threads_is_skipped():
-    # One core taken by another process for minutes: measuring two threads again every 10-60 s
-    # would cost slow steps each time, and they cannot win while no core is idle.
+def _moved_to_one_thread() -> tuple[Machine, StepThreads, int]:
+    """A two-core machine on which another process took a core, once the policy chose one thread;
+    and how many measurements that took."""
     machine, threads = _started({2: 0.004, 1: 0.006})
     machine.cost[2], machine.others = 0.020, 1
     _run(threads, machine, 5.0)
     assert threads.current == 1
-    measured = len(threads.choices)
+    return machine, threads, len(threads.choices)
+
+
+def test_while_no_core_is_idle_the_periodic_re_check_of_more_threads_is_skipped():
+    # One core taken by another process for minutes: measuring two threads again every 10-60 s
+    # would cost slow steps each time, and they cannot win while no core is idle.
+    machine, threads, measured = _moved_to_one_thread()
     ran = _run(threads, machine, 300.0)
     assert set(ran) == {1} and len(threads.choices) == measured
     assert threads.skipped_rechecks >= 300.0 / policy.LONGEST_RECHECK_SECONDS
@@ -130,11 +136,7 @@ def test_while_no_core_is_idle_the_periodic_re_check_of_more_threads_is_skipped(
 
 
 def test_the_core_a_process_leaves_idle_between_two_fits_is_not_a_free_core():
-    machine, threads = _started({2: 0.004, 1: 0.006})
-    machine.cost[2], machine.others = 0.020, 1
-    _run(threads, machine, 5.0)
-    assert threads.current == 1
-    measured = len(threads.choices)
+    machine, threads, measured = _moved_to_one_thread()
     threads.stop()
     machine.wait(30.0)  # a re-check falls due meanwhile
     threads.start()
