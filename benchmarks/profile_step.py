@@ -181,7 +181,7 @@ def concurrent_rate(make_work, streams: int, seconds: float = 2.0) -> float:
     """Calls per second of ``streams`` copies of ``make_work()``'s work (each made in its own
     thread), each on one intra-op thread and all at once, as the evaluation's workers run their
     chunks: what the machine gives ``streams`` one-thread streams together."""
-    counts, ready = [0] * streams, threading.Barrier(streams + 1)
+    counts, ready, done = [0] * streams, threading.Barrier(streams + 1), threading.Event()
 
     def stream(index: int) -> None:
         torch.set_num_threads(1)
@@ -189,17 +189,17 @@ def concurrent_rate(make_work, streams: int, seconds: float = 2.0) -> float:
         for _ in range(3):
             work()
         ready.wait()
-        while time.perf_counter() < end:
+        while not done.is_set():
             work()
             counts[index] += 1
 
     threads = [threading.Thread(target=stream, args=(index,)) for index in range(streams)]
     for thread in threads:
         thread.start()
-    end = time.perf_counter() + 3600.0  # set once every stream is ready
-    ready.wait()
+    ready.wait()  # every stream made and warmed up
     started = time.perf_counter()
-    end = started + seconds
+    time.sleep(seconds)
+    done.set()
     for thread in threads:
         thread.join()
     return sum(counts) / (time.perf_counter() - started)

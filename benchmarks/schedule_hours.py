@@ -29,8 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import write_json  # (beside this script: benchmarks/bench.py)
-from machine_info import cpu_flags, cpu_name
+from bench import machine, write_json  # (beside this script: benchmarks/bench.py)
 
 HERE = Path(__file__).resolve().parent
 TEST_IMAGES = 10_000  # MNIST's test set, which the protocol scores
@@ -97,7 +96,7 @@ def main(argv=None) -> int:
         if not sep or not name or not (Path(path) / "aevb" / "__init__.py").is_file():
             parser.error(f"--checkout takes NAME=PATH of an aevb checkout, got {item!r}")
         checkouts[name] = Path(path).resolve()
-    results = []
+    results, this_machine = [], machine()
     for threads in args.threads:
         for model in args.models:
             for name, path in checkouts.items():  # alternating: both versions see the machine alike
@@ -115,7 +114,7 @@ def main(argv=None) -> int:
                 )
                 if args.json is not None:  # after every run: a long measurement keeps what it has
                     document = {
-                        "machine": {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "cores": os.cpu_count()},
+                        "machine": this_machine,
                         "fraction": args.fraction,
                         "points": args.points,
                         "checkouts": {key: str(value) for key, value in checkouts.items()},
