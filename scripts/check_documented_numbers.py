@@ -29,13 +29,17 @@ measurement, says so in a comment right after it, ``<!-- paper -->`` or ``<!-- n
     python scripts/check_documented_numbers.py              # every README.md and docs/*.md number
     python scripts/check_documented_numbers.py FILE.md      # only these
     python scripts/check_documented_numbers.py --unsourced  # and the numbers with no source
+    python scripts/check_documented_numbers.py --update     # rewrite stale numbers from their files
 
 Prints one line per mismatch (and per unsourced number) and exits 1 if there is one;
-tests/test_documented_numbers.py runs it.
+tests/test_documented_numbers.py runs it. ``--update`` writes each stale number as its file's value,
+rounded to the decimals the text shows (a sign that flips shows as ``−``), and leaves the words
+around it to the writer: prose that says "leads by" may now need to say "trails by".
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import re
@@ -68,9 +72,20 @@ class Mismatch:
     line: int
     text: str
     why: str
+    #: (start, end) of the number in its line and the text its source gives; None if unreadable
+    replacement: tuple[int, int, str] | None = None
 
     def __str__(self) -> str:
         return f"{self.document}:{self.line}: {self.text}: {self.why}"
+
+
+def shown_as(value: float, text: str) -> str:
+    """``value`` written as ``text`` writes its number: the same decimals, separators and minus sign."""
+    decimals = len(text.partition(".")[2])
+    written = f"{value + 0.0:{',' if ',' in text else ''}.{decimals}f}"
+    if written.lstrip("-").strip("0.,") == "":
+        written = written.lstrip("-")  # no "−0.0"
+    return written.replace("-", "−") if written.startswith("-") and not text.startswith("-") else written
 
 
 def _load(path: Path) -> object:
@@ -204,8 +219,26 @@ def check_document(document: Path, root: Path = ROOT) -> tuple[int, list[Mismatc
             decimals = len(text.partition(".")[2])
             if round(value, decimals) != shown:
                 why = f"{file}#{path}{match.group('operations')} is {value!r}, which rounds to {value:.{decimals}f}"
-                mismatches.append(Mismatch(document, line_number, text, why))
+                span = (*match.span("number"), shown_as(value, text))
+                mismatches.append(Mismatch(document, line_number, text, why, span))
     return count, mismatches
+
+
+def update_document(document: Path, mismatches: list[Mismatch]) -> int:
+    """Rewrite ``document``'s stale numbers as their sources give them; returns how many changed."""
+    lines = document.read_text().split("\n")
+    changed = 0
+    # right to left within a line, so that earlier spans stay where they were
+    for mismatch in sorted(mismatches, key=lambda m: (m.line, -(m.replacement or (0,))[0])):
+        if mismatch.document != document or mismatch.replacement is None:
+            continue
+        start, end, text = mismatch.replacement
+        line = lines[mismatch.line - 1]
+        lines[mismatch.line - 1] = line[:start] + text + line[end:]
+        changed += 1
+    if changed:
+        document.write_text("\n".join(lines))
+    return changed
 
 
 # ---- numbers with no source ----------------------------------------------------------------------
@@ -337,20 +370,29 @@ def documents(root: Path = ROOT) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    report_unsourced = "--unsourced" in arguments
-    paths = [Path(arg) for arg in arguments if arg != "--unsourced"] or documents()
+    parser = argparse.ArgumentParser(description="Check documented numbers against the result files they name.")
+    parser.add_argument("documents", nargs="*", type=Path, help="default: README.md and docs/*.md")
+    parser.add_argument("--unsourced", action="store_true", help="also report numbers that name no source")
+    parser.add_argument("--update", action="store_true", help="rewrite stale numbers from their sources")
+    arguments = parser.parse_args(argv)
+    for path in arguments.documents:
+        if not path.is_file():
+            parser.error(f"{path}: no such file")
     total, failures, missing = 0, [], []
-    for path in paths:
+    for path in arguments.documents or documents():
         count, mismatches = check_document(path)
         total += count
+        if arguments.update and mismatches:
+            updated = update_document(path, mismatches)
+            print(f"{path}: {updated} numbers rewritten from their files")
+            mismatches = [mismatch for mismatch in mismatches if mismatch.replacement is None]
         failures += mismatches
-        if report_unsourced:
+        if arguments.unsourced:
             missing += unsourced(path)
     for problem in [*failures, *missing]:
         print(problem)
     print(f"{total} documented numbers checked against their files, {len(failures)} do not match")
-    if report_unsourced:
+    if arguments.unsourced:
         print(f"{len(missing)} numbers have no source")
     return 1 if failures or missing else 0
 

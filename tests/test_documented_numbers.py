@@ -52,6 +52,38 @@ def test_paths_selectors_csv_rows_and_operations(tmp_path):
     assert "selects 0 elements" in mismatches[1].why
 
 
+def test_update_rewrites_stale_numbers_as_written_and_keeps_the_rest(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps({"a": -129.359, "b": 4.2, "c": 2.96, "big": 12345.6}))
+    document = tmp_path / "doc.md"
+    document.write_text(
+        "AEVB −120.5<!-- from r.json#a --> leads by 4.2<!-- from r.json#b --> and "
+        "1.3<!-- from r.json#b minus r.json#c --> nats; 12,000<!-- from r.json#big --> s; "
+        "kept: 7<!-- from r.json#missing -->\n| 2.00<!-- from r.json#a plus 132 --> |\n"
+    )
+    count, mismatches = checker.check_document(document, tmp_path)
+    assert count == 6 and len(mismatches) == 5
+    assert checker.update_document(document, mismatches) == 4  # the unreadable source stays as written
+    assert document.read_text() == (
+        "AEVB −129.4<!-- from r.json#a --> leads by 4.2<!-- from r.json#b --> and "
+        "1.2<!-- from r.json#b minus r.json#c --> nats; 12,346<!-- from r.json#big --> s; "
+        "kept: 7<!-- from r.json#missing -->\n| 2.64<!-- from r.json#a plus 132 --> |\n"
+    )
+    assert [m.text for m in checker.check_document(document, tmp_path)[1]] == ["7"]
+
+
+def test_a_sign_that_flips_is_written_with_the_documents_minus():
+    assert checker.shown_as(-2.17, "1.3") == "−2.2"
+    assert checker.shown_as(-2.17, "-1.3") == "-2.2"
+    assert checker.shown_as(-0.01, "0.0") == "0.0"
+    assert checker.shown_as(2.0, "−1.25") == "2.00"
+
+
+def test_a_document_that_is_not_there_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        checker.main(["no-such.md"])
+    assert exit_info.value.code == 2 and "no-such.md: no such file" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("text", ["1,448.2", "−0.5", "12"])
 def test_numbers_are_read_as_written(text):
     assert checker.SOURCED.search(f"x {text}<!-- from f.json#a -->").group("number") == text

@@ -230,14 +230,29 @@ def test_an_unknown_figure_is_a_usage_error():
     assert exit_info.value.code == 2
 
 
-def test_fig2_focus_keeps_the_top_of_the_curves():
+def test_focus_keeps_the_top_of_the_curves():
     from aevb.figures import plt
 
     figure, ax = plt.subplots()
     ax.plot(range(20), [-500, -400] + [-120 + 20 * i / 17 for i in range(18)])
-    fig2._focus(ax)
+    fig2.focus_y_axis(ax)
     low, high = ax.get_ylim()
     assert high > -100 and -400 < low < -120
+    plt.close(figure)
+
+
+def test_focus_leaves_out_figure_3s_initial_models():
+    """Figure 3's panels: six curves of six points, four of them the untrained model at −541 nats."""
+    from aevb.figures import plt
+
+    figure, ax = plt.subplots()
+    for first in (-541.0, -541.0, -195.0, -541.0, -541.0, -195.0):
+        ax.plot([1e4, 3e4, 1e5, 3e5, 1e6, 3e6], [first, -200.0, -180.0, -160.0, -140.0, -125.0])
+    fig2.focus_y_axis(ax, lowest_share=0.2)
+    low, high = ax.get_ylim()
+    assert -300 < low < -200 and high > -125
+    fig2.focus_y_axis(ax)  # the lowest tenth alone would keep them
+    assert ax.get_ylim()[0] < -541
     plt.close(figure)
 
 

@@ -97,7 +97,7 @@ def draw(run_specs: list[FigureRun], out: Path, path: Path, budget: int) -> Path
                 ax.set_ylabel(r"$\mathcal{L}$", fontsize=9)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3, which="both")
-            _focus(ax)
+            focus_y_axis(ax)
     axes[0][0].legend(fontsize=7, loc="lower right")
     figure.suptitle(f"Figure 2 reproduced\nlower bound per datapoint, {budget:.0e} samples per curve", fontsize=10)
     figure.tight_layout()
@@ -121,12 +121,16 @@ def plot_train_test(ax, lines: list[dict], method: str, train_key: str, test_key
         )
 
 
-def _focus(ax) -> None:
-    """Clip the y-axis to the interesting range: early, very low bounds would flatten the curves."""
+def focus_y_axis(ax, lowest_share: float = 0.1) -> None:
+    """Clip the y-axis to the interesting range: early, very low bounds would flatten the curves.
+
+    The axis reaches a little below the value above the lowest ``lowest_share`` of all plotted
+    points, and a little above the highest.
+    """
     values = [y for line in ax.get_lines() for y in line.get_ydata() if y is not None and y == y]
     if values:
         values.sort()
-        top, low = values[-1], values[len(values) // 10]
+        top, low = values[-1], values[int(len(values) * lowest_share)]
         spread = max(top - low, 1e-6)
         ax.set_ylim(low - 0.3 * spread, top + 0.1 * spread)
 

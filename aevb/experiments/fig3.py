@@ -22,7 +22,7 @@ from ..runs import DataConfig, ModelSpec
 from ..runs.layout import read_metrics
 from ..training import TrainConfig
 from ..training.algorithms import trains_encoder
-from .fig2 import plot_train_test
+from .fig2 import focus_y_axis, plot_train_test
 from .registry import Experiment
 from .runner import FigureRun
 
@@ -130,6 +130,8 @@ def write_outputs(run_specs: list[FigureRun], out: Path, budget: int) -> list[Pa
                 ax, read_metrics(out / spec.name), spec.tags["method"], "train_log_likelihood", "test_log_likelihood"
             )
         ax.set_xscale("log")
+        # AEVB's and wake-sleep's first points (4 of 36 at 3e6) are the initial model, still in Adagrad's warm-up
+        focus_y_axis(ax, lowest_share=0.2)
         ax.set_title(f"$N_{{train}} = {size}$", fontsize=10)
         ax.set_xlabel("# training samples evaluated")
         ax.set_ylabel("marginal log-likelihood (nats)")
