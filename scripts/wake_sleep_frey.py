@@ -42,7 +42,13 @@ BEFORE_SESSION_17 = (
 
 
 def grid(
-    budget: int, data_dir: str | None, latent_dims, init_stds, step_sizes, before: bool = False
+    budget: int,
+    data_dir: str | None,
+    latent_dims,
+    init_stds,
+    step_sizes,
+    before: bool = False,
+    algorithm: str = "wake-sleep",
 ) -> list[FigureRun]:
     model_settings, train_settings = BEFORE_SESSION_17 if before else ({}, {})
     runs = []
@@ -50,6 +56,7 @@ def grid(
         for init_std in init_stds:
             for step_size in step_sizes:
                 name = f"frey-z{latent_dim}-init{init_std:g}-step{step_size or 'chosen'}"
+                name += "-unclipped" if algorithm == "wake-sleep-unclipped" else ""
                 runs.append(
                     FigureRun(
                         name=name,
@@ -58,8 +65,8 @@ def grid(
                         train=TrainConfig(
                             max_samples=budget, step_size=step_size, evals_per_decade=4, **train_settings
                         ),
-                        algorithm="wake-sleep",
-                        tags=dict(latent_dim=latent_dim, init_std=init_std, step_size=step_size),
+                        algorithm=algorithm,
+                        tags=dict(latent_dim=latent_dim, init_std=init_std, step_size=step_size, algorithm=algorithm),
                     )
                 )
     return runs
@@ -97,6 +104,12 @@ def main() -> None:
         help="aevb's settings before session 17 (torch's Adagrad, all parameters random, shuffled epochs, "
         "a 200-minibatch selection): the settings of benchmarks/results/wake_sleep_frey.json",
     )
+    parser.add_argument(
+        "--unclipped-dreams",
+        action="store_true",
+        help="leave the decoder's dreams as drawn instead of clipping them to [0, 1] as the authors' code "
+        "does (algorithm wake-sleep-unclipped)",
+    )
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -107,6 +120,7 @@ def main() -> None:
         args.init_stds,
         [step or None for step in args.step_sizes],
         args.before_session_17,
+        "wake-sleep-unclipped" if args.unclipped_dreams else "wake-sleep",
     )
     run_specs(runs, out, jobs=args.jobs)
     data = load_data(DataConfig("frey", args.data_dir))

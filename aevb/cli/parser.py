@@ -327,9 +327,10 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     algorithm = train.add_argument_group("training (Algorithm 1, §5)")
     algorithm.add_argument(
         "--algorithm",
-        choices=("aevb", "wake-sleep", "mcem", "full-vb"),
+        choices=("aevb", "wake-sleep", "wake-sleep-unclipped", "mcem", "full-vb"),
         default=UNSET,
-        help="learning algorithm: AEVB (Algorithm 1), a baseline of §5 — wake-sleep, or "
+        help="learning algorithm: AEVB (Algorithm 1), a baseline of §5 — wake-sleep "
+        "(wake-sleep-unclipped: without the authors' clipping of Gaussian dreams to [0, 1]), or "
         "Monte Carlo EM with HMC (App. E; needs --step-size, reports no bound) — or full-vb: "
         "full variational Bayes, a Gaussian posterior over the decoder's parameters with "
         "the N(0, I/--prior-precision) prior as its KL term (App. F) (default: aevb)",

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from ..baselines.mcem import MonteCarloEM
-from ..baselines.wake_sleep import WakeSleep
+from ..baselines.wake_sleep import WakeSleep, WakeSleepUnclippedDreams
 from ..errors import AevbError
 from .algorithm import AEVB, Algorithm
 from .config import TrainConfig
@@ -25,7 +25,10 @@ from .full_vb import FullVariationalBayes
 #: uses the paper's settings (10 leapfrog steps, 5 weight updates, 90% acceptance) and, having no
 #: bound to choose a step size by, needs ``step_size``.
 ALGORITHMS: Mapping[str, type[Algorithm]] = MappingProxyType(
-    {algorithm.name: algorithm for algorithm in (AEVB, WakeSleep, MonteCarloEM, FullVariationalBayes)}
+    {
+        algorithm.name: algorithm
+        for algorithm in (AEVB, WakeSleep, WakeSleepUnclippedDreams, MonteCarloEM, FullVariationalBayes)
+    }
 )
 
 
