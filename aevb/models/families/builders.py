@@ -39,14 +39,13 @@ from torch.distributions import (
     Normal,
     Pareto,
     StudentT,
-    Uniform,
     Weibull,
 )
 
 from ..networks import bounded_log_variance
 from .composition import Erlang
 from .inverse_cdf import Gompertz, Logistic, Rayleigh, Reciprocal
-from .location_scale import MultivariateStudentT, Triangular
+from .location_scale import MultivariateStudentT, Triangular, Uniform
 
 SHAPE_FLOOR = 0.1  # smallest shape parameter: keeps Gamma-type draws away from underflow
 STUDENT_T_PRIOR_DF = 3.0  # the Student-t priors' ν: the smallest integer with a finite variance

@@ -2,7 +2,8 @@
 z = location + scale·ε with ε drawn from the family's standard member.
 
 Torch provides Normal, MultivariateNormal, Laplace, StudentT, Uniform and Cauchy; here are the
-symmetric triangular distribution and the elliptical multivariate Student-t.
+symmetric triangular distribution, the elliptical multivariate Student-t, and torch's Uniform with
+its draws kept inside its support.
 """
 
 from __future__ import annotations
@@ -11,9 +12,28 @@ import math
 
 import torch
 from torch.distributions import Chi2, Distribution, constraints
+from torch.distributions import Uniform as TorchUniform
 
 from .base import ElementwiseDistribution, SymmetricAboutLoc
 from .inverse_cdf import open_uniform
+
+
+def strictly_inside(value: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """``value`` with the draws that rounding put on or beyond an end of (low, high) moved to the
+    nearest float inside. low + u·(high − low) rounds to ``high`` in float32 for some u < 1, where
+    the density is 0: log q = −∞, and an importance weight p/q of +∞ makes log p(x) +∞. (The
+    moved draws are a set of measure zero; their gradient is dropped.)"""
+    low, high = low.detach().expand_as(value), high.detach().expand_as(value)
+    value = torch.where(value >= high, torch.nextafter(high, low), value)
+    return torch.where(value <= low, torch.nextafter(low, high), value)
+
+
+class Uniform(TorchUniform):
+    """torch's ``Uniform`` whose draws never reach ``high``, where its ``log_prob`` is −∞
+    (:func:`strictly_inside`); everything else, the KL registry's entries included, is torch's."""
+
+    def rsample(self, sample_shape=torch.Size()):
+        return strictly_inside(super().rsample(sample_shape), self.low, self.high)
 
 
 class Triangular(SymmetricAboutLoc, ElementwiseDistribution):
@@ -37,7 +57,7 @@ class Triangular(SymmetricAboutLoc, ElementwiseDistribution):
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)
         standard = open_uniform(shape, self.loc) - open_uniform(shape, self.loc)
-        return self.loc + self.scale * standard
+        return strictly_inside(self.loc + self.scale * standard, self.loc - self.scale, self.loc + self.scale)
 
     def log_prob(self, value):
         if self._validate_args:
