@@ -354,3 +354,29 @@ def test_a_step_reports_the_minibatch_share_of_the_full_bound_and_follows_its_gr
     assert reported.item() == pytest.approx(5 * expected.per_datapoint.item(), rel=1e-12)
     for name, p in model.named_parameters():  # one step up the full bound: θ + 0.1 ∇
         assert torch.allclose(p.detach(), before[name] + 0.1 * gradient[name], rtol=0, atol=1e-12), name
+
+
+def test_the_step_size_selection_measures_divergence_on_the_full_bound():
+    """At small N the KL term is most of the full bound the steps report; the divergence floor,
+    set from the untrained model's evaluated bound, must be moved by it too, or every candidate
+    'diverges' before it starts (Frey Face with N = 100 at the authors' initialisation)."""
+    torch.manual_seed(0)
+    data = torch.rand(20, 12)
+    config = TrainConfig(batch_size=10, max_samples=2000, selection_steps=100, seed=1)  # one divergence check
+    model, trainer, result = _train(data, config)
+    algorithm = trainer.algorithm
+    evaluated = -8.0
+    kl_per_point = model.decoder_parameter_kl(1.0).item() / 20
+    assert kl_per_point > 2 * 8.0  # the KL term dominates, as at N = 100 on Frey Face
+    assert algorithm.step_bound(model, evaluated) == pytest.approx(evaluated - kl_per_point)
+    assert result.step_size in config.step_size_candidates
+    assert all(math.isfinite(trial.mean_bound) for trial in result.step_size_trials)
+
+
+def test_the_full_vb_experiment_reports_a_refused_run_in_one_line(tmp_path, capsys):
+    from aevb.experiments.full_vb import main
+
+    arguments = ["--data-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "out"), "--datasets", "frey"]
+    assert main([*arguments, "--train-sizes", "100", "--max-samples", "1000"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "\n" not in error and "Traceback" not in error

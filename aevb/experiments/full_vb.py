@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import atomic_write_json
+from ..errors import AevbError
 from ..evaluation import evaluate_bound
 from ..evaluation.full_vb import expected_bound, predictive_log_likelihood
 from ..evaluation.importance_sampling import estimate_log_likelihood
@@ -147,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     runs = specs(args.data_dir, args.datasets, args.train_sizes, int(args.max_samples), args.seed)
     started = time.perf_counter()
-    run_specs(runs, out, jobs=args.jobs, device="cpu")
+    try:
+        run_specs(runs, out, jobs=args.jobs, device="cpu")
+    except AevbError as error:  # one line, as the CLI says it; finished runs stay in OUT
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     rows = []
     for spec in runs:
         assert is_complete(out / spec.name)

@@ -100,6 +100,12 @@ class Algorithm:
         """Entries the algorithm adds to a run's summary.json."""
         return {}
 
+    def step_bound(self, model: VAE, evaluated_bound: float) -> float:
+        """What the bound its steps report (per datapoint) is for a model whose evaluated bound
+        is ``evaluated_bound``: the same for an algorithm whose steps report the bound itself. The
+        step-size selection's divergence floor (§5) compares the trials' step bounds with it."""
+        return evaluated_bound
+
 
 class AEVB(Algorithm):
     """Algorithm 1: a gradient step on the minibatch SGVB estimate of the bound (per datapoint).

@@ -237,7 +237,8 @@ class Trainer:
         trials: list[StepSizeTrial] = []
         step_size = config.step_size
         if step_size is None:  # (then the run starts from where the trials started)
-            choice = self.select_step_size(progress, initial_bound)
+            floor_from = None if initial_bound is None else self.algorithm.step_bound(self.model, initial_bound)
+            choice = self.select_step_size(progress, floor_from)
             step_size, trials = choice.step_size, choice.trials
         optimizer = self._optimizer(step_size)
         order = self._data_order()
