@@ -226,19 +226,14 @@ def check_document(document: Path, root: Path = ROOT) -> tuple[int, list[Mismatc
 
 def update_document(document: Path, mismatches: list[Mismatch]) -> int:
     """Rewrite ``document``'s stale numbers as their sources give them; returns how many changed."""
+    fixes = sorted((m.line, *m.replacement) for m in mismatches if m.replacement is not None)
+    if not fixes:
+        return 0
     lines = document.read_text().split("\n")
-    changed = 0
-    # right to left within a line, so that earlier spans stay where they were
-    for mismatch in sorted(mismatches, key=lambda m: (m.line, -(m.replacement or (0,))[0])):
-        if mismatch.document != document or mismatch.replacement is None:
-            continue
-        start, end, text = mismatch.replacement
-        line = lines[mismatch.line - 1]
-        lines[mismatch.line - 1] = line[:start] + text + line[end:]
-        changed += 1
-    if changed:
-        document.write_text("\n".join(lines))
-    return changed
+    for line, start, end, text in reversed(fixes):  # right to left: earlier spans stay where they were
+        lines[line - 1] = lines[line - 1][:start] + text + lines[line - 1][end:]
+    document.write_text("\n".join(lines))
+    return len(fixes)
 
 
 # ---- numbers with no source ----------------------------------------------------------------------
