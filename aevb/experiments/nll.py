@@ -239,6 +239,7 @@ def table(run_specs: list[FigureRun], out: Path) -> list[dict]:
                 "device": config.get("device"),
                 "threads": config.get("threads"),
                 "seed": config.get("training", {}).get("seed"),
+                "created": config.get("created"),
             }
         )
     return rows
