@@ -176,6 +176,45 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_continue(tmp_path):
     assert done.wait(timeout=300) == 0 and (run / "model.safetensors").exists()
 
 
+def test_a_stop_during_the_step_size_trials_comes_at_once_and_the_run_started_again_is_the_same():
+    """§5's trials are minutes of a long run: a stop request there is honoured at the next trial
+    step (nothing to save: the trials restart), and the run trained afterwards is the run."""
+    torch.manual_seed(0)
+    data = (torch.rand(300, 20) < 0.3).float()
+    config = TrainConfig(max_samples=3000, batch_size=50, selection_steps=10, eval_subset=100)
+    calls = []
+
+    def stop_on_fifth_call():
+        calls.append(1)
+        return len(calls) >= 5
+
+    with pytest.raises(TrainingInterrupted) as stopped:
+        _train(data, config, "aevb", stop_requested=stop_on_fifth_call)
+    assert stopped.value.samples == 0 and len(calls) == 5  # (the first candidate's fifth step of ten)
+    restarted, _ = _train(data, config, "aevb")
+    reference, result = _train(data, config, "aevb")
+    assert [t.step_size for t in result.step_size_trials] == [0.01, 0.02, 0.1]
+    assert all(torch.equal(v, restarted.state_dict()[k]) for k, v in reference.state_dict().items())
+
+
+def test_sigterm_while_the_step_size_is_chosen_stops_at_once_and_says_nothing_was_lost(tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    args = [a for a in ARGS if a not in ("--step-size", "0.02")] + ["--selection-steps", "100000"]
+    process = _cli(*args, "--max-samples", "40000000", "--out", str(run))
+    deadline = time.time() + 60
+    while not (run / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(3)  # well inside the trials: 3 × 10⁵ steps
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    message = process.stderr.read()
+    assert "nothing trained yet" in message and f"aevb train --resume {run}" in message, message
+    assert "Traceback" not in message and not (run / "checkpoints" / "latest.json").exists()
+
+
 # ------------------------------------------------------------------------------ numeric guards
 
 

@@ -58,7 +58,10 @@ def _run_command(args: argparse.Namespace) -> int:
             how = f"aevb train --resume {run}"
         else:
             how = "the same command again"
-        saved = "checkpoints saved" if len(getattr(interrupted, "runs", {})) > 1 else "checkpoint saved"
+        if not interrupted.samples and not any(interrupted.runs.values()):
+            saved = "nothing trained yet to save (a run started again is the same run)"
+        else:
+            saved = "checkpoints saved" if len(interrupted.runs) > 1 else "checkpoint saved"
         print(f"aevb {args.command}: {interrupted}; {saved}. Continue with: {how}", file=sys.stderr)
         return 128 + (getattr(interrupted, "signal", None) or 2)
     except KeyboardInterrupt:  # outside the training loop, e.g. while the final figures are written

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import AevbError
+from ..errors import AevbError, TrainingInterrupted
 from ..progress import progress_bar
 from .config import StepSizeTrial, TrainConfig
 from .state import DataOrder
@@ -127,6 +127,7 @@ def select_step_size(
     progress: bool = False,
     scored_steps: int | None = None,
     untrained_bound: float | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> StepSizeChoice:
     """Train ``model`` from its current state for ``steps`` iterations with each of
     ``candidates`` and keep the best (§5). The model, its weights and torch's random stream are left
@@ -147,9 +148,13 @@ def select_step_size(
         untrained_bound: the untrained model's bound (nats per datapoint). A candidate whose last
             :data:`DIVERGENCE_CHECK_STEPS` iterations average below it by its own size again (or
             to a non-finite bound) has diverged: it stops there and scores −∞.
+        stop_requested: checked after every iteration, as the run's own steps are: the trials
+            (minutes of a long run) stop at once, with nothing to save, since a run that starts
+            again repeats them exactly.
 
     Raises:
         AevbError: every candidate diverged.
+        TrainingInterrupted: ``stop_requested()`` turned true (at 0 samples: no state to keep).
     """
     initial_model = {name: value.clone() for name, value in model.state_dict().items()}
     initial_rng = torch.get_rng_state()
@@ -178,6 +183,8 @@ def select_step_size(
                 batch = order.next()
                 bound_sum = step(optimizer, batch)
                 bar.update()
+                if stop_requested is not None and stop_requested():
+                    raise TrainingInterrupted(0)
                 if iteration >= steps - scored:
                     total = bound_sum if total is None else total + bound_sum
                     count += batch.shape[0]

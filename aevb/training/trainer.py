@@ -165,11 +165,17 @@ class Trainer:
             return self.algorithm.step(self.model, optimizer, x, indices, shard=Shard(rows, batch.shape[0], self.group))
         return self.algorithm.step(self.model, optimizer, x, indices)
 
-    def select_step_size(self, progress: bool = False, untrained_bound: float | None = None) -> StepSizeChoice:
+    def select_step_size(
+        self,
+        progress: bool = False,
+        untrained_bound: float | None = None,
+        stop_requested: Callable[[], bool] | None = None,
+    ) -> StepSizeChoice:
         """§5: the step size from ``config.step_size_candidates`` whose trial of ``selection_steps``
         iterations ends on the highest training bound (:func:`aevb.training.step_size.select_step_size`);
         the model and the random stream are left where they were. ``progress``: a bar over the
-        candidates' steps; ``untrained_bound``: the untrained model's, below which a candidate has diverged."""
+        candidates' steps; ``untrained_bound``: the untrained model's, below which a candidate has diverged;
+        ``stop_requested``: as :meth:`fit`'s, checked after every trial step."""
         return select_step_size(
             self.model,
             self.config.step_size_candidates,
@@ -181,6 +187,7 @@ class Trainer:
             progress,
             scored_steps=steps_per_pass(self.config, self.dataset_size),
             untrained_bound=untrained_bound,
+            stop_requested=stop_requested,
         )
 
     def fit(
@@ -202,7 +209,8 @@ class Trainer:
         continues from such a state; the run then ends with the parameters, bit for bit, of a run
         that was never interrupted (on the same device, with a fixed ``threads`` count). When
         ``stop_requested()`` turns true (checked after every step), the state goes to
-        ``on_checkpoint`` and :class:`~aevb.errors.TrainingInterrupted` is raised.
+        ``on_checkpoint`` and :class:`~aevb.errors.TrainingInterrupted` is raised; during the
+        step-size trials it is raised at once, at 0 samples, with no state to keep.
         """
         self.threads.start()
         try:
@@ -217,7 +225,9 @@ class Trainer:
         # Threads may change between steps only where that changes no bit of the run.
         self.threads.adapt_only_if(self.algorithm.steps_thread_count_invariant)
 
-    def _start(self, progress: bool = False) -> tuple[TrainingState, torch.optim.Optimizer, DataOrder]:
+    def _start(
+        self, progress: bool = False, stop_requested: Callable[[], bool] | None = None
+    ) -> tuple[TrainingState, torch.optim.Optimizer, DataOrder]:
         """A fresh run: seed, initialise (§5), choose the step size (§5) unless given."""
         config = self.config
         torch.manual_seed(config.seed)
@@ -238,7 +248,7 @@ class Trainer:
         step_size = config.step_size
         if step_size is None:  # (then the run starts from where the trials started)
             floor_from = None if initial_bound is None else self.algorithm.step_bound(self.model, initial_bound)
-            choice = self.select_step_size(progress, floor_from)
+            choice = self.select_step_size(progress, floor_from, stop_requested)
             step_size, trials = choice.step_size, choice.trials
         optimizer = self._optimizer(step_size)
         order = self._data_order()
@@ -295,7 +305,7 @@ class Trainer:
     def _fit(self, on_metrics, progress, on_checkpoint, checkpoint_every, resume, stop_requested) -> TrainResult:
         total = self.config.total_samples(self.dataset_size)
         show = progress and self.group.is_main
-        state, optimizer, order = self._start(show) if resume is None else self._restore(resume)
+        state, optimizer, order = self._start(show, stop_requested) if resume is None else self._restore(resume)
         bar = training_bar(total, state.samples, show)
         # The state to return to when an interval goes bad: the last evaluation point that passed.
         good = copy.deepcopy(self._snapshot(state, optimizer, order))
