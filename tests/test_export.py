@@ -194,6 +194,19 @@ def test_the_card_is_written_from_the_run(run, saved):
     assert f"estimator | {config['training']['estimator']}, L = 1" in card
 
 
+def test_the_card_says_how_the_images_were_binarised():
+    """Dynamic binarisation (the log-likelihood protocol's) changes what the model was trained on."""
+    from aevb.models.card import model_card
+
+    config = ModelConfig(data_dim=784, latent_dim=2, hidden_units=8)
+    record = {"training": {"optimizer": "adam", "batch_size": 20, "binarize": "dynamic"}, "summary": {"samples": 40}}
+    assert "| binarisation | dynamic: a fresh Bernoulli draw of every image at every use |" in model_card(
+        config, record
+    )
+    record["training"]["binarize"] = "none"
+    assert "binarisation" not in model_card(config, record)
+
+
 def test_a_model_saved_without_a_run_has_a_card_of_facts_only(tmp_path):
     pytest.importorskip("huggingface_hub")
     model = VAE(ModelConfig(data_dim=10, latent_dim=3, hidden_units=8))

@@ -94,6 +94,9 @@ def test_an_interrupted_run_is_redone(shared_data, tmp_path):
     out = tmp_path / "fig4"
     argv = ["reproduce", "fig4", "--budget", "1500", "--data-dir", str(shared_data), "--out", str(out)]
     assert main(argv) == 0
+    # config.json records the command that trains it again, with the run's name (and so its model card)
+    recorded = json.loads((out / "frey-z2-aevb" / "config.json").read_text())["command"]
+    assert recorded == f"aevb reproduce fig4 --budget 1500 --data-dir {shared_data} --out {out}  # run frey-z2-aevb"
     (out / "frey-z2-aevb" / "summary.json").unlink()  # as if killed before it finished
     (out / "fig4.png").unlink()
     assert main(argv) == 0

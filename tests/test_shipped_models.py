@@ -41,3 +41,19 @@ def test_a_shipped_model_loads_and_rescores_to_its_recorded_bound(name, capsys, 
     result = json.loads(capsys.readouterr().out)
     # The same z draws (a fixed seed) on the same images: the same number, to float rounding.
     assert result["test_bound"] == pytest.approx(SCORES[name]["test_bound_one_sample"], abs=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(name for name, score in SCORES.items() if "quick_nll" in score))
+def test_a_shipped_protocol_model_rescores_its_recorded_log_likelihood_on_a_subset(name, capsys, tmp_path):
+    """The table's k = 5000 score takes minutes (`rescore_nll`); the same estimator with k = 100 on
+    the first 100 protocol test images (binarised once, with a fixed seed) takes seconds."""
+    if not DATA.is_dir():
+        pytest.skip("the data sets are not beside the repository (../shared/data)")
+    quick = SCORES[name]["quick_nll"]
+    copy = Path(shutil.copytree(MODELS / name, tmp_path / name))
+    argv = ["evaluate", copy, "--nll", "--k", quick["k"], "--num-points", quick["num_points"], "--json"]
+    capsys.readouterr()
+    assert call([*argv, "--no-progress", "--data-dir", DATA]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["log_likelihood"] == pytest.approx(quick["log_likelihood"], abs=1e-3)
+    assert -SCORES[name]["negative_log_likelihood"] - 15 < result["log_likelihood"] < 0

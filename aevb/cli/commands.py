@@ -325,7 +325,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     _set_threads(given.get("threads"))
     given["progress"] = not given.pop("no_progress", False)
     started = time.perf_counter()
-    paths = reproduce(**given)
+    paths = reproduce(**given, command=shlex.join(["aevb", *args.argv]))
     print(f"{args.figure} reproduced in {time.perf_counter() - started:.0f} s: " + ", ".join(map(str, paths)))
     return 0
 

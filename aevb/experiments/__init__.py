@@ -70,17 +70,21 @@ def reproduce(
     download: bool = False,
     progress: bool = False,
     threads: int | None = None,
+    command: str | None = None,
     **options,
 ) -> list[Path]:
     """Train what ``figure`` needs into ``out`` (default reproduce/FIGURE; complete runs are
     skipped) and draw it; ``jobs`` runs at a time, ``threads`` fixing each one's CPU threads
-    (default: adaptive, :mod:`aevb.threads`)."""
+    (default: adaptive, :mod:`aevb.threads`). ``command``: the command line, recorded in each
+    run's config.json with the run's name (default: ``aevb reproduce (RUN)``)."""
     experiment = get_experiment(figure)
     out = Path(out if out is not None else f"reproduce/{figure}")
     refuse_a_file(out)  # before any run is planned or trained
     runs = experiment.plan(budget, data_dir, seed, device, **options)
     if download:  # missing data files are fetched (checksums verified) by every run that needs them
         runs = [dataclasses.replace(run, data=dataclasses.replace(run.data, download=True)) for run in runs]
+    if command is not None:
+        runs = [dataclasses.replace(run, command=f"{command}  # run {run.name}") for run in runs]
     run_specs(runs, out, jobs=jobs, device=device, progress=progress, threads=threads)
     return experiment.write(runs, out, budget)
 

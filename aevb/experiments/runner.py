@@ -54,6 +54,8 @@ class FigureRun:
     # estimate: ``final(run_dir, progress=...)`` writes its result into run_dir, ``final.done(run_dir)``
     # says it has.
     final: Callable | None = None
+    # The command line that trains it, recorded in its config.json (and so on its model card).
+    command: str | None = None
 
 
 def is_complete(run_dir: Path) -> bool:
@@ -157,7 +159,7 @@ def _train_and_measure(spec: FigureRun, out: Path, device: str, threads: int | N
                 run_dir,
                 overwrite=True,
                 extra_metrics=spec.extra_metrics,
-                command=f"aevb reproduce ({spec.name})",
+                command=spec.command or f"aevb reproduce ({spec.name})",
             )
     if spec.final is not None and not spec.final.done(run_dir):
         spec.final(run_dir, progress=progress)

@@ -142,6 +142,8 @@ def _training_section(record: dict) -> str:
         rows.append(("estimator", f"{training['estimator']}, L = {training.get('num_samples', 1)}"))
     if training.get("optimizer"):
         rows.append(("optimizer", f"{training['optimizer']}, minibatches of {training.get('batch_size')}"))
+    if training.get("binarize") == "dynamic":
+        rows.append(("binarisation", "dynamic: a fresh Bernoulli draw of every image at every use"))
     step_size = summary.get("step_size", training.get("step_size"))
     if step_size is not None:
         chosen = (
