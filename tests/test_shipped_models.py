@@ -30,6 +30,8 @@ def test_every_shipped_model_is_in_the_scores_and_small():
 def test_a_shipped_model_loads_and_rescores_to_its_recorded_bound(name, capsys, tmp_path):
     model = VAE.from_pretrained(MODELS / name)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    card = (MODELS / name / "README.md").read_text()
+    assert f'from_pretrained("models/{name}")' in card  # the repository's path, not the shipping machine's
     record = json.loads((MODELS / name / "model.json").read_text())
     assert record["run"]["data"]["dataset"] in ("mnist", "frey")  # where the data come from again
     if not DATA.is_dir():
@@ -57,3 +59,12 @@ def test_a_shipped_protocol_model_rescores_its_recorded_log_likelihood_on_a_subs
     result = json.loads(capsys.readouterr().out)
     assert result["log_likelihood"] == pytest.approx(quick["log_likelihood"], abs=1e-3)
     assert -SCORES[name]["negative_log_likelihood"] - 15 < result["log_likelihood"] < 0
+
+
+@pytest.mark.parametrize("name", sorted(name for name, score in SCORES.items() if "negative_log_likelihood" in score))
+def test_a_shipped_protocol_model_is_the_model_of_its_table_row(name):
+    """The shipped directory re-scored to its table's number: the table's run, not another one."""
+    budget = SCORES[name]["from"].partition("--budget ")[2].split()[0]
+    table = ROOT / "benchmarks" / "results" / f"nll_binarized_mnist{'' if budget == '1' else f'_budget-{budget}'}.json"
+    (row,) = [row for row in json.loads(table.read_text())["models"] if row["model"] == SCORES[name]["run"]]
+    assert SCORES[name]["negative_log_likelihood"] == pytest.approx(row["negative_log_likelihood"], abs=1e-9)
