@@ -654,8 +654,9 @@ def test_ctrl_c_during_reproduce_with_parallel_jobs_ends_in_one_line_and_keeps_b
     runs = [out / "frey-z2-aevb", out / "frey-z2-wake-sleep"]
     try:
         deadline = time.monotonic() + 120
+        # Past the step-size trials (a stop there keeps nothing: they start again) to a checkpoint.
         while (
-            not all((run / "metrics.jsonl").is_file() for run in runs)
+            not all((run / "checkpoints" / "latest.json").is_file() for run in runs)
             and time.monotonic() < deadline
             and process.poll() is None
         ):
