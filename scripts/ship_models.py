@@ -28,6 +28,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from aevb.experiments.nll import TABLE_FILE
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 SCORES = MODELS / "scores.json"
@@ -42,7 +44,6 @@ SHIPPED = {
 }
 #: the quick re-score the tests repeat: importance samples per image, first test images
 QUICK_NLL = {"k": 100, "num_points": 100}
-NLL_TABLE = "nll_binarized_mnist.json"
 
 
 def aevb(*arguments: str) -> str:
@@ -71,7 +72,7 @@ def main() -> int:
             continue
         name, command = key, f"aevb reproduce {source}"
         if source == "nll":
-            budget = json.loads((directory / NLL_TABLE).read_text())["budget"]
+            budget = json.loads((directory / TABLE_FILE).read_text())["budget"]
             name += "" if budget == 1 else f"-budget-{budget:g}"
             command += f" --budget {budget:g}"
         out = MODELS / name

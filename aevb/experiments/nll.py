@@ -47,6 +47,7 @@ IWAE_SAMPLES = sum(IWAE_PASSES) * MNIST_TRAIN_FILE_SIZE  # 3280 passes over 60,0
 PAPER_SAMPLES = 10**8  # AEVB §5, Fig. 2
 IWAE_PIXEL_DIVISOR = 255.0  # Burda et al.'s code reads the IDX files as k/255
 EVALUATION_FILE = "nll_evaluation.json"
+TABLE_FILE = "nll_binarized_mnist.json"  # the table `aevb reproduce nll` writes into its output directory
 # Burda et al. state Adam's ε = 1e-4 for a sum over the minibatch of 20; aevb's loss is the mean,
 # whose gradient is 20 times smaller, so the same steps need ε / 20.
 IWAE_BATCH_SIZE = 20
@@ -269,9 +270,9 @@ def markdown(rows: list[dict]) -> str:
 
 def write_outputs(run_specs: list[FigureRun], out: Path, budget: float) -> list[Path]:
     rows = table(run_specs, out)
-    json_path = out / "nll_binarized_mnist.json"
+    json_path = out / TABLE_FILE
     atomic_write_json(json_path, {"protocol": PROTOCOL, "budget": budget, "models": rows})
-    markdown_path = out / "nll_binarized_mnist.md"
+    markdown_path = json_path.with_suffix(".md")
     markdown_path.write_text(markdown(rows))
     return [json_path, markdown_path]
 
