@@ -72,7 +72,10 @@ def main() -> int:
             continue
         name, command = key, f"aevb reproduce {source}"
         if source == "nll":
-            budget = json.loads((directory / TABLE_FILE).read_text())["budget"]
+            table = directory / TABLE_FILE
+            if not table.is_file():
+                raise SystemExit(f"{table} is missing: run aevb reproduce nll on {directory} to its end first")
+            budget = json.loads(table.read_text())["budget"]
             name += "" if budget == 1 else f"-budget-{budget:g}"
             command += f" --budget {budget:g}"
         out = MODELS / name
