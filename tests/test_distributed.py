@@ -170,3 +170,29 @@ def test_two_processes_stop_early_together_where_their_validation_bounds_say(tmp
     assert summary["stopped_early_at"] is not None and summary["stopped_early_at"] < 30000
     assert len(valid) - 1 - best == 2  # stopped at the second point in a row without a higher bound
     assert json.loads((run / "best" / "best.json").read_text())["valid_bound"] == valid[best]
+
+
+EXIT_SCRIPT = """
+import atexit, torch, torch.distributed as dist
+from aevb.training.distributed import from_environment
+
+# registered first, so it runs last of the exit handlers (atexit is last-in, first-out)
+atexit.register(lambda: print(f"still initialised at exit: {dist.is_initialized()}", flush=True))
+group = from_environment(torch.device("cpu"))
+total = torch.ones(1)
+dist.all_reduce(total)
+print(f"sum {total.item():.0f} over {group.world_size}", flush=True)
+"""
+
+
+def test_a_process_group_the_library_opened_is_destroyed_before_the_interpreter_exits(tmp_path):
+    # A gloo group alive at interpreter exit can abort the process (SIGABRT, pytorch#190489) after
+    # a script that never called destroy_process_group has trained and saved correctly.
+    script = tmp_path / "exits.py"
+    script.write_text(EXIT_SCRIPT)
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", script]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("sum 2 over 2") == 2
+    assert done.stdout.count("still initialised at exit: False") == 2, done.stdout

@@ -27,6 +27,7 @@ processes.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 
@@ -70,7 +71,12 @@ def check_distributable(
 
 def from_environment(device: torch.device) -> ProcessGroup:
     """The process group torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK,
-    MASTER_ADDR/PORT), initialised with gloo (CPU) or NCCL (CUDA); one process without them."""
+    MASTER_ADDR/PORT), initialised with gloo (CPU) or NCCL (CUDA); one process without them.
+
+    A group initialised here is destroyed at interpreter exit (:func:`shutdown`, a no-op when the
+    caller already did): a gloo process that exits with its group alive can abort with SIGABRT
+    ("terminate called without an active exception", pytorch/pytorch#190489) as its worker
+    threads outlive the interpreter, failing a run that trained and saved correctly."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return SINGLE_PROCESS
@@ -81,6 +87,7 @@ def from_environment(device: torch.device) -> ProcessGroup:
     if not dist.is_initialized():
         options = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30), **options)
+        atexit.register(shutdown)
     return ProcessGroup(
         rank=rank,
         world_size=world_size,
@@ -97,5 +104,6 @@ def local_device(device: torch.device, group: ProcessGroup) -> torch.device:
 
 
 def shutdown() -> None:
+    """Leave the process group, if one is initialised (safe to call more than once)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
