@@ -74,9 +74,10 @@ def from_environment(device: torch.device) -> ProcessGroup:
     MASTER_ADDR/PORT), initialised with gloo (CPU) or NCCL (CUDA); one process without them.
 
     A group initialised here is destroyed at interpreter exit (:func:`shutdown`, a no-op when the
-    caller already did): a gloo process that exits with its group alive can abort with SIGABRT
-    ("terminate called without an active exception", pytorch/pytorch#190489) as its worker
-    threads outlive the interpreter, failing a run that trained and saved correctly."""
+    caller already did), and destroying it stops its threads: a gloo process whose group is still
+    alive when the interpreter finalises can abort with SIGABRT ("terminate called without an
+    active exception", pytorch/pytorch#190489) when a worker thread releases the tensors of its
+    last collective, failing a run that trained and saved correctly."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return SINGLE_PROCESS
@@ -85,6 +86,12 @@ def from_environment(device: torch.device) -> ProcessGroup:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
+        # The first torch.optim optimizer imports torch._dynamo; imported while a group exists, it
+        # keeps a reference to that group which destroy_process_group cannot drop, so gloo's worker
+        # threads would live on into interpreter teardown (and abort there, as above). Imported
+        # first, it holds none.
+        import torch._dynamo  # noqa: F401
+
         options = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30), **options)
         atexit.register(shutdown)
