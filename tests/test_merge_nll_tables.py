@@ -1,5 +1,5 @@
-"""scripts/merge_nll_tables.py: a later run's row replaces its model's row, the others stay, and
-tables at another budget are refused."""
+"""scripts/merge_nll_tables.py: a later run's row replaces its model's row, the others stay,
+dropped rows go, and tables at another budget are refused."""
 
 from __future__ import annotations
 
@@ -38,3 +38,16 @@ def test_newer_rows_replace_their_models_only_and_keep_the_protocols_order():
 def test_a_table_at_another_budget_is_refused():
     with pytest.raises(SystemExit, match="budget 0.02"):
         merge.merged(_table(0.25, **{"iwae-vae": 87.2}), [_table(0.02, **{"iwae-vae": 93.0})])
+
+
+def test_dropped_rows_go_and_a_later_run_brings_them_back():
+    target = _table(0.25, **{"paper-z20": 95.5, "paper-z50": 95.4, "iwae-vae": 87.2})
+    rows = merge.merged(target, [], drop=("paper-z20", "paper-z50"))["models"]
+    assert [row["model"] for row in rows] == ["iwae-vae"]
+    rows = merge.merged(target, [_table(0.25, **{"paper-z50": 94.0})], drop=("paper-z20", "paper-z50"))["models"]
+    assert [(row["model"], row["negative_log_likelihood"]) for row in rows] == [("paper-z50", 94.0), ("iwae-vae", 87.2)]
+
+
+def test_dropping_a_model_the_table_does_not_have_is_refused():
+    with pytest.raises(SystemExit, match="no row for paper-z50"):
+        merge.merged(_table(0.25, **{"iwae-vae": 87.2}), [], drop=("paper-z50",))
