@@ -176,16 +176,19 @@ EXIT_SCRIPT = """
 import atexit, os, torch, torch.distributed as dist
 from aevb.training.distributed import from_environment
 
+def say(text):  # one write, so the two processes' lines cannot interleave (torchrun runs python -u)
+    os.write(1, (text + "\\n").encode())
+
 def gloo_threads():
     return sum(open(f"/proc/self/task/{task}/comm").read().strip().startswith("pt_gloo") for task in os.listdir("/proc/self/task"))
 
 # registered first, so it runs last of the exit handlers (atexit is last-in, first-out)
-atexit.register(lambda: print(f"at exit: initialised {dist.is_initialized()}, gloo threads {gloo_threads()}", flush=True))
+atexit.register(lambda: say(f"at exit: initialised {dist.is_initialized()}, gloo threads {gloo_threads()}"))
 group = from_environment(torch.device("cpu"))
 torch.optim.Adagrad([torch.zeros(3, requires_grad=True)], lr=0.01)  # (what every training run creates)
 total = torch.ones(1)
 dist.all_reduce(total)
-print(f"sum {total.item():.0f} over {group.world_size}, gloo threads {gloo_threads()}", flush=True)
+say(f"sum {total.item():.0f} over {group.world_size}, gloo threads {gloo_threads()}")
 """
 
 
