@@ -46,6 +46,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
 
+from . import denormals
 from .cpus import available_cpus
 from .errors import AevbError
 
@@ -131,7 +132,9 @@ class StepThreads:
             (:func:`idle_cpu_seconds`; tests give a fake one).
 
     :meth:`run` runs a step at the current count and times it; between :meth:`start` and
-    :meth:`stop` the process's torch thread count is the policy's, and afterwards what it was.
+    :meth:`stop` the process's torch thread count is the policy's, and subnormal floats are
+    flushed to zero on every thread it may use (:mod:`aevb.denormals`); afterwards both are what
+    they were.
     ``steps_by_count`` says how many steps ran at each count.
     """
 
@@ -153,6 +156,7 @@ class StepThreads:
         self.steps_by_count: dict[int, int] = {}
         self.choices: list[tuple[int, dict[int, float]]] = []  # (count kept, samples/s of each count)
         self._outside: int | None = None
+        self._flushed_outside = False
         self._queue: list[int] = []  # counts still to measure in this probe
         self._rates: dict[int, float] = {}
         self._kept = self.current  # the count before the probe: kept unless beaten
@@ -190,6 +194,7 @@ class StepThreads:
         """Take over the process's thread count (at the count in use)."""
         if self._outside is None:
             self._outside = self._get()
+            self._flushed_outside = denormals.set_flushed(True, self.most)
         self.steps_by_count = {}
         self._set(self.current)
         if self._idle_mark is not None:  # the core this process left idle between its steps is not free
@@ -200,6 +205,8 @@ class StepThreads:
         if self._outside is not None:
             self._set(self._outside)
             self._outside = None
+            if not self._flushed_outside:
+                denormals.set_flushed(False, self.most)
 
     def adapt_only_if(self, step_invariant: bool) -> None:
         """Keep adapting only when the steps give the same bits on any count: ``step_invariant``
@@ -340,6 +347,12 @@ def evaluation_threads(threads: int | None, device: torch.device) -> StepThreads
     return _EVALUATION[key]
 
 
+def _one_thread_flushing() -> None:
+    """A chunk worker's set-up: one intra-op thread, subnormals flushed (the worker ends with the pool)."""
+    torch.set_num_threads(1)
+    denormals.set_flushed(True, 1)
+
+
 class ChunkWorkers:
     """Independent evaluation chunks on ``count`` threads of one intra-op thread each, with their
     results in submission order.
@@ -365,25 +378,27 @@ class ChunkWorkers:
         outside = torch.get_num_threads()
         torch.set_num_threads(1)  # this thread makes the tasks (and runs them when count is 1)
         try:
-            if self.count == 1:
-                for meta, task in tasks:
-                    yield meta, task()
-                return
-            with ThreadPoolExecutor(
-                self.count, thread_name_prefix="aevb-chunk", initializer=torch.set_num_threads, initargs=(1,)
-            ) as pool:
-                pending: collections.deque = collections.deque()
-                try:
-                    for meta, task in tasks:
-                        pending.append((meta, pool.submit(task)))
-                        if len(pending) >= 2 * self.count:
-                            meta, future = pending.popleft()
-                            yield meta, future.result()
-                    while pending:
-                        meta, future = pending.popleft()
-                        yield meta, future.result()
-                finally:
-                    for _, future in pending:
-                        future.cancel()
+            with denormals.flushed(1):  # the workers flush on their own threads
+                yield from self._map(tasks)
         finally:
             torch.set_num_threads(outside)
+
+    def _map(self, tasks: Iterable[tuple[M, Callable[[], T]]]) -> Iterator[tuple[M, T]]:
+        if self.count == 1:
+            for meta, task in tasks:
+                yield meta, task()
+            return
+        with ThreadPoolExecutor(self.count, thread_name_prefix="aevb-chunk", initializer=_one_thread_flushing) as pool:
+            pending: collections.deque = collections.deque()
+            try:
+                for meta, task in tasks:
+                    pending.append((meta, pool.submit(task)))
+                    if len(pending) >= 2 * self.count:
+                        meta, future = pending.popleft()
+                        yield meta, future.result()
+                while pending:
+                    meta, future = pending.popleft()
+                    yield meta, future.result()
+            finally:
+                for _, future in pending:
+                    future.cancel()

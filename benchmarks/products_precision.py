@@ -1,10 +1,11 @@
-"""What bf16 matrix products give on this CPU: the products of one training step (the GEMM-only
-bound's, ``benchmarks/peers/gemm_bound.py``) in float32 and in bfloat16, for each benchmark model.
+"""What 16-bit matrix products give on this CPU: the products of one training step (the GEMM-only
+bound's, ``benchmarks/peers/gemm_bound.py``) in float32, bfloat16 and float16, for each benchmark model.
 
-This is the most a bf16-mixed step could gain from the matrix units (AVX512-BF16, AMX): the
-products alone, on operands already in bf16, nothing else of the step (a bf16-mixed step also
-casts weights and activations every step and keeps float32 everywhere else). Rounds alternate the
-two precisions; medians are reported, with the CPU's name and its vector and matrix flags.
+This is the most a mixed-precision step could gain from the matrix units (bf16: AVX512-BF16 or AMX
+tiles; fp16: AVX512-FP16): the products alone, on operands already in 16 bits, nothing else of the
+step (a mixed step also casts weights and activations every step and keeps float32 everywhere
+else). Rounds alternate the precisions; medians are reported, with the CPU's name and its vector
+and matrix flags. ``speedup`` is bf16's over float32, ``float16_speedup`` fp16's.
 
 With ``--profile P`` (a JSON of ``benchmarks/profile_step.py``), each model at the thread count
 that ran most of its profiled steps also gets the most a whole step could gain (Amdahl's law): the products' share p of
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
         for name, shape in MODELS.items():
             steps = {}
-            for dtype in (torch.float32, torch.bfloat16):
+            for dtype in (torch.float32, torch.bfloat16, torch.float16):
                 torch.set_default_dtype(dtype)
                 try:
                     steps[dtype] = training_products(shape.batch_size, shape.hidden_units, shape)
@@ -62,25 +63,30 @@ def main(argv=None) -> int:
             for _ in range(args.rounds):
                 for dtype, step in steps.items():
                     rates[dtype].append(rate(step, shape.batch_size, args.seconds))
-            float32, bfloat16 = (statistics.median(rates[dtype]) for dtype in steps)
+            float32, bfloat16, float16 = (statistics.median(rates[dtype]) for dtype in steps)
             ratios = [b / f for f, b in zip(rates[torch.float32], rates[torch.bfloat16])]
+            half_ratios = [h / f for f, h in zip(rates[torch.float32], rates[torch.float16])]
             result = {
                 "model": name,
                 "threads": threads,
                 "float32_samples_per_second": float32,
                 "bfloat16_samples_per_second": bfloat16,
+                "float16_samples_per_second": float16,
                 "speedup": statistics.median(ratios),
+                "float16_speedup": statistics.median(half_ratios),
             }
             profiled = next((m for m in profile["models"] if m["model"] == name), None) if profile else None
             if profiled is not None and threads == most_used_threads(profiled, profile["threads"]):
                 share = profiled["share"]["matrix products"]
                 result["products_share"] = share
                 result["step_ceiling"] = 1 / ((1 - share) + share / result["speedup"])
+                result["float16_step_ceiling"] = 1 / ((1 - share) + share / result["float16_speedup"])
             results.append(result)
             ceiling = f", a whole step at most {result['step_ceiling']:.2f}x" if "step_ceiling" in result else ""
             print(
                 f"{name:6s} {threads} threads: products of a step, float32 {float32:,.0f} samples/s, "
-                f"bf16 {bfloat16:,.0f} samples/s, bf16 / float32 {statistics.median(ratios):.2f}{ceiling}"
+                f"bf16 {bfloat16:,.0f}, fp16 {float16:,.0f} samples/s, bf16 / float32 {statistics.median(ratios):.2f}, "
+                f"fp16 / float32 {statistics.median(half_ratios):.2f}{ceiling}"
             )
     if args.json is not None:
         write_json(

@@ -1,0 +1,65 @@
+"""Subnormal floats flushed to zero while aevb trains and evaluates.
+
+Why. A float32 below 1.2e-38 (float64: 2.2e-308) is subnormal, and on Intel CPUs every
+arithmetic instruction that reads or writes one takes a microcode assist of the order of a
+hundred cycles, where a normal operand costs one (AMD's recent cores handle most of them at full
+speed). Training makes them steadily: Adam's first moment of a weight whose gradient is zero — the
+first layer's weights of MNIST's border pixels, which no digit lights — decays by β₁ each step
+through the whole subnormal range before it reaches zero, and a pixel lit now and then starts the
+descent again. On an Intel Xeon with AVX-512 this made the optimiser's update of Burda et al.'s
+model several times slower, most of the step (docs/performance.md, "Subnormals").
+
+Flushing them (results below the normal range become zero, FTZ; such operands read as zero, DAZ)
+changes only quantities that are already below every normal number: a subnormal added to a weight
+or a bound rounds away, and moved a parameter nowhere in our measurements — the parameters of a
+run come out bit for bit the same with and without (``tests/test_denormals.py``), the optimiser
+state differing only in subnormal entries (zero instead). TensorFlow flushes them in its CPU
+threads for the same reason.
+
+The mode is a per-thread CPU register, so it is set on the calling thread and on the threads of
+torch's OpenMP pool (through the native library, which shares that pool; without it, only on the
+calling thread, :func:`torch.set_flush_denormal`), for the duration of aevb's work
+(:func:`flushed`), and put back afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from . import native
+
+#: The smallest positive float32, subnormal: read as zero where subnormals are flushed.
+_SMALLEST_SUBNORMAL = 1e-45
+
+
+def thread_flushes() -> bool:
+    """Whether the calling thread flushes subnormals now (a one-element product runs on it)."""
+    return (torch.tensor([_SMALLEST_SUBNORMAL]) * torch.tensor([1.0])).item() == 0.0
+
+
+def set_flushed(on: bool, threads: int) -> bool:
+    """Flush subnormals (``on``) or keep them, on this thread and on ``threads`` threads of torch's
+    pool, or as many as torch uses now if more (a pool thread that the count reaches only later
+    keeps its own mode); returns whether this thread flushed them before."""
+    before = thread_flushes()
+    kernels = native.load()
+    if kernels is not None:
+        kernels.set_flush_denormals(on, max(1, threads, torch.get_num_threads()))
+    else:
+        torch.set_flush_denormal(on)
+    return before
+
+
+@contextlib.contextmanager
+def flushed(threads: int) -> Iterator[None]:
+    """Subnormals flushed to zero inside the block, on this thread and on ``threads`` threads of
+    torch's pool (the most the block uses); the mode before is restored after."""
+    before = set_flushed(True, threads)
+    try:
+        yield
+    finally:
+        if not before:
+            set_flushed(False, threads)
