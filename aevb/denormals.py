@@ -1,20 +1,22 @@
 """Subnormal floats flushed to zero while aevb trains and evaluates.
 
-Why. A float32 below 1.2e-38 (float64: 2.2e-308) is subnormal, and on Intel CPUs every
-arithmetic instruction that reads or writes one takes a microcode assist of the order of a
-hundred cycles, where a normal operand costs one (AMD's recent cores handle most of them at full
-speed). Training makes them steadily: Adam's first moment of a weight whose gradient is zero — the
-first layer's weights of MNIST's border pixels, which no digit lights — decays by β₁ each step
-through the whole subnormal range before it reaches zero, and a pixel lit now and then starts the
-descent again. On an Intel Xeon with AVX-512 this made the optimiser's update of Burda et al.'s
-model several times slower, most of the step (docs/performance.md, "Subnormals").
+Why. A float32 below 1.2e-38 (float64: 2.2e-308) is subnormal, and on Intel CPUs an arithmetic
+instruction that reads or writes one takes a microcode assist, of the order of a hundred cycles
+where a normal operand costs one (AMD's recent cores handle most of them at full speed). Training
+makes them steadily: Adam's first moment of a first-layer weight decays by β₁ each step after its
+pixel was last lit, through the whole subnormal range before it reaches zero, and a pixel that
+digits light now and then starts the descent again; the paper's prior decays the weights of
+pixels that no digit lights into the same range. On an Intel Xeon the optimiser's pass over such
+values became most of a step (docs/performance.md, "Subnormal floats").
 
 Flushing them (results below the normal range become zero, FTZ; such operands read as zero, DAZ)
-changes only quantities that are already below every normal number: a subnormal added to a weight
-or a bound rounds away, and moved a parameter nowhere in our measurements — the parameters of a
-run come out bit for bit the same with and without (``tests/test_denormals.py``), the optimiser
-state differing only in subnormal entries (zero instead). TensorFlow flushes them in its CPU
-threads for the same reason.
+changes only quantities that are already below every normal number, and a subnormal added to a
+weight or a bound rounds away. Measured (``tests/test_denormals.py``): an Adam run whose first
+moments pass through the subnormal range ends with the same parameters bit for bit, and with the
+paper's prior, whose weight decay takes the first-layer weights of inputs that no data point
+lights down into that range, those weights are zero instead and every parameter above 1e-30 in
+magnitude is the same bit for bit. TensorFlow flushes them in its CPU threads for the same
+reason.
 
 The mode is a per-thread CPU register, so it is set on the calling thread and on the threads of
 torch's OpenMP pool (through the native library, which shares that pool; without it, only on the

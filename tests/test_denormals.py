@@ -120,3 +120,30 @@ def test_flushing_moves_no_parameter_of_a_run(monkeypatch):
         assert torch.equal(value, flushed_model[name]), name  # and no parameter moved by a bit
     for kept, flushed in zip(kept_moments, flushed_moments):
         assert torch.equal(torch.where(kept.abs() < tiny, 0.0, kept), flushed)
+
+
+def test_with_the_prior_the_weights_it_decays_to_subnormals_are_zero_and_nothing_else_moves(monkeypatch):
+    # §5's Adagrad with the N(0, I) prior: the first-layer weights of inputs that no row lights only decay, and
+    # reach the subnormal range within the run. Flushed, they are zero; every parameter above 1e-30 in magnitude
+    # (anything that can move a bound) is the same bit for bit.
+    torch.manual_seed(0)
+    rows, lit, dark = 2000, 16, 48
+    data = torch.zeros(rows, lit + dark)
+    data[:, :lit] = (torch.rand(rows, lit) < 0.4).float()
+    config = TrainConfig(step_size=0.02, batch_size=20, max_samples=40_000, first_eval=10**9, eval_subset=50)
+
+    def run() -> dict:
+        model = VAE(ModelConfig(data_dim=lit + dark, latent_dim=2, hidden_units=8))
+        Trainer(model, data, config, threads=1).fit()
+        return {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+    flushed = run()
+    monkeypatch.setattr(denormals, "set_flushed", lambda on, threads: False)
+    kept = run()
+
+    tiny = torch.finfo(torch.float32).tiny
+    assert sum(int(((value != 0) & (value.abs() < tiny)).sum()) for value in kept.values()) > 0
+    assert all(int(((value != 0) & (value.abs() < tiny)).sum()) == 0 for value in flushed.values())
+    for name, value in kept.items():
+        visible = (value.abs() >= 1e-30) | (flushed[name].abs() >= 1e-30)
+        assert torch.equal(value[visible], flushed[name][visible]), name
