@@ -21,7 +21,8 @@ reason.
 The mode is a per-thread CPU register, so it is set on the calling thread and on the threads of
 torch's OpenMP pool (through the native library, which shares that pool; without it, only on the
 calling thread, :func:`torch.set_flush_denormal`), for the duration of aevb's work
-(:func:`flushed`), and put back afterwards.
+(:func:`flushed`: the trainer's thread policy from the first step to the last, the evaluation's
+chunk workers, :func:`aevb.runs.evaluate_run`), and put back afterwards.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .. import denormals
 from ..data import Dataset
 from ..errors import AevbError
 from ..evaluation import evaluate_bound
@@ -105,11 +106,14 @@ def evaluate_run(
         given=data,
     )
     torch.manual_seed(seed)
-    result = {"run": str(run_dir)} | _bound_result(run, split, num_samples, batch_size, progress)
-    if log_likelihood_samples is not None:
-        result.update(_log_likelihood(run, log_likelihood_samples, parameter_draws, prior_mixture, progress, threads))
-    if hmc:
-        result.update(_hmc_result(run, hmc_samples, leapfrog_steps, seed, progress))
+    with denormals.flushed(torch.get_num_threads()):  # as during training (aevb.denormals)
+        result = {"run": str(run_dir)} | _bound_result(run, split, num_samples, batch_size, progress)
+        if log_likelihood_samples is not None:
+            result.update(
+                _log_likelihood(run, log_likelihood_samples, parameter_draws, prior_mixture, progress, threads)
+            )
+        if hmc:
+            result.update(_hmc_result(run, hmc_samples, leapfrog_steps, seed, progress))
     if record and checkpoint == "final":
         settings = dict(
             split=split,
