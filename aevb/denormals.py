@@ -28,6 +28,7 @@ chunk workers, :func:`aevb.runs.evaluate_run`), and put back afterwards.
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 import torch
@@ -43,11 +44,20 @@ def thread_flushes() -> bool:
     return (torch.tensor([_SMALLEST_SUBNORMAL]) * torch.tensor([1.0])).item() == 0.0
 
 
+def enabled() -> bool:
+    """False when the environment asks for IEEE subnormals to be kept (``AEVB_FLUSH_SUBNORMALS=0``):
+    then aevb leaves every thread's mode as it finds it."""
+    return os.environ.get("AEVB_FLUSH_SUBNORMALS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def set_flushed(on: bool, threads: int) -> bool:
     """Flush subnormals (``on``) or keep them, on this thread and on ``threads`` threads of torch's
     pool, or as many as torch uses now if more (a pool thread that the count reaches only later
-    keeps its own mode); returns whether this thread flushed them before."""
+    keeps its own mode); returns whether this thread flushed them before. Changes nothing where
+    the environment turns flushing off (:func:`enabled`)."""
     before = thread_flushes()
+    if not enabled():
+        return before
     kernels = native.load()
     if kernels is not None:
         kernels.set_flush_denormals(on, max(1, threads, torch.get_num_threads()))

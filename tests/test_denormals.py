@@ -67,6 +67,18 @@ def test_the_thread_policy_flushes_from_start_to_stop(two_threads):
     assert surviving() == SUBNORMALS.numel() and torch.get_num_threads() == 2
 
 
+def test_the_environment_can_keep_subnormals(two_threads, monkeypatch):
+    monkeypatch.setenv("AEVB_FLUSH_SUBNORMALS", "0")
+    with denormals.flushed(2):
+        assert surviving() == SUBNORMALS.numel()
+    policy = StepThreads((2, 1))
+    policy.start()
+    try:
+        assert surviving() == SUBNORMALS.numel()
+    finally:
+        policy.stop()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_evaluation_chunks_run_flushed_on_their_workers(workers):
     def task():
@@ -109,7 +121,7 @@ def test_flushing_moves_no_parameter_of_a_run(monkeypatch):
         return final["model"], final["moments"]
 
     flushed_model, flushed_moments = run()
-    monkeypatch.setattr(denormals, "set_flushed", lambda on, threads: False)  # subnormals kept
+    monkeypatch.setenv("AEVB_FLUSH_SUBNORMALS", "0")  # subnormals kept
     kept_model, kept_moments = run()
 
     tiny = torch.finfo(torch.float32).tiny
@@ -138,7 +150,7 @@ def test_with_the_prior_the_weights_it_decays_to_subnormals_are_zero_and_nothing
         return {name: value.detach().clone() for name, value in model.state_dict().items()}
 
     flushed = run()
-    monkeypatch.setattr(denormals, "set_flushed", lambda on, threads: False)
+    monkeypatch.setenv("AEVB_FLUSH_SUBNORMALS", "0")
     kept = run()
 
     tiny = torch.finfo(torch.float32).tiny
