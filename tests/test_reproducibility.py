@@ -30,7 +30,7 @@ def _data() -> torch.Tensor:
     return torch.rand(365, 560, generator=torch.Generator().manual_seed(2))  # minibatches 100, 100, 100, 65
 
 
-def _fit(monkeypatch, count_of_step=None, threads=None, engine="auto"):
+def _fit(monkeypatch, count_of_step=None, threads=None, engine="auto", estimator="B"):
     """Trains the model with ``threads``, or under the adaptive policy with its choice at each step
     forced to ``count_of_step(step number)`` (as a changing load could make it); returns the
     trained state dict, the evaluated bounds and the counts the steps ran with."""
@@ -45,12 +45,26 @@ def _fit(monkeypatch, count_of_step=None, threads=None, engine="auto"):
             return step()
 
         monkeypatch.setattr(StepThreads, "run", run)
-    model = VAE(ModelConfig(data_dim=560, latent_dim=5, hidden_units=200, likelihood="gaussian", sigmoid_mean=True))
-    config = TrainConfig(max_samples=4000, step_size=0.02, seed=3, first_eval=1000, evals_per_decade=4, engine=engine)
+    if estimator == "IWAE":  # Bernoulli, whose early log-weights are close: their softmax rounds in every bit
+        model = VAE(ModelConfig(data_dim=560, latent_dim=5, hidden_units=200))
+    else:
+        model = VAE(ModelConfig(data_dim=560, latent_dim=5, hidden_units=200, likelihood="gaussian", sigmoid_mean=True))
+    config = TrainConfig(
+        max_samples=4000,
+        step_size=0.02,
+        seed=3,
+        first_eval=1000,
+        evals_per_decade=4,
+        engine=engine,
+        estimator=estimator,
+        num_samples=5 if estimator == "IWAE" else 1,
+        batch_size=20 if estimator == "IWAE" else 100,  # Burda et al.'s: log-weights of 5 × 20
+    )
     outside = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        result = Trainer(model, _data(), config, valid=_data()[:65], threads=threads).fit()
+        data = _data() if estimator != "IWAE" else (_data() < 0.3).float()
+        result = Trainer(model, data, config, valid=data[:65], threads=threads).fit()
     finally:
         torch.set_num_threads(outside)
         monkeypatch.undo()
@@ -83,15 +97,17 @@ def test_the_matrix_products_are_in_strict_reproducible_mode():
 
 
 @needs_kernels
-def test_the_adaptive_policy_changes_no_bit_of_a_run(monkeypatch):
-    """Counts changing at every step, at every third, and never: the same weights and bounds."""
+@pytest.mark.parametrize("estimator", ["B", "IWAE"])
+def test_the_adaptive_policy_changes_no_bit_of_a_run(monkeypatch, estimator):
+    """Counts changing at every step, at every third, and never: the same weights and bounds
+    (IWAE: its weights are a softmax over the samples, which torch splits among threads)."""
     if not strict_matrix_products():
         pytest.skip("matrix products without MKL's strict mode: the policy keeps one count")
-    alternating = _fit(monkeypatch, lambda step: 1 + step % 2)
+    alternating = _fit(monkeypatch, lambda step: 1 + step % 2, estimator=estimator)
     assert set(alternating[2]) == {1, 2}
-    _assert_same(alternating, _fit(monkeypatch, lambda step: 2 if step % 3 else 1))
-    _assert_same(alternating, _fit(monkeypatch, threads=1))
-    _assert_same(alternating, _fit(monkeypatch, threads=2))
+    _assert_same(alternating, _fit(monkeypatch, lambda step: 2 if step % 3 else 1, estimator=estimator))
+    _assert_same(alternating, _fit(monkeypatch, threads=1, estimator=estimator))
+    _assert_same(alternating, _fit(monkeypatch, threads=2, estimator=estimator))
 
 
 def test_an_engine_whose_steps_depend_on_the_count_is_not_adapted(monkeypatch):
