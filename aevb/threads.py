@@ -347,6 +347,17 @@ def evaluation_threads(threads: int | None, device: torch.device) -> StepThreads
     return _EVALUATION[key]
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch's intra-op threads set to one inside the block, and given back after."""
+    outside = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(outside)
+
+
 def _one_thread_flushing() -> None:
     """A chunk worker's set-up: one intra-op thread, subnormals flushed (the worker ends with the pool)."""
     torch.set_num_threads(1)
@@ -375,13 +386,9 @@ class ChunkWorkers:
     def map(self, tasks: Iterable[tuple[M, Callable[[], T]]]) -> Iterator[tuple[M, T]]:
         """(meta, task()) for each (meta, task) of ``tasks``, in order; at most twice ``count``
         tasks are made ahead of the results consumed (``tasks`` is iterated in this thread)."""
-        outside = torch.get_num_threads()
-        torch.set_num_threads(1)  # this thread makes the tasks (and runs them when count is 1)
-        try:
-            with denormals.flushed(1):  # the workers flush on their own threads
-                yield from self._map(tasks)
-        finally:
-            torch.set_num_threads(outside)
+        # this thread makes the tasks (and runs them when count is 1); the workers flush on their own threads
+        with one_thread(), denormals.flushed(1):
+            yield from self._map(tasks)
 
     def _map(self, tasks: Iterable[tuple[M, Callable[[], T]]]) -> Iterator[tuple[M, T]]:
         if self.count == 1:

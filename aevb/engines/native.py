@@ -14,9 +14,7 @@ torch references (``tests/test_native.py``), the step against :class:`aevb.engin
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Iterator
 
 import torch
 
@@ -24,6 +22,7 @@ from .. import native
 from ..models.networks import bounded_log_variance
 from ..native.bindings import ACTIVATION_CODES, Kernels, SparseRows
 from ..process_group import Shard
+from ..threads import one_thread
 from .base import EngineRequest
 from .fused import FusedEngine, FusedStep, Layer
 
@@ -123,22 +122,6 @@ def native_unavailable_reason(device: torch.device, dtype: torch.dtype) -> str |
     if native.load() is None:
         return "the native kernels are unavailable (no C compiler, a failed build, or AEVB_NATIVE=0)"
     return None
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """torch operations inside on one thread. torch's softmax over the samples splits the minibatch's
-    columns among its threads, and its vector and scalar code round exp differently, so on two
-    threads IWAE's weights would come out in other bits than on one (tests/test_reproducibility.py)."""
-    count = torch.get_num_threads()
-    if count == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(count)
 
 
 class NativeStep(FusedStep):
@@ -267,7 +250,9 @@ class NativeStep(FusedStep):
             bound_sum = float32_total((log_lik_total + term_total) / samples)
         else:
             log_w = (log_lik + self._term[:rows]).view(samples, batch)
-            with _one_thread():  # so that the weights are the same bits on any count (NativeEngine)
+            # torch's softmax over the samples splits the minibatch's columns among its threads, whose vector
+            # and scalar code round exp differently: on one thread the weights are the same bits on any count
+            with one_thread():
                 bound_sum = (torch.logsumexp(log_w, dim=0) - math.log(samples)).sum()
                 weights = torch.softmax(log_w, dim=0).div_(batch).view(rows)  # self-normalised, / M
         if self.likelihood == "bernoulli":

@@ -100,7 +100,7 @@ class Kernels:
             "aevb_adam", [_ptr, _ptr, _ptr, _ptr, _i64, _ptr, _double, _double, _double, _double, _double, _i64]
         )
         self.threads = function("aevb_threads", [], _int)
-        self._set_flush_denormals = function("aevb_set_flush_denormals", [_int, _int], _int)
+        self._set_flush_denormals = function("aevb_set_flush_denormals", [_int, _int])
 
     # The functions returning a float return Σ|·| of what they wrote (NaN or inf when any element
     # is): the fused step's numeric guard bounds every weight gradient by such sums.
@@ -307,12 +307,10 @@ class Kernels:
             TORCH_ADAM_VECTOR_WIDTH,
         )
 
-    def set_flush_denormals(self, on: bool, threads: int) -> bool | None:
+    def set_flush_denormals(self, on: bool, threads: int) -> None:
         """Subnormals flushed to zero (``on``) or kept, on the calling thread and on ``threads``
-        threads of torch's OpenMP pool (:mod:`aevb.denormals`); the calling thread's previous
-        mode, None where the CPU has none."""
-        before = self._set_flush_denormals(int(on), int(threads))
-        return None if before < 0 else bool(before)
+        threads of torch's OpenMP pool (:mod:`aevb.denormals`; nothing where the CPU has no such mode)."""
+        self._set_flush_denormals(int(on), int(threads))
 
     def scale_rows(self, matrix: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """matrix (R, C) ← weight[r] · matrix[r] in place."""

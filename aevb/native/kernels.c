@@ -816,32 +816,28 @@ API int aevb_threads(void) {
 }
 
 /* Subnormal floats flushed to zero (results) and read as zero (operands) on the calling thread:
- * x86's MXCSR FTZ and DAZ bits, AArch64's FPCR FZ. Returns what the thread had before (1 flushed,
- * 0 not), or -1 where the CPU has no such mode here. Why: aevb.denormals. */
-static int set_thread_flush(int on) {
+ * x86's MXCSR FTZ and DAZ bits, AArch64's FPCR FZ; nothing where the CPU has no such mode here.
+ * Why: aevb.denormals (which reads the mode back by arithmetic, on any build). */
+static void set_thread_flush(int on) {
 #if defined(__x86_64__) || defined(__i386__)
     const unsigned int bits = 0x8000u | 0x0040u; /* FTZ | DAZ */
     unsigned int csr = __builtin_ia32_stmxcsr();
     __builtin_ia32_ldmxcsr(on ? (csr | bits) : (csr & ~bits));
-    return (csr & bits) == bits;
 #elif defined(__aarch64__)
     const uint64_t bit = (uint64_t)1 << 24; /* FZ */
     uint64_t fpcr;
     __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
     __asm__ volatile("msr fpcr, %0" : : "r"(on ? (fpcr | bit) : (fpcr & ~bit)));
-    return (fpcr & bit) != 0;
 #else
     (void)on;
-    return -1;
 #endif
 }
 
 /* set_thread_flush(on) on the calling thread and on `threads` threads of its OpenMP team (torch's
  * own pool, which this library shares: aevb.native loads no build that would start a second one),
- * so that the matrix products, torch's parallel loops and these kernels all see one mode.
- * Returns the calling thread's previous mode, as set_thread_flush. */
-API int aevb_set_flush_denormals(int on, int threads) {
-    int before = set_thread_flush(on);
+ * so that the matrix products, torch's parallel loops and these kernels all see one mode. */
+API void aevb_set_flush_denormals(int on, int threads) {
+    set_thread_flush(on);
 #ifdef _OPENMP
     if (threads > 1) {
 #pragma omp parallel num_threads(threads)
@@ -850,5 +846,4 @@ API int aevb_set_flush_denormals(int on, int threads) {
 #else
     (void)threads;
 #endif
-    return before;
 }
