@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from aevb import denormals, native
+from aevb.chunk_workers import ChunkWorkers
 from aevb.models.vae import VAE, ModelConfig
-from aevb.threads import ChunkWorkers, StepThreads
+from aevb.threads import StepThreads
 from aevb.training import TrainConfig, Trainer
 
 pytestmark = pytest.mark.skipif(

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from aevb import threads as policy
+from aevb.chunk_workers import ChunkWorkers
 from aevb.errors import AevbError
 from aevb.models.vae import VAE, ModelConfig
 from aevb.threads import StepThreads, candidate_counts
@@ -48,14 +49,29 @@ class Machine:
         return self.threads
 
 
+_POLICIES: list[StepThreads] = []
+
+
+@pytest.fixture(autouse=True)
+def policies_stopped():
+    """Each test's policies stopped at its end, as a trainer stops its own: start() flushes the
+    process's subnormals (on the real threads, whatever the fake machine), and only stop() gives the
+    mode back, which later tests of the process rely on."""
+    yield
+    while _POLICIES:
+        _POLICIES.pop().stop()
+
+
 def _policy(machine: Machine, counts) -> StepThreads:
-    return StepThreads(
+    policy = StepThreads(
         tuple(counts),
         clock=machine.clock,
         set_threads=machine.set_threads,
         get_threads=machine.get_threads,
         idle_seconds=machine.idle_seconds,
     )
+    _POLICIES.append(policy)
+    return policy
 
 
 def _started(cost: dict[int, float]) -> tuple[Machine, StepThreads]:
@@ -290,7 +306,7 @@ def test_chunk_workers_return_results_in_order_from_single_threaded_workers():
     before = torch.get_num_threads()
     torch.set_num_threads(2)  # (the tests run on one)
     try:
-        results = list(policy.ChunkWorkers(3).map(((index, lambda index=index: task(index)) for index in range(40))))
+        results = list(ChunkWorkers(3).map(((index, lambda index=index: task(index)) for index in range(40))))
         assert torch.get_num_threads() == 2  # given back
     finally:
         torch.set_num_threads(before)
@@ -308,10 +324,10 @@ def test_chunk_workers_pass_on_a_task_error_and_give_the_threads_back():
 
     for count in (1, 2):
         with pytest.raises(ZeroDivisionError):
-            list(policy.ChunkWorkers(count).map(tasks()))
+            list(ChunkWorkers(count).map(tasks()))
         assert torch.get_num_threads() == before
     with pytest.raises(AevbError, match="`threads` must be a positive integer"):
-        policy.ChunkWorkers(0)
+        ChunkWorkers(0)
 
 
 @pytest.mark.parametrize("latent_dim, hidden", [(2, 7), (20, 500)])

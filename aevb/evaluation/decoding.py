@@ -52,7 +52,7 @@ def fast_decoder_log_prob(model: nn.Module, z: torch.Tensor, x: torch.Tensor) ->
 class _Scratch(threading.local):
     """Reusable output buffers for evaluation chunks of one shape: importance sampling decodes
     thousands of equal chunks, and fresh multi-megabyte tensors cost a page fault per 4 KiB.
-    One set per thread (importance sampling decodes chunks on several, aevb.threads.ChunkWorkers),
+    One set per thread (importance sampling decodes chunks on several, aevb.chunk_workers.ChunkWorkers),
     freed with the thread."""
 
     def __init__(self):

@@ -24,11 +24,12 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
+from ..chunk_workers import ChunkWorkers
 from ..models.buildable import hidden_activations_per_row
 from ..models.vae import ModelConfig, evaluation_mode
 from ..objectives.estimators import LatentVariableModel, log_importance_weights
 from ..progress import progress_bar
-from ..threads import ChunkWorkers, evaluation_threads
+from ..threads import evaluation_threads
 from ..validation import require_count, require_rows
 from .decoding import decoder_log_prob, fast_importance_weights, fast_importance_weights_apply
 
@@ -131,7 +132,7 @@ def estimate_log_likelihood(
 
     Threads: on a CPU the fast path (:func:`fast_importance_weights`) decodes its chunks on
     ``threads`` worker threads of one intra-op thread each (default: torch's current count;
-    :class:`aevb.threads.ChunkWorkers`), and its numbers are the same, bit for bit, for any count.
+    :class:`aevb.chunk_workers.ChunkWorkers`), and its numbers are the same, bit for bit, for any count.
     The reference path runs its chunks one at a time at ``threads`` intra-op threads, or by
     default at the count that evaluates fastest now (:class:`aevb.threads.StepThreads`).
     """
