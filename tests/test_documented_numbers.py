@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -27,13 +28,19 @@ def test_every_sourced_number_in_the_docs_is_its_files_value(capsys):
 
 def test_a_planted_wrong_number_fails_with_its_place_and_the_files_value(tmp_path):
     readme = (ROOT / "README.md").read_text()
-    assert "**86.12**<!-- from" in readme
+    source = "benchmarks/results/nll_binarized_mnist.json#models[model=iwae-vae].negative_log_likelihood"
+    quoted = re.search(r"\*\*(\d+\.\d\d)\*\*<!-- from " + re.escape(source) + " -->", readme)
+    assert quoted, "README quotes the full-schedule VAE's score in bold"
+    value = json.loads((ROOT / "benchmarks/results/nll_binarized_mnist.json").read_text())["models"][0]
+    assert value["model"] == "iwae-vae" and quoted.group(1) == f"{value['negative_log_likelihood']:.2f}"
+    wrong = f"{value['negative_log_likelihood'] + 0.09:.2f}"
     planted = tmp_path / "README.md"
-    planted.write_text(readme.replace("**86.12**<!-- from", "**86.21**<!-- from"))
+    planted.write_text(readme.replace(quoted.group(0), quoted.group(0).replace(quoted.group(1), wrong)))
     count, mismatches = checker.check_document(planted, ROOT)
     assert count >= 4 and len(mismatches) == 1
     (mismatch,) = mismatches
-    assert mismatch.text == "86.21" and "86.116" in mismatch.why and "rounds to 86.12" in mismatch.why
+    assert mismatch.text == wrong and f"rounds to {quoted.group(1)}" in mismatch.why
+    assert str(value["negative_log_likelihood"])[:6] in mismatch.why
     assert str(mismatch).startswith(f"{planted}:")
 
 
