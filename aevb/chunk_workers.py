@@ -7,7 +7,6 @@ since each chunk runs on one intra-op thread, the results do not depend on the c
 from __future__ import annotations
 
 import collections
-import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -15,20 +14,10 @@ import torch
 
 from . import denormals
 from .errors import AevbError
+from .threads import one_thread
 
 T = TypeVar("T")
 M = TypeVar("M")
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """torch's intra-op threads set to one inside the block, and given back after."""
-    outside = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(outside)
 
 
 def _one_thread_flushing() -> None:

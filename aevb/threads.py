@@ -341,3 +341,14 @@ def evaluation_threads(threads: int | None, device: torch.device) -> StepThreads
     if key not in _EVALUATION:
         _EVALUATION[key] = StepThreads.for_device(threads, device)
     return _EVALUATION[key]
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch's intra-op threads set to one inside the block, and given back after."""
+    outside = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(outside)

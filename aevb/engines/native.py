@@ -19,10 +19,10 @@ import math
 import torch
 
 from .. import native
-from ..chunk_workers import one_thread
 from ..models.networks import bounded_log_variance
 from ..native.bindings import ACTIVATION_CODES, Kernels, SparseRows
 from ..process_group import Shard
+from ..threads import one_thread
 from .base import EngineRequest
 from .fused import FusedEngine, FusedStep, Layer
 
